@@ -1,0 +1,12 @@
+"""`ciliumctl install`."""
+
+import typer
+
+from ciliumctl.errors import NotImplementedYet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("install")
+    def _cmd() -> None:
+        """Not implemented yet."""
+        raise NotImplementedYet("ciliumctl install")

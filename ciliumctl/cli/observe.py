@@ -1,0 +1,12 @@
+"""`ciliumctl observe`."""
+
+import typer
+
+from ciliumctl.errors import NotImplementedYet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("observe")
+    def _cmd() -> None:
+        """Not implemented yet."""
+        raise NotImplementedYet("ciliumctl observe")

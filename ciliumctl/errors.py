@@ -1,0 +1,33 @@
+"""Errors the user can act on. The CLI prints them as one line and exits with their code; never a traceback."""
+
+
+class CiliumctlError(Exception):
+    """A problem with input or environment: message says what, where and what to do."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(CiliumctlError):
+    """Bad flags, bad files, unreadable YAML (exit 2)."""
+
+
+class EnvironmentProblem(CiliumctlError):
+    """Not root, no BPF, missing headers, agent not running (exit 2)."""
+
+
+class Finding(CiliumctlError):
+    """A finding such as an invalid policy or a denied trace (exit 1)."""
+
+    exit_code = 1
+
+
+class NotImplementedYet(CiliumctlError):
+    """A command that exists in the command tree but has no implementation yet (exit 2)."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what} is not implemented yet in this version of ciliumctl")

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-time (idempotent) setup of a fresh Debian 12 root machine: system packages, kernel-headers link,
+# and a venv on Debian's Python (BCC's Python bindings are a Debian package, not on PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+STAMP="$VENV/.setup-done"
+APT_PKGS="python3-bpfcc libbpfcc bpfcc-tools python3-venv python3-dev linux-headers-amd64 iproute2 \
+iputils-ping netcat-openbsd curl iptables"
+
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$(id -u)" != 0 -o -e "/lib/modules/$(uname -r)/build" ]; then
+  exit 0
+fi
+
+need_apt=0
+for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || { need_apt=1; break; }; done
+if [ "$need_apt" = 1 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "setup: run as root to install system packages: $APT_PKGS" >&2; exit 2; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $APT_PKGS >/dev/null
+fi
+
+# BCC compiles against kernel headers; Debian's (older) headers serve networking programs when linked.
+kdir="/lib/modules/$(uname -r)"
+if [ "$(id -u)" = 0 ] && [ ! -e "$kdir/build" ]; then
+  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1)
+  common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n1)
+  if [ -n "$hdr" ] && [ -n "$common" ]; then
+    mkdir -p "$kdir"
+    ln -sfn "$hdr" "$kdir/build"
+    ln -sfn "$common" "$kdir/source"
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+touch "$STAMP"
