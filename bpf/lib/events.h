@@ -1,0 +1,60 @@
+/* Events from the datapath to user space, one ring buffer for all of them.
+ * Layout is mirrored by ciliumctl/datapath/events.py (EVENT_FORMAT); change both together.
+ * Type numbers are Cilium's monitor message types, so flows map onto Hubble's event_type directly. */
+#ifndef CTL_EVENTS_H
+#define CTL_EVENTS_H
+
+#define CTL_EVENT_DROP            1   /* MessageTypeDrop: subtype = drop reason (133, 181, ...) */
+#define CTL_EVENT_TRACE           4   /* MessageTypeTrace: subtype = observation point */
+#define CTL_EVENT_POLICY_VERDICT  9   /* MessageTypePolicyVerdict: first packet of a connection */
+
+/* flow.proto Verdict */
+#define CTL_VERDICT_FORWARDED 1
+#define CTL_VERDICT_DROPPED   2
+#define CTL_VERDICT_AUDIT     4
+
+/* flow.proto TrafficDirection, from the endpoint's point of view */
+#define CTL_DIR_INGRESS 1
+#define CTL_DIR_EGRESS  2
+
+/* Cilium drop reasons */
+#define CTL_DROP_POLICY       133  /* Policy denied */
+#define CTL_DROP_POLICY_DENY  181  /* Policy denied by denylist */
+#define CTL_DROP_CT_INVALID   137  /* Unknown connection tracking state? kept for completeness */
+
+/* Cilium policy match types (policy_match_type) */
+#define CTL_MATCH_NONE     0
+#define CTL_MATCH_L3_ONLY  1
+#define CTL_MATCH_L3_L4    2
+#define CTL_MATCH_L4_ONLY  3
+#define CTL_MATCH_ALL      4
+
+/* flow.proto TraceObservationPoint */
+#define CTL_OBS_FROM_ENDPOINT 5
+#define CTL_OBS_TO_ENDPOINT   101
+
+struct ctl_event {
+	__u64 ts_ns;          /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u8  type;           /* CTL_EVENT_* */
+	__u8  subtype;        /* drop reason or observation point */
+	__u8  verdict;        /* CTL_VERDICT_* */
+	__u8  direction;      /* CTL_DIR_* */
+	__u16 ep_id;          /* endpoint whose policy applied */
+	__u8  proto;          /* IPPROTO_* */
+	__u8  tcp_flags;      /* TCP flags seen (traces: OR of the flags since the last trace) */
+	__u32 ifindex;        /* host-side interface the program ran on */
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 saddr;          /* network byte order */
+	__u32 daddr;          /* network byte order */
+	__u16 sport;          /* host byte order; ICMP: type */
+	__u16 dport;          /* host byte order; ICMP: code */
+	__u32 len;            /* bytes of the packet (traces: bytes since the last trace) */
+	__u32 rule_cookie;    /* policy entry that decided; 0 = none (default deny / no policy) */
+	__u8  match_type;     /* CTL_MATCH_* */
+	__u8  is_reply;       /* 1 when the packet is a reply of a tracked connection */
+	__u16 pad;
+	__u32 packets;        /* traces: packets since the last trace */
+};
+
+#endif
