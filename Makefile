@@ -7,7 +7,7 @@ setup:
 	@./scripts/setup.sh
 
 demo: setup
-	@$(VENV)/bin/ciliumctl demo
+	@$(VENV)/bin/ciliumctl policy validate examples/policies
 
 test: setup
 	@$(PY) -m pytest tests

@@ -1,13 +1,11 @@
-"""`ciliumctl policy ...`."""
+"""`ciliumctl policy ...`: each subcommand family lives in its own module."""
 
 import typer
 
-from ciliumctl.errors import NotImplementedYet
+from ciliumctl.cli import policy_store, policy_trace, policy_validate
 
-app = typer.Typer(help="Validate, apply and trace network policies.", no_args_is_help=True)
+app = typer.Typer(help="Validate, apply, trace and inspect network policies.", no_args_is_help=True)
 
-
-@app.command("validate")
-def validate() -> None:
-    """Validate policy files."""
-    raise NotImplementedYet("ciliumctl policy validate")
+policy_validate.register(app)
+policy_trace.register(app)
+policy_store.register(app)
