@@ -1,0 +1,44 @@
+"""The network namespace that plays "the node".
+
+Normally the node is the root network namespace. With CILIUMCTL_NODE_NETNS set (a name under /run/netns or a
+path), the process moves into that namespace before touching links, routes or tc, so that a sandbox node (tests,
+a second simulated node) keeps everything it creates away from the machine's own interfaces and routes.
+Only the network namespace is changed: bpffs and /run stay those of the caller.
+"""
+
+import ctypes
+import os
+
+CLONE_NEWNET = 0x40000000
+_entered: str | None = None
+
+
+def node_netns() -> str | None:
+    value = os.environ.get("CILIUMCTL_NODE_NETNS", "").strip()
+    if not value:
+        return None
+    return value if "/" in value else f"/run/netns/{value}"
+
+
+def enter_node_netns() -> None:
+    """Idempotent. Threads started before this call stay in the old namespace: call it early."""
+    global _entered
+    path = node_netns()
+    if path is None or _entered == path:
+        return
+    from ciliumctl.errors import EnvironmentProblem
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as err:
+        raise EnvironmentProblem(f"node network namespace {path}: {err.strerror}; "
+                                 "create it or unset CILIUMCTL_NODE_NETNS") from None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise EnvironmentProblem(f"cannot enter node network namespace {path}: {os.strerror(err)} "
+                                     "(needs root)")
+    finally:
+        os.close(fd)
+    _entered = path
