@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 STAMP="$VENV/.setup-done"
 APT_PKGS="python3-bpfcc libbpfcc bpfcc-tools python3-venv python3-dev linux-headers-amd64 iproute2 \
-iputils-ping netcat-openbsd curl iptables"
+iputils-ping netcat-openbsd curl iptables zsh fish"
 
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$(id -u)" != 0 -o -e "/lib/modules/$(uname -r)/build" ]; then
   exit 0

@@ -1,0 +1,65 @@
+"""Completions and man pages are generated from the Typer app: stale files, broken scripts or a command tree
+that pulls heavy modules into start-up fail here."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ciliumctl.cli import docgen
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generated_files_are_current():
+    stale = [rel for rel, content in docgen.render_all().items()
+             if not (ROOT / rel).is_file() or (ROOT / rel).read_text() != content]
+    assert not stale, f"run `make docs`: stale or missing {stale}"
+
+
+def test_no_orphan_generated_files():
+    expected = set(docgen.render_all())
+    present = {f"{d}/{p.name}" for d in ("completions", "man") for p in (ROOT / d).iterdir()}
+    assert present <= expected, f"run `make docs`: orphans {present - expected}"
+
+
+def _bash_complete(*words: str) -> list[str]:
+    script = (f"source {ROOT}/completions/ciliumctl.bash; COMP_WORDS=({' '.join(repr(w) for w in words)}); "
+              f"COMP_CWORD={len(words) - 1}; _ciliumctl; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    return [w for w in out.splitlines() if w]
+
+
+def test_bash_completes_commands_and_subcommands():
+    assert "policy" in _bash_complete("ciliumctl", "pol")
+    sub = _bash_complete("ciliumctl", "policy", "")
+    assert {"validate", "trace"} <= set(sub)
+    assert "endpoint" not in sub
+
+
+@pytest.mark.parametrize("shell,flag,path", [("zsh", "-n", "completions/_ciliumctl"),
+                                             ("fish", "--no-execute", "completions/ciliumctl.fish")])
+def test_other_shells_parse_their_scripts(shell, flag, path):
+    if not shutil.which(shell):
+        pytest.skip(f"{shell} not installed (scripts/setup.sh installs it)")
+    subprocess.run([shell, flag, str(ROOT / path)], check=True)
+
+
+def test_man_pages_render():
+    if not shutil.which("man"):
+        pytest.skip("man not installed")
+    out = subprocess.run(["man", "-l", str(ROOT / "man/ciliumctl.1")], capture_output=True, text=True,
+                         env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin"}, check=True).stdout
+    assert "SYNOPSIS" in out and "policy" in out
+
+
+def test_help_does_not_import_heavy_modules():
+    code = ("import sys; sys.argv=['ciliumctl','--help']\n"
+            "from ciliumctl.cli import main\n"
+            "try:\n    main.app()\nexcept SystemExit:\n    pass\n"
+            "heavy=[m for m in ('bcc','grpc','kubernetes','pyroute2','yaml','google.protobuf') if m in sys.modules]\n"
+            "print('HEAVY', ','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "HEAVY", out
