@@ -1,0 +1,65 @@
+"""The node-local address pool: lowest free address, no double leases under concurrency, release."""
+
+import multiprocessing
+
+import pytest
+
+from ciliumctl.endpoints import ipam
+from ciliumctl.errors import EnvironmentProblem, UsageError
+
+
+def test_allocates_lowest_free_and_reuses_released(tmp_path):
+    pool = ipam.Pool("10.9.0.0/29", tmp_path)
+    assert [pool.allocate(f"ep:{i}") for i in range(3)] == ["10.9.0.1", "10.9.0.2", "10.9.0.3"]
+    assert pool.release("10.9.0.2")
+    assert not pool.release("10.9.0.2")
+    assert pool.allocate("ep:9") == "10.9.0.2"
+    assert ipam.Pool("10.9.0.0/29", tmp_path).leases()["10.9.0.2"] == "ep:9"   # persisted
+
+
+def test_exhaustion_and_release_owner(tmp_path):
+    pool = ipam.Pool("10.9.0.0/30", tmp_path)
+    pool.allocate("a")
+    pool.allocate("b")
+    with pytest.raises(EnvironmentProblem, match="exhausted"):
+        pool.allocate("c")
+    assert pool.release_owner("a") == ["10.9.0.1"]
+    assert pool.allocate("c") == "10.9.0.1"
+
+
+def test_wanted_address(tmp_path):
+    pool = ipam.Pool("10.9.0.0/24", tmp_path)
+    assert pool.allocate("a", wanted="10.9.0.77") == "10.9.0.77"
+    with pytest.raises(UsageError, match="already leased"):
+        pool.allocate("b", wanted="10.9.0.77")
+    with pytest.raises(UsageError, match="not a usable address"):
+        pool.allocate("b", wanted="10.8.0.1")
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "fd00::/64", "10.0.0.1/31"])
+def test_bad_pools(bad):
+    with pytest.raises(UsageError):
+        ipam.parse_pool(bad)
+
+
+def test_pool_precedence(monkeypatch):
+    monkeypatch.delenv("CILIUMCTL_POOL", raising=False)
+    assert ipam.effective_pool() == ipam.DEFAULT_POOL
+    assert ipam.effective_pool(configured="10.1.0.0/16") == "10.1.0.0/16"
+    monkeypatch.setenv("CILIUMCTL_POOL", "10.2.0.0/16")
+    assert ipam.effective_pool(configured="10.1.0.0/16") == "10.2.0.0/16"
+    assert ipam.effective_pool(explicit="10.3.0.5/24") == "10.3.0.0/24"
+
+
+def _grab(args):
+    state, n = args
+    pool = ipam.Pool("10.9.0.0/24", state)
+    return [pool.allocate(f"p{n}:{i}") for i in range(10)]
+
+
+def test_concurrent_allocations_never_collide(tmp_path):
+    with multiprocessing.get_context("fork").Pool(4) as workers:
+        results = workers.map(_grab, [(tmp_path, n) for n in range(4)])
+    got = [a for r in results for a in r]
+    assert len(got) == 40 and len(set(got)) == 40
+    assert len(ipam.Pool("10.9.0.0/24", tmp_path).leases()) == 40
