@@ -1,0 +1,150 @@
+"""Netlink work for a CNI attachment: a veth whose peer is created directly inside a runtime's network namespace.
+
+H4's plumbing (ciliumctl/endpoints/plumbing.py) makes sandbox endpoints, where ciliumctl creates the namespace
+itself; here the namespace belongs to the container runtime and arrives as an open descriptor (passed over the
+agent socket), so the peer is created straight into it and configured through a netlink socket opened inside
+it. The caller is in the node network namespace (ciliumctl.nodens.enter_node_netns()).
+
+Routing follows DESIGN.md: the pod has a /32, a static neighbour for the gateway 169.254.1.1 (the host veth's
+MAC, so no ARP towards an address nobody owns), a link route to it and a default route via it; the host side
+has proxy_arp and forwarding on, and a /32 route back to the pod."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import socket
+
+CLONE_NEWNET = 0x40000000
+GATEWAY = "169.254.1.1"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def in_netns(fd: int):
+    """Run the block in the namespace `fd` (this thread only), then return to the thread's own namespace."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)
+
+
+def _ipr_in(fd: int):
+    from pyroute2 import IPRoute
+
+    with in_netns(fd):
+        return IPRoute()   # a netlink socket stays bound to the namespace it was created in
+
+
+def _sysctl_if(ifname: str, key: str, value: str) -> None:
+    with open(f"/proc/sys/net/ipv4/conf/{ifname}/{key}", "w") as fh:
+        fh.write(value)
+
+
+def link_index(ipr, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def _mac(ipr, index: int) -> str:
+    return ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+
+
+def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int = 1500) -> dict:
+    """Create and configure the pair. Returns {host_ifindex, host_mac, pod_mac}. Undoes itself on failure."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        old = link_index(ipr, host_ifname)
+        if old is not None:          # left over from an ADD that died half-way
+            ipr.link("del", index=old)
+        pod = _ipr_in(netns_fd)
+        try:
+            if link_index(pod, ifname) is not None:
+                raise FileExistsError(f"interface {ifname} already exists in the container's network namespace")
+            ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu,
+                     peer={"ifname": ifname, "net_ns_fd": netns_fd, "mtu": mtu})
+            try:
+                host_idx = link_index(ipr, host_ifname)
+                host_mac = _mac(ipr, host_idx)
+                _sysctl_if(host_ifname, "proxy_arp", "1")
+                _sysctl_if(host_ifname, "forwarding", "1")
+                ipr.link("set", index=host_idx, state="up")
+                pod_idx = link_index(pod, ifname)
+                pod_mac = _mac(pod, pod_idx)
+                pod.addr("add", index=pod_idx, address=ipv4, prefixlen=32)
+                pod.link("set", index=pod_idx, state="up")
+                pod.neigh("add", dst=GATEWAY, lladdr=host_mac, ifindex=pod_idx, state="permanent")
+                pod.route("add", dst=f"{GATEWAY}/32", oif=pod_idx, scope="link")
+                pod.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=pod_idx)
+                ipr.route("replace", dst=f"{ipv4}/32", oif=host_idx, scope="link")
+            except BaseException:
+                with contextlib.suppress(NetlinkError):
+                    ipr.link("del", ifname=host_ifname)
+                raise
+        finally:
+            pod.close()
+    return {"host_ifindex": host_idx, "host_mac": host_mac, "pod_mac": pod_mac}
+
+
+def teardown_veth(host_ifname: str, ipv4: str | None) -> bool:
+    """Remove the host side (the kernel removes the peer and both routes with it). True if something was there."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        removed = False
+        idx = link_index(ipr, host_ifname)
+        if idx is not None:
+            with contextlib.suppress(NetlinkError):
+                ipr.link("del", index=idx)
+                removed = True
+        if ipv4:    # a route left pointing elsewhere by a crash is not ours to keep
+            with contextlib.suppress(NetlinkError):
+                for r in ipr.route("get", dst=ipv4):
+                    if r.get_attr("RTA_OIF") is None or r.get("dst_len") != 32:
+                        break
+                    ipr.route("del", dst=f"{ipv4}/32", oif=r.get_attr("RTA_OIF"))
+        return removed
+
+
+def check_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str) -> list[str]:
+    """What is wrong with an attachment (empty list: all well)."""
+    from pyroute2 import IPRoute
+
+    problems = []
+    with IPRoute() as ipr:
+        idx = link_index(ipr, host_ifname)
+        if idx is None:
+            return [f"host interface {host_ifname} is missing"]
+        if not ipr.get_links(idx)[0]["flags"] & 1:
+            problems.append(f"host interface {host_ifname} is down")
+        routes = [r for r in ipr.get_routes(family=socket.AF_INET, dst=ipv4) if r.get("dst_len") == 32]
+        if not any(r.get_attr("RTA_OIF") == idx for r in routes):
+            problems.append(f"route {ipv4}/32 dev {host_ifname} is missing")
+    pod = _ipr_in(netns_fd)
+    try:
+        pidx = link_index(pod, ifname)
+        if pidx is None:
+            problems.append(f"interface {ifname} is missing in the container")
+        else:
+            addrs = [a.get_attr("IFA_ADDRESS") for a in pod.get_addr(index=pidx, family=socket.AF_INET)]
+            if ipv4 not in addrs:
+                problems.append(f"interface {ifname} in the container lacks address {ipv4}")
+    finally:
+        pod.close()
+    return problems

@@ -1,0 +1,338 @@
+"""The agent side of the CNI plugin: a unix-socket server that networks a runtime's pod and puts it under policy.
+
+Protocol (one request per connection): the plugin sends one JSON object and shuts down its write side; an open
+descriptor of the pod's network namespace rides along (SCM_RIGHTS) with the first bytes. The server answers
+{"ok": true, "result": {...}} or {"ok": false, "code": N, "msg": "...", "details": "..."} (CNI error codes).
+
+ADD returns only when the veth, routes, endpoint registration, identity, datapath attachment and the policy
+reconcile are all done, so in `always` mode a pod never runs unprotected. Attachments are keyed by
+(network name, container id, ifname) as the spec asks, and recorded in `<state>/cni/<key>.json` (atomic writes);
+work that touches shared node state runs under one lock (a thread lock plus the node's file lock).
+
+Run it inside the agent (CniServer(path).start(), after ciliumctl.nodens.enter_node_netns()) or standalone:
+`python -m ciliumctl.endpoints.cni_server --socket PATH`.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from ciliumctl import paths, statefile
+from ciliumctl.endpoints import cni_node, cni_plumbing
+
+log = logging.getLogger("ciliumctl.cni")
+
+E_UNKNOWN_CONTAINER = 3
+E_INVALID_CONFIG = 7
+E_TRY_AGAIN_LATER = 11
+E_INTERNAL = 999
+MAX_REQUEST = 4 << 20
+
+
+class CniFailure(Exception):
+    def __init__(self, code: int, msg: str, details: str = ""):
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+
+def attachment_key(network: str, container_id: str, ifname: str) -> str:
+    return hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()
+
+
+def host_ifname(prefix: str, key: str) -> str:
+    """Deterministic, so a DEL without state (or after a crash) still finds the host side."""
+    prefix = prefix or "lxc"
+    if len(prefix) > 8 or not prefix.isalnum():
+        raise CniFailure(E_INVALID_CONFIG, f"hostVethPrefix {prefix!r}: use at most 8 letters or digits")
+    return prefix + key[: 15 - len(prefix)]
+
+
+def state_dir() -> Path:
+    return paths.state_dir() / "cni"
+
+
+def _state_path(key: str) -> Path:
+    return state_dir() / f"{key}.json"
+
+
+def load_attachments() -> list[dict]:
+    d = state_dir()
+    if not d.is_dir():
+        return []
+    return [a for a in (statefile.read_json(p) for p in sorted(d.glob("*.json"))) if a]
+
+
+def _first_ipv4(ipam_result: dict) -> str:
+    for ip in ipam_result.get("ips") or []:
+        addr = str(ip.get("address", "")).split("/")[0]
+        if addr and ":" not in addr:
+            return addr
+    raise CniFailure(E_INVALID_CONFIG, "the IPAM result holds no IPv4 address (only IPv4 is supported)")
+
+
+class CniHandler:
+    """Turns plugin requests into node changes. Thread-safe: one attachment change at a time."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with self._lock, statefile.locked(cni_node.lock_path()):
+            yield
+
+    def handle(self, request: dict, netns_fd: int | None) -> dict:
+        command = request.get("command")
+        if command == "STATUS":
+            return cni_node.status()
+        conf = request.get("config") or {}
+        network = str(conf.get("name") or "")
+        if not network:
+            raise CniFailure(E_INVALID_CONFIG, "network configuration has no \"name\"")
+        if command == "GC":
+            return self.gc(conf)
+        cid, ifname = request.get("containerID") or "", request.get("ifname") or ""
+        if not cid or not ifname:
+            raise CniFailure(4, "CNI_CONTAINERID and CNI_IFNAME are required")
+        key = attachment_key(network, cid, ifname)
+        if command == "ADD":
+            if netns_fd is None:
+                raise CniFailure(4, "ADD needs the pod's network namespace (CNI_NETNS)")
+            return self.add(request, conf, key, netns_fd)
+        if command == "DEL":
+            return self.delete(conf, key)
+        if command == "CHECK":
+            return self.check(request, conf, key, netns_fd)
+        raise CniFailure(4, f"unknown command {command!r}")
+
+    # --- ADD -----------------------------------------------------------------------------------------------
+    def add(self, request: dict, conf: dict, key: str, netns_fd: int) -> dict:
+        ipam_result = request.get("ipamResult") or {}
+        ipv4 = _first_ipv4(ipam_result)
+        ifname = request["ifname"]
+        hostif = host_ifname(str(conf.get("hostVethPrefix") or "lxc"), key)
+        args = request.get("args") or {}
+        runtime_conf = conf.get("runtimeConfig") or {}
+        with self._locked():
+            old = statefile.read_json(_state_path(key))
+            if old:   # a repeated ADD without DEL (runtime retry): start from a clean slate
+                self._teardown(old)
+            links = cni_plumbing.setup_veth(hostif, netns_fd, ifname, ipv4, int(conf.get("mtu") or 1500))
+            attachment = {
+                "network": conf["name"], "containerID": request["containerID"], "ifname": ifname,
+                "netns": request.get("netns", ""), "hostIfname": hostif, "ipv4": ipv4, "endpointID": 0,
+            }
+            try:
+                ep = cni_node.register(
+                    name=args.get("K8S_POD_NAME") or request["containerID"][:12],
+                    namespace=args.get("K8S_POD_NAMESPACE") or "default",
+                    annotations=runtime_conf.get("io.kubernetes.cri.pod-annotations") or {},
+                    ipv4=ipv4, netns=request.get("netns", ""), host_ifname=hostif,
+                    host_ifindex=links["host_ifindex"], container_id=request["containerID"])
+                attachment["endpointID"] = ep.id
+                statefile.write_json(_state_path(key), attachment)
+            except BaseException:
+                self._teardown(attachment)
+                raise
+        dns = ipam_result.get("dns") or conf.get("dns") or {}
+        result = {
+            "cniVersion": "1.0.0",
+            "interfaces": [
+                {"name": hostif, "mac": links["host_mac"]},
+                {"name": ifname, "mac": links["pod_mac"], "sandbox": request.get("netns", "")},
+            ],
+            "ips": [{"address": f"{ipv4}/32", "gateway": cni_plumbing.GATEWAY, "interface": 1}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": cni_plumbing.GATEWAY}],
+        }
+        if dns:
+            result["dns"] = dns
+        return result
+
+    # --- DEL -----------------------------------------------------------------------------------------------
+    def delete(self, conf: dict, key: str) -> dict:
+        with self._locked():
+            attachment = statefile.read_json(_state_path(key))
+            if attachment is None:   # unknown or already deleted: still remove a host side a crash left
+                hostif = host_ifname(str(conf.get("hostVethPrefix") or "lxc"), key)
+                attachment = {"hostIfname": hostif, "ipv4": None, "endpointID": 0, "network": conf.get("name")}
+            self._teardown(attachment)
+            with contextlib.suppress(FileNotFoundError):
+                _state_path(key).unlink()
+        return {}
+
+    def _teardown(self, attachment: dict) -> None:
+        """Endpoint first (detach and drop from policy), then the links. Each step tolerates absence."""
+        if attachment.get("endpointID"):
+            cni_node.unregister(int(attachment["endpointID"]), attachment.get("containerID", ""))
+        cni_plumbing.teardown_veth(attachment["hostIfname"], attachment.get("ipv4"))
+
+    # --- CHECK ---------------------------------------------------------------------------------------------
+    def check(self, request: dict, conf: dict, key: str, netns_fd: int | None) -> dict:
+        attachment = statefile.read_json(_state_path(key))
+        if attachment is None:
+            raise CniFailure(E_UNKNOWN_CONTAINER, f"no attachment of container {request['containerID']} "
+                                                  f"({request['ifname']}) on network {conf['name']}")
+        if netns_fd is None:
+            raise CniFailure(4, "CHECK needs the pod's network namespace (CNI_NETNS)")
+        prev_ips = [str(ip.get("address", "")).split("/")[0] for ip in (conf.get("prevResult") or {}).get("ips", [])]
+        problems = []
+        if prev_ips and attachment["ipv4"] not in prev_ips:
+            problems.append(f"prevResult lists {prev_ips}, the attachment has {attachment['ipv4']}")
+        problems += cni_plumbing.check_veth(attachment["hostIfname"], netns_fd, attachment["ifname"],
+                                            attachment["ipv4"])
+        problems += cni_node.check(int(attachment["endpointID"]))
+        if problems:
+            raise CniFailure(E_INTERNAL, "attachment is broken: " + "; ".join(problems))
+        return {}
+
+    # --- GC (spec 1.1) -------------------------------------------------------------------------------------
+    def gc(self, conf: dict) -> dict:
+        valid = {(a.get("containerID"), a.get("ifname")) for a in conf.get("cni.dev/valid-attachments") or []}
+        removed = 0
+        with self._locked():
+            for attachment in load_attachments():
+                if attachment.get("network") != conf["name"]:
+                    continue
+                if (attachment["containerID"], attachment["ifname"]) in valid:
+                    continue
+                self._teardown(attachment)
+                key = attachment_key(attachment["network"], attachment["containerID"], attachment["ifname"])
+                with contextlib.suppress(FileNotFoundError):
+                    _state_path(key).unlink()
+                removed += 1
+        return {"removed": removed}
+
+
+class CniServer:
+    """Accepts plugin connections on a unix socket; one thread per request."""
+
+    def __init__(self, path: str | os.PathLike | None = None, handler: CniHandler | None = None):
+        self.path = str(path or paths.agent_socket())
+        self.handler = handler or CniHandler()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def bind(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(self.path)
+        os.chmod(self.path, 0o600)
+        sock.listen(64)
+        self._sock = sock
+
+    def start(self) -> "CniServer":
+        """Serve in a background thread (call enter_node_netns() before: threads inherit the namespace)."""
+        if self._sock is None:
+            self.bind()
+        self._thread = threading.Thread(target=self.serve_forever, name="cni-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        if self._sock is None:
+            self.bind()
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return   # closed
+            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        fds: list[int] = []
+        try:
+            data, fds = _recv_request(conn)
+            if not data.strip():
+                return   # a plugin that connected, then failed before asking (e.g. its IPAM plugin failed)
+            try:
+                request = json.loads(data)
+                reply = {"ok": True, "result": self.handler.handle(request, fds[0] if fds else None)}
+            except CniFailure as err:
+                reply = {"ok": False, "code": err.code, "msg": err.msg, "details": err.details}
+            except ValueError as err:
+                reply = {"ok": False, "code": 6, "msg": f"request is not JSON: {err}"}
+            except Exception as err:   # the plugin prints it as a CNI error; the agent log keeps the trace
+                log.exception("CNI request failed")
+                msg = getattr(err, "strerror", None) or str(err) or type(err).__name__
+                reply = {"ok": False, "code": E_INTERNAL, "msg": f"ciliumctl agent: {msg}"}
+            conn.sendall(json.dumps(reply).encode())
+        except OSError:
+            log.exception("CNI connection failed")
+        finally:
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+
+
+def _recv_request(conn: socket.socket) -> tuple[bytes, list[int]]:
+    chunks, fds = [], []
+    size = 0
+    while True:
+        fdarr = array.array("i")
+        msg, anc, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(4 * fdarr.itemsize))
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fdarr.frombytes(payload[: len(payload) - (len(payload) % fdarr.itemsize)])
+                fds.extend(fdarr)
+        if not msg:
+            return b"".join(chunks), fds
+        chunks.append(msg)
+        size += len(msg)
+        if size > MAX_REQUEST:
+            raise OSError("request too large")
+
+
+def serve(path: str | None = None) -> None:
+    """Standalone server (the agent embeds CniServer instead)."""
+    from ciliumctl.nodens import enter_node_netns
+
+    enter_node_netns()
+    server = CniServer(path)
+    server.bind()
+    sys.stderr.write(f"ciliumctl CNI server listening on {server.path}\n")
+    sys.stderr.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ciliumctl.endpoints.cni_server")
+    parser.add_argument("--socket", default=None, help="unix socket path (default: the agent socket)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from ciliumctl.errors import CiliumctlError
+
+    try:
+        serve(args.socket)
+    except CiliumctlError as err:
+        sys.stderr.write(f"Error: {err}\n")
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
