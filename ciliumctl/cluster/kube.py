@@ -1,0 +1,211 @@
+"""Thin access to the Kubernetes API through the official `kubernetes` client (its ApiClient, configuration,
+authentication and TLS), with plain dicts in and out.
+
+Why not the typed APIs or the dynamic client: we handle a dozen kinds, CRDs among them, generically (apply,
+get, delete, watch), and the dynamic client needs discovery plus an on-disk discovery cache. A fixed table of
+the kinds we use gives the REST paths with no round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterator
+
+from ciliumctl.errors import CiliumctlError, EnvironmentProblem, UsageError
+
+
+@dataclass(frozen=True)
+class Kind:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def resource(self) -> str:
+        """kubectl's name for it: plural.group (core: plural)."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+
+CILIUM_GROUP = "cilium.io"
+KINDS = {k.kind: k for k in [
+    Kind("", "v1", "namespaces", "Namespace", False),
+    Kind("", "v1", "pods", "Pod", True),
+    Kind("", "v1", "nodes", "Node", False),
+    Kind("", "v1", "configmaps", "ConfigMap", True),
+    Kind("", "v1", "serviceaccounts", "ServiceAccount", True),
+    Kind("apps", "v1", "daemonsets", "DaemonSet", True),
+    Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True),
+    Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    Kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False),
+    Kind(CILIUM_GROUP, "v2", "ciliumnetworkpolicies", "CiliumNetworkPolicy", True),
+    Kind(CILIUM_GROUP, "v2", "ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", False),
+    Kind(CILIUM_GROUP, "v2", "ciliumidentities", "CiliumIdentity", False),
+    Kind(CILIUM_GROUP, "v2", "ciliumendpoints", "CiliumEndpoint", True),
+]}
+
+
+class ApiFailure(CiliumctlError):
+    """The API server refused a request. `status`/`reason` as in the Kubernetes Status object."""
+
+    def __init__(self, status: int, reason: str, message: str):
+        super().__init__(f"API server: {message} ({status} {reason})")
+        self.status, self.reason, self.api_message = status, reason, message
+
+
+def kind_of(obj: dict) -> Kind:
+    api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+    k = KINDS.get(kind)
+    if k is None or k.api_version != api_version:
+        raise UsageError(f"kind {kind or '?'} ({api_version or '?'}) is not one ciliumctl manages")
+    return k
+
+
+class Kube:
+    def __init__(self, api_client):
+        self.api = api_client
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> "Kube":
+        from kubernetes import config
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            return cls(config.new_client_from_config(config_file=kubeconfig, context=context))
+        except ConfigException as err:
+            raise UsageError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {err}; pass --kubeconfig/--context "
+                             "of a reachable cluster") from None
+        except (OSError, ValueError) as err:
+            raise UsageError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {err}") from None
+
+    @property
+    def host(self) -> str:
+        return self.api.configuration.host
+
+    # ---- paths
+
+    @staticmethod
+    def path(kind: Kind, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/apis/{kind.group}/{kind.version}" if kind.group else f"/api/{kind.version}"
+        if kind.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{kind.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+    # ---- raw request
+
+    def request(self, method: str, path: str, query: dict | None = None, body=None,
+                content_type: str = "application/json", stream: bool = False, timeout=None):
+        import urllib3
+
+        q = [(k, v) for k, v in (query or {}).items() if v is not None]
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method_, url, headers, body, _ = self.api.param_serialize(
+            method=method, resource_path=path, query_params=q, header_params=headers, body=body,
+            auth_settings=["BearerToken"])
+        try:
+            resp = self.api.call_api(method_, url, header_params=headers, body=body, _request_timeout=timeout)
+        except urllib3.exceptions.HTTPError as err:
+            reason = getattr(err, "reason", None) or err
+            raise EnvironmentProblem(f"cannot reach the Kubernetes API server at {self.host}: {reason}; check "
+                                     "--kubeconfig/--context and that the cluster is up") from None
+        if not 200 <= resp.status <= 299:
+            data = resp.read()
+            try:
+                status = json.loads(data)
+                message, reason = status.get("message", ""), status.get("reason", "")
+            except ValueError:
+                message, reason = data.decode(errors="replace")[:200], resp.reason or ""
+            resp.response.release_conn()
+            raise ApiFailure(resp.status, reason or "", message or f"{method} {path} failed")
+        if stream:
+            return resp
+        return json.loads(resp.read() or b"{}")
+
+    # ---- verbs on dicts
+
+    def get(self, kind: Kind, name: str, namespace: str | None = None) -> dict | None:
+        try:
+            return self.request("GET", self.path(kind, namespace, name))
+        except ApiFailure as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list(self, kind: Kind, namespace: str | None = None, label_selector: str | None = None,
+             field_selector: str | None = None) -> tuple[list[dict], str]:
+        data = self.request("GET", self.path(kind, namespace),
+                            {"labelSelector": label_selector, "fieldSelector": field_selector})
+        items = data.get("items") or []
+        for item in items:  # the real server leaves these out of list items
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+        return items, data.get("metadata", {}).get("resourceVersion", "")
+
+    def create(self, obj: dict, dry_run: bool = False) -> dict:
+        kind = kind_of(obj)
+        ns = obj.get("metadata", {}).get("namespace")
+        return self.request("POST", self.path(kind, ns), {"dryRun": "All" if dry_run else None}, obj)
+
+    def replace(self, obj: dict, sub: str | None = None, field_manager: str | None = None) -> dict:
+        kind, meta = kind_of(obj), obj.get("metadata", {})
+        return self.request("PUT", self.path(kind, meta.get("namespace"), meta["name"], sub),
+                            {"fieldManager": field_manager}, obj)
+
+    def apply(self, obj: dict, field_manager: str, force: bool = False, dry_run: bool = False,
+              sub: str | None = None) -> dict:
+        """Server-side apply (PATCH application/apply-patch+yaml)."""
+        kind, meta = kind_of(obj), obj.get("metadata", {})
+        query = {"fieldManager": field_manager, "force": "true" if force else None,
+                 "dryRun": "All" if dry_run else None}
+        return self.request("PATCH", self.path(kind, meta.get("namespace"), meta["name"], sub), query, obj,
+                            content_type="application/apply-patch+yaml")
+
+    def delete(self, kind: Kind, name: str, namespace: str | None = None, dry_run: bool = False) -> bool:
+        """True if it existed."""
+        try:
+            self.request("DELETE", self.path(kind, namespace, name), {"dryRun": "All" if dry_run else None},
+                         {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+            return True
+        except ApiFailure as err:
+            if err.status == 404:
+                return False
+            raise
+
+    def watch(self, kind: Kind, resource_version: str, namespace: str | None = None,
+              label_selector: str | None = None, field_selector: str | None = None,
+              timeout_seconds: int = 300) -> Iterator[tuple[str, dict]]:
+        """(type, object) events from resource_version on; ends when the server closes the stream.
+        An ERROR event (e.g. 410 Gone) is raised as ApiFailure."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        query = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(timeout_seconds), "labelSelector": label_selector,
+                 "fieldSelector": field_selector}
+        resp = self.request("GET", self.path(kind, namespace), query, stream=True,
+                            timeout=(10, timeout_seconds + 15))
+        try:
+            for line in iter_resp_lines(resp.response):
+                if not line:
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    raise ApiFailure(int(obj.get("code") or 500), obj.get("reason", ""), obj.get("message", ""))
+                yield event.get("type", ""), obj
+        finally:  # close, not release: a half-read stream must not go back to the pool
+            resp.response.close()
+            resp.response.release_conn()

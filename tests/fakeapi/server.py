@@ -1,0 +1,356 @@
+"""An in-process fake Kubernetes API server over plain HTTP, for tests only (no kube-apiserver can run here).
+
+The official `kubernetes` client talks to it unchanged: point a kubeconfig (write_kubeconfig) or a
+Configuration(host=server.url) at it. Paths are the real ones (/api/v1/..., /apis/<group>/<version>/...,
+namespaced and cluster-scoped, /status subresources, discovery). Watches stream JSON lines over a chunked
+HTTP/1.1 response, as the real server does.
+
+Test hooks: `store` (direct access), `compact()` (watches from older resourceVersions get 410 Gone),
+`drop_watches()` (cut every open watch stream, like an API server restart), `fail_next()` (inject HTTP errors),
+`requests` (what was asked, for assertions).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .store import ApiError, Store, field_matcher, label_matcher
+
+_PATCH_TYPES = {
+    "application/apply-patch+yaml": "apply",
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/json-patch+json": "json",
+}
+
+
+class _Route:
+    def __init__(self, group, version, plural="", namespace="", name="", sub="", discovery=""):
+        self.group, self.version, self.plural = group, version, plural
+        self.namespace, self.name, self.sub, self.discovery = namespace, name, sub, discovery
+
+
+def _route(path: str) -> _Route:
+    parts = [unquote(p) for p in path.strip("/").split("/") if p]
+    if parts == ["api"]:
+        return _Route("", "", discovery="api")
+    if parts == ["apis"]:
+        return _Route("", "", discovery="apis")
+    if parts[:1] == ["api"] and len(parts) >= 2:
+        group, version, rest = "", parts[1], parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, version, rest = parts[1], parts[2], parts[3:]
+    elif parts[:1] == ["apis"] and len(parts) == 2:
+        return _Route(parts[1], "", discovery="group")
+    else:
+        raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+    if not rest:
+        return _Route(group, version, discovery="resources")
+    namespace = ""
+    if rest[0] == "namespaces" and len(rest) >= 3 and not (group == "" and rest[2] in ("status", "finalize")):
+        namespace, rest = rest[1], rest[2:]
+    return _Route(group, version, rest[0], namespace, rest[1] if len(rest) > 1 else "",
+                  rest[2] if len(rest) > 2 else "")
+
+
+class FakeApiServer:
+    def __init__(self, max_history: int = 0, bookmark_interval: float = 1.0):
+        self.store = Store(max_history=max_history)
+        self.bookmark_interval = bookmark_interval
+        self.requests: list[tuple[str, str, dict]] = []
+        self._failures: list[tuple[int, int, str | None, str | None]] = []
+        self._watch_epoch = 0
+        self._stopping = False
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # ---- lifecycle
+
+    def start(self) -> "FakeApiServer":
+        server = self
+
+        class Handler(_Handler):
+            fake = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fakeapi", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping = True
+        with self.store.cond:
+            self.store.cond.notify_all()
+        if self._httpd:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def write_kubeconfig(self, path: str | Path, context: str = "fake", namespace: str = "default") -> Path:
+        path = Path(path)
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": context,
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+            "contexts": [{"name": context, "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
+        }
+        path.write_text(json.dumps(config, indent=1))
+        return path
+
+    # ---- test hooks
+
+    def compact(self) -> int:
+        return self.store.compact()
+
+    def drop_watches(self) -> None:
+        with self.store.cond:
+            self._watch_epoch += 1
+            self.store.cond.notify_all()
+
+    def fail_next(self, count: int = 1, status: int = 500, method: str | None = None,
+                  path_contains: str | None = None) -> None:
+        with self._lock:
+            self._failures.append((count, status, method, path_contains))
+
+    def _injected_failure(self, method: str, path: str) -> int | None:
+        with self._lock:
+            for i, (count, status, m, p) in enumerate(self._failures):
+                if (m is None or m == method) and (p is None or p in path):
+                    if count <= 1:
+                        self._failures.pop(i)
+                    else:
+                        self._failures[i] = (count - 1, status, m, p)
+                    return status
+        return None
+
+    def count(self, method: str, path_contains: str = "", query_key: str | None = None) -> int:
+        return sum(1 for m, p, q in list(self.requests)
+                   if m == method and path_contains in p and (query_key is None or query_key in q))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    fake: FakeApiServer = None  # set by FakeApiServer.start
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        self._handle("GET")
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def do_PUT(self):
+        self._handle("PUT")
+
+    def do_PATCH(self):
+        self._handle("PATCH")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
+
+    # ---- plumbing
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, code: int, value) -> None:
+        data = json.dumps(value).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self, method: str) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        raw = self._body()
+        fake = self.fake
+        fake.requests.append((method, url.path, query))
+        try:
+            injected = fake._injected_failure(method, url.path)
+            if injected:
+                raise ApiError(injected, "InternalError" if injected >= 500 else "BadRequest",
+                               f"injected failure {injected}")
+            route = _route(url.path)
+            if route.discovery:
+                return self._send(200, self._discovery(route))
+            store = fake.store
+            rt = store.resource_type(route.group, route.version, route.plural)
+            dry_run = query.get("dryRun") == "All"
+            manager = query.get("fieldManager")
+            if method == "GET" and not route.name:
+                if query.get("watch") in ("true", "1"):
+                    return self._watch(rt, route.namespace, query)
+                items, rv = store.list(rt, route.namespace, query.get("labelSelector"), query.get("fieldSelector"))
+                return self._send(200, {"kind": rt.kind + "List", "apiVersion": rt.group_version,
+                                        "metadata": {"resourceVersion": rv}, "items": items})
+            if method == "GET":
+                obj = store.get(rt, route.namespace, route.name)
+                if route.sub and route.sub != "status":
+                    raise ApiError(404, "NotFound", f"subresource {route.sub} not supported")
+                return self._send(200, obj)
+            if method == "POST" and not route.name:
+                body = self._json(raw)
+                return self._send(201, store.create(rt, route.namespace, body, dry_run, manager))
+            if method == "PUT" and route.name:
+                body = self._json(raw)
+                return self._send(200, store.update(rt, route.namespace, route.name, body, route.sub, dry_run,
+                                                    manager))
+            if method == "PATCH" and route.name:
+                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                patch_type = _PATCH_TYPES.get(ctype)
+                if patch_type is None:
+                    raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown "
+                                                                f"format - accepted media types include: "
+                                                                f"{', '.join(_PATCH_TYPES)}")
+                if patch_type == "apply":
+                    import yaml
+
+                    body = yaml.safe_load(raw.decode() or "{}")
+                else:
+                    body = self._json(raw)
+                obj, created = store.patch(rt, route.namespace, route.name, patch_type, body, route.sub, dry_run,
+                                           manager, query.get("force") == "true")
+                return self._send(201 if created else 200, obj)
+            if method == "DELETE" and route.name:
+                return self._send(200, store.delete(rt, route.namespace, route.name, dry_run))
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {url.path}")
+        except ApiError as err:
+            self._send(err.code, err.status())
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _json(self, raw: bytes):
+        try:
+            return json.loads(raw.decode() or "{}")
+        except ValueError as err:
+            raise ApiError(400, "BadRequest", f"invalid JSON body: {err}") from None
+
+    def _discovery(self, route: _Route) -> dict:
+        store = self.fake.store
+        groups = store.groups()
+        if route.discovery == "api":
+            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        if route.discovery == "apis":
+            out = []
+            for group, versions in sorted(groups.items()):
+                if not group:
+                    continue
+                vs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+                out.append({"name": group, "versions": vs, "preferredVersion": vs[0]})
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": out}
+        if route.discovery == "group":
+            if route.group not in groups:
+                raise ApiError(404, "NotFound", f"group {route.group} not found")
+            vs = [{"groupVersion": f"{route.group}/{v}", "version": v} for v in groups[route.group]]
+            return {"kind": "APIGroup", "apiVersion": "v1", "name": route.group, "versions": vs,
+                    "preferredVersion": vs[0]}
+        gv = f"{route.group}/{route.version}" if route.group else route.version
+        resources = []
+        for (g, v, _p), rt in sorted(store.versions.items()):
+            if g == route.group and v == route.version:
+                resources.append(rt.discovery())
+                if rt.status:
+                    resources.append({"name": f"{rt.plural}/status", "singularName": "", "namespaced":
+                                      rt.namespaced, "kind": rt.kind, "verbs": ["get", "patch", "update"]})
+        if not resources:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({gv})")
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
+
+    # ---- watch
+
+    def _chunk(self, value) -> None:
+        data = (json.dumps(value) + "\n").encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _watch(self, rt, namespace: str, query: dict) -> None:
+        fake, store = self.fake, self.fake.store
+        labels_ok, fields_ok = label_matcher(query.get("labelSelector")), field_matcher(query.get("fieldSelector"))
+        deadline = time.monotonic() + float(query.get("timeoutSeconds") or 1800)
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+
+        def wanted(obj):
+            meta = obj["metadata"]
+            return ((not namespace or meta.get("namespace") == namespace)
+                    and labels_ok(meta.get("labels") or {}) and fields_ok(obj))
+
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        rv_param = query.get("resourceVersion") or ""
+        with store.cond:
+            epoch = fake._watch_epoch
+            if rv_param in ("", "0"):
+                items, rv = store.list(rt, namespace, query.get("labelSelector"), query.get("fieldSelector"))
+                pending = [{"type": "ADDED", "object": o} for o in items]
+                last = int(rv)
+            else:
+                pending, last = [], int(rv_param)
+        last_bookmark = time.monotonic()
+        try:
+            while True:
+                for event in pending:
+                    self._chunk(event)
+                pending = []
+                with store.cond:
+                    while True:
+                        if fake._stopping or fake._watch_epoch != epoch:
+                            # cut the stream without the final chunk: the client sees a broken response
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
+                        try:
+                            events = store.events_since(last, rt.key)
+                        except ApiError as err:
+                            pending = [{"type": "ERROR", "object": err.status()}]
+                            break
+                        if events:
+                            last = events[-1].rv
+                            pending = [{"type": e.type, "object": e.obj} for e in events if wanted(e.obj)]
+                            if pending:
+                                break
+                            continue
+                        now = time.monotonic()
+                        if now >= deadline:
+                            break
+                        if bookmarks and now - last_bookmark >= fake.bookmark_interval:
+                            last, last_bookmark = store.rv, now
+                            pending = [{"type": "BOOKMARK", "object": {
+                                "kind": rt.kind, "apiVersion": rt.group_version,
+                                "metadata": {"resourceVersion": str(store.rv)}}}]
+                            break
+                        store.cond.wait(0.1)
+                if not pending:
+                    break
+                if pending[0]["type"] == "ERROR":
+                    self._chunk(pending[0])
+                    break
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True
