@@ -1,13 +1,119 @@
-"""`ciliumctl endpoint ...`."""
+"""`ciliumctl endpoint add|delete|exec|list|get`."""
+
+from typing import List, Optional
 
 import typer
 
-from ciliumctl.errors import NotImplementedYet
+from ciliumctl.cli.common import Output
 
 app = typer.Typer(help="Manage and inspect endpoints on this node.", no_args_is_help=True)
 
 
+def _row(ep) -> dict:
+    from ciliumctl import node
+
+    enf = node.enforcement_of(ep.id)
+    audit = node.load_settings().audit
+    d = ep.to_dict()
+    d["labels_full"] = sorted(node.endpoint_labels(ep))
+    d["policy_enforcement"] = {
+        k: ("unknown" if k not in enf else ("disabled (audit)" if enf[k] and audit else
+                                            "enabled" if enf[k] else "disabled"))
+        for k in ("ingress", "egress")}
+    return d
+
+
+def _table(rows: list[dict], no_headers: bool) -> str:
+    head = [["ENDPOINT", "POLICY (ingress)", "POLICY (egress)", "IDENTITY", "LABELS (source:key[=value])",
+             "IPv4", "STATUS"],
+            ["", "ENFORCEMENT", "ENFORCEMENT", "", "", "", ""]]
+    lines: list[list[str]] = [] if no_headers else list(head)
+    for r in rows:
+        pe = r["policy_enforcement"]
+        labels = r["labels_full"] or [""]
+        lines.append([str(r["id"]), pe["ingress"].capitalize(), pe["egress"].capitalize(), str(r["identity"]),
+                      labels[0], r["ipv4"], r["state"]])
+        lines.extend(["", "", "", "", lab, "", ""] for lab in labels[1:])
+    widths = [max(len(line[i]) for line in lines) for i in range(7)] if lines else [0] * 7
+    return "".join("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="Endpoint name (like a pod name)."),
+    labels: List[str] = typer.Option([], "--labels", "-l", help="Labels k=v[,k2=v2] (repeatable)."),
+    namespace: str = typer.Option("default", "--namespace", "-n", help="Namespace of the endpoint."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Address pool CIDR (default: node setting, "
+                                       "$CILIUMCTL_POOL, 10.200.0.0/16)."),
+    ipv4: Optional[str] = typer.Option(None, "--ipv4", help="A specific address of the pool."),
+    output: Optional[Output] = typer.Option(None, "--output", "-o", help="Print the endpoint as json|yaml."),
+) -> None:
+    """Create a sandbox endpoint: network namespace, veth, address, identity, datapath and policy in force."""
+    from ciliumctl import node
+    from ciliumctl.cli.common import print_data
+
+    ep = node.add_endpoint(name, node.parse_labels(labels), namespace, pool_cidr=pool, ipv4=ipv4)
+    if output in (Output.json, Output.yaml):
+        print_data(_row(ep), output)
+    else:
+        typer.echo(f"endpoint/{ep.name} created (id {ep.id}, identity {ep.identity}, ipv4 {ep.ipv4}, "
+                   f"netns {ep.netns})")
+
+
+@app.command("delete")
+def delete(
+    ref: str = typer.Argument(..., metavar="NAME|ID", help="Endpoint name, NAMESPACE/NAME or id."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
+) -> None:
+    """Delete an endpoint: its namespace, veth, route, address lease and registry entry."""
+    from ciliumctl import node
+
+    ep = node.delete_endpoint(ref, namespace)
+    typer.echo(f"endpoint/{ep.name} deleted (id {ep.id})")
+
+
+@app.command("exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    ref: str = typer.Argument(..., metavar="NAME|ID", help="Endpoint name, NAMESPACE/NAME or id."),
+    command: List[str] = typer.Argument(..., metavar="-- CMD [ARGS]...", help="Command to run."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
+) -> None:
+    """Run a command inside the endpoint's network namespace; its exit code is ours."""
+    from ciliumctl import node
+
+    node.exec_in_endpoint(ref, list(command), namespace)
+
+
 @app.command("list")
-def list_() -> None:
-    """List endpoints."""
-    raise NotImplementedYet("ciliumctl endpoint list")
+def list_(
+    output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml"),
+    no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Only endpoints of this namespace."),
+) -> None:
+    """List endpoints of this node."""
+    from ciliumctl.cli.common import print_data
+    from ciliumctl.endpoints import registry
+
+    rows = [_row(ep) for ep in registry.load_all() if namespace is None or ep.namespace == namespace]
+    if output == Output.table:
+        typer.echo(_table(rows, no_headers), nl=False)
+    else:
+        print_data(rows, output)
+
+
+@app.command("get")
+def get(
+    ref: str = typer.Argument(..., metavar="NAME|ID", help="Endpoint name, NAMESPACE/NAME or id."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
+    output: Output = typer.Option(Output.yaml, "--output", "-o", help="json|yaml|table"),
+    no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
+) -> None:
+    """Show one endpoint."""
+    from ciliumctl import node
+    from ciliumctl.cli.common import print_data
+
+    row = _row(node.get_endpoint(ref, namespace))
+    if output == Output.table:
+        typer.echo(_table([row], no_headers), nl=False)
+    else:
+        print_data(row, output)

@@ -1,12 +1,77 @@
-"""`ciliumctl install`."""
+"""`ciliumctl install` and `ciliumctl uninstall`: node mode by default, cluster mode with a kubeconfig."""
+
+import os
+import sys
+from typing import Optional
 
 import typer
 
-from ciliumctl.errors import NotImplementedYet
+
+def _printer(plain_prefix: str = ""):
+    """Progress lines: coloured ticks on a terminal, plain `step: status detail` lines otherwise."""
+    from ciliumctl.cli.common import console
+
+    con = console()
+    tty = sys.stdout.isatty()
+    marks = {"ok": "[green]✓[/]", "done": "[green]✓[/]", "removed": "[green]✓[/]", "would": "[yellow]•[/]",
+             "skipped": "[dim]-[/]"}
+
+    def show(o) -> None:
+        detail = f" {o.detail}" if o.detail else ""
+        if tty:
+            word = {"ok": "ok", "done": "done", "removed": "removed", "would": "would", "skipped": "skipped"}[o.status]
+            con.print(f"{marks.get(o.status, '')} {o.step}: {word}{detail}", markup=True)
+        else:
+            sys.stdout.write(f"{plain_prefix}{o.step}: {o.status}{detail}\n")
+            sys.stdout.flush()
+    return show
+
+
+def _cluster_install(kubeconfig: str, **kwargs) -> None:
+    from ciliumctl.errors import EnvironmentProblem
+
+    try:
+        from ciliumctl.cluster import install as cluster_install
+    except ImportError:
+        raise EnvironmentProblem("cluster mode not available in this build; unset KUBECONFIG/--kubeconfig to "
+                                 "install on this node") from None
+    cluster_install.install(kubeconfig=kubeconfig, **kwargs)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("install")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise NotImplementedYet("ciliumctl install")
+    def install(
+        dry_run: bool = typer.Option(False, "--dry-run", help="Check everything and print the plan; change nothing."),
+        enforcement_mode: Optional[str] = typer.Option(None, "--enforcement-mode",
+                                                       help="default | always | never (kept when omitted)."),
+        audit: Optional[bool] = typer.Option(None, "--audit/--no-audit",
+                                             help="Report would-be drops as AUDIT and forward them."),
+        pool: Optional[str] = typer.Option(None, "--pool", help="Address pool for sandbox endpoints (CIDR)."),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Install into a cluster instead "
+                                                 "(default: $KUBECONFIG; node mode without one)."),
+    ) -> None:
+        """Install the eBPF datapath on this node: checks, compile, load, pin (idempotent)."""
+        kc = kubeconfig or os.environ.get("KUBECONFIG")
+        if kc:
+            _cluster_install(kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit)
+            return
+        from ciliumctl import install_node
+
+        opts = install_node.Options(enforcement_mode=enforcement_mode, audit=audit, pool=pool)
+        outcomes = install_node.install(opts, plan_only=dry_run, progress=_printer())
+        if dry_run:
+            todo = [o for o in outcomes if o.status == "would"]
+            typer.echo(f"dry run: {len(todo)} step(s) to do, nothing changed" if todo
+                       else "dry run: already installed, nothing to do")
+        else:
+            typer.echo("ciliumctl is installed on this node")
+
+    @app.command("uninstall")
+    def uninstall(
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed; change nothing."),
+    ) -> None:
+        """Remove every endpoint namespace, veth, route, program, map, pin and state file ciliumctl made."""
+        from ciliumctl import install_node
+
+        install_node.uninstall(plan_only=dry_run, progress=_printer())
+        typer.echo("dry run: nothing removed" if dry_run else "ciliumctl is uninstalled from this node")

@@ -2,11 +2,58 @@
 
 import typer
 
-from ciliumctl.errors import NotImplementedYet
+from ciliumctl.cli.common import Output
+
+
+def _lines(st: dict) -> list[tuple[str, str]]:
+    out = [("Installed", "yes" if st["installed"] else "no (run `ciliumctl install`)"),
+           ("Enforcement mode", st["enforcement_mode"] + (" (audit)" if st["audit"] else "")),
+           ("Policy revision", str(st["policy_revision"])),
+           ("Policies", str(st["policies"])),
+           ("Endpoints", f"{st['endpoints']['ready']}/{st['endpoints']['total']} ready"),
+           ("Address pool", st["address_pool"]),
+           ("Pins", st["bpffs"])]
+    dp = st.get("datapath") or {}
+    if "error" in dp:
+        out.append(("Datapath", dp["error"]))
+        return out
+    progs = dp.get("programs")
+    if isinstance(progs, dict):
+        out.append(("Programs", ", ".join(sorted(progs)) or "none"))
+    elif isinstance(progs, list):
+        out.append(("Programs", ", ".join(str(p.get("name", p)) if isinstance(p, dict) else str(p)
+                                          for p in progs) or "none"))
+    maps = dp.get("maps")
+    if isinstance(maps, dict):
+        for name, m in sorted(maps.items()):
+            if isinstance(m, dict) and "max_entries" in m:
+                fill = m.get("entries")
+                out.append((f"Map {name}", f"{fill if fill is not None else '?'}/{m['max_entries']}"))
+            else:
+                out.append((f"Map {name}", str(m)))
+    elif isinstance(maps, list):
+        for m in maps:
+            out.append((f"Map {m.get('name', '?')}", f"{m.get('entries', '?')}/{m.get('max_entries', '?')}"))
+    if "events_lost" in dp:
+        out.append(("Events lost", str(dp["events_lost"])))
+    for k, v in dp.items():
+        if k not in ("programs", "maps", "events_lost") and isinstance(v, (str, int, float, bool)):
+            out.append((k.replace("_", " ").capitalize(), str(v)))
+    return out
 
 
 def register(app: typer.Typer) -> None:
     @app.command("status")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise NotImplementedYet("ciliumctl status")
+    def _cmd(output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml")) -> None:
+        """Datapath programs and maps (with their fill), endpoints, policy revision, enforcement mode, lost events."""
+        from ciliumctl import node
+        from ciliumctl.cli.common import print_data
+
+        st = node.status()
+        if output != Output.table:
+            print_data(st, output)
+            return
+        rows = _lines(st)
+        width = max(len(k) for k, _ in rows) + 1
+        for k, v in rows:
+            typer.echo(f"{(k + ':').ljust(width)}  {v}")
