@@ -8,15 +8,12 @@ the pod annotation `ciliumctl.io/labels: "k=v,k2=v2"` that containerd passes whe
 from __future__ import annotations
 
 import importlib
-import logging
 from pathlib import Path
 
-from ciliumctl import paths
 from ciliumctl.endpoints import registry
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.errors import UsageError
 
-log = logging.getLogger("ciliumctl.cni")
 LABELS_ANNOTATION = "ciliumctl.io/labels"
 
 
@@ -31,23 +28,18 @@ def _optional(module: str):
 
 
 def lock_path() -> Path:
-    node = _optional("ciliumctl.node")
-    if node is not None and hasattr(node, "lock_path"):
-        return Path(node.lock_path())
-    return paths.state_dir() / "node.lock"
+    from ciliumctl import node
+
+    return node.lock_path()
 
 
 def parse_labels(text: str) -> dict[str, str]:
-    labels = {}
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"annotation {LABELS_ANNOTATION}: {part!r} is not KEY=VALUE")
-        labels[key.strip()] = value.strip()
-    return labels
+    from ciliumctl import node
+
+    try:
+        return node.parse_labels(text or "")
+    except UsageError as err:
+        raise UsageError(f"pod annotation {LABELS_ANNOTATION}: {err}") from None
 
 
 def pod_labels(namespace: str, name: str, annotations: dict) -> dict[str, str]:
@@ -61,38 +53,31 @@ def pod_labels(namespace: str, name: str, annotations: dict) -> dict[str, str]:
 
 def register(*, name: str, namespace: str, annotations: dict, ipv4: str, netns: str, host_ifname: str,
              host_ifindex: int, container_id: str) -> Endpoint:
-    """Save the endpoint, give it an identity, attach the datapath and put current policy in force."""
+    """Save the endpoint, give it an identity, attach the datapath and put current policy in force
+    (ciliumctl.node.attach_endpoint; the caller holds the node lock). Nothing stays registered on failure."""
+    from ciliumctl import node
+
     ep = Endpoint(id=registry.next_id(), name=name, namespace=namespace,
                   labels=pod_labels(namespace, name, annotations), ipv4=ipv4, netns=netns,
                   host_ifname=host_ifname, host_ifindex=host_ifindex, container_id=container_id,
-                  state="waiting-for-identity")
+                  node=node._node_name(), state="waiting-for-identity")
     registry.save(ep)
     try:
-        _enforce(ep)
+        node.attach_endpoint(ep)
     except BaseException:
         unregister(ep.id, container_id)
         raise
     return registry.load(ep.id) or ep
 
 
-def _enforce(ep: Endpoint) -> None:
-    node = _optional("ciliumctl.node")
-    if node is not None and hasattr(node, "attach_endpoint"):
-        node.attach_endpoint(ep)           # identity + Datapath.attach + reconcile, under the held node lock
-        return
-    log.warning("datapath not available in this build: endpoint %s registered without enforcement", ep.id)
-    ep.state = "ready"
-    registry.save(ep)
-
-
 def unregister(ep_id: int, container_id: str = "") -> None:
+    """Detach from the datapath, drop from the registry, re-program policy without it (node lock held)."""
+    from ciliumctl import node
+
     ep = registry.load(ep_id)
     if ep is None or (container_id and ep.container_id and ep.container_id != container_id):
         return
-    node = _optional("ciliumctl.node")
-    if node is not None and hasattr(node, "detach_endpoint"):
-        node.detach_endpoint(ep)
-    registry.remove(ep_id)
+    node.detach_endpoint(ep)
 
 
 def check(ep_id: int) -> list[str]:

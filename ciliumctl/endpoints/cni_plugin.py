@@ -305,12 +305,16 @@ def cmd_status(conf: dict) -> None:
 
 def cmd_gc(conf: dict) -> None:
     check_version(conf)
-    call_agent(connect_agent(conf), {"command": "GC", "config": conf}, None)
+    removed = call_agent(connect_agent(conf), {"command": "GC", "config": conf}, None).get("removed", [])
     ipam = ipam_type(conf, required=False)
     if ipam:
         info = exec_plugin(ipam, "VERSION", {"cniVersion": conf["cniVersion"]}) or {}
         if "1.1.0" in info.get("supportedVersions", []):
             exec_plugin(ipam, "GC", conf)
+        else:   # an IPAM plugin older than 1.1 (Debian's host-local): release the stale attachments one by one
+            for att in removed:
+                os.environ.update(CNI_CONTAINERID=att["containerID"], CNI_IFNAME=att["ifname"], CNI_NETNS="")
+                exec_plugin(ipam, "DEL", conf)
 
 
 def cmd_version() -> dict:

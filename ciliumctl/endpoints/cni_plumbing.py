@@ -83,6 +83,7 @@ def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int
                 host_mac = _mac(ipr, host_idx)
                 _sysctl_if(host_ifname, "proxy_arp", "1")
                 _sysctl_if(host_ifname, "forwarding", "1")
+                _sysctl_if(host_ifname, "rp_filter", "0")
                 ipr.link("set", index=host_idx, state="up")
                 pod_idx = link_index(pod, ifname)
                 pod_mac = _mac(pod, pod_idx)

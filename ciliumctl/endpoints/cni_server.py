@@ -197,7 +197,7 @@ class CniHandler:
     # --- GC (spec 1.1) -------------------------------------------------------------------------------------
     def gc(self, conf: dict) -> dict:
         valid = {(a.get("containerID"), a.get("ifname")) for a in conf.get("cni.dev/valid-attachments") or []}
-        removed = 0
+        removed = []
         with self._locked():
             for attachment in load_attachments():
                 if attachment.get("network") != conf["name"]:
@@ -208,7 +208,7 @@ class CniHandler:
                 key = attachment_key(attachment["network"], attachment["containerID"], attachment["ifname"])
                 with contextlib.suppress(FileNotFoundError):
                     _state_path(key).unlink()
-                removed += 1
+                removed.append({"containerID": attachment["containerID"], "ifname": attachment["ifname"]})
         return {"removed": removed}
 
 
