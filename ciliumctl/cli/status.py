@@ -33,7 +33,7 @@ def _lines(st: dict) -> list[tuple[str, str]]:
                 out.append((f"Map {name}", str(m)))
     elif isinstance(maps, list):
         for m in maps:
-            out.append((f"Map {m.get('name', '?')}", f"{m.get('entries', '?')}/{m.get('max_entries', '?')}"))
+            out.append((f"Map {m.get('name', '?')}", f"{m.get('entries', '-')}/{m.get('capacity', m.get('max_entries', '?'))}"))
     if "events_lost" in dp:
         out.append(("Events lost", str(dp["events_lost"])))
     for k, v in dp.items():

@@ -137,7 +137,21 @@ def remove(ep_id: int, ipv4: str = "", netns: str = "", host: str = "") -> None:
                 pass
     path = netns or str(NETNS_DIR / netns_name(ep_id))
     if os.path.exists(path) and path.startswith(str(NETNS_DIR) + "/"):
+        _kill_inside(os.path.basename(path))
         _ip_netns("delete", os.path.basename(path))
+
+
+def _kill_inside(name: str) -> None:
+    """A sandbox's processes (servers started with `endpoint exec`) go with it."""
+    import signal
+
+    proc = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+    for pid in proc.stdout.split():
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def leftovers() -> tuple[list[str], list[str]]:
@@ -160,6 +174,7 @@ def remove_leftovers() -> tuple[list[str], list[str]]:
                 except Exception:
                     pass
     for name in spaces:
+        _kill_inside(name)
         _ip_netns("delete", name)
     return spaces, links
 

@@ -1,0 +1,276 @@
+"""`ciliumctl demo`: Cilium's getting-started (Star Wars) scenario on a sandbox node.
+
+A node network namespace of its own (`cctl-demo-<rand>`), with state, run files and pins beside it, so the demo
+never touches the machine's routes or an installed ciliumctl. Endpoints deathstar (org=empire, class=deathstar)
+serving HTTP on port 80, tiefighter (org=empire) and xwing (org=alliance). Without policy both ships land; with
+an L3/L4 policy that lets only org=empire reach deathstar on 80/TCP, tiefighter lands and xwing is dropped.
+Verdict events are read from the pinned ring buffer after each request and handed to the caller's UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ciliumctl.errors import EnvironmentProblem, Finding
+
+ENDPOINTS = (
+    ("deathstar", {"org": "empire", "class": "deathstar"}),
+    ("tiefighter", {"org": "empire", "class": "tiefighter"}),
+    ("xwing", {"org": "alliance", "class": "xwing"}),
+)
+
+# Cilium's getting-started L3/L4 rule (used when examples/policies has no such policy).
+DEMO_POLICY = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: rule1
+spec:
+  description: L3-L4 policy to restrict deathstar access to empire ships only
+  endpointSelector:
+    matchLabels:
+      org: empire
+      class: deathstar
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        org: empire
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+"""
+
+REQUEST_TIMEOUT = 2.0   # seconds; a dropped SYN shows as a timeout
+CLIENT = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=float(sys.argv[2]))
+s.sendall(b"GET /v1/request-landing HTTP/1.0\r\nHost: deathstar\r\n\r\n")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.write(data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace"))
+"""
+
+
+class DemoUI(Protocol):
+    def step(self, text: str) -> None: ...
+    def detail(self, text: str) -> None: ...
+    def endpoints(self, endpoints: list) -> None: ...
+    def event(self, text: str) -> None: ...
+    def outcome(self, who: str, ok: bool, text: str, expected: bool) -> None: ...
+
+
+@dataclass
+class Sandbox:
+    name: str
+    workdir: Path
+    bpffs: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def new_sandbox() -> Sandbox:
+    name = f"cctl-demo-{secrets.token_hex(2)}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    bpffs = Path("/sys/fs/bpf") / name
+    env = {"CILIUMCTL_NODE_NETNS": name, "CILIUMCTL_STATE_DIR": str(workdir / "state"),
+           "CILIUMCTL_RUN_DIR": str(workdir / "run"), "CILIUMCTL_BPFFS_DIR": str(bpffs),
+           "CILIUMCTL_POOL": "10.200.0.0/24"}
+    return Sandbox(name, workdir, bpffs, env)
+
+
+def policy_file(workdir: Path) -> Path:
+    """examples/policies' deathstar L3/L4 policy when the source tree has one, else the embedded copy."""
+    from ciliumctl import paths
+
+    examples = paths.bpf_src_dir().parent / "examples" / "policies"
+    if examples.is_dir():
+        for p in sorted(examples.rglob("*.y*ml")):
+            text = p.read_text(errors="replace")
+            if ("deathstar" in text and "org: empire" in text and "http:" not in text
+                    and "kind: CiliumNetworkPolicy" in text and text.count("\n---") == 0
+                    and "Deny" not in text):
+                return p
+    out = workdir / "demo-policy.yaml"
+    out.write_text(DEMO_POLICY)
+    return out
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("ciliumctl demo needs root (network namespaces, veth, eBPF): run `sudo make demo` "
+                                 "or `sudo .venv/bin/ciliumctl demo`")
+    for tool in ("ip", "mount"):
+        if shutil.which(tool) is None:
+            raise EnvironmentProblem(f"ciliumctl demo needs `{tool}` (iproute2/util-linux); run `make setup`")
+
+
+class _Events:
+    """Drains the pinned ring buffer and formats the verdict events of the demo's endpoints."""
+
+    def __init__(self, names: dict[str, str]):
+        from ciliumctl import paths
+        from ciliumctl.datapath.ringbuf import RingReader
+
+        self.reader = RingReader(paths.bpffs_dir() / "events")
+        self.names = names
+        self.reader.drain()
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def collect(self, settle: float = 0.15) -> list[str]:
+        time.sleep(settle)
+        return [format_event(ev, self.names) for ev in self.reader.read() if ev.type in (1, 9)]
+
+
+def format_event(ev, names: dict[str, str]) -> str:
+    from ciliumctl.datapath import events as E
+
+    proto = {1: "ICMP", 6: "TCP", 17: "UDP"}.get(ev.proto, str(ev.proto))
+    src = f"{names.get(ev.saddr, ev.saddr)} ({ev.saddr}:{ev.sport})"
+    dst = f"{names.get(ev.daddr, ev.daddr)} ({ev.daddr}:{ev.dport}/{proto})"
+    direction = {E.DIR_INGRESS: "ingress", E.DIR_EGRESS: "egress"}.get(ev.direction, "?")
+    verdict = {E.VERDICT_FORWARDED: "FORWARDED", E.VERDICT_DROPPED: "DROPPED", E.VERDICT_AUDIT: "AUDIT"}.get(
+        ev.verdict, str(ev.verdict))
+    if ev.type == E.EVENT_DROP:
+        reason = {E.DROP_POLICY: "Policy denied", E.DROP_POLICY_DENY: "Policy denied by denylist"}.get(
+            ev.subtype, f"reason {ev.subtype}")
+        return f"drop            {src} -> {dst}  {direction}  DROPPED ({reason}, identity {ev.src_identity}->{ev.dst_identity})"
+    return (f"policy-verdict  {src} -> {dst}  {direction}  {verdict} (identity {ev.src_identity}->{ev.dst_identity}, "
+            f"match {['none', 'L3-only', 'L3-L4', 'L4-only', 'all'][ev.match_type] if ev.match_type < 5 else ev.match_type})")
+
+
+def _request(netns: str, target: str) -> tuple[bool, str]:
+    from ciliumctl.endpoints import plumbing
+
+    proc = plumbing.run_in(netns, [sys.executable, "-c", CLIENT, target, str(REQUEST_TIMEOUT)],
+                           capture_output=True, text=True, timeout=REQUEST_TIMEOUT + 5)
+    if proc.returncode == 0:
+        return True, proc.stdout.strip() or "(empty reply)"
+    last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+    return False, "timed out (dropped)" if "timed out" in last else last.split(": ", 1)[-1]
+
+
+def _serve(netns: str, addr: str, www: Path) -> subprocess.Popen:
+    from ciliumctl.endpoints import plumbing
+
+    (www / "v1").mkdir(parents=True, exist_ok=True)
+    (www / "v1" / "request-landing").write_text("Ship landed\n")
+    server = plumbing.popen_in(netns, [sys.executable, "-m", "http.server", "80", "--bind", addr,
+                                       "--directory", str(www)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise EnvironmentProblem("the deathstar HTTP server (python3 -m http.server) exited at start")
+        probe = plumbing.run_in(netns, [sys.executable, "-c",
+                                        "import socket,sys; socket.create_connection((sys.argv[1], 80), 0.2)", addr],
+                                capture_output=True)
+        if probe.returncode == 0:
+            return server
+        time.sleep(0.05)
+    raise EnvironmentProblem("the deathstar HTTP server did not start listening on port 80 within 5 s")
+
+
+def run(ui: DemoUI, keep: bool = False) -> Sandbox:
+    """The whole demo. Raises Finding when a verdict is not what Cilium would give (exit 1)."""
+    _require_root()
+    sb = new_sandbox()
+    os.environ.update(sb.env)
+    server = None
+    events = None
+    created_netns = False
+    failures: list[str] = []
+    try:
+        from ciliumctl import install_node, node
+        from ciliumctl.endpoints import registry
+
+        ui.step(f"Sandbox node: network namespace {sb.name}, state in {sb.workdir}, pins in {sb.bpffs}")
+        subprocess.run(["ip", "netns", "add", sb.name], check=True, capture_output=True)
+        created_netns = True
+        ui.step("Installing the datapath (checks, compile, load, pin)")
+        install_node.install(install_node.Options(), progress=lambda o: ui.detail(
+            f"{o.step}: {o.status}{(' ' + o.detail) if o.detail else ''}"))
+
+        ui.step("Creating endpoints")
+        for name, labels in ENDPOINTS:
+            ep = node.add_endpoint(name, labels)
+            ui.detail(f"endpoint/{name} created (id {ep.id}, identity {ep.identity}, {ep.ipv4})")
+        eps = {ep.name: ep for ep in registry.load_all()}
+        names = {ep.ipv4: ep.name for ep in eps.values()}
+        ui.endpoints(registry.load_all())
+        events = _Events(names)
+
+        death = eps["deathstar"]
+        server = _serve(death.netns, death.ipv4, sb.workdir / "www")
+        ui.step(f"deathstar serves HTTP on {death.ipv4}:80")
+
+        def land(ship: str, expect: bool) -> None:
+            ok, text = _request(eps[ship].netns, death.ipv4)
+            ui.outcome(ship, ok, f"{ship} -> deathstar: {text}", expect)
+            for line in events.collect():
+                ui.event(line)
+            if ok != expect:
+                failures.append(f"{ship} {'landed' if ok else 'did not land'} but should "
+                                f"{'' if expect else 'not '}have")
+
+        ui.step("No policy: every ship lands")
+        land("tiefighter", True)
+        land("xwing", True)
+
+        pfile = policy_file(sb.workdir)
+        ui.step(f"Applying an L3/L4 policy: only org=empire may reach deathstar on 80/TCP ({pfile})")
+        result = node.apply_policies(node.load_and_validate([str(pfile)]))
+        for c in result.changes:
+            ui.detail(f"{c.resource} {c.verb} (policy revision {result.revision})")
+        ui.endpoints(registry.load_all())
+        land("tiefighter", True)
+        land("xwing", False)
+    finally:
+        if events is not None:
+            events.close()
+        if not keep:
+            if server is not None:
+                server.kill()
+                server.wait()
+            cleanup(sb, created_netns, ui)
+    if failures:
+        raise Finding("demo: " + "; ".join(failures))
+    return sb
+
+
+def cleanup(sb: Sandbox, created_netns: bool = True, ui: DemoUI | None = None) -> None:
+    """Uninstall the sandbox node and remove its namespace and files (best effort, never raises)."""
+    from ciliumctl import install_node
+
+    if ui:
+        ui.step("Cleaning up (uninstall, remove the sandbox node)")
+    with contextlib.suppress(Exception):
+        install_node.uninstall()
+    if created_netns:
+        subprocess.run(["ip", "netns", "delete", sb.name], capture_output=True)
+    shutil.rmtree(sb.workdir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        if sb.bpffs.is_dir():
+            shutil.rmtree(sb.bpffs, ignore_errors=True)
+
+
+def keep_hint(sb: Sandbox) -> list[str]:
+    exports = " ".join(f"{k}={v}" for k, v in sb.env.items())
+    return [f"The sandbox stays. To look around:  export {exports}",
+            "  ciliumctl endpoint list; ciliumctl status; ciliumctl endpoint exec xwing -- ping -c1 <deathstar-ip>",
+            f"Remove it with:  ciliumctl uninstall && ip netns delete {sb.name}"]
