@@ -1,0 +1,119 @@
+/* Shared definitions of the datapath: map layouts and flags. Python mirrors: ciliumctl/datapath/maps.py. */
+#ifndef CTL_COMMON_H
+#define CTL_COMMON_H
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+#include <uapi/linux/icmp.h>
+
+#include "events.h"
+
+#define CTL_IDENTITY_WORLD 2
+
+/* per-endpoint flags (ep_info.flags, epcfg_val.flags) */
+#define EP_F_ENFORCE_INGRESS 1
+#define EP_F_ENFORCE_EGRESS  2
+#define EP_F_AUDIT           4
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+#define ctl_htons(x) ((__u16)__builtin_bswap16((__u16)(x)))
+#define ctl_ntohs(x) ((__u16)__builtin_bswap16((__u16)(x)))
+
+/* A packet as the programs see it, parsed once. Ports in host byte order. */
+struct pkt {
+	__u32 saddr, daddr;    /* network byte order */
+	__u16 sport, dport;    /* TCP/UDP ports; ICMP echo: id in both */
+	__u16 policy_port;     /* port for policy lookup: dport, ICMP: type */
+	__u16 ev_sport, ev_dport; /* what events carry: ports, ICMP: type/code */
+	__u8 proto;
+	__u8 tcp_flags;
+	__u32 len;
+};
+
+/* endpoints: host-side ifindex -> endpoint, written at attach */
+struct ep_info {
+	__u16 ep_id;
+	__u16 flags;      /* used until a policy revision names this endpoint */
+	__u32 identity;
+};
+
+/* Everything written by apply lives under a slot (0/1); "state" names the active one, flipped last. */
+struct dp_state {
+	__u32 active_slot;
+	__u32 pad;
+	__u64 revision;
+};
+
+/* epcfg: (slot, endpoint id) -> identity + enforcement of that revision */
+struct epcfg_key {
+	__u32 slot;
+	__u32 ep_id;
+};
+struct epcfg_val {
+	__u32 identity;
+	__u32 flags;
+};
+
+/* ipcache: LPM over (slot, IPv4 prefix). prefixlen = 32 + IP prefix length. */
+struct ipcache_key {
+	__u32 prefixlen;
+	__u8 slot;
+	__u8 pad[3];
+	__u32 ip;          /* network byte order */
+};
+struct ipcache_val {
+	__u32 identity;
+};
+
+/* policy: LPM over (slot, dir, ep, peer identity | proto | port prefix).
+ * Fixed part 64 bits; proto adds 8 (72), then pad 8 and a port prefix (80 + port bits). */
+#define POLICY_FIXED_BITS 64
+#define POLICY_FULL_BITS  96
+struct policy_key {
+	__u32 prefixlen;
+	__u8 slot;
+	__u8 dir;          /* CTL_DIR_* */
+	__u16 ep_id;
+	__u32 identity;    /* 0 = any peer */
+	__u8 proto;
+	__u8 pad;
+	__u16 dport;       /* network byte order */
+};
+struct policy_val {
+	__u8 deny;
+	__u8 match_type;   /* CTL_MATCH_* of this entry */
+	__u16 pad;
+	__u32 cookie;
+};
+
+/* conntrack: one entry per connection and endpoint, keyed as the first packet was seen */
+struct ct_key {
+	__u32 saddr, daddr;
+	__u16 sport, dport;
+	__u8 proto;
+	__u8 dir;          /* CTL_DIR_* of the connection from the endpoint's point of view */
+	__u16 ep_id;
+};
+struct ct_entry {
+	__u64 last_seen;
+	__u32 cookie;
+	__u32 peer_identity;
+	__u32 fwd_pkts, rev_pkts;     /* since the last trace of that side */
+	__u32 fwd_bytes, rev_bytes;
+	__u8 fwd_flags, rev_flags;    /* TCP flags seen per side */
+	__u8 fwd_seen, rev_seen;      /* a first packet of that side was traced */
+	__u8 match_type;
+	__u8 verdict;                 /* FORWARDED or AUDIT */
+	__u16 pad;
+};
+
+#endif

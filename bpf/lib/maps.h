@@ -1,0 +1,21 @@
+/* The datapath's maps. All pinned by the loader under the bpffs directory with these names. */
+#ifndef CTL_MAPS_H
+#define CTL_MAPS_H
+
+#include "common.h"
+
+#define CTL_MAX_ENDPOINTS 65536
+#define CTL_IPCACHE_SIZE  262144
+#define CTL_POLICY_SIZE   262144
+#define CTL_CT_SIZE       131072
+
+BPF_HASH(endpoints, __u32, struct ep_info, CTL_MAX_ENDPOINTS);
+BPF_ARRAY(state, struct dp_state, 1);
+BPF_HASH(epcfg, struct epcfg_key, struct epcfg_val, 2 * CTL_MAX_ENDPOINTS);
+BPF_F_TABLE("lpm_trie", struct ipcache_key, struct ipcache_val, ipcache, CTL_IPCACHE_SIZE, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("lpm_trie", struct policy_key, struct policy_val, policy, CTL_POLICY_SIZE, BPF_F_NO_PREALLOC);
+BPF_TABLE("lru_hash", struct ct_key, struct ct_entry, conntrack, CTL_CT_SIZE);
+BPF_RINGBUF_OUTPUT(events, 1024);        /* 4 MiB */
+BPF_PERCPU_ARRAY(events_lost, __u64, 1);
+
+#endif

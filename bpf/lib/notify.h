@@ -1,0 +1,50 @@
+/* Emitting events to the ring buffer; every failed reserve is counted in events_lost. */
+#ifndef CTL_NOTIFY_H
+#define CTL_NOTIFY_H
+
+#include "maps.h"
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = events_lost.lookup(&zero);
+	if (lost)
+		*lost += 1;   /* per-CPU: no atomics needed */
+}
+
+/* type/subtype/verdict + the rest from the packet; src/dst identity in packet order */
+static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u8 type, __u8 subtype,
+				 __u8 verdict, __u8 dir, __u16 ep_id, __u32 src_id, __u32 dst_id,
+				 __u32 cookie, __u8 match_type, __u8 is_reply, __u8 flags,
+				 __u32 len, __u32 packets)
+{
+	struct ctl_event *e = events.ringbuf_reserve(sizeof(struct ctl_event));
+	if (!e) {
+		count_lost();
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->type = type;
+	e->subtype = subtype;
+	e->verdict = verdict;
+	e->direction = dir;
+	e->ep_id = ep_id;
+	e->proto = p->proto;
+	e->tcp_flags = flags;
+	e->ifindex = skb->ifindex;
+	e->src_identity = src_id;
+	e->dst_identity = dst_id;
+	e->saddr = p->saddr;
+	e->daddr = p->daddr;
+	e->sport = p->ev_sport;
+	e->dport = p->ev_dport;
+	e->len = len;
+	e->rule_cookie = cookie;
+	e->match_type = match_type;
+	e->is_reply = is_reply;
+	e->pad = 0;
+	e->packets = packets;
+	events.ringbuf_submit(e, 0);
+}
+
+#endif

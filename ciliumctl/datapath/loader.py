@@ -1,0 +1,393 @@
+"""Load, pin, attach and program the datapath.
+
+Compile once with BCC, pin programs and maps under paths.bpffs_dir(); every later open() takes the pins (raw
+bpf(2) through bpfsys, no BCC, no compile). Endpoints get the same two programs on their host-side veth; what
+differs per endpoint lives in maps. apply() writes a policy revision into the inactive slot and flips the
+active slot last, so a packet sees either the old revision or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import re
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ciliumctl import paths
+from ciliumctl.datapath import bpfsys, maps
+from ciliumctl.datapath.mapstate import compile_state
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.policy.resolved import ResolvedState
+
+BPF_FS_MAGIC = 0xCAFE4A11
+TC_PRIO = 1
+TC_HANDLE = 1
+PARENT_INGRESS = "ffff:fff2"
+PARENT_EGRESS = "ffff:fff3"
+
+compile_count = 0   # BCC compiles in this process (attach must never add one)
+
+
+@dataclass
+class ApplyReport:
+    revision: int
+    slot: int
+    entries: dict[str, int]          # map -> entries of the new revision
+    written: int                     # entries added or changed
+    deleted: int                     # stale entries removed from the slot
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------- prerequisites
+
+class _StatFs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
+
+
+def _fs_type(path: Path) -> int | None:
+    buf = _StatFs()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        return None
+    return buf.f_type & 0xFFFFFFFF
+
+
+def check_root() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("the datapath needs root (BPF maps and programs, tc): run ciliumctl as root")
+
+
+def check_bpf_syscall() -> None:
+    # BPF_MAP_CREATE of a one-entry array proves bpf(2) works and is permitted
+    attr = (ctypes.c_uint32 * 8)(2, 4, 4, 1)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(bpfsys._SYS_BPF, 0, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise EnvironmentProblem(f"the bpf() system call failed ({os.strerror(err)}): the kernel needs "
+                                 "CONFIG_BPF_SYSCALL and the caller CAP_BPF/CAP_SYS_ADMIN")
+    os.close(fd)
+
+
+def ensure_bpffs(pin_dir: Path) -> None:
+    """The pin directory must be on a bpf filesystem; mount one at its parent when there is none."""
+    parent = pin_dir.parent
+    if _fs_type(parent) != BPF_FS_MAGIC:
+        parent.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run(["mount", "-t", "bpf", "bpf", str(parent)], capture_output=True, text=True)
+        if res.returncode != 0 or _fs_type(parent) != BPF_FS_MAGIC:
+            raise EnvironmentProblem(f"no bpf filesystem at {parent} and mounting one failed "
+                                     f"({res.stderr.strip() or 'unknown error'}): "
+                                     f"run `mount -t bpf bpf {parent}` as root")
+    pin_dir.mkdir(exist_ok=True)
+
+
+def check_headers() -> None:
+    build = Path(f"/lib/modules/{os.uname().release}/build")
+    if not build.exists():
+        raise EnvironmentProblem(f"kernel headers for {os.uname().release} not found at {build}: "
+                                 "run scripts/setup.sh (installs linux-headers-amd64 and links them there)")
+
+
+def _import_bcc():
+    try:
+        from bcc import BPF  # noqa: PLC0415
+    except ImportError:
+        raise EnvironmentProblem("BCC's Python bindings are missing: apt-get install python3-bpfcc "
+                                 "(scripts/setup.sh) and use a venv made with --system-site-packages") from None
+    return BPF
+
+
+# ---------------------------------------------------------------------------------------------- compile
+
+def _expand_includes(path: Path, seen: set[Path]) -> str:
+    # BCC rewrites map method calls only in the main file: hand it one translation unit.
+    out = []
+    for line in path.read_text().splitlines():
+        m = re.match(r'\s*#include\s+"([^"]+)"', line)
+        if m:
+            inc = (path.parent / m.group(1)).resolve()
+            if inc not in seen:
+                seen.add(inc)
+                out.append(_expand_includes(inc, seen))
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+def datapath_source() -> str:
+    return _expand_includes(paths.bpf_src_dir() / "bpf_lxc.c", set())
+
+
+def _compile_and_pin(pin_dir: Path) -> None:
+    global compile_count
+    check_headers()
+    BPF = _import_bcc()
+    src = datapath_source()
+    try:
+        bpf = BPF(text=src.encode(), cflags=["-w"])
+        fns = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in maps.PROGRAMS}
+    except Exception as err:   # BCC raises bare Exception with the compiler/verifier output on stderr
+        raise EnvironmentProblem(f"compiling or loading {paths.bpf_src_dir() / 'bpf_lxc.c'} failed: {err}; "
+                                 "see the compiler/verifier output above") from None
+    compile_count += 1
+    try:
+        for name in maps.MAPS:
+            bpfsys.obj_pin(bpf[name.encode()].map_fd,
+                           pin_dir / name)
+        for name, fn in fns.items():
+            bpfsys.obj_pin(fn.fd, pin_dir / name)
+    except Exception:
+        _remove_pins(pin_dir)
+        raise
+    finally:
+        bpf.cleanup()
+
+
+def _pins_present(pin_dir: Path) -> bool:
+    return all((pin_dir / n).exists() for n in maps.MAPS + maps.PROGRAMS)
+
+
+def _remove_pins(pin_dir: Path) -> list[str]:
+    removed = []
+    for name in maps.MAPS + maps.PROGRAMS:
+        try:
+            os.unlink(pin_dir / name)
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def uninstall_pins() -> list[str]:
+    """Remove every pin (and the directory). Attached filters keep their programs until detached or the
+    veth goes away; maps and programs are freed by the kernel when nothing references them any more."""
+    pin_dir = paths.bpffs_dir()
+    if not pin_dir.exists():
+        return []
+    removed = _remove_pins(pin_dir)
+    try:
+        pin_dir.rmdir()
+    except OSError as err:
+        if err.errno != errno.ENOENT:
+            raise EnvironmentProblem(f"{pin_dir} still holds files not made by ciliumctl: "
+                                     f"{', '.join(sorted(os.listdir(pin_dir)))}; remove them by hand") from None
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------- the datapath
+
+class _Lock:
+    """Serialises install and apply between processes."""
+
+    def __init__(self):
+        d = paths.state_dir() / "datapath"
+        d.mkdir(parents=True, exist_ok=True)
+        self._f = open(d / "lock", "a+")
+
+    def __enter__(self):
+        fcntl.flock(self._f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self._f, fcntl.LOCK_UN)
+        self._f.close()
+
+
+class Datapath:
+    def __init__(self, pin_dir: Path, compiled: bool):
+        self.pin_dir = pin_dir
+        self.compiled = compiled     # True when this open() compiled and pinned
+        self.maps = {name: bpfsys.Map.from_pin(pin_dir / name) for name in maps.MAPS}
+        self.prog_fds = {name: bpfsys.obj_get(pin_dir / name) for name in maps.PROGRAMS}
+
+    @classmethod
+    def open(cls) -> "Datapath":
+        check_root()
+        check_bpf_syscall()
+        pin_dir = paths.bpffs_dir()
+        ensure_bpffs(pin_dir)
+        compiled = False
+        with _Lock():
+            if not _pins_present(pin_dir):
+                _remove_pins(pin_dir)   # a half-made install: start over
+                _compile_and_pin(pin_dir)
+                compiled = True
+        dp = cls(pin_dir, compiled)
+        dp._check_layout()
+        return dp
+
+    def close(self) -> None:
+        for m in self.maps.values():
+            m.close()
+        for fd in self.prog_fds.values():
+            os.close(fd)
+        self.prog_fds = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_layout(self) -> None:
+        for name, (ks, vs) in maps.SIZES.items():
+            m = self.maps[name]
+            if (m.key_size, m.value_size) != (ks, vs):
+                raise EnvironmentProblem(f"pinned map {self.pin_dir / name} has another layout than this "
+                                         "ciliumctl: run `ciliumctl uninstall` and install again")
+
+    # -------------------------------------------------------------------------------- endpoints
+
+    def attach(self, ep: Endpoint, enforce: bool = False) -> None:
+        """tc clsact + both programs on the endpoint's host-side veth, and its endpoint map entry.
+        Until a revision names this endpoint id, `enforce` decides whether both directions default-deny."""
+        from pyroute2 import IPRoute  # noqa: PLC0415
+
+        from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
+
+        if not ep.host_ifindex and not ep.host_ifname:
+            raise UsageError(f"endpoint {ep.name}: no host-side interface to attach to")
+        if not 1 <= ep.id <= 65535:
+            raise UsageError(f"endpoint {ep.name}: id {ep.id} is outside 1-65535")
+        enter_node_netns()
+        with IPRoute() as ipr:
+            idx = ep.host_ifindex or self._ifindex(ipr, ep.host_ifname)
+            flags = (maps.EP_F_ENFORCE_INGRESS | maps.EP_F_ENFORCE_EGRESS) if enforce else 0
+            # map entry first: the programs pass traffic of unknown interfaces
+            self.maps["endpoints"].update(idx.to_bytes(4, "little"), maps.EP_INFO.pack(ep.id, flags, ep.identity))
+            try:
+                ipr.tc("add", "clsact", idx)
+            except Exception as err:
+                if getattr(err, "code", None) != errno.EEXIST:
+                    raise EnvironmentProblem(f"cannot add clsact qdisc to {ep.host_ifname or idx}: {err}") from None
+            for parent, prog in ((PARENT_INGRESS, "from_container"), (PARENT_EGRESS, "to_container")):
+                ipr.tc("replace-filter", "bpf", idx, TC_HANDLE, fd=self.prog_fds[prog], name=prog,
+                       parent=parent, prio=TC_PRIO, classid=1, direct_action=True, protocol=0x0003)
+        ep.host_ifindex = idx
+
+    def detach(self, ep: Endpoint) -> None:
+        """Remove the filters (if the interface still exists) and the endpoint's map entries."""
+        from pyroute2 import IPRoute  # noqa: PLC0415
+
+        from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
+
+        enter_node_netns()
+        idx = ep.host_ifindex
+        with IPRoute() as ipr:
+            if not idx and ep.host_ifname:
+                try:
+                    idx = self._ifindex(ipr, ep.host_ifname)
+                except UsageError:
+                    idx = 0
+            if idx:
+                for parent in (PARENT_INGRESS, PARENT_EGRESS):
+                    try:
+                        ipr.tc("del-filter", "bpf", idx, TC_HANDLE, parent=parent, prio=TC_PRIO, protocol=0x0003)
+                    except Exception:
+                        pass    # interface or filter already gone
+        if idx:
+            self.maps["endpoints"].delete(idx.to_bytes(4, "little"))
+        self._flush_ct(ep.id)
+
+    def _flush_ct(self, ep_id: int) -> int:
+        ct = self.maps["conntrack"]
+        stale = [k for k in ct.items() if int.from_bytes(k[14:16], "little") == ep_id]
+        ct.delete_batch(stale)
+        return len(stale)
+
+    @staticmethod
+    def _ifindex(ipr, name: str) -> int:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            raise UsageError(f"interface {name} does not exist in the node network namespace")
+        return found[0]
+
+    # -------------------------------------------------------------------------------- policy
+
+    def _read_state(self) -> tuple[int, int]:
+        raw = self.maps["state"].lookup((0).to_bytes(4, "little"))
+        active, _pad, revision = maps.DP_STATE.unpack(raw)
+        return active & 1, revision
+
+    def apply(self, state: ResolvedState) -> ApplyReport:
+        """Write `state` beside the active revision, then switch to it with one map write."""
+        t0 = time.perf_counter()
+        with _Lock():
+            active, _ = self._read_state()
+            slot = 1 - active
+            want = compile_state(state, slot)
+            written = deleted = 0
+            for name in ("ipcache", "epcfg", "policy"):
+                m = self.maps[name]
+                desired: dict[bytes, bytes] = getattr(want, name)
+                current = {k: v for k, v in m.items().items() if maps.key_slot(name, k) == slot}
+                updates = [(k, v) for k, v in desired.items() if current.get(k) != v]
+                stale = [k for k in current if k not in desired]
+                try:
+                    m.update_batch(updates)
+                except bpfsys.BpfError as err:
+                    if err.errno in (errno.E2BIG, errno.ENOMEM, errno.ENOSPC):
+                        raise EnvironmentProblem(f"the {name} map is full ({m.max_entries} entries): revision "
+                                                 f"{state.revision} needs {len(desired)}; nothing was switched") \
+                            from None
+                    raise
+                m.delete_batch(stale)
+                written += len(updates)
+                deleted += len(stale)
+            # the switch: one 16-byte array write, atomic for the programs
+            self.maps["state"].update((0).to_bytes(4, "little"), maps.DP_STATE.pack(slot, 0, state.revision))
+            self._write_cookies(want.cookies, state.revision)
+        return ApplyReport(revision=state.revision, slot=slot,
+                           entries={"policy": len(want.policy), "ipcache": len(want.ipcache),
+                                    "epcfg": len(want.epcfg)},
+                           written=written, deleted=deleted, seconds=time.perf_counter() - t0)
+
+    @staticmethod
+    def _write_cookies(cookies: dict[int, list[dict]], revision: int) -> None:
+        d = paths.state_dir() / "datapath"
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "cookies.json.tmp"
+        tmp.write_text(json.dumps({"revision": revision, "cookies": {str(k): v for k, v in cookies.items()}},
+                                  sort_keys=True))
+        os.replace(tmp, d / "cookies.json")
+
+    # -------------------------------------------------------------------------------- status
+
+    def events_lost(self) -> int:
+        raw = self.maps["events_lost"].lookup((0).to_bytes(4, "little"))
+        return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)) if raw else 0
+
+    def status(self) -> dict:
+        active, revision = self._read_state()
+        progs = []
+        for name, fd in self.prog_fds.items():
+            info = bpfsys.prog_info(fd)
+            progs.append({"name": name, "id": info.id, "type": bpfsys.PROG_TYPES.get(info.type, str(info.type)),
+                          "tag": bytes(info.tag).hex(), "xlated_bytes": info.xlated_prog_len,
+                          "pinned": str(self.pin_dir / name)})
+        map_rows = []
+        for name, m in self.maps.items():
+            row = {"name": name, "id": m.id, "type": bpfsys.MAP_TYPES.get(m.type, str(m.type)),
+                   "capacity": m.max_entries, "pinned": str(self.pin_dir / name)}
+            if name in ("ipcache", "epcfg", "policy"):
+                items = m.items()
+                row["entries"] = sum(1 for k in items if maps.key_slot(name, k) == active)
+                row["entries_all_slots"] = len(items)
+            elif name in ("endpoints", "conntrack"):
+                row["entries"] = len(m.items())
+            map_rows.append(row)
+        return {"pin_dir": str(self.pin_dir), "programs": progs, "maps": map_rows, "revision": revision,
+                "active_slot": active, "events_lost": self.events_lost(),
+                "attached_endpoints": len(self.maps["endpoints"].items())}

@@ -1,0 +1,107 @@
+"""Python mirrors of the datapath's map keys and values (bpf/lib/common.h), and fast packers for them.
+
+The ctypes structures are the reference layout; the struct.Struct packers are what the hot paths use
+(tests/datapath/test_maps_layout.py checks that both agree, and root tests check the sizes the kernel reports).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+# names of the pins under paths.bpffs_dir()
+PROGRAMS = ("from_container", "to_container")
+MAPS = ("endpoints", "state", "epcfg", "ipcache", "policy", "conntrack", "events", "events_lost")
+
+EP_F_ENFORCE_INGRESS = 1
+EP_F_ENFORCE_EGRESS = 2
+EP_F_AUDIT = 4
+
+POLICY_FIXED_BITS = 64   # slot, dir, ep_id, identity
+POLICY_PROTO_BITS = 72   # + proto
+POLICY_PORT_BASE = 80    # + pad; then the port prefix bits
+POLICY_FULL_BITS = 96
+IPCACHE_BASE_BITS = 32   # slot + pad
+
+
+class EpInfo(ctypes.Structure):
+    _fields_ = [("ep_id", ctypes.c_uint16), ("flags", ctypes.c_uint16), ("identity", ctypes.c_uint32)]
+
+
+class DpState(ctypes.Structure):
+    _fields_ = [("active_slot", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("revision", ctypes.c_uint64)]
+
+
+class EpcfgKey(ctypes.Structure):
+    _fields_ = [("slot", ctypes.c_uint32), ("ep_id", ctypes.c_uint32)]
+
+
+class EpcfgVal(ctypes.Structure):
+    _fields_ = [("identity", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+class IpcacheKey(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("slot", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3),
+                ("ip", ctypes.c_uint8 * 4)]
+
+
+class IpcacheVal(ctypes.Structure):
+    _fields_ = [("identity", ctypes.c_uint32)]
+
+
+class PolicyKey(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("slot", ctypes.c_uint8), ("dir", ctypes.c_uint8),
+                ("ep_id", ctypes.c_uint16), ("identity", ctypes.c_uint32), ("proto", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8), ("dport", ctypes.c_uint8 * 2)]   # network byte order
+
+
+class PolicyVal(ctypes.Structure):
+    _fields_ = [("deny", ctypes.c_uint8), ("match_type", ctypes.c_uint8), ("pad", ctypes.c_uint16),
+                ("cookie", ctypes.c_uint32)]
+
+
+class CtKey(ctypes.Structure):
+    _fields_ = [("saddr", ctypes.c_uint8 * 4), ("daddr", ctypes.c_uint8 * 4), ("sport", ctypes.c_uint16),
+                ("dport", ctypes.c_uint16), ("proto", ctypes.c_uint8), ("dir", ctypes.c_uint8),
+                ("ep_id", ctypes.c_uint16)]
+
+
+class CtEntry(ctypes.Structure):
+    _fields_ = [("last_seen", ctypes.c_uint64), ("cookie", ctypes.c_uint32), ("peer_identity", ctypes.c_uint32),
+                ("fwd_pkts", ctypes.c_uint32), ("rev_pkts", ctypes.c_uint32),
+                ("fwd_bytes", ctypes.c_uint32), ("rev_bytes", ctypes.c_uint32),
+                ("fwd_flags", ctypes.c_uint8), ("rev_flags", ctypes.c_uint8),
+                ("fwd_seen", ctypes.c_uint8), ("rev_seen", ctypes.c_uint8),
+                ("match_type", ctypes.c_uint8), ("verdict", ctypes.c_uint8), ("pad", ctypes.c_uint16)]
+
+
+# Fast packers, little endian host (x86_64/aarch64); byte strings are kept in network order.
+EP_INFO = struct.Struct("<HHI")
+DP_STATE = struct.Struct("<IIQ")
+EPCFG_KEY = struct.Struct("<II")
+EPCFG_VAL = struct.Struct("<II")
+IPCACHE_KEY = struct.Struct("<IB3x4s")
+IPCACHE_VAL = struct.Struct("<I")
+POLICY_KEY = struct.Struct("<IBBHIBx2s")
+POLICY_VAL = struct.Struct("<BBHI")
+
+SIZES = {  # map name -> (key size, value size) the kernel must report
+    "endpoints": (4, ctypes.sizeof(EpInfo)),
+    "state": (4, ctypes.sizeof(DpState)),
+    "epcfg": (ctypes.sizeof(EpcfgKey), ctypes.sizeof(EpcfgVal)),
+    "ipcache": (ctypes.sizeof(IpcacheKey), ctypes.sizeof(IpcacheVal)),
+    "policy": (ctypes.sizeof(PolicyKey), ctypes.sizeof(PolicyVal)),
+    "conntrack": (ctypes.sizeof(CtKey), ctypes.sizeof(CtEntry)),
+}
+
+
+def policy_key(slot: int, direction: int, ep_id: int, identity: int, proto: int, port: int,
+               prefixlen: int) -> bytes:
+    return POLICY_KEY.pack(prefixlen, slot, direction, ep_id, identity, proto, port.to_bytes(2, "big"))
+
+
+def key_slot(map_name: str, key: bytes) -> int:
+    """Which slot an entry written by apply belongs to."""
+    if map_name == "epcfg":
+        return EPCFG_KEY.unpack(key)[0]
+    return key[4]   # ipcache and policy: slot is the first data byte after prefixlen

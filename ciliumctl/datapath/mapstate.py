@@ -1,0 +1,183 @@
+"""ResolvedState -> the exact map entries of one slot. A pure function: no BPF, no root.
+
+Policy entries become LPM keys (slot, direction, endpoint, peer identity | protocol | port prefix). A port range
+becomes its minimal set of port prefixes. The datapath does two lookups per new connection (the peer's identity
+and "any"); each returns only its most specific match, so every entry covered by a less specific deny of the same
+lookup is stored as that deny: then the most specific match is a deny whenever any deny matches, and deny wins.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zlib
+from dataclasses import dataclass, field
+
+from ciliumctl.datapath import maps
+from ciliumctl.errors import UsageError
+from ciliumctl.policy.resolved import (PROTO_ANY, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, PolicyEntry,
+                                       ResolvedState, RuleOrigin)
+
+MATCH_NONE, MATCH_L3_ONLY, MATCH_L3_L4, MATCH_L4_ONLY, MATCH_ALL = range(5)
+
+
+@dataclass
+class MapState:
+    """Entries of one slot, as raw key -> value bytes per map, plus the cookie table."""
+
+    slot: int
+    policy: dict[bytes, bytes] = field(default_factory=dict)
+    ipcache: dict[bytes, bytes] = field(default_factory=dict)
+    epcfg: dict[bytes, bytes] = field(default_factory=dict)
+    cookies: dict[int, list[dict]] = field(default_factory=dict)
+
+
+def port_prefixes(lo: int, hi: int) -> list[tuple[int, int]]:
+    """Minimal (port, prefix bits) cover of [lo, hi] in the 16-bit port space. 0..0 and 0..65535 are 'any'."""
+    if lo == 0 and hi == 0:
+        return [(0, 0)]
+    if hi == 0:
+        hi = lo
+    if not (0 <= lo <= hi <= 65535):
+        raise UsageError(f"port range {lo}-{hi} is not within 0-65535")
+    out = []
+    while lo <= hi:
+        size = lo & -lo if lo else 1 << 16
+        while size > hi - lo + 1:
+            size >>= 1
+        bits = 16 - (size.bit_length() - 1)
+        out.append((lo, bits))
+        lo += size
+    return out
+
+
+def cookie_for(origins: tuple[RuleOrigin, ...], taken: dict[int, tuple]) -> int:
+    """A u32 that names a set of origins; stable across revisions (a hash), never 0, collisions probed."""
+    canon = tuple(sorted(origins))
+    text = "\n".join(f"{o.kind}/{o.namespace}/{o.name}/{o.section}/{o.index}" for o in canon)
+    c = zlib.crc32(text.encode()) or 1
+    while c in taken and taken[c] != canon:
+        c = (c + 1) & 0xFFFFFFFF or 1
+    taken[c] = canon
+    return c
+
+
+def _expand_protocols(entry: PolicyEntry) -> list[tuple[int, int, int]]:
+    """(proto, lo, hi) triples; a port with 'any' protocol applies to TCP, UDP and SCTP like Cilium's ANY."""
+    p = entry.ports
+    if p.proto == PROTO_ANY and not p.any_port:
+        return [(proto, p.lo, p.hi) for proto in (PROTO_TCP, PROTO_UDP, PROTO_SCTP)]
+    return [(p.proto, p.lo, p.hi)]
+
+
+def _match_type(identity: int, proto: int) -> int:
+    if identity:
+        return MATCH_L3_ONLY if proto == PROTO_ANY else MATCH_L3_L4
+    return MATCH_ALL if proto == PROTO_ANY else MATCH_L4_ONLY
+
+
+def _prefix_bits(proto: int, port: int, pbits: int) -> tuple[int, int, int]:
+    """(proto, port, LPM prefix length) of the key."""
+    if proto == PROTO_ANY:
+        return 0, 0, maps.POLICY_FIXED_BITS
+    if pbits == 0:
+        return proto, 0, maps.POLICY_PROTO_BITS
+    return proto, port, maps.POLICY_PORT_BASE + pbits
+
+
+def _ancestors(k: tuple[int, int, int]):
+    """Every LPM entry key that matches all packets of entry k (k itself included), most specific first."""
+    proto, port, plen = k
+    if plen >= maps.POLICY_PORT_BASE:
+        for bits in range(plen - maps.POLICY_PORT_BASE, 0, -1):
+            shift = 16 - bits
+            yield proto, (port >> shift) << shift, maps.POLICY_PORT_BASE + bits
+    if plen >= maps.POLICY_PROTO_BITS:
+        yield proto, 0, maps.POLICY_PROTO_BITS
+    yield 0, 0, maps.POLICY_FIXED_BITS
+
+
+def _origin_dict(o: RuleOrigin) -> dict:
+    return {"kind": o.kind, "name": o.name, "namespace": o.namespace, "section": o.section, "index": o.index}
+
+
+def compile_policy(state: ResolvedState, slot: int) -> tuple[dict[bytes, bytes], dict[int, list[dict]]]:
+    """Policy map entries of a slot and the cookie table."""
+    taken: dict[int, tuple] = {}
+    cookie_cache: dict[frozenset, int] = {}
+    prefix_cache: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    pack_key, pack_val = maps.POLICY_KEY.pack, maps.POLICY_VAL.pack
+    out: dict[bytes, bytes] = {}
+    for ep_id, ep in sorted(state.endpoints.items()):
+        for direction in (Direction.INGRESS, Direction.EGRESS):
+            # peer identity -> (proto, port, plen) -> [deny?, origins]
+            groups: dict[int, dict[tuple[int, int, int], list]] = {}
+            has_deny: set[int] = set()
+            for entry in ep.direction(direction).entries:
+                group = groups.setdefault(entry.identity, {})
+                if entry.deny:
+                    has_deny.add(entry.identity)
+                for proto, lo, hi in _expand_protocols(entry):
+                    pfx = prefix_cache.get((lo, hi))
+                    if pfx is None:
+                        pfx = prefix_cache[(lo, hi)] = port_prefixes(lo, hi)
+                    for port, pbits in pfx:
+                        k = _prefix_bits(proto, port, pbits)
+                        cur = group.get(k)
+                        if cur is None or (entry.deny and not cur[0]):
+                            group[k] = [entry.deny, frozenset(entry.origins)]
+                        elif cur[0] == entry.deny and not cur[1].issuperset(entry.origins):
+                            cur[1] = cur[1] | frozenset(entry.origins)
+            d = int(direction)
+            for identity, entries in groups.items():
+                check = identity in has_deny
+                for k, (deny, origins) in entries.items():
+                    mtype = _match_type(identity, k[0])
+                    if check and not deny:
+                        # stored as the most specific deny that covers it, if any
+                        for anc in _ancestors(k):
+                            cover = entries.get(anc)
+                            if cover is not None and cover[0]:
+                                deny, origins = True, cover[1]
+                                mtype = _match_type(identity, anc[0])
+                                break
+                    cookie = cookie_cache.get(origins)
+                    if cookie is None:
+                        cookie = cookie_cache[origins] = cookie_for(tuple(origins), taken)
+                    proto, port, plen = k
+                    out[pack_key(plen, slot, d, ep_id, identity, proto, port.to_bytes(2, "big"))] = \
+                        pack_val(1 if deny else 0, mtype, 0, cookie)
+    cookies = {c: [_origin_dict(o) for o in origins] for c, origins in taken.items()}
+    return out, cookies
+
+
+def compile_ipcache(state: ResolvedState, slot: int) -> dict[bytes, bytes]:
+    out = {}
+    for prefix, identity in state.ipcache.items():
+        try:
+            net = ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            raise UsageError(f"ipcache prefix {prefix!r} is not an IP prefix") from None
+        if net.version != 4:
+            continue  # the datapath is IPv4-only for now
+        key = maps.IPCACHE_KEY.pack(maps.IPCACHE_BASE_BITS + net.prefixlen, slot, net.network_address.packed)
+        out[key] = maps.IPCACHE_VAL.pack(identity)
+    return out
+
+
+def compile_epcfg(state: ResolvedState, slot: int) -> dict[bytes, bytes]:
+    out = {}
+    for ep_id, ep in state.endpoints.items():
+        flags = ((maps.EP_F_ENFORCE_INGRESS if ep.ingress.enforced else 0)
+                 | (maps.EP_F_ENFORCE_EGRESS if ep.egress.enforced else 0)
+                 | (maps.EP_F_AUDIT if state.audit else 0))
+        out[maps.EPCFG_KEY.pack(slot, ep_id)] = maps.EPCFG_VAL.pack(ep.identity, flags)
+    return out
+
+
+def compile_state(state: ResolvedState, slot: int) -> MapState:
+    for ep_id in state.endpoints:
+        if not 1 <= ep_id <= 65535:
+            raise UsageError(f"endpoint id {ep_id} is outside 1-65535")
+    policy, cookies = compile_policy(state, slot)
+    return MapState(slot=slot, policy=policy, ipcache=compile_ipcache(state, slot),
+                    epcfg=compile_epcfg(state, slot), cookies=cookies)
