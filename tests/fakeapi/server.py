@@ -151,6 +151,7 @@ class FakeApiServer:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     fake: FakeApiServer = None  # set by FakeApiServer.start
 
     def log_message(self, *args):  # quiet

@@ -262,7 +262,7 @@ def validate_schema(value, schema: dict | None, path: str, errors: list[str]):
             return value
         for req in schema.get("required", []):
             if req not in value:
-                errors.append(f"{path}.{req}: Required value")
+                errors.append(f"{path + '.' if path else ''}{req}: Required value")
         props = schema.get("properties")
         extra = schema.get("additionalProperties")
         preserve = schema.get("x-kubernetes-preserve-unknown-fields")
@@ -430,8 +430,10 @@ class Store:
         if rt.schema:
             errors: list[str] = []
             body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-            schema = {**rt.schema, "properties": {k: v for k, v in (rt.schema.get("properties") or {}).items()
-                                                  if k not in ("apiVersion", "kind", "metadata")}}
+            top = ("apiVersion", "kind", "metadata")  # the server checks these itself
+            schema = {**rt.schema,
+                      "properties": {k: v for k, v in (rt.schema.get("properties") or {}).items() if k not in top},
+                      "required": [r for r in rt.schema.get("required", []) if r not in top]}
             pruned = validate_schema(body, schema, "", errors)
             if errors:
                 raise ApiError(422, "Invalid", f"{rt.kind}.{rt.group} \"{name}\" is invalid: " + ", ".join(errors),

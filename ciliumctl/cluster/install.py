@@ -1,0 +1,210 @@
+"""`ciliumctl install|uninstall|status` in cluster mode: server-side apply of the manifests, waiting for the
+DaemonSet, removing it all, and reporting DaemonSet readiness and per-node agent health."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, TextIO
+
+from ciliumctl.cluster import manifests
+from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube, kind_of
+from ciliumctl.errors import EnvironmentProblem, Finding
+
+FIELD_MANAGER = "ciliumctl"
+
+
+@dataclass
+class Applied:
+    kind: str
+    name: str
+    namespace: str
+    action: str  # created | configured | unchanged | deleted | not found | (dry-run: "created (dry run)")
+
+    def line(self) -> str:
+        k = KINDS[self.kind]
+        return f"{k.kind.lower()}{'.' + k.group if k.group else ''}/{self.name} {self.action}"
+
+
+def _connect(kube, kubeconfig, context) -> Kube:
+    return kube if kube is not None else Kube.connect(kubeconfig, context)
+
+
+def apply_object(kube: Kube, obj: dict, dry_run: bool = False, force: bool = True) -> Applied:
+    """Server-side apply one object; report created / configured / unchanged as kubectl does."""
+    kind, meta = kind_of(obj), obj["metadata"]
+    before = kube.get(kind, meta["name"], meta.get("namespace"))
+    after = kube.apply(obj, FIELD_MANAGER, force=force, dry_run=dry_run)
+    if before is None:
+        action = "created"
+    elif after["metadata"].get("resourceVersion") != before["metadata"].get("resourceVersion") or \
+            (dry_run and _content(after) != _content(before)):
+        action = "configured"
+    else:
+        action = "unchanged"
+    if dry_run:
+        action += " (server dry run)"
+    return Applied(kind.kind, meta["name"], meta.get("namespace", ""), action)
+
+
+def _content(obj: dict) -> dict:
+    out = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+    meta = obj.get("metadata", {})
+    out["metadata"] = {k: meta.get(k) for k in ("labels", "annotations")}
+    return out
+
+
+def render(objs: list[dict], output: str = "yaml") -> str:
+    if output == "json":
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}, indent=2) + "\n"
+    import yaml
+
+    return yaml.safe_dump_all(objs, sort_keys=False)
+
+
+def install(kubeconfig: str | None = None, context: str | None = None, dry_run: bool = False,
+            output: str | None = None, wait: bool = False, image: str = manifests.DEFAULT_IMAGE,
+            enforcement: str = "default", audit: bool = False, flow_buffer_size: int = 4096,
+            namespace: str = manifests.NAMESPACE, timeout: float = 300.0, out: TextIO | None = None,
+            progress: Callable[[str], None] | None = None, kube: Kube | None = None) -> list:
+    """Deploy ciliumctl into the cluster. dry_run: print the manifests (output yaml|json) without touching a
+    cluster and return them. Otherwise apply each object, print one kubectl-like line per object, and with
+    wait block until the DaemonSet is ready (progress lines on stderr). Returns the manifests or [Applied]."""
+    out = out or sys.stdout
+    opts = manifests.InstallOptions(image=image, namespace=namespace, enforcement=enforcement, audit=audit,
+                                    flow_buffer_size=flow_buffer_size)
+    objs = manifests.build(opts)
+    if dry_run:
+        out.write(render(objs, output or "yaml"))
+        return objs
+    kube = _connect(kube, kubeconfig, context)
+    results = []
+    for obj in objs:
+        try:
+            result = apply_object(kube, obj)
+        except ApiFailure as err:
+            raise EnvironmentProblem(f"install: applying {obj['kind']} {obj['metadata']['name']} failed: "
+                                     f"{err.api_message} ({err.status} {err.reason}); nothing after it was "
+                                     "applied, re-run install when fixed") from None
+        results.append(result)
+        if output in ("json", "yaml"):
+            continue
+        out.write(result.line() + "\n")
+    if output == "json":
+        out.write(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    elif output == "yaml":
+        out.write(render([asdict(r) for r in results]))
+    if wait:
+        wait_ready(kube, namespace, timeout, progress or (lambda line: sys.stderr.write(line + "\n")))
+    return results
+
+
+def uninstall(kubeconfig: str | None = None, context: str | None = None, namespace: str = manifests.NAMESPACE,
+              out: TextIO | None = None, kube: Kube | None = None, keep_crds: bool = False) -> list[Applied]:
+    """Delete every installed object, DaemonSet first, CRDs last (which also removes policies, identities and
+    endpoints stored in them, as `kubectl delete crd` does)."""
+    out = out or sys.stdout
+    kube = _connect(kube, kubeconfig, context)
+    objs = list(reversed(manifests.build(manifests.InstallOptions(namespace=namespace))))
+    results = []
+    for obj in objs:
+        if keep_crds and obj["kind"] == "CustomResourceDefinition":
+            continue
+        kind, meta = kind_of(obj), obj["metadata"]
+        gone = kube.delete(kind, meta["name"], meta.get("namespace"))
+        result = Applied(kind.kind, meta["name"], meta.get("namespace", ""), "deleted" if gone else "not found")
+        results.append(result)
+        out.write(result.line() + "\n")
+    return results
+
+
+# ---------------------------------------------------------------- status
+
+@dataclass
+class NodeAgent:
+    node: str
+    pod: str
+    phase: str
+    ready: bool
+    restarts: int
+    message: str = ""
+
+
+@dataclass
+class ClusterStatus:
+    installed: bool
+    desired: int
+    ready: int
+    updated: int
+    available: int
+    image: str
+    agents: list[NodeAgent]
+    missing_crds: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return (self.installed and not self.missing_crds and self.desired > 0 and self.ready == self.desired
+                and all(a.ready for a in self.agents))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["healthy"] = self.healthy
+        return d
+
+
+def status(kubeconfig: str | None = None, context: str | None = None, namespace: str = manifests.NAMESPACE,
+           kube: Kube | None = None) -> ClusterStatus:
+    """DaemonSet readiness and one row per agent pod (its node, phase, Ready condition, restarts)."""
+    kube = _connect(kube, kubeconfig, context)
+    crd_kind = KINDS["CustomResourceDefinition"]
+    missing = [c["metadata"]["name"] for c in manifests.crds()
+               if kube.get(crd_kind, c["metadata"]["name"]) is None]
+    ds = kube.get(KINDS["DaemonSet"], manifests.AGENT, namespace)
+    if ds is None:
+        return ClusterStatus(False, 0, 0, 0, 0, "", [], missing)
+    st = ds.get("status") or {}
+    image = ds["spec"]["template"]["spec"]["containers"][0].get("image", "")
+    selector = ",".join(f"{k}={v}" for k, v in manifests.AGENT_LABELS.items())
+    pods, _ = kube.list(KINDS["Pod"], namespace, label_selector=selector)
+    agents = []
+    for pod in pods:
+        pst = pod.get("status") or {}
+        cond = {c.get("type"): c for c in pst.get("conditions") or []}
+        ready = cond.get("Ready", {}).get("status") == "True"
+        restarts = sum(int(c.get("restartCount", 0)) for c in pst.get("containerStatuses") or [])
+        message = cond.get("Ready", {}).get("message", "") if not ready else ""
+        for c in pst.get("containerStatuses") or []:
+            waiting = (c.get("state") or {}).get("waiting")
+            if waiting and not message:
+                message = f"{waiting.get('reason', '')}: {waiting.get('message', '')}".strip(": ")
+        agents.append(NodeAgent((pod.get("spec") or {}).get("nodeName", ""), pod["metadata"]["name"],
+                                pst.get("phase", "Unknown"), ready, restarts, message))
+    agents.sort(key=lambda a: a.node)
+    return ClusterStatus(True, int(st.get("desiredNumberScheduled", 0)), int(st.get("numberReady", 0)),
+                         int(st.get("updatedNumberScheduled", 0)), int(st.get("numberAvailable", 0)), image,
+                         agents, missing)
+
+
+def wait_ready(kube: Kube, namespace: str = manifests.NAMESPACE, timeout: float = 300.0,
+               progress: Callable[[str], None] = print, interval: float = 1.0) -> ClusterStatus:
+    """Poll until every scheduled agent is ready and up to date; one progress line whenever the counts change."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        st = status(kube=kube, namespace=namespace)
+        line = f"DaemonSet {manifests.AGENT}: {st.ready}/{st.desired} ready, {st.updated} up to date"
+        if line != last:
+            progress(line)
+            last = line
+        if st.installed and st.desired > 0 and st.ready == st.desired and st.updated == st.desired:
+            progress("ciliumctl is ready on every node")
+            return st
+        if time.monotonic() >= deadline:
+            not_ready = ", ".join(f"{a.node or a.pod} ({a.message or a.phase})" for a in st.agents if not a.ready)
+            raise Finding(f"install --wait: timed out after {timeout:.0f}s with {st.ready}/{st.desired} agents "
+                          f"ready{': ' + not_ready if not_ready else ''}; see `ciliumctl status` and the agent "
+                          "pod logs")
+        time.sleep(interval)
+

@@ -1,0 +1,304 @@
+"""The objects `ciliumctl install` puts into a cluster, in apply order (CRDs first, the DaemonSet last).
+
+Policy CRDs carry an OpenAPI schema that checks the important fields (types, enums of protocols and entities,
+selector shapes) but keeps unknown fields inside rules: local validation (`policy validate --strict`) reports
+those with file:line:col, while pruning them on the server would silently change a policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ciliumctl import __version__
+from ciliumctl.errors import UsageError
+
+NAMESPACE = "ciliumctl-system"
+AGENT = "ciliumctl-agent"
+CONFIG = "ciliumctl-config"
+DEFAULT_IMAGE = f"ghcr.io/ciliumctl/ciliumctl:v{__version__}"
+PART_OF = {"app.kubernetes.io/part-of": "ciliumctl", "app.kubernetes.io/managed-by": "ciliumctl"}
+AGENT_LABELS = {"app.kubernetes.io/name": AGENT}
+ENFORCEMENT_MODES = ("default", "always", "never")
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    image: str = DEFAULT_IMAGE
+    namespace: str = NAMESPACE
+    enforcement: str = "default"
+    audit: bool = False
+    flow_buffer_size: int = 4096
+
+    def check(self) -> None:
+        if self.enforcement not in ENFORCEMENT_MODES:
+            raise UsageError(f"--enforcement {self.enforcement!r}: use one of {', '.join(ENFORCEMENT_MODES)}")
+        if self.flow_buffer_size < 1 or self.flow_buffer_size & (self.flow_buffer_size - 1):
+            raise UsageError(f"--flow-buffer-size {self.flow_buffer_size}: use a power of two (e.g. 4096)")
+        if not self.image.strip():
+            raise UsageError("--image is empty: give an image reference such as " + DEFAULT_IMAGE)
+
+
+# ---------------------------------------------------------------- schema pieces
+
+def _str():
+    return {"type": "string"}
+
+
+def _list(items):
+    return {"type": "array", "items": items}
+
+
+def _open_object(properties: dict | None = None):
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    if properties:
+        schema["properties"] = properties
+    return schema
+
+
+_LABEL_SELECTOR = {
+    "type": "object",
+    "properties": {
+        "matchLabels": {"type": "object", "additionalProperties": _str()},
+        "matchExpressions": _list({
+            "type": "object", "required": ["key", "operator"],
+            "properties": {"key": _str(),
+                           "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                           "values": _list(_str())}}),
+    },
+}
+_ENTITIES = ["all", "world", "world-ipv4", "world-ipv6", "cluster", "host", "init", "ingress", "unmanaged", "remote-node", "health",
+             "none", "kube-apiserver"]
+_PORT_PROTOCOL = {"type": "string", "enum": ["TCP", "UDP", "SCTP", "ICMP", "ICMPv6", "VRRP", "IGMP", "ANY"]}
+_PORT_RULE = _open_object({
+    "ports": {**_list({"type": "object", "properties": {
+        "port": _str(), "endPort": {"type": "integer", "format": "int32"}, "protocol": _PORT_PROTOCOL}}),
+        "maxItems": 40},
+    "rules": _open_object(),
+    "terminatingTLS": _open_object(), "originatingTLS": _open_object(),
+    "serverNames": _list(_str()), "listener": _open_object(),
+})
+_CIDR_RULE = _open_object({"cidr": _str(), "cidrGroupRef": _str(), "cidrGroupSelector": _LABEL_SELECTOR,
+                           "except": _list(_str())})
+_ICMP_RULE = _open_object({"fields": _list(_open_object({
+    "type": {"x-kubernetes-int-or-string": True},
+    "family": {"type": "string", "enum": ["IPv4", "IPv6"]}}))})
+
+
+def _peer_rule(direction: str) -> dict:
+    """One ingress/egress (or deny) rule; `direction` is "from" or "to"."""
+    d = direction
+    props = {
+        f"{d}Endpoints": _list(_LABEL_SELECTOR),
+        f"{d}Requires": _list(_LABEL_SELECTOR),
+        f"{d}CIDR": _list(_str()),
+        f"{d}CIDRSet": _list(_CIDR_RULE),
+        f"{d}Entities": _list({"type": "string", "enum": _ENTITIES}),
+        f"{d}Nodes": _list(_LABEL_SELECTOR),
+        f"{d}Groups": _list(_open_object()),
+        "toPorts": _list(_PORT_RULE),
+        "icmps": _list(_ICMP_RULE),
+        "authentication": _open_object({"mode": {"type": "string", "enum": ["disabled", "required",
+                                                                            "test-always-fail"]}}),
+    }
+    if d == "to":
+        props.update(toFQDNs=_list(_open_object({"matchName": _str(), "matchPattern": _str()})),
+                     toServices=_list(_open_object()))
+    return _open_object(props)
+
+
+_RULE_SPEC = {
+    "type": "object",
+    "properties": {
+        "endpointSelector": _LABEL_SELECTOR,
+        "nodeSelector": _LABEL_SELECTOR,
+        "ingress": _list(_peer_rule("from")),
+        "ingressDeny": _list(_peer_rule("from")),
+        "egress": _list(_peer_rule("to")),
+        "egressDeny": _list(_peer_rule("to")),
+        "labels": _list(_open_object({"key": _str(), "value": _str(), "source": _str()})),
+        "description": _str(),
+        "enableDefaultDeny": {"type": "object", "properties": {"ingress": {"type": "boolean"},
+                                                               "egress": {"type": "boolean"}}},
+        "log": _open_object({"value": _str()}),
+    },
+}
+_POLICY_STATUS = {
+    "type": "object",
+    "properties": {
+        "conditions": _list({
+            "type": "object", "required": ["type", "status"],
+            "properties": {"type": _str(),
+                           "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                           "lastTransitionTime": {"type": "string", "format": "date-time"},
+                           "reason": _str(), "message": _str(),
+                           "observedGeneration": {"type": "integer", "format": "int64"}}}),
+        "derivativePolicies": _open_object(),
+        "nodes": _open_object(),
+    },
+}
+
+
+def _crd(plural: str, kind: str, short: list[str], scope: str, schema: dict, status: bool,
+         columns: list[dict], categories: list[str] | None = None) -> dict:
+    version = {"name": "v2", "served": True, "storage": True,
+               "schema": {"openAPIV3Schema": schema}, "additionalPrinterColumns": columns}
+    if status:
+        version["subresources"] = {"status": {}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.cilium.io", "labels": dict(PART_OF)},
+        "spec": {"group": "cilium.io", "scope": scope,
+                 "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": kind + "List",
+                           "shortNames": short, "categories": categories or ["cilium"]},
+                 "versions": [version]},
+    }
+
+
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_VALID = {"name": "Valid", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Valid')].status"}
+
+
+def crds() -> list[dict]:
+    policy_schema = {
+        "type": "object", "required": ["metadata"],
+        "properties": {"apiVersion": _str(), "kind": _str(), "metadata": {"type": "object"},
+                       "spec": _RULE_SPEC, "specs": _list(_RULE_SPEC), "status": _POLICY_STATUS},
+    }
+    identity_schema = {
+        "type": "object", "required": ["metadata", "security-labels"],
+        "properties": {"apiVersion": _str(), "kind": _str(), "metadata": {"type": "object"},
+                       "security-labels": {"type": "object", "additionalProperties": _str()}},
+    }
+    endpoint_schema = {
+        "type": "object",
+        "properties": {"apiVersion": _str(), "kind": _str(), "metadata": {"type": "object"},
+                       "status": _open_object({
+                           "id": {"type": "integer", "format": "int64"},
+                           "state": _str(),
+                           "identity": _open_object({"id": {"type": "integer", "format": "int64"},
+                                                     "labels": _list(_str())}),
+                           "networking": _open_object({"node": _str(), "addressing": _list(_open_object(
+                               {"ipv4": _str(), "ipv6": _str()}))})})},
+    }
+    return [
+        _crd("ciliumnetworkpolicies", "CiliumNetworkPolicy", ["cnp", "ciliumnp"], "Namespaced", policy_schema,
+             True, [_VALID, _AGE], ["cilium", "ciliumpolicy"]),
+        _crd("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", ["ccnp"], "Cluster",
+             policy_schema, True, [_VALID, _AGE], ["cilium", "ciliumpolicy"]),
+        _crd("ciliumidentities", "CiliumIdentity", ["ciliumid"], "Cluster", identity_schema, False,
+             [{"name": "Namespace", "type": "string",
+               "jsonPath": ".metadata.labels.io\\.kubernetes\\.pod\\.namespace"}, _AGE]),
+        _crd("ciliumendpoints", "CiliumEndpoint", ["cep", "ciliumep"], "Namespaced", endpoint_schema, False,
+             [{"name": "Security Identity", "type": "integer", "jsonPath": ".status.identity.id"},
+              {"name": "Endpoint State", "type": "string", "jsonPath": ".status.state"},
+              {"name": "IPv4", "type": "string", "jsonPath": ".status.networking.addressing[0].ipv4"},
+              {"name": "Node", "type": "string", "jsonPath": ".status.networking.node"}]),
+    ]
+
+
+# ---------------------------------------------------------------- RBAC and the agent
+
+def cluster_role() -> dict:
+    """What the agent needs and nothing more."""
+    rules = [
+        {"apiGroups": [""], "resources": ["pods", "namespaces", "nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["cilium.io"], "resources": ["ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["cilium.io"],
+         "resources": ["ciliumnetworkpolicies/status", "ciliumclusterwidenetworkpolicies/status"],
+         "verbs": ["update"]},
+        {"apiGroups": ["cilium.io"], "resources": ["ciliumidentities"], "verbs": ["create", "get", "list", "watch"]},
+        # get + list: the agent finds its node's stale endpoints after a restart and updates in place
+        {"apiGroups": ["cilium.io"], "resources": ["ciliumendpoints"],
+         "verbs": ["get", "list", "create", "update", "delete"]},
+    ]
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": AGENT, "labels": dict(PART_OF)}, "rules": rules}
+
+
+def daemonset(opts: InstallOptions) -> dict:
+    def host_path(name, path, mount, read_only=False, type_="DirectoryOrCreate", propagation=None):
+        volume = {"name": name, "hostPath": {"path": path, "type": type_}}
+        m = {"name": name, "mountPath": mount}
+        if read_only:
+            m["readOnly"] = True
+        if propagation:
+            m["mountPropagation"] = propagation
+        return volume, m
+
+    mounts = [
+        host_path("bpffs", "/sys/fs/bpf", "/sys/fs/bpf", propagation="HostToContainer"),
+        host_path("run", "/var/run/ciliumctl", "/var/run/ciliumctl"),
+        host_path("state", "/var/lib/ciliumctl", "/var/lib/ciliumctl"),
+        host_path("netns", "/var/run/netns", "/var/run/netns", propagation="HostToContainer"),
+        host_path("cni-conf", "/etc/cni/net.d", "/etc/cni/net.d"),
+        host_path("cni-bin", "/opt/cni/bin", "/opt/cni/bin"),
+        # BCC compiles the datapath on the node: it needs the node's kernel headers
+        host_path("lib-modules", "/lib/modules", "/lib/modules", read_only=True, type_="Directory"),
+        host_path("usr-src", "/usr/src", "/usr/src", read_only=True, type_="Directory"),
+    ]
+
+    def from_config(var, key):
+        return {"name": var, "valueFrom": {"configMapKeyRef": {"name": CONFIG, "key": key}}}
+
+    container = {
+        "name": "agent",
+        "image": opts.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["ciliumctl", "agent", "run"],
+        "env": [
+            {"name": "CILIUMCTL_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "CILIUMCTL_CLUSTER", "value": "in-cluster"},
+            from_config("CILIUMCTL_ENFORCEMENT", "enforcement-mode"),
+            from_config("CILIUMCTL_AUDIT", "audit-mode"),
+            from_config("CILIUMCTL_FLOW_BUFFER_SIZE", "flow-buffer-size"),
+        ],
+        "securityContext": {"privileged": True},
+        # ready once the agent serves its socket (paths.agent_socket())
+        "readinessProbe": {"exec": {"command": ["test", "-S", "/var/run/ciliumctl/agent.sock"]},
+                           "periodSeconds": 5, "failureThreshold": 3},
+        "volumeMounts": [m for _, m in mounts],
+    }
+    return {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": AGENT, "namespace": opts.namespace, "labels": {**PART_OF, **AGENT_LABELS}},
+        "spec": {
+            "selector": {"matchLabels": dict(AGENT_LABELS)},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": {**PART_OF, **AGENT_LABELS}},
+                "spec": {
+                    "serviceAccountName": AGENT,
+                    "hostNetwork": True,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "priorityClassName": "system-node-critical",
+                    "tolerations": [{"operator": "Exists"}],
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [container],
+                    "volumes": [v for v, _ in mounts],
+                },
+            },
+        },
+    }
+
+
+def build(opts: InstallOptions | None = None) -> list[dict]:
+    """Every object of an install, in apply order."""
+    opts = opts or InstallOptions()
+    opts.check()
+    meta = lambda name, ns=True: {"name": name, **({"namespace": opts.namespace} if ns else {}),
+                                  "labels": dict(PART_OF)}
+    return [
+        *crds(),
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(opts.namespace, ns=False)},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(AGENT)},
+        cluster_role(),
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(AGENT, False),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT},
+         "subjects": [{"kind": "ServiceAccount", "name": AGENT, "namespace": opts.namespace}]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(CONFIG),
+         "data": {"enforcement-mode": opts.enforcement, "audit-mode": "true" if opts.audit else "false",
+                  "flow-buffer-size": str(opts.flow_buffer_size)}},
+        daemonset(opts),
+    ]
