@@ -1,0 +1,122 @@
+"""Compile once, attach many; pins keep enforcing without any ciliumctl process; uninstall leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ciliumctl.datapath import bpfsys, loader, maps
+from .conftest import sh
+
+pytestmark = pytest.mark.root
+
+
+def _filter_prog_ids(sandbox, ifname: str) -> set[int]:
+    ids = set()
+    for parent in ("ingress", "egress"):
+        out = sh("ip", "netns", "exec", sandbox.node, "tc", "-j", "filter", "show", "dev", ifname, parent).stdout
+        for f in json.loads(out or "[]"):
+            prog = (f.get("options") or {}).get("prog") or {}
+            if "id" in prog:
+                ids.add(prog["id"])
+    return ids
+
+
+def test_attach_reuses_pinned_programs_without_compiling(sandbox):
+    before = loader.compile_count
+    first = loader.Datapath.open()
+    assert first.compiled and loader.compile_count == before + 1
+    prog_ids = {p["name"]: p["id"] for p in first.status()["programs"]}
+    first.close()
+    for pod in sandbox.pods:             # each attach from a fresh open(), as separate commands would
+        dp = loader.Datapath.open()
+        assert not dp.compiled
+        dp.attach(pod.ep)
+        dp.close()
+    assert loader.compile_count == before + 1
+    for pod in sandbox.pods:
+        assert _filter_prog_ids(sandbox, pod.ep.host_ifname) == set(prog_ids.values())
+    # attach is idempotent: the filters are replaced, not stacked
+    with loader.Datapath.open() as dp:
+        dp.attach(sandbox.pods[0].ep)
+        assert dp.status()["attached_endpoints"] == 3
+    out = sh("ip", "netns", "exec", sandbox.node, "tc", "-j", "filter", "show", "dev",
+             sandbox.pods[0].ep.host_ifname, "ingress").stdout
+    assert sum(1 for f in json.loads(out) if "options" in f) == 1
+
+
+def test_layout_matches_the_kernel(sandbox):
+    with loader.Datapath.open() as dp:
+        for name, (ks, vs) in maps.SIZES.items():
+            assert (dp.maps[name].key_size, dp.maps[name].value_size) == (ks, vs), name
+
+
+_CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from ciliumctl.datapath.loader import Datapath
+    from ciliumctl.endpoints.model import Endpoint
+    from ciliumctl.policy.resolved import *
+    eps = [Endpoint.from_dict(d) for d in {eps!r}]
+    dp = Datapath.open()
+    for ep in eps:
+        dp.attach(ep)
+    origin = (RuleOrigin("CiliumNetworkPolicy", "child", "default", "ingress", 0),)
+    b = eps[1]
+    pol = {{ep.id: EndpointPolicy(ep.id, ep.identity, DirectionPolicy(ep.id == b.id,
+            [PolicyEntry(eps[0].identity, PortRange(6, 8080, 8080), False, origin)] if ep.id == b.id else []),
+            DirectionPolicy(False)) for ep in eps}}
+    rep = dp.apply(ResolvedState(5, {{}}, {{ep.ipv4 + "/32": ep.identity for ep in eps}}, pol))
+    print(rep.revision, rep.entries["policy"])
+""")
+
+
+def test_enforcement_continues_after_the_loading_process_exits(sandbox):
+    a, b, c = sandbox.pods
+    sandbox.tcp_server(b, 8080)
+    code = _CHILD.format(root=str(Path(loader.__file__).resolve().parents[2]),
+                         eps=[p.ep.to_dict() for p in sandbox.pods])
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(),
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["5", "1"]
+    # no ciliumctl process is left: the kernel enforces from the pins and the attached filters
+    assert a.tcp_ok(b, 8080)
+    assert not c.tcp_ok(b, 8080, timeout=0.5)
+    # a later open() reuses the child's pins and sees its revision
+    before = loader.compile_count
+    with loader.Datapath.open() as dp:
+        assert not dp.compiled and dp.status()["revision"] == 5
+    assert loader.compile_count == before
+
+
+def test_uninstall_leaves_nothing_behind(sandbox):
+    dp = loader.Datapath.open()
+    for pod in sandbox.pods:
+        dp.attach(pod.ep)
+    st = dp.status()
+    prog_ids = [p["id"] for p in st["programs"]]
+    map_ids = [m["id"] for m in st["maps"]]
+    for pod in sandbox.pods:
+        dp.detach(pod.ep)
+    for pod in sandbox.pods:
+        assert _filter_prog_ids(sandbox, pod.ep.host_ifname) == set()
+    dp.close()
+    removed = loader.uninstall_pins()
+    assert set(removed) == set(maps.MAPS + maps.PROGRAMS)
+    assert not os.path.exists(sandbox.pin_dir)
+    # with no pin, fd or filter left, the kernel frees programs and maps (maps after an RCU grace period)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (any(map(bpfsys.prog_exists, prog_ids)) or
+                                           any(map(bpfsys.map_exists, map_ids))):
+        time.sleep(0.1)
+    assert not any(map(bpfsys.prog_exists, prog_ids))
+    assert not any(map(bpfsys.map_exists, map_ids))
+    assert loader.uninstall_pins() == []      # idempotent
