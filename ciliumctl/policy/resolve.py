@@ -1,0 +1,444 @@
+"""Resolution: endpoints + policies + enforcement mode -> ResolvedState, the value the datapath loads.
+
+A pure function of its inputs (apart from the identity allocator, which hands out stable ids). Semantics follow
+Cilium's agent:
+
+- A rule selects an endpoint by its identity labels (endpointSelector, namespace-scoped for CNP); a nodeSelector
+  rule (CCNP) selects only the node itself: the host endpoint, id HOST_ENDPOINT_ID (0), produced only when
+  `node_labels` is given.
+- Enforcement (mode default): a direction is enforced once a selecting rule has a non-empty ingress/ingressDeny
+  (egress/egressDeny) section, unless the rule says enableDefaultDeny {ingress|egress: false}; an explicit
+  enableDefaultDeny true enforces by itself. A direction that is not default-deny but has deny entries is
+  enforced with an allow-all entry (no origins) beside them, so denies still apply. Mode always: every direction
+  enforced; mode never: nothing enforced and no entries.
+- Peers: from/toEndpoints (label selectors), entities, CIDR/CIDRSet (CIDR identities for every prefix mentioned,
+  a rule selects those inside it and not inside an except), from/toNodes (the host, by node labels). toFQDNs and
+  toServices select nothing here (no DNS proxy, no service watch); fromRequires is ignored. Each is noted.
+- Ports: numbers, ranges (endPort), ANY with a port = TCP+UDP+SCTP, ICMP types; named ports are skipped (no
+  container ports known) with a note. L7 rules keep only their L3/L4 part.
+- Allows and denies are both kept (the datapath gives deny precedence); duplicates fold, origins merge.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ciliumctl import identity as ids
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.policy import model
+from ciliumctl.policy.labels import (CLUSTER_LABEL, DEFAULT_CLUSTER, SOURCE_K8S, SOURCE_RESERVED, endpoint_labels,
+                                     node_identity_labels)
+from ciliumctl.policy.ports import icmp_range, port_ranges
+from ciliumctl.policy.resolved import (IDENTITY_ANY, PROTO_ANY, Direction, DirectionPolicy, EndpointPolicy,
+                                       Enforcement, PolicyEntry, PortRange, ResolvedState, RuleOrigin)
+from ciliumctl.policy.selectors import (EXISTS, IN, LabelSet, Requirement, Selector, compile_selector,
+                                        knp_peer_selector, knp_subject_selector, peer_selector, selects_init,
+                                        subject_selector)
+
+HOST_ENDPOINT_ID = 0
+ALL_PORTS = PortRange(PROTO_ANY, 0, 0)
+UNIVERSE_RESERVED = (ids.HOST, ids.WORLD, ids.UNMANAGED, ids.HEALTH, ids.INIT, ids.REMOTE_NODE,
+                     ids.KUBE_APISERVER, ids.INGRESS)
+
+
+def _reserved(name: str) -> Selector:
+    return Selector((Requirement(SOURCE_RESERVED, name, EXISTS),))
+
+
+ENTITY_SELECTORS: dict[str, tuple[Selector, ...]] = {
+    "world": (_reserved("world"), _reserved("world-ipv4"), _reserved("world-ipv6")),
+    "world-ipv4": (_reserved("world-ipv4"),),
+    "world-ipv6": (_reserved("world-ipv6"),),
+    "host": (_reserved("host"),),
+    "remote-node": (_reserved("remote-node"),),
+    "kube-apiserver": (_reserved("kube-apiserver"),),
+    "health": (_reserved("health"),),
+    "init": (_reserved("init"),),
+    "unmanaged": (_reserved("unmanaged"),),
+    "ingress": (_reserved("ingress"),),
+    "none": (),
+    "cluster": (_reserved("host"), _reserved("remote-node"), _reserved("init"), _reserved("ingress"),
+                _reserved("health"), _reserved("unmanaged"), _reserved("kube-apiserver"),
+                Selector((Requirement(SOURCE_K8S, CLUSTER_LABEL, IN, frozenset({DEFAULT_CLUSTER})),))),
+}
+
+
+# ----------------------------------------------------------------------------------------------- compiled rules
+
+@dataclass
+class _Peers:
+    """The L3 part of one rule item, before it meets the identity universe."""
+
+    wildcard: bool = False
+    selectors: list[Selector] = field(default_factory=list)
+    cidrs: list[tuple[ipaddress._BaseNetwork, tuple[ipaddress._BaseNetwork, ...]]] = field(default_factory=list)
+    nodes: list[Selector] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    origin: RuleOrigin
+    deny: bool
+    peers: _Peers
+    ports: list[PortRange] | None          # None = every port and protocol
+
+
+@dataclass
+class _Rule:
+    policy: model.Policy
+    subject: Selector
+    node_rule: bool
+    default_deny: dict[Direction, bool]
+    items: dict[Direction, list[_Item]]
+    description: str = ""
+
+
+@dataclass
+class Resolution:
+    """resolve() with what trace needs to explain it: which policies selected each endpoint, and notes."""
+
+    state: ResolvedState
+    selected_by: dict[tuple[int, Direction], list[str]] = field(default_factory=dict)   # policy refs
+    default_deny_by: dict[tuple[int, Direction], list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    mode: Enforcement = Enforcement.DEFAULT
+
+
+class _Notes:
+    def __init__(self):
+        self.items: list[str] = []
+        self._seen: set[str] = set()
+
+    def add(self, text: str) -> None:
+        if text not in self._seen:
+            self._seen.add(text)
+            self.items.append(text)
+
+
+def _net(text: str, notes: _Notes, where: str):
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        notes.add(f"{where}: {text!r} is not a CIDR; skipped")
+        return None
+
+
+def _ports_of(item: model.PeerRule, where: str, notes: _Notes) -> list[PortRange] | None:
+    if not item.has_l4:
+        return None
+    out: list[PortRange] = []
+    for pr in item.to_ports or ():
+        if pr.rules is not None and not pr.rules.empty:
+            notes.add(f"{where}: L7 rules are not enforced (no proxy); their ports are allowed at L4")
+        if not pr.ports:
+            out.append(ALL_PORTS)
+            continue
+        for pp in pr.ports:
+            rs = port_ranges(pp.port, pp.end_port, pp.protocol)
+            if rs is None:
+                notes.add(f"{where}: named port {pp.port!r} skipped (container ports are not known)")
+                continue
+            out.extend(rs)
+    for icmp in item.icmps or ():
+        for f in icmp.fields:
+            r = icmp_range(f.type, f.family)
+            if r is None:
+                notes.add(f"{where}: ICMP type {f.type!r} unknown; skipped")
+            else:
+                out.append(r)
+    return out
+
+
+def _cilium_peers(item: model.PeerRule, namespace: str, matches_init: bool, where: str, notes: _Notes) -> _Peers:
+    p = _Peers()
+    if not item.has_l3:
+        p.wildcard = item.has_l4          # an empty item `{}` selects nothing; L4 only = every peer
+        return p
+    # an explicitly empty list selects nothing (Cilium: "empty non-nil slices select no identity")
+    if any(f is not None and len(f) == 0 for f in (item.endpoints, item.entities, item.cidrs, item.cidr_sets,
+                                                    item.nodes)):
+        return p
+    for sel in item.endpoints or ():
+        p.selectors.append(peer_selector(sel, namespace, matches_init))
+    for ent in item.entities or ():
+        if ent == "all":
+            p.wildcard = True
+        elif ent in ENTITY_SELECTORS:
+            p.selectors.extend(ENTITY_SELECTORS[ent])
+        else:
+            notes.add(f"{where}: unknown entity {ent!r} selects nothing")
+    for c in item.cidrs or ():
+        n = _net(c, notes, where)
+        if n is not None:
+            p.cidrs.append((n, ()))
+    for cs in item.cidr_sets or ():
+        if cs.cidr_group_ref or cs.cidr_group_selector is not None:
+            notes.add(f"{where}: cidrGroupRef/cidrGroupSelector need CiliumCIDRGroup objects; selects nothing")
+        if not cs.cidr:
+            continue
+        n = _net(cs.cidr, notes, where)
+        if n is None:
+            continue
+        exc = tuple(e for e in (_net(x, notes, where) for x in cs.except_) if e is not None)
+        p.cidrs.append((n, exc))
+    for sel in item.nodes or ():
+        p.nodes.append(compile_selector(sel))
+    if item.fqdns:
+        notes.add(f"{where}: toFQDNs selects nothing (no DNS proxy: no names are learnt)")
+    if item.services:
+        notes.add(f"{where}: toServices selects nothing (services are not watched)")
+    if item.groups:
+        notes.add(f"{where}: toGroups/fromGroups (cloud provider groups) select nothing")
+    if item.requires:
+        notes.add(f"{where}: fromRequires/toRequires is deprecated and ignored")
+    return p
+
+
+def _default_deny(rule: model.Rule) -> dict[Direction, bool]:
+    dd = rule.enable_default_deny
+    ing = dd.ingress if dd.ingress is not None else bool(rule.ingress) or bool(rule.ingress_deny)
+    egr = dd.egress if dd.egress is not None else bool(rule.egress) or bool(rule.egress_deny)
+    return {Direction.INGRESS: ing, Direction.EGRESS: egr}
+
+
+_SECTION_DIR = {model.INGRESS: (Direction.INGRESS, False), model.INGRESS_DENY: (Direction.INGRESS, True),
+                model.EGRESS: (Direction.EGRESS, False), model.EGRESS_DENY: (Direction.EGRESS, True)}
+
+
+def _compile_cilium(pol: model.Policy, notes: _Notes) -> list[_Rule]:
+    out = []
+    counters = dict.fromkeys(model.SECTIONS, 0)
+    for rule in pol.rules:
+        if rule.endpoint_selector is not None:
+            subject = (subject_selector(rule.endpoint_selector, pol.namespace) if pol.kind == model.CNP
+                       else compile_selector(rule.endpoint_selector))
+            node_rule = False
+        elif rule.node_selector is not None:
+            subject, node_rule = compile_selector(rule.node_selector), True
+        else:
+            notes.add(f"{pol.ref}: a rule without endpointSelector or nodeSelector selects nothing")
+            continue
+        matches_init = selects_init(rule.endpoint_selector)
+        items: dict[Direction, list[_Item]] = {Direction.INGRESS: [], Direction.EGRESS: []}
+        for section in model.SECTIONS:
+            direction, deny = _SECTION_DIR[section]
+            for item in rule.section(section):
+                origin = RuleOrigin(pol.kind, pol.name, pol.namespace, section, counters[section])
+                counters[section] += 1
+                where = f"{pol.ref} {section}[{origin.index}]"
+                items[direction].append(_Item(origin, deny,
+                                              _cilium_peers(item, pol.namespace, matches_init, where, notes),
+                                              _ports_of(item, where, notes)))
+        out.append(_Rule(pol, subject, node_rule, _default_deny(rule), items, rule.description))
+    return out
+
+
+def _knp_ports(ports, where: str, notes: _Notes) -> list[PortRange] | None:
+    if not ports:
+        return None
+    out = []
+    for p in ports:
+        rs = port_ranges(p.port or "0", p.end_port, p.protocol or "TCP")
+        if rs is None:
+            notes.add(f"{where}: named port {p.port!r} skipped (container ports are not known)")
+        else:
+            out.extend(rs)
+    return out
+
+
+def _compile_knp(pol: model.Policy, notes: _Notes) -> list[_Rule]:
+    spec = pol.network_policy or model.NetworkPolicySpec()
+    items: dict[Direction, list[_Item]] = {Direction.INGRESS: [], Direction.EGRESS: []}
+    for direction, rules, section in ((Direction.INGRESS, spec.ingress, model.INGRESS),
+                                      (Direction.EGRESS, spec.egress, model.EGRESS)):
+        for i, r in enumerate(rules or ()):
+            origin = RuleOrigin(pol.kind, pol.name, pol.namespace, section, i)
+            where = f"{pol.ref} {section}[{i}]"
+            ports = _knp_ports(r.ports, where, notes)
+            if not r.peers:   # no from/to: every peer
+                items[direction].append(_Item(origin, False, _Peers(wildcard=True), ports))
+                continue
+            for peer in r.peers:
+                p = _Peers()
+                sel = knp_peer_selector(peer.pod_selector, peer.namespace_selector, pol.namespace)
+                if sel is not None:
+                    p.selectors.append(sel)
+                if peer.ip_block is not None:
+                    n = _net(peer.ip_block.cidr, notes, where)
+                    if n is not None:
+                        exc = tuple(e for e in (_net(x, notes, where) for x in peer.ip_block.except_)
+                                    if e is not None)
+                        p.cidrs.append((n, exc))
+                if sel is None and peer.ip_block is None:
+                    p.wildcard = ports is not None
+                items[direction].append(_Item(origin, False, p, ports))
+    types = set(spec.policy_types)
+    dd = {Direction.INGRESS: bool(spec.ingress) or "Ingress" in types or "Egress" not in types,
+          Direction.EGRESS: bool(spec.egress) or "Egress" in types}
+    return [_Rule(pol, knp_subject_selector(spec.pod_selector, pol.namespace), False, dd, items)]
+
+
+def _as_policy(p) -> model.Policy:
+    if isinstance(p, model.Policy):
+        return p
+    data = getattr(p, "data", p)           # a store.StoredPolicy or a load.Document
+    if isinstance(data, Mapping):
+        return model.parse_policy(data)
+    raise TypeError(f"not a policy: {type(p).__name__}")
+
+
+def compile_policies(policies: Iterable, notes: _Notes) -> list[_Rule]:
+    rules: list[_Rule] = []
+    for p in policies:
+        pol = _as_policy(p)
+        rules.extend(_compile_knp(pol, notes) if pol.kind == model.KNP else _compile_cilium(pol, notes))
+    return rules
+
+
+# ----------------------------------------------------------------------------------------------- the universe
+
+@dataclass
+class _Universe:
+    labels: dict[int, LabelSet]
+    cidr_nets: dict[int, ipaddress._BaseNetwork]
+
+    def select(self, peers: _Peers, host_selectable: bool) -> set[int] | None:
+        """Identities a peer spec selects; None = every identity (IDENTITY_ANY)."""
+        if peers.wildcard:
+            return None
+        out: set[int] = set()
+        for sel in peers.selectors:
+            if sel.is_wildcard:
+                return None
+            out.update(i for i, ls in self.labels.items() if sel.matches(ls))
+        for net, excepts in peers.cidrs:
+            if net.prefixlen == 0:
+                out.add(ids.WORLD)
+            for ident, pfx in self.cidr_nets.items():
+                if pfx.version == net.version and pfx.subnet_of(net) and not any(
+                        pfx.version == e.version and pfx.subnet_of(e) for e in excepts):
+                    out.add(ident)
+        for sel in peers.nodes:
+            if host_selectable and sel.matches(self.labels[ids.HOST]):
+                out.add(ids.HOST)
+            if sel.is_wildcard:
+                out.add(ids.REMOTE_NODE)
+        return out
+
+
+def _all_cidrs(rules: list[_Rule]) -> set[ipaddress._BaseNetwork]:
+    out = set()
+    for r in rules:
+        for items in r.items.values():
+            for it in items:
+                for net, exc in it.peers.cidrs:
+                    out.add(net)
+                    out.update(exc)
+    return {n for n in out if n.prefixlen > 0}
+
+
+# ----------------------------------------------------------------------------------------------- resolve
+
+def resolve_detailed(endpoints: list[Endpoint], policies: Iterable, mode: Enforcement | str,
+                     allocator: ids.IdentityBackend, revision: int = 0, audit: bool = False,
+                     node_labels: Mapping[str, str] | None = None, *,
+                     namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
+                     host_ips: Iterable[str] = (), allow_localhost: bool = False) -> Resolution:
+    mode = Enforcement(mode)
+    notes = _Notes()
+    rules = compile_policies(policies, notes)
+
+    # identities: endpoints by their security labels, CIDR prefixes mentioned by any rule
+    ep_labels = [endpoint_labels(ep, (namespace_labels or {}).get(ep.namespace)) for ep in endpoints]
+    cidrs = sorted(_all_cidrs(rules), key=lambda n: (n.version, n.network_address, n.prefixlen))
+    cidr_labels = [frozenset({f"cidr:{n.with_prefixlen}", "reserved:world"}) for n in cidrs]
+    allocated = allocator.allocate_many(ep_labels + cidr_labels) if (ep_labels or cidr_labels) else []
+    ep_ids, cidr_ids = allocated[:len(ep_labels)], allocated[len(ep_labels):]
+
+    identities: dict[int, frozenset[str]] = {i: ids.reserved_labels(i) for i in UNIVERSE_RESERVED}
+    host_labels = node_identity_labels(node_labels)
+    identities[ids.HOST] = host_labels
+    identities.update(zip(ep_ids, ep_labels))
+    identities.update(zip(cidr_ids, cidr_labels))
+    universe = _Universe({i: LabelSet(ls) for i, ls in identities.items()}, dict(zip(cidr_ids, cidrs)))
+
+    ipcache: dict[str, int] = {"0.0.0.0/0": ids.WORLD}
+    for n, i in zip(cidrs, cidr_ids):
+        ipcache[n.with_prefixlen] = i
+    for ip in host_ips:
+        ipcache[f"{ip}/32"] = ids.HOST
+    for ep, i in zip(endpoints, ep_ids):
+        if ep.ipv4:
+            ipcache[f"{ep.ipv4.split('/')[0]}/32"] = i
+
+    subjects: list[tuple[int, int, LabelSet, bool]] = [
+        (ep.id, i, universe.labels[i], False) for ep, i in zip(endpoints, ep_ids)]
+    if node_labels is not None:
+        subjects.append((HOST_ENDPOINT_ID, ids.HOST, universe.labels[ids.HOST], True))
+
+    res = Resolution(ResolvedState(revision=revision, identities=identities, ipcache=ipcache, endpoints={},
+                                   audit=audit), mode=mode)
+    peer_cache: dict[int, set[int] | None] = {}
+    for ep_id, ident, labels, is_host in subjects:
+        selecting = [r for r in rules if r.node_rule == is_host and r.subject.matches(labels)]
+        dirs = {}
+        for d in (Direction.INGRESS, Direction.EGRESS):
+            refs = sorted({r.policy.ref for r in selecting if r.items[d] or r.default_deny[d]})
+            dd_refs = sorted({r.policy.ref for r in selecting if r.default_deny[d]})
+            res.selected_by[(ep_id, d)] = refs
+            res.default_deny_by[(ep_id, d)] = dd_refs
+            dirs[d] = _direction(selecting, d, mode, bool(dd_refs), universe, peer_cache, is_host,
+                                 allow_localhost and d == Direction.INGRESS and not is_host)
+        res.state.endpoints[ep_id] = EndpointPolicy(ep_id, ident, dirs[Direction.INGRESS], dirs[Direction.EGRESS])
+    res.notes = notes.items
+    return res
+
+
+def _direction(selecting: list[_Rule], d: Direction, mode: Enforcement, default_deny: bool, universe: _Universe,
+               peer_cache: dict, is_host: bool, allow_localhost: bool) -> DirectionPolicy:
+    if mode == Enforcement.NEVER:
+        return DirectionPolicy(enforced=False)
+    folded: dict[tuple[int, PortRange, bool], set[RuleOrigin]] = {}
+    for r in selecting:
+        for it in r.items[d]:
+            key = id(it)
+            if key not in peer_cache:
+                peer_cache[key] = universe.select(it.peers, host_selectable=True)
+            peers = peer_cache[key]
+            idents = [IDENTITY_ANY] if peers is None else sorted(peers)
+            for ident in idents:
+                for pr in (it.ports if it.ports is not None else [ALL_PORTS]):
+                    folded.setdefault((ident, pr, it.deny), set()).add(it.origin)
+    entries = [PolicyEntry(ident, pr, deny, tuple(sorted(origins)))
+               for (ident, pr, deny), origins in sorted(folded.items(), key=lambda kv: kv[0])]
+    has_deny = any(e.deny for e in entries)
+    if mode == Enforcement.ALWAYS or default_deny:
+        enforced = True
+    elif has_deny:
+        # not default-deny, but denies must still apply: enforce with an allow-all beside them
+        enforced = True
+        if not any(e.identity == IDENTITY_ANY and e.ports == ALL_PORTS and not e.deny for e in entries):
+            entries.append(PolicyEntry(IDENTITY_ANY, ALL_PORTS, False, ()))
+    else:
+        enforced = False
+    if enforced and allow_localhost and not any(e.identity == ids.HOST and e.ports == ALL_PORTS and not e.deny
+                                                for e in entries):
+        entries.append(PolicyEntry(ids.HOST, ALL_PORTS, False, ()))
+    return DirectionPolicy(enforced=enforced, entries=entries)
+
+
+def resolve(endpoints: list[Endpoint], policies: Iterable, mode: Enforcement | str, allocator: ids.IdentityBackend,
+            revision: int = 0, audit: bool = False, node_labels: Mapping[str, str] | None = None, *,
+            namespace_labels: Mapping[str, Mapping[str, str]] | None = None, host_ips: Iterable[str] = (),
+            allow_localhost: bool = False) -> ResolvedState:
+    """Endpoints + policies (model.Policy, plain policy dicts, or objects with .data) -> ResolvedState.
+
+    node_labels: produce the host endpoint (id 0, identity 1) for nodeSelector rules. namespace_labels:
+    namespace -> its labels (selectable as k8s:io.cilium.k8s.namespace.labels.<key>). host_ips: addresses of
+    the node, put in the ipcache as the host identity. allow_localhost: the host may always reach endpoints
+    (Cilium's allow-localhost=always)."""
+    return resolve_detailed(endpoints, policies, mode, allocator, revision, audit, node_labels,
+                            namespace_labels=namespace_labels, host_ips=host_ips,
+                            allow_localhost=allow_localhost).state
