@@ -147,15 +147,21 @@ def _check_forwarding(_o: Options) -> str | None:
     from ciliumctl import nodens
 
     nodens.enter_node_netns()
+    from pyroute2 import IPRoute
+
     with open("/proc/sys/net/ipv4/ip_forward") as fh:
-        return None if fh.read().strip() == "1" else "enable IPv4 forwarding in the node network namespace"
+        forwarding = fh.read().strip() == "1"
+    with IPRoute() as ipr:
+        lo = ipr.link_lookup(ifname="lo")
+        lo_up = bool(lo) and bool(ipr.get_links(lo[0])[0]["flags"] & 1)
+    return None if forwarding and lo_up else "enable IPv4 forwarding (and loopback) in the node network namespace"
 
 
 def _run_forwarding(_o: Options) -> str:
     from ciliumctl.endpoints import plumbing
 
     plumbing.enable_forwarding()
-    return "net.ipv4.ip_forward=1"
+    return "net.ipv4.ip_forward=1, lo up"
 
 
 def _pins_present() -> bool:
@@ -185,11 +191,11 @@ def _undo_datapath() -> str | None:
                                                                "uninstall_pins", None)
         if fn is not None:
             fn()
-            detail = "programs and maps unpinned"
+            detail = f"programs, maps and pins under {paths.bpffs_dir()}"
     d = paths.bpffs_dir()
     if d.exists() and _on_bpffs(d):
         shutil.rmtree(d, ignore_errors=True)  # pins: unlinking drops the kernel objects with their last user
-        detail = detail or f"removed {d}"
+        detail = detail or f"pins under {d}"
     return detail
 
 
@@ -236,7 +242,7 @@ def _undo_endpoints() -> str | None:
         plumbing.remove(ep.id, ep.ipv4, ep.netns, ep.host_ifname)
     spaces, links = plumbing.remove_leftovers()
     n = len({ep.netns.rsplit("/", 1)[-1] for ep in eps} | set(spaces))
-    return f"{n} endpoint namespaces and their veths removed" if (eps or spaces or links) else None
+    return f"{n} endpoint namespace(s) with their veths and routes" if (eps or spaces or links) else None
 
 
 def _undo_state() -> str | None:
@@ -245,7 +251,7 @@ def _undo_state() -> str | None:
         if d.exists():
             shutil.rmtree(d, ignore_errors=True)
             gone.append(str(d))
-    return f"removed {', '.join(gone)}" if gone else None
+    return ", ".join(gone) if gone else None
 
 
 STEPS: list[Step] = [

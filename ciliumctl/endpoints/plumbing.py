@@ -72,9 +72,15 @@ def _write_sysctl(path: str, value: str) -> None:
 
 
 def enable_forwarding() -> None:
-    """Routing between endpoints happens in the node namespace: it must forward IPv4."""
+    """Routing between endpoints happens in the node namespace: it must forward IPv4, and its loopback must be
+    up (without a local routing table the kernel takes every neighbour for a broadcast address, NOARP, and TCP
+    drops the frames it forwards)."""
     nodens.enter_node_netns()
     _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+    with _ipr() as ipr:
+        lo = ipr.link_lookup(ifname="lo")
+        if lo and not ipr.get_links(lo[0])[0]["flags"] & 1:
+            ipr.link("set", index=lo[0], state="up")
 
 
 def create(ep_id: int, ipv4: str) -> Plumbed:

@@ -1,0 +1,34 @@
+"""`ciliumctl demo` end to end: both ships land without policy; with it tiefighter lands and xwing is dropped;
+the verdict events are printed; nothing is left behind."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import CLI
+
+pytestmark = pytest.mark.root
+
+
+def test_demo(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CILIUMCTL_") and k != "KUBECONFIG"}
+    res = subprocess.run([CLI, "demo"], capture_output=True, text=True, env=env, timeout=120)
+    out = res.stdout
+    assert res.returncode == 0, out + res.stderr
+    name = re.search(r"network namespace (cctl-demo-[0-9a-f]+)", out).group(1)
+    no_policy, with_policy = out.split("Applying an L3/L4 policy", 1)
+    assert "tiefighter -> deathstar: Ship landed" in no_policy and "xwing -> deathstar: Ship landed" in no_policy
+    assert "tiefighter -> deathstar: Ship landed" in with_policy
+    assert "xwing -> deathstar: timed out (dropped)" in with_policy
+    assert re.search(r"event drop +xwing \(10\.200\.0\.3:\d+\) -> deathstar \(10\.200\.0\.1:80/TCP\) +ingress +"
+                     r"DROPPED \(Policy denied", with_policy)
+    assert re.search(r"event policy-verdict +tiefighter .* FORWARDED", with_policy)
+    assert "ENDPOINT" in out and "k8s:org=empire" in out and "ciliumnetworkpolicy/rule1 created" in out
+    assert not list(Path("/run/netns").glob(f"{name}*"))
+    assert not Path(f"/sys/fs/bpf/{name}").exists()
+    assert not list(Path("/tmp").glob(f"{name}-*"))

@@ -1,0 +1,77 @@
+"""`ciliumctl endpoint add|list|get|exec|delete` through the real executable on a sandbox node."""
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def test_endpoint_lifecycle(node):
+    out = node.cli("endpoint", "add", "web", "--labels", "app=web,tier=front").stdout
+    assert "endpoint/web created (id 1" in out
+    node.cli("endpoint", "add", "client", "-l", "app=client", "--namespace", "prod")
+
+    rows = json.loads(node.cli("endpoint", "list", "-o", "json").stdout)
+    by_name = {r["name"]: r for r in rows}
+    web, client = by_name["web"], by_name["client"]
+    assert web["ipv4"] == "10.200.0.1" and client["ipv4"] == "10.200.0.2"
+    assert client["namespace"] == "prod" and web["state"] == client["state"] == "ready"
+    assert "k8s:app=web" in web["labels_full"] and web["identity"] >= 256
+    assert web["identity"] != client["identity"]
+    assert web["policy_enforcement"] == {"ingress": "disabled", "egress": "disabled"}
+
+    table = node.cli("endpoint", "list").stdout.splitlines()
+    assert table[0].split()[:3] == ["ENDPOINT", "POLICY", "(ingress)"] and "IPv4" in table[0]
+    assert "STATUS" in table[0] and "ENFORCEMENT" in table[1]
+    assert any(line.startswith("1 ") and "k8s:app=web" in line and "10.200.0.1" in line and "ready" in line
+               for line in table)
+    headless = node.cli("endpoint", "list", "--no-headers").stdout
+    assert "ENDPOINT" not in headless and "10.200.0.2" in headless
+
+    assert json.loads(node.cli("endpoint", "get", "2", "-o", "json").stdout)["name"] == "client"
+    assert "name: web" in node.cli("endpoint", "get", "web").stdout
+
+    # Real plumbing: the pod has its /32 and the default route via 169.254.1.1; the host side routes back.
+    addr = node.cli("endpoint", "exec", "web", "--", "ip", "-4", "-o", "addr", "show", "eth0").stdout
+    assert "10.200.0.1/32" in addr
+    assert "default via 169.254.1.1" in node.cli("endpoint", "exec", "web", "--", "ip", "route").stdout
+    assert "10.200.0.1 dev cctlep1" in node.ns("ip", "route").stdout
+    # Exit codes pass through exec, and unknown commands say so.
+    assert node.cli("endpoint", "exec", "web", "--", "sh", "-c", "exit 7", check=False).returncode == 7
+    bad = node.cli("endpoint", "exec", "web", "--", "no-such-cmd-xyz", check=False)
+    assert bad.returncode == 127 and "command not found" in bad.stderr
+
+    # Traffic between endpoints flows (no policy).
+    node.serve("web", "10.200.0.1", 8080)
+    assert node.connect("prod/client", "10.200.0.1", 8080)
+    assert node.ping("prod/client", "10.200.0.1")
+
+    # Errors are one line, exit 2.
+    dup = node.cli("endpoint", "add", "web", "-l", "app=web", check=False)
+    assert dup.returncode == 2 and "already exists" in dup.stderr and len(dup.stderr.strip().splitlines()) == 1
+    badlab = node.cli("endpoint", "add", "x", "-l", "novalue", check=False)
+    assert badlab.returncode == 2 and "key=value" in badlab.stderr
+    missing = node.cli("endpoint", "get", "nope", check=False)
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+    # Delete removes netns, veth, route, lease and registry entry; the address is handed out again.
+    node.cli("endpoint", "delete", "web")
+    left = node.leftovers()
+    assert left["netns"] == [f"{node.name}-ep2"] and left["veths"] == ["cctlep2"]
+    assert "10.200.0.1" not in node.ns("ip", "route").stdout
+    assert not (node.state / "endpoints" / "1.json").exists()
+    assert json.loads((node.state / "ipam.json").read_text())["leases"] == {"10.200.0.2": "endpoint:2"}
+    node.cli("endpoint", "delete", "2")
+    assert node.leftovers()["netns"] == [] and node.leftovers()["veths"] == []
+    again = json.loads(node.cli("endpoint", "add", "again", "-o", "json").stdout)
+    assert again["ipv4"] == "10.200.0.1" and again["id"] == 1
+
+
+def test_pool_is_configurable(node):
+    node.cli("install", "--pool", "10.77.3.0/29")
+    ep = json.loads(node.cli("endpoint", "add", "a", "-o", "json").stdout)
+    assert ep["ipv4"] == "10.77.3.1"
+    ep = json.loads(node.cli("endpoint", "add", "b", "--pool", "10.88.0.0/30", "-o", "json").stdout)
+    assert ep["ipv4"] == "10.88.0.1"
+    assert node.ping("a", "10.88.0.1")

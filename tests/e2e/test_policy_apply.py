@@ -1,0 +1,123 @@
+"""`ciliumctl policy apply|get|delete` on a sandbox node: validated first, stored, enforced on real traffic."""
+
+import json
+
+import pytest
+
+from ciliumctl.datapath import events as E
+
+from .conftest import write
+
+pytestmark = pytest.mark.root
+
+ALLOW_FRONTEND = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: web-ingress
+spec:
+  endpointSelector:
+    matchLabels:
+      app: web
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        role: frontend
+    toPorts:
+    - ports:
+      - port: "8080"
+        protocol: TCP
+"""
+
+INVALID = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: broken
+spec:
+  endpointSelector:
+    matchLabels:
+      app: web
+  ingress:
+  - toPorts:
+    - ports:
+      - port: "99999"
+        protocol: TCP
+"""
+
+
+def _events(node):
+    from ciliumctl.datapath.ringbuf import RingReader
+
+    return RingReader(node.bpffs / "events")
+
+
+def test_apply_enforces_and_invalid_set_changes_nothing(node, tmp_path):
+    node.cli("endpoint", "add", "web", "-l", "app=web")
+    node.cli("endpoint", "add", "frontend", "-l", "role=frontend")
+    node.cli("endpoint", "add", "other", "-l", "role=other")
+    node.serve("web", "10.200.0.1", 8080)
+    assert node.connect("frontend", "10.200.0.1", 8080) and node.connect("other", "10.200.0.1", 8080)
+
+    good = write(tmp_path / "p" / "allow.yaml", ALLOW_FRONTEND)
+    dry = node.cli("policy", "apply", "-f", str(good), "--dry-run").stdout
+    assert "ciliumnetworkpolicy/web-ingress created (dry run)" in dry
+    assert "+ endpoint 1 ingress enforcement enabled" in dry and "tcp/8080" in dry
+    assert node.cli("policy", "get", "-o", "json").stdout.strip() == "[]"        # dry run stored nothing
+    assert node.connect("other", "10.200.0.1", 8080)                              # ... and enforced nothing
+
+    res = node.cli("policy", "apply", "-f", str(good))
+    assert res.stdout.strip() == "ciliumnetworkpolicy/web-ingress created"
+    with _events(node) as ring:
+        ring.drain()
+        assert node.connect("frontend", "10.200.0.1", 8080)
+        assert not node.connect("other", "10.200.0.1", 8080, timeout=0.5)
+        evs = ring.read()
+    drops = [e for e in evs if e.type == E.EVENT_DROP and e.saddr == "10.200.0.3"]
+    assert drops and drops[0].subtype == E.DROP_POLICY and drops[0].daddr == "10.200.0.1" and drops[0].dport == 8080
+    assert any(e.type == E.EVENT_POLICY_VERDICT and e.verdict == E.VERDICT_FORWARDED and e.saddr == "10.200.0.2"
+               for e in evs)
+    assert not node.ping("frontend", "10.200.0.1")          # only TCP/8080 is allowed
+    lst = {r["name"]: r for r in json.loads(node.cli("endpoint", "list", "-o", "json").stdout)}
+    assert lst["web"]["policy_enforcement"]["ingress"] == "enabled"
+    assert lst["frontend"]["policy_enforcement"]["ingress"] == "disabled"
+    assert node.cli("policy", "apply", "-f", str(good)).stdout.strip() == "ciliumnetworkpolicy/web-ingress unchanged"
+
+    # A set with one invalid policy (and a changed valid one) changes nothing: exit 1, findings printed.
+    stored = node.cli("policy", "get", "-o", "json").stdout
+    status_before = json.loads(node.cli("status", "-o", "json").stdout)["policy_revision"]
+    write(tmp_path / "p" / "allow.yaml", ALLOW_FRONTEND.replace("role: frontend", "role: other"))
+    write(tmp_path / "p" / "broken.yaml", INVALID)
+    bad = node.cli("policy", "apply", "-f", str(tmp_path / "p"), check=False)
+    assert bad.returncode == 1, bad
+    assert "broken.yaml" in bad.stderr + bad.stdout and "nothing applied" in bad.stderr
+    assert node.cli("policy", "get", "-o", "json").stdout == stored
+    assert json.loads(node.cli("status", "-o", "json").stdout)["policy_revision"] == status_before
+    assert node.connect("frontend", "10.200.0.1", 8080) and not node.connect("other", "10.200.0.1", 8080, 0.5)
+
+    # get and delete; after delete the endpoint is open again.
+    table = node.cli("policy", "get").stdout
+    assert "CiliumNetworkPolicy" in table and "web-ingress" in table
+    assert "name: web-ingress" in node.cli("policy", "get", "web-ingress", "-o", "yaml").stdout
+    assert node.cli("policy", "delete", "web-ingress").stdout.strip() == "ciliumnetworkpolicy/web-ingress deleted"
+    assert node.connect("other", "10.200.0.1", 8080)
+    gone = node.cli("policy", "delete", "web-ingress", check=False)
+    assert gone.returncode == 2 and "not found" in gone.stderr
+
+
+def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):
+    node.cli("install", "--enforcement-mode", "always")
+    node.cli("endpoint", "add", "web", "-l", "app=web")
+    node.cli("endpoint", "add", "frontend", "-l", "role=frontend")
+    node.serve("web", "10.200.0.1", 8080)
+    assert not node.connect("frontend", "10.200.0.1", 8080, 0.5)      # always: no policy means deny
+    node.cli("policy", "apply", "-f", str(write(tmp_path / "a.yaml", ALLOW_FRONTEND)))
+    # The frontend's egress is enforced too (always): allowing web's ingress is not enough.
+    assert not node.connect("frontend", "10.200.0.1", 8080, 0.5)
+    node.cli("install", "--enforcement-mode", "default")
+    assert node.connect("frontend", "10.200.0.1", 8080)
+    # An endpoint added after the policy is selected by it at once.
+    node.cli("endpoint", "add", "other", "-l", "role=other")
+    assert not node.connect("other", "10.200.0.1", 8080, 0.5)
+    st = json.loads(node.cli("status", "-o", "json").stdout)
+    assert st["enforcement_mode"] == "default" and st["endpoints"]["total"] == 3
