@@ -64,6 +64,24 @@ def find_plugin(name: str) -> str:
     raise CniError(E_INVALID_CONFIG, f"IPAM plugin {name!r} not found in CNI_PATH={os.environ.get('CNI_PATH', '')!r}")
 
 
+_ipam_versions: dict[str, list] = {}
+
+
+def ipam_conf(name: str, conf: dict) -> dict:
+    """The configuration for the IPAM plugin: a 1.1.0 request goes to a 1.0.0-only plugin (Debian's
+    host-local) as 1.0.0, whose ADD result has the same shape."""
+    if conf.get("cniVersion") != "1.1.0":
+        return conf
+    if name not in _ipam_versions:
+        info = exec_plugin(name, "VERSION", {"cniVersion": "1.0.0"}) or {}
+        _ipam_versions[name] = list(info.get("supportedVersions") or [])
+    return conf if "1.1.0" in _ipam_versions[name] else dict(conf, cniVersion="1.0.0")
+
+
+def exec_ipam(name: str, command: str, conf: dict) -> dict | None:
+    return exec_plugin(name, command, ipam_conf(name, conf))
+
+
 def exec_plugin(name: str, command: str, conf: dict) -> dict | None:
     """Run a delegated plugin; its stderr goes to ours. Returns its parsed stdout (None when empty)."""
     import subprocess
@@ -227,7 +245,7 @@ def cmd_add(conf: dict) -> dict:
     try:
         sock = connect_agent(conf)        # before IPAM: nothing to roll back when the agent is down
         try:
-            ipam_result = exec_plugin(ipam, "ADD", conf) or {}
+            ipam_result = exec_ipam(ipam, "ADD", conf) or {}
         except BaseException:
             sock.close()
             raise
@@ -248,7 +266,7 @@ def cmd_add(conf: dict) -> dict:
 
 def _release_ipam(ipam: str, conf: dict) -> None:
     try:
-        exec_plugin(ipam, "DEL", conf)
+        exec_ipam(ipam, "DEL", conf)
     except Exception as err:  # the original error is what the runtime needs to see
         sys.stderr.write(f"ciliumctl-cni: releasing the address after a failed ADD: {err}\n")
 
@@ -273,7 +291,7 @@ def cmd_del(conf: dict) -> None:
             os.close(fd)
     ipam = ipam_type(conf, required=False)
     if ipam:
-        exec_plugin(ipam, "DEL", conf)
+        exec_ipam(ipam, "DEL", conf)
     if agent_error is not None:
         raise agent_error
 
@@ -292,7 +310,7 @@ def cmd_check(conf: dict) -> None:
         os.close(fd)
     ipam = ipam_type(conf, required=False)
     if ipam:
-        exec_plugin(ipam, "CHECK", conf)
+        exec_ipam(ipam, "CHECK", conf)
 
 
 def cmd_status(conf: dict) -> None:
@@ -308,13 +326,12 @@ def cmd_gc(conf: dict) -> None:
     removed = call_agent(connect_agent(conf), {"command": "GC", "config": conf}, None).get("removed", [])
     ipam = ipam_type(conf, required=False)
     if ipam:
-        info = exec_plugin(ipam, "VERSION", {"cniVersion": conf["cniVersion"]}) or {}
-        if "1.1.0" in info.get("supportedVersions", []):
+        if ipam_conf(ipam, conf)["cniVersion"] == "1.1.0":
             exec_plugin(ipam, "GC", conf)
         else:   # an IPAM plugin older than 1.1 (Debian's host-local): release the stale attachments one by one
             for att in removed:
                 os.environ.update(CNI_CONTAINERID=att["containerID"], CNI_IFNAME=att["ifname"], CNI_NETNS="")
-                exec_plugin(ipam, "DEL", conf)
+                exec_ipam(ipam, "DEL", conf)
 
 
 def cmd_version() -> dict:

@@ -134,7 +134,8 @@ def check_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str) -> list[
             return [f"host interface {host_ifname} is missing"]
         if not ipr.get_links(idx)[0]["flags"] & 1:
             problems.append(f"host interface {host_ifname} is down")
-        routes = [r for r in ipr.get_routes(family=socket.AF_INET, dst=ipv4) if r.get("dst_len") == 32]
+        routes = [r for r in ipr.get_routes(family=socket.AF_INET)
+                  if r.get("dst_len") == 32 and r.get_attr("RTA_DST") == ipv4]
         if not any(r.get_attr("RTA_OIF") == idx for r in routes):
             problems.append(f"route {ipv4}/32 dev {host_ifname} is missing")
     pod = _ipr_in(netns_fd)

@@ -1,0 +1,280 @@
+"""The plugin against the CNI spec, driven like cnitool drives it: exec with CNI_* variables and the network
+configuration on stdin, against namespaces the test creates, with Debian's host-local as the IPAM plugin."""
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ciliumctl.endpoints import cni_install
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def exec_plugin(env: dict, stdin: str = "") -> tuple[int, dict | None]:
+    full = {"PATH": "/usr/bin:/bin", **env}
+    proc = subprocess.run([sys.executable, "-S", "-c",
+                           f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+                           "from ciliumctl.endpoints.cni_plugin import main; main()"],
+                          input=stdin, env=full, capture_output=True, text=True, timeout=30)
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None
+
+
+def assert_error(code: int, out: dict, want: int) -> None:
+    assert code != 0
+    assert out["code"] == want, out
+    assert out["msg"] and "cniVersion" in out
+
+
+# --- without root: input handling ------------------------------------------------------------------------
+
+def test_version_reports_supported_versions():
+    code, out = exec_plugin({"CNI_COMMAND": "VERSION"}, '{"cniVersion": "0.4.0"}')
+    assert code == 0
+    assert out["cniVersion"] == "0.4.0"
+    assert {"0.3.1", "0.4.0", "1.0.0", "1.1.0"} <= set(out["supportedVersions"])
+
+
+def test_version_with_empty_stdin():
+    code, out = exec_plugin({"CNI_COMMAND": "VERSION"})
+    assert code == 0 and out["cniVersion"] == "1.0.0"
+
+
+def test_missing_command_is_error_4():
+    code, out = exec_plugin({})
+    assert_error(code, out, 4)
+    assert "CNI_COMMAND" in out["msg"]
+
+
+def test_missing_variables_are_named():
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "ciliumctl-cni", "ipam": {"type": "host-local"}})
+    code, out = exec_plugin({"CNI_COMMAND": "ADD", "CNI_IFNAME": "eth0"}, conf)
+    assert_error(code, out, 4)
+    assert "CNI_CONTAINERID" in out["msg"] and "CNI_NETNS" in out["msg"] and "CNI_IFNAME" not in out["msg"]
+
+
+def test_bad_json_is_error_6():
+    code, out = exec_plugin({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/x",
+                             "CNI_IFNAME": "eth0"}, "{not json")
+    assert_error(code, out, 6)
+
+
+def test_unsupported_version_is_error_1():
+    conf = json.dumps({"cniVersion": "9.9.9", "name": "n", "type": "ciliumctl-cni", "ipam": {"type": "host-local"}})
+    code, out = exec_plugin({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/proc/self/ns/net",
+                             "CNI_IFNAME": "eth0"}, conf)
+    assert_error(code, out, 1)
+
+
+def test_missing_ipam_is_error_7():
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "ciliumctl-cni"})
+    code, out = exec_plugin({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/proc/self/ns/net",
+                             "CNI_IFNAME": "eth0"}, conf)
+    assert_error(code, out, 7)
+
+
+def test_bad_cni_args_is_error_4():
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "ciliumctl-cni", "ipam": {"type": "host-local"}})
+    code, out = exec_plugin({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/proc/self/ns/net",
+                             "CNI_IFNAME": "eth0", "CNI_ARGS": "novalue"}, conf)
+    assert_error(code, out, 4)
+
+
+def test_agent_not_running_is_try_again_later(tmp_path):
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "ciliumctl-cni",
+                       "agentSocket": str(tmp_path / "nobody.sock"),
+                       "ipam": {"type": "host-local", "subnet": "10.231.9.0/24", "dataDir": str(tmp_path / "ipam")}})
+    code, out = exec_plugin({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/proc/self/ns/net",
+                             "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}, conf)
+    assert_error(code, out, 11)
+    assert "agent is not running" in out["msg"] and "nobody.sock" in out["msg"]
+    assert not (tmp_path / "ipam").exists(), "no address may be allocated when the agent is down"
+    code, out = exec_plugin({"CNI_COMMAND": "STATUS"}, conf)
+    assert_error(code, out, 50)
+
+
+def test_conflist_carries_agent_socket_and_cni_range():
+    cl = cni_install.conflist("10.200.0.0/16", agent_socket="/x/agent.sock")
+    plugin = cl["plugins"][0]
+    assert cl["cniVersion"] == "1.0.0" and plugin["type"] == "ciliumctl-cni"
+    assert plugin["agentSocket"] == "/x/agent.sock"
+    r = plugin["ipam"]["ranges"][0][0]
+    assert (r["subnet"], r["rangeStart"], r["rangeEnd"]) == ("10.200.0.0/16", "10.200.128.0", "10.200.255.254")
+
+
+def test_install_and_uninstall(tmp_path):
+    conf_dir, bin_dir = tmp_path / "net.d", tmp_path / "bin"
+    assert cni_install.install_cni(str(conf_dir), str(bin_dir), pool="10.9.0.0/24", dry_run=True)
+    assert not conf_dir.exists()
+    cni_install.install_cni(str(conf_dir), str(bin_dir), pool="10.9.0.0/24")
+    cni_install.install_cni(str(conf_dir), str(bin_dir), pool="10.9.0.0/24")   # idempotent
+    launcher = bin_dir / "ciliumctl-cni"
+    assert os.access(launcher, os.X_OK)
+    assert json.loads((conf_dir / "05-ciliumctl.conflist").read_text())["plugins"][0]["ipam"]["ranges"]
+    proc = subprocess.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}, input="", capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0 and "1.0.0" in json.loads(proc.stdout)["supportedVersions"]
+    (bin_dir / "other").write_text("x")
+    done = cni_install.uninstall_cni(str(conf_dir), str(bin_dir))
+    assert len(done) == 2
+    assert sorted(os.listdir(bin_dir)) == ["other"] and os.listdir(conf_dir) == []
+    assert cni_install.uninstall_cni(str(conf_dir), str(bin_dir)) == []
+
+
+def test_uninstall_leaves_a_foreign_plugin(tmp_path):
+    (tmp_path / "ciliumctl-cni").write_text("#!/bin/sh\necho someone else\n")
+    assert cni_install.uninstall_cni(str(tmp_path), str(tmp_path)) == []
+    assert (tmp_path / "ciliumctl-cni").exists()
+
+
+# --- as root: real namespaces, veths, host-local ---------------------------------------------------------
+
+def pod_addr(node, ns: str) -> str:
+    out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-4", "-o", "addr", "show", "dev", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split("inet ")[1].split()[0]
+
+
+def ping(ns: str, addr: str) -> bool:
+    return subprocess.run(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", addr],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.root
+def test_add_check_del_lifecycle(cni_node):
+    ns1, ns2 = cni_node.new_pod_ns(1), cni_node.new_pod_ns(2)
+    conf = cni_node.conf()
+    results = {}
+    for i, ns in ((1, ns1), (2, ns2)):
+        code, out, err = cni_node.plugin("ADD", conf, f"ctr{i}", f"/run/netns/{ns}",
+                                         args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=team;K8S_POD_NAME=pod{i}")
+        assert code == 0, (out, err)
+        results[i] = out
+    r1 = results[1]
+    assert r1["cniVersion"] == "1.0.0"
+    assert r1["ips"][0]["address"].endswith("/32") and r1["ips"][0]["gateway"] == "169.254.1.1"
+    assert r1["interfaces"][r1["ips"][0]["interface"]]["sandbox"] == f"/run/netns/{ns1}"
+    assert "version" not in r1["ips"][0]
+    ip1, ip2 = (results[i]["ips"][0]["address"].split("/")[0] for i in (1, 2))
+    assert pod_addr(cni_node, ns1) == f"{ip1}/32"
+    assert ip1 != ip2 and ip1.startswith("10.231.0.1")            # the upper half of the /24 pool
+    routes = subprocess.run(["ip", "netns", "exec", ns1, "ip", "-4", "route"], capture_output=True, text=True).stdout
+    assert "default via 169.254.1.1 dev eth0" in routes
+    assert len(cni_node.host_links()) == 2 and len(cni_node.host_routes()) == 2
+    hostif = r1["interfaces"][0]["name"]
+    assert cni_node.node_exec("cat", f"/proc/sys/net/ipv4/conf/{hostif}/proxy_arp").stdout.strip() == "1"
+    eps = {e["name"]: e for e in cni_node.endpoints()}
+    assert eps["pod1"]["namespace"] == "team" and eps["pod1"]["ipv4"] == ip1
+    assert eps["pod1"]["container_id"] == "ctr1" and eps["pod1"]["host_ifname"] == hostif
+    assert ping(ns1, ip2) and ping(ns2, ip1)
+
+    code, out, err = cni_node.plugin("CHECK", dict(conf, prevResult=r1), "ctr1", f"/run/netns/{ns1}")
+    assert code == 0 and out is None, (out, err)
+    # a broken attachment fails CHECK
+    cni_node.node_exec("ip", "link", "set", hostif, "down")
+    code, out, _ = cni_node.plugin("CHECK", dict(conf, prevResult=r1), "ctr1", f"/run/netns/{ns1}")
+    assert code != 0 and "down" in out["msg"]
+    cni_node.node_exec("ip", "link", "set", hostif, "up")
+
+    # containerd's sequence: DEL with netns and prevResult, then DELs with neither
+    code, out, err = cni_node.plugin("DEL", dict(conf, prevResult=r1), "ctr1", f"/run/netns/{ns1}")
+    assert code == 0 and out is None, (out, err)
+    for _ in range(2):
+        code, out, err = cni_node.plugin("DEL", conf, "ctr1", "")
+        assert code == 0, (out, err)
+    assert len(cni_node.host_links()) == 1 and len(cni_node.host_routes()) == 1
+    assert cni_node.leases() == [ip2]
+    assert [e["name"] for e in cni_node.endpoints()] == ["pod2"]
+    code, out, _ = cni_node.plugin("CHECK", dict(conf, prevResult=r1), "ctr1", f"/run/netns/{ns1}")
+    assert code != 0 and out["code"] == 3
+
+    code, out, err = cni_node.plugin("DEL", conf, "ctr2", f"/run/netns/{ns2}")
+    assert code == 0, (out, err)
+    assert cni_node.host_links() == [] and cni_node.host_routes() == [] and cni_node.leases() == []
+    assert cni_node.endpoints() == []
+
+
+@pytest.mark.root
+def test_old_result_versions_carry_ip_version(cni_node):
+    ns = cni_node.new_pod_ns(1)
+    code, out, err = cni_node.plugin("ADD", cni_node.conf(cniVersion="0.4.0"), "ctr1", f"/run/netns/{ns}")
+    assert code == 0, (out, err)
+    assert out["cniVersion"] == "0.4.0" and out["ips"][0]["version"] == "4"
+
+
+@pytest.mark.root
+def test_del_of_unknown_container_succeeds(cni_node):
+    code, out, err = cni_node.plugin("DEL", cni_node.conf(), "never-added", "")
+    assert code == 0 and out is None, (out, err)
+
+
+@pytest.mark.root
+def test_existing_interface_name_is_an_error_and_releases_the_address(cni_node):
+    ns = cni_node.new_pod_ns(1)
+    subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer"], check=True)
+    code, out, _ = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
+    assert code != 0 and "eth0 already exists" in out["msg"]
+    assert cni_node.leases() == [] and cni_node.host_links() == [] and cni_node.endpoints() == []
+
+
+@pytest.mark.root
+def test_missing_netns_is_an_error_before_allocating(cni_node):
+    code, out, _ = cni_node.plugin("ADD", cni_node.conf(), "ctr1", "/run/netns/does-not-exist-cctl")
+    assert code != 0 and out["code"] == 4 and "does-not-exist" in out["msg"]
+    assert cni_node.leases() == []
+
+
+@pytest.mark.root
+def test_concurrent_adds_get_distinct_addresses_and_ids(cni_node):
+    n = 8
+    nss = [cni_node.new_pod_ns(i) for i in range(n)]
+    conf = cni_node.conf()
+
+    def add(i):
+        return cni_node.plugin("ADD", conf, f"ctr{i}", f"/run/netns/{nss[i]}",
+                               args=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p{i}")
+
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        outs = list(pool.map(add, range(n)))
+    assert all(code == 0 for code, _, _ in outs), outs
+    addrs = {out["ips"][0]["address"] for _, out, _ in outs}
+    assert len(addrs) == n
+    eps = cni_node.endpoints()
+    assert len({e["id"] for e in eps}) == n and len(eps) == n
+    assert len(cni_node.host_links()) == n
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        dels = list(pool.map(lambda i: cni_node.plugin("DEL", conf, f"ctr{i}", f"/run/netns/{nss[i]}"), range(n)))
+    assert all(code == 0 for code, _, _ in dels), dels
+    assert cni_node.host_links() == [] and cni_node.leases() == [] and cni_node.endpoints() == []
+
+
+@pytest.mark.root
+def test_agent_down_then_up(cni_node):
+    ns = cni_node.new_pod_ns(1)
+    cni_node.stop_server()
+    code, out, _ = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
+    assert code != 0 and out["code"] == 11
+    assert cni_node.leases() == []
+    cni_node.start_server()
+    code, out, err = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
+    assert code == 0, (out, err)
+
+
+@pytest.mark.root
+def test_status_and_gc(cni_node):
+    conf = dict(cni_node.conf(), cniVersion="1.1.0")
+    code, out, err = cni_node.plugin("STATUS", conf)
+    assert code == 0 and out is None, (out, err)
+    nss = [cni_node.new_pod_ns(i) for i in range(2)]
+    for i in range(2):
+        code, out, err = cni_node.plugin("ADD", conf, f"ctr{i}", f"/run/netns/{nss[i]}")
+        assert code == 0, (out, err)
+    gc_conf = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "ctr1", "ifname": "eth0"}]})
+    code, out, err = cni_node.plugin("GC", gc_conf)
+    assert code == 0, (out, err)
+    assert len(cni_node.host_links()) == 1 and len(cni_node.endpoints()) == 1
+    assert cni_node.endpoints()[0]["container_id"] == "ctr1" and len(cni_node.leases()) == 1
