@@ -283,8 +283,13 @@ def register_step(step: Step, before: str | None = None) -> None:
 def install(options: Options, plan_only: bool = False, progress: Callable[[Outcome], None] | None = None
             ) -> list[Outcome]:
     """Run (or with plan_only, only check) every step in order; stops at the first problem (raised)."""
-    from ciliumctl import nodens
+    from ciliumctl import node, nodens
+    from ciliumctl.endpoints import ipam
 
+    if options.enforcement_mode:          # bad flags fail before anything is changed
+        node.parse_mode(options.enforcement_mode)
+    if options.pool:
+        ipam.parse_pool(options.pool)
     nodens.enter_node_netns()
     out = []
     for step in STEPS:

@@ -81,7 +81,10 @@ def exec_(
     """Run a command inside the endpoint's network namespace; its exit code is ours."""
     from ciliumctl import node
 
-    node.exec_in_endpoint(ref, list(command), namespace)
+    argv = list(command)
+    if argv and argv[0] == "--":      # option parsing stops at NAME, so the separator arrives as an argument
+        argv = argv[1:]
+    node.exec_in_endpoint(ref, argv, namespace)
 
 
 @app.command("list")

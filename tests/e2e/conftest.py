@@ -68,13 +68,14 @@ class Node:
 
     def connect(self, endpoint: str, ip: str, port: int, timeout: float = 1.0) -> bool:
         """A TCP connection from inside `endpoint`: True when it was established."""
-        code = (f"import socket; socket.create_connection(('{ip}', {port}), timeout={timeout}).close()")
+        code = (f"import socket, sys\ntry: socket.create_connection(('{ip}', {port}), timeout={timeout}).close()\n"
+                "except OSError: sys.exit(1)")
         return self.cli("endpoint", "exec", endpoint, "--", sys.executable, "-c", code,
                         check=False).returncode == 0
 
     def udp(self, endpoint: str, ip: str, port: int, timeout: float = 1.0) -> bool:
-        code = (f"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout({timeout}); "
-                f"s.sendto(b'x', ('{ip}', {port})); s.recvfrom(16)")
+        code = (f"import socket, sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout({timeout})\n"
+                f"try: s.sendto(b'x', ('{ip}', {port})); s.recvfrom(16)\nexcept OSError: sys.exit(1)")
         return self.cli("endpoint", "exec", endpoint, "--", sys.executable, "-c", code,
                         check=False).returncode == 0
 
