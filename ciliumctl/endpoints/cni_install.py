@@ -125,3 +125,81 @@ def uninstall_cni(conf_dir: str = DEFAULT_CONF_DIR, bin_dir: str = DEFAULT_BIN_D
             if not dry_run:
                 bin_path.unlink()
     return actions
+
+
+# --- `ciliumctl install` / `uninstall` step (ciliumctl/install_node.py) ---------------------------------------
+
+def _record_path() -> Path:
+    return paths.state_dir() / "cni-install.json"
+
+
+def _wanted_dirs(options) -> tuple[str, str] | None:
+    """Where to install: --cni-conf-dir/--cni-bin-dir (Options.extra), else $CILIUMCTL_CNI_CONF_DIR /
+    $CILIUMCTL_CNI_BIN_DIR, else the defaults; None on a sandbox node (CILIUMCTL_NODE_NETNS) without explicit
+    directories, where the machine's own runtimes must not be pointed at a namespace that is not the node."""
+    extra = getattr(options, "extra", None) or {}
+    conf_dir = extra.get("cni_conf_dir") or os.environ.get("CILIUMCTL_CNI_CONF_DIR")
+    bin_dir = extra.get("cni_bin_dir") or os.environ.get("CILIUMCTL_CNI_BIN_DIR")
+    if not (conf_dir or bin_dir) and os.environ.get("CILIUMCTL_NODE_NETNS"):
+        return None
+    return conf_dir or DEFAULT_CONF_DIR, bin_dir or DEFAULT_BIN_DIR
+
+
+def _pool_of(options) -> str:
+    from ciliumctl import node
+    from ciliumctl.endpoints import ipam
+
+    return ipam.effective_pool(explicit=getattr(options, "pool", None) or None,
+                               configured=node.load_settings().pool or None)
+
+
+def _expected(options) -> tuple[Path, str, Path, str] | None:
+    dirs = _wanted_dirs(options)
+    if dirs is None:
+        return None
+    conf_dir, bin_dir = dirs
+    text = json.dumps(conflist(_pool_of(options)), indent=2) + "\n"
+    return Path(conf_dir) / CONFLIST_NAME, text, Path(bin_dir) / PLUGIN_NAME, launcher_text()
+
+
+def step_check(options) -> str | None:
+    want = _expected(options)
+    if want is None:
+        return None
+    conf_path, conf_text, bin_path, bin_text = want
+    try:
+        same = conf_path.read_text() == conf_text and bin_path.read_text() == bin_text
+    except OSError:
+        same = False
+    return None if same else f"write {conf_path} and {bin_path}"
+
+
+def step_run(options) -> str:
+    dirs = _wanted_dirs(options)
+    if dirs is None:
+        return "skipped on a sandbox node (pass --cni-conf-dir/--cni-bin-dir to install there)"
+    conf_dir, bin_dir = dirs
+    install_cni(conf_dir, bin_dir, pool=_pool_of(options))
+    from ciliumctl import statefile
+
+    statefile.write_json(_record_path(), {"conf_dir": conf_dir, "bin_dir": bin_dir})
+    return f"{Path(conf_dir) / CONFLIST_NAME}, {Path(bin_dir) / PLUGIN_NAME}"
+
+
+def step_undo() -> str | None:
+    from ciliumctl import statefile
+
+    record = statefile.read_json(_record_path())
+    if not record:
+        return None
+    done = uninstall_cni(record["conf_dir"], record["bin_dir"])
+    with contextlib.suppress(FileNotFoundError):
+        _record_path().unlink()
+    return "removed " + ", ".join(a.split(" ", 1)[1] for a in done) if done else None
+
+
+def install_step():
+    """The step `ciliumctl install` runs: install_node.register_step(cni_install.install_step())."""
+    from ciliumctl.install_node import Step
+
+    return Step("cni plugin", step_check, step_run, step_undo)

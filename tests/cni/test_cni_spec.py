@@ -278,3 +278,35 @@ def test_status_and_gc(cni_node):
     assert code == 0, (out, err)
     assert len(cni_node.host_links()) == 1 and len(cni_node.endpoints()) == 1
     assert cni_node.endpoints()[0]["container_id"] == "ctr1" and len(cni_node.leases()) == 1
+
+
+def test_install_step_writes_records_and_undoes(tmp_path, monkeypatch):
+    from ciliumctl.install_node import Options
+
+    monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("CILIUMCTL_NODE_NETNS", raising=False)
+    monkeypatch.delenv("CILIUMCTL_CNI_CONF_DIR", raising=False)
+    monkeypatch.delenv("CILIUMCTL_CNI_BIN_DIR", raising=False)
+    step = cni_install.install_step()
+    opts = Options(pool="10.77.0.0/16", extra={"cni_conf_dir": str(tmp_path / "net.d"),
+                                               "cni_bin_dir": str(tmp_path / "bin")})
+    assert "05-ciliumctl.conflist" in step.check(opts)
+    step.run(opts)
+    assert step.check(opts) is None                      # idempotent: nothing left to do
+    plugin = json.loads((tmp_path / "net.d" / "05-ciliumctl.conflist").read_text())["plugins"][0]
+    assert plugin["ipam"]["ranges"][0][0]["rangeStart"] == "10.77.128.0"
+    assert "removed" in step.undo()
+    assert not (tmp_path / "bin" / "ciliumctl-cni").exists()
+    assert step.undo() is None
+
+
+def test_install_step_leaves_the_machine_alone_on_a_sandbox_node(tmp_path, monkeypatch):
+    from ciliumctl.install_node import Options
+
+    monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("CILIUMCTL_NODE_NETNS", "cctl0000node")
+    monkeypatch.delenv("CILIUMCTL_CNI_CONF_DIR", raising=False)
+    monkeypatch.delenv("CILIUMCTL_CNI_BIN_DIR", raising=False)
+    step = cni_install.install_step()
+    assert step.check(Options()) is None
+    assert "skipped" in step.run(Options())
