@@ -1,12 +1,99 @@
-"""`ciliumctl policy trace`."""
+"""`ciliumctl policy trace`: would this connection be allowed, and which rule decides it."""
+
+from typing import List, Optional
 
 import typer
 
-from ciliumctl.errors import NotImplementedYet
+from ciliumctl.cli.common import Output
 
 
 def register(app: typer.Typer) -> None:
     @app.command("trace")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise NotImplementedYet("ciliumctl policy trace")
+    def trace_cmd(
+        src_labels: List[str] = typer.Option([], "--src-labels", "-s",
+                                             help="Source labels k=v[,k=v] (repeatable); reserved:host etc. "
+                                                  "for a reserved identity."),
+        src_ip: Optional[str] = typer.Option(None, "--src-ip", help="Source IP address."),
+        src_namespace: Optional[str] = typer.Option(None, "--src-namespace",
+                                                    help="Source namespace (default: default)."),
+        dst_labels: List[str] = typer.Option([], "--dst-labels", "-d", help="Destination labels k=v[,k=v]."),
+        dst_ip: Optional[str] = typer.Option(None, "--dst-ip", help="Destination IP address."),
+        dst_namespace: Optional[str] = typer.Option(None, "--dst-namespace",
+                                                    help="Destination namespace (default: default)."),
+        dport: Optional[str] = typer.Option(None, "--dport",
+                                            help="Destination port/protocol: 80/tcp, 53/udp, 8/icmp "
+                                                 "(ICMP type). Omitted: all traffic (L3 only)."),
+        files: List[str] = typer.Option([], "--file", "-f", help="Policy file or directory (repeatable)."),
+        mode: str = typer.Option("default", "--mode", help="Enforcement mode: default, always or never."),
+        node_labels: List[str] = typer.Option([], "--node-labels",
+                                              help="Labels of the node k=v[,k=v]: the host becomes an endpoint "
+                                                   "that nodeSelector rules select."),
+        live: bool = typer.Option(False, "--live", help="Use this node's endpoints, policies and mode."),
+        output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml"),
+    ) -> None:
+        """Trace a connection through policy: egress of the source, ingress of the destination, final verdict.
+
+        Exit 0 when allowed, 1 when denied."""
+        from ciliumctl.cli.common import console, print_data
+        from ciliumctl.errors import UsageError
+        from ciliumctl.policy import trace as tr
+        from ciliumctl.policy.labels import parse_label_list
+        from ciliumctl.policy.ports import parse_port_spec
+        from ciliumctl.policy.resolved import Enforcement
+
+        try:
+            proto, port = parse_port_spec(dport) if dport else (0, 0)
+        except ValueError as err:
+            raise UsageError(f"--dport {dport!r}: {err} (e.g. 80/tcp, 53/udp, 8/icmp)") from None
+        try:
+            enforcement = Enforcement(mode.lower())
+        except ValueError:
+            raise UsageError(f"--mode {mode!r}: use default, always or never") from None
+        nodes = ({lab.key: lab.value for lab in parse_label_list(node_labels)} if node_labels else None)
+        src = tr.Peer(parse_label_list(src_labels), src_namespace, src_ip)
+        dst = tr.Peer(parse_label_list(dst_labels), dst_namespace, dst_ip)
+
+        policies, endpoints, allocator = [], None, None
+        if live:
+            inputs = tr.live_inputs()
+            policies, endpoints, allocator = inputs.policies, inputs.endpoints, inputs.allocator
+            if mode == "default" and inputs.mode is not None:
+                enforcement = inputs.mode
+        if files:
+            policies = policies + tr.load_policy_files(files)
+        if not files and not live:
+            raise UsageError("no policies given: use -f FILE|DIR (repeatable) or --live for this node's policies")
+        result = tr.trace(src, dst, proto, port, policies, enforcement, endpoints=endpoints, allocator=allocator,
+                          node_labels=nodes)
+        if output != Output.table:
+            print_data(result.to_dict(), output)
+        else:
+            _render(console(), result)
+        if not result.allowed:
+            raise typer.Exit(1)
+
+
+def _render(con, result) -> None:
+    from rich.markup import escape
+
+    from ciliumctl.policy.ports import PROTOCOL_NAMES
+
+    def verdict(side) -> str:
+        if not side.applies:
+            return "[dim]N/A    [/dim]"
+        return "[green]ALLOWED[/green]" if side.allowed else "[red]DENIED [/red]"
+
+    proto = PROTOCOL_NAMES.get(result.protocol, str(result.protocol))
+    what = "all traffic (L3)" if result.protocol == 0 else (
+        f"{proto} type {result.port}" if result.protocol in (1, 58) else f"{result.port}/{proto}")
+    con.print(f"Source:      {escape(result.source.description)}, identity {result.source.identity}")
+    con.print(f"Destination: {escape(result.destination.description)}, identity {result.destination.identity}")
+    con.print(f"Traffic:     {what}, enforcement mode {result.mode.value}")
+    con.print("")
+    con.print(f"Egress  (source):      {verdict(result.egress)}  {escape(result.egress.reason)}")
+    con.print(f"Ingress (destination): {verdict(result.ingress)}  {escape(result.ingress.reason)}")
+    con.print("")
+    final = "[green]ALLOWED[/green]" if result.allowed else "[red]DENIED[/red]"
+    con.print(f"Final verdict: {final}")
+    for note in result.notes:
+        con.print(f"[yellow]note:[/yellow] {escape(note)}")

@@ -256,7 +256,7 @@ class Policy:
 
     @property
     def ref(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
 
 
 # ------------------------------------------------------------------------------------------------- parsing

@@ -1,0 +1,297 @@
+"""`policy trace`: the what-if verdict for one connection, built on resolve() (the same ResolvedState the
+datapath loads), looked up the way the datapath looks it up: entries matching the peer identity or any peer and
+the port; a matching deny wins, then a matching allow; nothing matching in an enforced direction = default deny.
+
+The source's egress side and the destination's ingress side are judged separately; the connection is allowed
+when both allow it. A side that is not an endpoint (a world IP, a reserved identity without a host endpoint) has
+no policy of its own and is reported as not applicable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+
+from ciliumctl import identity as ids
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.errors import UsageError
+from ciliumctl.policy import model
+from ciliumctl.policy.labels import POD_NAMESPACE_LABEL, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED, Label
+from ciliumctl.policy.ports import PROTOCOL_NAMES, covers
+from ciliumctl.policy.resolve import HOST_ENDPOINT_ID, Resolution, resolve_detailed
+from ciliumctl.policy.resolved import (IDENTITY_ANY, Direction, DirectionPolicy, Enforcement, PolicyEntry,
+                                       RuleOrigin)
+
+
+@dataclass
+class Peer:
+    """One side of the traced connection as given by the user."""
+
+    labels: list[Label] = field(default_factory=list)
+    namespace: str | None = None
+    ip: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return bool(self.labels) or self.namespace is not None or bool(self.ip)
+
+
+@dataclass
+class Side:
+    """The verdict of one side (source egress or destination ingress)."""
+
+    applies: bool
+    allowed: bool
+    reason: str
+    kind: str                      # not-an-endpoint | not-enforced | allowed | explicit-deny | default-deny
+    origins: list[RuleOrigin] = field(default_factory=list)
+
+
+@dataclass
+class Subject:
+    identity: int
+    labels: list[str]
+    namespace: str
+    ip: str
+    endpoint_id: int | None        # None: not an endpoint (world, CIDR, reserved without host endpoint)
+    description: str
+
+
+@dataclass
+class TraceResult:
+    source: Subject
+    destination: Subject
+    protocol: int
+    port: int
+    mode: Enforcement
+    egress: Side
+    ingress: Side
+    notes: list[str]
+
+    @property
+    def allowed(self) -> bool:
+        return self.egress.allowed and self.ingress.allowed
+
+    def to_dict(self) -> dict:
+        def side(s: Side) -> dict:
+            return {"applies": s.applies, "verdict": "allowed" if s.allowed else "denied", "kind": s.kind,
+                    "reason": s.reason, "policies": [asdict(o) for o in s.origins]}
+
+        return {"source": asdict(self.source), "destination": asdict(self.destination),
+                "protocol": PROTOCOL_NAMES.get(self.protocol, str(self.protocol)), "port": self.port,
+                "mode": self.mode.value, "egress": side(self.egress), "ingress": side(self.ingress),
+                "verdict": "allowed" if self.allowed else "denied", "notes": self.notes}
+
+
+def origin_text(o: RuleOrigin) -> str:
+    where = f"{o.namespace}/{o.name}" if o.namespace else o.name
+    return f"{o.kind} {where} rule {o.section}[{o.index}]"
+
+
+def _origins_text(origins: Iterable[RuleOrigin]) -> str:
+    return ", ".join(origin_text(o) for o in origins)
+
+
+def lpm_identity(ipcache: Mapping[str, int], ip: str) -> int:
+    """The identity the datapath's ipcache gives an address (longest prefix match; world when none)."""
+    addr = ipaddress.ip_address(ip)
+    best, best_len = ids.WORLD, -1
+    for prefix, ident in ipcache.items():
+        net = ipaddress.ip_network(prefix, strict=False)
+        if net.version == addr.version and addr in net and net.prefixlen > best_len:
+            best, best_len = ident, net.prefixlen
+    return best
+
+
+def judge(dp: DirectionPolicy, peer: int, proto: int, port: int) -> tuple[str, list[PolicyEntry]]:
+    """The datapath's decision for one enforced direction: ("deny"|"allow"|"default", matching entries)."""
+    matching = [e for e in dp.entries if e.identity in (peer, IDENTITY_ANY) and covers(e.ports, proto, port)]
+    denies = [e for e in matching if e.deny]
+    if denies:
+        return "deny", denies
+    allows = [e for e in matching if not e.deny]
+    if allows:
+        return "allow", allows
+    return "default", []
+
+
+def _side(res: Resolution, ep_id: int | None, d: Direction, peer: int, proto: int, port: int,
+          who: str) -> Side:
+    word = "egress" if d == Direction.EGRESS else "ingress"
+    if ep_id is None:
+        return Side(False, True, f"the {who} is not an endpoint: no {word} policy of its own", "not-an-endpoint")
+    dp = res.state.endpoints[ep_id].direction(d)
+    selected = res.selected_by.get((ep_id, d), [])
+    if not dp.enforced:
+        if res.mode == Enforcement.NEVER:
+            why = "enforcement mode is never"
+        elif not selected:
+            why = f"no policy selects the {who} for {word}"
+        else:
+            why = (f"selected by {', '.join(selected)} but no rule turns on default deny for {word} "
+                   "(enableDefaultDeny false)")
+        return Side(True, True, why, "not-enforced")
+    verdict, entries = judge(dp, peer, proto, port)
+    origins = sorted({o for e in entries for o in e.origins})
+    if verdict == "deny":
+        return Side(True, False, f"explicit deny by {_origins_text(origins)}", "explicit-deny", origins)
+    if verdict == "allow":
+        if origins:
+            return Side(True, True, f"allowed by {_origins_text(origins)}", "allowed", origins)
+        if peer == ids.HOST and any(e.identity == ids.HOST for e in entries):
+            return Side(True, True, "the host may always reach local endpoints (allow-localhost)", "allowed")
+        return Side(True, True, f"no default deny for {word} (selected by {', '.join(selected)} only with "
+                                "deny rules or enableDefaultDeny false); no deny matches", "allowed")
+    dd = res.default_deny_by.get((ep_id, d), [])
+    if dd:
+        why = f"default deny: {word} of the {who} is enforced by {', '.join(dd)} and no rule allows this"
+    else:
+        why = f"default deny: enforcement mode always and no rule allows this {word}"
+    return Side(True, False, why, "default-deny")
+
+
+def _reserved_identity(peer: Peer) -> int | None:
+    for lab in peer.labels:
+        if lab.source == SOURCE_RESERVED:
+            ident = ids.RESERVED.get(lab.key)
+            if ident is None:
+                raise UsageError(f"reserved:{lab.key} is not a reserved identity; use one of "
+                                 f"{', '.join(sorted(ids.RESERVED))}")
+            return ident
+    return None
+
+
+def _pseudo_endpoint(peer: Peer, ep_id: int, name: str) -> Endpoint:
+    pod_labels: dict[str, str] = {}
+    namespace = peer.namespace
+    for lab in peer.labels:
+        if lab.source not in (SOURCE_ANY, SOURCE_K8S):
+            raise UsageError(f"label {lab}: only k8s: (or unprefixed) labels describe a pod; "
+                             "use reserved:<name> alone for a reserved identity")
+        if lab.key == POD_NAMESPACE_LABEL:
+            namespace = namespace or lab.value
+            continue
+        pod_labels[lab.key] = lab.value
+    return Endpoint(id=ep_id, name=name, namespace=namespace or "default", labels=pod_labels, ipv4=peer.ip or "")
+
+
+def _check_ip(ip: str | None, flag: str) -> None:
+    if ip:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise UsageError(f"{flag} {ip!r} is not an IP address") from None
+
+
+def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode: Enforcement | str = "default",
+          *, endpoints: list[Endpoint] | None = None, allocator: ids.IdentityBackend | None = None,
+          node_labels: Mapping[str, str] | None = None,
+          namespace_labels: Mapping[str, Mapping[str, str]] | None = None) -> TraceResult:
+    """Trace one connection src -> dst (proto, port; ICMP: port = type).
+
+    `endpoints` are existing endpoints (the node's own, for --live): a side given only by an IP that belongs to
+    one of them is that endpoint. Other sides given by labels become hypothetical endpoints."""
+    mode = Enforcement(mode)
+    if not src.given:
+        raise UsageError("the source is missing: give --src-labels and/or --src-ip")
+    if not dst.given:
+        raise UsageError("the destination is missing: give --dst-labels and/or --dst-ip")
+    _check_ip(src.ip, "--src-ip")
+    _check_ip(dst.ip, "--dst-ip")
+    base = list(endpoints or [])
+    by_ip = {ep.ipv4.split("/")[0]: ep for ep in base if ep.ipv4}
+    next_id = max([ep.id for ep in base] + [0]) + 1
+    all_eps = list(base)
+    chosen: list[int | str | None] = []     # endpoint id, "reserved:<id>", or None (by IP)
+    for peer, name in ((src, "trace-source"), (dst, "trace-destination")):
+        reserved = _reserved_identity(peer)
+        if reserved is not None:
+            chosen.append(f"reserved:{reserved}")
+        elif peer.labels or peer.namespace is not None:
+            ep = _pseudo_endpoint(peer, next_id, name)
+            next_id += 1
+            all_eps.append(ep)
+            chosen.append(ep.id)
+        elif peer.ip in by_ip:
+            chosen.append(by_ip[peer.ip].id)
+        else:
+            chosen.append(None)
+    host_is_endpoint = node_labels is not None
+    res = resolve_detailed(all_eps, policies, mode, allocator or ids.MemoryAllocator(), node_labels=node_labels,
+                           namespace_labels=namespace_labels)
+    state = res.state
+
+    def subject(peer: Peer, pick) -> Subject:
+        if isinstance(pick, int):
+            pol = state.endpoints[pick]
+            ep = next(e for e in all_eps if e.id == pick)
+            return Subject(pol.identity, sorted(state.identities.get(pol.identity, ())), ep.namespace,
+                           peer.ip or ep.ipv4, pick, f"endpoint {ep.name} ({ep.namespace})")
+        if isinstance(pick, str):
+            ident = int(pick.split(":")[1])
+            ep_id = HOST_ENDPOINT_ID if ident == ids.HOST and host_is_endpoint else None
+            return Subject(ident, sorted(state.identities.get(ident, ids.reserved_labels(ident))), "",
+                           peer.ip or "", ep_id, f"reserved:{ids.RESERVED_NAMES[ident]}")
+        ident = lpm_identity(state.ipcache, peer.ip)
+        what = ("world" if ident == ids.WORLD else
+                f"CIDR identity {ident}" if ids.scope_of(ident) == "local" else f"identity {ident}")
+        return Subject(ident, sorted(state.identities.get(ident, ())), "", peer.ip, None, f"{peer.ip} ({what})")
+
+    s, d = subject(src, chosen[0]), subject(dst, chosen[1])
+    egress = _side(res, s.endpoint_id, Direction.EGRESS, d.identity, proto, port, "source")
+    ingress = _side(res, d.endpoint_id, Direction.INGRESS, s.identity, proto, port, "destination")
+    return TraceResult(s, d, proto, port, mode, egress, ingress, list(res.notes))
+
+
+def load_policy_files(paths: list[str]) -> list[model.Policy]:
+    """Policies from files/folders: loaded and validated by policy.load / policy.validate (invalid = Finding)."""
+    from ciliumctl.errors import Finding
+    from ciliumctl.policy import load
+
+    docs = load.load_paths([str(p) for p in paths])
+    try:
+        from ciliumctl.policy import validate
+    except ImportError:
+        validate = None
+    if validate is not None:
+        options = None
+        for name in ("ValidateOptions", "Options", "ValidationOptions"):
+            cls = getattr(validate, name, None)
+            if cls is not None:
+                options = cls()
+                break
+        bad = [r for r in validate.validate_documents(docs, options) if not r.valid]
+        if bad:
+            first = bad[0]
+            doc = first.document
+            msg = first.findings[0].message if getattr(first, "findings", None) else "invalid"
+            raise Finding(f"{doc.file} document {doc.index} ({doc.kind} {doc.name}): {msg}; "
+                          f"{len(bad)} invalid document(s) - run `ciliumctl policy validate` for all findings")
+    out = []
+    for doc in docs:
+        if isinstance(doc.data, Mapping) and doc.data.get("kind") in model.KINDS:
+            out.append(model.parse_policy(doc.data))
+    if not out:
+        raise UsageError(f"no policy documents in {', '.join(paths)}; give CiliumNetworkPolicy, "
+                         "CiliumClusterwideNetworkPolicy or NetworkPolicy YAML files or folders")
+    return out
+
+
+@dataclass
+class LiveInputs:
+    endpoints: list[Endpoint]
+    policies: list
+    mode: Enforcement | None
+    allocator: ids.IdentityBackend
+
+
+def live_inputs() -> LiveInputs:
+    """This node's endpoints, stored policies and mode (`--live`). Identities are read from the node's table
+    and copied: hypothetical trace endpoints never get identities allocated in node state."""
+    from ciliumctl import node
+
+    view = node.live_view()
+    alloc = view.allocator
+    snapshot = alloc.snapshot() if hasattr(alloc, "snapshot") else ids.MemoryAllocator(alloc.known())
+    return LiveInputs(view.endpoints, list(view.policies), view.mode, snapshot)
