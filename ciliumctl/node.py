@@ -513,12 +513,12 @@ class NodeView:
 
 
 def live_view() -> NodeView:
-    """A consistent snapshot of this node for `policy trace --live` (read-only; no root needed to read)."""
-    with locked():
-        settings = load_settings()
-        stored = store.load_all()
-        return NodeView(registry.load_all(), stored, parsed_policies(stored), settings.mode, settings.audit,
-                        settings.revision, allocator())
+    """This node's endpoints, policies and settings for `policy trace --live`. Read-only and lock-free (every
+    state file is replaced atomically), so it needs no write access to the state directory."""
+    settings = load_settings()
+    stored = store.load_all()
+    return NodeView(registry.load_all(), stored, parsed_policies(stored), settings.mode, settings.audit,
+                    settings.revision, allocator())
 
 
 def status() -> dict:
