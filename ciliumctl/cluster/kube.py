@@ -69,8 +69,9 @@ def kind_of(obj: dict) -> Kind:
 
 
 class Kube:
-    def __init__(self, api_client):
+    def __init__(self, api_client, namespace: str = "default"):
         self.api = api_client
+        self.namespace = namespace  # the kubeconfig context's namespace: the default for namespaced objects
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> "Kube":
@@ -78,7 +79,10 @@ class Kube:
         from kubernetes.config.config_exception import ConfigException
 
         try:
-            return cls(config.new_client_from_config(config_file=kubeconfig, context=context))
+            api = config.new_client_from_config(config_file=kubeconfig, context=context)
+            contexts, active = config.list_kube_config_contexts(kubeconfig)
+            chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+            return cls(api, ((chosen or {}).get("context") or {}).get("namespace") or "default")
         except ConfigException as err:
             raise UsageError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {err}; pass --kubeconfig/--context "
                              "of a reachable cluster") from None
@@ -185,11 +189,25 @@ class Kube:
                 return False
             raise
 
+    @classmethod
+    def in_cluster(cls) -> "Kube":
+        """The agent's own service account, inside a pod of the DaemonSet."""
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            config.load_incluster_config()
+        except ConfigException as err:
+            raise EnvironmentProblem(f"in-cluster Kubernetes config: {err}; run the agent in the DaemonSet or "
+                                     "give --kubeconfig") from None
+        return cls(client.ApiClient())
+
     def watch(self, kind: Kind, resource_version: str, namespace: str | None = None,
               label_selector: str | None = None, field_selector: str | None = None,
-              timeout_seconds: int = 300) -> Iterator[tuple[str, dict]]:
+              timeout_seconds: int = 300, holder: list | None = None) -> Iterator[tuple[str, dict]]:
         """(type, object) events from resource_version on; ends when the server closes the stream.
-        An ERROR event (e.g. 410 Gone) is raised as ApiFailure."""
+        An ERROR event (e.g. 410 Gone) is raised as ApiFailure. `holder` receives the open response so that
+        another thread can cut the stream (Reflector.stop)."""
         from kubernetes.watch.watch import iter_resp_lines
 
         query = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
@@ -197,6 +215,8 @@ class Kube:
                  "fieldSelector": field_selector}
         resp = self.request("GET", self.path(kind, namespace), query, stream=True,
                             timeout=(10, timeout_seconds + 15))
+        if holder is not None:
+            holder[:] = [resp.response]
         try:
             for line in iter_resp_lines(resp.response):
                 if not line:
