@@ -1,14 +1,14 @@
 """What a CNI attachment means for the node: an endpoint in the registry, an identity, the datapath attached and
 the policy reconciled. The CNI server calls these under the node lock.
 
-Labels of a pod: from the API server when a cluster is configured (ciliumctl.cluster, when present), else from
-the pod annotation `ciliumctl.io/labels: "k=v,k2=v2"` that containerd passes when the conflist enables the
-`io.kubernetes.cri.pod-annotations` capability. The namespace comes from CNI_ARGS K8S_POD_NAMESPACE."""
+Labels of a pod: from the API server when a cluster is configured (the agent installs a lookup with
+set_pod_label_source()), else from the pod annotation `ciliumctl.io/labels: "k=v,k2=v2"` that containerd passes
+when the conflist enables the `io.kubernetes.cri.pod-annotations` capability. The namespace comes from CNI_ARGS K8S_POD_NAMESPACE."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
+from typing import Callable
 
 from ciliumctl.endpoints import registry
 from ciliumctl.endpoints.model import Endpoint
@@ -17,14 +17,15 @@ from ciliumctl.errors import UsageError
 LABELS_ANNOTATION = "ciliumctl.io/labels"
 
 
-def _optional(module: str):
-    """A module of another part of ciliumctl that may not exist in this build yet."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name and module.startswith(err.name):
-            return None
-        raise
+PodLabelSource = Callable[[str, str], "dict[str, str] | None"]
+_pod_label_source: PodLabelSource | None = None
+
+
+def set_pod_label_source(fn: PodLabelSource | None) -> None:
+    """Cluster mode: the agent installs a lookup (namespace, pod name) -> the pod's labels from its API-server
+    cache, or None when the pod is not (yet) known; the annotation is the fallback."""
+    global _pod_label_source
+    _pod_label_source = fn
 
 
 def lock_path() -> Path:
@@ -43,9 +44,8 @@ def parse_labels(text: str) -> dict[str, str]:
 
 
 def pod_labels(namespace: str, name: str, annotations: dict) -> dict[str, str]:
-    cluster = _optional("ciliumctl.cluster.pods")
-    if cluster is not None and hasattr(cluster, "pod_labels"):
-        found = cluster.pod_labels(namespace, name)   # None: no cluster configured
+    if _pod_label_source is not None:
+        found = _pod_label_source(namespace, name)
         if found is not None:
             return dict(found)
     return parse_labels(str(annotations.get(LABELS_ANNOTATION, "")))
@@ -78,6 +78,12 @@ def unregister(ep_id: int, container_id: str = "") -> None:
     if ep is None or (container_id and ep.container_id and ep.container_id != container_id):
         return
     node.detach_endpoint(ep)
+
+
+def find(container_id: str, host_ifname: str) -> list[int]:
+    """Endpoint ids of an attachment whose state record was lost (a crash between registry and record)."""
+    return [ep.id for ep in registry.load_all()
+            if ep.container_id == container_id and ep.host_ifname == host_ifname]
 
 
 def check(ep_id: int) -> list[str]:

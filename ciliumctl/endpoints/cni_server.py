@@ -109,7 +109,7 @@ class CniHandler:
                 raise CniFailure(4, "ADD needs the pod's network namespace (CNI_NETNS)")
             return self.add(request, conf, key, netns_fd)
         if command == "DEL":
-            return self.delete(conf, key)
+            return self.delete(conf, key, cid)
         if command == "CHECK":
             return self.check(request, conf, key, netns_fd)
         raise CniFailure(4, f"unknown command {command!r}")
@@ -158,12 +158,15 @@ class CniHandler:
         return result
 
     # --- DEL -----------------------------------------------------------------------------------------------
-    def delete(self, conf: dict, key: str) -> dict:
+    def delete(self, conf: dict, key: str, container_id: str) -> dict:
         with self._locked():
             attachment = statefile.read_json(_state_path(key))
-            if attachment is None:   # unknown or already deleted: still remove a host side a crash left
+            if attachment is None:   # unknown or already deleted: still remove what a crash may have left
                 hostif = host_ifname(str(conf.get("hostVethPrefix") or "lxc"), key)
-                attachment = {"hostIfname": hostif, "ipv4": None, "endpointID": 0, "network": conf.get("name")}
+                attachment = {"hostIfname": hostif, "ipv4": None, "endpointID": 0, "network": conf.get("name"),
+                              "containerID": container_id}
+                for ep_id in cni_node.find(container_id, hostif):
+                    cni_node.unregister(ep_id, container_id)
             self._teardown(attachment)
             with contextlib.suppress(FileNotFoundError):
                 _state_path(key).unlink()

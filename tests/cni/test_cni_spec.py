@@ -310,3 +310,39 @@ def test_install_step_leaves_the_machine_alone_on_a_sandbox_node(tmp_path, monke
     step = cni_install.install_step()
     assert step.check(Options()) is None
     assert "skipped" in step.run(Options())
+
+
+@pytest.mark.root
+def test_del_cleans_up_after_a_lost_state_record(cni_node):
+    ns = cni_node.new_pod_ns(1)
+    code, out, err = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
+    assert code == 0, (out, err)
+    for record in (cni_node.state / "cni").glob("*.json"):   # as if the agent died before writing it
+        record.unlink()
+    code, out, err = cni_node.plugin("DEL", cni_node.conf(), "ctr1", "")
+    assert code == 0, (out, err)
+    assert cni_node.host_links() == [] and cni_node.host_routes() == [] and cni_node.leases() == []
+    assert cni_node.endpoints() == []
+
+
+@pytest.mark.root
+def test_always_mode_pod_is_enforced_when_add_returns(cni_node):
+    from ciliumctl.datapath import events as ev
+    from ciliumctl.datapath.ringbuf import RingReader
+
+    set_mode = ("from ciliumctl import node; s = node.load_settings(); s.enforcement_mode = 'always'; "
+                "node.save_settings(s)")
+    subprocess.run([sys.executable, "-c", set_mode], env=cni_node.env(), check=True, cwd=REPO)
+    ns1, ns2 = cni_node.new_pod_ns(1), cni_node.new_pod_ns(2)
+    ips = []
+    for i, ns in ((1, ns1), (2, ns2)):
+        code, out, err = cni_node.plugin("ADD", cni_node.conf(), f"ctr{i}", f"/run/netns/{ns}")
+        assert code == 0, (out, err)
+        ips.append(out["ips"][0]["address"].split("/")[0])
+    eps = {e["ipv4"]: e for e in cni_node.endpoints()}
+    assert not ping(ns1, ips[1]), "always mode with no policy: nothing may pass"
+    with RingReader(Path(f"/sys/fs/bpf/{cni_node.prefix}") / "events") as ring:
+        seen = ring.read()
+    drops = [e for e in seen if e.type == ev.EVENT_DROP and e.saddr == ips[0] and e.daddr == ips[1]]
+    assert drops and drops[0].subtype == ev.DROP_POLICY, seen
+    assert {d.ep_id for d in drops} <= {eps[ips[0]]["id"], eps[ips[1]]["id"]}
