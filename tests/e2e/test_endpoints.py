@@ -75,3 +75,22 @@ def test_pool_is_configurable(node):
     ep = json.loads(node.cli("endpoint", "add", "b", "--pool", "10.88.0.0/30", "-o", "json").stdout)
     assert ep["ipv4"] == "10.88.0.1"
     assert node.ping("a", "10.88.0.1")
+
+
+def test_concurrent_adds_get_distinct_ids_and_addresses(node):
+    import subprocess
+
+    from .conftest import CLI
+
+    node.cli("install")
+    procs = [subprocess.Popen([CLI, "endpoint", "add", f"ep{i}", "-l", f"n={i}"], env=node.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    rows = json.loads(node.cli("endpoint", "list", "-o", "json").stdout)
+    assert sorted(r["id"] for r in rows) == [1, 2, 3, 4]
+    assert sorted(r["ipv4"] for r in rows) == [f"10.200.0.{i}" for i in range(1, 5)]
+    assert all(r["state"] == "ready" for r in rows)
+    ips = {r["name"]: r["ipv4"] for r in rows}
+    assert node.ping("ep0", ips["ep3"]) and node.ping("ep3", ips["ep0"])

@@ -1,0 +1,62 @@
+"""Node-level pieces that need no root: label parsing, settings, the map-change diff of a dry run."""
+
+import pytest
+
+from ciliumctl import node
+from ciliumctl.errors import UsageError
+from ciliumctl.policy.resolved import (DirectionPolicy, EndpointPolicy, PolicyEntry, PortRange, ResolvedState)
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path, monkeypatch):
+    monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_parse_labels():
+    assert node.parse_labels("org=empire,class=deathstar") == {"org": "empire", "class": "deathstar"}
+    assert node.parse_labels(["a=1", "b=2,k8s:c="]) == {"a": "1", "b": "2", "c": ""}
+    assert node.parse_labels("app.kubernetes.io/name=web") == {"app.kubernetes.io/name": "web"}
+    for bad in ("novalue", "=x", "a=b c", "-a=b"):
+        with pytest.raises(UsageError, match="key=value"):
+            node.parse_labels(bad)
+
+
+def test_names():
+    assert node.check_name("endpoint name", "tie-fighter1") == "tie-fighter1"
+    for bad in ("Tie", "-x", "a_b", "", "x" * 64):
+        with pytest.raises(UsageError):
+            node.check_name("endpoint name", bad)
+
+
+def test_settings_roundtrip_and_modes(state):
+    s = node.load_settings()
+    assert (s.mode.value, s.audit, s.revision, s.installed) == ("default", False, 0, False)
+    s.enforcement_mode, s.audit, s.revision = "always", True, 7
+    node.save_settings(s)
+    again = node.load_settings()
+    assert (again.enforcement_mode, again.audit, again.revision) == ("always", True, 7)
+    assert node.parse_mode("NEVER").value == "never"
+    with pytest.raises(UsageError, match="default, always or never"):
+        node.parse_mode("sometimes")
+    (state / "node.json").write_text('{"enforcement_mode": "bogus"}')
+    with pytest.raises(Exception, match="invalid node settings"):
+        node.load_settings()
+
+
+def _state(entries):
+    ing = DirectionPolicy(bool(entries), list(entries))
+    return ResolvedState(1, {}, {"10.200.0.1/32": 256},
+                         {1: EndpointPolicy(1, 256, ing, DirectionPolicy(False))})
+
+
+def test_diff_states():
+    old = _state([])
+    new = _state([PolicyEntry(257, PortRange(6, 80, 80), False), PolicyEntry(0, PortRange(17, 1000, 2000), True)])
+    diff = node.diff_states(old, new)
+    assert "- endpoint 1 ingress enforcement disabled" in diff
+    assert "+ endpoint 1 ingress enforcement enabled" in diff
+    assert "+ endpoint 1 ingress allow identity 257 tcp/80" in diff
+    assert "+ endpoint 1 ingress deny identity any udp/1000-2000" in diff
+    assert not any("ipcache" in line for line in diff)
+    assert node.diff_states(new, new) == []
