@@ -178,6 +178,14 @@ def require_env(*names: str) -> None:
     missing = [n for n in names if not os.environ.get(n)]
     if missing:
         raise CniError(E_INVALID_ENV, "required environment variables missing: " + ", ".join(missing))
+    cid, ifname = os.environ.get("CNI_CONTAINERID", ""), os.environ.get("CNI_IFNAME", "")
+    if cid and not (cid[0].isascii() and cid[0].isalnum()
+                    and all(c.isascii() and (c.isalnum() or c in "_.-") for c in cid)):
+        raise CniError(E_INVALID_ENV, f"CNI_CONTAINERID {cid!r}: must start with a letter or digit and hold only "
+                                      "letters, digits, '_', '.' and '-'")
+    if ifname and (len(ifname) > 15 or ifname in (".", "..") or any(c in "/:" or c.isspace() for c in ifname)):
+        raise CniError(E_INVALID_ENV, f"CNI_IFNAME {ifname!r}: must be at most 15 characters, not . or .., "
+                                      "without '/', ':' or spaces")
 
 
 def read_conf() -> dict:

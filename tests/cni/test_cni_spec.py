@@ -346,3 +346,14 @@ def test_always_mode_pod_is_enforced_when_add_returns(cni_node):
     drops = [e for e in seen if e.type == ev.EVENT_DROP and e.saddr == ips[0] and e.daddr == ips[1]]
     assert drops and drops[0].subtype == ev.DROP_POLICY, seen
     assert {d.ep_id for d in drops} <= {eps[ips[0]]["id"], eps[ips[1]]["id"]}
+
+
+@pytest.mark.parametrize("var,value", [("CNI_IFNAME", "a-very-long-ifname0"), ("CNI_IFNAME", "eth/0"),
+                                       ("CNI_IFNAME", ".."), ("CNI_CONTAINERID", "-bad"),
+                                       ("CNI_CONTAINERID", "bad id")])
+def test_invalid_attachment_names_are_error_4(var, value):
+    conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "ciliumctl-cni", "ipam": {"type": "host-local"}})
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0"}
+    code, out = exec_plugin(dict(env, **{var: value}), conf)
+    assert_error(code, out, 4)
+    assert var in out["msg"]
