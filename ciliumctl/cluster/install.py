@@ -66,14 +66,16 @@ def render(objs: list[dict], output: str = "yaml") -> str:
 
 def install(kubeconfig: str | None = None, context: str | None = None, dry_run: bool = False,
             output: str | None = None, wait: bool = False, image: str = manifests.DEFAULT_IMAGE,
-            enforcement: str = "default", audit: bool = False, flow_buffer_size: int = 4096,
+            enforcement: str | None = None, audit: bool | None = None, flow_buffer_size: int = 4096,
             namespace: str = manifests.NAMESPACE, timeout: float = 300.0, out: TextIO | None = None,
-            progress: Callable[[str], None] | None = None, kube: Kube | None = None) -> list:
+            progress: Callable[[str], None] | None = None, kube: Kube | None = None,
+            enforcement_mode: str | None = None) -> list:
     """Deploy ciliumctl into the cluster. dry_run: print the manifests (output yaml|json) without touching a
     cluster and return them. Otherwise apply each object, print one kubectl-like line per object, and with
     wait block until the DaemonSet is ready (progress lines on stderr). Returns the manifests or [Applied]."""
     out = out or sys.stdout
-    opts = manifests.InstallOptions(image=image, namespace=namespace, enforcement=enforcement, audit=audit,
+    opts = manifests.InstallOptions(image=image, namespace=namespace,
+                                    enforcement=enforcement or enforcement_mode or "default", audit=bool(audit),
                                     flow_buffer_size=flow_buffer_size)
     objs = manifests.build(opts)
     if dry_run:

@@ -83,3 +83,14 @@ def policy_objects(cache: ClusterCache) -> list[dict]:
 def node_labels(cache: ClusterCache, node: str) -> dict[str, str]:
     obj = cache.get("Node", node)
     return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
+
+
+def pod_label_lookup(cache: ClusterCache):
+    """For ciliumctl.endpoints.cni_node.set_pod_label_source: (namespace, pod) -> the pod's labels with its
+    namespace's labels, from the cache; None while the pod is not known yet (the CNI plugin falls back)."""
+    def lookup(namespace: str, name: str) -> dict[str, str] | None:
+        pod = cache.get("Pod", name, namespace)
+        if pod is None:
+            return None
+        return pod_labels(pod, namespace_labels(cache, namespace))
+    return lookup
