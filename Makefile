@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit docs bench clean
+.PHONY: setup demo test test-unit docs bench clean proto
 setup:
 	@./scripts/setup.sh
 
@@ -17,6 +17,9 @@ test-unit: setup
 
 docs: setup
 	@$(PY) -m ciliumctl.cli.docgen completions man
+
+proto: setup
+	@$(PY) proto/generate.py
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

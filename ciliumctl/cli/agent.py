@@ -1,12 +1,94 @@
-"""`ciliumctl agent`."""
+"""`ciliumctl agent run|start|stop|status`: the node agent in the foreground or supervised in the background."""
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from ciliumctl.errors import NotImplementedYet
+from ciliumctl.cli.common import Output, console, print_data
+
+app = typer.Typer(help="The node agent: flows from the datapath, Hubble API, metrics, CNI socket.",
+                  no_args_is_help=True)
+
+_BUF = typer.Option(4095, "--flow-buffer-size", help="Flows kept in memory (the last N).")
+_SOCK = typer.Option(None, "--hubble-socket", help="Unix socket of the Hubble API (default: <run dir>/hubble.sock).")
+_LISTEN = typer.Option(None, "--hubble-listen", help="Also serve the Hubble API on TCP, e.g. 127.0.0.1:4244.")
+_METRICS = typer.Option("127.0.0.1:9965", "--metrics-listen", help="Prometheus metrics address ('' = off).")
+_NODE = typer.Option(None, "--node-name", help="Node name in flows (default: $CILIUMCTL_NODE_NAME or the hostname).")
+_NO_CNI = typer.Option(False, "--no-cni", help="Do not serve the CNI plugin's socket.")
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("agent")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise NotImplementedYet("ciliumctl agent")
+def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni) -> list[str]:
+    args = ["--flow-buffer-size", str(flow_buffer_size), "--metrics-listen", metrics_listen]
+    if hubble_socket:
+        args += ["--hubble-socket", str(hubble_socket)]
+    if hubble_listen:
+        args += ["--hubble-listen", hubble_listen]
+    if node_name:
+        args += ["--node-name", node_name]
+    if no_cni:
+        args.append("--no-cni")
+    return args
+
+
+@app.command("run")
+def run(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK, hubble_listen: Optional[str] = _LISTEN,
+        metrics_listen: str = _METRICS, node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI) -> None:
+    """Run the agent in the foreground until SIGTERM/SIGINT (what a DaemonSet or supervisor runs)."""
+    import logging
+
+    from ciliumctl.agent import Agent, AgentOptions
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    Agent(AgentOptions(flow_buffer_size=flow_buffer_size, hubble_socket=hubble_socket, hubble_listen=hubble_listen,
+                       metrics_listen=metrics_listen or None, node_name=node_name, serve_cni=not no_cni)).run()
+
+
+@app.command("start")
+def start(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK,
+          hubble_listen: Optional[str] = _LISTEN, metrics_listen: str = _METRICS,
+          node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI) -> None:
+    """Start the agent in the background (pid file and log under the run directory)."""
+    from ciliumctl.agent import AgentOptions, log_file, start_background
+
+    AgentOptions(flow_buffer_size=flow_buffer_size, hubble_listen=hubble_listen,
+                 metrics_listen=metrics_listen).validate()
+    pid = start_background(_args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni))
+    console().print(f"agent running (pid {pid}), log {log_file()}")
+
+
+@app.command("stop")
+def stop() -> None:
+    """Stop the background agent (enforcement continues: the datapath is pinned)."""
+    from ciliumctl.agent import stop_background
+
+    pid = stop_background()
+    console().print(f"agent stopped (pid {pid})" if pid else "agent was not running")
+
+
+@app.command("status")
+def status(output: Output = typer.Option(Output.table, "-o", "--output", help="table, json or yaml."),
+           hubble_socket: Optional[Path] = _SOCK) -> None:
+    """Whether the agent runs, and its flow buffer."""
+    from ciliumctl.agent import status as agent_status
+
+    st = agent_status(hubble_socket)
+    if output != Output.table:
+        print_data(st, output)
+    else:
+        c = console()
+        if not st["running"]:
+            c.print(f"agent: not running (socket {st['socket']})")
+        else:
+            c.print(f"agent: running (pid {st.get('pid') or '?'}), {st.get('version', '')}")
+            if "num_flows" in st:
+                c.print(f"flows: {st['num_flows']}/{st['max_flows']} in buffer, {st['seen_flows']} seen, "
+                        f"uptime {st['uptime_ns'] // 1_000_000_000}s")
+            if "error" in st:
+                c.print(f"api: {st['error']}")
+            c.print(f"socket: {st['socket']}\nlog: {st['log']}")
+    raise typer.Exit(0 if st["running"] else 1)
+
+
+def register(main_app: typer.Typer) -> None:
+    main_app.add_typer(app, name="agent")

@@ -1,12 +1,98 @@
-"""`ciliumctl observe`."""
+"""`ciliumctl observe`: flows from the agent's Hubble API, with hubble's flags, filters and output formats.
+Flags -> filters (ciliumctl.flows.filters) -> gRPC stream (ciliumctl.flows.client) -> printers."""
+
+from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
-from ciliumctl.errors import NotImplementedYet
+_S = List[str]
+
+
+class _OrderedArgs(TyperCommand):
+    """Keeps the raw argument list: --not applies to the filter flag that follows it, so order matters."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["observe_args"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def _opt(*decls, help: str, default=None):
+    return typer.Option(default, *decls, help=help, show_default=False)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("observe")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise NotImplementedYet("ciliumctl observe")
+    @app.command("observe", cls=_OrderedArgs)
+    def observe(
+        ctx: typer.Context,
+        last: Optional[int] = _opt("--last", help="Get the last N flows (default 20 without --follow/--since)."),
+        first: Optional[int] = _opt("--first", help="Get the first N flows in the buffer."),
+        all_: bool = typer.Option(False, "--all", help="Get all flows in the buffer."),
+        follow: bool = typer.Option(False, "-f", "--follow", help="Follow new flows as they arrive."),
+        since: Optional[str] = _opt("--since", help="Flows since this time: RFC 3339 or a duration ago (5m)."),
+        until: Optional[str] = _opt("--until", help="Flows until this time: RFC 3339 or a duration ago."),
+        pod: _S = _opt("--pod", help="Flows from or to a pod: NAME-PREFIX or NAMESPACE/NAME-PREFIX."),
+        from_pod: _S = _opt("--from-pod", help="Flows from a pod: NAME-PREFIX or NAMESPACE/NAME-PREFIX."),
+        to_pod: _S = _opt("--to-pod", help="Flows to a pod: NAME-PREFIX or NAMESPACE/NAME-PREFIX."),
+        namespace: _S = _opt("-n", "--namespace", help="Flows from or to a namespace."),
+        ip: _S = _opt("--ip", help="Flows from or to an IP or CIDR."),
+        from_ip: _S = _opt("--from-ip", help="Flows from an IP or CIDR."),
+        to_ip: _S = _opt("--to-ip", help="Flows to an IP or CIDR."),
+        label: _S = _opt("-l", "--label", help="Flows from or to endpoints matching a label selector."),
+        from_label: _S = _opt("--from-label", help="Flows from endpoints matching a label selector."),
+        to_label: _S = _opt("--to-label", help="Flows to endpoints matching a label selector."),
+        port: _S = _opt("--port", help="Flows from or to an L4 port."),
+        from_port: _S = _opt("--from-port", help="Flows from an L4 port."),
+        to_port: _S = _opt("--to-port", help="Flows to an L4 port."),
+        identity: _S = _opt("--identity", help="Flows from or to a security identity."),
+        protocol: _S = _opt("--protocol", help="Flows of an L4 protocol: tcp, udp, icmp, sctp."),
+        verdict: _S = _opt("--verdict", help="Flows with a verdict: FORWARDED, DROPPED, AUDIT, ..."),
+        drop_reason_desc: _S = _opt("--drop-reason-desc", help="Drops with a reason, e.g. POLICY_DENIED."),
+        traffic_direction: _S = _opt("--traffic-direction", help="ingress or egress."),
+        type_: _S = _opt("-t", "--type", help="Event type: drop, trace, policy-verdict (trace:to-endpoint, ...)."),
+        not_: bool = typer.Option(False, "--not", help="Turn the next filter flag into an exclusion."),
+        output: str = typer.Option("compact", "-o", "--output",
+                                   help="compact, dict, json, jsonpb (json is the same), table."),
+        print_policy_names: bool = typer.Option(False, "--print-policy-names",
+                                                help="Show the policies that allowed or denied each flow."),
+        print_node_name: bool = typer.Option(False, "--print-node-name", help="Show the node of each flow."),
+        aggregate_by: Optional[str] = _opt("--aggregate-by",
+                                           help="Count flows per FIELDS (comma-separated: source, destination, "
+                                                "port, verdict, protocol, type, direction, drop-reason, policy)."),
+        server: Optional[str] = _opt("--server", help="Hubble API address (default: the agent's unix socket)."),
+    ) -> None:
+        """Observe flows: every verdict of the datapath, enriched with endpoints and policy names."""
+        import os
+        import sys
+
+        from ciliumctl.cli.common import console
+        from ciliumctl.errors import UsageError
+        from ciliumctl.flows import client, filters, printers
+
+        if output not in printers.OUTPUTS:
+            raise UsageError(f"--output {output!r}: one of {', '.join(printers.OUTPUTS)}")
+        white, black = filters.filters_from_args(ctx.meta.get("observe_args", []))
+        query = client.Query(last=last, first=first, all=all_, follow=follow,
+                             since=filters.parse_time(since) if since else None,
+                             until=filters.parse_time(until) if until else None,
+                             whitelist=white, blacklist=black)
+        req = query.request()
+        srv = server or os.environ.get("HUBBLE_SERVER") or client.default_server()
+        if aggregate_by:
+            sink = printers.Aggregator([f.strip() for f in aggregate_by.split(",") if f.strip()])
+        else:
+            colour = console().is_terminal and "NO_COLOR" not in os.environ
+            sink = printers.Printer(output, color=colour, node_name=print_node_name,
+                                    print_policy_names=print_policy_names, follow=follow)
+        try:
+            for resp in client.stream(srv, req):
+                sink.write(resp)
+        except KeyboardInterrupt:
+            pass
+        except BrokenPipeError:
+            sys.stderr.close()
+            return
+        if aggregate_by:
+            sink.print(output)
+        else:
+            sink.close()

@@ -1,0 +1,400 @@
+"""The node agent: reads the datapath's event ring buffer into the flow ring, serves Hubble's Observer API
+(unix socket, optionally TCP), Prometheus metrics, and the CNI plugin's socket.
+
+`ciliumctl agent run` runs it in the foreground (what a DaemonSet or a supervisor runs);
+start_background() / stop_background() / status() supervise it as a background process with a pid file and a
+log under paths.run_dir() (what `ciliumctl install` / `uninstall` and `ciliumctl agent start|stop|status` use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ciliumctl import paths
+from ciliumctl.errors import EnvironmentProblem, UsageError
+
+log = logging.getLogger("ciliumctl.agent")
+
+DEFAULT_FLOW_BUFFER = 4095
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9965"
+LOST_POLL_SECONDS = 0.5
+
+
+@dataclass
+class AgentOptions:
+    flow_buffer_size: int = DEFAULT_FLOW_BUFFER
+    hubble_socket: Path | None = None           # default paths.hubble_socket()
+    hubble_listen: str | None = None            # e.g. 127.0.0.1:4244; off by default
+    metrics_listen: str | None = DEFAULT_METRICS_LISTEN   # None or "" = off
+    node_name: str | None = None
+    cni_socket: Path | None = None              # default paths.agent_socket(); serve_cni=False to skip
+    serve_cni: bool = True
+
+    def validate(self) -> None:
+        if self.flow_buffer_size < 1:
+            raise UsageError(f"--flow-buffer-size {self.flow_buffer_size}: must be at least 1")
+        for flag, value in (("--hubble-listen", self.hubble_listen), ("--metrics-listen", self.metrics_listen)):
+            if value:
+                host, sep, port = value.rpartition(":")
+                if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+                    raise UsageError(f"{flag} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:4244")
+
+
+def pid_file() -> Path:
+    return paths.run_dir() / "agent.pid"
+
+
+def log_file() -> Path:
+    return paths.run_dir() / "agent.log"
+
+
+def _lock_file() -> Path:
+    return paths.run_dir() / "agent.lock"
+
+
+class _IfNames:
+    """ifindex -> interface name in the node namespace, looked up lazily and cached for a while."""
+
+    def __init__(self, ttl: float = 30.0):
+        self.ttl = ttl
+        self._cache: dict[int, tuple[str, float]] = {}
+
+    def get(self, ifindex: int) -> str | None:
+        hit = self._cache.get(ifindex)
+        now = time.monotonic()
+        if hit is not None and now - hit[1] < self.ttl:
+            return hit[0]
+        try:
+            name = socket.if_indextoname(ifindex)
+        except OSError:
+            name = ""
+        self._cache[ifindex] = (name, now)
+        return name
+
+
+class Agent:
+    def __init__(self, opts: AgentOptions | None = None):
+        from ciliumctl.flows.meta import MetaWatcher
+        from ciliumctl.flows.server import FlowSource
+        from ciliumctl.flows.store import FlowStore
+
+        self.opts = opts or AgentOptions()
+        self.opts.validate()
+        self.store = FlowStore(self.opts.flow_buffer_size)
+        self.meta = MetaWatcher()
+        self.node_name = self.opts.node_name or os.environ.get("CILIUMCTL_NODE_NAME") or socket.gethostname()
+        self.socket_path = self.opts.hubble_socket or paths.hubble_socket()
+        self.source = FlowSource(self.store, self.meta, node_name=self.node_name,
+                                 address=f"unix://{self.socket_path}", ifnames=_IfNames())
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.server = None
+        self.metrics = None
+        self.cni = None
+        self._lock_fd: int | None = None
+        self._reader_thread: threading.Thread | None = None
+        self.datapath_attached = False
+
+    # ---- lifecycle
+
+    def _take_lock(self) -> None:
+        paths.run_dir().mkdir(parents=True, exist_ok=True)
+        fd = os.open(_lock_file(), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            pid = _read_pid()
+            raise EnvironmentProblem(f"a ciliumctl agent is already running (pid {pid or '?'}) for "
+                                     f"{paths.run_dir()}; stop it with `ciliumctl agent stop`") from None
+        self._lock_fd = fd
+        pid_file().write_text(f"{os.getpid()}\n")
+
+    def start(self) -> None:
+        """Start every part; returns once the API socket accepts connections."""
+        from ciliumctl.flows.server import ObserverServer
+        from ciliumctl.nodens import enter_node_netns
+
+        enter_node_netns()  # before any thread: threads inherit the network namespace
+        self._take_lock()
+        try:
+            self.server = ObserverServer(self.source, self.socket_path, self.opts.hubble_listen)
+            self.server.start()
+            if self.opts.metrics_listen:
+                from ciliumctl.flows.metrics import MetricsServer
+
+                try:
+                    self.metrics = MetricsServer(self.opts.metrics_listen, self.store)
+                except OSError as err:
+                    raise EnvironmentProblem(f"--metrics-listen {self.opts.metrics_listen}: {err.strerror}; "
+                                             "pick a free address or '' to turn metrics off") from None
+                self.metrics.start()
+            if self.opts.serve_cni:
+                self._start_cni()
+            self._reader_thread = threading.Thread(target=self._read_loop, name="events", daemon=True)
+            self._reader_thread.start()
+        except BaseException:
+            self.shutdown()
+            raise
+        self.ready.set()
+        log.info("agent %s serving %s (flow buffer %d)", self.node_name, self.socket_path,
+                 self.opts.flow_buffer_size)
+
+    def _start_cni(self) -> None:
+        """Mount the CNI plugin's endpoint when that module is present (ciliumctl/endpoints/cni_server.py)."""
+        try:
+            from ciliumctl.endpoints.cni_server import CniServer
+        except ImportError:
+            return
+        self.cni = CniServer(self.opts.cni_socket or paths.agent_socket()).start()
+
+    def run(self) -> None:
+        """Foreground: start, then serve until SIGTERM/SIGINT."""
+        def _stop(signum, frame):
+            self.stop_event.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stop)
+        self.start()
+        try:
+            while not self.stop_event.wait(1.0):
+                pass
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        if self._reader_thread is not None:
+            self._reader_thread.join(timeout=3)
+        if self.cni is not None:
+            with contextlib.suppress(Exception):
+                self.cni.close()
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.stop()
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                self.server.stop()
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                if _read_pid() == os.getpid():
+                    pid_file().unlink()
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ---- events
+
+    def _open_datapath(self):
+        """The pinned ring buffer and lost counter, or (None, None) while the datapath is not installed."""
+        from ciliumctl.flows.ringbuf import LostCounter, RingReader
+
+        events, lost = paths.bpffs_dir() / "events", paths.bpffs_dir() / "events_lost"
+        if not events.exists():
+            return None, None
+        reader = RingReader(events)
+        counter = LostCounter(lost) if lost.exists() else None
+        return reader, counter
+
+    def _read_loop(self) -> None:
+        reader = counter = None
+        lost_seen = 0
+        next_lost_poll = 0.0
+        waiting_logged = False
+        try:
+            while not self.stop_event.is_set():
+                if reader is None:
+                    try:
+                        reader, counter = self._open_datapath()
+                    except EnvironmentProblem as err:
+                        log.warning("%s", err)
+                        reader = None
+                    if reader is None:
+                        if not waiting_logged:
+                            log.info("waiting for the datapath (%s)", paths.bpffs_dir() / "events")
+                            waiting_logged = True
+                        self.stop_event.wait(1.0)
+                        continue
+                    self.datapath_attached = True
+                    if counter is not None:
+                        # events lost while no agent read the ring (since the last agent reported): once, at start
+                        total = counter.read()
+                        lost_seen = min(_reported_lost(), total)
+                        self.store.add_lost(1, total - lost_seen)
+                        lost_seen = total
+                        _save_reported_lost(lost_seen)
+                reader.wait(0.2)
+                self._drain(reader)
+                now = time.monotonic()
+                if counter is not None and now >= next_lost_poll:
+                    next_lost_poll = now + LOST_POLL_SECONDS
+                    total = counter.read()
+                    if total > lost_seen:
+                        self.store.add_lost(1, total - lost_seen)
+                        lost_seen = total
+                        _save_reported_lost(lost_seen)
+                if not (paths.bpffs_dir() / "events").exists():
+                    # uninstalled underneath us: let go of the map, wait for a new one
+                    reader.close()
+                    reader = None
+                    if counter is not None:
+                        counter.close()
+                        counter = None
+                    self.datapath_attached = False
+                    waiting_logged = False
+        except Exception:
+            log.exception("event reader stopped")
+            raise
+        finally:
+            if reader is not None:
+                reader.close()
+            if counter is not None:
+                counter.close()
+
+    def _drain(self, reader) -> None:
+        while True:
+            blob, n = reader.read()
+            if not n:
+                return
+            self.store.add_records(blob, n, self.meta.refresh())
+
+
+def _reported_lost_file() -> Path:
+    return paths.run_dir() / "events_lost.reported"
+
+
+def _reported_lost() -> int:
+    try:
+        return int(_reported_lost_file().read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _save_reported_lost(n: int) -> None:
+    with contextlib.suppress(OSError):
+        tmp = _reported_lost_file().with_suffix(".tmp")
+        tmp.write_text(f"{n}\n")
+        os.replace(tmp, _reported_lost_file())
+
+
+# ---------------------------------------------------------------- background supervision
+
+def _read_pid() -> int | None:
+    try:
+        return int(pid_file().read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_agent(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"agent" in cmdline and b"run" in cmdline
+
+
+def running_pid() -> int | None:
+    pid = _read_pid()
+    return pid if pid and _is_agent(pid) else None
+
+
+def _socket_accepts(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(0.5)
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def start_background(args: list[str] | None = None, timeout: float = 15.0) -> int:
+    """Start `ciliumctl agent run ARGS` as a background process (log in paths.run_dir()/agent.log); returns its pid
+    once the Hubble socket accepts connections. Idempotent: an agent already running is left as it is."""
+    pid = running_pid()
+    if pid:
+        return pid
+    run_dir = paths.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sock = paths.hubble_socket()
+    args = list(args or [])
+    if "--hubble-socket" in args:
+        sock = Path(args[args.index("--hubble-socket") + 1])
+    with open(log_file(), "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "ciliumctl.cli.main", "agent", "run", *args],
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EnvironmentProblem(f"the agent exited at start (code {proc.returncode}): "
+                                     f"{_log_tail()}; full log in {log_file()}")
+        if _socket_accepts(sock) and _read_pid() == proc.pid:
+            return proc.pid
+        time.sleep(0.05)
+    proc.terminate()
+    raise EnvironmentProblem(f"the agent did not come up within {timeout:.0f}s; see {log_file()}")
+
+
+def _log_tail(lines: int = 3) -> str:
+    try:
+        text = log_file().read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) or "no output"
+
+
+def stop_background(timeout: float = 10.0) -> int | None:
+    """Stop the background agent (SIGTERM, then SIGKILL after timeout). Returns the pid stopped, or None."""
+    pid = running_pid()
+    if not pid:
+        with contextlib.suppress(FileNotFoundError):
+            pid_file().unlink()
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_agent(pid):
+            break
+        time.sleep(0.05)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    with contextlib.suppress(FileNotFoundError):
+        if _read_pid() == pid:
+            pid_file().unlink()
+    return pid
+
+
+def status(socket_path: Path | None = None) -> dict:
+    """Whether the agent runs, and what its Observer API says about itself."""
+    pid = running_pid()
+    sock = socket_path or paths.hubble_socket()
+    out = {"running": bool(pid), "pid": pid, "socket": str(sock), "log": str(log_file())}
+    if pid or _socket_accepts(sock):
+        import grpc
+
+        from ciliumctl.flows.pb.observer import observer_pb2, observer_pb2_grpc
+
+        try:
+            with grpc.insecure_channel(f"unix://{sock}") as ch:
+                st = observer_pb2_grpc.ObserverStub(ch).ServerStatus(observer_pb2.ServerStatusRequest(), timeout=3)
+            out.update({"running": True, "version": st.version, "uptime_ns": st.uptime_ns,
+                        "num_flows": st.num_flows, "max_flows": st.max_flows, "seen_flows": st.seen_flows})
+        except grpc.RpcError as err:
+            out["error"] = err.details() if hasattr(err, "details") else str(err)
+    return out

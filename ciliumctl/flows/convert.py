@@ -1,0 +1,137 @@
+"""Datapath events -> Hubble flows (flow.Flow), enriched with endpoint metadata and policy names."""
+
+from __future__ import annotations
+
+import socket
+
+from ciliumctl.datapath import events as ev
+from ciliumctl.flows import names
+from ciliumctl.flows.meta import EndpointInfo, Snapshot
+from ciliumctl.flows.pb.flow import flow_pb2 as pb
+from ciliumctl.flows.records import (R_COOKIE, R_DADDR, R_DID, R_DIR, R_DPORT, R_EP, R_FLAGS, R_IFINDEX, R_MATCH,
+                                     R_PROTO, R_REPLY, R_SADDR, R_SID, R_SPORT, R_SUBTYPE, R_TS, R_TYPE, R_VERDICT)
+
+_inet_ntoa = socket.inet_ntoa
+_TCP_FLAG_FIELDS = [("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10), ("URG", 0x20),
+                    ("ECE", 0x40), ("CWR", 0x80)]
+_flags_summary_cache: dict[int, str] = {}
+
+
+def tcp_flags_summary(bits: int) -> str:
+    s = _flags_summary_cache.get(bits)
+    if s is None:
+        s = "TCP Flags: " + ", ".join(n for n, b in names.TCP_FLAG_BITS if bits & b)
+        _flags_summary_cache[bits] = s
+    return s
+
+
+def flow_uuid(boot_id: int, seq: int) -> str:
+    """Stable per flow for the agent's lifetime: a random boot id and the flow's sequence number."""
+    h = f"{boot_id & (2**64 - 1):016x}{seq & (2**64 - 1):016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _fill_endpoint(out: pb.Endpoint, info: EndpointInfo | None, identity: int, snap: Snapshot) -> None:
+    out.identity = identity
+    if info is not None:
+        out.ID = info.id
+        out.namespace = info.namespace
+        out.pod_name = info.name
+        out.labels.extend(snap.identity_labels.get(identity) or info.labels)
+        for name, kind in info.workloads:
+            out.workloads.add(name=name, kind=kind)
+    else:
+        out.labels.extend(snap.labels_of(identity))
+
+
+def _policies(target, refs) -> None:
+    for r in refs:
+        target.add(name=r.name, namespace=r.namespace, labels=r.labels, revision=r.revision, kind=r.kind)
+
+
+def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: str, boot_id: int, seq: int,
+                   ifnames=None) -> pb.Flow:
+    """One RECORD tuple -> flow.Flow. wall_offset_ns turns the kernel's CLOCK_MONOTONIC stamp into wall time."""
+    f = pb.Flow()
+    t = rec[R_TS] + wall_offset_ns
+    f.time.seconds = t // 1_000_000_000
+    f.time.nanos = t % 1_000_000_000
+    f.uuid = flow_uuid(boot_id, seq)
+    f.node_name = node_name
+    f.Type = pb.L3_L4
+    etype, sub, verdict, direction = rec[R_TYPE], rec[R_SUBTYPE], rec[R_VERDICT], rec[R_DIR]
+    f.verdict = verdict
+    f.traffic_direction = direction if direction in (1, 2) else 0
+    saddr, daddr = _inet_ntoa(rec[R_SADDR]), _inet_ntoa(rec[R_DADDR])
+    ip = f.IP
+    ip.source = saddr
+    ip.destination = daddr
+    ip.ipVersion = pb.IPv4
+
+    proto, sport, dport = rec[R_PROTO], rec[R_SPORT], rec[R_DPORT]
+    if proto == 6:
+        tcp = f.l4.TCP
+        tcp.source_port = sport
+        tcp.destination_port = dport
+        bits = rec[R_FLAGS]
+        fl = tcp.flags
+        for name, b in _TCP_FLAG_FIELDS:
+            if bits & b:
+                setattr(fl, name, True)
+        f.Summary = tcp_flags_summary(bits)
+    elif proto == 17:
+        f.l4.UDP.source_port = sport
+        f.l4.UDP.destination_port = dport
+        f.Summary = "UDP"
+    elif proto == 1:
+        f.l4.ICMPv4.type = sport
+        f.l4.ICMPv4.code = dport
+        f.Summary = names.icmp4_summary(sport, dport)
+    elif proto == 132:
+        f.l4.SCTP.source_port = sport
+        f.l4.SCTP.destination_port = dport
+        f.Summary = "SCTP"
+    else:
+        f.Summary = f"IPv4 protocol {proto}"
+
+    by_ip = snap.by_ip
+    _fill_endpoint(f.source, by_ip.get(saddr), rec[R_SID], snap)
+    _fill_endpoint(f.destination, by_ip.get(daddr), rec[R_DID], snap)
+    f.is_reply.value = bool(rec[R_REPLY])
+    ifindex = rec[R_IFINDEX]
+    if ifindex:
+        f.interface.index = ifindex
+        name = ifnames.get(ifindex) if ifnames is not None else None
+        if name:
+            f.interface.name = name
+
+    et = f.event_type
+    et.type = etype
+    if etype == ev.EVENT_TRACE:
+        # Cilium's monitor numbers "to-endpoint" 0 (TraceToLxc); flow.proto's enum says 101
+        et.sub_type = 0 if sub == ev.OBS_TO_ENDPOINT else sub
+        f.trace_observation_point = sub
+    elif etype == ev.EVENT_DROP:
+        et.sub_type = sub
+        f.drop_reason = sub
+        f.drop_reason_desc = sub if sub in pb.DropReason.values() else 0
+        if verdict == 0:
+            f.verdict = pb.DROPPED
+    else:
+        et.sub_type = sub
+        if etype == ev.EVENT_POLICY_VERDICT:
+            f.policy_match_type = rec[R_MATCH]
+            if verdict == pb.DROPPED:
+                reason = sub if sub >= 130 else (ev.DROP_POLICY_DENY if rec[R_COOKIE] else ev.DROP_POLICY)
+                f.drop_reason = reason
+                f.drop_reason_desc = reason if reason in pb.DropReason.values() else 0
+
+    cookie = rec[R_COOKIE]
+    if cookie and etype != ev.EVENT_TRACE:
+        refs = snap.cookies.get(cookie)
+        if refs:
+            if verdict == pb.DROPPED:
+                _policies(f.ingress_denied_by if direction == ev.DIR_INGRESS else f.egress_denied_by, refs)
+            else:
+                _policies(f.ingress_allowed_by if direction == ev.DIR_INGRESS else f.egress_allowed_by, refs)
+    return f

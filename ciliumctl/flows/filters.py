@@ -1,0 +1,525 @@
+"""Hubble's flow filters: matching a flow against FlowFilter lists (server side) and building those lists from
+`observe` flags (client side), with Hubble's semantics:
+
+- all fields set in one FlowFilter must match (AND); within a field, any listed value may match (OR);
+- a list of filters matches when any filter matches (OR); a flow is returned when it matches the whitelist
+  (or the whitelist is empty) and matches nothing in the blacklist;
+- CLI flags: --pod/--ip/--label/--port/--namespace match either side (two filters, source and destination),
+  --from-*/--to-* one side, other flags apply to every filter, --not sends the next filter flag to the
+  blacklist instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from datetime import datetime, timedelta, timezone
+
+from ciliumctl.errors import UsageError
+from ciliumctl.flows import names
+from ciliumctl.flows.pb.flow import flow_pb2 as pb
+
+# ---------------------------------------------------------------- label selectors (Kubernetes syntax)
+
+_REQ = re.compile(r"\s*(!?)\s*([A-Za-z0-9_.:/\-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.\-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+
+
+def _split_selector(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p for p in parts if p.strip()]
+
+
+def parse_selector(text: str):
+    """A label selector -> list of (source, key, op, values). A key without "source:" matches any source."""
+    reqs = []
+    for part in _split_selector(text):
+        m = _REQ.match(part)
+        if not m:
+            raise UsageError(f"invalid label selector {text!r}: cannot parse {part.strip()!r}")
+        neg, key, op, val, setop, setvals = m.groups()
+        source = None
+        if ":" in key:
+            source, key = key.split(":", 1)
+        if neg:
+            if op or setop:
+                raise UsageError(f"invalid label selector {text!r}: '!' only goes with a bare key")
+            reqs.append((source, key, "!", ()))
+        elif op:
+            reqs.append((source, key, "!=" if op == "!=" else "=", (val,)))
+        elif setop:
+            reqs.append((source, key, setop, tuple(v.strip() for v in setvals.split(",") if v.strip())))
+        else:
+            reqs.append((source, key, "exists", ()))
+    if not reqs:
+        raise UsageError(f"invalid label selector {text!r}: empty")
+    return reqs
+
+
+def _flow_labels(labels) -> list[tuple[str, str, str]]:
+    out = []
+    for lbl in labels:
+        source, _, rest = lbl.partition(":") if ":" in lbl else ("any", "", lbl)
+        key, _, value = rest.partition("=")
+        out.append((source, key, value))
+    return out
+
+
+def selector_matches(reqs, labels) -> bool:
+    parsed = _flow_labels(labels)
+    for source, key, op, values in reqs:
+        found = [v for s, k, v in parsed if k == key and (source in (None, "any") or s == source)]
+        if op == "exists":
+            ok = bool(found)
+        elif op == "!":
+            ok = not found
+        elif op == "=":
+            ok = values[0] in found
+        elif op == "!=":
+            ok = values[0] not in found
+        elif op == "in":
+            ok = any(v in values for v in found)
+        else:  # notin
+            ok = not any(v in values for v in found)
+        if not ok:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- matching
+
+def _ip_matches(patterns, ip: str) -> bool:
+    if not ip:
+        return False
+    for p in patterns:
+        if "/" in p:
+            try:
+                if ipaddress.ip_address(ip) in ipaddress.ip_network(p, strict=False):
+                    return True
+            except ValueError:
+                continue
+        elif p == ip:
+            return True
+    return False
+
+
+def _split_ns_name(selector: str) -> tuple[str, str]:
+    if "/" in selector:
+        ns, name = selector.split("/", 1)
+        return ns, name
+    return "default", selector
+
+
+def _pod_matches(patterns, ep) -> bool:
+    ns, pod = ep.namespace, ep.pod_name
+    if not ns and not pod:
+        return False
+    for p in patterns:
+        want_ns, prefix = _split_ns_name(p)
+        if want_ns == ns and (not prefix or pod.startswith(prefix)):
+            return True
+    return False
+
+
+def _ports(flow) -> tuple[int | None, int | None]:
+    l4 = flow.l4
+    which = l4.WhichOneof("protocol")
+    if which in ("TCP", "UDP", "SCTP"):
+        p = getattr(l4, which)
+        return p.source_port, p.destination_port
+    return None, None
+
+
+_PROTO_OF = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "ICMPv4": "icmpv4", "ICMPv6": "icmpv6"}
+
+
+def _protocol_matches(patterns, flow) -> bool:
+    which = flow.l4.WhichOneof("protocol")
+    proto = _PROTO_OF.get(which or "", "")
+    for p in patterns:
+        p = p.lower()
+        if p == proto or (p == "icmp" and proto.startswith("icmp")):
+            return True
+    return False
+
+
+def _workload_matches(wanted, ep) -> bool:
+    for w in wanted:
+        for have in ep.workloads:
+            if (not w.name or w.name == have.name) and (not w.kind or w.kind == have.kind):
+                return True
+    return False
+
+
+def _tcp_flags_match(wanted, flow) -> bool:
+    if flow.l4.WhichOneof("protocol") != "TCP":
+        return False
+    have = flow.l4.TCP.flags
+    for w in wanted:
+        if all(getattr(have, f.name) for f, v in w.ListFields() if v):
+            return True
+    return False
+
+
+def _node_matches(patterns, node: str) -> bool:
+    for p in patterns:
+        if "/" in p:
+            _, p = p.split("/", 1)
+            p = p or "*"
+        if fnmatch.fnmatchcase(node, p):
+            return True
+    return False
+
+
+class CompiledFilter:
+    """One FlowFilter turned into a list of checks (each check is one set field)."""
+
+    def __init__(self, ff: pb.FlowFilter):
+        checks = []
+        if ff.uuid:
+            s = set(ff.uuid)
+            checks.append(lambda f: f.uuid in s)
+        if ff.source_ip:
+            v = list(ff.source_ip)
+            checks.append(lambda f: _ip_matches(v, f.IP.source))
+        if ff.destination_ip:
+            v2 = list(ff.destination_ip)
+            checks.append(lambda f: _ip_matches(v2, f.IP.destination))
+        if ff.source_pod:
+            sp = list(ff.source_pod)
+            checks.append(lambda f: _pod_matches(sp, f.source))
+        if ff.destination_pod:
+            dp = list(ff.destination_pod)
+            checks.append(lambda f: _pod_matches(dp, f.destination))
+        if ff.source_label:
+            sels = [parse_selector(x) for x in ff.source_label]
+            checks.append(lambda f: any(selector_matches(r, f.source.labels) for r in sels))
+        if ff.destination_label:
+            dsels = [parse_selector(x) for x in ff.destination_label]
+            checks.append(lambda f: any(selector_matches(r, f.destination.labels) for r in dsels))
+        if ff.source_fqdn:
+            sf = list(ff.source_fqdn)
+            checks.append(lambda f: any(fnmatch.fnmatch(n, p) for p in sf for n in f.source_names))
+        if ff.destination_fqdn:
+            df = list(ff.destination_fqdn)
+            checks.append(lambda f: any(fnmatch.fnmatch(n, p) for p in df for n in f.destination_names))
+        if ff.source_service or ff.destination_service or ff.http_status_code or ff.http_method \
+                or ff.http_path or ff.dns_query or ff.trace_id:
+            checks.append(lambda f: False)  # ciliumctl has no services and no L7 visibility: nothing matches
+        if ff.source_workload:
+            sw = list(ff.source_workload)
+            checks.append(lambda f: _workload_matches(sw, f.source))
+        if ff.destination_workload:
+            dw = list(ff.destination_workload)
+            checks.append(lambda f: _workload_matches(dw, f.destination))
+        if ff.traffic_direction:
+            td = set(ff.traffic_direction)
+            checks.append(lambda f: f.traffic_direction in td)
+        if ff.verdict:
+            vs = set(ff.verdict)
+            checks.append(lambda f: f.verdict in vs)
+        if ff.drop_reason_desc:
+            dr = set(ff.drop_reason_desc)
+            checks.append(lambda f: f.drop_reason_desc in dr)
+        if ff.event_type:
+            ets = [(e.type, e.match_sub_type, e.sub_type) for e in ff.event_type]
+            checks.append(lambda f: any(f.event_type.type == t and (not m or f.event_type.sub_type == s)
+                                        for t, m, s in ets))
+        if ff.protocol:
+            pr = list(ff.protocol)
+            checks.append(lambda f: _protocol_matches(pr, f))
+        if ff.source_port:
+            sports = {int(p) for p in ff.source_port if p.isdigit()}
+            checks.append(lambda f: _ports(f)[0] in sports)
+        if ff.destination_port:
+            dports = {int(p) for p in ff.destination_port if p.isdigit()}
+            checks.append(lambda f: _ports(f)[1] in dports)
+        if ff.reply:
+            rs = set(ff.reply)
+            checks.append(lambda f: f.HasField("is_reply") and f.is_reply.value in rs)
+        if ff.source_identity:
+            si = set(ff.source_identity)
+            checks.append(lambda f: f.source.identity in si)
+        if ff.destination_identity:
+            di = set(ff.destination_identity)
+            checks.append(lambda f: f.destination.identity in di)
+        if ff.tcp_flags:
+            tf = list(ff.tcp_flags)
+            checks.append(lambda f: _tcp_flags_match(tf, f))
+        if ff.node_name:
+            nn = list(ff.node_name)
+            checks.append(lambda f: _node_matches(nn, f.node_name))
+        if ff.ip_version:
+            iv = set(ff.ip_version)
+            checks.append(lambda f: f.IP.ipVersion in iv)
+        self.checks = checks
+
+    def __call__(self, flow) -> bool:
+        for c in self.checks:
+            if not c(flow):
+                return False
+        return True
+
+
+class FlowMatcher:
+    """whitelist - blacklist, as GetFlows applies them."""
+
+    def __init__(self, whitelist=(), blacklist=()):
+        try:
+            self.white = [CompiledFilter(f) for f in whitelist]
+            self.black = [CompiledFilter(f) for f in blacklist]
+        except UsageError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"invalid flow filter: {err}") from None
+
+    def __call__(self, flow) -> bool:
+        if self.white and not any(f(flow) for f in self.white):
+            return False
+        return not any(f(flow) for f in self.black)
+
+
+# ---------------------------------------------------------------- building filters from flags
+
+# flag -> (side, field): side "both" = source field on the left filter and destination field on the right one;
+# "any" = the field on every filter.
+FILTER_FLAGS = {
+    "--pod": ("both", "pod"), "--from-pod": ("from", "pod"), "--to-pod": ("to", "pod"),
+    "--ip": ("both", "ip"), "--from-ip": ("from", "ip"), "--to-ip": ("to", "ip"),
+    "--label": ("both", "label"), "-l": ("both", "label"), "--from-label": ("from", "label"),
+    "--to-label": ("to", "label"),
+    "--port": ("both", "port"), "--from-port": ("from", "port"), "--to-port": ("to", "port"),
+    "--namespace": ("both", "namespace"), "-n": ("both", "namespace"),
+    "--from-namespace": ("from", "namespace"), "--to-namespace": ("to", "namespace"),
+    "--identity": ("both", "identity"), "--from-identity": ("from", "identity"),
+    "--to-identity": ("to", "identity"),
+    "--protocol": ("any", "protocol"), "--verdict": ("any", "verdict"),
+    "--drop-reason-desc": ("any", "drop_reason_desc"), "--traffic-direction": ("any", "traffic_direction"),
+    "--type": ("any", "type"), "-t": ("any", "type"), "--node-name": ("any", "node_name"),
+    "--uuid": ("any", "uuid"), "--tcp-flags": ("any", "tcp_flags"), "--is-reply": ("any", "reply"),
+}
+_TRACE_SUBTYPES = {v: k for k, v in names.TRACE_POINTS.items()}
+
+
+def _verdict(value: str) -> int:
+    try:
+        return pb.Verdict.Value(value.upper())
+    except ValueError:
+        raise UsageError(f"--verdict {value!r}: one of "
+                         + ", ".join(n for n in pb.Verdict.keys() if n != "VERDICT_UNKNOWN")) from None
+
+
+def _drop_reason(value: str) -> int:
+    try:
+        return pb.DropReason.Value(value.upper())
+    except ValueError:
+        raise UsageError(f"--drop-reason-desc {value!r}: not a drop reason (e.g. POLICY_DENIED, POLICY_DENY)") \
+            from None
+
+
+def _direction(value: str) -> int:
+    v = value.lower()
+    if v not in ("ingress", "egress"):
+        raise UsageError(f"--traffic-direction {value!r}: ingress or egress")
+    return pb.INGRESS if v == "ingress" else pb.EGRESS
+
+
+def _event_type(value: str) -> pb.EventTypeFilter:
+    typ, _, sub = value.partition(":")
+    if typ not in names.TYPE_FLAG:
+        raise UsageError(f"--type {value!r}: one of {', '.join(names.TYPE_FLAG)} "
+                         "(with a subtype, e.g. trace:to-endpoint)")
+    et = pb.EventTypeFilter(type=names.TYPE_FLAG[typ])
+    if sub:
+        if typ == "trace" and sub in _TRACE_SUBTYPES:
+            code = _TRACE_SUBTYPES[sub]
+        elif sub.isdigit():
+            code = int(sub)
+        else:
+            raise UsageError(f"--type {value!r}: unknown subtype {sub!r}")
+        et.match_sub_type = True
+        et.sub_type = code
+    return et
+
+
+def _tcp_flags(value: str) -> pb.TCPFlags:
+    tf = pb.TCPFlags()
+    for name in value.split(","):
+        name = name.strip().upper()
+        if name not in pb.TCPFlags.DESCRIPTOR.fields_by_name:
+            raise UsageError(f"--tcp-flags {value!r}: flags are SYN, ACK, FIN, RST, PSH, URG, ECE, CWR, NS")
+        setattr(tf, name, True)
+    return tf
+
+
+def _apply(ff: pb.FlowFilter, field: str, side: str, value: str) -> None:
+    """side is "source" or "destination" for sided fields, ignored for the others."""
+    if field == "pod":
+        getattr(ff, f"{side}_pod").append(value)
+    elif field == "namespace":
+        getattr(ff, f"{side}_pod").append(value.rstrip("/") + "/")
+    elif field == "ip":
+        getattr(ff, f"{side}_ip").append(value)
+    elif field == "label":
+        parse_selector(value)  # refuse a bad selector on the client, with the flag in the message
+        getattr(ff, f"{side}_label").append(value)
+    elif field == "port":
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise UsageError(f"port {value!r}: a number 1..65535")
+        getattr(ff, f"{side}_port").append(value)
+    elif field == "identity":
+        if not value.isdigit():
+            raise UsageError(f"identity {value!r}: a number")
+        getattr(ff, f"{side}_identity").append(int(value))
+    elif field == "protocol":
+        ff.protocol.append(value.lower())
+    elif field == "verdict":
+        ff.verdict.append(_verdict(value))
+    elif field == "drop_reason_desc":
+        ff.drop_reason_desc.append(_drop_reason(value))
+    elif field == "traffic_direction":
+        ff.traffic_direction.append(_direction(value))
+    elif field == "type":
+        ff.event_type.append(_event_type(value))
+    elif field == "node_name":
+        ff.node_name.append(value)
+    elif field == "uuid":
+        ff.uuid.append(value)
+    elif field == "tcp_flags":
+        ff.tcp_flags.append(_tcp_flags(value))
+    elif field == "reply":
+        ff.reply.append(value.lower() in ("true", "1", "yes"))
+
+
+class _Builder:
+    def __init__(self):
+        self.left: pb.FlowFilter | None = None
+        self.right: pb.FlowFilter | None = None
+        self.seen: set[str] = set()
+
+    def add(self, flag: str, value: str) -> None:
+        side, field = FILTER_FLAGS[flag]
+        if side == "both":
+            if f"from:{field}" in self.seen or f"to:{field}" in self.seen:
+                raise UsageError(f"{flag} cannot be combined with --from-{field} or --to-{field}")
+        elif side in ("from", "to") and f"both:{field}" in self.seen:
+            raise UsageError(f"--{side}-{field} cannot be combined with --{field}")
+        self.seen.add(f"{side}:{field}")
+        if self.left is None:
+            self.left = pb.FlowFilter()
+        if side == "both":
+            # either side: the left filter looks at sources, the right one at destinations
+            if self.right is None:
+                self.right = pb.FlowFilter()
+                self.right.CopyFrom(self.left)
+            _apply(self.left, field, "source", value)
+            _apply(self.right, field, "destination", value)
+            return
+        targets = [self.left] + ([self.right] if self.right is not None else [])
+        for ff in targets:
+            _apply(ff, field, "destination" if side == "to" else "source", value)
+
+    def build(self) -> list[pb.FlowFilter]:
+        if self.left is None:
+            return []
+        if self.right is None or self.right == self.left:
+            return [self.left]
+        return [self.left, self.right]
+
+
+def filters_from_args(args: list[str]) -> tuple[list[pb.FlowFilter], list[pb.FlowFilter]]:
+    """(whitelist, blacklist) from the command line in its original order (--not applies to the next filter)."""
+    white, black = _Builder(), _Builder()
+    args = _namespace_as_pod_default(args)
+    negate = False
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        if tok == "--":
+            break
+        if tok == "--not":
+            negate = True
+            i += 1
+            continue
+        flag, eq, value = tok.partition("=")
+        if flag not in FILTER_FLAGS:
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(args):
+                raise UsageError(f"{flag} needs a value")
+            value = args[i + 1]
+            i += 1
+        (black if negate else white).add(flag, value)
+        negate = False
+        i += 1
+    if negate:
+        raise UsageError("--not must be followed by a filter flag, e.g. --not --verdict DROPPED")
+    return white.build(), black.build()
+
+
+def _namespace_as_pod_default(args: list[str]) -> list[str]:
+    """With pod flags, -n NS is the namespace of pod names given without one (as the hubble CLI does);
+    without pod flags it selects the namespace on either side."""
+    pod_flags = ("--pod", "--from-pod", "--to-pod")
+    ns_flags = ("-n", "--namespace")
+    has_pod = any(a.partition("=")[0] in pod_flags for a in args)
+    if not has_pod:
+        return args
+    out, namespace, i = [], None, 0
+    while i < len(args):
+        flag, eq, value = args[i].partition("=")
+        if flag in ns_flags:
+            if not eq:
+                value = args[i + 1] if i + 1 < len(args) else ""
+                i += 1
+            namespace = value
+        else:
+            out.append(args[i])
+        i += 1
+    if namespace is None:
+        return args
+    fixed, i = [], 0
+    while i < len(out):
+        flag, eq, value = out[i].partition("=")
+        if flag in pod_flags:
+            if not eq:
+                value = out[i + 1] if i + 1 < len(out) else ""
+                i += 1
+            fixed += [flag, value if "/" in value else f"{namespace}/{value}"]
+        else:
+            fixed.append(out[i])
+        i += 1
+    return fixed
+
+
+# ---------------------------------------------------------------- --since / --until
+
+_DUR = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_time(value: str, now: datetime | None = None) -> datetime:
+    """RFC 3339 (2024-05-01T10:00:00Z), a date-time without zone (UTC), or a duration ago: 30s, 5m, 1h30m."""
+    now = now or datetime.now(timezone.utc)
+    v = value.strip()
+    parts = _DUR.findall(v)
+    if parts and "".join(n + u for n, u in parts) == v:
+        mult = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+        return now - timedelta(seconds=sum(float(n) * mult[u] for n, u in parts))
+    try:
+        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"time {value!r}: use RFC 3339 (2024-05-01T10:00:00Z) or a duration ago (30s, 5m, 1h)") \
+            from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)

@@ -1,0 +1,108 @@
+"""Prometheus metrics of the agent, in the text exposition format, named like Hubble's:
+hubble_flows_processed_total{type,subtype,verdict}, hubble_drop_total{reason,protocol},
+hubble_policy_verdicts_total{direction,match,action}, hubble_lost_events_total{source}.
+Counted at ingestion from the store's per-key counter (one C-level Counter.update per batch)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ciliumctl.flows import names
+from ciliumctl.flows.pb.flow import flow_pb2 as pb
+from ciliumctl.flows.store import FlowStore
+
+_VERDICTS = {v.number: v.name for v in pb.Verdict.DESCRIPTOR.values}
+_MATCH = {0: "none", 1: "l3-only", 2: "l3-l4", 3: "l4-only", 4: "all"}
+_DIRECTION = {1: "ingress", 2: "egress"}
+_ACTION = {1: "forwarded", 2: "dropped", 4: "audit"}
+
+
+def _labels(**kv) -> str:
+    inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                     for k, v in kv.items())
+    return "{" + inner + "}"
+
+
+def _trace_point(sub: int) -> str:
+    return names.TRACE_POINTS.get(0 if sub == 101 else sub, str(sub))
+
+
+def render(store: FlowStore, ring_lost: int = 0) -> str:
+    with store.cond:
+        keys = Counter(store.metric_keys)
+        kernel_lost = store.lost_in_kernel
+        seen = store.seen_flows
+        held = store.num_entries()
+    processed: Counter = Counter()
+    drops: Counter = Counter()
+    verdicts: Counter = Counter()
+    for (_len, typ, sub, verdict, direction, proto, match), n in keys.items():
+        tname = names.MSG_TYPE_NAMES.get(typ, str(typ))
+        subname = _trace_point(sub) if typ == names.MSG_TRACE else ""
+        vname = _VERDICTS.get(verdict, "DROPPED" if typ == names.MSG_DROP else str(verdict))
+        processed[(tname, subname, vname)] += n
+        if typ == names.MSG_DROP:
+            rname = pb.DropReason.Name(sub) if sub in pb.DropReason.values() else str(sub)
+            drops[(rname, names.PROTO_NAMES.get(proto, str(proto)))] += n
+        if typ == names.MSG_POLICY_VERDICT:
+            verdicts[(_DIRECTION.get(direction, "unknown"), _MATCH.get(match, str(match)),
+                      _ACTION.get(verdict, str(verdict)))] += n
+    out = ["# HELP hubble_flows_processed_total Total number of flows processed",
+           "# TYPE hubble_flows_processed_total counter"]
+    out += [f"hubble_flows_processed_total{_labels(type=t, subtype=s, verdict=v)} {n}"
+            for (t, s, v), n in sorted(processed.items())]
+    out += ["# HELP hubble_drop_total Number of drops", "# TYPE hubble_drop_total counter"]
+    out += [f"hubble_drop_total{_labels(reason=r, protocol=p)} {n}" for (r, p), n in sorted(drops.items())]
+    out += ["# HELP hubble_policy_verdicts_total Number of policy verdicts",
+            "# TYPE hubble_policy_verdicts_total counter"]
+    out += [f"hubble_policy_verdicts_total{_labels(direction=d, match=m, action=a)} {n}"
+            for (d, m, a), n in sorted(verdicts.items())]
+    out += ["# HELP hubble_lost_events_total Number of lost events",
+            "# TYPE hubble_lost_events_total counter",
+            f'hubble_lost_events_total{{source="perf_event_ring_buffer"}} {kernel_lost}',
+            f'hubble_lost_events_total{{source="hubble_ring_buffer"}} {ring_lost}',
+            "# HELP hubble_seen_flows_total Flows taken in by the agent since it started",
+            "# TYPE hubble_seen_flows_total counter",
+            f"hubble_seen_flows_total {seen}",
+            "# HELP hubble_flows_in_buffer Flows held in the agent's flow ring",
+            "# TYPE hubble_flows_in_buffer gauge",
+            f"hubble_flows_in_buffer {held}"]
+    return "\n".join(out) + "\n"
+
+
+class MetricsServer:
+    """Plain HTTP on host:port serving /metrics, in a daemon thread."""
+
+    def __init__(self, listen: str, store: FlowStore):
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        store_ref = store
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.split("?")[0] not in ("/metrics", "/"):
+                    self.send_error(404)
+                    return
+                body = render(store_ref).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, int(port)), Handler)
+        self.httpd.daemon_threads = True
+        self.address = f"{host}:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

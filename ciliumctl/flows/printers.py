@@ -1,0 +1,286 @@
+"""Printing GetFlowsResponse streams in hubble's output formats: compact (default), dict, table, json/jsonpb
+(one JSON GetFlowsResponse per line), and counts aggregated by fields (--aggregate-by)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+
+from ciliumctl.flows import jsonpb, names
+from ciliumctl.flows.pb.flow import flow_pb2 as pb
+
+OUTPUTS = ("compact", "dict", "json", "jsonpb", "table")
+AGGREGATE_FIELDS = ("source", "destination", "port", "verdict", "protocol", "type", "direction", "drop-reason",
+                    "policy", "source-identity", "destination-identity")
+DICT_SEPARATOR = "------------"
+
+_GREEN, _RED, _YELLOW, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
+_VERDICT_NAMES = {v.number: v.name for v in pb.Verdict.DESCRIPTOR.values}
+_DIRECTION_NAMES = {v.number: v.name for v in pb.TrafficDirection.DESCRIPTOR.values}
+
+
+def fmt_timestamp(ts) -> str:
+    """Go's time.StampMilli ("Jan _2 15:04:05.000") in UTC, as hubble prints flow times."""
+    if ts.seconds == 0 and ts.nanos == 0:
+        return "N/A"
+    g = time.gmtime(ts.seconds)
+    return f"{time.strftime('%b', g)} {g.tm_mday:2d} {time.strftime('%H:%M:%S', g)}.{ts.nanos // 1_000_000:03d}"
+
+
+def ports(f) -> tuple[str, str]:
+    which = f.l4.WhichOneof("protocol")
+    if which in ("TCP", "UDP", "SCTP"):
+        p = getattr(f.l4, which)
+        return str(p.source_port), str(p.destination_port)
+    return "", ""
+
+
+def _hostname(ip: str, port: str, ns: str, pod: str, names_: list[str]) -> str:
+    host = ip
+    if pod:
+        host = f"{ns}/{pod}" if ns else pod
+    elif names_:
+        host = ",".join(names_)
+    if port and port != "0":
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host
+
+
+def hostnames(f) -> tuple[str, str]:
+    if not f.HasField("IP"):
+        return "", ""
+    sp, dp = ports(f)
+    return (_hostname(f.IP.source, sp, f.source.namespace, f.source.pod_name, list(f.source_names)),
+            _hostname(f.IP.destination, dp, f.destination.namespace, f.destination.pod_name,
+                      list(f.destination_names)))
+
+
+def flow_type(f) -> str:
+    """hubble's TYPE column: the trace point, the drop reason, or policy-verdict:<match> <DIRECTION>."""
+    et = f.event_type
+    if et.type == names.MSG_TRACE:
+        return names.TRACE_POINTS.get(et.sub_type, str(et.sub_type))
+    if et.type == names.MSG_DROP:
+        return names.drop_reason(et.sub_type)
+    if et.type == names.MSG_POLICY_VERDICT:
+        return (f"policy-verdict:{names.MATCH_TYPES.get(f.policy_match_type, 'unknown')} "
+                f"{_DIRECTION_NAMES.get(f.traffic_direction, 'TRAFFIC_DIRECTION_UNKNOWN')}")
+    return "UNKNOWN"
+
+
+def verdict_text(f) -> str:
+    v = f.verdict
+    pv = f.event_type.type == names.MSG_POLICY_VERDICT
+    if v in (pb.FORWARDED, pb.REDIRECTED):
+        return "ALLOWED" if pv else _VERDICT_NAMES[v]
+    if v in (pb.DROPPED, pb.ERROR):
+        return "DENIED" if pv else _VERDICT_NAMES[v]
+    if v == pb.AUDIT:
+        return "AUDITED" if pv else "AUDIT"
+    return _VERDICT_NAMES.get(v, str(v))
+
+
+def _policy_name(p) -> str:
+    return f"{p.namespace}/{p.name}" if p.namespace else p.name
+
+
+def policy_names(f) -> str:
+    """The policies that decided the flow: "allowed by a/b, c" / "denied by ..."; "" when none are known."""
+    allowed = list(f.ingress_allowed_by) + list(f.egress_allowed_by)
+    denied = list(f.ingress_denied_by) + list(f.egress_denied_by)
+    parts = []
+    if allowed:
+        parts.append("allowed by " + ", ".join(sorted({_policy_name(p) for p in allowed})))
+    if denied:
+        parts.append("denied by " + ", ".join(sorted({_policy_name(p) for p in denied})))
+    return "; ".join(parts)
+
+
+def endpoint_key(ep, ip: str) -> str:
+    if ep.pod_name:
+        return f"{ep.namespace}/{ep.pod_name}" if ep.namespace else ep.pod_name
+    if ep.labels and ep.labels[0].startswith("reserved:") and len(ep.labels) == 1:
+        return f"{ip} ({ep.labels[0].split(':', 1)[1]})"
+    return ip
+
+
+def aggregate_key(f, field: str) -> str:
+    if field == "source":
+        return endpoint_key(f.source, f.IP.source)
+    if field == "destination":
+        return endpoint_key(f.destination, f.IP.destination)
+    if field == "port":
+        which = f.l4.WhichOneof("protocol") or ""
+        _, dp = ports(f)
+        if which.startswith("ICMP"):
+            return f"{which} {getattr(f.l4, which).type}"
+        return f"{dp}/{which}" if dp else which or "-"
+    if field == "verdict":
+        return _VERDICT_NAMES.get(f.verdict, str(f.verdict))
+    if field == "protocol":
+        return f.l4.WhichOneof("protocol") or "-"
+    if field == "type":
+        return flow_type(f)
+    if field == "direction":
+        return _DIRECTION_NAMES.get(f.traffic_direction, "-")
+    if field == "drop-reason":
+        return pb.DropReason.Name(f.drop_reason_desc) if f.drop_reason_desc else "-"
+    if field == "policy":
+        return policy_names(f) or "-"
+    if field == "source-identity":
+        return str(f.source.identity)
+    if field == "destination-identity":
+        return str(f.destination.identity)
+    raise ValueError(field)
+
+
+class Printer:
+    def __init__(self, output: str = "compact", out=None, err=None, color: bool = False,
+                 node_name: bool = False, print_policy_names: bool = False, follow: bool = False):
+        self.output = output
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.color = color and output == "compact"
+        self.node_name = node_name
+        self.policies = print_policy_names
+        self.follow = follow
+        self.line = 0
+        self._rows: list[list[str]] = []
+
+    # ---- one response
+
+    def write(self, resp) -> None:
+        which = resp.WhichOneof("response_types")
+        if which == "flow":
+            self._flow(resp)
+        elif which == "lost_events":
+            self._lost(resp)
+        elif which == "node_status" and self.output in ("json", "jsonpb"):
+            self.err.write(jsonpb.encode(resp) + "\n")
+
+    def _lost(self, resp) -> None:
+        le = resp.lost_events
+        if self.output in ("json", "jsonpb"):
+            self.out.write(jsonpb.encode(resp) + "\n")
+            return
+        cpu = f" CPU({le.cpu.value})" if le.HasField("cpu") else ""
+        self.err.write(f"EVENTS LOST: {pb.LostEventSource.Name(le.source)}{cpu} {le.num_events_lost}\n")
+
+    def _verdict(self, f) -> str:
+        text = verdict_text(f)
+        if self.color:
+            colour = {pb.FORWARDED: _GREEN, pb.REDIRECTED: _GREEN, pb.DROPPED: _RED, pb.ERROR: _RED,
+                      pb.AUDIT: _YELLOW}.get(f.verdict)
+            if colour:
+                return colour + text + _RESET
+        return text
+
+    def _flow(self, resp) -> None:
+        f = resp.flow
+        out = self.output
+        if out in ("json", "jsonpb"):
+            self.out.write(jsonpb.encode(resp) + "\n")
+        elif out == "compact":
+            src, dst = hostnames(f)
+            sid, did = names.identity_label(f.source.identity), names.identity_label(f.destination.identity)
+            arrow = "->"
+            if not f.HasField("is_reply"):
+                arrow = "<>"
+            elif f.is_reply.value:
+                src, dst, sid, did, arrow = dst, src, did, sid, "<-"
+            node = f" [{f.node_name}]" if self.node_name else ""
+            verdict = self._verdict(f)
+            if self.policies:
+                by = policy_names(f)
+                if by:
+                    verdict += f" [{by}]"
+            self.out.write(f"{fmt_timestamp(f.time)}{node}: {src} {sid} {arrow} {dst} {did} {flow_type(f)} "
+                           f"{verdict} ({f.Summary})\n")
+        elif out == "dict":
+            src, dst = hostnames(f)
+            lines = []
+            if self.line:
+                lines.append(DICT_SEPARATOR)
+            lines.append(f"  TIMESTAMP: {fmt_timestamp(f.time)}")
+            if self.node_name:
+                lines.append(f"       NODE: {f.node_name}")
+            lines += [f"     SOURCE: {src}", f"DESTINATION: {dst}", f"       TYPE: {flow_type(f)}",
+                      f"    VERDICT: {verdict_text(f)}", f"    SUMMARY: {f.Summary}"]
+            if self.policies:
+                lines.append(f"   POLICIES: {policy_names(f) or '-'}")
+            self.out.write("\n".join(lines) + "\n")
+        elif out == "table":
+            src, dst = hostnames(f)
+            row = [fmt_timestamp(f.time)] + ([f.node_name] if self.node_name else []) + \
+                [src, dst, flow_type(f), verdict_text(f), f.Summary]
+            if self.policies:
+                row.append(policy_names(f) or "-")
+            self._rows.append(row)
+            if self.follow:
+                self._flush_table()
+        self.line += 1
+
+    def _flush_table(self) -> None:
+        if not self._rows:
+            return
+        header = ["TIMESTAMP"] + (["NODE"] if self.node_name else []) + \
+            ["SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"] + (["POLICIES"] if self.policies else [])
+        rows = self._rows
+        if not getattr(self, "_header_done", False):
+            rows = [header] + rows
+            self._header_done = True
+        # like Go's tabwriter(minwidth 2, padding 3): every column but the last padded to its widest cell + 3
+        widths = [max(2, max(len(r[i]) for r in rows)) + 3 for i in range(len(header) - 1)]
+        for r in rows:
+            self.out.write("".join(c.ljust(w) for c, w in zip(r, widths)) + r[-1] + "\n")
+        self._rows = []
+
+    def close(self) -> None:
+        if self.output == "table":
+            self._flush_table()
+        self.out.flush()
+
+
+class Aggregator:
+    """Counts of flows per combination of the chosen fields (--aggregate-by source,destination,port,verdict)."""
+
+    def __init__(self, fields: list[str]):
+        bad = [f for f in fields if f not in AGGREGATE_FIELDS]
+        if bad or not fields:
+            from ciliumctl.errors import UsageError
+
+            raise UsageError(f"--aggregate-by {','.join(fields)}: fields are {', '.join(AGGREGATE_FIELDS)}")
+        self.fields = fields
+        self.counts: Counter = Counter()
+        self.lost = 0
+
+    def write(self, resp) -> None:
+        which = resp.WhichOneof("response_types")
+        if which == "flow":
+            f = resp.flow
+            self.counts[tuple(aggregate_key(f, k) for k in self.fields)] += 1
+        elif which == "lost_events":
+            self.lost += resp.lost_events.num_events_lost
+
+    def rows(self) -> list[dict]:
+        return [dict(zip(self.fields, key), count=n) for key, n in
+                sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+    def print(self, output: str, out=None, err=None) -> None:
+        out = out or sys.stdout
+        err = err or sys.stderr
+        rows = self.rows()
+        if output in ("json", "jsonpb"):
+            import json
+
+            out.write(json.dumps(rows, indent=2) + "\n")
+        else:
+            header = [f.upper() for f in self.fields] + ["FLOWS"]
+            cells = [header] + [[r[f] for f in self.fields] + [str(r["count"])] for r in rows]
+            widths = [max(len(c[i]) for c in cells) + 3 for i in range(len(header) - 1)]
+            for c in cells:
+                out.write("".join(x.ljust(w) for x, w in zip(c, widths)) + c[-1] + "\n")
+        if self.lost:
+            err.write(f"EVENTS LOST: {self.lost}\n")
+        out.flush()

@@ -1,0 +1,118 @@
+"""The agent's flow ring: the last N events, kept as raw ring-buffer records and turned into flows only when a
+client asks (so that taking events in costs a memcpy per batch, not a Python object per event).
+
+Every entry has a sequence number; the ring holds entries [next_seq - capacity, next_seq). Entries are stored in
+chunks: a run of raw records that arrived together (with the metadata snapshot current at arrival, so a flow is
+enriched as the node looked when it happened) or one lost-events marker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from ciliumctl.flows.meta import Snapshot
+from ciliumctl.flows.records import METRIC_VIEW, RECORD, RECORD_SIZE
+
+KIND_RECORDS = 0
+KIND_LOST = 1
+
+
+@dataclass
+class Chunk:
+    start: int          # sequence number of the first entry
+    count: int
+    kind: int
+    data: bytes = b""   # KIND_RECORDS: count * RECORD_SIZE bytes
+    snap: Snapshot | None = None
+    lost: tuple = ()    # KIND_LOST: (source, num_events_lost, arrival wall time ns)
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    kind: int
+    record: tuple | None = None
+    snap: Snapshot | None = None
+    lost: tuple = ()
+
+
+class FlowStore:
+    def __init__(self, capacity: int = 4095):
+        if capacity < 1:
+            raise ValueError("flow buffer size must be at least 1")
+        self.capacity = capacity
+        self._chunks: deque[Chunk] = deque()
+        self._held = 0            # entries in _chunks (may exceed capacity by part of the oldest chunk)
+        self.next_seq = 0
+        self.seen_flows = 0
+        self.lost_in_kernel = 0
+        self.metric_keys: Counter = Counter()   # (len, type, subtype, verdict, direction, proto, match) -> n
+        self.cond = threading.Condition()
+        self.started = time.time()
+
+    # --- writer side (the agent's reader thread) ---
+
+    def add_records(self, blob: bytes, n: int, snap: Snapshot) -> None:
+        if not n:
+            return
+        keys = METRIC_VIEW.iter_unpack(blob)
+        with self.cond:
+            self.metric_keys.update(keys)
+            self._append(Chunk(self.next_seq, n, KIND_RECORDS, blob, snap))
+            self.seen_flows += n
+            self.cond.notify_all()
+
+    def add_lost(self, source: int, num: int) -> None:
+        if num <= 0:
+            return
+        with self.cond:
+            if source == 1:
+                self.lost_in_kernel += num
+            self._append(Chunk(self.next_seq, 1, KIND_LOST, lost=(source, num, time.time_ns())))
+            self.cond.notify_all()
+
+    def _append(self, chunk: Chunk) -> None:
+        self._chunks.append(chunk)
+        self._held += chunk.count
+        self.next_seq += chunk.count
+        # drop whole chunks that fell out of the window entirely
+        while self._chunks and self._held - self._chunks[0].count >= self.capacity:
+            self._held -= self._chunks.popleft().count
+
+    # --- reader side (gRPC handlers) ---
+
+    @property
+    def oldest_seq(self) -> int:
+        return max(0, self.next_seq - self.capacity, self._chunks[0].start if self._chunks else self.next_seq)
+
+    def num_entries(self) -> int:
+        return self.next_seq - self.oldest_seq
+
+    def entries(self, start: int, stop: int, reverse: bool = False):
+        """Entries with start <= seq < stop still in the ring, oldest first (or newest first with reverse)."""
+        with self.cond:
+            start = max(start, self.oldest_seq)
+            stop = min(stop, self.next_seq)
+            chunks = [c for c in self._chunks if c.start + c.count > start and c.start < stop]
+        if reverse:
+            chunks.reverse()
+        for c in chunks:
+            lo, hi = max(start, c.start), min(stop, c.start + c.count)
+            if c.kind == KIND_LOST:
+                yield Entry(c.start, KIND_LOST, lost=c.lost)
+                continue
+            data, snap, base = c.data, c.snap, c.start
+            rng = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
+            unpack = RECORD.unpack_from
+            for seq in rng:
+                yield Entry(seq, KIND_RECORDS, unpack(data, (seq - base) * RECORD_SIZE), snap)
+
+    def wait_beyond(self, seq: int, timeout: float) -> bool:
+        """Block until an entry with sequence >= seq exists (True) or timeout (False)."""
+        with self.cond:
+            if self.next_seq > seq:
+                return True
+            self.cond.wait(timeout)
+            return self.next_seq > seq
