@@ -42,7 +42,8 @@ def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess
 class CniNode:
     """A node netns + CNI server + installed plugin. Use as a context manager."""
 
-    def __init__(self, pool: str = "10.231.0.0/24"):
+    def __init__(self, pool: str = "10.231.0.0/24", agent: bool = False):
+        self.agent = agent          # True: the real `ciliumctl agent run` serves the socket (and reads events)
         self.prefix = "cctl" + secrets.token_hex(2)
         self.tmp = Path(tempfile.mkdtemp(prefix=self.prefix + "."))
         self.node_ns = self.prefix + "node"
@@ -53,7 +54,7 @@ class CniNode:
         self.conf_dir = self.tmp / "net.d"
         self.bin_dir = self.tmp / "bin"
         self.ipam_dir = self.tmp / "ipam"
-        self.socket = self.tmp / "agent.sock"
+        self.socket = self.rundir / "agent.sock" if agent else self.tmp / "agent.sock"
         self.server: subprocess.Popen | None = None
         self.server_log = self.tmp / "server.log"
 
@@ -83,10 +84,14 @@ class CniNode:
 
     def start_server(self) -> None:
         log = open(self.server_log, "ab")
-        self.server = subprocess.Popen([sys.executable, "-m", "ciliumctl.endpoints.cni_server", "--socket",
-                                        str(self.socket)], env=self.env(), stdout=log, stderr=log, cwd=REPO)
+        if self.agent:
+            argv = [sys.executable, "-m", "ciliumctl.cli.main", "agent", "run", "--metrics-listen", "",
+                    "--node-name", self.node_ns]
+        else:
+            argv = [sys.executable, "-m", "ciliumctl.endpoints.cni_server", "--socket", str(self.socket)]
+        self.server = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=log, cwd=REPO)
         deadline = time.monotonic() + 20
-        while not self.socket.exists():
+        while not self.socket.exists() or (self.agent and not (self.rundir / "hubble.sock").exists()):
             if self.server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("CNI server did not start: " + self.server_log.read_text()[-2000:])
             time.sleep(0.02)

@@ -1,0 +1,92 @@
+"""The whole node path: containerd (over CRI) -> ciliumctl-cni -> the real `ciliumctl agent` (which serves the
+CNI socket and turns datapath events into flows) -> `ciliumctl observe` shows the verdicts with pod names."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cni_harness import CniNode, require_stack
+from cni_runtimes import IMAGE, Containerd
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = """apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: db-from-api, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: db}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: api}}]
+    toPorts: [{ports: [{port: "5432", protocol: TCP}]}]
+"""
+
+
+@pytest.fixture(scope="module")
+def stack():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (netns, veth, BPF, container runtimes)")
+    require_stack()
+    pytest.importorskip("ciliumctl.agent", reason="the node agent is not in this build yet")
+    pytest.importorskip("ciliumctl.policy.validate", reason="policy validation is not in this build yet")
+    from cri_client import CriClient
+
+    with CniNode(pool="10.237.0.0/24", agent=True) as node:
+        rt = Containerd(node.tmp / "containerd", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}")
+        try:
+            yield node, CriClient(rt.runtime)
+        finally:
+            rt.close()
+
+
+def ciliumctl(node, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", *args], env=node.env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_agent_serves_cni_and_observe_shows_the_verdicts(stack):
+    node, cri = stack
+    pods = {}
+    try:
+        for name, labels, cmd in (("db", "app=db", ["/bin/httpd", "-f", "-p", "5432", "-h", "/www"]),
+                                  ("api", "app=api", ["/bin/sleep", "100000"]),
+                                  ("intruder", "app=intruder", ["/bin/sleep", "100000"])):
+            cfg = cri.sandbox_config(name, "shop", annotations={"ciliumctl.io/labels": labels})
+            pod = cri.run_pod(cfg)
+            pods[name] = (pod, cri.start_container(pod, cfg, "main", IMAGE, cmd))
+        ips = {name: cri.pod_ip(pod) for name, (pod, _) in pods.items()}
+        policy = node.tmp / "policy.yaml"
+        policy.write_text(POLICY)
+        applied = ciliumctl(node, "policy", "apply", "-f", str(policy))
+        assert applied.returncode == 0, applied.stderr
+
+        def connect(src: str) -> int:
+            req = f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ips['db']} 5432"
+            code, out, _ = cri.exec_sync(pods[src][1], ["/bin/sh", "-c", req], timeout=10)
+            return code if code != 0 or "hello from a pod" in out else 1
+
+        assert connect("api") == 0
+        assert connect("intruder") != 0
+        flows = []
+        for verdict in ("DROPPED", "FORWARDED"):
+            out = ciliumctl(node, "observe", "--verdict", verdict, "--to-pod", "shop/db", "-o", "json", "--last", "50")
+            assert out.returncode == 0, out.stderr
+            flows += [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        flows = [f.get("flow", f) for f in flows]
+        dropped = [f for f in flows if f.get("verdict") == "DROPPED"]
+        forwarded = [f for f in flows if f.get("verdict") == "FORWARDED"]
+        assert dropped and forwarded, flows
+        assert dropped[0]["source"]["pod_name"] == "intruder" and dropped[0]["source"]["namespace"] == "shop"
+        assert dropped[0]["destination"]["pod_name"] == "db"
+        assert dropped[0]["IP"]["source"] == ips["intruder"]
+        assert any(f["source"].get("pod_name") == "api" for f in forwarded)
+    finally:
+        for pod, _ in pods.values():
+            cri.stop_pod(pod)
+            cri.remove_pod(pod)
+        ciliumctl(node, "policy", "delete", "db-from-api", "-n", "shop")
+    assert node.host_links() == [] and node.leases() == [] and node.endpoints() == []
