@@ -1,12 +1,96 @@
-"""`ciliumctl policy validate`."""
+"""`ciliumctl policy validate`: flags in, reports out. The checks live in ciliumctl.policy.validate."""
+
+import enum
+from typing import List, Optional
 
 import typer
 
-from ciliumctl.errors import NotImplementedYet
+
+class ValidateOutput(str, enum.Enum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
 
 
 def register(app: typer.Typer) -> None:
     @app.command("validate")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise NotImplementedYet("ciliumctl policy validate")
+    def validate_cmd(
+        paths: List[str] = typer.Argument(..., metavar="PATH...",
+                                          help="Policy files or folders (searched recursively for .yaml, .yml, "
+                                               ".json); - reads stdin."),
+        output: ValidateOutput = typer.Option(ValidateOutput.text, "--output", "-o", help="text|json|sarif"),
+        strict: bool = typer.Option(False, "--strict",
+                                    help="Also refuse what `kubectl apply` refuses: unknown or duplicate fields, "
+                                         "names the API server rejects, and the CRD schema's checks."),
+        schema: Optional[bool] = typer.Option(None, "--schema/--no-schema",
+                                              help="Treat CRD schema violations (enums, patterns, max items) as "
+                                                   "errors. Default: on with --strict, warnings otherwise."),
+        node_selector_labels: bool = typer.Option(False, "--enable-node-selector-labels",
+                                                  help="Agent option: allow fromNodes/toNodes."),
+        extended_ip_protocols: bool = typer.Option(False, "--enable-extended-ip-protocols",
+                                                   help="Agent option: allow VRRP/IGMP and rules without a port."),
+        disable_l7_proxy: bool = typer.Option(False, "--disable-l7-proxy",
+                                              help="Agent option: the L7 proxy is off, so L7 rules are rejected."),
+        disable_icmp_rules: bool = typer.Option(False, "--disable-icmp-rules",
+                                                help="Agent option: ICMP rules are rejected."),
+        quiet: bool = typer.Option(False, "--quiet", "-q",
+                                   help="Text output: only documents with findings, and the summary."),
+    ) -> None:
+        """Check policies as Cilium 1.19's agent would import them, with file:line:col for every finding.
+
+        Kinds: CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy (also inside List objects).
+        Exit 0 when all are valid (warnings allowed), 1 when some are invalid, 2 on usage or read errors."""
+        import sys
+
+        from ciliumctl.policy import load, validate
+
+        options = validate.Options(
+            enable_node_selector_labels=node_selector_labels, enable_extended_ip_protocols=extended_ip_protocols,
+            enable_l7_proxy=not disable_l7_proxy, enable_icmp_rules=not disable_icmp_rules,
+            strict=strict, schema=schema)
+        docs = load.load_paths(paths, stdin=sys.stdin)
+        reports = validate.validate_documents(docs, options)
+        checked = [r for r in reports if r.checked]
+        if output == ValidateOutput.json:
+            from ciliumctl.cli.common import print_json
+
+            print_json([r.as_dict() for r in checked])
+        elif output == ValidateOutput.sarif:
+            from ciliumctl import __version__
+            from ciliumctl.cli.common import print_json
+            from ciliumctl.policy.sarif import to_sarif
+
+            print_json(to_sarif(checked, __version__))
+        else:
+            _print_text(reports, quiet)
+        if any(not r.valid for r in checked):
+            raise typer.Exit(1)
+
+
+def _print_text(reports, quiet: bool) -> None:
+    from rich.markup import escape
+
+    from ciliumctl.cli.common import console
+
+    out = console()
+    checked = [r for r in reports if r.checked]
+    skipped = [r for r in reports if not r.checked]
+    for r in checked:
+        doc = r.document
+        if quiet and not r.findings:
+            continue
+        who = f"{doc.namespace}/{doc.name}" if doc.namespace else (doc.name or "<no name>")
+        mark = "[green]✓ valid[/]" if r.valid else "[bold red]✗ invalid[/]"
+        out.print(f"{mark}  {escape(doc.file)}#{doc.index}  {escape(str(doc.kind))} {escape(who)}")
+        for f in r.findings:
+            sev = "[red]error[/]" if f.severity == "error" else "[yellow]warning[/]"
+            where = f"{escape(f.path)}: " if f.path else ""
+            out.print(f"    {escape(doc.file)}:{f.line}:{f.column}: {sev}: {where}{escape(f.message)}")
+    invalid = sum(1 for r in checked if not r.valid)
+    warnings = sum(len(r.warnings) for r in checked)
+    summary = (f"{len(checked)} polic{'y' if len(checked) == 1 else 'ies'} checked: "
+               f"{len(checked) - invalid} valid, {invalid} invalid, {warnings} warning{'s' * (warnings != 1)}")
+    if skipped:
+        kinds = sorted({str(r.document.kind) for r in skipped})
+        summary += f"; {len(skipped)} other object{'s' * (len(skipped) != 1)} skipped ({', '.join(kinds)})"
+    out.print(("[bold red]" if invalid else "[bold green]") + escape(summary) + "[/]")

@@ -1,0 +1,362 @@
+"""Load policy documents from YAML/JSON files, directories and stdin, keeping the line:column of every node.
+
+Values are converted the way `kubectl apply` hands them to the API server: sigs.k8s.io/yaml turns YAML into
+JSON with go-yaml v2, i.e. YAML 1.1 scalars (`yes`/`no`/`on`/`off`/`y`/`n` are booleans, `0o17` and `017`
+are integers, `1e3` is a float, map keys become strings). PyYAML only parses; the scalar resolution is ours.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ciliumctl.errors import UsageError
+
+Path = tuple  # a path into the data tree: ("spec", "egress", 0, "toPorts")
+Pos = tuple  # (line, column), both 1-based
+
+YAML_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass
+class LoadIssue:
+    """A problem found while converting YAML to JSON (a duplicate key, a NaN...)."""
+
+    kind: str  # "duplicate-key" | "unsupported-value" | "not-an-object"
+    path: Path
+    message: str
+    pos: Pos
+
+
+@dataclass
+class Document:
+    """One Kubernetes object from a file: its data as the API server would see it, plus where each node is."""
+
+    file: str
+    index: int
+    kind: str | None
+    name: str | None
+    namespace: str | None
+    data: Any
+    positions: dict = field(default_factory=dict)      # Path -> Pos of the value node
+    key_positions: dict = field(default_factory=dict)  # Path -> Pos of the mapping key naming it
+    issues: list = field(default_factory=list)         # LoadIssue
+    path_prefix: str = ""                             # "items[3]" for an object inside a List
+    api_version: str | None = None
+
+    def pos(self, path: Path, key: bool = False) -> Pos:
+        """Best position for a path: the node itself, else its nearest ancestor that exists."""
+        path = tuple(path)
+        while True:
+            if key and path in self.key_positions:
+                return self.key_positions[path]
+            if path in self.positions:
+                return self.positions[path]
+            if not path:
+                return (1, 1)
+            path = path[:-1]
+
+
+# ---------------------------------------------------------------------------------------------- file walking
+
+def _walk(arg: str) -> list[tuple[str, str]]:
+    """(display name, real path) of every policy file named by one command-line argument."""
+    if arg == "-":
+        return [("-", "-")]
+    if os.path.isdir(arg):
+        found = []
+        for root, dirs, files in os.walk(arg):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith(YAML_SUFFIXES):
+                    real = os.path.join(root, name)
+                    found.append((real, real))
+        return found
+    if os.path.exists(arg):
+        return [(arg, arg)]
+    raise UsageError(f"{arg}: no such file or directory (give policy files, folders, or - for stdin)")
+
+
+def _read(display: str, real: str, stdin=None) -> str:
+    if real == "-":
+        stream = stdin if stdin is not None else sys.stdin
+        data = stream.read()
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    try:
+        with open(real, "rb") as fh:
+            raw = fh.read()
+    except OSError as err:
+        raise UsageError(f"{display}: cannot read: {err.strerror or err}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{display}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
+
+
+def load_paths(paths: list[str], stdin=None) -> list[Document]:
+    """Every object in the files/folders given (`-` reads stdin), in command-line then walk order.
+
+    Raises UsageError (exit 2) for a missing path or a file that is not readable YAML/JSON.
+    """
+    if not paths:
+        raise UsageError("no policy files given: name files, folders, or - for stdin")
+    docs: list[Document] = []
+    for arg in paths:
+        for display, real in _walk(arg):
+            docs.extend(load_text(_read(display, real, stdin), display))
+    return docs
+
+
+# --------------------------------------------------------------------------------------- YAML -> JSON view
+
+_NULLS = {"", "~", "null", "Null", "NULL"}
+_BOOLS = {**{s: True for s in ("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON")},
+          **{s: False for s in ("n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF")}}
+_SPECIAL_FLOATS = {".nan": math.nan, ".NaN": math.nan, ".NAN": math.nan,
+                   ".inf": math.inf, ".Inf": math.inf, ".INF": math.inf,
+                   "+.inf": math.inf, "+.Inf": math.inf, "+.INF": math.inf,
+                   "-.inf": -math.inf, "-.Inf": -math.inf, "-.INF": -math.inf}
+_YAML_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_GO_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_DIGITS = {"0": 8, "b": 2, "o": 8, "x": 16}
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def go_parse_int(text: str) -> int | None:
+    """Go's strconv.ParseInt(text, 0, 64) (sign, 0x/0o/0b/0 prefixes); None when it fails."""
+    s = text
+    neg = False
+    if s[:1] in "+-" and s:
+        neg = s[0] == "-"
+        s = s[1:]
+    if not s:
+        return None
+    base = 10
+    if s[0] == "0" and len(s) > 1:
+        low = s[1].lower()
+        if low in "box" and len(s) >= 3:
+            base, s = _DIGITS[low], s[2:]
+        else:
+            base, s = 8, s[1:]
+    try:
+        if not s or not all(c.isascii() and c.isalnum() for c in s):
+            return None
+        value = int(s, base)
+    except ValueError:
+        return None
+    value = -value if neg else value
+    if -(1 << 63) <= value < (1 << 64):
+        return value
+    return None
+
+
+def resolve_plain(text: str) -> Any:
+    """A plain (unquoted) YAML scalar as go-yaml v2 resolves it, already in its JSON form."""
+    if text in _NULLS:
+        return None
+    if text in _BOOLS:
+        return _BOOLS[text]
+    if text in _SPECIAL_FLOATS:
+        return _SPECIAL_FLOATS[text]
+    first = text[0]
+    if first == ".":
+        if _GO_FLOAT.match(text):
+            return _json_number(float(text))
+        return text
+    if first in "+-0123456789":
+        plain = text.replace("_", "")
+        if plain:
+            value = go_parse_int(plain)
+            if value is not None:
+                return value
+            if _YAML_FLOAT.match(plain):
+                return _json_number(float(plain))
+            if plain.startswith(("0b", "-0b")):
+                try:
+                    return int(plain.replace("0b", "", 1), 2)
+                except ValueError:
+                    pass
+    return text
+
+
+def _json_number(value: float) -> Any:
+    """encoding/json writes an integral float64 without a fraction: 80.0 reaches the server as 80."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e21:
+        return int(value)
+    return value
+
+
+def _key_string(value: Any) -> str | None:
+    """sigs.k8s.io/yaml turns non-string map keys into strings; None for keys it refuses."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        return format(value, ".7g")
+    return None
+
+
+class _Builder:
+    """Turns one composed YAML document into plain data plus positions."""
+
+    def __init__(self, doc: Document):
+        self.doc = doc
+        self._implicit = None
+
+    def _pyyaml_implicit_tag(self, value: str) -> str:
+        import yaml
+
+        if self._implicit is None:
+            self._implicit = yaml.SafeLoader("")
+        return self._implicit.resolve(yaml.ScalarNode, value, (True, False))
+
+    def build(self, node, path: Path) -> Any:
+        import yaml
+
+        self.doc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self._mapping(node, path)
+
+    def _scalar(self, node, path: Path) -> Any:
+        if node.style:  # quoted or block scalar: always a string (plain is None, or "" with libyaml)
+            return node.value
+        if node.tag == _STR_TAG and self._pyyaml_implicit_tag(node.value) != _STR_TAG:
+            return node.value  # an explicit !!str tag
+        value = resolve_plain(node.value)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.doc.issues.append(LoadIssue(
+                "unsupported-value", path,
+                f"{node.value} cannot be sent as JSON (NaN and infinity are not JSON numbers); "
+                f"quote it if a string is meant", self.doc.positions[path]))
+        return value
+
+    def _mapping(self, node, path: Path) -> dict:
+        import yaml
+
+        out: dict = {}
+        merged: list = []
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and not key_node.style and key_node.value == "<<":
+                merged.append(value_node)
+                continue
+            key_pos = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if isinstance(key_node, yaml.ScalarNode):
+                key = _key_string(key_node.value if key_node.style else resolve_plain(key_node.value))
+            else:
+                key = None
+            if key is None:
+                self.doc.issues.append(LoadIssue(
+                    "unsupported-value", path, "a mapping key must be a string, number or boolean (null and "
+                    "nested keys cannot become JSON keys); quote the key", key_pos))
+                continue
+            child = path + (key,)
+            if key in out:
+                self.doc.issues.append(LoadIssue(
+                    "duplicate-key", child,
+                    f"duplicate key {key!r} (first at line {self.doc.key_positions[child][0]}); YAML keeps only "
+                    f"the last one: remove or merge the duplicates", key_pos))
+            self.doc.key_positions[child] = key_pos
+            out[key] = self.build(value_node, child)
+        for value_node in merged:  # YAML merge keys: explicitly written keys win
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for src in sources:
+                if not isinstance(src, yaml.MappingNode):
+                    continue
+                sub = _Builder(Document(self.doc.file, 0, None, None, None, None))
+                values = sub._mapping(src, ())
+                for key, value in values.items():
+                    if key in out:
+                        continue
+                    out[key] = value
+                    for p, pos in sub.doc.positions.items():
+                        if p[:1] == (key,):
+                            self.doc.positions[path + p] = pos
+                    for p, pos in sub.doc.key_positions.items():
+                        if p[:1] == (key,):
+                            self.doc.key_positions[path + p] = pos
+        return out
+
+
+def _meta(data: Any, key: str) -> str | None:
+    if isinstance(data, dict):
+        meta = data.get("metadata")
+        if isinstance(meta, dict) and isinstance(meta.get(key), str):
+            return meta[key]
+    return None
+
+
+def _document(file: str, index: int, data: Any, doc: Document | None = None) -> Document:
+    if doc is None:
+        doc = Document(file, index, None, None, None, data)
+    doc.index = index
+    doc.data = data
+    if isinstance(data, dict):
+        doc.kind = data.get("kind") if isinstance(data.get("kind"), str) else None
+        doc.api_version = data.get("apiVersion") if isinstance(data.get("apiVersion"), str) else None
+    doc.name = _meta(data, "name")
+    doc.namespace = _meta(data, "namespace")
+    return doc
+
+
+def _split_list(doc: Document, first_index: int) -> list[Document]:
+    """A `List` (or `*List`) object becomes one Document per item, positions re-rooted at the item."""
+    items = doc.data.get("items")
+    if not isinstance(items, list):
+        return [doc]
+    out = []
+    for i, item in enumerate(items):
+        prefix = ("items", i)
+        sub = Document(doc.file, 0, None, None, None, None, path_prefix=f"{doc.path_prefix}items[{i}]")
+        sub.positions = {p[2:]: pos for p, pos in doc.positions.items() if p[:2] == prefix}
+        sub.key_positions = {p[2:]: pos for p, pos in doc.key_positions.items() if p[:2] == prefix}
+        sub.issues = [LoadIssue(x.kind, x.path[2:], x.message, x.pos) for x in doc.issues if x.path[:2] == prefix]
+        out.append(_document(doc.file, first_index + i, item, sub))
+    return out
+
+
+def _is_list(data: Any) -> bool:
+    return (isinstance(data, dict) and isinstance(data.get("kind"), str) and data["kind"].endswith("List")
+            and isinstance(data.get("items"), list))
+
+
+def load_text(text: str, file: str = "-") -> list[Document]:
+    """All non-empty documents of one YAML/JSON stream (List objects expanded into their items)."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    docs: list[Document] = []
+    try:
+        for node in yaml.compose_all(text, Loader=loader):
+            if node is None or (isinstance(node, yaml.ScalarNode) and not node.style
+                                and node.value in _NULLS):
+                continue  # an empty document, like kubectl
+            doc = Document(file, 0, None, None, None, None)
+            data = _Builder(doc).build(node, ())
+            doc = _document(file, len(docs), data, doc)
+            if _is_list(data):
+                docs.extend(_split_list(doc, len(docs)))
+            else:
+                docs.append(doc)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        what = err.problem or err.context or "invalid YAML"
+        context = f" ({err.context})" if err.context and err.problem else ""
+        raise UsageError(f"{where}: not valid YAML: {what}{context}; fix the syntax") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"{file}: not valid YAML: {err}") from None
+    return docs

@@ -1,0 +1,81 @@
+"""A small type language for the Go structs behind the policy kinds, with their CRD/OpenAPI constraints.
+
+One description serves three purposes: which field names exist (anything else is dropped by the API
+server), which JSON types Go's decoder accepts (anything else fails the import), and the CRD schema's own
+checks (enums, patterns, max items) that `kubectl apply` meets before the agent sees the object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class T:
+    """Base of all types."""
+
+
+@dataclass
+class Str(T):
+    enum: tuple | None = None
+    pattern: str | None = None       # JSON-schema pattern: unanchored search, as the API server does it
+    max_len: int | None = None
+    min_len: int | None = None
+    fmt: str | None = None           # "cidr"
+
+
+@dataclass
+class Int(T):
+    go: str = "int32"                # the Go type, for the decoder's range
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+@dataclass
+class Bool(T):
+    pass
+
+
+@dataclass
+class IntOrStr(T):
+    pattern: str | None = None       # applies to the string form only
+
+
+@dataclass
+class Arr(T):
+    item: T
+    max_items: int | None = None
+    min_items: int | None = None
+
+
+@dataclass
+class Map(T):
+    value: T
+    key_note: str = ""
+
+
+@dataclass
+class Obj(T):
+    name: str                                    # the Go type name, for messages
+    fields: dict
+    required: tuple = ()
+    one_of: tuple = ()                           # each entry: a field that must be the only one of the group
+    any_of: tuple = ()                           # at least one of these fields
+    notes: dict = field(default_factory=dict)    # unknown-field name -> why it is dropped (for warnings)
+
+
+@dataclass
+class Opaque(T):
+    """Anything goes (status, managedFields): not checked."""
+
+
+@dataclass
+class CiliumLabel(T):
+    """labels.Label: an object {key, value, source} with a key, or a "[source:]key[=value]" string."""
+
+
+GO_INT_RANGES = {
+    "int32": (-(1 << 31), (1 << 31) - 1),
+    "int64": (-(1 << 63), (1 << 63) - 1),
+    "uint8": (0, 255),
+    "uint16": (0, 65535),
+}
