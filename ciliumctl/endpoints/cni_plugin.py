@@ -289,19 +289,16 @@ def cmd_del(conf: dict) -> None:
             fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             fd = None   # the namespace is already gone: clean up what is left on the host
-    agent_error = None
     try:
+        # When the agent cannot clean up, the address stays leased: handing it to a new pod while the old
+        # endpoint still holds it (veth, ipcache identity) would mix the two. The runtime retries the DEL.
         call_agent(connect_agent(conf), base_request("DEL", conf), fd)
-    except CniError as err:
-        agent_error = err
     finally:
         if fd is not None:
             os.close(fd)
     ipam = ipam_type(conf, required=False)
     if ipam:
         exec_ipam(ipam, "DEL", conf)
-    if agent_error is not None:
-        raise agent_error
 
 
 def cmd_check(conf: dict) -> None:

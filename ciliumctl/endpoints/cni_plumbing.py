@@ -102,25 +102,19 @@ def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int
     return {"host_ifindex": host_idx, "host_mac": host_mac, "pod_mac": pod_mac}
 
 
-def teardown_veth(host_ifname: str, ipv4: str | None) -> bool:
-    """Remove the host side (the kernel removes the peer and both routes with it). True if something was there."""
+def teardown_veth(host_ifname: str) -> bool:
+    """Remove the host side; the kernel removes the peer and the routes through either end with it.
+    True if it was there."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
     with IPRoute() as ipr:
-        removed = False
         idx = link_index(ipr, host_ifname)
-        if idx is not None:
-            with contextlib.suppress(NetlinkError):
-                ipr.link("del", index=idx)
-                removed = True
-        if ipv4:    # a route left pointing elsewhere by a crash is not ours to keep
-            with contextlib.suppress(NetlinkError):
-                for r in ipr.route("get", dst=ipv4):
-                    if r.get_attr("RTA_OIF") is None or r.get("dst_len") != 32:
-                        break
-                    ipr.route("del", dst=f"{ipv4}/32", oif=r.get_attr("RTA_OIF"))
-        return removed
+        if idx is None:
+            return False
+        with contextlib.suppress(NetlinkError):
+            ipr.link("del", index=idx)
+        return True
 
 
 def check_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str) -> list[str]:

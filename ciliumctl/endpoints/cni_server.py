@@ -176,7 +176,7 @@ class CniHandler:
         """Endpoint first (detach and drop from policy), then the links. Each step tolerates absence."""
         if attachment.get("endpointID"):
             cni_node.unregister(int(attachment["endpointID"]), attachment.get("containerID", ""))
-        cni_plumbing.teardown_veth(attachment["hostIfname"], attachment.get("ipv4"))
+        cni_plumbing.teardown_veth(attachment["hostIfname"])
 
     # --- CHECK ---------------------------------------------------------------------------------------------
     def check(self, request: dict, conf: dict, key: str, netns_fd: int | None) -> dict:

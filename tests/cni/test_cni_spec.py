@@ -262,6 +262,15 @@ def test_agent_down_then_up(cni_node):
     cni_node.start_server()
     code, out, err = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
     assert code == 0, (out, err)
+    # DEL while the agent is down: try again later, and the address stays leased (the endpoint still has it)
+    cni_node.stop_server()
+    code, out, _ = cni_node.plugin("DEL", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
+    assert code != 0 and out["code"] == 11
+    assert len(cni_node.leases()) == 1 and len(cni_node.endpoints()) == 1
+    cni_node.start_server()
+    code, out, err = cni_node.plugin("DEL", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
+    assert code == 0, (out, err)
+    assert cni_node.leases() == [] and cni_node.endpoints() == [] and cni_node.host_links() == []
 
 
 @pytest.mark.root
