@@ -21,6 +21,7 @@ Cilium's agent:
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -299,10 +300,52 @@ def compile_policies(policies: Iterable, notes: _Notes) -> list[_Rule]:
 
 # ----------------------------------------------------------------------------------------------- the universe
 
-@dataclass
 class _Universe:
-    labels: dict[int, LabelSet]
-    cidr_nets: dict[int, ipaddress._BaseNetwork]
+    """Every identity the rules can select, indexed for selection: label sets for selectors, CIDR identities
+    sorted by address for CIDR rules."""
+
+    def __init__(self, labels: dict[int, LabelSet], cidr_nets: dict[int, ipaddress._BaseNetwork]):
+        self.labels = labels
+        self.cidr_nets = cidr_nets
+        self._plain = {i: ls for i, ls in labels.items() if i not in cidr_nets}
+        # CIDR identities differ only in their cidr: label; a selector not naming cidr: labels treats all alike
+        self._cidr_like = LabelSet({"reserved:world"})
+        self._by_version: dict[int, tuple[list[tuple[int, int]], list[tuple[int, int, int]]]] = {}
+        for ident, net in cidr_nets.items():
+            keys, rows = self._by_version.setdefault(net.version, ([], []))
+            rows.append((int(net.network_address), int(net.broadcast_address), ident))
+        for v, (keys, rows) in self._by_version.items():
+            rows.sort()
+            keys.extend((lo, hi) for lo, hi, _ in rows)
+        self._sel_cache: dict[Selector, frozenset[int]] = {}
+
+    def _select_labels(self, sel: Selector) -> frozenset[int]:
+        hit = self._sel_cache.get(sel)
+        if hit is None:
+            out = {i for i, ls in self._plain.items() if sel.matches(ls)}
+            if self.cidr_nets:
+                if any(r.source == "cidr" for r in sel.requirements):
+                    out.update(i for i in self.cidr_nets if sel.matches(self.labels[i]))
+                elif sel.matches(self._cidr_like):
+                    out.update(self.cidr_nets)
+            hit = self._sel_cache[sel] = frozenset(out)
+        return hit
+
+    def _inside(self, net) -> list[tuple[int, int]]:
+        """(identity, prefix length) of every CIDR identity whose prefix lies inside net."""
+        if net.version not in self._by_version:
+            return []
+        keys, rows = self._by_version[net.version]
+        lo, hi = int(net.network_address), int(net.broadcast_address)
+        start = bisect.bisect_left(keys, (lo, -1))
+        out = []
+        for k in range(start, len(rows)):
+            a, b, ident = rows[k]
+            if a > hi:
+                break
+            if b <= hi:
+                out.append(ident)
+        return out
 
     def select(self, peers: _Peers, host_selectable: bool) -> set[int] | None:
         """Identities a peer spec selects; None = every identity (IDENTITY_ANY)."""
@@ -312,14 +355,12 @@ class _Universe:
         for sel in peers.selectors:
             if sel.is_wildcard:
                 return None
-            out.update(i for i, ls in self.labels.items() if sel.matches(ls))
+            out.update(self._select_labels(sel))
         for net, excepts in peers.cidrs:
             if net.prefixlen == 0:
                 out.add(ids.WORLD)
-            for ident, pfx in self.cidr_nets.items():
-                if pfx.version == net.version and pfx.subnet_of(net) and not any(
-                        pfx.version == e.version and pfx.subnet_of(e) for e in excepts):
-                    out.add(ident)
+            excluded = {i for e in excepts for i in self._inside(e)}
+            out.update(i for i in self._inside(net) if i not in excluded)
         for sel in peers.nodes:
             if host_selectable and sel.matches(self.labels[ids.HOST]):
                 out.add(ids.HOST)
@@ -381,23 +422,42 @@ def resolve_detailed(endpoints: list[Endpoint], policies: Iterable, mode: Enforc
     res = Resolution(ResolvedState(revision=revision, identities=identities, ipcache=ipcache, endpoints={},
                                    audit=audit), mode=mode)
     peer_cache: dict[int, set[int] | None] = {}
+    # endpoints with one identity get one policy: compute it once per identity
+    by_identity: dict[tuple[int, bool], tuple[dict, dict, dict]] = {}
+    subject_cache: dict[tuple[Selector, int], bool] = {}
     for ep_id, ident, labels, is_host in subjects:
-        selecting = [r for r in rules if r.node_rule == is_host and r.subject.matches(labels)]
-        dirs = {}
+        done = by_identity.get((ident, is_host))
+        if done is None:
+            selecting = []
+            for r in rules:
+                if r.node_rule != is_host:
+                    continue
+                key = (r.subject, ident)
+                hit = subject_cache.get(key)
+                if hit is None:
+                    hit = subject_cache[key] = r.subject.matches(labels)
+                if hit:
+                    selecting.append(r)
+            dirs, refs, dd_refs = {}, {}, {}
+            for d in (Direction.INGRESS, Direction.EGRESS):
+                refs[d] = sorted({r.policy.ref for r in selecting if r.items[d] or r.default_deny[d]})
+                dd_refs[d] = sorted({r.policy.ref for r in selecting if r.default_deny[d]})
+                dirs[d] = _direction(selecting, d, mode, bool(dd_refs[d]), universe, peer_cache,
+                                     allow_localhost and d == Direction.INGRESS and not is_host)
+            done = by_identity[(ident, is_host)] = (dirs, refs, dd_refs)
+        dirs, refs, dd_refs = done
         for d in (Direction.INGRESS, Direction.EGRESS):
-            refs = sorted({r.policy.ref for r in selecting if r.items[d] or r.default_deny[d]})
-            dd_refs = sorted({r.policy.ref for r in selecting if r.default_deny[d]})
-            res.selected_by[(ep_id, d)] = refs
-            res.default_deny_by[(ep_id, d)] = dd_refs
-            dirs[d] = _direction(selecting, d, mode, bool(dd_refs), universe, peer_cache, is_host,
-                                 allow_localhost and d == Direction.INGRESS and not is_host)
-        res.state.endpoints[ep_id] = EndpointPolicy(ep_id, ident, dirs[Direction.INGRESS], dirs[Direction.EGRESS])
+            res.selected_by[(ep_id, d)] = refs[d]
+            res.default_deny_by[(ep_id, d)] = dd_refs[d]
+        res.state.endpoints[ep_id] = EndpointPolicy(
+            ep_id, ident, *(DirectionPolicy(dirs[d].enforced, list(dirs[d].entries))
+                            for d in (Direction.INGRESS, Direction.EGRESS)))
     res.notes = notes.items
     return res
 
 
 def _direction(selecting: list[_Rule], d: Direction, mode: Enforcement, default_deny: bool, universe: _Universe,
-               peer_cache: dict, is_host: bool, allow_localhost: bool) -> DirectionPolicy:
+               peer_cache: dict, allow_localhost: bool) -> DirectionPolicy:
     if mode == Enforcement.NEVER:
         return DirectionPolicy(enforced=False)
     folded: dict[tuple[int, PortRange, bool], set[RuleOrigin]] = {}

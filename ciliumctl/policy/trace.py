@@ -245,33 +245,19 @@ def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode:
 
 
 def load_policy_files(paths: list[str]) -> list[model.Policy]:
-    """Policies from files/folders: loaded and validated by policy.load / policy.validate (invalid = Finding)."""
-    from ciliumctl.errors import Finding
-    from ciliumctl.policy import load
+    """Policies from files/folders, loaded and validated like `policy validate`. An invalid policy is a usage
+    error (exit 2), so that trace's exit 1 always means "denied"."""
+    from ciliumctl.policy import load, validate
 
     docs = load.load_paths([str(p) for p in paths])
-    try:
-        from ciliumctl.policy import validate
-    except ImportError:
-        validate = None
-    if validate is not None:
-        options = None
-        for name in ("ValidateOptions", "Options", "ValidationOptions"):
-            cls = getattr(validate, name, None)
-            if cls is not None:
-                options = cls()
-                break
-        bad = [r for r in validate.validate_documents(docs, options) if not r.valid]
-        if bad:
-            first = bad[0]
-            doc = first.document
-            msg = first.findings[0].message if getattr(first, "findings", None) else "invalid"
-            raise Finding(f"{doc.file} document {doc.index} ({doc.kind} {doc.name}): {msg}; "
-                          f"{len(bad)} invalid document(s) - run `ciliumctl policy validate` for all findings")
-    out = []
-    for doc in docs:
-        if isinstance(doc.data, Mapping) and doc.data.get("kind") in model.KINDS:
-            out.append(model.parse_policy(doc.data))
+    reports = validate.validate_documents(docs, validate.Options())
+    bad = [r for r in reports if not r.valid]
+    if bad:
+        doc, f = bad[0].document, bad[0].errors[0]
+        raise UsageError(f"{doc.file}:{f.line}:{f.column}: {f.path}: {f.message} ({len(bad)} invalid document(s); "
+                      "`ciliumctl policy validate` lists every finding)")
+    out = [model.parse_policy(r.document.data) for r in reports
+           if r.checked and isinstance(r.document.data, Mapping) and r.document.data.get("kind") in model.KINDS]
     if not out:
         raise UsageError(f"no policy documents in {', '.join(paths)}; give CiliumNetworkPolicy, "
                          "CiliumClusterwideNetworkPolicy or NetworkPolicy YAML files or folders")

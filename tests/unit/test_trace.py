@@ -234,3 +234,18 @@ def test_cli_needs_policies_and_existing_files(tmp_path):
     assert out.returncode == 2 and "-f" in out.stderr
     out = cli("-f", str(tmp_path / "missing.yaml"), "-s", "a=b", "-d", "c=d", tmp_path=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_cli_invalid_policy_is_exit_2_with_position(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(POLICY_FILE.replace('port: "80"', 'port: "99999"'))
+    out = cli("-f", str(bad), "-s", "org=empire", "-d", "org=empire,class=deathstar", tmp_path=tmp_path)
+    assert out.returncode == 2 and f"{bad}:8:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_icmp_and_all_traffic(tmp_path, policy_dir):
+    out = cli("-f", str(policy_dir), "-s", "org=empire", "-d", "org=empire,class=deathstar", "--dport", "8/icmp",
+              "-o", "json", tmp_path=tmp_path)
+    assert out.returncode == 1 and json.loads(out.stdout)["protocol"] == "ICMP"
+    out = cli("-f", str(policy_dir), "-s", "org=empire", "-d", "org=empire,class=deathstar", tmp_path=tmp_path)
+    assert out.returncode == 1 and "all traffic" in out.stdout     # only port 80 is allowed, not everything
