@@ -1,0 +1,252 @@
+"""The agent's cluster mode on one node: watch the API server, and on every change program this node's datapath
+from the cluster's view.
+
+- policies: CNP / CCNP / NetworkPolicy objects; each is validated like `policy validate` and its `Valid`
+  condition set (False with the finding on a rejected one, which is then left out; never silently);
+- endpoints: the node's registry (made by the CNI plugin or `endpoint add`) with labels from their Pods and
+  Namespaces; endpoints of other nodes come from their CiliumEndpoint objects (peers and ipcache entries only);
+- identities: CiliumIdentity objects (ciliumctl.cluster.identity), so every node gives a label set the same id;
+- after programming: a CiliumEndpoint per local endpoint, so the other nodes learn this node's pods.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ciliumctl.cluster import endpoints as ceps
+from ciliumctl.cluster import sources, status_conditions
+from ciliumctl.cluster.identity import CiliumIdentityBackend
+from ciliumctl.cluster.kube import Kube
+from ciliumctl.cluster.watch import ClusterCache
+from ciliumctl.endpoints.model import Endpoint
+
+log = logging.getLogger("ciliumctl.cluster.node_sync")
+
+WATCHED = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy", "Pod", "Namespace", "Node",
+           "CiliumEndpoint", "CiliumIdentity")
+REMOTE_ID_BASE = 1 << 20  # resolve-time ids of other nodes' endpoints: never a local endpoint id (1..65535)
+_SPECIAL = {"io.kubernetes.pod.namespace", "io.cilium.k8s.policy.serviceaccount", "io.cilium.k8s.policy.cluster"}
+
+
+@dataclass
+class SyncReport:
+    revision: int = 0
+    local: list[Endpoint] = field(default_factory=list)
+    remote: list[Endpoint] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)   # kind/namespace/name of policies in force
+    rejected: dict[str, str] = field(default_factory=dict)  # kind/namespace/name -> finding
+    published: dict[str, int] = field(default_factory=dict)
+
+
+def policy_ref(obj: dict) -> str:
+    meta = obj["metadata"]
+    return f"{obj['kind']}/{meta.get('namespace') + '/' if meta.get('namespace') else ''}{meta['name']}"
+
+
+def policy_input(obj: dict) -> dict:
+    """The object as a user wrote it: what resolve parses (no status, no server metadata)."""
+    meta = obj.get("metadata") or {}
+    out = {k: obj[k] for k in ("apiVersion", "kind", "spec", "specs") if k in obj}
+    out["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}
+    return out
+
+
+def remote_endpoint(row: dict, index: int) -> Endpoint:
+    """An endpoint of another node from its CiliumEndpoint row: its identity labels give back the pod labels,
+    namespace and service account, so that resolution derives the same label set (and id) as its node did."""
+    labels, namespace, service_account = {}, row["namespace"], "default"
+    for text in row["labels"]:
+        source, _, rest = text.partition(":")
+        key, _, value = rest.partition("=")
+        if source != "k8s":
+            continue
+        if key == "io.kubernetes.pod.namespace":
+            namespace = value
+        elif key == "io.cilium.k8s.policy.serviceaccount":
+            service_account = value
+        elif key not in _SPECIAL:
+            labels[key] = value
+    return Endpoint(id=REMOTE_ID_BASE + index, name=row["name"], namespace=namespace, labels=labels,
+                    ipv4=row["ipv4"], identity=row["identity"], service_account=service_account, node=row["node"])
+
+
+class ClusterNode:
+    """Run with start()/stop() inside the agent, or call sync() directly (tests, one-shot)."""
+
+    def __init__(self, kube: Kube, node_name: str, datapath=None, mode: str | None = None,
+                 audit: bool | None = None, resync_seconds: float = 30.0, watch_timeout: int = 300,
+                 settle_seconds: float = 0.05):
+        self.kube, self.node_name = kube, node_name
+        self._datapath = datapath
+        self.mode, self.audit = mode, audit
+        self.resync_seconds, self.settle_seconds = resync_seconds, settle_seconds
+        self.cache = ClusterCache(kube, node_name, kinds=WATCHED, timeout_seconds=watch_timeout)
+        from ciliumctl import node
+
+        self.identities = CiliumIdentityBackend(kube, local=node.allocator())
+        self.cache.listeners.append(self.identities.on_event)
+        self._verdicts: dict[tuple[str, str], tuple[bool, str]] = {}  # (ref, resourceVersion-of-spec) -> verdict
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last: SyncReport | None = None
+        self.syncs = 0
+
+    # ---- lifecycle
+
+    def start(self, wait_synced: float = 30.0) -> "ClusterNode":
+        from ciliumctl.endpoints import cni_node
+
+        self.cache.start()
+        self.cache.wait_synced(wait_synced)
+        cni_node.set_pod_label_source(sources.pod_label_lookup(self.cache))
+        self._thread = threading.Thread(target=self._loop, name="cluster-sync", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        from ciliumctl.endpoints import cni_node
+
+        self._stop.set()
+        with self.cache._cond:
+            self.cache._cond.notify_all()
+        if self._thread:
+            self._thread.join(10)
+        cni_node.set_pod_label_source(None)
+        self.cache.stop()
+
+    def _loop(self) -> None:
+        seen = -1
+        while not self._stop.is_set():
+            gen = self.cache.generation
+            try:
+                if gen != seen:
+                    self._stop.wait(self.settle_seconds)  # let a burst of events land: one reconcile for all
+                    gen = self.cache.generation
+                    self.sync()
+                    seen = gen
+            except Exception:  # keep running: the next change or resync tries again
+                log.exception("cluster sync failed")
+                self._stop.wait(1.0)
+                continue
+            deadline = time.monotonic() + self.resync_seconds
+            while not self._stop.is_set() and self.cache.generation == seen and time.monotonic() < deadline:
+                self.cache.wait_change(seen, 0.5)
+            if self.cache.generation == seen:
+                seen = -1  # periodic resync: also repairs what changed outside the API (registry, pins)
+
+    # ---- one reconcile
+
+    def datapath(self):
+        if self._datapath is None:
+            from ciliumctl import node
+
+            self._datapath = node.open_datapath()
+        return self._datapath
+
+    def _verdict(self, obj: dict) -> tuple[bool, str]:
+        key = (policy_ref(obj), repr((obj.get("spec"), obj.get("specs"))))
+        if key not in self._verdicts:
+            self._verdicts[key] = status_conditions.validate_object(obj)
+        return self._verdicts[key]
+
+    def sync(self) -> SyncReport:
+        from ciliumctl import node
+        from ciliumctl.endpoints import registry
+        from ciliumctl.policy.resolve import resolve
+
+        report = SyncReport()
+        policies = []
+        for obj in sources.policy_objects(self.cache):
+            valid, message = self._verdict(obj)
+            try:
+                status_conditions.set_valid(self.kube, obj, valid, message)
+            except Exception as err:  # status is a report: never block enforcement on it
+                log.warning("cannot set Valid on %s: %s", policy_ref(obj), err)
+            if valid:
+                policies.append(policy_input(obj))
+                report.accepted.append(policy_ref(obj))
+            else:
+                report.rejected[policy_ref(obj)] = message
+                log.warning("policy %s rejected: %s", policy_ref(obj), message)
+
+        rows = ceps.remote_endpoints(self.cache.objects("CiliumEndpoint"), self.node_name)
+        report.remote = [remote_endpoint(r, i) for i, r in enumerate(rows)]
+        ns_labels = {ns["metadata"]["name"]: sources.namespace_labels(self.cache, ns["metadata"]["name"])
+                     for ns in self.cache.objects("Namespace")}
+        with node.locked():
+            settings = node.load_settings()
+            mode = self.mode or settings.enforcement_mode
+            audit = settings.audit if self.audit is None else self.audit
+            local = sources.enrich(registry.load_all(), self.cache, self.node_name)
+            settings.revision += 1
+            state = resolve(local + report.remote, policies, mode, self.identities, revision=settings.revision,
+                            audit=audit, namespace_labels=ns_labels)
+            for ep in report.remote:
+                state.endpoints.pop(ep.id, None)
+            self.datapath().apply(state)
+            node.save_settings(settings)
+            for ep in local:
+                pol = state.endpoints.get(ep.id)
+                if pol is not None and pol.identity != ep.identity:
+                    ep.identity = pol.identity
+                    stored = registry.load(ep.id)
+                    if stored is not None:
+                        stored.identity = pol.identity
+                        registry.save(stored)
+        report.revision, report.local = settings.revision, local
+        published = [(ep, state.identities.get(ep.identity, frozenset())) for ep in local if ep.ipv4]
+        report.published = ceps.sync_node(self.kube, self.node_name, published)
+        self.last = report
+        self.syncs += 1
+        return report
+
+
+def run(kubeconfig: str | None = None, context: str | None = None, node_name: str | None = None) -> None:
+    """Foreground cluster sync for one node (`python -m ciliumctl.cluster.node_sync`): what the agent runs in
+    cluster mode beside its flow reader. Ctrl-C / SIGTERM stops it."""
+    import os
+    import signal
+
+    from ciliumctl import nodens
+    from ciliumctl.errors import UsageError
+
+    nodens.enter_node_netns()  # before any thread or socket: everything below lives in the node's namespace
+    name = node_name or os.environ.get("CILIUMCTL_NODE_NAME") or ""
+    if not name:
+        raise UsageError("node name unknown: pass --node-name or set CILIUMCTL_NODE_NAME")
+    if kubeconfig or context or os.environ.get("CILIUMCTL_CLUSTER") != "in-cluster":
+        kube = Kube.connect(kubeconfig, context)
+    else:
+        kube = Kube.in_cluster()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    agent = ClusterNode(kube, name).start()
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        agent.stop()
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    from ciliumctl.errors import CiliumctlError
+
+    parser = argparse.ArgumentParser(prog="python -m ciliumctl.cluster.node_sync")
+    parser.add_argument("--kubeconfig")
+    parser.add_argument("--context")
+    parser.add_argument("--node-name")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        run(args.kubeconfig, args.context, args.node_name)
+    except CiliumctlError as err:
+        sys.stderr.write(f"Error: {err}\n")
+        sys.exit(err.exit_code)

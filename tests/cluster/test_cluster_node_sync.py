@@ -1,0 +1,145 @@
+"""The agent's cluster mode on one node: policies, pods and other nodes' endpoints from the API server become the
+state handed to the datapath (a recorder here: the real datapath has its own root tests, and the two-node test
+below runs both for real)."""
+
+import io
+
+import pytest
+import yaml
+
+from ciliumctl.cluster import node_sync, status_conditions
+from ciliumctl.cluster import endpoints as ceps
+from ciliumctl.cluster.identity import CiliumIdentityBackend
+from ciliumctl.cluster.kube import KINDS
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.policy.resolved import Direction
+
+from test_cluster_watch import wait_for
+
+pytest.importorskip("ciliumctl.policy.validate")
+
+ALLOW_CLIENT = yaml.safe_load("""
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web-from-client, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+""")
+BROKEN = yaml.safe_load("""
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: broken, namespace: default}
+spec:
+  endpointSelector: {}
+  egress:
+  - toCIDR: ["300.1.2.3/32"]
+""")
+
+
+class RecordingDatapath:
+    def __init__(self):
+        self.states = []
+
+    def apply(self, state):
+        self.states.append(state)
+
+
+@pytest.fixture
+def node_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("CILIUMCTL_RUN_DIR", str(tmp_path / "run"))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "run").mkdir()
+
+
+def add_pod(kube, name, node, ip, labels):
+    kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                                                                 "labels": labels},
+                 "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
+                 "status": {"podIP": ip, "phase": "Running"}})
+
+
+def remote_client(kube, kubeconfig):
+    """What node-b's agent would have done for its pod `client`: a cluster identity and a CiliumEndpoint."""
+    from ciliumctl.cluster.kube import Kube
+    from ciliumctl.policy.labels import endpoint_labels
+
+    client = Endpoint(id=4, name="client", namespace="default", ipv4="10.2.0.7", node="node-b",
+                      labels={"app": "client"})
+    labels = endpoint_labels(client, {})
+    client.identity = CiliumIdentityBackend(Kube.connect(kubeconfig)).allocate(labels)
+    ceps.publish(kube, client, "node-b", labels)
+    return client
+
+
+def test_sync_programs_cluster_identities_remote_peers_and_reports_policy_validity(
+        installed, kubeconfig, node_env):
+    from ciliumctl.endpoints import registry
+
+    kube = installed
+    registry.save(Endpoint(id=1, name="web", namespace="default", ipv4="10.1.0.5", host_ifname="lxc1"))
+    add_pod(kube, "web", "node-a", "10.1.0.5", {"app": "web"})
+    client = remote_client(kube, kubeconfig)
+    kube.create(ALLOW_CLIENT)
+    kube.create(BROKEN)
+
+    dp = RecordingDatapath()
+    agent = node_sync.ClusterNode(kube, "node-a", datapath=dp)
+    agent.cache.start()
+    try:
+        assert agent.cache.wait_synced(5)
+        assert wait_for(lambda: len(agent.cache.objects("CiliumEndpoint")) == 1)
+        report = agent.sync()
+    finally:
+        agent.cache.stop()
+
+    assert report.accepted == ["CiliumNetworkPolicy/default/web-from-client"]
+    assert "spec.egress[0].toCIDR[0]" in report.rejected["CiliumNetworkPolicy/default/broken"]
+    broken = kube.get(KINDS["CiliumNetworkPolicy"], "broken", "default")
+    good = kube.get(KINDS["CiliumNetworkPolicy"], "web-from-client", "default")
+    assert status_conditions.valid_condition(broken)["status"] == "False"
+    assert status_conditions.valid_condition(good)["status"] == "True"
+
+    state = dp.states[-1]
+    assert set(state.endpoints) == {1}  # the remote endpoint is a peer, not programmed here
+    web = state.endpoints[1]
+    assert web.ingress.enforced
+    allowed = {(e.identity, e.ports.lo) for e in web.ingress.entries if not e.deny}
+    assert allowed == {(client.identity, 80)}
+    assert state.ipcache["10.2.0.7/32"] == client.identity
+    assert "k8s:app=web" in state.identities[web.identity]
+
+    # the identity is the cluster's and the node's CiliumEndpoint says so
+    ids, _ = kube.list(KINDS["CiliumIdentity"])
+    assert {int(i["metadata"]["name"]) for i in ids} == {client.identity, web.identity}
+    cep = kube.get(KINDS["CiliumEndpoint"], "web", "default")
+    assert cep["status"]["identity"]["id"] == web.identity and cep["status"]["networking"]["node"] == "node-a"
+    assert registry.load(1).identity == web.identity and registry.load(1).host_ifname == "lxc1"
+
+
+def test_running_agent_follows_changes(installed, kubeconfig, node_env):
+    from ciliumctl.endpoints import registry
+
+    kube = installed
+    registry.save(Endpoint(id=1, name="web", namespace="default", ipv4="10.1.0.5"))
+    add_pod(kube, "web", "node-a", "10.1.0.5", {"app": "web"})
+    dp = RecordingDatapath()
+    agent = node_sync.ClusterNode(kube, "node-a", datapath=dp, settle_seconds=0.01).start(wait_synced=5)
+    try:
+        assert wait_for(lambda: agent.syncs >= 1)
+        assert not dp.states[-1].endpoints[1].ingress.enforced
+        client = remote_client(kube, kubeconfig)
+        kube.create(ALLOW_CLIENT)
+
+        def allows_client():
+            state = dp.states[-1]
+            return any(e.identity == client.identity for e in state.endpoints[1].direction(Direction.INGRESS).entries)
+        assert wait_for(allows_client)
+        kube.delete(KINDS["CiliumNetworkPolicy"], "web-from-client", "default")
+        assert wait_for(lambda: not dp.states[-1].endpoints[1].ingress.enforced)
+    finally:
+        agent.stop()
+    assert agent.last is not None and agent.last.published["unchanged"] + agent.last.published["created"] == 1
