@@ -7,12 +7,14 @@ when the conflist enables the `io.kubernetes.cri.pod-annotations` capability. Th
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable
 
+from ciliumctl import paths
 from ciliumctl.endpoints import registry
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.errors import UsageError
+from ciliumctl.errors import EnvironmentProblem, UsageError
 
 LABELS_ANNOTATION = "ciliumctl.io/labels"
 
@@ -63,7 +65,8 @@ def register(*, name: str, namespace: str, annotations: dict, ipv4: str, netns: 
                   node=node._node_name(), state="waiting-for-identity")
     registry.save(ep)
     try:
-        node.attach_endpoint(ep)
+        with node.open_datapath() as dp:   # closed again: a long-running agent must not collect map fds
+            node.attach_endpoint(ep, dp)
     except BaseException:
         unregister(ep.id, container_id)
         raise
@@ -77,7 +80,16 @@ def unregister(ep_id: int, container_id: str = "") -> None:
     ep = registry.load(ep_id)
     if ep is None or (container_id and ep.container_id and ep.container_id != container_id):
         return
-    node.detach_endpoint(ep)
+    pins = paths.bpffs_dir()
+    dp = None
+    if pins.is_dir() and any(pins.iterdir()):   # never compile a datapath just to take an endpoint out of it
+        with contextlib.suppress(EnvironmentProblem):
+            dp = node.open_datapath()
+    if dp is None:             # no datapath (uninstalled): only the registry entry is left to drop
+        registry.remove(ep.id)
+        return
+    with dp:
+        node.detach_endpoint(ep, dp)
 
 
 def find(container_id: str, host_ifname: str) -> list[int]:

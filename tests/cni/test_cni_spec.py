@@ -366,3 +366,36 @@ def test_invalid_attachment_names_are_error_4(var, value):
     code, out = exec_plugin(dict(env, **{var: value}), conf)
     assert_error(code, out, 4)
     assert var in out["msg"]
+
+
+@pytest.mark.root
+def test_agent_does_not_leak_descriptors(cni_node):
+    ns = cni_node.new_pod_ns(1)
+    conf = cni_node.conf()
+
+    def cycle():
+        code, out, err = cni_node.plugin("ADD", conf, "ctr1", f"/run/netns/{ns}")
+        assert code == 0, (out, err)
+        code, out, err = cni_node.plugin("DEL", conf, "ctr1", f"/run/netns/{ns}")
+        assert code == 0, (out, err)
+
+    cycle()
+    before = len(os.listdir(f"/proc/{cni_node.server.pid}/fd"))
+    for _ in range(5):
+        cycle()
+    assert len(os.listdir(f"/proc/{cni_node.server.pid}/fd")) <= before + 2
+
+
+@pytest.mark.root
+def test_del_after_the_datapath_was_removed(cni_node):
+    import shutil
+
+    ns = cni_node.new_pod_ns(1)
+    code, out, err = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
+    assert code == 0, (out, err)
+    pins = Path(f"/sys/fs/bpf/{cni_node.prefix}")
+    shutil.rmtree(pins)                                   # what `ciliumctl uninstall` leaves
+    code, out, err = cni_node.plugin("DEL", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
+    assert code == 0, (out, err)
+    assert not pins.exists(), "DEL must not compile and pin a datapath again"
+    assert cni_node.endpoints() == [] and cni_node.leases() == [] and cni_node.host_links() == []
