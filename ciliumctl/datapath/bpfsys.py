@@ -81,7 +81,17 @@ class ProgInfo(ctypes.Structure):
                 ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
                 ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
                 ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16),
-                ("rest", ctypes.c_uint8 * 256)]
+                ("ifindex", ctypes.c_uint32), ("gpl_compatible", ctypes.c_uint32), ("netns_dev", ctypes.c_uint64),
+                ("netns_ino", ctypes.c_uint64), ("nr_jited_ksyms", ctypes.c_uint32),
+                ("nr_jited_func_lens", ctypes.c_uint32), ("jited_ksyms", ctypes.c_uint64),
+                ("jited_func_lens", ctypes.c_uint64), ("btf_id", ctypes.c_uint32),
+                ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64),
+                ("nr_func_info", ctypes.c_uint32), ("nr_line_info", ctypes.c_uint32), ("line_info", ctypes.c_uint64),
+                ("jited_line_info", ctypes.c_uint64), ("nr_jited_line_info", ctypes.c_uint32),
+                ("line_info_rec_size", ctypes.c_uint32), ("jited_line_info_rec_size", ctypes.c_uint32),
+                ("nr_prog_tags", ctypes.c_uint32), ("prog_tags", ctypes.c_uint64),
+                ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64),
+                ("rest", ctypes.c_uint8 * 128)]
 
 
 def obj_get(path: str | os.PathLike) -> int:
@@ -222,8 +232,8 @@ class Map:
             n = attr.count
             kr, vr = keys.raw, vals.raw
             ks, vs = self.key_size, self.value_size
-            for i in range(n):
-                out[kr[i * ks:(i + 1) * ks]] = vr[i * vs:(i + 1) * vs]
+            out.update(zip([kr[i:i + ks] for i in range(0, n * ks, ks)],
+                           [vr[i:i + vs] for i in range(0, n * vs, vs)]))
             if done:
                 return out
             ctypes.memmove(tok_in, tok_out, len(tok_in))
@@ -295,3 +305,12 @@ def map_exists(map_id: int) -> bool:
         return False
     os.close(fd)
     return True
+
+
+BPF_ENABLE_STATS = 32
+
+
+def enable_run_time_stats() -> int:
+    """Count run time and runs of every BPF program while the returned fd stays open (no sysctl touched)."""
+    attr = (ctypes.c_uint32 * 2)(0, 0)   # BPF_STATS_RUN_TIME
+    return _call(BPF_ENABLE_STATS, attr)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import re
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from ciliumctl import paths
 from ciliumctl.datapath import bpfsys, maps
-from ciliumctl.datapath.mapstate import compile_state
+from ciliumctl.datapath.mapstate import compile_state, cookies_json
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.errors import EnvironmentProblem, UsageError
 from ciliumctl.policy.resolved import ResolvedState
@@ -332,7 +331,10 @@ class Datapath:
             for name in ("ipcache", "epcfg", "policy"):
                 m = self.maps[name]
                 desired: dict[bytes, bytes] = getattr(want, name)
-                current = {k: v for k, v in m.items().items() if maps.key_slot(name, k) == slot}
+                if name == "epcfg":
+                    current = {k: v for k, v in m.items().items() if maps.key_slot(name, k) == slot}
+                else:
+                    current = {k: v for k, v in m.items().items() if k[4] == slot}   # slot byte after prefixlen
                 updates = [(k, v) for k, v in desired.items() if current.get(k) != v]
                 stale = [k for k in current if k not in desired]
                 try:
@@ -355,12 +357,11 @@ class Datapath:
                            written=written, deleted=deleted, seconds=time.perf_counter() - t0)
 
     @staticmethod
-    def _write_cookies(cookies: dict[int, list[dict]], revision: int) -> None:
+    def _write_cookies(cookies, revision: int) -> None:
         d = paths.state_dir() / "datapath"
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "cookies.json.tmp"
-        tmp.write_text(json.dumps({"revision": revision, "cookies": {str(k): v for k, v in cookies.items()}},
-                                  sort_keys=True))
+        tmp = d / f"cookies.json.{os.getpid()}.tmp"
+        tmp.write_text(cookies_json(cookies, revision))
         os.replace(tmp, d / "cookies.json")
 
     # -------------------------------------------------------------------------------- status

@@ -158,7 +158,7 @@ def test_less_specific_deny_overrides_more_specific_allow_in_the_same_lookup():
     ms = compile_state(_state(entries), slot=0)
     allowed, by_rule, mtype, cookie = kernel_model(ms, Direction.INGRESS, 7, 1001, PROTO_TCP, 80)
     assert not allowed and by_rule and mtype == MATCH_L3_L4
-    assert ms.cookies[cookie][0]["name"] == "deny"
+    assert ms.cookies[cookie][0].name == "deny"
 
 
 def test_match_types_and_cookies():
@@ -174,7 +174,7 @@ def test_match_types_and_cookies():
     assert kernel_model(ms, e, 7, 9999, PROTO_ICMP, 8)[0]          # echo request: type 8
     assert not kernel_model(ms, e, 7, 9999, PROTO_ICMP, 0)[0]
     assert not kernel_model(ms, Direction.INGRESS, 7, 1001, PROTO_TCP, 5)[0]   # other direction: nothing
-    names = {c: o[0]["name"] for c, o in ms.cookies.items()}
+    names = {c: o[0].name for c, o in ms.cookies.items()}
     assert sorted(names.values()) == ["icmp", "l3", "l3l4", "l4"]
     allow_all = compile_state(_state([PolicyEntry(0, PortRange(0), False, _origin("all"))]), slot=0)
     assert kernel_model(allow_all, Direction.INGRESS, 7, 5, PROTO_UDP, 1)[2] == MATCH_ALL
@@ -194,9 +194,9 @@ def test_same_key_from_two_rules_merges_origins_and_deny_wins():
                PolicyEntry(1002, PortRange(PROTO_TCP, 80, 80), True, _origin("zz", "ingressDeny"))]
     ms = compile_state(_state(entries), slot=0)
     _, _, _, cookie = kernel_model(ms, Direction.INGRESS, 7, 1001, PROTO_TCP, 80)
-    assert sorted(o["name"] for o in ms.cookies[cookie]) == ["x", "y"]
+    assert sorted(o.name for o in ms.cookies[cookie]) == ["x", "y"]
     allowed, by_rule, _, cookie = kernel_model(ms, Direction.INGRESS, 7, 1002, PROTO_TCP, 80)
-    assert not allowed and by_rule and [o["name"] for o in ms.cookies[cookie]] == ["zz"]
+    assert not allowed and by_rule and [o.name for o in ms.cookies[cookie]] == ["zz"]
 
 
 def test_any_protocol_with_a_port_means_tcp_udp_sctp():
@@ -232,3 +232,17 @@ def test_ctypes_mirrors_match_the_packers():
     k = maps.PolicyKey.from_buffer_copy(raw)
     assert (k.prefixlen, k.slot, k.dir, k.ep_id, k.identity, k.proto) == (96, 1, 2, 7, 1001, PROTO_TCP)
     assert bytes(k.dport) == (8080).to_bytes(2, "big")
+
+
+def test_cookie_file_is_json_with_origin_dicts():
+    import json
+
+    from ciliumctl.datapath.mapstate import cookies_json
+
+    ms = compile_state(_state([PolicyEntry(1, PortRange(PROTO_TCP, 1, 2), False, _origin("a\"b", index=2))]), 0)
+    data = json.loads(cookies_json(ms.cookies, 9))
+    assert data["revision"] == 9
+    (cookie, origins), = data["cookies"].items()
+    assert int(cookie) in ms.cookies
+    assert origins == [{"kind": "CiliumNetworkPolicy", "name": "a\"b", "namespace": "default",
+                        "section": "ingress", "index": 2}]

@@ -1,0 +1,262 @@
+"""Datapath cost: pod netns -> node netns routing -> pod netns, with no filter, with ciliumctl's tc programs at
+N = 0, 1,000 and 10,000 policy entries (the matching entry last), and with N iptables FORWARD rules (inside the
+node netns only). Also: time to program 10,000 entries, and cold install (compile + load + pin) time.
+
+Rates are measured by Python senders/receivers in separate processes, so absolute numbers are Python's; the
+ratios against the no-filter baseline (measured in the same run) are the point. Run as root:
+    .venv/bin/python benchmarks/bench_datapath.py [--seconds 1.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.datapath.conftest import _build, entry, sh, teardown_sandbox  # noqa: E402
+
+PY = sys.executable
+
+UDP_RX = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("0.0.0.0", 5001)); s.settimeout(0.5)
+print("ready", flush=True)
+n = 0; first = last = None
+while True:
+    try:
+        s.recv(2048)
+    except socket.timeout:
+        if first is not None:
+            break
+        continue
+    last = time.perf_counter()
+    if first is None:
+        first = last
+    n += 1
+print(n, (last - first) if first else 0)
+"""
+
+UDP_TX = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dst = (sys.argv[1], 5001); payload = b"x" * 18; end = time.perf_counter() + float(sys.argv[2])
+n = 0
+send = s.sendto
+while True:
+    for _ in range(256):
+        try:
+            send(payload, dst)
+        except OSError:
+            pass
+    n += 256
+    if time.perf_counter() > end:
+        break
+print(n)
+"""
+
+TCP_SRV = """
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5002)); s.listen(128)
+print("ready", flush=True)
+def serve(c):
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with c:
+        while True:
+            d = c.recv(64)
+            if not d:
+                return
+            c.sendall(d)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+TCP_RR = """
+import socket, sys, time
+mode, dst, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+end = time.perf_counter() + secs; n = 0; t0 = time.perf_counter()
+if mode == "rr":
+    c = socket.create_connection((dst, 5002)); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while time.perf_counter() < end:
+        c.sendall(b"x"); c.recv(64); n += 1
+else:  # crr: a new connection per transaction (each one a policy decision)
+    while time.perf_counter() < end:
+        c = socket.create_connection((dst, 5002), timeout=2)
+        c.sendall(b"x"); c.recv(64); c.close(); n += 1
+print(n / (time.perf_counter() - t0))
+"""
+
+
+def _in(ns: str, code: str, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", ns, PY, "-c", code, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def measure(sb, secs: float) -> dict[str, float]:
+    a, b = sb.pods[0], sb.pods[1]
+    rx = _in(b.ns, UDP_RX)
+    rx.stdout.readline()
+    tx = _in(a.ns, UDP_TX, b.ip, str(secs))
+    sent = int(tx.communicate(timeout=secs + 30)[0])
+    got, span = rx.communicate(timeout=30)[0].split()
+    pps = int(got) / float(span) if float(span) else 0.0
+    srv = _in(b.ns, TCP_SRV)
+    srv.stdout.readline()
+    try:
+        rr = float(_in(a.ns, TCP_RR, "rr", b.ip, str(secs)).communicate(timeout=secs + 30)[0])
+        crr = float(_in(a.ns, TCP_RR, "crr", b.ip, str(secs)).communicate(timeout=secs + 30)[0])
+    finally:
+        srv.kill()
+        srv.wait()
+    return {"udp_pps": pps, "udp_loss": 1 - int(got) / sent if sent else 0, "tcp_rr": rr, "tcp_crr": crr}
+
+
+def prog_runs(dp) -> tuple[int, int]:
+    """(run time ns, runs) summed over both programs."""
+    from ciliumctl.datapath import bpfsys
+
+    infos = [bpfsys.prog_info(fd) for fd in dp.prog_fds.values()]
+    return sum(i.run_time_ns for i in infos), sum(i.run_cnt for i in infos)
+
+
+def ciliumctl_state(sb, n: int, revision: int):
+    """n entries on b's ingress: n-2 that never match (other identities and ports), the two matching ones (UDP, TCP) last."""
+    a, b = sb.pods[0], sb.pods[1]
+    if n == 0:
+        return sb.state(revision, {})
+    entries = [entry(20000 + i, 6, 1 + i % 60000) for i in range(max(0, n - 2))]
+    entries += [entry(a.identity, 17, 5001), entry(a.identity, 6, 5002)]
+    return sb.state(revision, {b.ep.id: (True, entries, False, [])})
+
+
+def iptables_rules(sb, n: int) -> None:
+    a, b = sb.pods[0], sb.pods[1]
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]" if n else ":FORWARD ACCEPT [0:0]",
+             ":OUTPUT ACCEPT [0:0]"]
+    for i in range(max(0, n - 3)):
+        lines.append(f"-A FORWARD -s 10.99.{i // 250}.{i % 250 + 1}/32 -p tcp --dport {1 + i % 60000} -j ACCEPT")
+    if n:
+        lines += [f"-A FORWARD -s {a.ip}/32 -d {b.ip}/32 -p udp --dport 5001 -j ACCEPT",
+                  f"-A FORWARD -s {a.ip}/32 -d {b.ip}/32 -p tcp --dport 5002 -j ACCEPT",
+                  f"-A FORWARD -s {b.ip}/32 -d {a.ip}/32 -j ACCEPT"]
+    lines.append("COMMIT")
+    subprocess.run(["ip", "netns", "exec", sb.node, "iptables-restore"], input="\n".join(lines) + "\n",
+                   text=True, check=True, capture_output=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=0.6, help="per metric and configuration and round")
+    ap.add_argument("--rounds", type=int, default=5, help="configurations are interleaved; medians are shown")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_datapath: needs root (netns, BPF)", file=sys.stderr)
+        return 2
+    prefix = f"cctl{secrets.token_hex(2)}"
+    tmp = tempfile.mkdtemp(prefix="cctl-bench-")
+    sb = _build(prefix, 2)
+    for pod in sb.pods:   # thousands of short connections per run: let the client reuse TIME_WAIT ports
+        sh("ip", "netns", "exec", pod.ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+    os.environ.update(CILIUMCTL_NODE_NETNS=sb.node, CILIUMCTL_BPFFS_DIR=sb.pin_dir,
+                      CILIUMCTL_STATE_DIR=f"{tmp}/state", CILIUMCTL_RUN_DIR=f"{tmp}/run")
+    extra: list[tuple[str, str]] = []
+    results: dict[str, list[dict]] = {}
+    try:
+        # cold install in a fresh process: import, compile, load, pin
+        t0 = time.perf_counter()
+        subprocess.run([PY, "-c", "from ciliumctl.datapath.loader import Datapath; Datapath.open()"], check=True,
+                       cwd=ROOT, capture_output=True)
+        extra.append(("cold install (new process: compile + load + pin)", f"{time.perf_counter() - t0:.2f} s"))
+        from ciliumctl.datapath import bpfsys, loader
+
+        t0 = time.perf_counter()
+        dp = loader.Datapath.open()
+        extra.append(("open again (reuse pins, no compile)", f"{(time.perf_counter() - t0) * 1e3:.1f} ms"))
+
+        # programming time, on its own (best of 5, each into the other slot)
+        st = ciliumctl_state(sb, 10000, 1)
+        times = []
+        for rev in range(1, 6):
+            st.revision = rev
+            times.append(dp.apply(st).seconds)
+        extra.append(("program 10,000 entries: first apply (empty slot)", f"{times[0] * 1e3:.1f} ms"))
+        extra.append(("program 10,000 entries: best of 5 applies", f"{min(times) * 1e3:.1f} ms"))
+
+        attached = False
+        rev = 10
+        stats_fd = bpfsys.enable_run_time_stats()   # per-program run time, released when the fd closes
+
+        def use(kind: str, n: int):
+            nonlocal attached, rev
+            if kind == "ciliumctl":
+                iptables_rules(sb, 0)
+                if not attached:
+                    for pod in sb.pods:
+                        dp.attach(pod.ep)
+                    attached = True
+                rev += 1
+                dp.apply(ciliumctl_state(sb, n, rev))
+                return
+            if attached:
+                for pod in sb.pods:
+                    dp.detach(pod.ep)
+                attached = False
+            iptables_rules(sb, n if kind == "iptables" else 0)
+
+        configs = [("no filter", "none", 0)]
+        configs += [(f"ciliumctl N={n:,}", "ciliumctl", n) for n in (0, 1000, 10000)]
+        configs += [(f"iptables FORWARD N={n:,}", "iptables", n) for n in (1000, 10000)]
+        for _ in range(args.rounds):
+            for name, kind, n in configs:
+                use(kind, n)
+                before = prog_runs(dp)
+                r = measure(sb, args.seconds)
+                after = prog_runs(dp)
+                runs = after[1] - before[1]
+                r["bpf_ns"] = (after[0] - before[0]) / runs if runs and kind == "ciliumctl" else float("nan")
+                results.setdefault(name, []).append(r)
+        t0 = time.perf_counter()
+        iptables_rules(sb, 10000)
+        extra.append(("iptables-restore of 10,000 rules (for comparison)", f"{(time.perf_counter() - t0) * 1e3:.1f} ms"))
+        if attached:
+            for pod in sb.pods:
+                dp.detach(pod.ep)
+        dp.close()
+        os.close(stats_fd)
+    finally:
+        teardown_sandbox(sb)
+        subprocess.run(["rm", "-rf", tmp])
+
+    def med(name, key):
+        return statistics.median(r[key] for r in results[name])
+
+    base = {k: med("no filter", k) for k in ("udp_pps", "tcp_rr", "tcp_crr")}
+    print(f"{args.rounds} interleaved rounds of {args.seconds:.1f} s per metric; medians; ratio = rate / no-filter rate")
+    print(f"{'configuration':28} {'UDP pkt/s':>10} {'ratio':>6} {'TCP RR/s':>10} {'ratio':>6} "
+          f"{'TCP CRR/s':>10} {'ratio':>6} {'BPF ns/run':>10}")
+    for name, _kind, _n in configs:
+        row = [med(name, k) for k in ("udp_pps", "tcp_rr", "tcp_crr", "bpf_ns")]
+        ns = "-" if row[3] != row[3] else f"{row[3]:.0f}"
+        print(f"{name:28} {row[0]:10.0f} {row[0] / base['udp_pps']:6.2f} {row[1]:10.0f} "
+              f"{row[1] / base['tcp_rr']:6.2f} {row[2]:10.0f} {row[2] / base['tcp_crr']:6.2f} {ns:>10}")
+    print("BPF ns/run: mean kernel run time of the tc programs per packet (BPF_ENABLE_STATS), both programs")
+    print()
+    for k, v in extra:
+        print(f"{k:52} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
