@@ -291,12 +291,12 @@ def _int(v) -> int:
 def parse_selector(data) -> LabelSelector | None:
     if data is None:
         return None
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict):
         return LabelSelector()
     ml = tuple(sorted((_str(k), _str(v)) for k, v in (data.get("matchLabels") or {}).items()))
     me = tuple(SelectorRequirement(_str(e.get("key")), _str(e.get("operator")),
                                    tuple(_str(x) for x in _list(e.get("values"))))
-               for e in _list(data.get("matchExpressions")) if isinstance(e, Mapping))
+               for e in _list(data.get("matchExpressions")) if isinstance(e, dict))
     return LabelSelector(ml, me)
 
 
@@ -306,7 +306,7 @@ def _port_protocol(d: Mapping) -> PortProtocol:
 
 
 def _l7(d) -> L7Rules | None:
-    if not isinstance(d, Mapping):
+    if not isinstance(d, dict):
         return None
     http = _opt_tuple(d, "http", lambda h: HTTPRule(
         method=_str(h.get("method")), path=_str(h.get("path")), host=_str(h.get("host")),
@@ -322,7 +322,7 @@ def _l7(d) -> L7Rules | None:
 
 
 def _port_rule(d: Mapping) -> PortRule:
-    return PortRule(ports=tuple(_port_protocol(p) for p in _list(d.get("ports")) if isinstance(p, Mapping)),
+    return PortRule(ports=tuple(_port_protocol(p) for p in _list(d.get("ports")) if isinstance(p, dict)),
                     rules=_l7(d.get("rules")),
                     server_names=tuple(_str(x) for x in _list(d.get("serverNames"))),
                     terminating_tls=d.get("terminatingTLS"), originating_tls=d.get("originatingTLS"),
@@ -339,7 +339,7 @@ def _icmp_rule(d: Mapping) -> ICMPRule:
 
 
 def _cidr_rule(d) -> CIDRRule:
-    if not isinstance(d, Mapping):
+    if not isinstance(d, dict):
         return CIDRRule(cidr=_str(d))
     return CIDRRule(cidr=_str(d.get("cidr")), except_=tuple(_str(x) for x in _list(d.get("except"))),
                     cidr_group_ref=_str(d.get("cidrGroupRef")),
@@ -351,13 +351,13 @@ def _service(d: Mapping) -> Service:
     kss = d.get("k8sServiceSelector")
     return Service(
         k8s_service=K8sServiceNamespace(_str(ks.get("serviceName")), _str(ks.get("namespace")))
-        if isinstance(ks, Mapping) else None,
+        if isinstance(ks, dict) else None,
         k8s_service_selector=ServiceSelector(parse_selector(kss.get("selector")) or LabelSelector(),
-                                             _str(kss.get("namespace"))) if isinstance(kss, Mapping) else None)
+                                             _str(kss.get("namespace"))) if isinstance(kss, dict) else None)
 
 
 def _peer_rule(d, direction: str) -> PeerRule:
-    if not isinstance(d, Mapping):
+    if not isinstance(d, dict):
         return PeerRule()
     p = "from" if direction == "ingress" else "to"
     return PeerRule(
@@ -371,8 +371,8 @@ def _peer_rule(d, direction: str) -> PeerRule:
         services=_opt_tuple(d, "toServices", _service) if direction == "egress" else None,
         fqdns=_opt_tuple(d, "toFQDNs", lambda x: FQDNSelector(_str(x.get("matchName")), _str(x.get("matchPattern"))))
         if direction == "egress" else None,
-        to_ports=_opt_tuple(d, "toPorts", lambda x: _port_rule(x) if isinstance(x, Mapping) else PortRule()),
-        icmps=_opt_tuple(d, "icmps", lambda x: _icmp_rule(x) if isinstance(x, Mapping) else ICMPRule()),
+        to_ports=_opt_tuple(d, "toPorts", lambda x: _port_rule(x) if isinstance(x, dict) else PortRule()),
+        icmps=_opt_tuple(d, "icmps", lambda x: _icmp_rule(x) if isinstance(x, dict) else ICMPRule()),
         authentication=d.get("authentication"))
 
 
@@ -390,10 +390,10 @@ def parse_rule(d: Mapping) -> Rule:
         egress=_opt_tuple(d, "egress", lambda x: _peer_rule(x, "egress")),
         egress_deny=_opt_tuple(d, "egressDeny", lambda x: _peer_rule(x, "egress")),
         enable_default_deny=DefaultDeny(_opt_bool(dd.get("ingress")), _opt_bool(dd.get("egress")))
-        if isinstance(dd, Mapping) else DefaultDeny(),
+        if isinstance(dd, dict) else DefaultDeny(),
         description=_str(d.get("description")),
         labels=tuple((_str(lab.get("source")), _str(lab.get("key")), _str(lab.get("value")))
-                     for lab in _list(d.get("labels")) if isinstance(lab, Mapping)))
+                     for lab in _list(d.get("labels")) if isinstance(lab, dict)))
 
 
 def _knp_peer(d: Mapping) -> NetworkPolicyPeer:
@@ -402,7 +402,7 @@ def _knp_peer(d: Mapping) -> NetworkPolicyPeer:
         pod_selector=parse_selector(d.get("podSelector")),
         namespace_selector=parse_selector(d.get("namespaceSelector")),
         ip_block=IPBlock(_str(ib.get("cidr")), tuple(_str(x) for x in _list(ib.get("except"))))
-        if isinstance(ib, Mapping) else None)
+        if isinstance(ib, dict) else None)
 
 
 def _knp_port(d: Mapping) -> NetworkPolicyPort:
@@ -412,11 +412,11 @@ def _knp_port(d: Mapping) -> NetworkPolicyPort:
 
 
 def _knp_rule(d, peers_key: str) -> NetworkPolicyRule:
-    if not isinstance(d, Mapping):
+    if not isinstance(d, dict):
         return NetworkPolicyRule()
     return NetworkPolicyRule(
-        peers=_opt_tuple(d, peers_key, lambda x: _knp_peer(x) if isinstance(x, Mapping) else NetworkPolicyPeer()),
-        ports=_opt_tuple(d, "ports", lambda x: _knp_port(x) if isinstance(x, Mapping) else NetworkPolicyPort()))
+        peers=_opt_tuple(d, peers_key, lambda x: _knp_peer(x) if isinstance(x, dict) else NetworkPolicyPeer()),
+        ports=_opt_tuple(d, "ports", lambda x: _knp_port(x) if isinstance(x, dict) else NetworkPolicyPort()))
 
 
 def parse_network_policy_spec(spec: Mapping) -> NetworkPolicySpec:
@@ -429,7 +429,7 @@ def parse_network_policy_spec(spec: Mapping) -> NetworkPolicySpec:
 
 def parse_policy(data: Mapping) -> Policy:
     """A Policy from one already-valid policy object (plain dict as loaded from YAML/JSON)."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict):
         raise ValueError("a policy object must be a mapping")
     kind = _str(data.get("kind"))
     if kind not in KINDS:
@@ -442,7 +442,7 @@ def parse_policy(data: Mapping) -> Policy:
         return Policy(kind, name, namespace, network_policy=parse_network_policy_spec(data.get("spec") or {}),
                       metadata_labels=mlabels)
     rules = []
-    if isinstance(data.get("spec"), Mapping):
+    if isinstance(data.get("spec"), dict):
         rules.append(parse_rule(data["spec"]))
-    rules.extend(parse_rule(s) for s in _list(data.get("specs")) if isinstance(s, Mapping))
+    rules.extend(parse_rule(s) for s in _list(data.get("specs")) if isinstance(s, dict))
     return Policy(kind, name, namespace, rules=tuple(rules), metadata_labels=mlabels)

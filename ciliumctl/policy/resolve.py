@@ -22,6 +22,7 @@ Cilium's agent:
 from __future__ import annotations
 
 import bisect
+import gc
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -387,6 +388,19 @@ def resolve_detailed(endpoints: list[Endpoint], policies: Iterable, mode: Enforc
                      node_labels: Mapping[str, str] | None = None, *,
                      namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
                      host_ips: Iterable[str] = (), allow_localhost: bool = False) -> Resolution:
+    # many small acyclic objects: the cyclic GC only costs time here (~1/3 of a 10k-rule resolve)
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels,
+                        host_ips, allow_localhost)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels, host_ips,
+             allow_localhost) -> Resolution:
     mode = Enforcement(mode)
     notes = _Notes()
     rules = compile_policies(policies, notes)
