@@ -66,6 +66,17 @@ sys.stdout.write(data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace"))
 """
 
 
+# http.server's CLI resolves its own address by reverse DNS at start (seconds when DNS is unreachable or dropped):
+# a TCPServer with the same request handler starts at once.
+SERVER = r"""
+import functools, http.server, socketserver, sys
+socketserver.TCPServer.allow_reuse_address = True
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[3])
+with socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), handler) as srv:
+    srv.serve_forever()
+"""
+
+
 class DemoUI(Protocol):
     def step(self, text: str) -> None: ...
     def detail(self, text: str) -> None: ...
@@ -170,8 +181,7 @@ def _serve(netns: str, addr: str, www: Path) -> subprocess.Popen:
 
     (www / "v1").mkdir(parents=True, exist_ok=True)
     (www / "v1" / "request-landing").write_text("Ship landed\n")
-    server = plumbing.popen_in(netns, [sys.executable, "-m", "http.server", "80", "--bind", addr,
-                                       "--directory", str(www)],
+    server = plumbing.popen_in(netns, [sys.executable, "-c", SERVER, addr, "80", str(www)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

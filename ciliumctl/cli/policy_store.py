@@ -8,23 +8,24 @@ from ciliumctl.cli.common import Output
 
 
 def _print_findings(reports) -> None:
-    """Findings of an invalid set, rendered the way `policy validate` renders them."""
+    """Findings of an invalid set: `policy validate`'s renderer when it offers one, else file:line:col lines."""
     import sys
 
     try:
         from ciliumctl.cli import policy_validate
 
         render = getattr(policy_validate, "render_reports", None)
-        if render is not None:
-            render(reports)
-            return
     except ImportError:
-        pass
+        render = None
+    if render is not None:
+        render(reports)
+        return
     for r in reports:
-        if r.valid:
-            continue
+        doc = r.document
         for f in getattr(r, "findings", []):
-            sys.stderr.write(f"{f}\n")
+            where = f"{doc.file}:{getattr(f, 'line', 1)}:{getattr(f, 'column', 1)}"
+            path = f" ({f.path})" if getattr(f, "path", "") else ""
+            sys.stderr.write(f"{where}: {getattr(f, 'severity', 'error')}: {getattr(f, 'message', f)}{path}\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -51,8 +51,9 @@ class Node:
         """A TCP (HTTP) or UDP echo server inside an endpoint, started through `endpoint exec`."""
         code = (f"import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('{ip}',{port}))\n"
                 "while True:\n d,a=s.recvfrom(2048); s.sendto(d,a)") if udp else None
-        argv = ([sys.executable, "-c", code] if udp else
-                [sys.executable, "-m", "http.server", str(port), "--bind", ip, "--directory", str(self.state)])
+        from ciliumctl.demo import SERVER
+
+        argv = [sys.executable, "-c", code] if udp else [sys.executable, "-c", SERVER, ip, str(port), str(self.state)]
         p = subprocess.Popen([CLI, "endpoint", "exec", endpoint, "--", *argv], env=self.env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.servers.append(p)
