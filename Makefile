@@ -7,7 +7,7 @@ setup:
 	@./scripts/setup.sh
 
 demo: setup
-	@$(VENV)/bin/ciliumctl policy validate examples/policies
+	@$(VENV)/bin/ciliumctl demo
 
 test: setup
 	@$(PY) -m pytest tests
