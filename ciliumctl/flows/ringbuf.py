@@ -108,6 +108,12 @@ class LostCounter:
             os.close(self.fd)
             self.fd = -1
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 class RingReader:
     """Consumer of one BPF ring buffer. read() returns raw 64-byte records, many at a time."""
@@ -174,6 +180,12 @@ class RingReader:
             return b"", 0
         blob = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return blob, total // RECORD_SIZE
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def close(self) -> None:
         try:

@@ -86,20 +86,20 @@ class Emitter:
 
         from ciliumctl import paths
 
-        self.bpf = BPF(text=SOURCE, cflags=[f"-DRING_PAGES={ring_pages}", f"-I{paths.bpf_src_dir()}",
+        self.bpf = BPF(text=SOURCE.encode(), cflags=[f"-DRING_PAGES={ring_pages}", f"-I{paths.bpf_src_dir()}",
                                             "-Wno-macro-redefined"])
-        self.fn = self.bpf.load_func("emit_event", BPF.SCHED_CLS)
+        self.fn = self.bpf.load_func(b"emit_event", BPF.SCHED_CLS)
         os.makedirs(pin_dir, exist_ok=True)
         self.pins = [os.path.join(pin_dir, "events"), os.path.join(pin_dir, "events_lost")]
-        pin(self.bpf["events"].map_fd, self.pins[0])
-        pin(self.bpf["events_lost"].map_fd, self.pins[1])
+        pin(self.bpf[b"events"].map_fd, self.pins[0])
+        pin(self.bpf[b"events_lost"].map_fd, self.pins[1])
         self._pkt = ctypes.create_string_buffer(b"\0" * 64)
         self.set_template()
 
     def set_template(self, **fields) -> None:
         """Fields as ciliumctl.flows.records.pack_record takes them."""
         raw = pack_record(**fields)[8:]  # without the ring header
-        t = self.bpf["tmpl"]
+        t = self.bpf[b"tmpl"]
         t[ctypes.c_int(0)] = t.Leaf.from_buffer_copy(raw)
 
     def emit(self, n: int) -> None:
@@ -112,10 +112,10 @@ class Emitter:
             n -= rep
 
     def emitted(self) -> int:
-        return int(self.bpf["seqno"][ctypes.c_int(0)].value)
+        return int(self.bpf[b"seqno"][ctypes.c_int(0)].value)
 
     def lost(self) -> int:
-        return sum(int(v) for v in self.bpf["events_lost"][ctypes.c_int(0)])
+        return sum(int(v) for v in self.bpf[b"events_lost"][ctypes.c_int(0)])
 
     def close(self) -> None:
         for p in self.pins:

@@ -1,0 +1,179 @@
+"""The agent end to end on a real BPF ring buffer (the tests' own emitter pinned where the datapath pins its
+ring): events become enriched flows in GetFlows, lost events are counted and shown, metrics are served, the
+background agent starts/stops, and `observe --follow` reconnects across an agent restart without losing flows."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from ciliumctl.agent import Agent, AgentOptions
+from ciliumctl.flows.pb.flow import flow_pb2 as pb
+from ciliumctl.flows.pb.observer import observer_pb2 as opb
+from ciliumctl.flows.pb.observer import observer_pb2_grpc
+
+from .flowdata import write_endpoint
+
+pytestmark = pytest.mark.root
+CLI = [sys.executable, "-m", "ciliumctl.cli.main"]
+
+
+def aton(s):
+    return socket.inet_aton(s)
+
+
+@pytest.fixture
+def node(node_dirs, bpffs_dir):
+    state, run = node_dirs
+    write_endpoint(state, 12, "tiefighter", "default", {"org": "empire"}, "10.200.0.12", 300)
+    write_endpoint(state, 13, "deathstar", "default", {"org": "empire", "class": "deathstar"}, "10.200.0.13", 301)
+    (state / "datapath" / "cookies.json").write_text(json.dumps({"revision": 5, "cookies": {"7": [
+        {"kind": "CiliumNetworkPolicy", "name": "rule1", "namespace": "default", "section": "ingress",
+         "index": 0}]}}))
+    return state, run
+
+
+def start_agent(**kw):
+    a = Agent(AgentOptions(metrics_listen="127.0.0.1:0", serve_cni=False, **kw))
+    a.start()
+    return a
+
+
+def flows(agent, **req):
+    with grpc.insecure_channel(f"unix://{agent.socket_path}") as ch:
+        return list(observer_pb2_grpc.ObserverStub(ch).GetFlows(opb.GetFlowsRequest(**req), timeout=10))
+
+
+def wait_for(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_events_become_enriched_flows(node, emitter):
+    state, _ = node
+    agent = start_agent()
+    try:
+        emitter.set_template(type=9, verdict=1, direction=1, proto=6, tcp_flags=2, sport=40000, dport=80,
+                             saddr=aton("10.200.0.12"), daddr=aton("10.200.0.13"), src_identity=300,
+                             dst_identity=301, rule_cookie=7, match_type=2, ifindex=1)
+        emitter.emit(3)
+        got = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(flows(agent, number=10)))
+        f = got[0].flow
+        assert f.verdict == pb.FORWARDED and f.traffic_direction == pb.INGRESS
+        assert f.event_type.type == 9 and f.policy_match_type == 2
+        assert (f.l4.TCP.source_port, f.l4.TCP.destination_port, f.l4.TCP.flags.SYN) == (40000, 80, True)
+        assert (f.source.pod_name, f.source.namespace, f.source.ID, f.source.identity) == \
+            ("tiefighter", "default", 12, 300)
+        assert "k8s:class=deathstar" in f.destination.labels
+        assert [(p.name, p.namespace, p.kind, p.revision) for p in f.ingress_allowed_by] == \
+            [("rule1", "default", "CiliumNetworkPolicy", 5)]
+        assert f.node_name == "node-a" and f.interface.index == 1 and f.interface.name == "lo"
+        assert abs(f.time.ToNanoseconds() - time.time_ns()) < 60 * 10**9   # monotonic stamp -> wall clock
+
+        # a new endpoint appears in the registry: later flows see it, earlier ones keep what was known then
+        emitter.set_template(type=1, subtype=133, verdict=2, direction=1, proto=17, sport=5353, dport=53,
+                             saddr=aton("10.200.0.14"), daddr=aton("10.200.0.13"), src_identity=302,
+                             dst_identity=301)
+        emitter.emit(1)
+        wait_for(lambda: len(flows(agent)) == 4)
+        write_endpoint(state, 14, "xwing", "default", {"org": "alliance"}, "10.200.0.14", 302)
+        time.sleep(0.6)  # past the agent's metadata re-check interval
+        emitter.emit(1)
+        got = wait_for(lambda: (lambda r: r if len(r) == 5 else None)(flows(agent)))
+        assert [r.flow.source.pod_name for r in got[3:]] == ["", "xwing"]
+        assert got[4].flow.drop_reason_desc == pb.POLICY_DENIED and got[4].flow.verdict == pb.DROPPED
+
+        body = urllib.request.urlopen(f"http://{agent.metrics.address}/metrics", timeout=5).read().decode()
+        assert 'hubble_flows_processed_total{type="PolicyVerdict",subtype="",verdict="FORWARDED"} 3' in body
+        assert 'hubble_drop_total{reason="POLICY_DENIED",protocol="UDP"} 2' in body
+        assert 'hubble_policy_verdicts_total{direction="ingress",match="l3-l4",action="forwarded"} 3' in body
+    finally:
+        agent.shutdown()
+
+
+def test_lost_events_counted_and_shown(node, bpffs_dir, monkeypatch):
+    from emitter import Emitter
+
+    small = Emitter(bpffs_dir, ring_pages=1)      # 4 KiB: 64 records
+    try:
+        small.emit(1000)                           # no agent yet: the ring fills, the rest is lost
+        lost_before = small.lost()
+        assert lost_before > 900
+        agent = start_agent()
+        try:
+            kept = 1000 - lost_before                                        # what fitted in the ring
+            got = wait_for(lambda: (lambda r: r if len(r) == kept + 1 else None)(flows(agent)))
+            assert got[0].lost_events.num_events_lost == lost_before       # reported once, at start
+            assert got[0].lost_events.source == pb.PERF_EVENT_RING_BUFFER
+            assert all(r.HasField("flow") for r in got[1:])
+            small.emit(500)                        # one syscall: faster than any reader can drain
+            wait_for(lambda: agent.store.lost_in_kernel == small.lost())
+            lost = [r.lost_events.num_events_lost for r in flows(agent) if r.HasField("lost_events")]
+            assert sum(lost) == small.lost()
+            body = urllib.request.urlopen(f"http://{agent.metrics.address}/metrics", timeout=5).read().decode()
+            assert f'hubble_lost_events_total{{source="perf_event_ring_buffer"}} {small.lost()}' in body
+        finally:
+            agent.shutdown()
+    finally:
+        small.close()
+
+
+def _env():
+    return dict(os.environ)
+
+
+def _cli(*args, timeout=30):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=_env(), timeout=timeout)
+
+
+def test_background_agent_and_observe_follow_reconnects(node, emitter, node_dirs):
+    _, run = node_dirs
+    emitter.set_template(type=4, subtype=5, verdict=1, direction=2, proto=17, sport=1111, dport=53,
+                         saddr=aton("10.200.0.12"), daddr=aton("10.200.0.13"), src_identity=300,
+                         dst_identity=301)
+    r = _cli("agent", "start", "--metrics-listen", "127.0.0.1:0")
+    assert r.returncode == 0, r.stderr
+    assert (run / "agent.pid").exists() and (run / "agent.sock").exists()    # the CNI socket is mounted
+    observer = None
+    try:
+        st = _cli("agent", "status", "-o", "json")
+        assert st.returncode == 0 and json.loads(st.stdout)["running"] is True
+        assert _cli("agent", "start").returncode == 0          # idempotent
+        observer = subprocess.Popen([*CLI, "observe", "-f", "-o", "json"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=_env())
+        time.sleep(1.5)
+        emitter.emit(5)                                        # seq 0..4 while the agent runs
+        time.sleep(1.0)
+        r = _cli("agent", "stop")
+        assert r.returncode == 0 and "stopped" in r.stdout
+        assert json.loads(_cli("agent", "status", "-o", "json").stdout)["running"] is False
+        emitter.emit(5)                                        # 5..9: the kernel ring keeps them meanwhile
+        time.sleep(1.0)
+        assert _cli("agent", "start", "--metrics-listen", "127.0.0.1:0").returncode == 0
+        time.sleep(1.5)
+        emitter.emit(5)                                        # 10..14 on the new agent
+        time.sleep(2.0)
+    finally:
+        if observer is not None:
+            observer.send_signal(signal.SIGINT)
+            out, err = observer.communicate(timeout=10)
+        _cli("agent", "stop")
+    seqs = []
+    for line in out.splitlines():
+        f = json.loads(line)["flow"]
+        assert f["source"]["pod_name"] == "tiefighter"
+        seqs.append(f["l4"]["UDP"]["source_port"])
+    assert len(seqs) == 15, (out, err)
+    assert "reconnecting" in err
