@@ -24,7 +24,9 @@ def register(app: typer.Typer) -> None:
                                             help="Destination port/protocol: 80/tcp, 53/udp, 8/icmp "
                                                  "(ICMP type). Omitted: all traffic (L3 only)."),
         files: List[str] = typer.Option([], "--file", "-f", help="Policy file or directory (repeatable)."),
-        mode: str = typer.Option("default", "--mode", help="Enforcement mode: default, always or never."),
+        mode: Optional[str] = typer.Option(None, "--mode",
+                                           help="Enforcement mode: default, always or never (default: default; "
+                                                "with --live: the node's)."),
         node_labels: List[str] = typer.Option([], "--node-labels",
                                               help="Labels of the node k=v[,k=v]: the host becomes an endpoint "
                                                    "that nodeSelector rules select."),
@@ -46,7 +48,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as err:
             raise UsageError(f"--dport {dport!r}: {err} (e.g. 80/tcp, 53/udp, 8/icmp)") from None
         try:
-            enforcement = Enforcement(mode.lower())
+            enforcement = Enforcement((mode or "default").lower())
         except ValueError:
             raise UsageError(f"--mode {mode!r}: use default, always or never") from None
         nodes = ({lab.key: lab.value for lab in parse_label_list(node_labels)} if node_labels else None)
@@ -57,7 +59,7 @@ def register(app: typer.Typer) -> None:
         if live:
             inputs = tr.live_inputs()
             policies, endpoints, allocator = inputs.policies, inputs.endpoints, inputs.allocator
-            if mode == "default" and inputs.mode is not None:
+            if mode is None and inputs.mode is not None:
                 enforcement = inputs.mode
         if files:
             policies = policies + tr.load_policy_files(files)

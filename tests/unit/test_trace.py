@@ -249,3 +249,34 @@ def test_cli_icmp_and_all_traffic(tmp_path, policy_dir):
     assert out.returncode == 1 and json.loads(out.stdout)["protocol"] == "ICMP"
     out = cli("-f", str(policy_dir), "-s", "org=empire", "-d", "org=empire,class=deathstar", tmp_path=tmp_path)
     assert out.returncode == 1 and "all traffic" in out.stdout     # only port 80 is allowed, not everything
+
+
+def test_cli_live_uses_the_nodes_endpoints_policies_and_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
+    from ciliumctl import node
+    from ciliumctl.endpoints import registry
+    from ciliumctl.identity import IdentityAllocator
+    from ciliumctl.policy import store
+
+    registry.save(Endpoint(7, "deathstar", "default", {"org": "empire", "class": "deathstar"},
+                           ipv4="10.200.0.7"))
+    store.put(store.from_object(yaml.safe_load(POLICY_FILE)))
+    before = IdentityAllocator().known()
+    ok = cli("--live", "-s", "org=empire", "--dst-ip", "10.200.0.7", "--dport", "80/tcp", "-o", "json",
+             tmp_path=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads(ok.stdout)
+    assert data["destination"]["endpoint_id"] == 7 and data["ingress"]["kind"] == "allowed"
+    bad = cli("--live", "-s", "org=alliance", "--dst-ip", "10.200.0.7", "--dport", "80/tcp", tmp_path=tmp_path)
+    assert bad.returncode == 1
+    settings = node.load_settings()
+    settings.enforcement_mode = "always"
+    node.save_settings(settings)
+    out = cli("--live", "-s", "org=empire", "--dst-ip", "10.200.0.7", "--dport", "80/tcp", "-o", "json",
+              tmp_path=tmp_path)
+    data = json.loads(out.stdout)
+    assert out.returncode == 1 and data["mode"] == "always" and data["egress"]["kind"] == "default-deny"
+    out = cli("--live", "--mode", "default", "-s", "org=empire", "--dst-ip", "10.200.0.7", "--dport", "80/tcp",
+              tmp_path=tmp_path)
+    assert out.returncode == 0
+    assert IdentityAllocator().known() == before          # hypothetical endpoints never enter node state
