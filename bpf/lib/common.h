@@ -49,7 +49,7 @@ struct ep_info {
 /* Everything written by apply lives under a slot (0/1); "state" names the active one, flipped last. */
 struct dp_state {
 	__u32 active_slot;
-	__u32 pad;
+	__u32 src_crc;     /* crc32 of the C source these programs were built from (user space only) */
 	__u64 revision;
 };
 

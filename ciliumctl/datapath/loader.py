@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -129,6 +130,10 @@ def datapath_source() -> str:
     return _expand_includes(paths.bpf_src_dir() / "bpf_lxc.c", set())
 
 
+def source_crc(src: str | None = None) -> int:
+    return zlib.crc32((src if src is not None else datapath_source()).encode())
+
+
 def _compile_and_pin(pin_dir: Path) -> None:
     global compile_count
     check_headers()
@@ -145,6 +150,8 @@ def _compile_and_pin(pin_dir: Path) -> None:
         for name in maps.MAPS:
             bpfsys.obj_pin(bpf[name.encode()].map_fd,
                            pin_dir / name)
+        # what the programs were built from, so a later open() can tell the pins are outdated
+        bpf[b"state"][ctypes.c_int(0)] = bpf[b"state"].Leaf(0, source_crc(src), 0)
         for name, fn in fns.items():
             bpfsys.obj_pin(fn.fd, pin_dir / name)
     except Exception:
@@ -315,16 +322,22 @@ class Datapath:
 
     # -------------------------------------------------------------------------------- policy
 
-    def _read_state(self) -> tuple[int, int]:
+    def _read_state(self) -> tuple[int, int, int]:
+        """(active slot, source crc, revision)"""
         raw = self.maps["state"].lookup((0).to_bytes(4, "little"))
-        active, _pad, revision = maps.DP_STATE.unpack(raw)
-        return active & 1, revision
+        active, crc, revision = maps.DP_STATE.unpack(raw)
+        return active & 1, crc, revision
+
+    @property
+    def outdated(self) -> bool:
+        """The pinned programs were built from another version of bpf/*.c than this ciliumctl carries."""
+        return self._read_state()[1] != source_crc()
 
     def apply(self, state: ResolvedState) -> ApplyReport:
         """Write `state` beside the active revision, then switch to it with one map write."""
         t0 = time.perf_counter()
         with _Lock():
-            active, _ = self._read_state()
+            active, crc, _ = self._read_state()
             slot = 1 - active
             want = compile_state(state, slot)
             written = deleted = 0
@@ -349,7 +362,7 @@ class Datapath:
                 written += len(updates)
                 deleted += len(stale)
             # the switch: one 16-byte array write, atomic for the programs
-            self.maps["state"].update((0).to_bytes(4, "little"), maps.DP_STATE.pack(slot, 0, state.revision))
+            self.maps["state"].update((0).to_bytes(4, "little"), maps.DP_STATE.pack(slot, crc, state.revision))
             self._write_cookies(want.cookies, state.revision)
         return ApplyReport(revision=state.revision, slot=slot,
                            entries={"policy": len(want.policy), "ipcache": len(want.ipcache),
@@ -371,7 +384,7 @@ class Datapath:
         return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)) if raw else 0
 
     def status(self) -> dict:
-        active, revision = self._read_state()
+        active, crc, revision = self._read_state()
         progs = []
         for name, fd in self.prog_fds.items():
             info = bpfsys.prog_info(fd)
@@ -390,5 +403,5 @@ class Datapath:
                 row["entries"] = len(m.items())
             map_rows.append(row)
         return {"pin_dir": str(self.pin_dir), "programs": progs, "maps": map_rows, "revision": revision,
-                "active_slot": active, "events_lost": self.events_lost(),
+                "active_slot": active, "events_lost": self.events_lost(), "outdated": crc != source_crc(),
                 "attached_endpoints": len(self.maps["endpoints"].items())}

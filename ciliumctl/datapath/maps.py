@@ -29,7 +29,7 @@ class EpInfo(ctypes.Structure):
 
 
 class DpState(ctypes.Structure):
-    _fields_ = [("active_slot", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("revision", ctypes.c_uint64)]
+    _fields_ = [("active_slot", ctypes.c_uint32), ("src_crc", ctypes.c_uint32), ("revision", ctypes.c_uint64)]
 
 
 class EpcfgKey(ctypes.Structure):

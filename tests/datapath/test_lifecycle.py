@@ -52,10 +52,16 @@ def test_attach_reuses_pinned_programs_without_compiling(sandbox):
     assert sum(1 for f in json.loads(out) if "options" in f) == 1
 
 
-def test_layout_matches_the_kernel(sandbox):
+def test_layout_matches_the_kernel_and_pins_know_their_source(sandbox):
     with loader.Datapath.open() as dp:
         for name, (ks, vs) in maps.SIZES.items():
             assert (dp.maps[name].key_size, dp.maps[name].value_size) == (ks, vs), name
+        assert not dp.outdated and dp.status()["outdated"] is False
+        # pins built from other sources are reported (install replaces them), and apply keeps the mark
+        dp.maps["state"].update(b"\0" * 4, maps.DP_STATE.pack(0, 12345, 0))
+        assert dp.outdated
+        dp.apply(sandbox.state(1, {}))
+        assert dp.status()["outdated"] is True
 
 
 _CHILD = textwrap.dedent("""
