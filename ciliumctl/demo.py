@@ -210,7 +210,9 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
         from ciliumctl.endpoints import registry
 
         ui.step(f"Sandbox node: network namespace {sb.name}, state in {sb.workdir}, pins in {sb.bpffs}")
-        subprocess.run(["ip", "netns", "add", sb.name], check=True, capture_output=True)
+        from ciliumctl.endpoints import plumbing
+
+        plumbing.ip_netns("add", sb.name)
         created_netns = True
         ui.step("Installing the datapath (checks, compile, load, pin)")
         install_node.install(install_node.Options(), progress=lambda o: ui.detail(

@@ -44,7 +44,7 @@ class Plumbed:
     host_ifindex: int
 
 
-def _ip_netns(*args: str) -> None:
+def ip_netns(*args: str) -> None:
     proc = subprocess.run(["ip", "netns", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip().splitlines()
@@ -94,7 +94,7 @@ def create(ep_id: int, ipv4: str) -> Plumbed:
         raise UsageError(f"network namespace {name} already exists; run `ciliumctl endpoint delete {ep_id}` "
                          "or `ip netns delete " + name + "`")
     enable_forwarding()
-    _ip_netns("add", name)
+    ip_netns("add", name)
     try:
         with _ipr() as ipr:
             ipr.link("add", ifname=host, kind="veth", peer={"ifname": POD_IFNAME, "net_ns_fd": path})
@@ -144,7 +144,7 @@ def remove(ep_id: int, ipv4: str = "", netns: str = "", host: str = "") -> None:
     path = netns or str(NETNS_DIR / netns_name(ep_id))
     if os.path.exists(path) and path.startswith(str(NETNS_DIR) + "/"):
         _kill_inside(os.path.basename(path))
-        _ip_netns("delete", os.path.basename(path))
+        ip_netns("delete", os.path.basename(path))
 
 
 def _kill_inside(name: str) -> None:
@@ -181,7 +181,7 @@ def remove_leftovers() -> tuple[list[str], list[str]]:
                     pass
     for name in spaces:
         _kill_inside(name)
-        _ip_netns("delete", name)
+        ip_netns("delete", name)
     return spaces, links
 
 

@@ -59,3 +59,5 @@ def test_needs_root_message(node):
     if "Permission denied" in res.stderr and "ciliumctl" not in res.stderr:
         pytest.skip("the venv is not readable by an unprivileged user here")
     assert res.returncode == 2 and "needs root" in res.stderr and "Traceback" not in res.stderr
+    res = sh("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", CLI, "demo", check=False, env=node.env)
+    assert res.returncode == 2 and "demo needs root" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -121,3 +121,15 @@ def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):
     assert not node.connect("other", "10.200.0.1", 8080, 0.5)
     st = json.loads(node.cli("status", "-o", "json").stdout)
     assert st["enforcement_mode"] == "default" and st["endpoints"]["total"] == 3
+    # Audit: would-be drops pass and are reported with verdict AUDIT.
+    node.cli("install", "--audit")
+    with _events(node) as ring:
+        ring.drain()
+        assert node.connect("other", "10.200.0.1", 8080)
+        evs = ring.read()
+    assert any(e.type == E.EVENT_POLICY_VERDICT and e.verdict == E.VERDICT_AUDIT and e.saddr == "10.200.0.3"
+               for e in evs)
+    web = json.loads(node.cli("endpoint", "get", "web", "-o", "json").stdout)
+    assert web["policy_enforcement"]["ingress"] == "disabled (audit)"
+    node.cli("install", "--no-audit")
+    assert not node.connect("other", "10.200.0.1", 8080, 0.5)
