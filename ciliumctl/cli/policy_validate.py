@@ -67,12 +67,17 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _print_text(reports, quiet: bool) -> None:
+def render_reports(reports, quiet: bool = True, stderr: bool = True) -> None:
+    """Text rendering for other commands (policy apply shows why a set was refused), on stderr by default."""
+    _print_text(reports, quiet, stderr)
+
+
+def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
     from rich.markup import escape
 
     from ciliumctl.cli.common import console
 
-    out = console()
+    out = console(stderr=stderr)
     checked = [r for r in reports if r.checked]
     skipped = [r for r in reports if not r.checked]
     for r in checked:

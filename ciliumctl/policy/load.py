@@ -333,6 +333,12 @@ def _is_list(data: Any) -> bool:
             and isinstance(data.get("items"), list))
 
 
+def from_data(data: Any, file: str = "-", index: int = 0) -> Document:
+    """A Document for an object that is already JSON-like data (from the API server, say): no YAML round trip,
+    so no positions (findings point at 1:1) and no YAML 1.1 re-interpretation of its strings."""
+    return _document(file, index, data)
+
+
 def load_text(text: str, file: str = "-") -> list[Document]:
     """All non-empty documents of one YAML/JSON stream (List objects expanded into their items)."""
     import yaml

@@ -1,0 +1,144 @@
+"""`ciliumctl policy validate` end to end: exit codes, -o json/sarif shapes, text output, stdin, errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "policies"
+
+GOOD = """apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: good
+spec:
+  endpointSelector:
+    matchLabels: {app: web}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: fe}}]
+"""
+BAD = """apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: bad
+  namespace: prod
+spec:
+  endpointSelector: {}
+  egress:
+  - toPorts:
+    - ports:
+      - port: "80"
+      - port: "99999"
+"""
+
+
+def run(*args, stdin: str | None = None, cwd=REPO):
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", "policy", "validate", *args],
+                          input=stdin, capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "pol").mkdir()
+    (tmp_path / "pol" / "good.yaml").write_text(GOOD)
+    (tmp_path / "pol" / "sub").mkdir()
+    (tmp_path / "pol" / "sub" / "bad.yaml").write_text(GOOD + "---\n" + BAD)
+    return tmp_path
+
+
+def test_examples_are_valid_exit_0():
+    proc = run(str(EXAMPLES.relative_to(REPO)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " 0 invalid" in proc.stdout.splitlines()[-1]
+    assert "examples/policies/starwars-l3-l4.yaml#0" in proc.stdout
+
+
+def test_json_output_is_one_array_with_exact_keys(files):
+    proc = run("-o", "json", "pol", cwd=files)
+    assert proc.returncode == 1
+    out = json.loads(proc.stdout)
+    assert [(d["file"], d["index"], d["name"], d["valid"]) for d in out] == [
+        ("pol/good.yaml", 0, "good", True), ("pol/sub/bad.yaml", 0, "good", True),
+        ("pol/sub/bad.yaml", 1, "bad", False)]
+    bad = out[2]
+    assert set(bad) == {"file", "index", "kind", "name", "namespace", "valid", "findings"}
+    assert bad["kind"] == "CiliumNetworkPolicy" and bad["namespace"] == "prod"
+    assert out[0]["namespace"] == "default"
+    errors = [f for f in bad["findings"] if f["severity"] == "error"]
+    assert errors == [{"severity": "error", "path": "spec.egress[0].toPorts[0].ports[1].port",
+                       "line": 22, "column": 15,
+                       "message": errors[0]["message"]}]
+    assert "99999" in errors[0]["message"] and "out of range" in errors[0]["message"]
+    assert all(set(f) == {"severity", "message", "path", "line", "column"} for f in bad["findings"])
+
+
+def test_text_output_names_file_line_col_and_summary(files):
+    proc = run("pol", cwd=files)
+    assert proc.returncode == 1
+    assert "pol/sub/bad.yaml:22:15: error: spec.egress[0].toPorts[0].ports[1].port:" in proc.stdout
+    assert "3 policies checked: 2 valid, 1 invalid" in proc.stdout
+    assert "\x1b[" not in proc.stdout  # no colour when not a terminal
+
+
+def test_quiet_shows_only_documents_with_findings(files):
+    proc = run("-q", "pol/good.yaml", cwd=files)
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines() == ["1 policy checked: 1 valid, 0 invalid, 0 warnings"]
+
+
+def test_sarif_output(files):
+    proc = run("-o", "sarif", "pol", cwd=files)
+    assert proc.returncode == 1
+    sarif = json.loads(proc.stdout)
+    assert sarif["version"] == "2.1.0"
+    run0 = sarif["runs"][0]
+    assert run0["tool"]["driver"]["name"] == "ciliumctl"
+    result = [r for r in run0["results"] if r["level"] == "error"][0]
+    loc = result["locations"][0]["physicalLocation"]
+    assert loc["artifactLocation"]["uri"] == "pol/sub/bad.yaml"
+    assert loc["region"] == {"startLine": 22, "startColumn": 15}
+    assert {r["id"] for r in run0["tool"]["driver"]["rules"]} >= {result["ruleId"]}
+
+
+def test_stdin_dash():
+    proc = run("-o", "json", "-", stdin=BAD)
+    assert proc.returncode == 1
+    [doc] = json.loads(proc.stdout)
+    assert doc["file"] == "-" and doc["index"] == 0 and not doc["valid"]
+
+
+def test_missing_file_is_one_line_exit_2(tmp_path):
+    proc = run(str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no such file or directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreadable_yaml_is_one_line_with_position_exit_2(tmp_path):
+    (tmp_path / "broken.yaml").write_text("spec:\n  ingress: [\n  - a\n")
+    proc = run(str(tmp_path / "broken.yaml"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"Error: {tmp_path / 'broken.yaml'}:")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_strict_and_agent_flags_change_verdicts(tmp_path):
+    (tmp_path / "p.yaml").write_text(GOOD.replace("ingress:", "ingres: []\n  egress: [{}]\n  ingress:"))
+    assert run(str(tmp_path / "p.yaml")).returncode == 0
+    assert run("--strict", str(tmp_path / "p.yaml")).returncode == 1
+    (tmp_path / "n.yaml").write_text(GOOD.replace("fromEndpoints: [{matchLabels: {app: fe}}]", "fromNodes: [{}]"))
+    assert run(str(tmp_path / "n.yaml")).returncode == 1
+    assert run("--enable-node-selector-labels", str(tmp_path / "n.yaml")).returncode == 0
+
+
+def test_help_lists_the_flags():
+    proc = run("--help")
+    assert proc.returncode == 0
+    for flag in ("--strict", "--enable-node-selector-labels", "--enable-extended-ip-protocols",
+                 "--disable-l7-proxy", "--disable-icmp-rules", "--output"):
+        assert flag in proc.stdout
