@@ -27,15 +27,28 @@ def _printer(plain_prefix: str = ""):
     return show
 
 
-def _cluster_install(kubeconfig: str, **kwargs) -> None:
+def _cluster(action: str, kubeconfig: str, **kwargs) -> None:
+    """Cluster mode lives in ciliumctl.cluster.install (imported only when a kubeconfig is given)."""
     from ciliumctl.errors import EnvironmentProblem
 
     try:
         from ciliumctl.cluster import install as cluster_install
     except ImportError:
-        raise EnvironmentProblem("cluster mode not available in this build; unset KUBECONFIG/--kubeconfig to "
-                                 "install on this node") from None
-    cluster_install.install(kubeconfig=kubeconfig, **kwargs)
+        raise EnvironmentProblem(f"cluster mode not available in this build; unset KUBECONFIG/--kubeconfig to "
+                                 f"{action} on this node") from None
+    import inspect
+
+    from ciliumctl.errors import UsageError
+
+    fn = getattr(cluster_install, action)
+    accepted = inspect.signature(fn).parameters
+    given = {k: v for k, v in kwargs.items() if v not in (None, False)}
+    unsupported = [k for k in given if k not in accepted]
+    if unsupported:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unsupported)
+        raise UsageError(f"{flags} is not supported by `ciliumctl {action}` in cluster mode; drop it or unset "
+                         "KUBECONFIG/--kubeconfig for node mode")
+    fn(kubeconfig=kubeconfig, **given)
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +66,7 @@ def register(app: typer.Typer) -> None:
         """Install the eBPF datapath on this node: checks, compile, load, pin (idempotent)."""
         kc = kubeconfig or os.environ.get("KUBECONFIG")
         if kc:
-            _cluster_install(kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit)
+            _cluster("install", kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit)
             return
         from ciliumctl import install_node
 
@@ -69,8 +82,14 @@ def register(app: typer.Typer) -> None:
     @app.command("uninstall")
     def uninstall(
         dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed; change nothing."),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Uninstall from a cluster instead "
+                                                 "(default: $KUBECONFIG; node mode without one)."),
     ) -> None:
         """Remove every endpoint namespace, veth, route, program, map, pin and state file ciliumctl made."""
+        kc = kubeconfig or os.environ.get("KUBECONFIG")
+        if kc:
+            _cluster("uninstall", kc, dry_run=dry_run)
+            return
         from ciliumctl import install_node
 
         install_node.uninstall(plan_only=dry_run, progress=_printer())
