@@ -60,7 +60,11 @@ def endpoint_all_labels(namespace: str, pod_labels: Mapping[str, str], service_a
                         namespace_labels: Mapping[str, str] | None = None,
                         cluster: str = DEFAULT_CLUSTER) -> frozenset[str]:
     """Every label Cilium attaches to a pod endpoint (before filtering for the identity)."""
-    out = {k8s(k, v) for k, v in pod_labels.items()}
+    out = set()
+    for k, v in pod_labels.items():
+        # pod labels are always k8s-source: "k8s:app" given as a key is "app"; a pod can never claim reserved:*
+        _, key = split_source(k, SOURCE_K8S)
+        out.add(k8s(key, v))
     out.add(k8s(POD_NAMESPACE_LABEL, namespace))
     if service_account:
         out.add(k8s(SERVICE_ACCOUNT_LABEL, service_account))

@@ -107,3 +107,9 @@ def test_parse_labels():
     assert labels.parse_label_list(["a=1,k8s:b=2", "c=3"]) == [labels.Label("any", "a", "1"),
                                                              labels.Label("k8s", "b", "2"),
                                                              labels.Label("any", "c", "3")]
+
+
+def test_pod_labels_are_always_k8s_source():
+    got = labels.endpoint_all_labels("ns", {"k8s:app": "x", "reserved:host": "", "any:b": "1"})
+    assert {"k8s:app=x", "k8s:host", "k8s:b=1"} <= got
+    assert not any(s.startswith("reserved:") for s in got)
