@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Trace a connection through policy: egress of the source, ingress of the destination, final verdict.
 
-        Exit 0 when allowed, 1 when denied."""
+        Exit 0 when allowed, 1 when denied, 2 on bad input (an invalid policy included)."""
         from ciliumctl.cli.common import console, print_data
         from ciliumctl.errors import UsageError
         from ciliumctl.policy import trace as tr
@@ -55,10 +55,11 @@ def register(app: typer.Typer) -> None:
         src = tr.Peer(parse_label_list(src_labels), src_namespace, src_ip)
         dst = tr.Peer(parse_label_list(dst_labels), dst_namespace, dst_ip)
 
-        policies, endpoints, allocator = [], None, None
+        policies, endpoints, allocator, audit = [], None, None, False
         if live:
             inputs = tr.live_inputs()
-            policies, endpoints, allocator = inputs.policies, inputs.endpoints, inputs.allocator
+            policies, endpoints, allocator, audit = (inputs.policies, inputs.endpoints, inputs.allocator,
+                                                     inputs.audit)
             if mode is None and inputs.mode is not None:
                 enforcement = inputs.mode
         if files:
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
         if not files and not live:
             raise UsageError("no policies given: use -f FILE|DIR (repeatable) or --live for this node's policies")
         result = tr.trace(src, dst, proto, port, policies, enforcement, endpoints=endpoints, allocator=allocator,
-                          node_labels=nodes)
+                          node_labels=nodes, audit=audit)
         if output != Output.table:
             print_data(result.to_dict(), output)
         else:

@@ -68,6 +68,7 @@ class TraceResult:
     egress: Side
     ingress: Side
     notes: list[str]
+    audit: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -80,7 +81,7 @@ class TraceResult:
 
         return {"source": asdict(self.source), "destination": asdict(self.destination),
                 "protocol": PROTOCOL_NAMES.get(self.protocol, str(self.protocol)), "port": self.port,
-                "mode": self.mode.value, "egress": side(self.egress), "ingress": side(self.ingress),
+                "mode": self.mode.value, "audit": self.audit, "egress": side(self.egress), "ingress": side(self.ingress),
                 "verdict": "allowed" if self.allowed else "denied", "notes": self.notes}
 
 
@@ -187,7 +188,7 @@ def _check_ip(ip: str | None, flag: str) -> None:
 def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode: Enforcement | str = "default",
           *, endpoints: list[Endpoint] | None = None, allocator: ids.IdentityBackend | None = None,
           node_labels: Mapping[str, str] | None = None,
-          namespace_labels: Mapping[str, Mapping[str, str]] | None = None) -> TraceResult:
+          namespace_labels: Mapping[str, Mapping[str, str]] | None = None, audit: bool = False) -> TraceResult:
     """Trace one connection src -> dst (proto, port; ICMP: port = type).
 
     `endpoints` are existing endpoints (the node's own, for --live): a side given only by an IP that belongs to
@@ -219,7 +220,7 @@ def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode:
             chosen.append(None)
     host_is_endpoint = node_labels is not None
     res = resolve_detailed(all_eps, policies, mode, allocator or ids.MemoryAllocator(), node_labels=node_labels,
-                           namespace_labels=namespace_labels)
+                           namespace_labels=namespace_labels, audit=audit)
     state = res.state
 
     def subject(peer: Peer, pick) -> Subject:
@@ -241,7 +242,10 @@ def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode:
     s, d = subject(src, chosen[0]), subject(dst, chosen[1])
     egress = _side(res, s.endpoint_id, Direction.EGRESS, d.identity, proto, port, "source")
     ingress = _side(res, d.endpoint_id, Direction.INGRESS, s.identity, proto, port, "destination")
-    return TraceResult(s, d, proto, port, mode, egress, ingress, list(res.notes))
+    notes = list(res.notes)
+    if audit:
+        notes.append("audit mode: the datapath reports a denied connection as AUDIT and forwards it")
+    return TraceResult(s, d, proto, port, mode, egress, ingress, notes, audit)
 
 
 def load_policy_files(paths: list[str]) -> list[model.Policy]:
@@ -270,6 +274,7 @@ class LiveInputs:
     policies: list
     mode: Enforcement | None
     allocator: ids.IdentityBackend
+    audit: bool = False
 
 
 def live_inputs() -> LiveInputs:
@@ -280,4 +285,4 @@ def live_inputs() -> LiveInputs:
     view = node.live_view()
     alloc = view.allocator
     snapshot = alloc.snapshot() if hasattr(alloc, "snapshot") else ids.MemoryAllocator(alloc.known())
-    return LiveInputs(view.endpoints, list(view.policies), view.mode, snapshot)
+    return LiveInputs(view.endpoints, list(view.policies), view.mode, snapshot, bool(view.audit))

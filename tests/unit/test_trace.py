@@ -280,3 +280,10 @@ def test_cli_live_uses_the_nodes_endpoints_policies_and_mode(tmp_path, monkeypat
               tmp_path=tmp_path)
     assert out.returncode == 0
     assert IdentityAllocator().known() == before          # hypothetical endpoints never enter node state
+
+
+def test_audit_is_reported():
+    r = trace(XWING, DEATHSTAR, PROTO_TCP, 80, POLICIES, audit=True)
+    assert not r.allowed and r.to_dict()["audit"] is True
+    assert any("AUDIT" in n for n in r.notes)
+    assert trace(XWING, DEATHSTAR, PROTO_TCP, 80, POLICIES).to_dict()["audit"] is False
