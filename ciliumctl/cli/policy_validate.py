@@ -73,11 +73,22 @@ def render_reports(reports, quiet: bool = True, stderr: bool = True) -> None:
 
 
 def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
-    from rich.markup import escape
+    import sys
 
     from ciliumctl.cli.common import console
 
     out = console(stderr=stderr)
+    colour = out.is_terminal and not out.no_color
+    if colour:
+        from rich.markup import escape
+
+        def paint(text: str, style: str = "") -> str:
+            return f"[{style}]{escape(text)}[/]" if style else escape(text)
+    else:  # plain text needs no rich rendering: write it directly (hundreds of lines stay fast)
+        def paint(text: str, style: str = "") -> str:
+            return text
+
+    lines = []
     checked = [r for r in reports if r.checked]
     skipped = [r for r in reports if not r.checked]
     for r in checked:
@@ -85,12 +96,12 @@ def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
         if quiet and not r.findings:
             continue
         who = f"{doc.namespace}/{doc.name}" if doc.namespace else (doc.name or "<no name>")
-        mark = "[green]✓ valid[/]" if r.valid else "[bold red]✗ invalid[/]"
-        out.print(f"{mark}  {escape(doc.file)}#{doc.index}  {escape(str(doc.kind))} {escape(who)}")
+        mark = paint("✓ valid", "green") if r.valid else paint("✗ invalid", "bold red")
+        lines.append(f"{mark}  {paint(f'{doc.file}#{doc.index}  {doc.kind} {who}')}")
         for f in r.findings:
-            sev = "[red]error[/]" if f.severity == "error" else "[yellow]warning[/]"
-            where = f"{escape(f.path)}: " if f.path else ""
-            out.print(f"    {escape(doc.file)}:{f.line}:{f.column}: {sev}: {where}{escape(f.message)}")
+            sev = paint("error", "red") if f.severity == "error" else paint("warning", "yellow")
+            where = f"{f.path}: " if f.path else ""
+            lines.append(f"    {paint(f'{doc.file}:{f.line}:{f.column}:')} {sev}: {paint(where + f.message)}")
     invalid = sum(1 for r in checked if not r.valid)
     warnings = sum(len(r.warnings) for r in checked)
     summary = (f"{len(checked)} polic{'y' if len(checked) == 1 else 'ies'} checked: "
@@ -98,4 +109,8 @@ def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
     if skipped:
         kinds = sorted({str(r.document.kind) for r in skipped})
         summary += f"; {len(skipped)} other object{'s' * (len(skipped) != 1)} skipped ({', '.join(kinds)})"
-    out.print(("[bold red]" if invalid else "[bold green]") + escape(summary) + "[/]")
+    lines.append(paint(summary, "bold red" if invalid else "bold green"))
+    if colour:
+        out.print("\n".join(lines))
+    else:
+        (sys.stderr if stderr else sys.stdout).write("\n".join(lines) + "\n")
