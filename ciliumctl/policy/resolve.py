@@ -105,18 +105,24 @@ class Resolution:
     selected_by: dict[tuple[int, Direction], list[str]] = field(default_factory=dict)   # policy refs
     default_deny_by: dict[tuple[int, Direction], list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    notes_by_policy: dict[str, list[str]] = field(default_factory=dict)
     mode: Enforcement = Enforcement.DEFAULT
 
 
 class _Notes:
+    """Notes in order of appearance, each filed under the policy being compiled (for trace's filtering)."""
+
     def __init__(self):
         self.items: list[str] = []
+        self.by_policy: dict[str, list[str]] = {}
+        self.current = ""
         self._seen: set[str] = set()
 
     def add(self, text: str) -> None:
         if text not in self._seen:
             self._seen.add(text)
             self.items.append(text)
+            self.by_policy.setdefault(self.current, []).append(text)
 
 
 def _net(text: str, notes: _Notes, where: str):
@@ -295,6 +301,7 @@ def compile_policies(policies: Iterable, notes: _Notes) -> list[_Rule]:
     rules: list[_Rule] = []
     for p in policies:
         pol = _as_policy(p)
+        notes.current = pol.ref
         rules.extend(_compile_knp(pol, notes) if pol.kind == model.KNP else _compile_cilium(pol, notes))
     return rules
 
@@ -467,6 +474,7 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
             ep_id, ident, *(DirectionPolicy(dirs[d].enforced, list(dirs[d].entries))
                             for d in (Direction.INGRESS, Direction.EGRESS)))
     res.notes = notes.items
+    res.notes_by_policy = notes.by_policy
     return res
 
 

@@ -242,7 +242,11 @@ def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode:
     s, d = subject(src, chosen[0]), subject(dst, chosen[1])
     egress = _side(res, s.endpoint_id, Direction.EGRESS, d.identity, proto, port, "source")
     ingress = _side(res, d.endpoint_id, Direction.INGRESS, s.identity, proto, port, "destination")
-    notes = list(res.notes)
+    # notes of the policies that take part in this connection only
+    involved = set(res.selected_by.get((s.endpoint_id, Direction.EGRESS), []) if s.endpoint_id is not None else [])
+    if d.endpoint_id is not None:
+        involved.update(res.selected_by.get((d.endpoint_id, Direction.INGRESS), []))
+    notes = [n for ref in sorted(involved) for n in res.notes_by_policy.get(ref, [])]
     if audit:
         notes.append("audit mode: the datapath reports a denied connection as AUDIT and forwards it")
     return TraceResult(s, d, proto, port, mode, egress, ingress, notes, audit)

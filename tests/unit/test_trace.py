@@ -287,3 +287,16 @@ def test_audit_is_reported():
     assert not r.allowed and r.to_dict()["audit"] is True
     assert any("AUDIT" in n for n in r.notes)
     assert trace(XWING, DEATHSTAR, PROTO_TCP, 80, POLICIES).to_dict()["audit"] is False
+
+
+def test_notes_only_from_policies_involved():
+    l7 = parse_policy({"kind": "CiliumNetworkPolicy", "metadata": {"name": "l7", "namespace": "default"},
+                       "spec": {"endpointSelector": {"matchLabels": {"class": "deathstar"}},
+                                "ingress": [{"toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}],
+                                                          "rules": {"http": [{"method": "GET"}]}}]}]}})
+    other = parse_policy({"kind": "CiliumNetworkPolicy", "metadata": {"name": "fqdn", "namespace": "default"},
+                          "spec": {"endpointSelector": {"matchLabels": {"class": "crawler"}},
+                                   "egress": [{"toFQDNs": [{"matchName": "example.com"}]}]}})
+    r = trace(TIE, DEATHSTAR, PROTO_TCP, 80, [l7, other])
+    assert r.allowed and len(r.notes) == 1 and "L7" in r.notes[0]
+    assert trace(TIE, XWING, PROTO_TCP, 80, [l7, other]).notes == []
