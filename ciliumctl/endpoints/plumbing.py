@@ -142,9 +142,14 @@ def remove(ep_id: int, ipv4: str = "", netns: str = "", host: str = "") -> None:
             except Exception:
                 pass
     path = netns or str(NETNS_DIR / netns_name(ep_id))
-    if os.path.exists(path) and path.startswith(str(NETNS_DIR) + "/"):
+    if is_sandbox_netns(path) and os.path.exists(path):
         _kill_inside(os.path.basename(path))
         ip_netns("delete", os.path.basename(path))
+
+
+def is_sandbox_netns(path: str) -> bool:
+    """Only namespaces this module made (named with our prefix) are ever deleted: never a runtime's."""
+    return os.path.dirname(path) == str(NETNS_DIR) and os.path.basename(path).startswith(netns_prefix())
 
 
 def _kill_inside(name: str) -> None:
