@@ -285,4 +285,4 @@ def keep_hint(sb: Sandbox) -> list[str]:
     exports = " ".join(f"{k}={v}" for k, v in sb.env.items())
     return [f"The sandbox stays. To look around:  export {exports}",
             "  ciliumctl endpoint list; ciliumctl status; ciliumctl endpoint exec xwing -- ping -c1 <deathstar-ip>",
-            f"Remove it with:  ciliumctl uninstall && ip netns delete {sb.name}"]
+            f"Remove it with (same exports):  ciliumctl uninstall && ip netns delete {sb.name} && rm -rf {sb.workdir}"]
