@@ -94,3 +94,20 @@ def test_concurrent_adds_get_distinct_ids_and_addresses(node):
     assert all(r["state"] == "ready" for r in rows)
     ips = {r["name"]: r["ipv4"] for r in rows}
     assert node.ping("ep0", ips["ep3"]) and node.ping("ep3", ips["ep0"])
+
+
+def test_failed_add_leaves_nothing_and_touches_no_foreign_netns(node):
+    from .conftest import sh
+
+    node.cli("install")
+    squatter = f"{node.name}-ep1"
+    sh("ip", "netns", "add", squatter)
+    try:
+        res = node.cli("endpoint", "add", "a", "-l", "x=y", check=False)
+        assert res.returncode == 2 and "already exists" in res.stderr
+        assert json.loads(node.cli("endpoint", "list", "-o", "json").stdout) == []
+        assert json.loads((node.state / "ipam.json").read_text())["leases"] == {}
+        assert node.leftovers()["veths"] == []
+        assert (node.state.parent / "state").exists() and sh("ip", "netns", "pids", squatter).returncode == 0
+    finally:
+        sh("ip", "netns", "delete", squatter, check=False)
