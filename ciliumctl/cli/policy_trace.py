@@ -10,24 +10,24 @@ from ciliumctl.cli.common import Output
 def register(app: typer.Typer) -> None:
     @app.command("trace")
     def trace_cmd(
-        src_labels: List[str] = typer.Option([], "--src-labels", "-s",
+        src_labels: List[str] = typer.Option([], "--src-labels", "-s", metavar="LABELS",
                                              help="Source labels k=v[,k=v] (repeatable); reserved:host etc. "
                                                   "for a reserved identity."),
-        src_ip: Optional[str] = typer.Option(None, "--src-ip", help="Source IP address."),
-        src_namespace: Optional[str] = typer.Option(None, "--src-namespace",
+        src_ip: Optional[str] = typer.Option(None, "--src-ip", metavar="IP", help="Source IP address."),
+        src_namespace: Optional[str] = typer.Option(None, "--src-namespace", metavar="NAMESPACE",
                                                     help="Source namespace (default: default)."),
-        dst_labels: List[str] = typer.Option([], "--dst-labels", "-d", help="Destination labels k=v[,k=v]."),
-        dst_ip: Optional[str] = typer.Option(None, "--dst-ip", help="Destination IP address."),
-        dst_namespace: Optional[str] = typer.Option(None, "--dst-namespace",
+        dst_labels: List[str] = typer.Option([], "--dst-labels", "-d", metavar="LABELS", help="Destination labels k=v[,k=v]."),
+        dst_ip: Optional[str] = typer.Option(None, "--dst-ip", metavar="IP", help="Destination IP address."),
+        dst_namespace: Optional[str] = typer.Option(None, "--dst-namespace", metavar="NAMESPACE",
                                                     help="Destination namespace (default: default)."),
-        dport: Optional[str] = typer.Option(None, "--dport",
+        dport: Optional[str] = typer.Option(None, "--dport", metavar="PORT/PROTO",
                                             help="Destination port/protocol: 80/tcp, 53/udp, 8/icmp "
                                                  "(ICMP type). Omitted: all traffic (L3 only)."),
-        files: List[str] = typer.Option([], "--file", "-f", help="Policy file or directory (repeatable)."),
-        mode: Optional[str] = typer.Option(None, "--mode",
+        files: List[str] = typer.Option([], "--file", "-f", metavar="PATH", help="Policy file or directory (repeatable)."),
+        mode: Optional[str] = typer.Option(None, "--mode", metavar="MODE",
                                            help="Enforcement mode: default, always or never (default: default; "
                                                 "with --live: the node's)."),
-        node_labels: List[str] = typer.Option([], "--node-labels",
+        node_labels: List[str] = typer.Option([], "--node-labels", metavar="LABELS",
                                               help="Labels of the node k=v[,k=v]: the host becomes an endpoint "
                                                    "that nodeSelector rules select."),
         live: bool = typer.Option(False, "--live", help="Use this node's endpoints, policies and mode."),
