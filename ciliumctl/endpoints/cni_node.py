@@ -3,7 +3,8 @@ the policy reconciled. The CNI server calls these under the node lock.
 
 Labels of a pod: from the API server when a cluster is configured (the agent installs a lookup with
 set_pod_label_source()), else from the pod annotation `ciliumctl.io/labels: "k=v,k2=v2"` that containerd passes
-when the conflist enables the `io.kubernetes.cri.pod-annotations` capability. The namespace comes from CNI_ARGS K8S_POD_NAMESPACE."""
+when the conflist enables the `io.kubernetes.cri.pod-annotations` capability. The namespace comes from CNI_ARGS
+K8S_POD_NAMESPACE."""
 
 from __future__ import annotations
 

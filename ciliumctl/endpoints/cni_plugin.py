@@ -95,7 +95,8 @@ def exec_plugin(name: str, command: str, conf: dict) -> dict | None:
         try:
             parsed = json.loads(out)
         except ValueError:
-            raise CniError(E_DECODE, f"IPAM plugin {name} {command}: output is not JSON", out[:200].decode(errors="replace"))
+            raise CniError(E_DECODE, f"IPAM plugin {name} {command}: output is not JSON",
+                           out[:200].decode(errors="replace"))
     if proc.returncode != 0:
         if isinstance(parsed, dict) and "code" in parsed:
             raise CniError(int(parsed.get("code") or 999), f"IPAM plugin {name}: {parsed.get('msg', '')}",

@@ -108,6 +108,19 @@ class MountNamespace:
             self.holder.wait(5)
 
 
+def remove_cgroups(parent: str) -> None:
+    """Remove a cgroup parent (and its empty children) from every hierarchy: runtimes create it and leave it."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / parent.strip("/")
+        if not top.is_dir() or hierarchy == top:
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
 def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -157,8 +170,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 class Containerd:
     """containerd with its CRI plugin in a private mount namespace, driven over CRI gRPC like kubelet."""
 
-    def __init__(self, tmp: Path, cni_bin: Path, cni_conf: Path, netns: str):
+    def __init__(self, tmp: Path, cni_bin: Path, cni_conf: Path, netns: str, cgroup_parent: str):
         self.tmp = tmp
+        self.cgroup_parent = cgroup_parent    # pods go below it (PodSandboxConfig.linux.cgroup_parent)
         self.sock = tmp / "containerd.sock"
         self.log = tmp / "containerd.log"
         self.proc = None
@@ -205,6 +219,7 @@ class Containerd:
             except (OSError, ValueError):
                 pass
         self.mnt.close()
+        remove_cgroups(self.cgroup_parent)
 
 
 # --------------------------------------------------------------------------------------------- podman
@@ -214,6 +229,7 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 netns = "bridge"
 [engine]
 runtime = "runc"
+conmon_cgroup = "{cgroup_parent}/conmon"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 tmp_dir = "{tmp}/podman-tmp"
@@ -234,11 +250,13 @@ graphroot = "/var/lib/containers/storage"
 class Podman:
     """podman 4 with its CNI backend, every path it uses bind-mounted from a temporary directory."""
 
-    def __init__(self, tmp: Path, cni_bin: Path, cni_conf: Path, netns: str):
+    def __init__(self, tmp: Path, cni_bin: Path, cni_conf: Path, netns: str, cgroup_parent: str):
         self.tmp = tmp
+        self.cgroup_parent = cgroup_parent    # every container and conmon below it (containers.conf)
         etc = tmp / "etc-containers"
         etc.mkdir(parents=True)
-        (etc / "containers.conf").write_text(CONTAINERS_CONF.format(tmp=tmp, cni_bin=cni_bin))
+        (etc / "containers.conf").write_text(CONTAINERS_CONF.format(tmp=tmp, cni_bin=cni_bin,
+                                                                     cgroup_parent=cgroup_parent))
         (etc / "storage.conf").write_text(STORAGE_CONF)
         (etc / "registries.conf").write_text("unqualified-search-registries = []\n")
         (etc / "policy.json").write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
@@ -265,9 +283,11 @@ class Podman:
         except Exception:
             pass
         # conmon processes of containers that could not be removed: kill by pid file
-        for pidfile in self.tmp.glob("var-lib-containers/storage/*/userdata/conmon.pid"):
+        for pidfile in [*self.tmp.glob("run-containers/storage/*/*/userdata/conmon.pid"),
+                        *self.tmp.glob("var-lib-containers/storage/*/*/userdata/conmon.pid")]:
             try:
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
             except (OSError, ValueError):
                 pass
         self.mnt.close()
+        remove_cgroups(self.cgroup_parent)

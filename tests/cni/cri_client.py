@@ -10,19 +10,22 @@ TIMEOUT = 60
 
 
 class CriClient:
-    def __init__(self, stub):
-        self.rt = stub
-
     def version(self):
         return self.rt.Version(api.VersionRequest(version="v1"), timeout=TIMEOUT)
+
+    def __init__(self, stub, cgroup_parent: str = ""):
+        self.rt = stub
+        self.cgroup_parent = cgroup_parent   # kubelet sets one per pod QoS class; the tests one per run
 
     def sandbox_config(self, name: str, namespace: str, annotations: dict | None = None,
                        labels: dict | None = None) -> api.PodSandboxConfig:
         return api.PodSandboxConfig(
             metadata=api.PodSandboxMetadata(name=name, namespace=namespace, uid=str(uuid.uuid4()), attempt=0),
             hostname=name, labels=labels or {}, annotations=annotations or {},
-            linux=api.LinuxPodSandboxConfig(security_context=api.LinuxSandboxSecurityContext(
-                namespace_options=api.NamespaceOption(network=api.POD, pid=api.CONTAINER, ipc=api.POD))))
+            linux=api.LinuxPodSandboxConfig(
+                cgroup_parent=self.cgroup_parent,
+                security_context=api.LinuxSandboxSecurityContext(
+                    namespace_options=api.NamespaceOption(network=api.POD, pid=api.CONTAINER, ipc=api.POD))))
 
     def run_pod(self, config: api.PodSandboxConfig) -> str:
         return self.rt.RunPodSandbox(api.RunPodSandboxRequest(config=config), timeout=TIMEOUT).pod_sandbox_id

@@ -36,9 +36,10 @@ def stack():
     from cri_client import CriClient
 
     with CniNode(pool="10.237.0.0/24", agent=True) as node:
-        rt = Containerd(node.tmp / "containerd", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}")
+        rt = Containerd(node.tmp / "containerd", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}",
+                    f"/{node.prefix}")
         try:
-            yield node, CriClient(rt.runtime)
+            yield node, CriClient(rt.runtime, f"/{node.prefix}")
         finally:
             rt.close()
 

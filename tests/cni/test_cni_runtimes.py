@@ -78,9 +78,10 @@ def assert_node_clean(node) -> None:
 def containerd(node):
     from cri_client import CriClient
 
-    rt = Containerd(node.tmp / "containerd", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}")
+    rt = Containerd(node.tmp / "containerd", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}",
+                    f"/{node.prefix}")
     try:
-        yield CriClient(rt.runtime)
+        yield CriClient(rt.runtime, f"/{node.prefix}")
     finally:
         rt.close()
 
@@ -168,7 +169,8 @@ def test_containerd_repeated_stop_is_idempotent(node, containerd):
 
 @pytest.fixture(scope="module")
 def podman(node):
-    pm = Podman(node.tmp / "podman", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}")
+    pm = Podman(node.tmp / "podman", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}",
+                    f"/{node.prefix}")
     try:
         yield pm
     finally:
@@ -179,7 +181,8 @@ def test_podman_containers_talk_and_removal_cleans_up(node, podman):
     names = [f"{node.prefix}a", f"{node.prefix}b"]
     try:
         for name in names:
-            podman.podman("run", "-d", "--name", name, "--network", "ciliumctl", "--cap-add", "NET_RAW", IMAGE)
+            podman.podman("run", "-d", "--name", name, "--network", "ciliumctl", "--cap-add", "NET_RAW",
+                          "--cgroup-parent", f"/{node.prefix}", IMAGE)
         ips = {}
         for name in names:
             out = podman.podman("inspect", name).stdout

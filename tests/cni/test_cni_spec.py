@@ -215,7 +215,8 @@ def test_del_of_unknown_container_succeeds(cni_node):
 @pytest.mark.root
 def test_existing_interface_name_is_an_error_and_releases_the_address(cni_node):
     ns = cni_node.new_pod_ns(1)
-    subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer"], check=True)
+    subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer"],
+                   check=True)
     code, out, _ = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
     assert code != 0 and "eth0 already exists" in out["msg"]
     assert cni_node.leases() == [] and cni_node.host_links() == [] and cni_node.endpoints() == []
