@@ -84,8 +84,8 @@ class Kube:
             chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
             return cls(api, ((chosen or {}).get("context") or {}).get("namespace") or "default")
         except ConfigException as err:
-            raise UsageError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {err}; pass --kubeconfig/--context "
-                             "of a reachable cluster") from None
+            raise UsageError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {str(err).rstrip('.')}; pass "
+                             "--kubeconfig/--context of a reachable cluster") from None
         except (OSError, ValueError) as err:
             raise UsageError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {err}") from None
 
@@ -123,7 +123,8 @@ class Kube:
         try:
             resp = self.api.call_api(method_, url, header_params=headers, body=body, _request_timeout=timeout)
         except urllib3.exceptions.HTTPError as err:
-            reason = getattr(err, "reason", None) or err
+            reason = str(getattr(err, "reason", None) or err)
+            reason = reason.split("): ", 1)[-1]  # drop urllib3's "HTTPConnection(host=..., port=...)" prefix
             raise EnvironmentProblem(f"cannot reach the Kubernetes API server at {self.host}: {reason}; check "
                                      "--kubeconfig/--context and that the cluster is up") from None
         if not 200 <= resp.status <= 299:

@@ -39,6 +39,7 @@ class SyncReport:
     accepted: list[str] = field(default_factory=list)   # kind/namespace/name of policies in force
     rejected: dict[str, str] = field(default_factory=dict)  # kind/namespace/name -> finding
     published: dict[str, int] = field(default_factory=dict)
+    state: object = None  # the ResolvedState loaded
 
 
 def policy_ref(obj: dict) -> str:
@@ -73,6 +74,20 @@ def remote_endpoint(row: dict, index: int) -> Endpoint:
                     ipv4=row["ipv4"], identity=row["identity"], service_account=service_account, node=row["node"])
 
 
+def _node_hook(cluster) -> None:
+    """Hand node-local reconciles (CNI, endpoint add) and identity allocation to the cluster while it runs:
+    ciliumctl.node.set_cluster(obj) with obj.identities (IdentityBackend) and obj.reconcile_locked(dp, settings).
+    Without that hook a local reconcile would program the node from the local store until the next sync."""
+    from ciliumctl import node
+
+    hook = getattr(node, "set_cluster", None)
+    if hook is not None:
+        hook(cluster)
+    elif cluster is not None:
+        log.warning("ciliumctl.node has no set_cluster(): local reconciles (CNI ADD/DEL) use the local policy "
+                    "store until the next cluster sync")
+
+
 class ClusterNode:
     """Run with start()/stop() inside the agent, or call sync() directly (tests, one-shot)."""
 
@@ -90,6 +105,7 @@ class ClusterNode:
         self.cache.listeners.append(self.identities.on_event)
         self._verdicts: dict[tuple[str, str], tuple[bool, str]] = {}  # (ref, resourceVersion-of-spec) -> verdict
         self._stop = threading.Event()
+        self._kick = threading.Event()  # a local change (reconcile_locked) wants a full sync
         self._thread: threading.Thread | None = None
         self.last: SyncReport | None = None
         self.syncs = 0
@@ -102,6 +118,7 @@ class ClusterNode:
         self.cache.start()
         self.cache.wait_synced(wait_synced)
         cni_node.set_pod_label_source(sources.pod_label_lookup(self.cache))
+        _node_hook(self)
         self._thread = threading.Thread(target=self._loop, name="cluster-sync", daemon=True)
         self._thread.start()
         return self
@@ -115,6 +132,7 @@ class ClusterNode:
         if self._thread:
             self._thread.join(10)
         cni_node.set_pod_label_source(None)
+        _node_hook(None)
         self.cache.stop()
 
     def _loop(self) -> None:
@@ -122,7 +140,8 @@ class ClusterNode:
         while not self._stop.is_set():
             gen = self.cache.generation
             try:
-                if gen != seen:
+                if gen != seen or self._kick.is_set():
+                    self._kick.clear()
                     self._stop.wait(self.settle_seconds)  # let a burst of events land: one reconcile for all
                     gen = self.cache.generation
                     self.sync()
@@ -132,7 +151,8 @@ class ClusterNode:
                 self._stop.wait(1.0)
                 continue
             deadline = time.monotonic() + self.resync_seconds
-            while not self._stop.is_set() and self.cache.generation == seen and time.monotonic() < deadline:
+            while not self._stop.is_set() and self.cache.generation == seen and not self._kick.is_set() \
+                    and time.monotonic() < deadline:
                 self.cache.wait_change(seen, 0.5)
             if self.cache.generation == seen:
                 seen = -1  # periodic resync: also repairs what changed outside the API (registry, pins)
@@ -152,78 +172,134 @@ class ClusterNode:
             self._verdicts[key] = status_conditions.validate_object(obj)
         return self._verdicts[key]
 
-    def sync(self) -> SyncReport:
-        from ciliumctl import node
-        from ciliumctl.endpoints import registry
-        from ciliumctl.policy.resolve import resolve
-
-        report = SyncReport()
+    def _policies(self, report: SyncReport, publish_status: bool) -> list[dict]:
+        """The valid policy objects; each rejected one is named in the report (and on its status)."""
         policies = []
         for obj in sources.policy_objects(self.cache):
             valid, message = self._verdict(obj)
-            try:
-                status_conditions.set_valid(self.kube, obj, valid, message)
-            except Exception as err:  # status is a report: never block enforcement on it
-                log.warning("cannot set Valid on %s: %s", policy_ref(obj), err)
+            if publish_status:
+                try:
+                    status_conditions.set_valid(self.kube, obj, valid, message)
+                except Exception as err:  # status is a report: never block enforcement on it
+                    log.warning("cannot set Valid on %s: %s", policy_ref(obj), err)
             if valid:
                 policies.append(policy_input(obj))
                 report.accepted.append(policy_ref(obj))
             else:
                 report.rejected[policy_ref(obj)] = message
-                log.warning("policy %s rejected: %s", policy_ref(obj), message)
+                if publish_status:
+                    log.warning("policy %s rejected: %s", policy_ref(obj), message)
+        return policies
+
+    def _program(self, report: SyncReport, policies: list[dict], datapath=None, settings=None):
+        """Resolve and load the datapath; the caller holds the node lock. Returns the datapath's report."""
+        from ciliumctl import node, statefile
+        from ciliumctl.endpoints import registry
+        from ciliumctl.policy.resolve import resolve
 
         rows = ceps.remote_endpoints(self.cache.objects("CiliumEndpoint"), self.node_name)
         report.remote = [remote_endpoint(r, i) for i, r in enumerate(rows)]
         ns_labels = {ns["metadata"]["name"]: sources.namespace_labels(self.cache, ns["metadata"]["name"])
                      for ns in self.cache.objects("Namespace")}
+        settings = settings or node.load_settings()
+        mode = self.mode or settings.enforcement_mode
+        audit = settings.audit if self.audit is None else self.audit
+        local = sources.enrich(registry.load_all(), self.cache, self.node_name)
+        settings.revision += 1
+        state = resolve(local + report.remote, policies, mode, self.identities, revision=settings.revision,
+                        audit=audit, namespace_labels=ns_labels)
+        for ep in report.remote:
+            state.endpoints.pop(ep.id, None)
+        applied = (datapath or self.datapath()).apply(state)
+        node.save_settings(settings)
+        statefile.write_json(node.enforcement_path(), {
+            str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}
+            for ep_id, pol in state.endpoints.items()})
+        for ep in local:
+            pol = state.endpoints.get(ep.id)
+            if pol is not None and pol.identity != ep.identity:
+                ep.identity = pol.identity
+                stored = registry.load(ep.id)
+                if stored is not None:
+                    stored.identity = pol.identity
+                    registry.save(stored)
+        report.revision, report.local, report.state = settings.revision, local, state
+        return applied
+
+    def reconcile_locked(self, datapath=None, settings=None):
+        """node.reconcile() in cluster mode (the caller holds the node lock: CNI ADD/DEL, endpoint add/delete):
+        program from the cluster's policies and identities, never from the local store. The sync loop then
+        publishes the CiliumEndpoints."""
+        report = SyncReport()
+        applied = self._program(report, self._policies(report, publish_status=False), datapath, settings)
+        self._kick.set()
+        with self.cache._cond:
+            self.cache._cond.notify_all()
+        return applied
+
+    def sync(self) -> SyncReport:
+        """One full round: statuses, datapath, CiliumEndpoints."""
+        from ciliumctl import node
+
+        report = SyncReport()
+        policies = self._policies(report, publish_status=True)
         with node.locked():
-            settings = node.load_settings()
-            mode = self.mode or settings.enforcement_mode
-            audit = settings.audit if self.audit is None else self.audit
-            local = sources.enrich(registry.load_all(), self.cache, self.node_name)
-            settings.revision += 1
-            state = resolve(local + report.remote, policies, mode, self.identities, revision=settings.revision,
-                            audit=audit, namespace_labels=ns_labels)
-            for ep in report.remote:
-                state.endpoints.pop(ep.id, None)
-            self.datapath().apply(state)
-            node.save_settings(settings)
-            for ep in local:
-                pol = state.endpoints.get(ep.id)
-                if pol is not None and pol.identity != ep.identity:
-                    ep.identity = pol.identity
-                    stored = registry.load(ep.id)
-                    if stored is not None:
-                        stored.identity = pol.identity
-                        registry.save(stored)
-        report.revision, report.local = settings.revision, local
-        published = [(ep, state.identities.get(ep.identity, frozenset())) for ep in local if ep.ipv4]
+            self._program(report, policies)
+        state = report.state
+        published = [(ep, state.identities.get(ep.identity, frozenset())) for ep in report.local if ep.ipv4]
         report.published = ceps.sync_node(self.kube, self.node_name, published)
         self.last = report
         self.syncs += 1
         return report
 
 
+def cluster_mode(kubeconfig: str | None = None) -> str | None:
+    """How the agent reaches the cluster: "kubeconfig", "in-cluster" or None (node mode)."""
+    import os
+
+    if kubeconfig or os.environ.get("KUBECONFIG"):
+        return "kubeconfig"
+    if os.environ.get("CILIUMCTL_CLUSTER") == "in-cluster":
+        return "in-cluster"
+    return None
+
+
+def start_for_agent(kubeconfig: str | None = None, context: str | None = None,
+                    node_name: str | None = None) -> ClusterNode | None:
+    """For the agent (call after entering the node namespace): a running ClusterNode in cluster mode, None in
+    node mode. Stop it with .stop() at shutdown."""
+    import os
+    import socket
+
+    from ciliumctl.errors import UsageError
+
+    mode = cluster_mode(kubeconfig)
+    if mode is None:
+        return None
+    name = node_name or os.environ.get("CILIUMCTL_NODE_NAME") or socket.gethostname()
+    if not name:
+        raise UsageError("node name unknown: pass --node-name or set CILIUMCTL_NODE_NAME")
+    kube = Kube.in_cluster() if mode == "in-cluster" else Kube.connect(kubeconfig, context)
+    enforcement = os.environ.get("CILIUMCTL_ENFORCEMENT") or None
+    audit_env = os.environ.get("CILIUMCTL_AUDIT")
+    audit = None if audit_env is None else audit_env.lower() == "true"
+    return ClusterNode(kube, name, mode=enforcement, audit=audit).start()
+
+
 def run(kubeconfig: str | None = None, context: str | None = None, node_name: str | None = None) -> None:
     """Foreground cluster sync for one node (`python -m ciliumctl.cluster.node_sync`): what the agent runs in
-    cluster mode beside its flow reader. Ctrl-C / SIGTERM stops it."""
-    import os
+    cluster mode beside its flow reader. SIGTERM / Ctrl-C stops it."""
     import signal
 
     from ciliumctl import nodens
     from ciliumctl.errors import UsageError
 
     nodens.enter_node_netns()  # before any thread or socket: everything below lives in the node's namespace
-    name = node_name or os.environ.get("CILIUMCTL_NODE_NAME") or ""
-    if not name:
-        raise UsageError("node name unknown: pass --node-name or set CILIUMCTL_NODE_NAME")
-    if kubeconfig or context or os.environ.get("CILIUMCTL_CLUSTER") != "in-cluster":
-        kube = Kube.connect(kubeconfig, context)
-    else:
-        kube = Kube.in_cluster()
+    if cluster_mode(kubeconfig) is None:
+        raise UsageError("no cluster: pass --kubeconfig, set KUBECONFIG, or CILIUMCTL_CLUSTER=in-cluster")
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    agent = ClusterNode(kube, name).start()
+    agent = start_for_agent(kubeconfig, context, node_name)
     try:
         while not done.wait(0.5):
             pass

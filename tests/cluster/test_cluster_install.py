@@ -215,3 +215,17 @@ def test_crd_schema_accepts_every_valid_corpus_policy_without_pruning(installed)
             assert stored.get(key) == doc.get(key), f"{row['file']}#{row['index']}: {key} changed by the schema"
         count += 1
     assert count >= 100
+
+
+def test_kubeconfig_and_connection_errors_are_one_line(fake, tmp_path):
+    from ciliumctl.cluster.kube import Kube
+    from ciliumctl.errors import EnvironmentProblem
+
+    with pytest.raises(UsageError, match=r"^kubeconfig /nonexistent/kc: .*pass --kubeconfig/--context"):
+        inst.install(kubeconfig="/nonexistent/kc", out=io.StringIO())
+    config = fake.write_kubeconfig(tmp_path / "kc")
+    with pytest.raises(UsageError, match="kubeconfig"):
+        Kube.connect(str(config), context="no-such-context")
+    fake.stop()  # nothing listens there any more
+    with pytest.raises(EnvironmentProblem, match=r"cannot reach the Kubernetes API server at http://127\.0\.0\.1:"):
+        inst.status(kubeconfig=str(config))

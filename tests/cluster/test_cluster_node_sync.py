@@ -143,3 +143,30 @@ def test_running_agent_follows_changes(installed, kubeconfig, node_env):
     finally:
         agent.stop()
     assert agent.last is not None and agent.last.published["unchanged"] + agent.last.published["created"] == 1
+
+
+def test_local_reconcile_uses_the_cluster_and_gets_published(installed, kubeconfig, node_env):
+    """What a CNI ADD does under the node lock in cluster mode: program from the cluster's policies and
+    identities (never the local store), then the sync loop publishes the new endpoint."""
+    from ciliumctl import node
+    from ciliumctl.endpoints import registry
+
+    kube = installed
+    client = remote_client(kube, kubeconfig)
+    kube.create(ALLOW_CLIENT)
+    dp = RecordingDatapath()
+    agent = node_sync.ClusterNode(kube, "node-a", datapath=dp, settle_seconds=0.01).start(wait_synced=5)
+    try:
+        assert wait_for(lambda: agent.syncs >= 1)
+        add_pod(kube, "web", "node-a", "10.1.0.5", {"app": "web"})
+        assert wait_for(lambda: agent.cache.get("Pod", "web", "default") is not None)
+        with node.locked():
+            registry.save(Endpoint(id=3, name="web", namespace="default", ipv4="10.1.0.5"))
+            agent.reconcile_locked(dp)
+        state = dp.states[-1]
+        assert {e.identity for e in state.endpoints[3].ingress.entries} == {client.identity}
+        assert wait_for(lambda: kube.get(KINDS["CiliumEndpoint"], "web", "default") is not None)
+        assert kube.get(KINDS["CiliumEndpoint"], "web", "default")["status"]["identity"]["id"] == \
+            state.endpoints[3].identity
+    finally:
+        agent.stop()

@@ -172,3 +172,16 @@ def test_valid_condition_survives_a_conflicting_writer(installed):
     assert sc.set_valid(installed, stale, False, "x: broken") is True
     cond = sc.valid_condition(installed.get(kind, "c"))
     assert cond["status"] == "False" and cond["message"] == "x: broken"
+
+
+def test_namespace_comes_from_the_kubeconfig_context(installed, fake, tmp_path):
+    from ciliumctl.cluster.kube import Kube
+
+    installed.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    kc = str(fake.write_kubeconfig(tmp_path / "kc-shop", namespace="shop"))
+    f = write(tmp_path, "p.yaml", ALLOW_WEB)
+    results = pa.apply_policies([f], kubeconfig=kc)
+    assert [(r.kind, r.namespace) for r in results] == [("CiliumNetworkPolicy", "shop"),
+                                                        ("CiliumClusterwideNetworkPolicy", "")]
+    assert Kube.connect(kc).namespace == "shop"
+    assert [o["metadata"]["name"] for o in pa.get_policies(kind="cnp", kubeconfig=kc)] == ["allow-web"]
