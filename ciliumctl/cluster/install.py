@@ -66,7 +66,7 @@ def render(objs: list[dict], output: str = "yaml") -> str:
 
 def install(kubeconfig: str | None = None, context: str | None = None, dry_run: bool = False,
             output: str | None = None, wait: bool = False, image: str = manifests.DEFAULT_IMAGE,
-            enforcement: str | None = None, audit: bool | None = None, flow_buffer_size: int = 4096,
+            enforcement: str | None = None, audit: bool | None = None, flow_buffer_size: int = 4095,
             namespace: str = manifests.NAMESPACE, timeout: float = 300.0, out: TextIO | None = None,
             progress: Callable[[str], None] | None = None, kube: Kube | None = None,
             enforcement_mode: str | None = None) -> list:

@@ -27,13 +27,15 @@ class InstallOptions:
     namespace: str = NAMESPACE
     enforcement: str = "default"
     audit: bool = False
-    flow_buffer_size: int = 4096
+    flow_buffer_size: int = 4095  # Hubble's event buffer capacity: one less than a power of two
 
     def check(self) -> None:
         if self.enforcement not in ENFORCEMENT_MODES:
             raise UsageError(f"--enforcement {self.enforcement!r}: use one of {', '.join(ENFORCEMENT_MODES)}")
-        if self.flow_buffer_size < 1 or self.flow_buffer_size & (self.flow_buffer_size - 1):
-            raise UsageError(f"--flow-buffer-size {self.flow_buffer_size}: use a power of two (e.g. 4096)")
+        n = self.flow_buffer_size + 1
+        if self.flow_buffer_size < 1 or n & (n - 1):
+            raise UsageError(f"--flow-buffer-size {self.flow_buffer_size}: use one less than a power of two "
+                             "(e.g. 4095), as Hubble's event buffer does")
         if not self.image.strip():
             raise UsageError("--image is empty: give an image reference such as " + DEFAULT_IMAGE)
 

@@ -24,7 +24,7 @@ def dry_run(**kwargs) -> list[dict]:
 
 
 def test_dry_run_prints_every_manifest_sane():
-    objs = dry_run(image="registry.local/ciliumctl:test", enforcement="always", audit=True, flow_buffer_size=8192)
+    objs = dry_run(image="registry.local/ciliumctl:test", enforcement="always", audit=True, flow_buffer_size=8191)
     assert [o["kind"] for o in objs] == ["CustomResourceDefinition"] * 4 + [
         "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"]
     for obj in objs:
@@ -45,7 +45,7 @@ def test_dry_run_prints_every_manifest_sane():
         assert set(cond["items"]["properties"]) >= {"type", "status", "reason", "message", "lastTransitionTime"}
 
     config = next(o for o in objs if o["kind"] == "ConfigMap")
-    assert config["data"] == {"enforcement-mode": "always", "audit-mode": "true", "flow-buffer-size": "8192"}
+    assert config["data"] == {"enforcement-mode": "always", "audit-mode": "true", "flow-buffer-size": "8191"}
 
     ds = next(o for o in objs if o["kind"] == "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
@@ -85,8 +85,8 @@ def test_dry_run_json_and_bad_options():
     assert data["kind"] == "List" and len(data["items"]) == 10
     with pytest.raises(UsageError, match="enforcement"):
         inst.install(dry_run=True, enforcement="sometimes", out=io.StringIO())
-    with pytest.raises(UsageError, match="power of two"):
-        inst.install(dry_run=True, flow_buffer_size=1000, out=io.StringIO())
+    with pytest.raises(UsageError, match="one less than a power of two"):
+        inst.install(dry_run=True, flow_buffer_size=4096, out=io.StringIO())
 
 
 def test_install_is_idempotent_and_reports_like_kubectl(kube, fake):
