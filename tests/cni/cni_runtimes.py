@@ -71,6 +71,7 @@ class MountNamespace:
     def __init__(self, binds: dict[str, Path], netns: str | None = None):
         self.binds = binds
         self.netns = netns
+        self.created: list[Path] = []
         self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "100000"],
                                        stdin=subprocess.DEVNULL)
         try:
@@ -82,6 +83,12 @@ class MountNamespace:
                 time.sleep(0.01)
             for target, source in binds.items():
                 source.mkdir(parents=True, exist_ok=True)
+                missing = []          # mount points we create on the shared filesystem go again in close()
+                t = Path(target)
+                while not t.exists():
+                    missing.append(t)
+                    t = t.parent
+                self.created += missing
                 self.run(["mkdir", "-p", target])
                 self.run(["mount", "--bind", str(source), target])
         except BaseException:
@@ -106,6 +113,11 @@ class MountNamespace:
         if self.holder.poll() is None:
             self.holder.kill()
             self.holder.wait(5)
+        for d in self.created:       # deepest first, as recorded; only when empty
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def remove_cgroups(parent: str) -> None:
