@@ -375,6 +375,12 @@ class InvalidPolicies(Finding):
 
 def load_and_validate(paths_: list[str]):
     """Documents of `paths_`, all valid, or InvalidPolicies (nothing else happens then)."""
+    return validate_paths(paths_)[0]
+
+
+def validate_paths(paths_: list[str]):
+    """(documents, reports) of `paths_` when every policy is valid (reports carry any warnings);
+    InvalidPolicies otherwise."""
     from ciliumctl.policy import load, validate
 
     docs = load.load_paths([str(p) for p in paths_])
@@ -385,17 +391,14 @@ def load_and_validate(paths_: list[str]):
     bad = [r for r in reports if not r.valid]
     if bad:
         raise InvalidPolicies(reports, f"{len(bad)} of {len(reports)} policies invalid: nothing applied")
-    return docs
+    return docs, reports
 
 
 def _validate_options():
+    """The agent's default options, as `policy validate` uses them without flags."""
     from ciliumctl.policy import validate
 
-    for name in ("ValidateOptions", "Options", "ValidationOptions"):
-        cls = getattr(validate, name, None)
-        if cls is not None:
-            return cls()
-    return None
+    return validate.Options()
 
 
 def _doc_data(doc) -> dict:

@@ -38,10 +38,13 @@ def register(app: typer.Typer) -> None:
         from ciliumctl import node
 
         try:
-            docs = node.load_and_validate(files)
+            docs, reports = node.validate_paths(files)
         except node.InvalidPolicies as err:
             _print_findings(err.reports)
             raise
+        warned = [r for r in reports if getattr(r, "warnings", None)]
+        if warned:
+            _print_findings(warned)
         result = node.apply_policies(docs, dry_run=dry_run)
         suffix = " (dry run)" if dry_run else ""
         for c in result.changes:
