@@ -40,7 +40,7 @@ def apply_object(kube: Kube, obj: dict, dry_run: bool = False, force: bool = Tru
     if before is None:
         action = "created"
     elif after["metadata"].get("resourceVersion") != before["metadata"].get("resourceVersion") or \
-            (dry_run and _content(after) != _content(before)):
+            (dry_run and content_of(after) != content_of(before)):
         action = "configured"
     else:
         action = "unchanged"
@@ -49,7 +49,7 @@ def apply_object(kube: Kube, obj: dict, dry_run: bool = False, force: bool = Tru
     return Applied(kind.kind, meta["name"], meta.get("namespace", ""), action)
 
 
-def _content(obj: dict) -> dict:
+def content_of(obj: dict) -> dict:
     out = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
     meta = obj.get("metadata", {})
     out["metadata"] = {k: meta.get(k) for k in ("labels", "annotations")}

@@ -139,6 +139,9 @@ class ClusterNode:
         seen = -1
         while not self._stop.is_set():
             gen = self.cache.generation
+            if not self.cache.synced():  # never program from a partial view (e.g. policies not listed yet)
+                self._stop.wait(0.2)
+                continue
             try:
                 if gen != seen or self._kick.is_set():
                     self._kick.clear()
@@ -189,6 +192,8 @@ class ClusterNode:
                 report.rejected[policy_ref(obj)] = message
                 if publish_status:
                     log.warning("policy %s rejected: %s", policy_ref(obj), message)
+        current = {policy_ref(o) for o in sources.policy_objects(self.cache)}
+        self._verdicts = {k: v for k, v in self._verdicts.items() if k[0] in current}
         return policies
 
     def _program(self, report: SyncReport, policies: list[dict], datapath=None, settings=None):
@@ -230,6 +235,11 @@ class ClusterNode:
         """node.reconcile() in cluster mode (the caller holds the node lock: CNI ADD/DEL, endpoint add/delete):
         program from the cluster's policies and identities, never from the local store. The sync loop then
         publishes the CiliumEndpoints."""
+        if not self.cache.synced():
+            from ciliumctl.errors import EnvironmentProblem
+
+            raise EnvironmentProblem("the agent has not read the cluster's policies and pods yet (API server "
+                                     f"{self.kube.host}); retry shortly")
         report = SyncReport()
         applied = self._program(report, self._policies(report, publish_status=False), datapath, settings)
         self._kick.set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ciliumctl.cluster.install import FIELD_MANAGER, _content
+from ciliumctl.cluster.install import FIELD_MANAGER, content_of
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
 from ciliumctl.errors import Finding, UsageError
 
@@ -90,7 +90,7 @@ def _action(before: dict | None, after: dict | None, dry: bool) -> str:
     if after is None:
         return "configured"
     if after["metadata"].get("resourceVersion") != before["metadata"].get("resourceVersion") or \
-            (dry and _content(after) != _content(before)):
+            (dry and content_of(after) != content_of(before)):
         return "configured"
     return "unchanged"
 

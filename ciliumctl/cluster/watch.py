@@ -165,6 +165,7 @@ class ClusterCache:
     kinds: tuple[str, ...] = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy",
                               "Pod", "Namespace", "Node")
     timeout_seconds: int = 300
+    backoff: tuple[float, float] = (0.1, 5.0)
     reflectors: dict[str, Reflector] = field(default_factory=dict)
     generation: int = 0
     listeners: list[OnEvent] = field(default_factory=list)
@@ -176,7 +177,7 @@ class ClusterCache:
             # pods: only this node's, as the kubelet and Cilium's agent do (less to hold, less to wake up for)
             selector = f"spec.nodeName={self.node_name}" if name == "Pod" and self.node_name else None
             self.reflectors[name] = Reflector(self.kube, kind, self._on_event, field_selector=selector,
-                                              timeout_seconds=self.timeout_seconds).start()
+                                              timeout_seconds=self.timeout_seconds, backoff=self.backoff).start()
         return self
 
     def stop(self) -> None:
@@ -184,6 +185,10 @@ class ClusterCache:
             r._stop.set()
         for r in self.reflectors.values():
             r.stop()
+
+    def synced(self) -> bool:
+        """Every kind listed at least once: only then is the cache a view of the cluster, not a part of it."""
+        return bool(self.reflectors) and all(r.synced.is_set() for r in self.reflectors.values())
 
     def wait_synced(self, timeout: float = 30.0) -> bool:
         return all(r.synced.wait(timeout) for r in self.reflectors.values())

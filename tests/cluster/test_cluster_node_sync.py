@@ -170,3 +170,28 @@ def test_local_reconcile_uses_the_cluster_and_gets_published(installed, kubeconf
             state.endpoints[3].identity
     finally:
         agent.stop()
+
+
+def test_never_programs_from_a_partial_view(kube, node_env):
+    """Before the policy CRDs can be listed the agent keeps the datapath as it is (no empty policy set
+    loaded) and refuses node-local reconciles; once everything is listed it programs."""
+    import io
+
+    from ciliumctl.cluster.install import install
+    from ciliumctl.errors import EnvironmentProblem
+
+    dp = RecordingDatapath()
+    agent = node_sync.ClusterNode(kube, "node-a", datapath=dp, settle_seconds=0.01)
+    agent.cache.backoff = (0.05, 0.2)
+    agent.start(wait_synced=0.3)
+    try:
+        import time
+
+        time.sleep(0.5)
+        assert dp.states == [] and not agent.cache.synced()
+        with pytest.raises(EnvironmentProblem, match="has not read the cluster's policies"):
+            agent.reconcile_locked(dp)
+        install(kube=kube, out=io.StringIO())
+        assert wait_for(lambda: len(dp.states) >= 1)
+    finally:
+        agent.stop()
