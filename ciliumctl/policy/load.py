@@ -210,9 +210,15 @@ def _key_string(value: Any) -> str | None:
 class _Builder:
     """Turns one composed YAML document into plain data plus positions."""
 
-    def __init__(self, doc: Document):
+    def __init__(self, doc: Document, line_offset: int = 0, column_offset: int = 0):
         self.doc = doc
         self._implicit = None
+        self.line_offset = line_offset      # where this text starts in the file (JSON streams)
+        self.column_offset = column_offset
+
+    def _mark(self, mark) -> Pos:
+        col = mark.column + 1 + (self.column_offset if mark.line == 0 else 0)
+        return (mark.line + 1 + self.line_offset, col)
 
     def _pyyaml_implicit_tag(self, value: str) -> str:
         import yaml
@@ -224,7 +230,7 @@ class _Builder:
     def build(self, node, path: Path) -> Any:
         import yaml
 
-        self.doc.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self.doc.positions[path] = self._mark(node.start_mark)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -253,7 +259,7 @@ class _Builder:
             if isinstance(key_node, yaml.ScalarNode) and not key_node.style and key_node.value == "<<":
                 merged.append(value_node)
                 continue
-            key_pos = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            key_pos = self._mark(key_node.start_mark)
             if isinstance(key_node, yaml.ScalarNode):
                 key = _key_string(key_node.value if key_node.style else resolve_plain(key_node.value))
             else:
@@ -276,7 +282,8 @@ class _Builder:
             for src in sources:
                 if not isinstance(src, yaml.MappingNode):
                     continue
-                sub = _Builder(Document(self.doc.file, 0, None, None, None, None))
+                sub = _Builder(Document(self.doc.file, 0, None, None, None, None), self.line_offset,
+                               self.column_offset)
                 values = sub._mapping(src, ())
                 for key, value in values.items():
                     if key in out:
@@ -339,25 +346,57 @@ def from_data(data: Any, file: str = "-", index: int = 0) -> Document:
     return _document(file, index, data)
 
 
+def _json_stream(text: str) -> list[tuple[int, int]] | None:
+    """Offsets of the values of a concatenated JSON stream (`{...}{...}`, which kubectl accepts), or None."""
+    import json
+
+    decoder = json.JSONDecoder()
+    spans, i = [], 0
+    while True:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        if i == len(text):
+            return spans or None
+        try:
+            _, end = decoder.raw_decode(text, i)
+        except ValueError:
+            return None
+        spans.append((i, end))
+        i = end
+
+
+def _compose(text: str, file: str, docs: list, line_offset: int = 0, column_offset: int = 0) -> None:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for node in yaml.compose_all(text, Loader=loader):
+        if node is None or (isinstance(node, yaml.ScalarNode) and not node.style and node.value in _NULLS):
+            continue  # an empty document, like kubectl
+        doc = Document(file, 0, None, None, None, None)
+        data = _Builder(doc, line_offset, column_offset).build(node, ())
+        doc = _document(file, len(docs), data, doc)
+        if _is_list(data):
+            docs.extend(_split_list(doc, len(docs)))
+        else:
+            docs.append(doc)
+
+
 def load_text(text: str, file: str = "-") -> list[Document]:
     """All non-empty documents of one YAML/JSON stream (List objects expanded into their items)."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     docs: list[Document] = []
     try:
-        for node in yaml.compose_all(text, Loader=loader):
-            if node is None or (isinstance(node, yaml.ScalarNode) and not node.style
-                                and node.value in _NULLS):
-                continue  # an empty document, like kubectl
-            doc = Document(file, 0, None, None, None, None)
-            data = _Builder(doc).build(node, ())
-            doc = _document(file, len(docs), data, doc)
-            if _is_list(data):
-                docs.extend(_split_list(doc, len(docs)))
-            else:
-                docs.append(doc)
+        _compose(text, file, docs)
     except yaml.MarkedYAMLError as err:
+        spans = _json_stream(text) if text.lstrip()[:1] in ("{", "[") else None
+        if spans and len(spans) > 1:
+            docs.clear()
+            for start, end in spans:
+                line = text.count("\n", 0, start)
+                column = start - (text.rfind("\n", 0, start) + 1)
+                _compose(text[start:end], file, docs, line, column)
+            return docs
         mark = err.problem_mark or err.context_mark
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
         what = err.problem or err.context or "invalid YAML"

@@ -181,3 +181,12 @@ def test_from_data_keeps_strings_as_they_are():
                           "spec": {"a": "y"}})
     assert (doc.kind, doc.name, doc.namespace, doc.data["spec"]["a"]) == ("CiliumNetworkPolicy", "n", "x", "y")
     assert doc.pos(("spec", "a")) == (1, 1)
+
+
+def test_concatenated_json_objects_are_documents_with_file_positions():
+    text = '{"kind": "A", "x": 1}\n  {"kind": "B",\n   "y": [true]}'
+    docs = load.load_text(text, "s.json")
+    assert [(d.index, d.kind) for d in docs] == [(0, "A"), (1, "B")]
+    assert docs[0].positions[("x",)] == (1, 20)
+    assert docs[1].positions[("kind",)] == (2, 12)
+    assert docs[1].positions[("y", 0)] == (3, 10)
