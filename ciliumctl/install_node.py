@@ -293,13 +293,14 @@ def install(options: Options, plan_only: bool = False, progress: Callable[[Outco
     nodens.enter_node_netns()
     out = []
     for step in STEPS:
-        todo = step.check(options)
-        if todo is None:
-            res = Outcome(step.name, "ok")
-        elif plan_only or step.run is None:
-            res = Outcome(step.name, "would", todo)
-        else:
-            res = Outcome(step.name, "done", step.run(options))
+        with node.environment_errors(f"install step {step.name}"):
+            todo = step.check(options)
+            if todo is None:
+                res = Outcome(step.name, "ok")
+            elif plan_only or step.run is None:
+                res = Outcome(step.name, "would", todo)
+            else:
+                res = Outcome(step.name, "done", step.run(options))
         out.append(res)
         if progress:
             progress(res)
@@ -307,7 +308,7 @@ def install(options: Options, plan_only: bool = False, progress: Callable[[Outco
 
 
 def uninstall(plan_only: bool = False, progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    from ciliumctl import nodens
+    from ciliumctl import node, nodens
 
     if os.geteuid() != 0:
         raise EnvironmentProblem("uninstall needs root (eBPF pins, network namespaces); run it with sudo")
@@ -319,7 +320,8 @@ def uninstall(plan_only: bool = False, progress: Callable[[Outcome], None] | Non
         if plan_only:
             res = Outcome(step.name, "would", "remove")
         else:
-            detail = step.undo()
+            with node.environment_errors(f"uninstall step {step.name}"):
+                detail = step.undo()
             res = Outcome(step.name, "removed" if detail else "ok", detail or "nothing to remove")
         out.append(res)
         if progress:

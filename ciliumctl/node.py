@@ -20,7 +20,7 @@ from pathlib import Path
 from ciliumctl import paths, statefile
 from ciliumctl.endpoints import ipam, registry
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.errors import EnvironmentProblem, Finding, UsageError
+from ciliumctl.errors import CiliumctlError, EnvironmentProblem, Finding, UsageError
 from ciliumctl.policy import store
 from ciliumctl.policy.resolved import Enforcement, ResolvedState
 
@@ -68,6 +68,25 @@ def parse_mode(value: str) -> Enforcement:
         return Enforcement(value.lower())
     except ValueError:
         raise UsageError(f"enforcement mode {value!r}: use default, always or never") from None
+
+
+@contextlib.contextmanager
+def environment_errors(what: str):
+    """Kernel and file-system failures (bpf(2), netlink, files) become one-line EnvironmentProblems."""
+    try:
+        yield
+    except CiliumctlError:
+        raise
+    except OSError as err:
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        raise EnvironmentProblem(f"{what}: {err.strerror or err}{where}; check that you are root and that "
+                                 "`ciliumctl install` succeeded") from None
+    except Exception as err:
+        if type(err).__name__ != "NetlinkError":
+            raise
+        code, msg = (err.args + ("",))[:2] if err.args else (0, str(err))
+        raise EnvironmentProblem(f"{what}: netlink error {code} {msg}".rstrip() + "; check that you are root and "
+                                 "the node network namespace is usable") from None
 
 
 def lock_path() -> Path:
@@ -231,7 +250,7 @@ def add_endpoint(name: str, labels: dict[str, str], namespace: str = "default", 
     check_name("namespace", namespace)
     _require_root("endpoint add")
     nodens.enter_node_netns()
-    with locked():
+    with environment_errors(f"endpoint add {name}"), locked():
         if registry.find(name, namespace=namespace) is not None:
             raise UsageError(f"endpoint {namespace}/{name} already exists; delete it first or pick another name")
         settings = load_settings()
@@ -321,7 +340,7 @@ def delete_endpoint(ref: str, namespace: str | None = None) -> Endpoint:
 
     _require_root("endpoint delete")
     nodens.enter_node_netns()
-    with locked():
+    with environment_errors(f"endpoint delete {ref}"), locked():
         ep = get_endpoint(ref, namespace)
         ep.state = "disconnecting"
         registry.save(ep)
@@ -422,7 +441,7 @@ def apply_policies(docs, dry_run: bool = False) -> ApplyResult:
         seen[key] = o.source
     if not dry_run:
         _require_root("policy apply")
-    with locked():
+    with environment_errors("policy apply"), locked():
         changes = [PolicyChange(o.resource, o.namespace, store.change_of(o)) for o in objects]
         settings = load_settings()
         if dry_run:
@@ -437,7 +456,7 @@ def apply_policies(docs, dry_run: bool = False) -> ApplyResult:
 
 def delete_policy(name: str, namespace: str | None = None, kind: str | None = None) -> list[PolicyChange]:
     _require_root("policy delete")
-    with locked():
+    with environment_errors(f"policy delete {name}"), locked():
         found = store.find(name, namespace if namespace is not None else "default", kind)
         if not found:
             raise UsageError(f"policy {name!r} not found in namespace {namespace or 'default'}; see "
