@@ -97,7 +97,8 @@ def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
             continue
         who = f"{doc.namespace}/{doc.name}" if doc.namespace else (doc.name or "<no name>")
         mark = paint("✓ valid", "green") if r.valid else paint("✗ invalid", "bold red")
-        lines.append(f"{mark}  {paint(f'{doc.file}#{doc.index}  {doc.kind} {who}')}")
+        kind = doc.kind or "(no kind)"
+        lines.append(f"{mark}  {paint(f'{doc.file}#{doc.index}  {kind} {who}')}")
         for f in r.findings:
             sev = paint("error", "red") if f.severity == "error" else paint("warning", "yellow")
             where = f"{f.path}: " if f.path else ""

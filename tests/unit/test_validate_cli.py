@@ -142,3 +142,23 @@ def test_help_lists_the_flags():
     for flag in ("--strict", "--enable-node-selector-labels", "--enable-extended-ip-protocols",
                  "--disable-l7-proxy", "--disable-icmp-rules", "--output"):
         assert flag in proc.stdout
+
+
+def test_render_reports_for_other_commands_writes_findings_to_stderr(capsys, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    from ciliumctl.cli import policy_validate
+    from ciliumctl.policy import load, validate
+
+    docs = load.load_text(GOOD + "---\n" + BAD, "set.yaml")
+    policy_validate.render_reports(validate.validate_documents(docs))
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "set.yaml:22:15: error: spec.egress[0].toPorts[0].ports[1].port" in err
+    assert "✗ invalid  set.yaml#1  CiliumNetworkPolicy prod/bad" in err
+    assert "set.yaml#0" not in err  # quiet: the valid document has no findings
+
+
+def test_a_document_that_is_not_an_object_is_reported(tmp_path):
+    (tmp_path / "s.yaml").write_text("just a string\n")
+    proc = run(str(tmp_path / "s.yaml"))
+    assert proc.returncode == 1 and "(no kind)" in proc.stdout and "not a Kubernetes object" in proc.stdout
