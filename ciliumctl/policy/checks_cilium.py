@@ -371,9 +371,10 @@ class RuleChecker:
         if upper in L4_PROTOCOLS:
             return
         if upper in EXTENDED_PROTOCOLS:
+            # accepted by the policy API; the agent option gates the datapath (conntrack) and empty ports
             if not self.opts.enable_extended_ip_protocols:
-                self.err(path, f"protocol {proto} can only be used when the agent option "
-                               f"--enable-extended-ip-protocols is set")
+                self.col.warn(path, f"{upper} packets are dropped by the datapath unless the agent runs with "
+                                    f"--enable-extended-ip-protocols", rule="lint/extended-protocol")
             return
         hint = "; ICMP is matched with an `icmps` rule, not toPorts" if upper.startswith("ICMP") else ""
         self.err(path, f'invalid protocol "{upper}", must be {{ tcp | udp | sctp | vrrp | igmp | any }}{hint}')

@@ -45,8 +45,9 @@ CASES = [
     ("endPort fractional", ports('port: "80"\n      endPort: 90.5'), {}, False, "endPort", "integer"),
     ("protocol lowercase", ports('port: "53"\n      protocol: udp'), {}, True, None, None),
     ("protocol ICMP", ports('port: "0"\n      protocol: ICMP'), {}, False, "protocol", "invalid protocol"),
-    ("protocol VRRP needs flag", ports('port: "0"\n      protocol: VRRP'), {}, False, "protocol",
-     "--enable-extended-ip-protocols"),
+    ("protocol VRRP without flag", ports('port: "0"\n      protocol: VRRP'), {}, True, None, None),
+    ("protocol VRRP without port needs flag", ports("protocol: VRRP"), {}, False, "ports[0]",
+     "port must be specified"),
     ("protocol VRRP with flag", ports('port: "0"\n      protocol: VRRP'), {"enable_extended_ip_protocols": True},
      True, None, None),
     ("IGMP with port", ports('port: "2"\n      protocol: IGMP'), {"enable_extended_ip_protocols": True}, False,
@@ -282,3 +283,10 @@ def test_warnings_do_not_make_a_policy_invalid():
     assert report.valid
     assert any("every endpoint" in w for w in warnings(report))
     assert any("octal" in w and "43" in w for w in warnings(report))
+
+
+def test_extended_protocols_warn_that_the_datapath_needs_the_agent_option():
+    report = check(ports('port: "0"\n      protocol: IGMP'))
+    assert report.valid and any("--enable-extended-ip-protocols" in w for w in warnings(report))
+    report = check(ports('port: "0"\n      protocol: IGMP'), enable_extended_ip_protocols=True)
+    assert report.valid and not warnings(report)
