@@ -42,8 +42,8 @@ class AgentOptions:
 
 
 def _l7_empty(rules) -> bool:
-    """L7Rules.IsEmpty: nil, or none of http/kafka/dns/l7 set (an empty list counts as set)."""
-    return rules is None or not any(k in rules for k in ("http", "kafka", "dns", "l7"))
+    """L7Rules.IsEmpty: no http/kafka/dns/l7 rule at all (Len() == 0; `http: []` is empty, l7proto alone too)."""
+    return rules is None or not any(rules.get(k) for k in ("http", "kafka", "dns", "l7"))
 
 
 def _count_l7(port_rules: list) -> dict:

@@ -98,7 +98,7 @@ LISTENER = Obj("Listener", {
     "envoyConfig": Obj("EnvoyConfig", {"kind": Str(enum=("CiliumEnvoyConfig", "CiliumClusterwideEnvoyConfig")),
                                        "name": Str(min_len=1)}, required=("name",)),
     "name": Str(min_len=1),
-    "priority": Int("uint8", minimum=1, maximum=100),
+    "priority": Int("uint16", minimum=1, maximum=100),
 }, required=("envoyConfig", "name"))
 
 PORT_RULE = Obj("PortRule", {
