@@ -240,6 +240,9 @@ class RuleChecker:
             elif not goparse.prefix_contains(parsed, sub[0]):
                 self.err(path + ("except", j), f"allow CIDR prefix {cidr} does not contain exclude CIDR prefix "
                                                f"{exc}: an except entry must lie inside cidr")
+            elif sub[1] <= parsed[1]:
+                self.col.warn(path + ("except", j), f"except {exc} covers all of cidr {cidr}, so this entry allows "
+                                                    f"nothing; use a longer except prefix", rule="lint/except")
 
     # ------------------------------------------------------------------------------------------ ICMP
 
@@ -448,8 +451,8 @@ class RuleChecker:
                 self.err(path + ("topic",), f"invalid Kafka Topic name {topic!r}: use letters, digits, '.', '_' "
                                             f"and '-'")
 
-    def _match_name(self, name: str, path: tuple, what: str) -> None:
-        if len(name.strip()) > FQDN_MAX:
+    def _match_name(self, name: str, path: tuple, what: str, check_length: bool = True) -> None:
+        if check_length and len(name.strip()) > FQDN_MAX:
             self.err(path, f"Invalid {what}: must be <= {FQDN_MAX} characters long")
         if not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
             self.err(path, f"Invalid characters in {what}: {name!r}. Only 0-9, a-z, A-Z and ., -, _ characters "
@@ -462,9 +465,10 @@ class RuleChecker:
             self.err(path, f"Invalid characters in MatchPattern: {pattern!r}. Only 0-9, a-z, A-Z and ., -, _ and "
                            f"* characters are allowed (it is a DNS wildcard, not a regular expression)")
 
-    def dns_rule(self, dns: dict, path: tuple) -> None:
+    def dns_rule(self, dns: dict, path: tuple, fqdn_selector: bool = False) -> None:
+        # an FQDNSelector runs matchName through matchpattern.Validate too (length); a DNS rule does not
         if dns.get("matchName"):
-            self._match_name(dns["matchName"], path + ("matchName",), "MatchName")
+            self._match_name(dns["matchName"], path + ("matchName",), "MatchName", check_length=fqdn_selector)
         if dns.get("matchPattern"):
             self._match_pattern(dns["matchPattern"], path + ("matchPattern",))
 
@@ -472,4 +476,4 @@ class RuleChecker:
         if sel.get("matchName") and sel.get("matchPattern"):
             self.err(path, "only one of MatchName or MatchPattern is allowed in an FQDNSelector: use two "
                            "toFQDNs entries")
-        self.dns_rule(sel, path)
+        self.dns_rule(sel, path, fqdn_selector=True)

@@ -21,6 +21,7 @@ RULES = {
     "lint/port-format": "A port written in an unusual form",
     "lint/icmp-type": "An ICMP type that does not exist",
     "lint/namespace": "A namespace that is ignored",
+    "lint/except": "An except prefix that removes the whole CIDR",
     "lint/extended-protocol": "A protocol the datapath drops unless an agent option is on",
 }
 

@@ -293,3 +293,15 @@ def test_extended_protocols_warn_that_the_datapath_needs_the_agent_option():
     assert report.valid and any("--enable-extended-ip-protocols" in w for w in warnings(report))
     report = check(ports('port: "0"\n      protocol: IGMP'), enable_extended_ip_protocols=True)
     assert report.valid and not warnings(report)
+
+
+def test_except_covering_the_whole_cidr_is_accepted_but_warned():
+    report = check(SEL + "egress:\n- toCIDRSet:\n  - cidr: 10.0.0.0/16\n    except: [10.0.0.0/8]\n")
+    assert report.valid and any("allows nothing" in w for w in warnings(report))
+
+
+def test_dns_rule_match_name_length_is_left_to_the_schema():
+    long_name = "a" * 250 + ".com.x"
+    spec = ports('port: "53"', direction="egress", rules=f"dns:\n- matchName: {long_name}")
+    assert check(spec).valid
+    assert not check(spec, strict=True).valid
