@@ -280,9 +280,10 @@ def register_step(step: Step, before: str | None = None) -> None:
     STEPS.insert(names.index(before), step)
 
 
-def install(options: Options, plan_only: bool = False, progress: Callable[[Outcome], None] | None = None
-            ) -> list[Outcome]:
-    """Run (or with plan_only, only check) every step in order; stops at the first problem (raised)."""
+def install(options: Options, plan_only: bool = False, progress: Callable[[Outcome], None] | None = None,
+            starting: Callable[[str], None] | None = None) -> list[Outcome]:
+    """Run (or with plan_only, only check) every step in order; stops at the first problem (raised).
+    `starting(name)` is called before each step, `progress(outcome)` after it."""
     from ciliumctl import node, nodens
     from ciliumctl.endpoints import ipam
 
@@ -293,6 +294,8 @@ def install(options: Options, plan_only: bool = False, progress: Callable[[Outco
     nodens.enter_node_netns()
     out = []
     for step in STEPS:
+        if starting:
+            starting(step.name)
         with node.environment_errors(f"install step {step.name}"):
             todo = step.check(options)
             if todo is None:

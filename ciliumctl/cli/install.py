@@ -7,24 +7,46 @@ from typing import Optional
 import typer
 
 
-def _printer(plain_prefix: str = ""):
-    """Progress lines: coloured ticks on a terminal, plain `step: status detail` lines otherwise."""
-    from ciliumctl.cli.common import console
+class _Progress:
+    """Install/uninstall progress: a spinner and coloured ticks on a terminal, plain `step: status` lines else."""
 
-    con = console()
-    tty = sys.stdout.isatty()
-    marks = {"ok": "[green]✓[/]", "done": "[green]✓[/]", "removed": "[green]✓[/]", "would": "[yellow]•[/]",
+    MARKS = {"ok": "[green]✓[/]", "done": "[green]✓[/]", "removed": "[green]✓[/]", "would": "[yellow]•[/]",
              "skipped": "[dim]-[/]"}
 
-    def show(o) -> None:
+    def __init__(self):
+        from ciliumctl.cli.common import console
+
+        self.con = console()
+        self.tty = sys.stdout.isatty()
+        self.spinner = None
+
+    def starting(self, step: str) -> None:
+        if self.tty:
+            self._stop()
+            self.spinner = self.con.status(f"{step}...")
+            self.spinner.start()
+
+    def _stop(self) -> None:
+        if self.spinner is not None:
+            self.spinner.stop()
+            self.spinner = None
+
+    def __call__(self, o) -> None:
         detail = f" {o.detail}" if o.detail else ""
-        if tty:
-            word = {"ok": "ok", "done": "done", "removed": "removed", "would": "would", "skipped": "skipped"}[o.status]
-            con.print(f"{marks.get(o.status, '')} {o.step}: {word}{detail}", markup=True)
+        if self.tty:
+            self._stop()
+            from rich.markup import escape
+
+            self.con.print(f"{self.MARKS.get(o.status, '')} {escape(o.step)}: {o.status}{escape(detail)}", markup=True)
         else:
-            sys.stdout.write(f"{plain_prefix}{o.step}: {o.status}{detail}\n")
+            sys.stdout.write(f"{o.step}: {o.status}{detail}\n")
             sys.stdout.flush()
-    return show
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stop()
 
 
 def _cluster(action: str, kubeconfig: str, **kwargs) -> None:
@@ -71,7 +93,8 @@ def register(app: typer.Typer) -> None:
         from ciliumctl import install_node
 
         opts = install_node.Options(enforcement_mode=enforcement_mode, audit=audit, pool=pool)
-        outcomes = install_node.install(opts, plan_only=dry_run, progress=_printer())
+        with _Progress() as show:
+            outcomes = install_node.install(opts, plan_only=dry_run, progress=show, starting=show.starting)
         if dry_run:
             todo = [o for o in outcomes if o.status == "would"]
             typer.echo(f"dry run: {len(todo)} step(s) to do, nothing changed" if todo
@@ -92,5 +115,6 @@ def register(app: typer.Typer) -> None:
             return
         from ciliumctl import install_node
 
-        install_node.uninstall(plan_only=dry_run, progress=_printer())
+        with _Progress() as show:
+            install_node.uninstall(plan_only=dry_run, progress=show)
         typer.echo("dry run: nothing removed" if dry_run else "ciliumctl is uninstalled from this node")
