@@ -119,3 +119,25 @@ def test_metadata_label_values_must_be_strings():
 def test_rule_labels_accept_objects_and_strings_but_need_a_key():
     assert check(SEL + "ingress: [{}]\nlabels:\n- {key: a, value: b}\n- k8s:x=y\n").valid
     assert not check(SEL + "ingress: [{}]\nlabels:\n- {value: b}\n").valid
+
+
+def test_list_items_are_validated_with_item_paths_and_positions():
+    reports = check_text("""\
+        apiVersion: v1
+        kind: List
+        items:
+        - apiVersion: cilium.io/v2
+          kind: CiliumNetworkPolicy
+          metadata: {name: a}
+          spec: {endpointSelector: {}, ingress: [{}]}
+        - apiVersion: cilium.io/v2
+          kind: CiliumNetworkPolicy
+          metadata: {name: b}
+          spec:
+            endpointSelector: {}
+            egress:
+            - toEntities: [wrold]
+    """)
+    assert [(r.document.index, r.valid) for r in reports] == [(0, True), (1, False)]
+    [err] = reports[1].errors
+    assert (err.path, err.line, err.column) == ("items[1].spec.egress[0].toEntities[0]", 14, 20)
