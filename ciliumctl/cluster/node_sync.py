@@ -101,7 +101,8 @@ class ClusterNode:
         self.cache = ClusterCache(kube, node_name, kinds=WATCHED, timeout_seconds=watch_timeout)
         from ciliumctl import node
 
-        self.identities = CiliumIdentityBackend(kube, local=node.allocator())
+        # the node's own table for CIDR identities (explicit path: never the cluster hook of node.allocator())
+        self.identities = CiliumIdentityBackend(kube, local=node.allocator(node.identities_path()))
         self.cache.listeners.append(self.identities.on_event)
         self._verdicts: dict[tuple[str, str], tuple[bool, str]] = {}  # (ref, resourceVersion-of-spec) -> verdict
         self._stop = threading.Event()
