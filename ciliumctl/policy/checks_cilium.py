@@ -65,14 +65,19 @@ class RuleChecker:
     def err(self, path, message: str, rule: str = "cilium", key: bool = False) -> None:
         self.col.error(path, message, rule=rule, key=key)
 
+    def broken(self, path: tuple, *fields: str) -> bool:
+        """A field that is there but could not be decoded (already an error): not reported again as missing."""
+        return any(path + (f,) in self.col.error_paths for f in fields)
+
     # ------------------------------------------------------------------------------------------ policy
 
     def check_policy(self, obj: dict) -> None:
         meta = obj.get("metadata") or {}
-        if not meta.get("name"):
+        meta_broken = self.broken((), "metadata") or self.broken(("metadata",), "name")
+        if not meta.get("name") and not meta_broken:
             self.err(("metadata",), f"{self.kind} must have a name: set metadata.name")
         spec, specs = obj.get("spec"), obj.get("specs")
-        if spec is None and specs is None:
+        if spec is None and specs is None and not self.broken((), "spec", "specs"):
             self.err((), f"empty policy: {self.kind} has neither spec nor specs; add a spec with an "
                          f"endpointSelector and ingress/egress rules")
         if spec is not None:
@@ -84,11 +89,12 @@ class RuleChecker:
             self.check_rule(rule, ("specs", i))
 
     def check_rule(self, rule: dict, path: tuple) -> None:
-        if not any(rule.get(k) for k in ("ingress", "ingressDeny", "egress", "egressDeny")):
+        directions = ("ingress", "ingressDeny", "egress", "egressDeny")
+        if not any(rule.get(k) for k in directions) and not self.broken(path, *directions):
             self.err(path, "rule must have at least one of ingress, ingressDeny, egress, egressDeny (an empty "
                            "list counts as none); to deny all traffic in a direction write `ingress: [{}]`")
         es, ns = rule.get("endpointSelector"), rule.get("nodeSelector")
-        if es is None and ns is None:
+        if es is None and ns is None and not self.broken(path, "endpointSelector", "nodeSelector"):
             self.err(path, "rule must have one of endpointSelector or nodeSelector; `endpointSelector: {}` "
                            "selects every endpoint")
         if es is not None and ns is not None:
@@ -327,6 +333,8 @@ class RuleChecker:
         proto = pp.get("protocol", "")
         is_zero = False
         if port == "":
+            if self.broken(path, "port"):
+                return False
             if not self.opts.enable_extended_ip_protocols:
                 self.err(path, 'port must be specified: add port: "<number or name>" (port: "0" means all ports)')
                 return False

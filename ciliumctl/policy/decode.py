@@ -78,10 +78,11 @@ class Decoder:
     def _unknown(self, path, key: str, t: Obj) -> None:
         where = path + (key,)
         if key in t.notes:
-            self.col.warn(where, t.notes[key], rule="lint/dropped-field", key=True)
             if self.field_severity == ERROR:
-                self.col.error(where, f"unknown field {key!r} in {t.name} (strict field validation refuses it)",
-                               rule="strict/unknown-field", key=True)
+                self.col.error(where, f"unknown field {key!r} in {t.name}, refused by strict field validation: "
+                                      f"{t.notes[key]}", rule="strict/unknown-field", key=True)
+            else:
+                self.col.warn(where, t.notes[key], rule="lint/dropped-field", key=True)
             return
         by_lower = {name.lower(): name for name in t.fields}
         if key.lower() in by_lower:

@@ -67,6 +67,7 @@ class Collector:
         self.doc = doc
         self.findings: list[Finding] = []
         self._seen: set = set()
+        self.error_paths: set = set()  # data paths with an error: later checks do not pile on "missing" errors
 
     def add(self, severity: str, path, message: str, rule: str = "cilium", key: bool = False) -> None:
         path = tuple(path)
@@ -74,6 +75,8 @@ class Collector:
         if ident in self._seen:
             return
         self._seen.add(ident)
+        if severity == ERROR:
+            self.error_paths.add(path)
         line, column = self.doc.pos(path, key=key)
         self.findings.append(Finding(severity, message, format_path(path, self.doc.path_prefix),
                                      line, column, rule))

@@ -305,3 +305,12 @@ def test_dns_rule_match_name_length_is_left_to_the_schema():
     spec = ports('port: "53"', direction="egress", rules=f"dns:\n- matchName: {long_name}")
     assert check(spec).valid
     assert not check(spec, strict=True).valid
+
+
+def test_a_badly_typed_field_is_one_error_not_also_reported_missing():
+    report = check(ports("port: 8080"))
+    assert errors(report) == [e for e in errors(report) if "quote it" in e] and len(errors(report)) == 1
+    report = check(SEL + "ingress:\n  fromEntities: [world]\n")
+    assert len(errors(report)) == 1 and "a list" in errors(report)[0]
+    report = check("endpointSelector: [app]\ningress:\n- {}\n")
+    assert len(errors(report)) == 1 and "an object" in errors(report)[0]

@@ -141,3 +141,9 @@ def test_list_items_are_validated_with_item_paths_and_positions():
     assert [(r.document.index, r.valid) for r in reports] == [(0, True), (1, False)]
     [err] = reports[1].errors
     assert (err.path, err.line, err.column) == ("items[1].spec.egress[0].toEntities[0]", 14, 20)
+
+
+def test_strict_reports_a_dropped_deny_field_once_as_an_error_with_the_reason():
+    report = check(SEL + "egressDeny:\n- toFQDNs:\n  - matchName: a.com\n", strict=True)
+    found = [f for f in report.findings if f.path == "spec.egressDeny[0].toFQDNs"]
+    assert [f.severity for f in found] == ["error"] and "NOT denied" in found[0].message
