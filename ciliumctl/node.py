@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -117,20 +115,10 @@ def allocator(path: Path | None = None):
 
 
 def endpoint_labels(ep: Endpoint) -> frozenset[str]:
-    """The security-relevant label set of an endpoint, as Cilium derives it for a pod."""
-    try:
-        from ciliumctl.policy import labels as plabels
+    """The security-relevant label set of an endpoint, as Cilium derives it for a pod (policy.labels)."""
+    from ciliumctl.policy import labels
 
-        fn = getattr(plabels, "endpoint_labels", None)
-        if fn is not None:
-            return frozenset(fn(ep))
-    except ImportError:
-        pass
-    out = {f"k8s:{k}={v}" for k, v in ep.labels.items()}
-    out.add(f"k8s:io.kubernetes.pod.namespace={ep.namespace}")
-    out.add(f"k8s:io.cilium.k8s.policy.serviceaccount={ep.service_account}")
-    out.add("k8s:io.cilium.k8s.policy.cluster=default")
-    return frozenset(out)
+    return frozenset(labels.endpoint_labels(ep))
 
 
 # ----------------------------------------------------------------------------------------------- datapath
@@ -478,14 +466,12 @@ def _merged(before: list[store.StoredPolicy], new: list[store.StoredPolicy]) -> 
 
 
 def _dry_run_diff(before, after, settings: Settings) -> list[str]:
-    """Map entries gained (+) and lost (-), resolved against a scratch copy of the identity table."""
+    """Map entries gained (+) and lost (-), resolved against an in-memory copy of the identity table (a dry run
+    allocates no identity in node state)."""
     endpoints = registry.load_all()
-    with tempfile.TemporaryDirectory(prefix="ciliumctl-dryrun-") as tmp:
-        scratch = Path(tmp) / "identities.json"
-        if identities_path().exists():
-            shutil.copy(identities_path(), scratch)
-        old = resolve_state(endpoints, before, settings, allocator(scratch))
-        new = resolve_state(endpoints, after, settings, allocator(scratch))
+    scratch = allocator().snapshot()
+    old = resolve_state(endpoints, before, settings, scratch)
+    new = resolve_state(endpoints, after, settings, scratch)
     return diff_states(old, new)
 
 
