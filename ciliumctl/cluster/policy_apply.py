@@ -59,11 +59,14 @@ def default_namespace(kube: Kube) -> str:
     return getattr(kube, "namespace", None) or "default"
 
 
-def load_valid(files: list[str]):
-    """Loaded documents, all valid policies, or node.InvalidPolicies carrying the reports (nothing applied)."""
+def load_valid(files: list[str], warnings: list | None = None):
+    """Loaded documents, all valid policies, or node.InvalidPolicies carrying the reports (nothing applied).
+    Reports with warnings are appended to `warnings` when given (to print them as `policy validate` does)."""
     from ciliumctl import node
 
-    docs = node.load_and_validate(files)
+    docs, reports = node.validate_paths(files)
+    if warnings is not None:
+        warnings.extend(r for r in reports if getattr(r, "warnings", None))
     for doc in docs:
         if doc.kind not in POLICY_KINDS:
             raise UsageError(f"{doc.file}: document {doc.index} is a {doc.kind or 'object without kind'}; "
@@ -97,12 +100,13 @@ def _action(before: dict | None, after: dict | None, dry: bool) -> str:
 
 def apply_policies(files: list[str], kubeconfig: str | None = None, context: str | None = None,
                    dry_run: str = "none", namespace: str | None = None, force_conflicts: bool = False,
-                   kube: Kube | None = None) -> list[PolicyResult]:
+                   kube: Kube | None = None, warnings: list | None = None) -> list[PolicyResult]:
     """Validate `files` locally, then apply every policy; one result per object in file order.
-    dry_run: none | client (validate, compare with the server, write nothing) | server (dryRun=All)."""
+    dry_run: none | client (validate, compare with the server, write nothing) | server (dryRun=All).
+    warnings: a list that receives the validation reports carrying warnings."""
     if dry_run not in DRY_RUN_MODES:
         raise UsageError(f"--dry-run={dry_run}: use client or server")
-    docs = load_valid(files)
+    docs = load_valid(files, warnings)
     kube = _connect(kube, kubeconfig, context)
     ns = namespace or default_namespace(kube)
     objs = [to_object(doc.data, ns) for doc in docs]

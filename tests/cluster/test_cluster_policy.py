@@ -78,6 +78,13 @@ def test_apply_reports_created_configured_unchanged(installed, tmp_path, fake):
     assert lines[0] == "ciliumnetworkpolicy.cilium.io/allow-web unchanged"
 
 
+def test_validation_warnings_are_handed_back(installed, tmp_path):
+    warnings = []
+    pa.apply_policies([write(tmp_path, "p.yaml", ALLOW_WEB)], kube=installed, warnings=warnings)
+    assert [r.document.name for r in warnings] == ["deny-world"]  # endpointSelector {} selects everything
+    assert "selects every endpoint" in warnings[0].warnings[0].message
+
+
 def test_invalid_policy_changes_nothing(installed, tmp_path, fake):
     from ciliumctl import node
 
