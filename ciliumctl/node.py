@@ -109,9 +109,24 @@ def identities_path() -> Path:
 
 
 def allocator(path: Path | None = None):
+    """The identity table: the cluster's while an agent runs in cluster mode (set_cluster), else the node's own
+    file (or the one at `path`, always local)."""
+    if path is None and _cluster is not None:
+        return _cluster.identities
     from ciliumctl.identity import IdentityAllocator
 
     return IdentityAllocator(path or identities_path())
+
+
+# In cluster mode the agent hands node-local reconciles and identity allocation to its cluster view, so that a
+# CNI ADD or an `endpoint add` served by the agent programs the cluster's policies, not the local store.
+_cluster = None
+
+
+def set_cluster(cluster) -> None:
+    """`cluster` has .identities (an IdentityBackend) and .reconcile_locked(datapath, settings); None resets."""
+    global _cluster
+    _cluster = cluster
 
 
 def endpoint_labels(ep: Endpoint) -> frozenset[str]:
@@ -169,6 +184,8 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
 
 def reconcile(datapath=None, settings: Settings | None = None):
     """Program the kernel with the current store and registry (call under locked()). Returns the apply report."""
+    if _cluster is not None:
+        return _cluster.reconcile_locked(datapath, settings)
     settings = settings or load_settings()
     endpoints = registry.load_all()
     settings.revision += 1
