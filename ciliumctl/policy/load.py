@@ -124,6 +124,9 @@ _YAML_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$
 _GO_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 _DIGITS = {"0": 8, "b": 2, "o": 8, "x": 16}
 _STR_TAG = "tag:yaml.org,2002:str"
+# first characters of plain scalars that go-yaml v2 or PyYAML may resolve to something other than a string
+_RESOLVABLE_FIRST = frozenset("yYnNtTfFoO~+-0123456789.<=")
+_IMPLICIT = None  # a PyYAML resolver, to tell an explicit !!str tag from an implicit one
 
 
 def go_parse_int(text: str) -> int | None:
@@ -212,7 +215,6 @@ class _Builder:
 
     def __init__(self, doc: Document, line_offset: int = 0, column_offset: int = 0):
         self.doc = doc
-        self._implicit = None
         self.line_offset = line_offset      # where this text starts in the file (JSON streams)
         self.column_offset = column_offset
 
@@ -220,12 +222,14 @@ class _Builder:
         col = mark.column + 1 + (self.column_offset if mark.line == 0 else 0)
         return (mark.line + 1 + self.line_offset, col)
 
-    def _pyyaml_implicit_tag(self, value: str) -> str:
+    @staticmethod
+    def _pyyaml_implicit_tag(value: str) -> str:
         import yaml
 
-        if self._implicit is None:
-            self._implicit = yaml.SafeLoader("")
-        return self._implicit.resolve(yaml.ScalarNode, value, (True, False))
+        global _IMPLICIT
+        if _IMPLICIT is None:
+            _IMPLICIT = yaml.SafeLoader("")
+        return _IMPLICIT.resolve(yaml.ScalarNode, value, (True, False))
 
     def build(self, node, path: Path) -> Any:
         import yaml
@@ -240,9 +244,13 @@ class _Builder:
     def _scalar(self, node, path: Path) -> Any:
         if node.style:  # quoted or block scalar: always a string (plain is None, or "" with libyaml)
             return node.value
-        if node.tag == _STR_TAG and self._pyyaml_implicit_tag(node.value) != _STR_TAG:
-            return node.value  # an explicit !!str tag
-        value = resolve_plain(node.value)
+        value = node.value
+        if (node.tag == _STR_TAG and value and value[0] in _RESOLVABLE_FIRST
+                and self._pyyaml_implicit_tag(value) != _STR_TAG):
+            return value  # an explicit !!str tag (PyYAML itself would not have resolved it to a string)
+        if value and value[0] not in _RESOLVABLE_FIRST:
+            return value  # cannot be a number, boolean or null in either resolver
+        value = resolve_plain(value)
         if isinstance(value, float) and not math.isfinite(value):
             self.doc.issues.append(LoadIssue(
                 "unsupported-value", path,
