@@ -295,6 +295,11 @@ def build(opts: InstallOptions | None = None) -> list[dict]:
         *crds(),
         {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(opts.namespace, ns=False)},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(AGENT)},
+        # outside kube-system, API servers that limit critical priority classes admit the agent's
+        # system-node-critical pods only under a quota scoped to that class (Cilium's chart does the same)
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta(f"{AGENT}-critical-pods"),
+         "spec": {"hard": {"pods": "10k"}, "scopeSelector": {"matchExpressions": [
+             {"operator": "In", "scopeName": "PriorityClass", "values": ["system-node-critical"]}]}}},
         cluster_role(),
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(AGENT, False),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT},

@@ -26,7 +26,8 @@ def dry_run(**kwargs) -> list[dict]:
 def test_dry_run_prints_every_manifest_sane():
     objs = dry_run(image="registry.local/ciliumctl:test", enforcement="always", audit=True, flow_buffer_size=8191)
     assert [o["kind"] for o in objs] == ["CustomResourceDefinition"] * 4 + [
-        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"]
+        "Namespace", "ServiceAccount", "ResourceQuota", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
+        "DaemonSet"]
     for obj in objs:
         assert obj["apiVersion"] and obj["kind"] and obj["metadata"]["name"]
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "ciliumctl"
@@ -59,6 +60,8 @@ def test_dry_run_prints_every_manifest_sane():
     for path in ("/sys/fs/bpf", "/var/run/ciliumctl", "/etc/cni/net.d", "/opt/cni/bin"):
         assert volumes[mounts[path]] == path
     assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    quota = next(o for o in objs if o["kind"] == "ResourceQuota")
+    assert [pod["priorityClassName"]] == quota["spec"]["scopeSelector"]["matchExpressions"][0]["values"]
     env = {e["name"]: e for e in container["env"]}
     assert env["CILIUMCTL_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
 
@@ -82,7 +85,7 @@ def test_dry_run_json_and_bad_options():
     out = io.StringIO()
     inst.install(dry_run=True, output="json", out=out)
     data = json.loads(out.getvalue())
-    assert data["kind"] == "List" and len(data["items"]) == 10
+    assert data["kind"] == "List" and len(data["items"]) == 11
     with pytest.raises(UsageError, match="enforcement"):
         inst.install(dry_run=True, enforcement="sometimes", out=io.StringIO())
     with pytest.raises(UsageError, match="one less than a power of two"):
@@ -95,7 +98,7 @@ def test_install_is_idempotent_and_reports_like_kubectl(kube, fake):
     assert {r.action for r in first} == {"created"}
     assert "daemonset.apps/ciliumctl-agent created" in out.getvalue()
     assert "customresourcedefinition.apiextensions.k8s.io/ciliumnetworkpolicies.cilium.io created" in out.getvalue()
-    assert fake.count("PATCH", query_key="fieldManager") == 10  # every object through server-side apply
+    assert fake.count("PATCH", query_key="fieldManager") == 11  # every object through server-side apply
 
     again = inst.install(kube=kube, out=io.StringIO())
     assert {r.action for r in again} == {"unchanged"}
@@ -181,7 +184,7 @@ def test_uninstall_removes_everything(kube, fake):
                  "security-labels": {"k8s:app": "a"}})
     out = io.StringIO()
     results = inst.uninstall(kube=kube, out=out)
-    assert {r.action for r in results} == {"deleted"} and len(results) == 10
+    assert {r.action for r in results} == {"deleted"} and len(results) == 11
     assert out.getvalue().splitlines()[0] == "daemonset.apps/ciliumctl-agent deleted"
     for kind in ("customresourcedefinitions", "clusterroles", "clusterrolebindings"):
         assert not any(fake.store.objects[(g, p)] for (g, p) in fake.store.objects if p == kind)

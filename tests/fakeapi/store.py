@@ -62,6 +62,7 @@ BUILTIN = [
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, False, ("sa",)),
     ResourceType("", "v1", "services", "Service", True, True, ("svc",)),
     ResourceType("", "v1", "secrets", "Secret", True),
+    ResourceType("", "v1", "resourcequotas", "ResourceQuota", True, True, ("quota",)),
     ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, True, ("ds",)),
     ResourceType("apps", "v1", "deployments", "Deployment", True, True, ("deploy",)),
     ResourceType("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, False, ("netpol",)),
