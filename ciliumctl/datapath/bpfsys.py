@@ -38,6 +38,22 @@ class BpfError(OSError):
     pass
 
 
+_possible: int | None = None
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs (/sys/devices/system/cpu/possible, e.g. "0-3"): per-CPU map value count."""
+    global _possible
+    if _possible is None:
+        n = 0
+        with open("/sys/devices/system/cpu/possible") as f:
+            for part in f.read().strip().split(","):
+                lo, _, hi = part.partition("-")
+                n += int(hi or lo) - int(lo) + 1
+        _possible = n
+    return _possible
+
+
 class _Attr(ctypes.Structure):
     _fields_ = [("raw", ctypes.c_uint8 * 128)]
 
@@ -133,6 +149,9 @@ class Map:
         self.key_size = info.key_size
         self.value_size = info.value_size
         self.max_entries = info.max_entries
+        # per-CPU maps read and write one (8-byte aligned) value per possible CPU
+        self.percpu = self.type in (5, 6, 10)
+        self.value_bytes = ((self.value_size + 7) // 8 * 8 * possible_cpus()) if self.percpu else self.value_size
 
     @classmethod
     def from_pin(cls, path: str | os.PathLike) -> "Map":
@@ -150,8 +169,9 @@ class Map:
             pass
 
     def lookup(self, key: bytes) -> bytes | None:
+        """The value; for per-CPU maps all CPUs' values back to back (see value_bytes)."""
         k = ctypes.create_string_buffer(key, self.key_size)
-        v = ctypes.create_string_buffer(self.value_size)
+        v = ctypes.create_string_buffer(self.value_bytes)
         attr = _ElemAttr(map_fd=self.fd, key=ctypes.addressof(k), value=ctypes.addressof(v))
         try:
             _call(BPF_MAP_LOOKUP_ELEM, attr)
@@ -163,7 +183,7 @@ class Map:
 
     def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
         k = ctypes.create_string_buffer(key, self.key_size)
-        v = ctypes.create_string_buffer(value, self.value_size)
+        v = ctypes.create_string_buffer(value, self.value_bytes)
         attr = _ElemAttr(map_fd=self.fd, key=ctypes.addressof(k), value=ctypes.addressof(v), flags=flags)
         _call(BPF_MAP_UPDATE_ELEM, attr)
 
@@ -213,7 +233,7 @@ class Map:
         out: dict[bytes, bytes] = {}
         chunk = 4096
         keys = ctypes.create_string_buffer(self.key_size * chunk)
-        vals = ctypes.create_string_buffer(self.value_size * chunk)
+        vals = ctypes.create_string_buffer(self.value_bytes * chunk)
         # in/out batch tokens: key-sized is enough for hash and generic (key-based) batching
         tok_in = ctypes.create_string_buffer(max(self.key_size, 8))
         tok_out = ctypes.create_string_buffer(max(self.key_size, 8))
@@ -231,7 +251,7 @@ class Map:
                 done = True
             n = attr.count
             kr, vr = keys.raw, vals.raw
-            ks, vs = self.key_size, self.value_size
+            ks, vs = self.key_size, self.value_bytes
             out.update(zip([kr[i:i + ks] for i in range(0, n * ks, ks)],
                            [vr[i:i + vs] for i in range(0, n * vs, vs)]))
             if done:
@@ -245,7 +265,7 @@ class Map:
             return
         n = len(entries)
         keys = ctypes.create_string_buffer(b"".join(k for k, _ in entries), self.key_size * n)
-        vals = ctypes.create_string_buffer(b"".join(v for _, v in entries), self.value_size * n)
+        vals = ctypes.create_string_buffer(b"".join(v for _, v in entries), self.value_bytes * n)
         attr = _BatchAttr(keys=ctypes.addressof(keys), values=ctypes.addressof(vals), count=n, map_fd=self.fd)
         try:
             _call(BPF_MAP_UPDATE_BATCH, attr)

@@ -250,16 +250,15 @@ def teardown_sandbox(sb: Sandbox) -> None:
             os.rmdir(sb.pin_dir)
 
 
-@pytest.fixture
-def sandbox(monkeypatch, tmp_path):
-    """Three pods (ids 1..3, identities 1001..1003, 10.11.0.1..3) on a sandbox node; env points the core at it."""
+@contextlib.contextmanager
+def _sandbox(monkeypatch, tmp_path, n_pods: int):
     import ciliumctl.nodens as nodens
 
     prefix = f"cctl{secrets.token_hex(2)}"
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     sb = None
     try:
-        sb = _build(prefix, 3)
+        sb = _build(prefix, n_pods)
         sb.state_dir = str(tmp_path / "state")
         monkeypatch.setenv("CILIUMCTL_NODE_NETNS", sb.node)
         monkeypatch.setenv("CILIUMCTL_BPFFS_DIR", sb.pin_dir)
@@ -277,6 +276,20 @@ def sandbox(monkeypatch, tmp_path):
             for leftover in sh("ip", "netns", "list", check=False).stdout.split():
                 if leftover.startswith(prefix):
                     sh("ip", "netns", "del", leftover, check=False)
+
+
+@pytest.fixture
+def sandbox(monkeypatch, tmp_path):
+    """Three pods (ids 1..3, identities 1001..1003, 10.11.0.1..3) on a sandbox node; env points the core at it."""
+    with _sandbox(monkeypatch, tmp_path, 3) as sb:
+        yield sb
+
+
+@pytest.fixture
+def sandbox4(monkeypatch, tmp_path):
+    """Like `sandbox` with four pods (tests make some of them hosts outside the cluster)."""
+    with _sandbox(monkeypatch, tmp_path, 4) as sb:
+        yield sb
 
 
 @pytest.fixture
