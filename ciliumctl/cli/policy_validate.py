@@ -73,14 +73,18 @@ def render_reports(reports, quiet: bool = True, stderr: bool = True) -> None:
 
 
 def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
+    import os
     import sys
 
-    from ciliumctl.cli.common import console
-
-    out = console(stderr=stderr)
-    colour = out.is_terminal and not out.no_color
+    stream = sys.stderr if stderr else sys.stdout
+    # same rule as common.console(); off a terminal the text is plain, so rich is not even imported
+    colour = stream.isatty() and "NO_COLOR" not in os.environ
     if colour:
         from rich.markup import escape
+
+        from ciliumctl.cli.common import console
+
+        out = console(stderr=stderr)
 
         def paint(text: str, style: str = "") -> str:
             return f"[{style}]{escape(text)}[/]" if style else escape(text)
@@ -114,4 +118,4 @@ def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
     if colour:
         out.print("\n".join(lines))
     else:
-        (sys.stderr if stderr else sys.stdout).write("\n".join(lines) + "\n")
+        stream.write("\n".join(lines) + "\n")
