@@ -226,7 +226,7 @@ class RuleChecker:
             check_label_selector(self.col, rule["cidrGroupSelector"], path + ("cidrGroupSelector",),
                                  cilium_keys=False, what="cidrGroupSelector")
         if count == 0:
-            self.err(path, "one of cidr, cidrGroupRef, or cidrGroupSelector is required")
+            self.err(path, "one of cidr, cidrGroupRef, or cidrGroupSelector is required: add cidr: <prefix>")
             return
         if count > 1:
             self.err(path, "more than one of cidr, cidrGroupRef, or cidrGroupSelector may not be set: keep one")
@@ -236,13 +236,14 @@ class RuleChecker:
         cidr = rule["cidr"]
         parsed, why = goparse.parse_prefix(cidr)
         if parsed is None:
-            hint = " (a single address needs /32 or /128 here)" if goparse.parse_addr(cidr) is not None else ""
+            hint = ("; a single address needs /32 or /128 here" if goparse.parse_addr(cidr) is not None
+                    else "; write a prefix like 10.0.0.0/8")
             self.err(path + ("cidr",), f"unable to parse CIDRRule {cidr!r}: {why}{hint}")
             return
         for j, exc in enumerate(rule.get("except") or []):
             sub, why = goparse.parse_prefix(exc)
             if sub is None:
-                self.err(path + ("except", j), f"unable to parse except {exc!r}: {why}")
+                self.err(path + ("except", j), f"unable to parse except {exc!r}: {why}; write a prefix like 10.1.0.0/16")
             elif not goparse.prefix_contains(parsed, sub[0]):
                 self.err(path + ("except", j), f"allow CIDR prefix {cidr} does not contain exclude CIDR prefix "
                                                f"{exc}: an except entry must lie inside cidr")
@@ -299,7 +300,7 @@ class RuleChecker:
                                               "add terminatingTLS or drop the L7 rules", key=True)
         for i, name in enumerate(names):
             if name == "":
-                self.err(path + ("serverNames", i), "empty server name is not allowed")
+                self.err(path + ("serverNames", i), "empty server name is not allowed: remove the empty entry or write a name")
         ports = pr.get("ports") or []
         if len(ports) > MAX_PORTS:
             self.err(path + ("ports",), f"too many ports, the max is {MAX_PORTS}: split them over several "
@@ -318,9 +319,11 @@ class RuleChecker:
         if listener is not None:
             lname = listener.get("name", "")
             if ingress:
-                self.err(path + ("listener",), f"Listener is not allowed on ingress ({lname})", key=True)
+                self.err(path + ("listener",), f"Listener is not allowed on ingress ({lname}): listeners only work in egress "
+                                               f"rules", key=True)
             if not _l7_empty(rules):
-                self.err(path + ("listener",), f"Listener is not allowed with L7 rules ({lname})", key=True)
+                self.err(path + ("listener",), f"Listener is not allowed with L7 rules ({lname}): drop `rules` or the "
+                                               f"listener", key=True)
         if not _l7_empty(rules):
             if have_zero:
                 self.err(path + ("rules",), "L7 rules can not be used when a port is 0: name the ports the "
@@ -409,13 +412,14 @@ class RuleChecker:
             for i, dns in enumerate(rules["dns"]):
                 self.dns_rule(dns, path + ("dns", i))
         if "l7" in rules and not rules.get("l7proto"):
-            self.err(path + ("l7",), "'l7' may only be specified when a 'l7proto' is also specified", key=True)
+            self.err(path + ("l7",), "'l7' may only be specified when a 'l7proto' is also specified: add l7proto",
+                     key=True)
         if rules.get("l7proto"):
             kinds += 1
             for i, generic in enumerate(rules.get("l7") or []):
                 for key in generic:
                     if key == "":
-                        self.err(path + ("l7", i, key), "Empty key not allowed in an l7 rule", key=True)
+                        self.err(path + ("l7", i, key), "Empty key not allowed in an l7 rule: name the key", key=True)
         if kinds > 1:
             self.err(path, "multiple L7 protocol rule types specified in single rule: use one of http, kafka, "
                            "dns or l7proto per toPorts entry")
@@ -436,14 +440,15 @@ class RuleChecker:
                 self.err(mpath + ("mismatch",), f"Invalid header action: {mismatch}; use one of "
                                                 f"{', '.join(HEADER_ACTIONS)}")
             if "secret" in match and not match["secret"].get("name"):
-                self.err(mpath + ("secret",), "Secret name missing", key=True)
+                self.err(mpath + ("secret",), "Secret name missing: add secret.name", key=True)
 
     def kafka_rule(self, kafka: dict, path: tuple) -> None:
         key, role = kafka.get("apiKey", ""), kafka.get("role", "")
         if key and role:
             self.err(path, f"cannot set both Role {role!r} and APIKey {key!r} together: keep one")
         if key and key.lower() not in KAFKA_API_KEYS:
-            self.err(path + ("apiKey",), f"invalid Kafka APIKey {key!r}")
+            self.err(path + ("apiKey",), f"invalid Kafka APIKey {key!r}: use a Kafka API name such as produce, fetch "
+                                         f"or metadata")
         if role and role.lower() not in ("produce", "consume"):
             self.err(path + ("role",), f"invalid Kafka Role {role!r}: use produce or consume")
         version = kafka.get("apiVersion", "")
@@ -454,7 +459,7 @@ class RuleChecker:
         topic = kafka.get("topic", "")
         if topic:
             if len(topic) > 255:
-                self.err(path + ("topic",), "kafka topic exceeds maximum len of 255")
+                self.err(path + ("topic",), "kafka topic exceeds maximum len of 255: shorten it")
             elif not all(c.isascii() and (c.isalnum() or c in "\\._-") for c in topic):
                 self.err(path + ("topic",), f"invalid Kafka Topic name {topic!r}: use letters, digits, '.', '_' "
                                             f"and '-'")
