@@ -243,7 +243,8 @@ class RuleChecker:
         for j, exc in enumerate(rule.get("except") or []):
             sub, why = goparse.parse_prefix(exc)
             if sub is None:
-                self.err(path + ("except", j), f"unable to parse except {exc!r}: {why}; write a prefix like 10.1.0.0/16")
+                self.err(path + ("except", j), f"unable to parse except {exc!r}: {why}; write a prefix like "
+                                               f"10.1.0.0/16")
             elif not goparse.prefix_contains(parsed, sub[0]):
                 self.err(path + ("except", j), f"allow CIDR prefix {cidr} does not contain exclude CIDR prefix "
                                                f"{exc}: an except entry must lie inside cidr")
@@ -300,7 +301,8 @@ class RuleChecker:
                                               "add terminatingTLS or drop the L7 rules", key=True)
         for i, name in enumerate(names):
             if name == "":
-                self.err(path + ("serverNames", i), "empty server name is not allowed: remove the empty entry or write a name")
+                self.err(path + ("serverNames", i), "empty server name is not allowed: remove the empty entry or "
+                                                    "write a name")
         ports = pr.get("ports") or []
         if len(ports) > MAX_PORTS:
             self.err(path + ("ports",), f"too many ports, the max is {MAX_PORTS}: split them over several "
@@ -319,8 +321,8 @@ class RuleChecker:
         if listener is not None:
             lname = listener.get("name", "")
             if ingress:
-                self.err(path + ("listener",), f"Listener is not allowed on ingress ({lname}): listeners only work in egress "
-                                               f"rules", key=True)
+                self.err(path + ("listener",), f"Listener is not allowed on ingress ({lname}): listeners only "
+                                               f"work in egress rules", key=True)
             if not _l7_empty(rules):
                 self.err(path + ("listener",), f"Listener is not allowed with L7 rules ({lname}): drop `rules` or the "
                                                f"listener", key=True)

@@ -57,7 +57,8 @@ def test_top_level_description_warns_and_is_refused_by_strict():
 
 
 def test_empty_selectors_warn_that_they_select_everything():
-    assert any("every endpoint in the namespace" in w for w in warnings(check("endpointSelector: {}\ningress:\n- {}\n")))
+    report = check("endpointSelector: {}\ningress:\n- {}\n")
+    assert any("every endpoint in the namespace" in w for w in warnings(report))
     report = check("nodeSelector:\n  matchLabels: {}\ningress:\n- {}\n", kind="CiliumClusterwideNetworkPolicy")
     assert any("every node" in w for w in warnings(report))
 
