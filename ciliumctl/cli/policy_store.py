@@ -28,15 +28,51 @@ def _print_findings(reports) -> None:
             sys.stderr.write(f"{where}: {getattr(f, 'severity', 'error')}: {getattr(f, 'message', f)}{path}\n")
 
 
+def _kubeconfig(flag: Optional[str]) -> Optional[str]:
+    import os
+
+    return flag or os.environ.get("KUBECONFIG") or None
+
+
+def _cluster():
+    """Cluster mode (a kubeconfig given) lives in ciliumctl.cluster.policy_apply."""
+    from ciliumctl.errors import EnvironmentProblem
+
+    try:
+        from ciliumctl.cluster import policy_apply
+    except ImportError:
+        raise EnvironmentProblem("cluster mode not available in this build; unset KUBECONFIG/--kubeconfig to use "
+                                 "this node's policy store") from None
+    return policy_apply
+
+
+_KUBECONFIG_HELP = "Use the cluster's policies (default: $KUBECONFIG; this node's store without one)."
+
+
 def register(app: typer.Typer) -> None:
     @app.command("apply")
     def apply(
         files: List[str] = typer.Option(..., "--filename", "-f", help="Policy file or directory (repeatable)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the map changes; change nothing."),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
     ) -> None:
         """Validate, store and enforce policies on this node; an invalid set changes nothing."""
         from ciliumctl import node
 
+        kc = _kubeconfig(kubeconfig)
+        if kc:
+            warned: list = []
+            try:
+                results = _cluster().apply_policies(files, kubeconfig=kc, dry_run="client" if dry_run else "none",
+                                                    warnings=warned)
+            except node.InvalidPolicies as err:
+                _print_findings(err.reports)
+                raise
+            if warned:
+                _print_findings(warned)
+            for r in results:
+                typer.echo(r.line())
+            return
         try:
             docs, reports = node.validate_paths(files)
         except node.InvalidPolicies as err:
@@ -63,11 +99,27 @@ def register(app: typer.Typer) -> None:
         namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace (default: all)."),
         output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml"),
         no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table header."),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
     ) -> None:
         """List stored policies, or show one (-o yaml for the whole object)."""
         from ciliumctl.cli.common import print_data
         from ciliumctl.errors import UsageError
         from ciliumctl.policy import store
+
+        kc = _kubeconfig(kubeconfig)
+        if kc:
+            cl = _cluster()
+            objs = cl.get_policies(name=name, namespace=namespace, all_namespaces=namespace is None and not name,
+                                   kubeconfig=kc)
+            if output != Output.table:
+                print_data(objs[0] if name and len(objs) == 1 else objs, output)
+                return
+            head = ["KIND", "NAMESPACE", "NAME", "VALID", "MESSAGE"]
+            table = [] if no_headers else [head]
+            table += [[r["kind"], r["namespace"] or "-", r["name"], r["valid"], r["message"]]
+                      for r in cl.policy_rows(objs)]
+            _echo_table(table)
+            return
 
         found = store.find(name, namespace) if name else [
             p for p in store.load_all() if namespace is None or p.namespace in (namespace, "")]
@@ -79,20 +131,36 @@ def register(app: typer.Typer) -> None:
             return
         rows = [] if no_headers else [["KIND", "NAMESPACE", "NAME", "SOURCE"]]
         rows += [[p.kind, p.namespace or "-", p.name, p.source or "-"] for p in found]
-        if rows:
-            widths = [max(len(r[i]) for r in rows) for i in range(4)]
-            for r in rows:
-                typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        _echo_table(rows)
 
     @app.command("delete")
     def delete(
         name: str = typer.Argument(..., help="Policy name."),
-        namespace: str = typer.Option("default", "--namespace", "-n", help="Namespace of the policy."),
+        namespace: Optional[str] = typer.Option(None, "--namespace", "-n",
+                                                help="Namespace of the policy (default: default)."),
         kind: Optional[str] = typer.Option(None, "--kind", help="cnp, ccnp or netpol when the name is ambiguous."),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
     ) -> None:
         """Delete a stored policy and stop enforcing it."""
         from ciliumctl import node
+        from ciliumctl.errors import Finding
         from ciliumctl.policy import store
 
-        for c in node.delete_policy(name, namespace, store.kind_of(kind) if kind else None):
+        kc = _kubeconfig(kubeconfig)
+        if kc:
+            results = _cluster().delete_policies(names=[name], kind=kind, namespace=namespace, kubeconfig=kc)
+            for r in results:
+                typer.echo(r.line())
+            if any(r.action.startswith("not found") for r in results):
+                raise Finding(f"policy {name!r} not found in the cluster")
+            return
+        for c in node.delete_policy(name, namespace or "default", store.kind_of(kind) if kind else None):
             typer.echo(f"{c.resource} {c.verb}")
+
+
+def _echo_table(rows: list[list[str]]) -> None:
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
