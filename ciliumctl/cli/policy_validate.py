@@ -99,7 +99,7 @@ def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
         doc = r.document
         if quiet and not r.findings:
             continue
-        who = f"{doc.namespace}/{doc.name}" if doc.namespace else (doc.name or "<no name>")
+        who = f"{r.namespace}/{doc.name}" if r.namespace else (doc.name or "<no name>")
         mark = paint("✓ valid", "green") if r.valid else paint("✗ invalid", "bold red")
         kind = doc.kind or "(no kind)"
         lines.append(f"{mark}  {paint(f'{doc.file}#{doc.index}  {kind} {who}')}")

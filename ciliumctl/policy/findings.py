@@ -40,6 +40,11 @@ class Report:
     document: object       # load.Document
     findings: list = field(default_factory=list)
     checked: bool = True   # False for objects that are not network policies (skipped)
+    namespace: str | None = None  # the effective namespace: "default" for a namespaced policy without one
+
+    def __post_init__(self):
+        if self.namespace is None:
+            self.namespace = getattr(self.document, "namespace", None)
 
     @property
     def valid(self) -> bool:
@@ -56,7 +61,7 @@ class Report:
     def as_dict(self) -> dict:
         doc = self.document
         return {"file": doc.file, "index": doc.index, "kind": doc.kind, "name": doc.name,
-                "namespace": doc.namespace, "valid": self.valid,
+                "namespace": self.namespace, "valid": self.valid,
                 "findings": [f.as_dict() for f in self.findings]}
 
 

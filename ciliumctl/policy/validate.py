@@ -89,7 +89,7 @@ def validate_document(doc, options: Options | None = None) -> Report:
         col.warn(("metadata", "namespace"), "a CiliumClusterwideNetworkPolicy is cluster-scoped: "
                                             "metadata.namespace is ignored", rule="lint/namespace")
     if kind in (CNP, NP) and not doc.namespace:
-        doc.namespace = "default"  # what the API server assigns (kubectl's default namespace)
+        report.namespace = "default"  # what the API server assigns (kubectl's default namespace)
     schema = {CNP: schema_cilium.CNP, CCNP: schema_cilium.CCNP, NP: schema_k8s.NETWORK_POLICY}[kind]
     decoder = decode.Decoder(col, strict_fields=options.strict, strict_schema=options.strict_schema)
     obj = decoder.decode(data, schema, ())

@@ -31,7 +31,7 @@ def test_plain_network_policy_is_valid_and_gets_the_default_namespace():
           - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}
     """)
     assert report.valid, errors(report)
-    assert report.document.namespace == "default"
+    assert report.namespace == "default" and report.document.namespace is None
 
 
 @pytest.mark.parametrize("spec,path,message", [

@@ -251,7 +251,7 @@ def test_specs_are_each_checked_with_their_index():
           - toEntities: [internet]
     """)
     assert [f.path for f in report.errors] == ["specs[1].egress[0].toEntities[0]"]
-    assert report.document.namespace == "default"
+    assert report.namespace == "default" and report.document.namespace is None
 
 
 def test_empty_policy_and_missing_name():
