@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -147,6 +148,9 @@ class Agent:
         except BaseException:
             self.shutdown()
             raise
+        # everything allocated so far lives as long as the agent: keep it out of the cyclic collector's full
+        # passes, whose pauses would otherwise stall the event reader
+        gc.freeze()
         self.ready.set()
         log.info("agent %s serving %s (flow buffer %d)", self.node_name, self.socket_path,
                  self.opts.flow_buffer_size)

@@ -85,8 +85,8 @@ def register(app: typer.Typer) -> None:
             sink = printers.Printer(output, color=colour, node_name=print_node_name,
                                     print_policy_names=print_policy_names, follow=follow)
         try:
-            for resp in client.stream(srv, req):
-                sink.write(resp)
+            for batch in client.stream_batches(srv, req):
+                sink.write_many(batch)
         except KeyboardInterrupt:
             pass
         except BrokenPipeError:

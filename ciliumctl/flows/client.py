@@ -69,15 +69,17 @@ class Query:
 
 
 def _stream_once(channel, req, use_batches: bool):
+    """Lists of responses: one list per stream message (many with the batched method, one otherwise)."""
     if use_batches:
         call = channel.unary_stream(_BATCH_METHOD, request_serializer=opb.GetFlowsRequest.SerializeToString,
                                     response_deserializer=batch_pb2.FlowBatch.FromString)
         for batch in call(req):
-            yield from batch.responses
+            yield batch.responses
     else:
         call = channel.unary_stream(_FLOWS_METHOD, request_serializer=opb.GetFlowsRequest.SerializeToString,
                                     response_deserializer=opb.GetFlowsResponse.FromString)
-        yield from call(req)
+        for r in call(req):
+            yield (r,)
 
 
 def _unreachable(server: str) -> EnvironmentProblem:
@@ -86,8 +88,14 @@ def _unreachable(server: str) -> EnvironmentProblem:
 
 
 def stream(server: str, req: opb.GetFlowsRequest, reconnect: bool | None = None, status=sys.stderr):
-    """GetFlowsResponse messages. In follow mode a lost connection is retried (the request resumes after the last
-    flow seen), unless reconnect=False."""
+    """GetFlowsResponse messages, one by one (see stream_batches)."""
+    for batch in stream_batches(server, req, reconnect, status):
+        yield from batch
+
+
+def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None = None, status=sys.stderr):
+    """GetFlowsResponse messages in the groups they arrived in. In follow mode a lost connection is retried (the
+    request resumes after the last flow seen), unless reconnect=False."""
     target = grpc_target(server)
     reconnect = req.follow if reconnect is None else reconnect
     use_batches = True
@@ -96,11 +104,13 @@ def stream(server: str, req: opb.GetFlowsRequest, reconnect: bool | None = None,
     while True:
         channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
         try:
-            for resp in _stream_once(channel, req, use_batches):
+            for batch in _stream_once(channel, req, use_batches):
                 received_any = True
-                if resp.WhichOneof("response_types") == "flow":
-                    last_time_ns = resp.flow.time.ToNanoseconds()
-                yield resp
+                for resp in reversed(batch):
+                    if resp.HasField("flow"):
+                        last_time_ns = resp.flow.time.ToNanoseconds()
+                        break
+                yield batch
             return
         except grpc.RpcError as err:
             code = err.code()

@@ -49,24 +49,56 @@ def _policies(target, refs) -> None:
         target.add(name=r.name, namespace=r.namespace, labels=r.labels, revision=r.revision, kind=r.kind)
 
 
-def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: str, boot_id: int, seq: int,
-                   ifnames=None) -> pb.Flow:
-    """One RECORD tuple -> flow.Flow. wall_offset_ns turns the kernel's CLOCK_MONOTONIC stamp into wall time."""
+_TEMPLATE_CACHE_MAX = 20_000
+
+
+def _template(rec: tuple, snap: Snapshot, node_name: str) -> pb.Flow:
+    """The part of a flow that depends only on who talks to whom under which rule: addresses, endpoints, node,
+    policies. Flows between the same peers share it (see record_to_flow's cache)."""
     f = pb.Flow()
-    t = rec[R_TS] + wall_offset_ns
-    f.time.seconds = t // 1_000_000_000
-    f.time.nanos = t % 1_000_000_000
-    f.uuid = flow_uuid(boot_id, seq)
     f.node_name = node_name
     f.Type = pb.L3_L4
-    etype, sub, verdict, direction = rec[R_TYPE], rec[R_SUBTYPE], rec[R_VERDICT], rec[R_DIR]
-    f.verdict = verdict
-    f.traffic_direction = direction if direction in (1, 2) else 0
     saddr, daddr = _inet_ntoa(rec[R_SADDR]), _inet_ntoa(rec[R_DADDR])
     ip = f.IP
     ip.source = saddr
     ip.destination = daddr
     ip.ipVersion = pb.IPv4
+    by_ip = snap.by_ip
+    _fill_endpoint(f.source, by_ip.get(saddr), rec[R_SID], snap)
+    _fill_endpoint(f.destination, by_ip.get(daddr), rec[R_DID], snap)
+    cookie, etype, direction = rec[R_COOKIE], rec[R_TYPE], rec[R_DIR]
+    if cookie and etype != ev.EVENT_TRACE:
+        refs = snap.cookies.get(cookie)
+        if refs:
+            if rec[R_VERDICT] == pb.DROPPED:
+                _policies(f.ingress_denied_by if direction == ev.DIR_INGRESS else f.egress_denied_by, refs)
+            else:
+                _policies(f.ingress_allowed_by if direction == ev.DIR_INGRESS else f.egress_allowed_by, refs)
+    return f
+
+
+def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: str, boot_id: int, seq: int,
+                   ifnames=None, cache: dict | None = None) -> pb.Flow:
+    """One RECORD tuple -> flow.Flow. wall_offset_ns turns the kernel's CLOCK_MONOTONIC stamp into wall time.
+    With a cache dict, the per-peer part of the flow is built once and merged in (a C-level copy)."""
+    key = (snap, rec[R_SADDR], rec[R_DADDR], rec[R_SID], rec[R_DID], rec[R_COOKIE], rec[R_TYPE] == ev.EVENT_TRACE,
+           rec[R_VERDICT] == pb.DROPPED, rec[R_DIR])
+    tmpl = cache.get(key) if cache is not None else None
+    if tmpl is None:
+        tmpl = _template(rec, snap, node_name)
+        if cache is not None:
+            if len(cache) >= _TEMPLATE_CACHE_MAX:
+                cache.clear()
+            cache[key] = tmpl
+    f = pb.Flow()
+    f.MergeFrom(tmpl)
+    t = rec[R_TS] + wall_offset_ns
+    f.time.seconds = t // 1_000_000_000
+    f.time.nanos = t % 1_000_000_000
+    f.uuid = flow_uuid(boot_id, seq)
+    etype, sub, verdict, direction = rec[R_TYPE], rec[R_SUBTYPE], rec[R_VERDICT], rec[R_DIR]
+    f.verdict = verdict
+    f.traffic_direction = direction if direction in (1, 2) else 0
 
     proto, sport, dport = rec[R_PROTO], rec[R_SPORT], rec[R_DPORT]
     if proto == 6:
@@ -94,9 +126,6 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
     else:
         f.Summary = f"IPv4 protocol {proto}"
 
-    by_ip = snap.by_ip
-    _fill_endpoint(f.source, by_ip.get(saddr), rec[R_SID], snap)
-    _fill_endpoint(f.destination, by_ip.get(daddr), rec[R_DID], snap)
     f.is_reply.value = bool(rec[R_REPLY])
     ifindex = rec[R_IFINDEX]
     if ifindex:
@@ -125,13 +154,4 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
                 reason = sub if sub >= 130 else (ev.DROP_POLICY_DENY if rec[R_COOKIE] else ev.DROP_POLICY)
                 f.drop_reason = reason
                 f.drop_reason_desc = reason if reason in pb.DropReason.values() else 0
-
-    cookie = rec[R_COOKIE]
-    if cookie and etype != ev.EVENT_TRACE:
-        refs = snap.cookies.get(cookie)
-        if refs:
-            if verdict == pb.DROPPED:
-                _policies(f.ingress_denied_by if direction == ev.DIR_INGRESS else f.egress_denied_by, refs)
-            else:
-                _policies(f.ingress_allowed_by if direction == ev.DIR_INGRESS else f.egress_allowed_by, refs)
     return f

@@ -79,7 +79,11 @@ def _value_expr(fd, var: str, env: dict) -> str:
             return f"_ts({var})"
         if full in _WRAPPERS:
             return f"_wrapper({var})"
-        return f"_enc({var})"
+        key = f"_enc_{full.replace('.', '_')}"
+        sub = fd.message_type
+        # the nested type's own encoder; built now unless it is being built (a cycle): then bound on first use
+        env[key] = _encoders.get(sub) or (_Lazy(sub) if sub in _building else _encoder_of(sub))
+        return f"{key}({var})"
     if fd.type == FD.TYPE_ENUM:
         key = f"_enum_{fd.enum_type.full_name.replace('.', '_')}"
         env[key] = {v.number: _q(v.name) for v in fd.enum_type.values}
@@ -93,6 +97,36 @@ def _value_expr(fd, var: str, env: dict) -> str:
     if fd.type in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
         return f"_json_scalar({var})"
     return f"str({var})"
+
+
+class _Lazy:
+    """Calls the encoder of one message type, building it on first use (types may refer to each other)."""
+
+    __slots__ = ("desc", "fn")
+
+    def __init__(self, desc):
+        self.desc = desc
+        self.fn = None
+
+    def __call__(self, m):
+        fn = self.fn
+        if fn is None:
+            fn = self.fn = _encoder_of(self.desc)
+        return fn(m)
+
+
+_building: set = set()
+
+
+def _encoder_of(desc):
+    fn = _encoders.get(desc)
+    if fn is None:
+        _building.add(desc)
+        try:
+            fn = _encoders[desc] = _build(desc)
+        finally:
+            _building.discard(desc)
+    return fn
 
 
 def _build(desc):
@@ -134,7 +168,7 @@ def encode(msg) -> str:
     desc = msg.DESCRIPTOR
     fn = _encoders.get(desc)
     if fn is None:
-        fn = _encoders[desc] = _build(desc)
+        fn = _encoder_of(desc)
     return fn(msg)
 
 

@@ -34,7 +34,7 @@ class PolicyRef:
     revision: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # compared and hashed by identity: one object per reload
 class Snapshot:
     by_ip: dict[str, EndpointInfo] = field(default_factory=dict)
     by_id: dict[int, EndpointInfo] = field(default_factory=dict)

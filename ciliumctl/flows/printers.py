@@ -148,6 +148,16 @@ class Printer:
         self.line = 0
         self._rows: list[list[str]] = []
 
+    def write_many(self, resps) -> None:
+        if self.output in ("json", "jsonpb"):
+            # one write per batch: the JSON path is what scripts pipe at high rates
+            enc = jsonpb.encode
+            self.out.write("".join([enc(r) + "\n" for r in resps]))
+            self.line += len(resps)
+            return
+        for r in resps:
+            self.write(r)
+
     # ---- one response
 
     def write(self, resp) -> None:
@@ -254,6 +264,10 @@ class Aggregator:
         self.fields = fields
         self.counts: Counter = Counter()
         self.lost = 0
+
+    def write_many(self, resps) -> None:
+        for r in resps:
+            self.write(r)
 
     def write(self, resp) -> None:
         which = resp.WhichOneof("response_types")

@@ -25,6 +25,11 @@ BPF_MAP_TYPE_RINGBUF = 27
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _U64 = struct.Struct("<Q")
+# The positions shared with the kernel must be read and written as single 8-byte accesses. struct's "<Q" reads
+# byte by byte, and every struct.pack_into zero-fills the target before writing: for a moment the kernel would see
+# consumer_pos == 0, take the ring for full and drop events. Reads use native "Q" (one memcpy, one aligned 64-bit
+# load); the consumer position is written through a ctypes c_uint64 laid over the mapped page (one store).
+_POS = struct.Struct("Q")
 
 
 class _ObjAttr(ctypes.Structure):
@@ -128,6 +133,7 @@ class RingReader:
         self.mask = self.size - 1
         page = mmap.PAGESIZE
         self._cons_map = mmap.mmap(self.fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._cons = ctypes.c_uint64.from_buffer(self._cons_map)
         self._prod_map = mmap.mmap(self.fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._data = memoryview(self._prod_map)[page:]
         self.max_batch = max(RECORD_SIZE, max_batch_bytes - max_batch_bytes % RECORD_SIZE)
@@ -144,14 +150,14 @@ class RingReader:
         return bool(self._ep.poll(timeout))
 
     def pending_bytes(self) -> int:
-        return _U64.unpack_from(self._prod_map, 0)[0] - _U64.unpack_from(self._cons_map, 0)[0]
+        return _POS.unpack_from(self._prod_map, 0)[0] - self._cons.value
 
     def read(self) -> tuple[bytes, int]:
         """Committed regular records since the last call, as one bytes object of n*RECORD_SIZE, and n."""
         chunks = []
         total = 0
-        cons = _U64.unpack_from(self._cons_map, 0)[0]
-        prod = _U64.unpack_from(self._prod_map, 0)[0]
+        cons = self._cons.value
+        prod = _POS.unpack_from(self._prod_map, 0)[0]
         data = self._data
         while cons < prod and total < self.max_batch:
             off = cons & self.mask
@@ -175,7 +181,7 @@ class RingReader:
             length = hdr & ~(RINGBUF_BUSY | RINGBUF_DISCARD)
             self.odd_records += 1
             cons += (length + HDR_SIZE + 7) & ~7
-        _U64.pack_into(self._cons_map, 0, cons)  # release the space to the producer
+        self._cons.value = cons  # release the space to the producer (x86: stores are not reordered with loads)
         if not chunks:
             return b"", 0
         blob = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -191,6 +197,7 @@ class RingReader:
         try:
             self._ep.close()
             self._data.release()
+            del self._cons  # the ctypes view pins the mapping
             self._cons_map.close()
             self._prod_map.close()
         finally:

@@ -59,6 +59,7 @@ class FlowSource:
     ifnames: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        self._templates: dict = {}
         self._node_field = b"\xc2\x3e" + _varint(len(self.node_name.encode())) + self.node_name.encode()
 
     def response_bytes(self, entry: Entry, matcher: FlowMatcher | None) -> tuple[bytes | None, int]:
@@ -71,7 +72,7 @@ class FlowSource:
             return r.SerializeToString(), t
         rec = entry.record
         flow = record_to_flow(rec, entry.snap, self.wall_offset_ns, self.node_name, self.boot_id, entry.seq,
-                              self.ifnames)
+                              self.ifnames, self._templates)
         t = rec[R_TS] + self.wall_offset_ns
         if matcher is not None and not matcher(flow):
             return None, t
