@@ -173,7 +173,15 @@ class ClusterNode:
     def _verdict(self, obj: dict) -> tuple[bool, str]:
         key = (policy_ref(obj), repr((obj.get("spec"), obj.get("specs"))))
         if key not in self._verdicts:
-            self._verdicts[key] = status_conditions.validate_object(obj)
+            valid, message = status_conditions.validate_object(obj)
+            if valid:  # what resolve will parse must parse: one odd policy must not stall the node
+                try:
+                    from ciliumctl.policy import model
+
+                    model.parse_policy(policy_input(obj))
+                except Exception as err:
+                    valid, message = False, f"cannot be parsed: {err}"
+            self._verdicts[key] = (valid, message)
         return self._verdicts[key]
 
     def _policies(self, report: SyncReport, publish_status: bool) -> list[dict]:
