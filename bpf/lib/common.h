@@ -51,6 +51,7 @@ struct dp_state {
 	__u32 active_slot;
 	__u32 src_crc;     /* crc32 of the C source these programs were built from (user space only) */
 	__u64 revision;
+	__u64 flip_ns;     /* CLOCK_MONOTONIC of the last switch (user space only) */
 };
 
 /* epcfg: (slot, endpoint id) -> identity + enforcement of that revision */

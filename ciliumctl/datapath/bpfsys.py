@@ -334,3 +334,32 @@ def enable_run_time_stats() -> int:
     """Count run time and runs of every BPF program while the returned fd stays open (no sysctl touched)."""
     attr = (ctypes.c_uint32 * 2)(0, 0)   # BPF_STATS_RUN_TIME
     return _call(BPF_ENABLE_STATS, attr)
+
+
+BPF_MAP_CREATE = 0
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+
+
+def _map_create(map_type: int, key_size: int, value_size: int, max_entries: int, inner_fd: int = 0) -> int:
+    # union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries, map_flags, inner_map_fd
+    attr = (ctypes.c_uint32 * 16)(map_type, key_size, value_size, max_entries, 0, inner_fd)
+    return _call(BPF_MAP_CREATE, attr)
+
+
+def wait_for_running_programs() -> None:
+    """Return only after every BPF program that was running has finished (an RCU grace period).
+
+    The kernel calls synchronize_rcu() after any update of a map-of-maps, so that user space knows running
+    programs see the new value: a throw-away array-of-maps gives that barrier without any sysctl or helper."""
+    inner = _map_create(BPF_MAP_TYPE_ARRAY, 4, 4, 1)
+    try:
+        outer = _map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, 1, inner)
+        try:
+            k = ctypes.c_uint32(0)
+            v = ctypes.c_uint32(inner)
+            _call(BPF_MAP_UPDATE_ELEM, _ElemAttr(map_fd=outer, key=ctypes.addressof(k), value=ctypes.addressof(v)))
+        finally:
+            os.close(outer)
+    finally:
+        os.close(inner)

@@ -32,6 +32,7 @@ TC_HANDLE = 1
 PARENT_INGRESS = "ffff:fff2"
 PARENT_EGRESS = "ffff:fff3"
 
+RECENT_SWITCH_NS = 100_000_000   # a tc program never runs this long
 compile_count = 0   # BCC compiles in this process (attach must never add one)
 
 
@@ -151,7 +152,7 @@ def _compile_and_pin(pin_dir: Path) -> None:
             bpfsys.obj_pin(bpf[name.encode()].map_fd,
                            pin_dir / name)
         # what the programs were built from, so a later open() can tell the pins are outdated
-        bpf[b"state"][ctypes.c_int(0)] = bpf[b"state"].Leaf(0, source_crc(src), 0)
+        bpf[b"state"][ctypes.c_int(0)] = bpf[b"state"].Leaf(0, source_crc(src), 0, 0)
         for name, fn in fns.items():
             bpfsys.obj_pin(fn.fd, pin_dir / name)
     except Exception:
@@ -322,11 +323,11 @@ class Datapath:
 
     # -------------------------------------------------------------------------------- policy
 
-    def _read_state(self) -> tuple[int, int, int]:
-        """(active slot, source crc, revision)"""
+    def _read_state(self) -> tuple[int, int, int, int]:
+        """(active slot, source crc, revision, time of the last switch)"""
         raw = self.maps["state"].lookup((0).to_bytes(4, "little"))
-        active, crc, revision = maps.DP_STATE.unpack(raw)
-        return active & 1, crc, revision
+        active, crc, revision, flip_ns = maps.DP_STATE.unpack(raw)
+        return active & 1, crc, revision, flip_ns
 
     @property
     def outdated(self) -> bool:
@@ -337,8 +338,12 @@ class Datapath:
         """Write `state` beside the active revision, then switch to it with one map write."""
         t0 = time.perf_counter()
         with _Lock():
-            active, crc, _ = self._read_state()
+            active, crc, _, flip_ns = self._read_state()
             slot = 1 - active
+            # A program reads the active slot once per packet. The slot written now was active until the last
+            # switch: programs that read it before then must be done (a grace period; any longer ago, they are).
+            if time.monotonic_ns() - flip_ns < RECENT_SWITCH_NS:
+                bpfsys.wait_for_running_programs()
             want = compile_state(state, slot)
             written = deleted = 0
             for name in ("ipcache", "epcfg", "policy"):
@@ -362,7 +367,8 @@ class Datapath:
                 written += len(updates)
                 deleted += len(stale)
             # the switch: one 16-byte array write, atomic for the programs
-            self.maps["state"].update((0).to_bytes(4, "little"), maps.DP_STATE.pack(slot, crc, state.revision))
+            self.maps["state"].update((0).to_bytes(4, "little"),
+                                      maps.DP_STATE.pack(slot, crc, state.revision, time.monotonic_ns()))
             self._write_cookies(want.cookies, state.revision)
         return ApplyReport(revision=state.revision, slot=slot,
                            entries={"policy": len(want.policy), "ipcache": len(want.ipcache),
@@ -384,7 +390,7 @@ class Datapath:
         return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)) if raw else 0
 
     def status(self) -> dict:
-        active, crc, revision = self._read_state()
+        active, crc, revision, _ = self._read_state()
         progs = []
         for name, fd in self.prog_fds.items():
             info = bpfsys.prog_info(fd)

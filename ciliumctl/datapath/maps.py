@@ -29,7 +29,8 @@ class EpInfo(ctypes.Structure):
 
 
 class DpState(ctypes.Structure):
-    _fields_ = [("active_slot", ctypes.c_uint32), ("src_crc", ctypes.c_uint32), ("revision", ctypes.c_uint64)]
+    _fields_ = [("active_slot", ctypes.c_uint32), ("src_crc", ctypes.c_uint32), ("revision", ctypes.c_uint64),
+                ("flip_ns", ctypes.c_uint64)]
 
 
 class EpcfgKey(ctypes.Structure):
@@ -77,7 +78,7 @@ class CtEntry(ctypes.Structure):
 
 # Fast packers, little endian host (x86_64/aarch64); byte strings are kept in network order.
 EP_INFO = struct.Struct("<HHI")
-DP_STATE = struct.Struct("<IIQ")
+DP_STATE = struct.Struct("<IIQQ")
 EPCFG_KEY = struct.Struct("<II")
 EPCFG_VAL = struct.Struct("<II")
 IPCACHE_KEY = struct.Struct("<IB3x4s")

@@ -58,7 +58,7 @@ def test_layout_matches_the_kernel_and_pins_know_their_source(sandbox):
             assert (dp.maps[name].key_size, dp.maps[name].value_size) == (ks, vs), name
         assert not dp.outdated and dp.status()["outdated"] is False
         # pins built from other sources are reported (install replaces them), and apply keeps the mark
-        dp.maps["state"].update(b"\0" * 4, maps.DP_STATE.pack(0, 12345, 0))
+        dp.maps["state"].update(b"\0" * 4, maps.DP_STATE.pack(0, 12345, 0, 0))
         assert dp.outdated
         dp.apply(sandbox.state(1, {}))
         assert dp.status()["outdated"] is True
