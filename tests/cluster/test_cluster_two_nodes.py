@@ -201,10 +201,32 @@ def test_two_agents_agree_on_identities_and_enforce_across_nodes(nodes, tmp_path
         # deleting the policy through the API opens the path again (the watch drives the datapath)
         in_netns(a.name, lambda: policy_apply.delete_policies(["web-from-client"], kubeconfig=kubeconfig))
         assert wait_for(lambda: a.connect("other", web_ip, 8080, 0.5), 30), b.agent_log()
+
+        # node a enforces other's egress: it must know web (a pod of node b) by the identity node b gave it
+        in_netns(a.name, lambda: policy_apply.apply_policies([str(_write(tmp_path / "d.yaml", DENY_OTHER_TO_WEB))],
+                                                             kubeconfig=kubeconfig))
+        assert wait_for(lambda: not a.connect("other", web_ip, 8080, 0.5), 30), a.agent_log()
+        assert a.connect("client", web_ip, 8080)
         for n in (a, b):
             assert n.agent.poll() is None and "Traceback" not in n.agent_log(), n.agent_log()
     finally:
         fake.stop()
+
+
+DENY_OTHER_TO_WEB = """\
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata:
+  name: other-not-to-web
+spec:
+  endpointSelector:
+    matchLabels:
+      app: other
+  egressDeny:
+  - toEndpoints:
+    - matchLabels:
+        app: web
+"""
 
 
 def _write(path: Path, text: str) -> Path:
