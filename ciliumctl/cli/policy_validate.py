@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         node_selector_labels: bool = typer.Option(False, "--enable-node-selector-labels",
                                                   help="Agent option: allow fromNodes/toNodes."),
         extended_ip_protocols: bool = typer.Option(False, "--enable-extended-ip-protocols",
-                                                   help="Agent option: allow VRRP/IGMP and rules without a port."),
+                                                   help="Agent option: ports may be left out (VRRP/IGMP traffic)."),
         disable_l7_proxy: bool = typer.Option(False, "--disable-l7-proxy",
                                               help="Agent option: the L7 proxy is off, so L7 rules are rejected."),
         disable_icmp_rules: bool = typer.Option(False, "--disable-icmp-rules",
