@@ -41,6 +41,7 @@ class Report:
     findings: list = field(default_factory=list)
     checked: bool = True   # False for objects that are not network policies (skipped)
     namespace: str | None = None  # the effective namespace: "default" for a namespaced policy without one
+    object: dict | None = None    # the object as the API server would store it: unknown fields and nulls pruned
 
     def __post_init__(self):
         if self.namespace is None:

@@ -95,6 +95,7 @@ def validate_document(doc, options: Options | None = None) -> Report:
     obj = decoder.decode(data, schema, ())
     if obj is decode.INVALID:
         return report
+    report.object = obj
     check_object_meta(col, obj.get("metadata") or {}, namespaced=kind != CCNP,
                       severity=ERROR if options.strict else WARNING)
     if kind == NP:

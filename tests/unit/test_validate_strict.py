@@ -148,3 +148,10 @@ def test_strict_reports_a_dropped_deny_field_once_as_an_error_with_the_reason():
     report = check(SEL + "egressDeny:\n- toFQDNs:\n  - matchName: a.com\n", strict=True)
     found = [f for f in report.findings if f.path == "spec.egressDeny[0].toFQDNs"]
     assert [f.severity for f in found] == ["error"] and "NOT denied" in found[0].message
+
+
+def test_report_carries_the_object_as_the_api_server_would_store_it():
+    report = check(SEL + "ingress:\n- fromEndpoints: [{matchLabels: {a: b}}]\n  HTTP: x\negress: null\n")
+    assert report.object["spec"] == {"endpointSelector": {"matchLabels": {"app": "web"}},
+                                     "ingress": [{"fromEndpoints": [{"matchLabels": {"a": "b"}}]}]}
+    assert report.object["metadata"] == {"name": "t", "namespace": "default"}
