@@ -151,9 +151,11 @@ def get_policies(kind: str | None = None, name: str | None = None, namespace: st
     for k in kinds:
         kd = KINDS[k]
         try:
-            if name:
+            if name and (ns or not kd.namespaced):
                 obj = kube.get(kd, name, ns if kd.namespaced else None)
                 items = [obj] if obj else []
+            elif name:  # a name in every namespace
+                items = [o for o in kube.list(kd)[0] if o["metadata"]["name"] == name]
             else:
                 items, _ = kube.list(kd, ns if kd.namespaced else None)
         except ApiFailure as err:

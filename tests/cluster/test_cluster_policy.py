@@ -133,6 +133,8 @@ def test_get_and_delete(installed, tmp_path):
         ("CiliumClusterwideNetworkPolicy", "deny-world"), ("CiliumNetworkPolicy", "allow-web")]
     assert [o["metadata"]["name"] for o in pa.get_policies(kind="cnp", name="allow-web", kube=installed)] == [
         "allow-web"]
+    assert [o["metadata"]["namespace"] for o in pa.get_policies(name="allow-web", all_namespaces=True,
+                                                                 kube=installed)] == ["default"]
     rows = pa.policy_rows(objs)
     assert {r["valid"] for r in rows} == {"Unknown"}  # no agent has looked at them yet
     with pytest.raises(Finding, match="not found"):
