@@ -69,3 +69,16 @@ def test_corpus_has_no_documents_outside_the_verdicts():
         if validate.is_policy(doc):
             rel = str(Path(doc.file).relative_to(CORPUS))
             assert (rel, doc.index) in listed, (rel, doc.index)
+
+
+def test_cli_json_over_the_corpus_matches_the_valid_column():
+    import subprocess
+    import sys
+
+    rows, _ = _corpus()
+    proc = subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", "policy", "validate", "-o", "json", "."],
+                          cwd=CORPUS, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    got = {(d["file"].removeprefix("./"), d["index"]): d["valid"] for d in json.loads(proc.stdout)}
+    want = {(r["file"], r["index"]): r["valid"] for r in rows}
+    assert got == want
