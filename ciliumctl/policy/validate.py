@@ -10,6 +10,11 @@ Levels:
 - strict (`kubectl apply --validate=strict`): unknown and duplicate fields, names the API server refuses -> errors;
 - schema (on with strict unless turned off): the CRD's OpenAPI checks (enums, patterns, max items) -> errors,
   otherwise reported as warnings.
+
+The shared corpus' verdict columns are Options() for `valid`, Options(strict=True, schema=False) for
+`valid_strict`, and Options(enable_node_selector_labels=True, enable_extended_ip_protocols=True) for the third.
+Each Report has the findings, the effective namespace and, when the object decodes, `object`: the object as the
+API server would store it (unknown fields and nulls pruned).
 """
 
 from __future__ import annotations
