@@ -39,3 +39,40 @@ def test_unreachable_cluster_is_one_line_exit_2(fake, kubeconfig):
     assert res.returncode == 2
     assert res.stderr.startswith("Error: cannot reach the Kubernetes API server") and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+POLICY = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: allow-web
+spec:
+  endpointSelector:
+    matchLabels: {app: web}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+"""
+
+
+def test_policy_apply_get_delete_against_the_cluster(installed, kubeconfig, tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(POLICY)
+    first = run("policy", "apply", "-f", str(f), "--kubeconfig", kubeconfig)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "ciliumnetworkpolicy.cilium.io/allow-web created"
+    again = run("policy", "apply", "-f", str(f), "--kubeconfig", kubeconfig)
+    assert again.stdout.strip() == "ciliumnetworkpolicy.cilium.io/allow-web unchanged"
+
+    table = run("policy", "get", "--kubeconfig", kubeconfig).stdout.splitlines()
+    assert table[0].split() == ["KIND", "NAMESPACE", "NAME", "VALID", "MESSAGE"]
+    assert table[1].split() == ["CiliumNetworkPolicy", "default", "allow-web", "Unknown"]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(POLICY.replace("allow-web", "bad") + '    toPorts: [{ports: [{port: "99999"}]}]\n')
+    res = run("policy", "apply", "-f", str(bad), "--kubeconfig", kubeconfig)
+    assert res.returncode == 1 and "bad.yaml:" in res.stderr and "Traceback" not in res.stderr
+    assert "bad" not in run("policy", "get", "--kubeconfig", kubeconfig).stdout
+
+    gone = run("policy", "delete", "allow-web", "--kubeconfig", kubeconfig)
+    assert gone.returncode == 0 and "deleted" in gone.stdout
+    assert run("policy", "delete", "allow-web", "--kubeconfig", kubeconfig).returncode == 1
