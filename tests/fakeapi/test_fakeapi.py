@@ -154,3 +154,34 @@ def test_field_selector_generate_name_and_namespace_cascade(api):
     assert [p.metadata.name for p in on_n1] == [pod.metadata.name] and on_n2 == []
     v1.delete_namespace("gone")
     assert v1.list_pod_for_all_namespaces().items == []
+
+
+def test_bookmarks_discovery_and_cut_streams(tmp_path):
+    with FakeApiServer(bookmark_interval=0.1) as server:
+        api = config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "kc")))
+        v1 = client.CoreV1Api(api)
+        rv = v1.list_namespaced_config_map("default").metadata.resource_version
+        w = watch.Watch()
+        for event in w.stream(v1.list_namespaced_config_map, "default", resource_version=rv,
+                              allow_watch_bookmarks=True, timeout_seconds=5):
+            assert event["type"] == "BOOKMARK"
+            w.stop()
+        assert int(w.resource_version) >= int(rv)
+
+        groups = {g.name for g in client.ApisApi(api).get_api_versions().groups}
+        assert {"apps", "networking.k8s.io", "rbac.authorization.k8s.io", "apiextensions.k8s.io"} <= groups
+        core = client.CoreV1Api(api).get_api_resources()
+        assert {"pods", "pods/status", "namespaces", "nodes"} <= {r.name for r in core.resources}
+
+        def cut():
+            time.sleep(0.3)
+            server.drop_watches()
+
+        threading.Thread(target=cut).start()
+        started = time.monotonic()
+        with pytest.raises(Exception):  # the stream breaks off without its final chunk
+            resp = v1.list_namespaced_config_map("default", watch=True, resource_version=rv,
+                                                 _preload_content=False, timeout_seconds=30)
+            for _ in watch.watch.iter_resp_lines(resp):
+                pass
+        assert time.monotonic() - started < 5
