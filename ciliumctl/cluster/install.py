@@ -104,9 +104,11 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
 
 
 def uninstall(kubeconfig: str | None = None, context: str | None = None, namespace: str = manifests.NAMESPACE,
-              out: TextIO | None = None, kube: Kube | None = None, keep_crds: bool = False) -> list[Applied]:
+              out: TextIO | None = None, kube: Kube | None = None, keep_crds: bool = False,
+              dry_run: bool = False) -> list[Applied]:
     """Delete every installed object, DaemonSet first, CRDs last (which also removes policies, identities and
-    endpoints stored in them, as `kubectl delete crd` does)."""
+    endpoints stored in them, as `kubectl delete crd` does). dry_run: the API server checks each deletion
+    (dryRun=All) and nothing is removed."""
     out = out or sys.stdout
     kube = _connect(kube, kubeconfig, context)
     objs = list(reversed(manifests.build(manifests.InstallOptions(namespace=namespace))))
@@ -115,8 +117,9 @@ def uninstall(kubeconfig: str | None = None, context: str | None = None, namespa
         if keep_crds and obj["kind"] == "CustomResourceDefinition":
             continue
         kind, meta = kind_of(obj), obj["metadata"]
-        gone = kube.delete(kind, meta["name"], meta.get("namespace"))
-        result = Applied(kind.kind, meta["name"], meta.get("namespace", ""), "deleted" if gone else "not found")
+        gone = kube.delete(kind, meta["name"], meta.get("namespace"), dry_run=dry_run)
+        action = ("deleted" + (" (server dry run)" if dry_run else "")) if gone else "not found"
+        result = Applied(kind.kind, meta["name"], meta.get("namespace", ""), action)
         results.append(result)
         out.write(result.line() + "\n")
     return results

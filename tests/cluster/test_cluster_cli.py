@@ -76,3 +76,13 @@ def test_policy_apply_get_delete_against_the_cluster(installed, kubeconfig, tmp_
     gone = run("policy", "delete", "allow-web", "--kubeconfig", kubeconfig)
     assert gone.returncode == 0 and "deleted" in gone.stdout
     assert run("policy", "delete", "allow-web", "--kubeconfig", kubeconfig).returncode == 1
+
+
+def test_uninstall_against_the_cluster(installed, kubeconfig, fake):
+    dry = run("uninstall", "--kubeconfig", kubeconfig, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("deleted (server dry run)") == 11
+    res = run("uninstall", "--kubeconfig", kubeconfig)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "daemonset.apps/ciliumctl-agent deleted"
+    assert ("cilium.io", "ciliumnetworkpolicies") not in fake.store.types

@@ -182,6 +182,9 @@ def test_uninstall_removes_everything(kube, fake):
     inst.install(kube=kube, out=io.StringIO())
     kube.create({"apiVersion": "cilium.io/v2", "kind": "CiliumIdentity", "metadata": {"name": "300"},
                  "security-labels": {"k8s:app": "a"}})
+    dry = inst.uninstall(kube=kube, out=io.StringIO(), dry_run=True)
+    assert {r.action for r in dry} == {"deleted (server dry run)"}
+    assert kube.get(KINDS["DaemonSet"], manifests.AGENT, manifests.NAMESPACE) is not None
     out = io.StringIO()
     results = inst.uninstall(kube=kube, out=out)
     assert {r.action for r in results} == {"deleted"} and len(results) == 11
