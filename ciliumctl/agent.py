@@ -110,8 +110,12 @@ class Agent:
     # ---- lifecycle
 
     def _take_lock(self) -> None:
-        paths.run_dir().mkdir(parents=True, exist_ok=True)
-        fd = os.open(_lock_file(), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            paths.run_dir().mkdir(parents=True, exist_ok=True)
+            fd = os.open(_lock_file(), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise EnvironmentProblem(f"run directory {paths.run_dir()}: {err.strerror} (the agent needs root, or "
+                                     "set CILIUMCTL_RUN_DIR to a writable directory)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -130,8 +134,13 @@ class Agent:
         enter_node_netns()  # before any thread: threads inherit the network namespace
         self._take_lock()
         try:
-            self.server = ObserverServer(self.source, self.socket_path, self.opts.hubble_listen)
-            self.server.start()
+            try:
+                self.server = ObserverServer(self.source, self.socket_path, self.opts.hubble_listen)
+                self.server.start()
+            except (OSError, RuntimeError) as err:
+                raise EnvironmentProblem(f"cannot serve the Hubble API on {self.socket_path}"
+                                         f"{' and ' + self.opts.hubble_listen if self.opts.hubble_listen else ''}: "
+                                         f"{err}; is another agent or program using it?") from None
             if self.opts.metrics_listen:
                 from ciliumctl.flows.metrics import MetricsServer
 

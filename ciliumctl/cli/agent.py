@@ -10,11 +10,14 @@ from ciliumctl.cli.common import Output, console, print_data
 app = typer.Typer(help="The node agent: flows from the datapath, Hubble API, metrics, CNI socket.",
                   no_args_is_help=True)
 
-_BUF = typer.Option(4095, "--flow-buffer-size", help="Flows kept in memory (the last N).")
-_SOCK = typer.Option(None, "--hubble-socket", help="Unix socket of the Hubble API (default: <run dir>/hubble.sock).")
+_BUF = typer.Option(4095, "--flow-buffer-size", envvar="CILIUMCTL_FLOW_BUFFER_SIZE",
+                    help="Flows kept in memory (the last N).")
+_SOCK = typer.Option(None, "--hubble-socket",
+                     help="Unix socket of the Hubble API (default: <run dir>/hubble.sock).")
 _LISTEN = typer.Option(None, "--hubble-listen", help="Also serve the Hubble API on TCP, e.g. 127.0.0.1:4244.")
 _METRICS = typer.Option("127.0.0.1:9965", "--metrics-listen", help="Prometheus metrics address ('' = off).")
-_NODE = typer.Option(None, "--node-name", help="Node name in flows (default: $CILIUMCTL_NODE_NAME or the hostname).")
+_NODE = typer.Option(None, "--node-name",
+                     help="Node name in flows (default: $CILIUMCTL_NODE_NAME or the hostname).")
 _NO_CNI = typer.Option(False, "--no-cni", help="Do not serve the CNI plugin's socket.")
 
 

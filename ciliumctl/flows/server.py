@@ -235,6 +235,21 @@ def _raw(b: bytes) -> bytes:
     return b
 
 
+# grpc.health.v1.Health, which `hubble status` asks first ("Healthcheck (via ...): Ok"). Its messages are tiny:
+# HealthCheckRequest{string service = 1}, HealthCheckResponse{ServingStatus status = 1}, SERVING = 1.
+_SERVING = b"\x08\x01"
+
+
+def _health_check(request: bytes, context) -> bytes:
+    return _SERVING
+
+
+def _health_watch(request: bytes, context):
+    yield _SERVING
+    while context.is_active():
+        time.sleep(1.0)
+
+
 def _handlers(src: FlowSource):
     obs, batch = ObserverService(src), BatchService(src)
     observer = grpc.method_handlers_generic_handler("observer.Observer", {
@@ -254,7 +269,13 @@ def _handlers(src: FlowSource):
         "GetFlowBatches": grpc.unary_stream_rpc_method_handler(
             batch.GetFlowBatches, request_deserializer=opb.GetFlowsRequest.FromString, response_serializer=_raw),
     })
-    return observer, batches
+    health = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+        "Check": grpc.unary_unary_rpc_method_handler(_health_check, request_deserializer=_raw,
+                                                     response_serializer=_raw),
+        "Watch": grpc.unary_stream_rpc_method_handler(_health_watch, request_deserializer=_raw,
+                                                      response_serializer=_raw),
+    })
+    return observer, batches, health
 
 
 class ObserverServer:

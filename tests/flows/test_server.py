@@ -199,3 +199,10 @@ def test_batches_equal_single_flow_stream(tmp_path):
         assert batched == single and single
     assert len(list(node.batches.GetFlowBatches(opb.GetFlowsRequest()))) == 3   # 611 responses, 256 a batch
     node.close()
+
+
+def test_grpc_health_check_answers_serving(node):
+    """`hubble status` starts with a gRPC health check (grpc.health.v1.Health/Check, service "")."""
+    check = node.channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                                     response_deserializer=lambda b: b)
+    assert check(b"", timeout=5) == b"\x08\x01"   # HealthCheckResponse{status: SERVING}
