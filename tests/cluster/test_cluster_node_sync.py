@@ -162,14 +162,16 @@ def test_local_reconcile_uses_the_cluster_and_gets_published(installed, kubeconf
         assert wait_for(lambda: agent.cache.get("Pod", "web", "default") is not None)
         with node.locked():
             registry.save(Endpoint(id=3, name="web", namespace="default", ipv4="10.1.0.5"))
-            agent.reconcile_locked(dp)
+            node.reconcile(dp)  # the node's own entry point, handed to the cluster while the agent runs
         state = dp.states[-1]
+        assert node.allocator() is agent.identities
         assert {e.identity for e in state.endpoints[3].ingress.entries} == {client.identity}
         assert wait_for(lambda: kube.get(KINDS["CiliumEndpoint"], "web", "default") is not None)
         assert kube.get(KINDS["CiliumEndpoint"], "web", "default")["status"]["identity"]["id"] == \
             state.endpoints[3].identity
     finally:
         agent.stop()
+    assert node.allocator() is not agent.identities  # node mode again once the agent stops
 
 
 def test_never_programs_from_a_partial_view(kube, node_env):
