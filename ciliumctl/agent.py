@@ -411,3 +411,23 @@ def status(socket_path: Path | None = None) -> dict:
         except grpc.RpcError as err:
             out["error"] = err.details() if hasattr(err, "details") else str(err)
     return out
+
+
+def install_step():
+    """The agent as a step of `ciliumctl install` (node mode): start it in the background if it is not running;
+    uninstall stops it. Wire with `install_node.register_step(agent.install_step())`. Agent flags can be passed
+    as install_node.Options.extra["agent_args"] (a list of `agent run` arguments)."""
+    from ciliumctl.install_node import Step
+
+    def check(_opts) -> str | None:
+        return None if running_pid() else f"start the agent in the background (log {log_file()})"
+
+    def run(opts) -> str:
+        pid = start_background(list((opts.extra or {}).get("agent_args") or []))
+        return f"agent running, pid {pid}"
+
+    def undo() -> str | None:
+        pid = stop_background()
+        return f"agent stopped (pid {pid})" if pid else None
+
+    return Step("agent", check, run, undo)

@@ -177,3 +177,20 @@ def test_background_agent_and_observe_follow_reconnects(node, emitter, node_dirs
         seqs.append(f["l4"]["UDP"]["source_port"])
     assert len(seqs) == 15, (out, err)
     assert "reconnecting" in err
+
+
+def test_install_step_starts_and_uninstall_stops_the_agent(node_dirs, bpffs_dir):
+    from ciliumctl import agent as agent_mod
+    from ciliumctl.install_node import Options
+
+    step = agent_mod.install_step()
+    assert step.check(Options()) is not None                        # not running: install would start it
+    detail = step.run(Options(extra={"agent_args": ["--no-cni", "--metrics-listen", "127.0.0.1:0"]}))
+    try:
+        pid = agent_mod.running_pid()
+        assert pid and f"pid {pid}" in detail
+        assert step.check(Options()) is None                        # idempotent: nothing to do now
+        assert agent_mod.status()["seen_flows"] == 0
+    finally:
+        assert step.undo() == f"agent stopped (pid {pid})"
+    assert agent_mod.running_pid() is None and step.undo() is None
