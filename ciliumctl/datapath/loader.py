@@ -84,6 +84,12 @@ def check_bpf_syscall() -> None:
 def ensure_bpffs(pin_dir: Path) -> None:
     """The pin directory must be on a bpf filesystem; mount one at its parent when there is none."""
     parent = pin_dir.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if _fs_type(existing) == BPF_FS_MAGIC:      # inside a bpf filesystem already: directories will do
+        pin_dir.mkdir(parents=True, exist_ok=True)
+        return
     if _fs_type(parent) != BPF_FS_MAGIC:
         parent.mkdir(parents=True, exist_ok=True)
         res = subprocess.run(["mount", "-t", "bpf", "bpf", str(parent)], capture_output=True, text=True)
@@ -396,7 +402,9 @@ class Datapath:
             info = bpfsys.prog_info(fd)
             progs.append({"name": name, "id": info.id, "type": bpfsys.PROG_TYPES.get(info.type, str(info.type)),
                           "tag": bytes(info.tag).hex(), "xlated_bytes": info.xlated_prog_len,
-                          "pinned": str(self.pin_dir / name)})
+                          "pinned": str(self.pin_dir / name),
+                          # counted only while BPF stats are enabled (bpfsys.enable_run_time_stats)
+                          "run_count": info.run_cnt, "run_time_ns": info.run_time_ns})
         map_rows = []
         for name, m in self.maps.items():
             row = {"name": name, "id": m.id, "type": bpfsys.MAP_TYPES.get(m.type, str(m.type)),

@@ -242,12 +242,7 @@ def teardown_sandbox(sb: Sandbox) -> None:
     for pod in sb.pods:
         sh("ip", "netns", "del", pod.ns, check=False)
     sh("ip", "netns", "del", sb.node, check=False)
-    if os.path.isdir(sb.pin_dir):
-        for name in os.listdir(sb.pin_dir):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(sb.pin_dir, name))
-        with contextlib.suppress(OSError):
-            os.rmdir(sb.pin_dir)
+    shutil.rmtree(sb.pin_dir, ignore_errors=True)    # pins (and nested dirs) on bpffs unlink like files
 
 
 @contextlib.contextmanager
@@ -322,4 +317,4 @@ def wait_until(pred, timeout: float = 2.0, step: float = 0.05) -> bool:
     return pred()
 
 
-__all__ = ["entry", "sh", "in_netns", "wait_until", "teardown_sandbox", "shutil"]
+__all__ = ["entry", "sh", "in_netns", "wait_until", "teardown_sandbox"]

@@ -126,3 +126,13 @@ def test_uninstall_leaves_nothing_behind(sandbox):
     assert not any(map(bpfsys.prog_exists, prog_ids))
     assert not any(map(bpfsys.map_exists, map_ids))
     assert loader.uninstall_pins() == []      # idempotent
+
+
+def test_pin_dir_nested_inside_bpffs(sandbox, monkeypatch):
+    nested = f"{sandbox.pin_dir}/x/y"
+    monkeypatch.setenv("CILIUMCTL_BPFFS_DIR", nested)
+    with loader.Datapath.open() as dp:
+        assert dp.pin_dir == Path(nested) and (Path(nested) / "policy").exists()
+    assert set(loader.uninstall_pins()) == set(maps.MAPS + maps.PROGRAMS)
+    os.rmdir(f"{sandbox.pin_dir}/x")
+    assert loader._fs_type(Path("/sys/fs/bpf")) == loader.BPF_FS_MAGIC
