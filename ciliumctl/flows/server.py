@@ -178,7 +178,7 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
         uptime = time.time_ns() - self.src.started_ns
         r = opb.ServerStatusResponse(num_flows=st.num_entries(), max_flows=st.capacity, seen_flows=st.seen_flows,
                                      uptime_ns=uptime, version=VERSION,
-                                     flows_rate=st.seen_flows / (uptime / 1e9) if uptime > 0 else 0.0)
+                                     flows_rate=st.flows_rate())
         r.num_connected_nodes.value = 1
         r.num_unavailable_nodes.value = 0
         return r

@@ -51,6 +51,7 @@ class FlowStore:
         self.metric_keys: Counter = Counter()   # (len, type, subtype, verdict, direction, proto, match) -> n
         self.cond = threading.Condition()
         self.started = time.time()
+        self._rate_marks: deque[tuple[float, int]] = deque(maxlen=90)   # (monotonic s, seen_flows), ~1/s
 
     # --- writer side (the agent's reader thread) ---
 
@@ -61,6 +62,7 @@ class FlowStore:
         with self.cond:
             self.metric_keys.update(keys)
             self._append(Chunk(self.next_seq, n, KIND_RECORDS, blob, snap))
+            self._mark_rate()
             self.seen_flows += n
             self.cond.notify_all()
 
@@ -72,6 +74,22 @@ class FlowStore:
                 self.lost_in_kernel += num
             self._append(Chunk(self.next_seq, 1, KIND_LOST, lost=(source, num, time.time_ns())))
             self.cond.notify_all()
+
+    def _mark_rate(self) -> None:
+        now = time.monotonic()
+        if not self._rate_marks or now - self._rate_marks[-1][0] >= 1.0:
+            self._rate_marks.append((now, self.seen_flows))
+
+    def flows_rate(self, window: float = 60.0) -> float:
+        """Flows per second over about the last minute (what Hubble's ServerStatus reports)."""
+        now = time.monotonic()
+        with self.cond:
+            marks = [m for m in self._rate_marks if now - m[0] <= window]
+            seen = self.seen_flows
+        if not marks:
+            return 0.0
+        t0, seen0 = marks[0]
+        return (seen - seen0) / max(now - t0, 1.0)
 
     def _append(self, chunk: Chunk) -> None:
         self._chunks.append(chunk)

@@ -178,6 +178,7 @@ def test_status_nodes_namespaces(node, tmp_path):
     assert st.num_flows == 3 and st.max_flows == 100 and st.seen_flows == 3
     assert st.num_connected_nodes.value == 1 and st.num_unavailable_nodes.value == 0
     assert st.version.startswith("ciliumctl ")
+    assert st.flows_rate == 3.0          # flows over the last minute, per second (at least 1 s of window)
     nodes = node.stub.GetNodes(opb.GetNodesRequest()).nodes
     assert [(x.name, x.state, x.num_flows) for x in nodes] == [("node-a", 1, 3)]
     ns = node.stub.GetNamespaces(opb.GetNamespacesRequest()).namespaces
