@@ -396,6 +396,8 @@ def load_text(text: str, file: str = "-") -> list[Document]:
     docs: list[Document] = []
     try:
         _compose(text, file, docs)
+    except RecursionError:
+        raise UsageError(f"{file}: nested too deeply to read (more than a few hundred levels)") from None
     except yaml.MarkedYAMLError as err:
         spans = _json_stream(text) if text.lstrip()[:1] in ("{", "[") else None
         if spans and len(spans) > 1:

@@ -190,3 +190,8 @@ def test_concatenated_json_objects_are_documents_with_file_positions():
     assert docs[0].positions[("x",)] == (1, 20)
     assert docs[1].positions[("kind",)] == (2, 12)
     assert docs[1].positions[("y", 0)] == (3, 10)
+
+
+def test_absurdly_deep_nesting_is_a_usage_error_not_a_crash():
+    with pytest.raises(UsageError, match="nested too deeply"):
+        load.load_text("a: " + "[" * 900 + "]" * 900 + "\n", "deep.yaml")
