@@ -210,6 +210,13 @@ def _key_string(value: Any) -> str | None:
     return None
 
 
+MAX_NODES = 2_000_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class _Builder:
     """Turns one composed YAML document into plain data plus positions."""
 
@@ -217,6 +224,7 @@ class _Builder:
         self.doc = doc
         self.line_offset = line_offset      # where this text starts in the file (JSON streams)
         self.column_offset = column_offset
+        self.budget = MAX_NODES             # aliases can make a small file expand without bound
 
     def _mark(self, mark) -> Pos:
         col = mark.column + 1 + (self.column_offset if mark.line == 0 else 0)
@@ -234,6 +242,9 @@ class _Builder:
     def build(self, node, path: Path) -> Any:
         import yaml
 
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooLarge()
         self.doc.positions[path] = self._mark(node.start_mark)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
@@ -398,6 +409,9 @@ def load_text(text: str, file: str = "-") -> list[Document]:
         _compose(text, file, docs)
     except RecursionError:
         raise UsageError(f"{file}: nested too deeply to read (more than a few hundred levels)") from None
+    except _TooLarge:
+        raise UsageError(f"{file}: a document expands to more than {MAX_NODES} values (YAML aliases?); "
+                         f"refusing to read it") from None
     except yaml.MarkedYAMLError as err:
         spans = _json_stream(text) if text.lstrip()[:1] in ("{", "[") else None
         if spans and len(spans) > 1:

@@ -195,3 +195,11 @@ def test_concatenated_json_objects_are_documents_with_file_positions():
 def test_absurdly_deep_nesting_is_a_usage_error_not_a_crash():
     with pytest.raises(UsageError, match="nested too deeply"):
         load.load_text("a: " + "[" * 900 + "]" * 900 + "\n", "deep.yaml")
+
+
+def test_alias_bombs_are_refused(monkeypatch):
+    monkeypatch.setattr(load, "MAX_NODES", 1000)
+    text = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n" \
+           "c: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    with pytest.raises(UsageError, match="expands to more than 1000 values"):
+        load.load_text(text, "bomb.yaml")
