@@ -135,6 +135,7 @@ class NodeAgent:
     ready: bool
     restarts: int
     message: str = ""
+    endpoints: int = 0  # CiliumEndpoints the agent publishes for its node's pods
 
 
 @dataclass
@@ -186,6 +187,18 @@ def status(kubeconfig: str | None = None, context: str | None = None, namespace:
                 message = f"{waiting.get('reason', '')}: {waiting.get('message', '')}".strip(": ")
         agents.append(NodeAgent((pod.get("spec") or {}).get("nodeName", ""), pod["metadata"]["name"],
                                 pst.get("phase", "Unknown"), ready, restarts, message))
+    try:
+        from ciliumctl.cluster.endpoints import KIND as CEP_KIND, NODE_LABEL
+
+        ceps, _ = kube.list(CEP_KIND)
+        per_node: dict[str, int] = {}
+        for cep in ceps:
+            node = (cep["metadata"].get("labels") or {}).get(NODE_LABEL, "")
+            per_node[node] = per_node.get(node, 0) + 1
+        for agent in agents:
+            agent.endpoints = per_node.get(agent.node, 0)
+    except ApiFailure:  # no CiliumEndpoint resource (CRDs missing): reported as missing_crds
+        pass
     agents.sort(key=lambda a: a.node)
     return ClusterStatus(True, int(st.get("desiredNumberScheduled", 0)), int(st.get("numberReady", 0)),
                          int(st.get("updatedNumberScheduled", 0)), int(st.get("numberAvailable", 0)), image,

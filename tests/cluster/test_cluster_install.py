@@ -150,8 +150,13 @@ def test_install_wait_shows_progress_until_ready_then_status(kube):
     assert "DaemonSet ciliumctl-agent: 2/2 ready, 2 up to date" in lines
     assert lines[-1] == "ciliumctl is ready on every node"
 
+    from ciliumctl.cluster import endpoints as ceps
+    from ciliumctl.endpoints.model import Endpoint
+
+    ceps.publish(kube, Endpoint(id=1, name="web", ipv4="10.1.0.5", identity=300), "node-b")
     st = inst.status(kube=kube)
     assert st.healthy and st.missing_crds == []
+    assert [(a.node, a.endpoints) for a in st.agents] == [("node-a", 0), ("node-b", 1)]
     assert [(a.node, a.ready, a.restarts) for a in st.agents] == [("node-a", True, 1), ("node-b", True, 1)]
     assert st.to_dict()["healthy"] is True
 
