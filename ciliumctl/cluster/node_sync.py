@@ -283,10 +283,10 @@ def cluster_mode(kubeconfig: str | None = None) -> str | None:
     return None
 
 
-def start_for_agent(kubeconfig: str | None = None, context: str | None = None,
-                    node_name: str | None = None) -> ClusterNode | None:
+def start_for_agent(kubeconfig: str | None = None, context: str | None = None, node_name: str | None = None,
+                    datapath=None) -> ClusterNode | None:
     """For the agent (call after entering the node namespace): a running ClusterNode in cluster mode, None in
-    node mode. Stop it with .stop() at shutdown."""
+    node mode. Stop it with .stop() at shutdown. datapath: the agent's open Datapath (default: opened lazily)."""
     import os
     import socket
 
@@ -302,7 +302,7 @@ def start_for_agent(kubeconfig: str | None = None, context: str | None = None,
     enforcement = os.environ.get("CILIUMCTL_ENFORCEMENT") or None
     audit_env = os.environ.get("CILIUMCTL_AUDIT")
     audit = None if audit_env is None else audit_env.lower() == "true"
-    return ClusterNode(kube, name, mode=enforcement, audit=audit).start()
+    return ClusterNode(kube, name, datapath=datapath, mode=enforcement, audit=audit).start()
 
 
 def run(kubeconfig: str | None = None, context: str | None = None, node_name: str | None = None) -> None:

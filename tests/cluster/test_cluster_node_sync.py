@@ -51,6 +51,7 @@ class RecordingDatapath:
 def node_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("CILIUMCTL_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("CILIUMCTL_BPFFS_DIR", str(tmp_path / "bpffs"))  # never the machine's pin directory
     (tmp_path / "state").mkdir()
     (tmp_path / "run").mkdir()
 
@@ -194,6 +195,28 @@ def test_never_programs_from_a_partial_view(kube, node_env):
         with pytest.raises(EnvironmentProblem, match="has not read the cluster's policies"):
             agent.reconcile_locked(dp)
         install(kube=kube, out=io.StringIO())
+        assert wait_for(lambda: len(dp.states) >= 1)
+    finally:
+        agent.stop()
+
+
+def test_start_for_agent_picks_the_mode(installed, kubeconfig, node_env, monkeypatch):
+    from ciliumctl.errors import EnvironmentProblem
+
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("CILIUMCTL_CLUSTER", raising=False)
+    assert node_sync.start_for_agent() is None  # node mode
+    monkeypatch.setenv("CILIUMCTL_CLUSTER", "in-cluster")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(EnvironmentProblem, match="in-cluster Kubernetes config"):
+        node_sync.start_for_agent()
+    monkeypatch.setenv("CILIUMCTL_ENFORCEMENT", "always")
+    monkeypatch.setenv("CILIUMCTL_AUDIT", "true")
+    dp = RecordingDatapath()
+    agent = node_sync.start_for_agent(kubeconfig, node_name="node-a", datapath=dp)
+    try:
+        assert agent.node_name == "node-a" and agent.mode == "always" and agent.audit is True
+        assert agent.cache.synced()
         assert wait_for(lambda: len(dp.states) >= 1)
     finally:
         agent.stop()
