@@ -16,7 +16,6 @@ from ciliumctl.policy.resolved import Direction
 
 from test_cluster_watch import wait_for
 
-pytest.importorskip("ciliumctl.policy.validate")
 
 ALLOW_CLIENT = yaml.safe_load("""
 apiVersion: cilium.io/v2

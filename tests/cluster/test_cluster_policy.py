@@ -9,7 +9,6 @@ from ciliumctl.cluster import status_conditions as sc
 from ciliumctl.cluster.kube import KINDS
 from ciliumctl.errors import Finding, UsageError
 
-pytest.importorskip("ciliumctl.policy.validate")
 
 ALLOW_WEB = """\
 apiVersion: cilium.io/v2
