@@ -17,6 +17,15 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 
 	if ((void *)(eth + 1) > end)
 		return 0;
+	if (eth->h_proto == ctl_htons(ETH_P_IPV6)) {
+		/* link-local and multicast (ND, RS, MLD) never leave the veth's link: only routable IPv6 counts */
+		__u8 *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 40) > end)
+			return 0;
+		if (ip6[24] == 0xff || (ip6[24] == 0xfe && (ip6[25] & 0xc0) == 0x80))
+			return 0;
+		return -1;
+	}
 	if (eth->h_proto != ctl_htons(ETH_P_IP))
 		return 0;
 	ip = (void *)(eth + 1);
@@ -82,12 +91,28 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u8 slot = 0, obs, is_reply = 0, enforce;
 	__u16 ep_id;
 
-	if (!parse(skb, &p))
-		return TC_ACT_OK;   /* ARP, IPv6 and friends pass */
+	int l3 = parse(skb, &p);
+	if (!l3)
+		return TC_ACT_OK;   /* ARP and other non-IP pass */
 	ep = endpoints.lookup(&ifindex);
 	if (!ep)
 		return TC_ACT_OK;
 	ep_id = ep->ep_id;
+	if (l3 < 0) {
+		/* routable IPv6: the datapath enforces IPv4 only, so an enforced direction drops it */
+		st = state.lookup(&zero);
+		ck.slot = st ? st->active_slot & 1 : 0;
+		ck.ep_id = ep_id;
+		cfg = epcfg.lookup(&ck);
+		flags = cfg ? cfg->flags : ep->flags;
+		enforce = dir == CTL_DIR_EGRESS ? !!(flags & EP_F_ENFORCE_EGRESS) : !!(flags & EP_F_ENFORCE_INGRESS);
+		if (!enforce || (flags & EP_F_AUDIT))
+			return TC_ACT_OK;
+		p.len = skb->len;
+		emit(skb, &p, CTL_EVENT_DROP, CTL_DROP_UNKNOWN_L3, CTL_VERDICT_DROPPED, dir, ep_id, 0, 0, 0,
+		     CTL_MATCH_NONE, 0, 0, p.len, 1);
+		return TC_ACT_SHOT;
+	}
 	obs = dir == CTL_DIR_EGRESS ? CTL_OBS_FROM_ENDPOINT : CTL_OBS_TO_ENDPOINT;
 	now = bpf_ktime_get_ns();
 

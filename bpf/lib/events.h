@@ -21,6 +21,7 @@
 #define CTL_DROP_POLICY       133  /* Policy denied */
 #define CTL_DROP_POLICY_DENY  181  /* Policy denied by denylist */
 #define CTL_DROP_CT_INVALID   137  /* Unknown connection tracking state? kept for completeness */
+#define CTL_DROP_UNKNOWN_L3   139  /* Unsupported L3 protocol: IPv6 in an enforced direction */
 
 /* Cilium policy match types (policy_match_type) */
 #define CTL_MATCH_NONE     0

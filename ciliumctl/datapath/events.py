@@ -21,6 +21,7 @@ DIR_EGRESS = 2
 
 DROP_POLICY = 133
 DROP_POLICY_DENY = 181
+DROP_UNKNOWN_L3 = 139   # IPv6 in an enforced direction (the datapath enforces IPv4 only)
 
 MATCH_NONE, MATCH_L3_ONLY, MATCH_L3_L4, MATCH_L4_ONLY, MATCH_ALL = range(5)
 

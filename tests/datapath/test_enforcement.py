@@ -303,3 +303,31 @@ def test_events_lost_are_counted_when_the_ring_buffer_is_full(sandbox, datapath,
     # one trace at a's side (one flow), a policy verdict and a drop per packet at b's: none unaccounted for
     assert len(got) + lost == 1 + 2 * sent
     assert datapath.status()["events_lost"] == lost
+
+
+def test_ipv6_is_dropped_only_in_enforced_directions(sandbox, datapath, events):
+    """The datapath enforces IPv4: an enforced direction drops routable IPv6 (reason 139) instead of letting it
+    bypass policy; link-local and multicast stay on the veth's link and pass."""
+    from .conftest import in_netns
+
+    a, b, _ = sandbox.pods
+
+    def send_ipv6_frame(dst: str):
+        with in_netns(a.ns):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        with s:
+            s.bind(("eth0", 0))
+            ip6 = (b"\x60\0\0\0" + b"\0\x08" + b"\x11\x40" + socket.inet_pton(socket.AF_INET6, "fd00::1")
+                   + socket.inet_pton(socket.AF_INET6, dst) + b"\0" * 8)
+            s.send(b"\x02\0\0\0\0\x02" + b"\x02\0\0\0\0\x01" + b"\x86\xdd" + ip6)
+
+    datapath.apply(sandbox.state(1, {}))
+    events.drain()
+    send_ipv6_frame("fd00::2")
+    assert not [e for e in _collect(events) if e.type == ev.EVENT_DROP]
+    datapath.apply(sandbox.state(2, {a.ep.id: (False, [], True, [])}))
+    send_ipv6_frame("ff02::1")      # link-scope control traffic passes
+    send_ipv6_frame("fe80::1")
+    send_ipv6_frame("fd00::2")
+    drops = [e for e in _collect(events) if e.type == ev.EVENT_DROP]
+    assert [(d.subtype, d.ep_id, d.direction) for d in drops] == [(ev.DROP_UNKNOWN_L3, a.ep.id, ev.DIR_EGRESS)]
