@@ -101,6 +101,7 @@ def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None
     use_batches = True
     received_any = False   # since the last (re)connect: say "reconnecting" once per lost connection
     last_time_ns = None
+    started_ns = time.time_ns()
     while True:
         channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
         try:
@@ -133,8 +134,8 @@ def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None
             resumed.CopyFrom(req)
             resumed.ClearField("number")
             resumed.first = False
-            if last_time_ns is not None:
-                resumed.since.FromNanoseconds(last_time_ns + 1)
+            # nothing printed yet: everything since we started asking
+            resumed.since.FromNanoseconds(last_time_ns + 1 if last_time_ns is not None else started_ns)
             req = resumed
             time.sleep(0.5)
         finally:

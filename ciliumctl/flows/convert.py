@@ -12,6 +12,7 @@ from ciliumctl.flows.records import (R_COOKIE, R_DADDR, R_DID, R_DIR, R_DPORT, R
                                      R_PROTO, R_REPLY, R_SADDR, R_SID, R_SPORT, R_SUBTYPE, R_TS, R_TYPE, R_VERDICT)
 
 _inet_ntoa = socket.inet_ntoa
+_NO_ADDR = b"\0\0\0\0"
 _TCP_FLAG_FIELDS = [("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10), ("URG", 0x20),
                     ("ECE", 0x40), ("CWR", 0x80)]
 _flags_summary_cache: dict[int, str] = {}
@@ -58,15 +59,22 @@ def _template(rec: tuple, snap: Snapshot, node_name: str) -> pb.Flow:
     f = pb.Flow()
     f.node_name = node_name
     f.Type = pb.L3_L4
-    saddr, daddr = _inet_ntoa(rec[R_SADDR]), _inet_ntoa(rec[R_DADDR])
-    ip = f.IP
-    ip.source = saddr
-    ip.destination = daddr
-    ip.ipVersion = pb.IPv4
-    by_ip = snap.by_ip
-    _fill_endpoint(f.source, by_ip.get(saddr), rec[R_SID], snap)
-    _fill_endpoint(f.destination, by_ip.get(daddr), rec[R_DID], snap)
     cookie, etype, direction = rec[R_COOKIE], rec[R_TYPE], rec[R_DIR]
+    if rec[R_SADDR] == _NO_ADDR and rec[R_DADDR] == _NO_ADDR:
+        # not IPv4 (the record carries IPv4 addresses only, e.g. an IPv6 packet dropped as unsupported L3):
+        # no IP section; the endpoint whose policy applied is the source (egress) or destination (ingress)
+        own = snap.by_id.get(rec[R_EP])
+        _fill_endpoint(f.source, own if direction == ev.DIR_EGRESS else None, rec[R_SID], snap)
+        _fill_endpoint(f.destination, own if direction == ev.DIR_INGRESS else None, rec[R_DID], snap)
+    else:
+        saddr, daddr = _inet_ntoa(rec[R_SADDR]), _inet_ntoa(rec[R_DADDR])
+        ip = f.IP
+        ip.source = saddr
+        ip.destination = daddr
+        ip.ipVersion = pb.IPv4
+        by_ip = snap.by_ip
+        _fill_endpoint(f.source, by_ip.get(saddr), rec[R_SID], snap)
+        _fill_endpoint(f.destination, by_ip.get(daddr), rec[R_DID], snap)
     if cookie and etype != ev.EVENT_TRACE:
         refs = snap.cookies.get(cookie)
         if refs:
@@ -82,7 +90,7 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
     """One RECORD tuple -> flow.Flow. wall_offset_ns turns the kernel's CLOCK_MONOTONIC stamp into wall time.
     With a cache dict, the per-peer part of the flow is built once and merged in (a C-level copy)."""
     key = (snap, rec[R_SADDR], rec[R_DADDR], rec[R_SID], rec[R_DID], rec[R_COOKIE], rec[R_TYPE] == ev.EVENT_TRACE,
-           rec[R_VERDICT] == pb.DROPPED, rec[R_DIR])
+           rec[R_VERDICT] == pb.DROPPED, rec[R_DIR], rec[R_EP])
     tmpl = cache.get(key) if cache is not None else None
     if tmpl is None:
         tmpl = _template(rec, snap, node_name)
@@ -124,7 +132,7 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
         f.l4.SCTP.destination_port = dport
         f.Summary = "SCTP"
     else:
-        f.Summary = f"IPv4 protocol {proto}"
+        f.Summary = names.PROTO_NAMES.get(proto) or f"IP protocol {proto}"
 
     f.is_reply.value = bool(rec[R_REPLY])
     ifindex = rec[R_IFINDEX]

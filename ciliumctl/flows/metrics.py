@@ -29,7 +29,7 @@ def _trace_point(sub: int) -> str:
     return names.TRACE_POINTS.get(0 if sub == 101 else sub, str(sub))
 
 
-def render(store: FlowStore, ring_lost: int = 0) -> str:
+def render(store: FlowStore) -> str:
     with store.cond:
         keys = Counter(store.metric_keys)
         kernel_lost = store.lost_in_kernel
@@ -62,7 +62,6 @@ def render(store: FlowStore, ring_lost: int = 0) -> str:
     out += ["# HELP hubble_lost_events_total Number of lost events",
             "# TYPE hubble_lost_events_total counter",
             f'hubble_lost_events_total{{source="perf_event_ring_buffer"}} {kernel_lost}',
-            f'hubble_lost_events_total{{source="hubble_ring_buffer"}} {ring_lost}',
             "# HELP hubble_seen_flows_total Flows taken in by the agent since it started",
             "# TYPE hubble_seen_flows_total counter",
             f"hubble_seen_flows_total {seen}",

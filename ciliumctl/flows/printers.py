@@ -49,7 +49,8 @@ def _hostname(ip: str, port: str, ns: str, pod: str, names_: list[str]) -> str:
 
 def hostnames(f) -> tuple[str, str]:
     if not f.HasField("IP"):
-        return "", ""
+        # no IPv4 addresses (e.g. an IPv6 drop): name what is known of the endpoints
+        return endpoint_key(f.source, "") or "-", endpoint_key(f.destination, "") or "-"
     sp, dp = ports(f)
     return (_hostname(f.IP.source, sp, f.source.namespace, f.source.pod_name, list(f.source_names)),
             _hostname(f.IP.destination, dp, f.destination.namespace, f.destination.pod_name,

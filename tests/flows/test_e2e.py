@@ -77,7 +77,8 @@ def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
         assert f["source"]["identity"] >= 256 and "k8s:org=empire" in f["source"]["labels"]
         assert f["destination"]["identity"] >= 256 and f["destination"]["ID"] > 0
 
-        drops = wait_flows(node, lambda f: f["event_type"]["type"] == 1)
+        drops = wait_flows(node, lambda f: f["event_type"]["type"] == 1 and f["source"].get("pod_name") == "xwing")
+        assert drops, flows(node, "--all")
         d = drops[0]
         assert (d["verdict"], d["drop_reason_desc"], d["traffic_direction"]) == \
             ("DROPPED", "POLICY_DENIED", "INGRESS")

@@ -141,3 +141,12 @@ def test_aggregate_by_counts():
                        "port": "80/TCP", "verdict": "FORWARDED", "count": 2}
     assert {"source": "1.2.3.4 (world)", "destination": "empire/deathstar-6f87d5-x2x9z", "port": "ICMPv4 8",
             "verdict": "FORWARDED", "count": 1} in rows
+
+
+def test_non_ipv4_drop_names_the_endpoint_and_has_no_ip():
+    v6 = resp(9, type=1, subtype=139, verdict=2, direction=1, ep_id=13, proto=58, saddr=b"\0" * 4,
+              daddr=b"\0" * 4, sport=0, dport=0, src_identity=0, dst_identity=301, rule_cookie=0)
+    assert not v6.flow.HasField("IP")
+    assert v6.flow.destination.pod_name == "deathstar-6f87d5-x2x9z" and v6.flow.source.pod_name == ""
+    out, _ = render("compact", v6)
+    assert ": - (unknown) -> empire/deathstar-6f87d5-x2x9z (ID:301) Unsupported L3 protocol DROPPED (ICMPv6)\n" in out

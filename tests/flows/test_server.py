@@ -207,3 +207,35 @@ def test_grpc_health_check_answers_serving(node):
     check = node.channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
                                      response_deserializer=lambda b: b)
     assert check(b"", timeout=5) == b"\x08\x01"   # HealthCheckResponse{status: SERVING}
+
+
+def test_tcp_listener_serves_the_same_api(tmp_path):
+    store = FlowStore(10)
+    server = ObserverServer(FlowSource(store, node_name="node-a"), None, "127.0.0.1:0")
+    server.start()
+    try:
+        store.add_records(rec(sport=7), 1, SNAP)
+        with grpc.insecure_channel(f"127.0.0.1:{server.tcp_port}") as ch:
+            got = list(observer_pb2_grpc.ObserverStub(ch).GetFlows(opb.GetFlowsRequest(), timeout=10))
+        assert ports(got) == [7]
+    finally:
+        server.stop()
+
+
+def test_metrics_text(node):
+    from ciliumctl.flows.metrics import render
+
+    node.add(rec(), rec(), rec(type=1, subtype=181, verdict=2, proto=17), rec(type=4, subtype=101, verdict=1),
+             rec(type=9, verdict=2, direction=2, match_type=0))
+    node.store.add_lost(pb.PERF_EVENT_RING_BUFFER, 4)
+    text = render(node.store)
+    for line in ['hubble_flows_processed_total{type="PolicyVerdict",subtype="",verdict="FORWARDED"} 2',
+                 'hubble_flows_processed_total{type="PolicyVerdict",subtype="",verdict="DROPPED"} 1',
+                 'hubble_flows_processed_total{type="Drop",subtype="",verdict="DROPPED"} 1',
+                 'hubble_flows_processed_total{type="Trace",subtype="to-endpoint",verdict="FORWARDED"} 1',
+                 'hubble_drop_total{reason="POLICY_DENY",protocol="UDP"} 1',
+                 'hubble_policy_verdicts_total{direction="ingress",match="l3-l4",action="forwarded"} 2',
+                 'hubble_policy_verdicts_total{direction="egress",match="none",action="dropped"} 1',
+                 'hubble_lost_events_total{source="perf_event_ring_buffer"} 4',
+                 "hubble_seen_flows_total 5", "hubble_flows_in_buffer 6"]:
+        assert line in text.splitlines(), line
