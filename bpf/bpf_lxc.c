@@ -7,6 +7,31 @@
 #include "lib/policy.h"
 #include "lib/conntrack.h"
 
+/* The packet an ICMP error quotes: its IP header and first 8 bytes of L4 */
+static __always_inline void parse_related(struct pkt *p, void *inner, void *end)
+{
+	struct iphdr *ip = inner;
+	__u8 *l4;
+
+	if ((void *)(ip + 1) > end || ip->ihl != 5)
+		return;
+	l4 = (void *)(ip + 1);
+	if ((void *)(l4 + 8) > end)
+		return;
+	p->rel_saddr = ip->saddr;
+	p->rel_daddr = ip->daddr;
+	p->rel_proto = ip->protocol;
+	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) {
+		p->rel_sport = ((__u16)l4[0] << 8) | l4[1];
+		p->rel_dport = ((__u16)l4[2] << 8) | l4[3];
+	} else if (ip->protocol == IPPROTO_ICMP && (l4[0] == ICMP_ECHO || l4[0] == ICMP_ECHOREPLY)) {
+		p->rel_sport = p->rel_dport = ((__u16)l4[4] << 8) | l4[5];
+	} else {
+		return;
+	}
+	p->related = 1;
+}
+
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 {
 	void *data = (void *)(long)skb->data;
@@ -65,6 +90,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		} else {
 			p->sport = ih->type;
 			p->dport = ih->code;
+			if (ih->type == ICMP_DEST_UNREACH || ih->type == ICMP_TIME_EXCEEDED ||
+			    ih->type == ICMP_PARAMETERPROB)
+				parse_related(p, (void *)(ih + 1), end);
 		}
 		return 1;
 	}
@@ -115,6 +143,21 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 	obs = dir == CTL_DIR_EGRESS ? CTL_OBS_FROM_ENDPOINT : CTL_OBS_TO_ENDPOINT;
 	now = bpf_ktime_get_ns();
+
+	if (p.related) {
+		/* an ICMP error about a tracked connection (e.g. port unreachable) travels like its replies: the
+		 * quoted packet went the other way through this endpoint */
+		struct ct_key rk = {};
+		rk.saddr = p.rel_saddr;
+		rk.daddr = p.rel_daddr;
+		rk.sport = p.rel_sport;
+		rk.dport = p.rel_dport;
+		rk.proto = p.rel_proto;
+		rk.dir = dir == CTL_DIR_EGRESS ? CTL_DIR_INGRESS : CTL_DIR_EGRESS;
+		rk.ep_id = ep_id;
+		if (conntrack.lookup(&rk))
+			return TC_ACT_OK;
+	}
 
 	ct_fill_key(&key, &p, dir, ep_id, 0);
 	ct = conntrack.lookup(&key);

@@ -37,6 +37,11 @@ struct pkt {
 	__u8 proto;
 	__u8 tcp_flags;
 	__u32 len;
+	/* ICMP errors: the tuple of the packet they are about (as that packet was sent) */
+	__u8 related;
+	__u8 rel_proto;
+	__u16 rel_sport, rel_dport;
+	__u32 rel_saddr, rel_daddr;
 };
 
 /* endpoints: host-side ifindex -> endpoint, written at attach */

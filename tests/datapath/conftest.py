@@ -68,6 +68,10 @@ class Pod:
         with in_netns(self.ns):
             return socket.socket(socket.AF_INET, kind)
 
+    def socket_raw(self, proto: int = 1) -> "socket.socket":   # 1: IPPROTO_ICMP
+        with in_netns(self.ns):
+            return socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
+
     def ping(self, ip: str, count: int = 1) -> bool:
         res = subprocess.run(["ip", "netns", "exec", self.ns, "ping", "-c", str(count), "-i", "0.2", "-W", "1",
                               "-n", "-q", ip], capture_output=True)

@@ -331,3 +331,26 @@ def test_ipv6_is_dropped_only_in_enforced_directions(sandbox, datapath, events):
     send_ipv6_frame("fd00::2")
     drops = [e for e in _collect(events) if e.type == ev.EVENT_DROP]
     assert [(d.subtype, d.ep_id, d.direction) for d in drops] == [(ev.DROP_UNKNOWN_L3, a.ep.id, ev.DIR_EGRESS)]
+
+
+def test_icmp_errors_of_tracked_connections_pass_as_related(sandbox, datapath, events):
+    """A UDP packet to a closed port: b's port unreachable reaches a through a's enforced ingress."""
+    a, b, _ = sandbox.pods
+    datapath.apply(sandbox.state(1, {a.ep.id: (True, [], False, [])}))
+    events.drain()
+    s = a.socket(socket.SOCK_DGRAM)
+    s.settimeout(1)
+    s.connect((b.ip, 9999))
+    s.send(b"anyone?")
+    with pytest.raises(ConnectionRefusedError):
+        s.recv(16)
+    s.close()
+    assert not [e for e in _collect(events) if e.type == ev.EVENT_DROP]
+    # an ICMP error quoting a packet a never sent is a new flow, subject to a's ingress policy
+    inner = (b"\x45\0\0\x1c\0\0\0\0\x40\x11\0\0" + socket.inet_aton(a.ip) + socket.inet_aton(b.ip)
+             + (1111).to_bytes(2, "big") + (2222).to_bytes(2, "big") + b"\0\x08\0\0")
+    raw = b.socket_raw()
+    raw.sendto(b"\x03\x03\0\0\0\0\0\0" + inner, (a.ip, 0))
+    raw.close()
+    drops = [e for e in _collect(events) if e.type == ev.EVENT_DROP]
+    assert [(d.saddr, d.proto, d.sport, d.subtype) for d in drops] == [(b.ip, PROTO_ICMP, 3, ev.DROP_POLICY)]
