@@ -106,6 +106,7 @@ class Agent:
         self._lock_fd: int | None = None
         self._reader_thread: threading.Thread | None = None
         self.datapath_attached = False
+        self.events_pin_inode: int | None = None   # of the ring buffer pin being read
 
     # ---- lifecycle
 
@@ -222,7 +223,8 @@ class Agent:
     def _read_loop(self) -> None:
         reader = counter = None
         lost_seen = 0
-        next_lost_poll = 0.0
+        pin_ino = None
+        next_lost_poll = next_pin_check = 0.0
         waiting_logged = False
         try:
             while not self.stop_event.is_set():
@@ -239,13 +241,14 @@ class Agent:
                         self.stop_event.wait(1.0)
                         continue
                     self.datapath_attached = True
+                    pin_ino = self.events_pin_inode = _pin_inode(paths.bpffs_dir() / "events")
                     if counter is not None:
                         # events lost while no agent read the ring (since the last agent reported): once, at start
                         total = counter.read()
-                        lost_seen = min(_reported_lost(), total)
+                        lost_seen = min(_reported_lost(pin_ino), total)
                         self.store.add_lost(1, total - lost_seen)
                         lost_seen = total
-                        _save_reported_lost(lost_seen)
+                        _save_reported_lost(pin_ino, lost_seen)
                 reader.wait(0.2)
                 self._drain(reader)
                 now = time.monotonic()
@@ -255,9 +258,14 @@ class Agent:
                     if total > lost_seen:
                         self.store.add_lost(1, total - lost_seen)
                         lost_seen = total
-                        _save_reported_lost(lost_seen)
-                if not (paths.bpffs_dir() / "events").exists():
-                    # uninstalled underneath us: let go of the map, wait for a new one
+                        _save_reported_lost(pin_ino, lost_seen)
+                if now >= next_pin_check:
+                    next_pin_check = now + LOST_POLL_SECONDS
+                    pin_now = _pin_inode(paths.bpffs_dir() / "events")
+                else:
+                    pin_now = pin_ino
+                if pin_now != pin_ino:
+                    # uninstalled (or reinstalled) underneath us: let go of the map, open the new one
                     reader.close()
                     reader = None
                     if counter is not None:
@@ -282,21 +290,30 @@ class Agent:
             self.store.add_records(blob, n, self.meta.refresh())
 
 
+def _pin_inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
 def _reported_lost_file() -> Path:
     return paths.run_dir() / "events_lost.reported"
 
 
-def _reported_lost() -> int:
+def _reported_lost(pin_ino: int | None) -> int:
+    """Lost events of this pinned datapath (by the pin's inode) that an agent already reported."""
     try:
-        return int(_reported_lost_file().read_text().strip())
+        ino, count = _reported_lost_file().read_text().split()
+        return int(count) if int(ino) == pin_ino else 0
     except (OSError, ValueError):
         return 0
 
 
-def _save_reported_lost(n: int) -> None:
+def _save_reported_lost(pin_ino: int | None, n: int) -> None:
     with contextlib.suppress(OSError):
         tmp = _reported_lost_file().with_suffix(".tmp")
-        tmp.write_text(f"{n}\n")
+        tmp.write_text(f"{pin_ino or 0} {n}\n")
         os.replace(tmp, _reported_lost_file())
 
 

@@ -194,3 +194,27 @@ def test_install_step_starts_and_uninstall_stops_the_agent(node_dirs, bpffs_dir)
     finally:
         assert step.undo() == f"agent stopped (pid {pid})"
     assert agent_mod.running_pid() is None and step.undo() is None
+
+
+def test_agent_follows_a_reinstalled_datapath(node, bpffs_dir):
+    from emitter import Emitter
+
+    first = Emitter(bpffs_dir, ring_pages=4)
+    agent = start_agent()
+    try:
+        first.set_template(type=4, proto=17, sport=1, dport=53)
+        first.emit(2)
+        wait_for(lambda: len(flows(agent)) == 2)
+        first.close()                                   # uninstall: pins gone
+        second = Emitter(bpffs_dir, ring_pages=4)       # install again: new maps at the same paths
+        try:
+            second.set_template(type=4, proto=17, sport=2, dport=53)
+            new_pin = os.stat(bpffs_dir / "events").st_ino
+            wait_for(lambda: agent.events_pin_inode == new_pin)   # the agent noticed and opened the new ring
+            second.emit(3)
+            got = wait_for(lambda: (lambda r: r if len(r) == 5 else None)(flows(agent)))
+            assert [r.flow.l4.UDP.source_port for r in got] == [1, 1, 2, 2, 2]
+        finally:
+            second.close()
+    finally:
+        agent.shutdown()
