@@ -22,7 +22,8 @@ from ciliumctl.flows.pb.flow import flow_pb2 as pb
 
 # ---------------------------------------------------------------- label selectors (Kubernetes syntax)
 
-_REQ = re.compile(r"\s*(!?)\s*([A-Za-z0-9_.:/\-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.\-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+_REQ = re.compile(r"\s*(!?)\s*([A-Za-z0-9_.:/\-]+)\s*"
+                  r"(?:(==|=|!=)\s*([A-Za-z0-9_.\-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
 
 
 def _split_selector(text: str) -> list[str]:

@@ -7,7 +7,6 @@ batch, filter (whitelist - blacklist), serialize."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid as _uuid
 from concurrent import futures

@@ -35,12 +35,12 @@ spec:
 DEATHSTAR = "10.200.0.1"
 
 
-def flows(node, *args):
+def flows(node, *args):  # noqa: F811
     out = node.cli("observe", "-o", "json", *args).stdout
     return [json.loads(line)["flow"] for line in out.splitlines() if '"flow"' in line]
 
 
-def wait_flows(node, pred, *args, timeout=10.0):
+def wait_flows(node, pred, *args, timeout=10.0):  # noqa: F811
     end = time.monotonic() + timeout
     while True:
         got = [f for f in flows(node, "--all", *args) if pred(f)]
@@ -96,7 +96,7 @@ def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
         assert sel and all(f["source"]["pod_name"] == "xwing" and f["verdict"] == "DROPPED" for f in sel)
         assert not flows(node, "--all", "--from-pod", "tiefighter", "--verdict", "DROPPED")
         compact = node.cli("observe", "--all", "--from-label", "org=alliance", "-t", "drop").stdout.splitlines()
-        assert compact and all("default/xwing:" in l and f"-> default/deathstar:80" in l
+        assert compact and all("default/xwing:" in l and "-> default/deathstar:80" in l
                                and "Policy denied DROPPED" in l for l in compact)
         named = node.cli("observe", "--all", "--type", "policy-verdict", "--to-port", "80", "--verdict",
                          "FORWARDED", "--print-policy-names").stdout
