@@ -62,8 +62,21 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	p->len = skb->len;
 	p->sport = p->dport = p->policy_port = p->ev_sport = p->ev_dport = 0;
 	p->tcp_flags = 0;
-	if (ip->frag_off & ctl_htons(0x1fff))
-		return 1;  /* later fragments carry no ports */
+	__u16 frag = ctl_ntohs(ip->frag_off);
+	struct frag_key fk = {};
+	fk.saddr = ip->saddr;
+	fk.daddr = ip->daddr;
+	fk.id = ip->id;
+	fk.proto = ip->protocol;
+	if (frag & 0x1fff) {
+		/* a later fragment carries no L4 header: take the ports its first fragment had */
+		struct frag_ports *fp = fragments.lookup(&fk);
+		if (fp) {
+			p->sport = p->ev_sport = fp->sport;
+			p->dport = p->ev_dport = p->policy_port = fp->dport;
+		}
+		return 1;
+	}
 	l4 = (void *)ip + ip->ihl * 4;
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -99,6 +112,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	p->policy_port = p->dport;
 	p->ev_sport = p->sport;
 	p->ev_dport = p->dport;
+	if (frag & 0x2000) {   /* first of several fragments */
+		struct frag_ports fp = { .sport = p->sport, .dport = p->dport };
+		fragments.update(&fk, &fp);
+	}
 	return 1;
 }
 

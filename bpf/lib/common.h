@@ -101,6 +101,17 @@ struct policy_val {
 	__u32 cookie;
 };
 
+/* fragments: the ports of a fragmented datagram, for its later fragments (which carry none) */
+struct frag_key {
+	__u32 saddr, daddr;
+	__u16 id;
+	__u8 proto;
+	__u8 pad;
+};
+struct frag_ports {
+	__u16 sport, dport;   /* host byte order */
+};
+
 /* conntrack: one entry per connection and endpoint, keyed as the first packet was seen */
 struct ct_key {
 	__u32 saddr, daddr;

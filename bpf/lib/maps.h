@@ -15,6 +15,7 @@ BPF_HASH(epcfg, struct epcfg_key, struct epcfg_val, 2 * CTL_MAX_ENDPOINTS);
 BPF_F_TABLE("lpm_trie", struct ipcache_key, struct ipcache_val, ipcache, CTL_IPCACHE_SIZE, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lpm_trie", struct policy_key, struct policy_val, policy, CTL_POLICY_SIZE, BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", struct ct_key, struct ct_entry, conntrack, CTL_CT_SIZE);
+BPF_TABLE("lru_hash", struct frag_key, struct frag_ports, fragments, 8192);
 BPF_RINGBUF_OUTPUT(events, 1024);        /* 4 MiB */
 BPF_PERCPU_ARRAY(events_lost, __u64, 1);
 

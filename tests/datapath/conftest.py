@@ -155,7 +155,7 @@ class UdpEcho:
     def _run(self):
         while not self._stop:
             try:
-                data, addr = self.sock.recvfrom(2048)
+                data, addr = self.sock.recvfrom(65535)
                 self.sock.sendto(data, addr)
             except OSError:
                 continue

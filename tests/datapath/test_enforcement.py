@@ -354,3 +354,18 @@ def test_icmp_errors_of_tracked_connections_pass_as_related(sandbox, datapath, e
     raw.close()
     drops = [e for e in _collect(events) if e.type == ev.EVENT_DROP]
     assert [(d.saddr, d.proto, d.sport, d.subtype) for d in drops] == [(b.ip, PROTO_ICMP, 3, ev.DROP_POLICY)]
+
+
+def test_fragmented_datagrams_follow_the_first_fragment(sandbox, datapath, events):
+    """Later fragments carry no ports: they must get the verdict of their first fragment, not port 0's."""
+    a, b, _ = sandbox.pods
+    sandbox.udp_server(b, 5353)
+    datapath.apply(sandbox.state(1, {b.ep.id: (True, [entry(a.identity, PROTO_UDP, 5353)], False, [])}))
+    events.drain()
+    s = a.socket(socket.SOCK_DGRAM)
+    s.settimeout(1)
+    big = bytes(range(256)) * 16       # 4 KiB: three fragments on a 1500-byte link
+    s.sendto(big, (b.ip, 5353))
+    assert s.recvfrom(8192)[0] == big
+    s.close()
+    assert not [e for e in _collect(events) if e.type == ev.EVENT_DROP]
