@@ -308,7 +308,7 @@ FILTER_FLAGS = {
     "--protocol": ("any", "protocol"), "--verdict": ("any", "verdict"),
     "--drop-reason-desc": ("any", "drop_reason_desc"), "--traffic-direction": ("any", "traffic_direction"),
     "--type": ("any", "type"), "-t": ("any", "type"), "--node-name": ("any", "node_name"),
-    "--uuid": ("any", "uuid"), "--tcp-flags": ("any", "tcp_flags"), "--is-reply": ("any", "reply"),
+    "--uuid": ("any", "uuid"), "--tcp-flags": ("any", "tcp_flags"),
 }
 _TRACE_SUBTYPES = {v: k for k, v in names.TRACE_POINTS.items()}
 

@@ -102,3 +102,15 @@ def test_no_agent_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == (f"Error: cannot reach the Hubble API at unix://{tmp_path}/nothing.sock; start "
                                 "the agent with `ciliumctl agent start` (or pass --server)")
+
+
+def test_more_hubble_filter_flags(server):
+    r = observe(server, "--all", "-o", "json", "--from-namespace", "default", "--to-identity", "301",
+                "--node-name", "node-*", "--tcp-flags", "SYN")
+    flows = [json.loads(line)["flow"] for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and len(flows) == 30
+    uuid = flows[4]["uuid"]
+    r = observe(server, "--all", "-o", "json", "--uuid", uuid)
+    assert [json.loads(line)["flow"]["uuid"] for line in r.stdout.splitlines()] == [uuid]
+    r = observe(server, "--all", "--to-namespace", "default")
+    assert r.returncode == 0 and r.stdout == ""
