@@ -550,8 +550,12 @@ def status() -> dict:
     """Node status: datapath programs and maps, endpoints, revision, mode, lost events."""
     settings = load_settings()
     eps = registry.load_all()
+    try:
+        pinned = paths.bpffs_dir().is_dir() and any(paths.bpffs_dir().iterdir())
+    except OSError:       # bpffs is root-only
+        pinned = False
     out: dict = {
-        "installed": settings.installed,
+        "installed": settings.installed or pinned,    # `endpoint add` loads the datapath on first use too
         "enforcement_mode": settings.enforcement_mode,
         "audit": settings.audit,
         "policy_revision": settings.revision,
@@ -564,7 +568,7 @@ def status() -> dict:
     if os.geteuid() != 0:
         out["datapath"] = {"error": "needs root to read the pinned maps"}
         return out
-    if not paths.bpffs_dir().is_dir() or not any(paths.bpffs_dir().iterdir()):
+    if not pinned:
         out["datapath"] = {"error": "not installed; run `ciliumctl install`"}
         return out
     try:

@@ -33,7 +33,17 @@ def _lines(st: dict) -> list[tuple[str, str]]:
                 out.append((f"Map {name}", str(m)))
     elif isinstance(maps, list):
         for m in maps:
-            out.append((f"Map {m.get('name', '?')}", f"{m.get('entries', '-')}/{m.get('capacity', m.get('max_entries', '?'))}"))
+            cap = m.get("capacity", m.get("max_entries", "?"))
+            kind = m.get("type", "")
+            if "entries" in m:
+                fill = f"{m['entries']}/{cap} entries"
+                if isinstance(cap, int) and cap:
+                    fill += f" ({100 * m['entries'] / cap:.1f}%)"
+            elif kind == "ringbuf" and isinstance(cap, int):
+                fill = f"{cap // 1024} KiB ring buffer"
+            else:
+                fill = f"capacity {cap}"
+            out.append((f"Map {m.get('name', '?')}", f"{fill}{'  ' + kind if kind else ''}"))
     if "events_lost" in dp:
         out.append(("Events lost", str(dp["events_lost"])))
     for k, v in dp.items():
