@@ -245,7 +245,10 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
         land("xwing", True)
 
         pfile = policy_file(sb.workdir)
-        ui.step(f"Applying an L3/L4 policy: only org=empire may reach deathstar on 80/TCP ({pfile})")
+        shown = os.path.relpath(pfile) if str(pfile).startswith(os.getcwd() + os.sep) else str(pfile)
+        ui.step(f"Applying an L3/L4 policy: only org=empire may reach deathstar on 80/TCP ({shown})")
+        for line in pfile.read_text().rstrip().splitlines():
+            ui.detail(f"  {line}")
         result = node.apply_policies(node.load_and_validate([str(pfile)]))
         for c in result.changes:
             ui.detail(f"{c.resource} {c.verb} (policy revision {result.revision})")
