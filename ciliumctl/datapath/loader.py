@@ -183,6 +183,25 @@ def _remove_pins(pin_dir: Path) -> list[str]:
     return removed
 
 
+def _refuse_if_endpoints_attached(pin_dir: Path) -> None:
+    """Pins of another datapath version (another set of maps) with endpoints attached: replacing them here would
+    leave those endpoints on the old programs and maps, enforcing a policy nobody updates any more."""
+    path = pin_dir / "endpoints"
+    if not path.exists():
+        return
+    try:
+        m = bpfsys.Map.from_pin(path)
+    except OSError:
+        return
+    try:
+        n = len(m.keys())
+    finally:
+        m.close()
+    if n:
+        raise EnvironmentProblem(f"{pin_dir} holds a datapath of another ciliumctl version with {n} endpoint(s) "
+                                 "attached: run `ciliumctl uninstall`, then `ciliumctl install` and re-add them")
+
+
 def uninstall_pins() -> list[str]:
     """Remove every pin (and the directory). Attached filters keep their programs until detached or the
     veth goes away; maps and programs are freed by the kernel when nothing references them any more."""
@@ -234,7 +253,8 @@ class Datapath:
         compiled = False
         with _Lock():
             if not _pins_present(pin_dir):
-                _remove_pins(pin_dir)   # a half-made install: start over
+                _refuse_if_endpoints_attached(pin_dir)
+                _remove_pins(pin_dir)   # a half-made install or one without endpoints: start over
                 _compile_and_pin(pin_dir)
                 compiled = True
         dp = cls(pin_dir, compiled)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ciliumctl.datapath import bpfsys, loader, maps
+from ciliumctl.errors import EnvironmentProblem
 from .conftest import sh
 
 pytestmark = pytest.mark.root
@@ -136,3 +137,19 @@ def test_pin_dir_nested_inside_bpffs(sandbox, monkeypatch):
     assert set(loader.uninstall_pins()) == set(maps.MAPS + maps.PROGRAMS)
     os.rmdir(f"{sandbox.pin_dir}/x")
     assert loader._fs_type(Path("/sys/fs/bpf")) == loader.BPF_FS_MAGIC
+
+
+def test_pins_of_another_version_with_endpoints_attached_are_not_replaced(sandbox):
+    with loader.Datapath.open() as dp:
+        dp.attach(sandbox.pods[0].ep)
+    os.unlink(f"{sandbox.pin_dir}/fragments")        # as if an older ciliumctl had made these pins
+    with pytest.raises(EnvironmentProblem, match="another ciliumctl version with 1 endpoint"):
+        loader.Datapath.open()
+    assert os.path.exists(f"{sandbox.pin_dir}/policy")  # nothing was removed
+    # without attached endpoints the old pins are simply replaced
+    endpoints = bpfsys.Map.from_pin(f"{sandbox.pin_dir}/endpoints")
+    endpoints.delete_batch(endpoints.keys())
+    endpoints.close()
+    before = loader.compile_count
+    with loader.Datapath.open() as dp:
+        assert dp.compiled and loader.compile_count == before + 1
