@@ -102,9 +102,16 @@ def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None
     received_any = False   # since the last (re)connect: say "reconnecting" once per lost connection
     last_time_ns = None
     started_ns = time.time_ns()
+    connected_once = False
     while True:
         channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20)])
         try:
+            if reconnect:
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=None if connected_once else 5)
+                except grpc.FutureTimeoutError:
+                    raise _unreachable(server) from None
+                connected_once = True
             for batch in _stream_once(channel, req, use_batches):
                 received_any = True
                 for resp in reversed(batch):
