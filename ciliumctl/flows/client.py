@@ -108,7 +108,7 @@ def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None
         try:
             if reconnect:
                 try:
-                    grpc.channel_ready_future(channel).result(timeout=None if connected_once else 5)
+                    grpc.channel_ready_future(channel).result(timeout=None if connected_once else 3)
                 except grpc.FutureTimeoutError:
                     raise _unreachable(server) from None
                 connected_once = True

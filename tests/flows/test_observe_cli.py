@@ -97,8 +97,9 @@ def test_bad_input_is_one_line_exit_2(server, args, message):
     assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
 
 
-def test_no_agent_is_one_line_exit_2(tmp_path):
-    r = observe(f"unix://{tmp_path}/nothing.sock", "--last", "1")
+@pytest.mark.parametrize("mode", ["--last=1", "--follow"])
+def test_no_agent_is_one_line_exit_2(tmp_path, mode):
+    r = observe(f"unix://{tmp_path}/nothing.sock", mode)
     assert r.returncode == 2
     assert r.stderr.strip() == (f"Error: cannot reach the Hubble API at unix://{tmp_path}/nothing.sock; start "
                                 "the agent with `ciliumctl agent start` (or pass --server)")
