@@ -2,7 +2,10 @@
 
 Leases live in one JSON file (`<state>/ipam.json`), rewritten atomically under a file lock so that concurrent
 `endpoint add` runs (or a CNI plugin) never hand out the same address. The pool comes from, in order: an
-explicit argument, $CILIUMCTL_POOL, the node settings, the default 10.200.0.0/16."""
+explicit argument, $CILIUMCTL_POOL, the node settings, the default 10.200.0.0/16.
+
+The upper half of a pool of /29 or more is left to the CNI plugin's host-local IPAM (endpoints/cni_install.py
+hands it that range), so sandbox endpoints and pods of a container runtime never get the same address."""
 
 from __future__ import annotations
 
@@ -26,6 +29,11 @@ def parse_pool(cidr: str) -> ipaddress.IPv4Network:
     if net.prefixlen > 30:
         raise UsageError(f"address pool {cidr} is too small; give a /30 or larger, e.g. 10.200.0.0/16")
     return net
+
+
+def cni_half(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network | None:
+    """The part of the pool reserved for the CNI plugin (None for pools too small to split)."""
+    return list(net.subnets(prefixlen_diff=1))[1] if net.prefixlen <= 29 else None
 
 
 def effective_pool(explicit: str | None = None, configured: str | None = None) -> str:
@@ -64,12 +72,19 @@ class Pool:
                 if addr not in self.network or addr in (self.network.network_address,
                                                         self.network.broadcast_address):
                     raise UsageError(f"address {wanted} is not a usable address of pool {self.network}")
+                reserved = cni_half(self.network)
+                if reserved is not None and addr in reserved:
+                    raise UsageError(f"address {wanted} is in {reserved}, the part of pool {self.network} left to "
+                                     "the CNI plugin; pick one from the lower half")
                 if str(addr) in leases and leases[str(addr)] != owner:
                     raise UsageError(f"address {wanted} is already leased to {leases[str(addr)]}")
                 leases[str(addr)] = owner
                 self._save(leases)
                 return str(addr)
+            reserved = cni_half(self.network)
             for addr in self.network.hosts():
+                if reserved is not None and addr in reserved:
+                    break       # hosts() ascend: the rest of the pool is the CNI plugin's
                 if str(addr) not in leases:
                     leases[str(addr)] = owner
                     self._save(leases)

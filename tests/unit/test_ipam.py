@@ -1,5 +1,6 @@
 """The node-local address pool: lowest free address, no double leases under concurrency, release."""
 
+import ipaddress
 import multiprocessing
 
 import pytest
@@ -25,6 +26,18 @@ def test_exhaustion_and_release_owner(tmp_path):
         pool.allocate("c")
     assert pool.release_owner("a") == ["10.9.0.1"]
     assert pool.allocate("c") == "10.9.0.1"
+
+
+def test_upper_half_is_left_to_the_cni_plugin(tmp_path):
+    pool = ipam.Pool("10.9.0.0/29", tmp_path)
+    assert ipam.cni_half(pool.network) == ipaddress.ip_network("10.9.0.4/30")
+    got = [pool.allocate(f"ep:{i}") for i in range(3)]
+    assert got == ["10.9.0.1", "10.9.0.2", "10.9.0.3"]
+    with pytest.raises(EnvironmentProblem, match="exhausted"):
+        pool.allocate("ep:4")
+    with pytest.raises(UsageError, match="CNI plugin"):
+        pool.allocate("ep:5", wanted="10.9.0.5")
+    assert ipam.cni_half(ipaddress.ip_network("10.9.0.0/30")) is None
 
 
 def test_wanted_address(tmp_path):
