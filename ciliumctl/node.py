@@ -453,10 +453,29 @@ def apply_policies(docs, dry_run: bool = False) -> ApplyResult:
             before = store.load_all()
             after = _merged(before, objects)
             return ApplyResult(changes, settings.revision, map_changes=_dry_run_diff(before, after, settings))
-        for o in objects:
-            store.put(o)
-        report = reconcile(settings=settings) if any(c.verb != "unchanged" for c in changes) else None
+        if all(c.verb == "unchanged" for c in changes):
+            return ApplyResult(changes, settings.revision)
+        with _store_rollback([(o.kind, o.namespace, o.name) for o in objects]):
+            for o in objects:
+                store.put(o)
+            report = reconcile(settings=settings)
         return ApplyResult(changes, load_settings().revision, report=report)
+
+
+@contextlib.contextmanager
+def _store_rollback(keys: list[tuple[str, str, str]]):
+    """Undo store changes of `keys` when the block fails (e.g. the datapath refused the new state, which then
+    stays the old one): the store never describes policy that is not in force."""
+    before = {k: store.get(*k) for k in keys}
+    try:
+        yield
+    except BaseException:
+        for k, old in before.items():
+            if old is None:
+                store.delete(*k)
+            else:
+                store.put(old)
+        raise
 
 
 def delete_policy(name: str, namespace: str | None = None, kind: str | None = None) -> list[PolicyChange]:
@@ -470,8 +489,9 @@ def delete_policy(name: str, namespace: str | None = None, kind: str | None = No
             kinds = ", ".join(p.resource.split("/")[0] for p in found)
             raise UsageError(f"policy name {name!r} matches several kinds ({kinds}); pick one with --kind")
         p = found[0]
-        store.delete(p.kind, p.namespace, p.name)
-        reconcile()
+        with _store_rollback([(p.kind, p.namespace, p.name)]):
+            store.delete(p.kind, p.namespace, p.name)
+            reconcile()
         return [PolicyChange(p.resource, p.namespace, "deleted")]
 
 

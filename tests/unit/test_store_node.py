@@ -60,3 +60,26 @@ def test_diff_states():
     assert "+ endpoint 1 ingress deny identity any udp/1000-2000" in diff
     assert not any("ipcache" in line for line in diff)
     assert node.diff_states(new, new) == []
+
+
+def test_store_rolls_back_when_programming_fails(state, monkeypatch):
+    from ciliumctl.errors import EnvironmentProblem
+    from ciliumctl.policy import store
+
+    monkeypatch.setattr(node, "_require_root", lambda what: None)
+    old = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "a"},
+           "spec": {"endpointSelector": {}, "ingress": [{}]}}
+    store.put(store.from_object(old))
+    new = dict(old, spec={"endpointSelector": {}, "egress": [{}]})
+    other = dict(old, metadata={"name": "b"})
+
+    def refuse(*a, **k):
+        raise EnvironmentProblem("the policy map is full")
+
+    monkeypatch.setattr(node, "reconcile", refuse)
+    with pytest.raises(EnvironmentProblem, match="full"):
+        node.apply_policies([new, other])
+    assert [(p.name, p.data) for p in store.load_all()] == [("a", old)]
+    with pytest.raises(EnvironmentProblem):
+        node.delete_policy("a")
+    assert [p.name for p in store.load_all()] == ["a"]
