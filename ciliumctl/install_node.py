@@ -226,8 +226,7 @@ def _run_settings(o: Options) -> str:
 
     with node.locked():
         s = _wanted_settings(node.load_settings(), o)
-        node.save_settings(s)
-        node.reconcile(settings=s)
+        node.reconcile(settings=s)      # saves the settings once the datapath has taken them
         s = node.load_settings()
     return f"enforcement {s.enforcement_mode}, audit {'on' if s.audit else 'off'}, revision {s.revision}"
 
