@@ -431,7 +431,7 @@ def _doc_data(doc) -> dict:
 
 def _doc_source(doc) -> str:
     f = getattr(doc, "file", "")
-    return f"{f}#{getattr(doc, 'index', 0)}" if f else ""
+    return f"{'<stdin>' if f == '-' else f}#{getattr(doc, 'index', 0)}" if f else ""
 
 
 def apply_policies(docs, dry_run: bool = False) -> ApplyResult:

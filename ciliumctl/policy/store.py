@@ -53,7 +53,8 @@ def from_object(data: dict, source: str = "") -> StoredPolicy:
     """Key an already-validated policy object: namespaced kinds default to namespace `default` like kubectl."""
     kind = data.get("kind", "")
     if kind not in KINDS:
-        raise UsageError(f"{source or 'policy'}: kind {kind!r} cannot be stored; expected one of {', '.join(KINDS)}")
+        raise UsageError(f"{source or 'policy'}: a {kind or 'document without kind'} is not a network policy; "
+                         f"policy apply takes {', '.join(KINDS)}")
     meta = data.get("metadata") or {}
     name = str(meta.get("name") or "")
     if not name:

@@ -45,7 +45,7 @@ def test_delete(state):
 
 
 def test_rejects_unstorable():
-    with pytest.raises(UsageError, match="kind"):
+    with pytest.raises(UsageError, match="not a network policy"):
         store.from_object({"kind": "Pod", "metadata": {"name": "x"}})
     with pytest.raises(UsageError, match="metadata.name"):
         store.from_object({"kind": "CiliumNetworkPolicy", "metadata": {}})
