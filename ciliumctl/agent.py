@@ -41,6 +41,8 @@ class AgentOptions:
     node_name: str | None = None
     cni_socket: Path | None = None              # default paths.agent_socket(); serve_cni=False to skip
     serve_cni: bool = True
+    kubeconfig: str | None = None               # cluster mode (also $KUBECONFIG or CILIUMCTL_CLUSTER=in-cluster)
+    context: str | None = None
 
     def validate(self) -> None:
         if self.flow_buffer_size < 1:
@@ -103,6 +105,7 @@ class Agent:
         self.server = None
         self.metrics = None
         self.cni = None
+        self.cluster = None
         self._lock_fd: int | None = None
         self._reader_thread: threading.Thread | None = None
         self.datapath_attached = False
@@ -153,6 +156,7 @@ class Agent:
                 self.metrics.start()
             if self.opts.serve_cni:
                 self._start_cni()
+            self._start_cluster()
             self._reader_thread = threading.Thread(target=self._read_loop, name="events", daemon=True)
             self._reader_thread.start()
         except BaseException:
@@ -173,6 +177,16 @@ class Agent:
             return
         self.cni = CniServer(self.opts.cni_socket or paths.agent_socket()).start()
 
+    def _start_cluster(self) -> None:
+        """In cluster mode, watch policies, pods, namespaces and nodes and publish endpoints and identities
+        (ciliumctl.cluster.node_sync); in node mode nothing happens here."""
+        if not (self.opts.kubeconfig or os.environ.get("KUBECONFIG")
+                or os.environ.get("CILIUMCTL_CLUSTER") == "in-cluster"):
+            return
+        from ciliumctl.cluster import node_sync
+
+        self.cluster = node_sync.start_for_agent(self.opts.kubeconfig, self.opts.context, self.node_name)
+
     def run(self) -> None:
         """Foreground: start, then serve until SIGTERM/SIGINT."""
         def _stop(signum, frame):
@@ -191,6 +205,9 @@ class Agent:
         self.stop_event.set()
         if self._reader_thread is not None:
             self._reader_thread.join(timeout=3)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.stop()
         if self.cni is not None:
             with contextlib.suppress(Exception):
                 self.cni.close()

@@ -19,9 +19,12 @@ _METRICS = typer.Option("127.0.0.1:9965", "--metrics-listen", help="Prometheus m
 _NODE = typer.Option(None, "--node-name",
                      help="Node name in flows (default: $CILIUMCTL_NODE_NAME or the hostname).")
 _NO_CNI = typer.Option(False, "--no-cni", help="Do not serve the CNI plugin's socket.")
+_KUBECONFIG = typer.Option(None, "--kubeconfig", help="Cluster mode: the cluster to watch (or $KUBECONFIG).")
+_CONTEXT = typer.Option(None, "--context", help="Cluster mode: kubeconfig context.")
 
 
-def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni) -> list[str]:
+def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni, kubeconfig=None,
+          context=None) -> list[str]:
     args = ["--flow-buffer-size", str(flow_buffer_size), "--metrics-listen", metrics_listen]
     if hubble_socket:
         args += ["--hubble-socket", str(hubble_socket)]
@@ -31,12 +34,17 @@ def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_n
         args += ["--node-name", node_name]
     if no_cni:
         args.append("--no-cni")
+    if kubeconfig:
+        args += ["--kubeconfig", kubeconfig]
+    if context:
+        args += ["--context", context]
     return args
 
 
 @app.command("run")
 def run(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK, hubble_listen: Optional[str] = _LISTEN,
-        metrics_listen: str = _METRICS, node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI) -> None:
+        metrics_listen: str = _METRICS, node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI,
+        kubeconfig: Optional[str] = _KUBECONFIG, context: Optional[str] = _CONTEXT) -> None:
     """Run the agent in the foreground until SIGTERM/SIGINT (what a DaemonSet or supervisor runs)."""
     import logging
 
@@ -44,19 +52,22 @@ def run(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK, hub
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     Agent(AgentOptions(flow_buffer_size=flow_buffer_size, hubble_socket=hubble_socket, hubble_listen=hubble_listen,
-                       metrics_listen=metrics_listen or None, node_name=node_name, serve_cni=not no_cni)).run()
+                       metrics_listen=metrics_listen or None, node_name=node_name, serve_cni=not no_cni,
+                       kubeconfig=kubeconfig, context=context)).run()
 
 
 @app.command("start")
 def start(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK,
           hubble_listen: Optional[str] = _LISTEN, metrics_listen: str = _METRICS,
-          node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI) -> None:
+          node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI, kubeconfig: Optional[str] = _KUBECONFIG,
+          context: Optional[str] = _CONTEXT) -> None:
     """Start the agent in the background (pid file and log under the run directory)."""
     from ciliumctl.agent import AgentOptions, log_file, start_background
 
     AgentOptions(flow_buffer_size=flow_buffer_size, hubble_listen=hubble_listen,
                  metrics_listen=metrics_listen).validate()
-    pid = start_background(_args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni))
+    pid = start_background(_args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni,
+                                 kubeconfig, context))
     console().print(f"agent running (pid {pid}), log {log_file()}")
 
 

@@ -26,6 +26,8 @@ def node_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(state))
     monkeypatch.setenv("CILIUMCTL_RUN_DIR", str(run))
     monkeypatch.setenv("CILIUMCTL_NODE_NAME", "node-a")
+    monkeypatch.delenv("KUBECONFIG", raising=False)       # node mode unless a test says otherwise
+    monkeypatch.delenv("CILIUMCTL_CLUSTER", raising=False)
     return state, run
 
 

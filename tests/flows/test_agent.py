@@ -218,3 +218,25 @@ def test_agent_follows_a_reinstalled_datapath(node, bpffs_dir):
             second.close()
     finally:
         agent.shutdown()
+
+
+def test_cluster_mode_starts_and_stops_the_cluster_sync(node_dirs, monkeypatch):
+    """In cluster mode the agent hands the node to ciliumctl.cluster.node_sync (tested with the fake API server
+    in tests/cluster); here: that the agent starts it with its node name only in cluster mode, and stops it."""
+    from ciliumctl.cluster import node_sync
+
+    calls, stopped = [], []
+
+    class Running:
+        def stop(self):
+            stopped.append(True)
+
+    monkeypatch.setattr(node_sync, "start_for_agent", lambda *a: calls.append(a) or Running())
+    a = start_agent()
+    a.shutdown()
+    assert calls == []                                    # node mode
+    monkeypatch.setenv("CILIUMCTL_CLUSTER", "in-cluster")
+    a = start_agent(context="kind")
+    assert calls == [(None, "kind", "node-a")] and a.cluster is not None
+    a.shutdown()
+    assert stopped == [True]
