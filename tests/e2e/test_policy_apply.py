@@ -133,3 +133,24 @@ def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):
     assert web["policy_enforcement"]["ingress"] == "disabled (audit)"
     node.cli("install", "--no-audit")
     assert not node.connect("other", "10.200.0.1", 8080, 0.5)
+
+
+def test_namespaced_policy_selects_only_its_namespace(node, tmp_path):
+    node.cli("endpoint", "add", "web", "-l", "app=web")                       # default
+    node.cli("endpoint", "add", "web", "-l", "app=web", "-n", "prod")          # 10.200.0.2
+    node.cli("endpoint", "add", "frontend", "-l", "role=frontend", "-n", "prod")
+    node.serve("default/web", "10.200.0.1", 8080)
+    node.serve("prod/web", "10.200.0.2", 8080)
+    prod_only = ALLOW_FRONTEND.replace("name: web-ingress", "name: web-ingress\n  namespace: prod")
+    out = node.cli("policy", "apply", "-f", str(write(tmp_path / "prod.yaml", prod_only))).stdout
+    assert out.strip() == "ciliumnetworkpolicy/web-ingress created"
+    # The prod policy selects prod/web only, and fromEndpoints means prod's frontend (its own namespace).
+    assert node.connect("prod/frontend", "10.200.0.2", 8080)
+    assert not node.connect("default/web", "10.200.0.2", 8080, 0.5)
+    assert node.connect("prod/frontend", "10.200.0.1", 8080)          # default/web is not selected
+    rows = {(r["namespace"], r["name"]): r for r in json.loads(node.cli("endpoint", "list", "-o", "json").stdout)}
+    assert rows[("prod", "web")]["policy_enforcement"]["ingress"] == "enabled"
+    assert rows[("default", "web")]["policy_enforcement"]["ingress"] == "disabled"
+    assert "not found" in node.cli("policy", "delete", "web-ingress", check=False).stderr     # default namespace
+    assert node.cli("policy", "delete", "web-ingress", "-n", "prod").stdout.strip().endswith("deleted")
+    assert node.connect("default/web", "10.200.0.2", 8080)
