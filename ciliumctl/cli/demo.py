@@ -3,6 +3,12 @@
 import typer
 
 
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
 class _UI:
     """Steps in bold on a terminal, plain lines otherwise; verdict events as they are read."""
 
@@ -12,8 +18,10 @@ class _UI:
         self.con = console()
 
     def step(self, text: str) -> None:
-        self.con.print(f"\n[bold]==> {text}[/]", markup=True) if self.con.is_terminal else self.con.print(
-            f"\n==> {text}", markup=False)
+        if self.con.is_terminal:
+            self.con.print(f"\n[bold]==> {_esc(text)}[/]", markup=True)
+        else:
+            self.con.print(f"\n==> {text}", markup=False)
 
     def detail(self, text: str) -> None:
         self.con.print(f"    {text}", markup=False)
@@ -27,7 +35,7 @@ class _UI:
     def event(self, text: str) -> None:
         colour = "red" if "DROPPED" in text else "green"
         if self.con.is_terminal:
-            self.con.print(f"    [dim]event[/] [{colour}]{text}[/]", markup=True)
+            self.con.print(f"    [dim]event[/] [{colour}]{_esc(text)}[/]", markup=True)
         else:
             self.con.print(f"    event {text}", markup=False)
 
@@ -35,7 +43,7 @@ class _UI:
         mark = "ok" if ok == expected else "UNEXPECTED"
         if self.con.is_terminal:
             colour = "green" if ok == expected else "red"
-            self.con.print(f"  [{colour}]{text}[/]  [dim]({mark})[/]", markup=True)
+            self.con.print(f"  [{colour}]{_esc(text)}[/]  [dim]({mark})[/]", markup=True)
         else:
             self.con.print(f"  {text}  ({mark})", markup=False)
 
