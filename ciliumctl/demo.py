@@ -215,7 +215,8 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
         plumbing.ip_netns("add", sb.name)
         created_netns = True
         ui.step("Installing the datapath (checks, compile, load, pin)")
-        install_node.install(install_node.Options(), progress=lambda o: ui.detail(
+        # Only the node's own steps: an agent started here would consume the ring buffer the demo reads.
+        install_node.install(install_node.Options(only=install_node.CORE_STEPS), progress=lambda o: ui.detail(
             f"{o.step}: {o.status}{(' ' + o.detail) if o.detail else ''}"))
 
         ui.step("Creating endpoints")

@@ -29,6 +29,7 @@ class Options:
     audit: bool | None = None
     pool: str | None = None
     extra: dict = field(default_factory=dict)   # options of appended steps (agent, CNI)
+    only: tuple[str, ...] | None = None          # run only these steps (e.g. CORE_STEPS for a sandbox node)
 
 
 @dataclass
@@ -265,6 +266,9 @@ STEPS: list[Step] = [
     Step("node settings", _check_settings, _run_settings),
 ]
 
+# The node's own steps; appended ones (agent, CNI plugin) come after them.
+CORE_STEPS: tuple[str, ...] = tuple(s.name for s in STEPS)
+
 # Uninstall also tears down what endpoints made; it comes before the datapath goes and state last.
 UNDO_FIRST: list[Step] = [Step("endpoints", lambda o: None, None, _undo_endpoints)]
 UNDO_LAST: list[Step] = [Step("state", lambda o: None, None, _undo_state)]
@@ -293,6 +297,8 @@ def install(options: Options, plan_only: bool = False, progress: Callable[[Outco
     nodens.enter_node_netns()
     out = []
     for step in STEPS:
+        if options.only is not None and step.name not in options.only:
+            continue
         if starting:
             starting(step.name)
         with node.environment_errors(f"install step {step.name}"):
