@@ -220,6 +220,44 @@ def uninstall_pins() -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- the datapath
 
+def _write_revision(mapset: dict[str, "bpfsys.Map"], state: ResolvedState) -> ApplyReport:
+    """Write `state` into the inactive slot of `mapset` (a diff against what it holds), then switch to it."""
+    active, crc, _, flip_ns = maps.DP_STATE.unpack(mapset["state"].lookup(b"\0" * 4))
+    active &= 1
+    slot = 1 - active
+    # A program reads the active slot once per packet. The slot written now was active until the last
+    # switch: programs that read it before then must be done (a grace period; any longer ago, they are).
+    if time.monotonic_ns() - flip_ns < RECENT_SWITCH_NS:
+        bpfsys.wait_for_running_programs()
+    want = compile_state(state, slot)
+    written = deleted = 0
+    for name in ("ipcache", "epcfg", "policy"):
+        m = mapset[name]
+        desired: dict[bytes, bytes] = getattr(want, name)
+        if name == "epcfg":
+            current = {k: v for k, v in m.items().items() if maps.key_slot(name, k) == slot}
+        else:
+            current = {k: v for k, v in m.items().items() if k[4] == slot}   # slot byte after prefixlen
+        updates = [(k, v) for k, v in desired.items() if current.get(k) != v]
+        stale = [k for k in current if k not in desired]
+        try:
+            m.update_batch(updates)
+        except bpfsys.BpfError as err:
+            if err.errno in (errno.E2BIG, errno.ENOMEM, errno.ENOSPC):
+                raise EnvironmentProblem(f"the {name} map is full ({m.max_entries} entries): revision "
+                                         f"{state.revision} needs {len(desired)}; nothing was switched") from None
+            raise
+        m.delete_batch(stale)
+        written += len(updates)
+        deleted += len(stale)
+    # the switch: one array write; programs read only active_slot & 1, which one byte decides
+    mapset["state"].update(b"\0" * 4, maps.DP_STATE.pack(slot, crc, state.revision, time.monotonic_ns()))
+    Datapath._write_cookies(want.cookies, state.revision)
+    return ApplyReport(revision=state.revision, slot=slot,
+                       entries={"policy": len(want.policy), "ipcache": len(want.ipcache), "epcfg": len(want.epcfg)},
+                       written=written, deleted=deleted, seconds=0.0)
+
+
 class _Lock:
     """Serialises install and apply between processes."""
 
@@ -364,42 +402,62 @@ class Datapath:
         """Write `state` beside the active revision, then switch to it with one map write."""
         t0 = time.perf_counter()
         with _Lock():
-            active, crc, _, flip_ns = self._read_state()
-            slot = 1 - active
-            # A program reads the active slot once per packet. The slot written now was active until the last
-            # switch: programs that read it before then must be done (a grace period; any longer ago, they are).
-            if time.monotonic_ns() - flip_ns < RECENT_SWITCH_NS:
-                bpfsys.wait_for_running_programs()
-            want = compile_state(state, slot)
-            written = deleted = 0
-            for name in ("ipcache", "epcfg", "policy"):
-                m = self.maps[name]
-                desired: dict[bytes, bytes] = getattr(want, name)
-                if name == "epcfg":
-                    current = {k: v for k, v in m.items().items() if maps.key_slot(name, k) == slot}
-                else:
-                    current = {k: v for k, v in m.items().items() if k[4] == slot}   # slot byte after prefixlen
-                updates = [(k, v) for k, v in desired.items() if current.get(k) != v]
-                stale = [k for k in current if k not in desired]
+            report = _write_revision(self.maps, state)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def upgrade(self, state: ResolvedState) -> ApplyReport:
+        """Replace outdated pinned programs and maps by ones built from this ciliumctl's sources, without a gap:
+        the new maps get `state`, the attached endpoints and the connections tracked so far (when their layout
+        did not change) before each endpoint's filters are swapped to the new programs."""
+        from pyroute2 import IPRoute  # noqa: PLC0415
+
+        from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
+
+        global compile_count
+        t0 = time.perf_counter()
+        check_headers()
+        BPF = _import_bcc()
+        enter_node_netns()
+        with _Lock():
+            src = datapath_source()
+            bpf = BPF(text=src.encode(), cflags=["-w"])
+            try:
+                fns = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in maps.PROGRAMS}
+                compile_count += 1
+                new = {name: bpfsys.Map(os.dup(bpf[name.encode()].map_fd), name) for name in maps.MAPS}
                 try:
-                    m.update_batch(updates)
-                except bpfsys.BpfError as err:
-                    if err.errno in (errno.E2BIG, errno.ENOMEM, errno.ENOSPC):
-                        raise EnvironmentProblem(f"the {name} map is full ({m.max_entries} entries): revision "
-                                                 f"{state.revision} needs {len(desired)}; nothing was switched") \
-                            from None
-                    raise
-                m.delete_batch(stale)
-                written += len(updates)
-                deleted += len(stale)
-            # the switch: one 16-byte array write, atomic for the programs
-            self.maps["state"].update((0).to_bytes(4, "little"),
-                                      maps.DP_STATE.pack(slot, crc, state.revision, time.monotonic_ns()))
-            self._write_cookies(want.cookies, state.revision)
-        return ApplyReport(revision=state.revision, slot=slot,
-                           entries={"policy": len(want.policy), "ipcache": len(want.ipcache),
-                                    "epcfg": len(want.epcfg)},
-                           written=written, deleted=deleted, seconds=time.perf_counter() - t0)
+                    new["state"].update(b"\0" * 4, maps.DP_STATE.pack(0, source_crc(src), 0, 0))
+                    report = _write_revision(new, state)
+                    attached = self.maps["endpoints"].items()
+                    new["endpoints"].update_batch(list(attached.items()))
+                    old_ct, new_ct = self.maps["conntrack"], new["conntrack"]
+                    if (old_ct.key_size, old_ct.value_size) == (new_ct.key_size, new_ct.value_size):
+                        new_ct.update_batch(list(old_ct.items().items()))
+                    with IPRoute() as ipr:
+                        for key in attached:
+                            idx = int.from_bytes(key, "little")
+                            for parent, prog in ((PARENT_INGRESS, "from_container"), (PARENT_EGRESS, "to_container")):
+                                try:
+                                    ipr.tc("replace-filter", "bpf", idx, TC_HANDLE, fd=fns[prog].fd, name=prog,
+                                           parent=parent, prio=TC_PRIO, classid=1, direct_action=True,
+                                           protocol=0x0003)
+                                except Exception:
+                                    pass    # the interface is gone; its endpoint entry goes with the next detach
+                    _remove_pins(self.pin_dir)
+                    for name, m in new.items():
+                        bpfsys.obj_pin(m.fd, self.pin_dir / name)
+                    for name, fn in fns.items():
+                        bpfsys.obj_pin(fn.fd, self.pin_dir / name)
+                finally:
+                    for m in new.values():
+                        m.close()
+            finally:
+                bpf.cleanup()
+        self.close()
+        self.__init__(self.pin_dir, compiled=True)
+        report.seconds = time.perf_counter() - t0
+        return report
 
     @staticmethod
     def _write_cookies(cookies, revision: int) -> None:

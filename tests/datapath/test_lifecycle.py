@@ -153,3 +153,39 @@ def test_pins_of_another_version_with_endpoints_attached_are_not_replaced(sandbo
     before = loader.compile_count
     with loader.Datapath.open() as dp:
         assert dp.compiled and loader.compile_count == before + 1
+
+
+def test_upgrade_swaps_outdated_programs_without_a_gap(sandbox):
+    from .conftest import entry
+
+    a, b, c = sandbox.pods
+    sandbox.tcp_server(b, 8080)
+    policy = {b.ep.id: (True, [entry(a.identity, 6, 8080)], True, [])}   # b answers only as replies
+    dp = loader.Datapath.open()
+    for pod in sandbox.pods:
+        dp.attach(pod.ep)
+    dp.apply(sandbox.state(1, policy))
+    old_ids = {p["id"] for p in dp.status()["programs"]}
+    s = a.socket()
+    s.settimeout(1)
+    s.connect((b.ip, 8080))
+    s.sendall(b"before\n")
+    assert s.recv(16) == b"before\n"
+    dp.maps["state"].update(b"\0" * 4, maps.DP_STATE.pack(1, 999, 1, 0))   # pretend: built from other sources
+    assert dp.outdated
+    before = loader.compile_count
+    rep = dp.upgrade(sandbox.state(2, policy))
+    assert loader.compile_count == before + 1 and rep.revision == 2
+    st = dp.status()
+    new_ids = {p["id"] for p in st["programs"]}
+    assert not st["outdated"] and st["revision"] == 2 and not new_ids & old_ids
+    for pod in sandbox.pods:
+        assert _filter_prog_ids(sandbox, pod.ep.host_ifname) == new_ids
+    s.sendall(b"after\n")                   # the tracked connection moved over: b's replies still pass
+    assert s.recv(16) == b"after\n"
+    s.close()
+    assert a.tcp_ok(b, 8080)
+    assert not c.tcp_ok(b, 8080, timeout=0.5)
+    dp.close()
+    with loader.Datapath.open() as again:     # the new pins are what later processes see
+        assert not again.compiled and {p["id"] for p in again.status()["programs"]} == new_ids
