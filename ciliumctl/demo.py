@@ -130,22 +130,43 @@ def _require_root() -> None:
 
 
 class _Events:
-    """Drains the pinned ring buffer and formats the verdict events of the demo's endpoints."""
+    """Follows the pinned ring buffer in a thread and hands each verdict event (policy verdicts and drops) to
+    `show` as it happens."""
 
-    def __init__(self, names: dict[str, str]):
+    POLL = 0.05
+
+    def __init__(self, names: dict[str, str], show):
+        import threading
+
         from ciliumctl import paths
         from ciliumctl.datapath.ringbuf import RingReader
 
         self.reader = RingReader(paths.bpffs_dir() / "events")
-        self.names = names
         self.reader.drain()
+        self.names, self.show = names, show
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            events = [ev for ev in self.reader.read() if ev.type in (1, 9)]
+            for ev in events:
+                self.show(format_event(ev, self.names))
+            if not events:
+                self._idle.set()
+            self._stop.wait(self.POLL)
+
+    def flush(self) -> None:
+        """Wait until the reader has caught up (events of a finished request are printed)."""
+        self._idle.clear()
+        self._idle.wait(1.0)
 
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
         self.reader.close()
-
-    def collect(self, settle: float = 0.15) -> list[str]:
-        time.sleep(settle)
-        return [format_event(ev, self.names) for ev in self.reader.read() if ev.type in (1, 9)]
 
 
 def format_event(ev, names: dict[str, str]) -> str:
@@ -226,7 +247,7 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
         eps = {ep.name: ep for ep in registry.load_all()}
         names = {ep.ipv4: ep.name for ep in eps.values()}
         ui.endpoints(registry.load_all())
-        events = _Events(names)
+        events = _Events(names, ui.event)
 
         death = eps["deathstar"]
         server = _serve(death.netns, death.ipv4, sb.workdir / "www")
@@ -234,9 +255,9 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
 
         def land(ship: str, expect: bool) -> None:
             ok, text = _request(eps[ship].netns, death.ipv4)
+            time.sleep(0.05)            # the last packets' events reach the ring buffer
+            events.flush()
             ui.outcome(ship, ok, f"{ship} -> deathstar: {text}", expect)
-            for line in events.collect():
-                ui.event(line)
             if ok != expect:
                 failures.append(f"{ship} {'landed' if ok else 'did not land'} but should "
                                 f"{'' if expect else 'not '}have")
