@@ -166,8 +166,11 @@ def _run_forwarding(_o: Options) -> str:
 
 
 def _pins_present() -> bool:
+    """Every program and map pinned (a half-made install is not installed: open() starts it over)."""
+    from ciliumctl.datapath import maps
+
     d = paths.bpffs_dir()
-    return d.is_dir() and any(d.iterdir())
+    return all((d / name).exists() for name in maps.MAPS + maps.PROGRAMS)
 
 
 def _check_datapath(_o: Options) -> str | None:
