@@ -108,9 +108,11 @@ def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None
         try:
             if reconnect:
                 try:
-                    grpc.channel_ready_future(channel).result(timeout=None if connected_once else 3)
+                    grpc.channel_ready_future(channel).result(timeout=1.0 if connected_once else 3.0)
                 except grpc.FutureTimeoutError:
-                    raise _unreachable(server) from None
+                    if not connected_once:
+                        raise _unreachable(server) from None
+                    continue  # the agent is not back yet: a fresh channel (no growing backoff), try again
                 connected_once = True
             for batch in _stream_once(channel, req, use_batches):
                 received_any = True

@@ -138,7 +138,7 @@ def _cli(*args, timeout=30):
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=_env(), timeout=timeout)
 
 
-def test_background_agent_and_observe_follow_reconnects(node, emitter, node_dirs):
+def test_background_agent_and_observe_follow_reconnects(node, emitter, node_dirs, tmp_path):
     _, run = node_dirs
     emitter.set_template(type=4, subtype=5, verdict=1, direction=2, proto=17, sport=1111, dport=53,
                          saddr=aton("10.200.0.12"), daddr=aton("10.200.0.13"), src_identity=300,
@@ -146,37 +146,38 @@ def test_background_agent_and_observe_follow_reconnects(node, emitter, node_dirs
     r = _cli("agent", "start", "--metrics-listen", "127.0.0.1:0")
     assert r.returncode == 0, r.stderr
     assert (run / "agent.pid").exists() and (run / "agent.sock").exists()    # the CNI socket is mounted
+    out_path, err_path = tmp_path / "observe.out", tmp_path / "observe.err"
     observer = None
+
+    def printed():
+        return [json.loads(line)["flow"] for line in out_path.read_text().splitlines()]
+
     try:
         st = _cli("agent", "status", "-o", "json")
         assert st.returncode == 0 and json.loads(st.stdout)["running"] is True
         assert _cli("agent", "start").returncode == 0          # idempotent
-        observer = subprocess.Popen([*CLI, "observe", "-f", "-o", "json"], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=_env())
-        time.sleep(1.5)
-        emitter.emit(5)                                        # seq 0..4 while the agent runs
-        time.sleep(1.0)
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            observer = subprocess.Popen([*CLI, "observe", "-f", "--last", "100", "-o", "json"], stdout=out,
+                                        stderr=err, env=_env())
+        emitter.emit(5)                                        # 0..4 while the agent runs
+        wait_for(lambda: len(printed()) == 5, timeout=20)
         r = _cli("agent", "stop")
         assert r.returncode == 0 and "stopped" in r.stdout
         assert json.loads(_cli("agent", "status", "-o", "json").stdout)["running"] is False
         emitter.emit(5)                                        # 5..9: the kernel ring keeps them meanwhile
-        time.sleep(1.0)
         assert _cli("agent", "start", "--metrics-listen", "127.0.0.1:0").returncode == 0
-        time.sleep(1.5)
         emitter.emit(5)                                        # 10..14 on the new agent
-        time.sleep(2.0)
+        wait_for(lambda: len(printed()) >= 15, timeout=20)
+        time.sleep(0.5)                                        # nothing more (no duplicates) arrives
     finally:
         if observer is not None:
             observer.send_signal(signal.SIGINT)
-            out, err = observer.communicate(timeout=10)
+            observer.wait(timeout=10)
         _cli("agent", "stop")
-    seqs = []
-    for line in out.splitlines():
-        f = json.loads(line)["flow"]
-        assert f["source"]["pod_name"] == "tiefighter"
-        seqs.append(f["l4"]["UDP"]["source_port"])
-    assert len(seqs) == 15, (out, err)
-    assert "reconnecting" in err
+    flows_seen = printed()
+    assert all(f["source"]["pod_name"] == "tiefighter" for f in flows_seen)
+    assert len(flows_seen) == 15 and len({f["time"] for f in flows_seen}) == 15, flows_seen  # all, once each
+    assert "reconnecting" in err_path.read_text()
 
 
 def test_install_step_starts_and_uninstall_stops_the_agent(node_dirs, bpffs_dir):
