@@ -130,7 +130,9 @@ def test_follow_streams_new_flows(node):
     got = []
     t = threading.Thread(target=_follow, args=(node, opb.GetFlowsRequest(follow=True, number=2), 6, got))
     t.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < deadline:   # history delivered: the stream is following now
+        time.sleep(0.01)
     fill(node, 2, start=5)
     time.sleep(0.2)
     fill(node, 2, start=7)
@@ -144,7 +146,7 @@ def test_follow_without_number_starts_now(node):
     got = []
     t = threading.Thread(target=_follow, args=(node, opb.GetFlowsRequest(follow=True), 1, got))
     t.start()
-    time.sleep(0.3)
+    time.sleep(1.0)  # the stream is open (nothing to show for it until a flow comes)
     fill(node, 1, start=42)
     t.join(10)
     assert ports(got) == [1042]
@@ -156,7 +158,7 @@ def test_follower_behind_the_ring_gets_a_lost_event(tmp_path):
         got = []
         t = threading.Thread(target=_follow, args=(n, opb.GetFlowsRequest(follow=True), 11, got))
         t.start()
-        time.sleep(0.3)
+        time.sleep(1.0)  # the stream is open
         fill(n, 25)           # one burst larger than the ring: 15 entries are gone before the client reads
         t.join(10)
         assert got[0].lost_events.source == pb.HUBBLE_RING_BUFFER
