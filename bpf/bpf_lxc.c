@@ -159,7 +159,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_SHOT;
 	}
 	obs = dir == CTL_DIR_EGRESS ? CTL_OBS_FROM_ENDPOINT : CTL_OBS_TO_ENDPOINT;
-	now = bpf_ktime_get_ns();
+	now = bpf_ktime_get_coarse_ns();   /* lifetimes only: the coarse clock is enough and cheaper */
 
 	if (p.related) {
 		/* an ICMP error about a tracked connection (e.g. port unreachable) travels like its replies: the
