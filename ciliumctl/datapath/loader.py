@@ -8,32 +8,27 @@ active slot last, so a packet sees either the old revision or the new one, never
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
-import re
-import subprocess
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ciliumctl import paths
-from ciliumctl.datapath import bpfsys, maps
+from ciliumctl.datapath import bpfsys, build, maps
+from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
 from ciliumctl.datapath.mapstate import compile_state, cookies_json
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.errors import EnvironmentProblem, UsageError
 from ciliumctl.policy.resolved import ResolvedState
 
-BPF_FS_MAGIC = 0xCAFE4A11
 TC_PRIO = 1
 TC_HANDLE = 1
 PARENT_INGRESS = "ffff:fff2"
 PARENT_EGRESS = "ffff:fff3"
 
 RECENT_SWITCH_NS = 100_000_000   # a tc program never runs this long
-compile_count = 0   # BCC compiles in this process (attach must never add one)
 
 
 @dataclass
@@ -49,166 +44,13 @@ class ApplyReport:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------------------------- prerequisites
-
-class _StatFs(ctypes.Structure):
-    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
-
-
-def _fs_type(path: Path) -> int | None:
-    buf = _StatFs()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
-        return None
-    return buf.f_type & 0xFFFFFFFF
-
-
-def check_root() -> None:
-    if os.geteuid() != 0:
-        raise EnvironmentProblem("the datapath needs root (BPF maps and programs, tc): run ciliumctl as root")
-
-
-def check_bpf_syscall() -> None:
-    # BPF_MAP_CREATE of a one-entry array proves bpf(2) works and is permitted
-    attr = (ctypes.c_uint32 * 8)(2, 4, 4, 1)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    fd = libc.syscall(bpfsys._SYS_BPF, 0, ctypes.byref(attr), ctypes.sizeof(attr))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise EnvironmentProblem(f"the bpf() system call failed ({os.strerror(err)}): the kernel needs "
-                                 "CONFIG_BPF_SYSCALL and the caller CAP_BPF/CAP_SYS_ADMIN")
-    os.close(fd)
-
-
-def ensure_bpffs(pin_dir: Path) -> None:
-    """The pin directory must be on a bpf filesystem; mount one at its parent when there is none."""
-    parent = pin_dir.parent
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if _fs_type(existing) == BPF_FS_MAGIC:      # inside a bpf filesystem already: directories will do
-        pin_dir.mkdir(parents=True, exist_ok=True)
-        return
-    if _fs_type(parent) != BPF_FS_MAGIC:
-        parent.mkdir(parents=True, exist_ok=True)
-        res = subprocess.run(["mount", "-t", "bpf", "bpf", str(parent)], capture_output=True, text=True)
-        if res.returncode != 0 or _fs_type(parent) != BPF_FS_MAGIC:
-            raise EnvironmentProblem(f"no bpf filesystem at {parent} and mounting one failed "
-                                     f"({res.stderr.strip() or 'unknown error'}): "
-                                     f"run `mount -t bpf bpf {parent}` as root")
-    pin_dir.mkdir(exist_ok=True)
-
-
-def check_headers() -> None:
-    build = Path(f"/lib/modules/{os.uname().release}/build")
-    if not build.exists():
-        raise EnvironmentProblem(f"kernel headers for {os.uname().release} not found at {build}: "
-                                 "run scripts/setup.sh (installs linux-headers-amd64 and links them there)")
-
-
-def _import_bcc():
-    try:
-        from bcc import BPF  # noqa: PLC0415
-    except ImportError:
-        raise EnvironmentProblem("BCC's Python bindings are missing: apt-get install python3-bpfcc "
-                                 "(scripts/setup.sh) and use a venv made with --system-site-packages") from None
-    return BPF
-
-
-# ---------------------------------------------------------------------------------------------- compile
-
-def _expand_includes(path: Path, seen: set[Path]) -> str:
-    # BCC rewrites map method calls only in the main file: hand it one translation unit.
-    out = []
-    for line in path.read_text().splitlines():
-        m = re.match(r'\s*#include\s+"([^"]+)"', line)
-        if m:
-            inc = (path.parent / m.group(1)).resolve()
-            if inc not in seen:
-                seen.add(inc)
-                out.append(_expand_includes(inc, seen))
-            continue
-        out.append(line)
-    return "\n".join(out)
-
-
-def datapath_source() -> str:
-    return _expand_includes(paths.bpf_src_dir() / "bpf_lxc.c", set())
-
-
-def source_crc(src: str | None = None) -> int:
-    return zlib.crc32((src if src is not None else datapath_source()).encode())
-
-
-def _compile_and_pin(pin_dir: Path) -> None:
-    global compile_count
-    check_headers()
-    BPF = _import_bcc()
-    src = datapath_source()
-    try:
-        bpf = BPF(text=src.encode(), cflags=["-w"])
-        fns = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in maps.PROGRAMS}
-    except Exception as err:   # BCC raises bare Exception with the compiler/verifier output on stderr
-        raise EnvironmentProblem(f"compiling or loading {paths.bpf_src_dir() / 'bpf_lxc.c'} failed: {err}; "
-                                 "see the compiler/verifier output above") from None
-    compile_count += 1
-    try:
-        for name in maps.MAPS:
-            bpfsys.obj_pin(bpf[name.encode()].map_fd,
-                           pin_dir / name)
-        # what the programs were built from, so a later open() can tell the pins are outdated
-        bpf[b"state"][ctypes.c_int(0)] = bpf[b"state"].Leaf(0, source_crc(src), 0, 0)
-        for name, fn in fns.items():
-            bpfsys.obj_pin(fn.fd, pin_dir / name)
-    except Exception:
-        _remove_pins(pin_dir)
-        raise
-    finally:
-        bpf.cleanup()
-
-
-def _pins_present(pin_dir: Path) -> bool:
-    return all((pin_dir / n).exists() for n in maps.MAPS + maps.PROGRAMS)
-
-
-def _remove_pins(pin_dir: Path) -> list[str]:
-    removed = []
-    for name in maps.MAPS + maps.PROGRAMS:
-        try:
-            os.unlink(pin_dir / name)
-            removed.append(name)
-        except FileNotFoundError:
-            pass
-    return removed
-
-
-def _refuse_if_endpoints_attached(pin_dir: Path) -> None:
-    """Pins of another datapath version (another set of maps) with endpoints attached: replacing them here would
-    leave those endpoints on the old programs and maps, enforcing a policy nobody updates any more."""
-    path = pin_dir / "endpoints"
-    if not path.exists():
-        return
-    try:
-        m = bpfsys.Map.from_pin(path)
-    except OSError:
-        return
-    try:
-        n = len(m.keys())
-    finally:
-        m.close()
-    if n:
-        raise EnvironmentProblem(f"{pin_dir} holds a datapath of another ciliumctl version with {n} endpoint(s) "
-                                 "attached: run `ciliumctl uninstall`, then `ciliumctl install` and re-add them")
-
-
 def uninstall_pins() -> list[str]:
     """Remove every pin (and the directory). Attached filters keep their programs until detached or the
     veth goes away; maps and programs are freed by the kernel when nothing references them any more."""
     pin_dir = paths.bpffs_dir()
     if not pin_dir.exists():
         return []
-    removed = _remove_pins(pin_dir)
+    removed = build.remove_pins(pin_dir)
     try:
         pin_dir.rmdir()
     except OSError as err:
@@ -290,10 +132,10 @@ class Datapath:
         ensure_bpffs(pin_dir)
         compiled = False
         with _Lock():
-            if not _pins_present(pin_dir):
-                _refuse_if_endpoints_attached(pin_dir)
-                _remove_pins(pin_dir)   # a half-made install or one without endpoints: start over
-                _compile_and_pin(pin_dir)
+            if not build.pins_present(pin_dir):
+                build.refuse_if_endpoints_attached(pin_dir)
+                build.remove_pins(pin_dir)   # a half-made install or one without endpoints: start over
+                build.compile_and_pin(pin_dir)
                 compiled = True
         dp = cls(pin_dir, compiled)
         dp._check_layout()
@@ -396,7 +238,7 @@ class Datapath:
     @property
     def outdated(self) -> bool:
         """The pinned programs were built from another version of bpf/*.c than this ciliumctl carries."""
-        return self._read_state()[1] != source_crc()
+        return self._read_state()[1] != build.source_crc()
 
     def apply(self, state: ResolvedState) -> ApplyReport:
         """Write `state` beside the active revision, then switch to it with one map write."""
@@ -414,20 +256,13 @@ class Datapath:
 
         from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
 
-        global compile_count
         t0 = time.perf_counter()
-        check_headers()
-        BPF = _import_bcc()
         enter_node_netns()
         with _Lock():
-            src = datapath_source()
-            bpf = BPF(text=src.encode(), cflags=["-w"])
+            bpf, fns = build.compile_programs()
             try:
-                fns = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in maps.PROGRAMS}
-                compile_count += 1
                 new = {name: bpfsys.Map(os.dup(bpf[name.encode()].map_fd), name) for name in maps.MAPS}
                 try:
-                    new["state"].update(b"\0" * 4, maps.DP_STATE.pack(0, source_crc(src), 0, 0))
                     report = _write_revision(new, state)
                     attached = self.maps["endpoints"].items()
                     new["endpoints"].update_batch(list(attached.items()))
@@ -444,11 +279,8 @@ class Datapath:
                                            protocol=0x0003)
                                 except Exception:
                                     pass    # the interface is gone; its endpoint entry goes with the next detach
-                    _remove_pins(self.pin_dir)
-                    for name, m in new.items():
-                        bpfsys.obj_pin(m.fd, self.pin_dir / name)
-                    for name, fn in fns.items():
-                        bpfsys.obj_pin(fn.fd, self.pin_dir / name)
+                    build.remove_pins(self.pin_dir)
+                    build.pin_all(self.pin_dir, {n: m.fd for n, m in new.items()}, {n: f.fd for n, f in fns.items()})
                 finally:
                     for m in new.values():
                         m.close()
@@ -495,5 +327,5 @@ class Datapath:
                 row["entries"] = len(m.items())
             map_rows.append(row)
         return {"pin_dir": str(self.pin_dir), "programs": progs, "maps": map_rows, "revision": revision,
-                "active_slot": active, "events_lost": self.events_lost(), "outdated": crc != source_crc(),
+                "active_slot": active, "events_lost": self.events_lost(), "outdated": crc != build.source_crc(),
                 "attached_endpoints": len(self.maps["endpoints"].items())}

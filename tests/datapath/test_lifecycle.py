@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ciliumctl.datapath import bpfsys, loader, maps
+from ciliumctl.datapath import bpfsys, build, environment, loader, maps
 from ciliumctl.errors import EnvironmentProblem
 from .conftest import sh
 
@@ -31,9 +31,9 @@ def _filter_prog_ids(sandbox, ifname: str) -> set[int]:
 
 
 def test_attach_reuses_pinned_programs_without_compiling(sandbox):
-    before = loader.compile_count
+    before = build.compile_count
     first = loader.Datapath.open()
-    assert first.compiled and loader.compile_count == before + 1
+    assert first.compiled and build.compile_count == before + 1
     prog_ids = {p["name"]: p["id"] for p in first.status()["programs"]}
     first.close()
     for pod in sandbox.pods:             # each attach from a fresh open(), as separate commands would
@@ -41,7 +41,7 @@ def test_attach_reuses_pinned_programs_without_compiling(sandbox):
         assert not dp.compiled
         dp.attach(pod.ep)
         dp.close()
-    assert loader.compile_count == before + 1
+    assert build.compile_count == before + 1
     for pod in sandbox.pods:
         assert _filter_prog_ids(sandbox, pod.ep.host_ifname) == set(prog_ids.values())
     # attach is idempotent: the filters are replaced, not stacked
@@ -98,10 +98,10 @@ def test_enforcement_continues_after_the_loading_process_exits(sandbox):
     assert a.tcp_ok(b, 8080)
     assert not c.tcp_ok(b, 8080, timeout=0.5)
     # a later open() reuses the child's pins and sees its revision
-    before = loader.compile_count
+    before = build.compile_count
     with loader.Datapath.open() as dp:
         assert not dp.compiled and dp.status()["revision"] == 5
-    assert loader.compile_count == before
+    assert build.compile_count == before
 
 
 def test_uninstall_leaves_nothing_behind(sandbox):
@@ -136,7 +136,7 @@ def test_pin_dir_nested_inside_bpffs(sandbox, monkeypatch):
         assert dp.pin_dir == Path(nested) and (Path(nested) / "policy").exists()
     assert set(loader.uninstall_pins()) == set(maps.MAPS + maps.PROGRAMS)
     os.rmdir(f"{sandbox.pin_dir}/x")
-    assert loader._fs_type(Path("/sys/fs/bpf")) == loader.BPF_FS_MAGIC
+    assert environment.fs_type(Path("/sys/fs/bpf")) == environment.BPF_FS_MAGIC
 
 
 def test_pins_of_another_version_with_endpoints_attached_are_not_replaced(sandbox):
@@ -150,9 +150,9 @@ def test_pins_of_another_version_with_endpoints_attached_are_not_replaced(sandbo
     endpoints = bpfsys.Map.from_pin(f"{sandbox.pin_dir}/endpoints")
     endpoints.delete_batch(endpoints.keys())
     endpoints.close()
-    before = loader.compile_count
+    before = build.compile_count
     with loader.Datapath.open() as dp:
-        assert dp.compiled and loader.compile_count == before + 1
+        assert dp.compiled and build.compile_count == before + 1
 
 
 def test_upgrade_swaps_outdated_programs_without_a_gap(sandbox):
@@ -173,9 +173,9 @@ def test_upgrade_swaps_outdated_programs_without_a_gap(sandbox):
     assert s.recv(16) == b"before\n"
     dp.maps["state"].update(b"\0" * 4, maps.DP_STATE.pack(1, 999, 1, 0))   # pretend: built from other sources
     assert dp.outdated
-    before = loader.compile_count
+    before = build.compile_count
     rep = dp.upgrade(sandbox.state(2, policy))
-    assert loader.compile_count == before + 1 and rep.revision == 2
+    assert build.compile_count == before + 1 and rep.revision == 2
     st = dp.status()
     new_ids = {p["id"] for p in st["programs"]}
     assert not st["outdated"] and st["revision"] == 2 and not new_ids & old_ids

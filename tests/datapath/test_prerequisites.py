@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ciliumctl.datapath import loader
+from ciliumctl.datapath import build, environment, loader
 from ciliumctl.errors import EnvironmentProblem
 
 
@@ -26,7 +26,7 @@ def test_missing_kernel_headers(monkeypatch):
 
     monkeypatch.setattr(os, "uname", lambda: Fake)
     with pytest.raises(EnvironmentProblem, match=r"kernel headers for 0\.0\.0-nonexistent.*scripts/setup\.sh"):
-        loader.check_headers()
+        environment.check_headers()
 
 
 def test_missing_bcc(monkeypatch):
@@ -39,11 +39,11 @@ def test_missing_bcc(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_bcc)
     with pytest.raises(EnvironmentProblem, match="python3-bpfcc"):
-        loader._import_bcc()
+        environment.import_bcc()
 
 
 def test_source_is_one_translation_unit():
-    src = loader.datapath_source()
+    src = build.datapath_source()
     assert '#include "' not in src                 # BCC rewrites map calls only in the main file
     assert "int from_container(" in src and "int to_container(" in src
     assert src.count("struct ctl_event {") == 1

@@ -1,0 +1,79 @@
+"""What the datapath needs from the machine, checked with one clear line each: root, bpf(2), bpffs, kernel
+headers, BCC."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+from pathlib import Path
+
+from ciliumctl.datapath import bpfsys
+from ciliumctl.errors import EnvironmentProblem
+
+BPF_FS_MAGIC = 0xCAFE4A11
+
+
+class _StatFs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_long * 15)]
+
+
+def fs_type(path: Path) -> int | None:
+    buf = _StatFs()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        return None
+    return buf.f_type & 0xFFFFFFFF
+
+
+def check_root() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("the datapath needs root (BPF maps and programs, tc): run ciliumctl as root")
+
+
+def check_bpf_syscall() -> None:
+    # BPF_MAP_CREATE of a one-entry array proves bpf(2) works and is permitted
+    attr = (ctypes.c_uint32 * 8)(2, 4, 4, 1)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(bpfsys._SYS_BPF, 0, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise EnvironmentProblem(f"the bpf() system call failed ({os.strerror(err)}): the kernel needs "
+                                 "CONFIG_BPF_SYSCALL and the caller CAP_BPF/CAP_SYS_ADMIN")
+    os.close(fd)
+
+
+def ensure_bpffs(pin_dir: Path) -> None:
+    """The pin directory must be on a bpf filesystem; mount one at its parent when there is none."""
+    parent = pin_dir.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if fs_type(existing) == BPF_FS_MAGIC:      # inside a bpf filesystem already: directories will do
+        pin_dir.mkdir(parents=True, exist_ok=True)
+        return
+    if fs_type(parent) != BPF_FS_MAGIC:
+        parent.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run(["mount", "-t", "bpf", "bpf", str(parent)], capture_output=True, text=True)
+        if res.returncode != 0 or fs_type(parent) != BPF_FS_MAGIC:
+            raise EnvironmentProblem(f"no bpf filesystem at {parent} and mounting one failed "
+                                     f"({res.stderr.strip() or 'unknown error'}): "
+                                     f"run `mount -t bpf bpf {parent}` as root")
+    pin_dir.mkdir(exist_ok=True)
+
+
+def check_headers() -> None:
+    build = Path(f"/lib/modules/{os.uname().release}/build")
+    if not build.exists():
+        raise EnvironmentProblem(f"kernel headers for {os.uname().release} not found at {build}: "
+                                 "run scripts/setup.sh (installs linux-headers-amd64 and links them there)")
+
+
+def import_bcc():
+    try:
+        from bcc import BPF  # noqa: PLC0415
+    except ImportError:
+        raise EnvironmentProblem("BCC's Python bindings are missing: apt-get install python3-bpfcc "
+                                 "(scripts/setup.sh) and use a venv made with --system-site-packages") from None
+    return BPF
