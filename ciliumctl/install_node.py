@@ -174,14 +174,28 @@ def _pins_present() -> bool:
 
 
 def _check_datapath(_o: Options) -> str | None:
-    return None if _pins_present() else f"compile, load and pin the datapath under {paths.bpffs_dir()}"
+    if not _pins_present():
+        return f"compile, load and pin the datapath under {paths.bpffs_dir()}"
+    from ciliumctl import node
+
+    dp = node.open_datapath()
+    try:
+        if getattr(dp, "outdated", False):
+            return "upgrade the pinned datapath (built from other sources) without a gap in enforcement"
+    finally:
+        dp.close()
+    return None
 
 
 def _run_datapath(_o: Options) -> str:
     from ciliumctl import node
 
-    node.open_datapath()
-    return f"pinned under {paths.bpffs_dir()}"
+    if not _pins_present():
+        node.open_datapath().close()
+        return f"pinned under {paths.bpffs_dir()}"
+    with node.locked():
+        node.reconcile(upgrade=True)
+    return f"upgraded under {paths.bpffs_dir()}"
 
 
 def _undo_datapath() -> str | None:

@@ -182,8 +182,9 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
                    revision=settings.revision if revision is None else revision, audit=settings.audit)
 
 
-def reconcile(datapath=None, settings: Settings | None = None):
-    """Program the kernel with the current store and registry (call under locked()). Returns the apply report."""
+def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = False):
+    """Program the kernel with the current store and registry (call under locked()). Returns the apply report.
+    upgrade: also replace outdated pinned programs and maps (Datapath.upgrade) in the same switch."""
     if _cluster is not None:
         return _cluster.reconcile_locked(datapath, settings)
     settings = settings or load_settings()
@@ -193,7 +194,7 @@ def reconcile(datapath=None, settings: Settings | None = None):
     state = resolve_state(endpoints, store.load_all(), settings, alloc, settings.revision)
     _record_identities(endpoints, state)
     dp = datapath or open_datapath()
-    report = dp.apply(state)
+    report = dp.upgrade(state) if upgrade else dp.apply(state)
     save_settings(settings)
     statefile.write_json(enforcement_path(), {
         str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}

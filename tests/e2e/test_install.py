@@ -61,3 +61,24 @@ def test_needs_root_message(node):
     assert res.returncode == 2 and "needs root" in res.stderr and "Traceback" not in res.stderr
     res = sh("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", CLI, "demo", check=False, env=node.env)
     assert res.returncode == 2 and "demo needs root" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_install_upgrades_an_outdated_datapath_in_place(node):
+    from ciliumctl.datapath import bpfsys, maps
+
+    node.cli("install")
+    node.cli("endpoint", "add", "a", "-l", "app=a")
+    node.cli("endpoint", "add", "b", "-l", "app=b")
+    node.serve("a", "10.200.0.1", 8080)
+    # Pretend the pinned programs were built from other sources (the state map records the sources' CRC).
+    state = bpfsys.Map.from_pin(node.bpffs / "state")
+    key = (0).to_bytes(4, "little")
+    fields = list(maps.DP_STATE.unpack(state.lookup(key)))
+    fields[1] ^= 0xFFFF
+    state.update(key, maps.DP_STATE.pack(*fields))
+    state.close()
+    assert "datapath: would upgrade" in node.cli("install", "--dry-run").stdout
+    assert "datapath: done upgraded" in node.cli("install").stdout
+    assert json.loads(node.cli("status", "-o", "json").stdout)["datapath"]["outdated"] is False
+    assert node.connect("b", "10.200.0.1", 8080)
+    assert "datapath: ok" in node.cli("install").stdout
