@@ -139,22 +139,21 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	int l3 = parse(skb, &p);
 	if (!l3)
 		return TC_ACT_OK;   /* ARP and other non-IP pass */
-	ep = endpoints.lookup(&ifindex);
-	if (!ep)
-		return TC_ACT_OK;
-	ep_id = ep->ep_id;
 	if (l3 < 0) {
 		/* routable IPv6: the datapath enforces IPv4 only, so an enforced direction drops it */
+		ep = endpoints.lookup(&ifindex);
+		if (!ep)
+			return TC_ACT_OK;
 		st = state.lookup(&zero);
 		ck.slot = st ? st->active_slot & 1 : 0;
-		ck.ep_id = ep_id;
+		ck.ep_id = ep->ep_id;
 		cfg = epcfg.lookup(&ck);
 		flags = cfg ? cfg->flags : ep->flags;
 		enforce = dir == CTL_DIR_EGRESS ? !!(flags & EP_F_ENFORCE_EGRESS) : !!(flags & EP_F_ENFORCE_INGRESS);
 		if (!enforce || (flags & EP_F_AUDIT))
 			return TC_ACT_OK;
 		p.len = skb->len;
-		emit(skb, &p, CTL_EVENT_DROP, CTL_DROP_UNKNOWN_L3, CTL_VERDICT_DROPPED, dir, ep_id, 0, 0, 0,
+		emit(skb, &p, CTL_EVENT_DROP, CTL_DROP_UNKNOWN_L3, CTL_VERDICT_DROPPED, dir, ep->ep_id, 0, 0, 0,
 		     CTL_MATCH_NONE, 0, 0, p.len, 1);
 		return TC_ACT_SHOT;
 	}
@@ -171,15 +170,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		rk.dport = p.rel_dport;
 		rk.proto = p.rel_proto;
 		rk.dir = dir == CTL_DIR_EGRESS ? CTL_DIR_INGRESS : CTL_DIR_EGRESS;
-		rk.ep_id = ep_id;
+		rk.ifindex = ifindex;
 		if (conntrack.lookup(&rk))
 			return TC_ACT_OK;
 	}
 
-	ct_fill_key(&key, &p, dir, ep_id, 0);
+	/* the fast path: a packet of a tracked connection, one lookup */
+	ct_fill_key(&key, &p, dir, ifindex, 0);
 	ct = conntrack.lookup(&key);
 	if (!ct) {
-		ct_fill_key(&key, &p, dir == CTL_DIR_EGRESS ? CTL_DIR_INGRESS : CTL_DIR_EGRESS, ep_id, 1);
+		ct_fill_key(&key, &p, dir == CTL_DIR_EGRESS ? CTL_DIR_INGRESS : CTL_DIR_EGRESS, ifindex, 1);
 		ct = conntrack.lookup(&key);
 		is_reply = 1;
 	}
@@ -193,31 +193,28 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		__u32 *pkts = is_reply ? &ct->rev_pkts : &ct->fwd_pkts;
 		__u32 *bytes = is_reply ? &ct->rev_bytes : &ct->fwd_bytes;
 		__u8 newflags = p.tcp_flags & ~*seen_flags;
-		__u8 cdir = key.dir;
 
 		ct->last_seen = now;
 		*pkts += 1;
 		*bytes += p.len;
 		if (newflags || !*seen) {
-			__u32 id_own, src, dst;
-			struct epcfg_key k2 = {};
+			/* identities in packet order: the packet leaves the endpoint iff dir is egress */
+			__u32 src = dir == CTL_DIR_EGRESS ? ct->own_identity : ct->peer_identity;
+			__u32 dst = dir == CTL_DIR_EGRESS ? ct->peer_identity : ct->own_identity;
 			*seen_flags |= p.tcp_flags;
 			*seen = 1;
-			/* identities in packet order: the packet leaves the endpoint iff dir is egress */
-			st = state.lookup(&zero);
-			k2.slot = st ? st->active_slot : 0;
-			k2.ep_id = ep_id;
-			cfg = epcfg.lookup(&k2);
-			id_own = cfg ? cfg->identity : ep->identity;
-			src = dir == CTL_DIR_EGRESS ? id_own : ct->peer_identity;
-			dst = dir == CTL_DIR_EGRESS ? ct->peer_identity : id_own;
-			emit(skb, &p, CTL_EVENT_TRACE, obs, ct->verdict, cdir, ep_id, src, dst, ct->cookie,
+			emit(skb, &p, CTL_EVENT_TRACE, obs, ct->verdict, key.dir, ct->ep_id, src, dst, ct->cookie,
 			     ct->match_type, is_reply, *seen_flags, *bytes, *pkts);
 			*pkts = 0;
 			*bytes = 0;
 		}
 		return TC_ACT_OK;
 	}
+
+	ep = endpoints.lookup(&ifindex);
+	if (!ep)
+		return TC_ACT_OK;
+	ep_id = ep->ep_id;
 
 	/* a new connection: decide policy with the active revision */
 	st = state.lookup(&zero);
@@ -255,9 +252,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	fresh.cookie = v.cookie;
 	fresh.match_type = v.match_type;
 	fresh.peer_identity = peer_id;
+	fresh.own_identity = own_id;
+	fresh.ep_id = ep_id;
 	fresh.fwd_flags = p.tcp_flags;
 	fresh.fwd_seen = 1;
-	ct_fill_key(&key, &p, dir, ep_id, 0);
+	ct_fill_key(&key, &p, dir, ifindex, 0);
 	conntrack.update(&key, &fresh);
 	emit(skb, &p, CTL_EVENT_TRACE, obs, fresh.verdict, dir, ep_id, src_id, dst_id, v.cookie, v.match_type, 0,
 	     p.tcp_flags, p.len, 1);

@@ -112,25 +112,29 @@ struct frag_ports {
 	__u16 sport, dport;   /* host byte order */
 };
 
-/* conntrack: one entry per connection and endpoint, keyed as the first packet was seen */
+/* conntrack: one entry per connection and endpoint interface, keyed as the first packet was seen. Keyed by the
+ * host-side ifindex (known from the skb), so a packet of a tracked connection needs no other lookup. */
 struct ct_key {
 	__u32 saddr, daddr;
 	__u16 sport, dport;
 	__u8 proto;
 	__u8 dir;          /* CTL_DIR_* of the connection from the endpoint's point of view */
-	__u16 ep_id;
+	__u16 pad;
+	__u32 ifindex;
 };
 struct ct_entry {
-	__u64 last_seen;
+	__u64 last_seen;              /* coarse CLOCK_MONOTONIC */
 	__u32 cookie;
 	__u32 peer_identity;
+	__u32 own_identity;
+	__u16 ep_id;
+	__u8 match_type;
+	__u8 verdict;                 /* FORWARDED or AUDIT */
 	__u32 fwd_pkts, rev_pkts;     /* since the last trace of that side */
 	__u32 fwd_bytes, rev_bytes;
 	__u8 fwd_flags, rev_flags;    /* TCP flags seen per side */
 	__u8 fwd_seen, rev_seen;      /* a first packet of that side was traced */
-	__u8 match_type;
-	__u8 verdict;                 /* FORWARDED or AUDIT */
-	__u16 pad;
+	__u32 pad;
 };
 
 #endif

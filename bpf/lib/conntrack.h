@@ -30,11 +30,11 @@ static __always_inline int ct_reopened(const struct ct_entry *ct, const struct p
 	       ((ct->fwd_flags | ct->rev_flags) & (TCP_FIN | TCP_RST));
 }
 
-static __always_inline void ct_fill_key(struct ct_key *k, const struct pkt *p, __u8 dir, __u16 ep_id, int reverse)
+static __always_inline void ct_fill_key(struct ct_key *k, const struct pkt *p, __u8 dir, __u32 ifindex, int reverse)
 {
 	k->proto = p->proto;
 	k->dir = dir;
-	k->ep_id = ep_id;
+	k->ifindex = ifindex;
 	if (!reverse) {
 		k->saddr = p->saddr;
 		k->daddr = p->daddr;

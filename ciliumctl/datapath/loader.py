@@ -212,11 +212,13 @@ class Datapath:
                         pass    # interface or filter already gone
         if idx:
             self.maps["endpoints"].delete(idx.to_bytes(4, "little"))
-        self._flush_ct(ep.id)
+            self._flush_ct(idx)
 
-    def _flush_ct(self, ep_id: int) -> int:
+    def _flush_ct(self, ifindex: int) -> int:
+        """Forget the connections tracked on an endpoint's interface (its ifindex may be reused)."""
         ct = self.maps["conntrack"]
-        stale = [k for k in ct.items() if int.from_bytes(k[14:16], "little") == ep_id]
+        tail = ifindex.to_bytes(4, "little")
+        stale = [k for k in ct.items() if k[16:20] == tail]
         ct.delete_batch(stale)
         return len(stale)
 

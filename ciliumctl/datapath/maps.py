@@ -64,16 +64,17 @@ class PolicyVal(ctypes.Structure):
 class CtKey(ctypes.Structure):
     _fields_ = [("saddr", ctypes.c_uint8 * 4), ("daddr", ctypes.c_uint8 * 4), ("sport", ctypes.c_uint16),
                 ("dport", ctypes.c_uint16), ("proto", ctypes.c_uint8), ("dir", ctypes.c_uint8),
-                ("ep_id", ctypes.c_uint16)]
+                ("pad", ctypes.c_uint16), ("ifindex", ctypes.c_uint32)]
 
 
 class CtEntry(ctypes.Structure):
     _fields_ = [("last_seen", ctypes.c_uint64), ("cookie", ctypes.c_uint32), ("peer_identity", ctypes.c_uint32),
+                ("own_identity", ctypes.c_uint32), ("ep_id", ctypes.c_uint16), ("match_type", ctypes.c_uint8),
+                ("verdict", ctypes.c_uint8),
                 ("fwd_pkts", ctypes.c_uint32), ("rev_pkts", ctypes.c_uint32),
                 ("fwd_bytes", ctypes.c_uint32), ("rev_bytes", ctypes.c_uint32),
                 ("fwd_flags", ctypes.c_uint8), ("rev_flags", ctypes.c_uint8),
-                ("fwd_seen", ctypes.c_uint8), ("rev_seen", ctypes.c_uint8),
-                ("match_type", ctypes.c_uint8), ("verdict", ctypes.c_uint8), ("pad", ctypes.c_uint16)]
+                ("fwd_seen", ctypes.c_uint8), ("rev_seen", ctypes.c_uint8), ("pad", ctypes.c_uint32)]
 
 
 # Fast packers, little endian host (x86_64/aarch64); byte strings are kept in network order.

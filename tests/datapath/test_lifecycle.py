@@ -108,11 +108,14 @@ def test_uninstall_leaves_nothing_behind(sandbox):
     dp = loader.Datapath.open()
     for pod in sandbox.pods:
         dp.attach(pod.ep)
+    assert sandbox.pods[0].ping(sandbox.pods[1].ip)
+    assert len(dp.maps["conntrack"].items()) == 2      # the echo at each endpoint's interface
     st = dp.status()
     prog_ids = [p["id"] for p in st["programs"]]
     map_ids = [m["id"] for m in st["maps"]]
     for pod in sandbox.pods:
         dp.detach(pod.ep)
+    assert dp.maps["conntrack"].items() == {} and dp.maps["endpoints"].items() == {}
     for pod in sandbox.pods:
         assert _filter_prog_ids(sandbox, pod.ep.host_ifname) == set()
     dp.close()
