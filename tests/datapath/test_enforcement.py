@@ -369,3 +369,23 @@ def test_fragmented_datagrams_follow_the_first_fragment(sandbox, datapath, event
     assert s.recvfrom(8192)[0] == big
     s.close()
     assert not [e for e in _collect(events) if e.type == ev.EVENT_DROP]
+
+
+def test_ten_thousand_entries_the_matching_one_last(sandbox, datapath, events):
+    a, b, c = sandbox.pods
+    sandbox.tcp_server(b, 8080)
+    many = [entry(20000 + i, PROTO_TCP, 1 + i % 60000) for i in range(9999)] + [entry(a.identity, PROTO_TCP, 8080)]
+    rep = datapath.apply(sandbox.state(1, {b.ep.id: (True, many, False, [])}))
+    assert rep.entries["policy"] == 10000 and rep.written >= 10000
+    assert a.tcp_ok(b, 8080)
+    assert not c.tcp_ok(b, 8080, timeout=0.5)
+    # the next revision drops all but one: the slot written now still holds revision 0's nothing, the
+    # one after must delete the 10,000 stale entries of revision 1
+    one = [entry(c.identity, PROTO_TCP, 8080)]
+    datapath.apply(sandbox.state(2, {b.ep.id: (True, one, False, [])}))
+    rep3 = datapath.apply(sandbox.state(3, {b.ep.id: (True, one, False, [])}))
+    assert rep3.deleted == 10000
+    assert c.tcp_ok(b, 8080)
+    assert not a.tcp_ok(b, 8080, timeout=0.5)
+    st = {m["name"]: m for m in datapath.status()["maps"]}
+    assert st["policy"]["entries"] == 1 and st["policy"]["entries_all_slots"] == 2
