@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import secrets
 import statistics
 import subprocess
@@ -99,17 +100,19 @@ print(n / (time.perf_counter() - t0))
 """
 
 
-def _in(ns: str, code: str, *args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen(["ip", "netns", "exec", ns, PY, "-c", code, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+def _in(ns: str, code: str, *args: str, cpu: int | None = None) -> subprocess.Popen:
+    """A Python snippet in a pod's netns; pinned to a CPU so that runs are comparable (sender and receiver apart)."""
+    pin = ["taskset", "-c", str(cpu % (os.cpu_count() or 1))] if cpu is not None else []
+    return subprocess.Popen(["ip", "netns", "exec", ns, *pin, PY, "-c", code, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def udp_pps(sb, secs: float) -> tuple[float, float]:
     """(delivered packets/s, share lost) of one Python UDP sender blasting at one receiver."""
     a, b = sb.pods[0], sb.pods[1]
-    rx = _in(b.ns, UDP_RX)
+    rx = _in(b.ns, UDP_RX, cpu=1)
     rx.stdout.readline()
-    tx = _in(a.ns, UDP_TX, b.ip, str(secs))
+    tx = _in(a.ns, UDP_TX, b.ip, str(secs), cpu=0)
     sent = int(tx.communicate(timeout=secs + 30)[0])
     got, span = rx.communicate(timeout=30)[0].split()
     return (int(got) / float(span) if float(span) else 0.0), (1 - int(got) / sent if sent else 0.0)
@@ -118,11 +121,11 @@ def udp_pps(sb, secs: float) -> tuple[float, float]:
 def measure(sb, secs: float) -> dict[str, float]:
     a, b = sb.pods[0], sb.pods[1]
     pps, loss = udp_pps(sb, secs)
-    srv = _in(b.ns, TCP_SRV)
+    srv = _in(b.ns, TCP_SRV, cpu=1)
     srv.stdout.readline()
     try:
-        rr = float(_in(a.ns, TCP_RR, "rr", b.ip, str(secs)).communicate(timeout=secs + 30)[0])
-        crr = float(_in(a.ns, TCP_RR, "crr", b.ip, str(secs)).communicate(timeout=secs + 30)[0])
+        rr = float(_in(a.ns, TCP_RR, "rr", b.ip, str(secs), cpu=0).communicate(timeout=secs + 30)[0])
+        crr = float(_in(a.ns, TCP_RR, "crr", b.ip, str(secs), cpu=0).communicate(timeout=secs + 30)[0])
     finally:
         srv.kill()
         srv.wait()
@@ -223,8 +226,9 @@ def main() -> int:
         configs = [("no filter", "none", 0)]
         configs += [(f"ciliumctl N={n:,}", "ciliumctl", n) for n in (0, 1000, 10000)]
         configs += [(f"iptables FORWARD N={n:,}", "iptables", n) for n in (1000, 10000)]
+        order = random.Random(7)
         for _ in range(args.rounds):
-            for name, kind, n in configs:
+            for name, kind, n in order.sample(configs, len(configs)):   # no configuration always goes first
                 use(kind, n)
                 r = measure(sb, args.seconds)
                 r["bpf_ns"] = float("nan")
@@ -253,7 +257,8 @@ def main() -> int:
         return statistics.median(r[key] for r in results[name])
 
     base = {k: med("no filter", k) for k in ("udp_pps", "tcp_rr", "tcp_crr")}
-    print(f"{args.rounds} interleaved rounds of {args.seconds:.1f} s per metric; medians; ratio = rate / no-filter rate")
+    print(f"{args.rounds} rounds (configurations shuffled per round) of {args.seconds:.1f} s per metric; medians; "
+          "ratio = rate / no-filter rate; sender on CPU 0, receiver on CPU 1")
     print(f"{'configuration':28} {'UDP pkt/s':>10} {'ratio':>6} {'TCP RR/s':>10} {'ratio':>6} "
           f"{'TCP CRR/s':>10} {'ratio':>6} {'BPF ns/run':>10}")
     for name, _kind, _n in configs:
