@@ -153,6 +153,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (!enforce || (flags & EP_F_AUDIT))
 			return TC_ACT_OK;
 		p.len = skb->len;
+		count_drop(CTL_DROP_UNKNOWN_L3, dir, p.len);
 		emit(skb, &p, CTL_EVENT_DROP, CTL_DROP_UNKNOWN_L3, CTL_VERDICT_DROPPED, dir, ep->ep_id, 0, 0, 0,
 		     CTL_MATCH_NONE, 0, 0, p.len, 1);
 		return TC_ACT_SHOT;
@@ -236,6 +237,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		if (!v.allowed) {
 			if (!(flags & EP_F_AUDIT)) {
 				__u8 reason = v.deny_rule ? CTL_DROP_POLICY_DENY : CTL_DROP_POLICY;
+				count_drop(reason, dir, p.len);
 				emit(skb, &p, CTL_EVENT_POLICY_VERDICT, 0, CTL_VERDICT_DROPPED, dir, ep_id, src_id,
 				     dst_id, v.cookie, v.match_type, 0, p.tcp_flags, p.len, 1);
 				emit(skb, &p, CTL_EVENT_DROP, reason, CTL_VERDICT_DROPPED, dir, ep_id, src_id, dst_id,

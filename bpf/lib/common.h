@@ -101,6 +101,12 @@ struct policy_val {
 	__u32 cookie;
 };
 
+/* drop_stats value, per CPU */
+struct drop_count {
+	__u64 packets;
+	__u64 bytes;
+};
+
 /* fragments: the ports of a fragmented datagram, for its later fragments (which carry none) */
 struct frag_key {
 	__u32 saddr, daddr;

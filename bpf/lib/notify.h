@@ -12,6 +12,16 @@ static __always_inline void count_lost(void)
 		*lost += 1;   /* per-CPU: no atomics needed */
 }
 
+static __always_inline void count_drop(__u8 reason, __u8 dir, __u32 len)
+{
+	__u32 idx = ((__u32)reason << 2) | (dir & 3);
+	struct drop_count *c = drop_stats.lookup(&idx);
+	if (c) {
+		c->packets += 1;
+		c->bytes += len;
+	}
+}
+
 /* type/subtype/verdict + the rest from the packet; src/dst identity in packet order */
 static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u8 type, __u8 subtype,
 				 __u8 verdict, __u8 dir, __u16 ep_id, __u32 src_id, __u32 dst_id,

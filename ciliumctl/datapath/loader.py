@@ -307,6 +307,19 @@ class Datapath:
         raw = self.maps["events_lost"].lookup((0).to_bytes(4, "little"))
         return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)) if raw else 0
 
+    def drop_counts(self) -> list[dict]:
+        """Drops by reason and direction, summed over CPUs; counted even when their event was lost."""
+        out = []
+        for key, raw in self.maps["drop_stats"].items().items():
+            packets = sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 16))
+            if not packets:
+                continue
+            nbytes = sum(int.from_bytes(raw[i + 8:i + 16], "little") for i in range(0, len(raw), 16))
+            idx = int.from_bytes(key, "little")
+            out.append({"reason": idx >> 2, "direction": "ingress" if idx & 3 == 1 else "egress",
+                        "packets": packets, "bytes": nbytes})
+        return sorted(out, key=lambda d: (d["reason"], d["direction"]))
+
     def status(self) -> dict:
         active, crc, revision, _ = self._read_state()
         progs = []
@@ -330,4 +343,5 @@ class Datapath:
             map_rows.append(row)
         return {"pin_dir": str(self.pin_dir), "programs": progs, "maps": map_rows, "revision": revision,
                 "active_slot": active, "events_lost": self.events_lost(), "outdated": crc != build.source_crc(),
+                "drops": self.drop_counts(),
                 "attached_endpoints": len(self.maps["endpoints"].items())}

@@ -11,7 +11,8 @@ import struct
 
 # names of the pins under paths.bpffs_dir()
 PROGRAMS = ("from_container", "to_container")
-MAPS = ("endpoints", "state", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events", "events_lost")
+MAPS = ("endpoints", "state", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events", "events_lost",
+        "drop_stats")
 
 EP_F_ENFORCE_INGRESS = 1
 EP_F_ENFORCE_EGRESS = 2
