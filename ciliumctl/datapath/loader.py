@@ -121,8 +121,17 @@ class Datapath:
     def __init__(self, pin_dir: Path, compiled: bool):
         self.pin_dir = pin_dir
         self.compiled = compiled     # True when this open() compiled and pinned
-        self.maps = {name: bpfsys.Map.from_pin(pin_dir / name) for name in maps.MAPS}
-        self.prog_fds = {name: bpfsys.obj_get(pin_dir / name) for name in maps.PROGRAMS}
+        self.maps: dict[str, bpfsys.Map] = {}
+        self.prog_fds: dict[str, int] = {}
+        try:
+            for name in maps.MAPS:
+                self.maps[name] = bpfsys.Map.from_pin(pin_dir / name)
+            for name in maps.PROGRAMS:
+                self.prog_fds[name] = bpfsys.obj_get(pin_dir / name)
+        except OSError as err:   # removed by an uninstall running at the same time, or not ours
+            self.close()
+            raise EnvironmentProblem(f"cannot open the pinned datapath at {pin_dir} ({err.strerror}): "
+                                     "run `ciliumctl install` again") from None
 
     @classmethod
     def open(cls) -> "Datapath":

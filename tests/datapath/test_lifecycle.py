@@ -192,3 +192,18 @@ def test_upgrade_swaps_outdated_programs_without_a_gap(sandbox):
     dp.close()
     with loader.Datapath.open() as again:     # the new pins are what later processes see
         assert not again.compiled and {p["id"] for p in again.status()["programs"]} == new_ids
+
+
+def test_open_with_a_pin_vanishing_is_one_clear_error(sandbox, monkeypatch):
+    with loader.Datapath.open():
+        pass
+    real = bpfsys.obj_get
+
+    def vanish(path):
+        if str(path).endswith("to_container"):
+            raise bpfsys.BpfError(2, "No such file or directory")
+        return real(path)
+
+    monkeypatch.setattr(bpfsys, "obj_get", vanish)
+    with pytest.raises(EnvironmentProblem, match="cannot open the pinned datapath .*ciliumctl install"):
+        loader.Datapath(Path(sandbox.pin_dir), False)
