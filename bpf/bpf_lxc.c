@@ -85,8 +85,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		p->sport = ctl_ntohs(th->source);
 		p->dport = ctl_ntohs(th->dest);
 		p->tcp_flags = ((__u8 *)th)[13];
-	} else if (p->proto == IPPROTO_UDP) {
-		struct udphdr *uh = l4;
+	} else if (p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP) {
+		struct udphdr *uh = l4;   /* SCTP's common header starts with the same two ports */
 		if ((void *)(uh + 1) > end)
 			return 1;
 		p->sport = ctl_ntohs(uh->source);

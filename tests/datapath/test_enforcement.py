@@ -395,3 +395,18 @@ def test_ten_thousand_entries_the_matching_one_last(sandbox, datapath, events):
     assert not a.tcp_ok(b, 8080, timeout=0.5)
     st = {m["name"]: m for m in datapath.status()["maps"]}
     assert st["policy"]["entries"] == 1 and st["policy"]["entries_all_slots"] == 2
+
+
+def test_sctp_ports(sandbox, datapath, events):
+    """SCTP by port, with raw packets (the kernel's SCTP stack need not be there)."""
+    a, b, _ = sandbox.pods
+    datapath.apply(sandbox.state(1, {b.ep.id: (True, [entry(a.identity, 132, 3868)], False, [])}))
+    events.drain()
+    raw = a.socket_raw(132)
+    for dport in (3868, 3869):
+        raw.sendto((40000).to_bytes(2, "big") + dport.to_bytes(2, "big") + b"\0" * 8, (b.ip, 0))
+    raw.close()
+    evts = _collect(events)
+    verdicts = {e.dport: e.verdict for e in _of(evts, type=ev.EVENT_POLICY_VERDICT, proto=132)}
+    assert verdicts == {3868: ev.VERDICT_FORWARDED, 3869: ev.VERDICT_DROPPED}
+    assert [(d.dport, d.subtype) for d in _of(evts, type=ev.EVENT_DROP)] == [(3869, ev.DROP_POLICY)]
