@@ -46,8 +46,14 @@ def _lines(st: dict) -> list[tuple[str, str]]:
             out.append((f"Map {m.get('name', '?')}", f"{fill}{'  ' + kind if kind else ''}"))
     if "events_lost" in dp:
         out.append(("Events lost", str(dp["events_lost"])))
+    drops = dp.get("drops")
+    if isinstance(drops, list):
+        reasons = {133: "Policy denied", 181: "Policy denied by denylist"}
+        out.append(("Drops", ", ".join(
+            f"{d.get('packets')} {d.get('direction')} ({reasons.get(d.get('reason'), 'reason %s' % d.get('reason'))})"
+            for d in drops) or "none"))
     for k, v in dp.items():
-        if k not in ("programs", "maps", "events_lost") and isinstance(v, (str, int, float, bool)):
+        if k not in ("programs", "maps", "events_lost", "drops") and isinstance(v, (str, int, float, bool)):
             out.append((k.replace("_", " ").capitalize(), str(v)))
     return out
 
