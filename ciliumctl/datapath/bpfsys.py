@@ -363,3 +363,43 @@ def wait_for_running_programs() -> None:
             os.close(outer)
     finally:
         os.close(inner)
+
+
+BPF_PROG_QUERY = 16
+BPF_LINK_CREATE = 28
+BPF_LINK_UPDATE = 29
+BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
+
+
+def link_create_tcx(prog_fd: int, ifindex: int, attach_type: int) -> int:
+    """A tcx link (kernel 6.6+): the program on the device's tc hook without a qdisc. Lives while the fd or a
+    pin of it does."""
+    attr = (ctypes.c_uint32 * 16)(prog_fd, ifindex, attach_type, 0)
+    return _call(BPF_LINK_CREATE, attr)
+
+
+def link_update(link_fd: int, prog_fd: int) -> None:
+    """Swap the link's program atomically."""
+    attr = (ctypes.c_uint32 * 4)(link_fd, prog_fd, 0, 0)
+    _call(BPF_LINK_UPDATE, attr)
+
+
+class _QueryAttr(ctypes.Structure):
+    _fields_ = [("target", ctypes.c_uint32), ("attach_type", ctypes.c_uint32), ("query_flags", ctypes.c_uint32),
+                ("attach_flags", ctypes.c_uint32), ("prog_ids", ctypes.c_uint64), ("count", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32), ("prog_attach_flags", ctypes.c_uint64), ("link_ids", ctypes.c_uint64),
+                ("link_attach_flags", ctypes.c_uint64), ("revision", ctypes.c_uint64)]
+
+
+def tcx_prog_ids(ifindex: int, attach_type: int) -> list[int]:
+    """Programs attached through tcx to a device (in the caller's network namespace)."""
+    ids = (ctypes.c_uint32 * 64)()
+    attr = _QueryAttr(target=ifindex, attach_type=attach_type, prog_ids=ctypes.addressof(ids), count=64)
+    try:
+        _call(BPF_PROG_QUERY, attr)
+    except BpfError as e:
+        if e.errno in (errno.ENODEV, errno.ENOENT):
+            return []
+        raise
+    return list(ids[:attr.count])

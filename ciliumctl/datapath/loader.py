@@ -1,8 +1,8 @@
 """Load, pin, attach and program the datapath.
 
 Compile once with BCC, pin programs and maps under paths.bpffs_dir(); every later open() takes the pins (raw
-bpf(2) through bpfsys, no BCC, no compile). Endpoints get the same two programs on their host-side veth; what
-differs per endpoint lives in maps. apply() writes a policy revision into the inactive slot and flips the
+bpf(2) through bpfsys, no BCC, no compile). Endpoints get the same two programs on their host-side veth (tcx
+links or clsact, hooks.py); what differs per endpoint lives in maps. apply() writes a policy revision into the inactive slot and flips the
 active slot last, so a packet sees either the old revision or the new one, never a mix.
 """
 
@@ -16,17 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ciliumctl import paths
-from ciliumctl.datapath import bpfsys, build, maps
+from ciliumctl.datapath import bpfsys, build, hooks, maps
 from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
 from ciliumctl.datapath.mapstate import compile_state, cookies_json
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.errors import EnvironmentProblem, UsageError
 from ciliumctl.policy.resolved import ResolvedState
 
-TC_PRIO = 1
-TC_HANDLE = 1
-PARENT_INGRESS = "ffff:fff2"
-PARENT_EGRESS = "ffff:fff3"
 
 RECENT_SWITCH_NS = 100_000_000   # a tc program never runs this long
 
@@ -45,12 +41,13 @@ class ApplyReport:
 
 
 def uninstall_pins() -> list[str]:
-    """Remove every pin (and the directory). Attached filters keep their programs until detached or the
-    veth goes away; maps and programs are freed by the kernel when nothing references them any more."""
+    """Remove every pin (and the directory). tcx links go with their pins (the programs leave the interfaces);
+    clsact filters keep their programs until detached or the veth goes away. Maps and programs are freed by the
+    kernel when nothing references them any more."""
     pin_dir = paths.bpffs_dir()
     if not pin_dir.exists():
         return []
-    removed = build.remove_pins(pin_dir)
+    removed = hooks.remove_link_pins(pin_dir) + build.remove_pins(pin_dir)
     try:
         pin_dir.rmdir()
     except OSError as err:
@@ -121,6 +118,7 @@ class Datapath:
     def __init__(self, pin_dir: Path, compiled: bool):
         self.pin_dir = pin_dir
         self.compiled = compiled     # True when this open() compiled and pinned
+        self.attach_mode: str | None = None   # tcx or clsact, once attach() ran
         self.maps: dict[str, bpfsys.Map] = {}
         self.prog_fds: dict[str, int] = {}
         try:
@@ -173,10 +171,9 @@ class Datapath:
     # -------------------------------------------------------------------------------- endpoints
 
     def attach(self, ep: Endpoint, enforce: bool = False) -> None:
-        """tc clsact + both programs on the endpoint's host-side veth, and its endpoint map entry.
-        Until a revision names this endpoint id, `enforce` decides whether both directions default-deny."""
-        from pyroute2 import IPRoute  # noqa: PLC0415
-
+        """Both programs on the endpoint's host-side veth (hooks.py: tcx, else clsact) and its endpoint map entry.
+        Until a revision names this endpoint id, `enforce` decides whether both directions default-deny: apply
+        a revision with the endpoint before attaching and it is never without its policy."""
         from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
 
         if not ep.host_ifindex and not ep.host_ifname:
@@ -184,42 +181,26 @@ class Datapath:
         if not 1 <= ep.id <= 65535:
             raise UsageError(f"endpoint {ep.name}: id {ep.id} is outside 1-65535")
         enter_node_netns()
-        with IPRoute() as ipr:
-            idx = ep.host_ifindex or self._ifindex(ipr, ep.host_ifname)
-            flags = (maps.EP_F_ENFORCE_INGRESS | maps.EP_F_ENFORCE_EGRESS) if enforce else 0
-            # map entry first: the programs pass traffic of unknown interfaces
-            self.maps["endpoints"].update(idx.to_bytes(4, "little"), maps.EP_INFO.pack(ep.id, flags, ep.identity))
-            try:
-                ipr.tc("add", "clsact", idx)
-            except Exception as err:
-                if getattr(err, "code", None) != errno.EEXIST:
-                    raise EnvironmentProblem(f"cannot add clsact qdisc to {ep.host_ifname or idx}: {err}") from None
-            for parent, prog in ((PARENT_INGRESS, "from_container"), (PARENT_EGRESS, "to_container")):
-                ipr.tc("replace-filter", "bpf", idx, TC_HANDLE, fd=self.prog_fds[prog], name=prog,
-                       parent=parent, prio=TC_PRIO, classid=1, direct_action=True, protocol=0x0003)
+        idx = ep.host_ifindex or self._ifindex(ep.host_ifname)
+        flags = (maps.EP_F_ENFORCE_INGRESS | maps.EP_F_ENFORCE_EGRESS) if enforce else 0
+        # map entry first: the programs pass traffic of unknown interfaces
+        self.maps["endpoints"].update(idx.to_bytes(4, "little"), maps.EP_INFO.pack(ep.id, flags, ep.identity))
+        self.attach_mode = hooks.attach(self.pin_dir, idx, self.prog_fds, ep.host_ifname)
         ep.host_ifindex = idx
 
     def detach(self, ep: Endpoint) -> None:
-        """Remove the filters (if the interface still exists) and the endpoint's map entries."""
-        from pyroute2 import IPRoute  # noqa: PLC0415
-
+        """Take the programs off the interface (if it still exists) and forget the endpoint's map entries."""
         from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
 
         enter_node_netns()
         idx = ep.host_ifindex
-        with IPRoute() as ipr:
-            if not idx and ep.host_ifname:
-                try:
-                    idx = self._ifindex(ipr, ep.host_ifname)
-                except UsageError:
-                    idx = 0
-            if idx:
-                for parent in (PARENT_INGRESS, PARENT_EGRESS):
-                    try:
-                        ipr.tc("del-filter", "bpf", idx, TC_HANDLE, parent=parent, prio=TC_PRIO, protocol=0x0003)
-                    except Exception:
-                        pass    # interface or filter already gone
+        if not idx and ep.host_ifname:
+            try:
+                idx = self._ifindex(ep.host_ifname)
+            except UsageError:
+                idx = 0
         if idx:
+            hooks.detach(self.pin_dir, idx)
             self.maps["endpoints"].delete(idx.to_bytes(4, "little"))
             self._flush_ct(idx)
 
@@ -232,13 +213,13 @@ class Datapath:
         return len(stale)
 
     @staticmethod
-    def _ifindex(ipr, name: str) -> int:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            raise UsageError(f"interface {name} does not exist in the node network namespace")
-        return found[0]
+    def _ifindex(name: str) -> int:
+        import socket  # noqa: PLC0415
 
-    # -------------------------------------------------------------------------------- policy
+        try:
+            return socket.if_nametoindex(name)
+        except OSError:
+            raise UsageError(f"interface {name} does not exist in the node network namespace") from None
 
     def _read_state(self) -> tuple[int, int, int, int]:
         """(active slot, source crc, revision, time of the last switch)"""
@@ -263,8 +244,6 @@ class Datapath:
         """Replace outdated pinned programs and maps by ones built from this ciliumctl's sources, without a gap:
         the new maps get `state`, the attached endpoints and the connections tracked so far (when their layout
         did not change) before each endpoint's filters are swapped to the new programs."""
-        from pyroute2 import IPRoute  # noqa: PLC0415
-
         from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
 
         t0 = time.perf_counter()
@@ -280,16 +259,13 @@ class Datapath:
                     old_ct, new_ct = self.maps["conntrack"], new["conntrack"]
                     if (old_ct.key_size, old_ct.value_size) == (new_ct.key_size, new_ct.value_size):
                         new_ct.update_batch(list(old_ct.items().items()))
-                    with IPRoute() as ipr:
-                        for key in attached:
-                            idx = int.from_bytes(key, "little")
-                            for parent, prog in ((PARENT_INGRESS, "from_container"), (PARENT_EGRESS, "to_container")):
-                                try:
-                                    ipr.tc("replace-filter", "bpf", idx, TC_HANDLE, fd=fns[prog].fd, name=prog,
-                                           parent=parent, prio=TC_PRIO, classid=1, direct_action=True,
-                                           protocol=0x0003)
-                                except Exception:
-                                    pass    # the interface is gone; its endpoint entry goes with the next detach
+                    new_fds = {n: f.fd for n, f in fns.items()}
+                    for key in attached:
+                        idx = int.from_bytes(key, "little")
+                        try:
+                            hooks.attach(self.pin_dir, idx, new_fds)    # tcx: the link swaps in place
+                        except Exception:
+                            pass    # the interface is gone; its endpoint entry goes with the next detach
                     build.remove_pins(self.pin_dir)
                     build.pin_all(self.pin_dir, {n: m.fd for n, m in new.items()}, {n: f.fd for n, f in fns.items()})
                 finally:
@@ -353,4 +329,6 @@ class Datapath:
         return {"pin_dir": str(self.pin_dir), "programs": progs, "maps": map_rows, "revision": revision,
                 "active_slot": active, "events_lost": self.events_lost(), "outdated": crc != build.source_crc(),
                 "drops": self.drop_counts(),
+                "tcx_links": len(os.listdir(hooks.links_dir(self.pin_dir))) if hooks.links_dir(self.pin_dir).is_dir()
+                else 0,
                 "attached_endpoints": len(self.maps["endpoints"].items())}

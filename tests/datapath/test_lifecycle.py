@@ -20,6 +20,11 @@ pytestmark = pytest.mark.root
 
 
 def _filter_prog_ids(sandbox, ifname: str) -> set[int]:
+    """Programs on an interface of the sandbox node: tcx links and clsact filters alike."""
+    from ciliumctl.datapath import hooks
+
+    from .conftest import in_netns
+
     ids = set()
     for parent in ("ingress", "egress"):
         out = sh("ip", "netns", "exec", sandbox.node, "tc", "-j", "filter", "show", "dev", ifname, parent).stdout
@@ -27,6 +32,12 @@ def _filter_prog_ids(sandbox, ifname: str) -> set[int]:
             prog = (f.get("options") or {}).get("prog") or {}
             if "id" in prog:
                 ids.add(prog["id"])
+    with in_netns(sandbox.node):
+        import socket
+
+        idx = socket.if_nametoindex(ifname)
+        for side_ids in hooks.attached_prog_ids(idx).values():
+            ids.update(side_ids)
     return ids
 
 
@@ -44,13 +55,15 @@ def test_attach_reuses_pinned_programs_without_compiling(sandbox):
     assert build.compile_count == before + 1
     for pod in sandbox.pods:
         assert _filter_prog_ids(sandbox, pod.ep.host_ifname) == set(prog_ids.values())
-    # attach is idempotent: the filters are replaced, not stacked
+    # attach is idempotent: the programs are replaced, not stacked
+    from ciliumctl.datapath import hooks
+
     with loader.Datapath.open() as dp:
         dp.attach(sandbox.pods[0].ep)
-        assert dp.status()["attached_endpoints"] == 3
-    out = sh("ip", "netns", "exec", sandbox.node, "tc", "-j", "filter", "show", "dev",
-             sandbox.pods[0].ep.host_ifname, "ingress").stdout
-    assert sum(1 for f in json.loads(out) if "options" in f) == 1
+        st = dp.status()
+        assert st["attached_endpoints"] == 3 and st["tcx_links"] == 6 and dp.attach_mode == "tcx"
+        per_side = hooks.attached_prog_ids(sandbox.pods[0].ep.host_ifindex)
+        assert per_side == {"ingress": [prog_ids["from_container"]], "egress": [prog_ids["to_container"]]}
 
 
 def test_layout_matches_the_kernel_and_pins_know_their_source(sandbox):
@@ -207,3 +220,24 @@ def test_open_with_a_pin_vanishing_is_one_clear_error(sandbox, monkeypatch):
     monkeypatch.setattr(bpfsys, "obj_get", vanish)
     with pytest.raises(EnvironmentProblem, match="cannot open the pinned datapath .*ciliumctl install"):
         loader.Datapath(Path(sandbox.pin_dir), False)
+
+
+def test_clsact_fallback_enforces_and_detaches(sandbox, monkeypatch):
+    from .conftest import entry
+
+    monkeypatch.setenv("CILIUMCTL_TC_ATTACH", "clsact")
+    a, b, c = sandbox.pods
+    sandbox.tcp_server(b, 8080)
+    with loader.Datapath.open() as dp:
+        for pod in sandbox.pods:
+            dp.attach(pod.ep)
+        assert dp.attach_mode == "clsact" and dp.status()["tcx_links"] == 0
+        dp.apply(sandbox.state(1, {b.ep.id: (True, [entry(a.identity, 6, 8080)], False, [])}))
+        assert a.tcp_ok(b, 8080)
+        assert not c.tcp_ok(b, 8080, timeout=0.5)
+        prog_ids = {p["id"] for p in dp.status()["programs"]}
+        assert _filter_prog_ids(sandbox, b.ep.host_ifname) == prog_ids
+        for pod in sandbox.pods:
+            dp.detach(pod.ep)
+        assert _filter_prog_ids(sandbox, b.ep.host_ifname) == set()
+        assert c.tcp_ok(b, 8080)
