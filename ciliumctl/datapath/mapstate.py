@@ -97,10 +97,6 @@ def _ancestors(k: tuple[int, int, int]):
     yield 0, 0, maps.POLICY_FIXED_BITS
 
 
-def _origin_dict(o: RuleOrigin) -> dict:
-    return {"kind": o.kind, "name": o.name, "namespace": o.namespace, "section": o.section, "index": o.index}
-
-
 _enc = json.encoder.encode_basestring   # a JSON string literal (C accelerated)
 
 
