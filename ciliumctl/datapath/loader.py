@@ -115,6 +115,12 @@ class _Lock:
 
 
 class Datapath:
+    """The pinned datapath of this node.
+
+    open() -> compile + load + pin when no pins exist, else reuse them (no BCC); attach(ep) / detach(ep);
+    apply(state) -> ApplyReport (slot switch, no window); upgrade(state) when `outdated`; status() -> dict;
+    drop_counts(); events_lost(). Module level: uninstall_pins(). Events: RingReader on <pins>/events."""
+
     def __init__(self, pin_dir: Path, compiled: bool):
         self.pin_dir = pin_dir
         self.compiled = compiled     # True when this open() compiled and pinned
