@@ -11,29 +11,170 @@ _ciliumctl() {
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "agent demo endpoint install observe policy status version --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "agent demo endpoint install observe policy status uninstall version --help -h" -- "$cur"));;
         "agent")
+            COMPREPLY=($(compgen -W "run start status stop --help -h" -- "$cur"));;
+        "agent run")
+            case "$prev" in
+                --flow-buffer-size) return;;
+                --hubble-socket) return;;
+                --hubble-listen) return;;
+                --metrics-listen) return;;
+                --node-name) return;;
+                --kubeconfig) return;;
+                --context) return;;
+            esac
+            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context --help -h" -- "$cur"));;
+        "agent start")
+            case "$prev" in
+                --flow-buffer-size) return;;
+                --hubble-socket) return;;
+                --hubble-listen) return;;
+                --metrics-listen) return;;
+                --node-name) return;;
+                --kubeconfig) return;;
+                --context) return;;
+            esac
+            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context --help -h" -- "$cur"));;
+        "agent status")
+            case "$prev" in
+                -o|--output) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+                --hubble-socket) return;;
+            esac
+            COMPREPLY=($(compgen -W "-o --output --hubble-socket --help -h" -- "$cur"));;
+        "agent stop")
             COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
         "demo")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--keep --help -h" -- "$cur"));;
         "endpoint")
-            COMPREPLY=($(compgen -W "list --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "add delete exec get list --help -h" -- "$cur"));;
+        "endpoint add")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+                --labels|-l) return;;
+                --namespace|-n) return;;
+                --pool) return;;
+                --ipv4) return;;
+            esac
+            COMPREPLY=($(compgen -W "--labels -l --namespace -n --pool --ipv4 --output -o --help -h" -- "$cur"));;
+        "endpoint delete")
+            case "$prev" in
+                --namespace|-n) return;;
+            esac
+            COMPREPLY=($(compgen -W "--namespace -n --help -h" -- "$cur"));;
+        "endpoint exec")
+            case "$prev" in
+                --namespace|-n) return;;
+            esac
+            COMPREPLY=($(compgen -W "--namespace -n --help -h" -- "$cur"));;
+        "endpoint get")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+                --namespace|-n) return;;
+            esac
+            COMPREPLY=($(compgen -W "--namespace -n --output -o --no-headers --help -h" -- "$cur"));;
         "endpoint list")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+                --namespace|-n) return;;
+            esac
+            COMPREPLY=($(compgen -W "--output -o --no-headers --namespace -n --help -h" -- "$cur"));;
         "install")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            case "$prev" in
+                --enforcement-mode) return;;
+                --pool) return;;
+                --kubeconfig) return;;
+            esac
+            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --kubeconfig --help -h" -- "$cur"));;
         "observe")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            case "$prev" in
+                --last) return;;
+                --first) return;;
+                --since) return;;
+                --until) return;;
+                --pod) return;;
+                --from-pod) return;;
+                --to-pod) return;;
+                -n|--namespace) return;;
+                --ip) return;;
+                --from-ip) return;;
+                --to-ip) return;;
+                -l|--label) return;;
+                --from-label) return;;
+                --to-label) return;;
+                --port) return;;
+                --from-port) return;;
+                --to-port) return;;
+                --from-namespace) return;;
+                --to-namespace) return;;
+                --identity) return;;
+                --from-identity) return;;
+                --to-identity) return;;
+                --node-name) return;;
+                --uuid) return;;
+                --tcp-flags) return;;
+                --protocol) return;;
+                --verdict) return;;
+                --drop-reason-desc) return;;
+                --traffic-direction) return;;
+                -t|--type) return;;
+                -o|--output) return;;
+                --aggregate-by) return;;
+                --server) return;;
+            esac
+            COMPREPLY=($(compgen -W "--last --first --all -f --follow --since --until --pod --from-pod --to-pod -n --namespace --ip --from-ip --to-ip -l --label --from-label --to-label --port --from-port --to-port --from-namespace --to-namespace --identity --from-identity --to-identity --node-name --uuid --tcp-flags --protocol --verdict --drop-reason-desc --traffic-direction -t --type --not -o --output --print-policy-names --print-node-name --aggregate-by --server --help -h" -- "$cur"));;
         "policy")
-            COMPREPLY=($(compgen -W "apply trace validate --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "apply delete get trace validate --help -h" -- "$cur"));;
         "policy apply")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            case "$prev" in
+                --filename|-f) return;;
+                --kubeconfig) return;;
+            esac
+            COMPREPLY=($(compgen -W "--filename -f --dry-run --kubeconfig --help -h" -- "$cur"));;
+        "policy delete")
+            case "$prev" in
+                --namespace|-n) return;;
+                --kind) return;;
+                --kubeconfig) return;;
+            esac
+            COMPREPLY=($(compgen -W "--namespace -n --kind --kubeconfig --help -h" -- "$cur"));;
+        "policy get")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+                --namespace|-n) return;;
+                --kubeconfig) return;;
+            esac
+            COMPREPLY=($(compgen -W "--namespace -n --output -o --no-headers --kubeconfig --help -h" -- "$cur"));;
         "policy trace")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+                --src-labels|-s) return;;
+                --src-ip) return;;
+                --src-namespace) return;;
+                --dst-labels|-d) return;;
+                --dst-ip) return;;
+                --dst-namespace) return;;
+                --dport) return;;
+                --file|-f) return;;
+                --mode) return;;
+                --node-labels) return;;
+            esac
+            COMPREPLY=($(compgen -W "--src-labels -s --src-ip --src-namespace --dst-labels -d --dst-ip --dst-namespace --dport --file -f --mode --node-labels --live --output -o --help -h" -- "$cur"));;
         "policy validate")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "text json sarif" -- "$cur")); return;;
+            esac
+            COMPREPLY=($(compgen -W "--output -o --strict --schema --no-schema --enable-node-selector-labels --enable-extended-ip-protocols --disable-l7-proxy --disable-icmp-rules --quiet -q --help -h" -- "$cur"));;
         "status")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+            esac
+            COMPREPLY=($(compgen -W "--output -o --help -h" -- "$cur"));;
+        "uninstall")
+            case "$prev" in
+                --kubeconfig) return;;
+            esac
+            COMPREPLY=($(compgen -W "--dry-run --kubeconfig --help -h" -- "$cur"));;
         "version")
             COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
     esac
@@ -41,16 +182,27 @@ _ciliumctl() {
 _ciliumctl_is_command() {
     case "$1/$2" in
         "/agent") return 0;;
+        "agent/run") return 0;;
+        "agent/start") return 0;;
+        "agent/status") return 0;;
+        "agent/stop") return 0;;
         "/demo") return 0;;
         "/endpoint") return 0;;
+        "endpoint/add") return 0;;
+        "endpoint/delete") return 0;;
+        "endpoint/exec") return 0;;
+        "endpoint/get") return 0;;
         "endpoint/list") return 0;;
         "/install") return 0;;
         "/observe") return 0;;
         "/policy") return 0;;
         "policy/apply") return 0;;
+        "policy/delete") return 0;;
+        "policy/get") return 0;;
         "policy/trace") return 0;;
         "policy/validate") return 0;;
         "/status") return 0;;
+        "/uninstall") return 0;;
         "/version") return 0;;
     esac
     return 1

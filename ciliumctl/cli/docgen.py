@@ -7,6 +7,7 @@ rendering with the checked-in files. Completions are static (no Python start-up 
 from __future__ import annotations
 
 import datetime
+import enum
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,15 +46,17 @@ def _walk(command, path: list[str]) -> Cmd:
     options, arguments = [], []
     for param in command.params:
         if param.param_type_name == "argument":
-            arguments.append(param.human_readable_name)
+            arguments.append(param.metavar or (param.name or "ARG").upper())
             continue
         if getattr(param, "hidden", False):
             continue
-        choices = list(getattr(param.type, "choices", []) or [])
+        annotation = param.type_descriptor.annotation  # typer 0.29 options carry no click type
+        choices = [m.value for m in annotation] if isinstance(annotation, type) and issubclass(
+            annotation, enum.Enum) else []
         is_flag = bool(getattr(param, "is_flag", False))
+        metavar = param.metavar or getattr(annotation, "__name__", "") or "VALUE"
         options.append(Opt(list(param.opts) + list(param.secondary_opts), _first_line(param.help),
-                           not is_flag, [str(c) for c in choices],
-                           (param.metavar or param.type.name or "VALUE").upper()))
+                           not is_flag, [str(c) for c in choices], metavar.upper()))
     options.append(Opt(["--help", "-h"], "Show this message and exit.", False, [], ""))
     node = Cmd(path, (command.help or "").strip(), options, arguments)
     for name, sub in sorted(getattr(command, "commands", {}).items()):

@@ -63,3 +63,7 @@ def test_help_does_not_import_heavy_modules():
             "print('HEAVY', ','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "HEAVY", out
+
+
+def test_bash_offers_enum_choices_after_an_option():
+    assert set(_bash_complete("ciliumctl", "policy", "validate", "-o", "")) == {"text", "json", "sarif"}
