@@ -352,3 +352,16 @@ def uninstall(plan_only: bool = False, progress: Callable[[Outcome], None] | Non
         if progress:
             progress(res)
     return out
+
+
+def _append_default_steps() -> None:
+    """The CNI plugin (skipped on a sandbox node unless its directories are given) and the agent, in that order,
+    after the node's own steps. Imported here rather than at the top: both modules import this one."""
+    from ciliumctl import agent
+    from ciliumctl.endpoints import cni_install
+
+    register_step(cni_install.install_step())
+    register_step(agent.install_step())
+
+
+_append_default_steps()

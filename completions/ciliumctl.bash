@@ -83,9 +83,14 @@ _ciliumctl() {
             case "$prev" in
                 --enforcement-mode) return;;
                 --pool) return;;
+                --cni-conf-dir) return;;
+                --cni-bin-dir) return;;
                 --kubeconfig) return;;
+                --context) return;;
+                --image) return;;
+                -o|--output) return;;
             esac
-            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --kubeconfig --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --wait -o --output --help -h" -- "$cur"));;
         "observe")
             case "$prev" in
                 --last) return;;

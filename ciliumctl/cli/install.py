@@ -82,17 +82,32 @@ def register(app: typer.Typer) -> None:
         audit: Optional[bool] = typer.Option(None, "--audit/--no-audit",
                                              help="Report would-be drops as AUDIT and forward them."),
         pool: Optional[str] = typer.Option(None, "--pool", help="Address pool for sandbox endpoints (CIDR)."),
+        agent: bool = typer.Option(True, "--agent/--no-agent",
+                                   help="Start the node agent (flows, Hubble API, metrics, CNI requests)."),
+        cni_conf_dir: Optional[str] = typer.Option(None, "--cni-conf-dir",
+                                                   help="Write the CNI conflist here (default /etc/cni/net.d)."),
+        cni_bin_dir: Optional[str] = typer.Option(None, "--cni-bin-dir",
+                                                  help="Install the ciliumctl-cni plugin here (default /opt/cni/bin)."),
         kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Install into a cluster instead "
                                                  "(default: $KUBECONFIG; node mode without one)."),
+        context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context (cluster mode)."),
+        image: Optional[str] = typer.Option(None, "--image", help="Agent image for the DaemonSet (cluster mode)."),
+        wait: bool = typer.Option(False, "--wait", help="Cluster mode: wait until the DaemonSet is ready."),
+        output: Optional[str] = typer.Option(None, "-o", "--output",
+                                             help="Cluster mode with --dry-run: print the manifests (yaml|json)."),
     ) -> None:
         """Install the eBPF datapath on this node: checks, compile, load, pin (idempotent)."""
         kc = kubeconfig or os.environ.get("KUBECONFIG")
         if kc:
-            _cluster("install", kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit)
+            _cluster("install", kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit,
+                     context=context, image=image, wait=wait, output=output)
             return
         from ciliumctl import install_node
 
-        opts = install_node.Options(enforcement_mode=enforcement_mode, audit=audit, pool=pool)
+        extra = {k: v for k, v in (("cni_conf_dir", cni_conf_dir), ("cni_bin_dir", cni_bin_dir)) if v}
+        only = None if agent else tuple(s.name for s in install_node.STEPS if s.name != "agent")
+        opts = install_node.Options(enforcement_mode=enforcement_mode, audit=audit, pool=pool, extra=extra,
+                                    only=only)
         with _Progress() as show:
             outcomes = install_node.install(opts, plan_only=dry_run, progress=show, starting=show.starting)
         if dry_run:

@@ -69,7 +69,7 @@ def test_endpoint_lifecycle(node):
 
 
 def test_pool_is_configurable(node):
-    node.cli("install", "--pool", "10.77.3.0/29")
+    node.cli("install", "--no-agent", "--pool", "10.77.3.0/29")
     ep = json.loads(node.cli("endpoint", "add", "a", "-o", "json").stdout)
     assert ep["ipv4"] == "10.77.3.1"
     ep = json.loads(node.cli("endpoint", "add", "b", "--pool", "10.88.0.0/30", "-o", "json").stdout)
@@ -82,7 +82,7 @@ def test_concurrent_adds_get_distinct_ids_and_addresses(node):
 
     from .conftest import CLI
 
-    node.cli("install")
+    node.cli("install", "--no-agent")
     procs = [subprocess.Popen([CLI, "endpoint", "add", f"ep{i}", "-l", f"n={i}"], env=node.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
     for p in procs:
@@ -99,7 +99,7 @@ def test_concurrent_adds_get_distinct_ids_and_addresses(node):
 def test_failed_add_leaves_nothing_and_touches_no_foreign_netns(node):
     from .conftest import sh
 
-    node.cli("install")
+    node.cli("install", "--no-agent")
     squatter = f"{node.name}-ep1"
     sh("ip", "netns", "add", squatter)
     try:

@@ -106,7 +106,7 @@ def test_apply_enforces_and_invalid_set_changes_nothing(node, tmp_path):
 
 
 def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):
-    node.cli("install", "--enforcement-mode", "always")
+    node.cli("install", "--no-agent", "--enforcement-mode", "always")
     node.cli("endpoint", "add", "web", "-l", "app=web")
     node.cli("endpoint", "add", "frontend", "-l", "role=frontend")
     node.serve("web", "10.200.0.1", 8080)
@@ -114,7 +114,7 @@ def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):
     node.cli("policy", "apply", "-f", str(write(tmp_path / "a.yaml", ALLOW_FRONTEND)))
     # The frontend's egress is enforced too (always): allowing web's ingress is not enough.
     assert not node.connect("frontend", "10.200.0.1", 8080, 0.5)
-    node.cli("install", "--enforcement-mode", "default")
+    node.cli("install", "--no-agent", "--enforcement-mode", "default")
     assert node.connect("frontend", "10.200.0.1", 8080)
     # An endpoint added after the policy is selected by it at once.
     node.cli("endpoint", "add", "other", "-l", "role=other")
@@ -122,7 +122,7 @@ def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):
     st = json.loads(node.cli("status", "-o", "json").stdout)
     assert st["enforcement_mode"] == "default" and st["endpoints"]["total"] == 3
     # Audit: would-be drops pass and are reported with verdict AUDIT.
-    node.cli("install", "--audit")
+    node.cli("install", "--no-agent", "--audit")
     with _events(node) as ring:
         ring.drain()
         assert node.connect("other", "10.200.0.1", 8080)
@@ -131,7 +131,7 @@ def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):
                for e in evs)
     web = json.loads(node.cli("endpoint", "get", "web", "-o", "json").stdout)
     assert web["policy_enforcement"]["ingress"] == "disabled (audit)"
-    node.cli("install", "--no-audit")
+    node.cli("install", "--no-agent", "--no-audit")
     assert not node.connect("other", "10.200.0.1", 8080, 0.5)
 
 
