@@ -77,8 +77,10 @@ _ciliumctl() {
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
                 --namespace|-n) return;;
+                --kubeconfig) return;;
+                --context) return;;
             esac
-            COMPREPLY=($(compgen -W "--output -o --no-headers --namespace -n --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--output -o --no-headers --namespace -n --all-nodes --kubeconfig --context --help -h" -- "$cur"));;
         "install")
             case "$prev" in
                 --enforcement-mode) return;;
@@ -173,8 +175,10 @@ _ciliumctl() {
         "status")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+                --kubeconfig) return;;
+                --context) return;;
             esac
-            COMPREPLY=($(compgen -W "--output -o --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--output -o --kubeconfig --context --help -h" -- "$cur"));;
         "uninstall")
             case "$prev" in
                 --kubeconfig) return;;

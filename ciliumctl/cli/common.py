@@ -37,3 +37,12 @@ def print_data(value, output: "Output") -> None:
         print_yaml(value)
     else:
         print_json(value)
+
+
+def render_table(headers: list[str], rows: list[list[str]], no_headers: bool = False) -> str:
+    """A plain kubectl-style table: columns padded, three spaces apart."""
+    lines = ([] if no_headers else [headers]) + [[str(c) for c in r] for r in rows]
+    if not lines:
+        return ""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
+    return "".join("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)

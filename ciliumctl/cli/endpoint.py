@@ -92,16 +92,46 @@ def list_(
     output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml"),
     no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Only endpoints of this namespace."),
+    all_nodes: bool = typer.Option(False, "--all-nodes", help="Every endpoint of the cluster, from CiliumEndpoint "
+                                   "objects (needs --kubeconfig or $KUBECONFIG)."),
+    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig for --all-nodes."),
+    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context for --all-nodes."),
 ) -> None:
-    """List endpoints of this node."""
+    """List endpoints of this node (or of every node with --all-nodes)."""
     from ciliumctl.cli.common import print_data
     from ciliumctl.endpoints import registry
+
+    if all_nodes:
+        _list_all_nodes(kubeconfig, context, namespace, output, no_headers)
+        return
 
     rows = [_row(ep) for ep in registry.load_all() if namespace is None or ep.namespace == namespace]
     if output == Output.table:
         typer.echo(_table(rows, no_headers), nl=False)
     else:
         print_data(rows, output)
+
+
+def _list_all_nodes(kubeconfig, context, namespace, output, no_headers) -> None:
+    import os
+
+    from ciliumctl.cli.common import print_data, render_table
+    from ciliumctl.cluster.endpoints import list_all_nodes
+    from ciliumctl.errors import UsageError
+
+    kc = kubeconfig or os.environ.get("KUBECONFIG")
+    if not kc:
+        raise UsageError("--all-nodes reads CiliumEndpoint objects from the cluster: pass --kubeconfig or set KUBECONFIG")
+    rows = list_all_nodes(kubeconfig=kc, context=context, namespace=namespace)
+    if output != Output.table:
+        print_data(rows, output)
+        return
+    cols = ["NODE", "NAMESPACE", "NAME", "ENDPOINT", "IDENTITY", "IPv4", "STATUS", "LABELS"]
+    keys = ["node", "namespace", "name", "id", "identity", "ipv4", "state", "labels"]
+    table = [[", ".join(r[k]) if isinstance(r.get(k), list) else
+              ",".join(f"{a}={b}" for a, b in r[k].items()) if isinstance(r.get(k), dict) else str(r.get(k, ""))
+              for k in keys] for r in rows]
+    typer.echo(render_table(cols, table, no_headers), nl=False)
 
 
 @app.command("get")

@@ -36,6 +36,18 @@ def run() -> None:
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # `ciliumctl observe | head`
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as err:  # a bug or an unforeseen environment problem: one line, the trace on request
+        import os
+
+        if os.environ.get("CILIUMCTL_DEBUG"):
+            raise
+        where = f" ({err.filename})" if isinstance(err, OSError) and err.filename else ""
+        sys.stderr.write(f"Error: {type(err).__name__}: {err}{where}; run again with CILIUMCTL_DEBUG=1 "
+                         "for the full trace and report it\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """`ciliumctl status`."""
 
+from typing import Optional
+
 import typer
 
 from ciliumctl.cli.common import Output
@@ -60,16 +62,50 @@ def _lines(st: dict) -> list[tuple[str, str]]:
 
 def register(app: typer.Typer) -> None:
     @app.command("status")
-    def _cmd(output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml")) -> None:
-        """Datapath programs and maps (with their fill), endpoints, policy revision, enforcement mode, lost events."""
-        from ciliumctl import node
+    def _cmd(
+        output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml"),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Report the cluster install instead "
+                                                 "(DaemonSet readiness, per-node agent health)."),
+        context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context (cluster mode)."),
+    ) -> None:
+        """Datapath programs and maps (with their fill), endpoints, policy revision, enforcement mode, lost events,
+        the agent."""
         from ciliumctl.cli.common import print_data
 
+        if kubeconfig:
+            _cluster_status(kubeconfig, context, output)
+            return
+        from ciliumctl import agent, node
+
         st = node.status()
+        st["agent"] = agent.status()
         if output != Output.table:
             print_data(st, output)
             return
         rows = _lines(st)
+        ag = st["agent"]
+        rows.append(("Agent", f"running, pid {ag['pid']}" if ag.get("running")
+                     else "not running (`ciliumctl agent start`)"))
         width = max(len(k) for k, _ in rows) + 1
         for k, v in rows:
             typer.echo(f"{(k + ':').ljust(width)}  {v}")
+
+
+def _cluster_status(kubeconfig: str, context, output: Output) -> None:
+    from ciliumctl.cli.common import print_data, render_table
+    from ciliumctl.cluster.install import status
+
+    st = status(kubeconfig=kubeconfig, context=context)
+    if output != Output.table:
+        print_data(st.to_dict(), output)
+    else:
+        typer.echo(f"DaemonSet:  {'installed' if st.installed else 'not installed'}, {st.ready}/{st.desired} ready, "
+                   f"image {st.image or '-'}")
+        if st.missing_crds:
+            typer.echo(f"Missing CRDs: {', '.join(st.missing_crds)}")
+        rows = [[a.node, a.pod, a.phase, "yes" if a.ready else "no", str(a.restarts), str(a.endpoints), a.message]
+                for a in st.agents]
+        typer.echo(render_table(["NODE", "AGENT POD", "PHASE", "READY", "RESTARTS", "ENDPOINTS", "MESSAGE"], rows),
+                   nl=False)
+    if not st.healthy:
+        raise typer.Exit(1)

@@ -3,6 +3,7 @@ the agent has its own batch reader. Layout: kernel/bpf/ringbuf.c (consumer page,
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import struct
@@ -51,7 +52,9 @@ class RingReader:
             if not hdr & _DISCARD:
                 out.append(bytes(self._prod[off + _HDR:off + _HDR + length]))
             cons += (length + _HDR + 7) & ~7
-        struct.pack_into("<Q", self._cons, 0, cons)
+        # One aligned 8-byte store: struct.pack_into zero-fills first, and the kernel would briefly see
+        # consumer position 0 (ring full) and drop events.
+        ctypes.c_uint64.from_buffer(self._cons).value = cons
         return out
 
     def read(self) -> list[Event]:

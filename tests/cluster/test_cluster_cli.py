@@ -86,3 +86,35 @@ def test_uninstall_against_the_cluster(installed, kubeconfig, fake):
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0] == "daemonset.apps/ciliumctl-agent deleted"
     assert ("cilium.io", "ciliumnetworkpolicies") not in fake.store.types
+
+
+def test_status_reports_the_daemonset_and_exits_1_until_agents_are_ready(fake, kubeconfig):
+    assert run("install", "--kubeconfig", kubeconfig).returncode == 0
+    res = run("status", "--kubeconfig", kubeconfig, "-o", "json")
+    import json
+
+    st = json.loads(res.stdout)
+    assert st["installed"] is True and st["healthy"] is False and res.returncode == 1  # no node runs the pods
+    table = run("status", "--kubeconfig", kubeconfig)
+    assert "DaemonSet:  installed" in table.stdout and "AGENT POD" in table.stdout
+
+
+def test_endpoint_list_all_nodes_reads_ciliumendpoints_of_every_node(fake, kubeconfig):
+    from ciliumctl.cluster import endpoints
+    from ciliumctl.cluster.kube import Kube
+    from ciliumctl.endpoints.model import Endpoint
+
+    assert run("install", "--kubeconfig", kubeconfig).returncode == 0
+    kube = Kube.connect(kubeconfig, None)
+    endpoints.publish(kube, Endpoint(id=7, name="web", namespace="default", ipv4="10.200.0.7", identity=300),
+                      "node-a", ["k8s:app=web"])
+    endpoints.publish(kube, Endpoint(id=9, name="db", namespace="default", ipv4="10.200.1.9", identity=301),
+                      "node-b", ["k8s:app=db"])
+    res = run("endpoint", "list", "--all-nodes", "--kubeconfig", kubeconfig)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NODE", "NAMESPACE", "NAME"]
+    assert any(line.startswith("node-a") and "web" in line and "10.200.0.7" in line for line in lines)
+    assert any(line.startswith("node-b") and "db" in line and "10.200.1.9" in line for line in lines)
+    missing = run("endpoint", "list", "--all-nodes")
+    assert missing.returncode == 2 and "--kubeconfig" in missing.stderr
