@@ -98,8 +98,8 @@ class SandboxNode:
 
     def start_agent(self, kubeconfig: str) -> None:
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "ciliumctl.cluster.node_sync", "--kubeconfig", kubeconfig,
-             "--node-name", self.name], env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+            [CLI, "agent", "run", "--kubeconfig", kubeconfig, "--node-name", self.name, "--metrics-listen", ""],
+            env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
 
     def agent_log(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
