@@ -93,9 +93,48 @@ class Sandbox:
     env: dict[str, str] = field(default_factory=dict)
 
 
+OWNER_FILE = "owner.pid"   # the demo process; a sandbox whose owner died without cleaning up is reclaimed
+KEPT_FILE = "kept"         # --keep: the user owns it now, never reclaimed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_abandoned(tmp: Path | None = None) -> list[str]:
+    """Remove sandboxes of demos that were killed (SIGKILL, power loss) before their own cleanup ran: their
+    namespaces (the node's and its endpoints'), pins and files. Returns the names reclaimed."""
+    gone = []
+    for workdir in sorted(Path(tmp or tempfile.gettempdir()).glob("cctl-demo-*-*")):
+        owner = workdir / OWNER_FILE
+        if not owner.is_file() or (workdir / KEPT_FILE).exists():
+            continue
+        try:
+            pid = int(owner.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _pid_alive(pid):
+            continue
+        name = "-".join(workdir.name.split("-")[:3])   # cctl-demo-<rand>
+        for ns in [*Path("/run/netns").glob(f"{name}-*"), Path("/run/netns") / name]:
+            if ns.exists():
+                subprocess.run(["ip", "netns", "delete", ns.name], capture_output=True)
+        shutil.rmtree(Path("/sys/fs/bpf") / name, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        gone.append(name)
+    return gone
+
+
 def new_sandbox() -> Sandbox:
     name = f"cctl-demo-{secrets.token_hex(2)}"
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    (workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
     bpffs = Path("/sys/fs/bpf") / name
     env = {"CILIUMCTL_NODE_NETNS": name, "CILIUMCTL_STATE_DIR": str(workdir / "state"),
            "CILIUMCTL_RUN_DIR": str(workdir / "run"), "CILIUMCTL_BPFFS_DIR": str(bpffs),
@@ -220,6 +259,8 @@ def _serve(netns: str, addr: str, www: Path) -> subprocess.Popen:
 def run(ui: DemoUI, keep: bool = False) -> Sandbox:
     """The whole demo. Raises Finding when a verdict is not what Cilium would give (exit 1)."""
     _require_root()
+    for name in reclaim_abandoned():
+        ui.step(f"Removed the sandbox {name} of an earlier demo that was killed before cleaning up")
     sb = new_sandbox()
     os.environ.update(sb.env)
     server = None
@@ -285,6 +326,8 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
                 server.kill()
                 server.wait()
             cleanup(sb, created_netns, ui)
+        else:
+            (sb.workdir / KEPT_FILE).touch()
     if failures:
         raise Finding("demo: " + "; ".join(failures))
     return sb
