@@ -20,6 +20,18 @@ def node_netns() -> str | None:
     return value if "/" in value else f"/run/netns/{value}"
 
 
+def setns_path(path: str) -> None:
+    """Move the calling thread into the network namespace at `path`; OSError on failure."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+
+
 def enter_node_netns() -> None:
     """Idempotent. Threads started before this call stay in the old namespace: call it early."""
     global _entered
@@ -29,16 +41,11 @@ def enter_node_netns() -> None:
     from ciliumctl.errors import EnvironmentProblem
 
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as err:
+        setns_path(path)
+    except FileNotFoundError as err:
         raise EnvironmentProblem(f"node network namespace {path}: {err.strerror}; "
                                  "create it or unset CILIUMCTL_NODE_NETNS") from None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise EnvironmentProblem(f"cannot enter node network namespace {path}: {os.strerror(err)} "
-                                     "(needs root)")
-    finally:
-        os.close(fd)
+    except OSError as err:
+        raise EnvironmentProblem(f"cannot enter node network namespace {path}: {err.strerror} "
+                                 "(needs root)") from None
     _entered = path

@@ -8,7 +8,6 @@ node netns name when one is set, else `cctl`), host veth `cctlep<id>`."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 from dataclasses import dataclass
@@ -16,12 +15,12 @@ from pathlib import Path
 
 from ciliumctl import nodens
 from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.nodens import setns_path
 
 NETNS_DIR = Path("/run/netns")
 GATEWAY = "169.254.1.1"
 HOST_IF_PREFIX = "cctlep"
 POD_IFNAME = "eth0"
-CLONE_NEWNET = 0x40000000
 
 
 def netns_prefix() -> str:
@@ -195,19 +194,14 @@ def exists(netns: str) -> bool:
 
 
 def setns(netns: str) -> None:
-    """Move the calling thread into `netns` (a path)."""
+    """Move the calling thread into `netns` (a path). Also runs as a preexec_fn: imports nothing."""
     try:
-        fd = os.open(netns, os.O_RDONLY)
-    except OSError as err:
+        setns_path(netns)
+    except FileNotFoundError as err:
         raise EnvironmentProblem(f"network namespace {netns}: {err.strerror}; the endpoint's sandbox is gone, "
                                  "delete and re-add the endpoint") from None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise EnvironmentProblem(f"cannot enter {netns}: {os.strerror(err)} (needs root)")
-    finally:
-        os.close(fd)
+    except OSError as err:
+        raise EnvironmentProblem(f"cannot enter {netns}: {err.strerror} (needs root)") from None
 
 
 def exec_in(netns: str, argv: list[str]) -> None:
