@@ -37,7 +37,7 @@ PY = sys.executable
 
 BASELINE_READER = r"""
 import ctypes, os, signal, sys, collections
-from ciliumctl.flows.ringbuf import obj_get
+from ciliumctl.datapath.bpfsys import obj_get
 from ciliumctl.datapath.events import decode
 lib = ctypes.CDLL("libbcc.so.0")
 CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)

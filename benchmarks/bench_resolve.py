@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ciliumctl.endpoints.model import Endpoint  # noqa: E402
-from ciliumctl.identity import MemoryAllocator  # noqa: E402
+from ciliumctl.identity.allocator import MemoryAllocator  # noqa: E402
 from ciliumctl.policy.model import parse_policy  # noqa: E402
 from ciliumctl.policy.resolve import resolve  # noqa: E402
 

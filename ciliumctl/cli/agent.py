@@ -48,7 +48,7 @@ def run(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK, hub
     """Run the agent in the foreground until SIGTERM/SIGINT (what a DaemonSet or supervisor runs)."""
     import logging
 
-    from ciliumctl.agent import Agent, AgentOptions
+    from ciliumctl.node.agent import Agent, AgentOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     Agent(AgentOptions(flow_buffer_size=flow_buffer_size, hubble_socket=hubble_socket, hubble_listen=hubble_listen,
@@ -62,7 +62,7 @@ def start(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK,
           node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI, kubeconfig: Optional[str] = _KUBECONFIG,
           context: Optional[str] = _CONTEXT) -> None:
     """Start the agent in the background (pid file and log under the run directory)."""
-    from ciliumctl.agent import AgentOptions, log_file, start_background
+    from ciliumctl.node.agent import AgentOptions, log_file, start_background
 
     AgentOptions(flow_buffer_size=flow_buffer_size, hubble_listen=hubble_listen,
                  metrics_listen=metrics_listen).validate()
@@ -74,7 +74,7 @@ def start(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK,
 @app.command("stop")
 def stop() -> None:
     """Stop the background agent (enforcement continues: the datapath is pinned)."""
-    from ciliumctl.agent import stop_background
+    from ciliumctl.node.agent import stop_background
 
     pid = stop_background()
     console().print(f"agent stopped (pid {pid})" if pid else "agent was not running")
@@ -84,7 +84,7 @@ def stop() -> None:
 def status(output: Output = typer.Option(Output.table, "-o", "--output", help="table, json or yaml."),
            hubble_socket: Optional[Path] = _SOCK) -> None:
     """Whether the agent runs, and its flow buffer."""
-    from ciliumctl.agent import status as agent_status
+    from ciliumctl.node.agent import status as agent_status
 
     st = agent_status(hubble_socket)
     if output != Output.table:

@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         keep: bool = typer.Option(False, "--keep", help="Leave the sandbox node, endpoints and policy in place."),
     ) -> None:
         """Cilium's getting-started demo on a sandbox node: deathstar, tiefighter, xwing, an L3/L4 policy."""
-        from ciliumctl import demo
+        from ciliumctl.node import demo
 
         ui = _UI()
         sb = demo.run(ui, keep=keep)

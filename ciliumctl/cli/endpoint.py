@@ -10,12 +10,12 @@ app = typer.Typer(help="Manage and inspect endpoints on this node.", no_args_is_
 
 
 def _row(ep) -> dict:
-    from ciliumctl import node
+    from ciliumctl.node import reconcile as node_reconcile, settings as node_settings
 
-    enf = node.enforcement_of(ep.id)
-    audit = node.load_settings().audit
+    enf = node_reconcile.enforcement_of(ep.id)
+    audit = node_settings.load_settings().audit
     d = ep.to_dict()
-    d["labels_full"] = sorted(node.endpoint_labels(ep))
+    d["labels_full"] = sorted(node_reconcile.endpoint_labels(ep))
     d["policy_enforcement"] = {
         k: ("unknown" if k not in enf else ("disabled (audit)" if enf[k] and audit else
                                             "enabled" if enf[k] else "disabled"))
@@ -49,10 +49,10 @@ def add(
     output: Optional[Output] = typer.Option(None, "--output", "-o", help="Print the endpoint as json|yaml."),
 ) -> None:
     """Create a sandbox endpoint: network namespace, veth, address, identity, datapath and policy in force."""
-    from ciliumctl import node
+    from ciliumctl.node import endpoint_ops
     from ciliumctl.cli.common import print_data
 
-    ep = node.add_endpoint(name, node.parse_labels(labels), namespace, pool_cidr=pool, ipv4=ipv4)
+    ep = endpoint_ops.add_endpoint(name, endpoint_ops.parse_labels(labels), namespace, pool_cidr=pool, ipv4=ipv4)
     if output in (Output.json, Output.yaml):
         print_data(_row(ep), output)
     else:
@@ -66,9 +66,9 @@ def delete(
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
 ) -> None:
     """Delete an endpoint: its namespace, veth, route, address lease and registry entry."""
-    from ciliumctl import node
+    from ciliumctl.node import endpoint_ops
 
-    ep = node.delete_endpoint(ref, namespace)
+    ep = endpoint_ops.delete_endpoint(ref, namespace)
     typer.echo(f"endpoint/{ep.name} deleted (id {ep.id})")
 
 
@@ -79,12 +79,12 @@ def exec_(
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
 ) -> None:
     """Run a command inside the endpoint's network namespace; its exit code is ours."""
-    from ciliumctl import node
+    from ciliumctl.node import endpoint_ops
 
     argv = list(command)
     if argv and argv[0] == "--":      # option parsing stops at NAME, so the separator arrives as an argument
         argv = argv[1:]
-    node.exec_in_endpoint(ref, argv, namespace)
+    endpoint_ops.exec_in_endpoint(ref, argv, namespace)
 
 
 @app.command("list")
@@ -117,7 +117,7 @@ def _list_all_nodes(kubeconfig, context, namespace, output, no_headers) -> None:
 
     from ciliumctl.cli.common import print_data, render_table
     from ciliumctl.cluster.endpoints import list_all_nodes
-    from ciliumctl.errors import UsageError
+    from ciliumctl.base.errors import UsageError
 
     kc = kubeconfig or os.environ.get("KUBECONFIG")
     if not kc:
@@ -142,10 +142,10 @@ def get(
     no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
 ) -> None:
     """Show one endpoint."""
-    from ciliumctl import node
+    from ciliumctl.node import endpoint_ops
     from ciliumctl.cli.common import print_data
 
-    row = _row(node.get_endpoint(ref, namespace))
+    row = _row(endpoint_ops.get_endpoint(ref, namespace))
     if output == Output.table:
         typer.echo(_table([row], no_headers), nl=False)
     else:

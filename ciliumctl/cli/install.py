@@ -51,7 +51,7 @@ class _Progress:
 
 def _cluster(action: str, kubeconfig: str, **kwargs) -> None:
     """Cluster mode lives in ciliumctl.cluster.install (imported only when a kubeconfig is given)."""
-    from ciliumctl.errors import EnvironmentProblem
+    from ciliumctl.base.errors import EnvironmentProblem
 
     try:
         from ciliumctl.cluster import install as cluster_install
@@ -60,7 +60,7 @@ def _cluster(action: str, kubeconfig: str, **kwargs) -> None:
                                  f"{action} on this node") from None
     import inspect
 
-    from ciliumctl.errors import UsageError
+    from ciliumctl.base.errors import UsageError
 
     fn = getattr(cluster_install, action)
     accepted = inspect.signature(fn).parameters
@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
             _cluster("install", kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit,
                      context=context, image=image, wait=wait, output=output)
             return
-        from ciliumctl import install_node
+        from ciliumctl.node import install as install_node
 
         extra = {k: v for k, v in (("cni_conf_dir", cni_conf_dir), ("cni_bin_dir", cni_bin_dir)) if v}
         only = None if agent else tuple(s.name for s in install_node.STEPS if s.name != "agent")
@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
         if kc:
             _cluster("uninstall", kc, dry_run=dry_run)
             return
-        from ciliumctl import install_node
+        from ciliumctl.node import install as install_node
 
         with _Progress() as show:
             install_node.uninstall(plan_only=dry_run, progress=show)

@@ -27,7 +27,7 @@ agent.register(app)
 
 def run() -> None:
     """Console-script entry: user-facing errors become one line on stderr and an exit code."""
-    from ciliumctl.errors import CiliumctlError
+    from ciliumctl.base.errors import CiliumctlError
 
     try:
         app()  # standalone mode: usage errors print click's message and exit 2

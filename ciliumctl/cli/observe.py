@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         import sys
 
         from ciliumctl.cli.common import console
-        from ciliumctl.errors import UsageError
+        from ciliumctl.base.errors import UsageError
         from ciliumctl.flows import client, filters, printers
 
         if output not in printers.OUTPUTS:

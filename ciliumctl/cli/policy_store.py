@@ -36,7 +36,7 @@ def _kubeconfig(flag: Optional[str]) -> Optional[str]:
 
 def _cluster():
     """Cluster mode (a kubeconfig given) lives in ciliumctl.cluster.policy_apply."""
-    from ciliumctl.errors import EnvironmentProblem
+    from ciliumctl.base.errors import EnvironmentProblem
 
     try:
         from ciliumctl.cluster import policy_apply
@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
         kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
     ) -> None:
         """Validate, store and enforce policies on this node; an invalid set changes nothing."""
-        from ciliumctl import node
+        from ciliumctl.node import policy_ops
+        from ciliumctl.policy import checked
 
         kc = _kubeconfig(kubeconfig)
         if kc:
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
             try:
                 results = _cluster().apply_policies(files, kubeconfig=kc, dry_run="client" if dry_run else "none",
                                                     warnings=warned)
-            except node.InvalidPolicies as err:
+            except checked.InvalidPolicies as err:
                 _print_findings(err.reports)
                 raise
             if warned:
@@ -74,14 +75,14 @@ def register(app: typer.Typer) -> None:
                 typer.echo(r.line())
             return
         try:
-            docs, reports = node.validate_paths(files)
-        except node.InvalidPolicies as err:
+            docs, reports = checked.validate_paths(files)
+        except checked.InvalidPolicies as err:
             _print_findings(err.reports)
             raise
         warned = [r for r in reports if getattr(r, "warnings", None)]
         if warned:
             _print_findings(warned)
-        result = node.apply_policies(docs, dry_run=dry_run)
+        result = policy_ops.apply_policies(docs, dry_run=dry_run)
         suffix = " (dry run)" if dry_run else ""
         for c in result.changes:
             typer.echo(f"{c.resource} {c.verb}{suffix}")
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List stored policies, or show one (-o yaml for the whole object)."""
         from ciliumctl.cli.common import print_data
-        from ciliumctl.errors import UsageError
+        from ciliumctl.base.errors import UsageError
         from ciliumctl.policy import store
 
         kc = _kubeconfig(kubeconfig)
@@ -142,8 +143,8 @@ def register(app: typer.Typer) -> None:
         kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
     ) -> None:
         """Delete a stored policy and stop enforcing it."""
-        from ciliumctl import node
-        from ciliumctl.errors import Finding
+        from ciliumctl.node import policy_ops
+        from ciliumctl.base.errors import Finding
         from ciliumctl.policy import store
 
         kc = _kubeconfig(kubeconfig)
@@ -154,7 +155,7 @@ def register(app: typer.Typer) -> None:
             if any(r.action.startswith("not found") for r in results):
                 raise Finding(f"policy {name!r} not found in the cluster")
             return
-        for c in node.delete_policy(name, namespace or "default", store.kind_of(kind) if kind else None):
+        for c in policy_ops.delete_policy(name, namespace or "default", store.kind_of(kind) if kind else None):
             typer.echo(f"{c.resource} {c.verb}")
 
 

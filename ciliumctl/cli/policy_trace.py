@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
         Exit 0 when allowed, 1 when denied, 2 on bad input (an invalid policy included)."""
         from ciliumctl.cli.common import console, print_data
-        from ciliumctl.errors import UsageError
+        from ciliumctl.base.errors import UsageError
         from ciliumctl.policy import trace as tr
         from ciliumctl.policy.labels import parse_label_list
         from ciliumctl.policy.ports import parse_port_spec
@@ -57,7 +57,9 @@ def register(app: typer.Typer) -> None:
 
         policies, endpoints, allocator, audit = [], None, None, False
         if live:
-            inputs = tr.live_inputs()
+            from ciliumctl.node import view as node_view
+
+            inputs = node_view.trace_inputs()
             policies, endpoints, allocator, audit = (inputs.policies, inputs.endpoints, inputs.allocator,
                                                      inputs.audit)
             if mode is None and inputs.mode is not None:

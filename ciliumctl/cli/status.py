@@ -75,9 +75,9 @@ def register(app: typer.Typer) -> None:
         if kubeconfig:
             _cluster_status(kubeconfig, context, output)
             return
-        from ciliumctl import agent, node
+        from ciliumctl.node import agent, view as node_view
 
-        st = node.status()
+        st = node_view.status()
         st["agent"] = agent.status()
         if output != Output.table:
             print_data(st, output)

@@ -87,7 +87,7 @@ def list_all_nodes(kubeconfig: str | None = None, context: str | None = None, na
         items, _ = kube.list(KIND, namespace)
     except ApiFailure as err:
         if err.status == 404:
-            from ciliumctl.errors import EnvironmentProblem
+            from ciliumctl.base.errors import EnvironmentProblem
 
             raise EnvironmentProblem("the cluster has no CiliumEndpoint resource; run `ciliumctl install "
                                      "--kubeconfig ...` first") from None

@@ -20,8 +20,8 @@ import re
 import threading
 
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
-from ciliumctl.errors import EnvironmentProblem
-from ciliumctl.identity import (MAX_CLUSTER, MIN_CLUSTER, IdentityBackend, MemoryAllocator, is_cidr_labels,
+from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.identity.allocator import (MAX_CLUSTER, MIN_CLUSTER, IdentityBackend, MemoryAllocator, is_cidr_labels,
                                 reserved_id_of)
 
 KIND = KINDS["CiliumIdentity"]

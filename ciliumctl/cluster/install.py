@@ -11,7 +11,7 @@ from typing import Callable, TextIO
 
 from ciliumctl.cluster import manifests
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube, kind_of
-from ciliumctl.errors import EnvironmentProblem, Finding
+from ciliumctl.base.errors import EnvironmentProblem, Finding
 
 FIELD_MANAGER = "ciliumctl"
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Iterator
 
-from ciliumctl.errors import CiliumctlError, EnvironmentProblem, UsageError
+from ciliumctl.base.errors import CiliumctlError, EnvironmentProblem, UsageError
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ciliumctl import __version__
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 
 NAMESPACE = "ciliumctl-system"
 AGENT = "ciliumctl-agent"

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from ciliumctl.cluster.install import FIELD_MANAGER, content_of
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
-from ciliumctl.errors import Finding, UsageError
+from ciliumctl.base.errors import Finding, UsageError
 
 POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy")
 KIND_ALIASES = {
@@ -60,11 +60,11 @@ def default_namespace(kube: Kube) -> str:
 
 
 def load_valid(files: list[str], warnings: list | None = None):
-    """Loaded documents, all valid policies, or node.InvalidPolicies carrying the reports (nothing applied).
+    """Loaded documents, all valid policies, or checked.InvalidPolicies carrying the reports (nothing applied).
     Reports with warnings are appended to `warnings` when given (to print them as `policy validate` does)."""
-    from ciliumctl import node
+    from ciliumctl.policy import checked
 
-    docs, reports = node.validate_paths(files)
+    docs, reports = checked.validate_paths(files)
     if warnings is not None:
         warnings.extend(r for r in reports if getattr(r, "warnings", None))
     for doc in docs:

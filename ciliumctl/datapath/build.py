@@ -11,10 +11,10 @@ import re
 import zlib
 from pathlib import Path
 
-from ciliumctl import paths
+from ciliumctl.base import paths
 from ciliumctl.datapath import bpfsys, maps
 from ciliumctl.datapath.environment import check_headers, import_bcc
-from ciliumctl.errors import EnvironmentProblem
+from ciliumctl.base.errors import EnvironmentProblem
 
 compile_count = 0   # BCC compiles in this process (attach must never add one)
 

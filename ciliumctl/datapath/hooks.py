@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from ciliumctl.datapath import bpfsys
-from ciliumctl.errors import EnvironmentProblem
+from ciliumctl.base.errors import EnvironmentProblem
 
 TC_PRIO = 1
 TC_HANDLE = 1

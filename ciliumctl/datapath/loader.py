@@ -15,12 +15,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ciliumctl import paths
+from ciliumctl.base import paths
 from ciliumctl.datapath import bpfsys, build, hooks, maps
 from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
 from ciliumctl.datapath.mapstate import compile_state, cookies_json
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.policy.resolved import ResolvedState
 
 
@@ -180,7 +180,7 @@ class Datapath:
         """Both programs on the endpoint's host-side veth (hooks.py: tcx, else clsact) and its endpoint map entry.
         Until a revision names this endpoint id, `enforce` decides whether both directions default-deny: apply
         a revision with the endpoint before attaching and it is never without its policy."""
-        from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
+        from ciliumctl.base.netns import enter_node_netns  # noqa: PLC0415
 
         if not ep.host_ifindex and not ep.host_ifname:
             raise UsageError(f"endpoint {ep.name}: no host-side interface to attach to")
@@ -196,7 +196,7 @@ class Datapath:
 
     def detach(self, ep: Endpoint) -> None:
         """Take the programs off the interface (if it still exists) and forget the endpoint's map entries."""
-        from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
+        from ciliumctl.base.netns import enter_node_netns  # noqa: PLC0415
 
         enter_node_netns()
         idx = ep.host_ifindex
@@ -250,7 +250,7 @@ class Datapath:
         """Replace outdated pinned programs and maps by ones built from this ciliumctl's sources, without a gap:
         the new maps get `state`, the attached endpoints and the connections tracked so far (when their layout
         did not change) before each endpoint's filters are swapped to the new programs."""
-        from ciliumctl.nodens import enter_node_netns  # noqa: PLC0415
+        from ciliumctl.base.netns import enter_node_netns  # noqa: PLC0415
 
         t0 = time.perf_counter()
         enter_node_netns()

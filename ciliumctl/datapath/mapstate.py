@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ciliumctl.datapath import maps
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 from ciliumctl.policy.resolved import (PROTO_ANY, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, PolicyEntry, PortRange,
                                        ResolvedState, RuleOrigin)
 

@@ -3,7 +3,7 @@
 H4's plumbing (ciliumctl/endpoints/plumbing.py) makes sandbox endpoints, where ciliumctl creates the namespace
 itself; here the namespace belongs to the container runtime and arrives as an open descriptor (passed over the
 agent socket), so the peer is created straight into it and configured through a netlink socket opened inside
-it. The caller is in the node network namespace (ciliumctl.nodens.enter_node_netns()).
+it. The caller is in the node network namespace (ciliumctl.base.netns.enter_node_netns()).
 
 Routing follows DESIGN.md: the pod has a /32, a static neighbour for the gateway 169.254.1.1 (the host veth's
 MAC, so no ARP towards an address nobody owns), a link route to it and a default route via it; the host side
@@ -12,34 +12,11 @@ has proxy_arp and forwarding on, and a /32 route back to the pod."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import socket
 
-CLONE_NEWNET = 0x40000000
+from ciliumctl.base.netns import in_netns
+
 GATEWAY = "169.254.1.1"
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def in_netns(fd: int):
-    """Run the block in the namespace `fd` (this thread only), then return to the thread's own namespace."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(fd)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
 
 
 def _ipr_in(fd: int):

@@ -13,8 +13,8 @@ import ipaddress
 import os
 from pathlib import Path
 
-from ciliumctl import paths, statefile
-from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.base import paths, statefile
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
 
 DEFAULT_POOL = "10.200.0.0/16"
 

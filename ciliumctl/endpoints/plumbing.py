@@ -13,9 +13,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ciliumctl import nodens
-from ciliumctl.errors import EnvironmentProblem, UsageError
-from ciliumctl.nodens import setns_path
+from ciliumctl.base import netns as nodens
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
+from ciliumctl.base.netns import setns_path
 
 NETNS_DIR = Path("/run/netns")
 GATEWAY = "169.254.1.1"

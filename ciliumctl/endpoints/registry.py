@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ciliumctl import paths, statefile
+from ciliumctl.base import paths, statefile
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
 
 MAX_ID = 65535
 

@@ -11,8 +11,8 @@ from datetime import datetime
 
 import grpc
 
-from ciliumctl import paths
-from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.base import paths
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.flows.pb.batch import batch_pb2
 from ciliumctl.flows.pb.flow import flow_pb2
 from ciliumctl.flows.pb.observer import observer_pb2 as opb

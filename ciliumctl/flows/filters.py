@@ -16,7 +16,7 @@ import ipaddress
 import re
 from datetime import datetime, timedelta, timezone
 
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 from ciliumctl.flows import names
 from ciliumctl.flows.pb.flow import flow_pb2 as pb
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ciliumctl import paths
+from ciliumctl.base import paths
 from ciliumctl.flows.names import RESERVED_IDENTITIES
 
 

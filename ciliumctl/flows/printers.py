@@ -259,7 +259,7 @@ class Aggregator:
     def __init__(self, fields: list[str]):
         bad = [f for f in fields if f not in AGGREGATE_FIELDS]
         if bad or not fields:
-            from ciliumctl.errors import UsageError
+            from ciliumctl.base.errors import UsageError
 
             raise UsageError(f"--aggregate-by {','.join(fields)}: fields are {', '.join(AGGREGATE_FIELDS)}")
         self.fields = fields

@@ -8,11 +8,7 @@ from __future__ import annotations
 import struct
 
 from ciliumctl.datapath.events import EVENT_FORMAT, EVENT_SIZE
-
-HDR_SIZE = 8
-RINGBUF_BUSY = 1 << 31
-RINGBUF_DISCARD = 1 << 30
-RECORD_SIZE = (HDR_SIZE + EVENT_SIZE + 7) & ~7
+from ciliumctl.datapath.ringbuf import HDR_SIZE, RECORD_SIZE
 
 # header (len, page offset) + the event fields, in EVENT_FORMAT order
 RECORD = struct.Struct("<II" + EVENT_FORMAT.format.lstrip("<=@!>") + "x" * (RECORD_SIZE - HDR_SIZE - EVENT_SIZE))

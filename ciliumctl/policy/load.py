@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 
 Path = tuple  # a path into the data tree: ("spec", "egress", 0, "toPorts")
 Pos = tuple  # (line, column), both 1-based

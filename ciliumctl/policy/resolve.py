@@ -27,7 +27,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ciliumctl import identity as ids
+from ciliumctl.identity import allocator as ids
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.policy import model
 from ciliumctl.policy.labels import (CLUSTER_LABEL, DEFAULT_CLUSTER, SOURCE_K8S, SOURCE_RESERVED, endpoint_labels,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ciliumctl import paths, statefile
-from ciliumctl.errors import UsageError
+from ciliumctl.base import paths, statefile
+from ciliumctl.base.errors import UsageError
 
 CNP = "CiliumNetworkPolicy"
 CCNP = "CiliumClusterwideNetworkPolicy"

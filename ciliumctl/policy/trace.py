@@ -13,9 +13,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from ciliumctl import identity as ids
+from ciliumctl.identity import allocator as ids
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 from ciliumctl.policy import model
 from ciliumctl.policy.labels import POD_NAMESPACE_LABEL, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED, Label
 from ciliumctl.policy.ports import PROTOCOL_NAMES, covers
@@ -279,14 +279,3 @@ class LiveInputs:
     mode: Enforcement | None
     allocator: ids.IdentityBackend
     audit: bool = False
-
-
-def live_inputs() -> LiveInputs:
-    """This node's endpoints, stored policies and mode (`--live`). Identities are read from the node's table
-    and copied: hypothetical trace endpoints never get identities allocated in node state."""
-    from ciliumctl import node
-
-    view = node.live_view()
-    alloc = view.allocator
-    snapshot = alloc.snapshot() if hasattr(alloc, "snapshot") else ids.MemoryAllocator(alloc.known())
-    return LiveInputs(view.endpoints, list(view.policies), view.mode, snapshot, bool(view.audit))

@@ -6,8 +6,8 @@ import pytest
 
 from ciliumctl.cluster.identity import CiliumIdentityBackend, identity_object, probe_sequence
 from ciliumctl.cluster.kube import KINDS, Kube
-from ciliumctl.errors import EnvironmentProblem
-from ciliumctl.identity import HOST, MAX_CLUSTER, MIN_CLUSTER, MIN_LOCAL
+from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.identity.allocator import HOST, MAX_CLUSTER, MIN_CLUSTER, MIN_LOCAL
 
 WEB = frozenset({"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"})
 DB = frozenset({"k8s:app=db", "k8s:io.kubernetes.pod.namespace=default"})

@@ -12,7 +12,7 @@ import yaml
 from ciliumctl.cluster import install as inst
 from ciliumctl.cluster import manifests
 from ciliumctl.cluster.kube import KINDS, ApiFailure
-from ciliumctl.errors import Finding, UsageError
+from ciliumctl.base.errors import Finding, UsageError
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "policies"
 
@@ -230,7 +230,7 @@ def test_crd_schema_accepts_every_valid_corpus_policy_without_pruning(installed)
 
 def test_kubeconfig_and_connection_errors_are_one_line(fake, tmp_path):
     from ciliumctl.cluster.kube import Kube
-    from ciliumctl.errors import EnvironmentProblem
+    from ciliumctl.base.errors import EnvironmentProblem
 
     with pytest.raises(UsageError, match=r"^kubeconfig /nonexistent/kc: .*pass --kubeconfig/--context"):
         inst.install(kubeconfig="/nonexistent/kc", out=io.StringIO())

@@ -7,7 +7,8 @@ import io
 import pytest
 import yaml
 
-from ciliumctl.cluster import node_sync, status_conditions
+from ciliumctl.node import cluster_sync as node_sync
+from ciliumctl.cluster import status_conditions
 from ciliumctl.cluster import endpoints as ceps
 from ciliumctl.cluster.identity import CiliumIdentityBackend
 from ciliumctl.cluster.kube import KINDS
@@ -148,7 +149,7 @@ def test_running_agent_follows_changes(installed, kubeconfig, node_env):
 def test_local_reconcile_uses_the_cluster_and_gets_published(installed, kubeconfig, node_env):
     """What a CNI ADD does under the node lock in cluster mode: program from the cluster's policies and
     identities (never the local store), then the sync loop publishes the new endpoint."""
-    from ciliumctl import node
+    from ciliumctl.node import reconcile as node_reconcile, settings as node_settings
     from ciliumctl.endpoints import registry
 
     kube = installed
@@ -160,27 +161,26 @@ def test_local_reconcile_uses_the_cluster_and_gets_published(installed, kubeconf
         assert wait_for(lambda: agent.syncs >= 1)
         add_pod(kube, "web", "node-a", "10.1.0.5", {"app": "web"})
         assert wait_for(lambda: agent.cache.get("Pod", "web", "default") is not None)
-        with node.locked():
+        with node_settings.locked():
             registry.save(Endpoint(id=3, name="web", namespace="default", ipv4="10.1.0.5"))
-            node.reconcile(dp)  # the node's own entry point, handed to the cluster while the agent runs
+            node_reconcile.reconcile(dp)  # the node's own entry point, handed to the cluster while the agent runs
         state = dp.states[-1]
-        assert node.allocator() is agent.identities
+        assert node_reconcile.allocator() is agent.identities
         assert {e.identity for e in state.endpoints[3].ingress.entries} == {client.identity}
         assert wait_for(lambda: kube.get(KINDS["CiliumEndpoint"], "web", "default") is not None)
         assert kube.get(KINDS["CiliumEndpoint"], "web", "default")["status"]["identity"]["id"] == \
             state.endpoints[3].identity
     finally:
         agent.stop()
-    assert node.allocator() is not agent.identities  # node mode again once the agent stops
+    assert node_reconcile.allocator() is not agent.identities  # node mode again once the agent stops
 
 
 def test_never_programs_from_a_partial_view(kube, node_env):
     """Before the policy CRDs can be listed the agent keeps the datapath as it is (no empty policy set
     loaded) and refuses node-local reconciles; once everything is listed it programs."""
-    import io
 
     from ciliumctl.cluster.install import install
-    from ciliumctl.errors import EnvironmentProblem
+    from ciliumctl.base.errors import EnvironmentProblem
 
     dp = RecordingDatapath()
     agent = node_sync.ClusterNode(kube, "node-a", datapath=dp, settle_seconds=0.01)
@@ -200,7 +200,7 @@ def test_never_programs_from_a_partial_view(kube, node_env):
 
 
 def test_start_for_agent_picks_the_mode(installed, kubeconfig, node_env, monkeypatch):
-    from ciliumctl.errors import EnvironmentProblem
+    from ciliumctl.base.errors import EnvironmentProblem
 
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("CILIUMCTL_CLUSTER", raising=False)

@@ -7,7 +7,7 @@ import pytest
 from ciliumctl.cluster import policy_apply as pa
 from ciliumctl.cluster import status_conditions as sc
 from ciliumctl.cluster.kube import KINDS
-from ciliumctl.errors import Finding, UsageError
+from ciliumctl.base.errors import Finding, UsageError
 
 
 ALLOW_WEB = """\
@@ -85,12 +85,12 @@ def test_validation_warnings_are_handed_back(installed, tmp_path):
 
 
 def test_invalid_policy_changes_nothing(installed, tmp_path, fake):
-    from ciliumctl import node
+    from ciliumctl.policy import checked
 
     good = write(tmp_path, "good.yaml", ALLOW_WEB)
     bad = write(tmp_path, "bad.yaml", INVALID)
     writes_before = fake.count("PATCH") + fake.count("POST")
-    with pytest.raises(node.InvalidPolicies) as err:
+    with pytest.raises(checked.InvalidPolicies) as err:
         pa.apply_policies([good, bad], kube=installed)
     assert err.value.exit_code == 1
     bad_reports = [r for r in err.value.reports if not r.valid]

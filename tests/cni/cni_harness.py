@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ciliumctl.endpoints import cni_install
+from ciliumctl.node import cni_install
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN_CNI = "/usr/lib/cni"
@@ -27,7 +27,7 @@ def require_stack() -> None:
 
     import pytest
 
-    for module in ("ciliumctl.policy.resolve", "ciliumctl.identity", "ciliumctl.datapath.loader"):
+    for module in ("ciliumctl.policy.resolve", "ciliumctl.identity.allocator", "ciliumctl.datapath.loader"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:
@@ -88,7 +88,7 @@ class CniNode:
             argv = [sys.executable, "-m", "ciliumctl.cli.main", "agent", "run", "--metrics-listen", "",
                     "--node-name", self.node_ns]
         else:
-            argv = [sys.executable, "-m", "ciliumctl.endpoints.cni_server", "--socket", str(self.socket)]
+            argv = [sys.executable, "-m", "ciliumctl.node.cni_server", "--socket", str(self.socket)]
         self.server = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=log, cwd=REPO)
         deadline = time.monotonic() + 20
         while not self.socket.exists() or (self.agent and not (self.rundir / "hubble.sock").exists()):

@@ -31,7 +31,7 @@ def stack():
     if os.geteuid() != 0:
         pytest.skip("needs root (netns, veth, BPF, container runtimes)")
     require_stack()
-    pytest.importorskip("ciliumctl.agent", reason="the node agent is not in this build yet")
+    pytest.importorskip("ciliumctl.node.agent", reason="the node agent is not in this build yet")
     pytest.importorskip("ciliumctl.policy.validate", reason="policy validation is not in this build yet")
     from cri_client import CriClient
 

@@ -61,7 +61,7 @@ def events(node):
     from ciliumctl.datapath.ringbuf import RingReader
 
     with RingReader(Path(f"/sys/fs/bpf/{node.prefix}") / "events") as ring:
-        return ring.read()
+        return ring.events()
 
 
 def assert_node_clean(node) -> None:

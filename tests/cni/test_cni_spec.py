@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ciliumctl.endpoints import cni_install
+from ciliumctl.node import cni_install
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -291,7 +291,7 @@ def test_status_and_gc(cni_node):
 
 
 def test_install_step_writes_records_and_undoes(tmp_path, monkeypatch):
-    from ciliumctl.install_node import Options
+    from ciliumctl.node.install import Options
 
     monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("CILIUMCTL_NODE_NETNS", raising=False)
@@ -311,7 +311,7 @@ def test_install_step_writes_records_and_undoes(tmp_path, monkeypatch):
 
 
 def test_install_step_leaves_the_machine_alone_on_a_sandbox_node(tmp_path, monkeypatch):
-    from ciliumctl.install_node import Options
+    from ciliumctl.node.install import Options
 
     monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("CILIUMCTL_NODE_NETNS", "cctl0000node")
@@ -340,8 +340,8 @@ def test_always_mode_pod_is_enforced_when_add_returns(cni_node):
     from ciliumctl.datapath import events as ev
     from ciliumctl.datapath.ringbuf import RingReader
 
-    set_mode = ("from ciliumctl import node; s = node.load_settings(); s.enforcement_mode = 'always'; "
-                "node.save_settings(s)")
+    set_mode = ("from ciliumctl.node import settings as node_settings; s = node_settings.load_settings(); s.enforcement_mode = 'always'; "
+                "node_settings.save_settings(s)")
     subprocess.run([sys.executable, "-c", set_mode], env=cni_node.env(), check=True, cwd=REPO)
     ns1, ns2 = cni_node.new_pod_ns(1), cni_node.new_pod_ns(2)
     ips = []
@@ -352,7 +352,7 @@ def test_always_mode_pod_is_enforced_when_add_returns(cni_node):
     eps = {e["ipv4"]: e for e in cni_node.endpoints()}
     assert not ping(ns1, ips[1]), "always mode with no policy: nothing may pass"
     with RingReader(Path(f"/sys/fs/bpf/{cni_node.prefix}") / "events") as ring:
-        seen = ring.read()
+        seen = ring.events()
     drops = [e for e in seen if e.type == ev.EVENT_DROP and e.saddr == ips[0] and e.daddr == ips[1]]
     assert drops and drops[0].subtype == ev.DROP_POLICY, seen
     assert {d.ep_id for d in drops} <= {eps[ips[0]]["id"], eps[ips[1]]["id"]}

@@ -251,7 +251,7 @@ def teardown_sandbox(sb: Sandbox) -> None:
 
 @contextlib.contextmanager
 def _sandbox(monkeypatch, tmp_path, n_pods: int):
-    import ciliumctl.nodens as nodens
+    import ciliumctl.base.netns as nodens
 
     prefix = f"cctl{secrets.token_hex(2)}"
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)

@@ -24,7 +24,7 @@ def _of(evts, **want):
 
 def _collect(reader, settle: float = 0.1):
     time.sleep(settle)
-    return reader.read()
+    return reader.events()
 
 
 def test_nothing_enforced_everything_flows(sandbox, datapath, events):
@@ -301,7 +301,7 @@ def test_events_lost_are_counted_when_the_ring_buffer_is_full(sandbox, datapath,
     s.close()
     time.sleep(0.2)
     lost = datapath.events_lost()
-    got = [e for e in events.read() if e.saddr == a.ip]
+    got = [e for e in events.events() if e.saddr == a.ip]
     assert lost > 0, (len(got), sent)
     # drops are counted apart from events: each dropped packet made a policy verdict and a drop event, and a's
     # side one trace (one flow); every one of them was either read or counted as lost

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ciliumctl.datapath import bpfsys, build, environment, loader, maps
-from ciliumctl.errors import EnvironmentProblem
+from ciliumctl.base.errors import EnvironmentProblem
 from .conftest import sh
 
 pytestmark = pytest.mark.root

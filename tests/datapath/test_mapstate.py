@@ -11,7 +11,7 @@ import pytest
 from ciliumctl.datapath import maps
 from ciliumctl.datapath.mapstate import (MATCH_ALL, MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L4_ONLY, compile_state,
                                          port_prefixes)
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 from ciliumctl.policy.resolved import (PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, DirectionPolicy,
                                        EndpointPolicy, PolicyEntry, PortRange, ResolvedState, RuleOrigin)
 

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from ciliumctl.datapath import build, environment, loader
-from ciliumctl.errors import EnvironmentProblem
+from ciliumctl.base.errors import EnvironmentProblem
 
 
 def test_not_root(monkeypatch):

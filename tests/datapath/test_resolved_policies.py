@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ciliumctl.datapath import events as ev
-from ciliumctl.identity import IdentityAllocator
+from ciliumctl.identity.allocator import IdentityAllocator
 from ciliumctl.policy.resolve import resolve
 
 pytestmark = pytest.mark.root
@@ -137,7 +137,7 @@ def test_deny_policy_and_drop_reason(node, sandbox):
         assert c.tcp_ok(b, 8080)
         assert not a.tcp_ok(b, 8080, timeout=0.5)
         time.sleep(0.1)
-        drops = [e for e in reader.read() if e.type == ev.EVENT_DROP]
+        drops = [e for e in reader.events() if e.type == ev.EVENT_DROP]
     assert drops and {(d.saddr, d.subtype) for d in drops} == {(a.ip, ev.DROP_POLICY_DENY)}
 
 

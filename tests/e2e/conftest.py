@@ -51,7 +51,7 @@ class Node:
         """A TCP (HTTP) or UDP echo server inside an endpoint, started through `endpoint exec`."""
         code = (f"import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('{ip}',{port}))\n"
                 "while True:\n d,a=s.recvfrom(2048); s.sendto(d,a)") if udp else None
-        from ciliumctl.demo import SERVER
+        from ciliumctl.node.demo import SERVER
 
         argv = [sys.executable, "-c", code] if udp else [sys.executable, "-c", SERVER, ip, str(port), str(self.state)]
         p = subprocess.Popen([CLI, "endpoint", "exec", endpoint, "--", *argv], env=self.env,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ciliumctl import demo
+from ciliumctl.node import demo
 
 pytestmark = pytest.mark.root
 

@@ -72,7 +72,7 @@ def test_apply_enforces_and_invalid_set_changes_nothing(node, tmp_path):
         ring.drain()
         assert node.connect("frontend", "10.200.0.1", 8080)
         assert not node.connect("other", "10.200.0.1", 8080, timeout=0.5)
-        evs = ring.read()
+        evs = ring.events()
     drops = [e for e in evs if e.type == E.EVENT_DROP and e.saddr == "10.200.0.3"]
     assert drops and drops[0].subtype == E.DROP_POLICY and drops[0].daddr == "10.200.0.1" and drops[0].dport == 8080
     assert any(e.type == E.EVENT_POLICY_VERDICT and e.verdict == E.VERDICT_FORWARDED and e.saddr == "10.200.0.2"
@@ -126,7 +126,7 @@ def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):
     with _events(node) as ring:
         ring.drain()
         assert node.connect("other", "10.200.0.1", 8080)
-        evs = ring.read()
+        evs = ring.events()
     assert any(e.type == E.EVENT_POLICY_VERDICT and e.verdict == E.VERDICT_AUDIT and e.saddr == "10.200.0.3"
                for e in evs)
     web = json.loads(node.cli("endpoint", "get", "web", "-o", "json").stdout)

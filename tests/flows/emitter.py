@@ -14,7 +14,9 @@ import platform
 import time
 
 from ciliumctl.flows.records import RECORD, pack_record
-from ciliumctl.flows.ringbuf import _libc
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 BPF_OBJ_PIN = 6
@@ -84,7 +86,7 @@ class Emitter:
     def __init__(self, pin_dir, ring_pages: int = 1024):
         from bcc import BPF
 
-        from ciliumctl import paths
+        from ciliumctl.base import paths
 
         self.bpf = BPF(text=SOURCE.encode(), cflags=[f"-DRING_PAGES={ring_pages}", f"-I{paths.bpf_src_dir()}",
                                             "-Wno-macro-redefined"])

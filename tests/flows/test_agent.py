@@ -14,7 +14,7 @@ import urllib.request
 import grpc
 import pytest
 
-from ciliumctl.agent import Agent, AgentOptions
+from ciliumctl.node.agent import Agent, AgentOptions
 from ciliumctl.flows.pb.flow import flow_pb2 as pb
 from ciliumctl.flows.pb.observer import observer_pb2 as opb
 from ciliumctl.flows.pb.observer import observer_pb2_grpc
@@ -181,8 +181,8 @@ def test_background_agent_and_observe_follow_reconnects(node, emitter, node_dirs
 
 
 def test_install_step_starts_and_uninstall_stops_the_agent(node_dirs, bpffs_dir):
-    from ciliumctl import agent as agent_mod
-    from ciliumctl.install_node import Options
+    from ciliumctl.node import agent as agent_mod
+    from ciliumctl.node.install import Options
 
     step = agent_mod.install_step()
     assert step.check(Options()) is not None                        # not running: install would start it
@@ -224,7 +224,7 @@ def test_agent_follows_a_reinstalled_datapath(node, bpffs_dir):
 def test_cluster_mode_starts_and_stops_the_cluster_sync(node_dirs, monkeypatch):
     """In cluster mode the agent hands the node to ciliumctl.cluster.node_sync (tested with the fake API server
     in tests/cluster); here: that the agent starts it with its node name only in cluster mode, and stops it."""
-    from ciliumctl.cluster import node_sync
+    from ciliumctl.node import cluster_sync as node_sync
 
     calls, stopped = [], []
 

@@ -3,7 +3,7 @@
 import pytest
 from .flowdata import SNAP, ip, rec
 
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 from ciliumctl.flows.convert import record_to_flow
 from ciliumctl.flows.filters import (CompiledFilter, FlowMatcher, filters_from_args, parse_selector, parse_time,
                                      selector_matches)

@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from ciliumctl.flows.records import RECORD, R_DPORT, R_PACKETS, R_SADDR, R_SPORT, R_TYPE, R_VERDICT
-from ciliumctl.flows.ringbuf import LostCounter, RingReader
+from ciliumctl.datapath.ringbuf import LostCounter, RingReader
 
 pytestmark = pytest.mark.root
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from ciliumctl import identity
-from ciliumctl.errors import EnvironmentProblem
-from ciliumctl.identity import IdentityAllocator, MemoryAllocator
+from ciliumctl.identity import allocator as identity
+from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.identity.allocator import IdentityAllocator, MemoryAllocator
 
 WEB = frozenset({"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"})
 DB = frozenset({"k8s:app=db", "k8s:io.kubernetes.pod.namespace=default"})
@@ -92,7 +92,7 @@ def test_concurrent_processes_agree(tmp_path):
 
 def test_identity_is_stable_across_processes(tmp_path):
     path = tmp_path / "identities.json"
-    code = ("import sys; from ciliumctl.identity import IdentityAllocator as A; "
+    code = ("import sys; from ciliumctl.identity.allocator import IdentityAllocator as A; "
             "print(A(sys.argv[1]).allocate(frozenset({'k8s:app=web', 'k8s:x=y'})))")
     out1 = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     IdentityAllocator(path).allocate(DB)

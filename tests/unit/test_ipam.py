@@ -6,7 +6,7 @@ import multiprocessing
 import pytest
 
 from ciliumctl.endpoints import ipam
-from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
 
 
 def test_allocates_lowest_free_and_reuses_released(tmp_path):

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 from ciliumctl.policy import load
 
 

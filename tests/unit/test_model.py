@@ -120,7 +120,7 @@ def test_every_valid_corpus_policy_parses_and_resolves():
     import json
 
     from ciliumctl.endpoints.model import Endpoint
-    from ciliumctl.identity import MemoryAllocator
+    from ciliumctl.identity.allocator import MemoryAllocator
     from ciliumctl.policy.resolve import resolve
 
     rows = [json.loads(line) for line in (CORPUS / "verdicts.jsonl").read_text().splitlines() if line.strip()]
@@ -149,7 +149,7 @@ def test_resolved_corpus_compiles_to_datapath_maps():
 
     from ciliumctl.datapath.mapstate import compile_state
     from ciliumctl.endpoints.model import Endpoint
-    from ciliumctl.identity import MemoryAllocator
+    from ciliumctl.identity.allocator import MemoryAllocator
     from ciliumctl.policy.resolve import resolve
 
     policies = []

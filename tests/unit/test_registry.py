@@ -4,7 +4,7 @@ import pytest
 
 from ciliumctl.endpoints import registry
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.identity import MemoryAllocator
+from ciliumctl.identity.allocator import MemoryAllocator
 from ciliumctl.policy.resolve import HOST_ENDPOINT_ID, resolve, resolve_detailed
 from ciliumctl.policy.resolved import (IDENTITY_ANY, PROTO_ANY, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
                                        Enforcement, PortRange, RuleOrigin)

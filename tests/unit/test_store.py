@@ -2,7 +2,7 @@
 
 import pytest
 
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 from ciliumctl.policy import store
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ciliumctl import node
-from ciliumctl.errors import UsageError
+from ciliumctl.node import endpoint_ops, policy_ops, reconcile as node_reconcile, settings as node_settings
+from ciliumctl.base.errors import UsageError
 from ciliumctl.policy.resolved import (DirectionPolicy, EndpointPolicy, PolicyEntry, PortRange, ResolvedState)
 
 
@@ -14,34 +14,34 @@ def state(tmp_path, monkeypatch):
 
 
 def test_parse_labels():
-    assert node.parse_labels("org=empire,class=deathstar") == {"org": "empire", "class": "deathstar"}
-    assert node.parse_labels(["a=1", "b=2,k8s:c="]) == {"a": "1", "b": "2", "c": ""}
-    assert node.parse_labels("app.kubernetes.io/name=web") == {"app.kubernetes.io/name": "web"}
+    assert endpoint_ops.parse_labels("org=empire,class=deathstar") == {"org": "empire", "class": "deathstar"}
+    assert endpoint_ops.parse_labels(["a=1", "b=2,k8s:c="]) == {"a": "1", "b": "2", "c": ""}
+    assert endpoint_ops.parse_labels("app.kubernetes.io/name=web") == {"app.kubernetes.io/name": "web"}
     for bad in ("novalue", "=x", "a=b c", "-a=b"):
         with pytest.raises(UsageError, match="key=value"):
-            node.parse_labels(bad)
+            endpoint_ops.parse_labels(bad)
 
 
 def test_names():
-    assert node.check_name("endpoint name", "tie-fighter1") == "tie-fighter1"
+    assert endpoint_ops.check_name("endpoint name", "tie-fighter1") == "tie-fighter1"
     for bad in ("Tie", "-x", "a_b", "", "x" * 64):
         with pytest.raises(UsageError):
-            node.check_name("endpoint name", bad)
+            endpoint_ops.check_name("endpoint name", bad)
 
 
 def test_settings_roundtrip_and_modes(state):
-    s = node.load_settings()
+    s = node_settings.load_settings()
     assert (s.mode.value, s.audit, s.revision, s.installed) == ("default", False, 0, False)
     s.enforcement_mode, s.audit, s.revision = "always", True, 7
-    node.save_settings(s)
-    again = node.load_settings()
+    node_settings.save_settings(s)
+    again = node_settings.load_settings()
     assert (again.enforcement_mode, again.audit, again.revision) == ("always", True, 7)
-    assert node.parse_mode("NEVER").value == "never"
+    assert node_settings.parse_mode("NEVER").value == "never"
     with pytest.raises(UsageError, match="default, always or never"):
-        node.parse_mode("sometimes")
+        node_settings.parse_mode("sometimes")
     (state / "node.json").write_text('{"enforcement_mode": "bogus"}')
     with pytest.raises(Exception, match="invalid node settings"):
-        node.load_settings()
+        node_settings.load_settings()
 
 
 def _state(entries):
@@ -53,20 +53,20 @@ def _state(entries):
 def test_diff_states():
     old = _state([])
     new = _state([PolicyEntry(257, PortRange(6, 80, 80), False), PolicyEntry(0, PortRange(17, 1000, 2000), True)])
-    diff = node.diff_states(old, new)
+    diff = node_reconcile.diff_states(old, new)
     assert "- endpoint 1 ingress enforcement disabled" in diff
     assert "+ endpoint 1 ingress enforcement enabled" in diff
     assert "+ endpoint 1 ingress allow identity 257 tcp/80" in diff
     assert "+ endpoint 1 ingress deny identity any udp/1000-2000" in diff
     assert not any("ipcache" in line for line in diff)
-    assert node.diff_states(new, new) == []
+    assert node_reconcile.diff_states(new, new) == []
 
 
 def test_store_rolls_back_when_programming_fails(state, monkeypatch):
-    from ciliumctl.errors import EnvironmentProblem
+    from ciliumctl.base.errors import EnvironmentProblem
     from ciliumctl.policy import store
 
-    monkeypatch.setattr(node, "_require_root", lambda what: None)
+    monkeypatch.setattr(policy_ops, "require_root", lambda what: None)
     old = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "a"},
            "spec": {"endpointSelector": {}, "ingress": [{}]}}
     store.put(store.from_object(old))
@@ -76,10 +76,10 @@ def test_store_rolls_back_when_programming_fails(state, monkeypatch):
     def refuse(*a, **k):
         raise EnvironmentProblem("the policy map is full")
 
-    monkeypatch.setattr(node, "reconcile", refuse)
+    monkeypatch.setattr(policy_ops, "reconcile", refuse)
     with pytest.raises(EnvironmentProblem, match="full"):
-        node.apply_policies([new, other])
+        policy_ops.apply_policies([new, other])
     assert [(p.name, p.data) for p in store.load_all()] == [("a", old)]
     with pytest.raises(EnvironmentProblem):
-        node.delete_policy("a")
+        policy_ops.delete_policy("a")
     assert [p.name for p in store.load_all()] == ["a"]

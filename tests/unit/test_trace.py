@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 from ciliumctl.policy.labels import parse_label_list
 from ciliumctl.policy.model import parse_policy
 from ciliumctl.policy.resolved import PROTO_ICMP, PROTO_TCP, PROTO_UDP
@@ -253,9 +253,9 @@ def test_cli_icmp_and_all_traffic(tmp_path, policy_dir):
 
 def test_cli_live_uses_the_nodes_endpoints_policies_and_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
-    from ciliumctl import node
+    from ciliumctl.node import settings as node_settings
     from ciliumctl.endpoints import registry
-    from ciliumctl.identity import IdentityAllocator
+    from ciliumctl.identity.allocator import IdentityAllocator
     from ciliumctl.policy import store
 
     registry.save(Endpoint(7, "deathstar", "default", {"org": "empire", "class": "deathstar"},
@@ -269,9 +269,9 @@ def test_cli_live_uses_the_nodes_endpoints_policies_and_mode(tmp_path, monkeypat
     assert data["destination"]["endpoint_id"] == 7 and data["ingress"]["kind"] == "allowed"
     bad = cli("--live", "-s", "org=alliance", "--dst-ip", "10.200.0.7", "--dport", "80/tcp", tmp_path=tmp_path)
     assert bad.returncode == 1
-    settings = node.load_settings()
+    settings = node_settings.load_settings()
     settings.enforcement_mode = "always"
-    node.save_settings(settings)
+    node_settings.save_settings(settings)
     out = cli("--live", "-s", "org=empire", "--dst-ip", "10.200.0.7", "--dport", "80/tcp", "-o", "json",
               tmp_path=tmp_path)
     data = json.loads(out.stdout)

@@ -26,8 +26,9 @@ import sys
 import threading
 from pathlib import Path
 
-from ciliumctl import paths, statefile
-from ciliumctl.endpoints import cni_node, cni_plumbing
+from ciliumctl.base import paths, statefile
+from ciliumctl.node import cni as cni_node
+from ciliumctl.endpoints import cni_plumbing
 
 log = logging.getLogger("ciliumctl.cni")
 
@@ -306,7 +307,7 @@ def _recv_request(conn: socket.socket) -> tuple[bytes, list[int]]:
 
 def serve(path: str | None = None) -> None:
     """Standalone server (the agent embeds CniServer instead)."""
-    from ciliumctl.nodens import enter_node_netns
+    from ciliumctl.base.netns import enter_node_netns
 
     enter_node_netns()
     server = CniServer(path)
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", default=None, help="unix socket path (default: the agent socket)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from ciliumctl.errors import CiliumctlError
+    from ciliumctl.base.errors import CiliumctlError
 
     try:
         serve(args.socket)

@@ -12,10 +12,13 @@ import contextlib
 from pathlib import Path
 from typing import Callable
 
-from ciliumctl import paths
+from ciliumctl.base import paths
 from ciliumctl.endpoints import registry
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
+from ciliumctl.node import endpoint_ops
+from ciliumctl.node import reconcile as node_reconcile
+from ciliumctl.node import settings as node_settings
 
 LABELS_ANNOTATION = "ciliumctl.io/labels"
 
@@ -32,16 +35,12 @@ def set_pod_label_source(fn: PodLabelSource | None) -> None:
 
 
 def lock_path() -> Path:
-    from ciliumctl import node
-
-    return node.lock_path()
+    return node_settings.lock_path()
 
 
 def parse_labels(text: str) -> dict[str, str]:
-    from ciliumctl import node
-
     try:
-        return node.parse_labels(text or "")
+        return endpoint_ops.parse_labels(text or "")
     except UsageError as err:
         raise UsageError(f"pod annotation {LABELS_ANNOTATION}: {err}") from None
 
@@ -57,17 +56,15 @@ def pod_labels(namespace: str, name: str, annotations: dict) -> dict[str, str]:
 def register(*, name: str, namespace: str, annotations: dict, ipv4: str, netns: str, host_ifname: str,
              host_ifindex: int, container_id: str) -> Endpoint:
     """Save the endpoint, give it an identity, attach the datapath and put current policy in force
-    (ciliumctl.node.attach_endpoint; the caller holds the node lock). Nothing stays registered on failure."""
-    from ciliumctl import node
-
+    (ciliumctl.endpoint_ops.attach_endpoint; the caller holds the node lock). Nothing stays registered on failure."""
     ep = Endpoint(id=registry.next_id(), name=name, namespace=namespace,
                   labels=pod_labels(namespace, name, annotations), ipv4=ipv4, netns=netns,
                   host_ifname=host_ifname, host_ifindex=host_ifindex, container_id=container_id,
-                  node=node._node_name(), state="waiting-for-identity")
+                  node=node_settings.node_name(), state="waiting-for-identity")
     registry.save(ep)
     try:
-        with node.open_datapath() as dp:   # closed again: a long-running agent must not collect map fds
-            node.attach_endpoint(ep, dp)
+        with node_reconcile.open_datapath() as dp:   # closed again: a long-running agent must not collect map fds
+            endpoint_ops.attach_endpoint(ep, dp)
     except BaseException:
         unregister(ep.id, container_id)
         raise
@@ -76,8 +73,6 @@ def register(*, name: str, namespace: str, annotations: dict, ipv4: str, netns: 
 
 def unregister(ep_id: int, container_id: str = "") -> None:
     """Detach from the datapath, drop from the registry, re-program policy without it (node lock held)."""
-    from ciliumctl import node
-
     ep = registry.load(ep_id)
     if ep is None or (container_id and ep.container_id and ep.container_id != container_id):
         return
@@ -85,12 +80,12 @@ def unregister(ep_id: int, container_id: str = "") -> None:
     dp = None
     if pins.is_dir() and any(pins.iterdir()):   # never compile a datapath just to take an endpoint out of it
         with contextlib.suppress(EnvironmentProblem):
-            dp = node.open_datapath()
+            dp = node_reconcile.open_datapath()
     if dp is None:             # no datapath (uninstalled): only the registry entry is left to drop
         registry.remove(ep.id)
         return
     with dp:
-        node.detach_endpoint(ep, dp)
+        endpoint_ops.detach_endpoint(ep, dp)
 
 
 def find(container_id: str, host_ifname: str) -> list[int]:

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ciliumctl.errors import EnvironmentProblem
+from ciliumctl.base.errors import EnvironmentProblem
 
 
 def write_json(path: Path, value) -> None:

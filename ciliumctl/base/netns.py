@@ -6,10 +6,14 @@ a second simulated node) keeps everything it creates away from the machine's own
 Only the network namespace is changed: bpffs and /run stay those of the caller.
 """
 
+import contextlib
 import ctypes
 import os
 
+from ciliumctl.base.errors import EnvironmentProblem
+
 CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 _entered: str | None = None
 
 
@@ -20,16 +24,34 @@ def node_netns() -> str | None:
     return value if "/" in value else f"/run/netns/{value}"
 
 
+def setns_fd(fd: int, what: str = "setns") -> None:
+    """Move the calling thread into the network namespace open at `fd`; OSError on failure."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), what)
+
+
 def setns_path(path: str) -> None:
     """Move the calling thread into the network namespace at `path`; OSError on failure."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), path)
+        setns_fd(fd, path)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def in_netns(fd: int):
+    """Run the block in the namespace open at `fd` (this thread only), then return to the thread's own."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns_fd(fd)
+        try:
+            yield
+        finally:
+            setns_fd(own)
+    finally:
+        os.close(own)
 
 
 def enter_node_netns() -> None:
@@ -38,8 +60,6 @@ def enter_node_netns() -> None:
     path = node_netns()
     if path is None or _entered == path:
         return
-    from ciliumctl.errors import EnvironmentProblem
-
     try:
         setns_path(path)
     except FileNotFoundError as err:

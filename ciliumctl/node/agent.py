@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ciliumctl import paths
-from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.base import paths
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
 
-log = logging.getLogger("ciliumctl.agent")
+log = logging.getLogger("ciliumctl.node.agent")
 
 DEFAULT_FLOW_BUFFER = 4095
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9965"
@@ -133,7 +133,7 @@ class Agent:
     def start(self) -> None:
         """Start every part; returns once the API socket accepts connections."""
         from ciliumctl.flows.server import ObserverServer
-        from ciliumctl.nodens import enter_node_netns
+        from ciliumctl.base.netns import enter_node_netns
 
         enter_node_netns()  # before any thread: threads inherit the network namespace
         self._take_lock()
@@ -172,7 +172,7 @@ class Agent:
     def _start_cni(self) -> None:
         """Mount the CNI plugin's endpoint when that module is present (ciliumctl/endpoints/cni_server.py)."""
         try:
-            from ciliumctl.endpoints.cni_server import CniServer
+            from ciliumctl.node.cni_server import CniServer
         except ImportError:
             return
         self.cni = CniServer(self.opts.cni_socket or paths.agent_socket()).start()
@@ -183,7 +183,7 @@ class Agent:
         if not (self.opts.kubeconfig or os.environ.get("KUBECONFIG")
                 or os.environ.get("CILIUMCTL_CLUSTER") == "in-cluster"):
             return
-        from ciliumctl.cluster import node_sync
+        from ciliumctl.node import cluster_sync as node_sync
 
         self.cluster = node_sync.start_for_agent(self.opts.kubeconfig, self.opts.context, self.node_name)
 
@@ -228,7 +228,7 @@ class Agent:
 
     def _open_datapath(self):
         """The pinned ring buffer and lost counter, or (None, None) while the datapath is not installed."""
-        from ciliumctl.flows.ringbuf import LostCounter, RingReader
+        from ciliumctl.datapath.ringbuf import LostCounter, RingReader
 
         events, lost = paths.bpffs_dir() / "events", paths.bpffs_dir() / "events_lost"
         if not events.exists():
@@ -449,9 +449,9 @@ def status(socket_path: Path | None = None) -> dict:
 
 def install_step():
     """The agent as a step of `ciliumctl install` (node mode): start it in the background if it is not running;
-    uninstall stops it. Wire with `install_node.register_step(agent.install_step())`. Agent flags can be passed
-    as install_node.Options.extra["agent_args"] (a list of `agent run` arguments)."""
-    from ciliumctl.install_node import Step
+    uninstall stops it. Wire with `install.register_step(agent.install_step())`. Agent flags can be passed
+    as steps.Options.extra["agent_args"] (a list of `agent run` arguments)."""
+    from ciliumctl.node.steps import Step
 
     def check(_opts) -> str | None:
         return None if running_pid() else f"start the agent in the background (log {log_file()})"

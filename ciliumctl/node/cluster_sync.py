@@ -22,8 +22,11 @@ from ciliumctl.cluster.identity import CiliumIdentityBackend
 from ciliumctl.cluster.kube import Kube
 from ciliumctl.cluster.watch import ClusterCache
 from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.node import cni as cni_node
+from ciliumctl.node import reconcile as node_reconcile
+from ciliumctl.node import settings as node_settings
 
-log = logging.getLogger("ciliumctl.cluster.node_sync")
+log = logging.getLogger("ciliumctl.node.cluster_sync")
 
 WATCHED = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy", "Pod", "Namespace", "Node",
            "CiliumEndpoint", "CiliumIdentity")
@@ -76,16 +79,9 @@ def remote_endpoint(row: dict, index: int) -> Endpoint:
 
 def _node_hook(cluster) -> None:
     """Hand node-local reconciles (CNI, endpoint add) and identity allocation to the cluster while it runs:
-    ciliumctl.node.set_cluster(obj) with obj.identities (IdentityBackend) and obj.reconcile_locked(dp, settings).
-    Without that hook a local reconcile would program the node from the local store until the next sync."""
-    from ciliumctl import node
-
-    hook = getattr(node, "set_cluster", None)
-    if hook is not None:
-        hook(cluster)
-    elif cluster is not None:
-        log.warning("ciliumctl.node has no set_cluster(): local reconciles (CNI ADD/DEL) use the local policy "
-                    "store until the next cluster sync")
+    obj.identities (IdentityBackend) and obj.reconcile_locked(dp, settings). Without it a local reconcile would
+    program the node from the local store until the next sync."""
+    node_reconcile.set_cluster(cluster)
 
 
 class ClusterNode:
@@ -99,10 +95,8 @@ class ClusterNode:
         self.mode, self.audit = mode, audit
         self.resync_seconds, self.settle_seconds = resync_seconds, settle_seconds
         self.cache = ClusterCache(kube, node_name, kinds=WATCHED, timeout_seconds=watch_timeout)
-        from ciliumctl import node
-
-        # the node's own table for CIDR identities (explicit path: never the cluster hook of node.allocator())
-        self.identities = CiliumIdentityBackend(kube, local=node.allocator(node.identities_path()))
+        # the node's own table for CIDR identities (explicit path: never the cluster hook of node_reconcile.allocator())
+        self.identities = CiliumIdentityBackend(kube, local=node_reconcile.allocator(node_reconcile.identities_path()))
         self.cache.listeners.append(self.identities.on_event)
         self._verdicts: dict[tuple[str, str], tuple[bool, str]] = {}  # (ref, resourceVersion-of-spec) -> verdict
         self._stop = threading.Event()
@@ -114,8 +108,6 @@ class ClusterNode:
     # ---- lifecycle
 
     def start(self, wait_synced: float = 30.0) -> "ClusterNode":
-        from ciliumctl.endpoints import cni_node
-
         self.cache.start()
         self.cache.wait_synced(wait_synced)
         cni_node.set_pod_label_source(sources.pod_label_lookup(self.cache))
@@ -125,8 +117,6 @@ class ClusterNode:
         return self
 
     def stop(self) -> None:
-        from ciliumctl.endpoints import cni_node
-
         self._stop.set()
         with self.cache._cond:
             self.cache._cond.notify_all()
@@ -165,9 +155,7 @@ class ClusterNode:
 
     def datapath(self):
         if self._datapath is None:
-            from ciliumctl import node
-
-            self._datapath = node.open_datapath()
+            self._datapath = node_reconcile.open_datapath()
         return self._datapath
 
     def _verdict(self, obj: dict) -> tuple[bool, str]:
@@ -207,7 +195,7 @@ class ClusterNode:
 
     def _program(self, report: SyncReport, policies: list[dict], datapath=None, settings=None):
         """Resolve and load the datapath; the caller holds the node lock. Returns the datapath's report."""
-        from ciliumctl import node, statefile
+        from ciliumctl.base import statefile
         from ciliumctl.endpoints import registry
         from ciliumctl.policy.resolve import resolve
 
@@ -215,7 +203,7 @@ class ClusterNode:
         report.remote = [remote_endpoint(r, i) for i, r in enumerate(rows)]
         ns_labels = {ns["metadata"]["name"]: sources.namespace_labels(self.cache, ns["metadata"]["name"])
                      for ns in self.cache.objects("Namespace")}
-        settings = settings or node.load_settings()
+        settings = settings or node_settings.load_settings()
         mode = self.mode or settings.enforcement_mode
         audit = settings.audit if self.audit is None else self.audit
         local = sources.enrich(registry.load_all(), self.cache, self.node_name)
@@ -225,8 +213,8 @@ class ClusterNode:
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
         applied = (datapath or self.datapath()).apply(state)
-        node.save_settings(settings)
-        statefile.write_json(node.enforcement_path(), {
+        node_settings.save_settings(settings)
+        statefile.write_json(node_reconcile.enforcement_path(), {
             str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}
             for ep_id, pol in state.endpoints.items()})
         for ep in local:
@@ -241,11 +229,11 @@ class ClusterNode:
         return applied
 
     def reconcile_locked(self, datapath=None, settings=None):
-        """node.reconcile() in cluster mode (the caller holds the node lock: CNI ADD/DEL, endpoint add/delete):
+        """node_reconcile.reconcile() in cluster mode (the caller holds the node lock: CNI ADD/DEL, endpoint add/delete):
         program from the cluster's policies and identities, never from the local store. The sync loop then
         publishes the CiliumEndpoints."""
         if not self.cache.synced():
-            from ciliumctl.errors import EnvironmentProblem
+            from ciliumctl.base.errors import EnvironmentProblem
 
             raise EnvironmentProblem("the agent has not read the cluster's policies and pods yet (API server "
                                      f"{self.kube.host}); retry shortly")
@@ -258,11 +246,9 @@ class ClusterNode:
 
     def sync(self) -> SyncReport:
         """One full round: statuses, datapath, CiliumEndpoints."""
-        from ciliumctl import node
-
         report = SyncReport()
         policies = self._policies(report, publish_status=True)
-        with node.locked():
+        with node_settings.locked():
             self._program(report, policies)
         state = report.state
         published = [(ep, state.identities.get(ep.identity, frozenset())) for ep in report.local if ep.ipv4]
@@ -290,7 +276,7 @@ def start_for_agent(kubeconfig: str | None = None, context: str | None = None, n
     import os
     import socket
 
-    from ciliumctl.errors import UsageError
+    from ciliumctl.base.errors import UsageError
 
     mode = cluster_mode(kubeconfig)
     if mode is None:
@@ -310,8 +296,8 @@ def run(kubeconfig: str | None = None, context: str | None = None, node_name: st
     cluster mode beside its flow reader. SIGTERM / Ctrl-C stops it."""
     import signal
 
-    from ciliumctl import nodens
-    from ciliumctl.errors import UsageError
+    from ciliumctl.base import netns as nodens
+    from ciliumctl.base.errors import UsageError
 
     nodens.enter_node_netns()  # before any thread or socket: everything below lives in the node's namespace
     if cluster_mode(kubeconfig) is None:
@@ -332,7 +318,7 @@ if __name__ == "__main__":
     import argparse
     import sys
 
-    from ciliumctl.errors import CiliumctlError
+    from ciliumctl.base.errors import CiliumctlError
 
     parser = argparse.ArgumentParser(prog="python -m ciliumctl.cluster.node_sync")
     parser.add_argument("--kubeconfig")

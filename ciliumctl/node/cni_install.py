@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 import ciliumctl
-from ciliumctl import paths
-from ciliumctl.errors import EnvironmentProblem, UsageError
+from ciliumctl.base import paths
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
 
 CONFLIST_NAME = "05-ciliumctl.conflist"
 PLUGIN_NAME = "ciliumctl-cni"
@@ -127,7 +127,7 @@ def uninstall_cni(conf_dir: str = DEFAULT_CONF_DIR, bin_dir: str = DEFAULT_BIN_D
     return actions
 
 
-# --- `ciliumctl install` / `uninstall` step (ciliumctl/install_node.py) ---------------------------------------
+# --- `ciliumctl install` / `uninstall` step (ciliumctl/node/install.py) ---------------------------------------
 
 def _record_path() -> Path:
     return paths.state_dir() / "cni-install.json"
@@ -146,11 +146,11 @@ def _wanted_dirs(options) -> tuple[str, str] | None:
 
 
 def _pool_of(options) -> str:
-    from ciliumctl import node
+    from ciliumctl.node import settings as node_settings
     from ciliumctl.endpoints import ipam
 
     return ipam.effective_pool(explicit=getattr(options, "pool", None) or None,
-                               configured=node.load_settings().pool or None)
+                               configured=node_settings.load_settings().pool or None)
 
 
 def _expected(options) -> tuple[Path, str, Path, str] | None:
@@ -180,14 +180,14 @@ def step_run(options) -> str:
         return "skipped on a sandbox node (pass --cni-conf-dir/--cni-bin-dir to install there)"
     conf_dir, bin_dir = dirs
     install_cni(conf_dir, bin_dir, pool=_pool_of(options))
-    from ciliumctl import statefile
+    from ciliumctl.base import statefile
 
     statefile.write_json(_record_path(), {"conf_dir": conf_dir, "bin_dir": bin_dir})
     return f"{Path(conf_dir) / CONFLIST_NAME}, {Path(bin_dir) / PLUGIN_NAME}"
 
 
 def step_undo() -> str | None:
-    from ciliumctl import statefile
+    from ciliumctl.base import statefile
 
     record = statefile.read_json(_record_path())
     if not record:
@@ -199,7 +199,7 @@ def step_undo() -> str | None:
 
 
 def install_step():
-    """The step `ciliumctl install` runs: install_node.register_step(cni_install.install_step())."""
-    from ciliumctl.install_node import Step
+    """The step `ciliumctl install` runs: install.register_step(cni_install.install_step())."""
+    from ciliumctl.node.steps import Step
 
     return Step("cni plugin", step_check, step_run, step_undo)

@@ -17,8 +17,8 @@ import abc
 from collections.abc import Iterable
 from pathlib import Path
 
-from ciliumctl import paths, statefile
-from ciliumctl.errors import EnvironmentProblem
+from ciliumctl.base import paths, statefile
+from ciliumctl.base.errors import EnvironmentProblem
 
 HOST, WORLD, UNMANAGED, HEALTH, INIT, REMOTE_NODE, KUBE_APISERVER, INGRESS, WORLD_IPV4, WORLD_IPV6 = range(1, 11)
 RESERVED = {"host": HOST, "world": WORLD, "unmanaged": UNMANAGED, "health": HEALTH, "init": INIT,

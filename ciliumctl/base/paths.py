@@ -25,11 +25,11 @@ def bpffs_dir() -> Path:
 
 def bpf_src_dir() -> Path:
     """The C sources of the datapath (bpf/ at the top of the source tree)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "bpf", here / "bpf"):
+    package = Path(__file__).resolve().parents[1]   # ciliumctl/
+    for candidate in (package.parent / "bpf", package / "bpf"):
         if candidate.is_dir():
             return candidate
-    return here.parent / "bpf"
+    return package.parent / "bpf"
 
 
 def hubble_socket() -> Path:

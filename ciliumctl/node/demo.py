@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ciliumctl.errors import EnvironmentProblem, Finding
+from ciliumctl.base.errors import EnvironmentProblem, Finding
 
 ENDPOINTS = (
     ("deathstar", {"org": "empire", "class": "deathstar"}),
@@ -144,7 +144,7 @@ def new_sandbox() -> Sandbox:
 
 def policy_file(workdir: Path) -> Path:
     """examples/policies' deathstar L3/L4 policy when the source tree has one, else the embedded copy."""
-    from ciliumctl import paths
+    from ciliumctl.base import paths
 
     examples = paths.bpf_src_dir().parent / "examples" / "policies"
     if examples.is_dir():
@@ -177,7 +177,7 @@ class _Events:
     def __init__(self, names: dict[str, str], show):
         import threading
 
-        from ciliumctl import paths
+        from ciliumctl.base import paths
         from ciliumctl.datapath.ringbuf import RingReader
 
         self.reader = RingReader(paths.bpffs_dir() / "events")
@@ -190,7 +190,7 @@ class _Events:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            events = [ev for ev in self.reader.read() if ev.type in (1, 9)]
+            events = [ev for ev in self.reader.events() if ev.type in (1, 9)]
             for ev in events:
                 self.show(format_event(ev, self.names))
             if not events:
@@ -268,7 +268,7 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
     created_netns = False
     failures: list[str] = []
     try:
-        from ciliumctl import install_node, node
+        from ciliumctl.node import endpoint_ops, install as install_node, policy_ops
         from ciliumctl.endpoints import registry
 
         ui.step(f"Sandbox node: network namespace {sb.name}, state in {sb.workdir}, pins in {sb.bpffs}")
@@ -283,7 +283,7 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
 
         ui.step("Creating endpoints")
         for name, labels in ENDPOINTS:
-            ep = node.add_endpoint(name, labels)
+            ep = endpoint_ops.add_endpoint(name, labels)
             ui.detail(f"endpoint/{name} created (id {ep.id}, identity {ep.identity}, {ep.ipv4})")
         eps = {ep.name: ep for ep in registry.load_all()}
         names = {ep.ipv4: ep.name for ep in eps.values()}
@@ -312,7 +312,7 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
         ui.step(f"Applying an L3/L4 policy: only org=empire may reach deathstar on 80/TCP ({shown})")
         for line in pfile.read_text().rstrip().splitlines():
             ui.detail(f"  {line}")
-        result = node.apply_policies(node.load_and_validate([str(pfile)]))
+        result = policy_ops.apply_policies(policy_ops.load_and_validate([str(pfile)]))
         for c in result.changes:
             ui.detail(f"{c.resource} {c.verb} (policy revision {result.revision})")
         ui.endpoints(registry.load_all())
@@ -335,7 +335,7 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
 
 def cleanup(sb: Sandbox, created_netns: bool = True, ui: DemoUI | None = None) -> None:
     """Uninstall the sandbox node and remove its namespace and files (best effort, never raises)."""
-    from ciliumctl import install_node
+    from ciliumctl.node import install as install_node
 
     if ui:
         ui.step("Cleaning up (uninstall, remove the sandbox node)")

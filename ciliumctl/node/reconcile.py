@@ -1,0 +1,154 @@
+"""The one path from the node's desired state to the kernel:
+
+    policy store + endpoint registry  ->  policy.resolve.resolve()  ->  Datapath.apply()
+
+In cluster mode the agent hands reconciles and identity allocation to its cluster view (set_cluster).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ciliumctl.base import paths, statefile
+from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.endpoints import registry
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.node.settings import Settings, load_settings, save_settings
+from ciliumctl.policy import store
+from ciliumctl.policy.resolved import ResolvedState
+
+
+def identities_path() -> Path:
+    return paths.state_dir() / "identities.json"
+
+
+def allocator(path: Path | None = None):
+    """The identity table: the cluster's while an agent runs in cluster mode (set_cluster), else the node's own
+    file (or the one at `path`, always local)."""
+    if path is None and _cluster is not None:
+        return _cluster.identities
+    from ciliumctl.identity.allocator import IdentityAllocator
+
+    return IdentityAllocator(path or identities_path())
+
+
+# In cluster mode the agent hands node-local reconciles and identity allocation to its cluster view, so that a
+# CNI ADD or an `endpoint add` served by the agent programs the cluster's policies, not the local store.
+_cluster = None
+
+
+def set_cluster(cluster) -> None:
+    """`cluster` has .identities (an IdentityBackend) and .reconcile_locked(datapath, settings); None resets."""
+    global _cluster
+    _cluster = cluster
+
+
+def endpoint_labels(ep: Endpoint) -> frozenset[str]:
+    """The security-relevant label set of an endpoint, as Cilium derives it for a pod (policy.labels)."""
+    from ciliumctl.policy import labels
+
+    return frozenset(labels.endpoint_labels(ep))
+
+
+def open_datapath():
+    """The pinned datapath (compiled, loaded and pinned on first use)."""
+    from ciliumctl.base import netns as nodens
+
+    nodens.enter_node_netns()
+    try:
+        from ciliumctl.datapath.loader import Datapath
+    except ImportError:
+        raise EnvironmentProblem("the eBPF datapath is not available in this build of ciliumctl "
+                                 "(ciliumctl.datapath.loader missing)") from None
+    return Datapath.open()
+
+
+def parsed_policies(stored: list[store.StoredPolicy] | None = None) -> list:
+    """Stored policies as the policy model (already validated when stored)."""
+    from ciliumctl.policy import model
+
+    out = []
+    for p in store.load_all() if stored is None else stored:
+        try:
+            parsed = model.parse_policy(p.data)
+        except Exception as err:  # a stored object that no longer parses: name it, never a traceback
+            raise EnvironmentProblem(f"stored policy {p.resource} ({p.namespace or 'cluster-wide'}) cannot be "
+                                     f"parsed: {err}; delete it with `ciliumctl policy delete {p.name}`") from None
+        out.extend(parsed if isinstance(parsed, list) else [parsed])
+    return out
+
+
+def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], settings: Settings,
+                  alloc=None, revision: int | None = None) -> ResolvedState:
+    from ciliumctl.policy.resolve import resolve
+
+    return resolve(endpoints, parsed_policies(stored), settings.mode, alloc if alloc is not None else allocator(),
+                   revision=settings.revision if revision is None else revision, audit=settings.audit)
+
+
+def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = False):
+    """Program the kernel with the current store and registry (call under locked()). Returns the apply report.
+    upgrade: also replace outdated pinned programs and maps (Datapath.upgrade) in the same switch."""
+    if _cluster is not None:
+        return _cluster.reconcile_locked(datapath, settings)
+    settings = settings or load_settings()
+    endpoints = registry.load_all()
+    settings.revision += 1
+    alloc = allocator()
+    state = resolve_state(endpoints, store.load_all(), settings, alloc, settings.revision)
+    _record_identities(endpoints, state)
+    dp = datapath or open_datapath()
+    report = dp.upgrade(state) if upgrade else dp.apply(state)
+    save_settings(settings)
+    statefile.write_json(enforcement_path(), {
+        str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}
+        for ep_id, pol in state.endpoints.items()})
+    return report
+
+
+def enforcement_path() -> Path:
+    return paths.state_dir() / "enforcement.json"
+
+
+def enforcement_of(ep_id: int) -> dict:
+    """{"ingress": bool, "egress": bool} as last programmed ({} when never programmed)."""
+    data = statefile.read_json(enforcement_path(), default={}) or {}
+    return data.get(str(ep_id), {})
+
+
+def _record_identities(endpoints: list[Endpoint], state: ResolvedState) -> None:
+    for ep in endpoints:
+        pol = state.endpoints.get(ep.id)
+        if pol is not None and pol.identity and pol.identity != ep.identity:
+            ep.identity = pol.identity
+            registry.save(ep)
+
+
+def map_entries(state: ResolvedState) -> set[str]:
+    """A ResolvedState as readable map entries (policy per endpoint and direction, ipcache)."""
+    names = {"ingress": "ingress", "egress": "egress"}
+    out = set()
+    for ep_id, pol in state.endpoints.items():
+        for d in names:
+            dp = getattr(pol, d)
+            out.add(f"endpoint {ep_id} {d} enforcement {'enabled' if dp.enforced else 'disabled'}")
+            for e in dp.entries:
+                out.add(f"endpoint {ep_id} {d} {'deny' if e.deny else 'allow'} identity {e.identity or 'any'} "
+                        f"{_ports(e.ports)}")
+    for prefix, ident in state.ipcache.items():
+        out.add(f"ipcache {prefix} -> identity {ident}")
+    return out
+
+
+def diff_states(old: ResolvedState, new: ResolvedState) -> list[str]:
+    a, b = map_entries(old), map_entries(new)
+    return [f"- {x}" for x in sorted(a - b)] + [f"+ {x}" for x in sorted(b - a)]
+
+
+def _ports(p) -> str:
+    proto = {0: "any", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}.get(p.proto, str(p.proto))
+    if p.proto == 0:
+        return "any protocol"
+    if p.any_port:
+        return f"{proto}/any"
+    return f"{proto}/{p.lo}" if p.lo == p.hi else f"{proto}/{p.lo}-{p.hi}"

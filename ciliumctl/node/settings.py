@@ -1,0 +1,98 @@
+"""The node's settings (enforcement mode, audit, address pool, policy revision in `<state>/node.json`), the
+node lock that every state-changing command holds from reading to programming the maps, and the guards every
+node command shares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ciliumctl.base import paths, statefile
+from ciliumctl.base.errors import CiliumctlError, EnvironmentProblem, UsageError
+from ciliumctl.endpoints import ipam
+from ciliumctl.policy.resolved import Enforcement
+
+
+@dataclass
+class Settings:
+    enforcement_mode: str = Enforcement.DEFAULT.value
+    audit: bool = False
+    pool: str = ""              # "" = $CILIUMCTL_POOL or the default pool
+    revision: int = 0           # policy revision, bumped by every reconcile that programs the maps
+    installed: bool = False
+
+    @property
+    def mode(self) -> Enforcement:
+        return Enforcement(self.enforcement_mode)
+
+
+def settings_path() -> Path:
+    return paths.state_dir() / "node.json"
+
+
+def load_settings() -> Settings:
+    data = statefile.read_json(settings_path(), default={}) or {}
+    known = {k: v for k, v in data.items() if k in Settings.__dataclass_fields__}
+    try:
+        s = Settings(**known)
+        s.mode  # validates
+        return s
+    except (TypeError, ValueError):
+        raise EnvironmentProblem(f"{settings_path()}: invalid node settings; fix or remove the file") from None
+
+
+def save_settings(s: Settings) -> None:
+    statefile.write_json(settings_path(), asdict(s))
+
+
+def parse_mode(value: str) -> Enforcement:
+    try:
+        return Enforcement(value.lower())
+    except ValueError:
+        raise UsageError(f"enforcement mode {value!r}: use default, always or never") from None
+
+
+@contextlib.contextmanager
+def environment_errors(what: str):
+    """Kernel and file-system failures (bpf(2), netlink, files) become one-line EnvironmentProblems."""
+    try:
+        yield
+    except CiliumctlError:
+        raise
+    except OSError as err:
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        raise EnvironmentProblem(f"{what}: {err.strerror or err}{where}; check that you are root and that "
+                                 "`ciliumctl install` succeeded") from None
+    except Exception as err:
+        if type(err).__name__ != "NetlinkError":
+            raise
+        code, msg = (err.args + ("",))[:2] if err.args else (0, str(err))
+        raise EnvironmentProblem(f"{what}: netlink error {code} {msg}".rstrip() + "; check that you are root and "
+                                 "the node network namespace is usable") from None
+
+
+def lock_path() -> Path:
+    return paths.state_dir() / "node.lock"
+
+
+@contextlib.contextmanager
+def locked():
+    """The node lock: held across read-modify-program of node state. Not re-entrant: take it once."""
+    with statefile.locked(lock_path()):
+        yield
+
+
+def pool() -> ipam.Pool:
+    return ipam.Pool(ipam.effective_pool(configured=load_settings().pool or None))
+
+
+def node_name() -> str:
+    return os.environ.get("CILIUMCTL_NODE_NAME") or os.uname().nodename
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(f"{what} needs root (network namespaces, veth, eBPF); run it with sudo")

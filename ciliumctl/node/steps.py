@@ -1,0 +1,30 @@
+"""The shape of an install step, shared by the install sequence and the steps other node parts add (agent, CNI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Options:
+    enforcement_mode: str | None = None   # None: keep the current setting
+    audit: bool | None = None
+    pool: str | None = None
+    extra: dict = field(default_factory=dict)   # options of appended steps (agent, CNI)
+    only: tuple[str, ...] | None = None          # run only these steps (e.g. CORE_STEPS for a sandbox node)
+
+
+@dataclass
+class Outcome:
+    step: str
+    status: str          # ok | done | would | skipped | removed
+    detail: str = ""
+
+
+@dataclass
+class Step:
+    name: str
+    check: Callable[[Options], str | None]            # None = nothing to do; else what `run` would do
+    run: Callable[[Options], str] | None = None       # does it; returns a short detail
+    undo: Callable[[], str | None] | None = None      # for uninstall; returns a detail or None (nothing to do)

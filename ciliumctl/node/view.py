@@ -1,0 +1,87 @@
+"""Read-only views of the node: its endpoints and policies for `policy trace --live`, and `status`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ciliumctl.base import paths
+from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.endpoints import ipam, registry
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.node.reconcile import allocator, parsed_policies
+from ciliumctl.node.settings import load_settings
+from ciliumctl.policy import store
+from ciliumctl.policy.resolved import Enforcement
+
+
+@dataclass
+class NodeView:
+    """What `policy trace --live` and status need: this node's endpoints and policies, parsed, plus settings."""
+
+    endpoints: list[Endpoint]
+    stored: list[store.StoredPolicy]
+    policies: list                     # model.parse_policy() of every stored policy
+    mode: Enforcement
+    audit: bool
+    revision: int
+    allocator: object                  # identity.IdentityAllocator over this node's identities
+
+
+def live_view() -> NodeView:
+    """This node's endpoints, policies and settings for `policy trace --live`. Read-only and lock-free (every
+    state file is replaced atomically), so it needs no write access to the state directory."""
+    settings = load_settings()
+    stored = store.load_all()
+    return NodeView(registry.load_all(), stored, parsed_policies(stored), settings.mode, settings.audit,
+                    settings.revision, allocator())
+
+
+def trace_inputs():
+    """This node's endpoints, stored policies and mode for `policy trace --live`. Identities are read from the
+    node's table and copied: hypothetical trace endpoints never get identities allocated in node state."""
+    from ciliumctl.identity.allocator import MemoryAllocator
+    from ciliumctl.policy.trace import LiveInputs
+
+    view = live_view()
+    alloc = view.allocator
+    snapshot = alloc.snapshot() if hasattr(alloc, "snapshot") else MemoryAllocator(alloc.known())
+    return LiveInputs(view.endpoints, list(view.policies), view.mode, snapshot, bool(view.audit))
+
+
+def status() -> dict:
+    """Node status: datapath programs and maps, endpoints, revision, mode, lost events."""
+    settings = load_settings()
+    eps = registry.load_all()
+    try:
+        pinned = paths.bpffs_dir().is_dir() and any(paths.bpffs_dir().iterdir())
+    except OSError:       # bpffs is root-only
+        pinned = False
+    out: dict = {
+        "installed": settings.installed or pinned,    # `endpoint add` loads the datapath on first use too
+        "enforcement_mode": settings.enforcement_mode,
+        "audit": settings.audit,
+        "policy_revision": settings.revision,
+        "policies": len(store.load_all()),
+        "endpoints": {"total": len(eps), "ready": sum(1 for e in eps if e.state == "ready")},
+        "address_pool": ipam.effective_pool(configured=settings.pool or None),
+        "bpffs": str(paths.bpffs_dir()),
+        "datapath": None,
+    }
+    if os.geteuid() != 0:
+        out["datapath"] = {"error": "needs root to read the pinned maps"}
+        return out
+    if not pinned:
+        out["datapath"] = {"error": "not installed; run `ciliumctl install`"}
+        return out
+    try:
+        from ciliumctl.datapath.loader import Datapath
+
+        dp = Datapath.open()
+        out["datapath"] = dp.status()
+    except ImportError:
+        out["datapath"] = {"error": "datapath module missing from this build"}
+    except EnvironmentProblem as err:
+        out["datapath"] = {"error": str(err)}
+    return out

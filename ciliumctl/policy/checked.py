@@ -1,0 +1,28 @@
+"""Policy files taken as one unit, as `policy apply` takes them: every document valid, or nothing at all."""
+
+from __future__ import annotations
+
+from ciliumctl.base.errors import Finding, UsageError
+from ciliumctl.policy import load, validate
+
+
+class InvalidPolicies(Finding):
+    """Validation findings: the reports are attached for the command layer to render like `policy validate`."""
+
+    def __init__(self, reports, message: str):
+        super().__init__(message)
+        self.reports = reports
+
+
+def validate_paths(paths_: list[str]):
+    """(documents, reports) of `paths_` when every policy is valid under the agent's default options (reports
+    carry any warnings); InvalidPolicies otherwise."""
+    docs = load.load_paths([str(p) for p in paths_])
+    if not docs:
+        raise UsageError(f"no policy documents found in {', '.join(map(str, paths_))}; give YAML files or a "
+                         "directory of them")
+    reports = validate.validate_documents(docs, validate.Options())
+    bad = [r for r in reports if not r.valid]
+    if bad:
+        raise InvalidPolicies(reports, f"{len(bad)} of {len(reports)} policies invalid: nothing applied")
+    return docs, reports
