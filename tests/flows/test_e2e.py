@@ -64,7 +64,7 @@ def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
         assert node.connect("tiefighter", DEATHSTAR, 80)
         assert not node.connect("xwing", DEATHSTAR, 80, timeout=0.5)
 
-        allowed = wait_flows(node, lambda f: f["event_type"]["type"] == 9 and f["verdict"] == "FORWARDED"
+        allowed = wait_flows(node, lambda f: f["event_type"]["type"] == 5 and f["verdict"] == "FORWARDED"
                              and f["source"].get("pod_name") == "tiefighter")
         assert allowed, flows(node, "--all")
         f = allowed[0]
@@ -84,7 +84,7 @@ def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
             ("DROPPED", "POLICY_DENIED", "INGRESS")
         assert d["source"]["pod_name"] == "xwing" and d["destination"]["pod_name"] == "deathstar"
         assert tcp_dport(d) == 80 and "ingress_allowed_by" not in d
-        denied = [f for f in flows(node, "--all") if f["event_type"]["type"] == 9 and f["verdict"] == "DROPPED"]
+        denied = [f for f in flows(node, "--all") if f["event_type"]["type"] == 5 and f["verdict"] == "DROPPED"]
         assert denied and denied[0]["source"]["pod_name"] == "xwing"
 
         replies = [f for f in flows(node, "--all") if f.get("is_reply") and f["source"].get("pod_name") == "deathstar"]
@@ -96,11 +96,11 @@ def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
         assert sel and all(f["source"]["pod_name"] == "xwing" and f["verdict"] == "DROPPED" for f in sel)
         assert not flows(node, "--all", "--from-pod", "tiefighter", "--verdict", "DROPPED")
         compact = node.cli("observe", "--all", "--from-label", "org=alliance", "-t", "drop").stdout.splitlines()
-        assert compact and all("default/xwing:" in l and "-> default/deathstar:80" in l
+        assert compact and all("default/xwing:" in l and "<> default/deathstar:80" in l
                                and "Policy denied DROPPED" in l for l in compact)
         named = node.cli("observe", "--all", "--type", "policy-verdict", "--to-port", "80", "--verdict",
                          "FORWARDED", "--print-policy-names").stdout
-        assert "INGRESS ALLOWED [allowed by default/rule1]" in named
+        assert "INGRESS ALLOWED BY rule1 (CiliumNetworkPolicy)" in named
         agg = node.cli("observe", "--all", "--aggregate-by", "source,destination,port,verdict", "-o", "json").stdout
         rows = json.loads(agg)
         assert {"source": "default/xwing", "destination": "default/deathstar", "port": "80/TCP",
