@@ -238,7 +238,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			if (!(flags & EP_F_AUDIT)) {
 				__u8 reason = v.deny_rule ? CTL_DROP_POLICY_DENY : CTL_DROP_POLICY;
 				count_drop(reason, dir, p.len);
-				emit(skb, &p, CTL_EVENT_POLICY_VERDICT, 0, CTL_VERDICT_DROPPED, dir, ep_id, src_id,
+				emit(skb, &p, CTL_EVENT_POLICY_VERDICT, reason, CTL_VERDICT_DROPPED, dir, ep_id, src_id,
 				     dst_id, v.cookie, v.match_type, 0, p.tcp_flags, p.len, 1);
 				emit(skb, &p, CTL_EVENT_DROP, reason, CTL_VERDICT_DROPPED, dir, ep_id, src_id, dst_id,
 				     v.cookie, v.match_type, 0, p.tcp_flags, p.len, 1);

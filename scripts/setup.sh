@@ -40,4 +40,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# Reference tools the tests run against (real hubble CLI, cnp-oracle, Kubernetes servers): shared/ sits beside the
+# clone and is read-only in CI, so they are unpacked into .tools/bin (git-ignored; the tests unpack them too).
+if [ -x ../shared/tools/unpack.sh ]; then
+  ../shared/tools/unpack.sh .tools/bin >/dev/null
+fi
 echo "$FINGERPRINT" > "$STAMP"

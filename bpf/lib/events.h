@@ -1,43 +1,47 @@
 /* Events from the datapath to user space, one ring buffer for all of them.
  * Layout is mirrored by ciliumctl/datapath/events.py (EVENT_FORMAT); change both together.
- * Type numbers are Cilium's monitor message types, so flows map onto Hubble's event_type directly. */
+ * Numbers are Cilium's (cited per table), so events map onto Hubble's flow fields directly. */
 #ifndef CTL_EVENTS_H
 #define CTL_EVENTS_H
 
-#define CTL_EVENT_DROP            1   /* MessageTypeDrop: subtype = drop reason (133, 181, ...) */
-#define CTL_EVENT_TRACE           4   /* MessageTypeTrace: subtype = observation point */
-#define CTL_EVENT_POLICY_VERDICT  9   /* MessageTypePolicyVerdict: first packet of a connection */
+/* Cilium's monitor message types: CILIUM_NOTIFY_* in bpf/lib/common.h, MessageType* in pkg/monitor/api/types.go
+ * (drop 1, debug 2, capture 3, trace 4, policy verdict 5, trace-sock 7) */
+#define CTL_EVENT_DROP            1   /* subtype = drop reason (133, 181, ...) */
+#define CTL_EVENT_TRACE           4   /* subtype = observation point */
+#define CTL_EVENT_POLICY_VERDICT  5   /* first packet of a connection; subtype = drop reason when denied (Cilium
+                                       * carries it as the negative verdict), else 0 */
 
-/* flow.proto Verdict */
+/* flow.proto Verdict (api/v1/flow/flow.proto) */
 #define CTL_VERDICT_FORWARDED 1
 #define CTL_VERDICT_DROPPED   2
 #define CTL_VERDICT_AUDIT     4
 
-/* flow.proto TrafficDirection, from the endpoint's point of view */
+/* flow.proto TrafficDirection, from the endpoint's point of view; also Cilium's POLICY_INGRESS/POLICY_EGRESS
+ * (bpf/lib/policy.h) */
 #define CTL_DIR_INGRESS 1
 #define CTL_DIR_EGRESS  2
 
-/* Cilium drop reasons */
-#define CTL_DROP_POLICY       133  /* Policy denied */
-#define CTL_DROP_POLICY_DENY  181  /* Policy denied by denylist */
-#define CTL_DROP_CT_INVALID   137  /* Unknown connection tracking state? kept for completeness */
-#define CTL_DROP_UNKNOWN_L3   139  /* Unsupported L3 protocol: IPv6 in an enforced direction */
+/* Cilium drop reasons: DROP_* in bpf/lib/common.h (negated there), names in pkg/monitor/api/drop.go */
+#define CTL_DROP_POLICY       133  /* DROP_POLICY: "Policy denied" */
+#define CTL_DROP_UNKNOWN_L3   139  /* DROP_UNKNOWN_L3: "Unsupported L3 protocol" (IPv6 in an enforced direction) */
+#define CTL_DROP_POLICY_DENY  181  /* DROP_POLICY_DENY: "Policy denied by denylist" */
 
-/* Cilium policy match types (policy_match_type) */
+/* Cilium policy match types: POLICY_MATCH_* in bpf/lib/policy.h, PolicyMatch* in pkg/monitor/api/types.go */
 #define CTL_MATCH_NONE     0
 #define CTL_MATCH_L3_ONLY  1
 #define CTL_MATCH_L3_L4    2
 #define CTL_MATCH_L4_ONLY  3
 #define CTL_MATCH_ALL      4
 
-/* flow.proto TraceObservationPoint */
+/* Cilium trace observation points: enum trace_point in bpf/lib/trace.h, Trace* in pkg/monitor/api/types.go.
+ * to-endpoint is 0 (TRACE_TO_LXC) here; flow.proto names it TO_ENDPOINT = 101 in trace_observation_point. */
+#define CTL_OBS_TO_ENDPOINT   0
 #define CTL_OBS_FROM_ENDPOINT 5
-#define CTL_OBS_TO_ENDPOINT   101
 
 struct ctl_event {
 	__u64 ts_ns;          /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
 	__u8  type;           /* CTL_EVENT_* */
-	__u8  subtype;        /* drop reason or observation point */
+	__u8  subtype;        /* drop reason (drops, denied verdicts) or observation point (traces) */
 	__u8  verdict;        /* CTL_VERDICT_* */
 	__u8  direction;      /* CTL_DIR_* */
 	__u16 ep_id;          /* endpoint whose policy applied */

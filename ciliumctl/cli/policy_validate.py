@@ -102,7 +102,8 @@ def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
         who = f"{r.namespace}/{doc.name}" if r.namespace else (doc.name or "<no name>")
         mark = paint("✓ valid", "green") if r.valid else paint("✗ invalid", "bold red")
         kind = doc.kind or "(no kind)"
-        lines.append(f"{mark}  {paint(f'{doc.file}#{doc.index}  {kind} {who}')}")
+        item = f" {doc.path_prefix}" if doc.path_prefix else ""
+        lines.append(f"{mark}  {paint(f'{doc.file}#{doc.index}{item}  {kind} {who}')}")
         for f in r.findings:
             sev = paint("error", "red") if f.severity == "error" else paint("warning", "yellow")
             where = f"{f.path}: " if f.path else ""

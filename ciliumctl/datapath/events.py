@@ -8,25 +8,31 @@ from dataclasses import dataclass
 EVENT_FORMAT = struct.Struct("<QBBBBHBBIII4s4sHHIIBBHI")
 EVENT_SIZE = EVENT_FORMAT.size
 
+# Cilium's monitor message types (bpf/lib/common.h CILIUM_NOTIFY_*, pkg/monitor/api/types.go MessageType*)
 EVENT_DROP = 1
 EVENT_TRACE = 4
-EVENT_POLICY_VERDICT = 9
+EVENT_POLICY_VERDICT = 5   # subtype: the drop reason when denied, else 0
 
+# flow.proto Verdict (api/v1/flow/flow.proto)
 VERDICT_FORWARDED = 1
 VERDICT_DROPPED = 2
 VERDICT_AUDIT = 4
 
+# flow.proto TrafficDirection; Cilium's POLICY_INGRESS / POLICY_EGRESS (bpf/lib/policy.h)
 DIR_INGRESS = 1
 DIR_EGRESS = 2
 
+# Cilium drop reasons (bpf/lib/common.h DROP_*, pkg/monitor/api/drop.go)
 DROP_POLICY = 133
-DROP_POLICY_DENY = 181
 DROP_UNKNOWN_L3 = 139   # IPv6 in an enforced direction (the datapath enforces IPv4 only)
+DROP_POLICY_DENY = 181
 
+# Cilium policy match types (bpf/lib/policy.h POLICY_MATCH_*, pkg/monitor/api/types.go PolicyMatch*)
 MATCH_NONE, MATCH_L3_ONLY, MATCH_L3_L4, MATCH_L4_ONLY, MATCH_ALL = range(5)
 
-OBS_FROM_ENDPOINT = 5
-OBS_TO_ENDPOINT = 101
+# Cilium trace observation points (bpf/lib/trace.h enum trace_point, pkg/monitor/api/types.go Trace*)
+OBS_TO_ENDPOINT = 0     # TRACE_TO_LXC; flow.proto's trace_observation_point calls it TO_ENDPOINT = 101
+OBS_FROM_ENDPOINT = 5   # TRACE_FROM_LXC
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ _NO_ADDR = b"\0\0\0\0"
 _TCP_FLAG_FIELDS = [("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10), ("URG", 0x20),
                     ("ECE", 0x40), ("CWR", 0x80)]
 _flags_summary_cache: dict[int, str] = {}
+_DROP_REASON_DESCS = frozenset(pb.DropReason.values())
 
 
 def tcp_flags_summary(bits: int) -> str:
@@ -75,22 +76,38 @@ def _template(rec: tuple, snap: Snapshot, node_name: str) -> pb.Flow:
         by_ip = snap.by_ip
         _fill_endpoint(f.source, by_ip.get(saddr), rec[R_SID], snap)
         _fill_endpoint(f.destination, by_ip.get(daddr), rec[R_DID], snap)
-    if cookie and etype != ev.EVENT_TRACE:
+    side = _policy_side(rec)
+    if side and cookie:
         refs = snap.cookies.get(cookie)
         if refs:
-            if rec[R_VERDICT] == pb.DROPPED:
+            if side == _DENIED:
                 _policies(f.ingress_denied_by if direction == ev.DIR_INGRESS else f.egress_denied_by, refs)
             else:
                 _policies(f.ingress_allowed_by if direction == ev.DIR_INGRESS else f.egress_allowed_by, refs)
     return f
 
 
+_ALLOWED, _DENIED = 1, 2
+
+
+def _policy_side(rec: tuple) -> int:
+    """Which *_by list names the rule, as Cilium's pkg/policy/correlation does it: policy-verdict flows only,
+    allowed ones (FORWARDED) and the ones a deny rule dropped (POLICY_DENY); none for AUDIT or default deny."""
+    if rec[R_TYPE] != ev.EVENT_POLICY_VERDICT:
+        return 0
+    if rec[R_VERDICT] == pb.FORWARDED:
+        return _ALLOWED
+    if rec[R_VERDICT] == pb.DROPPED and rec[R_SUBTYPE] == ev.DROP_POLICY_DENY:
+        return _DENIED
+    return 0
+
+
 def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: str, boot_id: int, seq: int,
                    ifnames=None, cache: dict | None = None) -> pb.Flow:
     """One RECORD tuple -> flow.Flow. wall_offset_ns turns the kernel's CLOCK_MONOTONIC stamp into wall time.
     With a cache dict, the per-peer part of the flow is built once and merged in (a C-level copy)."""
-    key = (snap, rec[R_SADDR], rec[R_DADDR], rec[R_SID], rec[R_DID], rec[R_COOKIE], rec[R_TYPE] == ev.EVENT_TRACE,
-           rec[R_VERDICT] == pb.DROPPED, rec[R_DIR], rec[R_EP])
+    key = (snap, rec[R_SADDR], rec[R_DADDR], rec[R_SID], rec[R_DID], rec[R_COOKIE], _policy_side(rec), rec[R_DIR],
+           rec[R_EP])
     tmpl = cache.get(key) if cache is not None else None
     if tmpl is None:
         tmpl = _template(rec, snap, node_name)
@@ -131,10 +148,15 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
         f.l4.SCTP.source_port = sport
         f.l4.SCTP.destination_port = dport
         f.Summary = "SCTP"
+    elif not f.HasField("IP"):
+        f.Summary = names.PROTO_NAMES.get(proto) or "IPv6"   # the only non-IPv4 event: a routable IPv6 drop
     else:
-        f.Summary = names.PROTO_NAMES.get(proto) or f"IP protocol {proto}"
+        f.Summary = names.PROTO_NAMES.get(proto) or "IPv4"   # the last layer Cilium's parser decodes
 
-    f.is_reply.value = bool(rec[R_REPLY])
+    # Cilium knows it for traces and allowed verdicts only (pkg/hubble/parser/threefour decodeIsReply); unset
+    # prints as "<>" in hubble's compact output
+    if etype == ev.EVENT_TRACE or (etype == ev.EVENT_POLICY_VERDICT and verdict != pb.DROPPED):
+        f.is_reply.value = bool(rec[R_REPLY])
     ifindex = rec[R_IFINDEX]
     if ifindex:
         f.interface.index = ifindex
@@ -145,21 +167,20 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
     et = f.event_type
     et.type = etype
     if etype == ev.EVENT_TRACE:
-        # Cilium's monitor numbers "to-endpoint" 0 (TraceToLxc); flow.proto's enum says 101
-        et.sub_type = 0 if sub == ev.OBS_TO_ENDPOINT else sub
-        f.trace_observation_point = sub
+        et.sub_type = sub
+        f.trace_observation_point = names.FLOW_TO_ENDPOINT if sub == names.TRACE_TO_ENDPOINT else sub
     elif etype == ev.EVENT_DROP:
         et.sub_type = sub
         f.drop_reason = sub
-        f.drop_reason_desc = sub if sub in pb.DropReason.values() else 0
-        if verdict == 0:
-            f.verdict = pb.DROPPED
+        f.drop_reason_desc = sub if sub in _DROP_REASON_DESCS else 0
+        f.verdict = pb.DROPPED
+    elif etype == ev.EVENT_POLICY_VERDICT:
+        # sub type 0 as in Cilium (policy_verdict_notify); a denied verdict carries its drop reason in ours
+        f.policy_match_type = rec[R_MATCH]
+        if verdict == pb.DROPPED:
+            reason = sub or ev.DROP_POLICY
+            f.drop_reason = reason
+            f.drop_reason_desc = reason if reason in _DROP_REASON_DESCS else 0
     else:
         et.sub_type = sub
-        if etype == ev.EVENT_POLICY_VERDICT:
-            f.policy_match_type = rec[R_MATCH]
-            if verdict == pb.DROPPED:
-                reason = sub if sub >= 130 else (ev.DROP_POLICY_DENY if rec[R_COOKIE] else ev.DROP_POLICY)
-                f.drop_reason = reason
-                f.drop_reason_desc = reason if reason in pb.DropReason.values() else 0
     return f

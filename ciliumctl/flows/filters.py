@@ -234,8 +234,9 @@ class CompiledFilter:
             dr = set(ff.drop_reason_desc)
             checks.append(lambda f: f.drop_reason_desc in dr)
         if ff.event_type:
+            # type 0 matches every type (pkg/hubble/filters/event_type.go)
             ets = [(e.type, e.match_sub_type, e.sub_type) for e in ff.event_type]
-            checks.append(lambda f: any(f.event_type.type == t and (not m or f.event_type.sub_type == s)
+            checks.append(lambda f: any((not t or f.event_type.type == t) and (not m or f.event_type.sub_type == s)
                                         for t, m, s in ets))
         if ff.protocol:
             pr = list(ff.protocol)
@@ -247,8 +248,9 @@ class CompiledFilter:
             dports = {int(p) for p in ff.destination_port if p.isdigit()}
             checks.append(lambda f: _ports(f)[1] in dports)
         if ff.reply:
+            # an unknown is_reply counts as false on drops only (pkg/hubble/filters/reply.go)
             rs = set(ff.reply)
-            checks.append(lambda f: f.HasField("is_reply") and f.is_reply.value in rs)
+            checks.append(lambda f: (f.HasField("is_reply") or f.verdict == pb.DROPPED) and f.is_reply.value in rs)
         if ff.source_identity:
             si = set(ff.source_identity)
             checks.append(lambda f: f.source.identity in si)
@@ -337,20 +339,25 @@ def _direction(value: str) -> int:
 
 
 def _event_type(value: str) -> pb.EventTypeFilter:
+    """-t TYPE[:SUBTYPE] as the hubble CLI reads it (hubble/cmd/observe/flows_filter.go): a type name or number,
+    a trace point name or a number as subtype."""
     typ, _, sub = value.partition(":")
-    if typ not in names.TYPE_FLAG:
-        raise UsageError(f"--type {value!r}: one of {', '.join(names.TYPE_FLAG)} "
+    if typ in names.TYPE_FLAG:
+        code = names.TYPE_FLAG[typ]
+    elif typ.isdigit():
+        code = int(typ)
+    else:
+        raise UsageError(f"--type {value!r}: one of {', '.join(names.TYPE_FLAG)} or a number "
                          "(with a subtype, e.g. trace:to-endpoint)")
-    et = pb.EventTypeFilter(type=names.TYPE_FLAG[typ])
+    et = pb.EventTypeFilter(type=code)
     if sub:
-        if typ == "trace" and sub in _TRACE_SUBTYPES:
-            code = _TRACE_SUBTYPES[sub]
+        if code == names.MSG_TRACE and sub in _TRACE_SUBTYPES:
+            et.sub_type = _TRACE_SUBTYPES[sub]
         elif sub.isdigit():
-            code = int(sub)
+            et.sub_type = int(sub)
         else:
             raise UsageError(f"--type {value!r}: unknown subtype {sub!r}")
         et.match_sub_type = True
-        et.sub_type = code
     return et
 
 

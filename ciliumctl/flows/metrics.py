@@ -14,7 +14,7 @@ from ciliumctl.flows.pb.flow import flow_pb2 as pb
 from ciliumctl.flows.store import FlowStore
 
 _VERDICTS = {v.number: v.name for v in pb.Verdict.DESCRIPTOR.values}
-_MATCH = {0: "none", 1: "l3-only", 2: "l3-l4", 3: "l4-only", 4: "all"}
+_MATCH = {k: v.lower() for k, v in names.MATCH_TYPES.items()}   # lower-cased, as Hubble's policy metric labels
 _DIRECTION = {1: "ingress", 2: "egress"}
 _ACTION = {1: "forwarded", 2: "dropped", 4: "audit"}
 
@@ -25,8 +25,13 @@ def _labels(**kv) -> str:
     return "{" + inner + "}"
 
 
-def _trace_point(sub: int) -> str:
-    return names.TRACE_POINTS.get(0 if sub == 101 else sub, str(sub))
+def _type_labels(typ: int, sub: int) -> tuple[str, str]:
+    """type and subtype of hubble_flows_processed_total, as pkg/hubble/metrics/flow/handler.go names them."""
+    if typ == names.MSG_TRACE:
+        return "Trace", names.TRACE_POINTS.get(sub, "")
+    if typ in names.MSG_TYPE_NAMES:
+        return names.MSG_TYPE_NAMES[typ], ""
+    return "Unknown", str(typ)
 
 
 def render(store: FlowStore) -> str:
@@ -39,8 +44,7 @@ def render(store: FlowStore) -> str:
     drops: Counter = Counter()
     verdicts: Counter = Counter()
     for (_len, typ, sub, verdict, direction, proto, match), n in keys.items():
-        tname = names.MSG_TYPE_NAMES.get(typ, str(typ))
-        subname = _trace_point(sub) if typ == names.MSG_TRACE else ""
+        tname, subname = _type_labels(typ, sub)
         vname = _VERDICTS.get(verdict, "DROPPED" if typ == names.MSG_DROP else str(verdict))
         processed[(tname, subname, vname)] += n
         if typ == names.MSG_DROP:

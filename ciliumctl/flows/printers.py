@@ -58,28 +58,41 @@ def hostnames(f) -> tuple[str, str]:
 
 
 def flow_type(f) -> str:
-    """hubble's TYPE column: the trace point, the drop reason, or policy-verdict:<match> <DIRECTION>."""
+    """hubble's TYPE column (hubble/pkg/printer GetFlowType): the trace point, the drop reason, or
+    policy-verdict:<match> <DIRECTION>."""
     et = f.event_type
     if et.type == names.MSG_TRACE:
-        return names.TRACE_POINTS.get(et.sub_type, str(et.sub_type))
+        return names.trace_point(et.sub_type)
     if et.type == names.MSG_DROP:
         return names.drop_reason(et.sub_type)
     if et.type == names.MSG_POLICY_VERDICT:
         return (f"policy-verdict:{names.MATCH_TYPES.get(f.policy_match_type, 'unknown')} "
-                f"{_DIRECTION_NAMES.get(f.traffic_direction, 'TRAFFIC_DIRECTION_UNKNOWN')}")
+                f"{_DIRECTION_NAMES.get(f.traffic_direction, str(f.traffic_direction))}")
     return "UNKNOWN"
 
 
-def verdict_text(f) -> str:
+def verdict_text(f, policy_names: bool = False) -> str:
+    """hubble's VERDICT column (hubble/pkg/printer getVerdict): policy verdicts read ALLOWED / DENIED / AUDITED,
+    with --print-policy-names followed by " BY name (Kind), ..." of the rules on the flow's side."""
     v = f.verdict
     pv = f.event_type.type == names.MSG_POLICY_VERDICT
-    if v in (pb.FORWARDED, pb.REDIRECTED):
-        return "ALLOWED" if pv else _VERDICT_NAMES[v]
-    if v in (pb.DROPPED, pb.ERROR):
-        return "DENIED" if pv else _VERDICT_NAMES[v]
-    if v == pb.AUDIT:
-        return "AUDITED" if pv else "AUDIT"
-    return _VERDICT_NAMES.get(v, str(v))
+    text = _VERDICT_NAMES.get(v, str(v))
+    if pv and v in (pb.FORWARDED, pb.REDIRECTED, pb.DROPPED, pb.ERROR):
+        allowed = v in (pb.FORWARDED, pb.REDIRECTED)
+        text = "ALLOWED" if allowed else "DENIED"
+        if policy_names:
+            if f.traffic_direction == pb.EGRESS:
+                text += _by(f.egress_allowed_by if allowed else f.egress_denied_by)
+            elif f.traffic_direction == pb.INGRESS:
+                text += _by(f.ingress_allowed_by if allowed else f.ingress_denied_by)
+    elif pv and v == pb.AUDIT:
+        text = "AUDITED"
+    return text
+
+
+def _by(policies) -> str:
+    named = [f"{p.name} ({p.kind})" for p in policies if p.kind and p.name]
+    return " BY " + ", ".join(named) if named else ""
 
 
 def _policy_name(p) -> str:
@@ -179,7 +192,7 @@ class Printer:
         self.err.write(f"EVENTS LOST: {pb.LostEventSource.Name(le.source)}{cpu} {le.num_events_lost}\n")
 
     def _verdict(self, f) -> str:
-        text = verdict_text(f)
+        text = verdict_text(f, self.policies)
         if self.color:
             colour = {pb.FORWARDED: _GREEN, pb.REDIRECTED: _GREEN, pb.DROPPED: _RED, pb.ERROR: _RED,
                       pb.AUDIT: _YELLOW}.get(f.verdict)
@@ -202,10 +215,6 @@ class Printer:
                 src, dst, sid, did, arrow = dst, src, did, sid, "<-"
             node = f" [{f.node_name}]" if self.node_name else ""
             verdict = self._verdict(f)
-            if self.policies:
-                by = policy_names(f)
-                if by:
-                    verdict += f" [{by}]"
             self.out.write(f"{fmt_timestamp(f.time)}{node}: {src} {sid} {arrow} {dst} {did} {flow_type(f)} "
                            f"{verdict} ({f.Summary})\n")
         elif out == "dict":
@@ -217,16 +226,12 @@ class Printer:
             if self.node_name:
                 lines.append(f"       NODE: {f.node_name}")
             lines += [f"     SOURCE: {src}", f"DESTINATION: {dst}", f"       TYPE: {flow_type(f)}",
-                      f"    VERDICT: {verdict_text(f)}", f"    SUMMARY: {f.Summary}"]
-            if self.policies:
-                lines.append(f"   POLICIES: {policy_names(f) or '-'}")
+                      f"    VERDICT: {self._verdict(f)}", f"    SUMMARY: {f.Summary}"]
             self.out.write("\n".join(lines) + "\n")
         elif out == "table":
             src, dst = hostnames(f)
             row = [fmt_timestamp(f.time)] + ([f.node_name] if self.node_name else []) + \
-                [src, dst, flow_type(f), verdict_text(f), f.Summary]
-            if self.policies:
-                row.append(policy_names(f) or "-")
+                [src, dst, flow_type(f), self._verdict(f), f.Summary]
             self._rows.append(row)
             if self.follow:
                 self._flush_table()
@@ -236,7 +241,7 @@ class Printer:
         if not self._rows:
             return
         header = ["TIMESTAMP"] + (["NODE"] if self.node_name else []) + \
-            ["SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"] + (["POLICIES"] if self.policies else [])
+            ["SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"]
         rows = self._rows
         if not getattr(self, "_header_done", False):
             rows = [header] + rows

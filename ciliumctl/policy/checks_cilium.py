@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ciliumctl.policy import goparse, re2
+from ciliumctl.policy import goparse, icmp, re2
 from ciliumctl.policy.checks_k8s import check_label_selector
 from ciliumctl.policy.findings import Collector
 
@@ -80,13 +80,14 @@ class RuleChecker:
         if spec is None and specs is None and not self.broken((), "spec", "specs"):
             self.err((), f"empty policy: {self.kind} has neither spec nor specs; add a spec with an "
                          f"endpointSelector and ingress/egress rules")
-        if spec is not None:
-            self.check_rule(spec, ("spec",))
-            if self.kind == "CiliumNetworkPolicy" and "nodeSelector" in spec:
-                self.err(("spec", "nodeSelector"), "a CiliumNetworkPolicy rule cannot have a nodeSelector: host "
-                                                   "policies need a CiliumClusterwideNetworkPolicy")
-        for i, rule in enumerate(specs or []):
-            self.check_rule(rule, ("specs", i))
+        rules = [(spec, ("spec",))] if spec is not None else []
+        rules += [(rule, ("specs", i)) for i, rule in enumerate(specs or [])]
+        for rule, path in rules:
+            self.check_rule(rule, path)
+            # cnp_types.go Parse: checked for spec and for each of specs
+            if self.kind == "CiliumNetworkPolicy" and "nodeSelector" in rule:
+                self.err(path + ("nodeSelector",), "a CiliumNetworkPolicy rule cannot have a nodeSelector: host "
+                                                   "policies need a CiliumClusterwideNetworkPolicy", key=True)
 
     def check_rule(self, rule: dict, path: tuple) -> None:
         directions = ("ingress", "ingressDeny", "egress", "egressDeny")
@@ -264,18 +265,26 @@ class RuleChecker:
                                             "separate rule to use ToPorts", key=True)
 
     def _icmps(self, rule: dict, path: tuple) -> None:
-        for j, icmp in enumerate(rule.get("icmps") or []):
-            fields = icmp.get("fields") or []
+        for j, icmp_rule in enumerate(rule.get("icmps") or []):
+            fields = icmp_rule.get("fields") or []
             if len(fields) > MAX_ICMP_FIELDS:
                 self.err(path + ("icmps", j, "fields"), f"too many types, the max is {MAX_ICMP_FIELDS}: split "
                                                         f"them over several icmps entries", key=True)
             for k, fld in enumerate(fields):
+                fpath = path + ("icmps", j, "fields", k)
                 family = fld.get("family", "")
                 if family not in ("IPv4", "IPv6", ""):
-                    self.err(path + ("icmps", j, "fields", k, "family"), f"wrong family: {family}; use IPv4 or "
-                                                                         f"IPv6 (case-sensitive)")
+                    self.err(fpath + ("family",), f"wrong family: {family}; use IPv4 or IPv6 (case-sensitive)")
                 icmp_type = fld.get("type")
-                if isinstance(icmp_type, int) and not 0 <= icmp_type <= 255:
+                if icmp_type is None:
+                    if not self.broken(fpath, "type"):
+                        self.err(fpath, "an ICMP field needs a type (a number 0-255 or a name like EchoRequest): "
+                                        "Cilium's decoder crashes without one")
+                elif isinstance(icmp_type, str):
+                    problem = icmp.type_name_problem(icmp_type, family)
+                    if problem:
+                        self.err(fpath + ("type",), problem)
+                elif not 0 <= icmp_type <= 255:
                     self.col.warn(path + ("icmps", j, "fields", k, "type"), f"ICMP type {icmp_type} does not "
                                                                             f"exist (types are 0-255)",
                                   rule="lint/icmp-type")

@@ -19,9 +19,10 @@ import re
 from ciliumctl.policy import goparse
 from ciliumctl.policy.findings import ERROR, WARNING, Collector
 from ciliumctl.policy.schema import (GO_INT_RANGES, Arr, Bool, CiliumLabel, Int, IntOrStr, Map, Obj, Opaque,
-                                     Str, T)
+                                     Str, T, Time)
 
 INVALID = object()
+_LABEL = Obj("Label", {"key": Str(), "value": Str(), "source": Str()}, go_json=True)
 _PATTERNS: dict = {}
 
 
@@ -49,6 +50,17 @@ def _hint(expected: str, value) -> str:
     if expected.startswith("an integer") and isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return f"; remove the quotes: {value.strip()}"
     return ""
+
+
+def go_fold(name: str) -> str:
+    """encoding/json's foldName: the form in which two field names match case-insensitively (per rune
+    ToUpper(ToLower(r)), so the Kelvin sign folds with k and the long s with s)."""
+    out = []
+    for c in name:
+        low = c.lower()
+        up = low.upper()
+        out.append(up if len(up) == 1 else (low if len(low) == 1 else c))
+    return "".join(out)
 
 
 def _pattern(p: str):
@@ -117,6 +129,15 @@ class Decoder:
             return self._int_or_str(value, t, path)
         if isinstance(t, CiliumLabel):
             return self._label(value, path)
+        if isinstance(t, Time):
+            if not isinstance(value, str):
+                self._type_error(path, "a time string (RFC 3339, like 2024-01-02T15:04:05Z)", value)
+                return INVALID
+            if not goparse.is_rfc3339(value):
+                self.col.error(path, f"{value!r} is not an RFC 3339 time (like 2024-01-02T15:04:05Z); the agent "
+                                     f"cannot decode the policy", rule="decode/type")
+                return INVALID
+            return value
         if isinstance(t, Opaque):
             return value
         raise TypeError(t)
@@ -126,16 +147,34 @@ class Decoder:
             self._type_error(path, "an object", value)
             return INVALID
         out = {}
-        for key, item in value.items():
-            ft = t.fields.get(key)
-            if ft is None:
+        # encoding/json (inside a custom UnmarshalJSON) sees the keys in sorted order, since sigs.k8s.io/yaml
+        # wrote them from a Go map; a later key naming the same field overwrites an earlier one
+        keys = sorted(value) if t.go_json else value
+        for key in keys:
+            item = value[key]
+            name = key if key in t.fields else (self._folded(t).get(go_fold(key)) if t.go_json else None)
+            if name is None:
                 self._unknown(path, key, t)
                 continue
+            if name != key:
+                self._case_variant(path, key, name, t)
+            ft = t.fields[name]
             if item is None:
-                continue  # pruned by the API server
+                if isinstance(ft, Obj) and ft.null == "empty":
+                    item = {}
+                elif isinstance(ft, Obj) and ft.null:
+                    self.col.error(path + (key,), ft.null, rule="decode/null")
+                    continue
+                else:
+                    if not isinstance(ft, (Str, Int, Bool)):
+                        out.pop(name, None)  # null sets a map, slice or pointer to nil; a string stays
+                    continue  # pruned by the API server
             decoded = self.decode(item, ft, path + (key,))
-            if decoded is not INVALID:
-                out[key] = decoded
+            if decoded is INVALID:
+                continue
+            if isinstance(ft, Map) and isinstance(out.get(name), dict):
+                decoded = {**out[name], **decoded}  # encoding/json decodes into the map already there
+            out[name] = decoded
         for key in t.required:
             if key not in value or value[key] is None:
                 self._schema(path, f"{key!r} is required in {t.name}")
@@ -150,6 +189,21 @@ class Decoder:
             self._schema(path, f"at least one of {names} must be set in {t.name}")
         return out
 
+    _FOLDED: dict = {}
+
+    @classmethod
+    def _folded(cls, t: Obj) -> dict:
+        folded = cls._FOLDED.get(id(t))
+        if folded is None:
+            folded = cls._FOLDED[id(t)] = {go_fold(name): name for name in t.fields}
+        return folded
+
+    def _case_variant(self, path, key: str, name: str, t: Obj) -> None:
+        """A key that only Cilium's case-insensitive decoder reads: the API server drops it."""
+        msg = (f"unknown field {key!r} in {t.name}: field names are case-sensitive, write {name!r}; the API server "
+               f"drops {key!r}, while Cilium's own decoder reads it as {name!r}")
+        self.col.add(self.field_severity, path + (key,), msg, rule="strict/unknown-field", key=True)
+
     def _arr(self, value, t: Arr, path):
         if not isinstance(value, list):
             self._type_error(path, "a list", value)
@@ -158,6 +212,15 @@ class Decoder:
         for i, item in enumerate(value):
             if item is None:
                 self._schema(path + (i,), "a list item may not be null")
+                if isinstance(t.item, Obj) and t.item.null not in ("", "empty"):
+                    self.col.error(path + (i,), t.item.null, rule="decode/null")
+                    continue
+                if isinstance(t.item, CiliumLabel):
+                    self.col.error(path + (i,), "a label may not be null: write key=value (or an object with key)",
+                                   rule="decode/null")
+                    continue
+                # Go decodes null into the item's zero value: {} for a struct (an EndpointSelector's
+                # UnmarshalJSON makes it the empty selector), "" for a string
                 item = {} if isinstance(t.item, Obj) else ("" if isinstance(t.item, Str) else None)
                 if item is None:
                     continue
@@ -190,7 +253,8 @@ class Decoder:
             self._type_error(path, "a string", value)
             return INVALID
         if t.enum is not None and value not in t.enum:
-            self._schema(path, f"{value!r} is not one of {', '.join(t.enum)}")
+            note = t.notes.get(value)
+            self._schema(path, f"{value!r} is not one of {', '.join(t.enum)}" + (f": {note}" if note else ""))
         if t.max_len is not None and len(value) > t.max_len:
             self._schema(path, f"at most {t.max_len} characters allowed, {len(value)} given")
         if t.min_len is not None and len(value) < t.min_len:
@@ -230,6 +294,9 @@ class Decoder:
         return value
 
     def _label(self, value, path):
+        """labels.Label.UnmarshalJSON (pkg/labels/labels.go): an object {source, key, value} decoded by
+        encoding/json (names case-insensitive, unknown names ignored) with a non-empty key, or a non-empty
+        "[source:]key[=value]" string."""
         if isinstance(value, str):
             if value == "":
                 self.col.error(path, "a label may not be empty: write key=value (or an object with key)",
@@ -237,16 +304,26 @@ class Decoder:
                 return INVALID
             self._schema(path, "labels items must be objects {key, value, source}")
             return value
-        if isinstance(value, dict):
-            if not all(isinstance(value.get(k, ""), str) for k in ("key", "value", "source")):
-                self._type_error(path, "an object with string key, value and source", value)
+        if not isinstance(value, dict):
+            self._type_error(path, "an object {key, value, source} or a \"key=value\" string", value)
+            return INVALID
+        label_type = _LABEL
+        out = {}
+        for key in sorted(value):
+            name = key if key in label_type.fields else self._folded(label_type).get(go_fold(key))
+            if name is None:
+                self._unknown(path, key, label_type)
+                continue
+            if name != key:
+                self._case_variant(path, key, name, label_type)
+            item = value[key]
+            if item is None:
+                continue
+            if not isinstance(item, str):
+                self._type_error(path + (key,), "a string", item)
                 return INVALID
-            if not value.get("key"):
-                self.col.error(path, "a label needs a non-empty `key`", rule="decode/type")
-                return INVALID
-            for key in value:
-                if key not in ("key", "value", "source"):
-                    self._unknown(path, key, Obj("Label", {"key": 0, "value": 0, "source": 0}))
-            return {k: value[k] for k in ("key", "value", "source") if k in value}
-        self._type_error(path, "an object {key, value, source} or a \"key=value\" string", value)
-        return INVALID
+            out[name] = item
+        if not out.get("key"):
+            self.col.error(path, "a label needs a non-empty `key`", rule="decode/type")
+            return INVALID
+        return out

@@ -61,9 +61,12 @@ class Report:
 
     def as_dict(self) -> dict:
         doc = self.document
-        return {"file": doc.file, "index": doc.index, "kind": doc.kind, "name": doc.name,
-                "namespace": self.namespace, "valid": self.valid,
-                "findings": [f.as_dict() for f in self.findings]}
+        out = {"file": doc.file, "index": doc.index, "kind": doc.kind, "name": doc.name,
+               "namespace": self.namespace, "valid": self.valid,
+               "findings": [f.as_dict() for f in self.findings]}
+        if getattr(doc, "path_prefix", ""):
+            out["item"] = doc.path_prefix  # "items[2]": the items of a List share its document index
+        return out
 
 
 class Collector:

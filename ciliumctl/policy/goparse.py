@@ -137,6 +137,28 @@ def is_k8s_cidr(s: str) -> bool:
     return int(bits_s) <= addr.max_prefixlen
 
 
+# ------------------------------------------------------------------------------------------ time
+
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:[.,]\d+)?(?:Z|[+-](\d{2}):(\d{2}))$")
+
+
+def is_rfc3339(s: str) -> bool:
+    """time.Parse(time.RFC3339, s) succeeds (metav1.Time): date, T, time, optional fraction, Z or +hh:mm."""
+    import calendar
+
+    m = _RFC3339.match(s)
+    if not m:
+        return False
+    year, month, day, hour, minute, sec = (int(x) for x in m.groups()[:6])
+    if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year or 2000, month)[1]:
+        return False
+    if hour > 23 or minute > 59 or sec > 59:
+        return False
+    if m.group(7) is not None and (int(m.group(7)) > 23 or int(m.group(8)) > 59):
+        return False
+    return True
+
+
 # ------------------------------------------------------------------------------------------ iana
 
 _SVC_NAME = re.compile(r"^([a-zA-Z0-9]-?)*[a-zA-Z](-?[a-zA-Z0-9])*$")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ciliumctl.base.errors import UsageError
+from ciliumctl.policy.findings import format_path
 
 Path = tuple  # a path into the data tree: ("spec", "egress", 0, "toPorts")
 Pos = tuple  # (line, column), both 1-based
@@ -338,8 +339,9 @@ def _document(file: str, index: int, data: Any, doc: Document | None = None) -> 
     return doc
 
 
-def _split_list(doc: Document, first_index: int) -> list[Document]:
-    """A `List` (or `*List`) object becomes one Document per item, positions re-rooted at the item."""
+def _split_list(doc: Document, index: int) -> list[Document]:
+    """A `List` (or `*List`) object becomes one Document per item (all with the List's index), positions
+    re-rooted at the item."""
     items = doc.data.get("items")
     if not isinstance(items, list):
         return [doc]
@@ -350,7 +352,11 @@ def _split_list(doc: Document, first_index: int) -> list[Document]:
         sub.positions = {p[2:]: pos for p, pos in doc.positions.items() if p[:2] == prefix}
         sub.key_positions = {p[2:]: pos for p, pos in doc.key_positions.items() if p[:2] == prefix}
         sub.issues = [LoadIssue(x.kind, x.path[2:], x.message, x.pos) for x in doc.issues if x.path[:2] == prefix]
-        out.append(_document(doc.file, first_index + i, item, sub))
+        # kubectl converts the List's document at once: a value that cannot become JSON anywhere in it stops
+        # every item, and so does a duplicate key under strict validation
+        sub.issues += [LoadIssue(x.kind, (), f"in the same List, {format_path(x.path)}: {x.message}", x.pos)
+                       for x in doc.issues if x.path[:2] != prefix]
+        out.append(_document(doc.file, index, item, sub))
     return out
 
 
@@ -384,20 +390,28 @@ def _json_stream(text: str) -> list[tuple[int, int]] | None:
         i = end
 
 
-def _compose(text: str, file: str, docs: list, line_offset: int = 0, column_offset: int = 0) -> None:
+def _compose(text: str, file: str, docs: list, line_offset: int = 0, column_offset: int = 0,
+             index: int = 0) -> int:
+    """Append the objects of one YAML stream to `docs`; returns the index the next document would have.
+
+    Every document counts, empty ones too (`---` right after `---`), as YAML and Cilium's own tools number
+    them; the items of a List share their List's index."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     for node in yaml.compose_all(text, Loader=loader):
         if node is None or (isinstance(node, yaml.ScalarNode) and not node.style and node.value in _NULLS):
-            continue  # an empty document, like kubectl
+            index += 1  # an empty document: nothing to check, like kubectl, but it has its number
+            continue
         doc = Document(file, 0, None, None, None, None)
         data = _Builder(doc, line_offset, column_offset).build(node, ())
-        doc = _document(file, len(docs), data, doc)
+        doc = _document(file, index, data, doc)
         if _is_list(data):
-            docs.extend(_split_list(doc, len(docs)))
+            docs.extend(_split_list(doc, index))
         else:
             docs.append(doc)
+        index += 1
+    return index
 
 
 def load_text(text: str, file: str = "-") -> list[Document]:
@@ -416,10 +430,11 @@ def load_text(text: str, file: str = "-") -> list[Document]:
         spans = _json_stream(text) if text.lstrip()[:1] in ("{", "[") else None
         if spans and len(spans) > 1:
             docs.clear()
+            index = 0
             for start, end in spans:
                 line = text.count("\n", 0, start)
                 column = start - (text.rfind("\n", 0, start) + 1)
-                _compose(text[start:end], file, docs, line, column)
+                index = _compose(text[start:end], file, docs, line, column, index)
             return docs
         mark = err.problem_mark or err.context_mark
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file

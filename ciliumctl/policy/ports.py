@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ciliumctl.policy.icmp import ICMPV4_TYPES, ICMPV6_TYPES
 from ciliumctl.policy.resolved import (PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
                                        PortRange)
 
@@ -12,22 +13,6 @@ PROTOCOLS = {"ANY": PROTO_ANY, "TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO
 PROTOCOL_NAMES = {PROTO_ANY: "ANY", PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_SCTP: "SCTP", PROTO_ICMP: "ICMP",
                   PROTO_ICMPV6: "ICMPv6", 112: "VRRP", 2: "IGMP"}
 ANY_EXPANDS_TO = (PROTO_TCP, PROTO_UDP, PROTO_SCTP)   # Cilium's ANY with a port
-
-ICMPV4_TYPES = {"EchoReply": 0, "DestinationUnreachable": 3, "Redirect": 5, "Echo": 8, "EchoRequest": 8,
-                "RouterAdvertisement": 9, "RouterSelection": 10, "TimeExceeded": 11, "ParameterProblem": 12,
-                "Timestamp": 13, "TimestampReply": 14, "Photuris": 40, "ExtendedEchoRequest": 42,
-                "ExtendedEchoReply": 43}
-ICMPV6_TYPES = {"DestinationUnreachable": 1, "PacketTooBig": 2, "TimeExceeded": 3, "ParameterProblem": 4,
-                "EchoRequest": 128, "EchoReply": 129, "MulticastListenerQuery": 130,
-                "MulticastListenerReport": 131, "MulticastListenerDone": 132, "RouterSolicitation": 133,
-                "RouterAdvertisement": 134, "NeighborSolicitation": 135, "NeighborAdvertisement": 136,
-                "RedirectMessage": 137, "RouterRenumbering": 138, "ICMPNodeInformationQuery": 139,
-                "ICMPNodeInformationResponse": 140, "InverseNeighborDiscoverySolicitation": 141,
-                "InverseNeighborDiscoveryAdvertisement": 142, "HomeAgentAddressDiscoveryRequest": 144,
-                "HomeAgentAddressDiscoveryReply": 145, "MobilePrefixSolicitation": 146,
-                "MobilePrefixAdvertisement": 147, "DuplicateAddressRequestCodeSuffix": 157,
-                "DuplicateAddressConfirmationCodeSuffix": 158, "ExtendedEchoRequest": 160,
-                "ExtendedEchoReply": 161}
 
 
 def port_ranges(port: str, end_port: int, protocol: str) -> list[PortRange] | None:

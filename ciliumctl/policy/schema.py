@@ -21,6 +21,7 @@ class Str(T):
     max_len: int | None = None
     min_len: int | None = None
     fmt: str | None = None           # "cidr"
+    notes: dict = field(default_factory=dict)  # value -> why the CRD refuses it (added to the schema finding)
 
 
 @dataclass
@@ -61,6 +62,18 @@ class Obj(T):
     one_of: tuple = ()                           # each entry: a field that must be the only one of the group
     any_of: tuple = ()                           # at least one of these fields
     notes: dict = field(default_factory=dict)    # unknown-field name -> why it is dropped (for warnings)
+    # Decoded by Go's encoding/json inside a custom UnmarshalJSON (EndpointSelector, ICMPField): field names
+    # match case-insensitively there, and of two keys naming one field the later in sorted order wins.
+    go_json: bool = False
+    # What a JSON null does to a field of this type: "" leaves the field unset (Go's decoder and the API
+    # server's pruning agree); "empty" decodes it as {} (EndpointSelector.UnmarshalJSON runs on null);
+    # any other text is an error message (the import fails on it).
+    null: str = ""
+
+
+@dataclass
+class Time(T):
+    """metav1.Time: null, or an RFC 3339 string (time.Parse(time.RFC3339, ...))."""
 
 
 @dataclass
@@ -78,4 +91,5 @@ GO_INT_RANGES = {
     "int64": (-(1 << 63), (1 << 63) - 1),
     "uint8": (0, 255),
     "uint16": (0, 65535),
+    "uint64": (0, (1 << 64) - 1),
 }

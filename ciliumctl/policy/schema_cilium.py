@@ -6,15 +6,20 @@ Field names, Go types and CRD constraints follow Cilium's pkg/policy/api structs
 
 from __future__ import annotations
 
-from ciliumctl.policy.schema import Arr, Bool, CiliumLabel, Int, IntOrStr, Map, Obj, Opaque, Str
+from ciliumctl.policy.schema import Arr, Bool, CiliumLabel, Int, IntOrStr, Map, Obj, Str, Time
 from ciliumctl.policy.schema_k8s import OBJECT_META
 
 LABEL_VALUE = Str(max_len=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 FQDN_NAME = Str(max_len=255, pattern=r"^([-a-zA-Z0-9_]+[.]?)+$")
 FQDN_PATTERN = Str(max_len=255, pattern=r"^([-a-zA-Z0-9_*]+[.]?)+$")
 CIDR = Str(fmt="cidr")
+# The CRD's enum, from the kubebuilder marker on api.Entity (pkg/policy/api/entity.go, v1.19.4). It leaves out
+# world-ipv4 and world-ipv6, which the agent's EntitySelectorMapping accepts: kubectl apply refuses them.
 ENTITIES = ("all", "world", "cluster", "host", "init", "ingress", "unmanaged", "remote-node", "health",
             "none", "kube-apiserver")
+_SPLIT_WORLD = ("Cilium 1.19's CRD enum leaves it out although the agent accepts it, so the API server refuses "
+                "the policy; use `world` (both families) or toCIDR 0.0.0.0/0 or ::/0")
+ENTITY = Str(enum=ENTITIES, notes={"world-ipv4": _SPLIT_WORLD, "world-ipv6": _SPLIT_WORLD})
 PORT_PATTERN = (r"^(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
                 r"|([a-zA-Z0-9]-?)*[a-zA-Z](-?[a-zA-Z0-9])*$")
 ICMP_TYPE_PATTERN = (
@@ -29,23 +34,27 @@ ICMP_TYPE_PATTERN = (
     r"DuplicateAddressConfirmationCodeSuffix)$")
 
 
-def label_selector(name: str = "LabelSelector") -> Obj:
+def label_selector(name: str = "LabelSelector", go_json: bool = False) -> Obj:
     return Obj(name, {
         "matchLabels": Map(LABEL_VALUE),
         "matchExpressions": Arr(Obj("LabelSelectorRequirement", {
             "key": Str(),
             "operator": Str(enum=("In", "NotIn", "Exists", "DoesNotExist")),
             "values": Arr(Str()),
-        }, required=("key", "operator"))),
-    })
+        }, required=("key", "operator"), go_json=go_json)),
+    }, go_json=go_json, null="empty" if go_json else "")
 
 
-SELECTOR = label_selector("EndpointSelector")
+# api.EndpointSelector has its own UnmarshalJSON (pkg/policy/api/selector.go): encoding/json decodes the
+# label selector inside it (field names case-insensitive), and a null decodes as the empty selector {}.
+SELECTOR = label_selector("EndpointSelector", go_json=True)
+# api.ServiceSelector is a new type over EndpointSelector, without its methods: decoded like any struct
+SERVICE_SELECTOR = label_selector("ServiceSelector")
 
 CIDR_RULE = Obj("CIDRRule", {
     "cidr": CIDR,
     "cidrGroupRef": Str(max_len=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
-    "cidrGroupSelector": label_selector(),
+    "cidrGroupSelector": SELECTOR,
     "except": Arr(CIDR),
 }, one_of=("cidr", "cidrGroupRef", "cidrGroupSelector"))
 
@@ -53,10 +62,14 @@ AWS_GROUP = Obj("Groups", {"aws": Obj("AWSGroup", {
     "labels": Map(Str()), "region": Str(), "securityGroupsIds": Arr(Str()), "securityGroupsNames": Arr(Str()),
 })})
 
+# api.ICMPField.UnmarshalJSON (pkg/policy/api/icmp.go) decodes with encoding/json and dereferences `type`:
+# a field without a type, or a null field, crashes Cilium's decoder (the policy is never imported)
 ICMP_RULE = Obj("ICMPRule", {"fields": Arr(Obj("ICMPField", {
     "family": Str(enum=("IPv4", "IPv6")),
     "type": IntOrStr(pattern=ICMP_TYPE_PATTERN),
-}, required=("type",)), max_items=40)})
+}, required=("type",), go_json=True,
+    null="an ICMP field may not be null: Cilium's decoder crashes on it; write {type: ..., family: ...}"),
+    max_items=40)})
 
 AUTH = Obj("Authentication", {"mode": Str(enum=("disabled", "required", "test-always-fail"))},
            required=("mode",))
@@ -98,14 +111,16 @@ LISTENER = Obj("Listener", {
     "envoyConfig": Obj("EnvoyConfig", {"kind": Str(enum=("CiliumEnvoyConfig", "CiliumClusterwideEnvoyConfig")),
                                        "name": Str(min_len=1)}, required=("name",)),
     "name": Str(min_len=1),
-    "priority": Int("uint16", minimum=1, maximum=100),
+    "priority": Int("uint8", minimum=1, maximum=100),
 }, required=("envoyConfig", "name"))
+
+SERVER_NAME = Str(max_len=255, pattern=r"^(\*?\*\.)?([-a-zA-Z0-9_]+\.?)+$")  # api.ServerName (l4.go)
 
 PORT_RULE = Obj("PortRule", {
     "ports": Arr(PORT_PROTOCOL, max_items=40),
     "terminatingTLS": TLS_CONTEXT,
     "originatingTLS": TLS_CONTEXT,
-    "serverNames": Arr(FQDN_PATTERN, min_items=1),
+    "serverNames": Arr(SERVER_NAME, min_items=1),
     "listener": LISTENER,
     "rules": L7_RULES,
 })
@@ -121,7 +136,7 @@ FQDN_SELECTOR = Obj("FQDNSelector", {"matchName": FQDN_NAME, "matchPattern": FQD
 
 SERVICE = Obj("Service", {
     "k8sService": Obj("K8sServiceNamespace", {"serviceName": Str(), "namespace": Str()}),
-    "k8sServiceSelector": Obj("K8sServiceSelectorNamespace", {"selector": SELECTOR, "namespace": Str()},
+    "k8sServiceSelector": Obj("K8sServiceSelectorNamespace", {"selector": SERVICE_SELECTOR, "namespace": Str()},
                               required=("selector",)),
 })
 
@@ -131,7 +146,7 @@ DEPRECATED_REQUIRES = Arr(Str(), max_items=0)
 def _ingress(deny: bool) -> Obj:
     fields = {
         "fromEndpoints": Arr(SELECTOR), "fromRequires": DEPRECATED_REQUIRES, "fromCIDR": Arr(CIDR),
-        "fromCIDRSet": Arr(CIDR_RULE), "fromEntities": Arr(Str(enum=ENTITIES)), "fromGroups": Arr(AWS_GROUP),
+        "fromCIDRSet": Arr(CIDR_RULE), "fromEntities": Arr(ENTITY), "fromGroups": Arr(AWS_GROUP),
         "fromNodes": Arr(SELECTOR), "icmps": Arr(ICMP_RULE),
         "toPorts": Arr(PORT_DENY_RULE if deny else PORT_RULE),
     }
@@ -146,7 +161,7 @@ def _ingress(deny: bool) -> Obj:
 def _egress(deny: bool) -> Obj:
     fields = {
         "toEndpoints": Arr(SELECTOR), "toRequires": DEPRECATED_REQUIRES, "toCIDR": Arr(CIDR),
-        "toCIDRSet": Arr(CIDR_RULE), "toEntities": Arr(Str(enum=ENTITIES)), "toServices": Arr(SERVICE),
+        "toCIDRSet": Arr(CIDR_RULE), "toEntities": Arr(ENTITY), "toServices": Arr(SERVICE),
         "toGroups": Arr(AWS_GROUP), "toNodes": Arr(SELECTOR), "icmps": Arr(ICMP_RULE),
         "toPorts": Arr(PORT_DENY_RULE if deny else PORT_RULE),
     }
@@ -164,7 +179,7 @@ def _egress(deny: bool) -> Obj:
 
 RULE = Obj("Rule", {
     "endpointSelector": SELECTOR,
-    "nodeSelector": label_selector("EndpointSelector"),
+    "nodeSelector": SELECTOR,
     "ingress": Arr(_ingress(False)),
     "ingressDeny": Arr(_ingress(True)),
     "egress": Arr(_egress(False)),
@@ -176,10 +191,23 @@ RULE = Obj("Rule", {
 }, one_of=("endpointSelector", "nodeSelector"), any_of=("ingress", "ingressDeny", "egress", "egressDeny"))
 
 
+# v2.CiliumNetworkPolicyStatus (pkg/k8s/apis/cilium.io/v2/cnp_types.go): typed, so Go's decoder refuses
+# a status of the wrong shape
+STATUS = Obj("CiliumNetworkPolicyStatus", {
+    "derivativePolicies": Map(Obj("CiliumNetworkPolicyNodeStatus", {
+        "ok": Bool(), "error": Str(), "lastUpdated": Time(), "localPolicyRevision": Int("uint64"),
+        "enforcing": Bool(), "annotations": Map(Str()),
+    })),
+    "conditions": Arr(Obj("NetworkPolicyCondition", {
+        "type": Str(), "status": Str(), "lastTransitionTime": Time(), "reason": Str(), "message": Str(),
+    })),
+})
+
+
 def policy_object(kind: str) -> Obj:
     return Obj(kind, {
         "apiVersion": Str(), "kind": Str(), "metadata": OBJECT_META,
-        "spec": RULE, "specs": Arr(RULE), "status": Opaque(),
+        "spec": RULE, "specs": Arr(RULE), "status": STATUS,
     }, notes={"description": "`description` belongs inside the rule (spec.description); at the top level the "
                              "API server drops it"})
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from ciliumctl.policy.schema import Arr, Int, IntOrStr, Map, Obj, Opaque, Str
+from ciliumctl.policy.schema import Arr, Bool, Int, IntOrStr, Map, Obj, Opaque, Str, Time
 
+# metav1.ObjectMeta (k8s.io/apimachinery/pkg/apis/meta/v1/types.go)
 OBJECT_META = Obj("ObjectMeta", {
     "name": Str(), "generateName": Str(), "namespace": Str(), "selfLink": Str(), "uid": Str(),
-    "resourceVersion": Str(), "generation": Int("int64"), "creationTimestamp": Opaque(),
-    "deletionTimestamp": Opaque(), "deletionGracePeriodSeconds": Int("int64"),
-    "labels": Map(Str()), "annotations": Map(Str()), "ownerReferences": Opaque(), "finalizers": Arr(Str()),
-    "managedFields": Opaque(),
+    "resourceVersion": Str(), "generation": Int("int64"), "creationTimestamp": Time(),
+    "deletionTimestamp": Time(), "deletionGracePeriodSeconds": Int("int64"),
+    "labels": Map(Str()), "annotations": Map(Str()), "finalizers": Arr(Str()),
+    "ownerReferences": Arr(Obj("OwnerReference", {
+        "apiVersion": Str(), "kind": Str(), "name": Str(), "uid": Str(), "controller": Bool(),
+        "blockOwnerDeletion": Bool(),
+    })),
+    "managedFields": Arr(Obj("ManagedFieldsEntry", {
+        "manager": Str(), "operation": Str(), "apiVersion": Str(), "time": Time(), "fieldsType": Str(),
+        "fieldsV1": Opaque(), "subresource": Str(),
+    })),
 })
 
 K8S_SELECTOR = Obj("LabelSelector", {

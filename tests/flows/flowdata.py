@@ -30,7 +30,7 @@ def ip(s: str) -> bytes:
 
 def rec(**kw) -> bytes:
     """A raw ring record; defaults: a forwarded TCP SYN policy verdict tiefighter -> deathstar:80 (ingress)."""
-    base = dict(ts_ns=1_000_000_000, type=9, subtype=0, verdict=1, direction=1, ep_id=13, proto=6, tcp_flags=2,
+    base = dict(ts_ns=1_000_000_000, type=5, subtype=0, verdict=1, direction=1, ep_id=13, proto=6, tcp_flags=2,
                 saddr=ip("10.200.0.12"), daddr=ip("10.200.0.13"), sport=40000, dport=80, src_identity=300,
                 dst_identity=301, rule_cookie=7, match_type=2)
     base.update(kw)

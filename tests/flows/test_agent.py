@@ -65,14 +65,14 @@ def test_events_become_enriched_flows(node, emitter):
     state, _ = node
     agent = start_agent()
     try:
-        emitter.set_template(type=9, verdict=1, direction=1, proto=6, tcp_flags=2, sport=40000, dport=80,
+        emitter.set_template(type=5, verdict=1, direction=1, proto=6, tcp_flags=2, sport=40000, dport=80,
                              saddr=aton("10.200.0.12"), daddr=aton("10.200.0.13"), src_identity=300,
                              dst_identity=301, rule_cookie=7, match_type=2, ifindex=1)
         emitter.emit(3)
         got = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(flows(agent, number=10)))
         f = got[0].flow
         assert f.verdict == pb.FORWARDED and f.traffic_direction == pb.INGRESS
-        assert f.event_type.type == 9 and f.policy_match_type == 2
+        assert f.event_type.type == 5 and f.policy_match_type == 2
         assert (f.l4.TCP.source_port, f.l4.TCP.destination_port, f.l4.TCP.flags.SYN) == (40000, 80, True)
         assert (f.source.pod_name, f.source.namespace, f.source.ID, f.source.identity) == \
             ("tiefighter", "default", 12, 300)

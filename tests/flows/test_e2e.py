@@ -4,6 +4,8 @@ filters and formats on them; enforcement holds while the agent is stopped, and w
 after it restarts."""
 
 import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -53,18 +55,23 @@ def tcp_dport(f):
     return f.get("l4", {}).get("TCP", {}).get("destination_port")
 
 
-def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
+def start_empire(node, tmp_path):  # noqa: F811
+    """deathstar serving :80 under rule1 (org=empire may enter), tiefighter (empire), xwing (alliance); the agent."""
     node.cli("endpoint", "add", "deathstar", "-l", "org=empire,class=deathstar")
     node.cli("endpoint", "add", "tiefighter", "-l", "org=empire")
     node.cli("endpoint", "add", "xwing", "-l", "org=alliance")
     node.serve("deathstar", DEATHSTAR, 80)
     node.cli("policy", "apply", "-f", str(write(tmp_path / "p" / "rule1.yaml", POLICY)))
     node.cli("agent", "start", "--metrics-listen", "127.0.0.1:0", "--no-cni")
+
+
+def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
+    start_empire(node, tmp_path)
     try:
         assert node.connect("tiefighter", DEATHSTAR, 80)
         assert not node.connect("xwing", DEATHSTAR, 80, timeout=0.5)
 
-        allowed = wait_flows(node, lambda f: f["event_type"]["type"] == 9 and f["verdict"] == "FORWARDED"
+        allowed = wait_flows(node, lambda f: f["event_type"]["type"] == 5 and f["verdict"] == "FORWARDED"
                              and f["source"].get("pod_name") == "tiefighter")
         assert allowed, flows(node, "--all")
         f = allowed[0]
@@ -84,7 +91,7 @@ def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
             ("DROPPED", "POLICY_DENIED", "INGRESS")
         assert d["source"]["pod_name"] == "xwing" and d["destination"]["pod_name"] == "deathstar"
         assert tcp_dport(d) == 80 and "ingress_allowed_by" not in d
-        denied = [f for f in flows(node, "--all") if f["event_type"]["type"] == 9 and f["verdict"] == "DROPPED"]
+        denied = [f for f in flows(node, "--all") if f["event_type"]["type"] == 5 and f["verdict"] == "DROPPED"]
         assert denied and denied[0]["source"]["pod_name"] == "xwing"
 
         replies = [f for f in flows(node, "--all") if f.get("is_reply") and f["source"].get("pod_name") == "deathstar"]
@@ -96,11 +103,11 @@ def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
         assert sel and all(f["source"]["pod_name"] == "xwing" and f["verdict"] == "DROPPED" for f in sel)
         assert not flows(node, "--all", "--from-pod", "tiefighter", "--verdict", "DROPPED")
         compact = node.cli("observe", "--all", "--from-label", "org=alliance", "-t", "drop").stdout.splitlines()
-        assert compact and all("default/xwing:" in l and "-> default/deathstar:80" in l
+        assert compact and all("default/xwing:" in l and "<> default/deathstar:80" in l
                                and "Policy denied DROPPED" in l for l in compact)
         named = node.cli("observe", "--all", "--type", "policy-verdict", "--to-port", "80", "--verdict",
                          "FORWARDED", "--print-policy-names").stdout
-        assert "INGRESS ALLOWED [allowed by default/rule1]" in named
+        assert "INGRESS ALLOWED BY rule1 (CiliumNetworkPolicy)" in named
         agg = node.cli("observe", "--all", "--aggregate-by", "source,destination,port,verdict", "-o", "json").stdout
         rows = json.loads(agg)
         assert {"source": "default/xwing", "destination": "default/deathstar", "port": "80/TCP",
@@ -118,5 +125,50 @@ def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
 
         t = datetime.fromisoformat(later[0]["time"].rstrip("Z")[:26]).replace(tzinfo=timezone.utc).timestamp()
         assert t > stopped_at - 1
+    finally:
+        node.cli("agent", "stop", check=False)
+
+
+def test_real_hubble_prints_real_datapath_events(node, tmp_path, hubble):  # noqa: F811
+    """Policy verdicts (allowed, denied), a drop and traces of real packets, as the real hubble CLI prints them
+    from the agent's socket: Cilium's words, no UNKNOWN; `ciliumctl observe` prints the same lines."""
+    start_empire(node, tmp_path)
+    try:
+        assert node.connect("tiefighter", DEATHSTAR, 80)
+        assert not node.connect("xwing", DEATHSTAR, 80, timeout=0.5)
+        assert wait_flows(node, lambda f: f["event_type"]["type"] == 1 and f["source"].get("pod_name") == "xwing")
+        server = f"unix://{node.env['CILIUMCTL_RUN_DIR']}/hubble.sock"
+
+        def hubble_observe(*args):
+            r = subprocess.run([str(hubble), "observe", "--server", server, "--color", "never", *args],
+                               capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/nonexistent"})
+            assert r.returncode == 0, r.stderr
+            return r.stdout.splitlines()
+
+        lines = hubble_observe("--all")
+        assert lines and not [l for l in lines if " UNKNOWN " in l or "VERDICT_UNKNOWN" in l]
+
+        def one(src, arrow, words):
+            return [l for l in lines if f": default/{src}:" in l and f" {arrow} default/deathstar:80 (ID:" in l
+                    and l.endswith(f" {words} (TCP Flags: SYN)")]
+        assert one("tiefighter", "->", "policy-verdict:L3-L4 INGRESS ALLOWED"), lines
+        assert one("tiefighter", "->", "to-endpoint FORWARDED"), lines
+        assert one("xwing", "<>", "policy-verdict:none INGRESS DENIED"), lines
+        assert one("xwing", "<>", "Policy denied DROPPED"), lines
+        assert [l for l in lines if "<- default/deathstar:80" in l and " from-endpoint FORWARDED (TCP Flags: SYN, ACK" in l]
+
+        verdicts = hubble_observe("--all", "-t", "policy-verdict")
+        assert verdicts and all(" policy-verdict:" in l for l in verdicts)
+        assert {l.split(" INGRESS ")[1].split()[0] for l in verdicts} == {"ALLOWED", "DENIED"}
+        drops = hubble_observe("--all", "-t", "drop", "--from-pod", "default/xwing")
+        assert drops and all("Policy denied DROPPED" in l for l in drops)
+        assert all(" to-endpoint " in l for l in hubble_observe("--all", "-t", "trace:to-endpoint"))
+        named = hubble_observe("--all", "--print-policy-names", "--verdict", "FORWARDED", "-t", "policy-verdict")
+        assert named and all(l.endswith("INGRESS ALLOWED BY rule1 (CiliumNetworkPolicy) (TCP Flags: SYN)")
+                             for l in named)
+
+        # the same flows (the first len(lines) of the ring) printed by ciliumctl: the same lines
+        ours = node.cli("observe", "--server", server, "--first", str(len(lines))).stdout.splitlines()
+        assert ours == lines
     finally:
         node.cli("agent", "stop", check=False)

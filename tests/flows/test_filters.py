@@ -23,7 +23,7 @@ DROPPED = flow(type=1, subtype=181, verdict=2, saddr=ip("10.200.0.14"), src_iden
                proto=17, sport=5353, dport=53, match_type=0)             # xwing -> deathstar:53 UDP drop
 REPLY = flow(type=4, subtype=5, verdict=1, direction=2, saddr=ip("10.200.0.13"), daddr=ip("10.200.0.12"),
              src_identity=301, dst_identity=300, sport=80, dport=40000, is_reply=1, tcp_flags=0x12)
-WORLD = flow(type=4, subtype=101, verdict=1, saddr=ip("1.2.3.4"), src_identity=2, proto=1, sport=8, dport=0)
+WORLD = flow(type=4, subtype=0, verdict=1, saddr=ip("1.2.3.4"), src_identity=2, proto=1, sport=8, dport=0)
 ALL = [ALLOWED, DROPPED, REPLY, WORLD]
 
 
@@ -55,14 +55,15 @@ def matching(**fields):
     ({"drop_reason_desc": [pb.POLICY_DENIED]}, []),
     ({"event_type": [pb.EventTypeFilter(type=4)]}, [REPLY, WORLD]),
     ({"event_type": [pb.EventTypeFilter(type=4, match_sub_type=True, sub_type=0)]}, [WORLD]),  # to-endpoint
-    ({"event_type": [pb.EventTypeFilter(type=9), pb.EventTypeFilter(type=1)]}, [ALLOWED, DROPPED]),
+    ({"event_type": [pb.EventTypeFilter(type=5), pb.EventTypeFilter(type=1)]}, [ALLOWED, DROPPED]),
+    ({"event_type": [pb.EventTypeFilter(type=0, match_sub_type=True, sub_type=5)]}, [REPLY]),  # any type
     ({"protocol": ["udp"]}, [DROPPED]),
     ({"protocol": ["ICMP"]}, [WORLD]),
     ({"protocol": ["tcp", "icmpv4"]}, [ALLOWED, REPLY, WORLD]),
     ({"source_port": ["80"]}, [REPLY]),
     ({"destination_port": ["53", "80"]}, [ALLOWED, DROPPED]),
     ({"reply": [True]}, [REPLY]),
-    ({"reply": [False]}, [ALLOWED, DROPPED, WORLD]),
+    ({"reply": [False]}, [ALLOWED, DROPPED, WORLD]),   # a drop's unknown is_reply counts as false
     ({"source_identity": [2, 302]}, [DROPPED, WORLD]),
     ({"destination_identity": [300]}, [REPLY]),
     ({"tcp_flags": [pb.TCPFlags(SYN=True, ACK=True)]}, [REPLY]),

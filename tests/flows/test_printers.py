@@ -29,7 +29,9 @@ DROP = resp(2, type=1, subtype=181, verdict=2, saddr=ip("10.200.0.14"), src_iden
             sport=5353, dport=53, match_type=0)
 REPLY = resp(3, type=4, subtype=5, verdict=1, direction=2, saddr=ip("10.200.0.13"), daddr=ip("10.200.0.12"),
              src_identity=301, dst_identity=300, sport=80, dport=40000, is_reply=1, tcp_flags=0x12)
-ICMP = resp(4, type=4, subtype=101, verdict=1, saddr=ip("1.2.3.4"), src_identity=2, proto=1, sport=8, dport=0,
+DENIED = resp(5, type=5, subtype=181, verdict=2, direction=2, saddr=ip("10.200.0.12"), daddr=ip("10.200.0.14"),
+              src_identity=300, dst_identity=302, rule_cookie=9, proto=17, sport=5353, dport=53, match_type=1)
+ICMP = resp(4, type=4, subtype=0, verdict=1, saddr=ip("1.2.3.4"), src_identity=2, proto=1, sport=8, dport=0,
             rule_cookie=0)
 LOST = opb.GetFlowsResponse(lost_events=pb.LostEvent(source=pb.PERF_EVENT_RING_BUFFER, num_events_lost=42),
                             node_name="node-a")
@@ -49,7 +51,8 @@ def test_compact_lines_like_hubble():
     assert out.splitlines() == [
         "Nov 26 09:40:00.123: default/tiefighter:40000 (ID:300) -> empire/deathstar-6f87d5-x2x9z:80 (ID:301) "
         "policy-verdict:L3-L4 INGRESS ALLOWED (TCP Flags: SYN)",
-        "Nov 26 09:40:00.123: default/xwing:5353 (ID:302) -> empire/deathstar-6f87d5-x2x9z:53 (ID:301) "
+        # a drop: Cilium does not know whether it was a reply, hence "<>"
+        "Nov 26 09:40:00.123: default/xwing:5353 (ID:302) <> empire/deathstar-6f87d5-x2x9z:53 (ID:301) "
         "Policy denied by denylist DROPPED (UDP)",
         # a reply: arrow and sides flipped, so the client is always on the left
         "Nov 26 09:40:00.123: default/tiefighter:40000 (ID:300) <- empire/deathstar-6f87d5-x2x9z:80 (ID:301) "
@@ -61,11 +64,14 @@ def test_compact_lines_like_hubble():
 
 
 def test_compact_policy_names_and_node():
-    out, _ = render("compact", VERDICT, DROP, print_policy_names=True, node_name=True)
+    out, _ = render("compact", VERDICT, DENIED, DROP, print_policy_names=True, node_name=True)
     lines = out.splitlines()
     assert lines[0].startswith("Nov 26 09:40:00.123 [node-a]: ")
-    assert "INGRESS ALLOWED [allowed by empire/allow-empire] (TCP Flags: SYN)" in lines[0]
-    assert "DROPPED [denied by no-xwing] (UDP)" in lines[1]
+    assert "INGRESS ALLOWED BY allow-empire (CiliumNetworkPolicy) (TCP Flags: SYN)" in lines[0]
+    assert "policy-verdict:L3-Only EGRESS DENIED BY no-xwing (CiliumClusterwideNetworkPolicy) (UDP)" in lines[1]
+    assert lines[2].endswith("Policy denied by denylist DROPPED (UDP)")   # names go with policy verdicts only
+    table, _ = render("table", VERDICT, print_policy_names=True)
+    assert "ALLOWED BY allow-empire (CiliumNetworkPolicy)   TCP Flags: SYN" in table
 
 
 def test_dict():
@@ -113,12 +119,18 @@ def test_json_and_jsonpb_are_protojson_of_the_response():
     assert f["destination"]["workloads"] == [{"name": "deathstar", "kind": "Deployment"}]
     assert list(f)[:3] == ["time", "uuid", "verdict"]   # declaration order, as Hubble prints
     drop = json.loads(render("json", DROP)[0])["flow"]
-    assert drop["drop_reason_desc"] == "POLICY_DENY" and "egress_denied_by" not in drop
-    assert drop["ingress_denied_by"][0]["kind"] == "CiliumClusterwideNetworkPolicy"
+    assert drop["drop_reason_desc"] == "POLICY_DENY" and drop["event_type"] == {"type": 1, "sub_type": 181}
+    assert "is_reply" not in drop and "ingress_denied_by" not in drop   # as Cilium: unknown; names on verdicts
+    denied = json.loads(render("json", DENIED)[0])["flow"]
+    assert denied["event_type"] == {"type": 5} and denied["verdict"] == "DROPPED" and "is_reply" not in denied
+    assert (denied["drop_reason_desc"], denied["drop_reason"], denied["policy_match_type"]) == ("POLICY_DENY", 181, 1)
+    assert denied["egress_denied_by"][0]["kind"] == "CiliumClusterwideNetworkPolicy"
+    icmp = json.loads(render("json", ICMP)[0])["flow"]
+    assert icmp["event_type"] == {"type": 4} and icmp["trace_observation_point"] == "TO_ENDPOINT"
 
 
 def test_jsonpb_encoder_matches_json_format_on_many_shapes():
-    for r in (VERDICT, DROP, REPLY, ICMP, LOST, opb.GetFlowsResponse()):
+    for r in (VERDICT, DENIED, DROP, REPLY, ICMP, LOST, opb.GetFlowsResponse()):
         assert json.loads(jsonpb.encode(r)) == json.loads(
             json_format.MessageToJson(r, preserving_proto_field_name=True)), r
 
@@ -149,4 +161,4 @@ def test_non_ipv4_drop_names_the_endpoint_and_has_no_ip():
     assert not v6.flow.HasField("IP")
     assert v6.flow.destination.pod_name == "deathstar-6f87d5-x2x9z" and v6.flow.source.pod_name == ""
     out, _ = render("compact", v6)
-    assert ": - (unknown) -> empire/deathstar-6f87d5-x2x9z (ID:301) Unsupported L3 protocol DROPPED (ICMPv6)\n" in out
+    assert ": - (unknown) <> empire/deathstar-6f87d5-x2x9z (ID:301) Unsupported L3 protocol DROPPED (ICMPv6)\n" in out

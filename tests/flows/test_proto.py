@@ -98,3 +98,73 @@ def test_generated_code_is_current(tmp_path):
     for fresh in tmp_path.rglob("*_pb2*.py"):
         rel = fresh.relative_to(tmp_path)
         assert (committed / rel).read_text() == fresh.read_text(), f"run `make proto`: {rel} is stale"
+
+
+def _embedded_descriptor(binary: bytes, name: str):
+    """The FileDescriptorProto of `name` compiled into a Go binary (protobuf-go keeps each file's raw descriptor
+    as one byte string): found by its leading name field, cut where its top-level fields stop parsing."""
+    from google.protobuf import descriptor_pb2
+
+    def varint(i):
+        n = shift = 0
+        while True:
+            b = binary[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return n, i
+
+    head = b"\n" + bytes([len(name)]) + name.encode()
+    start = binary.find(head)
+    while start >= 0:
+        i = end = start
+        while i < len(binary):
+            key, j = varint(i)
+            if not 1 <= key >> 3 <= 14 or key & 7 not in (0, 2):
+                break
+            n, j = varint(j)
+            i = end = j + (n if key & 7 == 2 else 0)
+        fd = descriptor_pb2.FileDescriptorProto.FromString(binary[start:end])
+        if fd.message_type:
+            return fd
+        start = binary.find(head, start + 1)
+    raise AssertionError(f"{name} is not in the binary")
+
+
+def _numbers(fd) -> dict:
+    """Every field (number, type) and enum value of a FileDescriptorProto, by full name."""
+    out = {}
+
+    def walk(prefix, msg):
+        for f in msg.field:
+            out[f"{prefix}{msg.name}.{f.name}"] = (f.number, f.type, f.type_name)
+        for e in msg.enum_type:
+            for v in e.value:
+                out[f"{prefix}{msg.name}.{e.name}.{v.name}"] = v.number
+        for m in msg.nested_type:
+            walk(f"{prefix}{msg.name}.", m)
+
+    for m in fd.message_type:
+        walk(f"{fd.package}.", m)
+    for e in fd.enum_type:
+        for v in e.value:
+            out[f"{fd.package}.{e.name}.{v.name}"] = v.number
+    return out
+
+
+@pytest.mark.parametrize("module", [flow_pb2, observer_pb2, relay_pb2], ids=lambda m: m.DESCRIPTOR.name)
+def test_every_number_is_the_real_hubbles(hubble, module):
+    """Each field and enum value of our .proto files has the number and type of the one in the real hubble
+    binary (the descriptors compiled into it, Cilium 1.19.4's api/v1)."""
+    from google.protobuf import descriptor_pb2
+
+    ours = descriptor_pb2.FileDescriptorProto()
+    module.DESCRIPTOR.CopyToProto(ours)
+    theirs = _numbers(_embedded_descriptor(hubble.read_bytes(), module.DESCRIPTOR.name))
+    mine = _numbers(ours)
+    assert {k: v for k, v in mine.items() if theirs.get(k) != v} == {}
+    if module is flow_pb2:   # every value of the enums we declare, none left out
+        for enum in ("DropReason", "TraceObservationPoint", "Verdict", "TrafficDirection", "FlowType"):
+            assert {k for k in theirs if k.startswith(f"flow.{enum}.")} == \
+                {k for k in mine if k.startswith(f"flow.{enum}.")}, enum

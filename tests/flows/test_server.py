@@ -227,8 +227,8 @@ def test_tcp_listener_serves_the_same_api(tmp_path):
 def test_metrics_text(node):
     from ciliumctl.flows.metrics import render
 
-    node.add(rec(), rec(), rec(type=1, subtype=181, verdict=2, proto=17), rec(type=4, subtype=101, verdict=1),
-             rec(type=9, verdict=2, direction=2, match_type=0))
+    node.add(rec(), rec(), rec(type=1, subtype=181, verdict=2, proto=17), rec(type=4, subtype=0, verdict=1),
+             rec(type=5, subtype=133, verdict=2, direction=2, match_type=0))
     node.store.add_lost(pb.PERF_EVENT_RING_BUFFER, 4)
     text = render(node.store)
     for line in ['hubble_flows_processed_total{type="PolicyVerdict",subtype="",verdict="FORWARDED"} 2',

@@ -64,9 +64,12 @@ def test_positions_of_values_and_keys_are_one_based():
     assert doc.pos(("spec",), key=True) == (2, 1)
 
 
-def test_documents_counted_from_zero_skipping_empty_ones():
+def test_documents_counted_from_zero_empty_ones_too():
+    # as YAML and Cilium's own tools number them: `---` right after `---` is an (empty) document
     docs = load.load_text("---\n---\nkind: A\n---\n# only a comment\n---\nkind: B\n...\n", "f.yaml")
-    assert [(d.index, d.kind) for d in docs] == [(0, "A"), (1, "B")]
+    assert [(d.index, d.kind) for d in docs] == [(1, "A"), (3, "B")]
+    docs = load.load_text("# head comment\n---\nkind: A\n---\n---\nkind: B\n", "f.yaml")
+    assert [(d.index, d.kind) for d in docs] == [(0, "A"), (2, "B")]
 
 
 def test_list_objects_become_one_document_per_item_with_item_positions():
@@ -81,8 +84,9 @@ def test_list_objects_become_one_document_per_item_with_item_positions():
             name: b
             namespace: ns
     """), "f.yaml")
+    # the items share their List's document index (as cnp-oracle numbers them); path_prefix tells them apart
     assert [(d.index, d.kind, d.name, d.namespace) for d in docs] == [
-        (0, "CiliumNetworkPolicy", "a", None), (1, "NetworkPolicy", "b", "ns")]
+        (0, "CiliumNetworkPolicy", "a", None), (0, "NetworkPolicy", "b", "ns")]
     assert docs[1].path_prefix == "items[1]"
     assert docs[1].positions[("metadata", "name")] == (8, 11)
 

@@ -139,7 +139,9 @@ def test_list_items_are_validated_with_item_paths_and_positions():
             egress:
             - toEntities: [wrold]
     """)
-    assert [(r.document.index, r.valid) for r in reports] == [(0, True), (1, False)]
+    # items share the List's document index; items[i] tells them apart
+    assert [(r.document.index, r.document.path_prefix, r.valid) for r in reports] == [
+        (0, "items[0]", True), (0, "items[1]", False)]
     [err] = reports[1].errors
     assert (err.path, err.line, err.column) == ("items[1].spec.egress[0].toEntities[0]", 14, 20)
 

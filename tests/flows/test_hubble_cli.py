@@ -1,0 +1,269 @@
+"""The real hubble CLI (1.19, ../shared/tools) against ciliumctl's Observer server on a unix socket: every output
+format, the filter flags, --follow, `hubble status` and `hubble list nodes`; and `ciliumctl observe` printing the
+same flows exactly as hubble prints them. The flows are datapath records (the tests' synthetic ones here; real
+packets through the real datapath in test_e2e.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from ciliumctl.flows import names
+from ciliumctl.flows.server import FlowSource, ObserverServer
+from ciliumctl.flows.store import FlowStore
+
+from .flowdata import SNAP, ip, rec
+
+T0 = 1_764_150_000_000_000_000   # 2025-11-26T09:40:00Z: flow i happens at T0 + i seconds
+SEC = 1_000_000_000
+CILIUMCTL = [sys.executable, "-m", "ciliumctl.cli.main", "observe"]
+
+XWING = dict(saddr=ip("10.200.0.14"), src_identity=302)
+NO_IP = dict(saddr=b"\0" * 4, daddr=b"\0" * 4, sport=0, dport=0)
+# (name, record fields): one of every kind of event the datapath emits, on the endpoints of flowdata.SNAP
+FLOWS = [
+    ("allowed", {}),                                                     # tiefighter -> deathstar:80, L3-L4
+    ("denied", dict(subtype=133, verdict=2, match_type=0, rule_cookie=0, **XWING)),
+    ("drop", dict(type=1, subtype=133, verdict=2, match_type=0, rule_cookie=0, **XWING)),
+    ("denied-by-rule", dict(subtype=181, verdict=2, direction=2, ep_id=12, daddr=ip("10.200.0.14"), dst_identity=302,
+                            proto=17, sport=5353, dport=53, match_type=1, rule_cookie=9)),
+    ("drop-by-rule", dict(type=1, subtype=181, verdict=2, direction=2, ep_id=12, daddr=ip("10.200.0.14"),
+                          dst_identity=302, proto=17, sport=5353, dport=53, match_type=1, rule_cookie=9)),
+    ("to-endpoint", dict(type=4, subtype=0)),
+    ("reply", dict(type=4, subtype=5, saddr=ip("10.200.0.13"), daddr=ip("10.200.0.12"), src_identity=301,
+                   dst_identity=300, sport=80, dport=40000, is_reply=1, tcp_flags=0x12)),
+    ("audit", dict(verdict=4, saddr=ip("1.2.3.4"), src_identity=2, proto=1, sport=8, dport=0, match_type=0,
+                   rule_cookie=0)),
+    ("world-ping", dict(type=4, subtype=0, saddr=ip("1.2.3.4"), src_identity=2, proto=1, sport=8, dport=0)),
+    ("sctp-l4-only", dict(direction=2, ep_id=13, saddr=ip("10.200.0.13"), daddr=ip("10.200.0.12"),
+                          src_identity=301, dst_identity=300, proto=132, sport=5000, dport=3868, match_type=3)),
+    ("ipv6-drop", dict(type=1, subtype=139, verdict=2, proto=0, src_identity=0, rule_cookie=0, match_type=0,
+                       **NO_IP)),
+]
+NAMES = [n for n, _ in FLOWS]
+
+
+def serve(tmp_path, records, capacity=1000):
+    store = FlowStore(capacity)
+    store.add_records(b"".join(records), len(records), SNAP)
+    sock = tmp_path / "hubble.sock"
+    server = ObserverServer(FlowSource(store, node_name="node-a", wall_offset_ns=T0, boot_id=7), sock)
+    server.start()
+    return server, store, f"unix://{sock}"
+
+
+@pytest.fixture
+def node(tmp_path):
+    server, store, address = serve(tmp_path, [rec(ts_ns=i * SEC, **kw) for i, (_, kw) in enumerate(FLOWS)])
+    yield store, address
+    server.stop()
+
+
+def run_hubble(hubble, address, *args, check=True):
+    r = subprocess.run([str(hubble), *args, "--server", address], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "HOME": "/nonexistent"})   # no user config file
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def observe_hubble(hubble, address, *args):
+    return run_hubble(hubble, address, "observe", "--color", "never", *args).stdout
+
+
+def observe_ciliumctl(address, *args):
+    r = subprocess.run([*CILIUMCTL, "--server", address, *args], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def which(out: str) -> list[str]:
+    """The names of the flows in jsonpb output, by their time (flow i is at T0 + i s)."""
+    got = []
+    for line in out.splitlines():
+        t = json.loads(line)["flow"]["time"]
+        secs = datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() - T0 / SEC
+        got.append(NAMES[round(secs)])
+    return got
+
+
+def test_compact_reads_like_cilium(node, hubble):
+    _, address = node
+    lines = dict(zip(NAMES, observe_hubble(hubble, address, "--all").splitlines()))
+    assert len(lines) == len(FLOWS) and not [l for l in lines.values() if "UNKNOWN" in l]
+    assert lines["allowed"].endswith(": default/tiefighter:40000 (ID:300) -> empire/deathstar-6f87d5-x2x9z:80 "
+                                     "(ID:301) policy-verdict:L3-L4 INGRESS ALLOWED (TCP Flags: SYN)")
+    assert lines["denied"].endswith(": default/xwing:40000 (ID:302) <> empire/deathstar-6f87d5-x2x9z:80 (ID:301) "
+                                    "policy-verdict:none INGRESS DENIED (TCP Flags: SYN)")
+    assert lines["drop"].endswith("(ID:301) Policy denied DROPPED (TCP Flags: SYN)")
+    assert lines["denied-by-rule"].endswith(": default/tiefighter:5353 (ID:300) <> default/xwing:53 (ID:302) "
+                                            "policy-verdict:L3-Only EGRESS DENIED (UDP)")
+    assert lines["drop-by-rule"].endswith("Policy denied by denylist DROPPED (UDP)")
+    assert lines["to-endpoint"].endswith("(ID:301) to-endpoint FORWARDED (TCP Flags: SYN)")
+    assert lines["reply"].endswith(": default/tiefighter:40000 (ID:300) <- empire/deathstar-6f87d5-x2x9z:80 "
+                                   "(ID:301) from-endpoint FORWARDED (TCP Flags: SYN, ACK)")
+    assert lines["audit"].endswith(": 1.2.3.4 (world) -> empire/deathstar-6f87d5-x2x9z (ID:301) "
+                                   "policy-verdict:none INGRESS AUDITED (ICMPv4 EchoRequest)")
+    assert lines["sctp-l4-only"].endswith("policy-verdict:L4-Only EGRESS ALLOWED (SCTP)")
+    # a routable IPv6 packet carries no IPv4 addresses: hubble names hosts by IP only and shows none
+    assert lines["ipv6-drop"].endswith(":  (unknown) <>  (ID:301) Unsupported L3 protocol DROPPED (IPv6)")
+
+
+@pytest.mark.parametrize("opts", [[], ["--print-policy-names", "--print-node-name"]])
+def test_ciliumctl_compact_lines_equal_hubbles(node, hubble, opts):
+    _, address = node
+    theirs = observe_hubble(hubble, address, "--all", *opts).splitlines()
+    ours = observe_ciliumctl(address, "--all", *opts).splitlines()
+    assert len(ours) == len(theirs) == len(FLOWS)
+    for name, a, b in zip(NAMES, ours, theirs):
+        if name == "ipv6-drop":
+            # what hubble cannot know without an IP: ciliumctl names the endpoint whose policy dropped it
+            assert a == b.replace(":  (unknown) <>  (ID:301)", ": - (unknown) <> empire/deathstar-6f87d5-x2x9z (ID:301)")
+        else:
+            assert a == b
+    if opts:
+        assert " [node-a]: " in ours[0] and ours[0].endswith("ALLOWED BY allow-empire (CiliumNetworkPolicy) "
+                                                              "(TCP Flags: SYN)")
+        assert "EGRESS DENIED BY no-xwing (CiliumClusterwideNetworkPolicy)" in ours[NAMES.index("denied-by-rule")]
+
+
+@pytest.mark.parametrize("output", ["dict", "table", "json", "jsonpb"])
+def test_every_output_format_equals_hubbles(node, hubble, output):
+    _, address = node
+    args = ["--all", "-o", output, "--not", "--type", "drop:139"]   # the IPv6 drop aside (see above)
+    theirs, ours = observe_hubble(hubble, address, *args), observe_ciliumctl(address, *args)
+    if output.startswith("json"):
+        theirs = [json.loads(line) for line in theirs.splitlines()]
+        ours = [json.loads(line) for line in ours.splitlines()]
+        assert [r["flow"]["event_type"]["type"] for r in theirs] == [5, 5, 1, 5, 1, 4, 4, 5, 4, 5]
+    else:
+        assert output != "table" or theirs.splitlines()[0].split() == \
+            ["TIMESTAMP", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"]
+        assert output != "dict" or theirs.count("------------") == len(FLOWS) - 2
+    assert ours == theirs
+
+
+# flag sets and the flows they select, by what the flows are (FLOWS above)
+FILTERS = [
+    (["-t", "policy-verdict"], ["allowed", "denied", "denied-by-rule", "audit", "sctp-l4-only"]),
+    (["-t", "drop"], ["drop", "drop-by-rule", "ipv6-drop"]),
+    (["-t", "trace"], ["to-endpoint", "reply", "world-ping"]),
+    (["-t", "trace:to-endpoint"], ["to-endpoint", "world-ping"]),
+    (["-t", "trace:from-endpoint", "-t", "drop:181"], ["drop-by-rule", "reply"]),
+    (["--verdict", "DROPPED"], ["denied", "drop", "denied-by-rule", "drop-by-rule", "ipv6-drop"]),
+    (["--verdict", "AUDIT"], ["audit"]),
+    (["--not", "--verdict", "DROPPED"], ["allowed", "to-endpoint", "reply", "audit", "world-ping", "sctp-l4-only"]),
+    # one blacklist filter: excluded are flows both DROPPED and from xwing
+    (["--not", "--verdict", "DROPPED", "--not", "--from-pod", "default/xwing"],
+     [n for n in NAMES if n not in ("denied", "drop")]),
+    (["--from-pod", "default/xwing"], ["denied", "drop"]),
+    (["--from-pod", "xwing", "--verdict", "FORWARDED"], []),
+    (["--to-namespace", "empire"], ["allowed", "denied", "drop", "to-endpoint", "audit", "world-ping", "ipv6-drop"]),
+    (["--port", "53"], ["denied-by-rule", "drop-by-rule"]),
+    (["--to-port", "80", "--type", "policy-verdict"], ["allowed", "denied"]),
+    (["--label", "org=alliance"], ["denied", "drop", "denied-by-rule", "drop-by-rule"]),
+    (["--from-label", "k8s:class=deathstar"], ["reply", "sctp-l4-only"]),
+    (["--traffic-direction", "egress"], ["denied-by-rule", "drop-by-rule", "sctp-l4-only"]),
+    (["--drop-reason-desc", "POLICY_DENY"], ["denied-by-rule", "drop-by-rule"]),
+    (["--from-identity", "2"], ["audit", "world-ping"]),
+    (["--protocol", "icmp"], ["audit", "world-ping"]),
+    (["--since", "2025-11-26T09:40:06Z", "--until", "2025-11-26T09:40:08Z"], ["reply", "audit", "world-ping"]),
+]
+
+
+@pytest.mark.parametrize("args, expected", FILTERS, ids=[" ".join(a) for a, _ in FILTERS])
+def test_filters_select_the_same_flows(node, hubble, args, expected):
+    _, address = node
+    extra = [] if "--since" in args else ["--all"]
+    assert which(observe_hubble(hubble, address, *extra, "-o", "jsonpb", *args)) == expected
+    assert which(observe_ciliumctl(address, *extra, "-o", "jsonpb", *args)) == expected
+
+
+def test_follow_streams_new_flows(node, hubble):
+    store, address = node
+    proc = subprocess.Popen([str(hubble), "observe", "--server", address, "--follow", "--last", "2", "-o", "jsonpb",
+                             "-t", "policy-verdict"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HOME": "/nonexistent"})
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+    try:
+        history = [lines.get(timeout=30) for _ in range(2)]         # the stream is open once history arrived
+        assert which("".join(history)) == ["audit", "sctp-l4-only"]
+        new = [rec(ts_ns=(len(FLOWS) + i) * SEC, sport=7000 + i, **kw) for i, kw in
+               enumerate([{}, dict(type=4, subtype=0), dict(subtype=133, verdict=2, **XWING)])]
+        store.add_records(b"".join(new), len(new), SNAP)
+        got = [json.loads(lines.get(timeout=30))["flow"] for _ in range(2)]   # the trace is filtered out
+        assert [(f["l4"]["TCP"]["source_port"], f["verdict"]) for f in got] == [(7000, "FORWARDED"), (7002, "DROPPED")]
+        assert lines.empty()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_status_and_list_nodes(node, hubble):
+    _, address = node
+    out = run_hubble(hubble, address, "status").stdout
+    assert f"Healthcheck (via {address}): Ok" in out
+    assert f"Current/Max Flows: {len(FLOWS)}/1,000 ({len(FLOWS) / 10:.2f}%)" in out
+    assert re.search(r"^Flows/s: \d+\.\d\d$", out, re.M) and "Connected Nodes: 1/1" in out
+    table = run_hubble(hubble, address, "list", "nodes").stdout.splitlines()
+    assert table[0].split() == ["NAME", "STATUS", "AGE", "FLOWS/S", "CURRENT/MAX-FLOWS"]
+    assert table[1].split()[:2] == ["node-a", "Connected"] and table[1].endswith(f"{len(FLOWS)}/1000 (  1.10%)")
+    nodes = json.loads(run_hubble(hubble, address, "list", "nodes", "-o", "json").stdout)
+    assert [(n["name"], n["state"], n["num_flows"]) for n in nodes] == [("node-a", "NODE_CONNECTED", str(len(FLOWS)))]
+    assert run_hubble(hubble, address, "list", "namespaces").stdout.split() == ["NAMESPACE", "default", "empire"]
+
+
+def _number_flows():
+    """Every code hubble has a name for, and some it has none for, each in a flow of its own."""
+    out = []
+    for code in [*sorted(names.DROP_REASONS), 1, 250]:
+        out.append(dict(type=1, subtype=code, verdict=2))
+    for point in range(16):
+        out.append(dict(type=4, subtype=point, verdict=1))
+    for match in range(8):
+        for verdict in (1, 2, 4):
+            out.append(dict(type=5, verdict=verdict, match_type=match, direction=1 + match % 2,
+                            subtype=133 if verdict == 2 else 0))
+    for identity in [*range(13), 255, 256, 70000]:
+        out.append(dict(type=4, subtype=5, src_identity=identity, saddr=ip("192.0.2.9")))
+    for verdict in range(9):
+        out.append(dict(type=4, subtype=0, verdict=verdict))
+    out.append(dict(type=9))   # no such message type: "UNKNOWN"
+    return out
+
+
+def test_every_number_prints_as_hubble_names_it(tmp_path, hubble):
+    """Our tables of Cilium's names (drop reasons, trace points, match types, identities, verdicts) against the
+    ones compiled into the real hubble."""
+    flows = _number_flows()
+    server, _, address = serve(tmp_path, [rec(ts_ns=i * SEC, **kw) for i, kw in enumerate(flows)])
+    try:
+        theirs = observe_hubble(hubble, address, "--all").splitlines()
+        ours = observe_ciliumctl(address, "--all").splitlines()
+    finally:
+        server.stop()
+    assert len(theirs) == len(flows)
+    assert [a for a, b in zip(ours, theirs) if a != b] == []
+    assert sum("Policy denied" in line for line in theirs) == 2 and sum("to-crypto" in line for line in theirs) == 1
+    assert [line for line in theirs if " UNKNOWN " in line] == [theirs[-1]]   # type 9: not a message type
+
+
+def test_a_missing_reference_tool_fails_under_ci(monkeypatch):
+    import conftest   # tests/conftest.py
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="reference tool no-such-tool missing"):
+        conftest.reference_tool("no-such-tool")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        conftest.reference_tool("no-such-tool")
