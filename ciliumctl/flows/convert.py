@@ -168,6 +168,7 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
     et.type = etype
     if etype == ev.EVENT_TRACE:
         et.sub_type = sub
+        f.verdict = pb.FORWARDED   # as Cilium's traces (of an audited connection too: the verdict says AUDIT)
         f.trace_observation_point = names.FLOW_TO_ENDPOINT if sub == names.TRACE_TO_ENDPOINT else sub
     elif etype == ev.EVENT_DROP:
         et.sub_type = sub

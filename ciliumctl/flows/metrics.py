@@ -45,7 +45,11 @@ def render(store: FlowStore) -> str:
     verdicts: Counter = Counter()
     for (_len, typ, sub, verdict, direction, proto, match), n in keys.items():
         tname, subname = _type_labels(typ, sub)
-        vname = _VERDICTS.get(verdict, "DROPPED" if typ == names.MSG_DROP else str(verdict))
+        if typ == names.MSG_DROP:
+            verdict = pb.DROPPED
+        elif typ == names.MSG_TRACE:
+            verdict = pb.FORWARDED   # as the flows say (convert.py)
+        vname = _VERDICTS.get(verdict, str(verdict))
         processed[(tname, subname, vname)] += n
         if typ == names.MSG_DROP:
             rname = pb.DropReason.Name(sub) if sub in pb.DropReason.values() else str(sub)

@@ -225,7 +225,7 @@ class RuleChecker:
         count = bool(rule.get("cidrGroupRef")) + bool(rule.get("cidr")) + ("cidrGroupSelector" in rule)
         if "cidrGroupSelector" in rule:
             check_label_selector(self.col, rule["cidrGroupSelector"], path + ("cidrGroupSelector",),
-                                 cilium_keys=False, what="cidrGroupSelector")
+                                 cilium_keys="cidrgroup.", what="cidrGroupSelector")  # cidr.go sanitize
         if count == 0:
             self.err(path, "one of cidr, cidrGroupRef, or cidrGroupSelector is required: add cidr: <prefix>")
             return
@@ -320,12 +320,11 @@ class RuleChecker:
         for i, pp in enumerate(ports):
             if self.port_protocol(pp, path + ("ports", i), has_dns):
                 have_zero = True
-            proto = pp.get("protocol", "")
+            # compared after PortProtocol.sanitize upper-cased it (rule_validation.go), so `tcp` is TCP
+            proto = (pp.get("protocol") or "ANY").upper()
             if not _l7_empty(rules) and not has_dns and proto != "TCP":
-                hint = ("write it in capitals: the agent compares it before normalising" if proto.upper() == "TCP"
-                        else "set protocol: TCP")
-                self.err(path + ("ports", i), f"L7 rules can only apply to TCP (not {proto or 'ANY'!s}) except "
-                                              f"for DNS rules; {hint}")
+                self.err(path + ("ports", i), f"L7 rules can only apply to TCP (not {proto}) except for DNS "
+                                              f"rules; set protocol: TCP")
         listener = pr.get("listener")
         if listener is not None:
             lname = listener.get("name", "")
@@ -475,9 +474,7 @@ class RuleChecker:
                 self.err(path + ("topic",), f"invalid Kafka Topic name {topic!r}: use letters, digits, '.', '_' "
                                             f"and '-'")
 
-    def _match_name(self, name: str, path: tuple, what: str, check_length: bool = True) -> None:
-        if check_length and len(name.strip()) > FQDN_MAX:
-            self.err(path, f"Invalid {what}: must be <= {FQDN_MAX} characters long")
+    def _match_name(self, name: str, path: tuple, what: str) -> None:
         if not all(c.isascii() and (c.isalnum() or c in "-_.") for c in name):
             self.err(path, f"Invalid characters in {what}: {name!r}. Only 0-9, a-z, A-Z and ., -, _ characters "
                            f"are allowed" + ("; wildcards belong in matchPattern" if "*" in name else ""))
@@ -489,10 +486,11 @@ class RuleChecker:
             self.err(path, f"Invalid characters in MatchPattern: {pattern!r}. Only 0-9, a-z, A-Z and ., -, _ and "
                            f"* characters are allowed (it is a DNS wildcard, not a regular expression)")
 
-    def dns_rule(self, dns: dict, path: tuple, fqdn_selector: bool = False) -> None:
-        # an FQDNSelector runs matchName through matchpattern.Validate too (length); a DNS rule does not
+    def dns_rule(self, dns: dict, path: tuple) -> None:
+        # fqdn.go: matchName's characters are checked, its length is not (only matchPattern goes through
+        # matchpattern.Validate); the CRD schema has maxLength 255 for both
         if dns.get("matchName"):
-            self._match_name(dns["matchName"], path + ("matchName",), "MatchName", check_length=fqdn_selector)
+            self._match_name(dns["matchName"], path + ("matchName",), "MatchName")
         if dns.get("matchPattern"):
             self._match_pattern(dns["matchPattern"], path + ("matchPattern",))
 
@@ -500,4 +498,4 @@ class RuleChecker:
         if sel.get("matchName") and sel.get("matchPattern"):
             self.err(path, "only one of MatchName or MatchPattern is allowed in an FQDNSelector: use two "
                            "toFQDNs entries")
-        self.dns_rule(sel, path, fqdn_selector=True)
+        self.dns_rule(sel, path)

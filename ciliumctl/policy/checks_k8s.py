@@ -26,12 +26,14 @@ def extend_key(key: str) -> str:
     return (src or "any") + "." + rest
 
 
-def check_label_selector(col: Collector, sel: dict, path: tuple, cilium_keys: bool, what: str = "label selector",
+def check_label_selector(col: Collector, sel: dict, path: tuple, cilium_keys: bool | str,
+                         what: str = "label selector",
                          severity: str = ERROR, rule: str = "cilium/selector") -> None:
     """metav1 validation.ValidateLabelSelector (label values validated), optionally on Cilium-extended keys."""
 
     def key_errors(key: str) -> str:
-        ext = extend_key(key) if cilium_keys else key
+        # True: Cilium's default key extender; a string: a source prefix put in front (cidrgroup.)
+        ext = (cilium_keys + key if isinstance(cilium_keys, str) else extend_key(key)) if cilium_keys else key
         errs = goparse.qualified_name(ext)
         if not errs:
             return ""

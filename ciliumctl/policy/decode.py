@@ -219,9 +219,9 @@ class Decoder:
                     self.col.error(path + (i,), "a label may not be null: write key=value (or an object with key)",
                                    rule="decode/null")
                     continue
-                # Go decodes null into the item's zero value: {} for a struct (an EndpointSelector's
-                # UnmarshalJSON makes it the empty selector), "" for a string
-                item = {} if isinstance(t.item, Obj) else ("" if isinstance(t.item, Str) else None)
+                # Go decodes null into the item's zero value, which still counts as an item: {} for a struct
+                # or a map (an EndpointSelector's UnmarshalJSON makes it the empty selector), "" for a string
+                item = {} if isinstance(t.item, (Obj, Map)) else ("" if isinstance(t.item, Str) else None)
                 if item is None:
                     continue
             decoded = self.decode(item, t.item, path + (i,))

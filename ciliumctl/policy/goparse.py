@@ -84,12 +84,18 @@ def parse_addr(s: str):
     """netip.ParseAddr: an IPv4 (no leading zeros) or IPv6 address (zone allowed); None when invalid."""
     if not s:
         return None
+    first = next((c for c in s if c in ".:%"), "")
     try:
-        if ":" in s:
-            return ipaddress.IPv6Address(s)
-        if "%" in s:
-            return None
-        return ipaddress.IPv4Address(s)
+        if first == ":":
+            addr, sep, zone = s.partition("%")
+            if sep and not zone:
+                return None  # the zone must be non-empty
+            # Go keeps everything after % as the zone (even a "/64"); Python's parser wants a plain one
+            parsed = ipaddress.IPv6Address(addr)
+            return ipaddress.IPv6Address(f"{addr}%zone") if sep else parsed  # the zone's text does not matter
+        if first == ".":
+            return ipaddress.IPv4Address(s)
+        return None
     except ValueError:
         return None
 

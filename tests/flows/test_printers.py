@@ -162,3 +162,9 @@ def test_non_ipv4_drop_names_the_endpoint_and_has_no_ip():
     assert v6.flow.destination.pod_name == "deathstar-6f87d5-x2x9z" and v6.flow.source.pod_name == ""
     out, _ = render("compact", v6)
     assert ": - (unknown) <> empire/deathstar-6f87d5-x2x9z (ID:301) Unsupported L3 protocol DROPPED (ICMPv6)\n" in out
+
+
+def test_traces_are_forwarded_as_in_cilium():
+    """A trace of an audited connection: the packet went through (FORWARDED); AUDIT is the policy verdict's."""
+    assert resp(10, type=4, subtype=0, verdict=4).flow.verdict == pb.FORWARDED
+    assert resp(11, type=5, verdict=4).flow.verdict == pb.AUDIT

@@ -63,8 +63,10 @@ CASES = [
      False, "http[0].path", "error parsing regexp"),
     ("http on UDP", ports('port: "80"\n      protocol: UDP', rules="http:\n- {}"), {}, False, "ports[0]",
      "only apply to TCP"),
-    ("http with lowercase tcp", ports('port: "80"\n      protocol: tcp', rules="http:\n- {}"), {}, False,
-     "ports[0]", "capitals"),
+    # the protocol is upper-cased (PortProtocol.sanitize) before PortRule.sanitize compares it with TCP
+    ("http with lowercase tcp", ports('port: "80"\n      protocol: tcp', rules="http:\n- {}"), {}, True, "", ""),
+    ("l7 list of a null item is an L7 rule", ports('port: "80"', rules="l7proto: r2d2\nl7:\n- null"), {}, False,
+     "ports[0]", "only apply to TCP"),
     ("http on port 0", ports('port: "0"\n      protocol: TCP', rules="http:\n- {}"), {}, False, "rules",
      "port is 0"),
     ("empty http list is no L7 rule", ports('port: "80"\n      protocol: UDP', rules="http: []"), {}, True,
@@ -158,8 +160,10 @@ CASES = [
      "toFQDNs[0]", "only one of"),
     ("fqdn pattern regex", SEL + "egress:\n- toFQDNs:\n  - matchPattern: 'a.(com|org)'\n", {}, False,
      "matchPattern", "not a regular expression"),
-    ("fqdn name too long", SEL + "egress:\n- toFQDNs:\n  - matchName: " + "a" * 256 + "\n", {}, False,
-     "matchName", "255"),
+    # FQDNSelector.sanitize checks matchName's characters only; its length is the CRD schema's (--strict)
+    ("fqdn name too long", SEL + "egress:\n- toFQDNs:\n  - matchName: " + "a" * 256 + "\n", {}, True, "", ""),
+    ("fqdn name too long, strict", SEL + "egress:\n- toFQDNs:\n  - matchName: " + "a" * 256 + "\n",
+     {"strict": True}, False, "matchName", "255"),
     ("fqdn underscore trailing dot", SEL + "egress:\n- toFQDNs:\n  - matchName: _srv._tcp.a.com.\n", {}, True,
      None, None),
     ("selector k8s source prefix", "endpointSelector:\n  matchLabels:\n    k8s:io.kubernetes.pod.namespace: x\n"
