@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ciliumctl.errors import UsageError
+from ciliumctl.base.errors import UsageError
 from ciliumctl.policy import load, validate
 
 # Where the oracle is blind, by construction: its strict decoder (sigs.k8s.io/json UnmarshalStrict) reports
