@@ -291,6 +291,10 @@ class _Builder:
                 continue
             child = path + (key,)
             if key in out:
+                # the earlier value is gone: so are the problems it had (a NaN there no longer matters)
+                n = len(child)
+                self.doc.issues[:] = [x for x in self.doc.issues
+                                      if x.kind == "duplicate-key" or x.path[:n] != child]
                 self.doc.issues.append(LoadIssue(
                     "duplicate-key", child,
                     f"duplicate key {key!r} (first at line {self.doc.key_positions[child][0]}); YAML keeps only "

@@ -158,3 +158,10 @@ def test_a_value_that_cannot_be_json_stops_every_item_of_its_list():
 def test_a_duplicate_key_in_one_list_item_fails_strict_for_all():
     text = LIST + ITEM % ("a", "") + ITEM % ("b", ", spec: {}")
     assert [r.valid for r in check_text(text, strict=True, schema=False)] == [False, False]
+
+
+def test_a_value_replaced_by_a_later_duplicate_key_no_longer_counts():
+    text = LIST + ITEM % ("a", "") + "- {apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {name: b, " \
+                                     "namespace: .nan, namespace: x}, spec: {endpointSelector: {}, ingress: [{}]}}\n"
+    assert [r.valid for r in check_text(text)] == [True, True]
+    assert [r.valid for r in check_text(text, strict=True, schema=False)] == [False, False]
