@@ -1,7 +1,9 @@
-"""`ciliumctl policy validate` over the whole shared policy corpus, wall time per run, against bare Python
-start-up (`python -c pass`) and `ciliumctl --help` measured in the same run.
+"""`ciliumctl policy validate` over the whole shared policy corpus, wall time per run, against Cilium's own
+validator (cnp-oracle, ../shared/tools) on the same files, bare Python start-up (`python -c pass`) and
+`ciliumctl --help`, all measured in the same run (ciliumctl and the oracle alternate, run by run).
 
-Target: the whole corpus under 0.5 s wall. Run: .venv/bin/python benchmarks/bench_validate.py [-n 15]
+Targets: at most 3x cnp-oracle's wall time; the whole corpus under 0.5 s wall.
+Run: .venv/bin/python benchmarks/bench_validate.py [-n 15]
 The corpus is ../shared/corpus/policies beside the repository (or --corpus PATH)."""
 
 from __future__ import annotations
@@ -16,6 +18,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 0.5
+TARGET_RATIO = 3.0
+
+
+def oracle_path() -> str | None:
+    unpack = REPO.parent / "shared" / "tools" / "unpack.sh"
+    if not unpack.exists():
+        return None
+    out = subprocess.run([str(unpack), str(REPO / ".tools" / "bin")], capture_output=True, text=True, check=True)
+    return os.path.join(out.stdout.strip(), "cnp-oracle")
+
+
+def alternating(a: list[str], b: list[str], n: int) -> tuple[list[float], list[float]]:
+    """Wall times of a and b, run in turn so that both see the same machine load."""
+    ta, tb = [], []
+    for _ in range(n):
+        ta += wall(a, 1)
+        tb += wall(b, 1)
+    return ta, tb
 
 
 def wall(argv: list[str], n: int, ok_codes=(0, 1)) -> list[float]:
@@ -57,8 +77,15 @@ def main() -> None:
         raise SystemExit(f"corpus not found at {args.corpus}: pass --corpus PATH")
     py = sys.executable
     cli = [py, "-m", "ciliumctl.cli.main"]
+    script = Path(py).parent / "ciliumctl"   # the console script, what a user runs
+    user_cli = [str(script)] if script.exists() else cli
     wall([py, "-c", "pass"], 2)  # warm the page cache
     wall(cli + ["policy", "validate", "-o", "json", str(args.corpus)], 2)
+    oracle = oracle_path()
+    if oracle:
+        wall([oracle, str(args.corpus)], 2)
+        ours_t, oracle_t = alternating(user_cli + ["policy", "validate", str(args.corpus)],
+                                       [oracle, str(args.corpus)], args.n)
     bare = statistics.median(wall([py, "-c", "pass"], args.n))
     helpt = statistics.median(wall(cli + ["--help"], args.n))
     runs = {fmt: wall(cli + ["policy", "validate", "-o", fmt, str(args.corpus)], args.n)
@@ -75,6 +102,14 @@ def main() -> None:
               f"   (max {max(times) * 1000:.0f} ms)")
     print(f"in process: load {load_ms:.1f} ms, validate {check_ms:.1f} ms "
           f"({(load_ms + check_ms) / max(ndocs, 1) * 1000:.0f} us per document)")
+    if oracle:
+        ours_m, oracle_m = statistics.median(ours_t), statistics.median(oracle_t)
+        ratio = ours_m / oracle_m
+        print(f"{' '.join(Path(a).name for a in user_cli[:1])} policy validate corpus: {ours_m * 1000:.1f} ms, "
+              f"cnp-oracle corpus: {oracle_m * 1000:.1f} ms -> ratio {ratio:.2f}x "
+              f"(target <= {TARGET_RATIO:.1f}x: {'OK' if ratio <= TARGET_RATIO else 'OVER TARGET'})")
+    else:
+        print("cnp-oracle not found (../shared/tools): ratio not measured")
     worst = max(statistics.median(t) for t in runs.values())
     verdict = "OK" if worst < TARGET_S else "OVER TARGET"
     print(f"target: whole corpus < {TARGET_S * 1000:.0f} ms wall -> {verdict} ({worst * 1000:.0f} ms)")

@@ -1,28 +1,41 @@
-"""The ciliumctl command tree. Each group lives in its own module; none imports heavy modules at start-up."""
+"""The ciliumctl command tree. Each group lives in its own module; none imports heavy modules at start-up.
+
+`app` is built on first use (module __getattr__), so that `policy validate`, which runs many times in CI jobs
+and hooks, can skip Typer entirely (ciliumctl.cli.policy_validate.fast_main)."""
 
 import sys
 
-import typer
 
-from ciliumctl.cli import agent, demo, endpoint, install, observe, policy, status, version
+def _build_app():
+    import typer
 
-app = typer.Typer(
-    name="ciliumctl",
-    help="eBPF networking and security for Kubernetes nodes: install, policy, endpoint, observe.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+    from ciliumctl.cli import agent, demo, endpoint, install, observe, policy, status, version
 
-app.add_typer(policy.app, name="policy")
-app.add_typer(endpoint.app, name="endpoint")
-install.register(app)
-observe.register(app)
-status.register(app)
-version.register(app)
-demo.register(app)
-agent.register(app)
+    app = typer.Typer(
+        name="ciliumctl",
+        help="eBPF networking and security for Kubernetes nodes: install, policy, endpoint, observe.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    app.add_typer(policy.app, name="policy")
+    app.add_typer(endpoint.app, name="endpoint")
+    install.register(app)
+    observe.register(app)
+    status.register(app)
+    version.register(app)
+    demo.register(app)
+    agent.register(app)
+    return app
+
+
+def __getattr__(name: str):
+    if name == "app":
+        app = globals()["app"] = _build_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run() -> None:
@@ -30,7 +43,12 @@ def run() -> None:
     from ciliumctl.base.errors import CiliumctlError
 
     try:
-        app()  # standalone mode: usage errors print click's message and exit 2
+        from ciliumctl.cli.policy_validate import fast_main
+
+        code = fast_main(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
+        __getattr__("app")()  # standalone mode: usage errors print click's message and exit 2
     except CiliumctlError as err:
         sys.stderr.write(f"Error: {err}\n")
         sys.exit(err.exit_code)

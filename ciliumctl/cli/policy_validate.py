@@ -1,9 +1,11 @@
-"""`ciliumctl policy validate`: flags in, reports out. The checks live in ciliumctl.policy.validate."""
+"""`ciliumctl policy validate`: flags in, reports out. The checks live in ciliumctl.policy.validate.
+
+The command is registered with Typer for help, completion and errors; `fast_main` runs the common forms of
+it without importing Typer at all (what a CI job or a pre-commit hook calls many times), and hands anything
+unusual (help, an unknown flag, a bad value) to Typer."""
 
 import enum
 from typing import List, Optional
-
-import typer
 
 
 class ValidateOutput(str, enum.Enum):
@@ -12,7 +14,9 @@ class ValidateOutput(str, enum.Enum):
     sarif = "sarif"
 
 
-def register(app: typer.Typer) -> None:
+def register(app) -> None:
+    import typer
+
     @app.command("validate")
     def validate_cmd(
         paths: List[str] = typer.Argument(..., metavar="PATH...",
@@ -40,31 +44,103 @@ def register(app: typer.Typer) -> None:
 
         Kinds: CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy (also inside List objects).
         Exit 0 when all are valid (warnings allowed), 1 when some are invalid, 2 on usage or read errors."""
-        import sys
+        code = validate_paths(paths, output.value, strict=strict, schema=schema,
+                              node_selector_labels=node_selector_labels,
+                              extended_ip_protocols=extended_ip_protocols, disable_l7_proxy=disable_l7_proxy,
+                              disable_icmp_rules=disable_icmp_rules, quiet=quiet)
+        if code:
+            raise typer.Exit(code)
 
-        from ciliumctl.policy import load, validate
 
-        options = validate.Options(
-            enable_node_selector_labels=node_selector_labels, enable_extended_ip_protocols=extended_ip_protocols,
-            enable_l7_proxy=not disable_l7_proxy, enable_icmp_rules=not disable_icmp_rules,
-            strict=strict, schema=schema)
-        docs = load.load_paths(paths, stdin=sys.stdin)
-        reports = validate.validate_documents(docs, options)
-        checked = [r for r in reports if r.checked]
-        if output == ValidateOutput.json:
-            from ciliumctl.cli.common import print_json
+def validate_paths(paths: list, output: str = "text", *, strict: bool = False, schema: Optional[bool] = None,
+                   node_selector_labels: bool = False, extended_ip_protocols: bool = False,
+                   disable_l7_proxy: bool = False, disable_icmp_rules: bool = False, quiet: bool = False) -> int:
+    """Validate, print in the chosen format, and return the exit code (1 when some policy is invalid)."""
+    import sys
 
-            print_json([r.as_dict() for r in checked])
-        elif output == ValidateOutput.sarif:
-            from ciliumctl import __version__
-            from ciliumctl.cli.common import print_json
-            from ciliumctl.policy.sarif import to_sarif
+    from ciliumctl.policy import load, validate
 
-            print_json(to_sarif(checked, __version__))
+    options = validate.Options(
+        enable_node_selector_labels=node_selector_labels, enable_extended_ip_protocols=extended_ip_protocols,
+        enable_l7_proxy=not disable_l7_proxy, enable_icmp_rules=not disable_icmp_rules,
+        strict=strict, schema=schema)
+    docs = load.load_paths(paths, stdin=sys.stdin)
+    reports = validate.validate_documents(docs, options)
+    checked = [r for r in reports if r.checked]
+    if output == "json":
+        from ciliumctl.cli.common import print_json
+
+        print_json([r.as_dict() for r in checked])
+    elif output == "sarif":
+        from ciliumctl import __version__
+        from ciliumctl.cli.common import print_json
+        from ciliumctl.policy.sarif import to_sarif
+
+        print_json(to_sarif(checked, __version__))
+    else:
+        _print_text(reports, quiet)
+    return 1 if any(not r.valid for r in checked) else 0
+
+
+# flag -> (keyword, value); a flag that takes a value has value None
+_FLAGS = {
+    "--strict": ("strict", True), "--schema": ("schema", True), "--no-schema": ("schema", False),
+    "--enable-node-selector-labels": ("node_selector_labels", True),
+    "--enable-extended-ip-protocols": ("extended_ip_protocols", True),
+    "--disable-l7-proxy": ("disable_l7_proxy", True), "--disable-icmp-rules": ("disable_icmp_rules", True),
+    "--quiet": ("quiet", True), "-q": ("quiet", True), "--output": ("output", None), "-o": ("output", None),
+}
+
+
+def parse_fast(args: list) -> Optional[tuple]:
+    """(paths, keyword arguments) for `validate_paths` from the arguments after `policy validate`, or None
+    when they need Typer: --help, an unknown or repeated flag, a bad output format, no path."""
+    paths: list = []
+    kwargs: dict = {}
+    i = 0
+    only_paths = False
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if only_paths or arg == "-" or not arg.startswith("-"):
+            paths.append(arg)
+            continue
+        if arg == "--":
+            only_paths = True
+            continue
+        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        flag = _FLAGS.get(name)
+        if flag is None or flag[0] in kwargs:
+            return None
+        key, const = flag
+        if const is None:
+            if not eq:
+                if i >= len(args):
+                    return None
+                value = args[i]
+                i += 1
+            if value not in ("text", "json", "sarif"):
+                return None
+            kwargs[key] = value
+        elif eq:
+            return None
         else:
-            _print_text(reports, quiet)
-        if any(not r.valid for r in checked):
-            raise typer.Exit(1)
+            kwargs[key] = const
+    if not paths:
+        return None
+    return paths, kwargs
+
+
+def fast_main(argv: list) -> Optional[int]:
+    """Run `policy validate` from the command line's arguments (after the program name) without Typer; None
+    when argv is not a `policy validate` that parse_fast takes."""
+    if argv[:2] != ["policy", "validate"]:
+        return None
+    parsed = parse_fast(argv[2:])
+    if parsed is None:
+        return None
+    paths, kwargs = parsed
+    return validate_paths(paths, kwargs.pop("output", "text"), **kwargs)
 
 
 def render_reports(reports, quiet: bool = True, stderr: bool = True) -> None:

@@ -162,3 +162,47 @@ def test_a_document_that_is_not_an_object_is_reported(tmp_path):
     (tmp_path / "s.yaml").write_text("just a string\n")
     proc = run(str(tmp_path / "s.yaml"))
     assert proc.returncode == 1 and "(no kind)" in proc.stdout and "not a Kubernetes object" in proc.stdout
+
+
+# ------------------------------------------------------------------------- the path without Typer
+
+def test_fast_path_parses_the_common_forms_and_leaves_the_rest_to_typer():
+    from ciliumctl.cli.policy_validate import parse_fast
+
+    assert parse_fast(["a.yaml", "-o", "json", "--strict", "b/"]) == (["a.yaml", "b/"],
+                                                                       {"output": "json", "strict": True})
+    assert parse_fast(["--output=sarif", "-q", "--no-schema", "-", "--", "-odd.yaml"]) == (
+        ["-", "-odd.yaml"], {"output": "sarif", "quiet": True, "schema": False})
+    assert parse_fast(["--enable-node-selector-labels", "--enable-extended-ip-protocols", "--disable-l7-proxy",
+                       "--disable-icmp-rules", "x"])[1] == {
+        "node_selector_labels": True, "extended_ip_protocols": True, "disable_l7_proxy": True,
+        "disable_icmp_rules": True}
+    for args in ([], ["--help"], ["-h", "x"], ["-o", "xml", "x"], ["x", "-o"], ["--strict", "--strict", "x"],
+                 ["--strict=yes", "x"], ["-ojson", "x"], ["--bogus", "x"], ["-qo", "json", "x"]):
+        assert parse_fast(args) is None, args
+
+
+@pytest.mark.parametrize("args", [["-o", "json"], ["-o", "sarif"], [], ["--strict", "-q"], ["--no-schema"]])
+def test_fast_path_prints_what_the_typer_command_prints(files, args, capsys, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ciliumctl.cli import main, policy_validate
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    argv = ["policy", "validate", str(files / "pol"), *args]
+    code = policy_validate.fast_main(argv)
+    fast = capsys.readouterr().out
+    result = CliRunner().invoke(main.app, argv)
+    assert (code, fast) == (result.exit_code, result.stdout)
+    assert code == 1
+
+
+def test_policy_validate_does_not_import_typer():
+    code = ("import sys; sys.argv = ['ciliumctl', 'policy', 'validate', '-o', 'json', %r]\n"
+            "from ciliumctl.cli import main\n"
+            "try:\n    main.run()\nexcept SystemExit as e:\n    print('EXIT', e.code)\n"
+            "print('LOADED', sorted(m for m in ('typer', 'click', 'rich', 'pydantic') if m in sys.modules))"
+            % str(EXAMPLES))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO).stdout.splitlines()
+    assert out[-2:] == ["EXIT 0", "LOADED []"], out[-5:]
