@@ -18,6 +18,7 @@ DICT_SEPARATOR = "------------"
 _GREEN, _RED, _YELLOW, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
 _VERDICT_NAMES = {v.number: v.name for v in pb.Verdict.DESCRIPTOR.values}
 _DIRECTION_NAMES = {v.number: v.name for v in pb.TrafficDirection.DESCRIPTOR.values}
+_LOST_SOURCES = {v.number: v.name for v in pb.LostEventSource.DESCRIPTOR.values}
 
 
 def fmt_timestamp(ts) -> str:
@@ -184,12 +185,29 @@ class Printer:
             self.err.write(jsonpb.encode(resp) + "\n")
 
     def _lost(self, resp) -> None:
+        """As hubble 1.19's WriteLostEvent: a line, dict entry or table row of its own on stdout."""
         le = resp.lost_events
         if self.output in ("json", "jsonpb"):
             self.out.write(jsonpb.encode(resp) + "\n")
             return
-        cpu = f" CPU({le.cpu.value})" if le.HasField("cpu") else ""
-        self.err.write(f"EVENTS LOST: {pb.LostEventSource.Name(le.source)}{cpu} {le.num_events_lost}\n")
+        ts, source = fmt_timestamp(resp.time), _LOST_SOURCES.get(le.source, str(le.source))
+        node = resp.node_name or "-"
+        if self.output == "compact":
+            self.out.write(f"{ts} EVENTS LOST: {source} CPU({le.cpu.value}) {le.num_events_lost}\n")
+        elif self.output == "dict":
+            lines = [DICT_SEPARATOR] if self.line else []
+            lines.append(f"  TIMESTAMP: {ts}")
+            if self.node_name:
+                lines.append(f"       NODE: {node}")
+            lines += [f"     SOURCE: {source}", "       TYPE: EVENTS LOST", "    VERDICT: -",
+                      f"    SUMMARY: CPU({le.cpu.value}) - {le.num_events_lost}"]
+            self.out.write("\n".join(lines) + "\n")
+        elif self.output == "table":
+            self._rows.append([ts] + ([node] if self.node_name else []) +
+                              [source, "-", "EVENTS LOST", "-", f"CPU({le.cpu.value}) - {le.num_events_lost}"])
+            if self.follow:
+                self._flush_table()
+        self.line += 1
 
     def _verdict(self, f) -> str:
         text = verdict_text(f, self.policies)

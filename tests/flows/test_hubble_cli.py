@@ -268,3 +268,19 @@ def test_a_missing_reference_tool_fails_under_ci(monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         conftest.reference_tool("no-such-tool")
+
+
+@pytest.mark.parametrize("output", ["compact", "dict", "table", "jsonpb"])
+def test_lost_events_print_as_hubbles(tmp_path, hubble, output):
+    server, store, address = serve(tmp_path, [rec(ts_ns=0), rec(ts_ns=SEC, type=1, subtype=133, verdict=2)])
+    try:
+        store.add_lost(3, 17)   # HUBBLE_RING_BUFFER
+        store.add_records(rec(ts_ns=2 * SEC, type=4, subtype=0), 1, SNAP)
+        args = ["--all", "-o", output, "--print-node-name"]
+        theirs, ours = observe_hubble(hubble, address, *args), observe_ciliumctl(address, *args)
+    finally:
+        server.stop()
+    assert "HUBBLE_RING_BUFFER" in theirs and "17" in theirs
+    if output == "jsonpb":
+        ours, theirs = [json.loads(l) for l in ours.splitlines()], [json.loads(l) for l in theirs.splitlines()]
+    assert ours == theirs
