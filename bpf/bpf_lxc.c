@@ -119,42 +119,114 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	return 1;
 }
 
+/* The policy decision for one packet of the endpoint on `ifindex`, with the active revision. */
+struct decision {
+	struct verdict v;
+	__u32 own_id;
+	__u32 peer_id;
+	__u32 revision;     /* low 32 bits of the revision the decision was made with */
+	__u16 ep_id;
+	__u8 slot;
+	__u8 enforce;
+	__u8 audit;
+};
+
+/* 0 when the interface is no endpoint's (the packet passes untouched) */
+static __always_inline int decide(struct decision *d, const struct pkt *p, __u32 ifindex, __u8 dir)
+{
+	struct epcfg_key ck = {};
+	struct epcfg_val *cfg;
+	struct ep_info *ep;
+	struct dp_state *st;
+	__u32 zero = 0, flags;
+
+	ep = endpoints.lookup(&ifindex);
+	if (!ep)
+		return 0;
+	st = state.lookup(&zero);
+	d->slot = st ? st->active_slot & 1 : 0;
+	d->revision = st ? (__u32)st->revision : 0;
+	d->ep_id = ep->ep_id;
+	ck.slot = d->slot;
+	ck.ep_id = d->ep_id;
+	cfg = epcfg.lookup(&ck);
+	d->own_id = cfg ? cfg->identity : ep->identity;
+	flags = cfg ? cfg->flags : ep->flags;
+	d->peer_id = ipcache_identity(d->slot, dir == CTL_DIR_EGRESS ? p->daddr : p->saddr);
+	d->enforce = dir == CTL_DIR_EGRESS ? !!(flags & EP_F_ENFORCE_EGRESS) : !!(flags & EP_F_ENFORCE_INGRESS);
+	d->audit = !!(flags & EP_F_AUDIT);
+	d->v.allowed = 1;
+	d->v.deny_rule = 0;
+	d->v.match_type = CTL_MATCH_NONE;
+	d->v.cookie = 0;
+	if (d->enforce)
+		policy_lookup(&d->v, d->slot, dir, d->ep_id, d->peer_id, p->proto, p->policy_port);
+	return 1;
+}
+
+/* Drop a packet the policy denies: counted, a policy-verdict and a drop event (Cilium emits both). */
+static __always_inline int drop_denied(struct __sk_buff *skb, const struct pkt *p, const struct decision *d,
+				       __u8 dir)
+{
+	__u8 reason = d->v.deny_rule ? CTL_DROP_POLICY_DENY : CTL_DROP_POLICY;
+	__u32 src_id = dir == CTL_DIR_EGRESS ? d->own_id : d->peer_id;
+	__u32 dst_id = dir == CTL_DIR_EGRESS ? d->peer_id : d->own_id;
+
+	count_drop(reason, dir, p->len);
+	emit(skb, p, CTL_EVENT_POLICY_VERDICT, reason, CTL_VERDICT_DROPPED, dir, d->ep_id, src_id, dst_id,
+	     d->v.cookie, d->v.match_type, 0, p->tcp_flags, p->len, 1);
+	emit(skb, p, CTL_EVENT_DROP, reason, CTL_VERDICT_DROPPED, dir, d->ep_id, src_id, dst_id, d->v.cookie,
+	     d->v.match_type, 0, p->tcp_flags, p->len, 1);
+	return TC_ACT_SHOT;
+}
+
+/* A forward packet of a tracked connection whose verdict predates the active revision, or was a denial:
+ * decide again (Cilium's bpf_lxc.c checks policy for every packet but replies and related ones), so revoking a
+ * policy cuts the connections it allowed, and allowing again revives them. The entry stays, marked, so that
+ * replies keep their meaning and a denied peer cannot turn into a "reply". */
+static __always_inline int revalidate(struct __sk_buff *skb, const struct pkt *p, struct ct_entry *ct,
+				      __u32 ifindex, __u8 dir)
+{
+	struct decision d = {};
+
+	if (!decide(&d, p, ifindex, dir))
+		return TC_ACT_OK;
+	ct->policy_rev = d.revision;
+	ct->own_identity = d.own_id;
+	ct->peer_identity = d.peer_id;
+	ct->cookie = d.v.cookie;
+	ct->match_type = d.v.match_type;
+	if (d.enforce && !d.v.allowed && !d.audit) {
+		ct->verdict = CTL_VERDICT_DROPPED;
+		return drop_denied(skb, p, &d, dir);
+	}
+	ct->verdict = d.enforce && !d.v.allowed ? CTL_VERDICT_AUDIT : CTL_VERDICT_FORWARDED;
+	return TC_ACT_OK;
+}
+
 /* dir: CTL_DIR_EGRESS for packets leaving the endpoint, CTL_DIR_INGRESS for packets entering it */
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct pkt p = {};
-	struct ep_info *ep;
-	struct dp_state *st;
-	struct epcfg_key ck = {};
-	struct epcfg_val *cfg;
 	struct ct_key key = {};
 	struct ct_entry *ct;
 	struct ct_entry fresh = {};
-	struct verdict v = {};
-	__u32 ifindex = skb->ifindex, zero = 0, own_id, peer_id, flags;
+	struct decision d = {};
+	struct dp_state *st;
+	__u32 ifindex = skb->ifindex, zero = 0;
 	__u64 now;
-	__u8 slot = 0, obs, is_reply = 0, enforce;
-	__u16 ep_id;
+	__u8 obs, is_reply = 0;
 
 	int l3 = parse(skb, &p);
 	if (!l3)
 		return TC_ACT_OK;   /* ARP and other non-IP pass */
 	if (l3 < 0) {
 		/* routable IPv6: the datapath enforces IPv4 only, so an enforced direction drops it */
-		ep = endpoints.lookup(&ifindex);
-		if (!ep)
-			return TC_ACT_OK;
-		st = state.lookup(&zero);
-		ck.slot = st ? st->active_slot & 1 : 0;
-		ck.ep_id = ep->ep_id;
-		cfg = epcfg.lookup(&ck);
-		flags = cfg ? cfg->flags : ep->flags;
-		enforce = dir == CTL_DIR_EGRESS ? !!(flags & EP_F_ENFORCE_EGRESS) : !!(flags & EP_F_ENFORCE_INGRESS);
-		if (!enforce || (flags & EP_F_AUDIT))
+		if (!decide(&d, &p, ifindex, dir) || !d.enforce || d.audit)
 			return TC_ACT_OK;
 		p.len = skb->len;
 		count_drop(CTL_DROP_UNKNOWN_L3, dir, p.len);
-		emit(skb, &p, CTL_EVENT_DROP, CTL_DROP_UNKNOWN_L3, CTL_VERDICT_DROPPED, dir, ep->ep_id, 0, 0, 0,
+		emit(skb, &p, CTL_EVENT_DROP, CTL_DROP_UNKNOWN_L3, CTL_VERDICT_DROPPED, dir, d.ep_id, 0, 0, 0,
 		     CTL_MATCH_NONE, 0, 0, p.len, 1);
 		return TC_ACT_SHOT;
 	}
@@ -176,7 +248,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			return TC_ACT_OK;
 	}
 
-	/* the fast path: a packet of a tracked connection, one lookup */
+	/* the fast path: a packet of a tracked connection, one lookup (two for a forward packet) */
 	ct_fill_key(&key, &p, dir, ifindex, 0);
 	ct = conntrack.lookup(&key);
 	if (!ct) {
@@ -189,6 +261,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		ct = 0;
 	}
 	if (ct) {
+		if (!is_reply) {
+			st = state.lookup(&zero);
+			if (ct->verdict == CTL_VERDICT_DROPPED || !st || ct->policy_rev != (__u32)st->revision) {
+				ct->last_seen = now;
+				if (revalidate(skb, &p, ct, ifindex, dir) == TC_ACT_SHOT)
+					return TC_ACT_SHOT;
+			}
+		}
 		__u8 *seen_flags = is_reply ? &ct->rev_flags : &ct->fwd_flags;
 		__u8 *seen = is_reply ? &ct->rev_seen : &ct->fwd_seen;
 		__u32 *pkts = is_reply ? &ct->rev_pkts : &ct->fwd_pkts;
@@ -212,56 +292,35 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return TC_ACT_OK;
 	}
 
-	ep = endpoints.lookup(&ifindex);
-	if (!ep)
-		return TC_ACT_OK;
-	ep_id = ep->ep_id;
-
 	/* a new connection: decide policy with the active revision */
-	st = state.lookup(&zero);
-	if (st)
-		slot = st->active_slot & 1;
-	ck.slot = slot;
-	ck.ep_id = ep_id;
-	cfg = epcfg.lookup(&ck);
-	own_id = cfg ? cfg->identity : ep->identity;
-	flags = cfg ? cfg->flags : ep->flags;
-	peer_id = ipcache_identity(slot, dir == CTL_DIR_EGRESS ? p.daddr : p.saddr);
-	enforce = dir == CTL_DIR_EGRESS ? !!(flags & EP_F_ENFORCE_EGRESS) : !!(flags & EP_F_ENFORCE_INGRESS);
-
-	__u32 src_id = dir == CTL_DIR_EGRESS ? own_id : peer_id;
-	__u32 dst_id = dir == CTL_DIR_EGRESS ? peer_id : own_id;
+	if (!decide(&d, &p, ifindex, dir))
+		return TC_ACT_OK;
+	__u32 src_id = dir == CTL_DIR_EGRESS ? d.own_id : d.peer_id;
+	__u32 dst_id = dir == CTL_DIR_EGRESS ? d.peer_id : d.own_id;
 	fresh.verdict = CTL_VERDICT_FORWARDED;
-	if (enforce) {
-		policy_lookup(&v, slot, dir, ep_id, peer_id, p.proto, p.policy_port);
-		if (!v.allowed) {
-			if (!(flags & EP_F_AUDIT)) {
-				__u8 reason = v.deny_rule ? CTL_DROP_POLICY_DENY : CTL_DROP_POLICY;
-				count_drop(reason, dir, p.len);
-				emit(skb, &p, CTL_EVENT_POLICY_VERDICT, reason, CTL_VERDICT_DROPPED, dir, ep_id, src_id,
-				     dst_id, v.cookie, v.match_type, 0, p.tcp_flags, p.len, 1);
-				emit(skb, &p, CTL_EVENT_DROP, reason, CTL_VERDICT_DROPPED, dir, ep_id, src_id, dst_id,
-				     v.cookie, v.match_type, 0, p.tcp_flags, p.len, 1);
-				return TC_ACT_SHOT;
-			}
+	if (d.enforce) {
+		if (!d.v.allowed) {
+			if (!d.audit)
+				return drop_denied(skb, &p, &d, dir);
 			fresh.verdict = CTL_VERDICT_AUDIT;
 		}
-		emit(skb, &p, CTL_EVENT_POLICY_VERDICT, 0, fresh.verdict, dir, ep_id, src_id, dst_id, v.cookie,
-		     v.match_type, 0, p.tcp_flags, p.len, 1);
+		emit(skb, &p, CTL_EVENT_POLICY_VERDICT, 0, fresh.verdict, dir, d.ep_id, src_id, dst_id, d.v.cookie,
+		     d.v.match_type, 0, p.tcp_flags, p.len, 1);
 	}
 
 	fresh.last_seen = now;
-	fresh.cookie = v.cookie;
-	fresh.match_type = v.match_type;
-	fresh.peer_identity = peer_id;
-	fresh.own_identity = own_id;
-	fresh.ep_id = ep_id;
+	fresh.cookie = d.v.cookie;
+	fresh.match_type = d.v.match_type;
+	fresh.peer_identity = d.peer_id;
+	fresh.own_identity = d.own_id;
+	fresh.ep_id = d.ep_id;
+	fresh.policy_rev = d.revision;
 	fresh.fwd_flags = p.tcp_flags;
 	fresh.fwd_seen = 1;
 	ct_fill_key(&key, &p, dir, ifindex, 0);
 	conntrack.update(&key, &fresh);
-	emit(skb, &p, CTL_EVENT_TRACE, obs, fresh.verdict, dir, ep_id, src_id, dst_id, v.cookie, v.match_type, 0,
-	     p.tcp_flags, p.len, 1);
+	emit(skb, &p, CTL_EVENT_TRACE, obs, fresh.verdict, dir, d.ep_id, src_id, dst_id, d.v.cookie, d.v.match_type,
+	     0, p.tcp_flags, p.len, 1);
 	return TC_ACT_OK;
 }
 

@@ -135,12 +135,12 @@ struct ct_entry {
 	__u32 own_identity;
 	__u16 ep_id;
 	__u8 match_type;
-	__u8 verdict;                 /* FORWARDED or AUDIT */
+	__u8 verdict;                 /* FORWARDED, AUDIT, or DROPPED since a revision denied it */
 	__u32 fwd_pkts, rev_pkts;     /* since the last trace of that side */
 	__u32 fwd_bytes, rev_bytes;
 	__u8 fwd_flags, rev_flags;    /* TCP flags seen per side */
 	__u8 fwd_seen, rev_seen;      /* a first packet of that side was traced */
-	__u32 pad;
+	__u32 policy_rev;             /* low 32 bits of the revision the verdict was decided with */
 };
 
 #endif

@@ -1,5 +1,6 @@
-/* Connection tracking: policy is decided on the first packet; the entry then carries the connection, in both
- * directions, and aggregates trace events (first packet per side, new TCP flags). */
+/* Connection tracking: the entry carries a connection in both directions with the verdict of its revision (forward
+ * packets are decided again when the revision changes), and aggregates trace events (first packet per side, new
+ * TCP flags). */
 #ifndef CTL_CONNTRACK_H
 #define CTL_CONNTRACK_H
 

@@ -75,7 +75,7 @@ class CtEntry(ctypes.Structure):
                 ("fwd_pkts", ctypes.c_uint32), ("rev_pkts", ctypes.c_uint32),
                 ("fwd_bytes", ctypes.c_uint32), ("rev_bytes", ctypes.c_uint32),
                 ("fwd_flags", ctypes.c_uint8), ("rev_flags", ctypes.c_uint8),
-                ("fwd_seen", ctypes.c_uint8), ("rev_seen", ctypes.c_uint8), ("pad", ctypes.c_uint32)]
+                ("fwd_seen", ctypes.c_uint8), ("rev_seen", ctypes.c_uint8), ("policy_rev", ctypes.c_uint32)]
 
 
 # Fast packers, little endian host (x86_64/aarch64); byte strings are kept in network order.
