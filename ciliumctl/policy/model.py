@@ -300,6 +300,11 @@ def parse_selector(data) -> LabelSelector | None:
     return LabelSelector(ml, me)
 
 
+def _endpoint_selector(data) -> LabelSelector:
+    """An api.EndpointSelector: its UnmarshalJSON makes a null the empty selector (it selects everything)."""
+    return parse_selector(data) if data is not None else LabelSelector()
+
+
 def _port_protocol(d: Mapping) -> PortProtocol:
     proto = _str(d.get("protocol")).upper() or "ANY"
     return PortProtocol(port=_str(d.get("port")) or "0", protocol=proto, end_port=_int(d.get("endPort")))
@@ -361,11 +366,11 @@ def _peer_rule(d, direction: str) -> PeerRule:
         return PeerRule()
     p = "from" if direction == "ingress" else "to"
     return PeerRule(
-        endpoints=_opt_tuple(d, p + "Endpoints", parse_selector),
+        endpoints=_opt_tuple(d, p + "Endpoints", _endpoint_selector),
         entities=_opt_tuple(d, p + "Entities", lambda x: _str(x).lower()),
         cidrs=_opt_tuple(d, p + "CIDR", _str),
         cidr_sets=_opt_tuple(d, p + "CIDRSet", _cidr_rule),
-        nodes=_opt_tuple(d, p + "Nodes", parse_selector),
+        nodes=_opt_tuple(d, p + "Nodes", _endpoint_selector),
         requires=_opt_tuple(d, p + "Requires", parse_selector),
         groups=_opt_tuple(d, p + "Groups", lambda x: x),
         services=_opt_tuple(d, "toServices", _service) if direction == "egress" else None,
@@ -383,8 +388,8 @@ def _opt_bool(v) -> bool | None:
 def parse_rule(d: Mapping) -> Rule:
     dd = d.get("enableDefaultDeny") or {}
     return Rule(
-        endpoint_selector=parse_selector(d.get("endpointSelector")),
-        node_selector=parse_selector(d.get("nodeSelector")),
+        endpoint_selector=_endpoint_selector(d["endpointSelector"]) if "endpointSelector" in d else None,
+        node_selector=_endpoint_selector(d["nodeSelector"]) if "nodeSelector" in d else None,
         ingress=_opt_tuple(d, "ingress", lambda x: _peer_rule(x, "ingress")),
         ingress_deny=_opt_tuple(d, "ingressDeny", lambda x: _peer_rule(x, "ingress")),
         egress=_opt_tuple(d, "egress", lambda x: _peer_rule(x, "egress")),

@@ -165,3 +165,14 @@ def test_a_value_replaced_by_a_later_duplicate_key_no_longer_counts():
                                      "namespace: .nan, namespace: x}, spec: {endpointSelector: {}, ingress: [{}]}}\n"
     assert [r.valid for r in check_text(text)] == [True, True]
     assert [r.valid for r in check_text(text, strict=True, schema=False)] == [False, False]
+
+
+def test_the_model_reads_a_null_endpoint_selector_as_select_all():
+    from ciliumctl.policy import model
+
+    policy = model.parse_policy({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+                                 "metadata": {"name": "a", "namespace": "d"},
+                                 "spec": {"endpointSelector": None, "ingress": [{"fromEndpoints": [None]}]}})
+    rule = policy.rules[0]
+    assert rule.endpoint_selector == model.LabelSelector() and rule.node_selector is None
+    assert rule.ingress[0].endpoints == (model.LabelSelector(),)
