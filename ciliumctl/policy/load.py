@@ -85,17 +85,21 @@ def _walk(arg: str) -> list[tuple[str, str]]:
 def _read(display: str, real: str, stdin=None) -> str:
     if real == "-":
         stream = stdin if stdin is not None else sys.stdin
-        data = stream.read()
-        return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    try:
-        with open(real, "rb") as fh:
-            raw = fh.read()
-    except OSError as err:
-        raise UsageError(f"{display}: cannot read: {err.strerror or err}") from None
+        stream = getattr(stream, "buffer", stream)    # bytes, so that stdin is decoded (and refused) as files are
+        raw = stream.read()
+        if isinstance(raw, str):
+            return raw
+    else:
+        try:
+            with open(real, "rb") as fh:
+                raw = fh.read()
+        except OSError as err:
+            raise UsageError(f"{display}: cannot read: {err.strerror or err}") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise UsageError(f"{display}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
+        what = ("standard input", "send UTF-8 text") if real == "-" else (display, "save the file as UTF-8")
+        raise UsageError(f"{what[0]}: not UTF-8 text (byte {err.start}); {what[1]}") from None
 
 
 def load_paths(paths: list[str], stdin=None) -> list[Document]:

@@ -207,3 +207,9 @@ def test_alias_bombs_are_refused(monkeypatch):
            "c: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
     with pytest.raises(UsageError, match="expands to more than 1000 values"):
         load.load_text(text, "bomb.yaml")
+
+
+def test_stdin_that_is_not_utf8_is_refused_like_a_file():
+    with pytest.raises(UsageError, match=r"standard input: not UTF-8 text \(byte 5\)"):
+        load.load_paths(["-"], stdin=io.BytesIO(b"kind:\xff\xfe A\n"))
+    assert load.load_paths(["-"], stdin=io.BytesIO(b"\xef\xbb\xbfkind: A\n"))[0].data == {"kind": "A"}   # BOM
