@@ -1,5 +1,6 @@
-"""Shared test configuration: root-only tests skip cleanly elsewhere; reference tools (the real hubble CLI, ...)
-come from ../shared/tools, unpacked into .tools/bin."""
+"""Shared test configuration and the fixtures every suite may use, defined once: root-only tests skip cleanly
+elsewhere; reference tools (the real hubble CLI, ...) come from ../shared/tools, unpacked into .tools/bin; sandbox
+nodes (tests/support) and the fake API server (tests/fakeapi) for the suites that need them."""
 
 import fcntl
 import functools
@@ -51,3 +52,95 @@ def reference_tool(name: str) -> Path:
 def hubble() -> Path:
     """The real hubble CLI 1.19 (../shared/tools/hubble.xz)."""
     return reference_tool("hubble")
+
+
+@pytest.fixture(scope="session")
+def cnp_oracle() -> Path:
+    """Cilium 1.19's own policy validator (../shared/tools/cnp-oracle.xz, see its README)."""
+    return reference_tool("cnp-oracle")
+
+
+# --------------------------------------------------------------------------------------------- sandbox nodes
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (netns, veth, BPF)")
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A sandbox node driven through the real `ciliumctl` executable (tests/support/node.py)."""
+    from support.cli import CLI
+    from support.node import SandboxNode
+
+    _require_root()
+    if not Path(CLI).exists():
+        pytest.skip(f"{CLI} missing (run make setup)")
+    with SandboxNode(tmp_path) as n:
+        yield n
+
+
+@pytest.fixture
+def sandbox(monkeypatch, tmp_path):
+    """Three pods (ids 1..3, identities 1001..1003, 10.11.0.1..3) on an in-process sandbox node; env points the
+    core at it (tests/support/pods.py)."""
+    from support import pods
+
+    _require_root()
+    with pods.sandbox(monkeypatch, tmp_path, 3) as sb:
+        yield sb
+
+
+@pytest.fixture
+def sandbox4(monkeypatch, tmp_path):
+    """Like `sandbox` with four pods (tests make some of them hosts outside the cluster)."""
+    from support import pods
+
+    _require_root()
+    with pods.sandbox(monkeypatch, tmp_path, 4) as sb:
+        yield sb
+
+
+@pytest.fixture
+def cni_node():
+    """A sandbox node with the CNI server and the installed plugin (tests/support/cni_node.py)."""
+    from support.cni_node import CniNode, require_stack
+
+    _require_root()
+    require_stack()
+    with CniNode() as n:
+        yield n
+
+
+# --------------------------------------------------------------------------------------------- the cluster
+
+@pytest.fixture
+def fake():
+    """The in-process fake Kubernetes API server (tests/fakeapi)."""
+    from fakeapi import FakeApiServer
+
+    with FakeApiServer() as server:
+        yield server
+
+
+@pytest.fixture
+def kubeconfig(fake, tmp_path) -> str:
+    return str(fake.write_kubeconfig(tmp_path / "kubeconfig"))
+
+
+@pytest.fixture
+def kube(kubeconfig):
+    from ciliumctl.cluster.kube import Kube
+
+    return Kube.connect(kubeconfig)
+
+
+@pytest.fixture
+def installed(kube):
+    """The CRDs and the rest of the install in place."""
+    import io
+
+    from ciliumctl.cluster.install import install
+
+    install(kube=kube, out=io.StringIO())
+    return kube

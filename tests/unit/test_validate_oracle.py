@@ -1,29 +1,35 @@
 """`policy validate` against Cilium 1.19's own validator (cnp-oracle, ../shared/tools) on mutated policies it
 has never seen: every verdict column must agree. A fixed seed, so a failure can be replayed; the longer run is
-benchmarks/bench_validate_oracle.py."""
+benchmarks/bench_validate_oracle.py. The oracle comes from the cnp_oracle fixture (tests/conftest.py): missing,
+these tests fail under CI=true."""
+
+import os
 
 import pytest
 
-from tests.conftest import reference_tool
 from tests.oracle.differential import compare_files, run_cases
-from tests.oracle.mutations import Generator, seed_documents
+from tests.oracle.mutations import CORPUS, Generator, seed_documents
 
 CASES = 3000
 SEED = 20261204
 
 
 @pytest.fixture(scope="module")
-def cnp_oracle():
-    return reference_tool("cnp-oracle")
+def corpus():
+    if not CORPUS.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"policy corpus missing at {CORPUS}: CI must provide ../shared beside the clone")
+        pytest.skip(f"policy corpus not found at {CORPUS}")
+    return CORPUS
 
 
-def test_mutated_policies_get_cilium_s_verdict_in_all_three_columns(cnp_oracle, tmp_path):
+def test_mutated_policies_get_cilium_s_verdict_in_all_three_columns(cnp_oracle, corpus, tmp_path):
     result = run_cases(str(cnp_oracle), tmp_path, cases=CASES, seed=SEED)
     assert result.cases >= CASES
     assert not result.disagreements, result.summary(samples=8)
 
 
-def test_the_generator_is_deterministic_and_covers_the_reported_categories():
+def test_the_generator_is_deterministic_and_covers_the_reported_categories(corpus):
     seeds = seed_documents()
     assert len(seeds) >= 100
     first = Generator(seeds, seed=1).files(400, 20)
