@@ -54,13 +54,13 @@ def _policies(target, refs) -> None:
 _TEMPLATE_CACHE_MAX = 20_000
 
 
-def _template(rec: tuple, snap: Snapshot, node_name: str) -> pb.Flow:
+def _template(rec: tuple, snap: Snapshot, node_name: str, side: int) -> pb.Flow:
     """The part of a flow that depends only on who talks to whom under which rule: addresses, endpoints, node,
     policies. Flows between the same peers share it (see record_to_flow's cache)."""
     f = pb.Flow()
     f.node_name = node_name
     f.Type = pb.L3_L4
-    cookie, etype, direction = rec[R_COOKIE], rec[R_TYPE], rec[R_DIR]
+    cookie, direction = rec[R_COOKIE], rec[R_DIR]
     if rec[R_SADDR] == _NO_ADDR and rec[R_DADDR] == _NO_ADDR:
         # not IPv4 (the record carries IPv4 addresses only, e.g. an IPv6 packet dropped as unsupported L3):
         # no IP section; the endpoint whose policy applied is the source (egress) or destination (ingress)
@@ -76,7 +76,6 @@ def _template(rec: tuple, snap: Snapshot, node_name: str) -> pb.Flow:
         by_ip = snap.by_ip
         _fill_endpoint(f.source, by_ip.get(saddr), rec[R_SID], snap)
         _fill_endpoint(f.destination, by_ip.get(daddr), rec[R_DID], snap)
-    side = _policy_side(rec)
     if side and cookie:
         refs = snap.cookies.get(cookie)
         if refs:
@@ -106,11 +105,11 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
                    ifnames=None, cache: dict | None = None) -> pb.Flow:
     """One RECORD tuple -> flow.Flow. wall_offset_ns turns the kernel's CLOCK_MONOTONIC stamp into wall time.
     With a cache dict, the per-peer part of the flow is built once and merged in (a C-level copy)."""
-    key = (snap, rec[R_SADDR], rec[R_DADDR], rec[R_SID], rec[R_DID], rec[R_COOKIE], _policy_side(rec), rec[R_DIR],
-           rec[R_EP])
+    side = _policy_side(rec)
+    key = (snap, rec[R_SADDR], rec[R_DADDR], rec[R_SID], rec[R_DID], rec[R_COOKIE], side, rec[R_DIR], rec[R_EP])
     tmpl = cache.get(key) if cache is not None else None
     if tmpl is None:
-        tmpl = _template(rec, snap, node_name)
+        tmpl = _template(rec, snap, node_name, side)
         if cache is not None:
             if len(cache) >= _TEMPLATE_CACHE_MAX:
                 cache.clear()

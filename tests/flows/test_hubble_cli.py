@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 
@@ -127,7 +127,8 @@ def test_ciliumctl_compact_lines_equal_hubbles(node, hubble, opts):
     for name, a, b in zip(NAMES, ours, theirs):
         if name == "ipv6-drop":
             # what hubble cannot know without an IP: ciliumctl names the endpoint whose policy dropped it
-            assert a == b.replace(":  (unknown) <>  (ID:301)", ": - (unknown) <> empire/deathstar-6f87d5-x2x9z (ID:301)")
+            assert a == b.replace(":  (unknown) <>  (ID:301)",
+                                  ": - (unknown) <> empire/deathstar-6f87d5-x2x9z (ID:301)")
         else:
             assert a == b
     if opts:
