@@ -95,8 +95,10 @@ def _render(con, result) -> None:
     con.print(f"Destination: {escape(result.destination.description)}, identity {result.destination.identity}")
     con.print(f"Traffic:     {what}, enforcement mode {result.mode.value}")
     con.print("")
-    con.print(f"Egress  (source):      {verdict(result.egress)}  {escape(result.egress.reason)}")
-    con.print(f"Ingress (destination): {verdict(result.ingress)}  {escape(result.ingress.reason)}")
+    for label, side in (("Egress  (source):     ", result.egress), ("Ingress (destination):", result.ingress)):
+        con.print(f"{label} {verdict(side)}  {escape(side.reason)}")
+        for text in side.unenforced:     # the datapath decides otherwise here (policy.enforcement_gaps)
+            con.print(f"{' ' * len(label)}          [yellow]{escape(text)}[/yellow]")
     con.print("")
     final = "[green]ALLOWED[/green]" if result.allowed else "[red]DENIED[/red]"
     con.print(f"Final verdict: {final}")

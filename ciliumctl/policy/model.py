@@ -201,6 +201,7 @@ class Rule:
     enable_default_deny: DefaultDeny = field(default_factory=DefaultDeny)
     description: str = ""
     labels: tuple[tuple[str, str, str], ...] = ()   # (source, key, value)
+    path: tuple = ()                  # where the rule is in its object: ("spec",) or ("specs", 2)
 
     def section(self, name: str) -> tuple[PeerRule, ...]:
         return {INGRESS: self.ingress, INGRESS_DENY: self.ingress_deny, EGRESS: self.egress,
@@ -385,7 +386,7 @@ def _opt_bool(v) -> bool | None:
     return None if v is None else bool(v)
 
 
-def parse_rule(d: Mapping) -> Rule:
+def parse_rule(d: Mapping, path: tuple = ()) -> Rule:
     dd = d.get("enableDefaultDeny") or {}
     return Rule(
         endpoint_selector=_endpoint_selector(d["endpointSelector"]) if "endpointSelector" in d else None,
@@ -398,7 +399,8 @@ def parse_rule(d: Mapping) -> Rule:
         if isinstance(dd, dict) else DefaultDeny(),
         description=_str(d.get("description")),
         labels=tuple((_str(lab.get("source")), _str(lab.get("key")), _str(lab.get("value")))
-                     for lab in _list(d.get("labels")) if isinstance(lab, dict)))
+                     for lab in _list(d.get("labels")) if isinstance(lab, dict)),
+        path=path)
 
 
 def _knp_peer(d: Mapping) -> NetworkPolicyPeer:
@@ -448,6 +450,6 @@ def parse_policy(data: Mapping) -> Policy:
                       metadata_labels=mlabels)
     rules = []
     if isinstance(data.get("spec"), dict):
-        rules.append(parse_rule(data["spec"]))
-    rules.extend(parse_rule(s) for s in _list(data.get("specs")) if isinstance(s, dict))
+        rules.append(parse_rule(data["spec"], ("spec",)))
+    rules.extend(parse_rule(s, ("specs", i)) for i, s in enumerate(_list(data.get("specs"))) if isinstance(s, dict))
     return Policy(kind, name, namespace, rules=tuple(rules), metadata_labels=mlabels)

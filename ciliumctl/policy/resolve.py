@@ -13,9 +13,11 @@ Cilium's agent:
   enforced; mode never: nothing enforced and no entries.
 - Peers: from/toEndpoints (label selectors), entities, CIDR/CIDRSet (CIDR identities for every prefix mentioned,
   a rule selects those inside it and not inside an except), from/toNodes (the host, by node labels). toFQDNs and
-  toServices select nothing here (no DNS proxy, no service watch); fromRequires is ignored. Each is noted.
+  toServices select nothing here (no DNS proxy, no service watch); fromRequires is ignored.
 - Ports: numbers, ranges (endPort), ANY with a port = TCP+UDP+SCTP, ICMP types; named ports are skipped (no
-  container ports known) with a note. L7 rules keep only their L3/L4 part.
+  container ports known). L7 rules keep only their L3/L4 part.
+- What the datapath does not enforce as written comes from policy.enforcement_gaps: one note per gap, and the
+  gaps by rule item for trace.
 - Allows and denies are both kept (the datapath gives deny precedence); duplicates fold, origins merge.
 """
 
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from ciliumctl.identity import allocator as ids
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.policy import model
+from ciliumctl.policy.enforcement_gaps import Gap, find_gaps
 from ciliumctl.policy.labels import (CLUSTER_LABEL, DEFAULT_CLUSTER, SOURCE_K8S, SOURCE_RESERVED, endpoint_labels,
                                      node_identity_labels)
 from ciliumctl.policy.ports import icmp_range, port_ranges
@@ -107,6 +110,8 @@ class Resolution:
     notes: list[str] = field(default_factory=list)
     notes_by_policy: dict[str, list[str]] = field(default_factory=dict)
     mode: Enforcement = Enforcement.DEFAULT
+    gaps: list[Gap] = field(default_factory=list)        # what the datapath does not enforce as written
+    gaps_by_origin: dict[RuleOrigin, list[Gap]] = field(default_factory=dict)
 
 
 class _Notes:
@@ -117,6 +122,7 @@ class _Notes:
         self.by_policy: dict[str, list[str]] = {}
         self.current = ""
         self._seen: set[str] = set()
+        self.gaps: list[Gap] = []
 
     def add(self, text: str) -> None:
         if text not in self._seen:
@@ -138,17 +144,11 @@ def _ports_of(item: model.PeerRule, where: str, notes: _Notes) -> list[PortRange
         return None
     out: list[PortRange] = []
     for pr in item.to_ports or ():
-        if pr.rules is not None and not pr.rules.empty:
-            notes.add(f"{where}: L7 rules are not enforced (no proxy); their ports are allowed at L4")
         if not pr.ports:
             out.append(ALL_PORTS)
             continue
         for pp in pr.ports:
-            rs = port_ranges(pp.port, pp.end_port, pp.protocol)
-            if rs is None:
-                notes.add(f"{where}: named port {pp.port!r} skipped (container ports are not known)")
-                continue
-            out.extend(rs)
+            out.extend(port_ranges(pp.port, pp.end_port, pp.protocol) or ())   # a named port: a gap
     for icmp in item.icmps or ():
         for f in icmp.fields:
             r = icmp_range(f.type, f.family)
@@ -182,9 +182,7 @@ def _cilium_peers(item: model.PeerRule, namespace: str, matches_init: bool, wher
         if n is not None:
             p.cidrs.append((n, ()))
     for cs in item.cidr_sets or ():
-        if cs.cidr_group_ref or cs.cidr_group_selector is not None:
-            notes.add(f"{where}: cidrGroupRef/cidrGroupSelector need CiliumCIDRGroup objects; selects nothing")
-        if not cs.cidr:
+        if not cs.cidr:       # cidrGroupRef / cidrGroupSelector: a gap, selects nothing
             continue
         n = _net(cs.cidr, notes, where)
         if n is None:
@@ -193,14 +191,7 @@ def _cilium_peers(item: model.PeerRule, namespace: str, matches_init: bool, wher
         p.cidrs.append((n, exc))
     for sel in item.nodes or ():
         p.nodes.append(compile_selector(sel))
-    if item.fqdns:
-        notes.add(f"{where}: toFQDNs selects nothing (no DNS proxy: no names are learnt)")
-    if item.services:
-        notes.add(f"{where}: toServices selects nothing (services are not watched)")
-    if item.groups:
-        notes.add(f"{where}: toGroups/fromGroups (cloud provider groups) select nothing")
-    if item.requires:
-        notes.add(f"{where}: fromRequires/toRequires is deprecated and ignored")
+    # toFQDNs, toServices, to/fromGroups select nothing and from/toRequires is ignored: gaps
     return p
 
 
@@ -248,11 +239,7 @@ def _knp_ports(ports, where: str, notes: _Notes) -> list[PortRange] | None:
         return None
     out = []
     for p in ports:
-        rs = port_ranges(p.port or "0", p.end_port, p.protocol or "TCP")
-        if rs is None:
-            notes.add(f"{where}: named port {p.port!r} skipped (container ports are not known)")
-        else:
-            out.extend(rs)
+        out.extend(port_ranges(p.port or "0", p.end_port, p.protocol or "TCP") or ())   # a named port: a gap
     return out
 
 
@@ -302,6 +289,9 @@ def compile_policies(policies: Iterable, notes: _Notes) -> list[_Rule]:
     for p in policies:
         pol = _as_policy(p)
         notes.current = pol.ref
+        for gap in find_gaps(pol):
+            notes.gaps.append(gap)
+            notes.add(gap.note())
         rules.extend(_compile_knp(pol, notes) if pol.kind == model.KNP else _compile_cilium(pol, notes))
     return rules
 
@@ -475,6 +465,10 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
                             for d in (Direction.INGRESS, Direction.EGRESS)))
     res.notes = notes.items
     res.notes_by_policy = notes.by_policy
+    res.gaps = notes.gaps
+    for gap in notes.gaps:
+        if gap.origin is not None:
+            res.gaps_by_origin.setdefault(gap.origin, []).append(gap)
     return res
 
 

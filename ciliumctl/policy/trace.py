@@ -17,6 +17,7 @@ from ciliumctl.identity import allocator as ids
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.base.errors import UsageError
 from ciliumctl.policy import model
+from ciliumctl.policy.enforcement_gaps import TRACE_TEXT
 from ciliumctl.policy.labels import POD_NAMESPACE_LABEL, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED, Label
 from ciliumctl.policy.ports import PROTOCOL_NAMES, covers
 from ciliumctl.policy.resolve import HOST_ENDPOINT_ID, Resolution, resolve_detailed
@@ -46,6 +47,7 @@ class Side:
     reason: str
     kind: str                      # not-an-endpoint | not-enforced | allowed | explicit-deny | default-deny
     origins: list[RuleOrigin] = field(default_factory=list)
+    unenforced: list[str] = field(default_factory=list)   # where the datapath decides otherwise (enforcement_gaps)
 
 
 @dataclass
@@ -77,7 +79,7 @@ class TraceResult:
     def to_dict(self) -> dict:
         def side(s: Side) -> dict:
             return {"applies": s.applies, "verdict": "allowed" if s.allowed else "denied", "kind": s.kind,
-                    "reason": s.reason, "policies": [asdict(o) for o in s.origins]}
+                    "reason": s.reason, "policies": [asdict(o) for o in s.origins], "unenforced": s.unenforced}
 
         return {"source": asdict(self.source), "destination": asdict(self.destination),
                 "protocol": PROTOCOL_NAMES.get(self.protocol, str(self.protocol)), "port": self.port,
@@ -117,8 +119,37 @@ def judge(dp: DirectionPolicy, peer: int, proto: int, port: int) -> tuple[str, l
     return "default", []
 
 
+def _unenforced(res: Resolution, ep_id: int, d: Direction, side: Side, proto: int, port: int) -> list[str]:
+    """The gaps (policy.enforcement_gaps) this side's verdict rests on: where the datapath decides otherwise."""
+    out: list[str] = []
+    if ep_id == HOST_ENDPOINT_ID:
+        out.append(TRACE_TEXT["host-policy"])
+    word = "egress" if d == Direction.EGRESS else "ingress"
+    selected = set(res.selected_by.get((ep_id, d), []))
+    for gap in res.gaps:
+        o = gap.origin
+        if o is None or gap.policy not in selected or o.section not in (word, word + "Deny"):
+            continue
+        deny = o.section.endswith("Deny")
+        if side.kind == "allowed" and not deny and gap.weaker and o in side.origins and \
+                (not gap.ports or any(covers(r, proto, port) for r in gap.ports)):
+            where = gap.path_text if len(side.origins) == 1 else f"{origin_text(o)}: {gap.path_text}"
+            out.append(f"{gap.trace_text} ({where})")
+        elif (side.allowed and deny and gap.weaker) or (side.kind == "default-deny" and not deny and not gap.weaker):
+            out.append(f"{gap.sentence()} ({origin_text(o)}: {gap.path_text})")   # it may decide this verdict
+    return out
+
+
 def _side(res: Resolution, ep_id: int | None, d: Direction, peer: int, proto: int, port: int,
           who: str) -> Side:
+    side = _judged_side(res, ep_id, d, peer, proto, port, who)
+    if ep_id is not None and side.applies:
+        side.unenforced = _unenforced(res, ep_id, d, side, proto, port)
+    return side
+
+
+def _judged_side(res: Resolution, ep_id: int | None, d: Direction, peer: int, proto: int, port: int,
+                 who: str) -> Side:
     word = "egress" if d == Direction.EGRESS else "ingress"
     if ep_id is None:
         return Side(False, True, f"the {who} is not an endpoint: no {word} policy of its own", "not-an-endpoint")
