@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ciliumctl.policy import goparse, icmp, re2
-from ciliumctl.policy.checks_k8s import check_label_selector
+from ciliumctl.policy.checks_k8s import check_label_selector, extend_key
 from ciliumctl.policy.findings import Collector
 
 MAX_PORTS = 40
@@ -212,6 +212,16 @@ class RuleChecker:
 
     def selector(self, sel: dict, path: tuple) -> None:
         check_label_selector(self.col, sel, path, cilium_keys=True)
+        # NewESFromK8sLabelSelectorWithExtender (selector.go) puts the extended keys in a Go map: of two keys
+        # naming one label, one survives, chosen by map order
+        first: dict = {}
+        for key in sel.get("matchLabels") or {}:
+            ext = extend_key(key)
+            if ext in first:
+                self.col.warn(path + ("matchLabels", key), f"matchLabels keys {first[ext]!r} and {key!r} both name "
+                                                           f"the label {ext}: Cilium keeps one of them at random; "
+                                                           f"keep one", rule="lint/selector-key", key=True)
+            first.setdefault(ext, key)
 
     def cidr(self, value: str, path: tuple) -> None:
         if value == "":

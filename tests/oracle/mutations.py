@@ -525,20 +525,23 @@ def _extended_key(key: str) -> str:
 
 def drop_colliding_label_keys(tree) -> None:
     """Two matchLabels keys naming one label (`app` and `any:app`, `$host` and `reserved:host`) make Cilium's
-    verdict random: it keeps one of them in Go's map order. Keep the first key of each such pair."""
-    for _, node in list(_nodes(tree)):
-        if not isinstance(node, dict):
-            continue
+    verdict random: it keeps one of them in Go's map order. Keep the first key of each such pair (looking into
+    mappings written with duplicate keys too)."""
+    if isinstance(tree, (dict, Pairs)):
+        items = list(tree.items()) if isinstance(tree, dict) else list(tree)
         seen: set = set()
-        for name in [k for k in node if isinstance(k, str) and k.lower() == "matchlabels"]:
-            labels = node[name]
-            if not isinstance(labels, dict):
-                continue
-            for key in list(labels):
-                ext = _extended_key(str(key))
-                if ext in seen:
-                    del labels[key]
-                seen.add(ext)
+        for name, labels in items:
+            if isinstance(name, str) and name.lower() == "matchlabels" and isinstance(labels, dict):
+                for key in list(labels):
+                    ext = _extended_key(str(key))
+                    if ext in seen:
+                        del labels[key]
+                    seen.add(ext)
+        for _, value in items:
+            drop_colliding_label_keys(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            drop_colliding_label_keys(value)
 
 
 class Generator:

@@ -176,3 +176,10 @@ def test_the_model_reads_a_null_endpoint_selector_as_select_all():
     rule = policy.rules[0]
     assert rule.endpoint_selector == model.LabelSelector() and rule.node_selector is None
     assert rule.ingress[0].endpoints == (model.LabelSelector(),)
+
+
+def test_two_selector_keys_naming_one_label_are_flagged():
+    report = check("endpointSelector: {matchLabels: {app: a, 'any:app': b}}\ningress: [{}]\n")
+    assert report.valid and any("both name the label any.app" in w for w in warnings(report))
+    report = check("endpointSelector: {matchLabels: {'$host': '', 'reserved:host': ''}}\ningress: [{}]\n")
+    assert any("reserved.host" in w for w in warnings(report))
