@@ -83,18 +83,20 @@ _ciliumctl() {
             COMPREPLY=($(compgen -W "--output -o --no-headers --namespace -n --all-nodes --kubeconfig --context --help -h" -- "$cur"));;
         "install")
             case "$prev" in
-                --enforcement-mode) return;;
+                --enforcement-mode) COMPREPLY=($(compgen -W "default always never" -- "$cur")); return;;
+                -o|--output) COMPREPLY=($(compgen -W "yaml json" -- "$cur")); return;;
                 --pool) return;;
                 --cni-conf-dir) return;;
                 --cni-bin-dir) return;;
                 --kubeconfig) return;;
                 --context) return;;
                 --image) return;;
-                -o|--output) return;;
             esac
             COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --wait -o --output --help -h" -- "$cur"));;
         "observe")
             case "$prev" in
+                --traffic-direction) COMPREPLY=($(compgen -W "ingress egress" -- "$cur")); return;;
+                -o|--output) COMPREPLY=($(compgen -W "compact dict json jsonpb table" -- "$cur")); return;;
                 --last) return;;
                 --first) return;;
                 --since) return;;
@@ -123,9 +125,7 @@ _ciliumctl() {
                 --protocol) return;;
                 --verdict) return;;
                 --drop-reason-desc) return;;
-                --traffic-direction) return;;
                 -t|--type) return;;
-                -o|--output) return;;
                 --aggregate-by) return;;
                 --server) return;;
             esac
@@ -154,6 +154,7 @@ _ciliumctl() {
             COMPREPLY=($(compgen -W "--namespace -n --output -o --no-headers --kubeconfig --help -h" -- "$cur"));;
         "policy trace")
             case "$prev" in
+                --mode) COMPREPLY=($(compgen -W "default always never" -- "$cur")); return;;
                 --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
                 --src-labels|-s) return;;
                 --src-ip) return;;
@@ -163,7 +164,6 @@ _ciliumctl() {
                 --dst-namespace) return;;
                 --dport) return;;
                 --file|-f) return;;
-                --mode) return;;
                 --node-labels) return;;
             esac
             COMPREPLY=($(compgen -W "--src-labels -s --src-ip --src-namespace --dst-labels -d --dst-ip --dst-namespace --dport --file -f --mode --node-labels --live --output -o --help -h" -- "$cur"));;

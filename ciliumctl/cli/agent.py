@@ -6,21 +6,24 @@ from typing import Optional
 import typer
 
 from ciliumctl.cli.common import Output, console, print_data
+from ciliumctl.cli.typer_app import App
 
-app = typer.Typer(help="The node agent: flows from the datapath, Hubble API, metrics, CNI socket.",
-                  no_args_is_help=True)
+app = App(help="Run the node agent: flows, Hubble API, metrics, CNI socket.")
 
 _BUF = typer.Option(4095, "--flow-buffer-size", envvar="CILIUMCTL_FLOW_BUFFER_SIZE",
                     help="Flows kept in memory (the last N).")
-_SOCK = typer.Option(None, "--hubble-socket",
+_SOCK = typer.Option(None, "--hubble-socket", metavar="PATH",
                      help="Unix socket of the Hubble API (default: <run dir>/hubble.sock).")
-_LISTEN = typer.Option(None, "--hubble-listen", help="Also serve the Hubble API on TCP, e.g. 127.0.0.1:4244.")
-_METRICS = typer.Option("127.0.0.1:9965", "--metrics-listen", help="Prometheus metrics address ('' = off).")
-_NODE = typer.Option(None, "--node-name",
+_LISTEN = typer.Option(None, "--hubble-listen", metavar="HOST:PORT",
+                       help="Also serve the Hubble API on TCP, e.g. 127.0.0.1:4244.")
+_METRICS = typer.Option("127.0.0.1:9965", "--metrics-listen", metavar="HOST:PORT",
+                        help="Prometheus metrics address ('' = off).")
+_NODE = typer.Option(None, "--node-name", metavar="NAME",
                      help="Node name in flows (default: $CILIUMCTL_NODE_NAME or the hostname).")
 _NO_CNI = typer.Option(False, "--no-cni", help="Do not serve the CNI plugin's socket.")
-_KUBECONFIG = typer.Option(None, "--kubeconfig", help="Cluster mode: the cluster to watch (or $KUBECONFIG).")
-_CONTEXT = typer.Option(None, "--context", help="Cluster mode: kubeconfig context.")
+_KUBECONFIG = typer.Option(None, "--kubeconfig", metavar="FILE",
+                           help="Cluster mode: the cluster to watch (or $KUBECONFIG).")
+_CONTEXT = typer.Option(None, "--context", metavar="NAME", help="Cluster mode: kubeconfig context.")
 
 
 def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni, kubeconfig=None,
@@ -45,7 +48,9 @@ def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_n
 def run(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK, hubble_listen: Optional[str] = _LISTEN,
         metrics_listen: str = _METRICS, node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI,
         kubeconfig: Optional[str] = _KUBECONFIG, context: Optional[str] = _CONTEXT) -> None:
-    """Run the agent in the foreground until SIGTERM/SIGINT (what a DaemonSet or supervisor runs)."""
+    """Run the agent in the foreground until SIGTERM or SIGINT.
+
+    This is what a DaemonSet or a supervisor runs."""
     import logging
 
     from ciliumctl.node.agent import Agent, AgentOptions
@@ -61,7 +66,9 @@ def start(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK,
           hubble_listen: Optional[str] = _LISTEN, metrics_listen: str = _METRICS,
           node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI, kubeconfig: Optional[str] = _KUBECONFIG,
           context: Optional[str] = _CONTEXT) -> None:
-    """Start the agent in the background (pid file and log under the run directory)."""
+    """Start the agent in the background.
+
+    Its pid file and log are under the run directory."""
     from ciliumctl.node.agent import AgentOptions, log_file, start_background
 
     AgentOptions(flow_buffer_size=flow_buffer_size, hubble_listen=hubble_listen,
@@ -73,7 +80,9 @@ def start(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK,
 
 @app.command("stop")
 def stop() -> None:
-    """Stop the background agent (enforcement continues: the datapath is pinned)."""
+    """Stop the background agent.
+
+    Enforcement continues: the datapath is pinned."""
     from ciliumctl.node.agent import stop_background
 
     pid = stop_background()
@@ -81,7 +90,7 @@ def stop() -> None:
 
 
 @app.command("status")
-def status(output: Output = typer.Option(Output.table, "-o", "--output", help="table, json or yaml."),
+def status(output: Output = typer.Option(Output.table, "-o", "--output", help="Output format."),
            hubble_socket: Optional[Path] = _SOCK) -> None:
     """Whether the agent runs, and its flow buffer."""
     from ciliumctl.node.agent import status as agent_status
@@ -103,6 +112,3 @@ def status(output: Output = typer.Option(Output.table, "-o", "--output", help="t
             c.print(f"socket: {st['socket']}\nlog: {st['log']}")
     raise typer.Exit(0 if st["running"] else 1)
 
-
-def register(main_app: typer.Typer) -> None:
-    main_app.add_typer(app, name="agent")

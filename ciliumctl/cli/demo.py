@@ -53,7 +53,9 @@ def register(app: typer.Typer) -> None:
     def _cmd(
         keep: bool = typer.Option(False, "--keep", help="Leave the sandbox node, endpoints and policy in place."),
     ) -> None:
-        """Cilium's getting-started demo on a sandbox node: deathstar, tiefighter, xwing, an L3/L4 policy."""
+        """Run Cilium's getting-started demo on a sandbox node.
+
+        deathstar, tiefighter and xwing endpoints, an L3/L4 policy, and the verdicts the datapath reports."""
         from ciliumctl.node import demo
 
         ui = _UI()

@@ -7,7 +7,6 @@ rendering with the checked-in files. Completions are static (no Python start-up 
 from __future__ import annotations
 
 import datetime
-import enum
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ class Opt:
     help: str
     takes_value: bool
     choices: list[str]
-    metavar: str
+    metavar: str              # what to type after it (typer_app.metavar_of); empty for a flag
 
 
 @dataclass
@@ -30,7 +29,7 @@ class Cmd:
     path: list[str]           # [] for the root, ["policy", "validate"], ...
     help: str
     options: list[Opt]
-    arguments: list[str]
+    arguments: list[str]      # as the usage line shows them: NAME, [NAME], PATH...
     children: list["Cmd"] = field(default_factory=list)
 
     @property
@@ -43,20 +42,18 @@ def _first_line(text: str | None) -> str:
 
 
 def _walk(command, path: list[str]) -> Cmd:
+    from ciliumctl.cli.typer_app import argument_usage, choices_of, metavar_of
+
     options, arguments = [], []
     for param in command.params:
         if param.param_type_name == "argument":
-            arguments.append(param.metavar or (param.name or "ARG").upper())
+            arguments.append(argument_usage(param))
             continue
         if getattr(param, "hidden", False):
             continue
-        annotation = param.type_descriptor.annotation  # typer 0.29 options carry no click type
-        choices = [m.value for m in annotation] if isinstance(annotation, type) and issubclass(
-            annotation, enum.Enum) else []
-        is_flag = bool(getattr(param, "is_flag", False))
-        metavar = param.metavar or getattr(annotation, "__name__", "") or "VALUE"
+        metavar = metavar_of(param)
         options.append(Opt(list(param.opts) + list(param.secondary_opts), _first_line(param.help),
-                           not is_flag, [str(c) for c in choices], metavar.upper()))
+                           bool(metavar), choices_of(param) if metavar else [], metavar))
     options.append(Opt(["--help", "-h"], "Show this message and exit.", False, [], ""))
     node = Cmd(path, (command.help or "").strip(), options, arguments)
     for name, sub in sorted(getattr(command, "commands", {}).items()):
@@ -130,8 +127,9 @@ def render_zsh(tree: Cmd) -> str:
         cmds = " ".join(f"'{c.path[-1]}:{_zsh_escape(_first_line(c.help))}'" for c in node.children)
         opts = []
         for o in node.options:
-            action = f":{o.metavar.lower()}:({' '.join(o.choices)})" if o.choices else (
-                f":{o.metavar.lower()}:_files" if o.takes_value else "")
+            message = _zsh_escape(o.metavar)
+            action = f":{message}:({' '.join(o.choices)})" if o.choices else (
+                f":{message}:_files" if o.takes_value else "")
             for n in o.names:
                 opts.append(f"'{n}[{_zsh_escape(o.help)}]{action}'")
         cases.append(f'    "{key}")\n        cmds=({cmds})\n        opts=({" ".join(opts)});;\n')
@@ -206,7 +204,7 @@ def _roff(text: str) -> str:
 
 def render_man(node: Cmd, version: str) -> str:
     title = "-".join([PROG, *node.path])
-    synopsis = f"{node.name} [OPTIONS]" + ("".join(f" {a.upper()}" for a in node.arguments)) + (
+    synopsis = f"{node.name} [OPTIONS]" + ("".join(f" {a}" for a in node.arguments)) + (
         " COMMAND [ARGS]..." if node.children else "")
     parts = [f'.TH "{title.upper()}" "1" "" "{PROG} {version}" "ciliumctl manual"',
              ".SH NAME", f"{_roff(title)} \\- {_roff(_first_line(node.help) or node.name)}",

@@ -5,8 +5,9 @@ from typing import List, Optional
 import typer
 
 from ciliumctl.cli.common import Output
+from ciliumctl.cli.typer_app import App
 
-app = typer.Typer(help="Manage and inspect endpoints on this node.", no_args_is_help=True)
+app = App(help="Manage and inspect endpoints on this node.")
 
 
 def _row(ep) -> dict:
@@ -41,14 +42,17 @@ def _table(rows: list[dict], no_headers: bool) -> str:
 @app.command("add")
 def add(
     name: str = typer.Argument(..., help="Endpoint name (like a pod name)."),
-    labels: List[str] = typer.Option([], "--labels", "-l", help="Labels k=v[,k2=v2] (repeatable)."),
+    labels: List[str] = typer.Option([], "--labels", "-l", metavar="LABELS",
+                                     help="Labels k=v[,k2=v2] (repeatable)."),
     namespace: str = typer.Option("default", "--namespace", "-n", help="Namespace of the endpoint."),
-    pool: Optional[str] = typer.Option(None, "--pool", help="Address pool CIDR (default: node setting, "
+    pool: Optional[str] = typer.Option(None, "--pool", metavar="CIDR", help="Address pool (default: node setting, "
                                        "$CILIUMCTL_POOL, 10.200.0.0/16)."),
-    ipv4: Optional[str] = typer.Option(None, "--ipv4", help="A specific address of the pool."),
-    output: Optional[Output] = typer.Option(None, "--output", "-o", help="Print the endpoint as json|yaml."),
+    ipv4: Optional[str] = typer.Option(None, "--ipv4", metavar="IP", help="A specific address of the pool."),
+    output: Optional[Output] = typer.Option(None, "--output", "-o", help="Print the endpoint as json or yaml."),
 ) -> None:
-    """Create a sandbox endpoint: network namespace, veth, address, identity, datapath and policy in force."""
+    """Create a sandbox endpoint, a pod without a container runtime.
+
+    Its network namespace, veth, address and identity, with the datapath and policy in force."""
     from ciliumctl.node import endpoint_ops
     from ciliumctl.cli.common import print_data
 
@@ -65,7 +69,9 @@ def delete(
     ref: str = typer.Argument(..., metavar="NAME|ID", help="Endpoint name, NAMESPACE/NAME or id."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
 ) -> None:
-    """Delete an endpoint: its namespace, veth, route, address lease and registry entry."""
+    """Delete an endpoint.
+
+    Its network namespace, veth, route, address lease and registry entry."""
     from ciliumctl.node import endpoint_ops
 
     ep = endpoint_ops.delete_endpoint(ref, namespace)
@@ -78,7 +84,9 @@ def exec_(
     command: List[str] = typer.Argument(..., metavar="-- CMD [ARGS]...", help="Command to run."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
 ) -> None:
-    """Run a command inside the endpoint's network namespace; its exit code is ours."""
+    """Run a command inside the endpoint's network namespace.
+
+    The command's exit code is ours."""
     from ciliumctl.node import endpoint_ops
 
     argv = list(command)
@@ -89,13 +97,14 @@ def exec_(
 
 @app.command("list")
 def list_(
-    output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml"),
+    output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
     no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Only endpoints of this namespace."),
     all_nodes: bool = typer.Option(False, "--all-nodes", help="Every endpoint of the cluster, from CiliumEndpoint "
                                    "objects (needs --kubeconfig or $KUBECONFIG)."),
-    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Kubeconfig for --all-nodes."),
-    context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context for --all-nodes."),
+    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help="Kubeconfig for --all-nodes."),
+    context: Optional[str] = typer.Option(None, "--context", metavar="NAME",
+                                          help="Kubeconfig context for --all-nodes."),
 ) -> None:
     """List endpoints of this node (or of every node with --all-nodes)."""
     from ciliumctl.cli.common import print_data
@@ -138,7 +147,7 @@ def _list_all_nodes(kubeconfig, context, namespace, output, no_headers) -> None:
 def get(
     ref: str = typer.Argument(..., metavar="NAME|ID", help="Endpoint name, NAMESPACE/NAME or id."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
-    output: Output = typer.Option(Output.yaml, "--output", "-o", help="json|yaml|table"),
+    output: Output = typer.Option(Output.yaml, "--output", "-o", help="Output format."),
     no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
 ) -> None:
     """Show one endpoint."""

@@ -78,25 +78,33 @@ def register(app: typer.Typer) -> None:
     def install(
         dry_run: bool = typer.Option(False, "--dry-run", help="Check everything and print the plan; change nothing."),
         enforcement_mode: Optional[str] = typer.Option(None, "--enforcement-mode",
-                                                       help="default | always | never (kept when omitted)."),
+                                                       metavar="{default,always,never}",
+                                                       help="Policy enforcement mode (kept when omitted)."),
         audit: Optional[bool] = typer.Option(None, "--audit/--no-audit",
                                              help="Report would-be drops as AUDIT and forward them."),
-        pool: Optional[str] = typer.Option(None, "--pool", help="Address pool for sandbox endpoints (CIDR)."),
+        pool: Optional[str] = typer.Option(None, "--pool", metavar="CIDR",
+                                           help="Address pool for sandbox endpoints."),
         agent: bool = typer.Option(True, "--agent/--no-agent",
                                    help="Start the node agent (flows, Hubble API, metrics, CNI requests)."),
-        cni_conf_dir: Optional[str] = typer.Option(None, "--cni-conf-dir",
+        cni_conf_dir: Optional[str] = typer.Option(None, "--cni-conf-dir", metavar="DIR",
                                                    help="Write the CNI conflist here (default /etc/cni/net.d)."),
-        cni_bin_dir: Optional[str] = typer.Option(None, "--cni-bin-dir",
+        cni_bin_dir: Optional[str] = typer.Option(None, "--cni-bin-dir", metavar="DIR",
                                                   help="Install the ciliumctl-cni plugin here (default /opt/cni/bin)."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Install into a cluster instead "
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE",
+                                                 help="Install into a cluster instead "
                                                  "(default: $KUBECONFIG; node mode without one)."),
-        context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context (cluster mode)."),
+        context: Optional[str] = typer.Option(None, "--context", metavar="NAME",
+                                              help="Kubeconfig context (cluster mode)."),
         image: Optional[str] = typer.Option(None, "--image", help="Agent image for the DaemonSet (cluster mode)."),
         wait: bool = typer.Option(False, "--wait", help="Cluster mode: wait until the DaemonSet is ready."),
-        output: Optional[str] = typer.Option(None, "-o", "--output",
-                                             help="Cluster mode with --dry-run: print the manifests (yaml|json)."),
+        output: Optional[str] = typer.Option(None, "-o", "--output", metavar="{yaml,json}",
+                                             help="Cluster mode with --dry-run: print the manifests."),
     ) -> None:
-        """Install the eBPF datapath on this node: checks, compile, load, pin (idempotent)."""
+        """Install the eBPF datapath on this node.
+
+        Checks the machine, compiles, loads and pins the datapath, starts the agent and installs the CNI
+        plugin. Idempotent. With a kubeconfig (--kubeconfig or $KUBECONFIG), deploys the agent DaemonSet into
+        the cluster instead."""
         kc = kubeconfig or os.environ.get("KUBECONFIG")
         if kc:
             _cluster("install", kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit,
@@ -120,10 +128,13 @@ def register(app: typer.Typer) -> None:
     @app.command("uninstall")
     def uninstall(
         dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed; change nothing."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Uninstall from a cluster instead "
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE",
+                                                 help="Uninstall from a cluster instead "
                                                  "(default: $KUBECONFIG; node mode without one)."),
     ) -> None:
-        """Remove every endpoint namespace, veth, route, program, map, pin and state file ciliumctl made."""
+        """Remove everything ciliumctl made on this node.
+
+        Every endpoint namespace, veth, route, program, map, pin and state file."""
         kc = kubeconfig or os.environ.get("KUBECONFIG")
         if kc:
             _cluster("uninstall", kc, dry_run=dry_run)

@@ -1,33 +1,100 @@
-"""The ciliumctl command tree. Each group lives in its own module; none imports heavy modules at start-up.
+"""The ciliumctl command tree. Commands load on use: the root's help lists them from COMMANDS without importing
+a command module, and `ciliumctl X ...` imports only X's module (start-up is part of the product).
 
 `app` is built on first use (module __getattr__), so that `policy validate`, which runs many times in CI jobs
 and hooks, can skip Typer entirely (ciliumctl.cli.policy_validate.fast_main)."""
 
 import sys
+from collections.abc import MutableMapping
+
+# name -> (module, the one line the root's help shows). A module either has `app` (a command group) or
+# `register(app)`, which adds its commands. tests/unit/test_cli_help.py checks each line against the first
+# line of the command's own help.
+COMMANDS = {
+    "install": ("ciliumctl.cli.install", "Install the eBPF datapath on this node."),
+    "uninstall": ("ciliumctl.cli.install", "Remove everything ciliumctl made on this node."),
+    "status": ("ciliumctl.cli.status", "Show the datapath, endpoints, policies and agent of this node."),
+    "policy": ("ciliumctl.cli.policy", "Validate, apply, trace and inspect network policies."),
+    "endpoint": ("ciliumctl.cli.endpoint", "Manage and inspect endpoints on this node."),
+    "observe": ("ciliumctl.cli.observe", "Observe flows: the datapath's verdicts, with pods and policies."),
+    "agent": ("ciliumctl.cli.agent", "Run the node agent: flows, Hubble API, metrics, CNI socket."),
+    "demo": ("ciliumctl.cli.demo", "Run Cilium's getting-started demo on a sandbox node."),
+    "version": ("ciliumctl.cli.version", "Print the ciliumctl version."),
+}
+
+
+def load_command(name: str):
+    """The click command of one entry of COMMANDS, built from its module."""
+    import importlib
+
+    import typer.main
+
+    from ciliumctl.cli.typer_app import App
+
+    module = importlib.import_module(COMMANDS[name][0])
+    group = getattr(module, "app", None)
+    if group is not None:
+        command = typer.main.get_command(group)
+    else:
+        holder = App()
+        holder.callback()(lambda: None)  # a callback makes typer build a group even for one command
+        module.register(holder)
+        command = typer.main.get_command(holder).commands[name]
+    command.name = name
+    return command
+
+
+class _LazyCommands(MutableMapping):
+    """The root's commands by name, each built on first lookup; names, `in` and len() load nothing."""
+
+    def __init__(self):
+        self._built: dict = {}
+
+    def __getitem__(self, name):
+        if name not in self._built:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._built[name] = load_command(name)
+        return self._built[name]
+
+    def __setitem__(self, name, command):
+        self._built[name] = command
+
+    def __delitem__(self, name):
+        del self._built[name]
+
+    def __contains__(self, name):
+        return name in COMMANDS or name in self._built
+
+    def __iter__(self):
+        return iter([*COMMANDS, *(n for n in self._built if n not in COMMANDS)])
+
+    def __len__(self):
+        return len(list(iter(self)))
 
 
 def _build_app():
-    import typer
+    from ciliumctl.cli.typer_app import App, Group
 
-    from ciliumctl.cli import agent, demo, endpoint, install, observe, policy, status, version
+    class Root(Group):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.commands = _LazyCommands()
 
-    app = typer.Typer(
+        def list_commands(self, ctx):
+            return list(self.commands)
+
+        def format_commands(self, ctx, formatter):  # from the index: listing commands loads none of them
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, line) for name, (_, line) in COMMANDS.items()])
+
+    app = App(
         name="ciliumctl",
         help="eBPF networking and security for Kubernetes nodes: install, policy, endpoint, observe.",
-        no_args_is_help=True,
-        add_completion=False,
-        pretty_exceptions_enable=False,
+        cls=Root,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-
-    app.add_typer(policy.app, name="policy")
-    app.add_typer(endpoint.app, name="endpoint")
-    install.register(app)
-    observe.register(app)
-    status.register(app)
-    version.register(app)
-    demo.register(app)
-    agent.register(app)
+    app.callback()(lambda: None)  # makes typer build the group; its commands come from COMMANDS
     return app
 
 
@@ -36,19 +103,18 @@ def __getattr__(name: str):
         app = globals()["app"] = _build_app()
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def run() -> None:
     """Console-script entry: user-facing errors become one line on stderr and an exit code."""
     from ciliumctl.base.errors import CiliumctlError
 
     try:
-        from ciliumctl.cli.policy_validate import fast_main
+        if sys.argv[1:3] == ["policy", "validate"]:
+            from ciliumctl.cli.policy_validate import fast_main
 
-        code = fast_main(sys.argv[1:])
-        if code is not None:
-            sys.exit(code)
-        __getattr__("app")()  # standalone mode: usage errors print click's message and exit 2
+            code = fast_main(sys.argv[1:])
+            if code is not None:
+                sys.exit(code)
+        __getattr__("app")(prog_name="ciliumctl")  # standalone mode: usage errors print click's message and exit 2
     except CiliumctlError as err:
         sys.stderr.write(f"Error: {err}\n")
         sys.exit(err.exit_code)
@@ -70,3 +136,4 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
+

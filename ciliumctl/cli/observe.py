@@ -4,12 +4,13 @@ Flags -> filters (ciliumctl.flows.filters) -> gRPC stream (ciliumctl.flows.clien
 from typing import List, Optional
 
 import typer
-from typer.core import TyperCommand
+
+from ciliumctl.cli.typer_app import Command
 
 _S = List[str]
 
 
-class _OrderedArgs(TyperCommand):
+class _OrderedArgs(Command):
     """Keeps the raw argument list: --not applies to the filter flag that follows it, so order matters."""
 
     def parse_args(self, ctx, args):
@@ -17,58 +18,70 @@ class _OrderedArgs(TyperCommand):
         return super().parse_args(ctx, args)
 
 
-def _opt(*decls, help: str, default=None):
-    return typer.Option(default, *decls, help=help, show_default=False)
+def _opt(*decls, metavar: str, help: str, default=None):
+    return typer.Option(default, *decls, metavar=metavar, help=help, show_default=False)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("observe", cls=_OrderedArgs)
     def observe(
         ctx: typer.Context,
-        last: Optional[int] = _opt("--last", help="Get the last N flows (default 20 without --follow/--since)."),
-        first: Optional[int] = _opt("--first", help="Get the first N flows in the buffer."),
+        last: Optional[int] = _opt("--last", metavar="N",
+                                   help="Get the last N flows (default 20 without --follow/--since)."),
+        first: Optional[int] = _opt("--first", metavar="N", help="Get the first N flows in the buffer."),
         all_: bool = typer.Option(False, "--all", help="Get all flows in the buffer."),
         follow: bool = typer.Option(False, "-f", "--follow", help="Follow new flows as they arrive."),
-        since: Optional[str] = _opt("--since", help="Flows since this time: RFC 3339 or a duration ago (5m)."),
-        until: Optional[str] = _opt("--until", help="Flows until this time: RFC 3339 or a duration ago."),
-        pod: _S = _opt("--pod", help="Flows from or to a pod: NAME-PREFIX or NAMESPACE/NAME-PREFIX."),
-        from_pod: _S = _opt("--from-pod", help="Flows from a pod: NAME-PREFIX or NAMESPACE/NAME-PREFIX."),
-        to_pod: _S = _opt("--to-pod", help="Flows to a pod: NAME-PREFIX or NAMESPACE/NAME-PREFIX."),
-        namespace: _S = _opt("-n", "--namespace", help="Flows from or to a namespace."),
-        ip: _S = _opt("--ip", help="Flows from or to an IP or CIDR."),
-        from_ip: _S = _opt("--from-ip", help="Flows from an IP or CIDR."),
-        to_ip: _S = _opt("--to-ip", help="Flows to an IP or CIDR."),
-        label: _S = _opt("-l", "--label", help="Flows from or to endpoints matching a label selector."),
-        from_label: _S = _opt("--from-label", help="Flows from endpoints matching a label selector."),
-        to_label: _S = _opt("--to-label", help="Flows to endpoints matching a label selector."),
-        port: _S = _opt("--port", help="Flows from or to an L4 port."),
-        from_port: _S = _opt("--from-port", help="Flows from an L4 port."),
-        to_port: _S = _opt("--to-port", help="Flows to an L4 port."),
-        from_namespace: _S = _opt("--from-namespace", help="Flows from a namespace."),
-        to_namespace: _S = _opt("--to-namespace", help="Flows to a namespace."),
-        identity: _S = _opt("--identity", help="Flows from or to a security identity."),
-        from_identity: _S = _opt("--from-identity", help="Flows from a security identity."),
-        to_identity: _S = _opt("--to-identity", help="Flows to a security identity."),
-        node_name: _S = _opt("--node-name", help="Flows of a node (glob pattern, e.g. node-*)."),
-        uuid: _S = _opt("--uuid", help="The flow with this UUID."),
-        tcp_flags: _S = _opt("--tcp-flags", help="TCP flows with these flags set, e.g. SYN or SYN,ACK."),
-        protocol: _S = _opt("--protocol", help="Flows of an L4 protocol: tcp, udp, icmp, sctp."),
-        verdict: _S = _opt("--verdict", help="Flows with a verdict: FORWARDED, DROPPED, AUDIT, ..."),
-        drop_reason_desc: _S = _opt("--drop-reason-desc", help="Drops with a reason, e.g. POLICY_DENIED."),
-        traffic_direction: _S = _opt("--traffic-direction", help="ingress or egress."),
-        type_: _S = _opt("-t", "--type", help="Event type: drop, trace, policy-verdict (trace:to-endpoint, ...)."),
+        since: Optional[str] = _opt("--since", metavar="DURATION|RFC3339",
+                                    help="Flows since this time: RFC 3339 or a duration ago (5m)."),
+        until: Optional[str] = _opt("--until", metavar="DURATION|RFC3339",
+                                    help="Flows until this time: RFC 3339 or a duration ago."),
+        pod: _S = _opt("--pod", metavar="[NS/]POD", help="Flows from or to a pod (name prefix)."),
+        from_pod: _S = _opt("--from-pod", metavar="[NS/]POD", help="Flows from a pod (name prefix)."),
+        to_pod: _S = _opt("--to-pod", metavar="[NS/]POD", help="Flows to a pod (name prefix)."),
+        namespace: _S = _opt("-n", "--namespace", metavar="NAMESPACE", help="Flows from or to a namespace."),
+        ip: _S = _opt("--ip", metavar="IP|CIDR", help="Flows from or to an address."),
+        from_ip: _S = _opt("--from-ip", metavar="IP|CIDR", help="Flows from an address."),
+        to_ip: _S = _opt("--to-ip", metavar="IP|CIDR", help="Flows to an address."),
+        label: _S = _opt("-l", "--label", metavar="SELECTOR",
+                         help="Flows from or to endpoints matching a label selector."),
+        from_label: _S = _opt("--from-label", metavar="SELECTOR",
+                              help="Flows from endpoints matching a label selector."),
+        to_label: _S = _opt("--to-label", metavar="SELECTOR", help="Flows to endpoints matching a label selector."),
+        port: _S = _opt("--port", metavar="PORT", help="Flows from or to an L4 port."),
+        from_port: _S = _opt("--from-port", metavar="PORT", help="Flows from an L4 port."),
+        to_port: _S = _opt("--to-port", metavar="PORT", help="Flows to an L4 port."),
+        from_namespace: _S = _opt("--from-namespace", metavar="NAMESPACE", help="Flows from a namespace."),
+        to_namespace: _S = _opt("--to-namespace", metavar="NAMESPACE", help="Flows to a namespace."),
+        identity: _S = _opt("--identity", metavar="ID", help="Flows from or to a security identity."),
+        from_identity: _S = _opt("--from-identity", metavar="ID", help="Flows from a security identity."),
+        to_identity: _S = _opt("--to-identity", metavar="ID", help="Flows to a security identity."),
+        node_name: _S = _opt("--node-name", metavar="GLOB", help="Flows of a node, e.g. node-*."),
+        uuid: _S = _opt("--uuid", metavar="UUID", help="The flow with this UUID."),
+        tcp_flags: _S = _opt("--tcp-flags", metavar="FLAGS", help="TCP flows with these flags set: SYN or SYN,ACK."),
+        protocol: _S = _opt("--protocol", metavar="PROTO", help="Flows of an L4 protocol: tcp, udp, icmp, sctp."),
+        verdict: _S = _opt("--verdict", metavar="VERDICT", help="Flows with a verdict: FORWARDED, DROPPED, AUDIT..."),
+        drop_reason_desc: _S = _opt("--drop-reason-desc", metavar="REASON",
+                                    help="Drops with a reason, e.g. POLICY_DENIED."),
+        traffic_direction: _S = _opt("--traffic-direction", metavar="{ingress,egress}",
+                                     help="Flows in this direction."),
+        type_: _S = _opt("-t", "--type", metavar="TYPE[:SUBTYPE]",
+                         help="Event type: drop, trace, policy-verdict (trace:to-endpoint, ...)."),
         not_: bool = typer.Option(False, "--not", help="Turn the next filter flag into an exclusion."),
-        output: str = typer.Option("compact", "-o", "--output",
-                                   help="compact, dict, json, jsonpb (json is the same), table."),
+        output: str = typer.Option("compact", "-o", "--output", metavar="{compact,dict,json,jsonpb,table}",
+                                   help="Output format (json is jsonpb)."),
         print_policy_names: bool = typer.Option(False, "--print-policy-names",
                                                 help="Show the policies that allowed or denied each flow."),
         print_node_name: bool = typer.Option(False, "--print-node-name", help="Show the node of each flow."),
-        aggregate_by: Optional[str] = _opt("--aggregate-by",
+        aggregate_by: Optional[str] = _opt("--aggregate-by", metavar="FIELDS",
                                            help="Count flows per FIELDS (comma-separated: source, destination, "
                                                 "port, verdict, protocol, type, direction, drop-reason, policy)."),
-        server: Optional[str] = _opt("--server", help="Hubble API address (default: the agent's unix socket)."),
+        server: Optional[str] = _opt("--server", metavar="ADDRESS",
+                                     help="Hubble API address (default: the agent's unix socket)."),
     ) -> None:
-        """Observe flows: every verdict of the datapath, enriched with endpoints and policy names."""
+        """Observe flows: the datapath's verdicts, with pods and policies.
+
+        Every verdict of the datapath, enriched with endpoint and policy names, read from the agent's Hubble
+        API; the flags, filters and formats are hubble observe's."""
         import os
         import sys
 

@@ -1,10 +1,9 @@
 """`ciliumctl policy ...`: each subcommand family lives in its own module."""
 
-import typer
-
 from ciliumctl.cli import policy_store, policy_trace, policy_validate
+from ciliumctl.cli.typer_app import App
 
-app = typer.Typer(help="Validate, apply, trace and inspect network policies.", no_args_is_help=True)
+app = App(help="Validate, apply, trace and inspect network policies.")
 
 policy_validate.register(app)
 policy_trace.register(app)

@@ -52,11 +52,14 @@ _KUBECONFIG_HELP = "Use the cluster's policies (default: $KUBECONFIG; this node'
 def register(app: typer.Typer) -> None:
     @app.command("apply")
     def apply(
-        files: List[str] = typer.Option(..., "--filename", "-f", help="Policy file or directory (repeatable)."),
+        files: List[str] = typer.Option(..., "--filename", "-f", metavar="FILE|DIR",
+                                        help="Policy file or directory (repeatable)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the map changes; change nothing."),
         kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
     ) -> None:
-        """Validate, store and enforce policies on this node; an invalid set changes nothing."""
+        """Validate, store and enforce policies on this node.
+
+        An invalid set changes nothing."""
         from ciliumctl.node import policy_ops
         from ciliumctl.policy import checked
 
@@ -102,7 +105,9 @@ def register(app: typer.Typer) -> None:
         no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table header."),
         kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
     ) -> None:
-        """List stored policies, or show one (-o yaml for the whole object)."""
+        """List stored policies, or show one.
+
+        -o yaml prints the whole objects."""
         from ciliumctl.cli.common import print_data
         from ciliumctl.base.errors import UsageError
         from ciliumctl.policy import store

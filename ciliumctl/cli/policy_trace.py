@@ -23,18 +23,19 @@ def register(app: typer.Typer) -> None:
         dport: Optional[str] = typer.Option(None, "--dport", metavar="PORT/PROTO",
                                             help="Destination port/protocol: 80/tcp, 53/udp, 8/icmp "
                                                  "(ICMP type). Omitted: all traffic (L3 only)."),
-        files: List[str] = typer.Option([], "--file", "-f", metavar="PATH", help="Policy file or directory (repeatable)."),
-        mode: Optional[str] = typer.Option(None, "--mode", metavar="MODE",
-                                           help="Enforcement mode: default, always or never (default: default; "
-                                                "with --live: the node's)."),
+        files: List[str] = typer.Option([], "--file", "-f", metavar="FILE|DIR",
+                                         help="Policy file or directory (repeatable)."),
+        mode: Optional[str] = typer.Option(None, "--mode", metavar="{default,always,never}",
+                                           help="Enforcement mode (default: default; with --live: the node's)."),
         node_labels: List[str] = typer.Option([], "--node-labels", metavar="LABELS",
                                               help="Labels of the node k=v[,k=v]: the host becomes an endpoint "
                                                    "that nodeSelector rules select."),
         live: bool = typer.Option(False, "--live", help="Use this node's endpoints, policies and mode."),
-        output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml"),
+        output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
     ) -> None:
-        """Trace a connection through policy: egress of the source, ingress of the destination, final verdict.
+        """Trace a connection through policy: allowed or denied, and why.
 
+        Egress of the source, ingress of the destination, and the final verdict.
         Exit 0 when allowed, 1 when denied, 2 on bad input (an invalid policy included)."""
         from ciliumctl.cli.common import console, print_data
         from ciliumctl.base.errors import UsageError

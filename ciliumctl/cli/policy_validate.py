@@ -19,10 +19,10 @@ def register(app) -> None:
 
     @app.command("validate")
     def validate_cmd(
-        paths: List[str] = typer.Argument(..., metavar="PATH...",
+        paths: List[str] = typer.Argument(..., metavar="PATH",
                                           help="Policy files or folders (searched recursively for .yaml, .yml, "
                                                ".json); - reads stdin."),
-        output: ValidateOutput = typer.Option(ValidateOutput.text, "--output", "-o", help="text|json|sarif"),
+        output: ValidateOutput = typer.Option(ValidateOutput.text, "--output", "-o", help="Output format."),
         strict: bool = typer.Option(False, "--strict",
                                     help="Also refuse what `kubectl apply` refuses: unknown or duplicate fields, "
                                          "names the API server rejects, and the CRD schema's checks."),
@@ -40,9 +40,11 @@ def register(app) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q",
                                    help="Text output: only documents with findings, and the summary."),
     ) -> None:
-        """Check policies as Cilium 1.19's agent would import them, with file:line:col for every finding.
+        """Check policies as Cilium 1.19's agent would import them.
 
-        Kinds: CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy (also inside List objects).
+        Every finding has its file:line:col. Kinds: CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy,
+        NetworkPolicy (also inside List objects).
+
         Exit 0 when all are valid (warnings allowed), 1 when some are invalid, 2 on usage or read errors."""
         code = validate_paths(paths, output.value, strict=strict, schema=schema,
                               node_selector_labels=node_selector_labels,

@@ -68,7 +68,9 @@ def register(app: typer.Typer) -> None:
                                                  "(DaemonSet readiness, per-node agent health)."),
         context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context (cluster mode)."),
     ) -> None:
-        """Datapath programs and maps (with their fill), endpoints, policy revision, enforcement mode, lost events,
+        """Show the datapath, endpoints, policies and agent of this node.
+
+        Datapath programs and maps (with their fill), endpoints, policy revision, enforcement mode, lost events,
         the agent."""
         from ciliumctl.cli.common import print_data
 

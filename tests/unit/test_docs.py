@@ -1,5 +1,6 @@
 """Completions and man pages are generated from the Typer app: stale files, broken scripts or a command tree
-that pulls heavy modules into start-up fail here."""
+that pulls heavy modules into start-up fail here, and so does a CNI plugin that needs more than the standard
+library."""
 
 import shutil
 import subprocess
@@ -67,3 +68,18 @@ def test_help_does_not_import_heavy_modules():
 
 def test_bash_offers_enum_choices_after_an_option():
     assert set(_bash_complete("ciliumctl", "policy", "validate", "-o", "")) == {"text", "json", "sarif"}
+
+
+def test_cni_plugin_imports_only_the_standard_library():
+    # the installed launcher runs `python -S` (no site-packages) once per pod ADD/DEL: ciliumctl/node/cni_install.py
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            "import ciliumctl.endpoints.cni_plugin\n"
+            "ours = {'__main__', 'ciliumctl', 'ciliumctl.endpoints', 'ciliumctl.endpoints.cni_plugin'}\n"
+            "print('OTHER', sorted(m for m in sys.modules if m not in ours and m.split('.')[0] not in "
+            "sys.stdlib_module_names))")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "OTHER []", out
+
+
+def test_bash_offers_the_choices_a_metavar_lists():
+    assert set(_bash_complete("ciliumctl", "install", "--enforcement-mode", "")) == {"default", "always", "never"}

@@ -1,0 +1,102 @@
+"""The Typer app and command classes every ciliumctl command is declared with, so that help reads the same
+everywhere: plain click help as kubectl and cilium print it (no boxes, fits 80 columns, usage errors in the
+same `Error:` line style as ours), metavars that say what to type, none on flags.
+
+Typer shows the Python annotation where a metavar goes (`<str>`, `<list[str]>`) and usage lines such as
+`{PATH...}...`; the classes below replace that with `metavar_of` / `argument_name`, which docgen uses too."""
+
+import enum
+
+import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+
+def choices_of(param) -> list[str]:
+    """The values an option accepts when they are a fixed set: an Enum annotation or a `{a,b,c}` metavar."""
+    if param.metavar and param.metavar.startswith("{") and param.metavar.endswith("}"):
+        return param.metavar[1:-1].split(",")
+    members = param.type_descriptor.choices or ()
+    return [m.value if isinstance(m, enum.Enum) else str(m) for m in members]
+
+
+def metavar_of(param) -> str:
+    """What to type after an option: its own metavar, `{a,b}` for a fixed set, N for a number, else its long
+    name (--namespace NAMESPACE); empty for a flag."""
+    if param.is_flag or param.count:
+        return ""
+    if param.metavar:
+        return param.metavar
+    choices = choices_of(param)
+    if choices:
+        return "{" + ",".join(choices) + "}"
+    if param.type_descriptor.annotation in (int, float):
+        return "N"
+    return max(param.opts, key=len).lstrip("-").upper()
+
+
+def argument_name(param) -> str:
+    """An argument as help shows it: NAME, or PATH... when it takes several."""
+    name = param.metavar or (param.name or "arg").upper()
+    return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
+
+
+def argument_usage(param) -> str:
+    """An argument in a usage line: NAME when required, [NAME] when not."""
+    return argument_name(param) if param.required else f"[{argument_name(param)}]"
+
+
+class _Option(TyperOption):
+    def display_type_rich(self, ctx):
+        return metavar_of(self) or None
+
+
+class _Argument(TyperArgument):
+    @property
+    def display_name_raw(self) -> str:  # also click's "Missing argument 'NAME'"
+        return self.metavar or (self.name or "arg").upper()
+
+    def display_type_rich(self, ctx):
+        return None  # the name column already says what to type
+
+    def _rich_display_name(self) -> str:
+        return argument_name(self)
+
+    def _usage_display_name(self) -> str:
+        return argument_usage(self)
+
+
+def _restyle(params: list) -> list:
+    """Give typer's parameters our help display. The subclasses add no state, so changing the class of the
+    objects typer built is safe; typer offers no other hook for how a parameter is shown."""
+    for param in params:
+        if type(param) is TyperOption:
+            param.__class__ = _Option
+        elif type(param) is TyperArgument:
+            param.__class__ = _Argument
+    return params
+
+
+class Command(TyperCommand):
+    def __init__(self, *args, params=None, **kwargs):
+        super().__init__(*args, params=_restyle(list(params or [])), **kwargs)
+
+
+class Group(TyperGroup):
+    def __init__(self, *args, params=None, **kwargs):
+        super().__init__(*args, params=_restyle(list(params or [])), **kwargs)
+
+
+class App(typer.Typer):
+    """typer.Typer with ciliumctl's defaults: plain help, no completion flags (completions/ is generated),
+    a group that shows its help when called without a command."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("cls", Group)
+        kwargs.setdefault("rich_markup_mode", None)
+        kwargs.setdefault("add_completion", False)
+        kwargs.setdefault("no_args_is_help", True)
+        kwargs.setdefault("pretty_exceptions_enable", False)
+        super().__init__(**kwargs)
+
+    def command(self, name=None, *, cls=None, **kwargs):
+        return super().command(name, cls=cls or Command, **kwargs)
