@@ -32,6 +32,8 @@
 #define CTL_MATCH_L3_L4    2
 #define CTL_MATCH_L4_ONLY  3
 #define CTL_MATCH_ALL      4
+#define CTL_MATCH_L3_PROTO 5
+#define CTL_MATCH_PROTO_ONLY 6
 
 /* Cilium trace observation points: enum trace_point in bpf/lib/trace.h, Trace* in pkg/monitor/api/types.go.
  * to-endpoint is 0 (TRACE_TO_LXC) here; flow.proto names it TO_ENDPOINT = 101 in trace_observation_point. */

@@ -28,7 +28,7 @@ DROP_UNKNOWN_L3 = 139   # IPv6 in an enforced direction (the datapath enforces I
 DROP_POLICY_DENY = 181
 
 # Cilium policy match types (bpf/lib/policy.h POLICY_MATCH_*, pkg/monitor/api/types.go PolicyMatch*)
-MATCH_NONE, MATCH_L3_ONLY, MATCH_L3_L4, MATCH_L4_ONLY, MATCH_ALL = range(5)
+MATCH_NONE, MATCH_L3_ONLY, MATCH_L3_L4, MATCH_L4_ONLY, MATCH_ALL, MATCH_L3_PROTO, MATCH_PROTO_ONLY = range(7)
 
 # Cilium trace observation points (bpf/lib/trace.h enum trace_point, pkg/monitor/api/types.go Trace*)
 OBS_TO_ENDPOINT = 0     # TRACE_TO_LXC; flow.proto's trace_observation_point calls it TO_ENDPOINT = 101

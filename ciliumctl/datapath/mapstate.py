@@ -18,7 +18,8 @@ from ciliumctl.base.errors import UsageError
 from ciliumctl.policy.resolved import (PROTO_ANY, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, PolicyEntry, PortRange,
                                        ResolvedState, RuleOrigin)
 
-MATCH_NONE, MATCH_L3_ONLY, MATCH_L3_L4, MATCH_L4_ONLY, MATCH_ALL = range(5)
+from ciliumctl.datapath.events import (MATCH_ALL, MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L3_PROTO, MATCH_L4_ONLY,
+                                      MATCH_PROTO_ONLY)
 
 
 @dataclass
@@ -70,10 +71,14 @@ def _expand_protocols(entry: PolicyEntry) -> list[tuple[int, int, int]]:
     return [(p.proto, p.lo, p.hi)]
 
 
-def _match_type(identity: int, proto: int) -> int:
-    if identity:
-        return MATCH_L3_ONLY if proto == PROTO_ANY else MATCH_L3_L4
-    return MATCH_ALL if proto == PROTO_ANY else MATCH_L4_ONLY
+def _match_type(identity: int, key: tuple[int, int, int]) -> int:
+    """Cilium's POLICY_MATCH_* for an entry: with or without a peer identity, by what of L4 it names."""
+    proto, _port, plen = key
+    if proto == PROTO_ANY:
+        return MATCH_L3_ONLY if identity else MATCH_ALL
+    if plen == maps.POLICY_PROTO_BITS:      # a protocol, any port
+        return MATCH_L3_PROTO if identity else MATCH_PROTO_ONLY
+    return MATCH_L3_L4 if identity else MATCH_L4_ONLY
 
 
 def _prefix_bits(proto: int, port: int, pbits: int) -> tuple[int, int, int]:
@@ -164,14 +169,14 @@ def compile_policy(state: ResolvedState, slot: int) -> tuple[dict[bytes, bytes],
             for identity, entries in groups.items():
                 check = identity in has_deny
                 for k, (deny, origins) in entries.items():
-                    mtype = _match_type(identity, k[0])
+                    mtype = _match_type(identity, k)
                     if check and not deny:
                         # stored as the most specific deny that covers it, if any
                         for anc in _ancestors(k):
                             cover = entries.get(anc)
                             if cover is not None and cover[0]:
                                 deny, origins = True, cover[1]
-                                mtype = _match_type(identity, anc[0])
+                                mtype = _match_type(identity, anc)
                                 break
                     cookie = cookie_by_id.get(id(origins))
                     if cookie is None:

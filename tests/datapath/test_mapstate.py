@@ -9,7 +9,8 @@ import random
 import pytest
 
 from ciliumctl.datapath import maps
-from ciliumctl.datapath.mapstate import (MATCH_ALL, MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L4_ONLY, compile_state,
+from ciliumctl.datapath.mapstate import (MATCH_ALL, MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L3_PROTO, MATCH_L4_ONLY,
+                                         MATCH_PROTO_ONLY, compile_state,
                                          port_prefixes)
 from ciliumctl.base.errors import UsageError
 from ciliumctl.policy.resolved import (PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, DirectionPolicy,
@@ -157,7 +158,7 @@ def test_less_specific_deny_overrides_more_specific_allow_in_the_same_lookup():
                PolicyEntry(1001, PortRange(PROTO_TCP, 0, 0), True, _origin("deny", "ingressDeny"))]
     ms = compile_state(_state(entries), slot=0)
     allowed, by_rule, mtype, cookie = kernel_model(ms, Direction.INGRESS, 7, 1001, PROTO_TCP, 80)
-    assert not allowed and by_rule and mtype == MATCH_L3_L4
+    assert not allowed and by_rule and mtype == MATCH_L3_PROTO     # the deny names TCP, no port
     assert ms.cookies[cookie][0].name == "deny"
 
 
@@ -165,17 +166,21 @@ def test_match_types_and_cookies():
     entries = [PolicyEntry(1001, PortRange(0), False, _origin("l3")),
                PolicyEntry(1002, PortRange(PROTO_UDP, 53, 53), False, _origin("l3l4")),
                PolicyEntry(0, PortRange(PROTO_TCP, 443, 443), False, _origin("l4")),
-               PolicyEntry(0, PortRange(PROTO_ICMP, 8, 8), False, _origin("icmp"))]
+               PolicyEntry(0, PortRange(PROTO_ICMP, 8, 8), False, _origin("icmp")),
+               PolicyEntry(1003, PortRange(PROTO_TCP, 0, 0), False, _origin("l3proto")),
+               PolicyEntry(0, PortRange(PROTO_UDP, 0, 0), False, _origin("proto"))]
     ms = compile_state(_state(entries, direction="egress"), slot=1)
     e = Direction.EGRESS
     assert kernel_model(ms, e, 7, 1001, PROTO_TCP, 5)[2] == MATCH_L3_ONLY
     assert kernel_model(ms, e, 7, 1002, PROTO_UDP, 53)[2] == MATCH_L3_L4
     assert kernel_model(ms, e, 7, 9999, PROTO_TCP, 443)[2] == MATCH_L4_ONLY
+    assert kernel_model(ms, e, 7, 1003, PROTO_TCP, 22)[2] == MATCH_L3_PROTO      # Cilium's L3-Proto
+    assert kernel_model(ms, e, 7, 9999, PROTO_UDP, 9)[2] == MATCH_PROTO_ONLY     # Cilium's Proto-Only
     assert kernel_model(ms, e, 7, 9999, PROTO_ICMP, 8)[0]          # echo request: type 8
     assert not kernel_model(ms, e, 7, 9999, PROTO_ICMP, 0)[0]
     assert not kernel_model(ms, Direction.INGRESS, 7, 1001, PROTO_TCP, 5)[0]   # other direction: nothing
     names = {c: o[0].name for c, o in ms.cookies.items()}
-    assert sorted(names.values()) == ["icmp", "l3", "l3l4", "l4"]
+    assert sorted(names.values()) == ["icmp", "l3", "l3l4", "l3proto", "l4", "proto"]
     allow_all = compile_state(_state([PolicyEntry(0, PortRange(0), False, _origin("all"))]), slot=0)
     assert kernel_model(allow_all, Direction.INGRESS, 7, 5, PROTO_UDP, 1)[2] == MATCH_ALL
 

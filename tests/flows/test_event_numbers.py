@@ -27,4 +27,5 @@ def test_the_datapath_speaks_ciliums_monitor_numbers():
     assert [names.DROP_REASONS[c] for c in (ev.DROP_POLICY, ev.DROP_UNKNOWN_L3, ev.DROP_POLICY_DENY)] == \
         ["Policy denied", "Unsupported L3 protocol", "Policy denied by denylist"]
     assert [names.MATCH_TYPES[m] for m in (ev.MATCH_NONE, ev.MATCH_L3_ONLY, ev.MATCH_L3_L4, ev.MATCH_L4_ONLY,
-                                           ev.MATCH_ALL)] == ["none", "L3-Only", "L3-L4", "L4-Only", "all"]
+                                           ev.MATCH_ALL, ev.MATCH_L3_PROTO, ev.MATCH_PROTO_ONLY)] == \
+        ["none", "L3-Only", "L3-L4", "L4-Only", "all", "L3-Proto", "Proto-Only"]
