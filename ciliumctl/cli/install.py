@@ -84,8 +84,9 @@ def register(app: typer.Typer) -> None:
                                              help="Report would-be drops as AUDIT and forward them."),
         pool: Optional[str] = typer.Option(None, "--pool", metavar="CIDR",
                                            help="Address pool for sandbox endpoints."),
-        agent: bool = typer.Option(True, "--agent/--no-agent",
-                                   help="Start the node agent (flows, Hubble API, metrics, CNI requests)."),
+        agent: bool = typer.Option(True, "--agent/--no-agent", show_default=False,
+                                   help="Start the node agent (flows, Hubble API, metrics, CNI requests); "
+                                        "on by default."),
         cni_conf_dir: Optional[str] = typer.Option(None, "--cni-conf-dir", metavar="DIR",
                                                    help="Write the CNI conflist here (default /etc/cni/net.d)."),
         cni_bin_dir: Optional[str] = typer.Option(None, "--cni-bin-dir", metavar="DIR",

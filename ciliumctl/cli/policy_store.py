@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         files: List[str] = typer.Option(..., "--filename", "-f", metavar="FILE|DIR",
                                         help="Policy file or directory (repeatable)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the map changes; change nothing."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
     ) -> None:
         """Validate, store and enforce policies on this node.
 
@@ -101,9 +101,9 @@ def register(app: typer.Typer) -> None:
     def get(
         name: Optional[str] = typer.Argument(None, help="Policy name (all when omitted)."),
         namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace (default: all)."),
-        output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml"),
+        output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
         no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table header."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
     ) -> None:
         """List stored policies, or show one.
 
@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
         namespace: Optional[str] = typer.Option(None, "--namespace", "-n",
                                                 help="Namespace of the policy (default: default)."),
         kind: Optional[str] = typer.Option(None, "--kind", help="cnp, ccnp or netpol when the name is ambiguous."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help=_KUBECONFIG_HELP),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
     ) -> None:
         """Delete a stored policy and stop enforcing it."""
         from ciliumctl.node import policy_ops

@@ -63,10 +63,12 @@ def _lines(st: dict) -> list[tuple[str, str]]:
 def register(app: typer.Typer) -> None:
     @app.command("status")
     def _cmd(
-        output: Output = typer.Option(Output.table, "--output", "-o", help="table|json|yaml"),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Report the cluster install instead "
+        output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
+        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE",
+                                                 help="Report the cluster install instead "
                                                  "(DaemonSet readiness, per-node agent health)."),
-        context: Optional[str] = typer.Option(None, "--context", help="Kubeconfig context (cluster mode)."),
+        context: Optional[str] = typer.Option(None, "--context", metavar="NAME",
+                                              help="Kubeconfig context (cluster mode)."),
     ) -> None:
         """Show the datapath, endpoints, policies and agent of this node.
 
