@@ -137,7 +137,7 @@ _ciliumctl() {
                 --filename|-f) return;;
                 --kubeconfig) return;;
             esac
-            COMPREPLY=($(compgen -W "--filename -f --dry-run --kubeconfig --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--filename -f --dry-run --kubeconfig --strict-enforcement --help -h" -- "$cur"));;
         "policy delete")
             case "$prev" in
                 --namespace|-n) return;;

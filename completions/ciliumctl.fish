@@ -126,6 +126,7 @@ complete -c ciliumctl -n '__fish_seen_subcommand_from policy' -l help -s h -d 'S
 complete -c ciliumctl -n '__fish_seen_subcommand_from apply; and __fish_seen_subcommand_from policy' -l filename -s f -r -d 'Policy file or directory (repeatable).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from apply; and __fish_seen_subcommand_from policy' -l dry-run -d 'Validate and show the map changes; change nothing.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from apply; and __fish_seen_subcommand_from policy' -l kubeconfig -r -d 'Use the cluster\'s policies (default: $KUBECONFIG; this node\'s store without one).'
+complete -c ciliumctl -n '__fish_seen_subcommand_from apply; and __fish_seen_subcommand_from policy' -l strict-enforcement -d 'Refuse policies with parts the datapath does not enforce yet (L7 rules, toFQDNs, host policies, ...): exit 1, nothing applied.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from apply; and __fish_seen_subcommand_from policy' -l help -s h -d 'Show this message and exit.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from delete; and __fish_seen_subcommand_from policy' -l namespace -s n -r -d 'Namespace of the policy (default: default).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from delete; and __fish_seen_subcommand_from policy' -l kind -r -d 'cnp, ccnp or netpol when the name is ambiguous.'

@@ -28,6 +28,14 @@ def _print_findings(reports) -> None:
             sys.stderr.write(f"{where}: {getattr(f, 'severity', 'error')}: {getattr(f, 'message', f)}{path}\n")
 
 
+def _print_gaps(gaps, refused: bool = False) -> None:
+    """One line per part the datapath does not enforce (policy.enforcement_gaps), on stderr."""
+    import sys
+
+    for g in gaps:
+        sys.stderr.write((g.error() if refused else g.warning()) + "\n")
+
+
 def _kubeconfig(flag: Optional[str]) -> Optional[str]:
     import os
 
@@ -56,24 +64,33 @@ def register(app: typer.Typer) -> None:
                                         help="Policy file or directory (repeatable)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the map changes; change nothing."),
         kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
+        strict: bool = typer.Option(False, "--strict-enforcement",
+                                    help="Refuse policies with parts the datapath does not enforce yet (L7 rules, "
+                                         "toFQDNs, host policies, ...): exit 1, nothing applied."),
     ) -> None:
         """Validate, store and enforce policies on this node.
 
-        An invalid set changes nothing."""
+        An invalid set changes nothing. Parts the datapath does not enforce yet are named on stderr
+        (file:line:col); --strict-enforcement refuses them."""
         from ciliumctl.node import policy_ops
-        from ciliumctl.policy import checked
+        from ciliumctl.policy import checked, enforcement_gaps
 
         kc = _kubeconfig(kubeconfig)
         if kc:
             warned: list = []
+            gaps: list = []
             try:
                 results = _cluster().apply_policies(files, kubeconfig=kc, dry_run="client" if dry_run else "none",
-                                                    warnings=warned)
+                                                    warnings=warned, strict=strict, gaps=gaps)
             except checked.InvalidPolicies as err:
                 _print_findings(err.reports)
                 raise
+            except enforcement_gaps.UnenforcedPolicies as err:
+                _print_gaps(err.gaps, refused=True)
+                raise
             if warned:
                 _print_findings(warned)
+            _print_gaps(gaps)
             for r in results:
                 typer.echo(r.line())
             return
@@ -85,7 +102,12 @@ def register(app: typer.Typer) -> None:
         warned = [r for r in reports if getattr(r, "warnings", None)]
         if warned:
             _print_findings(warned)
-        result = policy_ops.apply_policies(docs, dry_run=dry_run)
+        try:
+            result = policy_ops.apply_policies(docs, dry_run=dry_run, strict=strict)
+        except enforcement_gaps.UnenforcedPolicies as err:
+            _print_gaps(err.gaps, refused=True)
+            raise
+        _print_gaps(result.gaps)
         suffix = " (dry run)" if dry_run else ""
         for c in result.changes:
             typer.echo(f"{c.resource} {c.verb}{suffix}")
@@ -110,7 +132,8 @@ def register(app: typer.Typer) -> None:
         -o yaml prints the whole objects."""
         from ciliumctl.cli.common import print_data
         from ciliumctl.base.errors import UsageError
-        from ciliumctl.policy import store
+        from ciliumctl.node.view import policy_enforcement
+        from ciliumctl.policy import enforcement_gaps, store
 
         kc = _kubeconfig(kubeconfig)
         if kc:
@@ -120,9 +143,9 @@ def register(app: typer.Typer) -> None:
             if output != Output.table:
                 print_data(objs[0] if name and len(objs) == 1 else objs, output)
                 return
-            head = ["KIND", "NAMESPACE", "NAME", "VALID", "MESSAGE"]
+            head = ["KIND", "NAMESPACE", "NAME", "VALID", "ENFORCED", "MESSAGE"]
             table = [] if no_headers else [head]
-            table += [[r["kind"], r["namespace"] or "-", r["name"], r["valid"], r["message"]]
+            table += [[r["kind"], r["namespace"] or "-", r["name"], r["valid"], r["enforced"], r["message"]]
                       for r in cl.policy_rows(objs)]
             _echo_table(table)
             return
@@ -131,12 +154,15 @@ def register(app: typer.Typer) -> None:
             p for p in store.load_all() if namespace is None or p.namespace in (namespace, "")]
         if name and not found:
             raise UsageError(f"policy {name!r} not found; see `ciliumctl policy get`")
+        enforced = [policy_enforcement(p) for p in found]
         if output != Output.table:
-            objs = [p.data for p in found]
+            # the Enforced condition as the agent puts it on the policy's status in cluster mode
+            objs = [{**p.data, "status": {"conditions": [enforcement_gaps.condition(e.gaps)]}}
+                    for p, e in zip(found, enforced)]
             print_data(objs[0] if name and len(objs) == 1 else objs, output)
             return
-        rows = [] if no_headers else [["KIND", "NAMESPACE", "NAME", "SOURCE"]]
-        rows += [[p.kind, p.namespace or "-", p.name, p.source or "-"] for p in found]
+        rows = [] if no_headers else [["KIND", "NAMESPACE", "NAME", "ENFORCED", "SOURCE"]]
+        rows += [[p.kind, p.namespace or "-", p.name, e.enforced, p.source or "-"] for p, e in zip(found, enforced)]
         _echo_table(rows)
 
     @app.command("delete")

@@ -11,7 +11,7 @@ def _lines(st: dict) -> list[tuple[str, str]]:
     out = [("Installed", "yes" if st["installed"] else "no (run `ciliumctl install`)"),
            ("Enforcement mode", st["enforcement_mode"] + (" (audit)" if st["audit"] else "")),
            ("Policy revision", str(st["policy_revision"])),
-           ("Policies", str(st["policies"])),
+           ("Policies", _policies(st)),
            ("Endpoints", f"{st['endpoints']['ready']}/{st['endpoints']['total']} ready"),
            ("Address pool", st["address_pool"]),
            ("Pins", st["bpffs"])]
@@ -58,6 +58,15 @@ def _lines(st: dict) -> list[tuple[str, str]]:
         if k not in ("programs", "maps", "events_lost", "drops") and isinstance(v, (str, int, float, bool)):
             out.append((k.replace("_", " ").capitalize(), str(v)))
     return out
+
+
+def _policies(st: dict) -> str:
+    partial = st.get("partially_enforced") or []
+    if not partial:
+        return str(st["policies"])
+    names = ", ".join(p["policy"] for p in partial)
+    return (f"{st['policies']} ({len(partial)} partially enforced: {names}; "
+            "`ciliumctl policy get NAME -o yaml` shows what is not enforced)")
 
 
 def register(app: typer.Typer) -> None:

@@ -158,6 +158,8 @@ def _crd(plural: str, kind: str, short: list[str], scope: str, schema: dict, sta
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 _VALID = {"name": "Valid", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Valid')].status"}
+# ours: False while the datapath leaves parts of the policy unenforced (policy.enforcement_gaps)
+_ENFORCED = {"name": "Enforced", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Enforced')].status"}
 
 
 def crds() -> list[dict]:
@@ -184,9 +186,9 @@ def crds() -> list[dict]:
     }
     return [
         _crd("ciliumnetworkpolicies", "CiliumNetworkPolicy", ["cnp", "ciliumnp"], "Namespaced", policy_schema,
-             True, [_VALID, _AGE], ["cilium", "ciliumpolicy"]),
+             True, [_VALID, _ENFORCED, _AGE], ["cilium", "ciliumpolicy"]),
         _crd("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", ["ccnp"], "Cluster",
-             policy_schema, True, [_VALID, _AGE], ["cilium", "ciliumpolicy"]),
+             policy_schema, True, [_VALID, _ENFORCED, _AGE], ["cilium", "ciliumpolicy"]),
         _crd("ciliumidentities", "CiliumIdentity", ["ciliumid"], "Cluster", identity_schema, False,
              [{"name": "Namespace", "type": "string",
                "jsonPath": ".metadata.labels.io\\.kubernetes\\.pod\\.namespace"}, _AGE]),

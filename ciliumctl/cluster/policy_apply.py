@@ -100,13 +100,23 @@ def _action(before: dict | None, after: dict | None, dry: bool) -> str:
 
 def apply_policies(files: list[str], kubeconfig: str | None = None, context: str | None = None,
                    dry_run: str = "none", namespace: str | None = None, force_conflicts: bool = False,
-                   kube: Kube | None = None, warnings: list | None = None) -> list[PolicyResult]:
+                   kube: Kube | None = None, warnings: list | None = None, strict: bool = False,
+                   gaps: list | None = None) -> list[PolicyResult]:
     """Validate `files` locally, then apply every policy; one result per object in file order.
     dry_run: none | client (validate, compare with the server, write nothing) | server (dryRun=All).
-    warnings: a list that receives the validation reports carrying warnings."""
+    warnings: a list that receives the validation reports carrying warnings.
+    gaps: a list that receives the parts the agents' datapath does not enforce (enforcement_gaps.LocatedGap);
+    strict: refuse a set with such parts before anything reaches the server (UnenforcedPolicies, exit 1)."""
+    from ciliumctl.policy import enforcement_gaps
+
     if dry_run not in DRY_RUN_MODES:
         raise UsageError(f"--dry-run={dry_run}: use client or server")
     docs = load_valid(files, warnings)
+    unenforced = enforcement_gaps.locate_all(docs)
+    if gaps is not None:
+        gaps.extend(unenforced)
+    if strict and unenforced:
+        raise enforcement_gaps.UnenforcedPolicies(unenforced)
     kube = _connect(kube, kubeconfig, context)
     ns = namespace or default_namespace(kube)
     objs = [to_object(doc.data, ns) for doc in docs]
@@ -172,15 +182,22 @@ def get_policies(kind: str | None = None, name: str | None = None, namespace: st
 
 
 def policy_rows(objs: list[dict]) -> list[dict]:
-    """Table rows: KIND NAMESPACE NAME VALID MESSAGE (VALID from the agents' `Valid` condition)."""
-    from ciliumctl.cluster.status_conditions import valid_condition
+    """Table rows: KIND NAMESPACE NAME VALID ENFORCED MESSAGE (from the agents' `Valid` and `Enforced` conditions;
+    ENFORCED full | partial | Unknown, the message then says what is not enforced)."""
+    from ciliumctl.cluster.status_conditions import enforced_condition, valid_condition
 
     rows = []
     for obj in objs:
         cond = valid_condition(obj) or {}
+        enforced = enforced_condition(obj) or {}
+        message = cond.get("message", "") if cond.get("status") == "False" else ""
+        if cond.get("status") == "True" and enforced.get("status") == "False":
+            message = enforced.get("message", "")
         rows.append({"kind": obj["kind"], "namespace": obj["metadata"].get("namespace", ""),
                      "name": obj["metadata"]["name"], "valid": cond.get("status", "Unknown"),
-                     "message": cond.get("message", "") if cond.get("status") == "False" else ""})
+                     "enforced": {"True": "full", "False": "partial"}.get(enforced.get("status", ""), "Unknown")
+                     if cond.get("status") != "False" else "none",
+                     "message": message})
     return rows
 
 

@@ -1,25 +1,53 @@
-"""The `Valid` condition on CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy status: the agent sets it to
-False with the validation finding on a policy it rejects and True on one it enforces, so that a policy is never
-ignored silently (cilium#23152). Written through the status subresource, only when it changes."""
+"""The `Valid` and `Enforced` conditions on CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy status.
+
+`Valid` (Cilium's own, pkg/k8s/apis/cilium.io/v2/cnp_types.go): the agent sets it to False with the validation
+finding on a policy it rejects and True on one it enforces, so that a policy is never ignored silently
+(cilium#23152). `Enforced` (ours, same NetworkPolicyCondition shape): True when the datapath enforces all of the
+policy, False with the parts it does not (policy.enforcement_gaps) or when the policy is invalid. Written through
+the status subresource, only when one of them changes."""
 
 from __future__ import annotations
 
 import datetime
 
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
+from ciliumctl.policy import enforcement_gaps
 
 VALID = "Valid"
+ENFORCED = enforcement_gaps.ENFORCED
 REASON_OK = "PolicyAccepted"
 REASON_INVALID = "PolicyInvalid"
 WITH_STATUS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
 MAX_MESSAGE = 1024
 
 
-def valid_condition(obj: dict) -> dict | None:
+def condition(obj: dict, ctype: str) -> dict | None:
     for cond in ((obj.get("status") or {}).get("conditions") or []):
-        if cond.get("type") == VALID:
+        if cond.get("type") == ctype:
             return cond
     return None
+
+
+def valid_condition(obj: dict) -> dict | None:
+    return condition(obj, VALID)
+
+
+def enforced_condition(obj: dict) -> dict | None:
+    return condition(obj, ENFORCED)
+
+
+def wanted_conditions(obj: dict, valid: bool, message: str, gaps: list | None = None) -> list[dict]:
+    """The Valid and Enforced conditions (type, status, reason, message) a verdict gives. gaps: the policy's
+    enforcement_gaps (found from `obj` when not given)."""
+    out = [{"type": VALID, "status": "True" if valid else "False", "reason": REASON_OK if valid else REASON_INVALID,
+            "message": message}]
+    if not valid:
+        out.append({"type": ENFORCED, "status": "False", "reason": REASON_INVALID,
+                    "message": "the policy is invalid: no agent enforces any of it"})
+    else:
+        out.append(enforcement_gaps.condition(enforcement_gaps.gaps_of_data(obj) if gaps is None else gaps,
+                                              MAX_MESSAGE))
+    return out
 
 
 def validate_object(obj: dict) -> tuple[bool, str]:
@@ -48,33 +76,37 @@ def validate_object(obj: dict) -> tuple[bool, str]:
     return False, (text or "invalid policy")[:MAX_MESSAGE]
 
 
-def desired_conditions(obj: dict, valid: bool, message: str) -> list[dict] | None:
-    """The new conditions list, or None when the current Valid condition already says this."""
-    status = "True" if valid else "False"
-    reason = REASON_OK if valid else REASON_INVALID
+def desired_conditions(obj: dict, wanted: list[dict]) -> list[dict] | None:
+    """The new conditions list, or None when the current conditions already say all of `wanted`."""
     generation = (obj.get("metadata") or {}).get("generation")
-    current = valid_condition(obj)
-    if current and current.get("status") == status and current.get("message") == message and \
-            current.get("reason") == reason and current.get("observedGeneration") == generation:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fresh, changed = [], False
+    for want in wanted:
+        current = condition(obj, want["type"])
+        if not (current and all(current.get(k) == want[k] for k in ("status", "reason", "message")) and
+                current.get("observedGeneration") == generation):
+            changed = True
+        same_status = current is not None and current.get("status") == want["status"]
+        cond = {**want, "lastTransitionTime": (current.get("lastTransitionTime") if same_status else None) or now}
+        if generation is not None:
+            cond["observedGeneration"] = generation
+        fresh.append(cond)
+    if not changed:
         return None
-    changed_at = current.get("lastTransitionTime") if current and current.get("status") == status else None
-    cond = {"type": VALID, "status": status, "reason": reason, "message": message,
-            "lastTransitionTime": changed_at or datetime.datetime.now(datetime.timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%SZ")}
-    if generation is not None:
-        cond["observedGeneration"] = generation
-    others = [c for c in ((obj.get("status") or {}).get("conditions") or []) if c.get("type") != VALID]
-    return others + [cond]
+    types = {w["type"] for w in wanted}
+    others = [c for c in ((obj.get("status") or {}).get("conditions") or []) if c.get("type") not in types]
+    return others + fresh
 
 
-def set_valid(kube: Kube, obj: dict, valid: bool, message: str, attempts: int = 5) -> bool:
-    """Write the Valid condition if it differs; retry on resourceVersion conflicts (several agents write it).
-    True when a write happened. NetworkPolicy has no such status: nothing to do."""
+def set_valid(kube: Kube, obj: dict, valid: bool, message: str, attempts: int = 5, gaps: list | None = None) -> bool:
+    """Write the Valid and Enforced conditions if they differ; retry on resourceVersion conflicts (several agents
+    write them). True when a write happened. NetworkPolicy has no such status: nothing to do."""
     if obj.get("kind") not in WITH_STATUS:
         return False
     kind, meta = KINDS[obj["kind"]], obj["metadata"]
+    wanted = wanted_conditions(obj, valid, message, gaps)
     for _ in range(attempts):
-        conditions = desired_conditions(obj, valid, message)
+        conditions = desired_conditions(obj, wanted)
         if conditions is None:
             return False
         body = dict(obj)
@@ -95,7 +127,7 @@ def set_valid(kube: Kube, obj: dict, valid: bool, message: str, attempts: int = 
 
 
 def report(kube: Kube, obj: dict) -> tuple[bool, str]:
-    """Validate a policy object and publish the verdict on its status. Returns (valid, message)."""
+    """Validate a policy object and publish the verdict (Valid, Enforced) on its status. Returns (valid, message)."""
     valid, message = validate_object(obj)
     set_valid(kube, obj, valid, message)
     return valid, message

@@ -2,7 +2,8 @@
 from the cluster's view.
 
 - policies: CNP / CCNP / NetworkPolicy objects; each is validated like `policy validate` and its `Valid`
-  condition set (False with the finding on a rejected one, which is then left out; never silently);
+  condition set (False with the finding on a rejected one, which is then left out; never silently), and its
+  `Enforced` condition (False with the parts the datapath does not enforce, policy.enforcement_gaps);
 - endpoints: the node's registry (made by the CNI plugin or `endpoint add`) with labels from their Pods and
   Namespaces; endpoints of other nodes come from their CiliumEndpoint objects (peers and ipcache entries only);
 - identities: CiliumIdentity objects (ciliumctl.cluster.identity), so every node gives a label set the same id;
@@ -41,6 +42,7 @@ class SyncReport:
     remote: list[Endpoint] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)   # kind/namespace/name of policies in force
     rejected: dict[str, str] = field(default_factory=dict)  # kind/namespace/name -> finding
+    partially_enforced: dict[str, list[str]] = field(default_factory=dict)  # accepted ref -> what is not enforced
     published: dict[str, int] = field(default_factory=dict)
     state: object = None  # the ResolvedState loaded
 
@@ -98,7 +100,8 @@ class ClusterNode:
         # the node's own table for CIDR identities (explicit path: never the cluster hook of node_reconcile.allocator())
         self.identities = CiliumIdentityBackend(kube, local=node_reconcile.allocator(node_reconcile.identities_path()))
         self.cache.listeners.append(self.identities.on_event)
-        self._verdicts: dict[tuple[str, str], tuple[bool, str]] = {}  # (ref, resourceVersion-of-spec) -> verdict
+        # (ref, spec) -> (valid, message, enforcement gaps)
+        self._verdicts: dict[tuple[str, str], tuple[bool, str, list]] = {}
         self._stop = threading.Event()
         self._kick = threading.Event()  # a local change (reconcile_locked) wants a full sync
         self._thread: threading.Thread | None = None
@@ -158,33 +161,36 @@ class ClusterNode:
             self._datapath = node_reconcile.open_datapath()
         return self._datapath
 
-    def _verdict(self, obj: dict) -> tuple[bool, str]:
+    def _verdict(self, obj: dict) -> tuple[bool, str, list]:
         key = (policy_ref(obj), repr((obj.get("spec"), obj.get("specs"))))
         if key not in self._verdicts:
+            from ciliumctl.policy import enforcement_gaps, model
+
             valid, message = status_conditions.validate_object(obj)
+            gaps: list = []
             if valid:  # what resolve will parse must parse: one odd policy must not stall the node
                 try:
-                    from ciliumctl.policy import model
-
-                    model.parse_policy(policy_input(obj))
+                    gaps = enforcement_gaps.find_gaps(model.parse_policy(policy_input(obj)))
                 except Exception as err:
                     valid, message = False, f"cannot be parsed: {err}"
-            self._verdicts[key] = (valid, message)
+            self._verdicts[key] = (valid, message, gaps)
         return self._verdicts[key]
 
     def _policies(self, report: SyncReport, publish_status: bool) -> list[dict]:
         """The valid policy objects; each rejected one is named in the report (and on its status)."""
         policies = []
         for obj in sources.policy_objects(self.cache):
-            valid, message = self._verdict(obj)
+            valid, message, gaps = self._verdict(obj)
             if publish_status:
                 try:
-                    status_conditions.set_valid(self.kube, obj, valid, message)
+                    status_conditions.set_valid(self.kube, obj, valid, message, gaps=gaps)
                 except Exception as err:  # status is a report: never block enforcement on it
-                    log.warning("cannot set Valid on %s: %s", policy_ref(obj), err)
+                    log.warning("cannot set Valid/Enforced on %s: %s", policy_ref(obj), err)
             if valid:
                 policies.append(policy_input(obj))
                 report.accepted.append(policy_ref(obj))
+                if gaps:
+                    report.partially_enforced[policy_ref(obj)] = [f"{g.path_text}: {g.sentence()}" for g in gaps]
             else:
                 report.rejected[policy_ref(obj)] = message
                 if publish_status:

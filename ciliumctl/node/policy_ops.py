@@ -10,7 +10,7 @@ from ciliumctl.base.errors import UsageError
 from ciliumctl.endpoints import registry
 from ciliumctl.node.reconcile import allocator, diff_states, reconcile, resolve_state
 from ciliumctl.node.settings import Settings, environment_errors, load_settings, locked, require_root
-from ciliumctl.policy import store
+from ciliumctl.policy import enforcement_gaps, load, store
 from ciliumctl.policy.checked import validate_paths
 
 
@@ -27,6 +27,7 @@ class ApplyResult:
     revision: int
     map_changes: list[str] = field(default_factory=list)    # dry run: what the maps would gain and lose
     report: object = None                                   # the datapath's ApplyReport
+    gaps: list = field(default_factory=list)                # enforcement_gaps.LocatedGap: what is not enforced
 
 
 def load_and_validate(paths_: list[str]):
@@ -43,8 +44,18 @@ def _doc_source(doc) -> str:
     return f"{'<stdin>' if f == '-' else f}#{getattr(doc, 'index', 0)}" if f else ""
 
 
-def apply_policies(docs, dry_run: bool = False) -> ApplyResult:
-    """Store validated policy objects and program the maps; with dry_run only report what would change."""
+def unenforced_parts(docs) -> list:
+    """What the datapath does not enforce of these documents (load.Document, or plain objects: no positions)."""
+    return enforcement_gaps.locate_all(d if hasattr(d, "pos") else load.from_data(d) for d in docs)
+
+
+def apply_policies(docs, dry_run: bool = False, strict: bool = False) -> ApplyResult:
+    """Store validated policy objects and program the maps; with dry_run only report what would change.
+    The result names every part the datapath does not enforce; strict refuses such a set before anything is
+    stored (enforcement_gaps.UnenforcedPolicies, exit 1)."""
+    gaps = unenforced_parts(docs)
+    if strict and gaps:
+        raise enforcement_gaps.UnenforcedPolicies(gaps)
     objects = [store.from_object(_doc_data(d), _doc_source(d)) for d in docs]
     seen: dict[tuple, str] = {}
     for o in objects:
@@ -61,14 +72,15 @@ def apply_policies(docs, dry_run: bool = False) -> ApplyResult:
         if dry_run:
             before = store.load_all()
             after = _merged(before, objects)
-            return ApplyResult(changes, settings.revision, map_changes=_dry_run_diff(before, after, settings))
+            return ApplyResult(changes, settings.revision, map_changes=_dry_run_diff(before, after, settings),
+                               gaps=gaps)
         if all(c.verb == "unchanged" for c in changes):
-            return ApplyResult(changes, settings.revision)
+            return ApplyResult(changes, settings.revision, gaps=gaps)
         with _store_rollback([(o.kind, o.namespace, o.name) for o in objects]):
             for o in objects:
                 store.put(o)
             report = reconcile(settings=settings)
-        return ApplyResult(changes, load_settings().revision, report=report)
+        return ApplyResult(changes, load_settings().revision, report=report, gaps=gaps)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from ciliumctl.endpoints import ipam, registry
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.node.reconcile import allocator, parsed_policies
 from ciliumctl.node.settings import load_settings
-from ciliumctl.policy import store
+from ciliumctl.policy import enforcement_gaps, store
 from ciliumctl.policy.resolved import Enforcement
 
 
@@ -50,9 +50,16 @@ def trace_inputs():
     return LiveInputs(view.endpoints, list(view.policies), view.mode, snapshot, bool(view.audit))
 
 
+def policy_enforcement(p: store.StoredPolicy) -> enforcement_gaps.PolicyEnforcement:
+    """How much of a stored policy the datapath enforces (`policy get`'s ENFORCED, `status`)."""
+    ref = f"{p.kind} {p.namespace}/{p.name}" if p.namespace else f"{p.kind} {p.name}"
+    return enforcement_gaps.PolicyEnforcement(ref, enforcement_gaps.gaps_of_data(p.data))
+
+
 def status() -> dict:
     """Node status: datapath programs and maps, endpoints, revision, mode, lost events."""
     settings = load_settings()
+    stored = store.load_all()
     eps = registry.load_all()
     try:
         pinned = paths.bpffs_dir().is_dir() and any(paths.bpffs_dir().iterdir())
@@ -63,7 +70,9 @@ def status() -> dict:
         "enforcement_mode": settings.enforcement_mode,
         "audit": settings.audit,
         "policy_revision": settings.revision,
-        "policies": len(store.load_all()),
+        "policies": len(stored),
+        # policies with parts the datapath does not enforce (policy.enforcement_gaps)
+        "partially_enforced": [e.to_dict() for e in map(policy_enforcement, stored) if e.gaps],
         "endpoints": {"total": len(eps), "ready": sum(1 for e in eps if e.state == "ready")},
         "address_pool": ipam.effective_pool(configured=settings.pool or None),
         "bpffs": str(paths.bpffs_dir()),

@@ -64,8 +64,8 @@ def test_policy_apply_get_delete_against_the_cluster(installed, kubeconfig, tmp_
     assert again.stdout.strip() == "ciliumnetworkpolicy.cilium.io/allow-web unchanged"
 
     table = run("policy", "get", "--kubeconfig", kubeconfig).stdout.splitlines()
-    assert table[0].split() == ["KIND", "NAMESPACE", "NAME", "VALID", "MESSAGE"]
-    assert table[1].split() == ["CiliumNetworkPolicy", "default", "allow-web", "Unknown"]
+    assert table[0].split() == ["KIND", "NAMESPACE", "NAME", "VALID", "ENFORCED", "MESSAGE"]
+    assert table[1].split() == ["CiliumNetworkPolicy", "default", "allow-web", "Unknown", "Unknown"]
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(POLICY.replace("allow-web", "bad") + '    toPorts: [{ports: [{port: "99999"}]}]\n')

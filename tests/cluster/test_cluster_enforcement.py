@@ -1,0 +1,135 @@
+"""Cluster mode never enforces less than a policy says without a word: `policy apply --kubeconfig` names the parts
+the datapath does not enforce (and refuses them under --strict-enforcement before anything reaches the server),
+and the agent puts an `Enforced` condition beside `Valid` on each policy's status (policy.enforcement_gaps)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ciliumctl.cluster import policy_apply as pa
+from ciliumctl.cluster import status_conditions as sc
+from ciliumctl.cluster.kube import KINDS
+from ciliumctl.node import cluster_sync
+from ciliumctl.policy import enforcement_gaps
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+L7 = EXAMPLES / "starwars-l7-http.yaml"
+L4 = EXAMPLES / "starwars-l3-l4.yaml"
+CNP = KINDS["CiliumNetworkPolicy"]
+
+
+class RecordingDatapath:
+    def __init__(self):
+        self.states = []
+
+    def apply(self, state):
+        self.states.append(state)
+
+
+@pytest.fixture
+def node_state(tmp_path, monkeypatch):
+    for name in ("STATE", "RUN", "BPFFS"):
+        path = tmp_path / name.lower()
+        path.mkdir()
+        monkeypatch.setenv(f"CILIUMCTL_{name}_DIR", str(path))   # never the machine's own state or pins
+
+
+def sync_once(kube):
+    agent = cluster_sync.ClusterNode(kube, "node-a", datapath=RecordingDatapath())
+    agent.cache.start()
+    try:
+        assert agent.cache.wait_synced(5)
+        return agent.sync()
+    finally:
+        agent.cache.stop()
+
+
+def test_apply_names_the_gaps_and_strict_refuses_before_any_write(installed):
+    with pytest.raises(enforcement_gaps.UnenforcedPolicies) as refused:
+        pa.apply_policies([str(L4), str(L7)], kube=installed, strict=True)
+    assert refused.value.exit_code == 1 and [g.gap.kind for g in refused.value.gaps] == ["l7-http"]
+    assert installed.list(CNP)[0] == []                      # nothing applied, not even the fully enforced one
+
+    gaps: list = []
+    results = pa.apply_policies([str(L4), str(L7)], kube=installed, gaps=gaps)
+    assert [r.action for r in results] == ["created", "created"]
+    assert [(g.file, g.line, g.column, g.gap.kind) for g in gaps] == [(str(L7), 22, 9, "l7-http")]
+
+
+def test_agent_sets_enforced_beside_valid(installed, node_state):
+    pa.apply_policies([str(L4), str(L7)], kube=installed)
+    installed.create({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+                      "metadata": {"name": "broken", "namespace": "default"},
+                      "spec": {"endpointSelector": {}, "egress": [{"toCIDR": ["300.1.2.3/32"]}]}})
+    report = sync_once(installed)
+
+    assert report.partially_enforced == {"CiliumNetworkPolicy/default/rule1-l7": [
+        "spec.ingress[0].toPorts[0].rules.http: the L7 HTTP rule (rules.http) is not enforced: all traffic on "
+        "80/TCP with the rule's peers is allowed at L4 (no L7 proxy)"]}
+    l7 = installed.get(CNP, "rule1-l7", "default")
+    cond = sc.enforced_condition(l7)
+    assert cond["status"] == "False" and cond["reason"] == "PartiallyEnforced" and cond["observedGeneration"] == 1
+    assert cond["message"] == report.partially_enforced["CiliumNetworkPolicy/default/rule1-l7"][0]
+    assert sc.valid_condition(l7)["status"] == "True"
+    assert sc.enforced_condition(installed.get(CNP, "rule1", "default"))["status"] == "True"
+    broken = sc.enforced_condition(installed.get(CNP, "broken", "default"))
+    assert broken["status"] == "False" and broken["reason"] == "PolicyInvalid"
+
+    rows = {r["name"]: r for r in pa.policy_rows(pa.get_policies(kube=installed))}
+    assert (rows["rule1"]["enforced"], rows["rule1-l7"]["enforced"], rows["broken"]["enforced"]) == (
+        "full", "partial", "none")
+    assert "rules.http" in rows["rule1-l7"]["message"]
+
+    # the same verdict again writes nothing; fixing the policy turns Enforced True
+    rv = l7["metadata"]["resourceVersion"]
+    sync_once(installed)
+    assert installed.get(CNP, "rule1-l7", "default")["metadata"]["resourceVersion"] == rv
+    fixed = installed.get(CNP, "rule1-l7", "default")
+    del fixed["spec"]["ingress"][0]["toPorts"][0]["rules"]
+    installed.replace(fixed)
+    assert sync_once(installed).partially_enforced == {}
+    cond = sc.enforced_condition(installed.get(CNP, "rule1-l7", "default"))
+    assert cond["status"] == "True" and cond["reason"] == "FullyEnforced" and cond["observedGeneration"] == 2
+
+
+def test_conditions_keep_others_and_transition_times():
+    obj = {"kind": "CiliumNetworkPolicy", "metadata": {"name": "p", "generation": 3},
+           "spec": yaml.safe_load(L7.read_text())["spec"],
+           "status": {"conditions": [{"type": "Other", "status": "True"},
+                                     {"type": "Valid", "status": "True", "reason": "PolicyAccepted",
+                                      "message": "ok", "lastTransitionTime": "2020-01-01T00:00:00Z",
+                                      "observedGeneration": 3}]}}
+    conds = sc.desired_conditions(obj, sc.wanted_conditions(obj, True, "ok"))
+    by_type = {c["type"]: c for c in conds}
+    assert set(by_type) == {"Other", "Valid", "Enforced"}
+    assert by_type["Valid"]["lastTransitionTime"] == "2020-01-01T00:00:00Z"      # unchanged status keeps its time
+    assert by_type["Enforced"]["status"] == "False" and by_type["Enforced"]["observedGeneration"] == 3
+    obj["status"]["conditions"] = conds
+    assert sc.desired_conditions(obj, sc.wanted_conditions(obj, True, "ok")) is None
+
+
+def test_cli_warns_and_strict_exits_1(installed, kubeconfig, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CILIUMCTL_")}
+    env.update(KUBECONFIG=kubeconfig, CILIUMCTL_STATE_DIR=str(tmp_path / "node"), NO_COLOR="1")
+
+    def run(*args):
+        res = subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", *args], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert "Traceback" not in res.stderr, res.stderr
+        return res
+
+    strict = run("policy", "apply", "-f", str(L7), "--strict-enforcement")
+    assert strict.returncode == 1 and strict.stdout == ""
+    assert f"{L7}:22:9: error: the L7 HTTP rule (rules.http) is not enforced" in strict.stderr
+    assert "nothing applied" in strict.stderr and installed.list(CNP)[0] == []
+
+    res = run("policy", "apply", "-f", str(L7))
+    assert res.returncode == 0 and res.stdout.strip() == "ciliumnetworkpolicy.cilium.io/rule1-l7 created"
+    assert f"{L7}:22:9: warning: the L7 HTTP rule (rules.http) is not enforced" in res.stderr
+    table = run("policy", "get").stdout
+    assert "ENFORCED" in table.splitlines()[0] and "Unknown" in table      # no agent has looked at it yet
