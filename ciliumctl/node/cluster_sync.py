@@ -173,6 +173,9 @@ class ClusterNode:
                     gaps = enforcement_gaps.find_gaps(model.parse_policy(policy_input(obj)))
                 except Exception as err:
                     valid, message = False, f"cannot be parsed: {err}"
+            if valid and gaps:   # once per policy version, beside the Enforced condition on its status
+                log.warning("policy %s is enforced partially: %s", policy_ref(obj),
+                            "; ".join(f"{g.path_text}: {g.sentence()}" for g in gaps))
             self._verdicts[key] = (valid, message, gaps)
         return self._verdicts[key]
 

@@ -57,12 +57,14 @@ def test_apply_names_the_gaps_and_strict_refuses_before_any_write(installed):
     assert [(g.file, g.line, g.column, g.gap.kind) for g in gaps] == [(str(L7), 22, 9, "l7-http")]
 
 
-def test_agent_sets_enforced_beside_valid(installed, node_state):
+def test_agent_sets_enforced_beside_valid(installed, node_state, caplog):
     pa.apply_policies([str(L4), str(L7)], kube=installed)
     installed.create({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
                       "metadata": {"name": "broken", "namespace": "default"},
                       "spec": {"endpointSelector": {}, "egress": [{"toCIDR": ["300.1.2.3/32"]}]}})
-    report = sync_once(installed)
+    with caplog.at_level("WARNING", logger="ciliumctl.node.cluster_sync"):
+        report = sync_once(installed)
+    assert "policy CiliumNetworkPolicy/default/rule1-l7 is enforced partially: spec.ingress[0]" in caplog.text
 
     assert report.partially_enforced == {"CiliumNetworkPolicy/default/rule1-l7": [
         "spec.ingress[0].toPorts[0].rules.http: the L7 HTTP rule (rules.http) is not enforced: all traffic on "
