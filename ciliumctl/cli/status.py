@@ -116,6 +116,9 @@ def _cluster_status(kubeconfig: str, context, output: Output) -> None:
                    f"image {st.image or '-'}")
         if st.missing_crds:
             typer.echo(f"Missing CRDs: {', '.join(st.missing_crds)}")
+        if st.partially_enforced:
+            typer.echo(f"Partially enforced: {', '.join(st.partially_enforced)} (`ciliumctl policy get` shows "
+                       "what is not enforced)")
         rows = [[a.node, a.pod, a.phase, "yes" if a.ready else "no", str(a.restarts), str(a.endpoints), a.message]
                 for a in st.agents]
         typer.echo(render_table(["NODE", "AGENT POD", "PHASE", "READY", "RESTARTS", "ENDPOINTS", "MESSAGE"], rows),

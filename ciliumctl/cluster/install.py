@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, TextIO
 
 from ciliumctl.cluster import manifests
@@ -148,6 +148,8 @@ class ClusterStatus:
     image: str
     agents: list[NodeAgent]
     missing_crds: list[str]
+    # kind/namespace/name of policies the agents report Enforced=False on (parts not enforced; not a health issue)
+    partially_enforced: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -160,16 +162,37 @@ class ClusterStatus:
         return d
 
 
+def partially_enforced_policies(kube: Kube) -> list[str]:
+    """Policies whose Enforced condition the agents set to False for parts the datapath does not enforce."""
+    from ciliumctl.cluster.status_conditions import WITH_STATUS, enforced_condition
+    from ciliumctl.policy.enforcement_gaps import REASON_PARTIAL
+
+    out = []
+    for kind in WITH_STATUS:
+        try:
+            objs, _ = kube.list(KINDS[kind])
+        except ApiFailure:  # CRD missing: reported as missing_crds
+            continue
+        for obj in objs:
+            cond = enforced_condition(obj) or {}
+            if cond.get("status") == "False" and cond.get("reason") == REASON_PARTIAL:
+                meta = obj["metadata"]
+                out.append(f"{kind}/{meta['namespace'] + '/' if meta.get('namespace') else ''}{meta['name']}")
+    return sorted(out)
+
+
 def status(kubeconfig: str | None = None, context: str | None = None, namespace: str = manifests.NAMESPACE,
-           kube: Kube | None = None) -> ClusterStatus:
-    """DaemonSet readiness and one row per agent pod (its node, phase, Ready condition, restarts)."""
+           kube: Kube | None = None, policies: bool = True) -> ClusterStatus:
+    """DaemonSet readiness and one row per agent pod (its node, phase, Ready condition, restarts); with policies,
+    the partially enforced ones."""
     kube = _connect(kube, kubeconfig, context)
     crd_kind = KINDS["CustomResourceDefinition"]
     missing = [c["metadata"]["name"] for c in manifests.crds()
                if kube.get(crd_kind, c["metadata"]["name"]) is None]
     ds = kube.get(KINDS["DaemonSet"], manifests.AGENT, namespace)
+    partial = partially_enforced_policies(kube) if policies else []
     if ds is None:
-        return ClusterStatus(False, 0, 0, 0, 0, "", [], missing)
+        return ClusterStatus(False, 0, 0, 0, 0, "", [], missing, partial)
     st = ds.get("status") or {}
     image = ds["spec"]["template"]["spec"]["containers"][0].get("image", "")
     selector = ",".join(f"{k}={v}" for k, v in manifests.AGENT_LABELS.items())
@@ -202,7 +225,7 @@ def status(kubeconfig: str | None = None, context: str | None = None, namespace:
     agents.sort(key=lambda a: a.node)
     return ClusterStatus(True, int(st.get("desiredNumberScheduled", 0)), int(st.get("numberReady", 0)),
                          int(st.get("updatedNumberScheduled", 0)), int(st.get("numberAvailable", 0)), image,
-                         agents, missing)
+                         agents, missing, partial)
 
 
 def wait_ready(kube: Kube, namespace: str = manifests.NAMESPACE, timeout: float = 300.0,
@@ -211,7 +234,7 @@ def wait_ready(kube: Kube, namespace: str = manifests.NAMESPACE, timeout: float 
     deadline = time.monotonic() + timeout
     last = None
     while True:
-        st = status(kube=kube, namespace=namespace)
+        st = status(kube=kube, namespace=namespace, policies=False)
         line = f"DaemonSet {manifests.AGENT}: {st.ready}/{st.desired} ready, {st.updated} up to date"
         if line != last:
             progress(line)

@@ -57,7 +57,7 @@ def test_apply_names_the_gaps_and_strict_refuses_before_any_write(installed):
     assert [(g.file, g.line, g.column, g.gap.kind) for g in gaps] == [(str(L7), 22, 9, "l7-http")]
 
 
-def test_agent_sets_enforced_beside_valid(installed, node_state, caplog):
+def test_agent_sets_enforced_beside_valid(installed, kubeconfig, node_state, caplog, tmp_path):
     pa.apply_policies([str(L4), str(L7)], kube=installed)
     installed.create({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
                       "metadata": {"name": "broken", "namespace": "default"},
@@ -82,6 +82,11 @@ def test_agent_sets_enforced_beside_valid(installed, node_state, caplog):
     assert (rows["rule1"]["enforced"], rows["rule1-l7"]["enforced"], rows["broken"]["enforced"]) == (
         "full", "partial", "none")
     assert "rules.http" in rows["rule1-l7"]["message"]
+    from ciliumctl.cluster import install
+
+    assert install.status(kube=installed).partially_enforced == ["CiliumNetworkPolicy/default/rule1-l7"]
+    out = run_cli(kubeconfig, tmp_path, "status", "--kubeconfig", kubeconfig).stdout
+    assert "Partially enforced: CiliumNetworkPolicy/default/rule1-l7 (" in out
 
     # the same verdict again writes nothing; fixing the policy turns Enforced True
     rv = l7["metadata"]["resourceVersion"]
@@ -111,19 +116,23 @@ def test_conditions_keep_others_and_transition_times():
     assert sc.desired_conditions(obj, sc.wanted_conditions(obj, True, "ok")) is None
 
 
-def test_cli_warns_and_strict_exits_1(installed, kubeconfig, tmp_path):
+def run_cli(kubeconfig, tmp_path, *args):
+    """`ciliumctl ARGS` against the fake cluster, with a node state of its own."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CILIUMCTL_")}
-    env.update(KUBECONFIG=kubeconfig, CILIUMCTL_STATE_DIR=str(tmp_path / "node"), NO_COLOR="1")
+    env.update(KUBECONFIG=kubeconfig, CILIUMCTL_STATE_DIR=str(tmp_path / "cli-node"), NO_COLOR="1")
+    res = subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", *args], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert "Traceback" not in res.stderr, res.stderr
+    return res
 
+
+def test_cli_warns_and_strict_exits_1(installed, kubeconfig, tmp_path):
     def run(*args):
-        res = subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", *args], capture_output=True, text=True,
-                             env=env, timeout=60)
-        assert "Traceback" not in res.stderr, res.stderr
-        return res
+        return run_cli(kubeconfig, tmp_path, *args)
 
     strict = run("policy", "apply", "-f", str(L7), "--strict-enforcement")
     assert strict.returncode == 1 and strict.stdout == ""
