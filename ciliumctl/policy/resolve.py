@@ -234,7 +234,7 @@ def _compile_cilium(pol: model.Policy, notes: _Notes) -> list[_Rule]:
     return out
 
 
-def _knp_ports(ports, where: str, notes: _Notes) -> list[PortRange] | None:
+def _knp_ports(ports) -> list[PortRange] | None:
     if not ports:
         return None
     out = []
@@ -251,7 +251,7 @@ def _compile_knp(pol: model.Policy, notes: _Notes) -> list[_Rule]:
         for i, r in enumerate(rules or ()):
             origin = RuleOrigin(pol.kind, pol.name, pol.namespace, section, i)
             where = f"{pol.ref} {section}[{i}]"
-            ports = _knp_ports(r.ports, where, notes)
+            ports = _knp_ports(r.ports)
             if not r.peers:   # no from/to: every peer
                 items[direction].append(_Item(origin, False, _Peers(wildcard=True), ports))
                 continue
