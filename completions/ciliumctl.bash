@@ -136,8 +136,9 @@ _ciliumctl() {
             case "$prev" in
                 --filename|-f) return;;
                 --kubeconfig) return;;
+                --max-size) return;;
             esac
-            COMPREPLY=($(compgen -W "--filename -f --dry-run --kubeconfig --strict-enforcement --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--filename -f --dry-run --kubeconfig --max-size --strict-enforcement --help -h" -- "$cur"));;
         "policy delete")
             case "$prev" in
                 --namespace|-n) return;;
@@ -170,8 +171,9 @@ _ciliumctl() {
         "policy validate")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "text json sarif" -- "$cur")); return;;
+                --max-size) return;;
             esac
-            COMPREPLY=($(compgen -W "--output -o --strict --schema --no-schema --enable-node-selector-labels --enable-extended-ip-protocols --disable-l7-proxy --disable-icmp-rules --quiet -q --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--output -o --strict --schema --no-schema --enable-node-selector-labels --enable-extended-ip-protocols --disable-l7-proxy --disable-icmp-rules --quiet -q --max-size --help -h" -- "$cur"));;
         "status")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;

@@ -64,6 +64,9 @@ def register(app: typer.Typer) -> None:
                                         help="Policy file or directory (repeatable)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the map changes; change nothing."),
         kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
+        max_size: str = typer.Option("1536Ki", "--max-size", metavar="SIZE",
+                                     help="Largest policy object (as JSON); a file or stdin may hold 16 times "
+                                          "that."),
         strict: bool = typer.Option(False, "--strict-enforcement",
                                     help="Refuse policies with parts the datapath does not enforce yet (L7 rules, "
                                          "toFQDNs, host policies, ...): exit 1, nothing applied."),
@@ -73,8 +76,9 @@ def register(app: typer.Typer) -> None:
         An invalid set changes nothing. Parts the datapath does not enforce yet are named on stderr
         (file:line:col); --strict-enforcement refuses them."""
         from ciliumctl.node import policy_ops
-        from ciliumctl.policy import checked, enforcement_gaps
+        from ciliumctl.policy import checked, enforcement_gaps, load
 
+        limit = load.parse_size(max_size)
         kc = _kubeconfig(kubeconfig)
         if kc:
             warned: list = []
@@ -95,7 +99,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(r.line())
             return
         try:
-            docs, reports = checked.validate_paths(files)
+            docs, reports = checked.validate_paths(files, max_size=limit)
         except checked.InvalidPolicies as err:
             _print_findings(err.reports)
             raise

@@ -39,6 +39,9 @@ def register(app) -> None:
                                                 help="Agent option: ICMP rules are rejected."),
         quiet: bool = typer.Option(False, "--quiet", "-q",
                                    help="Text output: only documents with findings, and the summary."),
+        max_size: str = typer.Option("1536Ki", "--max-size", metavar="SIZE",
+                                     help="Largest policy object (as JSON); a file or stdin may hold 16 times "
+                                          "that."),
     ) -> None:
         """Check policies as Cilium 1.19's agent would import them.
 
@@ -49,14 +52,15 @@ def register(app) -> None:
         code = validate_paths(paths, output.value, strict=strict, schema=schema,
                               node_selector_labels=node_selector_labels,
                               extended_ip_protocols=extended_ip_protocols, disable_l7_proxy=disable_l7_proxy,
-                              disable_icmp_rules=disable_icmp_rules, quiet=quiet)
+                              disable_icmp_rules=disable_icmp_rules, quiet=quiet, max_size=max_size)
         if code:
             raise typer.Exit(code)
 
 
 def validate_paths(paths: list, output: str = "text", *, strict: bool = False, schema: Optional[bool] = None,
                    node_selector_labels: bool = False, extended_ip_protocols: bool = False,
-                   disable_l7_proxy: bool = False, disable_icmp_rules: bool = False, quiet: bool = False) -> int:
+                   disable_l7_proxy: bool = False, disable_icmp_rules: bool = False, quiet: bool = False,
+                   max_size: str | None = None) -> int:
     """Validate, print in the chosen format, and return the exit code (1 when some policy is invalid)."""
     import sys
 
@@ -66,7 +70,8 @@ def validate_paths(paths: list, output: str = "text", *, strict: bool = False, s
         enable_node_selector_labels=node_selector_labels, enable_extended_ip_protocols=extended_ip_protocols,
         enable_l7_proxy=not disable_l7_proxy, enable_icmp_rules=not disable_icmp_rules,
         strict=strict, schema=schema)
-    docs = load.load_paths(paths, stdin=sys.stdin)
+    limit = load.parse_size(max_size) if max_size else load.DEFAULT_MAX_SIZE
+    docs = load.load_paths(paths, stdin=sys.stdin, max_size=limit)
     reports = validate.validate_documents(docs, options)
     checked = [r for r in reports if r.checked]
     if output == "json":

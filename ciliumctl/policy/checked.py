@@ -14,10 +14,10 @@ class InvalidPolicies(Finding):
         self.reports = reports
 
 
-def validate_paths(paths_: list[str]):
+def validate_paths(paths_: list[str], max_size: int = load.DEFAULT_MAX_SIZE):
     """(documents, reports) of `paths_` when every policy is valid under the agent's default options (reports
     carry any warnings); InvalidPolicies otherwise."""
-    docs = load.load_paths([str(p) for p in paths_])
+    docs = load.load_paths([str(p) for p in paths_], max_size=max_size)
     if not docs:
         raise UsageError(f"no policy documents found in {', '.join(map(str, paths_))}; give YAML files or a "
                          "directory of them")

@@ -64,8 +64,32 @@ class Document:
 
 # ---------------------------------------------------------------------------------------------- file walking
 
+# One policy object may be as large as etcd stores one by default (--max-request-bytes, 1.5 MiB), which is what
+# the API server accepts; a file or stdin may hold many of them. `--max-size` raises both.
+DEFAULT_MAX_SIZE = 3 * 1024 * 1024 // 2
+FILE_FACTOR = 16
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(|K|Ki|M|Mi|G|Gi)\s*$")
+_UNITS = {"": 1, "K": 1000, "Ki": 1024, "M": 1000**2, "Mi": 1024**2, "G": 1000**3, "Gi": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """`1536Ki`, `2Mi`, `2000000` -> bytes (Kubernetes quantity suffixes)."""
+    m = _SIZE.match(text or "")
+    if not m or int(m.group(1)) == 0:
+        raise UsageError(f"size {text!r}: give bytes with an optional suffix, e.g. 2Mi or 1500K")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
 def _walk(arg: str) -> list[tuple[str, str]]:
-    """(display name, real path) of every policy file named by one command-line argument."""
+    """(display name, real path) of every policy file named by one command-line argument. From a folder only
+    regular files are read: a FIFO or device there would block or never end."""
     if arg == "-":
         return [("-", "-")]
     if os.path.isdir(arg):
@@ -75,6 +99,9 @@ def _walk(arg: str) -> list[tuple[str, str]]:
             for name in sorted(files):
                 if name.endswith(YAML_SUFFIXES):
                     real = os.path.join(root, name)
+                    if not os.path.isfile(real):
+                        raise UsageError(f"{real}: not a regular file; folders of policies are read for regular "
+                                         "files only: remove it or name it on the command line")
                     found.append((real, real))
         return found
     if os.path.exists(arg):
@@ -82,19 +109,24 @@ def _walk(arg: str) -> list[tuple[str, str]]:
     raise UsageError(f"{arg}: no such file or directory (give policy files, folders, or - for stdin)")
 
 
-def _read(display: str, real: str, stdin=None) -> str:
+def _read(display: str, real: str, stdin=None, max_size: int = DEFAULT_MAX_SIZE) -> str:
+    limit = max_size * FILE_FACTOR
     if real == "-":
         stream = stdin if stdin is not None else sys.stdin
         stream = getattr(stream, "buffer", stream)    # bytes, so that stdin is decoded (and refused) as files are
-        raw = stream.read()
-        if isinstance(raw, str):
-            return raw
+        raw = stream.read(limit + 1)
     else:
         try:
             with open(real, "rb") as fh:
-                raw = fh.read()
+                raw = fh.read(limit + 1)
         except OSError as err:
             raise UsageError(f"{display}: cannot read: {err.strerror or err}") from None
+    if len(raw) > limit:
+        what = "standard input" if real == "-" else display
+        raise UsageError(f"{what}: more than {_human(limit)} of policies (16 × --max-size {_human(max_size)}); "
+                         "split it, or raise --max-size")
+    if isinstance(raw, str):
+        return raw
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -102,17 +134,18 @@ def _read(display: str, real: str, stdin=None) -> str:
         raise UsageError(f"{what[0]}: not UTF-8 text (byte {err.start}); {what[1]}") from None
 
 
-def load_paths(paths: list[str], stdin=None) -> list[Document]:
+def load_paths(paths: list[str], stdin=None, max_size: int = DEFAULT_MAX_SIZE) -> list[Document]:
     """Every object in the files/folders given (`-` reads stdin), in command-line then walk order.
 
-    Raises UsageError (exit 2) for a missing path or a file that is not readable YAML/JSON.
+    Raises UsageError (exit 2) for a missing path, a file that is not readable YAML/JSON, or one over the limits
+    (a file or stdin over FILE_FACTOR × max_size, one policy object over max_size as JSON).
     """
     if not paths:
         raise UsageError("no policy files given: name files, folders, or - for stdin")
     docs: list[Document] = []
     for arg in paths:
         for display, real in _walk(arg):
-            docs.extend(load_text(_read(display, real, stdin), display))
+            docs.extend(load_text(_read(display, real, stdin, max_size), display, max_size))
     return docs
 
 
@@ -215,7 +248,7 @@ def _key_string(value: Any) -> str | None:
     return None
 
 
-MAX_NODES = 2_000_000
+MAX_NODES = 1_000_000    # values one document may expand to (aliases and merge keys included)
 
 
 class _TooLarge(Exception):
@@ -225,11 +258,13 @@ class _TooLarge(Exception):
 class _Builder:
     """Turns one composed YAML document into plain data plus positions."""
 
-    def __init__(self, doc: Document, line_offset: int = 0, column_offset: int = 0):
+    def __init__(self, doc: Document, line_offset: int = 0, column_offset: int = 0, budget: list | None = None):
         self.doc = doc
         self.line_offset = line_offset      # where this text starts in the file (JSON streams)
         self.column_offset = column_offset
-        self.budget = MAX_NODES             # aliases can make a small file expand without bound
+        # aliases and merge keys can make a small file expand without bound: one budget for the whole document,
+        # shared with the builders of merged mappings
+        self.budget = budget if budget is not None else [MAX_NODES]
 
     def _mark(self, mark) -> Pos:
         col = mark.column + 1 + (self.column_offset if mark.line == 0 else 0)
@@ -247,8 +282,8 @@ class _Builder:
     def build(self, node, path: Path) -> Any:
         import yaml
 
-        self.budget -= 1
-        if self.budget < 0:
+        self.budget[0] -= 1
+        if self.budget[0] < 0:
             raise _TooLarge()
         self.doc.positions[path] = self._mark(node.start_mark)
         if isinstance(node, yaml.ScalarNode):
@@ -311,7 +346,7 @@ class _Builder:
                 if not isinstance(src, yaml.MappingNode):
                     continue
                 sub = _Builder(Document(self.doc.file, 0, None, None, None, None), self.line_offset,
-                               self.column_offset)
+                               self.column_offset, self.budget)
                 values = sub._mapping(src, ())
                 for key, value in values.items():
                     if key in out:
@@ -422,8 +457,22 @@ def _compose(text: str, file: str, docs: list, line_offset: int = 0, column_offs
     return index
 
 
-def load_text(text: str, file: str = "-") -> list[Document]:
-    """All non-empty documents of one YAML/JSON stream (List objects expanded into their items)."""
+def load_text(text: str, file: str = "-", max_size: int = DEFAULT_MAX_SIZE) -> list[Document]:
+    """All non-empty documents of one YAML/JSON stream (List objects expanded into their items); a document
+    larger than `max_size` as JSON (what the API server would store) is refused."""
+    import json
+
+    docs = _load_stream(text, file)
+    for doc in docs:
+        size = len(json.dumps(doc.data, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > max_size:
+            name = f" ({doc.kind or 'object'} {doc.name})" if doc.name else ""
+            raise UsageError(f"{file}: document {doc.index}{name} is {_human(size)} as JSON, more than --max-size "
+                             f"{_human(max_size)} (what etcd stores by default); split it, or raise --max-size")
+    return docs
+
+
+def _load_stream(text: str, file: str) -> list[Document]:
     import yaml
 
     docs: list[Document] = []
