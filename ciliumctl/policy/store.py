@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ciliumctl.base import paths, statefile
-from ciliumctl.base.errors import UsageError
+from ciliumctl.base.errors import Finding, UsageError
+from ciliumctl.policy.goparse import dns1123_label, dns1123_subdomain
 
 CNP = "CiliumNetworkPolicy"
 CCNP = "CiliumClusterwideNetworkPolicy"
@@ -60,7 +61,22 @@ def from_object(data: dict, source: str = "") -> StoredPolicy:
     if not name:
         raise UsageError(f"{source or 'policy'}: metadata.name is required to store a {kind}")
     namespace = "" if kind == CCNP else str(meta.get("namespace") or "default")
+    problem = _key_problem(namespace, name)
+    if problem:
+        raise Finding(f"{source or 'policy'}: {problem}; the API server refuses it too: nothing applied")
     return StoredPolicy(kind, namespace, name, data, source)
+
+
+def _key_problem(namespace: str, name: str) -> str | None:
+    """Why a name or namespace cannot key a policy (the API server's rules: a DNS subdomain, a DNS label)."""
+    errs = dns1123_subdomain(name)
+    if errs:
+        return f"metadata.name {name[:80]!r} is not a valid name: {errs[0]}"
+    if namespace:
+        errs = dns1123_label(namespace)
+        if errs:
+            return f"metadata.namespace {namespace[:80]!r} is not a valid namespace: {errs[0]}"
+    return None
 
 
 def policies_dir() -> Path:
@@ -68,6 +84,11 @@ def policies_dir() -> Path:
 
 
 def _path(kind: str, namespace: str, name: str) -> Path:
+    """Where a policy is kept; never built from a name or namespace the API server would refuse (so never
+    outside the store, whatever a command line or a file says)."""
+    problem = _key_problem(namespace, name)
+    if problem or kind not in KINDS:
+        raise UsageError(f"{problem or f'unknown policy kind {kind!r}'}; see `ciliumctl policy get`")
     return policies_dir() / kind / (namespace or CLUSTER_DIR) / f"{name}.json"
 
 

@@ -52,3 +52,40 @@ def test_rejects_unstorable():
     assert store.kind_of("cnp") == "CiliumNetworkPolicy"
     with pytest.raises(UsageError):
         store.kind_of("pod")
+
+
+BAD_NAMES = ["../../../../escaped", "x/allow-c", "..", ".", "a/../b", "UPPER", "-lead", "x" * 254, "a\0b", ""]
+BAD_NAMESPACES = ["../x", "a.b", "x/y", "..", "UPPER", "x" * 64]
+
+
+@pytest.mark.parametrize("name", [n for n in BAD_NAMES if n])
+def test_names_the_api_server_refuses_are_a_finding_before_anything_is_written(state, name):
+    from ciliumctl.base.errors import Finding
+
+    with pytest.raises(Finding, match="is not a valid name"):
+        store.from_object(cnp(name), "p.yaml")
+    assert not any(state.rglob("*"))
+
+
+@pytest.mark.parametrize("namespace", BAD_NAMESPACES)
+def test_namespaces_the_api_server_refuses_are_a_finding(state, namespace):
+    from ciliumctl.base.errors import Finding
+
+    with pytest.raises(Finding, match="is not a valid namespace"):
+        store.from_object(cnp("ok", ns=namespace), "p.yaml")
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_no_path_is_ever_built_from_an_unchecked_name(state, name):
+    """get/delete take names from the command line: a bad one is a usage error, never a path outside the store."""
+    with pytest.raises(UsageError):
+        store.get("CiliumNetworkPolicy", "default", name)
+    with pytest.raises(UsageError):
+        store.delete("CiliumNetworkPolicy", "default", name)
+    with pytest.raises(UsageError):
+        store.get("CiliumNetworkPolicy", "../../x", "ok")
+
+
+def test_a_dotted_subdomain_name_is_fine(state):
+    assert store.put(store.from_object(cnp("allow.web-1", ns="prod-2"))) == "created"
+    assert [p.name for p in store.load_all()] == ["allow.web-1"]
