@@ -62,20 +62,15 @@ def cnp_oracle() -> Path:
 
 # --------------------------------------------------------------------------------------------- sandbox nodes
 
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (netns, veth, BPF)")
-
-
 @pytest.fixture
 def node(tmp_path):
     """A sandbox node driven through the real `ciliumctl` executable (tests/support/node.py)."""
-    from support.cli import CLI
+    from support.cli import require_cli
+    from support.netns import require_root
     from support.node import SandboxNode
 
-    _require_root()
-    if not Path(CLI).exists():
-        pytest.skip(f"{CLI} missing (run make setup)")
+    require_root()
+    require_cli()
     with SandboxNode(tmp_path) as n:
         yield n
 
@@ -85,8 +80,9 @@ def sandbox(monkeypatch, tmp_path):
     """Three pods (ids 1..3, identities 1001..1003, 10.11.0.1..3) on an in-process sandbox node; env points the
     core at it (tests/support/pods.py)."""
     from support import pods
+    from support.netns import require_root
 
-    _require_root()
+    require_root()
     with pods.sandbox(monkeypatch, tmp_path, 3) as sb:
         yield sb
 
@@ -95,8 +91,9 @@ def sandbox(monkeypatch, tmp_path):
 def sandbox4(monkeypatch, tmp_path):
     """Like `sandbox` with four pods (tests make some of them hosts outside the cluster)."""
     from support import pods
+    from support.netns import require_root
 
-    _require_root()
+    require_root()
     with pods.sandbox(monkeypatch, tmp_path, 4) as sb:
         yield sb
 
@@ -106,7 +103,6 @@ def cni_node():
     """A sandbox node with the CNI server and the installed plugin (tests/support/cni_node.py)."""
     from support.cni_node import CniNode, require_stack
 
-    _require_root()
     require_stack()
     with CniNode() as n:
         yield n

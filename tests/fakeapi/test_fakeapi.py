@@ -24,12 +24,6 @@ CRD = {
 
 
 @pytest.fixture
-def fake():
-    with FakeApiServer() as server:
-        yield server
-
-
-@pytest.fixture
 def api(fake, tmp_path):
     return config.new_client_from_config(str(fake.write_kubeconfig(tmp_path / "kubeconfig")))
 
