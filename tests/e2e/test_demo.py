@@ -3,12 +3,11 @@ the verdict events are printed; nothing is left behind."""
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from .conftest import CLI
+from support.cli import cli_env, run_cli
 
 pytestmark = pytest.mark.root
 
@@ -16,8 +15,7 @@ pytestmark = pytest.mark.root
 def test_demo(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CILIUMCTL_") and k != "KUBECONFIG"}
-    res = subprocess.run([CLI, "demo"], capture_output=True, text=True, env=env, timeout=120)
+    res = run_cli("demo", env=cli_env(), timeout=120)
     out = res.stdout
     assert res.returncode == 0, out + res.stderr
     name = re.search(r"network namespace (cctl-demo-[0-9a-f]+)", out).group(1)

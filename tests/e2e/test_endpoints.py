@@ -1,8 +1,12 @@
 """`ciliumctl endpoint add|list|get|exec|delete` through the real executable on a sandbox node."""
 
 import json
+import subprocess
 
 import pytest
+
+from support.cli import CLI
+from support.shell import sh
 
 pytestmark = pytest.mark.root
 
@@ -78,10 +82,6 @@ def test_pool_is_configurable(node):
 
 
 def test_concurrent_adds_get_distinct_ids_and_addresses(node):
-    import subprocess
-
-    from .conftest import CLI
-
     node.cli("install", "--no-agent")
     procs = [subprocess.Popen([CLI, "endpoint", "add", f"ep{i}", "-l", f"n={i}"], env=node.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
@@ -97,8 +97,6 @@ def test_concurrent_adds_get_distinct_ids_and_addresses(node):
 
 
 def test_failed_add_leaves_nothing_and_touches_no_foreign_netns(node):
-    from .conftest import sh
-
     node.cli("install", "--no-agent")
     squatter = f"{node.name}-ep1"
     sh("ip", "netns", "add", squatter)

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from .conftest import CLI, sh
+from support.cli import CLI
+from support.shell import sh
 
 pytestmark = pytest.mark.root
 

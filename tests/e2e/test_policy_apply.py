@@ -5,51 +5,14 @@ import json
 import pytest
 
 from ciliumctl.datapath import events as E
-
-from .conftest import write
+from support.policies import allow_ingress
+from support.shell import write
 
 pytestmark = pytest.mark.root
 
-ALLOW_FRONTEND = """\
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: web-ingress
-spec:
-  endpointSelector:
-    matchLabels:
-      app: web
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        role: frontend
-    toPorts:
-    - ports:
-      - port: "8080"
-        protocol: TCP
-"""
+ALLOW_FRONTEND = allow_ingress("web-ingress", {"app": "web"}, {"role": "frontend"}, port=8080)
 
-INVALID = """\
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: broken
-spec:
-  endpointSelector:
-    matchLabels:
-      app: web
-  ingress:
-  - toPorts:
-    - ports:
-      - port: "99999"
-        protocol: TCP
-"""
-
-
-def _events(node):
-    from ciliumctl.datapath.ringbuf import RingReader
-
-    return RingReader(node.bpffs / "events")
+INVALID = allow_ingress("broken", {"app": "web"}, {"role": "frontend"}, port=99999)   # no such port
 
 
 def test_apply_enforces_and_invalid_set_changes_nothing(node, tmp_path):
@@ -68,7 +31,7 @@ def test_apply_enforces_and_invalid_set_changes_nothing(node, tmp_path):
 
     res = node.cli("policy", "apply", "-f", str(good))
     assert res.stdout.strip() == "ciliumnetworkpolicy/web-ingress created"
-    with _events(node) as ring:
+    with node.ring() as ring:
         ring.drain()
         assert node.connect("frontend", "10.200.0.1", 8080)
         assert not node.connect("other", "10.200.0.1", 8080, timeout=0.5)
@@ -123,7 +86,7 @@ def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):
     assert st["enforcement_mode"] == "default" and st["endpoints"]["total"] == 3
     # Audit: would-be drops pass and are reported with verdict AUDIT.
     node.cli("install", "--no-agent", "--audit")
-    with _events(node) as ring:
+    with node.ring() as ring:
         ring.drain()
         assert node.connect("other", "10.200.0.1", 8080)
         evs = ring.events()
@@ -141,7 +104,7 @@ def test_namespaced_policy_selects_only_its_namespace(node, tmp_path):
     node.cli("endpoint", "add", "frontend", "-l", "role=frontend", "-n", "prod")
     node.serve("default/web", "10.200.0.1", 8080)
     node.serve("prod/web", "10.200.0.2", 8080)
-    prod_only = ALLOW_FRONTEND.replace("name: web-ingress", "name: web-ingress\n  namespace: prod")
+    prod_only = allow_ingress("web-ingress", {"app": "web"}, {"role": "frontend"}, port=8080, namespace="prod")
     out = node.cli("policy", "apply", "-f", str(write(tmp_path / "prod.yaml", prod_only))).stdout
     assert out.strip() == "ciliumnetworkpolicy/web-ingress created"
     # The prod policy selects prod/web only, and fromEndpoints means prod's frontend (its own namespace).
