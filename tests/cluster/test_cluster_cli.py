@@ -1,22 +1,18 @@
 """The cluster commands through the real `ciliumctl` executable, against the fake API server."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-CLI = str(Path(sys.executable).parent / "ciliumctl")
+from support.cli import CLI, cli_env, run_cli
+from support.policies import allow_ingress
+
 pytestmark = pytest.mark.skipif(not Path(CLI).exists(), reason="ciliumctl executable missing (make setup)")
 
 
-def run(*args, env_extra=None):
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    env.update(NO_COLOR="1", **(env_extra or {}))
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=60)
+def run(*args):
+    return run_cli(*args, env=cli_env())
 
 
 def test_install_dry_run_prints_manifests_and_install_applies_them(fake, kubeconfig):
@@ -41,17 +37,7 @@ def test_unreachable_cluster_is_one_line_exit_2(fake, kubeconfig):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
-POLICY = """\
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: allow-web
-spec:
-  endpointSelector:
-    matchLabels: {app: web}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-"""
+POLICY = allow_ingress("allow-web", {"app": "web"}, {"app": "client"})
 
 
 def test_policy_apply_get_delete_against_the_cluster(installed, kubeconfig, tmp_path):
@@ -68,7 +54,7 @@ def test_policy_apply_get_delete_against_the_cluster(installed, kubeconfig, tmp_
     assert table[1].split() == ["CiliumNetworkPolicy", "default", "allow-web", "Unknown", "Unknown"]
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(POLICY.replace("allow-web", "bad") + '    toPorts: [{ports: [{port: "99999"}]}]\n')
+    bad.write_text(allow_ingress("bad", {"app": "web"}, {"app": "client"}, port=99999))
     res = run("policy", "apply", "-f", str(bad), "--kubeconfig", kubeconfig)
     assert res.returncode == 1 and "bad.yaml:" in res.stderr and "Traceback" not in res.stderr
     assert "bad" not in run("policy", "get", "--kubeconfig", kubeconfig).stdout

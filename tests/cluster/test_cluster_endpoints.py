@@ -6,7 +6,7 @@ from ciliumctl.cluster.kube import KINDS
 from ciliumctl.cluster.watch import ClusterCache
 from ciliumctl.endpoints.model import Endpoint
 
-from test_cluster_watch import wait_for
+from support.shell import wait_until
 
 
 def ep(name, ident, ip, ns="default", id_=1):
@@ -54,7 +54,7 @@ def test_sources_give_local_pods_with_namespace_labels(installed):
     cache = ClusterCache(kube, node_name="n1").start()
     try:
         assert cache.wait_synced(5)
-        assert wait_for(lambda: len(cache.objects("Pod")) == 2)
+        assert wait_until(lambda: len(cache.objects("Pod")) == 2)
         eps = sources.endpoints_from_pods(cache, "n1")
         assert [e.name for e in eps] == ["web"]  # host-network pods are not endpoints; n2's pods not ours
         web = eps[0]

@@ -15,19 +15,12 @@ from ciliumctl.cluster.kube import KINDS
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.policy.resolved import Direction
 
-from test_cluster_watch import wait_for
+from support.policies import allow_ingress
+from support.shell import wait_until
 
 
-ALLOW_CLIENT = yaml.safe_load("""
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: web-from-client, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: web}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
-""")
+ALLOW_CLIENT = yaml.safe_load(allow_ingress("web-from-client", {"app": "web"}, {"app": "client"}, port=80,
+                                             namespace="default"))
 BROKEN = yaml.safe_load("""
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -92,7 +85,7 @@ def test_sync_programs_cluster_identities_remote_peers_and_reports_policy_validi
     agent.cache.start()
     try:
         assert agent.cache.wait_synced(5)
-        assert wait_for(lambda: len(agent.cache.objects("CiliumEndpoint")) == 1)
+        assert wait_until(lambda: len(agent.cache.objects("CiliumEndpoint")) == 1)
         report = agent.sync()
     finally:
         agent.cache.stop()
@@ -130,7 +123,7 @@ def test_running_agent_follows_changes(installed, kubeconfig, node_env):
     dp = RecordingDatapath()
     agent = node_sync.ClusterNode(kube, "node-a", datapath=dp, settle_seconds=0.01).start(wait_synced=5)
     try:
-        assert wait_for(lambda: agent.syncs >= 1)
+        assert wait_until(lambda: agent.syncs >= 1)
         assert not dp.states[-1].endpoints[1].ingress.enforced
         client = remote_client(kube, kubeconfig)
         kube.create(ALLOW_CLIENT)
@@ -138,9 +131,9 @@ def test_running_agent_follows_changes(installed, kubeconfig, node_env):
         def allows_client():
             state = dp.states[-1]
             return any(e.identity == client.identity for e in state.endpoints[1].direction(Direction.INGRESS).entries)
-        assert wait_for(allows_client)
+        assert wait_until(allows_client)
         kube.delete(KINDS["CiliumNetworkPolicy"], "web-from-client", "default")
-        assert wait_for(lambda: not dp.states[-1].endpoints[1].ingress.enforced)
+        assert wait_until(lambda: not dp.states[-1].endpoints[1].ingress.enforced)
     finally:
         agent.stop()
     assert agent.last is not None and agent.last.published["unchanged"] + agent.last.published["created"] == 1
@@ -158,16 +151,16 @@ def test_local_reconcile_uses_the_cluster_and_gets_published(installed, kubeconf
     dp = RecordingDatapath()
     agent = node_sync.ClusterNode(kube, "node-a", datapath=dp, settle_seconds=0.01).start(wait_synced=5)
     try:
-        assert wait_for(lambda: agent.syncs >= 1)
+        assert wait_until(lambda: agent.syncs >= 1)
         add_pod(kube, "web", "node-a", "10.1.0.5", {"app": "web"})
-        assert wait_for(lambda: agent.cache.get("Pod", "web", "default") is not None)
+        assert wait_until(lambda: agent.cache.get("Pod", "web", "default") is not None)
         with node_settings.locked():
             registry.save(Endpoint(id=3, name="web", namespace="default", ipv4="10.1.0.5"))
             node_reconcile.reconcile(dp)  # the node's own entry point, handed to the cluster while the agent runs
         state = dp.states[-1]
         assert node_reconcile.allocator() is agent.identities
         assert {e.identity for e in state.endpoints[3].ingress.entries} == {client.identity}
-        assert wait_for(lambda: kube.get(KINDS["CiliumEndpoint"], "web", "default") is not None)
+        assert wait_until(lambda: kube.get(KINDS["CiliumEndpoint"], "web", "default") is not None)
         assert kube.get(KINDS["CiliumEndpoint"], "web", "default")["status"]["identity"]["id"] == \
             state.endpoints[3].identity
     finally:
@@ -194,7 +187,7 @@ def test_never_programs_from_a_partial_view(kube, node_env):
         with pytest.raises(EnvironmentProblem, match="has not read the cluster's policies"):
             agent.reconcile_locked(dp)
         install(kube=kube, out=io.StringIO())
-        assert wait_for(lambda: len(dp.states) >= 1)
+        assert wait_until(lambda: len(dp.states) >= 1)
     finally:
         agent.stop()
 
@@ -216,6 +209,6 @@ def test_start_for_agent_picks_the_mode(installed, kubeconfig, node_env, monkeyp
     try:
         assert agent.node_name == "node-a" and agent.mode == "always" and agent.audit is True
         assert agent.cache.synced()
-        assert wait_for(lambda: len(dp.states) >= 1)
+        assert wait_until(lambda: len(dp.states) >= 1)
     finally:
         agent.stop()

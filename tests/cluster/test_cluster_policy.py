@@ -8,25 +8,9 @@ from ciliumctl.cluster import policy_apply as pa
 from ciliumctl.cluster import status_conditions as sc
 from ciliumctl.cluster.kube import KINDS
 from ciliumctl.base.errors import Finding, UsageError
+from support.policies import allow_ingress
 
-
-ALLOW_WEB = """\
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: allow-web
-spec:
-  endpointSelector:
-    matchLabels:
-      app: web
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        app: client
-    toPorts:
-    - ports:
-      - port: "80"
-        protocol: TCP
+ALLOW_WEB = allow_ingress("allow-web", {"app": "web"}, {"app": "client"}, port=80) + """\
 ---
 apiVersion: cilium.io/v2
 kind: CiliumClusterwideNetworkPolicy

@@ -1,19 +1,10 @@
 """List + watch: events, reconnect after a cut stream, relist after 410 Gone, retry after server errors."""
 
 import threading
-import time
 
 from ciliumctl.cluster.kube import KINDS
 from ciliumctl.cluster.watch import ClusterCache, Reflector
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+from support.shell import wait_until
 
 
 class Recorder:
@@ -52,7 +43,7 @@ def test_reflector_lists_then_follows_events(kube):
         obj["data"] = {"k": "v"}
         kube.replace(obj)
         kube.delete(KINDS["ConfigMap"], "before", "default")
-        assert wait_for(lambda: rec.seen("DELETED", "before"))
+        assert wait_until(lambda: rec.seen("DELETED", "before"))
         assert rec.seen("ADDED", "later") and rec.seen("MODIFIED", "later")
         assert sorted(n for _, n in r.items) == ["later"]
         assert r.stats.lists == 1
@@ -65,10 +56,10 @@ def test_reconnects_from_last_resource_version_after_a_cut_stream(kube, fake):
     r = Reflector(kube, KINDS["ConfigMap"], rec, namespace="default", backoff=(0.05, 0.2)).start()
     try:
         assert r.synced.wait(5)
-        assert wait_for(lambda: fake.count("GET", "configmaps", "watch") >= 1)
+        assert wait_until(lambda: fake.count("GET", "configmaps", "watch") >= 1)
         fake.drop_watches()
         kube.create(cm("after-cut"))
-        assert wait_for(lambda: rec.seen("ADDED", "after-cut"))
+        assert wait_until(lambda: rec.seen("ADDED", "after-cut"))
         assert r.stats.watches >= 2 and r.stats.lists == 1  # watched again, no relist needed
     finally:
         r.stop()
@@ -80,7 +71,7 @@ def test_relists_after_410_gone_and_reports_what_it_missed(kube, fake):
     r = Reflector(kube, KINDS["ConfigMap"], rec, namespace="default", backoff=(0.2, 0.4)).start()
     try:
         assert r.synced.wait(5)
-        assert wait_for(lambda: fake.count("GET", "configmaps", "watch") >= 1)
+        assert wait_until(lambda: fake.count("GET", "configmaps", "watch") >= 1)
         # cut the stream and keep the agent out for a while; meanwhile the cluster changes and etcd compacts
         fake.fail_next(2, 503, "GET", "configmaps")
         fake.drop_watches()
@@ -88,12 +79,12 @@ def test_relists_after_410_gone_and_reports_what_it_missed(kube, fake):
         store.delete(rt, "default", "doomed")
         store.create(rt, "default", cm("born-while-away"))
         fake.compact()
-        assert wait_for(lambda: r.stats.gone >= 1 and r.stats.lists >= 2)
-        assert wait_for(lambda: sorted(n for _, n in r.items) == server_names(fake))
+        assert wait_until(lambda: r.stats.gone >= 1 and r.stats.lists >= 2)
+        assert wait_until(lambda: sorted(n for _, n in r.items) == server_names(fake))
         assert rec.seen("DELETED", "doomed") and rec.seen("ADDED", "born-while-away")
         assert r.stats.errors >= 1
         kube.create(cm("after-relist"))  # and it keeps watching from the new list's resourceVersion
-        assert wait_for(lambda: rec.seen("ADDED", "after-relist"))
+        assert wait_until(lambda: rec.seen("ADDED", "after-relist"))
     finally:
         r.stop()
 
@@ -119,7 +110,7 @@ def test_cluster_cache_sees_this_nodes_pods_only_and_wakes_waiters(installed):
                          "metadata": {"name": f"p-{node}", "namespace": "default"},
                          "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})
         assert cache.wait_change(gen, 5) != gen
-        assert wait_for(lambda: [p["metadata"]["name"] for p in cache.objects("Pod")] == ["p-n1"])
+        assert wait_until(lambda: [p["metadata"]["name"] for p in cache.objects("Pod")] == ["p-n1"])
         assert cache.get("Namespace", "default") is not None
     finally:
         cache.stop()
