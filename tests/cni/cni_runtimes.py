@@ -6,6 +6,7 @@ config paths, which are our bind mounts). Images come from busybox-static (no re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -16,6 +17,8 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+
+from support.shell import stop
 
 BUSYBOX = "/usr/bin/busybox"
 APPLETS = ["sh", "sleep", "nc", "ping", "ip", "cat", "wget", "httpd", "echo", "ls", "hostname", "true"]
@@ -133,15 +136,12 @@ def remove_cgroups(parent: str) -> None:
                 pass
 
 
-def _stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+def _kill_by_pidfiles(pidfiles) -> None:
+    for pidfile in pidfiles:
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 # --------------------------------------------------------------------------------------------- containerd
@@ -223,15 +223,25 @@ class Containerd:
     def close(self) -> None:
         if self.channel is not None:
             self.channel.close()
-        _stop(self.proc, 15)
+        stop(self.proc, 15)
         # shims outlive containerd by design; they run in our mount namespace: end them by pid
-        for pidfile in self.tmp.glob("state/io.containerd.runtime.v2.task/*/*/shim.pid"):
-            try:
-                os.kill(int(pidfile.read_text()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        _kill_by_pidfiles(self.tmp.glob("state/io.containerd.runtime.v2.task/*/*/shim.pid"))
         self.mnt.close()
         remove_cgroups(self.cgroup_parent)
+
+
+@contextlib.contextmanager
+def containerd_cri(node):
+    """containerd on a CniNode (its CNI config and plugins, its node netns), seen through a CRI client as
+    kubelet sees it; stopped afterwards, also on failure."""
+    from cri_client import CriClient
+
+    rt = Containerd(node.tmp / "containerd", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}",
+                    f"/{node.prefix}")
+    try:
+        yield CriClient(rt.runtime, f"/{node.prefix}")
+    finally:
+        rt.close()
 
 
 # --------------------------------------------------------------------------------------------- podman
@@ -295,11 +305,7 @@ class Podman:
         except Exception:
             pass
         # conmon processes of containers that could not be removed: kill by pid file
-        for pidfile in [*self.tmp.glob("run-containers/storage/*/*/userdata/conmon.pid"),
-                        *self.tmp.glob("var-lib-containers/storage/*/*/userdata/conmon.pid")]:
-            try:
-                os.kill(int(pidfile.read_text()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+        _kill_by_pidfiles([*self.tmp.glob("run-containers/storage/*/*/userdata/conmon.pid"),
+                           *self.tmp.glob("var-lib-containers/storage/*/*/userdata/conmon.pid")])
         self.mnt.close()
         remove_cgroups(self.cgroup_parent)

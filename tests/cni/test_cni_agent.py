@@ -2,51 +2,25 @@
 CNI socket and turns datapath events into flows) -> `ciliumctl observe` shows the verdicts with pod names."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from cni_harness import CniNode, require_stack
-from cni_runtimes import IMAGE, Containerd
+from cni_runtimes import IMAGE, containerd_cri
+from support.cni_node import CniNode, require_stack
+from support.policies import allow_ingress
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-POLICY = """apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: db-from-api, namespace: shop}
-spec:
-  endpointSelector: {matchLabels: {app: db}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: api}}]
-    toPorts: [{ports: [{port: "5432", protocol: TCP}]}]
-"""
+POLICY = allow_ingress("db-from-api", {"app": "db"}, {"app": "api"}, port=5432, namespace="shop")
 
 
 @pytest.fixture(scope="module")
 def stack():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (netns, veth, BPF, container runtimes)")
     require_stack()
     pytest.importorskip("ciliumctl.node.agent", reason="the node agent is not in this build yet")
     pytest.importorskip("ciliumctl.policy.validate", reason="policy validation is not in this build yet")
-    from cri_client import CriClient
-
-    with CniNode(pool="10.237.0.0/24", agent=True) as node:
-        rt = Containerd(node.tmp / "containerd", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}",
-                    f"/{node.prefix}")
-        try:
-            yield node, CriClient(rt.runtime, f"/{node.prefix}")
-        finally:
-            rt.close()
-
-
-def ciliumctl(node, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", *args], env=node.env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    with CniNode(pool="10.237.0.0/24", agent=True) as node, containerd_cri(node) as cri:
+        yield node, cri
 
 
 def test_agent_serves_cni_and_observe_shows_the_verdicts(stack):
@@ -62,7 +36,7 @@ def test_agent_serves_cni_and_observe_shows_the_verdicts(stack):
         ips = {name: cri.pod_ip(pod) for name, (pod, _) in pods.items()}
         policy = node.tmp / "policy.yaml"
         policy.write_text(POLICY)
-        applied = ciliumctl(node, "policy", "apply", "-f", str(policy))
+        applied = node.cli("policy", "apply", "-f", str(policy))
         assert applied.returncode == 0, applied.stderr
 
         def connect(src: str) -> int:
@@ -74,7 +48,7 @@ def test_agent_serves_cni_and_observe_shows_the_verdicts(stack):
         assert connect("intruder") != 0
         flows = []
         for verdict in ("DROPPED", "FORWARDED"):
-            out = ciliumctl(node, "observe", "--verdict", verdict, "--to-pod", "shop/db", "-o", "json", "--last", "50")
+            out = node.cli("observe", "--verdict", verdict, "--to-pod", "shop/db", "-o", "json", "--last", "50")
             assert out.returncode == 0, out.stderr
             flows += [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
         flows = [f.get("flow", f) for f in flows]
@@ -89,5 +63,5 @@ def test_agent_serves_cni_and_observe_shows_the_verdicts(stack):
         for pod, _ in pods.values():
             cri.stop_pod(pod)
             cri.remove_pod(pod)
-        ciliumctl(node, "policy", "delete", "db-from-api", "-n", "shop")
+        node.cli("policy", "delete", "db-from-api", "-n", "shop")
     assert node.host_links() == [] and node.leases() == [] and node.endpoints() == []

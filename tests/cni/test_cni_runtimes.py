@@ -4,63 +4,28 @@ wrote. The node is a network namespace the test creates; the runtimes run in it 
 namespaces (tests/cni/cni_runtimes.py). One node and one runtime per module keep the suite quick."""
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from cni_harness import CniNode, require_stack
-from cni_runtimes import IMAGE, Containerd, Podman
+from cni_runtimes import IMAGE, Podman, containerd_cri
+from support.cni_node import CniNode, require_stack
+from support.policies import allow_ingress
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-
-POLICY = """apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: web-from-client
-  namespace: shop
-spec:
-  endpointSelector:
-    matchLabels:
-      app: web
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        app: client
-    toPorts:
-    - ports:
-      - port: "8080"
-        protocol: TCP
-"""
-
-
-def _root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (netns, veth, BPF, container runtimes)")
+POLICY = allow_ingress("web-from-client", {"app": "web"}, {"app": "client"}, port=8080, namespace="shop")
 
 
 @pytest.fixture(scope="module")
 def node():
-    _root()
     require_stack()
     with CniNode(pool="10.233.0.0/24") as n:
         yield n
 
 
-def ciliumctl(node, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", *args], env=node.env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-
-
 def events(node):
-    from ciliumctl.datapath.ringbuf import RingReader
-
-    with RingReader(Path(f"/sys/fs/bpf/{node.prefix}") / "events") as ring:
+    with node.ring() as ring:
         return ring.events()
 
 
@@ -76,14 +41,8 @@ def assert_node_clean(node) -> None:
 
 @pytest.fixture(scope="module")
 def containerd(node):
-    from cri_client import CriClient
-
-    rt = Containerd(node.tmp / "containerd", node.bin_dir, node.conf_dir, f"/run/netns/{node.node_ns}",
-                    f"/{node.prefix}")
-    try:
-        yield CriClient(rt.runtime, f"/{node.prefix}")
-    finally:
-        rt.close()
+    with containerd_cri(node) as cri:
+        yield cri
 
 
 def start_pod(cri, name: str, namespace: str, labels: str, command: list[str]):
@@ -127,7 +86,7 @@ def test_containerd_pods_talk_policy_drops_one_direction_and_delete_cleans_up(no
 
         policy = node.tmp / "policy.yaml"
         policy.write_text(POLICY)
-        applied = ciliumctl(node, "policy", "apply", "-f", str(policy))
+        applied = node.cli("policy", "apply", "-f", str(policy))
         assert applied.returncode == 0, applied.stderr
         events(node)   # drain what came before the policy
 
@@ -150,7 +109,7 @@ def test_containerd_pods_talk_policy_drops_one_direction_and_delete_cleans_up(no
         for pod, ctr in pods.values():
             cri.stop_pod(pod)      # kubelet: StopPodSandbox (CNI DEL), then RemovePodSandbox (more DELs)
             cri.remove_pod(pod)
-        ciliumctl(node, "policy", "delete", "web-from-client", "-n", "shop")
+        node.cli("policy", "delete", "web-from-client", "-n", "shop")
     assert_node_clean(node)
     assert cri.list_pods() == []
 

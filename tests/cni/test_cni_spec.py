@@ -338,7 +338,6 @@ def test_del_cleans_up_after_a_lost_state_record(cni_node):
 @pytest.mark.root
 def test_always_mode_pod_is_enforced_when_add_returns(cni_node):
     from ciliumctl.datapath import events as ev
-    from ciliumctl.datapath.ringbuf import RingReader
 
     set_mode = ("from ciliumctl.node import settings as node_settings; s = node_settings.load_settings(); s.enforcement_mode = 'always'; "
                 "node_settings.save_settings(s)")
@@ -351,7 +350,7 @@ def test_always_mode_pod_is_enforced_when_add_returns(cni_node):
         ips.append(out["ips"][0]["address"].split("/")[0])
     eps = {e["ipv4"]: e for e in cni_node.endpoints()}
     assert not ping(ns1, ips[1]), "always mode with no policy: nothing may pass"
-    with RingReader(Path(f"/sys/fs/bpf/{cni_node.prefix}") / "events") as ring:
+    with cni_node.ring() as ring:
         seen = ring.events()
     drops = [e for e in seen if e.type == ev.EVENT_DROP and e.saddr == ips[0] and e.daddr == ips[1]]
     assert drops and drops[0].subtype == ev.DROP_POLICY, seen
@@ -394,7 +393,7 @@ def test_del_after_the_datapath_was_removed(cni_node):
     ns = cni_node.new_pod_ns(1)
     code, out, err = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
     assert code == 0, (out, err)
-    pins = Path(f"/sys/fs/bpf/{cni_node.prefix}")
+    pins = cni_node.bpffs
     shutil.rmtree(pins)                                   # what `ciliumctl uninstall` leaves
     code, out, err = cni_node.plugin("DEL", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
     assert code == 0, (out, err)
