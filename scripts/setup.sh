@@ -7,7 +7,8 @@ VENV=${VENV:-.venv}
 STAMP="$VENV/.setup-done"
 APT_PKGS="python3-bpfcc libbpfcc bpfcc-tools python3-venv python3-dev linux-headers-amd64 iproute2 \
 iputils-ping netcat-openbsd curl iptables zsh fish \
-containerd podman runc containernetworking-plugins busybox-static"
+containerd podman runc containernetworking-plugins busybox-static \
+mmdebstrap umoci skopeo etcd-server openssl"
 
 # Quick when done: skip everything while this script, pyproject.toml and the kernel are what they were.
 FINGERPRINT="$(cat "$0" pyproject.toml | sha256sum | cut -c1-16) $(uname -r)"
