@@ -14,7 +14,9 @@ import pytest
 
 from ciliumctl.datapath import bpfsys, build, environment, loader, maps
 from ciliumctl.base.errors import EnvironmentProblem
-from .conftest import sh
+from support.netns import in_netns
+from support.pods import entry
+from support.shell import sh
 
 pytestmark = pytest.mark.root
 
@@ -22,8 +24,6 @@ pytestmark = pytest.mark.root
 def _filter_prog_ids(sandbox, ifname: str) -> set[int]:
     """Programs on an interface of the sandbox node: tcx links and clsact filters alike."""
     from ciliumctl.datapath import hooks
-
-    from .conftest import in_netns
 
     ids = set()
     for parent in ("ingress", "egress"):
@@ -172,8 +172,6 @@ def test_pins_of_another_version_with_endpoints_attached_are_not_replaced(sandbo
 
 
 def test_upgrade_swaps_outdated_programs_without_a_gap(sandbox):
-    from .conftest import entry
-
     a, b, c = sandbox.pods
     sandbox.tcp_server(b, 8080)
     policy = {b.ep.id: (True, [entry(a.identity, 6, 8080)], True, [])}   # b answers only as replies
@@ -223,8 +221,6 @@ def test_open_with_a_pin_vanishing_is_one_clear_error(sandbox, monkeypatch):
 
 
 def test_clsact_fallback_enforces_and_detaches(sandbox, monkeypatch):
-    from .conftest import entry
-
     monkeypatch.setenv("CILIUMCTL_TC_ATTACH", "clsact")
     a, b, c = sandbox.pods
     sandbox.tcp_server(b, 8080)
