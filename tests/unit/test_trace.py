@@ -1,9 +1,6 @@
 """policy trace: verdicts and explanations on top of resolve(), and the CLI's exit codes and JSON."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from ciliumctl.policy.labels import parse_label_list
 from ciliumctl.policy.model import parse_policy
 from ciliumctl.policy.resolved import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from ciliumctl.policy.trace import Peer, lpm_identity, trace
+from support.cli import cli_env, run_cli
 
 POLICIES = yaml.safe_load_all("""
 apiVersion: cilium.io/v2
@@ -175,9 +173,7 @@ spec:
 
 
 def cli(*args, tmp_path):
-    env = dict(os.environ, NO_COLOR="1", CILIUMCTL_STATE_DIR=str(tmp_path / "state"))
-    return subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", "policy", "trace", *args],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return run_cli("policy", "trace", *args, env=cli_env(CILIUMCTL_STATE_DIR=str(tmp_path / "state")))
 
 
 @pytest.fixture
