@@ -108,6 +108,15 @@ def cni_node():
         yield n
 
 
+@pytest.fixture
+def node_env(tmp_path, monkeypatch):
+    """This test's own state, run and pin directories (under tmp_path) as CILIUMCTL_* variables, for the core run
+    in-process without a sandbox node: never the machine's own state or pins."""
+    for name in ("state", "run", "bpffs"):
+        (tmp_path / name).mkdir(exist_ok=True)
+        monkeypatch.setenv(f"CILIUMCTL_{name.upper()}_DIR", str(tmp_path / name))
+
+
 # --------------------------------------------------------------------------------------------- the cluster
 
 @pytest.fixture

@@ -12,27 +12,13 @@ from ciliumctl.cluster import status_conditions as sc
 from ciliumctl.cluster.kube import KINDS
 from ciliumctl.node import cluster_sync
 from ciliumctl.policy import enforcement_gaps
+from support.cli import cli_env, run_cli
+from support.recording import RecordingDatapath
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 L7 = EXAMPLES / "starwars-l7-http.yaml"
 L4 = EXAMPLES / "starwars-l3-l4.yaml"
 CNP = KINDS["CiliumNetworkPolicy"]
-
-
-class RecordingDatapath:
-    def __init__(self):
-        self.states = []
-
-    def apply(self, state):
-        self.states.append(state)
-
-
-@pytest.fixture
-def node_state(tmp_path, monkeypatch):
-    for name in ("STATE", "RUN", "BPFFS"):
-        path = tmp_path / name.lower()
-        path.mkdir()
-        monkeypatch.setenv(f"CILIUMCTL_{name}_DIR", str(path))   # never the machine's own state or pins
 
 
 def sync_once(kube):
@@ -57,7 +43,7 @@ def test_apply_names_the_gaps_and_strict_refuses_before_any_write(installed):
     assert [(g.file, g.line, g.column, g.gap.kind) for g in gaps] == [(str(L7), 22, 9, "l7-http")]
 
 
-def test_agent_sets_enforced_beside_valid(installed, kubeconfig, node_state, caplog, tmp_path):
+def test_agent_sets_enforced_beside_valid(installed, kubeconfig, node_env, caplog, tmp_path):
     pa.apply_policies([str(L4), str(L7)], kube=installed)
     installed.create({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
                       "metadata": {"name": "broken", "namespace": "default"},
@@ -85,7 +71,7 @@ def test_agent_sets_enforced_beside_valid(installed, kubeconfig, node_state, cap
     from ciliumctl.cluster import install
 
     assert install.status(kube=installed).partially_enforced == ["CiliumNetworkPolicy/default/rule1-l7"]
-    out = run_cli(kubeconfig, tmp_path, "status", "--kubeconfig", kubeconfig).stdout
+    out = cluster_cli(kubeconfig, tmp_path, "status", "--kubeconfig", kubeconfig).stdout
     assert "Partially enforced: CiliumNetworkPolicy/default/rule1-l7 (" in out
 
     # the same verdict again writes nothing; fixing the policy turns Enforced True
@@ -116,23 +102,14 @@ def test_conditions_keep_others_and_transition_times():
     assert sc.desired_conditions(obj, sc.wanted_conditions(obj, True, "ok")) is None
 
 
-def run_cli(kubeconfig, tmp_path, *args):
+def cluster_cli(kubeconfig, tmp_path, *args):
     """`ciliumctl ARGS` against the fake cluster, with a node state of its own."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CILIUMCTL_")}
-    env.update(KUBECONFIG=kubeconfig, CILIUMCTL_STATE_DIR=str(tmp_path / "cli-node"), NO_COLOR="1")
-    res = subprocess.run([sys.executable, "-m", "ciliumctl.cli.main", *args], capture_output=True, text=True,
-                         env=env, timeout=60)
-    assert "Traceback" not in res.stderr, res.stderr
-    return res
+    return run_cli(*args, env=cli_env(KUBECONFIG=kubeconfig, CILIUMCTL_STATE_DIR=str(tmp_path / "cli-node")))
 
 
 def test_cli_warns_and_strict_exits_1(installed, kubeconfig, tmp_path):
     def run(*args):
-        return run_cli(kubeconfig, tmp_path, *args)
+        return cluster_cli(kubeconfig, tmp_path, *args)
 
     strict = run("policy", "apply", "-f", str(L7), "--strict-enforcement")
     assert strict.returncode == 1 and strict.stdout == ""

@@ -16,6 +16,7 @@ from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.policy.resolved import Direction
 
 from support.policies import allow_ingress
+from support.recording import RecordingDatapath
 from support.shell import wait_until
 
 
@@ -30,23 +31,6 @@ spec:
   egress:
   - toCIDR: ["300.1.2.3/32"]
 """)
-
-
-class RecordingDatapath:
-    def __init__(self):
-        self.states = []
-
-    def apply(self, state):
-        self.states.append(state)
-
-
-@pytest.fixture
-def node_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("CILIUMCTL_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("CILIUMCTL_BPFFS_DIR", str(tmp_path / "bpffs"))  # never the machine's pin directory
-    (tmp_path / "state").mkdir()
-    (tmp_path / "run").mkdir()
 
 
 def add_pod(kube, name, node, ip, labels):
