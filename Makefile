@@ -1,8 +1,10 @@
-# Entry points: `make demo` (the main job), `make test` (the whole suite), `make docs` (completions + man pages).
+# Entry points: `make demo` (the main job), `make test` (the whole suite), `make docs` (completions + man pages),
+# `make image` (the agent, test and pause images), `make cluster` / `make cluster-down` (a real Kubernetes cluster
+# on this machine with the agent installed).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit docs bench clean proto
+.PHONY: setup demo test test-unit docs bench clean proto image cluster cluster-down
 setup:
 	@./scripts/setup.sh
 
@@ -14,6 +16,15 @@ test: setup
 
 test-unit: setup
 	@$(PY) -m pytest tests/unit
+
+image: setup
+	@./scripts/image.sh
+
+cluster: setup
+	@./scripts/cluster.sh up
+
+cluster-down:
+	@./scripts/cluster.sh down
 
 docs: setup
 	@$(PY) -m ciliumctl.cli.docgen completions man

@@ -84,6 +84,7 @@ _ciliumctl() {
         "install")
             case "$prev" in
                 --enforcement-mode) COMPREPLY=($(compgen -W "default always never" -- "$cur")); return;;
+                --image-pull-policy) COMPREPLY=($(compgen -W "IfNotPresent Always Never" -- "$cur")); return;;
                 -o|--output) COMPREPLY=($(compgen -W "yaml json" -- "$cur")); return;;
                 --pool) return;;
                 --cni-conf-dir) return;;
@@ -92,7 +93,7 @@ _ciliumctl() {
                 --context) return;;
                 --image) return;;
             esac
-            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --wait -o --output --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --image-pull-policy --wait -o --output --help -h" -- "$cur"));;
         "observe")
             case "$prev" in
                 --traffic-direction) COMPREPLY=($(compgen -W "ingress egress" -- "$cur")); return;;

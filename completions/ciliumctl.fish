@@ -75,6 +75,7 @@ complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l cni-bin-dir -r
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l kubeconfig -r -d 'Install into a cluster instead (default: $KUBECONFIG; node mode without one).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l context -r -d 'Kubeconfig context (cluster mode).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l image -r -d 'Agent image for the DaemonSet (cluster mode).'
+complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l image-pull-policy -r -a 'IfNotPresent Always Never' -d 'Cluster mode: when kubelets pull the agent image (Never: it was imported on every node).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l wait -d 'Cluster mode: wait until the DaemonSet is ready.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -s o -l output -r -a 'yaml json' -d 'Cluster mode with --dry-run: print the manifests.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l help -s h -d 'Show this message and exit.'

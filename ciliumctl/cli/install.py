@@ -97,6 +97,10 @@ def register(app: typer.Typer) -> None:
         context: Optional[str] = typer.Option(None, "--context", metavar="NAME",
                                               help="Kubeconfig context (cluster mode)."),
         image: Optional[str] = typer.Option(None, "--image", help="Agent image for the DaemonSet (cluster mode)."),
+        image_pull_policy: Optional[str] = typer.Option(None, "--image-pull-policy",
+                                                        metavar="{IfNotPresent,Always,Never}",
+                                                        help="Cluster mode: when kubelets pull the agent image "
+                                                        "(Never: it was imported on every node)."),
         wait: bool = typer.Option(False, "--wait", help="Cluster mode: wait until the DaemonSet is ready."),
         output: Optional[str] = typer.Option(None, "-o", "--output", metavar="{yaml,json}",
                                              help="Cluster mode with --dry-run: print the manifests."),
@@ -109,7 +113,7 @@ def register(app: typer.Typer) -> None:
         kc = kubeconfig or os.environ.get("KUBECONFIG")
         if kc:
             _cluster("install", kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit,
-                     context=context, image=image, wait=wait, output=output)
+                     context=context, image=image, image_pull_policy=image_pull_policy, wait=wait, output=output)
             return
         from ciliumctl.node import install as install_node
 

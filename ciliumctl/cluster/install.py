@@ -69,14 +69,14 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
             enforcement: str | None = None, audit: bool | None = None, flow_buffer_size: int = 4095,
             namespace: str = manifests.NAMESPACE, timeout: float = 300.0, out: TextIO | None = None,
             progress: Callable[[str], None] | None = None, kube: Kube | None = None,
-            enforcement_mode: str | None = None) -> list:
+            enforcement_mode: str | None = None, image_pull_policy: str = "IfNotPresent") -> list:
     """Deploy ciliumctl into the cluster. dry_run: print the manifests (output yaml|json) without touching a
     cluster and return them. Otherwise apply each object, print one kubectl-like line per object, and with
     wait block until the DaemonSet is ready (progress lines on stderr). Returns the manifests or [Applied]."""
     out = out or sys.stdout
     opts = manifests.InstallOptions(image=image, namespace=namespace,
                                     enforcement=enforcement or enforcement_mode or "default", audit=bool(audit),
-                                    flow_buffer_size=flow_buffer_size)
+                                    flow_buffer_size=flow_buffer_size, image_pull_policy=image_pull_policy)
     objs = manifests.build(opts)
     if dry_run:
         out.write(render(objs, output or "yaml"))

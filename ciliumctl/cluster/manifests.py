@@ -19,6 +19,7 @@ DEFAULT_IMAGE = f"ghcr.io/ciliumctl/ciliumctl:v{__version__}"
 PART_OF = {"app.kubernetes.io/part-of": "ciliumctl", "app.kubernetes.io/managed-by": "ciliumctl"}
 AGENT_LABELS = {"app.kubernetes.io/name": AGENT}
 ENFORCEMENT_MODES = ("default", "always", "never")
+PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class InstallOptions:
     enforcement: str = "default"
     audit: bool = False
     flow_buffer_size: int = 4095  # Hubble's event buffer capacity: one less than a power of two
+    image_pull_policy: str = "IfNotPresent"   # Never: the image was imported on every node (no registry)
 
     def check(self) -> None:
         if self.enforcement not in ENFORCEMENT_MODES:
@@ -36,6 +38,8 @@ class InstallOptions:
         if self.flow_buffer_size < 1 or n & (n - 1):
             raise UsageError(f"--flow-buffer-size {self.flow_buffer_size}: use one less than a power of two "
                              "(e.g. 4095), as Hubble's event buffer does")
+        if self.image_pull_policy not in PULL_POLICIES:
+            raise UsageError(f"--image-pull-policy {self.image_pull_policy!r}: use one of {', '.join(PULL_POLICIES)}")
         if not self.image.strip():
             raise UsageError("--image is empty: give an image reference such as " + DEFAULT_IMAGE)
 
@@ -215,7 +219,7 @@ def cluster_role() -> dict:
         {"apiGroups": ["cilium.io"], "resources": ["ciliumidentities"], "verbs": ["create", "get", "list", "watch"]},
         # get + list: the agent finds its node's stale endpoints after a restart and updates in place
         {"apiGroups": ["cilium.io"], "resources": ["ciliumendpoints"],
-         "verbs": ["get", "list", "create", "update", "delete"]},
+         "verbs": ["get", "list", "watch", "create", "update", "delete"]},
     ]
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": AGENT, "labels": dict(PART_OF)}, "rules": rules}
@@ -246,10 +250,21 @@ def daemonset(opts: InstallOptions) -> dict:
     def from_config(var, key):
         return {"name": var, "valueFrom": {"configMapKeyRef": {"name": CONFIG, "key": key}}}
 
+    # the init step: the CNI plugin, host-local, loopback and the conflist on the host, the node's pod CIDR as pool
+    init = {
+        "name": "install-cni",
+        "image": opts.image,
+        "imagePullPolicy": opts.image_pull_policy,
+        "command": ["python", "-m", "ciliumctl.node.cni_init"],
+        "env": [{"name": "CILIUMCTL_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                {"name": "CILIUMCTL_CLUSTER", "value": "in-cluster"}],
+        "securityContext": {"privileged": True},
+        "volumeMounts": [m for _, m in mounts if m["name"] in ("cni-conf", "cni-bin", "state")],
+    }
     container = {
         "name": "agent",
         "image": opts.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": opts.image_pull_policy,
         "command": ["ciliumctl", "agent", "run"],
         "env": [
             {"name": "CILIUMCTL_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -259,9 +274,16 @@ def daemonset(opts: InstallOptions) -> dict:
             from_config("CILIUMCTL_FLOW_BUFFER_SIZE", "flow-buffer-size"),
         ],
         "securityContext": {"privileged": True},
-        # ready once the agent serves its socket (paths.agent_socket())
-        "readinessProbe": {"exec": {"command": ["test", "-S", "/var/run/ciliumctl/agent.sock"]},
-                           "periodSeconds": 5, "failureThreshold": 3},
+        # ready once the agent serves its CNI socket (paths.agent_socket()) and the datapath is loaded (its pins)
+        "readinessProbe": {"exec": {"command": ["sh", "-c", "test -S /var/run/ciliumctl/agent.sock && "
+                                                            "test -e /sys/fs/bpf/ciliumctl/events"]},
+                           "periodSeconds": 2, "failureThreshold": 3},
+        # alive while it answers on its metrics port (hostNetwork: the kubelet's 127.0.0.1 is the node's);
+        # the first start compiles the datapath with BCC, so the startup probe gives it two minutes
+        "startupProbe": {"httpGet": {"host": "127.0.0.1", "port": 9965, "path": "/metrics"},
+                         "periodSeconds": 2, "failureThreshold": 60},
+        "livenessProbe": {"httpGet": {"host": "127.0.0.1", "port": 9965, "path": "/metrics"},
+                          "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
         "volumeMounts": [m for _, m in mounts],
     }
     return {
@@ -279,6 +301,7 @@ def daemonset(opts: InstallOptions) -> dict:
                     "priorityClassName": "system-node-critical",
                     "tolerations": [{"operator": "Exists"}],
                     "terminationGracePeriodSeconds": 10,
+                    "initContainers": [init],
                     "containers": [container],
                     "volumes": [v for v, _ in mounts],
                 },

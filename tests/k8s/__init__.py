@@ -1,0 +1,1 @@
+"""Tests on a real Kubernetes cluster built on this machine (cluster.py)."""

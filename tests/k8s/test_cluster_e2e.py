@@ -1,0 +1,200 @@
+"""End to end on a real cluster, as an admin does it: `ciliumctl install --kubeconfig --wait` deploys the agent
+DaemonSet (its image built by scripts/image.sh), pods made with kubectl get addresses from ciliumctl-cni, a
+CiliumNetworkPolicy applied with kubectl is enforced on real traffic, flows show in `ciliumctl observe` (in the
+agent pod) and in the real hubble, and `ciliumctl uninstall --kubeconfig` leaves nothing in the cluster.
+
+The steps share one cluster and run in order (each test is one step of the story)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+
+import pytest
+
+from support.cli import run_cli
+from support.shell import sh, wait_until
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+NS = "ciliumctl-system"
+CRDS = ["ciliumnetworkpolicies.cilium.io", "ciliumclusterwidenetworkpolicies.cilium.io",
+        "ciliumidentities.cilium.io", "ciliumendpoints.cilium.io"]
+
+
+def pod(name: str, app: str, command: list[str]) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "main", "image": "ciliumctl-test:local", "imagePullPolicy": "Never", "command": command}]}}
+
+
+WEB = pod("web", "web", ["python3", "-m", "http.server", "8080"])
+CLIENT = pod("client", "client", ["sleep", "infinity"])
+OTHER = pod("other", "other", ["sleep", "infinity"])
+
+POLICY = {
+    "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "web-from-client"},
+    "spec": {"endpointSelector": {"matchLabels": {"app": "web"}},
+             "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client"}}],
+                          "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]},
+}
+
+CONNECT = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], 8080), timeout=2).close()\n"
+           " print('connected')\nexcept OSError as e:\n print('failed', e)\n")
+
+
+def kubectl_json(k8s, *args) -> dict:
+    return json.loads(k8s.kubectl(*args, "-o", "json").stdout)
+
+
+def connects(k8s, src: str, ip: str) -> bool:
+    out = k8s.kubectl("exec", src, "--", "python3", "-c", CONNECT, ip, timeout=30).stdout
+    assert out.startswith(("connected", "failed")), out
+    return out.startswith("connected")
+
+
+def agent_pod(k8s) -> str:
+    pods = kubectl_json(k8s, "get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=ciliumctl-agent")["items"]
+    running = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert len(running) == 1, pods
+    return running[0]
+
+
+@pytest.fixture(scope="module")
+def state():
+    return {}
+
+
+def test_install_waits_for_the_agent_daemonset(k8s, cli_env_k8s):
+    res = run_cli("install", "--kubeconfig", str(k8s.kubeconfig), "--image", "ciliumctl:local",
+                  "--image-pull-policy", "Never", "--wait", env=cli_env_k8s, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "daemonset.apps/ciliumctl-agent created" in res.stdout
+    assert "ciliumctl is ready on every node" in res.stderr
+    for crd in CRDS:
+        k8s.kubectl("wait", "--for", "condition=Established", f"crd/{crd}", "--timeout", "30s")
+    ds = kubectl_json(k8s, "get", "daemonset", "-n", NS, "ciliumctl-agent")
+    assert ds["status"]["numberReady"] == ds["status"]["desiredNumberScheduled"] == 1
+    # the init step put the plugin, host-local, loopback and the conflist on the node (not on the machine)
+    node = k8s.nodes[0]
+    conflist = json.loads((node.dir / "host/etc/cni/net.d/05-ciliumctl.conflist").read_text())
+    pod_cidr = k8s.pod_cidrs[node.name]
+    assert conflist["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == pod_cidr
+    for plugin in ("ciliumctl-cni", "host-local", "loopback"):
+        assert (node.dir / "host/opt/cni/bin" / plugin).exists()
+    status = run_cli("status", "--kubeconfig", str(k8s.kubeconfig), "-o", "json", env=cli_env_k8s, timeout=60)
+    assert json.loads(status.stdout)["healthy"] is True, status.stdout
+
+
+def test_pods_get_addresses_endpoints_and_identities(k8s, state):
+    k8s.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                      "items": [WEB, CLIENT, OTHER]}))
+    k8s.kubectl("wait", "--for", "condition=Ready", "pod/web", "pod/client", "pod/other", "--timeout", "120s")
+    pool = ipaddress.ip_network(k8s.pod_cidrs[k8s.nodes[0].name])
+    for name in ("web", "client", "other"):
+        ip = kubectl_json(k8s, "get", "pod", name)["status"]["podIP"]
+        assert ipaddress.ip_address(ip) in pool, (name, ip, pool)
+        state[name] = ip
+
+    def endpoints():
+        ceps = {c["metadata"]["name"]: c for c in kubectl_json(k8s, "get", "ciliumendpoints")["items"]}
+        return ceps if {"web", "client", "other"} <= set(ceps) else None
+
+    assert wait_until(endpoints, 60, 0.5), kubectl_json(k8s, "get", "ciliumendpoints")
+    ceps = endpoints()
+    for name in ("web", "client", "other"):
+        status = ceps[name]["status"]
+        assert status["networking"]["addressing"][0]["ipv4"] == state[name]
+        assert status["networking"]["node"] == k8s.nodes[0].name
+        state[f"{name}-identity"] = status["identity"]["id"]
+    identities = {i["metadata"]["name"]: i for i in kubectl_json(k8s, "get", "ciliumidentities")["items"]}
+    web_identity = identities[str(state["web-identity"])]
+    assert web_identity["security-labels"].get("k8s:app") == "web", web_identity
+    assert len({state[f"{n}-identity"] for n in ("web", "client", "other")}) == 3
+
+
+def test_policy_applied_with_kubectl_is_enforced(k8s, state):
+    assert connects(k8s, "client", state["web"]) and connects(k8s, "other", state["web"])   # default allow
+    k8s.kubectl("apply", "-f", "-", input=json.dumps(POLICY))
+    assert wait_until(lambda: not connects(k8s, "other", state["web"]), 30, 0.5), "the policy is not enforced"
+    assert connects(k8s, "client", state["web"])
+    cnp = kubectl_json(k8s, "get", "cnp", "web-from-client")
+    conditions = {c["type"]: c["status"] for c in (cnp.get("status") or {}).get("conditions") or []}
+    assert conditions.get("Valid") == "True", cnp.get("status")
+
+
+def test_flows_in_observe_and_in_the_real_hubble(k8s, state, hubble):
+    assert not connects(k8s, "other", state["web"])
+    sock = k8s.nodes[0].dir / "host/run/ciliumctl/hubble.sock"
+
+    def dropped(lines: str) -> list[dict]:
+        flows = [json.loads(line) for line in lines.splitlines() if line.strip()]
+        flows = [f.get("flow", f) for f in flows]
+        return [f for f in flows if f.get("verdict") == "DROPPED"
+                and f.get("IP", {}).get("source") == state["other"]
+                and f.get("IP", {}).get("destination") == state["web"]]
+
+    real = sh(str(hubble), "observe", "--server", f"unix://{sock}", "--last", "500", "-o", "jsonpb", timeout=30)
+    drops = dropped(real.stdout)
+    assert drops, real.stdout[-2000:]
+    assert drops[0]["destination"].get("pod_name") == "web", drops[0]
+    assert drops[0].get("drop_reason_desc") == "POLICY_DENIED", drops[0]
+    ours = k8s.kubectl("exec", "-n", NS, agent_pod(k8s), "-c", "agent", "--", "ciliumctl", "observe", "--last",
+                       "500", "-o", "jsonpb", timeout=60)
+    assert dropped(ours.stdout), ours.stdout[-2000:]
+
+
+def test_agent_restart_lets_no_denied_packet_through(k8s, state):
+    old = agent_pod(k8s)
+    k8s.kubectl("delete", "pod", "-n", NS, old, "--wait=false")
+    # while the agent is away and coming back, the pinned datapath keeps enforcing
+    deadline = time.monotonic() + 120
+    attempts = 0
+    while time.monotonic() < deadline:
+        assert not connects(k8s, "other", state["web"]), "a denied connection passed during the agent restart"
+        attempts += 1
+        pods = kubectl_json(k8s, "get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=ciliumctl-agent")["items"]
+        ready = [p for p in pods if p["metadata"]["name"] != old and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])]
+        if ready:
+            break
+    assert ready, "the agent pod did not come back"
+    assert connects(k8s, "client", state["web"])
+    assert not connects(k8s, "other", state["web"])
+    ceps = kubectl_json(k8s, "get", "ciliumendpoints")["items"]
+    assert {c["metadata"]["name"]: c["status"]["identity"]["id"] for c in ceps} == {
+        n: state[f"{n}-identity"] for n in ("web", "client", "other")}, "identities changed across the restart"
+
+
+def test_deleting_the_policy_lets_traffic_flow(k8s, state):
+    k8s.kubectl("delete", "cnp", "web-from-client")
+    assert wait_until(lambda: connects(k8s, "other", state["web"]), 30, 0.5)
+
+
+def test_deleting_a_pod_releases_everything(k8s, state):
+    node = k8s.nodes[0]
+    lease = node.dir / "host/var/lib/cni/networks/ciliumctl" / state["other"]
+    assert lease.exists()
+    netns_before = set((node.dir / "host/run/netns").iterdir())
+    k8s.kubectl("delete", "pod", "other", "--wait=true", "--timeout", "60s")
+    assert wait_until(lambda: "other" not in {c["metadata"]["name"] for c in
+                                              kubectl_json(k8s, "get", "ciliumendpoints")["items"]}, 30, 0.5)
+    assert wait_until(lambda: not lease.exists(), 30, 0.2), "host-local kept the address"
+    assert wait_until(lambda: len(set((node.dir / "host/run/netns").iterdir())) == len(netns_before) - 1, 30, 0.2)
+    endpoints = k8s.kubectl("exec", "-n", NS, agent_pod(k8s), "-c", "agent", "--", "ciliumctl", "endpoint",
+                            "list", "-o", "json", timeout=60).stdout
+    assert state["other"] not in endpoints and state["web"] in endpoints
+
+
+def test_uninstall_leaves_nothing(k8s, cli_env_k8s):
+    k8s.kubectl("delete", "pod", "web", "client", "--wait=true", "--timeout", "60s")
+    res = run_cli("uninstall", "--kubeconfig", str(k8s.kubeconfig), env=cli_env_k8s, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert wait_until(lambda: k8s.kubectl("get", "namespace", NS, check=False).returncode != 0, 90, 0.5)
+    for crd in CRDS:
+        assert k8s.kubectl("get", "crd", crd, check=False).returncode != 0
+    assert k8s.kubectl("get", "clusterrole", "ciliumctl-agent", check=False).returncode != 0
+    assert k8s.kubectl("get", "clusterrolebinding", "ciliumctl-agent", check=False).returncode != 0
+    left = k8s.kubectl("get", "all", "-A", "-l", "app.kubernetes.io/part-of=ciliumctl", "-o", "name").stdout
+    assert not left.strip(), left
