@@ -270,20 +270,22 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			}
 		}
 		__u8 *seen_flags = is_reply ? &ct->rev_flags : &ct->fwd_flags;
-		__u8 *seen = is_reply ? &ct->rev_seen : &ct->fwd_seen;
+		__u8 *reported = is_reply ? &ct->rev_reported : &ct->fwd_reported;
+		__u64 *last_report = is_reply ? &ct->rev_report : &ct->fwd_report;
 		__u32 *pkts = is_reply ? &ct->rev_pkts : &ct->fwd_pkts;
 		__u32 *bytes = is_reply ? &ct->rev_bytes : &ct->fwd_bytes;
-		__u8 newflags = p.tcp_flags & ~*seen_flags;
+		struct monitor_config *cfg = monitor_config.lookup(&zero);
+		int monitor = ct_monitor(last_report, reported, p.tcp_flags, cfg, now);
 
 		ct->last_seen = now;
+		*seen_flags |= p.tcp_flags;
 		*pkts += 1;
 		*bytes += p.len;
-		if (newflags || !*seen) {
-			/* identities in packet order: the packet leaves the endpoint iff dir is egress */
+		if (trace_wanted(cfg, obs, monitor)) {
+			/* identities in packet order: the packet leaves the endpoint iff dir is egress; packets and bytes
+			 * since this side's last trace */
 			__u32 src = dir == CTL_DIR_EGRESS ? ct->own_identity : ct->peer_identity;
 			__u32 dst = dir == CTL_DIR_EGRESS ? ct->peer_identity : ct->own_identity;
-			*seen_flags |= p.tcp_flags;
-			*seen = 1;
 			emit(skb, &p, CTL_EVENT_TRACE, obs, ct->verdict, key.dir, ct->ep_id, src, dst, ct->cookie,
 			     ct->match_type, is_reply, *seen_flags, *bytes, *pkts);
 			*pkts = 0;
@@ -316,11 +318,19 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	fresh.ep_id = d.ep_id;
 	fresh.policy_rev = d.revision;
 	fresh.fwd_flags = p.tcp_flags;
-	fresh.fwd_seen = 1;
+	/* CT_NEW: always worth a trace (Cilium's __ct_lookup sets `monitor` for a new connection) */
+	struct monitor_config *cfg = monitor_config.lookup(&zero);
+	ct_monitor(&fresh.fwd_report, &fresh.fwd_reported, p.tcp_flags, cfg, now);
+	int traced = trace_wanted(cfg, obs, 1);
+	if (!traced) {   /* counted towards this side's next trace */
+		fresh.fwd_pkts = 1;
+		fresh.fwd_bytes = p.len;
+	}
 	ct_fill_key(&key, &p, dir, ifindex, 0);
 	conntrack.update(&key, &fresh);
-	emit(skb, &p, CTL_EVENT_TRACE, obs, fresh.verdict, dir, d.ep_id, src_id, dst_id, d.v.cookie, d.v.match_type,
-	     0, p.tcp_flags, p.len, 1);
+	if (traced)
+		emit(skb, &p, CTL_EVENT_TRACE, obs, fresh.verdict, dir, d.ep_id, src_id, dst_id, d.v.cookie,
+		     d.v.match_type, 0, p.tcp_flags, p.len, 1);
 	return TC_ACT_OK;
 }
 

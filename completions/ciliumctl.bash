@@ -84,16 +84,19 @@ _ciliumctl() {
         "install")
             case "$prev" in
                 --enforcement-mode) COMPREPLY=($(compgen -W "default always never" -- "$cur")); return;;
+                --monitor-aggregation) COMPREPLY=($(compgen -W "none low medium maximum" -- "$cur")); return;;
                 --image-pull-policy) COMPREPLY=($(compgen -W "IfNotPresent Always Never" -- "$cur")); return;;
                 -o|--output) COMPREPLY=($(compgen -W "yaml json" -- "$cur")); return;;
                 --pool) return;;
+                --monitor-aggregation-interval) return;;
+                --monitor-aggregation-flags) return;;
                 --cni-conf-dir) return;;
                 --cni-bin-dir) return;;
                 --kubeconfig) return;;
                 --context) return;;
                 --image) return;;
             esac
-            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --image-pull-policy --wait -o --output --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --monitor-aggregation --monitor-aggregation-interval --monitor-aggregation-flags --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --image-pull-policy --wait -o --output --help -h" -- "$cur"));;
         "observe")
             case "$prev" in
                 --traffic-direction) COMPREPLY=($(compgen -W "ingress egress" -- "$cur")); return;;

@@ -101,6 +101,24 @@ struct policy_val {
 	__u32 cookie;
 };
 
+/* monitor_config: how much the programs trace, Cilium's monitor aggregation (pkg/option/monitor.go levels; the
+ * agent's --monitor-aggregation, --monitor-aggregation-interval, --monitor-aggregation-flags). Written by user
+ * space (install), read per packet: changing the level needs no recompile. */
+#define CTL_AGG_NONE    0   /* MonitorAggregationLevelNone: every packet at every observation point */
+#define CTL_AGG_LOWEST  1   /* ...Lowest and Low: no trace on receive (from-endpoint), one per packet */
+#define CTL_AGG_LOW     2
+#define CTL_AGG_MEDIUM  3   /* ...Medium: per connection: first packet, report flags, closing, interval */
+#define CTL_AGG_MAXIMUM 4   /* ...Max: as medium in bpf/lib/trace.h (>= TRACE_AGGREGATE_ACTIVE_CT) */
+/* bpf/lib/trace.h enum: TRACE_AGGREGATE_RX = 1 hides receive traces, TRACE_AGGREGATE_ACTIVE_CT = 3 traces only
+ * when conntrack says so (ct_update_timeout's `monitor`) */
+#define CTL_TRACE_AGGREGATE_RX        1
+#define CTL_TRACE_AGGREGATE_ACTIVE_CT 3
+struct monitor_config {
+	__u32 aggregation;            /* CTL_AGG_* */
+	__u32 report_flags;           /* TCP flags whose first sight is traced (CT_REPORT_FLAGS; default syn|fin|rst) */
+	__u64 report_interval_ns;     /* an active connection is traced again after this (CT_REPORT_INTERVAL, 5 s) */
+};
+
 /* drop_stats value, per CPU */
 struct drop_count {
 	__u64 packets;
@@ -130,6 +148,7 @@ struct ct_key {
 };
 struct ct_entry {
 	__u64 last_seen;              /* coarse CLOCK_MONOTONIC */
+	__u64 fwd_report, rev_report; /* coarse time of the last trace of that side; 0 = never traced */
 	__u32 cookie;
 	__u32 peer_identity;
 	__u32 own_identity;
@@ -139,7 +158,7 @@ struct ct_entry {
 	__u32 fwd_pkts, rev_pkts;     /* since the last trace of that side */
 	__u32 fwd_bytes, rev_bytes;
 	__u8 fwd_flags, rev_flags;    /* TCP flags seen per side */
-	__u8 fwd_seen, rev_seen;      /* a first packet of that side was traced */
+	__u8 fwd_reported, rev_reported; /* of those, the report flags (monitor_config) already traced */
 	__u32 policy_rev;             /* low 32 bits of the revision the verdict was decided with */
 };
 

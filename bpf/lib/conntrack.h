@@ -1,6 +1,6 @@
 /* Connection tracking: the entry carries a connection in both directions with the verdict of its revision (forward
- * packets are decided again when the revision changes), and aggregates trace events (first packet per side, new
- * TCP flags). */
+ * packets are decided again when the revision changes), and decides which packets are worth a trace (ct_monitor:
+ * first packet per side, new report flags, closing, the report interval). */
 #ifndef CTL_CONNTRACK_H
 #define CTL_CONNTRACK_H
 
@@ -29,6 +29,25 @@ static __always_inline int ct_reopened(const struct ct_entry *ct, const struct p
 {
 	return p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
 	       ((ct->fwd_flags | ct->rev_flags) & (TCP_FIN | TCP_RST));
+}
+
+/* Whether a packet of a tracked connection is worth a trace, decided as Cilium's __ct_update_timeout() decides its
+ * `monitor` (bpf/lib/conntrack.h): a report flag (CT_REPORT_FLAGS) not traced before on this side, the report
+ * interval (CT_REPORT_INTERVAL) passed since this side's last trace (a side never traced counts as long ago), or a
+ * closing packet (FIN or RST: __ct_lookup's ACTION_CLOSE always reports). Records the report when there is one. */
+static __always_inline int ct_monitor(__u64 *last_report, __u8 *reported, __u8 flags,
+				      const struct monitor_config *cfg, __u64 now)
+{
+	__u8 mask = cfg ? cfg->report_flags : (TCP_SYN | TCP_FIN | TCP_RST);
+	__u64 interval = cfg ? cfg->report_interval_ns : 5 * NSEC;
+	__u8 seen = (flags & mask) | *reported;
+
+	if ((flags & (TCP_FIN | TCP_RST)) || seen != *reported || !*last_report || *last_report + interval < now) {
+		*reported = seen;
+		*last_report = now;
+		return 1;
+	}
+	return 0;
 }
 
 static __always_inline void ct_fill_key(struct ct_key *k, const struct pkt *p, __u8 dir, __u32 ifindex, int reverse)

@@ -11,6 +11,7 @@
 
 BPF_HASH(endpoints, __u32, struct ep_info, CTL_MAX_ENDPOINTS);
 BPF_ARRAY(state, struct dp_state, 1);
+BPF_ARRAY(monitor_config, struct monitor_config, 1);
 BPF_HASH(epcfg, struct epcfg_key, struct epcfg_val, 2 * CTL_MAX_ENDPOINTS);
 BPF_F_TABLE("lpm_trie", struct ipcache_key, struct ipcache_val, ipcache, CTL_IPCACHE_SIZE, BPF_F_NO_PREALLOC);
 BPF_F_TABLE("lpm_trie", struct policy_key, struct policy_val, policy, CTL_POLICY_SIZE, BPF_F_NO_PREALLOC);

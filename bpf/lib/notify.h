@@ -22,6 +22,21 @@ static __always_inline void count_drop(__u8 reason, __u8 dir, __u32 len)
 	}
 }
 
+/* Whether to send a trace at `obs`, as bpf/lib/trace.h's emit_trace_notify() decides with MONITOR_AGGREGATION, here
+ * read from the monitor_config map: from TRACE_AGGREGATE_RX on, nothing at receive points (from-endpoint); from
+ * TRACE_AGGREGATE_ACTIVE_CT on, only what conntrack marked worth it (`monitor`). Drops and policy verdicts are
+ * not traces: they are always sent. No config (never written) means Cilium's default, medium. */
+static __always_inline int trace_wanted(const struct monitor_config *cfg, __u8 obs, int monitor)
+{
+	__u32 level = cfg ? cfg->aggregation : CTL_AGG_MEDIUM;
+
+	if (level >= CTL_TRACE_AGGREGATE_RX && obs == CTL_OBS_FROM_ENDPOINT)
+		return 0;
+	if (level >= CTL_TRACE_AGGREGATE_ACTIVE_CT && !monitor)
+		return 0;
+	return 1;
+}
+
 /* type/subtype/verdict + the rest from the packet; src/dst identity in packet order */
 static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u8 type, __u8 subtype,
 				 __u8 verdict, __u8 dir, __u16 ep_id, __u32 src_id, __u32 dst_id,

@@ -84,6 +84,16 @@ def register(app: typer.Typer) -> None:
                                              help="Report would-be drops as AUDIT and forward them."),
         pool: Optional[str] = typer.Option(None, "--pool", metavar="CIDR",
                                            help="Address pool for sandbox endpoints."),
+        monitor_aggregation: Optional[str] = typer.Option(
+            None, "--monitor-aggregation", metavar="{none,low,medium,maximum}",
+            help="How much the datapath traces, as Cilium's: medium (the default) reports a connection's first "
+                 "packet, new TCP flags and closing, not every packet (kept when omitted)."),
+        monitor_aggregation_interval: Optional[str] = typer.Option(
+            None, "--monitor-aggregation-interval", metavar="DURATION",
+            help="Report an active connection again after this long (default 5s)."),
+        monitor_aggregation_flags: Optional[str] = typer.Option(
+            None, "--monitor-aggregation-flags", metavar="FLAGS",
+            help="TCP flags whose first sight is reported (default syn,fin,rst)."),
         agent: bool = typer.Option(True, "--agent/--no-agent", show_default=False,
                                    help="Start the node agent (flows, Hubble API, metrics, CNI requests); "
                                         "on by default."),
@@ -113,6 +123,8 @@ def register(app: typer.Typer) -> None:
         kc = kubeconfig or os.environ.get("KUBECONFIG")
         if kc:
             _cluster("install", kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit,
+                     monitor_aggregation=monitor_aggregation, monitor_aggregation_interval=monitor_aggregation_interval,
+                     monitor_aggregation_flags=monitor_aggregation_flags,
                      context=context, image=image, image_pull_policy=image_pull_policy, wait=wait, output=output)
             return
         from ciliumctl.node import install as install_node
@@ -120,7 +132,9 @@ def register(app: typer.Typer) -> None:
         extra = {k: v for k, v in (("cni_conf_dir", cni_conf_dir), ("cni_bin_dir", cni_bin_dir)) if v}
         only = None if agent else tuple(s.name for s in install_node.STEPS if s.name != "agent")
         opts = install_node.Options(enforcement_mode=enforcement_mode, audit=audit, pool=pool, extra=extra,
-                                    only=only)
+                                    only=only, monitor_aggregation=monitor_aggregation,
+                                    monitor_aggregation_interval=monitor_aggregation_interval,
+                                    monitor_aggregation_flags=monitor_aggregation_flags)
         with _Progress() as show:
             outcomes = install_node.install(opts, plan_only=dry_run, progress=show, starting=show.starting)
         if dry_run:

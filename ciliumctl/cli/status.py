@@ -46,6 +46,10 @@ def _lines(st: dict) -> list[tuple[str, str]]:
             else:
                 fill = f"capacity {cap}"
             out.append((f"Map {m.get('name', '?')}", f"{fill}{'  ' + kind if kind else ''}"))
+    mon = dp.get("monitor_aggregation")
+    if isinstance(mon, dict):
+        out.append(("Monitor aggregation", f"{mon['level']} (report flags {mon['flags']}, interval "
+                                           f"{mon['interval_seconds']:g}s)"))
     if "events_lost" in dp:
         out.append(("Events lost", str(dp["events_lost"])))
     drops = dp.get("drops")

@@ -58,6 +58,11 @@ def compile_programs():
     compile_count += 1
     # what the programs were built from, so a later open() can tell the pins are outdated
     bpf[b"state"][ctypes.c_int(0)] = bpf[b"state"].Leaf(0, source_crc(src), 0, 0)
+    # Cilium's default monitor aggregation (medium) until the node's settings say otherwise
+    from ciliumctl.datapath.monitor import MonitorConfig
+
+    raw = MonitorConfig().pack()
+    bpf[b"monitor_config"][ctypes.c_int(0)] = bpf[b"monitor_config"].Leaf.from_buffer_copy(raw)
     return bpf, fns
 
 

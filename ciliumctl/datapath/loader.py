@@ -19,6 +19,7 @@ from ciliumctl.base import paths
 from ciliumctl.datapath import bpfsys, build, hooks, maps
 from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
 from ciliumctl.datapath.mapstate import compile_state, cookies_json
+from ciliumctl.datapath.monitor import MonitorConfig
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.policy.resolved import ResolvedState
@@ -233,6 +234,13 @@ class Datapath:
         active, crc, revision, flip_ns = maps.DP_STATE.unpack(raw)
         return active & 1, crc, revision, flip_ns
 
+    def set_monitor(self, config: MonitorConfig) -> None:
+        """How much the programs trace (datapath/monitor.py); read by them per packet, no recompile."""
+        self.maps["monitor_config"].update(b"\0" * 4, config.pack())
+
+    def monitor(self) -> MonitorConfig:
+        return MonitorConfig.unpack(self.maps["monitor_config"].lookup(b"\0" * 4))
+
     @property
     def outdated(self) -> bool:
         """The pinned programs were built from another version of bpf/*.c than this ciliumctl carries."""
@@ -262,6 +270,7 @@ class Datapath:
                     report = _write_revision(new, state)
                     attached = self.maps["endpoints"].items()
                     new["endpoints"].update_batch(list(attached.items()))
+                    new["monitor_config"].update(b"\0" * 4, self.maps["monitor_config"].lookup(b"\0" * 4))
                     old_ct, new_ct = self.maps["conntrack"], new["conntrack"]
                     if (old_ct.key_size, old_ct.value_size) == (new_ct.key_size, new_ct.value_size):
                         new_ct.update_batch(list(old_ct.items().items()))
@@ -334,7 +343,7 @@ class Datapath:
             map_rows.append(row)
         return {"pin_dir": str(self.pin_dir), "programs": progs, "maps": map_rows, "revision": revision,
                 "active_slot": active, "events_lost": self.events_lost(), "outdated": crc != build.source_crc(),
-                "drops": self.drop_counts(),
+                "drops": self.drop_counts(), "monitor_aggregation": self.monitor().to_dict(),
                 "tcx_links": len(os.listdir(hooks.links_dir(self.pin_dir))) if hooks.links_dir(self.pin_dir).is_dir()
                 else 0,
                 "attached_endpoints": len(self.maps["endpoints"].items())}

@@ -11,7 +11,7 @@ import struct
 
 # names of the pins under paths.bpffs_dir()
 PROGRAMS = ("from_container", "to_container")
-MAPS = ("endpoints", "state", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events", "events_lost",
+MAPS = ("endpoints", "state", "monitor_config", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events", "events_lost",
         "drop_stats")
 
 EP_F_ENFORCE_INGRESS = 1
@@ -68,19 +68,27 @@ class CtKey(ctypes.Structure):
                 ("pad", ctypes.c_uint16), ("ifindex", ctypes.c_uint32)]
 
 
+class MonitorConfig(ctypes.Structure):
+    _fields_ = [("aggregation", ctypes.c_uint32), ("report_flags", ctypes.c_uint32),
+                ("report_interval_ns", ctypes.c_uint64)]
+
+
 class CtEntry(ctypes.Structure):
-    _fields_ = [("last_seen", ctypes.c_uint64), ("cookie", ctypes.c_uint32), ("peer_identity", ctypes.c_uint32),
+    _fields_ = [("last_seen", ctypes.c_uint64), ("fwd_report", ctypes.c_uint64), ("rev_report", ctypes.c_uint64),
+                ("cookie", ctypes.c_uint32), ("peer_identity", ctypes.c_uint32),
                 ("own_identity", ctypes.c_uint32), ("ep_id", ctypes.c_uint16), ("match_type", ctypes.c_uint8),
                 ("verdict", ctypes.c_uint8),
                 ("fwd_pkts", ctypes.c_uint32), ("rev_pkts", ctypes.c_uint32),
                 ("fwd_bytes", ctypes.c_uint32), ("rev_bytes", ctypes.c_uint32),
                 ("fwd_flags", ctypes.c_uint8), ("rev_flags", ctypes.c_uint8),
-                ("fwd_seen", ctypes.c_uint8), ("rev_seen", ctypes.c_uint8), ("policy_rev", ctypes.c_uint32)]
+                ("fwd_reported", ctypes.c_uint8), ("rev_reported", ctypes.c_uint8),
+                ("policy_rev", ctypes.c_uint32)]
 
 
 # Fast packers, little endian host (x86_64/aarch64); byte strings are kept in network order.
 EP_INFO = struct.Struct("<HHI")
 DP_STATE = struct.Struct("<IIQQ")
+MONITOR_CONFIG = struct.Struct("<IIQ")
 EPCFG_KEY = struct.Struct("<II")
 EPCFG_VAL = struct.Struct("<II")
 IPCACHE_KEY = struct.Struct("<IB3x4s")
@@ -91,6 +99,7 @@ POLICY_VAL = struct.Struct("<BBHI")
 SIZES = {  # map name -> (key size, value size) the kernel must report
     "endpoints": (4, ctypes.sizeof(EpInfo)),
     "state": (4, ctypes.sizeof(DpState)),
+    "monitor_config": (4, ctypes.sizeof(MonitorConfig)),
     "epcfg": (ctypes.sizeof(EpcfgKey), ctypes.sizeof(EpcfgVal)),
     "ipcache": (ctypes.sizeof(IpcacheKey), ctypes.sizeof(IpcacheVal)),
     "policy": (ctypes.sizeof(PolicyKey), ctypes.sizeof(PolicyVal)),

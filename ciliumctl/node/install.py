@@ -137,7 +137,8 @@ def _check_settings(o: Options) -> str | None:
     want = _wanted_settings(s, o)
     return None if (want == s and s.installed) else (
         f"save enforcement {want.enforcement_mode}, audit {'on' if want.audit else 'off'}, "
-        f"pool {want.pool or 'default'}; program policy revision {s.revision + 1}")
+        f"pool {want.pool or 'default'}, monitor aggregation {want.monitor_aggregation}; "
+        f"program policy revision {s.revision + 1}")
 
 
 def _wanted_settings(s, o: Options):
@@ -149,7 +150,15 @@ def _wanted_settings(s, o: Options):
     mode = node_settings.parse_mode(o.enforcement_mode).value if o.enforcement_mode else s.enforcement_mode
     pool = str(ipam.parse_pool(o.pool)) if o.pool else s.pool
     audit = s.audit if o.audit is None else o.audit
-    return replace(s, enforcement_mode=mode, audit=audit, pool=pool, installed=True)
+    from ciliumctl.datapath import monitor
+
+    level = monitor.parse_level(o.monitor_aggregation) if o.monitor_aggregation else s.monitor_aggregation
+    interval = (monitor.parse_interval(o.monitor_aggregation_interval) if o.monitor_aggregation_interval
+                else s.monitor_aggregation_interval)
+    flags = (monitor.parse_flags(o.monitor_aggregation_flags) if o.monitor_aggregation_flags
+             else s.monitor_aggregation_flags)
+    return replace(s, enforcement_mode=mode, audit=audit, pool=pool, installed=True, monitor_aggregation=level,
+                   monitor_aggregation_interval=interval, monitor_aggregation_flags=flags)
 
 
 def _run_settings(o: Options) -> str:
@@ -159,7 +168,8 @@ def _run_settings(o: Options) -> str:
         s = _wanted_settings(node_settings.load_settings(), o)
         node_reconcile.reconcile(settings=s)      # saves the settings once the datapath has taken them
         s = node_settings.load_settings()
-    return f"enforcement {s.enforcement_mode}, audit {'on' if s.audit else 'off'}, revision {s.revision}"
+    return (f"enforcement {s.enforcement_mode}, audit {'on' if s.audit else 'off'}, monitor aggregation "
+            f"{s.monitor_aggregation}, revision {s.revision}")
 
 
 def _undo_endpoints() -> str | None:
@@ -225,6 +235,14 @@ def install(options: Options, plan_only: bool = False, progress: Callable[[Outco
         node_settings.parse_mode(options.enforcement_mode)
     if options.pool:
         ipam.parse_pool(options.pool)
+    from ciliumctl.datapath import monitor
+
+    if options.monitor_aggregation:
+        monitor.parse_level(options.monitor_aggregation)
+    if options.monitor_aggregation_interval:
+        monitor.parse_interval(options.monitor_aggregation_interval)
+    if options.monitor_aggregation_flags:
+        monitor.parse_flags(options.monitor_aggregation_flags)
     nodens.enter_node_netns()
     out = []
     for step in STEPS:

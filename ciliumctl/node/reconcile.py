@@ -99,6 +99,7 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
     _record_identities(endpoints, state)
     dp = datapath or open_datapath()
     report = dp.upgrade(state) if upgrade else dp.apply(state)
+    dp.set_monitor(settings.monitor)
     save_settings(settings)
     statefile.write_json(enforcement_path(), {
         str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}

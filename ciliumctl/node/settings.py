@@ -23,6 +23,17 @@ class Settings:
     pool: str = ""              # "" = $CILIUMCTL_POOL or the default pool
     revision: int = 0           # policy revision, bumped by every reconcile that programs the maps
     installed: bool = False
+    # how much the datapath traces (datapath/monitor.py; Cilium's --monitor-aggregation* and their defaults)
+    monitor_aggregation: str = "medium"
+    monitor_aggregation_interval: float = 5.0
+    monitor_aggregation_flags: str = "syn,fin,rst"
+
+    @property
+    def monitor(self):
+        from ciliumctl.datapath.monitor import MonitorConfig
+
+        return MonitorConfig(self.monitor_aggregation, self.monitor_aggregation_interval,
+                             self.monitor_aggregation_flags)
 
     @property
     def mode(self) -> Enforcement:
@@ -39,8 +50,9 @@ def load_settings() -> Settings:
     try:
         s = Settings(**known)
         s.mode  # validates
+        s.monitor.pack()
         return s
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise EnvironmentProblem(f"{settings_path()}: invalid node settings; fix or remove the file") from None
 
 

@@ -233,7 +233,8 @@ def test_ctypes_mirrors_match_the_packers():
     assert ctypes.sizeof(maps.DpState) == maps.DP_STATE.size
     assert ctypes.sizeof(maps.EpcfgKey) == maps.EPCFG_KEY.size
     assert ctypes.sizeof(maps.CtKey) == 20 and maps.CtKey.ifindex.offset == 16
-    assert ctypes.sizeof(maps.CtEntry) == 48
+    assert ctypes.sizeof(maps.CtEntry) == 64
+    assert ctypes.sizeof(maps.MonitorConfig) == maps.MONITOR_CONFIG.size == 16
     raw = maps.policy_key(1, 2, 7, 1001, PROTO_TCP, 8080, 96)
     k = maps.PolicyKey.from_buffer_copy(raw)
     assert (k.prefixlen, k.slot, k.dir, k.ep_id, k.identity, k.proto) == (96, 1, 2, 7, 1001, PROTO_TCP)

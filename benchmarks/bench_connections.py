@@ -1,0 +1,292 @@
+"""New TCP connections/s and kept-alive request/response through ciliumctl endpoints vs plain veth endpoints on the
+same sandbox node, with a C load generator (benchmarks/loadgen.c, compiled here with the machine's cc), so that
+the network path and the agent, not a Python sender, are what is measured.
+
+One sandbox node (a netns of this run), set up through the real `ciliumctl` executable: `install`, two endpoints
+`a` -> `b`; beside them two plain endpoints wired the same way (veth, /32 routes, proxy ARP) with no programs.
+Each configuration (rules on b's ingress; the agent off, or on at a monitor aggregation level) is measured in
+ABBA pairs (plain, ciliumctl, ciliumctl, plain), so drifts of a busy machine fall on both sides; the ratio is
+ciliumctl / plain of the summed rates. Agent CPU: utime + stime of the agent process over the ciliumctl runs,
+as cores per 10,000 new connections/s. Events lost: the datapath's counter (`status`), summed over the run.
+Run as root:
+    .venv/bin/python benchmarks/bench_connections.py [--seconds 2] [--pairs 4] [--levels none,low,medium,maximum]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "ciliumctl")
+PORT = 5002
+CLIENT_THREADS = 4
+SERVER_THREADS = 8
+
+
+def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    res = subprocess.run(list(args), capture_output=True, text=True, **kw)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} -> {res.returncode}: {res.stderr.strip() or res.stdout.strip()}")
+    return res
+
+
+class Node:
+    """The sandbox node, its ciliumctl endpoints a, b and plain endpoints pa, pb; torn down by close()."""
+
+    def __init__(self, tmp: Path, prefix: str):
+        self.tmp, self.prefix = tmp, prefix
+        self.name = f"{prefix}n"
+        self.bpffs = Path(f"/sys/fs/bpf/{prefix}")
+        self.env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("CILIUMCTL_")}
+        self.env.update(NO_COLOR="1", CILIUMCTL_NODE_NETNS=self.name, CILIUMCTL_STATE_DIR=str(tmp / "state"),
+                        CILIUMCTL_RUN_DIR=str(tmp / "run"), CILIUMCTL_BPFFS_DIR=str(self.bpffs),
+                        CILIUMCTL_NODE_NAME=self.name)
+        self.procs: list[subprocess.Popen] = []
+        self.eps: dict[str, tuple[str, str]] = {}    # name -> (netns, ip)
+
+    def cli(self, *args: str, timeout: float = 300) -> str:
+        res = subprocess.run([CLI, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"ciliumctl {' '.join(args)} -> {res.returncode}: {res.stderr.strip()}")
+        return res.stdout
+
+    def build(self, install_args: list[str]) -> None:
+        sh("ip", "netns", "add", self.name)
+        self.cli("install", "--no-agent", *install_args)
+        for name in ("a", "b"):
+            ep = json.loads(self.cli("endpoint", "add", name, "-l", f"app={name}", "-o", "json"))
+            self.eps[name] = (Path(ep["netns"]).name, ep["ipv4"].split("/")[0])
+        for i, name in ((1, "pa"), (2, "pb")):
+            self.eps[name] = (self._plain(i, name), f"10.12.0.{i}")
+        for ns, _ip in self.eps.values():   # thousands of short connections: reuse TIME_WAIT ports, use them all
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1",
+               "net.ipv4.ip_local_port_range=1024 65000")
+
+    def _plain(self, i: int, name: str) -> str:
+        """An endpoint wired as ciliumctl wires its own (endpoints/plumbing.py), with no program on it."""
+        ns, host, ip, n = f"{self.prefix}{name}", f"{self.prefix}{name}", f"10.12.0.{i}", self.name
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", n, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "netns", "exec", n, "sysctl", "-qw", f"net.ipv4.conf.{host}.proxy_arp=1",
+           f"net.ipv4.conf.{host}.rp_filter=0")
+        sh("ip", "-n", n, "link", "set", host, "up")
+        sh("ip", "-n", n, "route", "replace", f"{ip}/32", "dev", host, "scope", "link")
+        host_mac = sh("ip", "netns", "exec", n, "cat", f"/sys/class/net/{host}/address").stdout.strip()
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/32", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "neigh", "replace", "169.254.1.1", "lladdr", host_mac, "dev", "eth0", "nud", "permanent")
+        sh("ip", "-n", ns, "route", "replace", "169.254.1.1/32", "dev", "eth0", "scope", "link")
+        sh("ip", "-n", ns, "route", "replace", "default", "via", "169.254.1.1", "dev", "eth0", "onlink")
+        return ns
+
+    def run_in(self, ep: str, *argv: str, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(["ip", "netns", "exec", self.eps[ep][0], *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def agent_pid(self) -> int | None:
+        try:
+            return int((self.tmp / "run" / "agent.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def events_lost(self) -> int:
+        return int(json.loads(self.cli("status", "-o", "json"))["datapath"].get("events_lost") or 0)
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        subprocess.run([CLI, "agent", "stop"], env=self.env, capture_output=True, timeout=60)
+        subprocess.run([CLI, "uninstall"], env=self.env, capture_output=True, timeout=120)
+        for ns in sorted(p.name for p in Path("/run/netns").glob(f"{self.prefix}*")):
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        shutil.rmtree(self.bpffs, ignore_errors=True)
+
+
+def policy_yaml(n: int) -> str:
+    """n ingress rules on b: n-1 on ports a never uses, the one that matches (a -> b:PORT) last."""
+    rules = [f"  - fromEndpoints: [{{matchLabels: {{app: a}}}}]\n"
+             f"    toPorts: [{{ports: [{{port: \"{10000 + i}\", protocol: TCP}}]}}]\n" for i in range(n - 1)]
+    rules.append(f"  - fromEndpoints: [{{matchLabels: {{app: a}}}}]\n"
+                 f"    toPorts: [{{ports: [{{port: \"{PORT}\", protocol: TCP}}]}}]\n")
+    return ("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: bench, namespace: default}\n"
+            "spec:\n  endpointSelector: {matchLabels: {app: b}}\n  ingress:\n" + "".join(rules))
+
+
+def cpu_ticks(pid: int | None) -> int:
+    if not pid:
+        return 0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def cpu_ticks_task(pid: int, tid: str) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def measure(node: Node, loadgen: str, mode: str, client: str, server: str, secs: float) -> tuple[float, float]:
+    """(transactions/s, agent CPU seconds spent meanwhile)."""
+    pid = node.agent_pid()
+    c0 = cpu_ticks(pid)
+    p = node.run_in(client, loadgen, mode, node.eps[server][1], str(PORT), str(secs), str(CLIENT_THREADS))
+    out, err = p.communicate(timeout=secs + 60)
+    if p.returncode != 0:
+        raise RuntimeError(f"loadgen {mode}: {err.strip()}")
+    return float(out), (cpu_ticks(pid) - c0) / os.sysconf("SC_CLK_TCK")
+
+
+def abba(node: Node, loadgen: str, mode: str, secs: float, pairs: int) -> dict:
+    plain = cctl = cpu = 0.0
+    cctl_secs = 0.0
+    lost0 = node.events_lost()
+    for i in range(pairs):
+        order = ("plain", "cctl") if i % 2 == 0 else ("cctl", "plain")
+        for side in order:
+            if side == "plain":
+                plain += measure(node, loadgen, mode, "pa", "pb", secs)[0]
+            else:
+                rate, used = measure(node, loadgen, mode, "a", "b", secs)
+                cctl += rate
+                cpu += used
+                cctl_secs += secs
+    lost = node.events_lost() - lost0
+    per_10k = (cpu / cctl_secs) / (cctl / pairs / 10000) if cctl else float("nan")
+    return {"plain": plain / pairs, "cctl": cctl / pairs, "ratio": cctl / plain if plain else float("nan"),
+            "agent_cpu_per_10k": per_10k, "lost": lost}
+
+
+def profile(node: Node, loadgen: str, secs: float, out: Path) -> None:
+    """py-spy (PyPI) attached to the running agent while the generator opens connections: where its CPU goes,
+    by function (self samples, then samples with the function on the stack), all threads."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    load = node.run_in("a", loadgen, "crr", node.eps["b"][1], str(PORT), str(secs + 1), str(CLIENT_THREADS))
+    pid = node.agent_pid()
+    tasks = {t.name: (t / "comm").read_text().strip() for t in Path(f"/proc/{pid}/task").iterdir()}
+    t0 = {t: cpu_ticks_task(pid, t) for t in tasks}
+    lost0 = node.events_lost()
+    sh(spy, "record", "--pid", str(pid), "--duration", str(int(secs)), "--rate", "250",
+       "--format", "raw", "--output", str(out), "--nonblocking", check=False)
+    rate = float(load.communicate(timeout=secs + 60)[0])
+    print(f"crr {rate:.0f}/s; events lost meanwhile {node.events_lost() - lost0}; agent CPU per thread (cores):")
+    for t, name in tasks.items():
+        print(f"    {name:16} {(cpu_ticks_task(pid, t) - t0[t]) / os.sysconf('SC_CLK_TCK') / secs:.3f}")
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+                  for f in stack.split(";")]
+        total += int(n)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(n)
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + int(n)
+    print(f"py-spy: {total} samples of the agent's threads over {secs:.0f} s under crr load")
+    for title, table in (("self", own), ("on stack", incl)):
+        print(f"  top by {title}:")
+        for f, n in sorted(table.items(), key=lambda kv: -kv[1])[:18]:
+            print(f"    {n / total:6.1%}  {f}")
+
+
+def set_agent(node: Node, level: str | None) -> None:
+    """level None: no agent; else the agent running with the datapath at that aggregation level."""
+    node.cli("agent", "stop")
+    if level is None:
+        return
+    if level != "default":
+        node.cli("install", "--no-agent", "--monitor-aggregation", level)
+    node.cli("agent", "start")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=2.0, help="per run (each pair is 4 runs)")
+    ap.add_argument("--pairs", type=int, default=4, help="ABBA pairs per configuration")
+    ap.add_argument("--rules", default="0,1000,10000", help="rule counts on b's ingress")
+    ap.add_argument("--levels", default="none,low,medium,maximum",
+                    help="monitor aggregation levels to run the agent at ('default': as installed)")
+    ap.add_argument("--profile", type=float, default=0,
+                    help="only profile the agent (py-spy) for this many seconds under crr load, then exit")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_connections: needs root (netns, BPF)", file=sys.stderr)
+        return 2
+    cc = shutil.which("cc")
+    if not cc:
+        print("bench_connections: needs a C compiler (cc)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="cctl-bench-"))
+    loadgen = str(tmp / "loadgen")
+    sh(cc, "-O2", "-pthread", "-o", loadgen, str(ROOT / "benchmarks" / "loadgen.c"))
+    node = Node(tmp, f"cctl{secrets.token_hex(2)}")
+    rows: list[tuple[str, dict]] = []
+    levels: list[str | None] = [None] + [lv for lv in args.levels.split(",") if lv]
+    try:
+        node.build([])
+        for srv in ("b", "pb"):
+            p = node.run_in(srv, loadgen, "server", str(PORT), str(SERVER_THREADS))
+            assert p.stdout.readline().strip() == "ready"
+        if args.profile:
+            set_agent(node, "default")
+            time.sleep(0.5)
+            profile(node, loadgen, args.profile, tmp / "profile.txt")
+            return 0
+        for n in (int(x) for x in args.rules.split(",")):
+            if n:
+                f = tmp / f"rules{n}.yaml"
+                f.write_text(policy_yaml(n))
+                node.cli("policy", "apply", "-f", str(f))
+            elif (tmp / "applied").exists():
+                node.cli("policy", "delete", "bench")
+            (tmp / "applied").touch()
+            for level in levels:
+                set_agent(node, level)
+                time.sleep(0.5)
+                r = abba(node, loadgen, "crr", args.seconds, args.pairs)
+                rows.append((f"N={n:<6,} agent {level or 'off':8}", r))
+                print(f"  {rows[-1][0]} {r['plain']:8.0f} {r['cctl']:8.0f} {r['ratio']:6.2f} "
+                      f"{r['agent_cpu_per_10k']:6.2f} {r['lost']:6d}", file=sys.stderr, flush=True)
+        # kept-alive request/response: events are per connection, so this must cost the agent nothing
+        for level in levels:
+            set_agent(node, level)
+            r = abba(node, loadgen, "rr", args.seconds, args.pairs)
+            rows.append((f"RR agent {level or 'off':8}", r))
+    finally:
+        node.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"ABBA: {args.pairs} pairs x {args.seconds:.1f} s per side; C load generator, {CLIENT_THREADS} client "
+          f"threads; ratio = ciliumctl / plain veth (same node, same run)")
+    print(f"{'configuration':28} {'plain/s':>9} {'cctl/s':>9} {'ratio':>6} {'agent cores/10k':>16} {'lost':>7}")
+    for name, r in rows:
+        cpu = "-" if r["agent_cpu_per_10k"] != r["agent_cpu_per_10k"] or "off" in name else \
+            f"{r['agent_cpu_per_10k']:.3f}"
+        print(f"{name:28} {r['plain']:9.0f} {r['cctl']:9.0f} {r['ratio']:6.2f} {cpu:>16} {r['lost']:7d}")
+    print("new connections/s (crr: connect, 1-byte request, 1-byte response, close); RR: one kept-alive connection "
+          "per client thread. Targets: agent < 0.2 core per 10k new conn/s at medium, ratio >= 0.9 (crr, agent at "
+          "medium), >= 0.95 (RR), no event lost at medium.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
