@@ -133,8 +133,13 @@ class Kube:
             try:
                 status = json.loads(data)
                 message, reason = status.get("message", ""), status.get("reason", "")
-            except ValueError:
-                message, reason = data.decode(errors="replace")[:200], resp.reason or ""
+            except ValueError:   # not a Status: the real server's "404 page not found" for an unserved type
+                message, reason = data.decode(errors="replace").strip()[:200], resp.reason or ""
+                if resp.status == 404 and f"/{CILIUM_GROUP}/" in path:
+                    resource = path.rstrip("/").split("/")[-1] if "/namespaces/" not in path else \
+                        path.split("/namespaces/", 1)[1].split("/")[1]
+                    message = (f"{resource}.{CILIUM_GROUP} is not served: the CRDs are not installed (run "
+                               "`ciliumctl install --kubeconfig ...`)")
             resp.response.release_conn()
             raise ApiFailure(resp.status, reason or "", message or f"{method} {path} failed")
         if stream:
@@ -183,8 +188,12 @@ class Kube:
     def delete(self, kind: Kind, name: str, namespace: str | None = None, dry_run: bool = False) -> bool:
         """True if it existed."""
         try:
+            # with a body the API server takes DeleteOptions from it and ignores the query: dryRun goes in both
+            options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+            if dry_run:
+                options["dryRun"] = ["All"]
             self.request("DELETE", self.path(kind, namespace, name), {"dryRun": "All" if dry_run else None},
-                         {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+                         options)
             return True
         except ApiFailure as err:
             if err.status == 404:

@@ -468,7 +468,9 @@ class Node:
 class Cluster:
     """start() brings it up (or leaves nothing behind), stop() takes it all down; usable with `with`."""
 
-    def __init__(self, bin_dir: Path, image_tars: list[Path], nodes: int = 1, base: Path | None = None):
+    def __init__(self, bin_dir: Path, image_tars: list[Path], nodes: int = 1, base: Path | None = None,
+                 controllers: bool = True):
+        """nodes=0, controllers=False: etcd and the API server only (a few seconds), for tests of the API."""
         self.bin = Path(bin_dir)
         self.image_tars = [Path(t) for t in image_tars]
         self.dir = Path(tempfile.mkdtemp(prefix="cctl-k8s-", dir=base))   # short: unix socket paths live here
@@ -480,6 +482,7 @@ class Cluster:
         self.api_port = free_port()
         self.kubeconfig = self.dir / "admin.kubeconfig"
         self.pki: Pki | None = None
+        self.controllers = controllers
 
     def __enter__(self) -> "Cluster":
         self.start()
@@ -508,7 +511,8 @@ class Cluster:
             raise
 
     def _start(self) -> None:
-        for tool in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"):
+        for tool in ("kube-apiserver",) + (("kube-controller-manager", "kube-scheduler", "kubelet")
+                                           if self.controllers or self.nodes else ()):
             if not os.access(self.bin / tool, os.X_OK):
                 raise ClusterError(f"{self.bin / tool} is missing (unpack ../shared/tools)")
         for tool in ("etcd", "containerd", "runc", "ctr", "openssl", "nsenter", "unshare"):
@@ -568,6 +572,8 @@ class Cluster:
         wait_for("kube-apiserver /readyz", lambda: self.get_raw("/readyz") == "ok", 60, api,
                  self.log("kube-apiserver"))
 
+        if not self.controllers and not self.nodes:
+            return
         common = ["--kubeconfig", self.kubeconfig, "--leader-elect=false", "--bind-address", "127.0.0.1",
                   "--v", "1"]
         self._popen("kube-controller-manager", [
@@ -606,6 +612,12 @@ class Cluster:
                     run("ip", "-n", node.netns, "route", "replace", cidrs[other.name], "via", other.ip)
             run("ip", "-n", self.net_ns, "route", "replace", cidrs[node.name], "via", node.ip)
         self.pod_cidrs = cidrs
+
+    def user_kubeconfig(self, user: str) -> Path:
+        """A kubeconfig of a user with no rights (RBAC denies everything it has not been granted)."""
+        crt, key = self.pki.issue(f"user-{user}", user)
+        return self.pki.kubeconfig(self.dir / f"{user}.kubeconfig", f"https://127.0.0.1:{self.api_port}", user,
+                                   crt, key)
 
     def get_raw(self, path: str) -> str:
         with urllib.request.urlopen(f"https://127.0.0.1:{self.api_port}{path}", context=self._ssl,

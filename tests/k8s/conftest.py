@@ -59,3 +59,20 @@ def cli_env_k8s(k8s):
     from support.cli import cli_env
 
     return cli_env(KUBECONFIG=str(k8s.kubeconfig))
+
+
+@pytest.fixture
+def api():
+    """A fresh real API server (etcd + kube-apiserver, no controllers or nodes) for one test: cluster-mode
+    commands that need only the API."""
+    from conftest import reference_tool
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (namespaces)")
+    cluster = Cluster(reference_tool("kube-apiserver").parent, [], nodes=0, controllers=False)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not cluster.leftovers()

@@ -16,7 +16,8 @@ import pytest
 from support.cli import run_cli
 from support.shell import sh, wait_until
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+# the first test also builds the images (minutes on a fresh machine) and starts the cluster
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 NS = "ciliumctl-system"
 CRDS = ["ciliumnetworkpolicies.cilium.io", "ciliumclusterwidenetworkpolicies.cilium.io",
