@@ -7,7 +7,7 @@ class CiliumctlError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, exit_code: int | None = None):
-        super().__init__(message)
+        super().__init__(shorten(message))
         if exit_code is not None:
             self.exit_code = exit_code
 
@@ -31,3 +31,22 @@ class NotImplementedYet(CiliumctlError):
 
     def __init__(self, what: str):
         super().__init__(f"{what} is not implemented yet in this version of ciliumctl")
+
+
+LONG_WORD = 200       # characters of one word (a label value, a name, a path) that a message echoes whole
+LONG_MESSAGE = 2000
+
+
+def shorten(message: str) -> str:
+    """What a message echoes of the user's input stays readable: a very long word keeps its ends (so quotes and
+    what follows stay), a very long message its head and tail. Every CiliumctlError goes through it."""
+    import re
+
+    def elide(m: "re.Match[str]") -> str:
+        word = m.group(0)
+        return f"{word[:120]}…[{len(word) - 160} characters]…{word[-40:]}"
+
+    message = re.sub(r"\S{%d,}" % (LONG_WORD + 1), elide, str(message))
+    if len(message) > LONG_MESSAGE:
+        message = f"{message[:1400]}…[{len(message) - 1800} characters]…{message[-400:]}"
+    return message

@@ -128,9 +128,16 @@ def run() -> None:
 
         if os.environ.get("CILIUMCTL_DEBUG"):
             raise
+        from ciliumctl.base.errors import shorten
+
+        if isinstance(err, PermissionError):  # pins, sockets and node state are root's: no bug, never "remove it"
+            what = f"{err.filename}: " if err.filename else ""
+            sys.stderr.write(f"Error: {shorten(what)}{err.strerror or 'permission denied'}; this needs root; run "
+                             "it with sudo\n")
+            sys.exit(2)
         where = f" ({err.filename})" if isinstance(err, OSError) and err.filename else ""
-        sys.stderr.write(f"Error: {type(err).__name__}: {err}{where}; run again with CILIUMCTL_DEBUG=1 "
-                         "for the full trace and report it\n")
+        sys.stderr.write(f"Error: {type(err).__name__}: {shorten(f'{err}{where}')}; run again with "
+                         "CILIUMCTL_DEBUG=1 for the full trace and report it\n")
         sys.exit(2)
 
 

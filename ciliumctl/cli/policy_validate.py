@@ -159,6 +159,8 @@ def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
     import os
     import sys
 
+    from ciliumctl.base.errors import shorten
+
     stream = sys.stderr if stderr else sys.stdout
     # same rule as common.console(); off a terminal the text is plain, so rich is not even imported
     colour = stream.isatty() and "NO_COLOR" not in os.environ
@@ -182,7 +184,7 @@ def _print_text(reports, quiet: bool, stderr: bool = False) -> None:
         doc = r.document
         if quiet and not r.findings:
             continue
-        who = f"{r.namespace}/{doc.name}" if r.namespace else (doc.name or "<no name>")
+        who = shorten(f"{r.namespace}/{doc.name}" if r.namespace else (doc.name or "<no name>"))
         mark = paint("✓ valid", "green") if r.valid else paint("✗ invalid", "bold red")
         kind = doc.kind or "(no kind)"
         item = f" {doc.path_prefix}" if doc.path_prefix else ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ciliumctl.base.errors import shorten
+
 ERROR = "error"
 WARNING = "warning"
 
@@ -80,6 +82,7 @@ class Collector:
 
     def add(self, severity: str, path, message: str, rule: str = "cilium", key: bool = False) -> None:
         path = tuple(path)
+        message = shorten(message)      # a 1 MB value in a policy is not echoed whole
         ident = (severity, path, message)
         if ident in self._seen:
             return
