@@ -32,15 +32,56 @@ def write_json(path: Path, value) -> None:
         raise
 
 
-def read_json(path: Path, default=None):
+class CorruptStateFile(EnvironmentProblem):
+    """A state file that is there but is not what ciliumctl wrote (truncated, not JSON, wrong shape). Owners of a
+    file catch it to say what removing the file would mean for their state."""
+
+    def __init__(self, path: Path, reason: str, remedy: str = "remove it or run `ciliumctl uninstall` to start "
+                                                                "afresh"):
+        super().__init__(f"{path}: corrupt state file ({reason}); {remedy}")
+        self.path, self.reason = path, reason
+
+
+def permission_problem(path: Path, err: OSError) -> EnvironmentProblem:
+    """Node state is root's: a permission error says so, and never advises removing anything."""
+    return EnvironmentProblem(f"{path}: {err.strerror or 'permission denied'}; {needs_root(path)}")
+
+
+def needs_root(path: Path) -> str:
+    """Advice for a permission error on node state, a pin or a socket: never "remove it", which would destroy
+    state that is only not ours to read. Names the group that would do too when `path` grants its group access."""
+    import grp
+
     try:
-        with open(path) as fh:
-            return json.load(fh)
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and st.st_gid != 0 and st.st_mode & 0o060:
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        return f"this needs root (or membership of group {group}); run it with sudo"
+    return "this needs root; run it with sudo"
+
+
+def read_json(path: Path, default=None):
+    """The JSON value of `path`, `default` when it does not exist. CorruptStateFile when it is not JSON,
+    EnvironmentProblem (needs root) when it may not be read."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except FileNotFoundError:
         return default
-    except (OSError, ValueError) as err:
-        raise EnvironmentProblem(f"{path}: unreadable state file ({err}); remove it or run "
-                                 "`ciliumctl uninstall` to start afresh") from None
+    except PermissionError as err:
+        raise permission_problem(path, err) from None
+    except OSError as err:
+        raise CorruptStateFile(path, f"unreadable: {err.strerror or err}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError as err:     # also UnicodeDecodeError
+        reason = "empty" if not raw.strip() else f"not JSON: {err}"
+        raise CorruptStateFile(path, reason) from None
 
 
 @contextlib.contextmanager
@@ -49,6 +90,8 @@ def locked(path: Path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except PermissionError as err:
+        raise permission_problem(path, err) from None
     except OSError as err:
         raise EnvironmentProblem(f"cannot open lock file {path}: {err.strerror} (run as root, or set "
                                  "CILIUMCTL_STATE_DIR to a writable directory)") from None
@@ -57,4 +100,27 @@ def locked(path: Path):
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def try_locked(path: Path):
+    """The lock of locked() if it is free right now: yields True while holding it, False when another process
+    holds it (or it cannot be opened). Tells a reader whether a half-done change still has a live owner."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
         os.close(fd)

@@ -24,6 +24,21 @@ def _row(ep) -> dict:
     return d
 
 
+def _rows(endpoints: list, report: bool = True) -> list[dict]:
+    """Rows of `endpoints`; every disagreement of the node's endpoint state goes to stderr, and an endpoint whose
+    add or delete was killed shows as `interrupted`, not as the state its dead command left."""
+    from ciliumctl.node import endpoint_check, settings as node_settings
+
+    stuck = {ep.id for ep in endpoint_check.dead_transitional(endpoints)}
+    rows = [_row(ep) for ep in endpoints]
+    for r in rows:
+        if r["id"] in stuck:
+            r["state"] = "interrupted"
+    if report:
+        _warn(endpoint_check.problems(node_settings.pool()))
+    return rows
+
+
 def _table(rows: list[dict], no_headers: bool) -> str:
     head = [["ENDPOINT", "POLICY (ingress)", "POLICY (egress)", "IDENTITY", "LABELS (source:key[=value])",
              "IPv4", "STATUS"],
@@ -56,7 +71,12 @@ def add(
     from ciliumctl.node import endpoint_ops
     from ciliumctl.cli.common import print_data
 
-    ep = endpoint_ops.add_endpoint(name, endpoint_ops.parse_labels(labels), namespace, pool_cidr=pool, ipv4=ipv4)
+    notes: list[str] = []
+    try:
+        ep = endpoint_ops.add_endpoint(name, endpoint_ops.parse_labels(labels), namespace, pool_cidr=pool,
+                                       ipv4=ipv4, notes=notes)
+    finally:
+        _warn(notes)
     if output in (Output.json, Output.yaml):
         print_data(_row(ep), output)
     else:
@@ -74,8 +94,15 @@ def delete(
     Its network namespace, veth, route, address lease and registry entry."""
     from ciliumctl.node import endpoint_ops
 
-    ep = endpoint_ops.delete_endpoint(ref, namespace)
-    typer.echo(f"endpoint/{ep.name} deleted (id {ep.id})")
+    notes: list[str] = []
+    ep = endpoint_ops.delete_endpoint(ref, namespace, notes=notes)
+    _warn(notes)
+    typer.echo(f"endpoint/{ep.name} deleted (id {ep.id})" if ep.name else f"endpoint {ep.id} deleted")
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(f"Warning: {line}", err=True)
 
 
 @app.command("exec", context_settings={"allow_interspersed_args": False})
@@ -89,10 +116,35 @@ def exec_(
     The command's exit code is ours."""
     from ciliumctl.node import endpoint_ops
 
-    argv = list(command)
-    if argv and argv[0] == "--":      # option parsing stops at NAME, so the separator arrives as an argument
-        argv = argv[1:]
+    argv, namespace = _exec_args(list(command), namespace)
     endpoint_ops.exec_in_endpoint(ref, argv, namespace)
+
+
+def _exec_args(argv: list[str], namespace: Optional[str]) -> tuple[list[str], Optional[str]]:
+    """Option parsing stops at NAME (so that the command's own options are never ours): our options between NAME
+    and the command (`exec NAME -n NS -- CMD`) are taken here. Returns the command and the namespace."""
+    from ciliumctl.base.errors import UsageError
+
+    while argv:
+        arg = argv[0]
+        if arg == "--":
+            return argv[1:], namespace
+        if arg in ("-n", "--namespace"):
+            if len(argv) < 2:
+                raise UsageError(f"option {arg} needs a namespace, e.g. `ciliumctl endpoint exec NAME -n prod -- "
+                                 "CMD`")
+            namespace, argv = argv[1], argv[2:]
+        elif arg.startswith("--namespace="):
+            namespace, argv = arg.partition("=")[2], argv[1:]
+        elif arg.startswith("-") and "--" in argv:
+            raise UsageError(f"endpoint exec: no such option {_shown(arg)}; the command and its options go after --")
+        else:
+            break
+    return argv, namespace
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
 @app.command("list")
@@ -114,7 +166,7 @@ def list_(
         _list_all_nodes(kubeconfig, context, namespace, output, no_headers)
         return
 
-    rows = [_row(ep) for ep in registry.load_all() if namespace is None or ep.namespace == namespace]
+    rows = _rows([ep for ep in registry.scan()[0] if namespace is None or ep.namespace == namespace])
     if output == Output.table:
         typer.echo(_table(rows, no_headers), nl=False)
     else:
@@ -154,7 +206,7 @@ def get(
     from ciliumctl.node import endpoint_ops
     from ciliumctl.cli.common import print_data
 
-    row = _row(endpoint_ops.get_endpoint(ref, namespace))
+    row = _rows([endpoint_ops.get_endpoint(ref, namespace)], report=False)[0]
     if output == Output.table:
         typer.echo(_table([row], no_headers), nl=False)
     else:

@@ -189,6 +189,37 @@ def remove_leftovers() -> tuple[list[str], list[str]]:
     return spaces, links
 
 
+def kernel_addresses() -> dict[str, str]:
+    """IPv4 addresses in use in the node namespace, as the kernel sees them: /32 routes (every endpoint's route
+    back) and interface addresses. address -> what uses it."""
+    import socket
+
+    with _ipr() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        out: dict[str, str] = {}
+        for r in ipr.get_routes(family=socket.AF_INET):
+            dst = r.get_attr("RTA_DST")
+            if dst and r["dst_len"] == 32:
+                out.setdefault(dst, f"a route to {names.get(r.get_attr('RTA_OIF'), 'an interface')} in the node "
+                                    "network namespace")
+        for a in ipr.get_addr(family=socket.AF_INET):
+            out.setdefault(a.get_attr("IFA_ADDRESS"), f"an address of {names.get(a['index'], 'an interface')} in "
+                                                      "the node network namespace")
+    return out
+
+
+def remains() -> dict[int, list[str]]:
+    """Sandbox namespaces and host veths by the endpoint id in their name: endpoint id -> names."""
+    prefix = netns_prefix()
+    spaces, links = leftovers()
+    out: dict[int, list[str]] = {}
+    for name, lead in [(n, prefix) for n in spaces] + [(n, HOST_IF_PREFIX) for n in links]:
+        tail = name[len(lead):]
+        if tail.isdigit():
+            out.setdefault(int(tail), []).append(name)
+    return out
+
+
 def exists(netns: str) -> bool:
     return bool(netns) and os.path.exists(netns)
 

@@ -9,6 +9,7 @@ import re
 from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.endpoints import ipam, registry
 from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.node import endpoint_check
 from ciliumctl.node.reconcile import allocator, endpoint_labels, open_datapath, reconcile
 from ciliumctl.node.settings import Settings, environment_errors, load_settings, locked, node_name, pool, require_root
 
@@ -47,35 +48,44 @@ def check_name(kind: str, value: str) -> str:
 
 
 def add_endpoint(name: str, labels: dict[str, str], namespace: str = "default", pool_cidr: str | None = None,
-                 ipv4: str | None = None) -> Endpoint:
-    """A sandbox endpoint, attached and with policy in force when this returns. Nothing is left on failure."""
+                 ipv4: str | None = None, notes: list[str] | None = None) -> Endpoint:
+    """A sandbox endpoint, attached and with policy in force when this returns. Nothing is left on failure.
+
+    The record is written first and removed last, so that a killed add always leaves a record in a transitional
+    state, which the next add removes (endpoint_check.repair; what it did is appended to `notes`)."""
     from ciliumctl.base import netns as nodens
     from ciliumctl.endpoints import plumbing
 
     check_name("endpoint name", name)
     check_name("namespace", namespace)
+    if ipv4 is not None:
+        ipam.parse_address(ipv4)
     require_root("endpoint add")
     nodens.enter_node_netns()
+    notes = [] if notes is None else notes
     with environment_errors(f"endpoint add {name}"), locked():
+        settings = load_settings()
+        addr_pool = ipam.Pool(ipam.effective_pool(explicit=pool_cidr, configured=settings.pool or None))
+        endpoint_check.repair(addr_pool, notes)
         if registry.find(name, namespace=namespace) is not None:
             raise UsageError(f"endpoint {namespace}/{name} already exists; delete it first or pick another name")
-        settings = load_settings()
-        ep_id = registry.next_id()
-        addr_pool = ipam.Pool(ipam.effective_pool(explicit=pool_cidr, configured=settings.pool or None))
-        owner = f"endpoint:{ep_id}"
+        endpoints = registry.load_all()
+        ep_id = registry.next_id(taken=endpoint_check.taken_ids(addr_pool.peek()))
+        owner = endpoint_check.owner(ep_id)
         ep = Endpoint(id=ep_id, name=name, namespace=namespace, labels=dict(labels), node=node_name(),
                       state="waiting-for-identity")
         done: list[str] = []
         try:
             dp = open_datapath()
-            ep.ipv4 = addr_pool.allocate(owner, wanted=ipv4)
+            registry.save(ep)
+            done.append("registry")
+            ep.ipv4 = addr_pool.allocate(owner, wanted=ipv4, in_use=endpoint_check.in_use(endpoints))
             done.append("lease")
+            registry.save(ep)
             plumbed = plumbing.create(ep_id, ep.ipv4)
             done.append("plumbing")
             ep.netns, ep.host_ifname, ep.host_ifindex = plumbed.netns, plumbed.host_ifname, plumbed.host_ifindex
-            ep.state = "waiting-for-identity"
             registry.save(ep)
-            done.append("registry")
             attach_endpoint(ep, dp, settings)
             done.append("attach")
             return registry.load(ep_id) or ep
@@ -116,20 +126,20 @@ def detach_endpoint(ep: Endpoint, datapath=None) -> None:
 
 
 def _undo_endpoint(ep: Endpoint, done: list[str], addr_pool: ipam.Pool, owner: str) -> None:
+    """Undo a failed add, record last; only what this add made (never another endpoint's lease)."""
     from ciliumctl.endpoints import plumbing
 
-    with contextlib.suppress(Exception):
-        if "attach" in done:
+    if "plumbing" in done:
+        with contextlib.suppress(Exception):
             open_datapath().detach(ep)
+        with contextlib.suppress(Exception):
+            plumbing.remove(ep.id, ep.ipv4, ep.netns, ep.host_ifname)
+    if "lease" in done:
+        addr_pool.release(ep.ipv4, owner)
     if "registry" in done:
         registry.remove(ep.id)
         with contextlib.suppress(Exception):
             reconcile()
-    if "plumbing" in done:
-        with contextlib.suppress(Exception):
-            plumbing.remove(ep.id, ep.ipv4, ep.netns, ep.host_ifname)
-    if "lease" in done:
-        addr_pool.release_owner(owner)
 
 
 def get_endpoint(ref: str, namespace: str | None = None) -> Endpoint:
@@ -139,21 +149,48 @@ def get_endpoint(ref: str, namespace: str | None = None) -> Endpoint:
     return ep
 
 
-def delete_endpoint(ref: str, namespace: str | None = None) -> Endpoint:
-    """Detach, unplumb, release the address and forget the endpoint; then re-program policy without it."""
+def delete_endpoint(ref: str, namespace: str | None = None, notes: list[str] | None = None) -> Endpoint:
+    """Detach, unplumb, release the address and forget the endpoint; then re-program policy without it.
+
+    An id whose record is corrupt or missing while its lease or plumbing remain (endpoint_check.problems) is
+    removed too: `endpoint delete ID` is the one way to clean up after a lost or broken record."""
     from ciliumctl.base import netns as nodens
     from ciliumctl.endpoints import plumbing
 
     require_root("endpoint delete")
     nodens.enter_node_netns()
     with environment_errors(f"endpoint delete {ref}"), locked():
-        ep = get_endpoint(ref, namespace)
+        addr_pool = pool()
+        try:
+            ep = registry.find(ref, namespace=namespace)
+        except EnvironmentProblem:
+            if not ref.strip().isdigit() or int(ref) not in registry.ids():
+                raise
+            ep = None                        # this id's own record is corrupt: remove what it left
+        if ep is None:
+            return _delete_remains(ref, addr_pool, [] if notes is None else notes)
         ep.state = "disconnecting"
         registry.save(ep)
         plumbing.remove(ep.id, ep.ipv4, ep.netns, ep.host_ifname)   # the veth goes, and its tc programs with it
-        pool().release_owner(f"endpoint:{ep.id}")
+        addr_pool.release_owner(endpoint_check.owner(ep.id))
         detach_endpoint(ep)
         return ep
+
+
+def _delete_remains(ref: str, addr_pool: ipam.Pool, notes: list[str]) -> Endpoint:
+    """`endpoint delete ID` for an id without a readable record: its lease, namespace, veth and record go."""
+    ref = ref.strip()
+    missing = UsageError(f"endpoint {ref!r} not found; see `ciliumctl endpoint list`")
+    if not ref.isdigit() or not 1 <= int(ref) <= registry.MAX_ID:
+        raise missing
+    ep_id = int(ref)
+    if ep_id not in endpoint_check.taken_ids(addr_pool.peek()) | registry.ids():
+        raise missing
+    gone = endpoint_check.remove_remains(ep_id, addr_pool)
+    notes.append(f"removed what endpoint {ep_id} left without a readable state file: {', '.join(gone)}")
+    if endpoint_check.datapath_pinned():
+        reconcile()
+    return Endpoint(id=ep_id, name="")
 
 
 def exec_in_endpoint(ref: str, argv: list[str], namespace: str | None = None) -> None:

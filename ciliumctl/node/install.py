@@ -177,7 +177,7 @@ def _undo_endpoints() -> str | None:
     from ciliumctl.endpoints import plumbing, registry
 
     nodens.enter_node_netns()
-    eps = registry.load_all()
+    eps = registry.scan()[0]          # a corrupt record must not stop uninstall: its namespace goes by prefix below
     for ep in eps:
         plumbing.remove(ep.id, ep.ipv4, ep.netns, ep.host_ifname)
     spaces, links = plumbing.remove_leftovers()

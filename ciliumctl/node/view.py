@@ -58,9 +58,11 @@ def policy_enforcement(p: store.StoredPolicy) -> enforcement_gaps.PolicyEnforcem
 
 def status() -> dict:
     """Node status: datapath programs and maps, endpoints, revision, mode, lost events."""
+    from ciliumctl.node import endpoint_check, settings as node_settings
+
     settings = load_settings()
     stored = store.load_all()
-    eps = registry.load_all()
+    eps, corrupt = registry.scan()      # a corrupt record is reported below, not a failed status
     try:
         pinned = paths.bpffs_dir().is_dir() and any(paths.bpffs_dir().iterdir())
     except OSError:       # bpffs is root-only
@@ -73,7 +75,8 @@ def status() -> dict:
         "policies": len(stored),
         # policies with parts the datapath does not enforce (policy.enforcement_gaps)
         "partially_enforced": [e.to_dict() for e in map(policy_enforcement, stored) if e.gaps],
-        "endpoints": {"total": len(eps), "ready": sum(1 for e in eps if e.state == "ready")},
+        "endpoints": {"total": len(eps) + len(corrupt), "ready": sum(1 for e in eps if e.state == "ready")},
+        "problems": endpoint_check.problems(node_settings.pool()),
         "address_pool": ipam.effective_pool(configured=settings.pool or None),
         "bpffs": str(paths.bpffs_dir()),
         "datapath": None,

@@ -101,11 +101,16 @@ def test_failed_add_leaves_nothing_and_touches_no_foreign_netns(node):
     squatter = f"{node.name}-ep1"
     sh("ip", "netns", "add", squatter)
     try:
-        res = node.cli("endpoint", "add", "a", "-l", "x=y", check=False)
-        assert res.returncode == 2 and "already exists" in res.stderr
-        assert json.loads(node.cli("endpoint", "list", "-o", "json").stdout) == []
-        assert json.loads((node.state / "ipam.json").read_text())["leases"] == {}
-        assert node.leftovers()["veths"] == []
-        assert (node.state.parent / "state").exists() and sh("ip", "netns", "pids", squatter).returncode == 0
+        # an id whose namespace name is taken is skipped (and reported), the namespace left alone
+        added = json.loads(node.cli("endpoint", "add", "a", "-l", "x=y", "-o", "json").stdout)
+        assert added["id"] == 2 and added["ipv4"] == "10.200.0.1"
+        assert "endpoint 1 has no state file" in node.cli("endpoint", "list").stderr
+        # an add that fails half way (its address is taken) leaves nothing behind
+        res = node.cli("endpoint", "add", "b", "--ipv4", "10.200.0.1", check=False)
+        assert res.returncode == 2 and "already leased to endpoint:2" in res.stderr
+        assert [r["name"] for r in json.loads(node.cli("endpoint", "list", "-o", "json").stdout)] == ["a"]
+        assert json.loads((node.state / "ipam.json").read_text())["leases"] == {"10.200.0.1": "endpoint:2"}
+        assert node.leftovers()["veths"] == ["cctlep2"] and not (node.state / "endpoints" / "3.json").exists()
+        assert sh("ip", "netns", "pids", squatter).returncode == 0
     finally:
         sh("ip", "netns", "delete", squatter, check=False)
