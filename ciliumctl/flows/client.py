@@ -83,8 +83,37 @@ def _stream_once(channel, req, use_batches: bool):
 
 
 def _unreachable(server: str) -> EnvironmentProblem:
+    denied = _permission_problem(server)
+    if denied is not None:
+        return denied
     return EnvironmentProblem(f"cannot reach the Hubble API at {server}; start the agent with "
                               "`ciliumctl agent start` (or pass --server)")
+
+
+def _permission_problem(server: str) -> EnvironmentProblem | None:
+    """A unix socket that is there but not ours to connect to: the agent runs, the caller lacks the rights."""
+    import errno
+    import socket
+    from pathlib import Path
+
+    from ciliumctl.base.statefile import needs_root
+
+    target = grpc_target(server)
+    if not target.startswith("unix:"):
+        return None
+    path = target[len("unix://"):] if target.startswith("unix://") else target[len("unix:"):]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(1.0)
+        s.connect(path)
+        return None
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM):
+            return None
+        return EnvironmentProblem(f"cannot connect to the Hubble API at {server}: {err.strerror}; "
+                                  f"{needs_root(Path(path))}")
+    finally:
+        s.close()
 
 
 def stream(server: str, req: opb.GetFlowsRequest, reconnect: bool | None = None, status=sys.stderr):

@@ -110,6 +110,9 @@ class Agent:
         self._reader_thread: threading.Thread | None = None
         self.datapath_attached = False
         self.events_pin_inode: int | None = None   # of the ring buffer pin being read
+        from ciliumctl.node.agent_budget import CpuBudget
+
+        self.budget = CpuBudget()   # its CPU per 10k new connections/s (status, metrics)
 
     # ---- lifecycle
 
@@ -138,6 +141,7 @@ class Agent:
         enter_node_netns()  # before any thread: threads inherit the network namespace
         self._take_lock()
         try:
+            self._heal_node()
             try:
                 self.server = ObserverServer(self.source, self.socket_path, self.opts.hubble_listen)
                 self.server.start()
@@ -149,7 +153,10 @@ class Agent:
                 from ciliumctl.flows.metrics import MetricsServer
 
                 try:
-                    self.metrics = MetricsServer(self.opts.metrics_listen, self.store)
+                    from ciliumctl.node.agent_budget import metric_lines
+
+                    self.metrics = MetricsServer(self.opts.metrics_listen, self.store,
+                                                 extra=lambda: metric_lines(self.budget.current))
                 except OSError as err:
                     raise EnvironmentProblem(f"--metrics-listen {self.opts.metrics_listen}: {err.strerror}; "
                                              "pick a free address or '' to turn metrics off") from None
@@ -168,6 +175,19 @@ class Agent:
         self.ready.set()
         log.info("agent %s serving %s (flow buffer %d)", self.node_name, self.socket_path,
                  self.opts.flow_buffer_size)
+
+    def _heal_node(self) -> None:
+        """Node mode: the kernel follows the stored state before anything is served, whatever a killed command
+        left (node.verify). In cluster mode the first sync reprograms the node from the cluster."""
+        if self.opts.kubeconfig or os.environ.get("KUBECONFIG") or os.environ.get("CILIUMCTL_CLUSTER") == "in-cluster":
+            return
+        from ciliumctl.node import verify
+
+        try:
+            for line in verify.heal():
+                log.warning("datapath state: %s", line)
+        except Exception as err:  # noqa: BLE001 - serving flows must not depend on it; status --verify tells
+            log.warning("could not compare the datapath with the stored state: %s", err)
 
     def _start_cni(self) -> None:
         """Mount the CNI plugin's endpoint when that module is present (ciliumctl/endpoints/cni_server.py)."""
@@ -268,6 +288,7 @@ class Agent:
                         _save_reported_lost(pin_ino, lost_seen)
                 reader.wait(0.2)
                 self._drain(reader)
+                self.budget.tick()
                 now = time.monotonic()
                 if counter is not None and now >= next_lost_poll:
                     next_lost_poll = now + LOST_POLL_SECONDS
@@ -368,14 +389,44 @@ def _socket_accepts(path: Path) -> bool:
         s.close()
 
 
+def _check_socket_permission(sock: Path) -> None:
+    """A socket we may not connect to is a permission problem (exit 2), not an agent that is down."""
+    import errno
+
+    from ciliumctl.base.statefile import needs_root
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(0.5)
+        s.connect(str(sock))
+    except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM):
+            raise EnvironmentProblem(f"{sock}: {err.strerror}; {needs_root(sock)}") from None
+    finally:
+        s.close()
+
+
+def _start_lock() -> Path:
+    return paths.run_dir() / "agent-start.lock"
+
+
 def start_background(args: list[str] | None = None, timeout: float = 15.0) -> int:
     """Start `ciliumctl agent run ARGS` as a background process (log in paths.run_dir()/agent.log); returns its pid
-    once the Hubble socket accepts connections. Idempotent: an agent already running is left as it is."""
+    once the Hubble socket accepts connections. Idempotent: an agent already running is left as it is, also when
+    several starts race (they take turns; the later ones find the first one's agent)."""
+    from ciliumctl.base import statefile
+
     pid = running_pid()
     if pid:
         return pid
     run_dir = paths.run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
+    with statefile.locked(_start_lock()):
+        pid = running_pid()
+        return pid or _spawn(args, timeout)
+
+
+def _spawn(args: list[str] | None, timeout: float) -> int:
     sock = paths.hubble_socket()
     args = list(args or [])
     if "--hubble-socket" in args:
@@ -387,6 +438,9 @@ def start_background(args: list[str] | None = None, timeout: float = 15.0) -> in
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            other = running_pid()       # lost the agent lock to an agent started another way: it runs, fine
+            if other and _socket_accepts(sock):
+                return other
             raise EnvironmentProblem(f"the agent exited at start (code {proc.returncode}): "
                                      f"{_log_tail()}; full log in {log_file()}")
         if _socket_accepts(sock) and _read_pid() == proc.pid:
@@ -411,7 +465,10 @@ def stop_background(timeout: float = 10.0) -> int | None:
         with contextlib.suppress(FileNotFoundError):
             pid_file().unlink()
         return None
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except PermissionError:
+        raise EnvironmentProblem(f"stopping the agent (pid {pid}) needs root; run it with sudo") from None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _is_agent(pid):
@@ -431,6 +488,7 @@ def status(socket_path: Path | None = None) -> dict:
     """Whether the agent runs, and what its Observer API says about itself."""
     pid = running_pid()
     sock = socket_path or paths.hubble_socket()
+    _check_socket_permission(sock)
     out = {"running": bool(pid), "pid": pid, "socket": str(sock), "log": str(log_file())}
     if pid or _socket_accepts(sock):
         import grpc
