@@ -110,9 +110,6 @@ class Agent:
         self._reader_thread: threading.Thread | None = None
         self.datapath_attached = False
         self.events_pin_inode: int | None = None   # of the ring buffer pin being read
-        from ciliumctl.node.agent_budget import CpuBudget
-
-        self.budget = CpuBudget()   # its CPU per 10k new connections/s (status, metrics)
 
     # ---- lifecycle
 
@@ -141,7 +138,6 @@ class Agent:
         enter_node_netns()  # before any thread: threads inherit the network namespace
         self._take_lock()
         try:
-            self._heal_node()
             try:
                 self.server = ObserverServer(self.source, self.socket_path, self.opts.hubble_listen)
                 self.server.start()
@@ -153,10 +149,7 @@ class Agent:
                 from ciliumctl.flows.metrics import MetricsServer
 
                 try:
-                    from ciliumctl.node.agent_budget import metric_lines
-
-                    self.metrics = MetricsServer(self.opts.metrics_listen, self.store,
-                                                 extra=lambda: metric_lines(self.budget.current))
+                    self.metrics = MetricsServer(self.opts.metrics_listen, self.store)
                 except OSError as err:
                     raise EnvironmentProblem(f"--metrics-listen {self.opts.metrics_listen}: {err.strerror}; "
                                              "pick a free address or '' to turn metrics off") from None
@@ -175,19 +168,6 @@ class Agent:
         self.ready.set()
         log.info("agent %s serving %s (flow buffer %d)", self.node_name, self.socket_path,
                  self.opts.flow_buffer_size)
-
-    def _heal_node(self) -> None:
-        """Node mode: the kernel follows the stored state before anything is served, whatever a killed command
-        left (node.verify). In cluster mode the first sync reprograms the node from the cluster."""
-        if self.opts.kubeconfig or os.environ.get("KUBECONFIG") or os.environ.get("CILIUMCTL_CLUSTER") == "in-cluster":
-            return
-        from ciliumctl.node import verify
-
-        try:
-            for line in verify.heal():
-                log.warning("datapath state: %s", line)
-        except Exception as err:  # noqa: BLE001 - serving flows must not depend on it; status --verify tells
-            log.warning("could not compare the datapath with the stored state: %s", err)
 
     def _start_cni(self) -> None:
         """Mount the CNI plugin's endpoint when that module is present (ciliumctl/endpoints/cni_server.py)."""
@@ -288,7 +268,6 @@ class Agent:
                         _save_reported_lost(pin_ino, lost_seen)
                 reader.wait(0.2)
                 self._drain(reader)
-                self.budget.tick()
                 now = time.monotonic()
                 if counter is not None and now >= next_lost_poll:
                     next_lost_poll = now + LOST_POLL_SECONDS
