@@ -114,12 +114,12 @@ class MemoryAllocator(IdentityBackend):
     def __init__(self, seed: dict[int, frozenset[str]] | None = None):
         self._table: dict[frozenset[str], int] = {frozenset(v): k for k, v in (seed or {}).items()}
 
-    def allocate_many(self, label_sets):
+    def allocate_many(self, label_sets: list[frozenset[str]]) -> list[int]:
         wanted = [frozenset(s) for s in label_sets]
         _assign(self._table, wanted)
         return [reserved_id_of(s) or self._table[s] for s in wanted]
 
-    def known(self):
+    def known(self) -> dict[int, frozenset[str]]:
         return {v: k for k, v in self._table.items()}
 
 
@@ -145,7 +145,7 @@ class IdentityAllocator(IdentityBackend):
         statefile.write_json(self.path, {"version": FILE_VERSION, "identities": {
             str(ident): sorted(labels) for labels, ident in sorted(table.items(), key=lambda kv: kv[1])}})
 
-    def allocate_many(self, label_sets):
+    def allocate_many(self, label_sets: list[frozenset[str]]) -> list[int]:
         wanted = [frozenset(s) for s in label_sets]
         missing = [s for s in wanted if s not in self._cache and reserved_id_of(s) is None]
         if missing:
@@ -156,7 +156,7 @@ class IdentityAllocator(IdentityBackend):
                 self._cache = table
         return [reserved_id_of(s) or self._cache[s] for s in wanted]
 
-    def known(self):
+    def known(self) -> dict[int, frozenset[str]]:
         with statefile.locked(self.lock_path):
             self._cache = self._read()
         return {v: k for k, v in self._cache.items()}

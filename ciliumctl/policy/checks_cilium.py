@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ciliumctl.policy import goparse, icmp, re2
 from ciliumctl.policy.checks_k8s import check_label_selector, extend_key
@@ -80,7 +81,7 @@ class RuleChecker:
         if spec is None and specs is None and not self.broken((), "spec", "specs"):
             self.err((), f"empty policy: {self.kind} has neither spec nor specs; add a spec with an "
                          f"endpointSelector and ingress/egress rules")
-        rules = [(spec, ("spec",))] if spec is not None else []
+        rules: list[tuple[Any, tuple]] = [(spec, ("spec",))] if spec is not None else []
         rules += [(rule, ("specs", i)) for i, rule in enumerate(specs or [])]
         for rule, path in rules:
             self.check_rule(rule, path)
@@ -344,7 +345,7 @@ class RuleChecker:
             if not _l7_empty(rules):
                 self.err(path + ("listener",), f"Listener is not allowed with L7 rules ({lname}): drop `rules` or the "
                                                f"listener", key=True)
-        if not _l7_empty(rules):
+        if rules is not None and not _l7_empty(rules):
             if have_zero:
                 self.err(path + ("rules",), "L7 rules can not be used when a port is 0: name the ports the "
                                             "rules apply to", key=True)

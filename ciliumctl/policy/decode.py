@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import difflib
 import re
+from typing import Any
 
 from ciliumctl.policy import goparse
 from ciliumctl.policy.findings import ERROR, WARNING, Collector
-from ciliumctl.policy.schema import (GO_INT_RANGES, Arr, Bool, CiliumLabel, Int, IntOrStr, Map, Obj, Opaque,
-                                     Str, T, Time)
+from ciliumctl.policy.schema import GO_INT_RANGES, Arr, Bool, CiliumLabel, Int, IntOrStr, Map, Obj, Opaque, Str, T, Time
 
 INVALID = object()
 _LABEL = Obj("Label", {"key": Str(), "value": Str(), "source": Str()}, go_json=True)
@@ -146,7 +146,7 @@ class Decoder:
         if not isinstance(value, dict):
             self._type_error(path, "an object", value)
             return INVALID
-        out = {}
+        out: dict[str, Any] = {}
         # encoding/json (inside a custom UnmarshalJSON) sees the keys in sorted order, since sigs.k8s.io/yaml
         # wrote them from a Go map; a later key naming the same field overwrites an earlier one
         keys = sorted(value) if t.go_json else value

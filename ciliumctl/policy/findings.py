@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ciliumctl.base.errors import shorten
 
@@ -39,7 +40,7 @@ class Finding:
 class Report:
     """The verdict for one document: valid unless some finding is an error."""
 
-    document: object       # load.Document
+    document: Any          # a load.Document (load imports this module, so it is not named here)
     findings: list = field(default_factory=list)
     checked: bool = True   # False for objects that are not network policies (skipped)
     namespace: str | None = None  # the effective namespace: "default" for a namespaced policy without one

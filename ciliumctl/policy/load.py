@@ -130,8 +130,8 @@ def _read(display: str, real: str, stdin=None, max_size: int = DEFAULT_MAX_SIZE)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        what = ("standard input", "send UTF-8 text") if real == "-" else (display, "save the file as UTF-8")
-        raise UsageError(f"{what[0]}: not UTF-8 text (byte {err.start}); {what[1]}") from None
+        where, fix = ("standard input", "send UTF-8 text") if real == "-" else (display, "save the file as UTF-8")
+        raise UsageError(f"{where}: not UTF-8 text (byte {err.start}); {fix}") from None
 
 
 def load_paths(paths: list[str], stdin=None, max_size: int = DEFAULT_MAX_SIZE) -> list[Document]:
@@ -419,7 +419,8 @@ def _json_stream(text: str) -> list[tuple[int, int]] | None:
     import json
 
     decoder = json.JSONDecoder()
-    spans, i = [], 0
+    spans: list[tuple[int, int]] = []
+    i = 0
     while True:
         while i < len(text) and text[i] in " \t\r\n":
             i += 1

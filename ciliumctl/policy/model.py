@@ -303,7 +303,8 @@ def parse_selector(data) -> LabelSelector | None:
 
 def _endpoint_selector(data) -> LabelSelector:
     """An api.EndpointSelector: its UnmarshalJSON makes a null the empty selector (it selects everything)."""
-    return parse_selector(data) if data is not None else LabelSelector()
+    sel = parse_selector(data)
+    return sel if sel is not None else LabelSelector()
 
 
 def _port_protocol(d: Mapping) -> PortProtocol:

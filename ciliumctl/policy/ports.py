@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ciliumctl.policy.icmp import ICMPV4_TYPES, ICMPV6_TYPES
-from ciliumctl.policy.resolved import (PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
-                                       PortRange)
+from ciliumctl.policy.resolved import PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PortRange
 
 PROTOCOLS = {"ANY": PROTO_ANY, "TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP, "ICMP": PROTO_ICMP,
              "ICMPV6": PROTO_ICMPV6,

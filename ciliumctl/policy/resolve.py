@@ -29,18 +29,44 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ciliumctl.identity import allocator as ids
 from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.identity import allocator as ids
 from ciliumctl.policy import model
 from ciliumctl.policy.enforcement_gaps import Gap, find_gaps
-from ciliumctl.policy.labels import (CLUSTER_LABEL, DEFAULT_CLUSTER, SOURCE_K8S, SOURCE_RESERVED, endpoint_labels,
-                                     node_identity_labels)
+from ciliumctl.policy.labels import (
+    CLUSTER_LABEL,
+    DEFAULT_CLUSTER,
+    SOURCE_K8S,
+    SOURCE_RESERVED,
+    endpoint_labels,
+    node_identity_labels,
+)
 from ciliumctl.policy.ports import icmp_range, port_ranges
-from ciliumctl.policy.resolved import (IDENTITY_ANY, PROTO_ANY, Direction, DirectionPolicy, EndpointPolicy,
-                                       Enforcement, PolicyEntry, PortRange, ResolvedState, RuleOrigin)
-from ciliumctl.policy.selectors import (EXISTS, IN, LabelSet, Requirement, Selector, compile_selector,
-                                        knp_peer_selector, knp_subject_selector, peer_selector, selects_init,
-                                        subject_selector)
+from ciliumctl.policy.resolved import (
+    IDENTITY_ANY,
+    PROTO_ANY,
+    Direction,
+    DirectionPolicy,
+    EndpointPolicy,
+    Enforcement,
+    PolicyEntry,
+    PortRange,
+    ResolvedState,
+    RuleOrigin,
+)
+from ciliumctl.policy.selectors import (
+    EXISTS,
+    IN,
+    LabelSet,
+    Requirement,
+    Selector,
+    compile_selector,
+    knp_peer_selector,
+    knp_subject_selector,
+    peer_selector,
+    selects_init,
+    subject_selector,
+)
 
 HOST_ENDPOINT_ID = 0
 ALL_PORTS = PortRange(PROTO_ANY, 0, 0)
@@ -237,7 +263,7 @@ def _compile_cilium(pol: model.Policy, notes: _Notes) -> list[_Rule]:
 def _knp_ports(ports) -> list[PortRange] | None:
     if not ports:
         return None
-    out = []
+    out: list[PortRange] = []
     for p in ports:
         out.extend(port_ranges(p.port or "0", p.end_port, p.protocol or "TCP") or ())   # a named port: a gap
     return out
@@ -312,7 +338,7 @@ class _Universe:
         for ident, net in cidr_nets.items():
             keys, rows = self._by_version.setdefault(net.version, ([], []))
             rows.append((int(net.network_address), int(net.broadcast_address), ident))
-        for v, (keys, rows) in self._by_version.items():
+        for keys, rows in self._by_version.values():
             rows.sort()
             keys.extend((lo, hi) for lo, hi, _ in rows)
         self._sel_cache: dict[Selector, frozenset[int]] = {}
@@ -329,14 +355,14 @@ class _Universe:
             hit = self._sel_cache[sel] = frozenset(out)
         return hit
 
-    def _inside(self, net) -> list[tuple[int, int]]:
-        """(identity, prefix length) of every CIDR identity whose prefix lies inside net."""
+    def _inside(self, net) -> list[int]:
+        """Every CIDR identity whose prefix lies inside net."""
         if net.version not in self._by_version:
             return []
         keys, rows = self._by_version[net.version]
         lo, hi = int(net.network_address), int(net.broadcast_address)
         start = bisect.bisect_left(keys, (lo, -1))
-        out = []
+        out: list[int] = []
         for k in range(start, len(rows)):
             a, b, ident = rows[k]
             if a > hi:

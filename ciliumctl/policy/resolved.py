@@ -21,7 +21,7 @@ class Direction(enum.IntEnum):
     EGRESS = 2   # traffic leaving the endpoint
 
 
-class Enforcement(str, enum.Enum):
+class Enforcement(enum.StrEnum):
     DEFAULT = "default"  # enforce a direction once some policy selects the endpoint for it
     ALWAYS = "always"    # enforce always: no policy means deny
     NEVER = "never"      # never enforce

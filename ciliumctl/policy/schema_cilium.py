@@ -6,7 +6,7 @@ Field names, Go types and CRD constraints follow Cilium's pkg/policy/api structs
 
 from __future__ import annotations
 
-from ciliumctl.policy.schema import Arr, Bool, CiliumLabel, Int, IntOrStr, Map, Obj, Str, Time
+from ciliumctl.policy.schema import Arr, Bool, CiliumLabel, Int, IntOrStr, Map, Obj, Str, T, Time
 from ciliumctl.policy.schema_k8s import OBJECT_META
 
 LABEL_VALUE = Str(max_len=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -144,7 +144,7 @@ DEPRECATED_REQUIRES = Arr(Str(), max_items=0)
 
 
 def _ingress(deny: bool) -> Obj:
-    fields = {
+    fields: dict[str, T] = {
         "fromEndpoints": Arr(SELECTOR), "fromRequires": DEPRECATED_REQUIRES, "fromCIDR": Arr(CIDR),
         "fromCIDRSet": Arr(CIDR_RULE), "fromEntities": Arr(ENTITY), "fromGroups": Arr(AWS_GROUP),
         "fromNodes": Arr(SELECTOR), "icmps": Arr(ICMP_RULE),
@@ -159,7 +159,7 @@ def _ingress(deny: bool) -> Obj:
 
 
 def _egress(deny: bool) -> Obj:
-    fields = {
+    fields: dict[str, T] = {
         "toEndpoints": Arr(SELECTOR), "toRequires": DEPRECATED_REQUIRES, "toCIDR": Arr(CIDR),
         "toCIDRSet": Arr(CIDR_RULE), "toEntities": Arr(ENTITY), "toServices": Arr(SERVICE),
         "toGroups": Arr(AWS_GROUP), "toNodes": Arr(SELECTOR), "icmps": Arr(ICMP_RULE),

@@ -7,8 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ciliumctl.policy.labels import (NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_LABEL, SOURCE_ANY, SOURCE_K8S,
-                                     SOURCE_RESERVED, parse_label, split_source)
+from ciliumctl.policy.labels import (
+    NAMESPACE_LABELS_PREFIX,
+    POD_NAMESPACE_LABEL,
+    SOURCE_ANY,
+    SOURCE_K8S,
+    SOURCE_RESERVED,
+    parse_label,
+    split_source,
+)
 
 IN, NOT_IN, EXISTS, DOES_NOT_EXIST = "In", "NotIn", "Exists", "DoesNotExist"
 
@@ -78,7 +85,7 @@ class Selector:
     def has_key_prefix(self, source: str, prefix: str = "") -> bool:
         return any(r.source == source and r.key.startswith(prefix) for r in self.requirements)
 
-    def with_requirement(self, req: Requirement, replace_match: bool = False) -> "Selector":
+    def with_requirement(self, req: Requirement, replace_match: bool = False) -> Selector:
         reqs = self.requirements
         if replace_match:  # like AddMatch: a matchLabels entry on the same key is overwritten
             reqs = tuple(r for r in reqs if not (r.source == req.source and r.key == req.key and r.op == IN

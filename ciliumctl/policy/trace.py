@@ -13,16 +13,15 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from ciliumctl.identity import allocator as ids
-from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.base.errors import UsageError
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.identity import allocator as ids
 from ciliumctl.policy import model
 from ciliumctl.policy.enforcement_gaps import TRACE_TEXT
 from ciliumctl.policy.labels import POD_NAMESPACE_LABEL, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED, Label
 from ciliumctl.policy.ports import PROTOCOL_NAMES, covers
 from ciliumctl.policy.resolve import HOST_ENDPOINT_ID, Resolution, resolve_detailed
-from ciliumctl.policy.resolved import (IDENTITY_ANY, Direction, DirectionPolicy, Enforcement, PolicyEntry,
-                                       RuleOrigin)
+from ciliumctl.policy.resolved import IDENTITY_ANY, Direction, DirectionPolicy, Enforcement, PolicyEntry, RuleOrigin
 
 
 @dataclass
@@ -83,7 +82,8 @@ class TraceResult:
 
         return {"source": asdict(self.source), "destination": asdict(self.destination),
                 "protocol": PROTOCOL_NAMES.get(self.protocol, str(self.protocol)), "port": self.port,
-                "mode": self.mode.value, "audit": self.audit, "egress": side(self.egress), "ingress": side(self.ingress),
+                "mode": self.mode.value, "audit": self.audit,
+                "egress": side(self.egress), "ingress": side(self.ingress),
                 "verdict": "allowed" if self.allowed else "denied", "notes": self.notes}
 
 
@@ -265,10 +265,12 @@ def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode:
             ep_id = HOST_ENDPOINT_ID if ident == ids.HOST and host_is_endpoint else None
             return Subject(ident, sorted(state.identities.get(ident, ids.reserved_labels(ident))), "",
                            peer.ip or "", ep_id, f"reserved:{ids.RESERVED_NAMES[ident]}")
-        ident = lpm_identity(state.ipcache, peer.ip)
+        ip = peer.ip
+        assert ip, "a peer without labels or namespace is given by its IP (trace() checked it is given)"
+        ident = lpm_identity(state.ipcache, ip)
         what = ("world" if ident == ids.WORLD else
                 f"CIDR identity {ident}" if ids.scope_of(ident) == "local" else f"identity {ident}")
-        return Subject(ident, sorted(state.identities.get(ident, ())), "", peer.ip, None, f"{peer.ip} ({what})")
+        return Subject(ident, sorted(state.identities.get(ident, ())), "", ip, None, f"{ip} ({what})")
 
     s, d = subject(src, chosen[0]), subject(dst, chosen[1])
     egress = _side(res, s.endpoint_id, Direction.EGRESS, d.identity, proto, port, "source")
