@@ -49,8 +49,8 @@ def _cluster(k8s_images, nodes: int):
 
 @pytest.fixture(scope="session")
 def k8s(k8s_images):
-    """A one-node cluster, without the agent (tests install it)."""
-    yield from _cluster(k8s_images, 1)
+    """A two-node cluster, without the agent (tests install it)."""
+    yield from _cluster(k8s_images, 2)
 
 
 @pytest.fixture(scope="session")

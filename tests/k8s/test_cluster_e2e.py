@@ -1,7 +1,8 @@
-"""End to end on a real cluster, as an admin does it: `ciliumctl install --kubeconfig --wait` deploys the agent
-DaemonSet (its image built by scripts/image.sh), pods made with kubectl get addresses from ciliumctl-cni, a
-CiliumNetworkPolicy applied with kubectl is enforced on real traffic, flows show in `ciliumctl observe` (in the
-agent pod) and in the real hubble, and `ciliumctl uninstall --kubeconfig` leaves nothing in the cluster.
+"""End to end on a real two-node cluster, as an admin does it: `ciliumctl install --kubeconfig --wait` deploys the
+agent DaemonSet (its image built by scripts/image.sh) on both nodes, pods made with kubectl get addresses from
+ciliumctl-cni in their node's pod CIDR, a CiliumNetworkPolicy applied with kubectl is enforced on real traffic
+between pods on different nodes (identities from the CiliumIdentity CRD), flows show in `ciliumctl observe` (in
+the agent pod) and in the real hubble, and `ciliumctl uninstall --kubeconfig` leaves nothing in the cluster.
 
 The steps share one cluster and run in order (each test is one step of the story)."""
 
@@ -24,15 +25,17 @@ CRDS = ["ciliumnetworkpolicies.cilium.io", "ciliumclusterwidenetworkpolicies.cil
         "ciliumidentities.cilium.io", "ciliumendpoints.cilium.io"]
 
 
-def pod(name: str, app: str, command: list[str]) -> dict:
+def pod(name: str, app: str, node: str, command: list[str]) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
-            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
                 "name": "main", "image": "ciliumctl-test:local", "imagePullPolicy": "Never", "command": command}]}}
 
 
-WEB = pod("web", "web", ["python3", "-m", "http.server", "8080"])
-CLIENT = pod("client", "client", ["sleep", "infinity"])
-OTHER = pod("other", "other", ["sleep", "infinity"])
+# web on one node, its clients on the other: every connection crosses the wire between the nodes
+WEB = pod("web", "web", "node2", ["python3", "-m", "http.server", "8080"])
+CLIENT = pod("client", "client", "node1", ["sleep", "infinity"])
+OTHER = pod("other", "other", "node1", ["sleep", "infinity"])
+NODE_OF = {"web": 1, "client": 0, "other": 0}     # index in k8s.nodes
 
 POLICY = {
     "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "web-from-client"},
@@ -55,9 +58,10 @@ def connects(k8s, src: str, ip: str) -> bool:
     return out.startswith("connected")
 
 
-def agent_pod(k8s) -> str:
+def agent_pod(k8s, node: str = "node2") -> str:
     pods = kubectl_json(k8s, "get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=ciliumctl-agent")["items"]
-    running = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+    running = [p["metadata"]["name"] for p in pods
+               if not p["metadata"].get("deletionTimestamp") and p["spec"].get("nodeName") == node]
     assert len(running) == 1, pods
     return running[0]
 
@@ -76,14 +80,15 @@ def test_install_waits_for_the_agent_daemonset(k8s, cli_env_k8s):
     for crd in CRDS:
         k8s.kubectl("wait", "--for", "condition=Established", f"crd/{crd}", "--timeout", "30s")
     ds = kubectl_json(k8s, "get", "daemonset", "-n", NS, "ciliumctl-agent")
-    assert ds["status"]["numberReady"] == ds["status"]["desiredNumberScheduled"] == 1
-    # the init step put the plugin, host-local, loopback and the conflist on the node (not on the machine)
-    node = k8s.nodes[0]
-    conflist = json.loads((node.dir / "host/etc/cni/net.d/05-ciliumctl.conflist").read_text())
-    pod_cidr = k8s.pod_cidrs[node.name]
-    assert conflist["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == pod_cidr
-    for plugin in ("ciliumctl-cni", "host-local", "loopback"):
-        assert (node.dir / "host/opt/cni/bin" / plugin).exists()
+    assert ds["status"]["numberReady"] == ds["status"]["desiredNumberScheduled"] == 2
+    # the init step put the plugin, host-local, loopback and the conflist on each node (not on the machine),
+    # with that node's pod CIDR
+    for node in k8s.nodes:
+        conflist = json.loads((node.dir / "host/etc/cni/net.d/05-ciliumctl.conflist").read_text())
+        assert conflist["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == k8s.pod_cidrs[node.name]
+        for plugin in ("ciliumctl-cni", "host-local", "loopback"):
+            assert (node.dir / "host/opt/cni/bin" / plugin).exists()
+    assert len(set(k8s.pod_cidrs.values())) == 2
     status = run_cli("status", "--kubeconfig", str(k8s.kubeconfig), "-o", "json", env=cli_env_k8s, timeout=60)
     assert json.loads(status.stdout)["healthy"] is True, status.stdout
 
@@ -92,8 +97,8 @@ def test_pods_get_addresses_endpoints_and_identities(k8s, state):
     k8s.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                       "items": [WEB, CLIENT, OTHER]}))
     k8s.kubectl("wait", "--for", "condition=Ready", "pod/web", "pod/client", "pod/other", "--timeout", "120s")
-    pool = ipaddress.ip_network(k8s.pod_cidrs[k8s.nodes[0].name])
     for name in ("web", "client", "other"):
+        pool = ipaddress.ip_network(k8s.pod_cidrs[k8s.nodes[NODE_OF[name]].name])
         ip = kubectl_json(k8s, "get", "pod", name)["status"]["podIP"]
         assert ipaddress.ip_address(ip) in pool, (name, ip, pool)
         state[name] = ip
@@ -107,7 +112,7 @@ def test_pods_get_addresses_endpoints_and_identities(k8s, state):
     for name in ("web", "client", "other"):
         status = ceps[name]["status"]
         assert status["networking"]["addressing"][0]["ipv4"] == state[name]
-        assert status["networking"]["node"] == k8s.nodes[0].name
+        assert status["networking"]["node"] == k8s.nodes[NODE_OF[name]].name
         state[f"{name}-identity"] = status["identity"]["id"]
     identities = {i["metadata"]["name"]: i for i in kubectl_json(k8s, "get", "ciliumidentities")["items"]}
     web_identity = identities[str(state["web-identity"])]
@@ -127,7 +132,7 @@ def test_policy_applied_with_kubectl_is_enforced(k8s, state):
 
 def test_flows_in_observe_and_in_the_real_hubble(k8s, state, hubble):
     assert not connects(k8s, "other", state["web"])
-    sock = k8s.nodes[0].dir / "host/run/ciliumctl/hubble.sock"
+    sock = k8s.nodes[NODE_OF["web"]].dir / "host/run/ciliumctl/hubble.sock"   # web's ingress drops there
 
     def dropped(lines: str) -> list[dict]:
         flows = [json.loads(line) for line in lines.splitlines() if line.strip()]
@@ -147,7 +152,7 @@ def test_flows_in_observe_and_in_the_real_hubble(k8s, state, hubble):
 
 
 def test_agent_restart_lets_no_denied_packet_through(k8s, state):
-    old = agent_pod(k8s)
+    old = agent_pod(k8s)      # web's node: where its ingress policy is enforced
     k8s.kubectl("delete", "pod", "-n", NS, old, "--wait=false")
     # while the agent is away and coming back, the pinned datapath keeps enforcing
     deadline = time.monotonic() + 120
@@ -174,7 +179,7 @@ def test_deleting_the_policy_lets_traffic_flow(k8s, state):
 
 
 def test_deleting_a_pod_releases_everything(k8s, state):
-    node = k8s.nodes[0]
+    node = k8s.nodes[NODE_OF["other"]]
     lease = node.dir / "host/var/lib/cni/networks/ciliumctl" / state["other"]
     assert lease.exists()
     netns_before = set((node.dir / "host/run/netns").iterdir())
@@ -183,9 +188,9 @@ def test_deleting_a_pod_releases_everything(k8s, state):
                                               kubectl_json(k8s, "get", "ciliumendpoints")["items"]}, 30, 0.5)
     assert wait_until(lambda: not lease.exists(), 30, 0.2), "host-local kept the address"
     assert wait_until(lambda: len(set((node.dir / "host/run/netns").iterdir())) == len(netns_before) - 1, 30, 0.2)
-    endpoints = k8s.kubectl("exec", "-n", NS, agent_pod(k8s), "-c", "agent", "--", "ciliumctl", "endpoint",
-                            "list", "-o", "json", timeout=60).stdout
-    assert state["other"] not in endpoints and state["web"] in endpoints
+    endpoints = k8s.kubectl("exec", "-n", NS, agent_pod(k8s, node.name), "-c", "agent", "--", "ciliumctl",
+                            "endpoint", "list", "-o", "json", timeout=60).stdout
+    assert state["other"] not in endpoints and state["client"] in endpoints
 
 
 def test_uninstall_leaves_nothing(k8s, cli_env_k8s):
