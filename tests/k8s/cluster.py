@@ -587,7 +587,23 @@ class Cluster:
         for node in self.nodes:
             node.dir.mkdir(parents=True)
             node.plumb()
-            node.start_runtime()
+        # each node's containerd imports the images (the longest step): the nodes do it side by side
+        errors: list[BaseException] = []
+
+        def runtime(node: Node) -> None:
+            try:
+                node.start_runtime()
+            except BaseException as err:     # re-raised below, in this thread
+                errors.append(err)
+
+        threads = [threading.Thread(target=runtime, args=(n,)) for n in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        for node in self.nodes:
             node.start_kubelet()
         for node in self.nodes:
             wait_for(f"{node.name} registered", lambda n=node: self.get_raw(f"/api/v1/nodes/{n.name}"), 60,
