@@ -46,7 +46,7 @@ def shorten(message: str) -> str:
         word = m.group(0)
         return f"{word[:120]}…[{len(word) - 160} characters]…{word[-40:]}"
 
-    message = re.sub(r"\S{%d,}" % (LONG_WORD + 1), elide, str(message))
+    message = re.sub(rf"\S{{{LONG_WORD + 1},}}", elide, str(message))
     if len(message) > LONG_MESSAGE:
         message = f"{message[:1400]}…[{len(message) - 1800} characters]…{message[-400:]}"
     return message

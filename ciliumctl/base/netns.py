@@ -9,6 +9,7 @@ Only the network namespace is changed: bpffs and /run stay those of the caller.
 import contextlib
 import ctypes
 import os
+from collections.abc import Iterator
 
 from ciliumctl.base.errors import EnvironmentProblem
 
@@ -41,7 +42,7 @@ def setns_path(path: str) -> None:
 
 
 @contextlib.contextmanager
-def in_netns(fd: int):
+def in_netns(fd: int) -> Iterator[None]:
     """Run the block in the namespace open at `fd` (this thread only), then return to the thread's own."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:

@@ -3,6 +3,8 @@ that every node learns remote pods' identities and `endpoint list --all-nodes` c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
 from ciliumctl.endpoints.model import Endpoint
 
@@ -11,7 +13,7 @@ NODE_LABEL = "ciliumctl.io/node"  # on every CiliumEndpoint: list one node's end
 FIELD_MANAGER = "ciliumctl-agent"
 
 
-def endpoint_object(ep: Endpoint, node: str, labels: frozenset[str] | list[str] = ()) -> dict:
+def endpoint_object(ep: Endpoint, node: str, labels: Iterable[str] = ()) -> dict:
     """The CiliumEndpoint of one endpoint. `labels`: its identity labels (as in `cilium endpoint list`)."""
     status = {
         "id": ep.id,
@@ -24,7 +26,7 @@ def endpoint_object(ep: Endpoint, node: str, labels: frozenset[str] | list[str] 
             "status": status}
 
 
-def publish(kube: Kube, ep: Endpoint, node: str, labels: frozenset[str] | list[str] = (),
+def publish(kube: Kube, ep: Endpoint, node: str, labels: Iterable[str] = (),
             attempts: int = 5) -> str:
     """Create or update the endpoint's CiliumEndpoint. Returns created | updated | unchanged."""
     want = endpoint_object(ep, node, labels)

@@ -19,10 +19,16 @@ import hashlib
 import re
 import threading
 
-from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
 from ciliumctl.base.errors import EnvironmentProblem
-from ciliumctl.identity.allocator import (MAX_CLUSTER, MIN_CLUSTER, IdentityBackend, MemoryAllocator, is_cidr_labels,
-                                reserved_id_of)
+from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
+from ciliumctl.identity.allocator import (
+    MAX_CLUSTER,
+    MIN_CLUSTER,
+    IdentityBackend,
+    MemoryAllocator,
+    is_cidr_labels,
+    reserved_id_of,
+)
 
 KIND = KINDS["CiliumIdentity"]
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -131,7 +137,7 @@ class CiliumIdentityBackend(IdentityBackend):
 
     def allocate_many(self, label_sets: list[frozenset[str]]) -> list[int]:
         wanted = [frozenset(s) for s in label_sets]
-        out: list[int | None] = []
+        out: list[int] = []
         cidr = [s for s in wanted if is_cidr_labels(s) and reserved_id_of(s) is None]
         local_ids = dict(zip(cidr, self.local.allocate_many(cidr))) if cidr else {}
         with self._lock:

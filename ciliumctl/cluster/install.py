@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, TextIO
+from typing import TextIO
 
+from ciliumctl.base.errors import EnvironmentProblem, Finding
 from ciliumctl.cluster import manifests
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube, kind_of
-from ciliumctl.base.errors import EnvironmentProblem, Finding
 
 FIELD_MANAGER = "ciliumctl"
 
@@ -99,7 +100,7 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
     elif output == "yaml":
         out.write(render([asdict(r) for r in results]))
     if wait:
-        wait_ready(kube, namespace, timeout, progress or (lambda line: sys.stderr.write(line + "\n")))
+        wait_ready(kube, namespace, timeout, progress or (lambda line: print(line, file=sys.stderr)))
     return results
 
 
@@ -211,7 +212,8 @@ def status(kubeconfig: str | None = None, context: str | None = None, namespace:
         agents.append(NodeAgent((pod.get("spec") or {}).get("nodeName", ""), pod["metadata"]["name"],
                                 pst.get("phase", "Unknown"), ready, restarts, message))
     try:
-        from ciliumctl.cluster.endpoints import KIND as CEP_KIND, NODE_LABEL
+        from ciliumctl.cluster.endpoints import KIND as CEP_KIND
+        from ciliumctl.cluster.endpoints import NODE_LABEL
 
         ceps, _ = kube.list(CEP_KIND)
         per_node: dict[str, int] = {}

@@ -8,9 +8,10 @@ the kinds we use gives the REST paths with no round trip.
 
 from __future__ import annotations
 
+import builtins
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from ciliumctl.base.errors import CiliumctlError, EnvironmentProblem, UsageError
 
@@ -75,7 +76,7 @@ class Kube:
         self.namespace = namespace  # the kubeconfig context's namespace: the default for namespaced objects
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> "Kube":
+    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
         from kubernetes import config
         from kubernetes.config.config_exception import ConfigException
 
@@ -189,7 +190,8 @@ class Kube:
         """True if it existed."""
         try:
             # with a body the API server takes DeleteOptions from it and ignores the query: dryRun goes in both
-            options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+            options: dict[str, object] = {"kind": "DeleteOptions", "apiVersion": "v1",
+                                          "propagationPolicy": "Background"}
             if dry_run:
                 options["dryRun"] = ["All"]
             self.request("DELETE", self.path(kind, namespace, name), {"dryRun": "All" if dry_run else None},
@@ -201,7 +203,7 @@ class Kube:
             raise
 
     @classmethod
-    def in_cluster(cls) -> "Kube":
+    def in_cluster(cls) -> Kube:
         """The agent's own service account, inside a pod of the DaemonSet."""
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
@@ -215,7 +217,7 @@ class Kube:
 
     def watch(self, kind: Kind, resource_version: str, namespace: str | None = None,
               label_selector: str | None = None, field_selector: str | None = None,
-              timeout_seconds: int = 300, holder: list | None = None) -> Iterator[tuple[str, dict]]:
+              timeout_seconds: int = 300, holder: builtins.list | None = None) -> Iterator[tuple[str, dict]]:
         """(type, object) events from resource_version on; ends when the server closes the stream.
         An ERROR event (e.g. 410 Gone) is raised as ApiFailure. `holder` receives the open response so that
         another thread can cut the stream (Reflector.stop)."""

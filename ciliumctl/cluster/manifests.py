@@ -72,8 +72,8 @@ _LABEL_SELECTOR = {
                            "values": _list(_str())}}),
     },
 }
-_ENTITIES = ["all", "world", "world-ipv4", "world-ipv6", "cluster", "host", "init", "ingress", "unmanaged", "remote-node", "health",
-             "none", "kube-apiserver"]
+_ENTITIES = ["all", "world", "world-ipv4", "world-ipv6", "cluster", "host", "init", "ingress", "unmanaged",
+             "remote-node", "health", "none", "kube-apiserver"]
 _PORT_PROTOCOL = {"type": "string", "enum": ["TCP", "UDP", "SCTP", "ICMP", "ICMPv6", "VRRP", "IGMP", "ANY"]}
 _PORT_RULE = _open_object({
     "ports": {**_list({"type": "object", "properties": {

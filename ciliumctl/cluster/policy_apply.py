@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ciliumctl.base.errors import Finding, UsageError
 from ciliumctl.cluster.install import FIELD_MANAGER, content_of
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
-from ciliumctl.base.errors import Finding, UsageError
 
 POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy")
 KIND_ALIASES = {

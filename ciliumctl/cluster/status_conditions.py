@@ -60,7 +60,8 @@ def validate_object(obj: dict) -> tuple[bool, str]:
     kind, meta = obj.get("kind", ""), obj.get("metadata") or {}
     data = {k: v for k, v in obj.items() if k != "status"}
     data["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")}
-    where = f"{kind}/{meta.get('namespace') + '/' if meta.get('namespace') else ''}{meta.get('name', '')}"
+    ns = meta.get("namespace")
+    where = f"{kind}/{ns + '/' if ns else ''}{meta.get('name', '')}"
     docs = load.load_text(yaml.safe_dump(data, sort_keys=False), file=where)
     options = None
     for name in ("ValidateOptions", "Options", "ValidationOptions"):
@@ -79,15 +80,16 @@ def validate_object(obj: dict) -> tuple[bool, str]:
 def desired_conditions(obj: dict, wanted: list[dict]) -> list[dict] | None:
     """The new conditions list, or None when the current conditions already say all of `wanted`."""
     generation = (obj.get("metadata") or {}).get("generation")
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     fresh, changed = [], False
     for want in wanted:
         current = condition(obj, want["type"])
         if not (current and all(current.get(k) == want[k] for k in ("status", "reason", "message")) and
                 current.get("observedGeneration") == generation):
             changed = True
-        same_status = current is not None and current.get("status") == want["status"]
-        cond = {**want, "lastTransitionTime": (current.get("lastTransitionTime") if same_status else None) or now}
+        since = (current.get("lastTransitionTime") if current is not None and current.get("status") == want["status"]
+                 else None)
+        cond = {**want, "lastTransitionTime": since or now}
         if generation is not None:
             cond["observedGeneration"] = generation
         fresh.append(cond)

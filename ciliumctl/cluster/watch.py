@@ -52,7 +52,7 @@ class Reflector:
 
     # ---- lifecycle
 
-    def start(self) -> "Reflector":
+    def start(self) -> Reflector:
         self._thread = threading.Thread(target=self.run, name=f"reflector-{self.kind.plural}", daemon=True)
         self._thread.start()
         return self
@@ -171,7 +171,7 @@ class ClusterCache:
     listeners: list[OnEvent] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def start(self) -> "ClusterCache":
+    def start(self) -> ClusterCache:
         for name in self.kinds:
             kind = KINDS[name]
             # pods: only this node's, as the kubelet and Cilium's agent do (less to hold, less to wake up for)

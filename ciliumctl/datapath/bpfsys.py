@@ -154,7 +154,7 @@ class Map:
         self.value_bytes = ((self.value_size + 7) // 8 * 8 * possible_cpus()) if self.percpu else self.value_size
 
     @classmethod
-    def from_pin(cls, path: str | os.PathLike) -> "Map":
+    def from_pin(cls, path: str | os.PathLike) -> Map:
         return cls(obj_get(path), os.path.basename(os.fspath(path)))
 
     def close(self) -> None:

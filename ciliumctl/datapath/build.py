@@ -12,9 +12,9 @@ import zlib
 from pathlib import Path
 
 from ciliumctl.base import paths
+from ciliumctl.base.errors import EnvironmentProblem
 from ciliumctl.datapath import bpfsys, maps
 from ciliumctl.datapath.environment import check_headers, import_bcc
-from ciliumctl.base.errors import EnvironmentProblem
 
 compile_count = 0   # BCC compiles in this process (attach must never add one)
 

@@ -10,8 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ciliumctl.datapath import bpfsys
 from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.datapath import bpfsys
 
 BPF_FS_MAGIC = 0xCAFE4A11
 

@@ -13,8 +13,8 @@ import errno
 import os
 from pathlib import Path
 
-from ciliumctl.datapath import bpfsys
 from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.datapath import bpfsys
 
 TC_PRIO = 1
 TC_HANDLE = 1

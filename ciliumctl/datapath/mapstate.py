@@ -13,13 +13,27 @@ import json
 import zlib
 from dataclasses import dataclass, field
 
-from ciliumctl.datapath import maps
 from ciliumctl.base.errors import UsageError
-from ciliumctl.policy.resolved import (PROTO_ANY, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, PolicyEntry, PortRange,
-                                       ResolvedState, RuleOrigin)
-
-from ciliumctl.datapath.events import (MATCH_ALL, MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L3_PROTO, MATCH_L4_ONLY,
-                                      MATCH_PROTO_ONLY)
+from ciliumctl.datapath import maps
+from ciliumctl.datapath.events import (
+    MATCH_ALL,
+    MATCH_L3_L4,
+    MATCH_L3_ONLY,
+    MATCH_L3_PROTO,
+    MATCH_L4_ONLY,
+    MATCH_PROTO_ONLY,
+)
+from ciliumctl.policy.resolved import (
+    PROTO_ANY,
+    PROTO_SCTP,
+    PROTO_TCP,
+    PROTO_UDP,
+    Direction,
+    PolicyEntry,
+    PortRange,
+    ResolvedState,
+    RuleOrigin,
+)
 
 
 @dataclass

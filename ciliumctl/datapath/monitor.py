@@ -40,7 +40,7 @@ class MonitorConfig:
         return MONITOR_CONFIG.pack(LEVELS[self.level], flag_mask(self.flags), int(self.interval * 1e9))
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "MonitorConfig":
+    def unpack(cls, raw: bytes) -> MonitorConfig:
         from ciliumctl.datapath.maps import MONITOR_CONFIG
 
         level, mask, interval_ns = MONITOR_CONFIG.unpack(raw)

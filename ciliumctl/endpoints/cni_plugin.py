@@ -96,7 +96,7 @@ def exec_plugin(name: str, command: str, conf: dict) -> dict | None:
             parsed = json.loads(out)
         except ValueError:
             raise CniError(E_DECODE, f"IPAM plugin {name} {command}: output is not JSON",
-                           out[:200].decode(errors="replace"))
+                           out[:200].decode(errors="replace")) from None
     if proc.returncode != 0:
         if isinstance(parsed, dict) and "code" in parsed:
             raise CniError(int(parsed.get("code") or 999), f"IPAM plugin {name}: {parsed.get('msg', '')}",
@@ -116,7 +116,8 @@ def connect_agent(conf: dict) -> socket.socket:
     except OSError as err:
         sock.close()
         raise CniError(E_TRY_AGAIN_LATER, f"ciliumctl agent is not running (cannot connect to {path}: "
-                                          f"{err.strerror}); start it with `ciliumctl agent` or `ciliumctl install`")
+                                          f"{err.strerror}); start it with `ciliumctl agent` or "
+                                          "`ciliumctl install`") from None
     return sock
 
 
@@ -135,16 +136,17 @@ def call_agent(sock: socket.socket, request: dict, netns_fd: int | None) -> dict
             if not chunk:
                 break
             chunks.append(chunk)
-    except socket.timeout:
-        raise CniError(E_TRY_AGAIN_LATER, f"ciliumctl agent did not answer {request['command']} in time")
+    except TimeoutError:
+        raise CniError(E_TRY_AGAIN_LATER, f"ciliumctl agent did not answer {request['command']} in time") from None
     except OSError as err:
-        raise CniError(E_TRY_AGAIN_LATER, f"lost the connection to the ciliumctl agent: {err.strerror or err}")
+        raise CniError(E_TRY_AGAIN_LATER,
+                       f"lost the connection to the ciliumctl agent: {err.strerror or err}") from None
     finally:
         sock.close()
     try:
         reply = json.loads(b"".join(chunks))
     except ValueError:
-        raise CniError(E_TRY_AGAIN_LATER, "ciliumctl agent closed the connection without an answer")
+        raise CniError(E_TRY_AGAIN_LATER, "ciliumctl agent closed the connection without an answer") from None
     if not reply.get("ok"):
         raise CniError(int(reply.get("code") or 999), reply.get("msg") or "agent error", reply.get("details") or "")
     return reply.get("result") or {}
@@ -193,11 +195,11 @@ def read_conf() -> dict:
     try:
         raw = sys.stdin.buffer.read()
     except OSError as err:
-        raise CniError(E_IO, f"cannot read the network configuration from stdin: {err.strerror}")
+        raise CniError(E_IO, f"cannot read the network configuration from stdin: {err.strerror}") from None
     try:
         conf = json.loads(raw) if raw.strip() else None
     except ValueError as err:
-        raise CniError(E_DECODE, f"network configuration on stdin is not JSON: {err}")
+        raise CniError(E_DECODE, f"network configuration on stdin is not JSON: {err}") from None
     if not isinstance(conf, dict):
         raise CniError(E_DECODE, "network configuration on stdin must be a JSON object")
     return conf
@@ -221,7 +223,7 @@ def open_netns(path: str) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
-        raise CniError(E_INVALID_ENV, f"CNI_NETNS={path}: {err.strerror}")
+        raise CniError(E_INVALID_ENV, f"CNI_NETNS={path}: {err.strerror}") from None
 
 
 def base_request(command: str, conf: dict) -> dict:
@@ -249,6 +251,7 @@ def cmd_add(conf: dict) -> dict:
     require_env("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
     version = check_version(conf)
     ipam = ipam_type(conf, required=True)
+    assert ipam is not None                # required: ipam_type raised a CniError instead
     request = base_request("ADD", conf)   # parses CNI_ARGS before anything is allocated
     fd = open_netns(os.environ["CNI_NETNS"])
     try:
@@ -324,7 +327,7 @@ def cmd_status(conf: dict) -> None:
     try:
         call_agent(connect_agent(conf), {"command": "STATUS", "config": conf}, None)
     except CniError as err:
-        raise CniError(E_PLUGIN_NOT_AVAILABLE, f"ciliumctl cannot service ADD: {err.msg}", err.details)
+        raise CniError(E_PLUGIN_NOT_AVAILABLE, f"ciliumctl cannot service ADD: {err.msg}", err.details) from err
 
 
 def cmd_gc(conf: dict) -> None:

@@ -57,12 +57,14 @@ def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int
                      peer={"ifname": ifname, "net_ns_fd": netns_fd, "mtu": mtu})
             try:
                 host_idx = link_index(ipr, host_ifname)
+                assert host_idx is not None    # the add above returned: the pair exists
                 host_mac = _mac(ipr, host_idx)
                 _sysctl_if(host_ifname, "proxy_arp", "1")
                 _sysctl_if(host_ifname, "forwarding", "1")
                 _sysctl_if(host_ifname, "rp_filter", "0")
                 ipr.link("set", index=host_idx, state="up")
                 pod_idx = link_index(pod, ifname)
+                assert pod_idx is not None
                 pod_mac = _mac(pod, pod_idx)
                 pod.addr("add", index=pod_idx, address=ipv4, prefixlen=32)
                 pod.link("set", index=pod_idx, state="up")

@@ -32,7 +32,7 @@ class Endpoint:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Endpoint":
+    def from_dict(cls, data: dict) -> Endpoint:
         """The endpoint of a record; ValueError saying what is wrong when the record is not a valid one."""
         if not isinstance(data, dict):
             raise ValueError(f"{_json_kind(data)}, not an object")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ciliumctl.base import paths, statefile
-from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.base.errors import EnvironmentProblem, UsageError
+from ciliumctl.endpoints.model import Endpoint
 
 MAX_ID = 65535
 

@@ -8,8 +8,26 @@ from ciliumctl.datapath import events as ev
 from ciliumctl.flows import names
 from ciliumctl.flows.meta import EndpointInfo, Snapshot
 from ciliumctl.flows.pb.flow import flow_pb2 as pb
-from ciliumctl.flows.records import (R_COOKIE, R_DADDR, R_DID, R_DIR, R_DPORT, R_EP, R_FLAGS, R_IFINDEX, R_MATCH,
-                                     R_PROTO, R_REPLY, R_SADDR, R_SID, R_SPORT, R_SUBTYPE, R_TS, R_TYPE, R_VERDICT)
+from ciliumctl.flows.records import (
+    R_COOKIE,
+    R_DADDR,
+    R_DID,
+    R_DIR,
+    R_DPORT,
+    R_EP,
+    R_FLAGS,
+    R_IFINDEX,
+    R_MATCH,
+    R_PROTO,
+    R_REPLY,
+    R_SADDR,
+    R_SID,
+    R_SPORT,
+    R_SUBTYPE,
+    R_TS,
+    R_TYPE,
+    R_VERDICT,
+)
 
 _inet_ntoa = socket.inet_ntoa
 _NO_ADDR = b"\0\0\0\0"
@@ -159,9 +177,9 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
     ifindex = rec[R_IFINDEX]
     if ifindex:
         f.interface.index = ifindex
-        name = ifnames.get(ifindex) if ifnames is not None else None
-        if name:
-            f.interface.name = name
+        ifname = ifnames.get(ifindex) if ifnames is not None else None
+        if ifname:
+            f.interface.name = ifname
 
     et = f.event_type
     et.type = etype

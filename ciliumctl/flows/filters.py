@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ciliumctl.base.errors import UsageError
 from ciliumctl.flows import names
@@ -44,7 +44,7 @@ def _split_selector(text: str) -> list[str]:
 
 def parse_selector(text: str):
     """A label selector -> list of (source, key, op, values). A key without "source:" matches any source."""
-    reqs = []
+    reqs: list[tuple[str | None, str, str, tuple[str, ...]]] = []
     for part in _split_selector(text):
         m = _REQ.match(part)
         if not m:
@@ -519,7 +519,7 @@ _DUR = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 def parse_time(value: str, now: datetime | None = None) -> datetime:
     """RFC 3339 (2024-05-01T10:00:00Z), a date-time without zone (UTC), or a duration ago: 30s, 5m, 1h30m."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     v = value.strip()
     parts = _DUR.findall(v)
     if parts and "".join(n + u for n, u in parts) == v:
@@ -530,4 +530,4 @@ def parse_time(value: str, now: datetime | None = None) -> datetime:
     except ValueError:
         raise UsageError(f"time {value!r}: use RFC 3339 (2024-05-01T10:00:00Z) or a duration ago (30s, 5m, 1h)") \
             from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

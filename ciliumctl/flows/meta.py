@@ -162,13 +162,13 @@ class MetaWatcher:
         self.state_dir = state_dir or paths.state_dir()
         self.interval = interval
         self._lock = threading.Lock()
-        self._stamp = None
+        self._stamp: tuple | None = None
         self._checked = 0.0
         self.snapshot = Snapshot()
         self.refresh(force=True)
 
-    def _fingerprint(self):
-        stamp = []
+    def _fingerprint(self) -> tuple:
+        stamp: list[tuple | None] = []
         for p in (self.state_dir / "endpoints", self.state_dir / "identities.json",
                   self.state_dir / "datapath" / "cookies.json"):
             try:

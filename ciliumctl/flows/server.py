@@ -69,8 +69,9 @@ class FlowSource:
                                      node_name=self.node_name)
             r.time.FromNanoseconds(t)
             return r.SerializeToString(), t
-        rec = entry.record
-        flow = record_to_flow(rec, entry.snap, self.wall_offset_ns, self.node_name, self.boot_id, entry.seq,
+        rec, snap = entry.record, entry.snap
+        assert rec is not None and snap is not None   # every entry but a lost one has both
+        flow = record_to_flow(rec, snap, self.wall_offset_ns, self.node_name, self.boot_id, entry.seq,
                               self.ifnames, self._templates)
         t = rec[R_TS] + self.wall_offset_ns
         if matcher is not None and not matcher(flow):
@@ -81,7 +82,10 @@ class FlowSource:
         return (b"\x0a" + _varint(len(fb)) + fb + self._node_field + b"\xca\x3e" + _varint(len(tb)) + tb), t
 
     def wall_ns(self, entry: Entry) -> int:
-        return entry.lost[2] if entry.kind == KIND_LOST else entry.record[R_TS] + self.wall_offset_ns
+        if entry.kind == KIND_LOST:
+            return entry.lost[2]
+        assert entry.record is not None
+        return entry.record[R_TS] + self.wall_offset_ns
 
 
 def iter_responses(src: FlowSource, req: opb.GetFlowsRequest, active=lambda: True):
