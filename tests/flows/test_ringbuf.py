@@ -54,3 +54,19 @@ def test_full_ring_counts_lost_events(emitter, bpffs_dir):
         emitter.emit(10)
         blob, n2 = reader.read()
         assert n2 == 10 and lost.read() == capacity + 500 - n
+
+
+def test_a_busy_ring_is_read_a_batch_per_wakeup(emitter, bpffs_dir):
+    """While events keep coming, wait() sleeps the batch interval instead of waking per event: what arrived
+    meanwhile (many separate submits) is one read; an idle ring goes back to waiting for the kernel's signal."""
+    with RingReader(bpffs_dir / "events", batch_interval=0.05) as reader:
+        emitter.emit(1)
+        assert reader.wait(1.0) and reader.read()[1] == 1
+        for _ in range(20):
+            emitter.emit(3)          # 20 commits, each one a wake-up for a consumer that had caught up
+        assert reader.wait(1.0) and reader.wakeups == 2
+        assert reader.read()[1] == 60
+        assert reader.read() == (b"", 0)         # drained, as the agent drains after each wait
+        assert reader.wait(1.0) and reader.read() == (b"", 0)    # one more interval after a busy one
+        assert not reader.wait(0.05)             # then nothing: back to the kernel's signal
+        assert reader.wakeups == 3
