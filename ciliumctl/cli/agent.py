@@ -1,7 +1,6 @@
 """`ciliumctl agent run|start|stop|status`: the node agent in the foreground or supervised in the background."""
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -45,9 +44,9 @@ def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_n
 
 
 @app.command("run")
-def run(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK, hubble_listen: Optional[str] = _LISTEN,
-        metrics_listen: str = _METRICS, node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI,
-        kubeconfig: Optional[str] = _KUBECONFIG, context: Optional[str] = _CONTEXT) -> None:
+def run(flow_buffer_size: int = _BUF, hubble_socket: Path | None = _SOCK, hubble_listen: str | None = _LISTEN,
+        metrics_listen: str = _METRICS, node_name: str | None = _NODE, no_cni: bool = _NO_CNI,
+        kubeconfig: str | None = _KUBECONFIG, context: str | None = _CONTEXT) -> None:
     """Run the agent in the foreground until SIGTERM or SIGINT.
 
     This is what a DaemonSet or a supervisor runs."""
@@ -62,10 +61,10 @@ def run(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK, hub
 
 
 @app.command("start")
-def start(flow_buffer_size: int = _BUF, hubble_socket: Optional[Path] = _SOCK,
-          hubble_listen: Optional[str] = _LISTEN, metrics_listen: str = _METRICS,
-          node_name: Optional[str] = _NODE, no_cni: bool = _NO_CNI, kubeconfig: Optional[str] = _KUBECONFIG,
-          context: Optional[str] = _CONTEXT) -> None:
+def start(flow_buffer_size: int = _BUF, hubble_socket: Path | None = _SOCK,
+          hubble_listen: str | None = _LISTEN, metrics_listen: str = _METRICS,
+          node_name: str | None = _NODE, no_cni: bool = _NO_CNI, kubeconfig: str | None = _KUBECONFIG,
+          context: str | None = _CONTEXT) -> None:
     """Start the agent in the background.
 
     Its pid file and log are under the run directory."""
@@ -91,7 +90,7 @@ def stop() -> None:
 
 @app.command("status")
 def status(output: Output = typer.Option(Output.table, "-o", "--output", help="Output format."),
-           hubble_socket: Optional[Path] = _SOCK) -> None:
+           hubble_socket: Path | None = _SOCK) -> None:
     """Whether the agent runs, and its flow buffer."""
     from ciliumctl.node.agent import status as agent_status
 

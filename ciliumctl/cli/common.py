@@ -6,7 +6,7 @@ import os
 import sys
 
 
-class Output(str, enum.Enum):
+class Output(enum.StrEnum):
     table = "table"
     json = "json"
     yaml = "yaml"

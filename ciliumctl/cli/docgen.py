@@ -30,7 +30,7 @@ class Cmd:
     help: str
     options: list[Opt]
     arguments: list[str]      # as the usage line shows them: NAME, [NAME], PATH...
-    children: list["Cmd"] = field(default_factory=list)
+    children: list[Cmd] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -84,7 +84,8 @@ def render_bash(tree: Cmd) -> str:
         key = " ".join(node.path)
         words = [c.path[-1] for c in node.children] + [n for o in node.options for n in o.names]
         prev_cases = "".join(
-            f"                {'|'.join(o.names)}) COMPREPLY=($(compgen -W \"{' '.join(o.choices)}\" -- \"$cur\")); return;;\n"
+            f"                {'|'.join(o.names)}) "
+            f"COMPREPLY=($(compgen -W \"{' '.join(o.choices)}\" -- \"$cur\")); return;;\n"
             for o in node.options if o.choices)
         # an option that takes a free value: leave COMPREPLY empty so bash falls back to file names
         prev_cases += "".join(f"                {'|'.join(o.names)}) return;;\n"

@@ -1,6 +1,5 @@
 """`ciliumctl endpoint add|delete|exec|list|get`."""
 
-from typing import List, Optional
 
 import typer
 
@@ -11,7 +10,8 @@ app = App(help="Manage and inspect endpoints on this node.")
 
 
 def _row(ep) -> dict:
-    from ciliumctl.node import reconcile as node_reconcile, settings as node_settings
+    from ciliumctl.node import reconcile as node_reconcile
+    from ciliumctl.node import settings as node_settings
 
     enf = node_reconcile.enforcement_of(ep.id)
     audit = node_settings.load_settings().audit
@@ -27,7 +27,8 @@ def _row(ep) -> dict:
 def _rows(endpoints: list, report: bool = True) -> list[dict]:
     """Rows of `endpoints`; every disagreement of the node's endpoint state goes to stderr, and an endpoint whose
     add or delete was killed shows as `interrupted`, not as the state its dead command left."""
-    from ciliumctl.node import endpoint_check, settings as node_settings
+    from ciliumctl.node import endpoint_check
+    from ciliumctl.node import settings as node_settings
 
     stuck = {ep.id for ep in endpoint_check.dead_transitional(endpoints)}
     rows = [_row(ep) for ep in endpoints]
@@ -57,19 +58,19 @@ def _table(rows: list[dict], no_headers: bool) -> str:
 @app.command("add")
 def add(
     name: str = typer.Argument(..., help="Endpoint name (like a pod name)."),
-    labels: List[str] = typer.Option([], "--labels", "-l", metavar="LABELS",
+    labels: list[str] = typer.Option([], "--labels", "-l", metavar="LABELS",
                                      help="Labels k=v[,k2=v2] (repeatable)."),
     namespace: str = typer.Option("default", "--namespace", "-n", help="Namespace of the endpoint."),
-    pool: Optional[str] = typer.Option(None, "--pool", metavar="CIDR", help="Address pool (default: node setting, "
+    pool: str | None = typer.Option(None, "--pool", metavar="CIDR", help="Address pool (default: node setting, "
                                        "$CILIUMCTL_POOL, 10.200.0.0/16)."),
-    ipv4: Optional[str] = typer.Option(None, "--ipv4", metavar="IP", help="A specific address of the pool."),
-    output: Optional[Output] = typer.Option(None, "--output", "-o", help="Print the endpoint as json or yaml."),
+    ipv4: str | None = typer.Option(None, "--ipv4", metavar="IP", help="A specific address of the pool."),
+    output: Output | None = typer.Option(None, "--output", "-o", help="Print the endpoint as json or yaml."),
 ) -> None:
     """Create a sandbox endpoint, a pod without a container runtime.
 
     Its network namespace, veth, address and identity, with the datapath and policy in force."""
-    from ciliumctl.node import endpoint_ops
     from ciliumctl.cli.common import print_data
+    from ciliumctl.node import endpoint_ops
 
     notes: list[str] = []
     try:
@@ -87,7 +88,7 @@ def add(
 @app.command("delete")
 def delete(
     ref: str = typer.Argument(..., metavar="NAME|ID", help="Endpoint name, NAMESPACE/NAME or id."),
-    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
 ) -> None:
     """Delete an endpoint.
 
@@ -108,8 +109,8 @@ def _warn(lines: list[str]) -> None:
 @app.command("exec", context_settings={"allow_interspersed_args": False})
 def exec_(
     ref: str = typer.Argument(..., metavar="NAME|ID", help="Endpoint name, NAMESPACE/NAME or id."),
-    command: List[str] = typer.Argument(..., metavar="-- CMD [ARGS]...", help="Command to run."),
-    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
+    command: list[str] = typer.Argument(..., metavar="-- CMD [ARGS]...", help="Command to run."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
 ) -> None:
     """Run a command inside the endpoint's network namespace.
 
@@ -120,7 +121,7 @@ def exec_(
     endpoint_ops.exec_in_endpoint(ref, argv, namespace)
 
 
-def _exec_args(argv: list[str], namespace: Optional[str]) -> tuple[list[str], Optional[str]]:
+def _exec_args(argv: list[str], namespace: str | None) -> tuple[list[str], str | None]:
     """Option parsing stops at NAME (so that the command's own options are never ours): our options between NAME
     and the command (`exec NAME -n NS -- CMD`) are taken here. Returns the command and the namespace."""
     from ciliumctl.base.errors import UsageError
@@ -151,11 +152,11 @@ def _shown(value: str, limit: int = 40) -> str:
 def list_(
     output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
     no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
-    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Only endpoints of this namespace."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Only endpoints of this namespace."),
     all_nodes: bool = typer.Option(False, "--all-nodes", help="Every endpoint of the cluster, from CiliumEndpoint "
                                    "objects (needs --kubeconfig or $KUBECONFIG)."),
-    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help="Kubeconfig for --all-nodes."),
-    context: Optional[str] = typer.Option(None, "--context", metavar="NAME",
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help="Kubeconfig for --all-nodes."),
+    context: str | None = typer.Option(None, "--context", metavar="NAME",
                                           help="Kubeconfig context for --all-nodes."),
 ) -> None:
     """List endpoints of this node (or of every node with --all-nodes)."""
@@ -176,13 +177,14 @@ def list_(
 def _list_all_nodes(kubeconfig, context, namespace, output, no_headers) -> None:
     import os
 
+    from ciliumctl.base.errors import UsageError
     from ciliumctl.cli.common import print_data, render_table
     from ciliumctl.cluster.endpoints import list_all_nodes
-    from ciliumctl.base.errors import UsageError
 
     kc = kubeconfig or os.environ.get("KUBECONFIG")
     if not kc:
-        raise UsageError("--all-nodes reads CiliumEndpoint objects from the cluster: pass --kubeconfig or set KUBECONFIG")
+        raise UsageError("--all-nodes reads CiliumEndpoint objects from the cluster: pass --kubeconfig or set "
+                         "KUBECONFIG")
     rows = list_all_nodes(kubeconfig=kc, context=context, namespace=namespace)
     if output != Output.table:
         print_data(rows, output)
@@ -198,13 +200,13 @@ def _list_all_nodes(kubeconfig, context, namespace, output, no_headers) -> None:
 @app.command("get")
 def get(
     ref: str = typer.Argument(..., metavar="NAME|ID", help="Endpoint name, NAMESPACE/NAME or id."),
-    namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
     output: Output = typer.Option(Output.yaml, "--output", "-o", help="Output format."),
     no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
 ) -> None:
     """Show one endpoint."""
-    from ciliumctl.node import endpoint_ops
     from ciliumctl.cli.common import print_data
+    from ciliumctl.node import endpoint_ops
 
     row = _rows([endpoint_ops.get_endpoint(ref, namespace)], report=False)[0]
     if output == Output.table:

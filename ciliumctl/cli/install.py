@@ -2,7 +2,6 @@
 
 import os
 import sys
-from typing import Optional
 
 import typer
 
@@ -77,42 +76,42 @@ def register(app: typer.Typer) -> None:
     @app.command("install")
     def install(
         dry_run: bool = typer.Option(False, "--dry-run", help="Check everything and print the plan; change nothing."),
-        enforcement_mode: Optional[str] = typer.Option(None, "--enforcement-mode",
+        enforcement_mode: str | None = typer.Option(None, "--enforcement-mode",
                                                        metavar="{default,always,never}",
                                                        help="Policy enforcement mode (kept when omitted)."),
-        audit: Optional[bool] = typer.Option(None, "--audit/--no-audit",
+        audit: bool | None = typer.Option(None, "--audit/--no-audit",
                                              help="Report would-be drops as AUDIT and forward them."),
-        pool: Optional[str] = typer.Option(None, "--pool", metavar="CIDR",
+        pool: str | None = typer.Option(None, "--pool", metavar="CIDR",
                                            help="Address pool for sandbox endpoints."),
-        monitor_aggregation: Optional[str] = typer.Option(
+        monitor_aggregation: str | None = typer.Option(
             None, "--monitor-aggregation", metavar="{none,low,medium,maximum}",
             help="How much the datapath traces, as Cilium's: medium (the default) reports a connection's first "
                  "packet, new TCP flags and closing, not every packet (kept when omitted)."),
-        monitor_aggregation_interval: Optional[str] = typer.Option(
+        monitor_aggregation_interval: str | None = typer.Option(
             None, "--monitor-aggregation-interval", metavar="DURATION",
             help="Report an active connection again after this long (default 5s)."),
-        monitor_aggregation_flags: Optional[str] = typer.Option(
+        monitor_aggregation_flags: str | None = typer.Option(
             None, "--monitor-aggregation-flags", metavar="FLAGS",
             help="TCP flags whose first sight is reported (default syn,fin,rst)."),
         agent: bool = typer.Option(True, "--agent/--no-agent", show_default=False,
                                    help="Start the node agent (flows, Hubble API, metrics, CNI requests); "
                                         "on by default."),
-        cni_conf_dir: Optional[str] = typer.Option(None, "--cni-conf-dir", metavar="DIR",
+        cni_conf_dir: str | None = typer.Option(None, "--cni-conf-dir", metavar="DIR",
                                                    help="Write the CNI conflist here (default /etc/cni/net.d)."),
-        cni_bin_dir: Optional[str] = typer.Option(None, "--cni-bin-dir", metavar="DIR",
+        cni_bin_dir: str | None = typer.Option(None, "--cni-bin-dir", metavar="DIR",
                                                   help="Install the ciliumctl-cni plugin here (default /opt/cni/bin)."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE",
+        kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE",
                                                  help="Install into a cluster instead "
                                                  "(default: $KUBECONFIG; node mode without one)."),
-        context: Optional[str] = typer.Option(None, "--context", metavar="NAME",
+        context: str | None = typer.Option(None, "--context", metavar="NAME",
                                               help="Kubeconfig context (cluster mode)."),
-        image: Optional[str] = typer.Option(None, "--image", help="Agent image for the DaemonSet (cluster mode)."),
-        image_pull_policy: Optional[str] = typer.Option(None, "--image-pull-policy",
+        image: str | None = typer.Option(None, "--image", help="Agent image for the DaemonSet (cluster mode)."),
+        image_pull_policy: str | None = typer.Option(None, "--image-pull-policy",
                                                         metavar="{IfNotPresent,Always,Never}",
                                                         help="Cluster mode: when kubelets pull the agent image "
                                                         "(Never: it was imported on every node)."),
         wait: bool = typer.Option(False, "--wait", help="Cluster mode: wait until the DaemonSet is ready."),
-        output: Optional[str] = typer.Option(None, "-o", "--output", metavar="{yaml,json}",
+        output: str | None = typer.Option(None, "-o", "--output", metavar="{yaml,json}",
                                              help="Cluster mode with --dry-run: print the manifests."),
     ) -> None:
         """Install the eBPF datapath on this node.
@@ -147,7 +146,7 @@ def register(app: typer.Typer) -> None:
     @app.command("uninstall")
     def uninstall(
         dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be removed; change nothing."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE",
+        kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE",
                                                  help="Uninstall from a cluster instead "
                                                  "(default: $KUBECONFIG; node mode without one)."),
     ) -> None:

@@ -28,6 +28,7 @@ def load_command(name: str):
     import importlib
 
     import typer.main
+    from typer.core import TyperGroup
 
     from ciliumctl.cli.typer_app import App
 
@@ -39,7 +40,9 @@ def load_command(name: str):
         holder = App()
         holder.callback()(lambda: None)  # a callback makes typer build a group even for one command
         module.register(holder)
-        command = typer.main.get_command(holder).commands[name]
+        root = typer.main.get_command(holder)
+        assert isinstance(root, TyperGroup)   # the callback made it a group
+        command = root.commands[name]
     command.name = name
     return command
 

@@ -1,13 +1,12 @@
 """`ciliumctl observe`: flows from the agent's Hubble API, with hubble's flags, filters and output formats.
 Flags -> filters (ciliumctl.flows.filters) -> gRPC stream (ciliumctl.flows.client) -> printers."""
 
-from typing import List, Optional
 
 import typer
 
 from ciliumctl.cli.typer_app import Command
 
-_S = List[str]
+_S = list[str]
 
 
 class _OrderedArgs(Command):
@@ -26,14 +25,14 @@ def register(app: typer.Typer) -> None:
     @app.command("observe", cls=_OrderedArgs)
     def observe(
         ctx: typer.Context,
-        last: Optional[int] = _opt("--last", metavar="N",
+        last: int | None = _opt("--last", metavar="N",
                                    help="Get the last N flows (default 20 without --follow/--since)."),
-        first: Optional[int] = _opt("--first", metavar="N", help="Get the first N flows in the buffer."),
+        first: int | None = _opt("--first", metavar="N", help="Get the first N flows in the buffer."),
         all_: bool = typer.Option(False, "--all", help="Get all flows in the buffer."),
         follow: bool = typer.Option(False, "-f", "--follow", help="Follow new flows as they arrive."),
-        since: Optional[str] = _opt("--since", metavar="DURATION|RFC3339",
+        since: str | None = _opt("--since", metavar="DURATION|RFC3339",
                                     help="Flows since this time: RFC 3339 or a duration ago (5m)."),
-        until: Optional[str] = _opt("--until", metavar="DURATION|RFC3339",
+        until: str | None = _opt("--until", metavar="DURATION|RFC3339",
                                     help="Flows until this time: RFC 3339 or a duration ago."),
         pod: _S = _opt("--pod", metavar="[NS/]POD", help="Flows from or to a pod (name prefix)."),
         from_pod: _S = _opt("--from-pod", metavar="[NS/]POD", help="Flows from a pod (name prefix)."),
@@ -72,10 +71,10 @@ def register(app: typer.Typer) -> None:
         print_policy_names: bool = typer.Option(False, "--print-policy-names",
                                                 help="Show the policies that allowed or denied each flow."),
         print_node_name: bool = typer.Option(False, "--print-node-name", help="Show the node of each flow."),
-        aggregate_by: Optional[str] = _opt("--aggregate-by", metavar="FIELDS",
+        aggregate_by: str | None = _opt("--aggregate-by", metavar="FIELDS",
                                            help="Count flows per FIELDS (comma-separated: source, destination, "
                                                 "port, verdict, protocol, type, direction, drop-reason, policy)."),
-        server: Optional[str] = _opt("--server", metavar="ADDRESS",
+        server: str | None = _opt("--server", metavar="ADDRESS",
                                      help="Hubble API address (default: the agent's unix socket)."),
     ) -> None:
         """Observe flows: the datapath's verdicts, with pods and policies.
@@ -85,8 +84,8 @@ def register(app: typer.Typer) -> None:
         import os
         import sys
 
-        from ciliumctl.cli.common import console
         from ciliumctl.base.errors import UsageError
+        from ciliumctl.cli.common import console
         from ciliumctl.flows import client, filters, printers
 
         if output not in printers.OUTPUTS:
@@ -98,6 +97,7 @@ def register(app: typer.Typer) -> None:
                              whitelist=white, blacklist=black)
         req = query.request()
         srv = server or os.environ.get("HUBBLE_SERVER") or client.default_server()
+        sink: printers.Aggregator | printers.Printer
         if aggregate_by:
             sink = printers.Aggregator([f.strip() for f in aggregate_by.split(",") if f.strip()])
         else:
@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
         except BrokenPipeError:
             sys.stderr.close()
             return
-        if aggregate_by:
+        if isinstance(sink, printers.Aggregator):
             sink.print(output)
         else:
             sink.close()

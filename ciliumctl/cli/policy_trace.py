@@ -1,6 +1,5 @@
 """`ciliumctl policy trace`: would this connection be allowed, and which rule decides it."""
 
-from typing import List, Optional
 
 import typer
 
@@ -10,24 +9,25 @@ from ciliumctl.cli.common import Output
 def register(app: typer.Typer) -> None:
     @app.command("trace")
     def trace_cmd(
-        src_labels: List[str] = typer.Option([], "--src-labels", "-s", metavar="LABELS",
+        src_labels: list[str] = typer.Option([], "--src-labels", "-s", metavar="LABELS",
                                              help="Source labels k=v[,k=v] (repeatable); reserved:host etc. "
                                                   "for a reserved identity."),
-        src_ip: Optional[str] = typer.Option(None, "--src-ip", metavar="IP", help="Source IP address."),
-        src_namespace: Optional[str] = typer.Option(None, "--src-namespace", metavar="NAMESPACE",
+        src_ip: str | None = typer.Option(None, "--src-ip", metavar="IP", help="Source IP address."),
+        src_namespace: str | None = typer.Option(None, "--src-namespace", metavar="NAMESPACE",
                                                     help="Source namespace (default: default)."),
-        dst_labels: List[str] = typer.Option([], "--dst-labels", "-d", metavar="LABELS", help="Destination labels k=v[,k=v]."),
-        dst_ip: Optional[str] = typer.Option(None, "--dst-ip", metavar="IP", help="Destination IP address."),
-        dst_namespace: Optional[str] = typer.Option(None, "--dst-namespace", metavar="NAMESPACE",
+        dst_labels: list[str] = typer.Option([], "--dst-labels", "-d", metavar="LABELS",
+                                             help="Destination labels k=v[,k=v]."),
+        dst_ip: str | None = typer.Option(None, "--dst-ip", metavar="IP", help="Destination IP address."),
+        dst_namespace: str | None = typer.Option(None, "--dst-namespace", metavar="NAMESPACE",
                                                     help="Destination namespace (default: default)."),
-        dport: Optional[str] = typer.Option(None, "--dport", metavar="PORT/PROTO",
+        dport: str | None = typer.Option(None, "--dport", metavar="PORT/PROTO",
                                             help="Destination port/protocol: 80/tcp, 53/udp, 8/icmp "
                                                  "(ICMP type). Omitted: all traffic (L3 only)."),
-        files: List[str] = typer.Option([], "--file", "-f", metavar="FILE|DIR",
+        files: list[str] = typer.Option([], "--file", "-f", metavar="FILE|DIR",
                                          help="Policy file or directory (repeatable)."),
-        mode: Optional[str] = typer.Option(None, "--mode", metavar="{default,always,never}",
+        mode: str | None = typer.Option(None, "--mode", metavar="{default,always,never}",
                                            help="Enforcement mode (default: default; with --live: the node's)."),
-        node_labels: List[str] = typer.Option([], "--node-labels", metavar="LABELS",
+        node_labels: list[str] = typer.Option([], "--node-labels", metavar="LABELS",
                                               help="Labels of the node k=v[,k=v]: the host becomes an endpoint "
                                                    "that nodeSelector rules select."),
         live: bool = typer.Option(False, "--live", help="Use this node's endpoints, policies and mode."),
@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
 
         Egress of the source, ingress of the destination, and the final verdict.
         Exit 0 when allowed, 1 when denied, 2 on bad input (an invalid policy included)."""
-        from ciliumctl.cli.common import console, print_data
         from ciliumctl.base.errors import UsageError
+        from ciliumctl.cli.common import console, print_data
         from ciliumctl.policy import trace as tr
         from ciliumctl.policy.labels import parse_label_list
         from ciliumctl.policy.ports import parse_port_spec

@@ -5,10 +5,9 @@ it without importing Typer at all (what a CI job or a pre-commit hook calls many
 unusual (help, an unknown flag, a bad value) to Typer."""
 
 import enum
-from typing import List, Optional
 
 
-class ValidateOutput(str, enum.Enum):
+class ValidateOutput(enum.StrEnum):
     text = "text"
     json = "json"
     sarif = "sarif"
@@ -19,14 +18,14 @@ def register(app) -> None:
 
     @app.command("validate")
     def validate_cmd(
-        paths: List[str] = typer.Argument(..., metavar="PATH",
+        paths: list[str] = typer.Argument(..., metavar="PATH",
                                           help="Policy files or folders (searched recursively for .yaml, .yml, "
                                                ".json); - reads stdin."),
         output: ValidateOutput = typer.Option(ValidateOutput.text, "--output", "-o", help="Output format."),
         strict: bool = typer.Option(False, "--strict",
                                     help="Also refuse what `kubectl apply` refuses: unknown or duplicate fields, "
                                          "names the API server rejects, and the CRD schema's checks."),
-        schema: Optional[bool] = typer.Option(None, "--schema/--no-schema",
+        schema: bool | None = typer.Option(None, "--schema/--no-schema",
                                               help="Treat CRD schema violations (enums, patterns, max items) as "
                                                    "errors. Default: on with --strict, warnings otherwise."),
         node_selector_labels: bool = typer.Option(False, "--enable-node-selector-labels",
@@ -57,7 +56,7 @@ def register(app) -> None:
             raise typer.Exit(code)
 
 
-def validate_paths(paths: list, output: str = "text", *, strict: bool = False, schema: Optional[bool] = None,
+def validate_paths(paths: list, output: str = "text", *, strict: bool = False, schema: bool | None = None,
                    node_selector_labels: bool = False, extended_ip_protocols: bool = False,
                    disable_l7_proxy: bool = False, disable_icmp_rules: bool = False, quiet: bool = False,
                    max_size: str | None = None) -> int:
@@ -99,7 +98,7 @@ _FLAGS = {
 }
 
 
-def parse_fast(args: list) -> Optional[tuple]:
+def parse_fast(args: list) -> tuple | None:
     """(paths, keyword arguments) for `validate_paths` from the arguments after `policy validate`, or None
     when they need Typer: --help, an unknown or repeated flag, a bad output format, no path."""
     paths: list = []
@@ -138,7 +137,7 @@ def parse_fast(args: list) -> Optional[tuple]:
     return paths, kwargs
 
 
-def fast_main(argv: list) -> Optional[int]:
+def fast_main(argv: list) -> int | None:
     """Run `policy validate` from the command line's arguments (after the program name) without Typer; None
     when argv is not a `policy validate` that parse_fast takes."""
     if argv[:2] != ["policy", "validate"]:

@@ -26,6 +26,7 @@ from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.node import cni as cni_node
 from ciliumctl.node import reconcile as node_reconcile
 from ciliumctl.node import settings as node_settings
+from ciliumctl.policy.resolved import ResolvedState
 
 log = logging.getLogger("ciliumctl.node.cluster_sync")
 
@@ -44,7 +45,7 @@ class SyncReport:
     rejected: dict[str, str] = field(default_factory=dict)  # kind/namespace/name -> finding
     partially_enforced: dict[str, list[str]] = field(default_factory=dict)  # accepted ref -> what is not enforced
     published: dict[str, int] = field(default_factory=dict)
-    state: object = None  # the ResolvedState loaded
+    state: ResolvedState | None = None  # what _program resolved and loaded
 
 
 def policy_ref(obj: dict) -> str:
@@ -110,7 +111,7 @@ class ClusterNode:
 
     # ---- lifecycle
 
-    def start(self, wait_synced: float = 30.0) -> "ClusterNode":
+    def start(self, wait_synced: float = 30.0) -> ClusterNode:
         self.cache.start()
         self.cache.wait_synced(wait_synced)
         cni_node.set_pod_label_source(sources.pod_label_lookup(self.cache))
@@ -238,8 +239,8 @@ class ClusterNode:
         return applied
 
     def reconcile_locked(self, datapath=None, settings=None):
-        """node_reconcile.reconcile() in cluster mode (the caller holds the node lock: CNI ADD/DEL, endpoint add/delete):
-        program from the cluster's policies and identities, never from the local store. The sync loop then
+        """node_reconcile.reconcile() in cluster mode (the caller holds the node lock: CNI ADD/DEL, endpoint
+        add/delete): program from the cluster's policies and identities, never from the local store. The sync loop then
         publishes the CiliumEndpoints."""
         if not self.cache.synced():
             from ciliumctl.base.errors import EnvironmentProblem
@@ -260,6 +261,7 @@ class ClusterNode:
         with node_settings.locked():
             self._program(report, policies)
         state = report.state
+        assert state is not None   # _program sets it or raises
         published = [(ep, state.identities.get(ep.identity, frozenset())) for ep in report.local if ep.ipv4]
         report.published = ceps.sync_node(self.kube, self.node_name, published)
         self.last = report
@@ -314,6 +316,7 @@ def run(kubeconfig: str | None = None, context: str | None = None, node_name: st
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     agent = start_for_agent(kubeconfig, context, node_name)
+    assert agent is not None   # cluster mode was checked above
     try:
         while not done.wait(0.5):
             pass

@@ -9,13 +9,13 @@ K8S_POD_NAMESPACE."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ciliumctl.base import paths
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.endpoints import registry
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.node import endpoint_ops
 from ciliumctl.node import reconcile as node_reconcile
 from ciliumctl.node import settings as node_settings

@@ -146,8 +146,8 @@ def _wanted_dirs(options) -> tuple[str, str] | None:
 
 
 def _pool_of(options) -> str:
-    from ciliumctl.node import settings as node_settings
     from ciliumctl.endpoints import ipam
+    from ciliumctl.node import settings as node_settings
 
     return ipam.effective_pool(explicit=getattr(options, "pool", None) or None,
                                configured=node_settings.load_settings().pool or None)

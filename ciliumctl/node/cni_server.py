@@ -27,8 +27,8 @@ import threading
 from pathlib import Path
 
 from ciliumctl.base import paths, statefile
-from ciliumctl.node import cni as cni_node
 from ciliumctl.endpoints import cni_plumbing
+from ciliumctl.node import cni as cni_node
 
 log = logging.getLogger("ciliumctl.cni")
 
@@ -145,7 +145,7 @@ class CniHandler:
                 self._teardown(attachment)
                 raise
         dns = ipam_result.get("dns") or conf.get("dns") or {}
-        result = {
+        result: dict[str, object] = {
             "cniVersion": "1.0.0",
             "interfaces": [
                 {"name": hostif, "mac": links["host_mac"]},
@@ -225,7 +225,7 @@ class CniServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
-    def bind(self) -> None:
+    def bind(self) -> socket.socket:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
@@ -234,8 +234,9 @@ class CniServer:
         os.chmod(self.path, 0o600)
         sock.listen(64)
         self._sock = sock
+        return sock
 
-    def start(self) -> "CniServer":
+    def start(self) -> CniServer:
         """Serve in a background thread (call enter_node_netns() before: threads inherit the namespace)."""
         if self._sock is None:
             self.bind()
@@ -244,11 +245,10 @@ class CniServer:
         return self
 
     def serve_forever(self) -> None:
-        if self._sock is None:
-            self.bind()
+        sock = self._sock if self._sock is not None else self.bind()
         while True:
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
                 return   # closed
             threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
@@ -288,7 +288,8 @@ class CniServer:
 
 
 def _recv_request(conn: socket.socket) -> tuple[bytes, list[int]]:
-    chunks, fds = [], []
+    chunks: list[bytes] = []
+    fds: list[int] = []
     size = 0
     while True:
         fdarr = array.array("i")

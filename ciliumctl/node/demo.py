@@ -220,9 +220,11 @@ def format_event(ev, names: dict[str, str]) -> str:
     if ev.type == E.EVENT_DROP:
         reason = {E.DROP_POLICY: "Policy denied", E.DROP_POLICY_DENY: "Policy denied by denylist"}.get(
             ev.subtype, f"reason {ev.subtype}")
-        return f"drop            {src} -> {dst}  {direction}  DROPPED ({reason}, identity {ev.src_identity}->{ev.dst_identity})"
+        return (f"drop            {src} -> {dst}  {direction}  DROPPED ({reason}, "
+                f"identity {ev.src_identity}->{ev.dst_identity})")
+    match = ["none", "L3-only", "L3-L4", "L4-only", "all"][ev.match_type] if ev.match_type < 5 else ev.match_type
     return (f"policy-verdict  {src} -> {dst}  {direction}  {verdict} (identity {ev.src_identity}->{ev.dst_identity}, "
-            f"match {['none', 'L3-only', 'L3-L4', 'L4-only', 'all'][ev.match_type] if ev.match_type < 5 else ev.match_type})")
+            f"match {match})")
 
 
 def _request(netns: str, target: str) -> tuple[bool, str]:
@@ -268,8 +270,9 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
     created_netns = False
     failures: list[str] = []
     try:
-        from ciliumctl.node import endpoint_ops, install as install_node, policy_ops
         from ciliumctl.endpoints import registry
+        from ciliumctl.node import endpoint_ops, policy_ops
+        from ciliumctl.node import install as install_node
 
         ui.step(f"Sandbox node: network namespace {sb.name}, state in {sb.workdir}, pins in {sb.bpffs}")
         from ciliumctl.endpoints import plumbing

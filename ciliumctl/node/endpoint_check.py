@@ -112,9 +112,9 @@ def problems(pool: ipam.Pool) -> list[str]:
                 orphans.setdefault(i, []).extend(names)
     except (EnvironmentProblem, OSError):
         pass            # the kernel side needs root; the lease file still tells
-    for i, what in sorted(orphans.items()):
+    for i, remains in sorted(orphans.items()):
         out.append(f"endpoint {i} has no state file ({registry.endpoints_dir() / f'{i}.json'}) but its "
-                   f"{', '.join(what)} remain; `ciliumctl endpoint delete {i}` removes them")
+                   f"{', '.join(remains)} remain; `ciliumctl endpoint delete {i}` removes them")
     return out
 
 

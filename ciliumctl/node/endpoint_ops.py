@@ -13,7 +13,6 @@ from ciliumctl.node import endpoint_check
 from ciliumctl.node.reconcile import allocator, endpoint_labels, open_datapath, reconcile
 from ciliumctl.node.settings import Settings, environment_errors, load_settings, locked, node_name, pool, require_root
 
-
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 

@@ -10,6 +10,7 @@ from ciliumctl.base import paths
 from ciliumctl.base.errors import EnvironmentProblem
 from ciliumctl.endpoints import ipam, registry
 from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.identity.allocator import IdentityBackend
 from ciliumctl.node.reconcile import allocator, parsed_policies
 from ciliumctl.node.settings import load_settings
 from ciliumctl.policy import enforcement_gaps, store
@@ -26,7 +27,7 @@ class NodeView:
     mode: Enforcement
     audit: bool
     revision: int
-    allocator: object                  # identity.IdentityAllocator over this node's identities
+    allocator: IdentityBackend         # the node's identity table (the cluster's in cluster mode)
 
 
 def live_view() -> NodeView:
@@ -58,7 +59,8 @@ def policy_enforcement(p: store.StoredPolicy) -> enforcement_gaps.PolicyEnforcem
 
 def status() -> dict:
     """Node status: datapath programs and maps, endpoints, revision, mode, lost events."""
-    from ciliumctl.node import endpoint_check, settings as node_settings
+    from ciliumctl.node import endpoint_check
+    from ciliumctl.node import settings as node_settings
 
     settings = load_settings()
     stored = store.load_all()
