@@ -201,7 +201,22 @@ def crds() -> list[dict]:
               {"name": "Endpoint State", "type": "string", "jsonPath": ".status.state"},
               {"name": "IPv4", "type": "string", "jsonPath": ".status.networking.addressing[0].ipv4"},
               {"name": "Node", "type": "string", "jsonPath": ".status.networking.node"}]),
+        cidr_group_crd(),
     ]
+
+
+def cidr_group_crd() -> dict:
+    """CiliumCIDRGroup: named sets of external CIDRs that policies select with cidrGroupRef / cidrGroupSelector.
+    Served as v2 (stored) and v2alpha1, as Cilium 1.19 serves it (pkg/k8s/apis/cilium.io/client/crds/v2/
+    ciliumcidrgroups.yaml): cluster-scoped, short name ccg, spec.externalCIDRs required."""
+    schema = {"type": "object", "required": ["metadata", "spec"],
+              "properties": {"apiVersion": _str(), "kind": _str(), "metadata": {"type": "object"},
+                             "spec": {"type": "object", "required": ["externalCIDRs"],
+                                      "properties": {"externalCIDRs": _list({"type": "string", "format": "cidr"})}}}}
+    crd = _crd("ciliumcidrgroups", "CiliumCIDRGroup", ["ccg"], "Cluster", schema, False, [_AGE])
+    v2 = crd["spec"]["versions"][0]
+    crd["spec"]["versions"] = [v2, {**v2, "name": "v2alpha1", "storage": False}]
+    return crd
 
 
 # ---------------------------------------------------------------- RBAC and the agent
@@ -217,6 +232,7 @@ def cluster_role() -> dict:
          "resources": ["ciliumnetworkpolicies/status", "ciliumclusterwidenetworkpolicies/status"],
          "verbs": ["update"]},
         {"apiGroups": ["cilium.io"], "resources": ["ciliumidentities"], "verbs": ["create", "get", "list", "watch"]},
+        {"apiGroups": ["cilium.io"], "resources": ["ciliumcidrgroups"], "verbs": ["get", "list", "watch"]},
         # get + list: the agent finds its node's stale endpoints after a restart and updates in place
         {"apiGroups": ["cilium.io"], "resources": ["ciliumendpoints"],
          "verbs": ["get", "list", "watch", "create", "update", "delete"]},

@@ -25,7 +25,7 @@ def dry_run(**kwargs) -> list[dict]:
 
 def test_dry_run_prints_every_manifest_sane():
     objs = dry_run(image="registry.local/ciliumctl:test", enforcement="always", audit=True, flow_buffer_size=8191)
-    assert [o["kind"] for o in objs] == ["CustomResourceDefinition"] * 4 + [
+    assert [o["kind"] for o in objs] == ["CustomResourceDefinition"] * 5 + [
         "Namespace", "ServiceAccount", "ResourceQuota", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
         "DaemonSet"]
     for obj in objs:
@@ -36,7 +36,7 @@ def test_dry_run_prints_every_manifest_sane():
 
     crds = {o["spec"]["names"]["kind"]: o for o in objs if o["kind"] == "CustomResourceDefinition"}
     assert set(crds) == {"CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "CiliumIdentity",
-                         "CiliumEndpoint"}
+                         "CiliumEndpoint", "CiliumCIDRGroup"}
     assert crds["CiliumNetworkPolicy"]["spec"]["names"]["shortNames"][0] == "cnp"
     assert crds["CiliumClusterwideNetworkPolicy"]["spec"]["names"]["shortNames"] == ["ccnp"]
     for kind in ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"):
@@ -85,7 +85,7 @@ def test_dry_run_json_and_bad_options():
     out = io.StringIO()
     inst.install(dry_run=True, output="json", out=out)
     data = json.loads(out.getvalue())
-    assert data["kind"] == "List" and len(data["items"]) == 11
+    assert data["kind"] == "List" and len(data["items"]) == 12
     with pytest.raises(UsageError, match="enforcement"):
         inst.install(dry_run=True, enforcement="sometimes", out=io.StringIO())
     with pytest.raises(UsageError, match="one less than a power of two"):
@@ -98,7 +98,7 @@ def test_install_is_idempotent_and_reports_like_kubectl(kube, fake):
     assert {r.action for r in first} == {"created"}
     assert "daemonset.apps/ciliumctl-agent created" in out.getvalue()
     assert "customresourcedefinition.apiextensions.k8s.io/ciliumnetworkpolicies.cilium.io created" in out.getvalue()
-    assert fake.count("PATCH", query_key="fieldManager") == 11  # every object through server-side apply
+    assert fake.count("PATCH", query_key="fieldManager") == 12  # every object through server-side apply
 
     again = inst.install(kube=kube, out=io.StringIO())
     assert {r.action for r in again} == {"unchanged"}
@@ -168,7 +168,7 @@ def test_wait_times_out_with_a_finding(installed):
 
 def test_status_reports_unhealthy_agent_and_missing_install(kube):
     st = inst.status(kube=kube)
-    assert not st.installed and not st.healthy and len(st.missing_crds) == 4
+    assert not st.installed and not st.healthy and len(st.missing_crds) == 5
     inst.install(kube=kube, out=io.StringIO())
     kube.create({"apiVersion": "v1", "kind": "Pod",
                  "metadata": {"name": "agent-x", "namespace": manifests.NAMESPACE,
@@ -192,7 +192,7 @@ def test_uninstall_removes_everything(kube, fake):
     assert kube.get(KINDS["DaemonSet"], manifests.AGENT, manifests.NAMESPACE) is not None
     out = io.StringIO()
     results = inst.uninstall(kube=kube, out=out)
-    assert {r.action for r in results} == {"deleted"} and len(results) == 11
+    assert {r.action for r in results} == {"deleted"} and len(results) == 12
     assert out.getvalue().splitlines()[0] == "daemonset.apps/ciliumctl-agent deleted"
     for kind in ("customresourcedefinitions", "clusterroles", "clusterrolebindings"):
         assert not any(fake.store.objects[(g, p)] for (g, p) in fake.store.objects if p == kind)

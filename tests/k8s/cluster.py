@@ -331,7 +331,7 @@ NODE_PATHS = ("/etc/cni/net.d", "/opt/cni/bin", "/var/lib/cni", "/run/netns", "/
 
 
 class Node:
-    def __init__(self, cluster: "Cluster", index: int):
+    def __init__(self, cluster: Cluster, index: int):
         self.cluster = cluster
         self.name = f"node{index}"
         self.ip = str(NODE_NET.network_address + 10 + index)
@@ -484,7 +484,7 @@ class Cluster:
         self.pki: Pki | None = None
         self.controllers = controllers
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         self.start()
         return self
 

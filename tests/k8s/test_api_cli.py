@@ -17,7 +17,7 @@ from support.shell import wait_until
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 POLICY = allow_ingress("allow-web", {"app": "web"}, {"app": "client"})
-OBJECTS = 11   # what an install applies (ciliumctl/cluster/manifests.py build())
+OBJECTS = 12   # what an install applies (ciliumctl/cluster/manifests.py build())
 
 
 def run(*args, kubeconfig=None, state=None, timeout=60):
