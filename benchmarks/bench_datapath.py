@@ -141,7 +141,8 @@ def prog_runs(dp) -> tuple[int, int]:
 
 
 def ciliumctl_state(sb, n: int, revision: int):
-    """n entries on b's ingress: n-2 that never match (other identities and ports), the two matching ones (UDP, TCP) last."""
+    """n entries on b's ingress: n-2 that never match (other identities and ports), the two matching ones (UDP,
+    TCP) last."""
     a, b = sb.pods[0], sb.pods[1]
     if n == 0:
         return sb.state(revision, {})
@@ -244,7 +245,8 @@ def main() -> int:
                 results.setdefault(name, []).append(r)
         t0 = time.perf_counter()
         iptables_rules(sb, 10000)
-        extra.append(("iptables-restore of 10,000 rules (for comparison)", f"{(time.perf_counter() - t0) * 1e3:.1f} ms"))
+        extra.append(("iptables-restore of 10,000 rules (for comparison)",
+                      f"{(time.perf_counter() - t0) * 1e3:.1f} ms"))
         if attached:
             for pod in sb.pods:
                 dp.detach(pod.ep)

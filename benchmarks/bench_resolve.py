@@ -46,9 +46,10 @@ def main() -> None:
     print(f"{'policies':>9} {'parse s':>9} {'resolve s':>10} {'ratio':>6} {'entries':>9}")
     for n in args.n:
         docs = policies(n)
-        parse_s = best_of(lambda: [parse_policy(d) for d in docs])
-        holder = {}
-        resolve_s = best_of(lambda: holder.update(st=resolve(eps, docs, "default", MemoryAllocator())))
+        parse_s = best_of(lambda docs=docs: [parse_policy(d) for d in docs])
+        holder: dict = {}
+        resolve_s = best_of(lambda docs=docs, holder=holder: holder.update(
+            st=resolve(eps, docs, "default", MemoryAllocator())))
         entries = sum(len(p.ingress.entries) + len(p.egress.entries) for p in holder["st"].endpoints.values())
         print(f"{n:>9} {parse_s:>9.3f} {resolve_s:>10.3f} {resolve_s / parse_s:>6.1f} {entries:>9}")
 

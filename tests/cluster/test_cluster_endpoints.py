@@ -1,12 +1,12 @@
 """CiliumEndpoint publishing and `endpoint list --all-nodes` rows; pods and namespaces as agent inputs."""
 
+from support.shell import wait_until
+
 from ciliumctl.cluster import endpoints as ceps
 from ciliumctl.cluster import sources
 from ciliumctl.cluster.kube import KINDS
 from ciliumctl.cluster.watch import ClusterCache
 from ciliumctl.endpoints.model import Endpoint
-
-from support.shell import wait_until
 
 
 def ep(name, ident, ip, ns="default", id_=1):

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.cli import cli_env, run_cli
+from support.recording import RecordingDatapath
 
 from ciliumctl.cluster import policy_apply as pa
 from ciliumctl.cluster import status_conditions as sc
 from ciliumctl.cluster.kube import KINDS
 from ciliumctl.node import cluster_sync
 from ciliumctl.policy import enforcement_gaps
-from support.cli import cli_env, run_cli
-from support.recording import RecordingDatapath
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 L7 = EXAMPLES / "starwars-l7-http.yaml"

@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
+from ciliumctl.base.errors import EnvironmentProblem
 from ciliumctl.cluster.identity import CiliumIdentityBackend, identity_object, probe_sequence
 from ciliumctl.cluster.kube import KINDS, Kube
-from ciliumctl.base.errors import EnvironmentProblem
 from ciliumctl.identity.allocator import HOST, MAX_CLUSTER, MIN_CLUSTER, MIN_LOCAL
 
 WEB = frozenset({"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"})

@@ -6,19 +6,17 @@ import io
 
 import pytest
 import yaml
-
-from ciliumctl.node import cluster_sync as node_sync
-from ciliumctl.cluster import status_conditions
-from ciliumctl.cluster import endpoints as ceps
-from ciliumctl.cluster.identity import CiliumIdentityBackend
-from ciliumctl.cluster.kube import KINDS
-from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.policy.resolved import Direction
-
 from support.policies import allow_ingress
 from support.recording import RecordingDatapath
 from support.shell import wait_until
 
+from ciliumctl.cluster import endpoints as ceps
+from ciliumctl.cluster import status_conditions
+from ciliumctl.cluster.identity import CiliumIdentityBackend
+from ciliumctl.cluster.kube import KINDS
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.node import cluster_sync as node_sync
+from ciliumctl.policy.resolved import Direction
 
 ALLOW_CLIENT = yaml.safe_load(allow_ingress("web-from-client", {"app": "web"}, {"app": "client"}, port=80,
                                              namespace="default"))
@@ -126,8 +124,9 @@ def test_running_agent_follows_changes(installed, kubeconfig, node_env):
 def test_local_reconcile_uses_the_cluster_and_gets_published(installed, kubeconfig, node_env):
     """What a CNI ADD does under the node lock in cluster mode: program from the cluster's policies and
     identities (never the local store), then the sync loop publishes the new endpoint."""
-    from ciliumctl.node import reconcile as node_reconcile, settings as node_settings
     from ciliumctl.endpoints import registry
+    from ciliumctl.node import reconcile as node_reconcile
+    from ciliumctl.node import settings as node_settings
 
     kube = installed
     client = remote_client(kube, kubeconfig)
@@ -156,8 +155,8 @@ def test_never_programs_from_a_partial_view(kube, node_env):
     """Before the policy CRDs can be listed the agent keeps the datapath as it is (no empty policy set
     loaded) and refuses node-local reconciles; once everything is listed it programs."""
 
-    from ciliumctl.cluster.install import install
     from ciliumctl.base.errors import EnvironmentProblem
+    from ciliumctl.cluster.install import install
 
     dp = RecordingDatapath()
     agent = node_sync.ClusterNode(kube, "node-a", datapath=dp, settle_seconds=0.01)

@@ -3,12 +3,12 @@
 import textwrap
 
 import pytest
+from support.policies import allow_ingress
 
+from ciliumctl.base.errors import Finding, UsageError
 from ciliumctl.cluster import policy_apply as pa
 from ciliumctl.cluster import status_conditions as sc
 from ciliumctl.cluster.kube import KINDS
-from ciliumctl.base.errors import Finding, UsageError
-from support.policies import allow_ingress
 
 ALLOW_WEB = allow_ingress("allow-web", {"app": "web"}, {"app": "client"}, port=80) + """\
 ---

@@ -8,7 +8,6 @@ import contextlib
 import io
 
 import pytest
-
 from fakeapi import FakeApiServer, in_netns
 from support.cli import require_cli
 from support.netns import require_root

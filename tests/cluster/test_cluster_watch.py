@@ -2,9 +2,10 @@
 
 import threading
 
+from support.shell import wait_until
+
 from ciliumctl.cluster.kube import KINDS
 from ciliumctl.cluster.watch import ClusterCache, Reflector
-from support.shell import wait_until
 
 
 class Recorder:

@@ -207,9 +207,8 @@ class Containerd:
             for ref, cmd in ((IMAGE, ["/bin/sleep", "1000000"]), (PAUSE, ["/bin/sleep", "1000000"])):
                 tar = build_image(tmp / (ref.split("/")[-1].replace(":", "_") + ".tar"), ref, cmd)
                 self.ctr("images", "import", str(tar))
-            import grpc
-
             import cri_api_pb2_grpc
+            import grpc
 
             self.channel = grpc.insecure_channel(f"unix://{self.sock}")
             self.runtime = cri_api_pb2_grpc.RuntimeServiceStub(self.channel)

@@ -4,7 +4,6 @@ CNI socket and turns datapath events into flows) -> `ciliumctl observe` shows th
 import json
 
 import pytest
-
 from cni_runtimes import IMAGE, containerd_cri
 from support.cni_node import CniNode, require_stack
 from support.policies import allow_ingress

@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-
 from cni_runtimes import IMAGE, Podman, containerd_cri
 from support.cni_node import CniNode, require_stack
 from support.policies import allow_ingress
@@ -106,7 +105,7 @@ def test_containerd_pods_talk_policy_drops_one_direction_and_delete_cleans_up(no
                    and e.daddr == ips["web"] and e.verdict == ev.VERDICT_FORWARDED]
         assert allowed, seen
     finally:
-        for pod, ctr in pods.values():
+        for pod, _ctr in pods.values():
             cri.stop_pod(pod)      # kubelet: StopPodSandbox (CNI DEL), then RemovePodSandbox (more DELs)
             cri.remove_pod(pod)
         node.cli("policy", "delete", "web-from-client", "-n", "shop")

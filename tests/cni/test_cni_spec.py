@@ -339,8 +339,8 @@ def test_del_cleans_up_after_a_lost_state_record(cni_node):
 def test_always_mode_pod_is_enforced_when_add_returns(cni_node):
     from ciliumctl.datapath import events as ev
 
-    set_mode = ("from ciliumctl.node import settings as node_settings; s = node_settings.load_settings(); s.enforcement_mode = 'always'; "
-                "node_settings.save_settings(s)")
+    set_mode = ("from ciliumctl.node import settings as node_settings; s = node_settings.load_settings(); "
+                "s.enforcement_mode = 'always'; node_settings.save_settings(s)")
     subprocess.run([sys.executable, "-c", set_mode], env=cni_node.env(), check=True, cwd=REPO)
     ns1, ns2 = cni_node.new_pod_ns(1), cni_node.new_pod_ns(2)
     ips = []

@@ -279,7 +279,7 @@ def test_trace_events_are_aggregated_per_connection(sandbox, datapath, events):
     s.settimeout(2)
     s.connect((b.ip, 8080))
     sport = s.getsockname()[1]
-    for i in range(100):
+    for _ in range(100):
         s.sendall(b"x" * 100)
         got = 0
         while got < 100:

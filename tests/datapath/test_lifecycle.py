@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from ciliumctl.datapath import bpfsys, build, environment, loader, maps
-from ciliumctl.base.errors import EnvironmentProblem
 from support.netns import in_netns
 from support.pods import entry
 from support.shell import sh
+
+from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.datapath import bpfsys, build, environment, loader, maps
 
 pytestmark = pytest.mark.root
 

@@ -8,13 +8,31 @@ import random
 
 import pytest
 
-from ciliumctl.datapath import maps
-from ciliumctl.datapath.mapstate import (MATCH_ALL, MATCH_L3_L4, MATCH_L3_ONLY, MATCH_L3_PROTO, MATCH_L4_ONLY,
-                                         MATCH_PROTO_ONLY, compile_state,
-                                         port_prefixes)
 from ciliumctl.base.errors import UsageError
-from ciliumctl.policy.resolved import (PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Direction, DirectionPolicy,
-                                       EndpointPolicy, PolicyEntry, PortRange, ResolvedState, RuleOrigin)
+from ciliumctl.datapath import maps
+from ciliumctl.datapath.mapstate import (
+    MATCH_ALL,
+    MATCH_L3_L4,
+    MATCH_L3_ONLY,
+    MATCH_L3_PROTO,
+    MATCH_L4_ONLY,
+    MATCH_PROTO_ONLY,
+    compile_state,
+    port_prefixes,
+)
+from ciliumctl.policy.resolved import (
+    PROTO_ICMP,
+    PROTO_SCTP,
+    PROTO_TCP,
+    PROTO_UDP,
+    Direction,
+    DirectionPolicy,
+    EndpointPolicy,
+    PolicyEntry,
+    PortRange,
+    ResolvedState,
+    RuleOrigin,
+)
 
 
 def _origin(name, section="ingress", index=0):
@@ -24,8 +42,8 @@ def _origin(name, section="ingress", index=0):
 def _state(entries, direction="ingress", audit=False, ipcache=None):
     ing = DirectionPolicy(True, entries if direction == "ingress" else [])
     eg = DirectionPolicy(True, entries if direction == "egress" else [])
-    return ResolvedState(revision=1, identities={}, ipcache=ipcache or {}, endpoints={7: EndpointPolicy(7, 300, ing, eg)},
-                         audit=audit)
+    return ResolvedState(revision=1, identities={}, ipcache=ipcache or {},
+                         endpoints={7: EndpointPolicy(7, 300, ing, eg)}, audit=audit)
 
 
 # ------------------------------------------------------------------------------------------- port prefixes

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from ciliumctl.datapath import build, environment, loader
 from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.datapath import build, environment, loader
 
 
 def test_not_root(monkeypatch):

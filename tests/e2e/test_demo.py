@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from support.cli import cli_env, run_cli
 
 pytestmark = pytest.mark.root

@@ -4,7 +4,6 @@ import json
 import subprocess
 
 import pytest
-
 from support.cli import CLI
 from support.shell import sh
 

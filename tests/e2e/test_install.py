@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-
 from support.cli import CLI
 from support.shell import sh
 

@@ -3,10 +3,10 @@
 import json
 
 import pytest
-
-from ciliumctl.datapath import events as E
 from support.policies import allow_ingress
 from support.shell import write
+
+from ciliumctl.datapath import events as E
 
 pytestmark = pytest.mark.root
 

@@ -77,7 +77,7 @@ class FakeApiServer:
 
     # ---- lifecycle
 
-    def start(self) -> "FakeApiServer":
+    def start(self) -> FakeApiServer:
         server = self
 
         class Handler(_Handler):

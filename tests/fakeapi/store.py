@@ -79,7 +79,7 @@ _SERVER_META = ("uid", "resourceVersion", "generation", "creationTimestamp", "ma
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------- selectors
@@ -362,7 +362,7 @@ class Store:
             out.append(ResourceType(
                 spec.get("group", ""), ver["name"], names.get("plural", ""), names.get("kind", ""),
                 spec.get("scope", "Namespaced") == "Namespaced",
-                "status" in ((ver.get("subresources") or {})), tuple(names.get("shortNames") or ()),
+                "status" in (ver.get("subresources") or {}), tuple(names.get("shortNames") or ()),
                 ((ver.get("schema") or {}).get("openAPIV3Schema"))))
         return out
 

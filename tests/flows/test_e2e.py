@@ -7,9 +7,9 @@ import json
 import os
 import subprocess
 import time
+from datetime import UTC
 
 import pytest
-
 from e2e.conftest import node, write  # noqa: F401  (the sandbox node fixture)
 
 pytestmark = pytest.mark.root
@@ -121,9 +121,9 @@ def test_real_traffic_becomes_flows(node, tmp_path):  # noqa: F811
         node.cli("agent", "start", "--metrics-listen", "127.0.0.1:0", "--no-cni")
         later = wait_flows(node, lambda f: f["event_type"]["type"] == 1 and f["source"].get("pod_name") == "xwing")
         assert later, "drops made while the agent was down did not show up after its restart"
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        t = datetime.fromisoformat(later[0]["time"].rstrip("Z")[:26]).replace(tzinfo=timezone.utc).timestamp()
+        t = datetime.fromisoformat(later[0]["time"].rstrip("Z")[:26]).replace(tzinfo=UTC).timestamp()
         assert t > stopped_at - 1
     finally:
         node.cli("agent", "stop", check=False)

@@ -1,15 +1,23 @@
 """Hubble's filter semantics on flows built from datapath records, and filters built from observe flags."""
 
+from datetime import UTC
+
 import pytest
-from .flowdata import SNAP, ip, rec
 
 from ciliumctl.base.errors import UsageError
 from ciliumctl.flows.convert import record_to_flow
-from ciliumctl.flows.filters import (CompiledFilter, FlowMatcher, filters_from_args, parse_selector, parse_time,
-                                     selector_matches)
+from ciliumctl.flows.filters import (
+    CompiledFilter,
+    FlowMatcher,
+    filters_from_args,
+    parse_selector,
+    parse_time,
+    selector_matches,
+)
 from ciliumctl.flows.pb.flow import flow_pb2 as pb
 from ciliumctl.flows.records import RECORD
 
+from .flowdata import SNAP, ip, rec
 
 _seq = iter(range(1, 100))
 
@@ -146,11 +154,11 @@ def test_label_selectors():
 
 
 def test_times():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
-    assert parse_time("90s", now) == datetime(2026, 1, 1, 11, 58, 30, tzinfo=timezone.utc)
-    assert parse_time("1h30m", now) == datetime(2026, 1, 1, 10, 30, tzinfo=timezone.utc)
-    assert parse_time("2026-01-01T10:00:00Z") == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert parse_time("90s", now) == datetime(2026, 1, 1, 11, 58, 30, tzinfo=UTC)
+    assert parse_time("1h30m", now) == datetime(2026, 1, 1, 10, 30, tzinfo=UTC)
+    assert parse_time("2026-01-01T10:00:00Z") == datetime(2026, 1, 1, 10, tzinfo=UTC)
     with pytest.raises(UsageError):
         parse_time("yesterday")

@@ -261,7 +261,7 @@ def test_every_number_prints_as_hubble_names_it(tmp_path, hubble):
 
 
 def test_a_missing_reference_tool_fails_under_ci(monkeypatch):
-    import conftest   # tests/conftest.py
+    import conftest  # tests/conftest.py
 
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="reference tool no-such-tool missing"):

@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from ciliumctl.flows.records import RECORD, R_DPORT, R_PACKETS, R_SADDR, R_SPORT, R_TYPE, R_VERDICT
 from ciliumctl.datapath.ringbuf import LostCounter, RingReader
+from ciliumctl.flows.records import R_DPORT, R_PACKETS, R_SADDR, R_SPORT, R_TYPE, R_VERDICT, RECORD
 
 pytestmark = pytest.mark.root
 

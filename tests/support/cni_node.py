@@ -58,7 +58,7 @@ class CniNode:
         self.server_log = self.tmp / "server.log"
 
     # --- lifecycle ---------------------------------------------------------------------------------------
-    def __enter__(self) -> "CniNode":
+    def __enter__(self) -> CniNode:
         try:
             sh("ip", "netns", "add", self.node_ns)
             sh("ip", "netns", "exec", self.node_ns, "ip", "link", "set", "lo", "up")

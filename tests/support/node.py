@@ -29,7 +29,7 @@ class SandboxNode:
         self.servers: list[subprocess.Popen] = []
 
     # --- lifecycle ---------------------------------------------------------------------------------------
-    def __enter__(self) -> "SandboxNode":
+    def __enter__(self) -> SandboxNode:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         sh("ip", "netns", "add", self.name)
         return self

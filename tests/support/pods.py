@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.policy.resolved import (DirectionPolicy, EndpointPolicy, PolicyEntry, PortRange, ResolvedState,
-                                       RuleOrigin)
+from ciliumctl.policy.resolved import DirectionPolicy, EndpointPolicy, PolicyEntry, PortRange, ResolvedState, RuleOrigin
 
 from . import netns
 from .netns import in_netns
@@ -40,7 +39,7 @@ class Pod:
         with in_netns(self.ns):
             return socket.socket(socket.AF_INET, kind)
 
-    def socket_raw(self, proto: int = 1) -> "socket.socket":   # 1: IPPROTO_ICMP
+    def socket_raw(self, proto: int = 1) -> socket.socket:   # 1: IPPROTO_ICMP
         with in_netns(self.ns):
             return socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
 
@@ -49,10 +48,10 @@ class Pod:
                               "-n", "-q", ip], capture_output=True)
         return res.returncode == 0
 
-    def tcp_server(self, port: int) -> "TcpEcho":
+    def tcp_server(self, port: int) -> TcpEcho:
         return TcpEcho(self, port)
 
-    def tcp_ok(self, peer: "Pod", port: int, timeout: float = 1.0) -> bool:
+    def tcp_ok(self, peer: Pod, port: int, timeout: float = 1.0) -> bool:
         """A connect + one request/response exchange."""
         s = self.socket()
         s.settimeout(timeout)
@@ -65,7 +64,7 @@ class Pod:
         finally:
             s.close()
 
-    def udp_ok(self, peer: "Pod", port: int, timeout: float = 0.7) -> bool:
+    def udp_ok(self, peer: Pod, port: int, timeout: float = 0.7) -> bool:
         s = self.socket(socket.SOCK_DGRAM)
         s.settimeout(timeout)
         try:

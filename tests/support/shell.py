@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:

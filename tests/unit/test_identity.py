@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from ciliumctl.identity import allocator as identity
 from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.identity import allocator as identity
 from ciliumctl.identity.allocator import IdentityAllocator, MemoryAllocator
 
 WEB = frozenset({"k8s:app=web", "k8s:io.kubernetes.pod.namespace=default"})

@@ -5,8 +5,8 @@ import multiprocessing
 
 import pytest
 
-from ciliumctl.endpoints import ipam
 from ciliumctl.base.errors import EnvironmentProblem, UsageError
+from ciliumctl.endpoints import ipam
 
 
 def test_allocates_lowest_free_and_reuses_released(tmp_path):

@@ -2,9 +2,9 @@
 
 import pytest
 
+from ciliumctl.base.errors import UsageError
 from ciliumctl.endpoints import registry
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.base.errors import UsageError
 
 
 @pytest.fixture(autouse=True)

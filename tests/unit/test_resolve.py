@@ -6,8 +6,17 @@ import yaml
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.identity.allocator import MemoryAllocator
 from ciliumctl.policy.resolve import HOST_ENDPOINT_ID, resolve, resolve_detailed
-from ciliumctl.policy.resolved import (IDENTITY_ANY, PROTO_ANY, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
-                                       Enforcement, PortRange, RuleOrigin)
+from ciliumctl.policy.resolved import (
+    IDENTITY_ANY,
+    PROTO_ANY,
+    PROTO_ICMP,
+    PROTO_SCTP,
+    PROTO_TCP,
+    PROTO_UDP,
+    Enforcement,
+    PortRange,
+    RuleOrigin,
+)
 
 WEB = Endpoint(1, "web", "default", {"app": "web"}, ipv4="10.200.0.1")
 DB = Endpoint(2, "db", "default", {"app": "db"}, ipv4="10.200.0.2")

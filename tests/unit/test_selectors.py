@@ -1,8 +1,7 @@
 """Label selectors, Cilium label sources, namespace scoping, the identity label filter."""
 
 from ciliumctl.policy import labels, model
-from ciliumctl.policy.selectors import (LabelSet, compile_selector, knp_peer_selector, peer_selector,
-                                        subject_selector)
+from ciliumctl.policy.selectors import LabelSet, compile_selector, knp_peer_selector, peer_selector, subject_selector
 
 
 def sel(match_labels=None, exprs=()):

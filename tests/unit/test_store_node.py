@@ -2,9 +2,11 @@
 
 import pytest
 
-from ciliumctl.node import endpoint_ops, policy_ops, reconcile as node_reconcile, settings as node_settings
 from ciliumctl.base.errors import UsageError
-from ciliumctl.policy.resolved import (DirectionPolicy, EndpointPolicy, PolicyEntry, PortRange, ResolvedState)
+from ciliumctl.node import endpoint_ops, policy_ops
+from ciliumctl.node import reconcile as node_reconcile
+from ciliumctl.node import settings as node_settings
+from ciliumctl.policy.resolved import DirectionPolicy, EndpointPolicy, PolicyEntry, PortRange, ResolvedState
 
 
 @pytest.fixture(autouse=True)

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.cli import cli_env, run_cli
 
-from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.base.errors import UsageError
+from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.policy.labels import parse_label_list
 from ciliumctl.policy.model import parse_policy
 from ciliumctl.policy.resolved import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from ciliumctl.policy.trace import Peer, lpm_identity, trace
-from support.cli import cli_env, run_cli
 
 POLICIES = yaml.safe_load_all("""
 apiVersion: cilium.io/v2
@@ -249,9 +249,9 @@ def test_cli_icmp_and_all_traffic(tmp_path, policy_dir):
 
 def test_cli_live_uses_the_nodes_endpoints_policies_and_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
-    from ciliumctl.node import settings as node_settings
     from ciliumctl.endpoints import registry
     from ciliumctl.identity.allocator import IdentityAllocator
+    from ciliumctl.node import settings as node_settings
     from ciliumctl.policy import store
 
     registry.save(Endpoint(7, "deathstar", "default", {"org": "empire", "class": "deathstar"},

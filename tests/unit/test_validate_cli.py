@@ -198,11 +198,10 @@ def test_fast_path_prints_what_the_typer_command_prints(files, args, capsys, mon
 
 
 def test_policy_validate_does_not_import_typer():
-    code = ("import sys; sys.argv = ['ciliumctl', 'policy', 'validate', '-o', 'json', %r]\n"
+    code = (f"import sys; sys.argv = ['ciliumctl', 'policy', 'validate', '-o', 'json', {str(EXAMPLES)!r}]\n"
             "from ciliumctl.cli import main\n"
             "try:\n    main.run()\nexcept SystemExit as e:\n    print('EXIT', e.code)\n"
-            "print('LOADED', sorted(m for m in ('typer', 'click', 'rich', 'pydantic') if m in sys.modules))"
-            % str(EXAMPLES))
+            "print('LOADED', sorted(m for m in ('typer', 'click', 'rich', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=REPO).stdout.splitlines()
     assert out[-2:] == ["EXIT 0", "LOADED []"], out[-5:]
