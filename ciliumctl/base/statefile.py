@@ -10,12 +10,14 @@ import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ciliumctl.base.errors import EnvironmentProblem
 
 
-def write_json(path: Path, value) -> None:
+def write_json(path: Path, value: object) -> None:
     """Write JSON so that readers see either the old or the new content, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -65,7 +67,7 @@ def needs_root(path: Path) -> str:
     return "this needs root; run it with sudo"
 
 
-def read_json(path: Path, default=None):
+def read_json(path: Path, default: Any = None) -> Any:
     """The JSON value of `path`, `default` when it does not exist. CorruptStateFile when it is not JSON,
     EnvironmentProblem (needs root) when it may not be read."""
     try:
@@ -85,7 +87,7 @@ def read_json(path: Path, default=None):
 
 
 @contextlib.contextmanager
-def locked(path: Path):
+def locked(path: Path) -> Iterator[None]:
     """An exclusive advisory lock held for the duration of the block (blocks until free)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,7 @@ def locked(path: Path):
 
 
 @contextlib.contextmanager
-def try_locked(path: Path):
+def try_locked(path: Path) -> Iterator[bool]:
     """The lock of locked() if it is free right now: yields True while holding it, False when another process
     holds it (or it cannot be opened). Tells a reader whether a half-done change still has a live owner."""
     try:

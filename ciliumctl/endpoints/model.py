@@ -42,7 +42,7 @@ class Endpoint:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         for name, f in cls.__dataclass_fields__.items():
             if name in known:
-                _check_type(name, known[name], f.type)
+                _check_type(name, known[name], str(f.type))   # already a string: postponed annotations
         if not 1 <= known["id"] <= 65535:
             raise ValueError(f"id {known['id']} out of range 1..65535")
         if not known["name"]:
@@ -60,7 +60,7 @@ def _check_type(name: str, value, annotation: str) -> None:
                   "dict[str, str]": (dict, "an object")}[annotation]
     if not isinstance(value, want) or isinstance(value, bool):
         raise ValueError(f"{name} is {_json_kind(value)}, not {what}")
-    if want is dict and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if isinstance(value, dict) and not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValueError(f"{name} has a value that is not a string")
 
 

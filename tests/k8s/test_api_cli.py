@@ -9,7 +9,6 @@ import json
 
 import pytest
 import yaml
-
 from support.cli import cli_env, run_cli
 from support.policies import allow_ingress
 from support.shell import wait_until

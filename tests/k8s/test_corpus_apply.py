@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from support.cli import cli_env, run_cli
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
