@@ -328,6 +328,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 	ct_fill_key(&key, &p, dir, ifindex, 0);
 	conntrack.update(&key, &fresh);
+	__u32 cdir = dir;
+	__u64 *created = ct_created.lookup(&cdir);
+	if (created)
+		*created += 1;   /* per CPU: no atomics needed */
 	if (traced)
 		emit(skb, &p, CTL_EVENT_TRACE, obs, fresh.verdict, dir, d.ep_id, src_id, dst_id, d.v.cookie,
 		     d.v.match_type, 0, p.tcp_flags, p.len, 1);

@@ -19,6 +19,8 @@ BPF_TABLE("lru_hash", struct ct_key, struct ct_entry, conntrack, CTL_CT_SIZE);
 BPF_TABLE("lru_hash", struct frag_key, struct frag_ports, fragments, 8192);
 BPF_RINGBUF_OUTPUT(events, 1024);        /* 4 MiB */
 BPF_PERCPU_ARRAY(events_lost, __u64, 1);
+/* connections tracked, by CTL_DIR_* of the endpoint that saw them first (the agent's CPU budget is per new one) */
+BPF_PERCPU_ARRAY(ct_created, __u64, 4);
 /* drops by (reason << 2 | direction): counted even when their event is lost, like Cilium's metrics map */
 BPF_PERCPU_ARRAY(drop_stats, struct drop_count, 1024);
 

@@ -64,6 +64,13 @@ def _lines(st: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _budget(b: dict) -> str:
+    per10k = b.get("cores_per_10k_new_connections_per_second")
+    head = f"{per10k:.3f} cores per 10k new connections/s" if per10k is not None else "- per 10k new connections/s"
+    return (f"{head} ({b.get('agent_cpu_cores', 0):.3f} cores at {b.get('new_connections_per_second', 0):,.0f} "
+            f"new connections/s, last {b.get('window_seconds', 0):.0f}s)")
+
+
 def _policies(st: dict) -> str:
     partial = st.get("partially_enforced") or []
     if not partial:
@@ -94,8 +101,12 @@ def register(app: typer.Typer) -> None:
             return
         from ciliumctl.node import agent, view as node_view
 
+        from ciliumctl.node import agent_budget
+
         st = node_view.status()
         st["agent"] = agent.status()
+        if st["agent"].get("running"):
+            st["agent"]["cpu_budget"] = agent_budget.read()
         if output != Output.table:
             print_data(st, output)
             return
@@ -103,6 +114,8 @@ def register(app: typer.Typer) -> None:
         ag = st["agent"]
         rows.append(("Agent", f"running, pid {ag['pid']}" if ag.get("running")
                      else "not running (`ciliumctl agent start`)"))
+        if ag.get("cpu_budget"):
+            rows.append(("Agent CPU", _budget(ag["cpu_budget"])))
         width = max(len(k) for k, _ in rows) + 1
         for k, v in rows:
             typer.echo(f"{(k + ':').ljust(width)}  {v}")

@@ -58,6 +58,15 @@ def uninstall_pins() -> list[str]:
     return removed
 
 
+def new_connections(ct_created: "bpfsys.Map") -> dict[str, int]:
+    """The ct_created counters (per CPU, by CTL_DIR_*) of the datapath, summed."""
+    out = {}
+    for name, idx in (("ingress", 1), ("egress", 2)):
+        raw = ct_created.lookup(idx.to_bytes(4, "little")) or b""
+        out[name] = sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- the datapath
 
 def _write_revision(mapset: dict[str, "bpfsys.Map"], state: ResolvedState) -> ApplyReport:
@@ -307,6 +316,10 @@ class Datapath:
         raw = self.maps["events_lost"].lookup((0).to_bytes(4, "little"))
         return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)) if raw else 0
 
+    def new_connections(self) -> dict[str, int]:
+        """Connections tracked so far, by the direction of the endpoint that saw them first (summed over CPUs)."""
+        return new_connections(self.maps["ct_created"])
+
     def drop_counts(self) -> list[dict]:
         """Drops by reason and direction, summed over CPUs; counted even when their event was lost."""
         out = []
@@ -344,6 +357,7 @@ class Datapath:
         return {"pin_dir": str(self.pin_dir), "programs": progs, "maps": map_rows, "revision": revision,
                 "active_slot": active, "events_lost": self.events_lost(), "outdated": crc != build.source_crc(),
                 "drops": self.drop_counts(), "monitor_aggregation": self.monitor().to_dict(),
+                "new_connections": self.new_connections(),
                 "tcx_links": len(os.listdir(hooks.links_dir(self.pin_dir))) if hooks.links_dir(self.pin_dir).is_dir()
                 else 0,
                 "attached_endpoints": len(self.maps["endpoints"].items())}

@@ -11,8 +11,8 @@ import struct
 
 # names of the pins under paths.bpffs_dir()
 PROGRAMS = ("from_container", "to_container")
-MAPS = ("endpoints", "state", "monitor_config", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events", "events_lost",
-        "drop_stats")
+MAPS = ("endpoints", "state", "monitor_config", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events",
+        "events_lost", "ct_created", "drop_stats")
 
 EP_F_ENFORCE_INGRESS = 1
 EP_F_ENFORCE_EGRESS = 2

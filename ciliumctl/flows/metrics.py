@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ciliumctl.flows import names
@@ -34,7 +35,7 @@ def _type_labels(typ: int, sub: int) -> tuple[str, str]:
     return "Unknown", str(typ)
 
 
-def render(store: FlowStore) -> str:
+def render(store: FlowStore, extra: Callable[[], list[str]] | None = None) -> str:
     with store.cond:
         keys = Counter(store.metric_keys)
         kernel_lost = store.lost_in_kernel
@@ -76,13 +77,16 @@ def render(store: FlowStore) -> str:
             "# HELP hubble_flows_in_buffer Flows held in the agent's flow ring",
             "# TYPE hubble_flows_in_buffer gauge",
             f"hubble_flows_in_buffer {held}"]
+    if extra is not None:
+        out += extra()
     return "\n".join(out) + "\n"
 
 
 class MetricsServer:
     """Plain HTTP on host:port serving /metrics, in a daemon thread."""
 
-    def __init__(self, listen: str, store: FlowStore):
+    def __init__(self, listen: str, store: FlowStore, extra: Callable[[], list[str]] | None = None):
+        """extra: more lines in the text format (the agent's CPU budget)."""
         host, _, port = listen.rpartition(":")
         host = host.strip("[]") or "0.0.0.0"
         store_ref = store
@@ -92,7 +96,7 @@ class MetricsServer:
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404)
                     return
-                body = render(store_ref).encode()
+                body = render(store_ref, extra).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))

@@ -110,6 +110,9 @@ class Agent:
         self._reader_thread: threading.Thread | None = None
         self.datapath_attached = False
         self.events_pin_inode: int | None = None   # of the ring buffer pin being read
+        from ciliumctl.node.agent_budget import CpuBudget
+
+        self.budget = CpuBudget()   # its CPU per 10k new connections/s (status, metrics)
 
     # ---- lifecycle
 
@@ -149,7 +152,10 @@ class Agent:
                 from ciliumctl.flows.metrics import MetricsServer
 
                 try:
-                    self.metrics = MetricsServer(self.opts.metrics_listen, self.store)
+                    from ciliumctl.node.agent_budget import metric_lines
+
+                    self.metrics = MetricsServer(self.opts.metrics_listen, self.store,
+                                                 extra=lambda: metric_lines(self.budget.current))
                 except OSError as err:
                     raise EnvironmentProblem(f"--metrics-listen {self.opts.metrics_listen}: {err.strerror}; "
                                              "pick a free address or '' to turn metrics off") from None
@@ -268,6 +274,7 @@ class Agent:
                         _save_reported_lost(pin_ino, lost_seen)
                 reader.wait(0.2)
                 self._drain(reader)
+                self.budget.tick()
                 now = time.monotonic()
                 if counter is not None and now >= next_lost_poll:
                     next_lost_poll = now + LOST_POLL_SECONDS

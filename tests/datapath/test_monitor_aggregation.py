@@ -124,3 +124,36 @@ def test_report_flags_and_interval(sandbox, datapath, events):
     periodic = forward_traces(MonitorConfig("medium", interval=0.2), exchanges=12, pause=0.1)
     assert len(periodic) > len(default)
     assert len(periodic) < 12
+
+
+def test_new_connections_are_counted_and_budgeted(sandbox, datapath, events):
+    """The datapath counts the connections it tracks by direction; the agent's CPU budget turns the count and its
+    own CPU time into cores per 10k new connections/s, for `status` (a file) and metrics."""
+    from ciliumctl.node import agent_budget
+
+    a, b, _ = sandbox.pods
+    sandbox.tcp_server(b, 8080)
+    datapath.apply(sandbox.state(1, {}))
+    before = datapath.new_connections()
+    agent_budget.budget_file().parent.mkdir(parents=True, exist_ok=True)    # the agent's run directory
+    budget = agent_budget.CpuBudget(period=0)
+    budget.tick()
+    for _ in range(40):
+        assert a.tcp_ok(b, 8080)
+    time.sleep(0.1)
+    budget.tick()
+    after = datapath.new_connections()
+    # each connection: once at a's egress (from_container), once at b's ingress (to_container)
+    assert after["egress"] - before["egress"] == 40 and after["ingress"] - before["ingress"] == 40
+    assert datapath.status()["new_connections"] == after
+    cur = budget.current
+    assert cur["new_connections_per_second"] == pytest.approx(40 / cur["window_seconds"], rel=0.05)
+    if cur["new_connections_per_second"] >= agent_budget.MIN_RATE:
+        assert cur["cores_per_10k_new_connections_per_second"] == pytest.approx(
+            cur["agent_cpu_cores"] / (cur["new_connections_per_second"] / 10000), rel=0.01)
+    else:
+        assert cur["cores_per_10k_new_connections_per_second"] is None
+    assert agent_budget.read() == cur
+    lines = agent_budget.metric_lines(cur)
+    assert f"ciliumctl_datapath_new_connections_per_second {cur['new_connections_per_second']}" in lines
+    assert any(l.startswith("ciliumctl_agent_cpu_cores_per_10k_new_connections_per_second ") for l in lines)

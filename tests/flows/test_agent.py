@@ -99,6 +99,9 @@ def test_events_become_enriched_flows(node, emitter):
         assert 'hubble_flows_processed_total{type="PolicyVerdict",subtype="",verdict="FORWARDED"} 3' in body
         assert 'hubble_drop_total{reason="POLICY_DENIED",protocol="UDP"} 2' in body
         assert 'hubble_policy_verdicts_total{direction="ingress",match="l3-l4",action="forwarded"} 3' in body
+        # the agent's CPU budget (no datapath connection counter here: no rate, so no per-10k figure)
+        assert "\nciliumctl_agent_cpu_cores " in body
+        assert "\nciliumctl_agent_cpu_cores_per_10k_new_connections_per_second NaN\n" in body
     finally:
         agent.shutdown()
 
