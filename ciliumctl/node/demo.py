@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ciliumctl.base.errors import EnvironmentProblem, Finding
+from ciliumctl.datapath import events as E
 
 ENDPOINTS = (
     ("deathstar", {"org": "empire", "class": "deathstar"}),
@@ -190,7 +191,7 @@ class _Events:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            events = [ev for ev in self.reader.events() if ev.type in (1, 9)]
+            events = [ev for ev in self.reader.events() if ev.type in (E.EVENT_DROP, E.EVENT_POLICY_VERDICT)]
             for ev in events:
                 self.show(format_event(ev, self.names))
             if not events:
@@ -209,8 +210,6 @@ class _Events:
 
 
 def format_event(ev, names: dict[str, str]) -> str:
-    from ciliumctl.datapath import events as E
-
     proto = {1: "ICMP", 6: "TCP", 17: "UDP"}.get(ev.proto, str(ev.proto))
     src = f"{names.get(ev.saddr, ev.saddr)} ({ev.saddr}:{ev.sport})"
     dst = f"{names.get(ev.daddr, ev.daddr)} ({ev.daddr}:{ev.dport}/{proto})"
