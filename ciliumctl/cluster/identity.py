@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Iterator
 
 from ciliumctl.base.errors import EnvironmentProblem
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
@@ -60,7 +61,7 @@ def identity_object(ident: int, labels: frozenset[str]) -> dict:
             "metadata": {"name": str(ident), "labels": meta_labels}, "security-labels": security}
 
 
-def probe_sequence(labels: frozenset[str]):
+def probe_sequence(labels: frozenset[str]) -> Iterator[int]:
     """The ids every agent tries, in order, for one label set."""
     span = MAX_CLUSTER - MIN_CLUSTER + 1
     digest = hashlib.sha256("\n".join(sorted(labels)).encode()).digest()

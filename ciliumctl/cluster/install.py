@@ -29,7 +29,7 @@ class Applied:
         return f"{k.kind.lower()}{'.' + k.group if k.group else ''}/{self.name} {self.action}"
 
 
-def _connect(kube, kubeconfig, context) -> Kube:
+def _connect(kube: Kube | None, kubeconfig: str | None, context: str | None) -> Kube:
     return kube if kube is not None else Kube.connect(kubeconfig, context)
 
 

@@ -12,6 +12,7 @@ import builtins
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from ciliumctl.base.errors import CiliumctlError, EnvironmentProblem, UsageError
 
@@ -71,7 +72,7 @@ def kind_of(obj: dict) -> Kind:
 
 
 class Kube:
-    def __init__(self, api_client, namespace: str = "default"):
+    def __init__(self, api_client: Any, namespace: str = "default"):   # a kubernetes.client.ApiClient
         self.api = api_client
         self.namespace = namespace  # the kubeconfig context's namespace: the default for namespaced objects
 
@@ -111,8 +112,9 @@ class Kube:
 
     # ---- raw request
 
-    def request(self, method: str, path: str, query: dict | None = None, body=None,
-                content_type: str = "application/json", stream: bool = False, timeout=None):
+    def request(self, method: str, path: str, query: dict | None = None, body: object = None,
+                content_type: str = "application/json", stream: bool = False,
+                timeout: float | tuple[float, float] | None = None) -> Any:
         import urllib3
 
         q = [(k, v) for k, v in (query or {}).items() if v is not None]

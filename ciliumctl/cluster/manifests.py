@@ -46,16 +46,16 @@ class InstallOptions:
 
 # ---------------------------------------------------------------- schema pieces
 
-def _str():
+def _str() -> dict:
     return {"type": "string"}
 
 
-def _list(items):
+def _list(items: dict) -> dict:
     return {"type": "array", "items": items}
 
 
-def _open_object(properties: dict | None = None):
-    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+def _open_object(properties: dict | None = None) -> dict:
+    schema: dict[str, object] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     if properties:
         schema["properties"] = properties
     return schema
@@ -242,9 +242,10 @@ def cluster_role() -> dict:
 
 
 def daemonset(opts: InstallOptions) -> dict:
-    def host_path(name, path, mount, read_only=False, type_="DirectoryOrCreate", propagation=None):
+    def host_path(name: str, path: str, mount: str, read_only: bool = False, type_: str = "DirectoryOrCreate",
+                  propagation: str | None = None) -> tuple[dict, dict]:
         volume = {"name": name, "hostPath": {"path": path, "type": type_}}
-        m = {"name": name, "mountPath": mount}
+        m: dict[str, object] = {"name": name, "mountPath": mount}
         if read_only:
             m["readOnly"] = True
         if propagation:
@@ -263,7 +264,7 @@ def daemonset(opts: InstallOptions) -> dict:
         host_path("usr-src", "/usr/src", "/usr/src", read_only=True, type_="Directory"),
     ]
 
-    def from_config(var, key):
+    def from_config(var: str, key: str) -> dict:
         return {"name": var, "valueFrom": {"configMapKeyRef": {"name": CONFIG, "key": key}}}
 
     # the init step: the CNI plugin, host-local, loopback and the conflist on the host, the node's pod CIDR as pool

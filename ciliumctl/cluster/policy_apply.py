@@ -8,10 +8,14 @@ API server refuses (schema, namespace missing, a field-manager conflict) stops t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from ciliumctl.base.errors import Finding, UsageError
 from ciliumctl.cluster.install import FIELD_MANAGER, content_of
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
+
+if TYPE_CHECKING:
+    from ciliumctl.policy.load import Document
 
 POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy")
 KIND_ALIASES = {
@@ -50,7 +54,7 @@ def kind_from_alias(text: str) -> str:
     return kind
 
 
-def _connect(kube, kubeconfig, context) -> Kube:
+def _connect(kube: Kube | None, kubeconfig: str | None, context: str | None) -> Kube:
     return kube if kube is not None else Kube.connect(kubeconfig, context)
 
 
@@ -59,7 +63,7 @@ def default_namespace(kube: Kube) -> str:
     return getattr(kube, "namespace", None) or "default"
 
 
-def load_valid(files: list[str], warnings: list | None = None):
+def load_valid(files: list[str], warnings: list | None = None) -> list[Document]:
     """Loaded documents, all valid policies, or checked.InvalidPolicies carrying the reports (nothing applied).
     Reports with warnings are appended to `warnings` when given (to print them as `policy validate` does)."""
     from ciliumctl.policy import checked

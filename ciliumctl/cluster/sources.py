@@ -8,6 +8,8 @@ to the Endpoint model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ciliumctl.cluster.watch import ClusterCache
 from ciliumctl.endpoints.model import Endpoint
 
@@ -85,7 +87,7 @@ def node_labels(cache: ClusterCache, node: str) -> dict[str, str]:
     return dict(((obj or {}).get("metadata") or {}).get("labels") or {})
 
 
-def pod_label_lookup(cache: ClusterCache):
+def pod_label_lookup(cache: ClusterCache) -> Callable[[str, str], dict[str, str] | None]:
     """For ciliumctl.endpoints.cni_node.set_pod_label_source: (namespace, pod) -> the pod's labels with its
     namespace's labels, from the cache; None while the pod is not known yet (the CNI plugin falls back)."""
     def lookup(namespace: str, name: str) -> dict[str, str] | None:

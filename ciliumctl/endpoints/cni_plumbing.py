@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from typing import TYPE_CHECKING
 
 from ciliumctl.base.netns import in_netns
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 GATEWAY = "169.254.1.1"
 
 
-def _ipr_in(fd: int):
+def _ipr_in(fd: int) -> IPRoute:
     from pyroute2 import IPRoute
 
     with in_netns(fd):
@@ -31,12 +35,12 @@ def _sysctl_if(ifname: str, key: str, value: str) -> None:
         fh.write(value)
 
 
-def link_index(ipr, ifname: str) -> int | None:
+def link_index(ipr: IPRoute, ifname: str) -> int | None:
     found = ipr.link_lookup(ifname=ifname)
     return found[0] if found else None
 
 
-def _mac(ipr, index: int) -> str:
+def _mac(ipr: IPRoute, index: int) -> str:
     return ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
 
 

@@ -55,7 +55,7 @@ class Endpoint:
         return cls(**known)
 
 
-def _check_type(name: str, value, annotation: str) -> None:
+def _check_type(name: str, value: object, annotation: str) -> None:
     want, what = {"int": (int, "an integer"), "str": (str, "a string"),
                   "dict[str, str]": (dict, "an object")}[annotation]
     if not isinstance(value, want) or isinstance(value, bool):
@@ -64,7 +64,7 @@ def _check_type(name: str, value, annotation: str) -> None:
         raise ValueError(f"{name} has a value that is not a string")
 
 
-def _json_kind(value) -> str:
+def _json_kind(value: object) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
             dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 

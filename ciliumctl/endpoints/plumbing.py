@@ -12,10 +12,14 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ciliumctl.base import netns as nodens
 from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.base.netns import setns_path
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 NETNS_DIR = Path("/run/netns")
 GATEWAY = "169.254.1.1"
@@ -51,7 +55,7 @@ def ip_netns(*args: str) -> None:
                                  "(needs root and iproute2)")
 
 
-def _ipr():
+def _ipr() -> IPRoute:
     from pyroute2 import IPRoute
 
     nodens.enter_node_netns()
@@ -248,10 +252,10 @@ def exec_in(netns: str, argv: list[str]) -> None:
         raise UsageError(f"command not executable: {argv[0]}", exit_code=126) from None
 
 
-def popen_in(netns: str, argv: list[str], **kwargs) -> subprocess.Popen:
+def popen_in(netns: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
     """Start `argv` inside `netns` (a path) as a child process."""
     return subprocess.Popen(argv, preexec_fn=lambda: setns(netns), **kwargs)
 
 
-def run_in(netns: str, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+def run_in(netns: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     return subprocess.run(argv, preexec_fn=lambda: setns(netns), **kwargs)
