@@ -1,7 +1,5 @@
 """`ciliumctl policy apply|get|delete` on this node (no cluster)."""
 
-from typing import List, Optional
-
 import typer
 
 from ciliumctl.cli.common import Output
@@ -36,7 +34,7 @@ def _print_gaps(gaps, refused: bool = False) -> None:
         sys.stderr.write((g.error() if refused else g.warning()) + "\n")
 
 
-def _kubeconfig(flag: Optional[str]) -> Optional[str]:
+def _kubeconfig(flag: str | None) -> str | None:
     import os
 
     return flag or os.environ.get("KUBECONFIG") or None
@@ -60,10 +58,10 @@ _KUBECONFIG_HELP = "Use the cluster's policies (default: $KUBECONFIG; this node'
 def register(app: typer.Typer) -> None:
     @app.command("apply")
     def apply(
-        files: List[str] = typer.Option(..., "--filename", "-f", metavar="FILE|DIR",
+        files: list[str] = typer.Option(..., "--filename", "-f", metavar="FILE|DIR",
                                         help="Policy file or directory (repeatable)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the map changes; change nothing."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
+        kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
         max_size: str = typer.Option("1536Ki", "--max-size", metavar="SIZE",
                                      help="Largest policy object (as JSON); a file or stdin may hold 16 times "
                                           "that."),
@@ -125,17 +123,17 @@ def register(app: typer.Typer) -> None:
 
     @app.command("get")
     def get(
-        name: Optional[str] = typer.Argument(None, help="Policy name (all when omitted)."),
-        namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace (default: all)."),
+        name: str | None = typer.Argument(None, help="Policy name (all when omitted)."),
+        namespace: str | None = typer.Option(None, "--namespace", "-n", help="Namespace (default: all)."),
         output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
         no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table header."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
+        kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
     ) -> None:
         """List stored policies, or show one.
 
         -o yaml prints the whole objects."""
-        from ciliumctl.cli.common import print_data
         from ciliumctl.base.errors import UsageError
+        from ciliumctl.cli.common import print_data
         from ciliumctl.node.view import policy_enforcement
         from ciliumctl.policy import enforcement_gaps, store
 
@@ -172,14 +170,14 @@ def register(app: typer.Typer) -> None:
     @app.command("delete")
     def delete(
         name: str = typer.Argument(..., help="Policy name."),
-        namespace: Optional[str] = typer.Option(None, "--namespace", "-n",
+        namespace: str | None = typer.Option(None, "--namespace", "-n",
                                                 help="Namespace of the policy (default: default)."),
-        kind: Optional[str] = typer.Option(None, "--kind", help="cnp, ccnp or netpol when the name is ambiguous."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
+        kind: str | None = typer.Option(None, "--kind", help="cnp, ccnp or netpol when the name is ambiguous."),
+        kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
     ) -> None:
         """Delete a stored policy and stop enforcing it."""
-        from ciliumctl.node import policy_ops
         from ciliumctl.base.errors import Finding
+        from ciliumctl.node import policy_ops
         from ciliumctl.policy import store
 
         kc = _kubeconfig(kubeconfig)

@@ -13,7 +13,6 @@ import json
 import time
 
 import pytest
-
 from support.cli import run_cli
 from support.shell import sh, wait_until
 
