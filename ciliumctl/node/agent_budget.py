@@ -69,7 +69,7 @@ class CpuBudget:
         if span <= 0:
             return {}
         cores = (cpu1 - cpu0) / span
-        out = {"window_seconds": round(span, 3), "agent_cpu_cores": round(cores, 4)}
+        out: dict[str, float | None] = {"window_seconds": round(span, 3), "agent_cpu_cores": round(cores, 4)}
         if c0 is not None and c1 is not None and c1 >= c0:   # a reinstall resets the counters: skip that window
             conns = max(c1[0] - c0[0], c1[1] - c0[1]) / span
             out["new_connections_per_second"] = round(conns, 1)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ciliumctl.base.errors import Finding, UsageError
 from ciliumctl.cluster import install as inst
 from ciliumctl.cluster import manifests
 from ciliumctl.cluster.kube import KINDS, ApiFailure
-from ciliumctl.base.errors import Finding, UsageError
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "policies"
 
@@ -229,8 +229,8 @@ def test_crd_schema_accepts_every_valid_corpus_policy_without_pruning(installed)
 
 
 def test_kubeconfig_and_connection_errors_are_one_line(fake, tmp_path):
-    from ciliumctl.cluster.kube import Kube
     from ciliumctl.base.errors import EnvironmentProblem
+    from ciliumctl.cluster.kube import Kube
 
     with pytest.raises(UsageError, match=r"^kubeconfig /nonexistent/kc: .*pass --kubeconfig/--context"):
         inst.install(kubeconfig="/nonexistent/kc", out=io.StringIO())

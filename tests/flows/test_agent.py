@@ -14,10 +14,10 @@ import urllib.request
 import grpc
 import pytest
 
-from ciliumctl.node.agent import Agent, AgentOptions
 from ciliumctl.flows.pb.flow import flow_pb2 as pb
 from ciliumctl.flows.pb.observer import observer_pb2 as opb
 from ciliumctl.flows.pb.observer import observer_pb2_grpc
+from ciliumctl.node.agent import Agent, AgentOptions
 
 from .flowdata import write_endpoint
 
