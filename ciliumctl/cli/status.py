@@ -1,7 +1,5 @@
 """`ciliumctl status`."""
 
-from typing import Optional
-
 import typer
 
 from ciliumctl.cli.common import Output
@@ -56,7 +54,8 @@ def _lines(st: dict) -> list[tuple[str, str]]:
     if isinstance(drops, list):
         reasons = {133: "Policy denied", 181: "Policy denied by denylist"}
         out.append(("Drops", ", ".join(
-            f"{d.get('packets')} {d.get('direction')} ({reasons.get(d.get('reason'), 'reason %s' % d.get('reason'))})"
+            f"{d.get('packets')} {d.get('direction')} "
+            f"({reasons.get(d.get('reason'), 'reason ' + str(d.get('reason')))})"
             for d in drops) or "none"))
     for k, v in dp.items():
         if k not in ("programs", "maps", "events_lost", "drops") and isinstance(v, (str, int, float, bool)):
@@ -84,10 +83,10 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     def _cmd(
         output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
-        kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", metavar="FILE",
+        kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE",
                                                  help="Report the cluster install instead "
                                                  "(DaemonSet readiness, per-node agent health)."),
-        context: Optional[str] = typer.Option(None, "--context", metavar="NAME",
+        context: str | None = typer.Option(None, "--context", metavar="NAME",
                                               help="Kubeconfig context (cluster mode)."),
     ) -> None:
         """Show the datapath, endpoints, policies and agent of this node.
@@ -99,9 +98,8 @@ def register(app: typer.Typer) -> None:
         if kubeconfig:
             _cluster_status(kubeconfig, context, output)
             return
-        from ciliumctl.node import agent, view as node_view
-
-        from ciliumctl.node import agent_budget
+        from ciliumctl.node import agent, agent_budget
+        from ciliumctl.node import view as node_view
 
         st = node_view.status()
         st["agent"] = agent.status()
