@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Protocol
 
 from ciliumctl.datapath import events as ev
 from ciliumctl.flows import names
@@ -119,8 +120,14 @@ def _policy_side(rec: tuple) -> int:
     return 0
 
 
+class IfNames(Protocol):
+    """ifindex -> interface name: a dict, or the agent's cache that asks the kernel."""
+
+    def get(self, ifindex: int, /) -> str | None: ...
+
+
 def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: str, boot_id: int, seq: int,
-                   ifnames=None, cache: dict | None = None) -> pb.Flow:
+                   ifnames: IfNames | None = None, cache: dict | None = None) -> pb.Flow:
     """One RECORD tuple -> flow.Flow. wall_offset_ns turns the kernel's CLOCK_MONOTONIC stamp into wall time.
     With a cache dict, the per-peer part of the flow is built once and merged in (a C-level copy)."""
     side = _policy_side(rec)

@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 
 from ciliumctl import __version__
-from ciliumctl.flows.convert import record_to_flow
+from ciliumctl.flows.convert import IfNames, record_to_flow
 from ciliumctl.flows.filters import FlowMatcher
 from ciliumctl.flows.meta import MetaWatcher
 from ciliumctl.flows.pb.batch import batch_pb2_grpc
@@ -55,7 +55,7 @@ class FlowSource:
     started_ns: int = field(default_factory=time.time_ns)
     wall_offset_ns: int = field(default_factory=lambda: time.time_ns() - time.monotonic_ns())
     address: str = ""
-    ifnames: dict[int, str] = field(default_factory=dict)
+    ifnames: IfNames = field(default_factory=dict[int, str])
 
     def __post_init__(self):
         self._templates: dict = {}

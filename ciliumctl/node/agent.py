@@ -21,9 +21,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ciliumctl.base import paths
 from ciliumctl.base.errors import EnvironmentProblem, UsageError
+
+if TYPE_CHECKING:   # the parts are imported when started: `agent status` stays light
+    from ciliumctl.flows.metrics import MetricsServer
+    from ciliumctl.flows.server import ObserverServer
+    from ciliumctl.node.cluster_sync import ClusterNode
+    from ciliumctl.node.cni_server import CniServer
 
 log = logging.getLogger("ciliumctl.node.agent")
 
@@ -102,10 +109,10 @@ class Agent:
                                  address=f"unix://{self.socket_path}", ifnames=_IfNames())
         self.stop_event = threading.Event()
         self.ready = threading.Event()
-        self.server = None
-        self.metrics = None
-        self.cni = None
-        self.cluster = None
+        self.server: ObserverServer | None = None
+        self.metrics: MetricsServer | None = None
+        self.cni: CniServer | None = None
+        self.cluster: ClusterNode | None = None
         self._lock_fd: int | None = None
         self._reader_thread: threading.Thread | None = None
         self.datapath_attached = False
@@ -135,8 +142,8 @@ class Agent:
 
     def start(self) -> None:
         """Start every part; returns once the API socket accepts connections."""
-        from ciliumctl.flows.server import ObserverServer
         from ciliumctl.base.netns import enter_node_netns
+        from ciliumctl.flows.server import ObserverServer
 
         enter_node_netns()  # before any thread: threads inherit the network namespace
         self._take_lock()
