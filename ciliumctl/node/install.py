@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Callable
+from collections.abc import Callable
 
 from ciliumctl.base import paths
 from ciliumctl.base.errors import EnvironmentProblem
@@ -101,7 +101,8 @@ def _check_datapath(_o: Options) -> str | None:
 
 
 def _run_datapath(_o: Options) -> str:
-    from ciliumctl.node import reconcile as node_reconcile, settings as node_settings
+    from ciliumctl.node import reconcile as node_reconcile
+    from ciliumctl.node import settings as node_settings
 
     if not _pins_present():
         node_reconcile.open_datapath().close()
@@ -112,12 +113,12 @@ def _run_datapath(_o: Options) -> str:
 
 
 def _undo_datapath() -> str | None:
+    detail = None
     try:
         from ciliumctl.datapath import loader
     except ImportError:
-        loader = None
-    detail = None
-    if loader is not None:
+        pass                # no datapath module: the pins only
+    else:
         fn = getattr(loader, "uninstall_pins", None) or getattr(getattr(loader, "Datapath", None),
                                                                "uninstall_pins", None)
         if fn is not None:
@@ -144,8 +145,8 @@ def _check_settings(o: Options) -> str | None:
 def _wanted_settings(s, o: Options):
     from dataclasses import replace
 
-    from ciliumctl.node import settings as node_settings
     from ciliumctl.endpoints import ipam
+    from ciliumctl.node import settings as node_settings
 
     mode = node_settings.parse_mode(o.enforcement_mode).value if o.enforcement_mode else s.enforcement_mode
     pool = str(ipam.parse_pool(o.pool)) if o.pool else s.pool
@@ -162,7 +163,8 @@ def _wanted_settings(s, o: Options):
 
 
 def _run_settings(o: Options) -> str:
-    from ciliumctl.node import reconcile as node_reconcile, settings as node_settings
+    from ciliumctl.node import reconcile as node_reconcile
+    from ciliumctl.node import settings as node_settings
 
     with node_settings.locked():
         s = _wanted_settings(node_settings.load_settings(), o)
@@ -227,9 +229,9 @@ def install(options: Options, plan_only: bool = False, progress: Callable[[Outco
             starting: Callable[[str], None] | None = None) -> list[Outcome]:
     """Run (or with plan_only, only check) every step in order; stops at the first problem (raised).
     `starting(name)` is called before each step, `progress(outcome)` after it."""
-    from ciliumctl.node import settings as node_settings
     from ciliumctl.base import netns as nodens
     from ciliumctl.endpoints import ipam
+    from ciliumctl.node import settings as node_settings
 
     if options.enforcement_mode:          # bad flags fail before anything is changed
         node_settings.parse_mode(options.enforcement_mode)
@@ -265,8 +267,8 @@ def install(options: Options, plan_only: bool = False, progress: Callable[[Outco
 
 
 def uninstall(plan_only: bool = False, progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    from ciliumctl.node import settings as node_settings
     from ciliumctl.base import netns as nodens
+    from ciliumctl.node import settings as node_settings
 
     if os.geteuid() != 0:
         raise EnvironmentProblem("uninstall needs root (eBPF pins, network namespaces); run it with sudo")

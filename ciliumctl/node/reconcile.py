@@ -67,7 +67,7 @@ def parsed_policies(stored: list[store.StoredPolicy] | None = None) -> list:
     """Stored policies as the policy model (already validated when stored)."""
     from ciliumctl.policy import model
 
-    out = []
+    out: list[model.Policy] = []
     for p in store.load_all() if stored is None else stored:
         try:
             parsed = model.parse_policy(p.data)

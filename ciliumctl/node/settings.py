@@ -49,7 +49,7 @@ def load_settings() -> Settings:
     known = {k: v for k, v in data.items() if k in Settings.__dataclass_fields__}
     try:
         s = Settings(**known)
-        s.mode  # validates
+        Enforcement(s.enforcement_mode)   # ValueError on a mode that does not exist
         s.monitor.pack()
         return s
     except (TypeError, ValueError, KeyError):
