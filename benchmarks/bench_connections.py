@@ -6,8 +6,9 @@ One sandbox node (a netns of this run), set up through the real `ciliumctl` exec
 `a` -> `b`; beside them two plain endpoints wired the same way (veth, /32 routes, proxy ARP) with no programs.
 Each configuration (rules on b's ingress; the agent off, or on at a monitor aggregation level) is measured in
 ABBA pairs (plain, ciliumctl, ciliumctl, plain), so drifts of a busy machine fall on both sides; the ratio is
-ciliumctl / plain of the summed rates. Agent CPU: utime + stime of the agent process over the ciliumctl runs,
-as cores per 10,000 new connections/s. Events lost: the datapath's counter (`status`), summed over the run.
+the median of the pairs' ciliumctl / plain ratios. Agent CPU: utime + stime of the agent process over the
+ciliumctl runs, as cores per 10,000 new connections/s, beside the agent's own figure (`status`). Events lost: the
+datapath's counter (`status`) over the configuration.
 Run as root:
     .venv/bin/python benchmarks/bench_connections.py [--seconds 2] [--pairs 4] [--levels none,low,medium,maximum]
 """
@@ -19,6 +20,7 @@ import json
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -162,23 +164,28 @@ def measure(node: Node, loadgen: str, mode: str, client: str, server: str, secs:
 
 
 def abba(node: Node, loadgen: str, mode: str, secs: float, pairs: int) -> dict:
-    plain = cctl = cpu = 0.0
-    cctl_secs = 0.0
+    """Pairs in ABBA order (plain, ciliumctl, ciliumctl, plain, ...): the ratio is the median of the pairs' ratios,
+    so a burst of load from elsewhere spoils one pair, not the result."""
+    plain, cctl, ratios = [], [], []
+    cpu = cctl_secs = 0.0
     lost0 = node.events_lost()
     for i in range(pairs):
-        order = ("plain", "cctl") if i % 2 == 0 else ("cctl", "plain")
-        for side in order:
+        got = {}
+        for side in (("plain", "cctl") if i % 2 == 0 else ("cctl", "plain")):
             if side == "plain":
-                plain += measure(node, loadgen, mode, "pa", "pb", secs)[0]
+                got[side] = measure(node, loadgen, mode, "pa", "pb", secs)[0]
             else:
-                rate, used = measure(node, loadgen, mode, "a", "b", secs)
-                cctl += rate
+                got[side], used = measure(node, loadgen, mode, "a", "b", secs)
                 cpu += used
                 cctl_secs += secs
+        plain.append(got["plain"])
+        cctl.append(got["cctl"])
+        ratios.append(got["cctl"] / got["plain"] if got["plain"] else float("nan"))
     lost = node.events_lost() - lost0
     own = node.agent_budget() if node.agent_pid() else float("nan")
-    per_10k = (cpu / cctl_secs) / (cctl / pairs / 10000) if cctl else float("nan")
-    return {"plain": plain / pairs, "cctl": cctl / pairs, "ratio": cctl / plain if plain else float("nan"),
+    rate = statistics.mean(cctl)
+    per_10k = (cpu / cctl_secs) / (rate / 10000) if rate else float("nan")
+    return {"plain": statistics.mean(plain), "cctl": rate, "ratio": statistics.median(ratios),
             "agent_cpu_per_10k": per_10k, "lost": lost, "agent_says": own}
 
 
@@ -284,7 +291,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"ABBA: {args.pairs} pairs x {args.seconds:.1f} s per side; C load generator, {CLIENT_THREADS} client "
-          f"threads; ratio = ciliumctl / plain veth (same node, same run)")
+          f"threads; ratio = median over pairs of ciliumctl / plain veth (same node, same run)")
     print(f"{'configuration':28} {'plain/s':>9} {'cctl/s':>9} {'ratio':>6} {'agent cores/10k':>16} "
           f"{'(status says)':>13} {'lost':>9}")
 

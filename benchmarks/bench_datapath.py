@@ -1,9 +1,11 @@
-"""Datapath cost: pod netns -> node netns routing -> pod netns, with no filter, with ciliumctl's tc programs at
-N = 0, 1,000 and 10,000 policy entries (the matching entry last), and with N iptables FORWARD rules (inside the
-node netns only). Also: time to program 10,000 entries, and cold install (compile + load + pin) time.
+"""Datapath cost against iptables: pod netns -> node netns routing -> pod netns, with no filter, with ciliumctl's
+tc programs at N = 0, 1,000 and 10,000 policy entries (the matching entry last), and with N iptables FORWARD
+rules (inside the node netns only); the programs' own run time per packet (BPF stats). Also: time to program
+10,000 entries, and cold install (compile + load + pin) time. No agent runs here.
 
-Rates are measured by Python senders/receivers in separate processes, so absolute numbers are Python's; the
-ratios against the no-filter baseline (measured in the same run) are the point. Run as root:
+UDP packets/s are measured by a Python sender and receiver in separate processes, so absolute numbers are
+Python's; the ratios against the no-filter baseline (measured in the same run) are the point. TCP connections/s and
+request/response, with and without the agent, are bench_connections.py's (a C load generator). Run as root:
     .venv/bin/python benchmarks/bench_datapath.py [--seconds 1.5]
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import secrets
 import statistics
 import subprocess
 import sys
@@ -23,7 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.datapath.conftest import _build, entry, sh, teardown_sandbox  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))
+from support.netns import unique_prefix  # noqa: E402
+from support.pods import Sandbox, _build, entry, teardown_sandbox  # noqa: E402
+from support.shell import sh  # noqa: E402
 
 PY = sys.executable
 
@@ -66,40 +70,6 @@ while True:
 print(n)
 """
 
-TCP_SRV = """
-import socket, threading
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 5002)); s.listen(128)
-print("ready", flush=True)
-def serve(c):
-    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    with c:
-        while True:
-            d = c.recv(64)
-            if not d:
-                return
-            c.sendall(d)
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
-
-TCP_RR = """
-import socket, sys, time
-mode, dst, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
-end = time.perf_counter() + secs; n = 0; t0 = time.perf_counter()
-if mode == "rr":
-    c = socket.create_connection((dst, 5002)); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while time.perf_counter() < end:
-        c.sendall(b"x"); c.recv(64); n += 1
-else:  # crr: a new connection per transaction (each one a policy decision)
-    while time.perf_counter() < end:
-        c = socket.create_connection((dst, 5002), timeout=2)
-        c.sendall(b"x"); c.recv(64); c.close(); n += 1
-print(n / (time.perf_counter() - t0))
-"""
-
-
 def _in(ns: str, code: str, *args: str, cpu: int | None = None) -> subprocess.Popen:
     """A Python snippet in a pod's netns; pinned to a CPU so that runs are comparable (sender and receiver apart)."""
     pin = ["taskset", "-c", str(cpu % (os.cpu_count() or 1))] if cpu is not None else []
@@ -119,17 +89,8 @@ def udp_pps(sb, secs: float) -> tuple[float, float]:
 
 
 def measure(sb, secs: float) -> dict[str, float]:
-    a, b = sb.pods[0], sb.pods[1]
     pps, loss = udp_pps(sb, secs)
-    srv = _in(b.ns, TCP_SRV, cpu=1)
-    srv.stdout.readline()
-    try:
-        rr = float(_in(a.ns, TCP_RR, "rr", b.ip, str(secs), cpu=0).communicate(timeout=secs + 30)[0])
-        crr = float(_in(a.ns, TCP_RR, "crr", b.ip, str(secs), cpu=0).communicate(timeout=secs + 30)[0])
-    finally:
-        srv.kill()
-        srv.wait()
-    return {"udp_pps": pps, "udp_loss": loss, "tcp_rr": rr, "tcp_crr": crr}
+    return {"udp_pps": pps, "udp_loss": loss}
 
 
 def prog_runs(dp) -> tuple[int, int]:
@@ -174,9 +135,10 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_datapath: needs root (netns, BPF)", file=sys.stderr)
         return 2
-    prefix = f"cctl{secrets.token_hex(2)}"
+    prefix = unique_prefix()
     tmp = tempfile.mkdtemp(prefix="cctl-bench-")
-    sb = _build(prefix, 2)
+    sb = Sandbox(prefix=prefix, node=f"{prefix}n", pin_dir=f"/sys/fs/bpf/{prefix}", state_dir=f"{tmp}/state")
+    _build(sb, 2)
     for pod in sb.pods:   # thousands of short connections per run: let the client reuse TIME_WAIT ports
         sh("ip", "netns", "exec", pod.ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
     os.environ.update(CILIUMCTL_NODE_NETNS=sb.node, CILIUMCTL_BPFFS_DIR=sb.pin_dir,
@@ -258,16 +220,14 @@ def main() -> int:
     def med(name, key):
         return statistics.median(r[key] for r in results[name])
 
-    base = {k: med("no filter", k) for k in ("udp_pps", "tcp_rr", "tcp_crr")}
+    base = {k: med("no filter", k) for k in ("udp_pps",)}
     print(f"{args.rounds} rounds (configurations shuffled per round) of {args.seconds:.1f} s per metric; medians; "
           "ratio = rate / no-filter rate; sender on CPU 0, receiver on CPU 1")
-    print(f"{'configuration':28} {'UDP pkt/s':>10} {'ratio':>6} {'TCP RR/s':>10} {'ratio':>6} "
-          f"{'TCP CRR/s':>10} {'ratio':>6} {'BPF ns/run':>10}")
+    print(f"{'configuration':28} {'UDP pkt/s':>10} {'ratio':>6} {'BPF ns/run':>10}")
     for name, _kind, _n in configs:
-        row = [med(name, k) for k in ("udp_pps", "tcp_rr", "tcp_crr", "bpf_ns")]
-        ns = "-" if row[3] != row[3] else f"{row[3]:.0f}"
-        print(f"{name:28} {row[0]:10.0f} {row[0] / base['udp_pps']:6.2f} {row[1]:10.0f} "
-              f"{row[1] / base['tcp_rr']:6.2f} {row[2]:10.0f} {row[2] / base['tcp_crr']:6.2f} {ns:>10}")
+        row = [med(name, k) for k in ("udp_pps", "bpf_ns")]
+        ns = "-" if row[1] != row[1] else f"{row[1]:.0f}"
+        print(f"{name:28} {row[0]:10.0f} {row[0] / base['udp_pps']:6.2f} {ns:>10}")
     print("BPF ns/run: mean run time of one tc program run (BPF_ENABLE_STATS, in a separate UDP run; a packet "
           "between two pods runs two programs)")
     print()
