@@ -181,6 +181,13 @@ class Map:
             raise
         return v.raw
 
+    def lookup_array(self, index: int) -> bytes:
+        """Entry `index` of an array map: always there (the kernel zero-fills arrays); KeyError past the end."""
+        value = self.lookup(index.to_bytes(4, "little"))
+        if value is None:
+            raise KeyError(index)
+        return value
+
     def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
         k = ctypes.create_string_buffer(key, self.key_size)
         v = ctypes.create_string_buffer(value, self.value_bytes)

@@ -2,8 +2,8 @@
 
 Compile once with BCC, pin programs and maps under paths.bpffs_dir(); every later open() takes the pins (raw
 bpf(2) through bpfsys, no BCC, no compile). Endpoints get the same two programs on their host-side veth (tcx
-links or clsact, hooks.py); what differs per endpoint lives in maps. apply() writes a policy revision into the inactive slot and flips the
-active slot last, so a packet sees either the old revision or the new one, never a mix.
+links or clsact, hooks.py); what differs per endpoint lives in maps. apply() writes a policy revision into the
+inactive slot and flips the active slot last, so a packet sees either the old revision or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ciliumctl.base import paths
+from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.datapath import bpfsys, build, hooks, maps
 from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
 from ciliumctl.datapath.mapstate import compile_state, cookies_json
 from ciliumctl.datapath.monitor import MonitorConfig
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.policy.resolved import ResolvedState
-
 
 RECENT_SWITCH_NS = 100_000_000   # a tc program never runs this long
 
@@ -58,7 +57,7 @@ def uninstall_pins() -> list[str]:
     return removed
 
 
-def new_connections(ct_created: "bpfsys.Map") -> dict[str, int]:
+def new_connections(ct_created: bpfsys.Map) -> dict[str, int]:
     """The ct_created counters (per CPU, by CTL_DIR_*) of the datapath, summed."""
     out = {}
     for name, idx in (("ingress", 1), ("egress", 2)):
@@ -69,9 +68,9 @@ def new_connections(ct_created: "bpfsys.Map") -> dict[str, int]:
 
 # ---------------------------------------------------------------------------------------------- the datapath
 
-def _write_revision(mapset: dict[str, "bpfsys.Map"], state: ResolvedState) -> ApplyReport:
+def _write_revision(mapset: dict[str, bpfsys.Map], state: ResolvedState) -> ApplyReport:
     """Write `state` into the inactive slot of `mapset` (a diff against what it holds), then switch to it."""
-    active, crc, _, flip_ns = maps.DP_STATE.unpack(mapset["state"].lookup(b"\0" * 4))
+    active, crc, _, flip_ns = maps.DP_STATE.unpack(mapset["state"].lookup_array(0))
     active &= 1
     slot = 1 - active
     # A program reads the active slot once per packet. The slot written now was active until the last
@@ -148,7 +147,7 @@ class Datapath:
                                      "run `ciliumctl install` again") from None
 
     @classmethod
-    def open(cls) -> "Datapath":
+    def open(cls) -> Datapath:
         check_root()
         check_bpf_syscall()
         pin_dir = paths.bpffs_dir()
@@ -239,7 +238,7 @@ class Datapath:
 
     def _read_state(self) -> tuple[int, int, int, int]:
         """(active slot, source crc, revision, time of the last switch)"""
-        raw = self.maps["state"].lookup((0).to_bytes(4, "little"))
+        raw = self.maps["state"].lookup_array(0)
         active, crc, revision, flip_ns = maps.DP_STATE.unpack(raw)
         return active & 1, crc, revision, flip_ns
 
@@ -248,7 +247,7 @@ class Datapath:
         self.maps["monitor_config"].update(b"\0" * 4, config.pack())
 
     def monitor(self) -> MonitorConfig:
-        return MonitorConfig.unpack(self.maps["monitor_config"].lookup(b"\0" * 4))
+        return MonitorConfig.unpack(self.maps["monitor_config"].lookup_array(0))
 
     @property
     def outdated(self) -> bool:
@@ -279,7 +278,7 @@ class Datapath:
                     report = _write_revision(new, state)
                     attached = self.maps["endpoints"].items()
                     new["endpoints"].update_batch(list(attached.items()))
-                    new["monitor_config"].update(b"\0" * 4, self.maps["monitor_config"].lookup(b"\0" * 4))
+                    new["monitor_config"].update(b"\0" * 4, self.maps["monitor_config"].lookup_array(0))
                     old_ct, new_ct = self.maps["conntrack"], new["conntrack"]
                     if (old_ct.key_size, old_ct.value_size) == (new_ct.key_size, new_ct.value_size):
                         new_ct.update_batch(list(old_ct.items().items()))
@@ -298,7 +297,7 @@ class Datapath:
             finally:
                 bpf.cleanup()
         self.close()
-        self.__init__(self.pin_dir, compiled=True)
+        type(self).__init__(self, self.pin_dir, compiled=True)   # open the new pins in place
         report.seconds = time.perf_counter() - t0
         return report
 
