@@ -1,17 +1,22 @@
-# Entry points: `make demo` (the main job), `make test` (the whole suite), `make docs` (completions + man pages),
+# Entry points: `make demo` (the main job), `make test` (lint, then the whole suite), `make lint` (ruff + mypy, a few
+# seconds; settings in pyproject.toml), `make docs` (completions + man pages),
 # `make image` (the agent, test and pause images), `make cluster` / `make cluster-down` (a real Kubernetes cluster
 # on this machine with the agent installed).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-unit docs bench clean proto image cluster cluster-down
+.PHONY: setup demo lint test test-unit docs bench clean proto image cluster cluster-down
 setup:
 	@./scripts/setup.sh
 
 demo: setup
 	@$(VENV)/bin/ciliumctl demo
 
-test: setup
+lint: setup
+	@$(VENV)/bin/ruff check ciliumctl tests benchmarks scripts proto
+	@$(VENV)/bin/mypy
+
+test: setup lint
 	@$(PY) -m pytest tests
 
 test-unit: setup
