@@ -19,9 +19,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "cni"))
+sys.path.insert(0, str(REPO / "tests"))
 
-from cni_harness import CniNode  # noqa: E402  (the tests' sandbox node: netns + CNI server + installed plugin)
+from support.cni_node import CniNode  # noqa: E402  (the tests' sandbox node: netns + CNI server + installed plugin)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
