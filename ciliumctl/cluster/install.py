@@ -204,11 +204,15 @@ def status(kubeconfig: str | None = None, context: str | None = None, namespace:
         cond = {c.get("type"): c for c in pst.get("conditions") or []}
         ready = cond.get("Ready", {}).get("status") == "True"
         restarts = sum(int(c.get("restartCount", 0)) for c in pst.get("containerStatuses") or [])
-        message = cond.get("Ready", {}).get("message", "") if not ready else ""
-        for c in pst.get("containerStatuses") or []:
+        message = ""
+        # why a container waits says more than the Ready condition ("containers with unready status"); the init
+        # step first: while it waits (for its image, say), the agent container only says PodInitializing
+        for c in (pst.get("initContainerStatuses") or []) + (pst.get("containerStatuses") or []):
             waiting = (c.get("state") or {}).get("waiting")
-            if waiting and not message:
+            if waiting and not message and waiting.get("reason") != "PodInitializing":
                 message = f"{waiting.get('reason', '')}: {waiting.get('message', '')}".strip(": ")
+        if not ready and not message:
+            message = cond.get("Ready", {}).get("message", "")
         agents.append(NodeAgent((pod.get("spec") or {}).get("nodeName", ""), pod["metadata"]["name"],
                                 pst.get("phase", "Unknown"), ready, restarts, message))
     try:
@@ -230,6 +234,42 @@ def status(kubeconfig: str | None = None, context: str | None = None, namespace:
                          agents, missing, partial)
 
 
+# waiting reasons no amount of waiting cures: the image cannot be had (kubelet's images.Err* and the CRI's)
+HOPELESS = ("ErrImageNeverPull", "InvalidImageName", "ImagePullBackOff", "ErrImagePull",
+            "CreateContainerConfigError")
+
+
+def last_log_lines(kube: Kube, namespace: str, pod: str, lines: int = 5) -> str:
+    """The agent container's last log lines (of its previous run when it restarted), or ""."""
+    for previous in ("true", None):
+        try:
+            resp = kube.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+                                {"container": "agent", "tailLines": str(lines), "previous": previous}, stream=True,
+                                timeout=10)
+        except (ApiFailure, EnvironmentProblem):
+            continue
+        try:
+            text = resp.read().decode(errors="replace").strip()
+        finally:
+            resp.response.release_conn()
+        if text:
+            return text
+    return ""
+
+
+def _not_ready(kube: Kube, namespace: str, st: "ClusterStatus") -> str:
+    parts = []
+    for a in st.agents:
+        if a.ready:
+            continue
+        part = f"{a.pod} on {a.node or '?'} ({a.message or a.phase})"
+        log = last_log_lines(kube, namespace, a.pod) if a.restarts or a.phase == "Running" else ""
+        if log:
+            part += "; its last log lines: " + " | ".join(log.splitlines())
+        parts.append(part)
+    return "; ".join(parts)
+
+
 def wait_ready(kube: Kube, namespace: str = manifests.NAMESPACE, timeout: float = 300.0,
                progress: Callable[[str], None] = print, interval: float = 1.0) -> ClusterStatus:
     """Poll until every scheduled agent is ready and up to date; one progress line whenever the counts change."""
@@ -244,8 +284,13 @@ def wait_ready(kube: Kube, namespace: str = manifests.NAMESPACE, timeout: float 
         if st.installed and st.desired > 0 and st.ready == st.desired and st.updated == st.desired:
             progress("ciliumctl is ready on every node")
             return st
+        hopeless = [a for a in st.agents if not a.ready and a.message.split(":")[0] in HOPELESS]
+        if hopeless:
+            a = hopeless[0]
+            raise Finding(f"install --wait: agent pod {a.pod} on {a.node or '?'} cannot start: {a.message}; check "
+                          "--image (and --image-pull-policy) and that every node has the image")
         if time.monotonic() >= deadline:
-            not_ready = ", ".join(f"{a.node or a.pod} ({a.message or a.phase})" for a in st.agents if not a.ready)
+            not_ready = _not_ready(kube, namespace, st)
             raise Finding(f"install --wait: timed out after {timeout:.0f}s with {st.ready}/{st.desired} agents "
                           f"ready{': ' + not_ready if not_ready else ''}; see `ciliumctl status` and the agent "
                           "pod logs")

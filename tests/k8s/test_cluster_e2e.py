@@ -167,9 +167,14 @@ def test_agent_restart_lets_no_denied_packet_through(k8s, state):
     assert ready, "the agent pod did not come back"
     assert connects(k8s, "client", state["web"])
     assert not connects(k8s, "other", state["web"])
-    ceps = kubectl_json(k8s, "get", "ciliumendpoints")["items"]
-    assert {c["metadata"]["name"]: c["status"]["identity"]["id"] for c in ceps} == {
-        n: state[f"{n}-identity"] for n in ("web", "client", "other")}, "identities changed across the restart"
+    # the new agent publishes its endpoints again, under the identities they had
+    want = {n: state[f"{n}-identity"] for n in ("web", "client", "other")}
+
+    def published():
+        ceps = kubectl_json(k8s, "get", "ciliumendpoints")["items"]
+        return {c["metadata"]["name"]: c["status"]["identity"]["id"] for c in ceps}
+
+    assert wait_until(lambda: published() == want, 60, 0.5), f"identities after the restart: {published()}"
 
 
 def test_deleting_the_policy_lets_traffic_flow(k8s, state):
@@ -184,7 +189,7 @@ def test_deleting_a_pod_releases_everything(k8s, state):
     netns_before = set((node.dir / "host/run/netns").iterdir())
     k8s.kubectl("delete", "pod", "other", "--wait=true", "--timeout", "60s")
     assert wait_until(lambda: "other" not in {c["metadata"]["name"] for c in
-                                              kubectl_json(k8s, "get", "ciliumendpoints")["items"]}, 30, 0.5)
+                                              kubectl_json(k8s, "get", "ciliumendpoints")["items"]}, 60, 0.5)
     assert wait_until(lambda: not lease.exists(), 30, 0.2), "host-local kept the address"
     assert wait_until(lambda: len(set((node.dir / "host/run/netns").iterdir())) == len(netns_before) - 1, 30, 0.2)
     endpoints = k8s.kubectl("exec", "-n", NS, agent_pod(k8s, node.name), "-c", "agent", "--", "ciliumctl",
@@ -203,3 +208,16 @@ def test_uninstall_leaves_nothing(k8s, cli_env_k8s):
     assert k8s.kubectl("get", "clusterrolebinding", "ciliumctl-agent", check=False).returncode != 0
     left = k8s.kubectl("get", "all", "-A", "-l", "app.kubernetes.io/part-of=ciliumctl", "-o", "name").stdout
     assert not left.strip(), left
+
+
+def test_install_of_a_missing_image_says_which_pod_and_why(k8s, cli_env_k8s):
+    res = run_cli("install", "--kubeconfig", str(k8s.kubeconfig), "--image", "ciliumctl-missing:local",
+                  "--image-pull-policy", "Never", "--wait", env=cli_env_k8s, timeout=300)
+    try:
+        assert res.returncode == 1, res.stdout + res.stderr
+        line = res.stderr.strip().splitlines()[-1]
+        assert "cannot start: ErrImageNeverPull" in line and "ciliumctl-missing:local" in line, res.stderr
+        assert " on node" in line, line
+    finally:
+        assert run_cli("uninstall", "--kubeconfig", str(k8s.kubeconfig), env=cli_env_k8s,
+                       timeout=120).returncode == 0
