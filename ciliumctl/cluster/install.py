@@ -257,7 +257,7 @@ def last_log_lines(kube: Kube, namespace: str, pod: str, lines: int = 5) -> str:
     return ""
 
 
-def _not_ready(kube: Kube, namespace: str, st: "ClusterStatus") -> str:
+def _not_ready(kube: Kube, namespace: str, st: ClusterStatus) -> str:
     parts = []
     for a in st.agents:
         if a.ready:
