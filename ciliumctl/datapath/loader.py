@@ -138,6 +138,8 @@ class Datapath:
         self.prog_fds: dict[str, int] = {}
         try:
             for name in maps.MAPS:
+                if name in maps.ADDED_MAPS and not (pin_dir / name).exists():
+                    continue    # a datapath from before that map: outdated, upgrade() adds it
                 self.maps[name] = bpfsys.Map.from_pin(pin_dir / name)
             for name in maps.PROGRAMS:
                 self.prog_fds[name] = bpfsys.obj_get(pin_dir / name)
@@ -178,7 +180,9 @@ class Datapath:
 
     def _check_layout(self) -> None:
         for name, (ks, vs) in maps.SIZES.items():
-            m = self.maps[name]
+            m = self.maps.get(name)
+            if m is None:
+                continue
             if (m.key_size, m.value_size) != (ks, vs):
                 raise EnvironmentProblem(f"pinned map {self.pin_dir / name} has another layout than this "
                                          "ciliumctl: run `ciliumctl uninstall` and install again")
@@ -243,11 +247,14 @@ class Datapath:
         return active & 1, crc, revision, flip_ns
 
     def set_monitor(self, config: MonitorConfig) -> None:
-        """How much the programs trace (datapath/monitor.py); read by them per packet, no recompile."""
-        self.maps["monitor_config"].update(b"\0" * 4, config.pack())
+        """How much the programs trace (datapath/monitor.py); read by them per packet, no recompile. A datapath
+        from before the setting has no map for it: its programs trace as they always did until upgrade()."""
+        if "monitor_config" in self.maps:
+            self.maps["monitor_config"].update(b"\0" * 4, config.pack())
 
-    def monitor(self) -> MonitorConfig:
-        return MonitorConfig.unpack(self.maps["monitor_config"].lookup_array(0))
+    def monitor(self) -> MonitorConfig | None:
+        m = self.maps.get("monitor_config")
+        return MonitorConfig.unpack(m.lookup_array(0)) if m is not None else None
 
     @property
     def outdated(self) -> bool:
@@ -278,7 +285,8 @@ class Datapath:
                     report = _write_revision(new, state)
                     attached = self.maps["endpoints"].items()
                     new["endpoints"].update_batch(list(attached.items()))
-                    new["monitor_config"].update(b"\0" * 4, self.maps["monitor_config"].lookup_array(0))
+                    if "monitor_config" in self.maps:    # else the compiled default until the next reconcile
+                        new["monitor_config"].update(b"\0" * 4, self.maps["monitor_config"].lookup_array(0))
                     old_ct, new_ct = self.maps["conntrack"], new["conntrack"]
                     if (old_ct.key_size, old_ct.value_size) == (new_ct.key_size, new_ct.value_size):
                         new_ct.update_batch(list(old_ct.items().items()))
@@ -317,7 +325,8 @@ class Datapath:
 
     def new_connections(self) -> dict[str, int]:
         """Connections tracked so far, by the direction of the endpoint that saw them first (summed over CPUs)."""
-        return new_connections(self.maps["ct_created"])
+        m = self.maps.get("ct_created")
+        return new_connections(m) if m is not None else {}
 
     def drop_counts(self) -> list[dict]:
         """Drops by reason and direction, summed over CPUs; counted even when their event was lost."""
@@ -355,7 +364,8 @@ class Datapath:
             map_rows.append(row)
         return {"pin_dir": str(self.pin_dir), "programs": progs, "maps": map_rows, "revision": revision,
                 "active_slot": active, "events_lost": self.events_lost(), "outdated": crc != build.source_crc(),
-                "drops": self.drop_counts(), "monitor_aggregation": self.monitor().to_dict(),
+                "drops": self.drop_counts(),
+                "monitor_aggregation": mon.to_dict() if (mon := self.monitor()) is not None else None,
                 "new_connections": self.new_connections(),
                 "tcx_links": len(os.listdir(hooks.links_dir(self.pin_dir))) if hooks.links_dir(self.pin_dir).is_dir()
                 else 0,

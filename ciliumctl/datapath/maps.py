@@ -13,6 +13,10 @@ import struct
 PROGRAMS = ("from_container", "to_container")
 MAPS = ("endpoints", "state", "monitor_config", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events",
         "events_lost", "ct_created", "drop_stats")
+# Maps newer than datapaths already installed: pins without them are an outdated datapath (upgrade() adds them),
+# not a broken one.
+ADDED_MAPS = ("monitor_config", "ct_created")
+REQUIRED_MAPS = tuple(m for m in MAPS if m not in ADDED_MAPS)
 
 EP_F_ENFORCE_INGRESS = 1
 EP_F_ENFORCE_EGRESS = 2

@@ -83,7 +83,7 @@ def _pins_present() -> bool:
     from ciliumctl.datapath import maps
 
     d = paths.bpffs_dir()
-    return all((d / name).exists() for name in maps.MAPS + maps.PROGRAMS)
+    return all((d / name).exists() for name in maps.REQUIRED_MAPS + maps.PROGRAMS)
 
 
 def _check_datapath(_o: Options) -> str | None:

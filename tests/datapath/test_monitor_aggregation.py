@@ -4,6 +4,7 @@ policy verdicts are sent at every level."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -157,3 +158,33 @@ def test_new_connections_are_counted_and_budgeted(sandbox, datapath, events):
     lines = agent_budget.metric_lines(cur)
     assert f"ciliumctl_datapath_new_connections_per_second {cur['new_connections_per_second']}" in lines
     assert any(l.startswith("ciliumctl_agent_cpu_cores_per_10k_new_connections_per_second ") for l in lines)
+
+
+def test_a_datapath_from_before_these_maps_is_upgraded_in_place(sandbox):
+    """Pins of a datapath that predates monitor_config and ct_created, endpoints attached: outdated, not broken;
+    upgrade() adds the maps and the default level, the endpoints keep their policy and traffic."""
+    from ciliumctl.datapath import loader, maps
+
+    a, b, _ = sandbox.pods
+    sandbox.tcp_server(b, 8080)
+    policy = {b.ep.id: (True, [entry(a.identity, PROTO_TCP, 8080)], False, [])}
+    with loader.Datapath.open() as dp:
+        for pod in sandbox.pods:
+            dp.attach(pod.ep)
+        dp.apply(sandbox.state(1, policy))
+        dp.maps["state"].update(b"\0" * 4, maps.DP_STATE.pack(1, 999, 1, 0))   # built from other sources
+    for name in maps.ADDED_MAPS:
+        os.unlink(os.path.join(sandbox.pin_dir, name))
+    compiles = build.compile_count
+    with loader.Datapath.open() as old:
+        assert build.compile_count == compiles and old.outdated      # opened as it is, not rebuilt
+        assert old.monitor() is None and old.new_connections() == {}
+        old.set_monitor(MonitorConfig("none"))                      # nothing to write to yet: no error
+        assert a.tcp_ok(b, 8080)
+        old.upgrade(sandbox.state(2, policy))
+        assert not old.outdated and old.monitor() == MonitorConfig()
+    assert all(os.path.exists(os.path.join(sandbox.pin_dir, n)) for n in maps.MAPS)
+    with loader.Datapath.open() as dp:
+        assert dp.status()["monitor_aggregation"]["level"] == "medium" and dp.status()["attached_endpoints"] == 3
+        assert a.tcp_ok(b, 8080)
+        assert dp.new_connections()["ingress"] >= 1
