@@ -214,8 +214,13 @@ def kernel_addresses() -> dict[str, str]:
 
 def remains() -> dict[int, list[str]]:
     """Sandbox namespaces and host veths by the endpoint id in their name: endpoint id -> names."""
+    import socket
+
     prefix = netns_prefix()
-    spaces, links = leftovers()
+    nodens.enter_node_netns()
+    # names only, without netlink: `endpoint list` and `status` ask this every time
+    spaces = sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix)) if NETNS_DIR.is_dir() else []
+    links = sorted(name for _, name in socket.if_nameindex() if name.startswith(HOST_IF_PREFIX))
     out: dict[int, list[str]] = {}
     for name, lead in [(n, prefix) for n in spaces] + [(n, HOST_IF_PREFIX) for n in links]:
         tail = name[len(lead):]
