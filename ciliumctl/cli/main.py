@@ -117,7 +117,7 @@ def run() -> None:
             code = fast_main(sys.argv[1:])
             if code is not None:
                 sys.exit(code)
-        __getattr__("app")(prog_name="ciliumctl")  # standalone mode: usage errors print click's message and exit 2
+        sys.exit(_run_app())
     except CiliumctlError as err:
         sys.stderr.write(f"Error: {err}\n")
         sys.exit(err.exit_code)
@@ -142,6 +142,27 @@ def run() -> None:
         sys.stderr.write(f"Error: {type(err).__name__}: {shorten(f'{err}{where}')}; run again with "
                          "CILIUMCTL_DEBUG=1 for the full trace and report it\n")
         sys.exit(2)
+
+
+def _run_app() -> int:
+    """The command tree, with click's own usage errors printed as click prints them, but capped like ours (an
+    option value of 100 kB is not echoed whole)."""
+    import typer
+
+    from ciliumctl.base.errors import shorten
+
+    try:
+        code = __getattr__("app")(prog_name="ciliumctl", standalone_mode=False)
+    except typer.TyperException as err:
+        if not hasattr(err, "show"):       # click's usage errors (ClickException) are TyperExceptions with show()
+            raise
+        err.message = shorten(err.message)
+        err.show()
+        return err.exit_code
+    except typer.Abort:
+        sys.stderr.write("Aborted!\n")
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -244,6 +244,8 @@ def test_bad_input_gets_its_own_message(node, tmp_path):
     huge = "a" * 120_000                 # the longest single argument Linux passes is 128 KiB
     res = node.cli("endpoint", "add", "x", "-l", f"app={huge}", check=False)
     assert res.returncode == 2 and len(one_line(res)) < 400 and "characters]" in res.stderr
+    res = node.cli("endpoint", "list", "-o", huge, check=False)            # click's own usage error, capped too
+    assert res.returncode == 2 and len(res.stderr) < 600 and "is not one of 'table', 'json', 'yaml'" in res.stderr
     policy = tmp_path / "big.yaml"
     policy.write_text(ALLOW_A_FROM_B.replace("app: {peer}", "app: " + "b" * 1_000_000))
     res = node.cli("policy", "validate", str(policy), check=False)
