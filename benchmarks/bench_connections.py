@@ -16,10 +16,12 @@ Run as root:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -117,8 +119,16 @@ class Node:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        subprocess.run([CLI, "agent", "stop"], env=self.env, capture_output=True, timeout=60)
-        subprocess.run([CLI, "uninstall"], env=self.env, capture_output=True, timeout=120)
+        pid = self.agent_pid()
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run([CLI, "agent", "stop"], env=self.env, capture_output=True, timeout=60)
+        try:
+            if pid and self.name.encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                os.kill(pid, signal.SIGKILL)    # `agent stop` failed: the agent this run started goes all the same
+        except OSError:
+            pass                                # gone already
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run([CLI, "uninstall"], env=self.env, capture_output=True, timeout=120)
         for ns in sorted(p.name for p in Path("/run/netns").glob(f"{self.prefix}*")):
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
         shutil.rmtree(self.bpffs, ignore_errors=True)
@@ -265,7 +275,7 @@ def main() -> int:
             time.sleep(0.5)
             profile(node, loadgen, args.profile, tmp / "profile.txt")
             return 0
-        for n in (int(x) for x in args.rules.split(",")):
+        for n in (int(x) for x in args.rules.split(",") if x):     # --rules '': kept-alive RR only
             if n:
                 f = tmp / f"rules{n}.yaml"
                 f.write_text(policy_yaml(n))
@@ -287,8 +297,10 @@ def main() -> int:
             r = abba(node, loadgen, "rr", args.seconds, args.pairs)
             rows.append((f"RR agent {level or 'off':8}", r))
     finally:
-        node.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            node.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"ABBA: {args.pairs} pairs x {args.seconds:.1f} s per side; C load generator, {CLIENT_THREADS} client "
           f"threads; ratio = median over pairs of ciliumctl / plain veth (same node, same run)")
