@@ -184,7 +184,7 @@ _ciliumctl() {
                 --kubeconfig) return;;
                 --context) return;;
             esac
-            COMPREPLY=($(compgen -W "--output -o --kubeconfig --context --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--output -o --kubeconfig --context --verify --repair --help -h" -- "$cur"));;
         "uninstall")
             case "$prev" in
                 --kubeconfig) return;;

@@ -168,6 +168,8 @@ complete -c ciliumctl -n '__fish_seen_subcommand_from validate; and __fish_seen_
 complete -c ciliumctl -n '__fish_seen_subcommand_from status' -l output -s o -r -a 'table json yaml' -d 'Output format.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from status' -l kubeconfig -r -d 'Report the cluster install instead (DaemonSet readiness, per-node agent health).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from status' -l context -r -d 'Kubeconfig context (cluster mode).'
+complete -c ciliumctl -n '__fish_seen_subcommand_from status' -l verify -d 'Compare the stored policies, endpoints and settings with the kernel\'s maps and programs; exit 1 on a difference.'
+complete -c ciliumctl -n '__fish_seen_subcommand_from status' -l repair -d 'Verify, make the kernel follow the stored state, verify again.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from status' -l help -s h -d 'Show this message and exit.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from uninstall' -l dry-run -d 'Print what would be removed; change nothing.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from uninstall' -l kubeconfig -r -d 'Uninstall from a cluster instead (default: $KUBECONFIG; node mode without one).'

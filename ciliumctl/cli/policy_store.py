@@ -110,6 +110,7 @@ def register(app: typer.Typer) -> None:
             _print_gaps(err.gaps, refused=True)
             raise
         _print_gaps(result.gaps)
+        _print_repairs(result.notes)
         suffix = " (dry run)" if dry_run else ""
         for c in result.changes:
             typer.echo(f"{c.resource} {c.verb}{suffix}")
@@ -188,8 +189,21 @@ def register(app: typer.Typer) -> None:
             if any(r.action.startswith("not found") for r in results):
                 raise Finding(f"policy {name!r} not found in the cluster")
             return
-        for c in policy_ops.delete_policy(name, namespace or "default", store.kind_of(kind) if kind else None):
+        notes: list[str] = []
+        changes = policy_ops.delete_policy(name, namespace or "default", store.kind_of(kind) if kind else None,
+                                           notes=notes)
+        _print_repairs(notes)
+        for c in changes:
             typer.echo(f"{c.resource} {c.verb}")
+
+
+def _print_repairs(notes: list[str]) -> None:
+    """What the repair after an interrupted command found and did (node.verify.heal_if_interrupted)."""
+    if notes:
+        typer.echo("Warning: a command that changed this node was interrupted; the kernel now follows the stored "
+                   "state again:", err=True)
+    for line in notes:
+        typer.echo(f"  {line}", err=True)
 
 
 def _echo_table(rows: list[list[str]]) -> None:

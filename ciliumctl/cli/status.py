@@ -88,15 +88,28 @@ def register(app: typer.Typer) -> None:
                                                  "(DaemonSet readiness, per-node agent health)."),
         context: str | None = typer.Option(None, "--context", metavar="NAME",
                                               help="Kubeconfig context (cluster mode)."),
+        verify: bool = typer.Option(False, "--verify",
+                                    help="Compare the stored policies, endpoints and settings with the kernel's "
+                                    "maps and programs; exit 1 on a difference."),
+        repair: bool = typer.Option(False, "--repair",
+                                    help="Verify, make the kernel follow the stored state, verify again."),
     ) -> None:
         """Show the datapath, endpoints, policies and agent of this node.
 
         Datapath programs and maps (with their fill), endpoints, policy revision, enforcement mode, lost events,
-        the agent."""
+        the agent. --verify lists every difference between the stored state and the kernel; --repair fixes them."""
         from ciliumctl.cli.common import print_data
 
         if kubeconfig:
+            if verify or repair:
+                from ciliumctl.base.errors import UsageError
+
+                raise UsageError("--verify and --repair check this node against its own store; in cluster mode "
+                                 "the agent reprograms the node from the cluster at every resync")
             _cluster_status(kubeconfig, context, output)
+            return
+        if verify or repair:
+            _verify(repair, output)
             return
         from ciliumctl.node import agent, agent_budget
         from ciliumctl.node import view as node_view
@@ -117,6 +130,32 @@ def register(app: typer.Typer) -> None:
         width = max(len(k) for k, _ in rows) + 1
         for k, v in rows:
             typer.echo(f"{(k + ':').ljust(width)}  {v}")
+
+
+def _verify(repair: bool, output: Output) -> None:
+    from ciliumctl.cli.common import print_data
+    from ciliumctl.node import settings as node_settings, verify
+
+    node_settings.require_root("status --verify")
+    with node_settings.environment_errors("status --verify"):
+        res = verify.verify(fix=repair)
+    if output != Output.table:
+        print_data(res.to_dict(), output)
+    else:
+        for line in res.lines():
+            typer.echo(line)
+        last = res.remaining or res.found
+        c = last.checked
+        if res.clean:
+            typer.echo(f"The kernel follows the stored state: {c.get('policies', 0)} policies, "
+                       f"{c.get('endpoints', 0)} endpoints; {c.get('policy', 0)} policy, {c.get('ipcache', 0)} "
+                       f"ipcache and {c.get('epcfg', 0)} endpoint entries in slot {last.slot} of revision "
+                       f"{last.revision}.")
+        elif not repair:
+            typer.echo(f"{len(last.differences)} difference(s) between the stored state and the kernel; "
+                       "`ciliumctl status --repair` makes the kernel follow the stored state.")
+    if not res.clean:
+        raise typer.Exit(1)
 
 
 def _cluster_status(kubeconfig: str, context, output: Output) -> None:

@@ -148,6 +148,7 @@ class Agent:
         enter_node_netns()  # before any thread: threads inherit the network namespace
         self._take_lock()
         try:
+            self._heal_node()
             try:
                 self.server = ObserverServer(self.source, self.socket_path, self.opts.hubble_listen)
                 self.server.start()
@@ -181,6 +182,19 @@ class Agent:
         self.ready.set()
         log.info("agent %s serving %s (flow buffer %d)", self.node_name, self.socket_path,
                  self.opts.flow_buffer_size)
+
+    def _heal_node(self) -> None:
+        """Node mode: the kernel follows the stored state before anything is served, whatever a killed command
+        left (node.verify). In cluster mode the first sync reprograms the node from the cluster."""
+        if self.opts.kubeconfig or os.environ.get("KUBECONFIG") or os.environ.get("CILIUMCTL_CLUSTER") == "in-cluster":
+            return
+        from ciliumctl.node import verify
+
+        try:
+            for line in verify.heal():
+                log.warning("datapath state: %s", line)
+        except Exception as err:  # noqa: BLE001 - serving flows must not depend on it; status --verify tells
+            log.warning("could not compare the datapath with the stored state: %s", err)
 
     def _start_cni(self) -> None:
         """Mount the CNI plugin's endpoint when that module is present (ciliumctl/endpoints/cni_server.py)."""

@@ -223,6 +223,7 @@ class ClusterNode:
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
         applied = (datapath or self.datapath()).apply(state)
+        settings.policy_source = "cluster"      # node.verify compares the local store only in node mode
         node_settings.save_settings(settings)
         statefile.write_json(node_reconcile.enforcement_path(), {
             str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}

@@ -174,6 +174,28 @@ def _run_settings(o: Options) -> str:
             f"{s.monitor_aggregation}, revision {s.revision}")
 
 
+def _check_state(_o: Options) -> str | None:
+    """Differences between the stored state and the kernel (a command killed half way, a lost entry)."""
+    from ciliumctl.node import settings as node_settings
+    from ciliumctl.node import verify
+
+    if not (verify.pinned() and verify.node_mode()):
+        return None
+    with node_settings.locked():
+        found = verify.run(fix=False).found.differences
+    if not found:
+        return None
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return f"make the kernel follow the stored state: {found[0].what}{more}"
+
+
+def _run_state(_o: Options) -> str:
+    from ciliumctl.node import verify
+
+    lines = verify.heal()
+    return "; ".join(x for x in lines if not x.startswith("found: ")) or "nothing left to repair"
+
+
 def _undo_endpoints() -> str | None:
     from ciliumctl.base import netns as nodens
     from ciliumctl.endpoints import plumbing, registry
@@ -206,6 +228,7 @@ STEPS: list[Step] = [
     Step("ip forwarding", _check_forwarding, _run_forwarding),
     Step("datapath", _check_datapath, _run_datapath, _undo_datapath),
     Step("node settings", _check_settings, _run_settings),
+    Step("datapath state", _check_state, _run_state),
 ]
 
 # The node's own steps; appended ones (agent, CNI plugin) come after them.

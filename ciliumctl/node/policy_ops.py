@@ -10,6 +10,7 @@ from ciliumctl.base.errors import UsageError
 from ciliumctl.endpoints import registry
 from ciliumctl.node.reconcile import allocator, diff_states, reconcile, resolve_state
 from ciliumctl.node.settings import Settings, environment_errors, load_settings, locked, require_root
+from ciliumctl.node.verify import heal_if_interrupted
 from ciliumctl.policy import enforcement_gaps, load, store
 from ciliumctl.policy.checked import validate_paths
 
@@ -28,6 +29,7 @@ class ApplyResult:
     map_changes: list[str] = field(default_factory=list)    # dry run: what the maps would gain and lose
     report: object = None                                   # the datapath's ApplyReport
     gaps: list = field(default_factory=list)                # enforcement_gaps.LocatedGap: what is not enforced
+    notes: list[str] = field(default_factory=list)          # what a repair after an interrupted command did
 
 
 def load_and_validate(paths_: list[str]):
@@ -74,13 +76,14 @@ def apply_policies(docs, dry_run: bool = False, strict: bool = False) -> ApplyRe
             after = _merged(before, objects)
             return ApplyResult(changes, settings.revision, map_changes=_dry_run_diff(before, after, settings),
                                gaps=gaps)
+        notes = heal_if_interrupted()       # a command killed half way: the kernel follows the store again
         if all(c.verb == "unchanged" for c in changes):
-            return ApplyResult(changes, settings.revision, gaps=gaps)
+            return ApplyResult(changes, load_settings().revision, gaps=gaps, notes=notes)
         with _store_rollback([(o.kind, o.namespace, o.name) for o in objects]):
             for o in objects:
                 store.put(o)
-            report = reconcile(settings=settings)
-        return ApplyResult(changes, load_settings().revision, report=report, gaps=gaps)
+            report = reconcile(settings=load_settings())
+        return ApplyResult(changes, load_settings().revision, report=report, gaps=gaps, notes=notes)
 
 
 @contextlib.contextmanager
@@ -99,9 +102,13 @@ def _store_rollback(keys: list[tuple[str, str, str]]):
         raise
 
 
-def delete_policy(name: str, namespace: str | None = None, kind: str | None = None) -> list[PolicyChange]:
+def delete_policy(name: str, namespace: str | None = None, kind: str | None = None,
+                  notes: list[str] | None = None) -> list[PolicyChange]:
+    """Delete a stored policy and reprogram without it; what a repair after an interrupted command did is appended
+    to `notes`."""
     require_root("policy delete")
     with environment_errors(f"policy delete {name}"), locked():
+        (notes if notes is not None else []).extend(heal_if_interrupted())
         found = store.find(name, namespace if namespace is not None else "default", kind)
         if not found:
             raise UsageError(f"policy {name!r} not found in namespace {namespace or 'default'}; see "

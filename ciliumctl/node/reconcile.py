@@ -93,18 +93,27 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
         return _cluster.reconcile_locked(datapath, settings)
     settings = settings or load_settings()
     endpoints = registry.load_all()
-    settings.revision += 1
+    dp = datapath or open_datapath()
+    # past the kernel's revision too: a command killed after its switch never saved the number, which must not
+    # name a second state (connections are decided again only when the revision changes)
+    settings.revision = max(settings.revision, datapath_revision(dp)) + 1
     alloc = allocator()
     state = resolve_state(endpoints, store.load_all(), settings, alloc, settings.revision)
     _record_identities(endpoints, state)
-    dp = datapath or open_datapath()
     report = dp.upgrade(state) if upgrade else dp.apply(state)
+    settings.policy_source = "node"
     dp.set_monitor(settings.monitor)
     save_settings(settings)
     statefile.write_json(enforcement_path(), {
         str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}
         for ep_id, pol in state.endpoints.items()})
     return report
+
+
+def datapath_revision(dp) -> int:
+    from ciliumctl.datapath import readback
+
+    return readback.state_of(dp.maps)[2]
 
 
 def enforcement_path() -> Path:

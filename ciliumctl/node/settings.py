@@ -23,6 +23,7 @@ class Settings:
     pool: str = ""              # "" = $CILIUMCTL_POOL or the default pool
     revision: int = 0           # policy revision, bumped by every reconcile that programs the maps
     installed: bool = False
+    policy_source: str = "node"     # "cluster" while an agent in cluster mode programs the maps (node.cluster_sync)
     # how much the datapath traces (datapath/monitor.py; Cilium's --monitor-aggregation* and their defaults)
     monitor_aggregation: str = "medium"
     monitor_aggregation_interval: float = 5.0
@@ -90,11 +91,48 @@ def lock_path() -> Path:
     return paths.state_dir() / "node.lock"
 
 
+def changing_path() -> Path:
+    """Written by every holder of the node lock and removed when it is done. Found by the next holder, it tells
+    that a command died (kill -9) or failed half way since the last repair: the kernel may not follow the stored
+    state (node.verify compares and repairs)."""
+    return paths.state_dir() / "node.changing"
+
+
+_interrupted: list[bool] = []     # per held lock: a dead command's marker not repaired yet
+
+
 @contextlib.contextmanager
 def locked():
     """The node lock: held across read-modify-program of node state. Not re-entrant: take it once."""
     with statefile.locked(lock_path()):
-        yield
+        marker = changing_path()
+        left = marker.exists()
+        if not left:
+            statefile.write_json(marker, {"pid": os.getpid()})
+        _interrupted.append(left)
+        done = False
+        try:
+            yield
+            done = True
+        except UsageError:      # a refusal, not a command failing half way
+            done = True
+            raise
+        finally:
+            unrepaired = _interrupted.pop()
+            if done and not unrepaired:
+                with contextlib.suppress(FileNotFoundError):
+                    marker.unlink()
+
+
+def interrupted() -> bool:
+    """Under locked(): a command before this one died or failed half way, and nothing repaired since."""
+    return bool(_interrupted) and _interrupted[-1]
+
+
+def repaired() -> None:
+    """Under locked(): the kernel follows the stored state again; the marker goes when this command is done."""
+    if _interrupted:
+        _interrupted[-1] = False
 
 
 def pool() -> ipam.Pool:
