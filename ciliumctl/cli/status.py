@@ -127,6 +127,7 @@ def register(app: typer.Typer) -> None:
                      else "not running (`ciliumctl agent start`)"))
         if ag.get("cpu_budget"):
             rows.append(("Agent CPU", _budget(ag["cpu_budget"])))
+        rows += [("Problem", p) for p in st.get("problems", [])]
         width = max(len(k) for k, _ in rows) + 1
         for k, v in rows:
             typer.echo(f"{(k + ':').ljust(width)}  {v}")
