@@ -135,7 +135,8 @@ def register(app: typer.Typer) -> None:
 
 def _verify(repair: bool, output: Output) -> None:
     from ciliumctl.cli.common import print_data
-    from ciliumctl.node import settings as node_settings, verify
+    from ciliumctl.node import settings as node_settings
+    from ciliumctl.node import verify
 
     node_settings.require_root("status --verify")
     with node_settings.environment_errors("status --verify"):
