@@ -76,6 +76,10 @@ def register(app: typer.Typer) -> None:
                                                 "port, verdict, protocol, type, direction, drop-reason, policy)."),
         server: str | None = _opt("--server", metavar="ADDRESS",
                                      help="Hubble API address (default: the agent's unix socket)."),
+        kubeconfig: str | None = _opt("--kubeconfig", metavar="FILE",
+                                      help="Flows of the cluster's agents, read through the API server."),
+        context: str | None = _opt("--context", metavar="NAME", help="With --kubeconfig: the kubeconfig context."),
+        node: str | None = _opt("--node", metavar="NAME", help="With --kubeconfig: only this node's agent."),
     ) -> None:
         """Observe flows: the datapath's verdicts, with pods and policies.
 
@@ -104,8 +108,14 @@ def register(app: typer.Typer) -> None:
             colour = console().is_terminal and "NO_COLOR" not in os.environ
             sink = printers.Printer(output, color=colour, node_name=print_node_name,
                                     print_policy_names=print_policy_names, follow=follow)
+        if kubeconfig or context or node:   # the agents' pods, through the API server
+            from ciliumctl.node import cluster_observe
+
+            batches = cluster_observe.flow_batches(req, kubeconfig, context, node)
+        else:
+            batches = client.stream_batches(srv, req)
         try:
-            for batch in client.stream_batches(srv, req):
+            for batch in batches:
                 sink.write_many(batch)
         except KeyboardInterrupt:
             pass

@@ -282,7 +282,9 @@ def daemonset(opts: InstallOptions) -> dict:
         "name": "agent",
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy,
-        "command": ["ciliumctl", "agent", "run"],
+        # the Hubble API on the node's loopback only; `observe --kubeconfig` reaches it through the API server's
+        # port-forward (cluster/portforward.py says why)
+        "command": ["ciliumctl", "agent", "run", "--hubble-listen", "127.0.0.1:4244"],
         "env": [
             {"name": "CILIUMCTL_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": "CILIUMCTL_CLUSTER", "value": "in-cluster"},

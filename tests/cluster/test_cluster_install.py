@@ -53,7 +53,7 @@ def test_dry_run_prints_every_manifest_sane():
     assert pod["hostNetwork"] is True
     container = pod["containers"][0]
     assert container["image"] == "registry.local/ciliumctl:test"
-    assert container["command"] == ["ciliumctl", "agent", "run"]
+    assert container["command"] == ["ciliumctl", "agent", "run", "--hubble-listen", "127.0.0.1:4244"]
     assert container["securityContext"]["privileged"] is True
     volumes = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
