@@ -6,6 +6,8 @@ from the cluster's view.
   `Enforced` condition (False with the parts the datapath does not enforce, policy.enforcement_gaps);
 - endpoints: the node's registry (made by the CNI plugin or `endpoint add`) with labels from their Pods and
   Namespaces; endpoints of other nodes come from their CiliumEndpoint objects (peers and ipcache entries only);
+- CIDR groups: CiliumCIDRGroup objects, the prefixes that cidrGroupRef / cidrGroupSelector stand for
+  (cluster.cidr_groups), expanded at every sync, so a changed group is programmed like a changed policy;
 - identities: CiliumIdentity objects (ciliumctl.cluster.identity), so every node gives a label set the same id;
 - after programming: a CiliumEndpoint per local endpoint, so the other nodes learn this node's pods.
 """
@@ -17,8 +19,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ciliumctl.cluster import cidr_groups, sources, status_conditions
 from ciliumctl.cluster import endpoints as ceps
-from ciliumctl.cluster import sources, status_conditions
 from ciliumctl.cluster.identity import CiliumIdentityBackend
 from ciliumctl.cluster.kube import Kube
 from ciliumctl.cluster.watch import ClusterCache
@@ -31,7 +33,7 @@ from ciliumctl.policy.resolved import ResolvedState
 log = logging.getLogger("ciliumctl.node.cluster_sync")
 
 WATCHED = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy", "Pod", "Namespace", "Node",
-           "CiliumEndpoint", "CiliumIdentity")
+           "CiliumEndpoint", "CiliumIdentity", "CiliumCIDRGroup")
 REMOTE_ID_BASE = 1 << 20  # resolve-time ids of other nodes' endpoints: never a local endpoint id (1..65535)
 _SPECIAL = {"io.kubernetes.pod.namespace", "io.cilium.k8s.policy.serviceaccount", "io.cilium.k8s.policy.cluster"}
 
@@ -172,6 +174,8 @@ class ClusterNode:
             if valid:  # what resolve will parse must parse: one odd policy must not stall the node
                 try:
                     gaps = enforcement_gaps.find_gaps(model.parse_policy(policy_input(obj)))
+                    # CIDR groups are read in cluster mode (cluster.cidr_groups): no gap here
+                    gaps = [g for g in gaps if g.kind != "cidr-group"]
                 except Exception as err:
                     valid, message = False, f"cannot be parsed: {err}"
             if valid and gaps:   # once per policy version, beside the Enforced condition on its status
@@ -191,7 +195,7 @@ class ClusterNode:
                 except Exception as err:  # status is a report: never block enforcement on it
                     log.warning("cannot set Valid/Enforced on %s: %s", policy_ref(obj), err)
             if valid:
-                policies.append(policy_input(obj))
+                policies.append(cidr_groups.expand_policy(policy_input(obj), self.cache.objects("CiliumCIDRGroup")))
                 report.accepted.append(policy_ref(obj))
                 if gaps:
                     report.partially_enforced[policy_ref(obj)] = [f"{g.path_text}: {g.sentence()}" for g in gaps]
