@@ -43,6 +43,7 @@ KINDS = {k.kind: k for k in [
     Kind("", "v1", "configmaps", "ConfigMap", True),
     Kind("", "v1", "serviceaccounts", "ServiceAccount", True),
     Kind("", "v1", "resourcequotas", "ResourceQuota", True),
+    Kind("", "v1", "events", "Event", True),
     Kind("apps", "v1", "daemonsets", "DaemonSet", True),
     Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True),
     Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),

@@ -233,6 +233,8 @@ def cluster_role() -> dict:
          "verbs": ["update"]},
         {"apiGroups": ["cilium.io"], "resources": ["ciliumidentities"], "verbs": ["create", "get", "list", "watch"]},
         {"apiGroups": ["cilium.io"], "resources": ["ciliumcidrgroups"], "verbs": ["get", "list", "watch"]},
+        # why a policy is rejected or enforced in part, on the policy (cluster.policy_events)
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         # get + list: the agent finds its node's stale endpoints after a restart and updates in place
         {"apiGroups": ["cilium.io"], "resources": ["ciliumendpoints"],
          "verbs": ["get", "list", "watch", "create", "update", "delete"]},

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ciliumctl.cluster import cidr_groups, sources, status_conditions
+from ciliumctl.cluster import cidr_groups, policy_events, sources, status_conditions
 from ciliumctl.cluster import endpoints as ceps
 from ciliumctl.cluster.identity import CiliumIdentityBackend
 from ciliumctl.cluster.kube import Kube
@@ -105,6 +105,7 @@ class ClusterNode:
         self.cache.listeners.append(self.identities.on_event)
         # (ref, spec) -> (valid, message, enforcement gaps)
         self._verdicts: dict[tuple[str, str], tuple[bool, str, list]] = {}
+        self._evented: set[tuple[str, str]] = set()   # verdicts told in an Event (cluster.policy_events)
         self._stop = threading.Event()
         self._kick = threading.Event()  # a local change (reconcile_locked) wants a full sync
         self._thread: threading.Thread | None = None
@@ -194,6 +195,7 @@ class ClusterNode:
                     status_conditions.set_valid(self.kube, obj, valid, message, gaps=gaps)
                 except Exception as err:  # status is a report: never block enforcement on it
                     log.warning("cannot set Valid/Enforced on %s: %s", policy_ref(obj), err)
+                self._event(obj, valid, message, gaps)
             if valid:
                 policies.append(cidr_groups.expand_policy(policy_input(obj), self.cache.objects("CiliumCIDRGroup")))
                 report.accepted.append(policy_ref(obj))
@@ -205,7 +207,19 @@ class ClusterNode:
                     log.warning("policy %s rejected: %s", policy_ref(obj), message)
         current = {policy_ref(o) for o in sources.policy_objects(self.cache)}
         self._verdicts = {k: v for k, v in self._verdicts.items() if k[0] in current}
+        self._evented &= set(self._verdicts)
         return policies
+
+    def _event(self, obj: dict, valid: bool, message: str, gaps: list) -> None:
+        """A rejected or partly enforced policy: one Event per verdict (and node) that says why."""
+        key = (policy_ref(obj), repr((obj.get("spec"), obj.get("specs"))))
+        if key in self._evented or (valid and not gaps):
+            return
+        try:
+            policy_events.record_verdict(self.kube, obj, self.node_name, valid, message, gaps)
+            self._evented.add(key)
+        except Exception as err:  # a report too: the next sync tries again
+            log.warning("cannot record an event on %s: %s", policy_ref(obj), err)
 
     def _program(self, report: SyncReport, policies: list[dict], datapath=None, settings=None):
         """Resolve and load the datapath; the caller holds the node lock. Returns the datapath's report."""
