@@ -35,4 +35,12 @@ def flow_batches(req: opb.GetFlowsRequest, kubeconfig: str | None = None, contex
         forwarders = [stack.enter_context(portforward.PodPortForwarder(kube, pod)) for pod in pods]
         for f in forwarders:
             _check(f)
-        yield from merge.merged_batches([f.address for f in forwarders], req, status=status)
+        try:
+            yield from merge.merged_batches([f.address for f in forwarders], req, status=status)
+        except EnvironmentProblem as err:   # a stream cut half-way: name the pod, not our local end
+            lost = next((f for f in forwarders if f.address in str(err)), None)
+            if lost is None:
+                raise
+            raise EnvironmentProblem(f"lost the Hubble API of agent pod {lost.pod.namespace}/{lost.pod.name} on "
+                                     f"node {lost.pod.node} (through the API server's port-forward): "
+                                     f"{lost.last_error or 'the stream was closed'}") from None
