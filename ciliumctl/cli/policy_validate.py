@@ -70,7 +70,7 @@ def validate_paths(paths: list, output: str = "text", *, strict: bool = False, s
         enable_l7_proxy=not disable_l7_proxy, enable_icmp_rules=not disable_icmp_rules,
         strict=strict, schema=schema)
     limit = load.parse_size(max_size) if max_size else load.DEFAULT_MAX_SIZE
-    docs = load.load_paths(paths, stdin=sys.stdin, max_size=limit)
+    docs = load.load_paths(paths, stdin=sys.stdin, max_size=limit, keep_going=True)
     reports = validate.validate_documents(docs, options)
     checked = [r for r in reports if r.checked]
     if output == "json":

@@ -27,7 +27,7 @@ YAML_SUFFIXES = (".yaml", ".yml", ".json")
 class LoadIssue:
     """A problem found while converting YAML to JSON (a duplicate key, a NaN...)."""
 
-    kind: str  # "duplicate-key" | "unsupported-value" | "not-an-object"
+    kind: str  # "duplicate-key" | "unsupported-value" | "not-an-object" | "syntax" (not valid YAML)
     path: Path
     message: str
     pos: Pos
@@ -134,18 +134,35 @@ def _read(display: str, real: str, stdin=None, max_size: int = DEFAULT_MAX_SIZE)
         raise UsageError(f"{where}: not UTF-8 text (byte {err.start}); {fix}") from None
 
 
-def load_paths(paths: list[str], stdin=None, max_size: int = DEFAULT_MAX_SIZE) -> list[Document]:
-    """Every object in the files/folders given (`-` reads stdin), in command-line then walk order.
+def load_paths(paths: list[str], stdin=None, max_size: int = DEFAULT_MAX_SIZE,
+               keep_going: bool = False) -> list[Document]:
+    """Every object in the files/folders given (`-` reads stdin), in command-line then walk order. With
+    keep_going, a file that is not valid YAML becomes a document whose one issue is the syntax error (kind
+    "syntax", at its line and column), and the other files are still read.
 
-    Raises UsageError (exit 2) for a missing path, a file that is not readable YAML/JSON, or one over the limits
+    Raises UsageError (exit 2) for a missing path, no file at all, a file that is not readable YAML/JSON (without
+    keep_going), or one over the limits
     (a file or stdin over FILE_FACTOR × max_size, one policy object over max_size as JSON).
     """
     if not paths:
         raise UsageError("no policy files given: name files, folders, or - for stdin")
     docs: list[Document] = []
+    files = 0
     for arg in paths:
         for display, real in _walk(arg):
-            docs.extend(load_text(_read(display, real, stdin, max_size), display, max_size))
+            files += 1
+            text = _read(display, real, stdin, max_size)
+            if not keep_going:
+                docs.extend(load_text(text, display, max_size))
+                continue
+            try:
+                docs.extend(load_text(text, display, max_size))
+            except NotYAML as err:   # the documents before the error, then the error as a document of its own
+                docs.extend(err.docs)
+                docs.append(err.document())
+    if not files:
+        raise UsageError(f"no policy files in {', '.join(paths)}: folders are searched for "
+                         f"{', '.join(YAML_SUFFIXES)} files")
     return docs
 
 
@@ -495,10 +512,25 @@ def _load_stream(text: str, file: str) -> list[Document]:
                 index = _compose(text[start:end], file, docs, line, column, index)
             return docs
         mark = err.problem_mark or err.context_mark
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        pos = (mark.line + 1, mark.column + 1) if mark else None
         what = err.problem or err.context or "invalid YAML"
         context = f" ({err.context})" if err.context and err.problem else ""
-        raise UsageError(f"{where}: not valid YAML: {what}{context}; fix the syntax") from None
+        raise NotYAML(file, pos, f"not valid YAML: {what}{context}", docs) from None
     except yaml.YAMLError as err:
-        raise UsageError(f"{file}: not valid YAML: {err}") from None
+        raise NotYAML(file, None, f"not valid YAML: {err}", docs) from None
     return docs
+
+
+class NotYAML(UsageError):
+    """A file that is not valid YAML: where (file:line:col), what, and the documents read before the error."""
+
+    def __init__(self, file: str, pos: Pos | None, what: str, docs: list):
+        where = f"{file}:{pos[0]}:{pos[1]}" if pos else file
+        super().__init__(f"{where}: {what}; fix the syntax")
+        self.file, self.pos, self.what, self.docs = file, pos or (1, 1), what, list(docs)
+
+    def document(self) -> Document:
+        """The error as a document of its own, numbered after the ones read before it: its one issue says where."""
+        index = self.docs[-1].index + 1 if self.docs else 0
+        return Document(self.file, index, None, None, None, None, positions={(): self.pos},
+                        issues=[LoadIssue("syntax", (), self.what + "; fix the syntax", self.pos)])

@@ -63,6 +63,10 @@ def validate_document(doc, options: Options | None = None) -> Report:
     col = Collector(doc)
     report = Report(doc, col.findings)
     data = doc.data
+    syntax = [i for i in doc.issues if i.kind == "syntax"]
+    if syntax:   # a file that is not valid YAML (load.load_paths with keep_going): its own finding
+        col.error((), syntax[0].message, rule="decode/yaml")
+        return report
     if not isinstance(data, dict):
         col.error((), "not a Kubernetes object: expected a mapping with apiVersion, kind and metadata",
                   rule="decode/object")

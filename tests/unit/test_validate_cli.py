@@ -119,12 +119,36 @@ def test_missing_file_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_unreadable_yaml_is_one_line_with_position_exit_2(tmp_path):
-    (tmp_path / "broken.yaml").write_text("spec:\n  ingress: [\n  - a\n")
-    proc = run(str(tmp_path / "broken.yaml"))
-    assert proc.returncode == 2
-    assert proc.stderr.startswith(f"Error: {tmp_path / 'broken.yaml'}:")
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif"])
+def test_a_yaml_syntax_error_is_a_finding_in_every_format_and_the_rest_is_checked(tmp_path, fmt):
+    (tmp_path / "a-broken.yaml").write_text(GOOD + "---\nspec:\n  ingress: [\n  - a\n")
+    (tmp_path / "b-bad.yaml").write_text(BAD)
+    proc = run("-o", fmt, str(tmp_path))
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+    broken = str(tmp_path / "a-broken.yaml")
+    if fmt == "text":
+        assert f"{broken}:13:3: error: not valid YAML" in proc.stdout
+        assert "b-bad.yaml" in proc.stdout and "3 policies checked: 1 valid, 2 invalid" in proc.stdout
+    elif fmt == "json":
+        reports = json.loads(proc.stdout)
+        assert [(r["file"], r["index"], r["valid"]) for r in reports] == [
+            (broken, 0, True), (broken, 1, False), (str(tmp_path / "b-bad.yaml"), 0, False)]
+        finding = reports[1]["findings"][0]
+        assert (finding["line"], finding["column"]) == (13, 3) and "not valid YAML" in finding["message"]
+    else:
+        results = json.loads(proc.stdout)["runs"][0]["results"]
+        syntax = [r for r in results if r["ruleId"] == "decode/yaml"]
+        assert len(syntax) == 1 and syntax[0]["locations"][0]["physicalLocation"] == {
+            "artifactLocation": {"uri": broken}, "region": {"startLine": 13, "startColumn": 3}}
+        assert any(r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].endswith("b-bad.yaml")
+                   for r in results)
+
+
+def test_no_policy_files_at_all_is_exit_2_not_zero_checked(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a policy")
+    proc = run(str(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "no policy files in" in proc.stderr
 
 
 def test_strict_and_agent_flags_change_verdicts(tmp_path):
