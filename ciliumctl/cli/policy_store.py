@@ -1,5 +1,7 @@
 """`ciliumctl policy apply|get|delete` on this node (no cluster)."""
 
+import enum
+
 import typer
 
 from ciliumctl.cli.common import Output
@@ -53,6 +55,48 @@ def _cluster():
 
 
 _KUBECONFIG_HELP = "Use the cluster's policies (default: $KUBECONFIG; this node's store without one)."
+_CONTEXT_HELP = "Kubeconfig context (cluster mode)."
+_NAMESPACE_HELP = "Namespace (default: default, or the kubeconfig context's in cluster mode)."
+
+# `-o name` as kubectl prints it: resource.group/NAME
+_RESOURCE_NAMES = {"CiliumNetworkPolicy": "ciliumnetworkpolicy.cilium.io",
+                   "CiliumClusterwideNetworkPolicy": "ciliumclusterwidenetworkpolicy.cilium.io",
+                   "NetworkPolicy": "networkpolicy.networking.k8s.io"}
+
+
+class GetOutput(enum.StrEnum):
+    table = "table"
+    wide = "wide"
+    name = "name"
+    json = "json"
+    yaml = "yaml"
+
+
+def _namespace(namespace: str | None) -> str | None:
+    """-n as kubectl reads it: an empty value is no value (the default namespace)."""
+    return namespace or None
+
+
+def _no_context_without_cluster(context: str | None, kubeconfig: str | None) -> None:
+    from ciliumctl.base.errors import UsageError
+
+    if context and not kubeconfig:
+        raise UsageError("--context selects a kubeconfig context: pass --kubeconfig or set KUBECONFIG (this "
+                         "node's own store has no contexts)")
+
+
+def _print_objects(objs: list[dict], output: "GetOutput", one: bool) -> None:
+    """-o json|yaml: one object as itself, several as a `kind: List` (what `policy apply -f -` reads back), as
+    kubectl prints them; -o name: resource.group/NAME lines."""
+    from ciliumctl.cli.common import print_data
+
+    if output == GetOutput.name:
+        for o in objs:
+            typer.echo(f"{_RESOURCE_NAMES.get(o.get('kind', ''), str(o.get('kind', '')).lower())}/"
+                       f"{(o.get('metadata') or {}).get('name', '')}")
+        return
+    value = objs[0] if one else {"apiVersion": "v1", "kind": "List", "items": objs, "metadata": {"resourceVersion": ""}}
+    print_data(value, Output(output.value))
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +106,7 @@ def register(app: typer.Typer) -> None:
                                         help="Policy file or directory (repeatable)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the map changes; change nothing."),
         kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
+        context: str | None = typer.Option(None, "--context", metavar="NAME", help=_CONTEXT_HELP),
         max_size: str = typer.Option("1536Ki", "--max-size", metavar="SIZE",
                                      help="Largest policy object (as JSON); a file or stdin may hold 16 times "
                                           "that."),
@@ -78,11 +123,13 @@ def register(app: typer.Typer) -> None:
 
         limit = load.parse_size(max_size)
         kc = _kubeconfig(kubeconfig)
+        _no_context_without_cluster(context, kc)
         if kc:
             warned: list = []
             gaps: list = []
             try:
-                results = _cluster().apply_policies(files, kubeconfig=kc, dry_run="client" if dry_run else "none",
+                results = _cluster().apply_policies(files, kubeconfig=kc, context=context,
+                                                    dry_run="client" if dry_run else "none",
                                                     warnings=warned, strict=strict, gaps=gaps)
             except checked.InvalidPolicies as err:
                 _print_findings(err.reports)
@@ -125,26 +172,34 @@ def register(app: typer.Typer) -> None:
     @app.command("get")
     def get(
         name: str | None = typer.Argument(None, help="Policy name (all when omitted)."),
-        namespace: str | None = typer.Option(None, "--namespace", "-n", help="Namespace (default: all)."),
-        output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
+        namespace: str | None = typer.Option(None, "--namespace", "-n", help=_NAMESPACE_HELP),
+        all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Policies of every namespace."),
+        output: GetOutput = typer.Option(GetOutput.table, "--output", "-o",
+                                         help="Output format: wide adds columns, name prints "
+                                              "resource.group/NAME."),
         no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table header."),
         kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
+        context: str | None = typer.Option(None, "--context", metavar="NAME", help=_CONTEXT_HELP),
     ) -> None:
         """List stored policies, or show one.
 
-        -o yaml prints the whole objects."""
-        from ciliumctl.base.errors import UsageError
-        from ciliumctl.cli.common import print_data
+        As kubectl: the default namespace unless -n or -A (cluster-wide policies always). -o json|yaml prints
+        the whole objects, several as a List that `policy apply -f -` reads back. A missing NAME is exit 1."""
+        from ciliumctl.base.errors import Finding, UsageError
         from ciliumctl.node.view import policy_enforcement
         from ciliumctl.policy import enforcement_gaps, store
 
+        namespace = _namespace(namespace)
+        if all_namespaces and namespace:
+            raise UsageError("-n and -A (--all-namespaces) exclude each other: drop one")
         kc = _kubeconfig(kubeconfig)
+        _no_context_without_cluster(context, kc)
         if kc:
             cl = _cluster()
-            objs = cl.get_policies(name=name, namespace=namespace, all_namespaces=namespace is None and not name,
-                                   kubeconfig=kc)
-            if output != Output.table:
-                print_data(objs[0] if name and len(objs) == 1 else objs, output)
+            objs = cl.get_policies(name=name, namespace=namespace, all_namespaces=all_namespaces, kubeconfig=kc,
+                                   context=context)
+            if output not in (GetOutput.table, GetOutput.wide):
+                _print_objects(objs, output, one=bool(name) and len(objs) == 1)
                 return
             head = ["KIND", "NAMESPACE", "NAME", "VALID", "ENFORCED", "MESSAGE"]
             table = [] if no_headers else [head]
@@ -153,37 +208,50 @@ def register(app: typer.Typer) -> None:
             _echo_table(table)
             return
 
-        found = store.find(name, namespace) if name else [
-            p for p in store.load_all() if namespace is None or p.namespace in (namespace, "")]
+        ns = None if all_namespaces else (namespace or "default")
+        found = store.find(name, ns) if name else [
+            p for p in store.load_all() if ns is None or p.kind == store.CCNP or p.namespace == ns]
         if name and not found:
-            raise UsageError(f"policy {name!r} not found; see `ciliumctl policy get`")
+            where = "" if all_namespaces else f" in namespace {ns}"
+            raise Finding(f"policy {name!r} not found{where}; see `ciliumctl policy get -A`")
         enforced = [policy_enforcement(p) for p in found]
-        if output != Output.table:
+        if output not in (GetOutput.table, GetOutput.wide):
             # the Enforced condition as the agent puts it on the policy's status in cluster mode
             objs = [{**p.data, "status": {"conditions": [enforcement_gaps.condition(e.gaps)]}}
                     for p, e in zip(found, enforced)]
-            print_data(objs[0] if name and len(objs) == 1 else objs, output)
+            _print_objects(objs, output, one=bool(name) and len(objs) == 1)
             return
-        rows = [] if no_headers else [["KIND", "NAMESPACE", "NAME", "ENFORCED", "SOURCE"]]
-        rows += [[p.kind, p.namespace or "-", p.name, e.enforced, p.source or "-"] for p, e in zip(found, enforced)]
-        _echo_table(rows)
+        head = ["KIND", "NAMESPACE", "NAME", "ENFORCED", "SOURCE"]
+        rows = [[p.kind, p.namespace or "-", p.name, e.enforced, p.source or "-"] for p, e in zip(found, enforced)]
+        if output == GetOutput.wide:   # what the datapath does not enforce, one gap per policy shown
+            head += ["NOT ENFORCED"]
+            for row, e in zip(rows, enforced):
+                more = f" (+{len(e.gaps) - 1} more)" if len(e.gaps) > 1 else ""
+                row.append(f"{e.gaps[0].what}{more}" if e.gaps else "-")
+        _echo_table(([] if no_headers else [head]) + rows)
 
     @app.command("delete")
     def delete(
         name: str = typer.Argument(..., help="Policy name."),
-        namespace: str | None = typer.Option(None, "--namespace", "-n",
-                                                help="Namespace of the policy (default: default)."),
-        kind: str | None = typer.Option(None, "--kind", help="cnp, ccnp or netpol when the name is ambiguous."),
+        namespace: str | None = typer.Option(None, "--namespace", "-n", help=_NAMESPACE_HELP),
+        kind: str | None = typer.Option(None, "--kind", metavar="{cnp,ccnp,netpol}",
+                                        help="The kind, when the name is ambiguous."),
         kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
+        context: str | None = typer.Option(None, "--context", metavar="NAME", help=_CONTEXT_HELP),
     ) -> None:
-        """Delete a stored policy and stop enforcing it."""
+        """Delete a stored policy and stop enforcing it.
+
+        A missing policy is exit 1, as kubectl."""
         from ciliumctl.base.errors import Finding
         from ciliumctl.node import policy_ops
         from ciliumctl.policy import store
 
+        namespace = _namespace(namespace)
         kc = _kubeconfig(kubeconfig)
+        _no_context_without_cluster(context, kc)
         if kc:
-            results = _cluster().delete_policies(names=[name], kind=kind, namespace=namespace, kubeconfig=kc)
+            results = _cluster().delete_policies(names=[name], kind=kind, namespace=namespace, kubeconfig=kc,
+                                                 context=context)
             for r in results:
                 typer.echo(r.line())
             if any(r.action.startswith("not found") for r in results):

@@ -64,6 +64,9 @@ def from_object(data: dict, source: str = "") -> StoredPolicy:
     problem = _key_problem(namespace, name)
     if problem:
         raise Finding(f"{source or 'policy'}: {problem}; the API server refuses it too: nothing applied")
+    # status is the agent's to write (a status subresource: the API server drops it from what apply sends), so
+    # that `policy get -o yaml | policy apply -f -` changes nothing
+    data = {k: v for k, v in data.items() if k != "status"}
     return StoredPolicy(kind, namespace, name, data, source)
 
 

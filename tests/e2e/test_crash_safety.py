@@ -70,7 +70,7 @@ class Node:
 
     def stored_peer(self) -> str | None:
         """Whom the stored policy lets into b: "a", "c", or None without a policy."""
-        stored = json.loads(self.node.cli("policy", "get", "-o", "json").stdout)
+        stored = json.loads(self.node.cli("policy", "get", "-o", "json").stdout)["items"]
         if not stored:
             return None
         return stored[0]["spec"]["ingress"][0]["fromEndpoints"][0]["matchLabels"]["app"]

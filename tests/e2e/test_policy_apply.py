@@ -26,7 +26,7 @@ def test_apply_enforces_and_invalid_set_changes_nothing(node, tmp_path):
     dry = node.cli("policy", "apply", "-f", str(good), "--dry-run").stdout
     assert "ciliumnetworkpolicy/web-ingress created (dry run)" in dry
     assert "+ endpoint 1 ingress enforcement enabled" in dry and "tcp/8080" in dry
-    assert node.cli("policy", "get", "-o", "json").stdout.strip() == "[]"        # dry run stored nothing
+    assert json.loads(node.cli("policy", "get", "-o", "json").stdout)["items"] == []   # dry run stored nothing
     assert node.connect("other", "10.200.0.1", 8080)                              # ... and enforced nothing
 
     res = node.cli("policy", "apply", "-f", str(good))
@@ -114,6 +114,21 @@ def test_namespaced_policy_selects_only_its_namespace(node, tmp_path):
     rows = {(r["namespace"], r["name"]): r for r in json.loads(node.cli("endpoint", "list", "-o", "json").stdout)}
     assert rows[("prod", "web")]["policy_enforcement"]["ingress"] == "enabled"
     assert rows[("default", "web")]["policy_enforcement"]["ingress"] == "disabled"
-    assert "not found" in node.cli("policy", "delete", "web-ingress", check=False).stderr     # default namespace
+    # -n and -A as kubectl reads them: no -n (or an empty one) is the default namespace, for get and delete alike
+    assert "web-ingress" not in node.cli("policy", "get").stdout
+    assert "web-ingress" not in node.cli("policy", "get", "-n", "").stdout
+    assert node.cli("policy", "get", "-n", "prod", "-o", "name").stdout == "ciliumnetworkpolicy.cilium.io/web-ingress\n"
+    assert node.cli("policy", "get", "-A", "--no-headers").stdout.split()[:3] == [
+        "CiliumNetworkPolicy", "prod", "web-ingress"]
+    assert node.cli("policy", "get", "-A", "-o", "wide").stdout.splitlines()[0].split()[-2:] == ["NOT", "ENFORCED"]
+    # -o yaml is a kind: List that apply reads back unchanged
+    listed = node.cli("policy", "get", "-A", "-o", "yaml").stdout
+    assert listed.startswith("apiVersion: v1\nkind: List\nitems:\n")
+    assert node.cli("policy", "apply", "-f", "-", input=listed).stdout.strip() == \
+        "ciliumnetworkpolicy/web-ingress unchanged"
+    for ns in ([], ["-n", ""]):     # not found is exit 1, as kubectl's NotFound
+        missing = node.cli("policy", "delete", "web-ingress", *ns, check=False)
+        assert missing.returncode == 1 and "not found in namespace default" in missing.stderr
+    assert node.cli("policy", "get", "web-ingress", check=False).returncode == 1
     assert node.cli("policy", "delete", "web-ingress", "-n", "prod").stdout.strip().endswith("deleted")
     assert node.connect("default/web", "10.200.0.2", 8080)

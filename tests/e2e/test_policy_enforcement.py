@@ -37,7 +37,7 @@ def test_l7_policy_is_applied_with_a_warning_and_strict_refuses_it(node):
     assert strict.stderr.splitlines()[0] == WARNING.replace("warning:", "error:").replace(
         "(--strict-enforcement refuses it)", "(refused by --strict-enforcement)")
     assert "nothing applied" in strict.stderr
-    assert json.loads(node.cli("policy", "get", "-o", "json").stdout) == []     # the L4 policy neither
+    assert json.loads(node.cli("policy", "get", "-o", "json").stdout)["items"] == []   # the L4 policy neither
     assert http_put(node, "xwing", "10.200.0.1", "/v1/exhaust-port") != 0        # nothing enforced
 
     dry = node.cli("policy", "apply", "-f", L7, "--dry-run")
