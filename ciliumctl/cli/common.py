@@ -46,3 +46,27 @@ def render_table(headers: list[str], rows: list[list[str]], no_headers: bool = F
         return ""
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     return "".join("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+
+
+def parse_duration(flag: str, text: str) -> float:
+    """Seconds of a Go-style duration (90s, 5m, 1h30m, 500ms), as kubectl's and cilium's duration flags take."""
+    import re
+
+    from ciliumctl.base.errors import UsageError
+
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip() or not sum(float(n) for n, _ in parts):
+        raise UsageError(f"{flag} {text!r}: use a duration above zero such as 90s, 5m or 1h30m")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def refuse_unused(mode: str, flags: dict) -> None:
+    """A flag that has no effect in the chosen mode is refused, never ignored: one line, exit 2. `flags` maps the
+    flag as typed to whether it was given."""
+    from ciliumctl.base.errors import UsageError
+
+    given = [flag for flag, on in flags.items() if on]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect {mode}: drop "
+                         f"{'it' if len(given) == 1 else 'them'}")

@@ -111,21 +111,39 @@ def register(app: typer.Typer) -> None:
                                                         help="Cluster mode: when kubelets pull the agent image "
                                                         "(Never: it was imported on every node)."),
         wait: bool = typer.Option(False, "--wait", help="Cluster mode: wait until the DaemonSet is ready."),
+        # cilium-cli's default (defaults.StatusWaitDuration = 5 * time.Minute, cilium-cli/defaults/defaults.go)
+        wait_duration: str | None = typer.Option(None, "--wait-duration", metavar="DURATION",
+                                                 help="Cluster mode with --wait: give up after this long (default "
+                                                      "5m, as cilium's)."),
         output: str | None = typer.Option(None, "-o", "--output", metavar="{yaml,json}",
-                                             help="Cluster mode with --dry-run: print the manifests."),
+                                             help="Cluster mode: print the manifests (--dry-run) or what was "
+                                                  "applied."),
     ) -> None:
         """Install the eBPF datapath on this node.
 
         Checks the machine, compiles, loads and pins the datapath, starts the agent and installs the CNI
         plugin. Idempotent. With a kubeconfig (--kubeconfig or $KUBECONFIG), deploys the agent DaemonSet into
         the cluster instead."""
+        from ciliumctl.cli.common import parse_duration, refuse_unused
+
         kc = kubeconfig or os.environ.get("KUBECONFIG")
         if kc:
+            refuse_unused("in cluster mode (the agent's DaemonSet sets up each node)", {
+                "--pool": pool is not None, "--cni-conf-dir": cni_conf_dir is not None,
+                "--cni-bin-dir": cni_bin_dir is not None, "--no-agent": not agent})
+            refuse_unused("without --wait", {"--wait-duration": wait_duration is not None and not wait})
+            refuse_unused("with --dry-run (nothing is applied)", {"--wait": wait and dry_run})
+            timeout = parse_duration("--wait-duration", wait_duration) if wait_duration else None
             _cluster("install", kc, dry_run=dry_run, enforcement_mode=enforcement_mode, audit=audit,
                      monitor_aggregation=monitor_aggregation, monitor_aggregation_interval=monitor_aggregation_interval,
                      monitor_aggregation_flags=monitor_aggregation_flags,
-                     context=context, image=image, image_pull_policy=image_pull_policy, wait=wait, output=output)
+                     context=context, image=image, image_pull_policy=image_pull_policy, wait=wait, output=output,
+                     timeout=timeout)
             return
+        refuse_unused("in node mode (cluster mode takes it: pass --kubeconfig or set KUBECONFIG)", {
+            "--wait": wait, "--wait-duration": wait_duration is not None, "-o/--output": output is not None,
+            "--context": context is not None, "--image": image is not None,
+            "--image-pull-policy": image_pull_policy is not None})
         from ciliumctl.node import install as install_node
 
         extra = {k: v for k, v in (("cni_conf_dir", cni_conf_dir), ("cni_bin_dir", cni_bin_dir)) if v}
@@ -149,14 +167,20 @@ def register(app: typer.Typer) -> None:
         kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE",
                                                  help="Uninstall from a cluster instead "
                                                  "(default: $KUBECONFIG; node mode without one)."),
+        context: str | None = typer.Option(None, "--context", metavar="NAME",
+                                              help="Kubeconfig context (cluster mode)."),
     ) -> None:
         """Remove everything ciliumctl made on this node.
 
         Every endpoint namespace, veth, route, program, map, pin and state file."""
+        from ciliumctl.cli.common import refuse_unused
+
         kc = kubeconfig or os.environ.get("KUBECONFIG")
         if kc:
-            _cluster("uninstall", kc, dry_run=dry_run)
+            _cluster("uninstall", kc, dry_run=dry_run, context=context)
             return
+        refuse_unused("in node mode (cluster mode takes it: pass --kubeconfig or set KUBECONFIG)",
+                      {"--context": context is not None})
         from ciliumctl.node import install as install_node
 
         with _Progress() as show:

@@ -1,0 +1,55 @@
+"""Command-line conventions checked without a node: a flag with no effect in the chosen mode is refused (one line,
+exit 2), never ignored; durations and -n/-A/--context as kubectl reads them.
+
+Each run points the CLI at this test's own state and at a node namespace that does not exist, and KUBECONFIG (when
+set) at a file that does not exist: were a refusal to regress, the command would fail there, never touch the
+machine."""
+
+import pytest
+from support.cli import cli_env, run_cli
+
+
+@pytest.fixture
+def env(tmp_path):
+    return cli_env(CILIUMCTL_NODE_NETNS="cctl-no-such-node", CILIUMCTL_STATE_DIR=str(tmp_path / "state"),
+                   CILIUMCTL_RUN_DIR=str(tmp_path / "run"), CILIUMCTL_BPFFS_DIR=str(tmp_path / "bpffs"))
+
+
+def refused(res, *words: str) -> None:
+    lines = res.stderr.splitlines()
+    assert res.returncode == 2 and res.stdout == "" and len(lines) == 1, res
+    assert lines[0].startswith("Error: ") and all(w in lines[0] for w in words), lines
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--wait"], "--wait"), (["--dry-run", "-o", "yaml"], "-o/--output"),
+    (["--wait-duration", "1m"], "--wait-duration"),
+    (["--image", "x:1"], "--image"), (["--image-pull-policy", "Never"], "--image-pull-policy"),
+    (["--context", "kind"], "--context")])
+def test_install_refuses_cluster_flags_in_node_mode(env, args, flag):
+    refused(run_cli("install", *args, env=env), flag, "no effect in node mode", "--kubeconfig")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--pool", "10.9.0.0/16", "--no-agent"], ["--pool, --no-agent", "cluster mode"]),
+    (["--cni-conf-dir", "/tmp/x"], ["--cni-conf-dir", "cluster mode"]),
+    (["--wait-duration", "30s"], ["--wait-duration", "without --wait"]),
+    (["--dry-run", "--wait"], ["--wait", "--dry-run"]),
+    (["--wait", "--wait-duration", "5x"], ["--wait-duration '5x'", "90s"])])
+def test_install_refuses_node_flags_and_unused_waits_in_cluster_mode(env, args, words):
+    refused(run_cli("install", *args, env={**env, "KUBECONFIG": "/nonexistent/kubeconfig"}), *words)
+
+
+def test_install_dry_run_prints_manifests_without_a_cluster(env):
+    res = run_cli("install", "--dry-run", "-o", "yaml", env={**env, "KUBECONFIG": "/nonexistent/kubeconfig"})
+    assert res.returncode == 0 and "kind: DaemonSet" in res.stdout
+
+
+def test_uninstall_and_policy_commands_take_context_only_with_a_cluster(env):
+    refused(run_cli("uninstall", "--context", "kind", env=env), "--context", "node mode")
+    for args in (["apply", "-f", "-"], ["get"], ["delete", "x"]):
+        refused(run_cli("policy", *args, "--context", "kind", env=env), "--context", "KUBECONFIG")
+
+
+def test_policy_get_namespace_and_all_namespaces_exclude_each_other(env):
+    refused(run_cli("policy", "get", "-n", "prod", "-A", env=env), "-n and -A")
