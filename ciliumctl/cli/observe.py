@@ -65,6 +65,39 @@ def register(app: typer.Typer) -> None:
                                      help="Flows in this direction."),
         type_: _S = _opt("-t", "--type", metavar="TYPE[:SUBTYPE]",
                          help="Event type: drop, trace, policy-verdict (trace:to-endpoint, ...)."),
+        all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces", help="Flows in any namespace."),
+        from_all_namespaces: bool = typer.Option(False, "--from-all-namespaces",
+                                                 help="Flows from any namespace."),
+        to_all_namespaces: bool = typer.Option(False, "--to-all-namespaces", help="Flows to any namespace."),
+        service: _S = _opt("--service", metavar="[NS/]SVC",
+                           help="Flows from or to a service's ClusterIP (name prefix)."),
+        from_service: _S = _opt("--from-service", metavar="[NS/]SVC", help="Flows from a service (name prefix)."),
+        to_service: _S = _opt("--to-service", metavar="[NS/]SVC", help="Flows to a service (name prefix)."),
+        workload: _S = _opt("--workload", metavar="[KIND/]NAME", help="Flows from or to an endpoint's workload."),
+        from_workload: _S = _opt("--from-workload", metavar="[KIND/]NAME", help="Flows from a workload."),
+        to_workload: _S = _opt("--to-workload", metavar="[KIND/]NAME", help="Flows to a workload."),
+        fqdn: _S = _opt("--fqdn", metavar="FQDN", help="Flows from or to a domain name (e.g. *.cilium.io)."),
+        from_fqdn: _S = _opt("--from-fqdn", metavar="FQDN", help="Flows from a domain name."),
+        to_fqdn: _S = _opt("--to-fqdn", metavar="FQDN", help="Flows to a domain name."),
+        http_status: _S = _opt("--http-status", metavar="CODE", help="L7 flows with an HTTP status: 404, 5+."),
+        http_method: _S = _opt("--http-method", metavar="METHOD", help="L7 flows with an HTTP method: get, post."),
+        http_path: _S = _opt("--http-path", metavar="REGEXP", help="L7 flows whose HTTP path matches."),
+        http_url: _S = _opt("--http-url", metavar="REGEXP", help="L7 flows whose HTTP URL matches."),
+        http_header: _S = _opt("--http-header", metavar="NAME:VALUE", help="L7 flows with this HTTP header."),
+        ip_version: _S = _opt("--ip-version", metavar="{v4,v6,none}", help="Flows of an IP version."),
+        ipv4: bool = typer.Option(False, "-4", "--ipv4", help="Only IPv4 flows."),
+        ipv6: bool = typer.Option(False, "-6", "--ipv6", help="Only IPv6 flows."),
+        interface: _S = _opt("--interface", metavar="NAME", help="Flows seen at a network interface."),
+        node_label: _S = _opt("--node-label", metavar="SELECTOR",
+                              help="Flows of nodes matching a label selector."),
+        cel_expression: _S = _opt("--cel-expression", metavar="EXPR",
+                                  help="Not supported: ciliumctl has no CEL evaluator (refused)."),
+        allowlist: _S = _opt("--allowlist", metavar="JSON", help="A FlowFilter as JSON to allow (repeatable)."),
+        denylist: _S = _opt("--denylist", metavar="JSON", help="A FlowFilter as JSON to deny (repeatable)."),
+        print_raw_filters: bool = typer.Option(False, "--print-raw-filters",
+                                               help="Print the allowlist/denylist filters and exit."),
+        color: str = typer.Option("auto", "--color", metavar="{auto,always,never}",
+                                  help="Colour compact output: auto (on a terminal, without NO_COLOR)."),
         not_: bool = typer.Option(False, "--not", help="Turn the next filter flag into an exclusion."),
         output: str = typer.Option("compact", "-o", "--output", metavar="{compact,dict,json,jsonpb,table}",
                                    help="Output format (json is jsonpb)."),
@@ -90,11 +123,22 @@ def register(app: typer.Typer) -> None:
 
         from ciliumctl.base.errors import UsageError
         from ciliumctl.cli.common import console
-        from ciliumctl.flows import client, filters, printers
+        from ciliumctl.flows import client, filters, printers, raw_filters
 
+        for flag, n in (("--last", last), ("--first", first)):
+            if n is not None and n < 0:
+                raise UsageError(f"{flag} {n}: a number of flows, 0 or more")
+        if color not in ("auto", "always", "never"):
+            raise UsageError(f"--color {color!r}: one of auto, always, never")
+        white, black = filters.filters_from_args(ctx.meta.get("observe_args", []))
+        white += raw_filters.parse("--allowlist", allowlist or [])
+        black += raw_filters.parse("--denylist", denylist or [])
+        if print_raw_filters:
+            sys.stdout.write(raw_filters.render(white, black))
+            return
         if output not in printers.OUTPUTS:
             raise UsageError(f"--output {output!r}: one of {', '.join(printers.OUTPUTS)}")
-        white, black = filters.filters_from_args(ctx.meta.get("observe_args", []))
+        filters.FlowMatcher(white, black)   # a filter the server would refuse is refused here, as one line
         query = client.Query(last=last, first=first, all=all_, follow=follow,
                              since=filters.parse_time(since) if since else None,
                              until=filters.parse_time(until) if until else None,
@@ -105,7 +149,7 @@ def register(app: typer.Typer) -> None:
         if aggregate_by:
             sink = printers.Aggregator([f.strip() for f in aggregate_by.split(",") if f.strip()])
         else:
-            colour = console().is_terminal and "NO_COLOR" not in os.environ
+            colour = color == "always" or (color == "auto" and console().is_terminal and "NO_COLOR" not in os.environ)
             sink = printers.Printer(output, color=colour, node_name=print_node_name,
                                     print_policy_names=print_policy_names, follow=follow)
         if kubeconfig or context or node:   # the agents' pods, through the API server

@@ -128,7 +128,8 @@ def _pod_matches(patterns, ep) -> bool:
         return False
     for p in patterns:
         want_ns, prefix = _split_ns_name(p)
-        if want_ns == ns and (not prefix or pod.startswith(prefix)):
+        # an empty namespace ("/", from -A) is any namespace
+        if (not want_ns or want_ns == ns) and (not prefix or pod.startswith(prefix)):
             return True
     return False
 
@@ -183,10 +184,94 @@ def _node_matches(patterns, node: str) -> bool:
     return False
 
 
+def _regexp(what: str, text: str) -> re.Pattern:
+    try:
+        return re.compile(text)
+    except re.error as err:
+        raise ValueError(f"invalid {what} regular expression {text!r}: {err}") from None
+
+
+def _namespaced_names(values) -> list[tuple[str | None, str]]:
+    """[namespace/]name-prefix -> (namespace or None for any namespace ("/x", from -A), prefix); no namespace is
+    "default" (pkg/hubble/filters/k8s.go filterByNamespacedName)."""
+    out: list[tuple[str | None, str]] = []
+    for v in values:
+        ns, name = _split_ns_name(v)
+        out.append((ns or None, name))
+    return out
+
+
+def _namespaced_matches(patterns, ns: str, name: str) -> bool:
+    if not ns and not name:
+        return False
+    return any((want is None or want == ns) and name.startswith(prefix) for want, prefix in patterns)
+
+
+# pkg/hubble/filters/http.go: a full code (404) or a prefix of one or two digits and "+" (5+, 40+)
+_HTTP_CODE = re.compile(r"^[1-5][0-9]{2}$")
+_HTTP_CODE_PREFIX = re.compile(r"^[1-5][0-9]?\+$")
+_MSG_ACCESS_LOG = 129   # pkg/monitor/api/types.go MessageTypeAccessLog: the l7 event type
+
+
+def _http_checks(ff, checks) -> None:
+    """HTTP fields of one FlowFilter, as pkg/hubble/filters/http.go and httpheader.go match them."""
+    if not (ff.http_status_code or ff.http_method or ff.http_path or ff.http_url or ff.http_header):
+        return
+    if ff.event_type and not any(e.type == _MSG_ACCESS_LOG for e in ff.event_type):
+        raise ValueError("filtering by http fields requires the event type filter to only match 'l7' events")
+
+    def http(f):
+        return f.l7.http if f.l7.HasField("http") else None
+
+    if ff.http_status_code:
+        full, prefix = [], []
+        for code in ff.http_status_code:
+            if _HTTP_CODE.match(code):
+                full.append(code)
+            elif _HTTP_CODE_PREFIX.match(code):
+                prefix.append(code[:-1])
+            else:
+                raise ValueError(f"invalid http status code filter: {code!r} (e.g. 404, 5+)")
+        checks.append(lambda f: (h := http(f)) is not None and h.code != 0
+                      and (f"{h.code:03d}" in full or any(f"{h.code:03d}".startswith(p) for p in prefix)))
+    if ff.http_method:
+        methods = {m.lower() for m in ff.http_method}
+        checks.append(lambda f: (h := http(f)) is not None and h.method != "" and h.method.lower() in methods)
+    if ff.http_path:
+        paths = [_regexp("http path", x) for x in ff.http_path]
+        checks.append(lambda f: (h := http(f)) is not None and h.url != ""
+                      and (p := _url_path(h.url)) is not None and any(r.search(p) for r in paths))
+    if ff.http_url:
+        urls = [_regexp("http url", x) for x in ff.http_url]
+        checks.append(lambda f: (h := http(f)) is not None and h.url != "" and any(r.search(h.url) for r in urls))
+    if ff.http_header:
+        want = [(w.key, w.value) for w in ff.http_header]
+        checks.append(lambda f: (h := http(f)) is not None and any(
+            (not k or k == hd.key) and (not v or v == hd.value) for hd in h.headers for k, v in want))
+
+
+def _url_path(url: str) -> str | None:
+    """The path of a request URI, None where Go's url.ParseRequestURI fails (http.go drops such flows)."""
+    from urllib.parse import urlsplit
+
+    if not (url.startswith("/") or "://" in url):
+        return None
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return None
+
+
 class CompiledFilter:
     """One FlowFilter turned into a list of checks (each check is one set field)."""
 
     def __init__(self, ff: pb.FlowFilter):
+        from google.protobuf.unknown_fields import UnknownFieldSet
+
+        unknown = UnknownFieldSet(ff)
+        if len(unknown):
+            # a field this server does not know would otherwise be ignored and let every flow through
+            raise ValueError(f"unsupported flow filter field (number {unknown[0].field_number})")
         checks = []
         if ff.uuid:
             s = set(ff.uuid)
@@ -215,9 +300,28 @@ class CompiledFilter:
         if ff.destination_fqdn:
             df = list(ff.destination_fqdn)
             checks.append(lambda f: any(fnmatch.fnmatch(n, p) for p in df for n in f.destination_names))
-        if ff.source_service or ff.destination_service or ff.http_status_code or ff.http_method \
-                or ff.http_path or ff.dns_query or ff.trace_id:
-            checks.append(lambda f: False)  # ciliumctl has no services and no L7 visibility: nothing matches
+        if ff.source_service:
+            ss = _namespaced_names(ff.source_service)
+            checks.append(lambda f: _namespaced_matches(ss, f.source_service.namespace, f.source_service.name))
+        if ff.destination_service:
+            ds = _namespaced_names(ff.destination_service)
+            checks.append(lambda f: _namespaced_matches(ds, f.destination_service.namespace,
+                                                        f.destination_service.name))
+        _http_checks(ff, checks)
+        if ff.dns_query:
+            dq = [_regexp("dns query", x) for x in ff.dns_query]
+            checks.append(lambda f: f.l7.HasField("dns") and any(r.search(f.l7.dns.query) for r in dq))
+        if ff.trace_id:
+            checks.append(lambda f: False)  # ciliumctl records no trace context: nothing matches
+        if ff.interface:
+            ifs = [(i.index, i.name) for i in ff.interface]
+            checks.append(lambda f: f.HasField("interface") and any(
+                (not idx or idx == f.interface.index) and (not nm or nm == f.interface.name) for idx, nm in ifs))
+        if ff.node_labels:
+            nls = [parse_selector(x) for x in ff.node_labels]
+            checks.append(lambda f: any(selector_matches(r, f.node_labels) for r in nls))
+        if ff.experimental.cel_expression:
+            raise ValueError("CEL expressions (--cel-expression) are not supported by ciliumctl")
         if ff.source_workload:
             sw = list(ff.source_workload)
             checks.append(lambda f: _workload_matches(sw, f.source))
@@ -311,7 +415,24 @@ FILTER_FLAGS = {
     "--drop-reason-desc": ("any", "drop_reason_desc"), "--traffic-direction": ("any", "traffic_direction"),
     "--type": ("any", "type"), "-t": ("any", "type"), "--node-name": ("any", "node_name"),
     "--uuid": ("any", "uuid"), "--tcp-flags": ("any", "tcp_flags"),
+    "-A": ("both", "namespace"), "--all-namespaces": ("both", "namespace"),
+    "--from-all-namespaces": ("from", "namespace"), "--to-all-namespaces": ("to", "namespace"),
+    "--service": ("both", "service"), "--from-service": ("from", "service"), "--to-service": ("to", "service"),
+    "--workload": ("both", "workload"), "--from-workload": ("from", "workload"),
+    "--to-workload": ("to", "workload"),
+    "--fqdn": ("both", "fqdn"), "--from-fqdn": ("from", "fqdn"), "--to-fqdn": ("to", "fqdn"),
+    "--http-status": ("any", "http_status"), "--http-method": ("any", "http_method"),
+    "--http-path": ("any", "http_path"), "--http-url": ("any", "http_url"), "--http-header": ("any", "http_header"),
+    "--ip-version": ("any", "ip_version"), "-4": ("any", "ip_version"), "--ipv4": ("any", "ip_version"),
+    "-6": ("any", "ip_version"), "--ipv6": ("any", "ip_version"),
+    "--interface": ("any", "interface"), "--node-label": ("any", "node_label"),
+    "--cel-expression": ("any", "cel_expression"),
 }
+# flags without a value (hubble's boolean filter flags) -> the value they stand for
+NO_VALUE_FLAGS = {"-A": "", "--all-namespaces": "", "--from-all-namespaces": "", "--to-all-namespaces": "",
+                  "-4": "v4", "--ipv4": "v4", "-6": "v6", "--ipv6": "v6"}
+_ALL_NAMESPACES = ("-A", "--all-namespaces", "--from-all-namespaces", "--to-all-namespaces")
+_IP_VERSIONS = {"v4": pb.IPv4, "v6": pb.IPv6, "none": pb.IP_NOT_USED}
 _TRACE_SUBTYPES = {v: k for k, v in names.TRACE_POINTS.items()}
 
 
@@ -406,6 +527,29 @@ def _apply(ff: pb.FlowFilter, field: str, side: str, value: str) -> None:
         ff.uuid.append(value)
     elif field == "tcp_flags":
         ff.tcp_flags.append(_tcp_flags(value))
+    elif field in ("service", "fqdn"):
+        getattr(ff, f"{side}_{field}").append(value)
+    elif field == "workload":
+        kind, _, name = value.partition("/") if "/" in value else ("", "", value)
+        getattr(ff, f"{side}_workload").append(pb.Workload(kind=kind, name=name))
+    elif field in ("http_status", "http_method", "http_path", "http_url"):
+        getattr(ff, "http_status_code" if field == "http_status" else field).append(value)
+    elif field == "http_header":
+        key, colon, val = value.partition(":")
+        if not colon:
+            raise UsageError(f"--http-header {value!r}: expected name:value")
+        ff.http_header.append(pb.HTTPHeader(key=key, value=val))
+    elif field == "ip_version":
+        if value.lower() not in _IP_VERSIONS:
+            raise UsageError(f"--ip-version {value!r}: one of v4, v6, none")
+        ff.ip_version.append(_IP_VERSIONS[value.lower()])
+    elif field == "interface":
+        ff.interface.append(pb.NetworkInterface(name=value))
+    elif field == "node_label":
+        parse_selector(value)
+        ff.node_labels.append(value)
+    elif field == "cel_expression":
+        raise UsageError("--cel-expression: ciliumctl has no CEL evaluator; use the other filter flags")
     elif field == "reply":
         ff.reply.append(value.lower() in ("true", "1", "yes"))
 
@@ -449,6 +593,7 @@ class _Builder:
 def filters_from_args(args: list[str]) -> tuple[list[pb.FlowFilter], list[pb.FlowFilter]]:
     """(whitelist, blacklist) from the command line in its original order (--not applies to the next filter)."""
     white, black = _Builder(), _Builder()
+    _check_all_namespaces(args)
     args = _namespace_as_pod_default(args)
     negate = False
     i = 0
@@ -464,7 +609,12 @@ def filters_from_args(args: list[str]) -> tuple[list[pb.FlowFilter], list[pb.Flo
         if flag not in FILTER_FLAGS:
             i += 1
             continue
-        if not eq:
+        if flag in NO_VALUE_FLAGS:
+            if eq and value.lower() in ("false", "0"):
+                i += 1
+                continue
+            value = NO_VALUE_FLAGS[flag]
+        elif not eq:
             if i + 1 >= len(args):
                 raise UsageError(f"{flag} needs a value")
             value = args[i + 1]
@@ -477,10 +627,27 @@ def filters_from_args(args: list[str]) -> tuple[list[pb.FlowFilter], list[pb.Flo
     return white.build(), black.build()
 
 
+def _sides(flag: str) -> set[str]:
+    return {"from"} if flag.startswith("--from-") else {"to"} if flag.startswith("--to-") else {"from", "to"}
+
+
+def _check_all_namespaces(args: list[str]) -> None:
+    """The conflicts the hubble CLI refuses (hubble/cmd/observe/flows_filter.go): any-namespace pods on a side
+    cannot go with addresses or domain names on that side, nor with a namespace at all."""
+    flags = [a.partition("=")[0] for a in args]
+    for ns_flag in (f for f in flags if f in _ALL_NAMESPACES):
+        ns_name = "--all-namespaces" if ns_flag == "-A" else ns_flag
+        for flag in flags:
+            if flag in ("-n", "--namespace", "--from-namespace", "--to-namespace"):
+                raise UsageError(f"filters --namespace and {ns_name} cannot be combined")
+            if FILTER_FLAGS.get(flag, ("", ""))[1] in ("ip", "fqdn") and _sides(flag) & _sides(ns_flag):
+                raise UsageError(f"filters {flag} and {ns_name} cannot be combined")
+
+
 def _namespace_as_pod_default(args: list[str]) -> list[str]:
-    """With pod flags, -n NS is the namespace of pod names given without one (as the hubble CLI does);
-    without pod flags it selects the namespace on either side."""
-    pod_flags = ("--pod", "--from-pod", "--to-pod")
+    """With pod or service flags, -n NS (or -A) is the namespace of names given without one (as the hubble CLI
+    does); without them it selects the namespace on either side."""
+    pod_flags = ("--pod", "--from-pod", "--to-pod", "--service", "--from-service", "--to-service")
     ns_flags = ("-n", "--namespace")
     has_pod = any(a.partition("=")[0] in pod_flags for a in args)
     if not has_pod:
@@ -488,7 +655,9 @@ def _namespace_as_pod_default(args: list[str]) -> list[str]:
     out, namespace, i = [], None, 0
     while i < len(args):
         flag, eq, value = args[i].partition("=")
-        if flag in ns_flags:
+        if flag in ("-A", "--all-namespaces"):   # with pod or service names: -n "" (any namespace), as hubble
+            namespace = ""
+        elif flag in ns_flags:
             if not eq:
                 value = args[i + 1] if i + 1 < len(args) else ""
                 i += 1
