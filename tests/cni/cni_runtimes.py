@@ -11,13 +11,13 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tarfile
 import time
 from pathlib import Path
 
+from support.containerd import containerd_config
 from support.shell import stop
 
 BUSYBOX = "/usr/bin/busybox"
@@ -146,39 +146,6 @@ def _kill_by_pidfiles(pidfiles) -> None:
 
 # --------------------------------------------------------------------------------------------- containerd
 
-CONTAINERD_CONFIG = """version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper",
-                    "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{tmp}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "{runc}"
-        Root = "{tmp}/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni_bin}"
-    conf_dir = "{cni_conf}"
-    max_conf_num = 1
-"""
-
-
 class Containerd:
     """containerd with its CRI plugin in a private mount namespace, driven over CRI gRPC like kubelet."""
 
@@ -193,9 +160,7 @@ class Containerd:
                                    "/run/containerd": tmp / "run-containerd"}, netns)
         try:
             cfg = tmp / "containerd.toml"
-            cfg.write_text(CONTAINERD_CONFIG.format(root=tmp / "root", state=tmp / "state", sock=self.sock,
-                                                    tmp=tmp, pause=PAUSE, runc=shutil.which("runc"),
-                                                    cni_bin=cni_bin, cni_conf=cni_conf))
+            cfg.write_text(containerd_config(tmp, PAUSE, self.sock, cni_bin, cni_conf))
             with open(self.log, "ab") as log:
                 self.proc = self.mnt.popen(["containerd", "--config", str(cfg)], stdout=log, stderr=log,
                                            stdin=subprocess.DEVNULL)

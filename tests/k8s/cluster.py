@@ -37,7 +37,9 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))     # ciliumctl.base.netns, also when run as a script by `make cluster`
+sys.path[:0] = [str(REPO), str(REPO / "tests")]   # ciliumctl, support: also when run as a script (`make cluster`)
+from support.containerd import containerd_config  # noqa: E402
+
 from ciliumctl.base import netns as _netns  # noqa: E402
 
 SERVICE_CIDR = "10.96.0.0/24"
@@ -293,38 +295,6 @@ def kill_cgroup(name: str, timeout: float = 15) -> None:
 
 # -------------------------------------------------------------------------------------------------- nodes
 
-CONTAINERD_CONFIG = """version = 2
-root = "{d}/containerd/root"
-state = "{d}/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper",
-                    "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "{runc}"
-        Root = "{d}/containerd/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/opt/cni/bin"
-    conf_dir = "/etc/cni/net.d"
-    max_conf_num = 1
-"""
-
 # host paths a node owns: bind mounts of the node's own directories inside its mount namespace
 NODE_PATHS = ("/etc/cni/net.d", "/opt/cni/bin", "/var/lib/cni", "/run/netns", "/run/containerd",
               "/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/run/ciliumctl", "/var/lib/ciliumctl")
@@ -407,7 +377,7 @@ class Node:
             run(*enter, "mount", "--bind", source, target)
         run(*enter, "mount", "-t", "bpf", "bpf", "/sys/fs/bpf")        # a bpffs instance of this node only
         cfg = self.dir / "containerd.toml"
-        cfg.write_text(CONTAINERD_CONFIG.format(d=self.dir, pause=PAUSE_IMAGE, runc=shutil.which("runc")))
+        cfg.write_text(containerd_config(self.dir / "containerd", PAUSE_IMAGE, self.sock))
         proc = self._popen("containerd", ["containerd", "--config", str(cfg)])
         wait_for(f"{self.name}: containerd", self.sock.exists, 30, proc, self.dir / "containerd.log", 0.05)
         for tar in self.cluster.image_tars:
