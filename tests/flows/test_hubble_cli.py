@@ -285,3 +285,40 @@ def test_lost_events_print_as_hubbles(tmp_path, hubble, output):
     if output == "jsonpb":
         ours, theirs = [json.loads(l) for l in ours.splitlines()], [json.loads(l) for l in theirs.splitlines()]
     assert ours == theirs
+
+
+@pytest.mark.parametrize("args", [
+    [], ["--http-status", "5+", "--http-method", "get", "--http-path", "/a", "--http-url", "x",
+         "--http-header", "foo:bar"],
+    ["-A"], ["--from-all-namespaces", "--to-service", "s", "--interface", "eth0", "--node-label", "a=b"],
+    ["--pod", "foo", "-n", "bar", "--label", "a=b", "--node-name", "x", "--not", "--verdict", "DROPPED"],
+    ["-A", "--label", "a", "--service", "s"], ["-n", "foo", "--service", "s"], ["--workload", "deploy/x/y", "-4"],
+    ["--fqdn", "*.io", "--ip-version", "none", "-6"],
+    ["--allowlist", '{"source_pod":["a/"],"verdict":["DROPPED"]}', "--to-fqdn", "x",
+     "--denylist", '{"http_header":[{"key":"x"}],"interface":[{"name":"e"}]}'],
+])
+def test_print_raw_filters_equal_hubbles(hubble, args):
+    r = run_hubble(hubble, "unix:///nonexistent", "observe", "--print-raw-filters", *args)
+    assert observe_ciliumctl("unix:///nonexistent", "--print-raw-filters", *args) == r.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["--http-url", "x"], ["--http-method", "GET"], ["--not", "--http-method", "GET"], ["--service", "kube-dns"],
+    ["-A"], ["--from-all-namespaces", "--verdict", "DROPPED"], ["-4"], ["-6"], ["--interface", "lxc0"],
+    ["--node-label", "zone=a"], ["--workload", "tiefighter"],
+])
+def test_new_filter_flags_select_the_same_flows_as_hubble(node, hubble, args):
+    """hubble sends the FlowFilter fields to our server; ciliumctl builds the same ones."""
+    _, address = node
+    theirs = which(observe_hubble(hubble, address, "--all", "-o", "jsonpb", *args))
+    assert which(observe_ciliumctl(address, "--all", "-o", "jsonpb", *args)) == theirs
+    if args[0] in ("-A", "--not", "-4"):
+        assert theirs   # every flow here has a pod on one side; none is an HTTP request
+    elif args[0] in ("--http-url", "--http-method", "--service"):
+        assert theirs == []   # no L7 or service flows here: a filter on them selects nothing, not everything
+
+
+def test_hubble_http_status_needs_valid_codes(node, hubble):
+    _, address = node
+    r = run_hubble(hubble, address, "observe", "--http-status", "7", check=False)
+    assert r.returncode != 0 and "invalid http status code filter" in r.stderr
