@@ -12,28 +12,10 @@ from datetime import UTC
 import pytest
 from e2e.conftest import node, write  # noqa: F401  (the sandbox node fixture)
 
+from ciliumctl.node.demo import DEMO_POLICY  # Cilium's getting-started L3/L4 rule1 (no namespace: default)
+
 pytestmark = pytest.mark.root
 
-POLICY = """\
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata:
-  name: rule1
-  namespace: default
-spec:
-  endpointSelector:
-    matchLabels:
-      org: empire
-      class: deathstar
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        org: empire
-    toPorts:
-    - ports:
-      - port: "80"
-        protocol: TCP
-"""
 DEATHSTAR = "10.200.0.1"
 
 
@@ -61,7 +43,7 @@ def start_empire(node, tmp_path):  # noqa: F811
     node.cli("endpoint", "add", "tiefighter", "-l", "org=empire")
     node.cli("endpoint", "add", "xwing", "-l", "org=alliance")
     node.serve("deathstar", DEATHSTAR, 80)
-    node.cli("policy", "apply", "-f", str(write(tmp_path / "p" / "rule1.yaml", POLICY)))
+    node.cli("policy", "apply", "-f", str(write(tmp_path / "p" / "rule1.yaml", DEMO_POLICY)))
     node.cli("agent", "start", "--metrics-listen", "127.0.0.1:0", "--no-cni")
 
 
