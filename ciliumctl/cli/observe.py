@@ -21,6 +21,17 @@ def _opt(*decls, metavar: str, help: str, default=None):
     return typer.Option(default, *decls, metavar=metavar, help=help, show_default=False)
 
 
+# hubble observe --help's list (hubble/cmd/observe/flows.go, monitor/api TraceObservationPoints)
+_TYPE_HELP = ("Filter by event type, TYPE[:SUBTYPE] (names or numbers):\n\n\b\n"
+              "capture, drop, l7, policy-verdict, trace-sock\n"
+              "trace, with subtypes:\n"
+              "  from-endpoint from-host from-network\n"
+              "  from-overlay from-proxy from-stack\n"
+              "  from-crypto to-endpoint to-host\n"
+              "  to-network to-overlay to-proxy to-stack\n"
+              "  to-crypto")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("observe", cls=_OrderedArgs)
     def observe(
@@ -63,8 +74,7 @@ def register(app: typer.Typer) -> None:
                                     help="Drops with a reason, e.g. POLICY_DENIED."),
         traffic_direction: _S = _opt("--traffic-direction", metavar="{ingress,egress}",
                                      help="Flows in this direction."),
-        type_: _S = _opt("-t", "--type", metavar="TYPE[:SUBTYPE]",
-                         help="Event type: drop, trace, policy-verdict (trace:to-endpoint, ...)."),
+        type_: _S = _opt("-t", "--type", metavar="TYPE[:SUBTYPE]", help=_TYPE_HELP),
         all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces", help="Flows in any namespace."),
         from_all_namespaces: bool = typer.Option(False, "--from-all-namespaces",
                                                  help="Flows from any namespace."),
