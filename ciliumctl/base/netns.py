@@ -41,6 +41,17 @@ def setns_path(path: str) -> None:
         os.close(fd)
 
 
+def enter(path: str, what: str, if_missing: str) -> None:
+    """Move the calling thread into the namespace at `path`, or one clear line: `what` names it, `if_missing` says
+    what to do when it is gone. Also runs as a subprocess's preexec_fn (after fork): imports nothing."""
+    try:
+        setns_path(path)
+    except FileNotFoundError as err:
+        raise EnvironmentProblem(f"{what} {path}: {err.strerror}; {if_missing}") from None
+    except OSError as err:
+        raise EnvironmentProblem(f"cannot enter {what} {path}: {err.strerror} (needs root)") from None
+
+
 @contextlib.contextmanager
 def in_netns(fd: int) -> Iterator[None]:
     """Run the block in the namespace open at `fd` (this thread only), then return to the thread's own."""
@@ -61,12 +72,5 @@ def enter_node_netns() -> None:
     path = node_netns()
     if path is None or _entered == path:
         return
-    try:
-        setns_path(path)
-    except FileNotFoundError as err:
-        raise EnvironmentProblem(f"node network namespace {path}: {err.strerror}; "
-                                 "create it or unset CILIUMCTL_NODE_NETNS") from None
-    except OSError as err:
-        raise EnvironmentProblem(f"cannot enter node network namespace {path}: {err.strerror} "
-                                 "(needs root)") from None
+    enter(path, "node network namespace", "create it or unset CILIUMCTL_NODE_NETNS")
     _entered = path

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from ciliumctl.base import netns as nodens
 from ciliumctl.base.errors import EnvironmentProblem, UsageError
-from ciliumctl.base.netns import setns_path
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -234,14 +233,8 @@ def exists(netns: str) -> bool:
 
 
 def setns(netns: str) -> None:
-    """Move the calling thread into `netns` (a path). Also runs as a preexec_fn: imports nothing."""
-    try:
-        setns_path(netns)
-    except FileNotFoundError as err:
-        raise EnvironmentProblem(f"network namespace {netns}: {err.strerror}; the endpoint's sandbox is gone, "
-                                 "delete and re-add the endpoint") from None
-    except OSError as err:
-        raise EnvironmentProblem(f"cannot enter {netns}: {err.strerror} (needs root)") from None
+    """Move the calling thread into an endpoint's `netns` (a path). Also runs as a preexec_fn."""
+    nodens.enter(netns, "network namespace", "the endpoint's sandbox is gone, delete and re-add the endpoint")
 
 
 def exec_in(netns: str, argv: list[str]) -> None:

@@ -56,7 +56,7 @@ def test_endpoint_lifecycle(node):
     badlab = node.cli("endpoint", "add", "x", "-l", "novalue", check=False)
     assert badlab.returncode == 2 and "key=value" in badlab.stderr
     missing = node.cli("endpoint", "get", "nope", check=False)
-    assert missing.returncode == 2 and "not found" in missing.stderr
+    assert missing.returncode == 1 and "not found" in missing.stderr            # NotFound is 1, as kubectl
 
     # Delete removes netns, veth, route, lease and registry entry; the address is handed out again.
     node.cli("endpoint", "delete", "web")
@@ -69,6 +69,11 @@ def test_endpoint_lifecycle(node):
     assert node.leftovers()["netns"] == [] and node.leftovers()["veths"] == []
     again = json.loads(node.cli("endpoint", "add", "again", "-o", "json").stdout)
     assert again["ipv4"] == "10.200.0.1" and again["id"] == 1
+    # A sandbox removed behind our back: exec says so and what to do, one line, exit 2.
+    subprocess.run(["ip", "netns", "delete", f"{node.name}-ep1"], check=True)
+    gone = node.cli("endpoint", "exec", "again", "--", "true", check=False)
+    assert gone.returncode == 2 and "sandbox is gone, delete and re-add" in gone.stderr
+    assert len(gone.stderr.strip().splitlines()) == 1
 
 
 def test_pool_is_configurable(node):
