@@ -465,8 +465,10 @@ def _log_tail(lines: int = 3) -> str:
     return " | ".join(text[-lines:]) or "no output"
 
 
-def stop_background(timeout: float = 10.0) -> int | None:
-    """Stop the background agent (SIGTERM, then SIGKILL after timeout). Returns the pid stopped, or None."""
+def stop_background(timeout: float = 10.0, kill_wait: float = 5.0) -> int | None:
+    """Stop the background agent: SIGTERM, SIGKILL after `timeout`, and wait up to `kill_wait` more for it to be
+    gone. Returns the pid stopped, or None; an agent still alive after that is an EnvironmentProblem, never
+    "stopped"."""
     pid = running_pid()
     if not pid:
         with contextlib.suppress(FileNotFoundError):
@@ -476,19 +478,36 @@ def stop_background(timeout: float = 10.0) -> int | None:
         os.kill(pid, signal.SIGTERM)
     except PermissionError:
         raise EnvironmentProblem(f"stopping the agent (pid {pid}) needs root; run it with sudo") from None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _is_agent(pid):
-            break
-        time.sleep(0.05)
-    else:
+    if not _gone_within(pid, timeout):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
+        if not _gone_within(pid, kill_wait):
+            raise EnvironmentProblem(f"the agent (pid {pid}) still runs {timeout + kill_wait:g}s after SIGTERM and "
+                                     f"SIGKILL (stuck in the kernel?); check `ps -o pid,stat,wchan {pid}` and run "
+                                     "this again once it is gone")
     with contextlib.suppress(FileNotFoundError):
         if _read_pid() == pid:
             pid_file().unlink()
     return pid
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """The process still runs: its /proc entry exists and it is not a zombie. Its command line is no test: the
+    kernel empties it early in exit, while the process may still hold its sockets and links."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
 
 
 def status(socket_path: Path | None = None) -> dict:
