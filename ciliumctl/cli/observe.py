@@ -109,8 +109,22 @@ def register(app: typer.Typer) -> None:
         color: str = typer.Option("auto", "--color", metavar="{auto,always,never}",
                                   help="Colour compact output: auto (on a terminal, without NO_COLOR)."),
         not_: bool = typer.Option(False, "--not", help="Turn the next filter flag into an exclusion."),
-        output: str = typer.Option("compact", "-o", "--output", metavar="{compact,dict,json,jsonpb,table}",
-                                   help="Output format (json is jsonpb)."),
+        output: str = typer.Option("compact", "-o", "--output", metavar="{compact,dict,json,jsonpb,table,yaml}",
+                                   help="Output format (json is jsonpb; yaml is the same data as YAML)."),
+        time_format: str = typer.Option("StampMilli", "--time-format", metavar="LAYOUT",
+                                        help="Times in compact, dict and table output: StampMilli, YearMonthDay, "
+                                             "YearMonthDayHour, YearMonthDayHourMinute, RFC3339, RFC3339Milli, "
+                                             "RFC3339Micro, RFC3339Nano or RFC1123Z."),
+        numeric: bool = typer.Option(False, "--numeric", help="Addresses instead of pod and domain names."),
+        ip_translation: str = typer.Option("true", "--ip-translation", metavar="true|false", is_flag=False,
+                                           flag_value="true",
+                                           help="Show pod and domain names instead of addresses (--ip-translation"
+                                                "=false: addresses)."),
+        input_file: str | None = _opt("--input-file", metavar="FILE|-",
+                                      help="Flows from `hubble observe -o jsonpb` output instead of a server."),
+        field_mask: str | None = _opt("--field-mask", metavar="FIELDS",
+                                      help="Keep only these flow fields (comma-separated, e.g. time,verdict,IP); "
+                                           "json, jsonpb and yaml output only."),
         print_policy_names: bool = typer.Option(False, "--print-policy-names",
                                                 help="Show the policies that allowed or denied each flow."),
         print_node_name: bool = typer.Option(False, "--print-node-name", help="Show the node of each flow."),
@@ -133,7 +147,8 @@ def register(app: typer.Typer) -> None:
 
         from ciliumctl.base.errors import UsageError
         from ciliumctl.cli.common import console
-        from ciliumctl.flows import client, filters, printers, raw_filters
+        from ciliumctl.flows import client, field_masks, filters, printers, raw_filters, timefmt, yaml_output
+        from ciliumctl.flows import input_file as input_files
 
         for flag, n in (("--last", last), ("--first", first)):
             if n is not None and n < 0:
@@ -146,8 +161,12 @@ def register(app: typer.Typer) -> None:
         if print_raw_filters:
             sys.stdout.write(raw_filters.render(white, black))
             return
-        if output not in printers.OUTPUTS:
-            raise UsageError(f"--output {output!r}: one of {', '.join(printers.OUTPUTS)}")
+        outputs = (*printers.OUTPUTS, "yaml")
+        if output not in outputs:
+            raise UsageError(f"--output {output!r}: one of {', '.join(outputs)}")
+        if ip_translation.lower() not in ("true", "false"):
+            raise UsageError(f"--ip-translation {ip_translation!r}: true or false")
+        mask = field_masks.parse(field_mask, output) if field_mask else None
         filters.FlowMatcher(white, black)   # a filter the server would refuse is refused here, as one line
         query = client.Query(last=last, first=first, all=all_, follow=follow,
                              since=filters.parse_time(since) if since else None,
@@ -155,19 +174,32 @@ def register(app: typer.Typer) -> None:
                              whitelist=white, blacklist=black)
         req = query.request()
         srv = server or os.environ.get("HUBBLE_SERVER") or client.default_server()
-        sink: printers.Aggregator | printers.Printer
+        sink: printers.Aggregator | printers.Printer | yaml_output.YamlPrinter
+        timefmt.formatter(time_format)
         if aggregate_by:
             sink = printers.Aggregator([f.strip() for f in aggregate_by.split(",") if f.strip()])
+        elif output == "yaml":
+            sink = yaml_output.YamlPrinter()
         else:
             colour = color == "always" or (color == "auto" and console().is_terminal and "NO_COLOR" not in os.environ)
             sink = printers.Printer(output, color=colour, node_name=print_node_name,
-                                    print_policy_names=print_policy_names, follow=follow)
-        if kubeconfig or context or node:   # the agents' pods, through the API server
+                                    print_policy_names=print_policy_names, follow=follow,
+                                    time_format=None if time_format == "StampMilli" else time_format,
+                                    ip_translation=not numeric and ip_translation.lower() == "true")
+        if input_file:
+            if follow:
+                raise UsageError("--input-file cannot be combined with --follow")
+            if not (last or first):   # a file is read whole unless --first/--last say otherwise
+                req.number = 0
+            batches = input_files.flow_batches(input_file, req)
+        elif kubeconfig or context or node:   # the agents' pods, through the API server
             from ciliumctl.node import cluster_observe
 
             batches = cluster_observe.flow_batches(req, kubeconfig, context, node)
         else:
             batches = client.stream_batches(srv, req)
+        if mask is not None:
+            batches = field_masks.masked(batches, mask)
         try:
             for batch in batches:
                 sink.write_many(batch)

@@ -37,25 +37,27 @@ def ports(f) -> tuple[str, str]:
     return "", ""
 
 
-def _hostname(ip: str, port: str, ns: str, pod: str, names_: list[str]) -> str:
+def _hostname(ip: str, port: str, ns: str, pod: str, names_: list[str], translate: bool = True) -> str:
     host = ip
-    if pod:
+    if translate and pod:   # --numeric / --ip-translation=false: addresses, never names
         host = f"{ns}/{pod}" if ns else pod
-    elif names_:
+    elif translate and names_:
         host = ",".join(names_)
     if port and port != "0":
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return host
 
 
-def hostnames(f) -> tuple[str, str]:
+def hostnames(f, translate: bool = True) -> tuple[str, str]:
     if not f.HasField("IP"):
         # no IPv4 addresses (e.g. an IPv6 drop): name what is known of the endpoints
+        if not translate:
+            return "", ""
         return endpoint_key(f.source, "") or "-", endpoint_key(f.destination, "") or "-"
     sp, dp = ports(f)
-    return (_hostname(f.IP.source, sp, f.source.namespace, f.source.pod_name, list(f.source_names)),
+    return (_hostname(f.IP.source, sp, f.source.namespace, f.source.pod_name, list(f.source_names), translate),
             _hostname(f.IP.destination, dp, f.destination.namespace, f.destination.pod_name,
-                      list(f.destination_names)))
+                      list(f.destination_names), translate))
 
 
 def flow_type(f) -> str:
@@ -152,7 +154,12 @@ def aggregate_key(f, field: str) -> str:
 
 class Printer:
     def __init__(self, output: str = "compact", out=None, err=None, color: bool = False,
-                 node_name: bool = False, print_policy_names: bool = False, follow: bool = False):
+                 node_name: bool = False, print_policy_names: bool = False, follow: bool = False,
+                 time_format: str | None = None, ip_translation: bool = True):
+        from ciliumctl.flows import timefmt
+
+        self._ts = timefmt.formatter(time_format) if time_format else fmt_timestamp
+        self.translate = ip_translation
         self.output = output
         self.out = out or sys.stdout
         self.err = err or sys.stderr
@@ -190,7 +197,7 @@ class Printer:
         if self.output in ("json", "jsonpb"):
             self.out.write(jsonpb.encode(resp) + "\n")
             return
-        ts, source = fmt_timestamp(resp.time), _LOST_SOURCES.get(le.source, str(le.source))
+        ts, source = self._ts(resp.time), _LOST_SOURCES.get(le.source, str(le.source))
         node = resp.node_name or "-"
         if self.output == "compact":
             self.out.write(f"{ts} EVENTS LOST: {source} CPU({le.cpu.value}) {le.num_events_lost}\n")
@@ -224,7 +231,7 @@ class Printer:
         if out in ("json", "jsonpb"):
             self.out.write(jsonpb.encode(resp) + "\n")
         elif out == "compact":
-            src, dst = hostnames(f)
+            src, dst = hostnames(f, self.translate)
             sid, did = names.identity_label(f.source.identity), names.identity_label(f.destination.identity)
             arrow = "->"
             if not f.HasField("is_reply"):
@@ -233,22 +240,22 @@ class Printer:
                 src, dst, sid, did, arrow = dst, src, did, sid, "<-"
             node = f" [{f.node_name}]" if self.node_name else ""
             verdict = self._verdict(f)
-            self.out.write(f"{fmt_timestamp(f.time)}{node}: {src} {sid} {arrow} {dst} {did} {flow_type(f)} "
+            self.out.write(f"{self._ts(f.time)}{node}: {src} {sid} {arrow} {dst} {did} {flow_type(f)} "
                            f"{verdict} ({f.Summary})\n")
         elif out == "dict":
-            src, dst = hostnames(f)
+            src, dst = hostnames(f, self.translate)
             lines = []
             if self.line:
                 lines.append(DICT_SEPARATOR)
-            lines.append(f"  TIMESTAMP: {fmt_timestamp(f.time)}")
+            lines.append(f"  TIMESTAMP: {self._ts(f.time)}")
             if self.node_name:
                 lines.append(f"       NODE: {f.node_name}")
             lines += [f"     SOURCE: {src}", f"DESTINATION: {dst}", f"       TYPE: {flow_type(f)}",
                       f"    VERDICT: {self._verdict(f)}", f"    SUMMARY: {f.Summary}"]
             self.out.write("\n".join(lines) + "\n")
         elif out == "table":
-            src, dst = hostnames(f)
-            row = [fmt_timestamp(f.time)] + ([f.node_name] if self.node_name else []) + \
+            src, dst = hostnames(f, self.translate)
+            row = [self._ts(f.time)] + ([f.node_name] if self.node_name else []) + \
                 [src, dst, flow_type(f), self._verdict(f), f.Summary]
             self._rows.append(row)
             if self.follow:
