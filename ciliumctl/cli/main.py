@@ -20,6 +20,7 @@ COMMANDS = {
     "agent": ("ciliumctl.cli.agent", "Run the node agent: flows, Hubble API, metrics, CNI socket."),
     "demo": ("ciliumctl.cli.demo", "Run Cilium's getting-started demo on a sandbox node."),
     "version": ("ciliumctl.cli.version", "Print the ciliumctl version."),
+    "completion": ("ciliumctl.cli.completion", "Print the shell completion script for bash, zsh or fish."),
 }
 
 
@@ -76,7 +77,19 @@ class _LazyCommands(MutableMapping):
         return len(list(iter(self)))
 
 
+def _print_version(ctx, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        import typer
+
+        from ciliumctl.cli.version import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 def _build_app():
+    import typer
+
     from ciliumctl.cli.typer_app import App, Group
 
     class Root(Group):
@@ -91,13 +104,54 @@ def _build_app():
             with formatter.section("Commands"):
                 formatter.write_dl([(name, line) for name, (_, line) in COMMANDS.items()])
 
+        def main(self, args=None, prog_name=None, complete_var=None,  # type: ignore[override]
+                 standalone_mode=True, **extra):
+            """Usage errors of every command as one `Error:` line (exit 2), here and under typer's test runner."""
+            from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+            try:
+                result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                code = result if isinstance(result, int) else 0
+            except NoArgsIsHelpError as err:   # a group without its command: its help, as before
+                err.show()
+                code = result = err.exit_code
+            except ClickException as err:
+                from ciliumctl.cli.usage_errors import one_line
+
+                sys.stderr.write(f"Error: {one_line(err)}\n")
+                code = result = err.exit_code
+            except typer.Abort:
+                sys.stderr.write("Aborted!\n")
+                code = result = 1
+            if standalone_mode:
+                sys.exit(code)
+            return result
+
+        def _main_shell_completion(self, ctx_args, prog_name, complete_var=None):
+            """`_CILIUMCTL_COMPLETE=bash_complete COMP_WORDS=... COMP_CWORD=N ciliumctl` (click's spelling; typer's
+            `complete_bash` too): the candidates for one <TAB>, one a line."""
+            import os
+
+            complete_var = complete_var or f"_{prog_name}_COMPLETE".replace("-", "_").upper()
+            instruction = os.environ.get(complete_var)
+            if instruction:
+                from ciliumctl.cli import completion
+
+                sys.exit(completion.respond(self, ctx_args, prog_name, complete_var, instruction))
+
     app = App(
         name="ciliumctl",
         help="eBPF networking and security for Kubernetes nodes: install, policy, endpoint, observe.",
         cls=Root,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    app.callback()(lambda: None)  # makes typer build the group; its commands come from COMMANDS
+
+    # the root's own options; its commands come from COMMANDS. --version as hubble's: eager, needs no command
+    def root(version: bool = typer.Option(False, "--version", is_eager=True, expose_value=False,
+                                          callback=_print_version, help="Print the ciliumctl version and exit.")):
+        pass
+
+    app.callback()(root)
     return app
 
 
@@ -145,23 +199,8 @@ def run() -> None:
 
 
 def _run_app() -> int:
-    """The command tree, with click's own usage errors printed as click prints them, but capped like ours (an
-    option value of 100 kB is not echoed whole)."""
-    import typer
-
-    from ciliumctl.base.errors import shorten
-
-    try:
-        code = __getattr__("app")(prog_name="ciliumctl", standalone_mode=False)
-    except typer.TyperException as err:
-        if not hasattr(err, "show"):       # click's usage errors (ClickException) are TyperExceptions with show()
-            raise
-        err.message = shorten(err.message)
-        err.show()
-        return err.exit_code
-    except typer.Abort:
-        sys.stderr.write("Aborted!\n")
-        return 1
+    """The command tree; its usage errors are one line already (Root.main)."""
+    code = __getattr__("app")(prog_name="ciliumctl", standalone_mode=False)
     return code if isinstance(code, int) else 0
 
 

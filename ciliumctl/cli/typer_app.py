@@ -3,7 +3,11 @@ everywhere: plain click help as kubectl and cilium print it (no boxes, fits 80 c
 same `Error:` line style as ours), metavars that say what to type, none on flags.
 
 Typer shows the Python annotation where a metavar goes (`<str>`, `<list[str]>`) and usage lines such as
-`{PATH...}...`; the classes below replace that with `metavar_of` / `argument_name`, which docgen uses too."""
+`{PATH...}...`; the classes below replace that with `metavar_of` / `argument_name`, which docgen uses too.
+
+The same classes are where every command gets what is kept out of the command modules: its examples at the end
+of --help (ciliumctl.cli.examples, by command path) and the values <TAB> offers (ciliumctl.cli.completion, by
+option name and command path), so that a command or option added later gets them without edits."""
 
 import enum
 
@@ -45,9 +49,30 @@ def argument_usage(param) -> str:
     return argument_name(param) if param.required else f"[{argument_name(param)}]"
 
 
+def command_path(ctx) -> list[str]:
+    """["policy", "get"] for the context of `ciliumctl policy get ...`, whatever the program is called."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return names[::-1]
+
+
+def _completions(values):
+    from typer._click.shell_completion import CompletionItem
+
+    return [CompletionItem(v) for v in values]
+
+
 class _Option(TyperOption):
     def display_type_rich(self, ctx):
         return metavar_of(self) or None
+
+    def shell_complete(self, ctx, incomplete):
+        from ciliumctl.cli import completion
+
+        values = completion.option_values(self, ctx, incomplete)
+        return super().shell_complete(ctx, incomplete) if values is None else _completions(values)
 
 
 class _Argument(TyperArgument):
@@ -64,6 +89,12 @@ class _Argument(TyperArgument):
     def _usage_display_name(self) -> str:
         return argument_usage(self)
 
+    def shell_complete(self, ctx, incomplete):
+        from ciliumctl.cli import completion
+
+        values = completion.argument_values(self, ctx, incomplete)
+        return super().shell_complete(ctx, incomplete) if values is None else _completions(values)
+
 
 def _restyle(params: list) -> list:
     """Give typer's parameters our help display. The subclasses add no state, so changing the class of the
@@ -76,12 +107,42 @@ def _restyle(params: list) -> list:
     return params
 
 
-class Command(TyperCommand):
+def _format_examples(ctx, formatter) -> None:
+    """An Examples section after the options, as kubectl's help ends (the command's own epilog stays first)."""
+    from ciliumctl.cli import examples
+
+    width = formatter.width - formatter.current_indent - 2
+    lines = examples.render(command_path(ctx), max(width, 40))
+    if lines:
+        with formatter.section("Examples"):
+            for line in lines:
+                formatter.write(f"{'':{formatter.current_indent}}{line}\n" if line else "\n")
+
+
+class _Shared:
+    """What Command and Group add to typer's classes."""
+
+    def format_epilog(self, ctx, formatter):
+        super().format_epilog(ctx, formatter)  # type: ignore[misc]
+        _format_examples(ctx, formatter)
+
+    def parse_args(self, ctx, args):
+        from typer._click.exceptions import UsageError
+
+        try:
+            return super().parse_args(ctx, args)  # type: ignore[misc]
+        except UsageError as err:   # the parser's own errors (an option without its value) come without one
+            if err.ctx is None:
+                err.ctx, err.cmd = ctx, ctx.command
+            raise
+
+
+class Command(_Shared, TyperCommand):
     def __init__(self, *args, params=None, **kwargs):
         super().__init__(*args, params=_restyle(list(params or [])), **kwargs)
 
 
-class Group(TyperGroup):
+class Group(_Shared, TyperGroup):
     def __init__(self, *args, params=None, **kwargs):
         super().__init__(*args, params=_restyle(list(params or [])), **kwargs)
 
