@@ -32,7 +32,7 @@ cluster-down:
 	@./scripts/cluster.sh down
 
 docs: setup
-	@$(PY) -m ciliumctl.cli.docgen completions man
+	@$(PY) -m ciliumctl.cli.write_docs completions man
 
 proto: setup
 	@$(PY) proto/generate.py

@@ -5,14 +5,9 @@ complete commands, options and fixed values without starting Python. Only values
 (endpoint and policy names, namespaces) ask ciliumctl itself, through click's completion protocol:
 `_CILIUMCTL_COMPLETE=bash_complete COMP_WORDS=... COMP_CWORD=N ciliumctl` prints one candidate a line.
 
-Values are attached by option name and by command path, not in the command modules: typer_app's parameter
-classes call option_values / argument_values, so an option added later gets its values by its name alone.
-Everything here is best effort: completion never prints an error, it offers nothing instead."""
-
-from __future__ import annotations
+What <TAB> offers for values is ciliumctl.cli.completion_values."""
 
 import enum
-from collections.abc import Callable
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -27,159 +22,22 @@ def register(app) -> None:
     import typer
 
     @app.command("completion")
-    def completion(shell: Shell = typer.Argument(..., metavar="SHELL", help="bash, zsh or fish.")) -> None:
+    def completion(ctx: typer.Context,
+                   shell: Shell = typer.Argument(..., metavar="SHELL", help="bash, zsh or fish.")) -> None:
         """Print the shell completion script for bash, zsh or fish.
 
         Commands, options and their fixed values complete without starting ciliumctl; endpoint and policy names
         and namespaces are read from this node's state when <TAB> asks for them."""
-        typer.echo(script(shell.value), nl=False)
+        root = ctx.find_root().command
+        typer.echo(script(shell.value, root), nl=False)
 
 
-def script(shell: str) -> str:
+def script(shell: str, root) -> str:
+    """The completion script of `root` (the click command of the whole app) for one shell."""
     from ciliumctl.cli import docgen
 
-    return docgen.RENDERERS[shell](docgen.command_tree())
+    return docgen.RENDERERS[shell](docgen.command_tree(root))
 
-
-# ---------------------------------------------------------------- fixed values (the scripts embed them)
-def _verdicts() -> list[str]:
-    from ciliumctl.flows.pb.flow import flow_pb2 as pb  # flow.proto's Verdict, as hubble observe --verdict
-
-    return [v for v in pb.Verdict.keys() if v != "VERDICT_UNKNOWN"]
-
-
-def _event_types() -> list[str]:
-    from ciliumctl.flows import names  # hubble observe -t TYPE[:SUBTYPE]: names.TYPE_FLAG, names.TRACE_POINTS
-
-    trace = next(t for t, code in names.TYPE_FLAG.items() if code == names.MSG_TRACE)
-    return [*names.TYPE_FLAG, *(f"{trace}:{point}" for point in names.TRACE_POINTS.values())]
-
-
-def _protocols() -> list[str]:
-    from ciliumctl.flows.pb.flow import flow_pb2 as pb  # Layer4's oneof; "icmp" matches both ICMP versions
-
-    return ["icmp", *(f.name.lower() for f in pb.Layer4.DESCRIPTOR.oneofs_by_name["protocol"].fields)]
-
-
-def _drop_reasons() -> list[str]:
-    from ciliumctl.flows.pb.flow import flow_pb2 as pb
-
-    return [r for r in pb.DropReason.keys() if r != "DROP_REASON_UNKNOWN"]
-
-
-FIXED: dict[str, Callable[[], list[str]]] = {
-    "--verdict": _verdicts,
-    "--type": _event_types,
-    "--protocol": _protocols,
-    "--drop-reason-desc": _drop_reasons,
-    "--traffic-direction": lambda: ["ingress", "egress"],
-}
-
-
-# ---------------------------------------------------------------- values of this node (asked at <TAB>)
-def _endpoints() -> list:
-    from ciliumctl.endpoints import registry
-
-    return registry.scan()[0]
-
-
-def _policies() -> list:
-    from ciliumctl.policy import store
-
-    return store.load_all()
-
-
-def _namespaces(ctx) -> list[str]:
-    found = {ep.namespace for ep in _safe(_endpoints)} | {p.namespace for p in _safe(_policies) if p.namespace}
-    return sorted(found)
-
-
-def _pods(ctx) -> list[str]:
-    return sorted({f"{ep.namespace}/{ep.name}" for ep in _safe(_endpoints) if ep.name})
-
-
-def endpoint_names(ctx, incomplete: str = "") -> list[str]:
-    """NAME (or NAMESPACE/NAME once a / is typed) of this node's endpoints, in -n's namespace when given."""
-    namespace = ctx.params.get("namespace")
-    endpoints = [ep for ep in _safe(_endpoints) if ep.name and (not namespace or ep.namespace == namespace)]
-    if "/" in incomplete:
-        return sorted({f"{ep.namespace}/{ep.name}" for ep in endpoints})
-    return sorted({ep.name for ep in endpoints})
-
-
-def policy_names(ctx, incomplete: str = "") -> list[str]:
-    """Names of stored policies as `policy get/delete` look them up: -n's namespace (default: default) and the
-    cluster-wide ones, or every namespace with -A."""
-    everywhere = ctx.params.get("all_namespaces")
-    namespace = ctx.params.get("namespace") or "default"
-    return sorted({p.name for p in _safe(_policies)
-                   if everywhere or not p.namespace or p.namespace == namespace})
-
-
-FROM_NODE: dict[str, Callable] = {
-    "--namespace": _namespaces, "--from-namespace": _namespaces, "--to-namespace": _namespaces,
-    "--src-namespace": _namespaces, "--dst-namespace": _namespaces,
-    "--pod": _pods, "--from-pod": _pods, "--to-pod": _pods,
-}
-
-# the first argument of these commands names an endpoint or a policy of this node
-ARGUMENTS: dict[str, Callable] = {
-    "endpoint get": endpoint_names, "endpoint exec": endpoint_names, "endpoint delete": endpoint_names,
-    "policy get": policy_names, "policy delete": policy_names,
-}
-
-
-def _safe(read: Callable[[], list]) -> list:
-    try:
-        return read()
-    except Exception:   # no state yet, not root, a corrupt record: offer nothing, say nothing
-        return []
-
-
-def _names(param) -> list[str]:
-    return [*param.opts, *param.secondary_opts]
-
-
-def fixed_values(param) -> list[str]:
-    """The fixed values of an option: from FIXED by its name, else the set it accepts ({a,b} or an Enum)."""
-    from ciliumctl.cli.typer_app import choices_of
-
-    for name in _names(param):
-        if name in FIXED:
-            return _safe(FIXED[name])
-    return choices_of(param)
-
-
-def from_node(param) -> bool:
-    """Whether an option's values are read from this node at <TAB>."""
-    return any(name in FROM_NODE for name in _names(param))
-
-
-def completes_first_argument(path: str) -> bool:
-    return path in ARGUMENTS
-
-
-def _matching(values: list[str], incomplete: str) -> list[str]:
-    return [v for v in values if v.lower().startswith(incomplete.lower())]
-
-
-def option_values(param, ctx, incomplete: str) -> list[str] | None:
-    """Candidates for an option's value; None when completion has no opinion (files, free text)."""
-    read = next((FROM_NODE[name] for name in _names(param) if name in FROM_NODE), None)
-    if read is not None:
-        return _matching(_safe(lambda: read(ctx)), incomplete)
-    values = fixed_values(param)
-    return _matching(values, incomplete) if values else None
-
-
-def argument_values(param, ctx, incomplete: str) -> list[str] | None:
-    from ciliumctl.cli.typer_app import command_path
-
-    read = ARGUMENTS.get(" ".join(command_path(ctx)))
-    first = next((p for p in ctx.command.params if p.param_type_name == "argument"), None)
-    if read is None or param is not first:
-        return None
-    return _matching(_safe(lambda: read(ctx, incomplete)), incomplete)
 
 
 def respond(cli, ctx_args, prog_name: str, complete_var: str, instruction: str) -> int:
@@ -194,7 +52,7 @@ def respond(cli, ctx_args, prog_name: str, complete_var: str, instruction: str) 
                          "or *_source\n")
         return 2
     if action == "source":
-        sys.stdout.write(script(shell))
+        sys.stdout.write(script(shell, cli))
         return 0
     import os
 

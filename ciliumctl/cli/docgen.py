@@ -1,17 +1,13 @@
 """Generate shell completions and man pages from the Typer app, so they never drift from the commands.
 
-`python -m ciliumctl.cli.docgen completions man` rewrites completions/ and man/; tests compare a fresh
+Renders a command tree; ciliumctl.cli.write_docs (`make docs`) writes the files, tests compare a fresh
 rendering with the checked-in files. Completions are static (no Python start-up on every <TAB>).
 """
 
 from __future__ import annotations
 
-import datetime
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 PROG = "ciliumctl"
 
 
@@ -45,8 +41,8 @@ def _first_line(text: str | None) -> str:
 
 
 def _walk(command, path: list[str]) -> Cmd:
-    from ciliumctl.cli import completion
-    from ciliumctl.cli.typer_app import argument_usage, choices_of, metavar_of
+    from ciliumctl.cli import completion_values as completion
+    from ciliumctl.cli.params import argument_usage, choices_of, metavar_of
 
     options: list[Opt] = []
     arguments: list[str] = []
@@ -73,12 +69,9 @@ def _walk(command, path: list[str]) -> Cmd:
     return node
 
 
-def command_tree() -> Cmd:
-    import typer.main
-
-    from ciliumctl.cli.main import app
-
-    return _walk(typer.main.get_command(app), [])
+def command_tree(root) -> Cmd:
+    """The tree of `root`, the click command of the whole app (typer.main.get_command(app))."""
+    return _walk(root, [])
 
 
 def _all(node: Cmd):
@@ -273,11 +266,11 @@ def render_man(node: Cmd, version: str) -> str:
 RENDERERS = {"bash": render_bash, "zsh": render_zsh, "fish": render_fish}
 
 
-def render_all() -> dict[str, str]:
-    """Relative path -> content of every generated file."""
+def render_all(root) -> dict[str, str]:
+    """Relative path -> content of every generated file of the app whose click command is `root`."""
     from ciliumctl import __version__
 
-    tree = command_tree()
+    tree = command_tree(root)
     files = {
         "completions/ciliumctl.bash": render_bash(tree),
         "completions/_ciliumctl": render_zsh(tree),
@@ -286,25 +279,3 @@ def render_all() -> dict[str, str]:
     for node in _all(tree):
         files[f"man/{'-'.join([PROG, *node.path])}.1"] = render_man(node, __version__)
     return files
-
-
-def main(argv: list[str]) -> int:
-    wanted = set(argv) or {"completions", "man"}
-    files = render_all()
-    for rel, content in files.items():
-        if rel.split("/")[0] not in wanted:
-            continue
-        path = ROOT / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    for folder in wanted:
-        for stale in (ROOT / folder).glob("*"):
-            if f"{folder}/{stale.name}" not in files and stale.is_file():
-                stale.unlink()
-    print(f"wrote {sum(1 for r in files if r.split('/')[0] in wanted)} files "
-          f"({datetime.date.today().isoformat()})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -59,6 +59,13 @@ ENVIRONMENT: list[tuple[str, str, tuple[str, ...]]] = [
     ("KUBECONFIG", "The kubeconfig when --kubeconfig is not given: with one, install, uninstall, status, policy "
      "apply/get/delete, endpoint list --all-nodes and agent work on the cluster.",
      ("install", "uninstall", "status", "policy apply", "policy get", "policy delete", "endpoint list", "agent")),
+    ("CILIUMCTL_REQUEST_TIMEOUT", "Seconds one request may wait for the Kubernetes API server before the command "
+     "fails with one line (default 30).",
+     ("install", "uninstall", "status", "policy apply", "policy get", "policy delete", "endpoint list", "agent",
+      "observe")),
+    ("COMP_WORDS", "With _CILIUMCTL_COMPLETE=bash_complete (what the completion scripts set): the command line "
+     "so far, whose values <TAB> asks ciliumctl for.", ("completion",)),
+    ("COMP_CWORD", "With COMP_WORDS: the index of the word being completed.", ("completion",)),
     ("HUBBLE_SERVER", "The Hubble API address when --server is not given, as for the hubble CLI.", ("observe",)),
     ("NO_COLOR", "Set to anything: never colour the output (colour is only used on a terminal anyway).",
      ("status", "policy validate", "observe", "agent", "demo", "install", "uninstall", "endpoint")),

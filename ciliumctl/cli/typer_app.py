@@ -3,59 +3,16 @@ everywhere: plain click help as kubectl and cilium print it (no boxes, fits 80 c
 same `Error:` line style as ours), metavars that say what to type, none on flags.
 
 Typer shows the Python annotation where a metavar goes (`<str>`, `<list[str]>`) and usage lines such as
-`{PATH...}...`; the classes below replace that with `metavar_of` / `argument_name`, which docgen uses too.
+`{PATH...}...`; the classes below replace that with ciliumctl.cli.params, which docgen uses too.
 
 The same classes are where every command gets what is kept out of the command modules: its examples at the end
-of --help (ciliumctl.cli.examples, by command path) and the values <TAB> offers (ciliumctl.cli.completion, by
+of --help (ciliumctl.cli.examples, by command path) and the values <TAB> offers (ciliumctl.cli.completion_values, by
 option name and command path), so that a command or option added later gets them without edits."""
-
-import enum
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-
-def choices_of(param) -> list[str]:
-    """The values an option accepts when they are a fixed set: an Enum annotation or a `{a,b,c}` metavar."""
-    if param.metavar and param.metavar.startswith("{") and param.metavar.endswith("}"):
-        return param.metavar[1:-1].split(",")
-    members = param.type_descriptor.choices or ()
-    return [m.value if isinstance(m, enum.Enum) else str(m) for m in members]
-
-
-def metavar_of(param) -> str:
-    """What to type after an option: its own metavar, `{a,b}` for a fixed set, N for a number, else its long
-    name (--namespace NAMESPACE); empty for a flag."""
-    if param.is_flag or param.count:
-        return ""
-    if param.metavar:
-        return param.metavar
-    choices = choices_of(param)
-    if choices:
-        return "{" + ",".join(choices) + "}"
-    if param.type_descriptor.annotation in (int, float):
-        return "N"
-    return max(param.opts, key=len).lstrip("-").upper()
-
-
-def argument_name(param) -> str:
-    """An argument as help shows it: NAME, or PATH... when it takes several."""
-    name = param.metavar or (param.name or "arg").upper()
-    return name if param.nargs == 1 or name.endswith("...") else f"{name}..."
-
-
-def argument_usage(param) -> str:
-    """An argument in a usage line: NAME when required, [NAME] when not."""
-    return argument_name(param) if param.required else f"[{argument_name(param)}]"
-
-
-def command_path(ctx) -> list[str]:
-    """["policy", "get"] for the context of `ciliumctl policy get ...`, whatever the program is called."""
-    names = []
-    while ctx.parent is not None:
-        names.append(ctx.info_name or "")
-        ctx = ctx.parent
-    return names[::-1]
+from ciliumctl.cli.params import argument_name, argument_usage, command_path, metavar_of
 
 
 def _completions(values):
@@ -69,9 +26,9 @@ class _Option(TyperOption):
         return metavar_of(self) or None
 
     def shell_complete(self, ctx, incomplete):
-        from ciliumctl.cli import completion
+        from ciliumctl.cli import completion_values
 
-        values = completion.option_values(self, ctx, incomplete)
+        values = completion_values.option_values(self, ctx, incomplete)
         return super().shell_complete(ctx, incomplete) if values is None else _completions(values)
 
 
@@ -90,9 +47,9 @@ class _Argument(TyperArgument):
         return argument_usage(self)
 
     def shell_complete(self, ctx, incomplete):
-        from ciliumctl.cli import completion
+        from ciliumctl.cli import completion_values
 
-        values = completion.argument_values(self, ctx, incomplete)
+        values = completion_values.argument_values(self, ctx, incomplete)
         return super().shell_complete(ctx, incomplete) if values is None else _completions(values)
 
 

@@ -10,7 +10,7 @@ _MISSING = object()
 
 def _option_name(param) -> str:
     if param.param_type_name == "argument":
-        from ciliumctl.cli.typer_app import argument_name
+        from ciliumctl.cli.params import argument_name
 
         return argument_name(param)
     return max(param.opts, key=len)
@@ -31,7 +31,7 @@ def _bad_value(err) -> object:
 
 
 def _why(err, param) -> str:
-    from ciliumctl.cli.typer_app import choices_of
+    from ciliumctl.cli.params import choices_of
 
     choices = choices_of(param)
     if choices:

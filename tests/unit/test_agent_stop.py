@@ -14,7 +14,9 @@ from ciliumctl.node import agent
 @pytest.fixture
 def fake_agent(node_env):
     """A process whose command line reads as the agent's (`... agent run`), ignoring SIGTERM, in the pid file."""
-    proc = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done", "agent", "run"])
+    proc = subprocess.Popen(["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done", "agent", "run"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"   # SIGTERM is ignored from here on
     agent.pid_file().parent.mkdir(parents=True, exist_ok=True)
     agent.pid_file().write_text(str(proc.pid))
     yield proc

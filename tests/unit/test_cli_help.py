@@ -135,7 +135,7 @@ def test_root_help_loads_no_command_module():
             "try:\n    main.run()\nexcept SystemExit:\n    pass\n"
             "print('LOADED', sorted(m for m in sys.modules if m.startswith('ciliumctl.') and m not in "
             "('ciliumctl.cli', 'ciliumctl.cli.main', 'ciliumctl.cli.typer_app', 'ciliumctl.base', "
-            "'ciliumctl.base.errors', 'ciliumctl.cli.examples')))")
+            "'ciliumctl.base.errors', 'ciliumctl.cli.examples', 'ciliumctl.cli.params')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "LOADED []", out
     assert "Commands:" in out and all(name in out for name in main.COMMANDS)

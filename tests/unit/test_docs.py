@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from ciliumctl.cli import docgen
+from ciliumctl.cli import write_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_files_are_current():
-    stale = [rel for rel, content in docgen.render_all().items()
+    stale = [rel for rel, content in write_docs.generated_files().items()
              if not (ROOT / rel).is_file() or (ROOT / rel).read_text() != content]
     assert not stale, f"run `make docs`: stale or missing {stale}"
 
 
 def test_no_orphan_generated_files():
-    expected = set(docgen.render_all())
+    expected = set(write_docs.generated_files())
     present = {f"{d}/{p.name}" for d in ("completions", "man") for p in (ROOT / d).iterdir()}
     assert present <= expected, f"run `make docs`: orphans {present - expected}"
 
