@@ -26,6 +26,10 @@ class Finding(CiliumctlError):
     exit_code = 1
 
 
+class NotFound(Finding):
+    """A named policy or endpoint that does not exist (exit 1, as kubectl's NotFound); nothing was changed."""
+
+
 class NotImplementedYet(CiliumctlError):
     """A command that exists in the command tree but has no implementation yet (exit 2)."""
 

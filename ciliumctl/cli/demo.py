@@ -27,10 +27,10 @@ class _UI:
         self.con.print(f"    {text}", markup=False)
 
     def endpoints(self, eps: list) -> None:
-        from ciliumctl.cli.endpoint import _row, _table
+        from ciliumctl.cli.endpoint import _row, _wide_table
 
         self.con.print("")
-        self.con.print(_table([_row(ep) for ep in eps], False).rstrip("\n"), markup=False)
+        self.con.print(_wide_table([_row(ep) for ep in eps], False).rstrip("\n"), markup=False)
 
     def event(self, text: str) -> None:
         colour = "red" if "DROPPED" in text else "green"

@@ -1,6 +1,8 @@
 """`ciliumctl endpoint add|delete|exec|list|get`."""
 
 
+import enum
+
 import typer
 
 from ciliumctl.cli.common import Output
@@ -40,19 +42,52 @@ def _rows(endpoints: list, report: bool = True) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict], no_headers: bool) -> str:
-    head = [["ENDPOINT", "POLICY (ingress)", "POLICY (egress)", "IDENTITY", "LABELS (source:key[=value])",
+def _wide_table(rows: list[dict], no_headers: bool) -> str:
+    """`-o wide`: cilium's `endpoint list` layout (enforcement per direction, every label on a line of its own),
+    with the name that get/exec/delete take."""
+    head = [["ENDPOINT", "NAME", "POLICY (ingress)", "POLICY (egress)", "IDENTITY", "LABELS (source:key[=value])",
              "IPv4", "STATUS"],
-            ["", "ENFORCEMENT", "ENFORCEMENT", "", "", "", ""]]
+            ["", "", "ENFORCEMENT", "ENFORCEMENT", "", "", "", ""]]
     lines: list[list[str]] = [] if no_headers else list(head)
     for r in rows:
         pe = r["policy_enforcement"]
         labels = r["labels_full"] or [""]
-        lines.append([str(r["id"]), pe["ingress"].capitalize(), pe["egress"].capitalize(), str(r["identity"]),
-                      labels[0], r["ipv4"], r["state"]])
-        lines.extend(["", "", "", "", lab, "", ""] for lab in labels[1:])
-    widths = [max(len(line[i]) for line in lines) for i in range(7)] if lines else [0] * 7
+        lines.append([str(r["id"]), _name(r), pe["ingress"].capitalize(), pe["egress"].capitalize(),
+                      str(r["identity"]), labels[0], r["ipv4"], r["state"]])
+        lines.extend(["", "", "", "", "", lab, "", ""] for lab in labels[1:])
+    widths = [max(len(line[i]) for line in lines) for i in range(8)] if lines else [0] * 8
     return "".join("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+
+
+def _table(rows: list[dict], no_headers: bool) -> str:
+    """The default table: one line per endpoint that fits 80 columns (labels and more under -o wide)."""
+    from ciliumctl.cli.common import render_table
+
+    return render_table(["ID", "NAME", "IDENTITY", "IPv4", "POLICY", "STATUS"],
+                        [[str(r["id"]), _name(r), str(r["identity"]), r["ipv4"].split("/")[0],
+                          _enforced(r["policy_enforcement"]), r["state"]] for r in rows], no_headers)
+
+
+def _name(row: dict) -> str:
+    """NAMESPACE/NAME as get, exec and delete take it; the id for an endpoint without a name."""
+    return f"{row['namespace']}/{row['name']}" if row.get("name") else "-"
+
+
+def _enforced(pe: dict) -> str:
+    """The directions policy is enforced in: ingress, egress, both or none; audit when only reported."""
+    on = [d for d in ("ingress", "egress") if pe[d] == "enabled"]
+    if any(pe[d] == "unknown" for d in ("ingress", "egress")):
+        return "unknown"
+    if any(pe[d] == "disabled (audit)" for d in ("ingress", "egress")):
+        return "audit"
+    return "both" if len(on) == 2 else on[0] if on else "none"
+
+
+class ListOutput(enum.StrEnum):
+    table = "table"
+    wide = "wide"
+    json = "json"
+    yaml = "yaml"
 
 
 @app.command("add")
@@ -150,9 +185,13 @@ def _shown(value: str, limit: int = 40) -> str:
 
 @app.command("list")
 def list_(
-    output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
+    output: ListOutput = typer.Option(ListOutput.table, "--output", "-o",
+                                      help="Output format: wide adds labels and enforcement per direction."),
     no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Only endpoints of this namespace."),
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A",
+                                        help="Endpoints of every namespace (the default without -n, as "
+                                             "`cilium endpoint list`)."),
     all_nodes: bool = typer.Option(False, "--all-nodes", help="Every endpoint of the cluster, from CiliumEndpoint "
                                    "objects (needs --kubeconfig or $KUBECONFIG)."),
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help="Kubeconfig for --all-nodes."),
@@ -160,18 +199,25 @@ def list_(
                                           help="Kubeconfig context for --all-nodes."),
 ) -> None:
     """List endpoints of this node (or of every node with --all-nodes)."""
+    from ciliumctl.base.errors import UsageError
     from ciliumctl.cli.common import print_data
     from ciliumctl.endpoints import registry
+
+    namespace = namespace or None      # an empty -n is no -n, as kubectl reads it
+    if namespace and all_namespaces:
+        raise UsageError("-n and -A (--all-namespaces) exclude each other: drop one")
 
     if all_nodes:
         _list_all_nodes(kubeconfig, context, namespace, output, no_headers)
         return
 
     rows = _rows([ep for ep in registry.scan()[0] if namespace is None or ep.namespace == namespace])
-    if output == Output.table:
+    if output == ListOutput.table:
         typer.echo(_table(rows, no_headers), nl=False)
+    elif output == ListOutput.wide:
+        typer.echo(_wide_table(rows, no_headers), nl=False)
     else:
-        print_data(rows, output)
+        print_data(rows, Output(output.value))
 
 
 def _list_all_nodes(kubeconfig, context, namespace, output, no_headers) -> None:
@@ -186,8 +232,8 @@ def _list_all_nodes(kubeconfig, context, namespace, output, no_headers) -> None:
         raise UsageError("--all-nodes reads CiliumEndpoint objects from the cluster: pass --kubeconfig or set "
                          "KUBECONFIG")
     rows = list_all_nodes(kubeconfig=kc, context=context, namespace=namespace)
-    if output != Output.table:
-        print_data(rows, output)
+    if output not in (ListOutput.table, ListOutput.wide):
+        print_data(rows, Output(output.value))
         return
     cols = ["NODE", "NAMESPACE", "NAME", "ENDPOINT", "IDENTITY", "IPv4", "STATUS", "LABELS"]
     keys = ["node", "namespace", "name", "id", "identity", "ipv4", "state", "labels"]
@@ -201,15 +247,19 @@ def _list_all_nodes(kubeconfig, context, namespace, output, no_headers) -> None:
 def get(
     ref: str = typer.Argument(..., metavar="NAME|ID", help="Endpoint name, NAMESPACE/NAME or id."),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Namespace of NAME."),
-    output: Output = typer.Option(Output.yaml, "--output", "-o", help="Output format."),
+    output: ListOutput = typer.Option(ListOutput.yaml, "--output", "-o", help="Output format."),
     no_headers: bool = typer.Option(False, "--no-headers", help="Omit the table headers."),
 ) -> None:
-    """Show one endpoint."""
+    """Show one endpoint.
+
+    A missing endpoint is exit 1, as kubectl."""
     from ciliumctl.cli.common import print_data
     from ciliumctl.node import endpoint_ops
 
     row = _rows([endpoint_ops.get_endpoint(ref, namespace)], report=False)[0]
-    if output == Output.table:
+    if output == ListOutput.table:
         typer.echo(_table([row], no_headers), nl=False)
+    elif output == ListOutput.wide:
+        typer.echo(_wide_table([row], no_headers), nl=False)
     else:
-        print_data(row, output)
+        print_data(row, Output(output.value))

@@ -23,8 +23,8 @@ def register(app: typer.Typer) -> None:
         dport: str | None = typer.Option(None, "--dport", metavar="PORT/PROTO",
                                             help="Destination port/protocol: 80/tcp, 53/udp, 8/icmp "
                                                  "(ICMP type). Omitted: all traffic (L3 only)."),
-        files: list[str] = typer.Option([], "--file", "-f", metavar="FILE|DIR",
-                                         help="Policy file or directory (repeatable)."),
+        files: list[str] = typer.Option([], "--filename", "-f", "--file", metavar="FILE|DIR",
+                                         help="Policy file or directory (repeatable), as for policy apply."),
         mode: str | None = typer.Option(None, "--mode", metavar="{default,always,never}",
                                            help="Enforcement mode (default: default; with --live: the node's)."),
         node_labels: list[str] = typer.Option([], "--node-labels", metavar="LABELS",

@@ -58,9 +58,42 @@ def _lines(st: dict) -> list[tuple[str, str]]:
             f"({reasons.get(d.get('reason'), 'reason ' + str(d.get('reason')))})"
             for d in drops) or "none"))
     for k, v in dp.items():
-        if k not in ("programs", "maps", "events_lost", "drops") and isinstance(v, (str, int, float, bool)):
-            out.append((k.replace("_", " ").capitalize(), str(v)))
+        if k in _SHOWN_ELSEWHERE or not isinstance(v, (str, int, float, bool)):
+            continue
+        if k == "revision":     # the datapath's own revision: worth a row only when it lags the stored one
+            if v != st["policy_revision"]:
+                out.append(("Datapath revision", f"{v} (stored: {st['policy_revision']})"))
+        elif k == "outdated":
+            if v:
+                out.append(("Datapath build", "outdated: built from older sources (`ciliumctl install` upgrades "
+                                              "it)"))
+        else:
+            out.append((k.replace("_", " ").capitalize(), _text(v)))
     return out
+
+
+# keys of the datapath's status with a row of their own above (pin_dir is `Pins`)
+_SHOWN_ELSEWHERE = {"programs", "maps", "events_lost", "drops", "monitor_aggregation", "pin_dir"}
+
+
+def _text(value) -> str:
+    """A value as a person reads it: yes/no, never Python's True/False/None."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None else str(value)
+
+
+def unhealthy(st: dict) -> list[str]:
+    """Why this node is not fine (exit 1, as `cilium status` fails when Cilium is not ready): not installed, a
+    datapath that cannot be read or is outdated, or problems in the endpoint records and leases."""
+    dp = st.get("datapath") or {}
+    why = [] if st["installed"] else ["not installed"]
+    if "error" in dp and st["installed"]:
+        why.append(f"datapath: {dp['error']}")
+    if dp.get("outdated"):
+        why.append("datapath outdated")
+    why += [f"problem: {p}" for p in st.get("problems", [])]
+    return why
 
 
 def _budget(b: dict) -> str:
@@ -97,7 +130,10 @@ def register(app: typer.Typer) -> None:
         """Show the datapath, endpoints, policies and agent of this node.
 
         Datapath programs and maps (with their fill), endpoints, policy revision, enforcement mode, lost events,
-        the agent. --verify lists every difference between the stored state and the kernel; --repair fixes them."""
+        the agent. --verify lists every difference between the stored state and the kernel; --repair fixes them.
+
+        Exit 1 when the node is not installed, its datapath cannot be read or is outdated, or problems are
+        listed (as `cilium status` fails when Cilium is not ready); the status is printed all the same."""
         from ciliumctl.cli.common import print_data
 
         if kubeconfig:
@@ -120,6 +156,8 @@ def register(app: typer.Typer) -> None:
             st["agent"]["cpu_budget"] = agent_budget.read()
         if output != Output.table:
             print_data(st, output)
+            if unhealthy(st):
+                raise typer.Exit(1)
             return
         rows = _lines(st)
         ag = st["agent"]
@@ -131,6 +169,8 @@ def register(app: typer.Typer) -> None:
         width = max(len(k) for k, _ in rows) + 1
         for k, v in rows:
             typer.echo(f"{(k + ':').ljust(width)}  {v}")
+        if unhealthy(st):
+            raise typer.Exit(1)
 
 
 def _verify(repair: bool, output: Output) -> None:

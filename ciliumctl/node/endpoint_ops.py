@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 
-from ciliumctl.base.errors import EnvironmentProblem, UsageError
+from ciliumctl.base.errors import EnvironmentProblem, NotFound, UsageError
 from ciliumctl.endpoints import ipam, registry
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.node import endpoint_check
@@ -144,7 +144,7 @@ def _undo_endpoint(ep: Endpoint, done: list[str], addr_pool: ipam.Pool, owner: s
 def get_endpoint(ref: str, namespace: str | None = None) -> Endpoint:
     ep = registry.find(ref, namespace=namespace)
     if ep is None:
-        raise UsageError(f"endpoint {ref!r} not found; see `ciliumctl endpoint list`")
+        raise NotFound(f"endpoint {ref!r} not found; see `ciliumctl endpoint list`")   # exit 1, as kubectl
     return ep
 
 
@@ -179,7 +179,7 @@ def delete_endpoint(ref: str, namespace: str | None = None, notes: list[str] | N
 def _delete_remains(ref: str, addr_pool: ipam.Pool, notes: list[str]) -> Endpoint:
     """`endpoint delete ID` for an id without a readable record: its lease, namespace, veth and record go."""
     ref = ref.strip()
-    missing = UsageError(f"endpoint {ref!r} not found; see `ciliumctl endpoint list`")
+    missing = NotFound(f"endpoint {ref!r} not found; see `ciliumctl endpoint list`")
     if not ref.isdigit() or not 1 <= int(ref) <= registry.MAX_ID:
         raise missing
     ep_id = int(ref)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-from ciliumctl.base.errors import Finding, UsageError
+from ciliumctl.base.errors import NotFound, UsageError
 from ciliumctl.endpoints import registry
 from ciliumctl.node.reconcile import allocator, diff_states, reconcile, resolve_state
 from ciliumctl.node.settings import Settings, environment_errors, load_settings, locked, require_root
@@ -111,7 +111,7 @@ def delete_policy(name: str, namespace: str | None = None, kind: str | None = No
         (notes if notes is not None else []).extend(heal_if_interrupted())
         found = store.find(name, namespace if namespace is not None else "default", kind)
         if not found:
-            raise Finding(f"policy {name!r} not found in namespace {namespace or 'default'}; see "
+            raise NotFound(f"policy {name!r} not found in namespace {namespace or 'default'}; see "
                           "`ciliumctl policy get -A`")   # exit 1, as kubectl's NotFound
         if len(found) > 1:
             kinds = ", ".join(p.resource.split("/")[0] for p in found)

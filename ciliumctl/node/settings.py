@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ciliumctl.base import paths, statefile
-from ciliumctl.base.errors import CiliumctlError, EnvironmentProblem, UsageError
+from ciliumctl.base.errors import CiliumctlError, EnvironmentProblem, NotFound, UsageError
 from ciliumctl.endpoints import ipam
 from ciliumctl.policy.resolved import Enforcement
 
@@ -114,7 +114,7 @@ def locked():
         try:
             yield
             done = True
-        except UsageError:      # a refusal, not a command failing half way
+        except (UsageError, NotFound):      # a refusal, not a command failing half way
             done = True
             raise
         finally:

@@ -24,13 +24,20 @@ def test_endpoint_lifecycle(node):
     assert web["identity"] != client["identity"]
     assert web["policy_enforcement"] == {"ingress": "disabled", "egress": "disabled"}
 
+    # one line per endpoint within 80 columns, with the name get/exec/delete take; labels under -o wide
     table = node.cli("endpoint", "list").stdout.splitlines()
-    assert table[0].split()[:3] == ["ENDPOINT", "POLICY", "(ingress)"] and "IPv4" in table[0]
-    assert "STATUS" in table[0] and "ENFORCEMENT" in table[1]
-    assert any(line.startswith("1 ") and "k8s:app=web" in line and "10.200.0.1" in line and "ready" in line
-               for line in table)
+    assert table[0].split() == ["ID", "NAME", "IDENTITY", "IPv4", "POLICY", "STATUS"]
+    assert table[1].split() == ["1", "default/web", str(web["identity"]), "10.200.0.1", "none", "ready"]
+    assert len(table) == 3 and max(map(len, table)) <= 80, table
+    wide = node.cli("endpoint", "list", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:4] == ["ENDPOINT", "NAME", "POLICY", "(ingress)"] and "IPv4" in wide[0]
+    assert "STATUS" in wide[0] and "ENFORCEMENT" in wide[1]
+    assert any(line.startswith("1 ") and "default/web" in line and "k8s:app=web" in line and "10.200.0.1" in line
+               and "ready" in line for line in wide)
     headless = node.cli("endpoint", "list", "--no-headers").stdout
-    assert "ENDPOINT" not in headless and "10.200.0.2" in headless
+    assert "NAME" not in headless and "10.200.0.2" in headless
+    name = node.cli("endpoint", "list", "--no-headers").stdout.splitlines()[1].split()[1]
+    assert name == "prod/client" and "name: client" in node.cli("endpoint", "get", name).stdout
 
     assert json.loads(node.cli("endpoint", "get", "2", "-o", "json").stdout)["name"] == "client"
     assert "name: web" in node.cli("endpoint", "get", "web").stdout

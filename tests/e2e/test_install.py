@@ -33,8 +33,12 @@ def test_install_idempotent_status_and_uninstall_leaves_nothing(node):
     assert {p["name"] for p in dp["programs"]} == {"from_container", "to_container"}
     assert dp["events_lost"] == 0 and dp["attached_endpoints"] == 2
     assert st["policy_revision"] >= 3
-    text = node.cli("status").stdout
+    text = node.cli("status").stdout          # exit 0: installed, nothing to report
     assert "Enforcement mode:" in text and "Endpoints:" in text and "2/2 ready" in text and "Events lost:" in text
+    values = [line.split(":", 1)[1].strip() for line in text.splitlines()]
+    assert not {"True", "False", "None"} & set(values), text             # no Python in what a person reads
+    keys = [line.split(":", 1)[0] for line in text.splitlines()]
+    assert len(keys) == len(set(keys)) and "Pin dir" not in keys, text    # no row twice (Pins is the pin dir)
 
     assert "would" in node.cli("uninstall", "--dry-run").stdout and node.bpffs.exists()
     out = node.cli("uninstall").stdout

@@ -65,7 +65,7 @@ def test_apply_enforces_and_invalid_set_changes_nothing(node, tmp_path):
     assert node.cli("policy", "delete", "web-ingress").stdout.strip() == "ciliumnetworkpolicy/web-ingress deleted"
     assert node.connect("other", "10.200.0.1", 8080)
     gone = node.cli("policy", "delete", "web-ingress", check=False)
-    assert gone.returncode == 2 and "not found" in gone.stderr
+    assert gone.returncode == 1 and "not found" in gone.stderr
 
 
 def test_enforcement_mode_always_and_new_endpoint_gets_policy(node, tmp_path):

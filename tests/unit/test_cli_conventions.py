@@ -53,3 +53,26 @@ def test_uninstall_and_policy_commands_take_context_only_with_a_cluster(env):
 
 def test_policy_get_namespace_and_all_namespaces_exclude_each_other(env):
     refused(run_cli("policy", "get", "-n", "prod", "-A", env=env), "-n and -A")
+
+
+def test_status_of_a_node_without_ciliumctl_is_exit_1_and_still_printed(env):
+    for args in ([], ["-o", "json"]):
+        res = run_cli("status", *args, env=env)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res
+        assert ("Installed:" in res.stdout and "no (run `ciliumctl install`)" in res.stdout) if not args else \
+            '"installed": false' in res.stdout
+
+
+def test_endpoint_list_namespace_and_all_namespaces_exclude_each_other(env):
+    refused(run_cli("endpoint", "list", "-n", "prod", "-A", env=env), "-n and -A")
+
+
+def test_trace_takes_policies_with_the_same_flag_as_apply(env, tmp_path):
+    policy = tmp_path / "p.yaml"
+    policy.write_text("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p}\nspec:\n"
+                      "  endpointSelector: {matchLabels: {app: a}}\n"
+                      "  ingress: [{fromEndpoints: [{matchLabels: {app: b}}]}]\n")
+    for flag in ("--filename", "-f", "--file"):
+        allowed = run_cli("policy", "trace", flag, str(policy), "-s", "app=b", "-d", "app=a", env=env)
+        denied = run_cli("policy", "trace", flag, str(policy), "-s", "app=c", "-d", "app=a", env=env)
+        assert (allowed.returncode, denied.returncode) == (0, 1), (flag, allowed, denied)
