@@ -257,6 +257,11 @@ class Datapath:
         return MonitorConfig.unpack(m.lookup_array(0)) if m is not None else None
 
     @property
+    def revision(self) -> int:
+        """The revision of the state the programs enforce now."""
+        return self._read_state()[2]
+
+    @property
     def outdated(self) -> bool:
         """The pinned programs were built from another version of bpf/*.c than this ciliumctl carries."""
         return self._read_state()[1] != build.source_crc()

@@ -223,7 +223,6 @@ class ClusterNode:
 
     def _program(self, report: SyncReport, policies: list[dict], datapath=None, settings=None):
         """Resolve and load the datapath; the caller holds the node lock. Returns the datapath's report."""
-        from ciliumctl.base import statefile
         from ciliumctl.endpoints import registry
         from ciliumctl.policy.resolve import resolve
 
@@ -235,17 +234,16 @@ class ClusterNode:
         mode = self.mode or settings.enforcement_mode
         audit = settings.audit if self.audit is None else self.audit
         local = sources.enrich(registry.load_all(), self.cache, self.node_name)
-        settings.revision += 1
+        dp = datapath or self.datapath()
+        settings.revision = node_reconcile.next_revision(settings, dp)
         state = resolve(local + report.remote, policies, mode, self.identities, revision=settings.revision,
                         audit=audit, namespace_labels=ns_labels)
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
-        applied = (datapath or self.datapath()).apply(state)
+        applied = dp.apply(state)
         settings.policy_source = "cluster"      # node.verify compares the local store only in node mode
         node_settings.save_settings(settings)
-        statefile.write_json(node_reconcile.enforcement_path(), {
-            str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}
-            for ep_id, pol in state.endpoints.items()})
+        node_reconcile.save_enforcement(state)
         for ep in local:
             pol = state.endpoints.get(ep.id)
             if pol is not None and pol.identity != ep.identity:

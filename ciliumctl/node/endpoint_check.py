@@ -69,15 +69,19 @@ def dead_transitional(endpoints: list[Endpoint]) -> list[Endpoint]:
         return stuck if free else []
 
 
+def stuck(ep: Endpoint) -> str:
+    """What a dead transitional endpoint is, one line (without what to do)."""
+    return (f"endpoint {ep.id} ({ep.namespace}/{ep.name}) is stuck in state {ep.state}: the command changing it "
+            "was killed")
+
+
 def problems(pool: ipam.Pool) -> list[str]:
     """Every disagreement between registry, leases and kernel, one line each with what to do. Read-only."""
-    from ciliumctl.endpoints import plumbing
 
     endpoints, bad = registry.scan()
     out = [str(rec.problem()) for rec in bad]
     for ep in dead_transitional(endpoints):
-        out.append(f"endpoint {ep.id} ({ep.namespace}/{ep.name}) is stuck in state {ep.state}: the command "
-                   f"changing it was killed; `ciliumctl endpoint delete {ep.id}` removes it (so does the next "
+        out.append(f"{stuck(ep)}; `ciliumctl endpoint delete {ep.id}` removes it (so does the next "
                    "`ciliumctl endpoint add`)")
     holders: dict[str, list[Endpoint]] = {}
     for ep in endpoints:
@@ -107,15 +111,22 @@ def problems(pool: ipam.Pool) -> list[str]:
         if i is not None and i not in known:
             orphans.setdefault(i, []).append(f"lease {addr}")
     try:
-        for i, names in plumbing.remains().items():
-            if i not in known:
-                orphans.setdefault(i, []).extend(names)
+        for i, names in unrecorded_remains(known).items():
+            orphans.setdefault(i, []).extend(names)
     except (EnvironmentProblem, OSError):
         pass            # the kernel side needs root; the lease file still tells
     for i, remains in sorted(orphans.items()):
         out.append(f"endpoint {i} has no state file ({registry.endpoints_dir() / f'{i}.json'}) but its "
                    f"{', '.join(remains)} remain; `ciliumctl endpoint delete {i}` removes them")
     return out
+
+
+def unrecorded_remains(known: set[int]) -> dict[int, list[str]]:
+    """Sandbox namespaces and host veths of endpoint ids not in `known` (ids with a record): id -> their names.
+    Never removed on a guess: `endpoint delete ID` does."""
+    from ciliumctl.endpoints import plumbing
+
+    return {i: names for i, names in sorted(plumbing.remains().items()) if i not in known}
 
 
 def repair(pool: ipam.Pool, notes: list[str]) -> None:

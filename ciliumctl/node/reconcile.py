@@ -94,9 +94,7 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
     settings = settings or load_settings()
     endpoints = registry.load_all()
     dp = datapath or open_datapath()
-    # past the kernel's revision too: a command killed after its switch never saved the number, which must not
-    # name a second state (connections are decided again only when the revision changes)
-    settings.revision = max(settings.revision, datapath_revision(dp)) + 1
+    settings.revision = next_revision(settings, dp)
     alloc = allocator()
     state = resolve_state(endpoints, store.load_all(), settings, alloc, settings.revision)
     _record_identities(endpoints, state)
@@ -104,16 +102,22 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
     settings.policy_source = "node"
     dp.set_monitor(settings.monitor)
     save_settings(settings)
-    statefile.write_json(enforcement_path(), {
-        str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}
-        for ep_id, pol in state.endpoints.items()})
+    save_enforcement(state)
     return report
 
 
-def datapath_revision(dp) -> int:
-    from ciliumctl.datapath import readback
+def next_revision(settings: Settings, dp) -> int:
+    """The number of the state about to be programmed: past the stored one and past the kernel's too (a command
+    killed after its switch never saved the number, which must not name a second state: connections are decided
+    again only when the revision changes)."""
+    return max(settings.revision, dp.revision) + 1
 
-    return readback.state_of(dp.maps)[2]
+
+def save_enforcement(state: ResolvedState) -> None:
+    """Which endpoints enforce which direction, as just programmed (enforcement_of reads it)."""
+    statefile.write_json(enforcement_path(), {
+        str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}
+        for ep_id, pol in state.endpoints.items()})
 
 
 def enforcement_path() -> Path:

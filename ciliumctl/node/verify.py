@@ -130,7 +130,7 @@ def _check_endpoints(dp, endpoints: list[Endpoint], report: Report) -> None:
         if ep.state in TRANSITIONAL:            # the lock is ours: the command changing it is dead
             sandbox = not ep.container_id       # `endpoint add`'s; a runtime's is its CNI plugin's to retry
             report.differences.append(Difference(
-                f"{who} is stuck in state {ep.state}: the command changing it was killed", repairable=sandbox,
+                endpoint_check.stuck(ep), repairable=sandbox,
                 hint="" if sandbox else f"`ciliumctl endpoint delete {ep.id}` removes it"))
             if sandbox:
                 report.stuck.append(ep)
@@ -163,15 +163,11 @@ def _check_endpoints(dp, endpoints: list[Endpoint], report: Report) -> None:
 
 
 def _check_remains(endpoints: list[Endpoint], report: Report) -> None:
-    """Sandbox namespaces and host veths of endpoint ids without a record (never removed on a guess)."""
-    from ciliumctl.endpoints import plumbing
-
-    known = {ep.id for ep in endpoints}
-    for ep_id, names in sorted(plumbing.remains().items()):
-        if ep_id not in known:
-            report.differences.append(Difference(
-                f"endpoint {ep_id} has no record but its {', '.join(names)} remain", repairable=False,
-                hint=f"`ciliumctl endpoint delete {ep_id}` removes them"))
+    """Sandbox namespaces and host veths of endpoint ids without a record (node.endpoint_check)."""
+    for ep_id, names in endpoint_check.unrecorded_remains({ep.id for ep in endpoints}).items():
+        report.differences.append(Difference(
+            f"endpoint {ep_id} has no record but its {', '.join(names)} remain", repairable=False,
+            hint=f"`ciliumctl endpoint delete {ep_id}` removes them"))
 
 
 def _ifindex(name: str) -> int:

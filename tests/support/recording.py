@@ -8,3 +8,8 @@ class RecordingDatapath:
 
     def apply(self, state):
         self.states.append(state)
+
+    @property
+    def revision(self):
+        """As the kernel's: the revision of the last state handed over."""
+        return self.states[-1].revision if self.states else 0
