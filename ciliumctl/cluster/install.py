@@ -83,15 +83,23 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
         out.write(render(objs, output or "yaml"))
         return objs
     kube = _connect(kube, kubeconfig, context)
-    results = []
+    results: list[Applied] = []
+    created: list[dict] = []
     for obj in objs:
         try:
             result = apply_object(kube, obj)
         except ApiFailure as err:
             raise EnvironmentProblem(f"install: applying {obj['kind']} {obj['metadata']['name']} failed: "
-                                     f"{err.api_message} ({err.status} {err.reason}); nothing after it was "
-                                     "applied, re-run install when fixed") from None
+                                     f"{err.api_message} ({err.status} {err.reason}); "
+                                     f"{_roll_back(kube, created)}") from None
+        except EnvironmentProblem as err:
+            if not created:
+                raise
+            raise EnvironmentProblem(f"{err}; install stopped after creating {len(created)} objects, run "
+                                     "`ciliumctl uninstall` once the server answers") from None
         results.append(result)
+        if result.action == "created":
+            created.append(obj)
         if output in ("json", "yaml"):
             continue
         out.write(result.line() + "\n")
@@ -102,6 +110,23 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
     if wait:
         wait_ready(kube, namespace, timeout, progress or (lambda line: print(line, file=sys.stderr)))
     return results
+
+
+def _roll_back(kube: Kube, created: list[dict]) -> str:
+    """Delete what this install created, newest first, so that a refused install leaves nothing half-installed
+    (objects that were there before stay, as they were or as this install configured them). Says what it did."""
+    left = []
+    for obj in reversed(created):
+        kind, meta = kind_of(obj), obj["metadata"]
+        try:
+            kube.delete(kind, meta["name"], meta.get("namespace"))
+        except (ApiFailure, EnvironmentProblem):
+            left.append(f"{obj['kind']} {meta['name']}")
+    if left:
+        return f"could not remove {', '.join(left)} again: run `ciliumctl uninstall` when fixed"
+    if created:
+        return f"the {len(created)} objects it had created were removed again, nothing is installed"
+    return "nothing was installed"
 
 
 def uninstall(kubeconfig: str | None = None, context: str | None = None, namespace: str = manifests.NAMESPACE,

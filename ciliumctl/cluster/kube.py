@@ -10,11 +10,37 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ciliumctl.base.errors import CiliumctlError, EnvironmentProblem, UsageError
+
+# how long one request may wait for the API server (kubectl waits forever unless --request-timeout): a server
+# that accepts and never answers must end in one line, not a hang. CILIUMCTL_REQUEST_TIMEOUT overrides it.
+REQUEST_TIMEOUT = 30.0
+
+
+def request_timeout() -> float:
+    try:
+        value = float(os.environ.get("CILIUMCTL_REQUEST_TIMEOUT", REQUEST_TIMEOUT))
+    except ValueError:
+        raise UsageError("CILIUMCTL_REQUEST_TIMEOUT must be a number of seconds") from None
+    if value <= 0:
+        raise UsageError("CILIUMCTL_REQUEST_TIMEOUT must be a number of seconds above 0")
+    return value
+
+
+def _client_configuration() -> Any:
+    from kubernetes import client
+    from urllib3.util.retry import Retry
+
+    cfg = client.Configuration()
+    # connection errors are retried twice; a request the server took but did not answer is not sent again
+    # (urllib3's default re-sends it three times: four timeouts before the user hears anything)
+    cfg.retries = Retry(total=2, read=0, redirect=0, status=0)
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -77,6 +103,7 @@ class Kube:
     def __init__(self, api_client: Any, namespace: str = "default"):   # a kubernetes.client.ApiClient
         self.api = api_client
         self.namespace = namespace  # the kubeconfig context's namespace: the default for namespaced objects
+        self.timeout = request_timeout()  # seconds per request, unless the caller gives its own
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
@@ -84,7 +111,8 @@ class Kube:
         from kubernetes.config.config_exception import ConfigException
 
         try:
-            api = config.new_client_from_config(config_file=kubeconfig, context=context)
+            api = config.new_client_from_config(config_file=kubeconfig, context=context,
+                                                client_configuration=_client_configuration())
             contexts, active = config.list_kube_config_contexts(kubeconfig)
             chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
             return cls(api, ((chosen or {}).get("context") or {}).get("namespace") or "default")
@@ -127,9 +155,16 @@ class Kube:
             method=method, resource_path=path, query_params=q, header_params=headers, body=body,
             auth_settings=["BearerToken"])
         try:
-            resp = self.api.call_api(method_, url, header_params=headers, body=body, _request_timeout=timeout)
+            limit = timeout if timeout is not None else self.timeout
+            resp = self.api.call_api(method_, url, header_params=headers, body=body, _request_timeout=limit)
         except urllib3.exceptions.HTTPError as err:
-            reason = str(getattr(err, "reason", None) or err)
+            cause = getattr(err, "reason", None) or err
+            if isinstance(cause, urllib3.exceptions.TimeoutError) or "timed out" in str(cause):
+                seconds = limit[1] if isinstance(limit, tuple) else limit
+                raise EnvironmentProblem(f"the Kubernetes API server at {self.host} did not answer {method} {path} "
+                                         f"within {seconds:g}s; check that it is up and not overloaded "
+                                         "(CILIUMCTL_REQUEST_TIMEOUT sets the limit)") from None
+            reason = str(cause)
             reason = reason.split("): ", 1)[-1]  # drop urllib3's "HTTPConnection(host=..., port=...)" prefix
             raise EnvironmentProblem(f"cannot reach the Kubernetes API server at {self.host}: {reason}; check "
                                      "--kubeconfig/--context and that the cluster is up") from None

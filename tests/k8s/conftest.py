@@ -76,3 +76,81 @@ def api():
     finally:
         cluster.stop()
         assert not cluster.leftovers()
+
+
+# ------------------------------------------------------- one shared API server for the cluster-mode code's tests
+
+@pytest.fixture(scope="session")
+def api_shared():
+    """One real API server (etcd + kube-apiserver: no controllers, no nodes) shared by the tests of the
+    cluster-mode code that need the API only (tests/k8s/test_api_*.py). The `kube` fixture below leaves it as it
+    found it. Without the controller-manager nothing makes ServiceAccounts or finishes deleting a namespace:
+    tests/k8s/objects.py add_pod makes the ServiceAccount, new_namespace names are unique."""
+    from conftest import reference_tool
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (namespaces)")
+    cluster = Cluster(reference_tool("kube-apiserver").parent, [], nodes=0, controllers=False)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not cluster.leftovers()
+
+
+@pytest.fixture
+def kubeconfig(api_shared) -> str:
+    """The shared API server's admin kubeconfig (overrides tests/conftest.py's, which is the fake's)."""
+    return str(api_shared.kubeconfig)
+
+
+TEST_NAMESPACE_LABEL = "ciliumctl-test"
+
+
+@pytest.fixture
+def kube(kubeconfig):
+    """A client of the shared API server; afterwards every object a test may have made is deleted: cilium.io
+    objects, pods (forced: no kubelet will confirm), config maps in default, namespaces labelled
+    ciliumctl-test (see new_namespace)."""
+    from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
+
+    client = Kube.connect(kubeconfig)
+    yield client
+    for kind in ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "CiliumEndpoint", "CiliumIdentity",
+                 "CiliumCIDRGroup", "Pod", "ConfigMap"):
+        try:
+            items, _ = client.list(KINDS[kind])
+        except ApiFailure:        # the CRDs are not there
+            continue
+        for item in items:
+            meta = item["metadata"]
+            if kind == "ConfigMap" and (meta["namespace"] != "default" or meta["name"].endswith(".crt")):
+                continue
+            client.request("DELETE", client.path(KINDS[kind], meta.get("namespace"), meta["name"]),
+                           body={"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
+    for ns in client.list(KINDS["Namespace"], label_selector=TEST_NAMESPACE_LABEL)[0]:
+        client.delete(KINDS["Namespace"], ns["metadata"]["name"])
+
+
+@pytest.fixture
+def installed(kube):
+    """The shared API server with ciliumctl installed (CRDs, RBAC, the DaemonSet: no node runs it)."""
+    import io
+
+    from ciliumctl.cluster.install import install
+
+    install(kube=kube, out=io.StringIO())
+    return kube
+
+
+@pytest.fixture
+def new_namespace(kube):
+    """new_namespace(prefix, labels) -> the name of a namespace of the test's own, unique (a deleted namespace
+    stays Terminating on the shared server), deleted after the test."""
+    def make(prefix: str, labels: dict | None = None) -> str:
+        name = f"{prefix}-{os.urandom(3).hex()}"
+        kube.create({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": name, "labels": {**(labels or {}), TEST_NAMESPACE_LABEL: "true"}}})
+        return name
+    return make

@@ -1,5 +1,7 @@
-"""CiliumEndpoint publishing and `endpoint list --all-nodes` rows; pods and namespaces as agent inputs."""
+"""CiliumEndpoint publishing and `endpoint list --all-nodes` rows; pods and namespaces as agent inputs: on a real
+API server (the shared one of tests/k8s/conftest.py)."""
 
+import pytest
 from support.shell import wait_until
 
 from ciliumctl.cluster import endpoints as ceps
@@ -7,6 +9,9 @@ from ciliumctl.cluster import sources
 from ciliumctl.cluster.kube import KINDS
 from ciliumctl.cluster.watch import ClusterCache
 from ciliumctl.endpoints.model import Endpoint
+from k8s.objects import add_pod
+
+pytestmark = [pytest.mark.root]
 
 
 def ep(name, ident, ip, ns="default", id_=1):
@@ -31,26 +36,22 @@ def test_publish_create_update_unchanged_and_stale_cleanup(installed):
     assert kube.get(KINDS["CiliumEndpoint"], "other-node", "default") is not None  # not ours to delete
 
 
-def test_list_all_nodes_rows(installed, kubeconfig):
+def test_list_all_nodes_rows(installed, kubeconfig, new_namespace):
     kube = installed
-    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
-    ceps.publish(kube, ep("db", 400, "10.2.0.9", ns="shop", id_=7), "node-b", frozenset({"k8s:app=db"}))
+    shop = new_namespace("shop")
+    ceps.publish(kube, ep("db", 400, "10.2.0.9", ns=shop, id_=7), "node-b", frozenset({"k8s:app=db"}))
     ceps.publish(kube, ep("web", 401, "10.1.0.5", id_=3), "node-a", frozenset({"k8s:app=web"}))
     rows = ceps.list_all_nodes(kubeconfig=kubeconfig)
     assert [(r["node"], r["namespace"], r["name"], r["id"], r["identity"], r["ipv4"]) for r in rows] == [
-        ("node-a", "default", "web", 3, 401, "10.1.0.5"), ("node-b", "shop", "db", 7, 400, "10.2.0.9")]
+        ("node-a", "default", "web", 3, 401, "10.1.0.5"), ("node-b", shop, "db", 7, 400, "10.2.0.9")]
     assert [r["name"] for r in ceps.remote_endpoints(kube.list(KINDS["CiliumEndpoint"])[0], "node-a")] == ["db"]
 
 
-def test_sources_give_local_pods_with_namespace_labels(installed):
+def test_sources_give_local_pods_with_namespace_labels(installed, new_namespace):
     kube = installed
-    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "a"}}})
+    shop = new_namespace("shop", {"team": "a"})
     for name, node, host in (("web", "n1", False), ("agent", "n1", True), ("db", "n2", False)):
-        kube.create({"apiVersion": "v1", "kind": "Pod",
-                     "metadata": {"name": name, "namespace": "shop", "labels": {"app": name}},
-                     "spec": {"nodeName": node, "hostNetwork": host, "serviceAccountName": "sa-" + name,
-                              "containers": [{"name": "c", "image": "i"}]},
-                     "status": {"podIP": "10.1.0.5" if name == "web" else "", "phase": "Running"}})
+        add_pod(kube, name, node, "10.1.0.5" if name == "web" else "", {"app": name}, shop, host, "sa-" + name)
     cache = ClusterCache(kube, node_name="n1").start()
     try:
         assert cache.wait_synced(5)
@@ -59,10 +60,11 @@ def test_sources_give_local_pods_with_namespace_labels(installed):
         assert [e.name for e in eps] == ["web"]  # host-network pods are not endpoints; n2's pods not ours
         web = eps[0]
         assert web.labels == {"app": "web", "io.cilium.k8s.namespace.labels.team": "a",
-                              "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name": "shop"}
+                              "io.cilium.k8s.namespace.labels.ciliumctl-test": "true",
+                              "io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name": shop}
         assert web.service_account == "sa-web" and web.ipv4 == "10.1.0.5" and web.node == "n1"
         # an endpoint made by the CNI plugin (no labels) gets its pod's labels, matched by address
-        cni = Endpoint(id=9, name="cni-abc", namespace="shop", ipv4="10.1.0.5", host_ifname="lxc1")
+        cni = Endpoint(id=9, name="cni-abc", namespace=shop, ipv4="10.1.0.5", host_ifname="lxc1")
         enriched = sources.enrich([cni], cache, "n1")[0]
         assert enriched.id == 9 and enriched.host_ifname == "lxc1" and enriched.labels["app"] == "web"
         assert enriched.name == "web"
