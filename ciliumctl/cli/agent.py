@@ -25,6 +25,18 @@ _KUBECONFIG = typer.Option(None, "--kubeconfig", metavar="FILE",
 _CONTEXT = typer.Option(None, "--context", metavar="NAME", help="Cluster mode: kubeconfig context.")
 
 
+def _refuse_context_in_node_mode(kubeconfig: str | None, context: str | None) -> None:
+    """--context picks a kubeconfig context: without a kubeconfig (flag, $KUBECONFIG or in-cluster, as
+    node.agent reads them) the agent runs in node mode, where it would be ignored."""
+    import os
+
+    from ciliumctl.cli.common import refuse_unused
+
+    if not (kubeconfig or os.environ.get("KUBECONFIG") or os.environ.get("CILIUMCTL_CLUSTER") == "in-cluster"):
+        refuse_unused("in node mode (cluster mode takes it: pass --kubeconfig or set KUBECONFIG)",
+                      {"--context": context is not None})
+
+
 def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni, kubeconfig=None,
           context=None) -> list[str]:
     args = ["--flow-buffer-size", str(flow_buffer_size), "--metrics-listen", metrics_listen]
@@ -54,6 +66,7 @@ def run(flow_buffer_size: int = _BUF, hubble_socket: Path | None = _SOCK, hubble
 
     from ciliumctl.node.agent import Agent, AgentOptions
 
+    _refuse_context_in_node_mode(kubeconfig, context)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     Agent(AgentOptions(flow_buffer_size=flow_buffer_size, hubble_socket=hubble_socket, hubble_listen=hubble_listen,
                        metrics_listen=metrics_listen or None, node_name=node_name, serve_cni=not no_cni,
@@ -70,6 +83,7 @@ def start(flow_buffer_size: int = _BUF, hubble_socket: Path | None = _SOCK,
     Its pid file and log are under the run directory."""
     from ciliumctl.node.agent import AgentOptions, log_file, start_background
 
+    _refuse_context_in_node_mode(kubeconfig, context)
     AgentOptions(flow_buffer_size=flow_buffer_size, hubble_listen=hubble_listen,
                  metrics_listen=metrics_listen).validate()
     pid = start_background(_args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni,

@@ -172,6 +172,11 @@ def _exec_args(argv: list[str], namespace: str | None) -> tuple[list[str], str |
             namespace, argv = argv[1], argv[2:]
         elif arg.startswith("--namespace="):
             namespace, argv = arg.partition("=")[2], argv[1:]
+        elif arg in ("-D", "--debug"):   # the global flag, here too
+            from ciliumctl.cli.typer_app import debug_on
+
+            debug_on()
+            argv = argv[1:]
         elif arg.startswith("-") and "--" in argv:
             raise UsageError(f"endpoint exec: no such option {_shown(arg)}; the command and its options go after --")
         else:
@@ -210,6 +215,10 @@ def list_(
     if all_nodes:
         _list_all_nodes(kubeconfig, context, namespace, output, no_headers)
         return
+    from ciliumctl.cli.common import refuse_unused
+
+    refuse_unused("without --all-nodes (this node's endpoints are read from this node)",
+                  {"--kubeconfig": kubeconfig is not None, "--context": context is not None})
 
     rows = _rows([ep for ep in registry.scan()[0] if namespace is None or ep.namespace == namespace])
     if output == ListOutput.table:

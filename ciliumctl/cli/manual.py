@@ -55,7 +55,8 @@ ENVIRONMENT: list[tuple[str, str, tuple[str, ...]]] = [
      "DaemonSet sets it from the ConfigMap).", ("agent run", "agent start")),
     ("CILIUMCTL_AUDIT", "Cluster mode: true puts the agent in audit mode (the DaemonSet sets it from the "
      "ConfigMap).", ("agent run", "agent start")),
-    ("CILIUMCTL_DEBUG", "Set to anything: an unexpected error prints its full Python traceback.", ("",)),
+    ("CILIUMCTL_DEBUG", "Set to anything: an unexpected error prints its full Python traceback (-D/--debug sets "
+     "it).", ("",)),
     ("KUBECONFIG", "The kubeconfig when --kubeconfig is not given: with one, install, uninstall, status, policy "
      "apply/get/delete, endpoint list --all-nodes and agent work on the cluster.",
      ("install", "uninstall", "status", "policy apply", "policy get", "policy delete", "endpoint list", "agent")),

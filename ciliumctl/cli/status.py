@@ -118,7 +118,8 @@ def register(app: typer.Typer) -> None:
         output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
         kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE",
                                                  help="Report the cluster install instead "
-                                                 "(DaemonSet readiness, per-node agent health)."),
+                                                 "(DaemonSet readiness, per-node agent health; default: "
+                                                 "$KUBECONFIG; this node without one)."),
         context: str | None = typer.Option(None, "--context", metavar="NAME",
                                               help="Kubeconfig context (cluster mode)."),
         verify: bool = typer.Option(False, "--verify",
@@ -134,14 +135,21 @@ def register(app: typer.Typer) -> None:
 
         Exit 1 when the node is not installed, its datapath cannot be read or is outdated, or problems are
         listed (as `cilium status` fails when Cilium is not ready); the status is printed all the same."""
-        from ciliumctl.cli.common import print_data
+        import os
 
-        if kubeconfig:
+        from ciliumctl.cli.common import print_data, refuse_unused
+
+        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None   # as install and policy read it
+        if not kubeconfig:
+            refuse_unused("in node mode (cluster mode takes it: pass --kubeconfig or set KUBECONFIG)",
+                          {"--context": context is not None})
+        else:
             if verify or repair:
                 from ciliumctl.base.errors import UsageError
 
                 raise UsageError("--verify and --repair check this node against its own store; in cluster mode "
-                                 "the agent reprograms the node from the cluster at every resync")
+                                 "the agent reprograms the node from the cluster at every resync (on a node-mode "
+                                 "node: unset KUBECONFIG)")
             _cluster_status(kubeconfig, context, output)
             return
         if verify or repair:

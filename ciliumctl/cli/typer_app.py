@@ -6,8 +6,9 @@ Typer shows the Python annotation where a metavar goes (`<str>`, `<list[str]>`) 
 `{PATH...}...`; the classes below replace that with ciliumctl.cli.params, which docgen uses too.
 
 The same classes are where every command gets what is kept out of the command modules: its examples at the end
-of --help (ciliumctl.cli.examples, by command path) and the values <TAB> offers (ciliumctl.cli.completion_values, by
-option name and command path), so that a command or option added later gets them without edits."""
+of --help (ciliumctl.cli.examples, by command path), the values <TAB> offers (ciliumctl.cli.completion_values, by
+option name and command path) and the global -D/--debug flag, so that a command or option added later gets them
+without edits."""
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
@@ -53,6 +54,41 @@ class _Argument(TyperArgument):
         return super().shell_complete(ctx, incomplete) if values is None else _completions(values)
 
 
+def debug_on() -> None:
+    """-D/--debug: ciliumctl's log messages down to DEBUG on stderr, and an unexpected error prints its full trace
+    (main.run reads CILIUMCTL_DEBUG; processes started from here, such as `agent start`'s agent, inherit it)."""
+    import logging
+    import os
+
+    os.environ["CILIUMCTL_DEBUG"] = "1"
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("ciliumctl").setLevel(logging.DEBUG)
+
+
+def _debug_on(ctx, param, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        debug_on()
+
+
+def _debug_flag(debug: bool = typer.Option(False, "-D", "--debug", is_eager=True, expose_value=False,
+                                           callback=_debug_on,
+                                           help="Debug messages on stderr; an unexpected error prints its full "
+                                                "trace.")) -> None:
+    pass
+
+
+def _with_debug(params: list) -> list:
+    """The command's parameters and -D/--debug, which every command takes, before or after its name, as hubble's
+    and cilium's global flags (cobra's persistent flags) are read."""
+    if any("--debug" in p.opts for p in params):
+        return params
+    from typer.main import _get_param  # typer's own way from a signature to a parameter (it has no public one)
+    from typer.utils import get_params_from_function
+
+    (meta,) = get_params_from_function(_debug_flag).values()
+    return [*params, _get_param(meta)]
+
+
 def _restyle(params: list) -> list:
     """Give typer's parameters our help display. The subclasses add no state, so changing the class of the
     objects typer built is safe; typer offers no other hook for how a parameter is shown."""
@@ -96,12 +132,12 @@ class _Shared:
 
 class Command(_Shared, TyperCommand):
     def __init__(self, *args, params=None, **kwargs):
-        super().__init__(*args, params=_restyle(list(params or [])), **kwargs)
+        super().__init__(*args, params=_restyle(_with_debug(list(params or []))), **kwargs)
 
 
 class Group(_Shared, TyperGroup):
     def __init__(self, *args, params=None, **kwargs):
-        super().__init__(*args, params=_restyle(list(params or [])), **kwargs)
+        super().__init__(*args, params=_restyle(_with_debug(list(params or []))), **kwargs)
 
 
 class App(typer.Typer):

@@ -5,6 +5,10 @@ Each run points the CLI at this test's own state and at a node namespace that do
 set) at a file that does not exist: were a refusal to regress, the command would fail there, never touch the
 machine."""
 
+import logging
+import subprocess
+import sys
+
 import pytest
 from support.cli import cli_env, run_cli
 
@@ -61,6 +65,10 @@ def test_status_of_a_node_without_ciliumctl_is_exit_1_and_still_printed(env):
         assert res.returncode == 1 and "Traceback" not in res.stderr, res
         assert ("Installed:" in res.stdout and "no (run `ciliumctl install`)" in res.stdout) if not args else \
             '"installed": false' in res.stdout
+    rows = [line.split(":", 1) for line in run_cli("status", env=env).stdout.splitlines()]
+    assert not {"True", "False", "None", "[]", "{}"} & {value.strip() for _, value in rows}, rows   # no Python
+    keys = [key for key, _ in rows if key != "Problem"]              # one row per problem; every other key once
+    assert len(keys) == len(set(keys)), rows
 
 
 def test_endpoint_list_namespace_and_all_namespaces_exclude_each_other(env):
@@ -76,3 +84,75 @@ def test_trace_takes_policies_with_the_same_flag_as_apply(env, tmp_path):
         allowed = run_cli("policy", "trace", flag, str(policy), "-s", "app=b", "-d", "app=a", env=env)
         denied = run_cli("policy", "trace", flag, str(policy), "-s", "app=c", "-d", "app=a", env=env)
         assert (allowed.returncode, denied.returncode) == (0, 1), (flag, allowed, denied)
+
+
+def test_context_and_kubeconfig_are_refused_where_nothing_would_read_them(env):
+    refused(run_cli("status", "--context", "kind", env=env), "--context", "node mode", "KUBECONFIG")
+    for command in (["agent", "run"], ["agent", "start"]):
+        refused(run_cli(*command, "--context", "kind", env=env), "--context", "node mode", "KUBECONFIG")
+    refused(run_cli("endpoint", "list", "--context", "kind", env=env), "--context", "without --all-nodes")
+    refused(run_cli("endpoint", "list", "--kubeconfig", "/nonexistent/kubeconfig", env=env), "--kubeconfig",
+            "without --all-nodes")
+
+
+def test_status_takes_the_cluster_from_kubeconfig_as_install_and_policy_do(env):
+    cluster = {**env, "KUBECONFIG": "/nonexistent/kubeconfig"}
+    refused(run_cli("status", env=cluster), "/nonexistent/kubeconfig")        # the cluster's status, not the node's
+    refused(run_cli("status", "--verify", env=cluster), "--verify", "unset KUBECONFIG")
+
+
+def test_debug_flag_before_or_after_the_command_prints_the_full_trace(env):
+    """-D/--debug is global, as hubble's: an unexpected error (here a planted one) is one line without it, the
+    whole trace with it, wherever it stands; ciliumctl's loggers go down to DEBUG."""
+    code = ("import logging, sys\nfrom ciliumctl.cli import main, version\n"
+            "def planted():\n    raise RuntimeError('planted')\n"
+            "version.version_line = planted\nsys.argv = ['ciliumctl', *sys.argv[1:]]\n"
+            "try:\n    main.run()\n"
+            "finally:\n    print('LEVEL', logging.getLogger('ciliumctl').getEffectiveLevel())\n")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    plain = run("version")
+    assert plain.returncode == 2 and plain.stdout == f"LEVEL {logging.WARNING}\n", plain
+    assert plain.stderr == ("Error: RuntimeError: planted; run again with CILIUMCTL_DEBUG=1 for the full trace "
+                            "and report it\n")
+    for args in (["-D", "version"], ["--debug", "version"], ["version", "-D"], ["version", "--debug"]):
+        traced = run(*args)
+        assert traced.returncode == 1 and traced.stdout == f"LEVEL {logging.DEBUG}\n", (args, traced)
+        assert traced.stderr.startswith("Traceback") and "RuntimeError: planted" in traced.stderr, traced.stderr
+
+
+@pytest.mark.parametrize("argv, name, command, namespace", [
+    (["xwing", "-n", "rebels", "--", "ls", "-n", "x"], "xwing", ["ls", "-n", "x"], "rebels"),
+    (["-n", "rebels", "xwing", "--", "ls"], "xwing", ["ls"], "rebels"),
+    (["xwing", "--namespace=rebels", "--", "ls"], "xwing", ["ls"], "rebels"),
+    (["xwing", "--namespace", "rebels", "ip", "-4", "addr"], "xwing", ["ip", "-4", "addr"], "rebels"),
+    (["xwing", "--", "-n", "rebels"], "xwing", ["-n", "rebels"], None),
+    (["rebels/xwing", "-D", "--", "true"], "rebels/xwing", ["true"], None),
+])
+def test_endpoint_exec_takes_its_options_after_the_name(monkeypatch, argv, name, command, namespace):
+    """`endpoint exec NAME -n NS -- CMD` as kubectl exec reads it: -n after NAME is ours, the command starts after
+    -- (or at the first word that is not ours) and keeps its own options."""
+    from typer.testing import CliRunner
+
+    from ciliumctl.cli import main, typer_app
+    from ciliumctl.node import endpoint_ops
+
+    calls, debug = [], []
+    monkeypatch.setattr(endpoint_ops, "exec_in_endpoint", lambda *call: calls.append(call))
+    monkeypatch.setattr(typer_app, "debug_on", lambda: debug.append(True))
+    result = CliRunner().invoke(main.app, ["endpoint", "exec", *argv], prog_name="ciliumctl")
+    assert result.exit_code == 0, result.output
+    assert calls == [(name, command, namespace)]
+    assert debug == [True] * argv.count("-D")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["xwing", "-n"], ["option -n needs a namespace"]),
+    (["xwing", "-x", "--", "true"], ["no such option '-x'", "after --"]),
+    (["xwing"], ["missing argument -- CMD"]),
+])
+def test_endpoint_exec_bad_options_are_one_line(env, argv, words):
+    refused(run_cli("endpoint", "exec", *argv, env=env), *words)

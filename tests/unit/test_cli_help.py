@@ -17,6 +17,7 @@ from ciliumctl.cli import main
 PYTHON_TYPE_WORDS = {"STR", "TEXT", "INT", "INTEGER", "FLOAT", "BOOL", "BOOLEAN", "LIST", "DICT", "TUPLE",
                      "OPTIONAL", "NONE", "CHOICE"}
 WIDTH = 80
+BOX = re.compile("[\u2500-\u257f]")   # box drawing, as typer's rich panels and rich tables draw them
 
 
 def _commands(command, path=()):
@@ -68,11 +69,15 @@ def _python_type_names(param) -> set[str]:
     return names - {""}
 
 
-def _looks_like_a_python_type(metavar: str, param) -> bool:
+def _names_a_python_type(metavar: str) -> bool:
     if re.search(r"<[^>]*>|\b(list|dict|tuple|optional)\[", metavar, re.IGNORECASE):
         return True
     words = set(re.findall(r"[A-Za-z]+", metavar))
-    if words & PYTHON_TYPE_WORDS or metavar == "VALUE":   # click's word for "anything"; NAME:VALUE says more
+    return bool(words & PYTHON_TYPE_WORDS) or metavar == "VALUE"   # click's word for "anything"; NAME:VALUE says more
+
+
+def _looks_like_a_python_type(metavar: str, param) -> bool:
+    if _names_a_python_type(metavar):
         return True
     annotation = param.type_descriptor.annotation
     return isinstance(annotation, type) and issubclass(annotation, enum.Enum) and (
@@ -95,6 +100,23 @@ def test_options_show_what_to_type_and_flags_show_nothing(path, command):
             assert shown, f"{name} takes a value but shows no metavar"
             assert not _looks_like_a_python_type(shown, param), f"{name} shows a Python type: {shown!r}"
     assert rows.get("-h") == "", "-h/--help is a flag"
+    assert rows.get("-D") == rows.get("--debug") == "", "-D/--debug, the global flag, is on every command"
+
+
+def test_man_pages_show_what_to_type_too():
+    """The man pages (what `make docs` writes) name options and arguments as --help does."""
+    from ciliumctl.cli import write_docs
+
+    pages = {rel: text for rel, text in write_docs.generated_files().items() if rel.startswith("man/")}
+    assert len(pages) == len(ALL)
+    for rel, text in pages.items():
+        synopsis = text.split(".SH SYNOPSIS\n.B ", 1)[1].splitlines()[0]
+        assert not re.search(r"[{}<>]", synopsis.split("[OPTIONS]")[-1]), (rel, synopsis)
+        for row in re.findall(r"^\.TP\n\\fB(\\-.*)\\fR$", text, re.MULTILINE):   # an option's row
+            words = [w for w in row.replace("\\-", "-").replace(", ", " ").split() if not w.startswith("-")]
+            assert not _names_a_python_type(" ".join(words)), f"{rel}: {row!r} shows a Python type"
+            assert not any(w.islower() and not re.search(r"[{|]", w) for w in words), \
+                f"{rel}: {row!r}: a metavar in lower case (only fixed values are)"
 
 
 @pytest.mark.parametrize("path,command", ALL, ids=[" ".join(p) or "ciliumctl" for p, _ in ALL])
@@ -117,10 +139,12 @@ def test_help_fits_80_columns_and_nothing_is_cut_off(path, command):
     assert not long, f"lines wider than {WIDTH} columns: {long}"
     cut = [line for line in _section(text, "Commands") if line.rstrip().endswith("...")]
     assert not cut, f"command summaries cut off (make the first line of their help shorter): {cut}"
-    # the text column of option help keeps room to be read (typer's boxes left ~19 columns); a table inside
-    # some help text may indent further
-    indents = [len(line) - len(line.lstrip()) for line in _section(text, "Options") if line.startswith("   ")]
-    assert min(indents, default=0) <= 34, f"help text starts too far right: {indents}"
+    # every line of option help keeps 44 columns or more to be read (typer's boxes left ~19): on the row of its
+    # option or, after a long option, on lines of its own; a list inside some help text may indent by two
+    for line in filter(str.strip, _section(text, "Options")):
+        found = re.match(r"(  -\S.*?\s{2,}|\s+)\S", line)
+        assert found and len(found.group(1)) <= WIDTH - 44, f"help text squeezed to the right: {line!r}"
+    assert not BOX.search(text), f"a box in the help:\n{text}"
 
 
 def test_root_lists_each_command_with_the_first_line_of_its_own_help():
