@@ -156,3 +156,12 @@ def test_endpoint_exec_takes_its_options_after_the_name(monkeypatch, argv, name,
 ])
 def test_endpoint_exec_bad_options_are_one_line(env, argv, words):
     refused(run_cli("endpoint", "exec", *argv, env=env), *words)
+
+
+def test_not_found_is_exit_1_as_kubectls_notfound(env):
+    for args, words in ((["endpoint", "get", "nope"], "endpoint 'nope' not found"),
+                        (["policy", "get", "nope"], "policy 'nope' not found in namespace default"),
+                        (["policy", "get", "nope", "-n", "prod"], "not found in namespace prod")):
+        res = run_cli(*args, env=env)
+        assert res.returncode == 1 and res.stdout == "" and res.stderr.count("\n") == 1, res
+        assert res.stderr.startswith("Error: ") and words in res.stderr, res

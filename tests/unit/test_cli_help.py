@@ -3,6 +3,7 @@ flags take none, usage lines have no typer braces, nothing is cut off; the root 
 loading them, with the first line of each command's own help."""
 
 import enum
+import itertools
 import re
 import subprocess
 import sys
@@ -169,3 +170,17 @@ def test_unknown_command_is_one_error_line_with_a_suggestion():
     result = CliRunner().invoke(main.app, ["polcy"], prog_name="ciliumctl")
     assert result.exit_code == 2
     assert result.output == "Error: no such command 'polcy' (did you mean 'policy'?); see 'ciliumctl --help'\n"
+
+
+def test_observe_type_help_lists_hubbles_types_and_subtypes(hubble):
+    """`-t` says what it takes, as `hubble observe --help` lists it: every event type and trace subtype."""
+    theirs = subprocess.run([str(hubble), "observe", "--help"], capture_output=True, text=True, check=True,
+                            env={"COLUMNS": "200", "HOME": "/nonexistent"}).stdout
+    block = theirs.split("Available types and subtypes:", 1)[1].split("\n      -", 1)[0]
+    names = {word for word in block.split() if word not in ("TYPE", "SUBTYPE", "n/a")}
+    assert {"drop", "trace", "trace-sock", "from-endpoint", "to-crypto"} <= names   # the parse works
+    rows = _section(_help(["observe"]), "Options")
+    start = next(i for i, line in enumerate(rows) if line.startswith("  -t, --type"))
+    own = rows[start:start + 1] + list(itertools.takewhile(lambda line: not line.startswith("  -"), rows[start + 1:]))
+    ours = set(" ".join(own).replace(",", " ").split())
+    assert names <= ours, f"missing from -t's help: {sorted(names - ours)}"
