@@ -11,12 +11,19 @@ import sys
 
 import pytest
 from support.cli import cli_env, run_cli
+from support.node_state import write_node_state
 
 
 @pytest.fixture
 def env(tmp_path):
     return cli_env(CILIUMCTL_NODE_NETNS="cctl-no-such-node", CILIUMCTL_STATE_DIR=str(tmp_path / "state"),
                    CILIUMCTL_RUN_DIR=str(tmp_path / "run"), CILIUMCTL_BPFFS_DIR=str(tmp_path / "bpffs"))
+
+
+@pytest.fixture
+def stored(env, tmp_path):
+    """The env of a node with endpoints default/deathstar and rebels/xwing, policies default/rule1 and prod/other."""
+    return {**env, **write_node_state(tmp_path / "state")}
 
 
 def refused(res, *words: str) -> None:
@@ -165,3 +172,36 @@ def test_not_found_is_exit_1_as_kubectls_notfound(env):
         res = run_cli(*args, env=env)
         assert res.returncode == 1 and res.stdout == "" and res.stderr.count("\n") == 1, res
         assert res.stderr.startswith("Error: ") and words in res.stderr, res
+
+
+def test_policy_namespaces_as_kubectl_reads_them_and_a_listing_apply_reads_back(stored):
+    def names(*args):
+        return run_cli("policy", "get", "-o", "name", *args, env=stored, check=True).stdout.split()
+
+    assert names() == names("-n", "") == ["ciliumnetworkpolicy.cilium.io/rule1"]      # no -n or an empty one
+    assert names("-n", "prod") == ["ciliumnetworkpolicy.cilium.io/other"]
+    assert names("-A") == names("--all-namespaces") == ["ciliumnetworkpolicy.cilium.io/rule1",
+                                                         "ciliumnetworkpolicy.cilium.io/other"]
+    listed = run_cli("policy", "get", "-A", "-o", "yaml", env=stored, check=True).stdout
+    assert listed.startswith("apiVersion: v1\nkind: List\nitems:\n"), listed
+    back = run_cli("policy", "apply", "--dry-run", "-f", "-", input=listed, env=stored, check=True).stdout
+    assert back.splitlines()[:2] == ["ciliumnetworkpolicy/rule1 unchanged (dry run)",
+                                     "ciliumnetworkpolicy/other unchanged (dry run)"], back
+    assert run_cli("policy", "get", "-A", "-o", "wide", env=stored, check=True).stdout.split()[:6] == [
+        "KIND", "NAMESPACE", "NAME", "ENFORCED", "SOURCE", "NOT"]
+
+
+def test_endpoint_list_names_what_get_takes_in_80_columns(stored):
+    table = run_cli("endpoint", "list", env=stored, check=True).stdout.splitlines()
+    assert table[0].split() == ["ID", "NAME", "IDENTITY", "IPv4", "POLICY", "STATUS"]
+    assert [row.split()[1] for row in table[1:]] == ["default/deathstar", "rebels/xwing"]
+    assert max(map(len, table)) <= 80, table
+    for name in ("default/deathstar", "rebels/xwing"):
+        assert f"name: {name.split('/')[1]}" in run_cli("endpoint", "get", name, env=stored, check=True).stdout
+    # every namespace without -n (as `cilium endpoint list`), -A too; -n one
+    for args in ([], ["-n", ""], ["-A"]):
+        assert run_cli("endpoint", "list", *args, env=stored, check=True).stdout.splitlines() == table, args
+    assert run_cli("endpoint", "list", "-n", "rebels", "--no-headers", env=stored, check=True).stdout.split()[1] \
+        == "rebels/xwing"
+    wide = run_cli("endpoint", "list", "-o", "wide", env=stored, check=True).stdout
+    assert "k8s:org=alliance" in wide and "k8s:class=deathstar" in wide

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.node_state import write_node_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,17 +30,7 @@ def complete(*words: str, env: dict | None = None, instruction: str = "bash_comp
 @pytest.fixture(scope="module")
 def node_state(tmp_path_factory):
     """A node with endpoints deathstar (default), xwing (rebels) and policies rule1 (default), other (prod)."""
-    state = tmp_path_factory.mktemp("state")
-    code = ("from ciliumctl.endpoints import registry\nfrom ciliumctl.endpoints.model import Endpoint\n"
-            "from ciliumctl.policy import store\n"
-            "registry.save(Endpoint(1, 'deathstar', 'default', {'org': 'empire'}, '10.200.0.2'))\n"
-            "registry.save(Endpoint(2, 'xwing', 'rebels', {'org': 'alliance'}, '10.200.0.3'))\n"
-            "for ns, name in (('default', 'rule1'), ('prod', 'other')):\n"
-            "    store.put(store.from_object({'apiVersion': 'cilium.io/v2', 'kind': 'CiliumNetworkPolicy',\n"
-            "        'metadata': {'name': name, 'namespace': ns}, 'spec': {'endpointSelector': {}}}))\n")
-    env = dict(os.environ, CILIUMCTL_STATE_DIR=str(state))
-    subprocess.run([sys.executable, "-c", code], env=env, check=True)
-    return {"CILIUMCTL_STATE_DIR": str(state)}
+    return write_node_state(tmp_path_factory.mktemp("state"))
 
 
 def test_fixed_values_by_option_name():
