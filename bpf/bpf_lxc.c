@@ -6,6 +6,7 @@
 #include "lib/notify.h"
 #include "lib/policy.h"
 #include "lib/conntrack.h"
+#include "lib/lb.h"
 
 /* The packet an ICMP error quotes: its IP header and first 8 bytes of L4 */
 static __always_inline void parse_related(struct pkt *p, void *inner, void *end)
@@ -213,10 +214,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	struct ct_entry fresh = {};
 	struct decision d = {};
 	struct dp_state *st;
-	__u32 ifindex = skb->ifindex, zero = 0;
+	__u32 ifindex = skb->ifindex, zero = 0, nat_addr = 0, svc_id = 0;
 	__u64 now;
+	__u16 nat_port = 0;
 	__u8 obs, is_reply = 0;
 
+	if (dir == CTL_DIR_INGRESS && skb->mark == LB_REJECT_MARK) {
+		skb->mark = 0;      /* our own answer for a service without backends (lib/lb.h lb_reject) */
+		return TC_ACT_OK;
+	}
 	int l3 = parse(skb, &p);
 	if (!l3)
 		return TC_ACT_OK;   /* ARP and other non-IP pass */
@@ -232,6 +238,22 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 	obs = dir == CTL_DIR_EGRESS ? CTL_OBS_FROM_ENDPOINT : CTL_OBS_TO_ENDPOINT;
 	now = bpf_ktime_get_coarse_ns();   /* lifetimes only: the coarse clock is enough and cheaper */
+
+	/* services first: policy and conntrack see the backend (lib/lb.h) */
+	if (dir == CTL_DIR_EGRESS && !p.related && endpoints.lookup(&ifindex)) {
+		int lb = lb_translate(skb, &p, ifindex, now, &nat_addr, &nat_port, &svc_id);
+		if (lb == LB_NO_BACKEND) {
+			decide(&d, &p, ifindex, dir);
+			count_drop(CTL_DROP_NO_SERVICE, dir, p.len);
+			emit(skb, &p, CTL_EVENT_DROP, CTL_DROP_NO_SERVICE, CTL_VERDICT_DROPPED, dir, d.ep_id, d.own_id,
+			     d.peer_id, 0, CTL_MATCH_NONE, 0, p.tcp_flags, p.len, 1);
+			if (lb_reject(skb) == TC_ACT_REDIRECT)
+				return TC_ACT_REDIRECT;
+			return TC_ACT_SHOT;
+		}
+		if (lb == LB_ERROR)
+			return TC_ACT_SHOT;
+	}
 
 	if (p.related) {
 		/* an ICMP error about a tracked connection (e.g. port unreachable) travels like its replies: the
@@ -269,6 +291,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 					return TC_ACT_SHOT;
 			}
 		}
+		if (is_reply && ct->nat_addr && lb_rev_nat(skb, &p, ct) < 0)
+			return TC_ACT_SHOT;
 		__u8 *seen_flags = is_reply ? &ct->rev_flags : &ct->fwd_flags;
 		__u8 *reported = is_reply ? &ct->rev_reported : &ct->fwd_reported;
 		__u64 *last_report = is_reply ? &ct->rev_report : &ct->fwd_report;
@@ -318,6 +342,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	fresh.ep_id = d.ep_id;
 	fresh.policy_rev = d.revision;
 	fresh.fwd_flags = p.tcp_flags;
+	fresh.nat_addr = nat_addr;
+	fresh.nat_port = nat_port;
 	/* CT_NEW: always worth a trace (Cilium's __ct_lookup sets `monitor` for a new connection) */
 	struct monitor_config *cfg = monitor_config.lookup(&zero);
 	ct_monitor(&fresh.fwd_report, &fresh.fwd_reported, p.tcp_flags, cfg, now);

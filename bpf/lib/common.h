@@ -160,6 +160,68 @@ struct ct_entry {
 	__u8 fwd_flags, rev_flags;    /* TCP flags seen per side */
 	__u8 fwd_reported, rev_reported; /* of those, the report flags (monitor_config) already traced */
 	__u32 policy_rev;             /* low 32 bits of the revision the verdict was decided with */
+	/* a connection to a service, translated on its way out of this endpoint: replies get the frontend back as
+	 * their source (Cilium's rev_nat_index, here the frontend itself); 0 = not translated */
+	__u32 nat_addr;               /* network byte order */
+	__u16 nat_port;               /* host byte order */
+	__u16 nat_pad;
+};
+
+/* Services (lib/lb.h), after Cilium's lb4_key / lb4_service / lb4_backend (bpf/lib/lb.h) and its affinity map.
+ * lb_services: (slot, proto, backend slot, frontend) -> service. Backend slot 0 is the service itself (count of
+ * backends that take new connections), 1..count name one backend each. Written per revision slot like policy. */
+struct lb_svc_key {
+	__u8 slot;
+	__u8 proto;
+	__u16 backend_slot;
+	__u32 vip;         /* network byte order */
+	__u16 dport;       /* host byte order */
+	__u16 pad;
+};
+struct lb_svc_val {
+	__u32 backend_id;  /* backend slots */
+	__u32 svc_id;      /* Cilium's rev_nat_index: the service's id */
+	__u16 count;       /* slot 0: backends that take new connections */
+	__u8 flags;        /* LB_F_* */
+	__u8 pad;
+	__u32 affinity_timeout;   /* seconds; sessionAffinity ClientIP */
+};
+#define LB_F_NODEPORT 1
+#define LB_F_AFFINITY 2
+
+/* lb_backends: backend id -> address; not per slot (ids are never reused for another address while referenced) */
+struct lb_backend {
+	__u32 addr;        /* network byte order */
+	__u16 port;        /* host byte order */
+	__u8 proto;
+	__u8 state;        /* LB_BACKEND_* */
+};
+#define LB_BACKEND_ACTIVE      0
+#define LB_BACKEND_TERMINATING 1   /* keeps its connections, takes no new ones */
+
+/* lb_conns: a connection to a service as its client sent it -> the backend it got (Cilium's CT_SERVICE entry) */
+struct lb_conn_key {
+	__u32 saddr, vip;
+	__u16 sport, dport;
+	__u8 proto;
+	__u8 pad[3];
+	__u32 ifindex;
+};
+struct lb_conn {
+	__u64 last_seen;
+	__u32 backend_id;
+	__u32 svc_id;
+};
+
+/* lb_affinity: (client, service) -> the backend of its last connection (Cilium's lb_affinity_match map) */
+struct lb_affinity_key {
+	__u32 client;
+	__u32 svc_id;
+};
+struct lb_affinity_val {
+	__u64 last_used;   /* coarse CLOCK_MONOTONIC */
+	__u32 backend_id;
+	__u32 pad;
 };
 
 #endif

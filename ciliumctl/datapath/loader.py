@@ -21,6 +21,7 @@ from ciliumctl.datapath import bpfsys, build, hooks, maps
 from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
 from ciliumctl.datapath.mapstate import compile_state, cookies_json
 from ciliumctl.datapath.monitor import MonitorConfig
+from ciliumctl.datapath.servicemap import compile_backends, compile_services
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.policy.resolved import ResolvedState
 
@@ -78,32 +79,50 @@ def _write_revision(mapset: dict[str, bpfsys.Map], state: ResolvedState) -> Appl
     if time.monotonic_ns() - flip_ns < RECENT_SWITCH_NS:
         bpfsys.wait_for_running_programs()
     want = compile_state(state, slot)
+    wanted = {"ipcache": want.ipcache, "epcfg": want.epcfg, "policy": want.policy}
+    stale_backends: list[bytes] = []
+    if "lb_services" in mapset:
+        wanted["lb_services"] = compile_services(state.services, slot)
+        # backends first (not per slot): the new slot may name them; stale ones go once nothing can (below)
+        backends = compile_backends(state.services)
+        current_b = mapset["lb_backends"].items()
+        _write_entries(mapset["lb_backends"], "lb_backends", backends, current_b, state.revision)
+        stale_backends = [k for k in current_b if k not in backends]
+    elif state.services.services:
+        raise EnvironmentProblem("the pinned datapath predates services: run `ciliumctl install` again to upgrade "
+                                 "it; nothing was switched")
     written = deleted = 0
-    for name in ("ipcache", "epcfg", "policy"):
+    for name, desired in wanted.items():
         m = mapset[name]
-        desired: dict[bytes, bytes] = getattr(want, name)
-        if name == "epcfg":
-            current = {k: v for k, v in m.items().items() if maps.key_slot(name, k) == slot}
-        else:
-            current = {k: v for k, v in m.items().items() if k[4] == slot}   # slot byte after prefixlen
-        updates = [(k, v) for k, v in desired.items() if current.get(k) != v]
+        current = {k: v for k, v in m.items().items() if maps.key_slot(name, k) == slot}
+        written += _write_entries(m, name, desired, current, state.revision)
         stale = [k for k in current if k not in desired]
-        try:
-            m.update_batch(updates)
-        except bpfsys.BpfError as err:
-            if err.errno in (errno.E2BIG, errno.ENOMEM, errno.ENOSPC):
-                raise EnvironmentProblem(f"the {name} map is full ({m.max_entries} entries): revision "
-                                         f"{state.revision} needs {len(desired)}; nothing was switched") from None
-            raise
         m.delete_batch(stale)
-        written += len(updates)
         deleted += len(stale)
     # the switch: one array write; programs read only active_slot & 1, which one byte decides
     mapset["state"].update(b"\0" * 4, maps.DP_STATE.pack(slot, crc, state.revision, time.monotonic_ns()))
+    if stale_backends:
+        bpfsys.wait_for_running_programs()    # a packet that read the old slot may still look its backend up
+        mapset["lb_backends"].delete_batch(stale_backends)
+        deleted += len(stale_backends)
     Datapath._write_cookies(want.cookies, state.revision)
     return ApplyReport(revision=state.revision, slot=slot,
-                       entries={"policy": len(want.policy), "ipcache": len(want.ipcache), "epcfg": len(want.epcfg)},
+                       entries={name: len(entries) for name, entries in wanted.items()},
                        written=written, deleted=deleted, seconds=0.0)
+
+
+def _write_entries(m: bpfsys.Map, name: str, desired: dict[bytes, bytes], current: dict[bytes, bytes],
+                   revision: int) -> int:
+    """Write what differs; a full map is one line and leaves the active revision in force."""
+    updates = [(k, v) for k, v in desired.items() if current.get(k) != v]
+    try:
+        m.update_batch(updates)
+    except bpfsys.BpfError as err:
+        if err.errno in (errno.E2BIG, errno.ENOMEM, errno.ENOSPC):
+            raise EnvironmentProblem(f"the {name} map is full ({m.max_entries} entries): revision "
+                                     f"{revision} needs {len(desired)}; nothing was switched") from None
+        raise
+    return len(updates)
 
 
 class _Lock:
@@ -360,11 +379,11 @@ class Datapath:
         for name, m in self.maps.items():
             row = {"name": name, "id": m.id, "type": bpfsys.MAP_TYPES.get(m.type, str(m.type)),
                    "capacity": m.max_entries, "pinned": str(self.pin_dir / name)}
-            if name in ("ipcache", "epcfg", "policy"):
+            if name in ("ipcache", "epcfg", "policy", "lb_services"):
                 items = m.items()
                 row["entries"] = sum(1 for k in items if maps.key_slot(name, k) == active)
                 row["entries_all_slots"] = len(items)
-            elif name in ("endpoints", "conntrack"):
+            elif name in ("endpoints", "conntrack", "lb_backends"):
                 row["entries"] = len(m.items())
             map_rows.append(row)
         return {"pin_dir": str(self.pin_dir), "programs": progs, "maps": map_rows, "revision": revision,

@@ -12,10 +12,11 @@ import struct
 # names of the pins under paths.bpffs_dir()
 PROGRAMS = ("from_container", "to_container")
 MAPS = ("endpoints", "state", "monitor_config", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events",
-        "events_lost", "ct_created", "drop_stats")
+        "events_lost", "ct_created", "drop_stats", "lb_services", "lb_backends", "lb_conns", "lb_affinity")
 # Maps newer than datapaths already installed: pins without them are an outdated datapath (upgrade() adds them),
 # not a broken one.
-ADDED_MAPS = ("monitor_config", "ct_created")
+ADDED_MAPS = ("monitor_config", "ct_created", "lb_services", "lb_backends", "lb_conns", "lb_affinity")
+SERVICE_MAPS = ("lb_services", "lb_backends", "lb_conns", "lb_affinity")
 REQUIRED_MAPS = tuple(m for m in MAPS if m not in ADDED_MAPS)
 
 EP_F_ENFORCE_INGRESS = 1
@@ -86,7 +87,30 @@ class CtEntry(ctypes.Structure):
                 ("fwd_bytes", ctypes.c_uint32), ("rev_bytes", ctypes.c_uint32),
                 ("fwd_flags", ctypes.c_uint8), ("rev_flags", ctypes.c_uint8),
                 ("fwd_reported", ctypes.c_uint8), ("rev_reported", ctypes.c_uint8),
-                ("policy_rev", ctypes.c_uint32)]
+                ("policy_rev", ctypes.c_uint32), ("nat_addr", ctypes.c_uint8 * 4), ("nat_port", ctypes.c_uint16),
+                ("nat_pad", ctypes.c_uint16)]
+
+
+# services (bpf/lib/common.h, lib/lb.h)
+LB_F_NODEPORT = 1
+LB_F_AFFINITY = 2
+LB_BACKEND_ACTIVE = 0
+LB_BACKEND_TERMINATING = 1
+
+
+class LbSvcKey(ctypes.Structure):
+    _fields_ = [("slot", ctypes.c_uint8), ("proto", ctypes.c_uint8), ("backend_slot", ctypes.c_uint16),
+                ("vip", ctypes.c_uint8 * 4), ("dport", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
+class LbSvcVal(ctypes.Structure):
+    _fields_ = [("backend_id", ctypes.c_uint32), ("svc_id", ctypes.c_uint32), ("count", ctypes.c_uint16),
+                ("flags", ctypes.c_uint8), ("pad", ctypes.c_uint8), ("affinity_timeout", ctypes.c_uint32)]
+
+
+class LbBackend(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint8 * 4), ("port", ctypes.c_uint16), ("proto", ctypes.c_uint8),
+                ("state", ctypes.c_uint8)]
 
 
 # Fast packers, little endian host (x86_64/aarch64); byte strings are kept in network order.
@@ -99,6 +123,9 @@ IPCACHE_KEY = struct.Struct("<IB3x4s")
 IPCACHE_VAL = struct.Struct("<I")
 POLICY_KEY = struct.Struct("<IBBHIBx2s")
 POLICY_VAL = struct.Struct("<BBHI")
+LB_SVC_KEY = struct.Struct("<BBH4sHxx")
+LB_SVC_VAL = struct.Struct("<IIHBxI")
+LB_BACKEND = struct.Struct("<4sHBB")
 
 SIZES = {  # map name -> (key size, value size) the kernel must report
     "endpoints": (4, ctypes.sizeof(EpInfo)),
@@ -108,6 +135,8 @@ SIZES = {  # map name -> (key size, value size) the kernel must report
     "ipcache": (ctypes.sizeof(IpcacheKey), ctypes.sizeof(IpcacheVal)),
     "policy": (ctypes.sizeof(PolicyKey), ctypes.sizeof(PolicyVal)),
     "conntrack": (ctypes.sizeof(CtKey), ctypes.sizeof(CtEntry)),
+    "lb_services": (ctypes.sizeof(LbSvcKey), ctypes.sizeof(LbSvcVal)),
+    "lb_backends": (4, ctypes.sizeof(LbBackend)),
 }
 
 
@@ -120,4 +149,6 @@ def key_slot(map_name: str, key: bytes) -> int:
     """Which slot an entry written by apply belongs to."""
     if map_name == "epcfg":
         return EPCFG_KEY.unpack(key)[0]
+    if map_name == "lb_services":
+        return key[0]
     return key[4]   # ipcache and policy: slot is the first data byte after prefixlen

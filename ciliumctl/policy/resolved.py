@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ciliumctl.services.model import ServiceTable
+
 PROTO_ANY = 0
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -85,3 +87,4 @@ class ResolvedState:
     ipcache: dict[str, int]                     # "10.0.0.0/8" / "10.200.0.5/32" -> identity
     endpoints: dict[int, EndpointPolicy]        # endpoint id -> policy
     audit: bool = False                         # would-be drops are reported as AUDIT and forwarded
+    services: ServiceTable = field(default_factory=ServiceTable)   # frontends the datapath translates

@@ -16,7 +16,7 @@ LAYERS = [
     {"cluster", "flows"},
     {"datapath"},
     {"policy"},
-    {"endpoints", "identity"},
+    {"endpoints", "identity", "services"},
     {"base"},
 ]
 RANK = {pkg: len(LAYERS) - i for i, layer in enumerate(LAYERS) for pkg in layer}

@@ -1,0 +1,38 @@
+"""A service table -> the exact entries of lb_services (one revision slot) and lb_backends. Pure: no BPF.
+
+lb_services, after Cilium's lb4_services map (bpf/lib/lb.h): backend slot 0 is the service (how many backends
+take new connections, its id, type and affinity), slots 1..count its active backends in a stable order.
+Terminating backends have no slot (no new connections) but stay in lb_backends, so the connections that have
+them keep them."""
+
+from __future__ import annotations
+
+import socket
+
+from ciliumctl.datapath import maps
+from ciliumctl.services.model import PROTOCOLS, ServiceTable
+
+
+def compile_services(table: ServiceTable, slot: int) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    key, val = maps.LB_SVC_KEY.pack, maps.LB_SVC_VAL.pack
+    for sid, svc in table.services.items():
+        fe = svc.frontend
+        vip, proto = socket.inet_aton(fe.ip), PROTOCOLS[fe.protocol]
+        flags = ((maps.LB_F_NODEPORT if svc.type == "NodePort" else 0)
+                 | (maps.LB_F_AFFINITY if svc.affinity == "ClientIP" else 0))
+        active = svc.active
+        out[key(slot, proto, 0, vip, fe.port)] = val(0, sid, len(active), flags, svc.affinity_timeout)
+        for i, b in enumerate(active, 1):
+            out[key(slot, proto, i, vip, fe.port)] = val(b.id, sid, 0, flags, svc.affinity_timeout)
+    return out
+
+
+def compile_backends(table: ServiceTable) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for svc in table.services.values():
+        proto = PROTOCOLS[svc.frontend.protocol]
+        for b in svc.backends:
+            state = maps.LB_BACKEND_ACTIVE if b.state == "active" else maps.LB_BACKEND_TERMINATING
+            out[b.id.to_bytes(4, "little")] = maps.LB_BACKEND.pack(socket.inet_aton(b.ip), b.port, proto, state)
+    return out

@@ -1,0 +1,271 @@
+"""Services, pure: a frontend (VIP:port/protocol) and its backends, as Cilium's load balancer models them
+(pkg/loadbalancer: L3n4Addr frontends, backends with a state, service types, session affinity). Parsing of the
+CLI's text forms, the checks every desired state passes (service CIDR, NodePort range, duplicate frontends, backend
+ports), id allocation, and the lookup `policy trace` uses to show a translation. No kernel, no files."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, replace
+
+from ciliumctl.base.errors import UsageError
+
+PROTOCOLS = {"tcp": 6, "udp": 17}       # what the datapath translates (SCTP needs a CRC32c rewrite: not yet)
+TYPES = ("ClusterIP", "NodePort")
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"   # kube-apiserver's --service-cluster-ip-range default
+NODEPORT_RANGE = (30000, 32767)         # kube-apiserver's --service-node-port-range default
+# Kubernetes' default sessionAffinityConfig.clientIP.timeoutSeconds (core/v1 DefaultClientIPServiceAffinitySeconds)
+DEFAULT_AFFINITY_TIMEOUT = 10800
+MAX_AFFINITY_TIMEOUT = 86400            # core/v1 MaxClientIPServiceAffinitySeconds
+MAX_SERVICE_ID = 65535                  # Cilium's rev-NAT index is 16 bits (lb4_service.rev_nat_index)
+MAX_BACKENDS = 65535                    # backend slots per service (lb_svc_val.count is 16 bits)
+STATES = ("active", "terminating")      # pkg/loadbalancer BackendState names (active, terminating)
+
+
+@dataclass(frozen=True, order=True)
+class Frontend:
+    ip: str
+    port: int
+    protocol: str = "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}/{self.protocol.upper()}"
+
+    @property
+    def proto_number(self) -> int:
+        return PROTOCOLS[self.protocol]
+
+
+@dataclass(frozen=True)
+class Backend:
+    ip: str
+    port: int
+    state: str = "active"
+    id: int = 0              # the datapath's backend id (lb_backends key); allocated by ServiceTable.update
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Service:
+    id: int
+    frontend: Frontend
+    type: str = "ClusterIP"
+    backends: tuple[Backend, ...] = ()
+    affinity: str = ""                  # "" (None) or "ClientIP"
+    affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
+
+    @property
+    def active(self) -> tuple[Backend, ...]:
+        """The backends that take new connections."""
+        return tuple(b for b in self.backends if b.state == "active")
+
+    def to_dict(self) -> dict:
+        out: dict = {"id": self.id, "frontend": str(self.frontend), "type": self.type,
+                     "backends": [{"address": str(b), "state": b.state, "id": b.id} for b in self.backends]}
+        if self.affinity:
+            out["sessionAffinity"] = {"type": self.affinity, "timeoutSeconds": self.affinity_timeout}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Service:
+        fe = parse_frontend(d["frontend"])
+        backends = []
+        for b in d.get("backends", []):
+            ip, port = parse_address(b["address"], "backend")
+            backends.append(Backend(ip, port, b.get("state", "active"), int(b.get("id", 0))))
+        aff = d.get("sessionAffinity") or {}
+        return cls(int(d["id"]), fe, d.get("type", "ClusterIP"), tuple(backends), aff.get("type", ""),
+                   int(aff.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)))
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+def _ipv4(text: str, what: str) -> str:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: not an IP address (e.g. 10.96.0.10)") from None
+    if addr.version != 4:
+        raise UsageError(f"{what} {text!r}: only IPv4 services are supported")
+    return str(addr)
+
+
+def _port(text: str, what: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"{what} port {text!r}: not a number")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{what} port {port}: use 1-65535")
+    return port
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    """IP:PORT -> (ip, port)."""
+    ip, sep, port = text.strip().rpartition(":")
+    if not sep or not ip:
+        raise UsageError(f"{what} {text!r}: use IP:PORT (e.g. 10.0.0.5:8080)")
+    return _ipv4(ip, what), _port(port, what)
+
+
+def parse_frontend(text: str) -> Frontend:
+    """IP:PORT[/PROTO] (PROTO tcp or udp, default tcp; as cilium-dbg service update --frontend)."""
+    addr, _, proto = text.strip().partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in PROTOCOLS:
+        raise UsageError(f"frontend {text!r}: protocol {proto!r} is not supported; use tcp or udp")
+    ip, port = parse_address(addr, "frontend")
+    return Frontend(ip, port, proto)
+
+
+def parse_backends(text: str, states: str = "") -> list[Backend]:
+    """IP:PORT,IP:PORT,... with optional states (active,terminating,...) in the same order."""
+    items = [t for t in (x.strip() for x in text.split(",")) if t]
+    names = [s.strip().lower() for s in states.split(",")] if states else []
+    if names and len(names) != len(items):
+        raise UsageError(f"--states names {len(names)} state(s) for {len(items)} backend(s): give one per backend")
+    out = []
+    for i, item in enumerate(items):
+        ip, port = parse_address(item, "backend")
+        state = names[i] if names else "active"
+        if state not in STATES:
+            raise UsageError(f"backend {item}: state {state!r} is not one of {', '.join(STATES)}")
+        out.append(Backend(ip, port, state))
+    return out
+
+
+def parse_cidr(text: str) -> str:
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as err:
+        raise UsageError(f"service CIDR {text!r}: {err} (e.g. 10.96.0.0/12)") from None
+    if net.version != 4:
+        raise UsageError(f"service CIDR {text!r}: only IPv4 is supported")
+    return str(net)
+
+
+# ------------------------------------------------------------------------------------------------ the table
+
+@dataclass(frozen=True)
+class ServiceTable:
+    """The desired services of a node, keyed by id. Pure: update() and delete() return a new table."""
+
+    services: dict[int, Service] = field(default_factory=dict)
+    next_backend_id: int = 1            # backend ids are never reused while the table lives (lb_conns holds them)
+
+    def lookup(self, ip: str, port: int, protocol: str) -> Service | None:
+        for svc in self.services.values():
+            f = svc.frontend
+            if (f.ip, f.port, f.protocol) == (ip, port, protocol):
+                return svc
+        return None
+
+    def find(self, ref: str) -> Service | None:
+        """A service by id (a number) or by frontend (IP:PORT[/PROTO])."""
+        if ref.isdigit():
+            return self.services.get(int(ref))
+        fe = parse_frontend(ref)
+        return self.lookup(fe.ip, fe.port, fe.protocol)
+
+    def update(self, svc: Service, service_cidr: str, node_ips: frozenset[str] = frozenset()) -> ServiceTable:
+        """Add or replace `svc` (id 0: the service of the same frontend, else the lowest free id). Checked first:
+        nothing changes when it is refused."""
+        check_service(svc, service_cidr, node_ips)
+        same = self.lookup(svc.frontend.ip, svc.frontend.port, svc.frontend.protocol)
+        sid = svc.id or (same.id if same else self._free_id())
+        if same is not None and same.id != sid:
+            raise UsageError(f"frontend {svc.frontend} belongs to service {same.id} already: update that id or "
+                             "delete it first")
+        old = self.services.get(sid)
+        ids = {(b.ip, b.port): b.id for b in old.backends} if old else {}
+        nxt = self.next_backend_id
+        backends = []
+        for b in svc.backends:
+            bid = ids.get((b.ip, b.port))
+            if not bid:
+                bid, nxt = nxt, nxt + 1
+            backends.append(replace(b, id=bid))
+        services = dict(self.services)
+        services[sid] = replace(svc, id=sid, backends=tuple(backends))
+        return ServiceTable(services, nxt)
+
+    def delete(self, ref: str) -> tuple[ServiceTable, Service | None]:
+        svc = self.find(ref)
+        if svc is None:
+            return self, None
+        services = {k: v for k, v in self.services.items() if k != svc.id}
+        return ServiceTable(services, self.next_backend_id), svc
+
+    def _free_id(self) -> int:
+        for i in range(1, MAX_SERVICE_ID + 1):
+            if i not in self.services:
+                return i
+        raise UsageError(f"all {MAX_SERVICE_ID} service ids are taken: delete a service first")
+
+    def to_dict(self) -> dict:
+        return {"services": [s.to_dict() for _, s in sorted(self.services.items())],
+                "nextBackendID": self.next_backend_id}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ServiceTable:
+        services = {}
+        for item in d.get("services", []):
+            svc = Service.from_dict(item)
+            services[svc.id] = svc
+        return cls(services, int(d.get("nextBackendID", 1)))
+
+
+def check_service(svc: Service, service_cidr: str, node_ips: frozenset[str] = frozenset()) -> None:
+    """What makes a service unusable, as one line (UsageError)."""
+    fe = svc.frontend
+    if svc.type not in TYPES:
+        raise UsageError(f"service type {svc.type!r}: use {' or '.join(TYPES)}")
+    if not 0 <= svc.id <= MAX_SERVICE_ID:
+        raise UsageError(f"service id {svc.id}: use 1-{MAX_SERVICE_ID}")
+    if svc.type == "ClusterIP":
+        if ipaddress.ip_address(fe.ip) not in ipaddress.ip_network(service_cidr):
+            raise UsageError(f"frontend {fe}: {fe.ip} is outside the service CIDR {service_cidr}; pick an address "
+                             "in it (install --service-cidr sets the range)")
+    else:
+        lo, hi = NODEPORT_RANGE
+        if not lo <= fe.port <= hi:
+            raise UsageError(f"NodePort frontend {fe}: port {fe.port} is outside the NodePort range {lo}-{hi}")
+        if fe.ip not in node_ips:
+            have = ", ".join(sorted(node_ips)) or "none"
+            raise UsageError(f"NodePort frontend {fe}: {fe.ip} is not an address of this node (it has: {have})")
+    if svc.affinity not in ("", "ClientIP"):
+        raise UsageError(f"session affinity {svc.affinity!r}: use ClientIP (or none)")
+    if not 1 <= svc.affinity_timeout <= MAX_AFFINITY_TIMEOUT:
+        raise UsageError(f"affinity timeout {svc.affinity_timeout}: use 1-{MAX_AFFINITY_TIMEOUT} seconds")
+    if len(svc.backends) > MAX_BACKENDS:
+        raise UsageError(f"service {fe}: {len(svc.backends)} backends, more than the {MAX_BACKENDS} one service "
+                         "holds")
+    seen = set()
+    for b in svc.backends:
+        if not 1 <= b.port <= 65535:
+            raise UsageError(f"backend {b}: port {b.port} is not usable; use 1-65535")
+        if b.state not in STATES:
+            raise UsageError(f"backend {b}: state {b.state!r} is not one of {', '.join(STATES)}")
+        if (b.ip, b.port) in seen:
+            raise UsageError(f"backend {b} is listed twice for {fe}")
+        seen.add((b.ip, b.port))
+        if b.ip == fe.ip:
+            raise UsageError(f"backend {b}: a backend cannot be the frontend address itself")
+
+
+@dataclass(frozen=True)
+class Translation:
+    """What the datapath does to a connection to a frontend: for `policy trace`."""
+
+    service: Service
+    backends: tuple[Backend, ...]       # the ones a new connection may get
+
+    def to_dict(self) -> dict:
+        return {"service": self.service.id, "frontend": str(self.service.frontend),
+                "backends": [str(b) for b in self.backends]}
+
+
+def translate(table: ServiceTable, ip: str, port: int, protocol: str) -> Translation | None:
+    svc = table.lookup(ip, port, protocol)
+    return Translation(svc, svc.active) if svc is not None else None

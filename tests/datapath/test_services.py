@@ -1,0 +1,202 @@
+"""Services through the real BPF programs: connections to a frontend reach a backend (policy decided on the
+backend), every packet of a connection keeps its backend, replies come back from the frontend, ClientIP affinity,
+terminating backends keep their connections and get no new ones, a service without backends fails at once with
+Cilium's drop reason 158."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+
+import pytest
+
+from ciliumctl.datapath import events as ev
+from ciliumctl.policy.resolved import PROTO_TCP
+from ciliumctl.services.model import Backend, Frontend, Service, ServiceTable
+
+from .conftest import entry
+
+pytestmark = pytest.mark.root
+
+CIDR = "10.96.0.0/12"
+VIP = "10.96.0.10"
+
+
+def _table(*services: Service) -> ServiceTable:
+    t = ServiceTable()
+    for s in services:
+        t = t.update(s, CIDR)
+    return t
+
+
+def _state(sandbox, revision, table, policies=None):
+    return dataclasses.replace(sandbox.state(revision, policies or {}), services=table)
+
+
+def _whoami_server(sandbox, pod, port):
+    """A TCP server that answers every connection with its pod's address (and then echoes)."""
+    import threading
+
+    srv = pod.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", port))
+    srv.listen(64)
+    srv.settimeout(0.2)
+    stop = []
+
+    def run():
+        while not stop:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.sendall(pod.ip.encode().ljust(16))
+                    conn.settimeout(5)
+                    while data := conn.recv(4096):
+                        conn.sendall(data)
+                except OSError:
+                    pass
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+    def close():
+        stop.append(1)
+        t.join(2)
+        srv.close()
+
+    sandbox.closers.append(close)
+
+
+def _ask(client, ip, port, timeout=2.0):
+    """Connect, read who answered; the socket's peer address as the client sees it (the frontend)."""
+    s = client.socket()
+    s.settimeout(timeout)
+    try:
+        s.connect((ip, port))
+        who = s.recv(16).strip().decode()
+        return who, s.getpeername()
+    finally:
+        s.close()
+
+
+def test_clusterip_reaches_backends_and_replies_come_from_the_frontend(sandbox, datapath, events):
+    a, b, c = sandbox.pods
+    _whoami_server(sandbox, b, 8080)
+    _whoami_server(sandbox, c, 8080)
+    svc = Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080), Backend(c.ip, 8080)))
+    rep = datapath.apply(_state(sandbox, 1, _table(svc)))
+    assert rep.entries["lb_services"] == 3
+    seen = set()
+    for _ in range(40):
+        who, peer = _ask(a, VIP, 80)
+        assert peer == (VIP, 80)       # the client only ever sees the frontend
+        seen.add(who)
+    assert seen == {b.ip, c.ip}        # random choice: both get connections
+    # one connection keeps its backend for all its packets (the echo goes on answering on one socket)
+    s = a.socket()
+    s.settimeout(2)
+    s.connect((VIP, 80))
+    first = s.recv(16)
+    for i in range(20):
+        s.sendall(b"x%02d" % i)
+        assert s.recv(16) == b"x%02d" % i
+    s.close()
+    assert first.strip().decode() in (b.ip, c.ip)
+    # direct traffic to a backend is not translated
+    assert _ask(a, b.ip, 8080)[0] == b.ip
+
+
+def test_udp_service(sandbox, datapath):
+    a, b, _ = sandbox.pods
+    sandbox.udp_server(b, 5353)
+    svc = Service(0, Frontend(VIP, 53, "udp"), backends=(Backend(b.ip, 5353),))
+    datapath.apply(_state(sandbox, 1, _table(svc)))
+    s = a.socket(socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b"hello", (VIP, 53))
+    data, addr = s.recvfrom(64)
+    s.close()
+    assert (data, addr) == (b"hello", (VIP, 53))
+
+
+def test_session_affinity_client_ip(sandbox, datapath):
+    a, b, c = sandbox.pods
+    _whoami_server(sandbox, b, 8080)
+    _whoami_server(sandbox, c, 8080)
+    svc = Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080), Backend(c.ip, 8080)), affinity="ClientIP")
+    datapath.apply(_state(sandbox, 1, _table(svc)))
+    got = {_ask(a, VIP, 80)[0] for _ in range(20)}
+    assert len(got) == 1              # one client, one backend while the affinity holds
+
+
+def test_terminating_backend_keeps_its_connections_and_gets_no_new_ones(sandbox, datapath):
+    a, b, c = sandbox.pods
+    _whoami_server(sandbox, b, 8080)
+    _whoami_server(sandbox, c, 8080)
+    table = _table(Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080), Backend(c.ip, 8080))))
+    datapath.apply(_state(sandbox, 1, table))
+    # open connections until one lands on b
+    s = None
+    for _ in range(50):
+        s = a.socket()
+        s.settimeout(2)
+        s.connect((VIP, 80))
+        if s.recv(16).strip().decode() == b.ip:
+            break
+        s.close()
+    else:
+        pytest.fail("no connection reached backend b")
+    svc = table.services[1]
+    table = table.update(dataclasses.replace(svc, backends=(Backend(b.ip, 8080, "terminating"),
+                                                            Backend(c.ip, 8080))), CIDR)
+    datapath.apply(_state(sandbox, 2, table))
+    s.sendall(b"still")
+    assert s.recv(16) == b"still"     # the open connection keeps its terminating backend
+    s.close()
+    assert {_ask(a, VIP, 80)[0] for _ in range(20)} == {c.ip}
+
+
+def test_service_without_backends_fails_at_once_with_drop_158(sandbox, datapath, events):
+    a, b, _ = sandbox.pods
+    datapath.apply(_state(sandbox, 1, _table(Service(0, Frontend(VIP, 80)))))
+    events.drain()
+    s = a.socket()
+    s.settimeout(5)
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        s.connect((VIP, 80))
+    s.close()
+    # refused by the ICMP answer, not by waiting: well inside the first SYN retransmission (1 s)
+    assert time.monotonic() - t0 < 0.9
+    time.sleep(0.1)
+    drops = [e for e in events.events() if e.type == ev.EVENT_DROP]
+    assert drops and drops[0].subtype == 158 and drops[0].daddr == VIP and drops[0].dport == 80
+    assert drops[0].ep_id == a.ep.id
+    assert {d["reason"] for d in datapath.drop_counts()} == {158}
+
+
+def test_policy_is_decided_on_the_backend(sandbox, datapath, events):
+    a, b, c = sandbox.pods
+    _whoami_server(sandbox, b, 8080)
+    svc = Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080),))
+    # b lets a in on 8080 only; c is not allowed: through the service as directly
+    policies = {b.ep.id: (True, [entry(a.identity, PROTO_TCP, 8080)], False, [])}
+    datapath.apply(_state(sandbox, 1, _table(svc), policies))
+    events.drain()
+    assert _ask(a, VIP, 80)[0] == b.ip
+    with pytest.raises(OSError):
+        _ask(c, VIP, 80, timeout=0.5)
+    time.sleep(0.1)
+    evts = events.events()
+    ok = [e for e in evts if e.type == ev.EVENT_POLICY_VERDICT and e.saddr == a.ip]
+    assert ok and ok[0].daddr == b.ip and ok[0].dport == 8080 and ok[0].verdict == ev.VERDICT_FORWARDED
+    denied = [e for e in evts if e.type == ev.EVENT_DROP and e.saddr == c.ip]
+    assert denied and denied[0].daddr == b.ip and denied[0].dport == 8080 and denied[0].subtype == ev.DROP_POLICY
+    # egress policy of the client sees the backend's identity and port too
+    policies[a.ep.id] = (False, [], True, [entry(b.identity, PROTO_TCP, 8080, section="egress")])
+    datapath.apply(_state(sandbox, 2, _table(svc), policies))
+    assert _ask(a, VIP, 80)[0] == b.ip

@@ -1,0 +1,132 @@
+"""The pure service model: parsing, the checks every desired service passes, id allocation, the table's lookups,
+and the map entries the datapath gets (datapath/servicemap.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import pytest
+
+from ciliumctl.base.errors import UsageError
+from ciliumctl.datapath import maps
+from ciliumctl.datapath.servicemap import compile_backends, compile_services
+from ciliumctl.services.model import (
+    DEFAULT_SERVICE_CIDR,
+    Backend,
+    Frontend,
+    Service,
+    ServiceTable,
+    parse_backends,
+    parse_cidr,
+    parse_frontend,
+    translate,
+)
+
+CIDR = DEFAULT_SERVICE_CIDR
+
+
+def test_parse_frontend_and_backends():
+    assert parse_frontend("10.96.0.10:80") == Frontend("10.96.0.10", 80, "tcp")
+    assert parse_frontend("10.96.0.10:53/UDP") == Frontend("10.96.0.10", 53, "udp")
+    assert str(parse_frontend("10.96.0.10:53/udp")) == "10.96.0.10:53/UDP"
+    assert parse_backends("10.0.0.1:8080, 10.0.0.2:8080", "active,terminating") == [
+        Backend("10.0.0.1", 8080), Backend("10.0.0.2", 8080, "terminating")]
+    assert parse_backends("") == []
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("10.96.0.10", "use IP:PORT"),
+    ("10.96.0.10:0", "use 1-65535"),
+    ("10.96.0.10:http", "not a number"),
+    ("10.96.0.10:80/sctp", "not supported"),
+    ("fd00::1:80", "only IPv4"),
+    ("nonsense:80", "not an IP address"),
+])
+def test_bad_frontends_are_one_line(text, needle):
+    with pytest.raises(UsageError) as err:
+        parse_frontend(text)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_backends_are_one_line():
+    with pytest.raises(UsageError, match="use 1-65535"):
+        parse_backends("10.0.0.1:0")          # backend port 0
+    with pytest.raises(UsageError, match="one per backend"):
+        parse_backends("10.0.0.1:80,10.0.0.2:80", "active")
+    with pytest.raises(UsageError, match="is not one of"):
+        parse_backends("10.0.0.1:80", "draining")
+    with pytest.raises(UsageError, match="not an IP prefix|host bits|e.g."):
+        parse_cidr("10.96.0.1/12")
+
+
+def test_frontend_outside_the_service_cidr_is_refused_and_nothing_changes():
+    t = ServiceTable()
+    with pytest.raises(UsageError, match="outside the service CIDR 10.96.0.0/12"):
+        t.update(Service(0, Frontend("10.200.0.1", 80)), CIDR)
+    assert t == ServiceTable()
+    t2 = t.update(Service(0, Frontend("10.200.0.1", 80)), "10.200.0.0/16")
+    assert t2.services[1].frontend.ip == "10.200.0.1"
+
+
+def test_nodeport_frontends_are_node_addresses_in_the_nodeport_range():
+    t = ServiceTable()
+    nodes = frozenset({"192.168.5.1"})
+    with pytest.raises(UsageError, match="30000-32767"):
+        t.update(Service(0, Frontend("192.168.5.1", 8080), "NodePort"), CIDR, nodes)
+    with pytest.raises(UsageError, match="not an address of this node"):
+        t.update(Service(0, Frontend("192.168.5.2", 30080), "NodePort"), CIDR, nodes)
+    t = t.update(Service(0, Frontend("192.168.5.1", 30080), "NodePort", (Backend("10.0.0.1", 80),)), CIDR, nodes)
+    entries = compile_services(t, 0)
+    (val,) = [maps.LB_SVC_VAL.unpack(v) for k, v in entries.items() if maps.LB_SVC_KEY.unpack(k)[2] == 0]
+    assert val[3] & maps.LB_F_NODEPORT
+
+
+def test_ids_duplicates_and_backend_ids_are_stable():
+    t = ServiceTable()
+    t = t.update(Service(0, Frontend("10.96.0.10", 80), backends=(Backend("10.0.0.1", 80), Backend("10.0.0.2", 80))),
+                 CIDR)
+    t = t.update(Service(0, Frontend("10.96.0.11", 80)), CIDR)
+    assert sorted(t.services) == [1, 2]
+    ids = {str(b): b.id for b in t.services[1].backends}
+    assert ids == {"10.0.0.1:80": 1, "10.0.0.2:80": 2}
+    # the same frontend without --id updates its service; a kept backend keeps its id, a new one gets a new id
+    t = t.update(Service(0, Frontend("10.96.0.10", 80), backends=(Backend("10.0.0.2", 80, "terminating"),
+                                                                   Backend("10.0.0.3", 80))), CIDR)
+    assert {str(b): b.id for b in t.services[1].backends} == {"10.0.0.2:80": 2, "10.0.0.3:80": 3}
+    with pytest.raises(UsageError, match="belongs to service 1"):
+        t.update(Service(7, Frontend("10.96.0.10", 80)), CIDR)
+    with pytest.raises(UsageError, match="listed twice"):
+        t.update(Service(0, Frontend("10.96.0.12", 80), backends=(Backend("10.0.0.1", 80),) * 2), CIDR)
+    t, gone = t.delete("10.96.0.11:80")
+    assert gone is not None and gone.id == 2 and sorted(t.services) == [1]
+    assert t.delete("99")[1] is None
+    assert ServiceTable.from_dict(t.to_dict()) == t
+
+
+def test_translation_names_the_backends_that_take_new_connections():
+    t = ServiceTable().update(Service(0, Frontend("10.96.0.10", 80), backends=(
+        Backend("10.0.0.1", 8080, "terminating"), Backend("10.0.0.2", 8080))), CIDR)
+    tr = translate(t, "10.96.0.10", 80, "tcp")
+    assert tr is not None and [str(b) for b in tr.backends] == ["10.0.0.2:8080"]
+    assert translate(t, "10.96.0.10", 80, "udp") is None
+
+
+def test_map_entries():
+    t = ServiceTable().update(Service(0, Frontend("10.96.0.10", 80), backends=(
+        Backend("10.0.0.1", 8080), Backend("10.0.0.2", 8080, "terminating"), Backend("10.0.0.3", 8080)),
+        affinity="ClientIP", affinity_timeout=30), CIDR)
+    entries = {maps.LB_SVC_KEY.unpack(k): maps.LB_SVC_VAL.unpack(v) for k, v in compile_services(t, 1).items()}
+    vip = socket.inet_aton("10.96.0.10")
+    assert entries[(1, 6, 0, vip, 80)] == (0, 1, 2, maps.LB_F_AFFINITY, 30)     # two take new connections
+    assert {entries[(1, 6, i, vip, 80)][0] for i in (1, 2)} == {1, 3}           # the terminating one has no slot
+    backends = {int.from_bytes(k, "little"): maps.LB_BACKEND.unpack(v) for k, v in compile_backends(t).items()}
+    assert backends[2] == (socket.inet_aton("10.0.0.2"), 8080, 6, maps.LB_BACKEND_TERMINATING)
+    assert len(backends) == 3
+    assert all(maps.key_slot("lb_services", k) == 1 for k in compile_services(t, 1))
+
+
+def test_service_is_frozen():
+    svc = Service(1, Frontend("10.96.0.10", 80))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        svc.id = 2    # type: ignore[misc]
