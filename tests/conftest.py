@@ -1,6 +1,7 @@
 """Shared test configuration and the fixtures every suite may use, defined once: root-only tests skip cleanly
 elsewhere; reference tools (the real hubble CLI, ...) come from ../shared/tools, unpacked into .tools/bin; sandbox
-nodes (tests/support) and the fake API server (tests/fakeapi) for the suites that need them."""
+nodes (tests/support) and the fake API server (tests/fakeapi: only for faults a real server does not give on
+demand) for the suites that need them."""
 
 import fcntl
 import functools
@@ -129,23 +130,9 @@ def fake():
 
 
 @pytest.fixture
-def kubeconfig(fake, tmp_path) -> str:
-    return str(fake.write_kubeconfig(tmp_path / "kubeconfig"))
-
-
-@pytest.fixture
-def kube(kubeconfig):
+def fake_kube(fake, tmp_path):
+    """A client of the fake, for the corner cases the real server does not give on demand (tests/cluster); the
+    real API server's fixtures are in tests/k8s/conftest.py."""
     from ciliumctl.cluster.kube import Kube
 
-    return Kube.connect(kubeconfig)
-
-
-@pytest.fixture
-def installed(kube):
-    """The CRDs and the rest of the install in place."""
-    import io
-
-    from ciliumctl.cluster.install import install
-
-    install(kube=kube, out=io.StringIO())
-    return kube
+    return Kube.connect(str(fake.write_kubeconfig(tmp_path / "kubeconfig")))

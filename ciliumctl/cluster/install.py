@@ -89,8 +89,11 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
         try:
             result = apply_object(kube, obj)
         except ApiFailure as err:
+            # RBAC: the user can do nothing about the object, only about who runs install
+            hint = "; install with a user who may manage all of `ciliumctl install --dry-run`'s objects (such as " \
+                   "cluster-admin)" if err.status == 403 else ""
             raise EnvironmentProblem(f"install: applying {obj['kind']} {obj['metadata']['name']} failed: "
-                                     f"{err.api_message} ({err.status} {err.reason}); "
+                                     f"{err.api_message} ({err.status} {err.reason}){hint}; "
                                      f"{_roll_back(kube, created)}") from None
         except EnvironmentProblem as err:
             if not created:
@@ -115,15 +118,20 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
 def _roll_back(kube: Kube, created: list[dict]) -> str:
     """Delete what this install created, newest first, so that a refused install leaves nothing half-installed
     (objects that were there before stay, as they were or as this install configured them). Says what it did."""
-    left = []
+    left, why = [], ""
     for obj in reversed(created):
         kind, meta = kind_of(obj), obj["metadata"]
         try:
             kube.delete(kind, meta["name"], meta.get("namespace"))
-        except (ApiFailure, EnvironmentProblem):
+        except ApiFailure as err:
             left.append(f"{obj['kind']} {meta['name']}")
+            why = why or f"{err.status} {err.reason}"
+        except EnvironmentProblem:
+            left.append(f"{obj['kind']} {meta['name']}")
+            why = why or "no answer"
     if left:
-        return f"could not remove {', '.join(left)} again: run `ciliumctl uninstall` when fixed"
+        return (f"could not remove the {len(left)} objects it had created again ({why}: {', '.join(left)}): run "
+                "`ciliumctl uninstall` when fixed")
     if created:
         return f"the {len(created)} objects it had created were removed again, nothing is installed"
     return "nothing was installed"

@@ -159,7 +159,9 @@ class Kube:
             resp = self.api.call_api(method_, url, header_params=headers, body=body, _request_timeout=limit)
         except urllib3.exceptions.HTTPError as err:
             cause = getattr(err, "reason", None) or err
-            if isinstance(cause, urllib3.exceptions.TimeoutError) or "timed out" in str(cause):
+            # urllib3 2.x makes a refused connection (NewConnectionError) a ConnectTimeoutError: not a timeout
+            refused = isinstance(cause, urllib3.exceptions.NewConnectionError) and "timed out" not in str(cause)
+            if not refused and (isinstance(cause, urllib3.exceptions.TimeoutError) or "timed out" in str(cause)):
                 seconds = limit[1] if isinstance(limit, tuple) else limit
                 raise EnvironmentProblem(f"the Kubernetes API server at {self.host} did not answer {method} {path} "
                                          f"within {seconds:g}s; check that it is up and not overloaded "

@@ -1,4 +1,5 @@
-"""An in-process fake Kubernetes API server over plain HTTP, for tests only (no kube-apiserver can run here).
+"""An in-process fake Kubernetes API server over plain HTTP, for tests only: the faults a real kube-apiserver does
+not give on demand (tests/cluster; everything else is tested on the real one, tests/k8s).
 
 The official `kubernetes` client talks to it unchanged: point a kubeconfig (write_kubeconfig) or a
 Configuration(host=server.url) at it. Paths are the real ones (/api/v1/..., /apis/<group>/<version>/...,
@@ -60,12 +61,9 @@ def _route(path: str) -> _Route:
 
 
 class FakeApiServer:
-    def __init__(self, max_history: int = 0, bookmark_interval: float = 1.0, host: str = "127.0.0.1",
-                 netns: str | None = None):
-        """netns: listen inside that network namespace (a name under /run/netns or a path), e.g. a sandbox
-        node's, so that agents confined to test namespaces can reach it; the caller's namespace is untouched."""
+    def __init__(self, max_history: int = 0, bookmark_interval: float = 1.0, host: str = "127.0.0.1"):
         self.store = Store(max_history=max_history)
-        self.host, self.netns = host, netns
+        self.host = host
         self.bookmark_interval = bookmark_interval
         self.requests: list[tuple[str, str, dict]] = []
         self._failures: list[tuple[int, int, str | None, str | None]] = []
@@ -83,7 +81,7 @@ class FakeApiServer:
         class Handler(_Handler):
             fake = server
 
-        self._httpd = in_netns(self.netns, lambda: ThreadingHTTPServer((self.host, 0), Handler))
+        self._httpd = ThreadingHTTPServer((self.host, 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fakeapi", daemon=True)
@@ -151,37 +149,6 @@ class FakeApiServer:
     def count(self, method: str, path_contains: str = "", query_key: str | None = None) -> int:
         return sum(1 for m, p, q in list(self.requests)
                    if m == method and path_contains in p and (query_key is None or query_key in q))
-
-
-def in_netns(netns: str | None, fn):
-    """fn() run by a helper thread that entered `netns` first: sockets it creates live in that namespace.
-    Only that thread switches (setns is per thread); the caller's namespace never changes."""
-    if not netns:
-        return fn()
-    import ctypes
-    import os
-
-    path = netns if "/" in netns else f"/run/netns/{netns}"
-    result: dict = {}
-
-    def run():
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns {path}")
-            finally:
-                os.close(fd)
-            result["value"] = fn()
-        except BaseException as err:  # handed to the caller
-            result["error"] = err
-
-    t = threading.Thread(target=run, name="fakeapi-netns")
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 class _Handler(BaseHTTPRequestHandler):

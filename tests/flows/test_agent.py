@@ -225,8 +225,9 @@ def test_agent_follows_a_reinstalled_datapath(node, bpffs_dir):
 
 
 def test_cluster_mode_starts_and_stops_the_cluster_sync(node_dirs, monkeypatch):
-    """In cluster mode the agent hands the node to ciliumctl.cluster.node_sync (tested with the fake API server
-    in tests/cluster); here: that the agent starts it with its node name only in cluster mode, and stops it."""
+    """In cluster mode the agent hands the node to ciliumctl.cluster.node_sync (tested on a real API server in
+    tests/k8s/test_api_node_sync.py); here: that the agent starts it with its node name only in cluster mode, and
+    stops it."""
     from ciliumctl.node import cluster_sync as node_sync
 
     calls, stopped = [], []

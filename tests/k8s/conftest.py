@@ -101,7 +101,7 @@ def api_shared():
 
 @pytest.fixture
 def kubeconfig(api_shared) -> str:
-    """The shared API server's admin kubeconfig (overrides tests/conftest.py's, which is the fake's)."""
+    """The shared API server's admin kubeconfig."""
     return str(api_shared.kubeconfig)
 
 
@@ -111,14 +111,14 @@ TEST_NAMESPACE_LABEL = "ciliumctl-test"
 @pytest.fixture
 def kube(kubeconfig):
     """A client of the shared API server; afterwards every object a test may have made is deleted: cilium.io
-    objects, pods (forced: no kubelet will confirm), config maps in default, namespaces labelled
-    ciliumctl-test (see new_namespace)."""
+    objects, pods (forced: no kubelet will confirm), DaemonSets (their status is the test's: the next install
+    starts at 0/0), config maps in default, namespaces labelled ciliumctl-test (see new_namespace)."""
     from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
 
     client = Kube.connect(kubeconfig)
     yield client
     for kind in ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "CiliumEndpoint", "CiliumIdentity",
-                 "CiliumCIDRGroup", "Pod", "ConfigMap"):
+                 "CiliumCIDRGroup", "Pod", "DaemonSet", "ConfigMap"):
         try:
             items, _ = client.list(KINDS[kind])
         except ApiFailure:        # the CRDs are not there

@@ -1,11 +1,11 @@
 """Cluster mode never enforces less than a policy says without a word: `policy apply --kubeconfig` names the parts
 the datapath does not enforce (and refuses them under --strict-enforcement before anything reaches the server),
-and the agent puts an `Enforced` condition beside `Valid` on each policy's status (policy.enforcement_gaps)."""
+and the agent puts an `Enforced` condition beside `Valid` on each policy's status (policy.enforcement_gaps). On a
+real API server (the shared one of tests/k8s/conftest.py)."""
 
 from pathlib import Path
 
 import pytest
-import yaml
 from support.cli import cli_env, run_cli
 from support.recording import RecordingDatapath
 
@@ -16,6 +16,7 @@ from ciliumctl.node import cluster_sync
 from ciliumctl.policy import enforcement_gaps
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
+pytestmark = [pytest.mark.root]
 L7 = EXAMPLES / "starwars-l7-http.yaml"
 L4 = EXAMPLES / "starwars-l3-l4.yaml"
 CNP = KINDS["CiliumNetworkPolicy"]
@@ -86,24 +87,8 @@ def test_agent_sets_enforced_beside_valid(installed, kubeconfig, node_env, caplo
     assert cond["status"] == "True" and cond["reason"] == "FullyEnforced" and cond["observedGeneration"] == 2
 
 
-def test_conditions_keep_others_and_transition_times():
-    obj = {"kind": "CiliumNetworkPolicy", "metadata": {"name": "p", "generation": 3},
-           "spec": yaml.safe_load(L7.read_text())["spec"],
-           "status": {"conditions": [{"type": "Other", "status": "True"},
-                                     {"type": "Valid", "status": "True", "reason": "PolicyAccepted",
-                                      "message": "ok", "lastTransitionTime": "2020-01-01T00:00:00Z",
-                                      "observedGeneration": 3}]}}
-    conds = sc.desired_conditions(obj, sc.wanted_conditions(obj, True, "ok"))
-    by_type = {c["type"]: c for c in conds}
-    assert set(by_type) == {"Other", "Valid", "Enforced"}
-    assert by_type["Valid"]["lastTransitionTime"] == "2020-01-01T00:00:00Z"      # unchanged status keeps its time
-    assert by_type["Enforced"]["status"] == "False" and by_type["Enforced"]["observedGeneration"] == 3
-    obj["status"]["conditions"] = conds
-    assert sc.desired_conditions(obj, sc.wanted_conditions(obj, True, "ok")) is None
-
-
 def cluster_cli(kubeconfig, tmp_path, *args):
-    """`ciliumctl ARGS` against the fake cluster, with a node state of its own."""
+    """`ciliumctl ARGS` against the API server, with a node state of its own."""
     return run_cli(*args, env=cli_env(KUBECONFIG=kubeconfig, CILIUMCTL_STATE_DIR=str(tmp_path / "cli-node")))
 
 

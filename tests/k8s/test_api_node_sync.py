@@ -1,6 +1,6 @@
-"""The agent's cluster mode on one node: policies, pods and other nodes' endpoints from the API server become the
-state handed to the datapath (a recorder here: the real datapath has its own root tests, and the two-node test
-below runs both for real)."""
+"""The agent's cluster mode on one node: policies, pods and other nodes' endpoints from a real API server (the
+shared one of tests/k8s/conftest.py) become the state handed to the datapath (a recorder here: the real datapath
+has its own root tests, and tests/k8s/test_cluster_e2e.py runs both on two real nodes)."""
 
 import io
 
@@ -17,6 +17,9 @@ from ciliumctl.cluster.kube import KINDS
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.node import cluster_sync as node_sync
 from ciliumctl.policy.resolved import Direction
+from k8s.objects import add_pod, remove_crds
+
+pytestmark = [pytest.mark.root]
 
 ALLOW_CLIENT = yaml.safe_load(allow_ingress("web-from-client", {"app": "web"}, {"app": "client"}, port=80,
                                              namespace="default"))
@@ -29,13 +32,6 @@ spec:
   egress:
   - toCIDR: ["300.1.2.3/32"]
 """)
-
-
-def add_pod(kube, name, node, ip, labels):
-    kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
-                                                                 "labels": labels},
-                 "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
-                 "status": {"podIP": ip, "phase": "Running"}})
 
 
 def remote_client(kube, kubeconfig):
@@ -151,13 +147,15 @@ def test_local_reconcile_uses_the_cluster_and_gets_published(installed, kubeconf
     assert node_reconcile.allocator() is not agent.identities  # node mode again once the agent stops
 
 
-def test_never_programs_from_a_partial_view(kube, node_env):
+def test_never_programs_from_a_partial_view(installed, node_env):
     """Before the policy CRDs can be listed the agent keeps the datapath as it is (no empty policy set
     loaded) and refuses node-local reconciles; once everything is listed it programs."""
 
     from ciliumctl.base.errors import EnvironmentProblem
     from ciliumctl.cluster.install import install
 
+    kube = installed
+    remove_crds(kube, "CiliumNetworkPolicy")
     dp = RecordingDatapath()
     agent = node_sync.ClusterNode(kube, "node-a", datapath=dp, settle_seconds=0.01)
     agent.cache.backoff = (0.05, 0.2)

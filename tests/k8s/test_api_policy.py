@@ -1,4 +1,5 @@
-"""policy apply / get / delete against a cluster, and the Valid status condition."""
+"""policy apply / get / delete against a real API server (the shared one of tests/k8s/conftest.py), and the Valid
+status condition."""
 
 import textwrap
 
@@ -9,6 +10,9 @@ from ciliumctl.base.errors import Finding, UsageError
 from ciliumctl.cluster import policy_apply as pa
 from ciliumctl.cluster import status_conditions as sc
 from ciliumctl.cluster.kube import KINDS
+from k8s.objects import kubeconfig_variant
+
+pytestmark = [pytest.mark.root]
 
 ALLOW_WEB = allow_ingress("allow-web", {"app": "web"}, {"app": "client"}, port=80) + """\
 ---
@@ -44,7 +48,7 @@ def actions(results):
     return [(r.kind, r.name, r.action) for r in results]
 
 
-def test_apply_reports_created_configured_unchanged(installed, tmp_path, fake):
+def test_apply_reports_created_configured_unchanged(installed, tmp_path):
     f = write(tmp_path, "p.yaml", ALLOW_WEB)
     assert actions(pa.apply_policies([f], kube=installed)) == [
         ("CiliumNetworkPolicy", "allow-web", "created"), ("CiliumClusterwideNetworkPolicy", "deny-world", "created")]
@@ -68,20 +72,18 @@ def test_validation_warnings_are_handed_back(installed, tmp_path):
     assert "selects every endpoint" in warnings[0].warnings[0].message
 
 
-def test_invalid_policy_changes_nothing(installed, tmp_path, fake):
+def test_invalid_policy_changes_nothing(installed, tmp_path):
     from ciliumctl.policy import checked
 
     good = write(tmp_path, "good.yaml", ALLOW_WEB)
     bad = write(tmp_path, "bad.yaml", INVALID)
-    writes_before = fake.count("PATCH") + fake.count("POST")
     with pytest.raises(checked.InvalidPolicies) as err:
         pa.apply_policies([good, bad], kube=installed)
     assert err.value.exit_code == 1
     bad_reports = [r for r in err.value.reports if not r.valid]
     assert [r.document.name for r in bad_reports] == ["broken"]
     assert [f.line for f in bad_reports[0].errors] == [8]  # the line of the offending node
-    assert fake.count("PATCH") + fake.count("POST") == writes_before
-    assert installed.get(KINDS["CiliumNetworkPolicy"], "allow-web", "default") is None
+    assert pa.get_policies(kube=installed, all_namespaces=True) == []    # not even the valid one
 
 
 def test_server_refusal_stops_the_whole_set_before_any_write(installed, tmp_path):
@@ -93,7 +95,7 @@ def test_server_refusal_stops_the_whole_set_before_any_write(installed, tmp_path
     assert installed.get(KINDS["CiliumNetworkPolicy"], "allow-web", "default") is None
 
 
-def test_dry_run_client_and_server_write_nothing(installed, tmp_path, fake):
+def test_dry_run_client_and_server_write_nothing(installed, tmp_path):
     f = write(tmp_path, "p.yaml", ALLOW_WEB)
     assert [r.action for r in pa.apply_policies([f], kube=installed, dry_run="client")] == ["created (dry run)"] * 2
     assert [r.action for r in pa.apply_policies([f], kube=installed, dry_run="server")] == [
@@ -129,7 +131,7 @@ def test_get_and_delete(installed, tmp_path):
     assert pa.get_policies(kube=installed) == []
 
 
-def test_valid_condition_false_with_reason_then_true_when_fixed(installed, fake):
+def test_valid_condition_false_with_reason_then_true_when_fixed(installed):
     kind = KINDS["CiliumNetworkPolicy"]
     import yaml
 
@@ -166,14 +168,14 @@ def test_valid_condition_survives_a_conflicting_writer(installed):
     assert cond["status"] == "False" and cond["message"] == "x: broken"
 
 
-def test_namespace_comes_from_the_kubeconfig_context(installed, fake, tmp_path):
+def test_namespace_comes_from_the_kubeconfig_context(installed, kubeconfig, new_namespace, tmp_path):
     from ciliumctl.cluster.kube import Kube
 
-    installed.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
-    kc = str(fake.write_kubeconfig(tmp_path / "kc-shop", namespace="shop"))
+    shop = new_namespace("shop")
+    kc = kubeconfig_variant(kubeconfig, tmp_path / "kc-shop", namespace=shop)
     f = write(tmp_path, "p.yaml", ALLOW_WEB)
     results = pa.apply_policies([f], kubeconfig=kc)
-    assert [(r.kind, r.namespace) for r in results] == [("CiliumNetworkPolicy", "shop"),
+    assert [(r.kind, r.namespace) for r in results] == [("CiliumNetworkPolicy", shop),
                                                         ("CiliumClusterwideNetworkPolicy", "")]
-    assert Kube.connect(kc).namespace == "shop"
+    assert Kube.connect(kc).namespace == shop
     assert [o["metadata"]["name"] for o in pa.get_policies(kind="cnp", kubeconfig=kc)] == ["allow-web"]
