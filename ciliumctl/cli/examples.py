@@ -75,6 +75,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("The same question to this node's endpoints and policies",
          "ciliumctl policy trace --live --src-labels org=empire --dst-ip 10.200.0.2 --dport 80/tcp"),
         ("The verdict for a script", f"ciliumctl policy trace -f {STARWARS} -s org=empire -d class=deathstar -o json"),
+        ("Through a service: the frontend is translated to its backends first",
+         "ciliumctl policy trace --live --src-ip 10.200.0.1 --dst-ip 10.96.0.10 --dport 80/tcp"),
     ],
     "endpoint": [
         ("A sandbox endpoint with labels", "ciliumctl endpoint add deathstar --labels org=empire,class=deathstar"),
@@ -107,6 +109,36 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "endpoint delete": [
         ("By name", "ciliumctl endpoint delete xwing"),
         ("By id (also what is left of a corrupt record)", "ciliumctl endpoint delete 3"),
+    ],
+    "service": [
+        ("Load-balance a ClusterIP over two endpoints",
+         "ciliumctl service update --frontend 10.96.0.10:80 --backends 10.200.0.2:80,10.200.0.3:80"),
+        ("Services and backends of this node", "ciliumctl service list"),
+        ("Stop translating a frontend", "ciliumctl service delete 10.96.0.10:80"),
+    ],
+    "service update": [
+        ("A ClusterIP over two endpoints",
+         "ciliumctl service update --frontend 10.96.0.10:80 --backends 10.200.0.2:80,10.200.0.3:80"),
+        ("A UDP service whose clients keep their backend for an hour",
+         "ciliumctl service update --frontend 10.96.0.53:53/udp --backends 10.200.0.4:53 --affinity ClientIP "
+         "--affinity-timeout 3600"),
+        ("Drain a backend: open connections stay, new ones go to the others",
+         "ciliumctl service update --id 1 --frontend 10.96.0.10:80 --backends 10.200.0.2:80,10.200.0.3:80 "
+         "--states terminating,active"),
+        ("A NodePort on one of this node's addresses",
+         "ciliumctl service update --type NodePort --frontend 192.168.1.10:30080 --backends 10.200.0.2:80"),
+    ],
+    "service list": [
+        ("Services and backends, as cilium-dbg service list", "ciliumctl service list"),
+        ("For scripts", "ciliumctl service list -o json"),
+    ],
+    "service get": [
+        ("One service by id", "ciliumctl service get 1"),
+        ("By frontend, as YAML", "ciliumctl service get 10.96.0.10:80/tcp -o yaml"),
+    ],
+    "service delete": [
+        ("By id", "ciliumctl service delete 1"),
+        ("By frontend", "ciliumctl service delete 10.96.0.10:80"),
     ],
     "observe": [
         ("The last 20 flows", "ciliumctl observe"),

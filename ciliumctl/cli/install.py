@@ -93,6 +93,10 @@ def register(app: typer.Typer) -> None:
         monitor_aggregation_flags: str | None = typer.Option(
             None, "--monitor-aggregation-flags", metavar="FLAGS",
             help="TCP flags whose first sight is reported (default syn,fin,rst)."),
+        service_cidr: str | None = typer.Option(
+            None, "--service-cidr", metavar="CIDR",
+            help="Where ClusterIP service addresses come from (default 10.96.0.0/12, Kubernetes' default; kept "
+                 "when omitted)."),
         agent: bool = typer.Option(True, "--agent/--no-agent", show_default=False,
                                    help="Start the node agent (flows, Hubble API, metrics, CNI requests); "
                                         "on by default."),
@@ -129,8 +133,9 @@ def register(app: typer.Typer) -> None:
         kc = kubeconfig or os.environ.get("KUBECONFIG")
         if kc:
             refuse_unused("in cluster mode (the agent's DaemonSet sets up each node)", {
-                "--pool": pool is not None, "--cni-conf-dir": cni_conf_dir is not None,
-                "--cni-bin-dir": cni_bin_dir is not None, "--no-agent": not agent})
+                "--pool": pool is not None, "--service-cidr": service_cidr is not None,
+                "--cni-conf-dir": cni_conf_dir is not None, "--cni-bin-dir": cni_bin_dir is not None,
+                "--no-agent": not agent})
             refuse_unused("without --wait", {"--wait-duration": wait_duration is not None and not wait})
             refuse_unused("with --dry-run (nothing is applied)", {"--wait": wait and dry_run})
             timeout = parse_duration("--wait-duration", wait_duration) if wait_duration else None
@@ -151,7 +156,8 @@ def register(app: typer.Typer) -> None:
         opts = install_node.Options(enforcement_mode=enforcement_mode, audit=audit, pool=pool, extra=extra,
                                     only=only, monitor_aggregation=monitor_aggregation,
                                     monitor_aggregation_interval=monitor_aggregation_interval,
-                                    monitor_aggregation_flags=monitor_aggregation_flags)
+                                    monitor_aggregation_flags=monitor_aggregation_flags,
+                                    service_cidr=service_cidr)
         with _Progress() as show:
             outcomes = install_node.install(opts, plan_only=dry_run, progress=show, starting=show.starting)
         if dry_run:

@@ -16,6 +16,7 @@ COMMANDS = {
     "status": ("ciliumctl.cli.status", "Show the datapath, endpoints, policies and agent of this node."),
     "policy": ("ciliumctl.cli.policy", "Validate, apply, trace and inspect network policies."),
     "endpoint": ("ciliumctl.cli.endpoint", "Manage and inspect endpoints on this node."),
+    "service": ("ciliumctl.cli.service", "Manage the services this node load-balances, without kube-proxy."),
     "observe": ("ciliumctl.cli.observe", "Observe flows: the datapath's verdicts, with pods and policies."),
     "agent": ("ciliumctl.cli.agent", "Run the node agent: flows, Hubble API, metrics, CNI socket."),
     "demo": ("ciliumctl.cli.demo", "Run Cilium's getting-started demo on a sandbox node."),

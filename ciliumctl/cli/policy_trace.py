@@ -70,13 +70,27 @@ def register(app: typer.Typer) -> None:
         if not files and not live:
             raise UsageError("no policies given: use -f FILE|DIR (repeatable) or --live for this node's policies")
         result = tr.trace(src, dst, proto, port, policies, enforcement, endpoints=endpoints, allocator=allocator,
-                          node_labels=nodes, audit=audit)
+                          node_labels=nodes, audit=audit, services=_services(live))
         if output != Output.table:
             print_data(result.to_dict(), output)
         else:
             _render(console(), result)
         if not result.allowed:
             raise typer.Exit(1)
+
+
+def _services(live: bool):
+    """The node's services, so that a --dst-ip that is a frontend is traced to its backends as the datapath
+    translates it: with --live always (an unreadable store is an error then), else when the store is readable."""
+    from ciliumctl.base.errors import EnvironmentProblem
+    from ciliumctl.services import store
+
+    if live:
+        return store.load()
+    try:
+        return store.load()
+    except (EnvironmentProblem, OSError):
+        return None
 
 
 def _render(con, result) -> None:
@@ -95,6 +109,11 @@ def _render(con, result) -> None:
     con.print(f"Source:      {escape(result.source.description)}, identity {result.source.identity}")
     con.print(f"Destination: {escape(result.destination.description)}, identity {result.destination.identity}")
     con.print(f"Traffic:     {what}, enforcement mode {result.mode.value}")
+    if result.service is not None:
+        svc = result.service
+        to = f"-> backend {svc['backend']}" if svc.get("backend") else "-> no backend"
+        con.print(f"Service:     {svc['frontend']} (id {svc['service']}) {to}; backends for new connections: "
+                  f"{', '.join(svc['backends']) or 'none'}")
     con.print("")
     for label, side in (("Egress  (source):     ", result.egress), ("Ingress (destination):", result.ingress)):
         con.print(f"{label} {verdict(side)}  {escape(side.reason)}")

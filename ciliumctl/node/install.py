@@ -138,7 +138,8 @@ def _check_settings(o: Options) -> str | None:
     want = _wanted_settings(s, o)
     return None if (want == s and s.installed) else (
         f"save enforcement {want.enforcement_mode}, audit {'on' if want.audit else 'off'}, "
-        f"pool {want.pool or 'default'}, monitor aggregation {want.monitor_aggregation}; "
+        f"pool {want.pool or 'default'}, monitor aggregation {want.monitor_aggregation}, service CIDR "
+        f"{want.service_cidr}; "
         f"program policy revision {s.revision + 1}")
 
 
@@ -158,8 +159,25 @@ def _wanted_settings(s, o: Options):
                 else s.monitor_aggregation_interval)
     flags = (monitor.parse_flags(o.monitor_aggregation_flags) if o.monitor_aggregation_flags
              else s.monitor_aggregation_flags)
+    cidr = _service_cidr(o.service_cidr) if o.service_cidr else s.service_cidr
     return replace(s, enforcement_mode=mode, audit=audit, pool=pool, installed=True, monitor_aggregation=level,
-                   monitor_aggregation_interval=interval, monitor_aggregation_flags=flags)
+                   monitor_aggregation_interval=interval, monitor_aggregation_flags=flags, service_cidr=cidr)
+
+
+def _service_cidr(text: str) -> str:
+    """A new service CIDR, refused while a stored ClusterIP frontend lies outside it."""
+    import ipaddress
+
+    from ciliumctl.base.errors import UsageError
+    from ciliumctl.services import model, store
+
+    cidr = model.parse_cidr(text)
+    net = ipaddress.ip_network(cidr)
+    for svc in store.load().services.values():
+        if svc.type == "ClusterIP" and ipaddress.ip_address(svc.frontend.ip) not in net:
+            raise UsageError(f"--service-cidr {cidr}: service {svc.id} ({svc.frontend}) lies outside it; delete or "
+                             "move that service first")
+    return cidr
 
 
 def _run_settings(o: Options) -> str:

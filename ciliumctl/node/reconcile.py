@@ -1,6 +1,7 @@
 """The one path from the node's desired state to the kernel:
 
     policy store + endpoint registry  ->  policy.resolve.resolve()  ->  Datapath.apply()
+    service store (services.store)    ----------------------------^  (the same revision carries both)
 
 In cluster mode the agent hands reconciles and identity allocation to its cluster view (set_cluster).
 """
@@ -81,9 +82,12 @@ def parsed_policies(stored: list[store.StoredPolicy] | None = None) -> list:
 def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], settings: Settings,
                   alloc=None, revision: int | None = None) -> ResolvedState:
     from ciliumctl.policy.resolve import resolve
+    from ciliumctl.services import store as service_store
 
-    return resolve(endpoints, parsed_policies(stored), settings.mode, alloc if alloc is not None else allocator(),
-                   revision=settings.revision if revision is None else revision, audit=settings.audit)
+    state = resolve(endpoints, parsed_policies(stored), settings.mode, alloc if alloc is not None else allocator(),
+                    revision=settings.revision if revision is None else revision, audit=settings.audit)
+    state.services = service_store.load()
+    return state
 
 
 def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = False):

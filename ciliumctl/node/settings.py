@@ -28,6 +28,8 @@ class Settings:
     monitor_aggregation: str = "medium"
     monitor_aggregation_interval: float = 5.0
     monitor_aggregation_flags: str = "syn,fin,rst"
+    # where ClusterIP frontends come from (install --service-cidr; kube-apiserver's default range)
+    service_cidr: str = "10.96.0.0/12"
 
     @property
     def monitor(self):

@@ -22,6 +22,7 @@ from ciliumctl.policy.labels import POD_NAMESPACE_LABEL, SOURCE_ANY, SOURCE_K8S,
 from ciliumctl.policy.ports import PROTOCOL_NAMES, covers
 from ciliumctl.policy.resolve import HOST_ENDPOINT_ID, Resolution, resolve_detailed
 from ciliumctl.policy.resolved import IDENTITY_ANY, Direction, DirectionPolicy, Enforcement, PolicyEntry, RuleOrigin
+from ciliumctl.services.model import ServiceTable, translate
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TraceResult:
     ingress: Side
     notes: list[str]
     audit: bool = False
+    service: dict | None = None    # the destination was a service frontend: its translation (as the datapath does)
 
     @property
     def allowed(self) -> bool:
@@ -84,7 +86,8 @@ class TraceResult:
                 "protocol": PROTOCOL_NAMES.get(self.protocol, str(self.protocol)), "port": self.port,
                 "mode": self.mode.value, "audit": self.audit,
                 "egress": side(self.egress), "ingress": side(self.ingress),
-                "verdict": "allowed" if self.allowed else "denied", "notes": self.notes}
+                "verdict": "allowed" if self.allowed else "denied", "notes": self.notes,
+                **({"service": self.service} if self.service is not None else {})}
 
 
 def origin_text(o: RuleOrigin) -> str:
@@ -219,11 +222,45 @@ def _check_ip(ip: str | None, flag: str) -> None:
 def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode: Enforcement | str = "default",
           *, endpoints: list[Endpoint] | None = None, allocator: ids.IdentityBackend | None = None,
           node_labels: Mapping[str, str] | None = None,
-          namespace_labels: Mapping[str, Mapping[str, str]] | None = None, audit: bool = False) -> TraceResult:
+          namespace_labels: Mapping[str, Mapping[str, str]] | None = None, audit: bool = False,
+          services: ServiceTable | None = None) -> TraceResult:
     """Trace one connection src -> dst (proto, port; ICMP: port = type).
 
     `endpoints` are existing endpoints (the node's own, for --live): a side given only by an IP that belongs to
-    one of them is that endpoint. Other sides given by labels become hypothetical endpoints."""
+    one of them is that endpoint. Other sides given by labels become hypothetical endpoints. A destination that is
+    a frontend of `services` is translated first, as the datapath does, and policy is traced to its backends."""
+    kw: dict = {"endpoints": endpoints, "allocator": allocator, "node_labels": node_labels,
+                "namespace_labels": namespace_labels, "audit": audit}
+    names = {6: "tcp", 17: "udp"}
+    xlat = translate(services, dst.ip, port, names[proto]) if services and dst.ip and proto in names else None
+    if xlat is None:
+        return _trace(src, dst, proto, port, policies, mode, **kw)
+    info = xlat.to_dict()
+    if not xlat.backends:
+        res = _trace(src, dst, proto, port, policies, mode, **kw)
+        res.egress = Side(True, False, f"service {xlat.service.id} ({xlat.service.frontend}) has no backend taking "
+                          "new connections: dropped (158, Service backend not found) and refused", "no-backend")
+        res.service = info
+        return res
+    results = [_trace(src, Peer(dst.labels, dst.namespace, b.ip), proto, b.port, policies, mode, **kw)
+               for b in xlat.backends]
+    # shown: the first backend that would be denied (exit 1 then), else the first; the others in service.traced
+    pick = next((i for i, r in enumerate(results) if not r.allowed), 0)
+    main = results[pick]
+    info["backend"] = str(xlat.backends[pick])
+    info["traced"] = [{"backend": str(b), "verdict": "allowed" if r.allowed else "denied"}
+                      for b, r in zip(xlat.backends, results)]
+    main.service = info
+    if len({r.allowed for r in results}) > 1:
+        main.notes.append("the verdict depends on the backend a connection gets: "
+                          + ", ".join(f"{t['backend']} {t['verdict']}" for t in info["traced"]))
+    return main
+
+
+def _trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode: Enforcement | str = "default",
+           *, endpoints: list[Endpoint] | None = None, allocator: ids.IdentityBackend | None = None,
+           node_labels: Mapping[str, str] | None = None,
+           namespace_labels: Mapping[str, Mapping[str, str]] | None = None, audit: bool = False) -> TraceResult:
     mode = Enforcement(mode)
     if not src.given:
         raise UsageError("the source is missing: give --src-labels and/or --src-ip")

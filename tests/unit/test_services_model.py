@@ -130,3 +130,36 @@ def test_service_is_frozen():
     svc = Service(1, Frontend("10.96.0.10", 80))
     with pytest.raises(dataclasses.FrozenInstanceError):
         svc.id = 2    # type: ignore[misc]
+
+
+def test_policy_trace_follows_the_translation_to_the_backends():
+    from ciliumctl.endpoints.model import Endpoint
+    from ciliumctl.policy import model, trace
+    from ciliumctl.policy.labels import parse_label_list
+
+    eps = [Endpoint(id=1, name="client", labels={"app": "client"}, ipv4="10.200.0.1"),
+           Endpoint(id=2, name="web1", labels={"app": "web"}, ipv4="10.200.0.2"),
+           Endpoint(id=3, name="db", labels={"app": "db"}, ipv4="10.200.0.3")]
+    pol = model.parse_policy({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+                              "metadata": {"name": "web", "namespace": "default"},
+                              "spec": {"endpointSelector": {"matchLabels": {"app": "web"}},
+                                       "ingress": [{"toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}})
+    pols = pol if isinstance(pol, list) else [pol]
+    table = ServiceTable().update(Service(0, Frontend("10.96.0.10", 80), backends=(Backend("10.200.0.2", 8080),)),
+                                  CIDR)
+    src = trace.Peer(parse_label_list(["app=client"]))
+    res = trace.trace(src, trace.Peer(ip="10.96.0.10"), 6, 80, pols, endpoints=eps, services=table)
+    assert res.allowed and res.port == 8080 and res.destination.ip == "10.200.0.2"
+    assert res.to_dict()["service"]["backend"] == "10.200.0.2:8080"
+    # a second backend port the policy does not allow: the verdict is per backend, the denied one shown
+    table = table.update(Service(1, Frontend("10.96.0.10", 80), backends=(Backend("10.200.0.2", 8080),
+                                                                          Backend("10.200.0.2", 9090))), CIDR)
+    res = trace.trace(src, trace.Peer(ip="10.96.0.10"), 6, 80, pols, endpoints=eps, services=table)
+    assert not res.allowed and res.service["backend"] == "10.200.0.2:9090" and res.notes
+    # no backend: denied with the datapath's reason
+    table = table.update(Service(1, Frontend("10.96.0.10", 80)), CIDR)
+    res = trace.trace(src, trace.Peer(ip="10.96.0.10"), 6, 80, pols, endpoints=eps, services=table)
+    assert not res.allowed and "158" in res.egress.reason
+    # not a frontend (another port): traced as given
+    res = trace.trace(src, trace.Peer(ip="10.96.0.10"), 6, 81, pols, endpoints=eps, services=table)
+    assert res.service is None and res.port == 81

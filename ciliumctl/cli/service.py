@@ -1,0 +1,115 @@
+"""`ciliumctl service update|list|get|delete`: the node's services (node mode), as `cilium-dbg service` shows them."""
+
+import enum
+
+import typer
+
+from ciliumctl.cli.common import Output
+from ciliumctl.cli.typer_app import App
+
+app = App(help="Manage the services this node load-balances, without kube-proxy.")
+
+
+class ServiceType(enum.StrEnum):
+    ClusterIP = "ClusterIP"
+    NodePort = "NodePort"
+
+
+class Affinity(enum.StrEnum):
+    ClientIP = "ClientIP"
+    none = "None"
+
+
+def _table(services) -> str:
+    """cilium-dbg service list's columns: ID, Frontend, Service Type, Backend (one line per backend, numbered,
+    with its state)."""
+    lines = [["ID", "Frontend", "Service Type", "Backend"]]
+    for svc in services:
+        proto = svc.frontend.protocol.upper()
+        backs = [f"{i} => {b}/{proto} ({b.state})" for i, b in enumerate(svc.backends, 1)] or [""]
+        lines.append([str(svc.id), str(svc.frontend), svc.type, backs[0]])
+        lines.extend(["", "", "", b] for b in backs[1:])
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    return "".join("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)
+
+
+def _print(services, output: Output) -> None:
+    from ciliumctl.cli.common import print_data
+
+    if output == Output.table:
+        typer.echo(_table(services), nl=False)
+    else:
+        print_data([s.to_dict() for s in services], output)
+
+
+@app.command("update")
+def update(
+    frontend: str = typer.Option(..., "--frontend", metavar="IP:PORT[/PROTO]",
+                                 help="Frontend address (PROTO tcp or udp, default tcp)."),
+    backends: str = typer.Option("", "--backends", metavar="IP:PORT,...",
+                                 help="Backend addresses, comma-separated (none: connections are refused)."),
+    states: str = typer.Option("", "--states", metavar="STATE,...",
+                               help="Backend states in --backends order: active or terminating (default active)."),
+    service_id: int = typer.Option(0, "--id", metavar="N", help="Service id (default: the frontend's, or a free one)."),
+    service_type: ServiceType = typer.Option(ServiceType.ClusterIP, "--type", help="Service type."),
+    affinity: Affinity = typer.Option(Affinity.none, "--affinity", help="Session affinity."),
+    affinity_timeout: int = typer.Option(10800, "--affinity-timeout", metavar="SECONDS",
+                                         help="How long a client keeps its backend (ClientIP affinity)."),
+    output: Output | None = typer.Option(None, "--output", "-o", help="Print the service as json or yaml."),
+) -> None:
+    """Create or update a service.
+
+    ClusterIP frontends come from the service CIDR (install --service-cidr, default 10.96.0.0/12); NodePort
+    frontends are this node's addresses with a port in 30000-32767."""
+    from ciliumctl.cli.common import print_data
+    from ciliumctl.node import service_ops
+    from ciliumctl.services.model import Service, parse_backends, parse_frontend
+
+    svc = Service(service_id, parse_frontend(frontend), service_type.value, tuple(parse_backends(backends, states)),
+                  "" if affinity == Affinity.none else affinity.value, affinity_timeout)
+    stored, created = service_ops.update_service(svc)
+    if output in (Output.json, Output.yaml):
+        print_data(stored.to_dict(), output)
+    else:
+        typer.echo(f"service {stored.id} ({stored.frontend}) {'created' if created else 'updated'}, "
+                   f"{len(stored.active)} of {len(stored.backends)} backend(s) active")
+
+
+@app.command("list")
+def list_(
+    output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
+) -> None:
+    """List the services of this node."""
+    from ciliumctl.node import service_ops
+
+    _print([s for _, s in sorted(service_ops.services().services.items())], output)
+
+
+@app.command("get")
+def get(
+    ref: str = typer.Argument(..., metavar="ID|FRONTEND", help="Service id or frontend IP:PORT[/PROTO]."),
+    output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
+) -> None:
+    """Show one service."""
+    from ciliumctl.base.errors import NotFound
+    from ciliumctl.cli.common import print_data
+    from ciliumctl.node import service_ops
+
+    svc = service_ops.services().find(ref)
+    if svc is None:
+        raise NotFound(f"service {ref!r} not found; see `ciliumctl service list`")
+    if output == Output.table:
+        typer.echo(_table([svc]), nl=False)
+    else:
+        print_data(svc.to_dict(), output)
+
+
+@app.command("delete")
+def delete(
+    ref: str = typer.Argument(..., metavar="ID|FRONTEND", help="Service id or frontend IP:PORT[/PROTO]."),
+) -> None:
+    """Delete a service: its frontend is no longer translated."""
+    from ciliumctl.node import service_ops
+
+    svc = service_ops.delete_service(ref)
+    typer.echo(f"service {svc.id} ({svc.frontend}) deleted")

@@ -1,0 +1,71 @@
+"""Services on this node (node mode): update and delete (store, then program through the one reconcile; the store
+is rolled back when the datapath refuses, so it never describes services that are not in force), and the views."""
+
+from __future__ import annotations
+
+import contextlib
+
+from ciliumctl.base.errors import NotFound
+from ciliumctl.node.reconcile import reconcile
+from ciliumctl.node.settings import environment_errors, load_settings, locked, require_root
+from ciliumctl.node.verify import heal_if_interrupted
+from ciliumctl.services import store
+from ciliumctl.services.model import Service, ServiceTable
+
+
+def node_addresses() -> frozenset[str]:
+    """The IPv4 addresses of the node (its network namespace): where NodePort frontends live."""
+    from pyroute2 import IPRoute  # noqa: PLC0415
+
+    from ciliumctl.base.netns import enter_node_netns
+
+    enter_node_netns()
+    with IPRoute() as ipr:
+        return frozenset(a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=2)
+                         if not a.get_attr("IFA_ADDRESS", "").startswith("127."))
+
+
+@contextlib.contextmanager
+def _rollback():
+    before = store.load()
+    try:
+        yield
+    except BaseException:
+        store.save(before)
+        raise
+
+
+def update_service(svc: Service) -> tuple[Service, bool]:
+    """Add or replace a service; (the stored service with its id and backend ids, created?)."""
+    require_root("service update")
+    with environment_errors("service update"), locked():
+        heal_if_interrupted()
+        settings = load_settings()
+        table = store.load()
+        node_ips = node_addresses() if svc.type == "NodePort" else frozenset()
+        new = table.update(svc, settings.service_cidr, node_ips)     # refused here: nothing changed
+        stored = next(s for s in new.services.values() if s.frontend == svc.frontend)
+        created = stored.id not in table.services
+        if new == table:
+            return stored, created
+        with _rollback():
+            store.save(new)
+            reconcile(settings=settings)
+        return stored, created
+
+
+def delete_service(ref: str) -> Service:
+    require_root("service delete")
+    with environment_errors("service delete"), locked():
+        heal_if_interrupted()
+        table, gone = store.load().delete(ref)
+        if gone is None:
+            raise NotFound(f"service {ref!r} not found; see `ciliumctl service list`")
+        with _rollback():
+            store.save(table)
+            reconcile(settings=load_settings())
+        return gone
+
+
+def services() -> ServiceTable:
+    return store.load()

@@ -1,0 +1,80 @@
+"""`ciliumctl service ...` on a sandbox node, through the real executable: a ClusterIP service from the service
+CIDR set at install reaches its backend endpoints, `service list/get` in cilium-dbg's columns and as JSON/YAML,
+bad input is one line with exit 2 and leaves the stored services and the datapath as they were, delete stops the
+translation, and `policy trace` shows the translation of a frontend."""
+
+import json
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+VIP = "10.100.0.10"
+
+
+def _peer(node, endpoint: str, ip: str, port: int) -> str:
+    """The address a connection from `endpoint` to ip:port is connected to, as the client sees it."""
+    code = (f"import socket, sys\ntry:\n s = socket.create_connection(('{ip}', {port}), timeout=2)\n"
+            " print(s.getpeername()[0])\nexcept OSError as e: print('ERR', e)")
+    return node.cli("endpoint", "exec", endpoint, "--", sys.executable, "-c", code).stdout.strip()
+
+
+def test_service_update_list_get_delete_and_traffic(node):
+    node.cli("install", "--no-agent", "--service-cidr", "10.100.0.0/16")
+    node.cli("endpoint", "add", "client", "-l", "app=client")          # 10.200.0.1
+    node.cli("endpoint", "add", "web1", "-l", "app=web")               # 10.200.0.2
+    node.cli("endpoint", "add", "web2", "-l", "app=web")               # 10.200.0.3
+    node.serve("web1", "10.200.0.2", 8080)
+    node.serve("web2", "10.200.0.3", 8080)
+
+    # outside the service CIDR set at install: refused, one line, exit 2, nothing stored
+    bad = node.cli("service", "update", "--frontend", "10.96.0.10:80", "--backends", "10.200.0.2:8080", check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "outside the service CIDR 10.100.0.0/16" in bad.stderr
+    assert json.loads(node.cli("service", "list", "-o", "json").stdout) == []
+
+    out = node.cli("service", "update", "--frontend", f"{VIP}:80", "--backends", "10.200.0.2:8080,10.200.0.3:8080")
+    assert out.stdout.strip() == f"service 1 ({VIP}:80/TCP) created, 2 of 2 backend(s) active"
+    assert node.connect("client", VIP, 80)
+    assert _peer(node, "client", VIP, 80) == VIP          # the client sees the frontend, never the backend
+
+    table = node.cli("service", "list").stdout.splitlines()
+    assert table[0].split() == ["ID", "Frontend", "Service", "Type", "Backend"]
+    assert table[1].split() == ["1", f"{VIP}:80/TCP", "ClusterIP", "1", "=>", "10.200.0.2:8080/TCP", "(active)"]
+    assert table[2].split() == ["2", "=>", "10.200.0.3:8080/TCP", "(active)"]
+
+    # web1 terminating: kept in the list with its state
+    node.cli("service", "update", "--id", "1", "--frontend", f"{VIP}:80", "--backends",
+             "10.200.0.2:8080,10.200.0.3:8080", "--states", "terminating,active")
+    got = json.loads(node.cli("service", "get", "1", "-o", "json").stdout)
+    assert [(b["address"], b["state"]) for b in got["backends"]] == [("10.200.0.2:8080", "terminating"),
+                                                                      ("10.200.0.3:8080", "active")]
+    assert "terminating" in node.cli("service", "get", f"{VIP}:80", "-o", "yaml").stdout
+
+    # bad input: one line each, exit 2, the stored service unchanged
+    for args, needle in ((["--frontend", f"{VIP}:80", "--backends", "10.200.0.2:0"], "use 1-65535"),
+                         (["--frontend", f"{VIP}:80", "--id", "2"], "belongs to service 1"),
+                         (["--frontend", "10.100.0.11:80/sctp"], "not supported"),
+                         (["--frontend", "10.100.0.11:80", "--type", "NodePort"], "NodePort range")):
+        res = node.cli("service", "update", *args, check=False)
+        assert res.returncode == 2 and needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res
+    assert json.loads(node.cli("service", "get", "1", "-o", "json").stdout) == got
+    assert node.connect("client", VIP, 80)
+
+    # policy trace translates the frontend and traces to the backend
+    trace = json.loads(node.cli("policy", "trace", "--live", "--src-ip", "10.200.0.1", "--dst-ip", VIP,
+                                "--dport", "80/tcp", "-o", "json").stdout)
+    assert trace["service"]["backend"] == "10.200.0.3:8080" and trace["destination"]["ip"] == "10.200.0.3"
+    assert trace["port"] == 8080 and trace["verdict"] == "allowed"
+
+    # no backend at all: refused at once
+    node.cli("service", "update", "--frontend", f"{VIP}:80", "--backends", "")
+    code = (f"import socket\ntry: socket.create_connection(('{VIP}', 80), timeout=5)\n"
+            "except ConnectionRefusedError: print('refused')\nexcept OSError as e: print(e)")
+    assert node.cli("endpoint", "exec", "client", "--", sys.executable, "-c", code).stdout.strip() == "refused"
+
+    assert node.cli("service", "delete", "1").stdout.strip() == f"service 1 ({VIP}:80/TCP) deleted"
+    assert node.cli("service", "get", "1", check=False).returncode == 1
+    assert node.cli("service", "delete", "1", check=False).returncode == 1
+    assert not node.connect("client", VIP, 80, timeout=0.5)
