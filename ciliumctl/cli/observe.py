@@ -9,10 +9,24 @@ from ciliumctl.cli.typer_app import Command
 _S = list[str]
 
 
+# hubble's --ip-translation is a bool flag (hubble cmd/observe/flows.go): bare it means true, and its value is
+# what Go's strconv.ParseBool reads (strconv/atob.go)
+_GO_BOOLS = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), "true"),
+             **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), "false")}
+
+
+def _as_hubble_reads(arg: str) -> str:
+    name, eq, value = arg.partition("=")
+    if name != "--ip-translation" or (eq and value not in _GO_BOOLS):
+        return arg
+    return f"--ip-translation={_GO_BOOLS[value] if eq else 'true'}"
+
+
 class _OrderedArgs(Command):
     """Keeps the raw argument list: --not applies to the filter flag that follows it, so order matters."""
 
     def parse_args(self, ctx, args):
+        args = [_as_hubble_reads(arg) for arg in args]
         ctx.meta["observe_args"] = list(args)
         return super().parse_args(ctx, args)
 
@@ -155,6 +169,13 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"{flag} {n}: a number of flows, 0 or more")
         if color not in ("auto", "always", "never"):
             raise UsageError(f"--color {color!r}: one of auto, always, never")
+        # the cluster's agents are a source of their own; --server with --input-file is hubble's (the file wins)
+        cluster = [flag for flag, value in (("--kubeconfig", kubeconfig), ("--context", context), ("--node", node))
+                   if value is not None]
+        other = [flag for flag, value in (("--server", server), ("--input-file", input_file)) if value is not None]
+        if cluster and other:
+            raise UsageError(f"{cluster[0]} and {other[0]} exclude each other (flows from the cluster's agents, or "
+                             "from one server or file): drop one")
         white, black = filters.filters_from_args(ctx.meta.get("observe_args", []))
         white += raw_filters.parse("--allowlist", allowlist or [])
         black += raw_filters.parse("--denylist", denylist or [])

@@ -205,3 +205,38 @@ def test_endpoint_list_names_what_get_takes_in_80_columns(stored):
         == "rebels/xwing"
     wide = run_cli("endpoint", "list", "-o", "wide", env=stored, check=True).stdout
     assert "k8s:org=alliance" in wide and "k8s:class=deathstar" in wide
+
+
+# one flow as `hubble observe -o jsonpb` writes it (tiefighter -> deathstar:80)
+FLOW = ('{"flow":{"time":"2025-11-26T09:40:00Z","verdict":"FORWARDED","IP":{"source":"10.200.0.12",'
+        '"destination":"10.200.0.13","ipVersion":"IPv4"},"l4":{"TCP":{"source_port":40000,"destination_port":80,'
+        '"flags":{"SYN":true}}},"source":{"identity":300,"namespace":"default","pod_name":"tiefighter"},'
+        '"destination":{"identity":301,"namespace":"empire","pod_name":"deathstar"},"Type":"L3_L4",'
+        '"node_name":"node-a","event_type":{"type":4},"trace_observation_point":"TO_ENDPOINT"},'
+        '"node_name":"node-a","time":"2025-11-26T09:40:00Z"}\n')
+
+
+@pytest.mark.parametrize("args", [[], ["--ip-translation"], ["--ip-translation", "--numeric"], ["--ip-translation=F"],
+                                  ["--ip-translation=0"], ["--ip-translation=false"], ["--ip-translation=TRUE"]])
+def test_observe_reads_ip_translation_as_hubbles_bool_flag(env, hubble, tmp_path, args):
+    flows = tmp_path / "flows.json"
+    flows.write_text(FLOW)
+    ours = run_cli("observe", "--input-file", str(flows), *args, env=env, check=True).stdout
+    theirs = subprocess.run([str(hubble), "observe", "--color", "never", "--input-file", str(flows), *args],
+                            capture_output=True, text=True, check=True, timeout=60,
+                            env={**env, "HOME": "/nonexistent"}).stdout
+    numeric = "--numeric" in args or any(a.endswith(("=F", "=0", "=false")) for a in args)
+    assert ours == theirs and ("10.200.0.12:40000" in ours) == numeric != ("deathstar" in ours), ours
+
+
+def test_observe_takes_flows_from_one_place(env, tmp_path):
+    flows = tmp_path / "flows.json"
+    flows.write_text(FLOW)
+    for args, words in ((["--server", "unix:///nonexistent", "--kubeconfig", "/nonexistent"], "--kubeconfig and "
+                         "--server exclude each other"),
+                        (["--input-file", str(flows), "--node", "n1"], "--node and --input-file exclude each other"),
+                        (["--context", "kind", "--server", "unix:///nonexistent"], "--context and --server")):
+        refused(run_cli("observe", *args, env=env), words)
+    # as hubble: with --input-file, --server is not asked
+    assert "deathstar" in run_cli("observe", "--server", "unix:///nonexistent", "--input-file", str(flows), env=env,
+                                  check=True).stdout
