@@ -318,10 +318,11 @@ def wait_ready(kube: Kube, namespace: str = manifests.NAMESPACE, timeout: float 
             progress("ciliumctl is ready on every node")
             return st
         hopeless = [a for a in st.agents if not a.ready and a.message.split(":")[0] in HOPELESS]
-        if hopeless:
+        if hopeless:   # the --image given cannot run: bad input (exit 2), not a finding about the cluster
             a = hopeless[0]
-            raise Finding(f"install --wait: agent pod {a.pod} on {a.node or '?'} cannot start: {a.message}; check "
-                          "--image (and --image-pull-policy) and that every node has the image")
+            raise EnvironmentProblem(f"install --wait: agent pod {a.pod} on {a.node or '?'} cannot start: "
+                                     f"{a.message}; check --image (and --image-pull-policy) and that every node "
+                                     "has the image")
         if time.monotonic() >= deadline:
             not_ready = _not_ready(kube, namespace, st)
             raise Finding(f"install --wait: timed out after {timeout:.0f}s with {st.ready}/{st.desired} agents "

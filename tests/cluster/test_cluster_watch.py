@@ -26,7 +26,7 @@ def test_reconnects_from_last_resource_version_after_a_cut_stream(fake_kube, fak
     r = Reflector(kube, KINDS["ConfigMap"], rec, namespace="default", backoff=(0.05, 0.2)).start()
     try:
         assert r.synced.wait(5)
-        assert wait_until(lambda: fake.count("GET", "configmaps", "watch") >= 1)
+        assert wait_until(lambda: fake.watches_open >= 1)
         fake.drop_watches()
         kube.create(cm("after-cut"))
         assert wait_until(lambda: rec.seen("ADDED", "after-cut"))
@@ -43,7 +43,7 @@ def test_relists_after_410_gone_and_reports_what_it_missed(fake_kube, fake):
     r = Reflector(kube, KINDS["ConfigMap"], rec, namespace="default", backoff=(0.2, 0.4)).start()
     try:
         assert r.synced.wait(5)
-        assert wait_until(lambda: fake.count("GET", "configmaps", "watch") >= 1)
+        assert wait_until(lambda: fake.watches_open >= 1)
         # cut the stream and keep the agent out for a while; meanwhile the cluster changes and etcd compacts
         fake.fail_next(2, 503, "GET", "configmaps")
         fake.drop_watches()

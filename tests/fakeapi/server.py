@@ -2,13 +2,13 @@
 not give on demand (tests/cluster; everything else is tested on the real one, tests/k8s).
 
 The official `kubernetes` client talks to it unchanged: point a kubeconfig (write_kubeconfig) or a
-Configuration(host=server.url) at it. Paths are the real ones (/api/v1/..., /apis/<group>/<version>/...,
-namespaced and cluster-scoped, /status subresources, discovery). Watches stream JSON lines over a chunked
-HTTP/1.1 response, as the real server does.
+Configuration(host=server.url) at it. Paths are the real ones (/api/v1/..., namespaced and cluster-scoped) for
+get, list, watch, create, replace and delete. Watches stream JSON lines over a chunked HTTP/1.1 response, as the
+real server does.
 
 Test hooks: `store` (direct access), `compact()` (watches from older resourceVersions get 410 Gone),
-`drop_watches()` (cut every open watch stream, like an API server restart), `fail_next()` (inject HTTP errors),
-`requests` (what was asked, for assertions).
+`drop_watches()` (cut every open watch stream, like an API server restart; `watches_open` says when there is one),
+`fail_next()` (inject HTTP errors).
 """
 
 from __future__ import annotations
@@ -23,41 +23,26 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .store import ApiError, Store, field_matcher, label_matcher
 
-_PATCH_TYPES = {
-    "application/apply-patch+yaml": "apply",
-    "application/merge-patch+json": "merge",
-    "application/strategic-merge-patch+json": "strategic",
-    "application/json-patch+json": "json",
-}
-
 
 class _Route:
-    def __init__(self, group, version, plural="", namespace="", name="", sub="", discovery=""):
-        self.group, self.version, self.plural = group, version, plural
-        self.namespace, self.name, self.sub, self.discovery = namespace, name, sub, discovery
+    def __init__(self, group, version, plural, namespace="", name=""):
+        self.group, self.version, self.plural, self.namespace, self.name = group, version, plural, namespace, name
 
 
 def _route(path: str) -> _Route:
     parts = [unquote(p) for p in path.strip("/").split("/") if p]
-    if parts == ["api"]:
-        return _Route("", "", discovery="api")
-    if parts == ["apis"]:
-        return _Route("", "", discovery="apis")
-    if parts[:1] == ["api"] and len(parts) >= 2:
+    if parts[:1] == ["api"] and len(parts) >= 3:
         group, version, rest = "", parts[1], parts[2:]
-    elif parts[:1] == ["apis"] and len(parts) >= 3:
+    elif parts[:1] == ["apis"] and len(parts) >= 4:
         group, version, rest = parts[1], parts[2], parts[3:]
-    elif parts[:1] == ["apis"] and len(parts) == 2:
-        return _Route(parts[1], "", discovery="group")
     else:
         raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
-    if not rest:
-        return _Route(group, version, discovery="resources")
     namespace = ""
-    if rest[0] == "namespaces" and len(rest) >= 3 and not (group == "" and rest[2] in ("status", "finalize")):
+    if rest[0] == "namespaces" and len(rest) >= 3:
         namespace, rest = rest[1], rest[2:]
-    return _Route(group, version, rest[0], namespace, rest[1] if len(rest) > 1 else "",
-                  rest[2] if len(rest) > 2 else "")
+    if len(rest) > 2:
+        raise ApiError(404, "NotFound", f"the fake serves no subresources ({path})")
+    return _Route(group, version, rest[0], namespace, rest[1] if len(rest) > 1 else "")
 
 
 class FakeApiServer:
@@ -65,9 +50,9 @@ class FakeApiServer:
         self.store = Store(max_history=max_history)
         self.host = host
         self.bookmark_interval = bookmark_interval
-        self.requests: list[tuple[str, str, dict]] = []
         self._failures: list[tuple[int, int, str | None, str | None]] = []
         self._watch_epoch = 0
+        self.watches_open = 0   # watches that drop_watches() would cut now (a request counted may not be one yet)
         self._stopping = False
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -146,10 +131,6 @@ class FakeApiServer:
                     return status
         return None
 
-    def count(self, method: str, path_contains: str = "", query_key: str | None = None) -> int:
-        return sum(1 for m, p, q in list(self.requests)
-                   if m == method and path_contains in p and (query_key is None or query_key in q))
-
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -167,9 +148,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self):
         self._handle("PUT")
-
-    def do_PATCH(self):
-        self._handle("PATCH")
 
     def do_DELETE(self):
         self._handle("DELETE")
@@ -193,19 +171,14 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         raw = self._body()
         fake = self.fake
-        fake.requests.append((method, url.path, query))
         try:
             injected = fake._injected_failure(method, url.path)
             if injected:
                 raise ApiError(injected, "InternalError" if injected >= 500 else "BadRequest",
                                f"injected failure {injected}")
             route = _route(url.path)
-            if route.discovery:
-                return self._send(200, self._discovery(route))
             store = fake.store
             rt = store.resource_type(route.group, route.version, route.plural)
-            dry_run = query.get("dryRun") == "All"
-            manager = query.get("fieldManager")
             if method == "GET" and not route.name:
                 if query.get("watch") in ("true", "1"):
                     return self._watch(rt, route.namespace, query)
@@ -213,35 +186,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, {"kind": rt.kind + "List", "apiVersion": rt.group_version,
                                         "metadata": {"resourceVersion": rv}, "items": items})
             if method == "GET":
-                obj = store.get(rt, route.namespace, route.name)
-                if route.sub and route.sub != "status":
-                    raise ApiError(404, "NotFound", f"subresource {route.sub} not supported")
-                return self._send(200, obj)
+                return self._send(200, store.get(rt, route.namespace, route.name))
             if method == "POST" and not route.name:
-                body = self._json(raw)
-                return self._send(201, store.create(rt, route.namespace, body, dry_run, manager))
+                return self._send(201, store.create(rt, route.namespace, self._json(raw)))
             if method == "PUT" and route.name:
-                body = self._json(raw)
-                return self._send(200, store.update(rt, route.namespace, route.name, body, route.sub, dry_run,
-                                                    manager))
-            if method == "PATCH" and route.name:
-                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-                patch_type = _PATCH_TYPES.get(ctype)
-                if patch_type is None:
-                    raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown "
-                                                                f"format - accepted media types include: "
-                                                                f"{', '.join(_PATCH_TYPES)}")
-                if patch_type == "apply":
-                    import yaml
-
-                    body = yaml.safe_load(raw.decode() or "{}")
-                else:
-                    body = self._json(raw)
-                obj, created = store.patch(rt, route.namespace, route.name, patch_type, body, route.sub, dry_run,
-                                           manager, query.get("force") == "true")
-                return self._send(201 if created else 200, obj)
+                return self._send(200, store.update(rt, route.namespace, route.name, self._json(raw)))
             if method == "DELETE" and route.name:
-                return self._send(200, store.delete(rt, route.namespace, route.name, dry_run))
+                return self._send(200, store.delete(rt, route.namespace, route.name))
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {url.path}")
         except ApiError as err:
             self._send(err.code, err.status())
@@ -253,37 +204,6 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw.decode() or "{}")
         except ValueError as err:
             raise ApiError(400, "BadRequest", f"invalid JSON body: {err}") from None
-
-    def _discovery(self, route: _Route) -> dict:
-        store = self.fake.store
-        groups = store.groups()
-        if route.discovery == "api":
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
-        if route.discovery == "apis":
-            out = []
-            for group, versions in sorted(groups.items()):
-                if not group:
-                    continue
-                vs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
-                out.append({"name": group, "versions": vs, "preferredVersion": vs[0]})
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": out}
-        if route.discovery == "group":
-            if route.group not in groups:
-                raise ApiError(404, "NotFound", f"group {route.group} not found")
-            vs = [{"groupVersion": f"{route.group}/{v}", "version": v} for v in groups[route.group]]
-            return {"kind": "APIGroup", "apiVersion": "v1", "name": route.group, "versions": vs,
-                    "preferredVersion": vs[0]}
-        gv = f"{route.group}/{route.version}" if route.group else route.version
-        resources = []
-        for (g, v, _p), rt in sorted(store.versions.items()):
-            if g == route.group and v == route.version:
-                resources.append(rt.discovery())
-                if rt.status:
-                    resources.append({"name": f"{rt.plural}/status", "singularName": "", "namespaced":
-                                      rt.namespaced, "kind": rt.kind, "verbs": ["get", "patch", "update"]})
-        if not resources:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({gv})")
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
     # ---- watch
 
@@ -309,6 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
         rv_param = query.get("resourceVersion") or ""
         with store.cond:
             epoch = fake._watch_epoch
+            fake.watches_open += 1
             if rv_param in ("", "0"):
                 items, rv = store.list(rt, namespace, query.get("labelSelector"), query.get("fieldSelector"))
                 pending = [{"type": "ADDED", "object": o} for o in items]
@@ -357,3 +278,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
+        finally:
+            with store.cond:
+                fake.watches_open -= 1

@@ -214,7 +214,7 @@ def test_install_of_a_missing_image_says_which_pod_and_why(k8s, cli_env_k8s):
     res = run_cli("install", "--kubeconfig", str(k8s.kubeconfig), "--image", "ciliumctl-missing:local",
                   "--image-pull-policy", "Never", "--wait", env=cli_env_k8s, timeout=300)
     try:
-        assert res.returncode == 1, res.stdout + res.stderr
+        assert res.returncode == 2, res.stdout + res.stderr
         line = res.stderr.strip().splitlines()[-1]
         assert "cannot start: ErrImageNeverPull" in line and "ciliumctl-missing:local" in line, res.stderr
         assert " on node" in line, line
