@@ -63,6 +63,15 @@ def debug_on() -> None:
     os.environ["CILIUMCTL_DEBUG"] = "1"
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("ciliumctl").setLevel(logging.DEBUG)
+    import sys
+
+    from ciliumctl import __version__
+    from ciliumctl.base import paths
+
+    log = logging.getLogger("ciliumctl.cli")
+    log.debug("ciliumctl %s (Python %s): %s", __version__, sys.version.split()[0], " ".join(sys.argv[1:]))
+    log.debug("state %s, run %s, pins %s, kubeconfig %s", paths.state_dir(), paths.run_dir(), paths.bpffs_dir(),
+              os.environ.get("KUBECONFIG") or "(none)")
 
 
 def _debug_on(ctx, param, value: bool) -> None:

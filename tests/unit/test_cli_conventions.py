@@ -128,7 +128,8 @@ def test_debug_flag_before_or_after_the_command_prints_the_full_trace(env):
     for args in (["-D", "version"], ["--debug", "version"], ["version", "-D"], ["version", "--debug"]):
         traced = run(*args)
         assert traced.returncode == 1 and traced.stdout == f"LEVEL {logging.DEBUG}\n", (args, traced)
-        assert traced.stderr.startswith("Traceback") and "RuntimeError: planted" in traced.stderr, traced.stderr
+        assert "Traceback (most recent call last)" in traced.stderr and "RuntimeError: planted" in traced.stderr
+        assert f"ciliumctl.cli DEBUG state {env['CILIUMCTL_STATE_DIR']}, " in traced.stderr, traced.stderr
 
 
 @pytest.mark.parametrize("argv, name, command, namespace", [
