@@ -149,8 +149,11 @@ def register(app: typer.Typer) -> None:
                                      help="Hubble API address (default: the agent's unix socket)."),
         kubeconfig: str | None = _opt("--kubeconfig", metavar="FILE",
                                       help="Flows of the cluster's agents, read through the API server."),
-        context: str | None = _opt("--context", metavar="NAME", help="With --kubeconfig: the kubeconfig context."),
-        node: str | None = _opt("--node", metavar="NAME", help="With --kubeconfig: only this node's agent."),
+        context: str | None = _opt("--context", metavar="NAME",
+                                   help="The cluster's agents, by this kubeconfig context (kubeconfig: "
+                                        "--kubeconfig, $KUBECONFIG or ~/.kube/config)."),
+        node: str | None = _opt("--node", metavar="NAME",
+                                help="Only this node's agent of the cluster (kubeconfig as for --context)."),
     ) -> None:
         """Observe flows: the datapath's verdicts, with pods and policies.
 

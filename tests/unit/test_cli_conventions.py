@@ -238,6 +238,8 @@ def test_observe_takes_flows_from_one_place(env, tmp_path):
                         (["--input-file", str(flows), "--node", "n1"], "--node and --input-file exclude each other"),
                         (["--context", "kind", "--server", "unix:///nonexistent"], "--context and --server")):
         refused(run_cli("observe", *args, env=env), words)
+    # --context alone asks the cluster's agents, with the kubeconfig kubectl would read (here none: one line)
+    refused(run_cli("observe", "--context", "kind", env={**env, "HOME": str(tmp_path)}), "kubeconfig", "--context")
     # as hubble: with --input-file, --server is not asked
     assert "deathstar" in run_cli("observe", "--server", "unix:///nonexistent", "--input-file", str(flows), env=env,
                                   check=True).stdout
