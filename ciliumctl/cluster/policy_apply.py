@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ciliumctl.base.errors import Finding, UsageError
+from ciliumctl.base.errors import EnvironmentProblem, Finding, UsageError
 from ciliumctl.cluster.install import FIELD_MANAGER, content_of
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
 
@@ -138,8 +138,10 @@ def apply_policies(files: list[str], kubeconfig: str | None = None, context: str
         try:
             planned.append(kube.apply(obj, FIELD_MANAGER, force=force_conflicts, dry_run=True))
         except ApiFailure as err:
-            raise Finding(f"{doc.file}: {obj['kind']} {obj['metadata']['name']}: the API server refuses it: "
-                          f"{err.api_message}; nothing applied") from None
+            # invalid (400/422) is a finding about the policy; not served (404: no CRD), forbidden, ... are not
+            error = Finding if err.status in (400, 422) else EnvironmentProblem
+            raise error(f"{doc.file}: {obj['kind']} {obj['metadata']['name']}: the API server refuses it: "
+                        f"{err.api_message}; nothing applied") from None
 
     results = []
     for obj, before, dry in zip(objs, befores, planned):

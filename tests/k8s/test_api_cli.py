@@ -1,6 +1,6 @@
 """The cluster-mode commands through the real `ciliumctl` executable against a real API server (etcd and
 kube-apiserver 1.36, TLS, RBAC): install / uninstall / status / policy apply|get|delete / endpoint list
---all-nodes, and the faults a real server gives: a CRD missing, RBAC denied, the server unreachable.
+--all-nodes, each from a fresh server (the faults a real server gives are in test_api_faults.py).
 (Moved here from tests/cluster/test_cluster_cli.py and tests/e2e/test_policy_cluster_cli.py, which ran on the fake.)"""
 
 from __future__ import annotations
@@ -122,38 +122,3 @@ def test_endpoint_list_all_nodes_reads_ciliumendpoints_of_every_node(api):
     assert lines[0].split()[:3] == ["NODE", "NAMESPACE", "NAME"]
     assert any(line.startswith("node-a") and "web" in line and "10.200.0.7" in line for line in lines)
     assert any(line.startswith("node-b") and "db" in line and "10.200.1.9" in line for line in lines)
-
-
-# ------------------------------------------------------------------------------- bad input and faults
-
-def one_line(res) -> str:
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    return lines[0]
-
-
-def test_policy_apply_without_the_crds_is_one_line(api, tmp_path):
-    f = tmp_path / "p.yaml"
-    f.write_text(POLICY)
-    res = run("policy", "apply", "-f", str(f), kubeconfig=api.kubeconfig)
-    assert res.returncode in (1, 2)
-    line = one_line(res)
-    assert "ciliumnetworkpolicies.cilium.io is not served: the CRDs are not installed" in line, line
-
-
-def test_rbac_denied_is_one_line_and_installs_nothing(api):
-    nobody = api.user_kubeconfig("nobody")
-    res = run("install", "--kubeconfig", nobody)
-    assert res.returncode in (1, 2)
-    line = one_line(res)
-    assert "forbidden" in line.lower() or "403" in line, line
-    assert not names(api, "crd")
-
-
-def test_unreachable_server_is_one_line_exit_2(api):
-    kc = api.kubeconfig
-    api.procs["kube-apiserver"].kill()
-    api.procs["kube-apiserver"].wait(10)
-    res = run("install", "--kubeconfig", kc)
-    assert res.returncode == 2
-    assert one_line(res).startswith("Error: cannot reach the Kubernetes API server"), res.stderr

@@ -11,6 +11,7 @@ import threading
 
 import pytest
 from support.cli import cli_env, run_cli
+from support.policies import allow_ingress
 from support.shell import wait_until
 
 from ciliumctl.cluster import manifests
@@ -97,20 +98,26 @@ def test_a_server_that_never_answers_is_one_line_after_the_request_timeout(kubec
 # ------------------------------------------------------------------------------------------- a CRD missing
 
 
-def test_a_missing_crd_says_to_run_install(installed, kubeconfig):
+def test_a_missing_crd_says_to_run_install(installed, kubeconfig, tmp_path):
     from ciliumctl.base.errors import EnvironmentProblem
     from ciliumctl.cluster.identity import CiliumIdentityBackend
 
-    remove_crds(installed, "CiliumEndpoint", "CiliumIdentity")
+    remove_crds(installed, "CiliumEndpoint", "CiliumIdentity", "CiliumNetworkPolicy")
     line = one_line(ciliumctl("endpoint", "list", "--all-nodes", "--kubeconfig", kubeconfig))
     assert "CiliumEndpoint" in line and "run `ciliumctl install" in line, line
+    policy = tmp_path / "p.yaml"
+    policy.write_text(allow_ingress("allow-web", {"app": "web"}, {"app": "client"}))
+    line = one_line(ciliumctl("policy", "apply", "-f", str(policy), "--kubeconfig", kubeconfig))
+    assert "ciliumnetworkpolicies.cilium.io is not served: the CRDs are not installed (run `ciliumctl install" \
+           in line, line
     # the agent's allocator, the one user of CiliumIdentity objects
     with pytest.raises(EnvironmentProblem, match=r"^the cluster has no CiliumIdentity resource; run `ciliumctl "
                                                  r"install --kubeconfig \.\.\.` first$"):
         CiliumIdentityBackend(installed).allocate(frozenset({"k8s:app=web"}))
     res = ciliumctl("status", "--kubeconfig", kubeconfig)
     assert res.returncode == 1
-    assert "Missing CRDs: ciliumidentities.cilium.io, ciliumendpoints.cilium.io" in res.stdout, res.stdout
+    assert "Missing CRDs: ciliumnetworkpolicies.cilium.io, ciliumidentities.cilium.io, ciliumendpoints.cilium.io" \
+        in res.stdout, res.stdout
 
 
 # ------------------------------------------------------------------------------------------- RBAC denied
