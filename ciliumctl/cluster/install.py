@@ -36,7 +36,12 @@ def _connect(kube: Kube | None, kubeconfig: str | None, context: str | None) -> 
 def apply_object(kube: Kube, obj: dict, dry_run: bool = False, force: bool = True) -> Applied:
     """Server-side apply one object; report created / configured / unchanged as kubectl does."""
     kind, meta = kind_of(obj), obj["metadata"]
-    before = kube.get(kind, meta["name"], meta.get("namespace"))
+    return _apply_over(kube, obj, kube.get(kind, meta["name"], meta.get("namespace")), dry_run, force)
+
+
+def _apply_over(kube: Kube, obj: dict, before: dict | None, dry_run: bool = False, force: bool = True) -> Applied:
+    """apply_object once the object as it was (`before`, None: not there) has been read."""
+    kind, meta = kind_of(obj), obj["metadata"]
     after = kube.apply(obj, FIELD_MANAGER, force=force, dry_run=dry_run)
     if before is None:
         action = "created"
@@ -86,8 +91,10 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
     results: list[Applied] = []
     created: list[dict] = []
     for obj in objs:
+        before: dict | None = {}   # {}: not read yet
         try:
-            result = apply_object(kube, obj)
+            before = kube.get(kind_of(obj), obj["metadata"]["name"], obj["metadata"].get("namespace"))
+            result = _apply_over(kube, obj, before)
         except ApiFailure as err:
             # RBAC: the user can do nothing about the object, only about who runs install
             hint = "; install with a user who may manage all of `ciliumctl install --dry-run`'s objects (such as " \
@@ -96,10 +103,12 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
                                      f"{err.api_message} ({err.status} {err.reason}){hint}; "
                                      f"{_roll_back(kube, created)}") from None
         except EnvironmentProblem as err:
-            if not created:
+            # the server stopped answering half-way: remove what this install made while it may still listen,
+            # also the object whose create went unanswered (it may have been stored)
+            in_flight = [obj] if before is None else []
+            if not created and not in_flight:
                 raise
-            raise EnvironmentProblem(f"{err}; install stopped after creating {len(created)} objects, run "
-                                     "`ciliumctl uninstall` once the server answers") from None
+            raise EnvironmentProblem(f"{err}; {_roll_back(kube, created, in_flight)}") from None
         results.append(result)
         if result.action == "created":
             created.append(obj)
@@ -115,25 +124,28 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
     return results
 
 
-def _roll_back(kube: Kube, created: list[dict]) -> str:
-    """Delete what this install created, newest first, so that a refused install leaves nothing half-installed
-    (objects that were there before stay, as they were or as this install configured them). Says what it did."""
-    left, why = [], ""
-    for obj in reversed(created):
+def _roll_back(kube: Kube, created: list[dict], maybe: list[dict] | None = None) -> str:
+    """Delete what this install created (and `maybe`: objects it may have created), newest first, so that a refused
+    install leaves nothing half-installed (objects that were there before stay, as they were or as this install
+    configured them). A delete without an answer ends it: the server has stopped listening. Says what it did."""
+    todo = [(o, True) for o in maybe or []] + [(o, False) for o in reversed(created)]
+    left, why, removed = [], "", 0
+    for i, (obj, unsure) in enumerate(todo):
         kind, meta = kind_of(obj), obj["metadata"]
         try:
-            kube.delete(kind, meta["name"], meta.get("namespace"))
+            removed += kube.delete(kind, meta["name"], meta.get("namespace")) or not unsure
         except ApiFailure as err:
             left.append(f"{obj['kind']} {meta['name']}")
             why = why or f"{err.status} {err.reason}"
         except EnvironmentProblem:
-            left.append(f"{obj['kind']} {meta['name']}")
+            left += [f"{o['kind']} {o['metadata']['name']}" for o, _ in todo[i:]]
             why = why or "no answer"
+            break
     if left:
         return (f"could not remove the {len(left)} objects it had created again ({why}: {', '.join(left)}): run "
                 "`ciliumctl uninstall` when fixed")
-    if created:
-        return f"the {len(created)} objects it had created were removed again, nothing is installed"
+    if removed:
+        return f"the {removed} objects it had created were removed again, nothing is installed"
     return "nothing was installed"
 
 

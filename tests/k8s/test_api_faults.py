@@ -5,6 +5,7 @@ half-installed. (An image that does not exist under `install --wait` needs nodes
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import threading
@@ -93,6 +94,59 @@ def test_a_server_that_never_answers_is_one_line_after_the_request_timeout(kubec
         line = one_line(ciliumctl("install", "--kubeconfig", kc, CILIUMCTL_REQUEST_TIMEOUT="1"))
     assert line.startswith(f"Error: the Kubernetes API server at {server} did not answer "), line
     assert "within 1s" in line and "CILIUMCTL_REQUEST_TIMEOUT" in line, line
+
+
+def test_a_server_that_stops_answering_half_way_leaves_nothing(kube, kubeconfig, new_namespace, monkeypatch):
+    """The real server turns slow at the ConfigMap, the 11th object: a validating webhook that never answers
+    holds its create (for 3 s, then refuses it). The client gives up after 1 s and removes the 9 objects it
+    had made (the Namespace was there before)."""
+    from ciliumctl.base.errors import EnvironmentProblem
+    from ciliumctl.cluster import install as inst
+    from ciliumctl.cluster.kube import Kube
+
+    remove_crds(kube, *CILIUM_KINDS)
+    for kind in ("ClusterRoleBinding", "ClusterRole"):
+        kube.delete(KINDS[kind], manifests.AGENT)
+    ns = new_namespace("cctl-slow")
+    hooks = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+    with silent_server() as webhook:
+        kube.request("POST", hooks, body={
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": ns}, "webhooks": [{
+                "name": "slow.ciliumctl.test", "clientConfig": {"url": f"{webhook}/"},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["configmaps"]}],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 3}]})
+        try:
+            monkeypatch.setenv("CILIUMCTL_REQUEST_TIMEOUT", "1")
+            slow = Kube.connect(kubeconfig)
+
+            def webhook_holds_creates() -> bool:     # the server takes a moment to start calling it
+                probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe", "namespace": ns}}
+                try:
+                    slow.create(probe)
+                except EnvironmentProblem:
+                    return True
+                slow.delete(KINDS["ConfigMap"], "probe", ns)
+                return False
+
+            assert wait_until(webhook_holds_creates, 30, 0.2)
+            with pytest.raises(EnvironmentProblem) as err:
+                inst.install(kube=slow, namespace=ns, out=io.StringIO())
+        finally:
+            kube.request("DELETE", f"{hooks}/{ns}")
+    line = str(err.value)
+    assert "\n" not in line and err.value.exit_code == 2
+    assert line.startswith(f"the Kubernetes API server at {slow.host} did not answer PATCH "
+                           f"/api/v1/namespaces/{ns}/configmaps/"), line
+    assert line.endswith("; the 9 objects it had created were removed again, nothing is installed"), line
+    assert wait_until(lambda: not crds(kube), 30, 0.1), crds(kube)
+    assert kube.get(KINDS["ClusterRole"], manifests.AGENT) is None
+    assert kube.get(KINDS["ClusterRoleBinding"], manifests.AGENT) is None
+    assert kube.list(KINDS["ServiceAccount"], ns)[0] == [] and kube.list(KINDS["ResourceQuota"], ns)[0] == []
+    assert kube.list(KINDS["ConfigMap"], ns)[0] == [] and kube.get(KINDS["DaemonSet"], manifests.AGENT, ns) is None
 
 
 # ------------------------------------------------------------------------------------------- a CRD missing
