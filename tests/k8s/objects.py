@@ -31,12 +31,26 @@ def add_pod(kube, name: str, node: str, ip: str = "", labels: dict | None = None
 
 
 def remove_crds(kube, *kinds: str) -> None:
-    """Delete the CRDs of cilium.io kinds and wait until the server no longer has them (their objects go too)."""
+    """Delete the CRDs of cilium.io kinds and wait until the server no longer serves them (their objects go
+    too; the CRD object goes a moment before its REST path, more so on a loaded machine)."""
+    from ciliumctl.cluster.kube import ApiFailure
+
     crd = KINDS["CustomResourceDefinition"]
-    names = [f"{KINDS[k].plural}.{KINDS[k].group}" for k in kinds]
-    for name in names:
-        kube.delete(crd, name)
-    assert wait_until(lambda: all(kube.get(crd, name) is None for name in names), 30, 0.1), names
+    for kind in kinds:
+        kube.delete(crd, f"{KINDS[kind].plural}.{KINDS[kind].group}")
+
+    def served(kind: str) -> bool:
+        try:
+            kube.list(KINDS[kind])
+        except ApiFailure as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    assert wait_until(lambda: not any(served(k) for k in kinds), 30, 0.1), kinds
+    assert wait_until(lambda: all(kube.get(crd, f"{KINDS[k].plural}.{KINDS[k].group}") is None for k in kinds),
+                      30, 0.1), kinds
 
 
 def kubeconfig_variant(src: str | Path, dst: Path, namespace: str | None = None, server: str | None = None) -> str:
