@@ -241,7 +241,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	/* services first: policy and conntrack see the backend (lib/lb.h) */
 	if (dir == CTL_DIR_EGRESS && !p.related && endpoints.lookup(&ifindex)) {
-		int lb = lb_translate(skb, &p, ifindex, now, &nat_addr, &nat_port, &svc_id);
+		int lb = lb_translate(skb, &p, ifindex, now, &nat_addr, &nat_port, &svc_id, 0);
 		if (lb == LB_NO_BACKEND) {
 			decide(&d, &p, ifindex, dir);
 			count_drop(CTL_DROP_NO_SERVICE, dir, p.len);
@@ -373,3 +373,6 @@ int to_container(struct __sk_buff *skb)
 {
 	return handle(skb, CTL_DIR_INGRESS);
 }
+
+/* The node's own interfaces (install --devices): NodePort from outside (lib/nodeport.h) */
+#include "lib/nodeport.h"

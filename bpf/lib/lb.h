@@ -133,7 +133,7 @@ static __always_inline __u32 lb_l4_off(struct __sk_buff *skb)
  * rewrite the destination; p, the packet as the rest of the program sees it, then names the backend. *svc_id and
  * the frontend are returned for the conntrack entry (replies) and events. */
 static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __u32 ifindex, __u64 now,
-					__u32 *frontend, __u16 *frontend_port, __u32 *svc_id)
+					__u32 *frontend, __u16 *frontend_port, __u32 *svc_id, int nodeport_only)
 {
 	struct lb_svc_val *svc;
 	struct lb_conn_key ck = {};
@@ -148,8 +148,8 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __
 	st = state.lookup(&zero);
 	slot = st ? st->active_slot & 1 : 0;
 	svc = lb_lookup(slot, p->daddr, p->dport, p->proto, 0);
-	if (!svc)
-		return LB_NONE;
+	if (!svc || (nodeport_only && !(svc->flags & LB_F_NODEPORT)))
+		return LB_NONE;     /* from outside the node only NodePort frontends exist (ClusterIPs are internal) */
 	*frontend = p->daddr;
 	*frontend_port = p->dport;
 	*svc_id = svc->svc_id;

@@ -97,6 +97,9 @@ def register(app: typer.Typer) -> None:
             None, "--service-cidr", metavar="CIDR",
             help="Where ClusterIP service addresses come from (default 10.96.0.0/12, Kubernetes' default; kept "
                  "when omitted)."),
+        devices: str | None = typer.Option(
+            None, "--devices", metavar="DEV[,DEV]",
+            help="The node's interfaces that take NodePort traffic from outside (kept when omitted; \"\": none)."),
         agent: bool = typer.Option(True, "--agent/--no-agent", show_default=False,
                                    help="Start the node agent (flows, Hubble API, metrics, CNI requests); "
                                         "on by default."),
@@ -134,6 +137,7 @@ def register(app: typer.Typer) -> None:
         if kc:
             refuse_unused("in cluster mode (the agent's DaemonSet sets up each node)", {
                 "--pool": pool is not None, "--service-cidr": service_cidr is not None,
+                "--devices": devices is not None,
                 "--cni-conf-dir": cni_conf_dir is not None, "--cni-bin-dir": cni_bin_dir is not None,
                 "--no-agent": not agent})
             refuse_unused("without --wait", {"--wait-duration": wait_duration is not None and not wait})
@@ -157,7 +161,7 @@ def register(app: typer.Typer) -> None:
                                     only=only, monitor_aggregation=monitor_aggregation,
                                     monitor_aggregation_interval=monitor_aggregation_interval,
                                     monitor_aggregation_flags=monitor_aggregation_flags,
-                                    service_cidr=service_cidr)
+                                    service_cidr=service_cidr, devices=devices)
         with _Progress() as show:
             outcomes = install_node.install(opts, plan_only=dry_run, progress=show, starting=show.starting)
         if dry_run:

@@ -86,7 +86,7 @@ def compile_and_pin(pin_dir: Path) -> None:
 
 
 def pins_present(pin_dir: Path) -> bool:
-    return all((pin_dir / n).exists() for n in maps.REQUIRED_MAPS + maps.PROGRAMS)
+    return all((pin_dir / n).exists() for n in maps.REQUIRED_MAPS + maps.REQUIRED_PROGRAMS)
 
 
 def remove_pins(pin_dir: Path) -> list[str]:

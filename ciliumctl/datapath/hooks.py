@@ -25,6 +25,9 @@ ENOTSUPP = 524
 # program, side of the host interface, tcx attach type, clsact parent
 HOOKS = (("from_container", "ingress", bpfsys.BPF_TCX_INGRESS, PARENT_INGRESS),
          ("to_container", "egress", bpfsys.BPF_TCX_EGRESS, PARENT_EGRESS))
+# the node's own devices (install --devices: NodePort from outside, lib/nodeport.h); link pins <ifindex>-netdev-*
+DEVICE_HOOKS = (("from_netdev", "netdev-ingress", bpfsys.BPF_TCX_INGRESS, PARENT_INGRESS),
+                ("to_netdev", "netdev-egress", bpfsys.BPF_TCX_EGRESS, PARENT_EGRESS))
 
 
 def attach_mode() -> str:
@@ -42,24 +45,32 @@ def _link_pin(pin_dir: Path, ifindex: int, side: str) -> Path:
     return links_dir(pin_dir) / f"{ifindex}-{side}"
 
 
-def attach(pin_dir: Path, ifindex: int, prog_fds: dict[str, int], ifname: str = "") -> str:
+def attach(pin_dir: Path, ifindex: int, prog_fds: dict[str, int], ifname: str = "", hooks=HOOKS) -> str:
     """Both programs on the interface; returns the mechanism used ("tcx" or "clsact")."""
     mode = attach_mode()
     if mode != "clsact":
         try:
-            _attach_tcx(pin_dir, ifindex, prog_fds)
+            _attach_tcx(pin_dir, ifindex, prog_fds, hooks)
             return "tcx"
         except bpfsys.BpfError as err:
             if mode == "tcx" or err.errno not in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
                 raise EnvironmentProblem(f"cannot attach the datapath to {ifname or ifindex} with tcx: "
                                          f"{err.strerror}") from None
-    _attach_clsact(ifindex, prog_fds, ifname)
+    _attach_clsact(ifindex, prog_fds, ifname, hooks)
     return "clsact"
 
 
-def _attach_tcx(pin_dir: Path, ifindex: int, prog_fds: dict[str, int]) -> None:
+def device_links(pin_dir: Path) -> list[int]:
+    """Interfaces that carry the device programs through tcx links (their ifindexes)."""
+    d = links_dir(pin_dir)
+    if not d.is_dir():
+        return []
+    return sorted({int(n.split("-", 1)[0]) for n in os.listdir(d) if n.split("-", 1)[1].startswith("netdev-")})
+
+
+def _attach_tcx(pin_dir: Path, ifindex: int, prog_fds: dict[str, int], hooks=HOOKS) -> None:
     links_dir(pin_dir).mkdir(exist_ok=True)
-    for prog, side, attach_type, _parent in HOOKS:
+    for prog, side, attach_type, _parent in hooks:
         pin = _link_pin(pin_dir, ifindex, side)
         if pin.exists():
             fd = bpfsys.obj_get(pin)
@@ -79,7 +90,7 @@ def _attach_tcx(pin_dir: Path, ifindex: int, prog_fds: dict[str, int]) -> None:
             os.close(fd)
 
 
-def _attach_clsact(ifindex: int, prog_fds: dict[str, int], ifname: str) -> None:
+def _attach_clsact(ifindex: int, prog_fds: dict[str, int], ifname: str, hooks=HOOKS) -> None:
     from pyroute2 import IPRoute  # noqa: PLC0415
 
     with IPRoute() as ipr:
@@ -88,15 +99,15 @@ def _attach_clsact(ifindex: int, prog_fds: dict[str, int], ifname: str) -> None:
         except Exception as err:
             if getattr(err, "code", None) != errno.EEXIST:
                 raise EnvironmentProblem(f"cannot add clsact qdisc to {ifname or ifindex}: {err}") from None
-        for prog, _side, _type, parent in HOOKS:
+        for prog, _side, _type, parent in hooks:
             ipr.tc("replace-filter", "bpf", ifindex, TC_HANDLE, fd=prog_fds[prog], name=prog, parent=parent,
                    prio=TC_PRIO, classid=1, direct_action=True, protocol=0x0003)
 
 
-def detach(pin_dir: Path, ifindex: int) -> None:
+def detach(pin_dir: Path, ifindex: int, hooks=HOOKS) -> None:
     """Take both programs off the interface, whichever way they were attached (gone interfaces are fine)."""
     had_links = False
-    for _prog, side, _type, _parent in HOOKS:
+    for _prog, side, _type, _parent in hooks:
         try:
             os.unlink(_link_pin(pin_dir, ifindex, side))   # the last reference: the kernel detaches the link
             had_links = True
@@ -107,7 +118,7 @@ def detach(pin_dir: Path, ifindex: int) -> None:
     from pyroute2 import IPRoute  # noqa: PLC0415
 
     with IPRoute() as ipr:
-        for _prog, _side, _type, parent in HOOKS:
+        for _prog, _side, _type, parent in hooks:
             try:
                 ipr.tc("del-filter", "bpf", ifindex, TC_HANDLE, parent=parent, prio=TC_PRIO, protocol=0x0003)
             except Exception:

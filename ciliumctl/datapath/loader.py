@@ -8,6 +8,7 @@ inactive slot and flips the active slot last, so a packet sees either the old re
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -21,7 +22,7 @@ from ciliumctl.datapath import bpfsys, build, hooks, maps
 from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
 from ciliumctl.datapath.mapstate import compile_state, cookies_json
 from ciliumctl.datapath.monitor import MonitorConfig
-from ciliumctl.datapath.servicemap import compile_backends, compile_services
+from ciliumctl.datapath.servicemap import compile_backends
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.policy.resolved import ResolvedState
 
@@ -82,7 +83,7 @@ def _write_revision(mapset: dict[str, bpfsys.Map], state: ResolvedState) -> Appl
     wanted = {"ipcache": want.ipcache, "epcfg": want.epcfg, "policy": want.policy}
     stale_backends: list[bytes] = []
     if "lb_services" in mapset:
-        wanted["lb_services"] = compile_services(state.services, slot)
+        wanted["lb_services"] = want.lb_services
         # backends first (not per slot): the new slot may name them; stale ones go once nothing can (below)
         backends = compile_backends(state.services)
         current_b = mapset["lb_backends"].items()
@@ -161,6 +162,8 @@ class Datapath:
                     continue    # a datapath from before that map: outdated, upgrade() adds it
                 self.maps[name] = bpfsys.Map.from_pin(pin_dir / name)
             for name in maps.PROGRAMS:
+                if name in maps.ADDED_PROGRAMS and not (pin_dir / name).exists():
+                    continue    # outdated: upgrade() adds it
                 self.prog_fds[name] = bpfsys.obj_get(pin_dir / name)
         except OSError as err:   # removed by an uninstall running at the same time, or not ours
             self.close()
@@ -242,6 +245,20 @@ class Datapath:
             self.maps["endpoints"].delete(idx.to_bytes(4, "little"))
             self._flush_ct(idx)
 
+    def attach_device(self, ifname: str) -> int:
+        """The NodePort programs on one of the node's own interfaces (tc ingress and egress; lib/nodeport.h).
+        Returns its ifindex. Call in the node network namespace (reconcile.open_datapath enters it)."""
+        if "from_netdev" not in self.prog_fds:
+            raise EnvironmentProblem("the pinned datapath predates NodePort devices: run `ciliumctl install` again "
+                                     "to upgrade it")
+        idx = self._ifindex(ifname)
+        hooks.attach(self.pin_dir, idx, self.prog_fds, ifname, hooks.DEVICE_HOOKS)
+        return idx
+
+    def detach_device(self, ifindex: int) -> None:
+        hooks.detach(self.pin_dir, ifindex, hooks.DEVICE_HOOKS)
+        self._flush_ct(ifindex)
+
     def _flush_ct(self, ifindex: int) -> int:
         """Forget the connections tracked on an endpoint's interface (its ifindex may be reused)."""
         ct = self.maps["conntrack"]
@@ -321,6 +338,9 @@ class Datapath:
                             hooks.attach(self.pin_dir, idx, new_fds)    # tcx: the link swaps in place
                         except Exception:
                             pass    # the interface is gone; its endpoint entry goes with the next detach
+                    for idx in hooks.device_links(self.pin_dir):
+                        with contextlib.suppress(Exception):           # a device that went away
+                            hooks.attach(self.pin_dir, idx, new_fds, hooks=hooks.DEVICE_HOOKS)
                     build.remove_pins(self.pin_dir)
                     build.pin_all(self.pin_dir, {n: m.fd for n, m in new.items()}, {n: f.fd for n, f in fns.items()})
                 finally:

@@ -10,7 +10,9 @@ import ctypes
 import struct
 
 # names of the pins under paths.bpffs_dir()
-PROGRAMS = ("from_container", "to_container")
+PROGRAMS = ("from_container", "to_container", "from_netdev", "to_netdev")
+ADDED_PROGRAMS = ("from_netdev", "to_netdev")     # newer than installed datapaths: upgrade() adds them
+REQUIRED_PROGRAMS = tuple(p for p in PROGRAMS if p not in ADDED_PROGRAMS)
 MAPS = ("endpoints", "state", "monitor_config", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events",
         "events_lost", "ct_created", "drop_stats", "lb_services", "lb_backends", "lb_conns", "lb_affinity")
 # Maps newer than datapaths already installed: pins without them are an outdated datapath (upgrade() adds them),

@@ -44,6 +44,7 @@ class MapState:
     policy: dict[bytes, bytes] = field(default_factory=dict)
     ipcache: dict[bytes, bytes] = field(default_factory=dict)
     epcfg: dict[bytes, bytes] = field(default_factory=dict)
+    lb_services: dict[bytes, bytes] = field(default_factory=dict)    # services of the revision (servicemap)
     cookies: dict[int, tuple[RuleOrigin, ...]] = field(default_factory=dict)   # cookie -> origins
 
 
@@ -233,6 +234,9 @@ def compile_state(state: ResolvedState, slot: int) -> MapState:
     for ep_id in state.endpoints:
         if not 1 <= ep_id <= 65535:
             raise UsageError(f"endpoint id {ep_id} is outside 1-65535")
+    from ciliumctl.datapath.servicemap import compile_services
+
     policy, cookies = compile_policy(state, slot)
     return MapState(slot=slot, policy=policy, ipcache=compile_ipcache(state, slot),
-                    epcfg=compile_epcfg(state, slot), cookies=cookies)
+                    epcfg=compile_epcfg(state, slot), lb_services=compile_services(state.services, slot),
+                    cookies=cookies)

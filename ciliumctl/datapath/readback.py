@@ -9,7 +9,7 @@ from ciliumctl.datapath import bpfsys, hooks, maps
 from ciliumctl.datapath.mapstate import MapState
 from ciliumctl.policy.resolved import Direction
 
-SLOTTED = ("ipcache", "epcfg", "policy")
+SLOTTED = ("ipcache", "epcfg", "policy", "lb_services")
 _PROTO = {0: "any", 1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 _DIR = {int(d): d.name.lower() for d in Direction}
 
@@ -23,7 +23,7 @@ def state_of(mapset: dict) -> tuple[int, int, int, int]:
 def slot_entries(mapset: dict, slot: int) -> dict[str, dict[bytes, bytes]]:
     """map name -> {key: value} of the entries of `slot` in the slotted maps."""
     return {name: {k: v for k, v in mapset[name].items().items() if maps.key_slot(name, k) == slot}
-            for name in SLOTTED}
+            for name in SLOTTED if name in mapset}     # a datapath from before services: upgrade adds the map
 
 
 def compare(want: MapState, have: dict[str, dict[bytes, bytes]],
@@ -62,6 +62,10 @@ def describe_key(name: str, key: bytes, names: dict[int, str] | None = None) -> 
         return f"{'.'.join(map(str, addr))}/{plen - maps.IPCACHE_BASE_BITS}"
     if name == "epcfg":
         return f"endpoint {maps.EPCFG_KEY.unpack(key)[1]}"
+    if name == "lb_services":
+        _slot, proto, bslot, vip, port = maps.LB_SVC_KEY.unpack(key)
+        where = "service" if bslot == 0 else f"backend slot {bslot} of"
+        return f"{where} {'.'.join(map(str, vip))}:{port}/{_PROTO.get(proto, proto).upper()}"
     return key.hex()
 
 
@@ -74,6 +78,11 @@ def describe_value(name: str, value: bytes, names: dict[int, str] | None = None)
     if name == "epcfg":
         identity, flags = maps.EPCFG_VAL.unpack(value)
         return f"{_identity(identity, names)}, {enforcement_text(flags)}"
+    if name == "lb_services":
+        backend_id, svc_id, count, flags, timeout = maps.LB_SVC_VAL.unpack(value)
+        if count or not backend_id:
+            return f"service {svc_id}, {count} active backend(s), flags {flags}, affinity timeout {timeout}s"
+        return f"backend {backend_id} of service {svc_id}"
     return value.hex()
 
 

@@ -83,7 +83,7 @@ def _pins_present() -> bool:
     from ciliumctl.datapath import maps
 
     d = paths.bpffs_dir()
-    return all((d / name).exists() for name in maps.REQUIRED_MAPS + maps.PROGRAMS)
+    return all((d / name).exists() for name in maps.REQUIRED_MAPS + maps.REQUIRED_PROGRAMS)
 
 
 def _check_datapath(_o: Options) -> str | None:
@@ -160,8 +160,10 @@ def _wanted_settings(s, o: Options):
     flags = (monitor.parse_flags(o.monitor_aggregation_flags) if o.monitor_aggregation_flags
              else s.monitor_aggregation_flags)
     cidr = _service_cidr(o.service_cidr) if o.service_cidr else s.service_cidr
+    devices = s.devices if o.devices is None else ",".join(d.strip() for d in o.devices.split(",") if d.strip())
     return replace(s, enforcement_mode=mode, audit=audit, pool=pool, installed=True, monitor_aggregation=level,
-                   monitor_aggregation_interval=interval, monitor_aggregation_flags=flags, service_cidr=cidr)
+                   monitor_aggregation_interval=interval, monitor_aggregation_flags=flags, service_cidr=cidr,
+                   devices=devices)
 
 
 def _service_cidr(text: str) -> str:
@@ -214,6 +216,50 @@ def _run_state(_o: Options) -> str:
     return "; ".join(x for x in lines if not x.startswith("found: ")) or "nothing left to repair"
 
 
+def _device_plan(o: Options) -> tuple[list[str], list[int], list[int]]:
+    """(devices wanted, their ifindexes, ifindexes carrying the device programs now) in the node namespace."""
+    import socket
+
+    from ciliumctl.base import netns as nodens
+    from ciliumctl.base.errors import UsageError
+    from ciliumctl.datapath import hooks
+    from ciliumctl.node import settings as node_settings
+
+    s = node_settings.load_settings()
+    names = [d for d in (s.devices if o.devices is None else o.devices).split(",") if d.strip()]
+    nodens.enter_node_netns()
+    wanted = []
+    for name in names:
+        try:
+            wanted.append(socket.if_nametoindex(name.strip()))
+        except OSError:
+            raise UsageError(f"--devices: interface {name.strip()!r} does not exist in the node network namespace; "
+                             "name an existing one (ip link)") from None
+    return names, wanted, hooks.device_links(paths.bpffs_dir())
+
+
+def _check_devices(o: Options) -> str | None:
+    names, wanted, have = _device_plan(o)
+    if sorted(wanted) == have:
+        return None
+    return f"NodePort programs on {', '.join(names) or 'no device'}"
+
+
+def _run_devices(o: Options) -> str:
+    from ciliumctl.node import reconcile as node_reconcile
+
+    names, wanted, have = _device_plan(o)
+    dp = node_reconcile.open_datapath()
+    try:
+        for name in names:
+            dp.attach_device(name.strip())
+        for idx in set(have) - set(wanted):
+            dp.detach_device(idx)
+    finally:
+        dp.close()
+    return f"NodePort on {', '.join(names)}" if names else "no NodePort device"
+
+
 def _undo_endpoints() -> str | None:
     from ciliumctl.base import netns as nodens
     from ciliumctl.endpoints import plumbing, registry
@@ -247,6 +293,7 @@ STEPS: list[Step] = [
     Step("datapath", _check_datapath, _run_datapath, _undo_datapath),
     Step("node settings", _check_settings, _run_settings),
     Step("datapath state", _check_state, _run_state),
+    Step("nodeport devices", _check_devices, _run_devices),
 ]
 
 # The node's own steps; appended ones (agent, CNI plugin) come after them.

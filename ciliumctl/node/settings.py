@@ -30,6 +30,8 @@ class Settings:
     monitor_aggregation_flags: str = "syn,fin,rst"
     # where ClusterIP frontends come from (install --service-cidr; kube-apiserver's default range)
     service_cidr: str = "10.96.0.0/12"
+    # the node's own interfaces that take NodePort traffic from outside (install --devices; Cilium's --devices)
+    devices: str = ""
 
     @property
     def monitor(self):

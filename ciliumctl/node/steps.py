@@ -15,6 +15,7 @@ class Options:
     monitor_aggregation_interval: str | None = None   # a duration (5s); None: keep
     monitor_aggregation_flags: str | None = None      # syn,fin,rst; None: keep
     service_cidr: str | None = None                   # where ClusterIP frontends come from; None: keep
+    devices: str | None = None                        # NodePort devices, comma-separated; None: keep, "": none
     extra: dict = field(default_factory=dict)   # options of appended steps (agent, CNI)
     only: tuple[str, ...] | None = None          # run only these steps (e.g. CORE_STEPS for a sandbox node)
 

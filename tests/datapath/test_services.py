@@ -200,3 +200,52 @@ def test_policy_is_decided_on_the_backend(sandbox, datapath, events):
     policies[a.ep.id] = (False, [], True, [entry(b.identity, PROTO_TCP, 8080, section="egress")])
     datapath.apply(_state(sandbox, 2, _table(svc), policies))
     assert _ask(a, VIP, 80)[0] == b.ip
+
+
+NODE_IP, OUTSIDE_IP = "192.168.77.1", "192.168.77.2"
+
+
+@pytest.fixture
+def outside(sandbox, datapath):
+    """A host outside the node: a namespace `<prefix>x` on a veth whose node side is the node's device
+    (192.168.77.1) with the NodePort programs on it. Removed with the sandbox (same prefix)."""
+    from support.pods import Pod
+    from support.shell import sh
+
+    from ciliumctl.endpoints.model import Endpoint
+
+    ns, dev = f"{sandbox.prefix}x", f"{sandbox.prefix}d"
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", sandbox.node, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    sh("ip", "-n", sandbox.node, "addr", "add", f"{NODE_IP}/24", "dev", dev)
+    sh("ip", "-n", sandbox.node, "link", "set", dev, "up")
+    sh("ip", "-n", ns, "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0")
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+    sh("ip", "-n", ns, "route", "add", "10.11.0.0/16", "via", NODE_IP)
+    datapath.attach_device(dev)
+    return Pod(Endpoint(id=0, name="outside", ipv4=OUTSIDE_IP), ns)
+
+
+def test_nodeport_from_outside_the_node(sandbox, datapath, outside, events):
+    a, b, c = sandbox.pods
+    _whoami_server(sandbox, b, 8080)
+    table = ServiceTable().update(Service(0, Frontend(NODE_IP, 30080), "NodePort", (Backend(b.ip, 8080),)), CIDR,
+                                  frozenset({NODE_IP}))
+    table = table.update(Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080),)), CIDR)
+    table = table.update(Service(0, Frontend(NODE_IP, 30081), "NodePort"), CIDR, frozenset({NODE_IP}))
+    datapath.apply(_state(sandbox, 1, table))
+    events.drain()
+    for _ in range(3):
+        who, peer = _ask(outside, NODE_IP, 30080)
+        assert (who, peer) == (b.ip, (NODE_IP, 30080))
+    assert _ask(a, NODE_IP, 30080)[0] == b.ip          # from an endpoint of the node too
+    with pytest.raises(OSError):
+        _ask(outside, VIP, 80, timeout=0.5)             # ClusterIPs are not reachable from outside
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):         # a NodePort without backends: refused at once
+        _ask(outside, NODE_IP, 30081, timeout=5)
+    assert time.monotonic() - t0 < 0.9
+    time.sleep(0.1)
+    drops = [e for e in events.events() if e.type == ev.EVENT_DROP and e.subtype == 158]
+    assert drops and drops[0].saddr == OUTSIDE_IP and drops[0].dport == 30081

@@ -30,7 +30,7 @@ def test_install_idempotent_status_and_uninstall_leaves_nothing(node):
     st = json.loads(node.cli("status", "-o", "json").stdout)
     assert st["installed"] and st["endpoints"] == {"total": 2, "ready": 2}
     dp = st["datapath"]
-    assert {p["name"] for p in dp["programs"]} == {"from_container", "to_container"}
+    assert {p["name"] for p in dp["programs"]} == {"from_container", "to_container", "from_netdev", "to_netdev"}
     assert dp["events_lost"] == 0 and dp["attached_endpoints"] == 2
     assert st["policy_revision"] >= 3
     text = node.cli("status").stdout          # exit 0: installed, nothing to report

@@ -68,6 +68,23 @@ def test_service_update_list_get_delete_and_traffic(node):
     assert trace["service"]["backend"] == "10.200.0.3:8080" and trace["destination"]["ip"] == "10.200.0.3"
     assert trace["port"] == 8080 and trace["verdict"] == "allowed"
 
+    # a lost service entry: status --verify names it, --repair puts it back
+    from ciliumctl.datapath import bpfsys, maps
+
+    m = bpfsys.Map.from_pin(node.bpffs / "lb_services")
+    try:
+        key = next(k for k in m.keys() if maps.LB_SVC_KEY.unpack(k)[2] == 0 and
+                   maps.LB_SVC_KEY.unpack(k)[0] == json.loads(node.cli("status", "-o", "json").stdout)
+                   ["datapath"]["active_slot"])
+        m.delete(key)
+        verify = node.cli("status", "--verify", check=False)
+        assert verify.returncode == 1 and f"lb_services: missing service {VIP}:80/TCP" in verify.stdout, verify
+        node.cli("status", "--repair")
+        assert node.cli("status", "--verify", check=False).returncode == 0
+    finally:
+        m.close()
+    assert node.connect("client", VIP, 80)
+
     # no backend at all: refused at once
     node.cli("service", "update", "--frontend", f"{VIP}:80", "--backends", "")
     code = (f"import socket\ntry: socket.create_connection(('{VIP}', 80), timeout=5)\n"
@@ -78,3 +95,32 @@ def test_service_update_list_get_delete_and_traffic(node):
     assert node.cli("service", "get", "1", check=False).returncode == 1
     assert node.cli("service", "delete", "1", check=False).returncode == 1
     assert not node.connect("client", VIP, 80, timeout=0.5)
+
+
+def test_nodeport_from_outside_through_install_devices(node):
+    from support.shell import sh
+
+    outside, dev = f"{node.name}-x", f"{node.name}d"
+    sh("ip", "netns", "add", outside)
+    sh("ip", "-n", node.name, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", outside)
+    sh("ip", "-n", node.name, "addr", "add", "192.168.78.1/24", "dev", dev)
+    sh("ip", "-n", node.name, "link", "set", dev, "up")
+    sh("ip", "-n", outside, "addr", "add", "192.168.78.2/24", "dev", "eth0")
+    sh("ip", "-n", outside, "link", "set", "eth0", "up")
+    sh("ip", "-n", outside, "route", "add", "10.200.0.0/16", "via", "192.168.78.1")
+
+    bad = node.cli("install", "--no-agent", "--devices", "nosuchdev0", check=False)
+    assert bad.returncode == 2 and "nosuchdev0" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    node.cli("install", "--no-agent", "--devices", dev)
+    node.cli("endpoint", "add", "web", "-l", "app=web")                 # 10.200.0.1
+    node.serve("web", "10.200.0.1", 8080)
+    res = node.cli("service", "update", "--type", "NodePort", "--frontend", "192.168.78.9:30080",
+                   "--backends", "10.200.0.1:8080", check=False)
+    assert res.returncode == 2 and "not an address of this node" in res.stderr
+    node.cli("service", "update", "--type", "NodePort", "--frontend", "192.168.78.1:30080",
+             "--backends", "10.200.0.1:8080")
+    assert "NodePort" in node.cli("service", "list").stdout
+    code = ("import socket\ns = socket.create_connection(('192.168.78.1', 30080), timeout=2)\n"
+            "print(s.getpeername()[0], s.getpeername()[1])")
+    got = sh("ip", "netns", "exec", outside, sys.executable, "-c", code, check=False)
+    assert got.stdout.strip() == "192.168.78.1 30080", got
