@@ -205,7 +205,8 @@ def register(app: typer.Typer) -> None:
         elif output == "yaml":
             sink = yaml_output.YamlPrinter()
         else:
-            colour = color == "always" or (color == "auto" and console().is_terminal and "NO_COLOR" not in os.environ)
+            colour = color == "always" or (color == "auto" and output == "compact" and console().is_terminal
+                                           and "NO_COLOR" not in os.environ)
             sink = printers.Printer(output, color=colour, node_name=print_node_name,
                                     print_policy_names=print_policy_names, follow=follow,
                                     time_format=None if time_format == "StampMilli" else time_format,
@@ -221,7 +222,9 @@ def register(app: typer.Typer) -> None:
 
             batches = cluster_observe.flow_batches(req, kubeconfig, context, node)
         else:
-            batches = client.stream_batches(srv, req)
+            # -o json with nothing to do on the flows: the agent's JSON lines go out as they come
+            lines = output in ("json", "jsonpb") and not aggregate_by and mask is None
+            batches = client.stream_batches(srv, req, json_lines=lines)
         if mask is not None:
             batches = field_masks.masked(batches, mask)
         try:

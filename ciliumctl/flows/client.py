@@ -19,6 +19,7 @@ from ciliumctl.flows.pb.observer import observer_pb2 as opb
 
 DEFAULT_LAST = 20
 _BATCH_METHOD = "/ciliumctl.batch.FlowBatches/GetFlowBatches"
+_LINES_METHOD = "/ciliumctl.batch.FlowBatches/GetFlowLines"
 _FLOWS_METHOD = "/observer.Observer/GetFlows"
 
 
@@ -68,9 +69,15 @@ class Query:
         return req
 
 
-def _stream_once(channel, req, use_batches: bool):
-    """Lists of responses: one list per stream message (many with the batched method, one otherwise)."""
-    if use_batches:
+def _stream_once(channel, req, mode: str):
+    """Per stream message: a list of responses (many with the batched method, one otherwise), or with the lines
+    method (text bytes, the last flow's time ns)."""
+    if mode == "lines":
+        call = channel.unary_stream(_LINES_METHOD, request_serializer=opb.GetFlowsRequest.SerializeToString,
+                                    response_deserializer=batch_pb2.FlowLines.FromString)
+        for lines in call(req):
+            yield lines.text, lines.last_flow_time_ns
+    elif mode == "batches":
         call = channel.unary_stream(_BATCH_METHOD, request_serializer=opb.GetFlowsRequest.SerializeToString,
                                     response_deserializer=batch_pb2.FlowBatch.FromString)
         for batch in call(req):
@@ -122,12 +129,15 @@ def stream(server: str, req: opb.GetFlowsRequest, reconnect: bool | None = None,
         yield from batch
 
 
-def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None = None, status=sys.stderr):
-    """GetFlowsResponse messages in the groups they arrived in. In follow mode a lost connection is retried (the
-    request resumes after the last flow seen), unless reconnect=False."""
+def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None = None, status=sys.stderr,
+                   json_lines: bool = False):
+    """GetFlowsResponse messages in the groups they arrived in. With json_lines, from a server that offers it
+    (ciliumctl's agent), a group is instead the bytes of its JSON lines as `hubble observe -o json` prints them.
+    In follow mode a lost connection is retried (the request resumes after the last flow seen), unless
+    reconnect=False."""
     target = grpc_target(server)
     reconnect = req.follow if reconnect is None else reconnect
-    use_batches = True
+    modes = ["lines", "batches", "flows"] if json_lines else ["batches", "flows"]
     received_any = False   # since the last (re)connect: say "reconnecting" once per lost connection
     last_time_ns = None
     started_ns = time.time_ns()
@@ -143,8 +153,15 @@ def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None
                         raise _unreachable(server) from None
                     continue  # the agent is not back yet: a fresh channel (no growing backoff), try again
                 connected_once = True
-            for batch in _stream_once(channel, req, use_batches):
+            mode = modes[0]
+            for batch in _stream_once(channel, req, mode):
                 received_any = True
+                if mode == "lines":
+                    text, last = batch
+                    if last:
+                        last_time_ns = last
+                    yield text
+                    continue
                 for resp in reversed(batch):
                     if resp.HasField("flow"):
                         last_time_ns = resp.flow.time.ToNanoseconds()
@@ -153,8 +170,8 @@ def stream_batches(server: str, req: opb.GetFlowsRequest, reconnect: bool | None
             return
         except grpc.RpcError as err:
             code = err.code()
-            if code == grpc.StatusCode.UNIMPLEMENTED and use_batches:
-                use_batches = False  # a plain Hubble server: one flow per message
+            if code == grpc.StatusCode.UNIMPLEMENTED and len(modes) > 1:
+                modes.pop(0)  # an older ciliumctl agent, or a plain Hubble server: one flow per message
                 continue
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise UsageError(f"the server refused the request: {err.details()}") from None

@@ -46,10 +46,20 @@ def tcp_flags_summary(bits: int) -> str:
     return s
 
 
+def uuid_prefix(boot_id: int) -> str:
+    """The first three groups of every flow uuid of one agent run (its random boot id)."""
+    h = f"{boot_id & (2**64 - 1):016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:]}-"
+
+
+def uuid_with(prefix: str, seq: int) -> str:
+    s = f"{seq & (2**64 - 1):016x}"
+    return f"{prefix}{s[:4]}-{s[4:]}"
+
+
 def flow_uuid(boot_id: int, seq: int) -> str:
     """Stable per flow for the agent's lifetime: a random boot id and the flow's sequence number."""
-    h = f"{boot_id & (2**64 - 1):016x}{seq & (2**64 - 1):016x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return uuid_with(uuid_prefix(boot_id), seq)
 
 
 def _fill_endpoint(out: pb.Endpoint, info: EndpointInfo | None, identity: int, snap: Snapshot) -> None:

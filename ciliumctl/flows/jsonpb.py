@@ -87,7 +87,7 @@ def _value_expr(fd, var: str, env: dict) -> str:
     if fd.type == FD.TYPE_ENUM:
         key = f"_enum_{fd.enum_type.full_name.replace('.', '_')}"
         env[key] = {v.number: _q(v.name) for v in fd.enum_type.values}
-        return f"{key}.get({var}) or str({var})"
+        return f"({key}.get({var}) or str({var}))"   # a number protojson has no name for prints as the number
     if fd.type in _INT64:
         return f"'\"' + str({var}) + '\"'"
     if fd.type == FD.TYPE_STRING:

@@ -171,6 +171,17 @@ class Printer:
         self._rows: list[list[str]] = []
 
     def write_many(self, resps) -> None:
+        """A list of GetFlowsResponse, or (json/jsonpb output) the bytes of their JSON lines as the agent
+        rendered them (client.stream_batches(json_lines=True)), written out unchanged."""
+        if isinstance(resps, bytes):
+            buf = getattr(self.out, "buffer", None)
+            if buf is None:
+                self.out.write(resps.decode())
+            else:
+                self.out.flush()   # what went out as text first
+                buf.write(resps)
+            self.line += resps.count(b"\n")
+            return
         if self.output in ("json", "jsonpb"):
             # one write per batch: the JSON path is what scripts pipe at high rates
             enc = jsonpb.encode

@@ -1,8 +1,9 @@
 """The Hubble Observer gRPC service (observer.Observer) over the agent's flow ring, plus ciliumctl's batched
-variant of GetFlows (ciliumctl.batch.FlowBatches) that `ciliumctl observe` prefers for speed.
+variants of GetFlows (ciliumctl.batch.FlowBatches: many responses per message, or their JSON lines as
+`hubble observe -o json` prints them) that `ciliumctl observe` prefers for speed.
 
-Flows are built from raw records here, per request: decode, enrich with the metadata snapshot of the record's
-batch, filter (whitelist - blacklist), serialize."""
+Flows are made from raw records here, per request (flows.render): decoded, enriched with the metadata snapshot of
+the record's batch, filtered (whitelist - blacklist), serialized or rendered as JSON."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 import grpc
 
 from ciliumctl import __version__
-from ciliumctl.flows.convert import IfNames, record_to_flow
+from ciliumctl.flows import jsonpb
+from ciliumctl.flows.convert import IfNames
 from ciliumctl.flows.filters import FlowMatcher
 from ciliumctl.flows.meta import MetaWatcher
 from ciliumctl.flows.pb.batch import batch_pb2_grpc
@@ -24,24 +26,14 @@ from ciliumctl.flows.pb.flow import flow_pb2
 from ciliumctl.flows.pb.observer import observer_pb2 as opb
 from ciliumctl.flows.pb.observer import observer_pb2_grpc
 from ciliumctl.flows.pb.relay import relay_pb2
-from ciliumctl.flows.records import R_DADDR, R_SADDR, R_TS
-from ciliumctl.flows.store import KIND_LOST, Entry, FlowStore
+from ciliumctl.flows.records import R_DADDR, R_SADDR, RECORD_SIZE
+from ciliumctl.flows.render import Renderer, varint
+from ciliumctl.flows.store import KIND_LOST, Chunk, FlowStore
 
 VERSION = f"ciliumctl {__version__}"
 BATCH_MAX = 256
+LINES_MAX = 1024   # JSON lines per FlowLines message (~700 bytes each)
 FLUSH = None  # marker from iter_responses: the caller is caught up, send what is pending
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 @dataclass
@@ -58,39 +50,39 @@ class FlowSource:
     ifnames: IfNames = field(default_factory=dict[int, str])
 
     def __post_init__(self):
-        self._templates: dict = {}
-        self._node_field = b"\xc2\x3e" + _varint(len(self.node_name.encode())) + self.node_name.encode()
+        self.renderer = Renderer(self.node_name, self.boot_id, self.wall_offset_ns, self.ifnames)
 
-    def response_bytes(self, entry: Entry, matcher: FlowMatcher | None) -> tuple[bytes | None, int]:
-        """(serialized GetFlowsResponse or None when filtered out, event wall time ns)."""
-        if entry.kind == KIND_LOST:
-            source, num, t = entry.lost
-            r = opb.GetFlowsResponse(lost_events=flow_pb2.LostEvent(source=source, num_events_lost=num),
-                                     node_name=self.node_name)
-            r.time.FromNanoseconds(t)
-            return r.SerializeToString(), t
-        rec, snap = entry.record, entry.snap
-        assert rec is not None and snap is not None   # every entry but a lost one has both
-        flow = record_to_flow(rec, snap, self.wall_offset_ns, self.node_name, self.boot_id, entry.seq,
-                              self.ifnames, self._templates)
-        t = rec[R_TS] + self.wall_offset_ns
-        if matcher is not None and not matcher(flow):
-            return None, t
-        fb = flow.SerializeToString()
-        tb = flow.time.SerializeToString()
-        # GetFlowsResponse{flow=1, node_name=1000, time=1001} written directly: cheaper than a second message
-        return (b"\x0a" + _varint(len(fb)) + fb + self._node_field + b"\xca\x3e" + _varint(len(tb)) + tb), t
+    def response(self, c: Chunk, seq: int, matcher: FlowMatcher | None, as_json: bool = False
+                 ) -> tuple[bytes | str | None, int]:
+        """(the GetFlowsResponse of entry seq of chunk c, serialized or as its JSON line; None when filtered
+        out, event wall time ns)."""
+        ren = self.renderer
+        if c.kind == KIND_LOST:
+            source, num, t = c.lost
+            r = ren.lost(source, num, t)
+            return (jsonpb.encode(r) + "\n" if as_json else r.SerializeToString()), t
+        off = (seq - c.start) * RECORD_SIZE
+        if matcher is not None and not matcher(ren.flow(c.data, off, c.snap, seq)):   # type: ignore[arg-type]
+            return None, ren.wall_ns(c.data, off)
+        return (ren.json_line if as_json else ren.wire)(c.data, off, c.snap, seq)   # type: ignore[arg-type]
 
-    def wall_ns(self, entry: Entry) -> int:
-        if entry.kind == KIND_LOST:
-            return entry.lost[2]
-        assert entry.record is not None
-        return entry.record[R_TS] + self.wall_offset_ns
+    def wall_ns(self, c: Chunk, seq: int) -> int:
+        if c.kind == KIND_LOST:
+            return c.lost[2]
+        return self.renderer.wall_ns(c.data, (seq - c.start) * RECORD_SIZE)
 
 
-def iter_responses(src: FlowSource, req: opb.GetFlowsRequest, active=lambda: True):
-    """Serialized GetFlowsResponse messages for one GetFlows request, with FLUSH markers whenever the stream is
-    caught up. Raises ValueError for a request that makes no sense."""
+def _walk(store: FlowStore, start: int, stop: int, reverse: bool = False):
+    """(chunk, seq) of the entries with start <= seq < stop, oldest first (newest first with reverse)."""
+    for c, lo, hi in store.runs(start, stop, reverse):
+        for seq in (range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)):
+            yield c, seq
+
+
+def iter_responses(src: FlowSource, req: opb.GetFlowsRequest, active=lambda: True, as_json: bool = False):
+    """GetFlowsResponse messages for one GetFlows request, serialized (or with as_json: (JSON line, the flow's
+    wall time ns or None for a lost-events notice)), with FLUSH markers whenever the stream is caught up. Raises
+    ValueError for a request that makes no sense."""
     store = src.store
     if req.first and req.follow:
         raise ValueError("first and follow cannot be combined")
@@ -100,14 +92,20 @@ def iter_responses(src: FlowSource, req: opb.GetFlowsRequest, active=lambda: Tru
     number = req.number
     follow_from = store.next_seq
 
+    def response(c, seq) -> tuple:
+        b, t = src.response(c, seq, matcher, as_json)
+        if as_json and b is not None:
+            return (b, None if c.kind == KIND_LOST else t), t
+        return b, t
+
     def in_time(t: int) -> bool:
         return (since is None or t >= since) and (until is None or t <= until)
 
     # history
     if req.first:
         sent = 0
-        for e in store.entries(0, follow_from):
-            b, t = src.response_bytes(e, matcher)
+        for c, seq in _walk(store, 0, follow_from):
+            b, t = response(c, seq)
             if b is None or not in_time(t):
                 continue
             yield b
@@ -116,26 +114,25 @@ def iter_responses(src: FlowSource, req: opb.GetFlowsRequest, active=lambda: Tru
                 break
     elif number:
         picked, nflows = [], 0
-        for e in store.entries(0, follow_from, reverse=True):
-            t = src.wall_ns(e)
+        for c, seq in _walk(store, 0, follow_from, reverse=True):
+            t = src.wall_ns(c, seq)
             if since is not None and t < since:
                 break
             if until is not None and t > until:
                 continue
-            b, _ = src.response_bytes(e, matcher)
+            b, _ = response(c, seq)
             if b is not None:
                 picked.append(b)
-                nflows += e.kind != KIND_LOST  # lost-event notices ride along, they do not count
+                nflows += c.kind != KIND_LOST  # lost-event notices ride along, they do not count
                 if nflows >= number:
                     break
-        for b in reversed(picked):
-            yield b
+        yield from reversed(picked)
     elif since is not None or not req.follow:
-        for e in store.entries(0, follow_from):
-            t = src.wall_ns(e)
-            if not in_time(t):
+        timed = since is not None or until is not None
+        for c, seq in _walk(store, 0, follow_from):
+            if timed and not in_time(src.wall_ns(c, seq)):
                 continue
-            b, _ = src.response_bytes(e, matcher)
+            b, _ = response(c, seq)
             if b is not None:
                 yield b
     yield FLUSH
@@ -148,14 +145,12 @@ def iter_responses(src: FlowSource, req: opb.GetFlowsRequest, active=lambda: Tru
             continue
         oldest = store.oldest_seq
         if seq < oldest:  # this client fell behind the ring: say how much it missed
-            r = opb.GetFlowsResponse(lost_events=flow_pb2.LostEvent(
-                source=flow_pb2.HUBBLE_RING_BUFFER, num_events_lost=oldest - seq), node_name=src.node_name)
-            r.time.FromNanoseconds(time.time_ns())
-            yield r.SerializeToString()
+            r = src.renderer.lost(flow_pb2.HUBBLE_RING_BUFFER, oldest - seq, time.time_ns())
+            yield (jsonpb.encode(r) + "\n", None) if as_json else r.SerializeToString()
             seq = oldest
-        for e in store.entries(seq, store.next_seq):
-            seq = e.seq + 1
-            b, t = src.response_bytes(e, matcher)
+        for c, s in _walk(store, seq, store.next_seq):
+            seq = s + 1
+            b, t = response(c, s)
             if until is not None and t > until:
                 yield FLUSH
                 return
@@ -224,7 +219,7 @@ class BatchService(batch_pb2_grpc.FlowBatchesServicer):
                         yield b"".join(parts)
                         parts = []
                     continue
-                parts.append(b"\x0a" + _varint(len(b)) + b)  # FlowBatch.responses (field 1)
+                parts.append(b"\x0a" + varint(len(b)) + b)  # FlowBatch.responses (field 1)
                 if len(parts) >= BATCH_MAX:
                     yield b"".join(parts)
                     parts = []
@@ -232,6 +227,33 @@ class BatchService(batch_pb2_grpc.FlowBatchesServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         if parts:
             yield b"".join(parts)
+
+    def GetFlowLines(self, request, context):
+        lines: list[str] = []
+        last = 0
+
+        def batch() -> bytes:
+            text = "".join(lines).encode()
+            lines.clear()
+            # FlowLines{text = 1, last_flow_time_ns = 2}
+            return b"\x0a" + varint(len(text)) + text + (b"\x10" + varint(last) if last > 0 else b"")
+
+        try:
+            for item in iter_responses(self.src, request, context.is_active, as_json=True):
+                if item is None:
+                    if lines:
+                        yield batch()
+                    continue
+                line, t = item
+                lines.append(line)
+                if t is not None:
+                    last = t
+                if len(lines) >= LINES_MAX:
+                    yield batch()
+        except ValueError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        if lines:
+            yield batch()
 
 
 def _raw(b: bytes) -> bytes:
@@ -271,6 +293,8 @@ def _handlers(src: FlowSource):
     batches = grpc.method_handlers_generic_handler("ciliumctl.batch.FlowBatches", {
         "GetFlowBatches": grpc.unary_stream_rpc_method_handler(
             batch.GetFlowBatches, request_deserializer=opb.GetFlowsRequest.FromString, response_serializer=_raw),
+        "GetFlowLines": grpc.unary_stream_rpc_method_handler(
+            batch.GetFlowLines, request_deserializer=opb.GetFlowsRequest.FromString, response_serializer=_raw),
     })
     health = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
         "Check": grpc.unary_unary_rpc_method_handler(_health_check, request_deserializer=_raw,

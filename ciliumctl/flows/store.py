@@ -108,16 +108,20 @@ class FlowStore:
     def num_entries(self) -> int:
         return self.next_seq - self.oldest_seq
 
-    def entries(self, start: int, stop: int, reverse: bool = False):
-        """Entries with start <= seq < stop still in the ring, oldest first (or newest first with reverse)."""
+    def runs(self, start: int, stop: int, reverse: bool = False) -> list[tuple[Chunk, int, int]]:
+        """(chunk, lo, hi): the parts of the chunks with start <= seq < stop still in the ring, oldest first (or
+        newest first with reverse). Readers that want raw records walk these instead of entries()."""
         with self.cond:
             start = max(start, self.oldest_seq)
             stop = min(stop, self.next_seq)
             chunks = [c for c in self._chunks if c.start + c.count > start and c.start < stop]
         if reverse:
             chunks.reverse()
-        for c in chunks:
-            lo, hi = max(start, c.start), min(stop, c.start + c.count)
+        return [(c, max(start, c.start), min(stop, c.start + c.count)) for c in chunks]
+
+    def entries(self, start: int, stop: int, reverse: bool = False):
+        """Entries with start <= seq < stop still in the ring, oldest first (or newest first with reverse)."""
+        for c, lo, hi in self.runs(start, stop, reverse):
             if c.kind == KIND_LOST:
                 yield Entry(c.start, KIND_LOST, lost=c.lost)
                 continue

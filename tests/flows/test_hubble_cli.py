@@ -260,6 +260,21 @@ def test_every_number_prints_as_hubble_names_it(tmp_path, hubble):
     assert [line for line in theirs if " UNKNOWN " in line] == theirs[-9:]
 
 
+def test_json_output_is_hubbles_byte_for_byte(tmp_path, hubble):
+    """`observe -o json` writes the agent's own JSON lines (flows.render, GetFlowLines): every kind of flow, names
+    hubble has and has not, and a lost-events notice, exactly as the real hubble prints them from the same server."""
+    records = [rec(ts_ns=i * SEC + i * 1001, **kw) for i, kw in enumerate([*_number_flows(), *(kw for _, kw in FLOWS)])]
+    server, store, address = serve(tmp_path, records)
+    store.add_lost(1, 5)   # PERF_EVENT_RING_BUFFER
+    try:
+        for args, lines in ((["--all"], len(records) + 1), (["--last", "7"], 8), (["--first", "3"], 3)):
+            theirs = observe_hubble(hubble, address, *args, "-o", "json")
+            assert theirs.count("\n") == lines
+            assert observe_ciliumctl(address, *args, "-o", "json") == theirs
+    finally:
+        server.stop()
+
+
 def test_a_missing_reference_tool_fails_under_ci(monkeypatch):
     import conftest  # tests/conftest.py
 

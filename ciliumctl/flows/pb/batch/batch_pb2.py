@@ -29,7 +29,7 @@ except AttributeError:
   flow_dot_flow__pb2 = observer_dot_observer__pb2.flow.flow_pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x62\x61tch/batch.proto\x12\x0f\x63iliumctl.batch\x1a\x17observer/observer.proto\":\n\tFlowBatch\x12-\n\tresponses\x18\x01 \x03(\x0b\x32\x1a.observer.GetFlowsResponse2Z\n\x0b\x46lowBatches\x12K\n\x0eGetFlowBatches\x12\x19.observer.GetFlowsRequest\x1a\x1a.ciliumctl.batch.FlowBatch\"\x00\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x62\x61tch/batch.proto\x12\x0f\x63iliumctl.batch\x1a\x17observer/observer.proto\":\n\tFlowBatch\x12-\n\tresponses\x18\x01 \x03(\x0b\x32\x1a.observer.GetFlowsResponse\"4\n\tFlowLines\x12\x0c\n\x04text\x18\x01 \x01(\x0c\x12\x19\n\x11last_flow_time_ns\x18\x02 \x01(\x03\x32\xa5\x01\n\x0b\x46lowBatches\x12K\n\x0eGetFlowBatches\x12\x19.observer.GetFlowsRequest\x1a\x1a.ciliumctl.batch.FlowBatch\"\x00\x30\x01\x12I\n\x0cGetFlowLines\x12\x19.observer.GetFlowsRequest\x1a\x1a.ciliumctl.batch.FlowLines\"\x00\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FLOWBATCH']._serialized_start=63
   _globals['_FLOWBATCH']._serialized_end=121
-  _globals['_FLOWBATCHES']._serialized_start=123
-  _globals['_FLOWBATCHES']._serialized_end=213
+  _globals['_FLOWLINES']._serialized_start=123
+  _globals['_FLOWLINES']._serialized_end=175
+  _globals['_FLOWBATCHES']._serialized_start=178
+  _globals['_FLOWBATCHES']._serialized_end=343
 # @@protoc_insertion_point(module_scope)

@@ -40,12 +40,23 @@ class FlowBatchesStub:
                 request_serializer=observer_dot_observer__pb2.GetFlowsRequest.SerializeToString,
                 response_deserializer=batch_dot_batch__pb2.FlowBatch.FromString,
                 _registered_method=True)
+        self.GetFlowLines = channel.unary_stream(
+                '/ciliumctl.batch.FlowBatches/GetFlowLines',
+                request_serializer=observer_dot_observer__pb2.GetFlowsRequest.SerializeToString,
+                response_deserializer=batch_dot_batch__pb2.FlowLines.FromString,
+                _registered_method=True)
 
 
 class FlowBatchesServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetFlowBatches(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFlowLines(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -58,6 +69,11 @@ def add_FlowBatchesServicer_to_server(servicer, server):
                     servicer.GetFlowBatches,
                     request_deserializer=observer_dot_observer__pb2.GetFlowsRequest.FromString,
                     response_serializer=batch_dot_batch__pb2.FlowBatch.SerializeToString,
+            ),
+            'GetFlowLines': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetFlowLines,
+                    request_deserializer=observer_dot_observer__pb2.GetFlowsRequest.FromString,
+                    response_serializer=batch_dot_batch__pb2.FlowLines.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +103,33 @@ class FlowBatches:
             '/ciliumctl.batch.FlowBatches/GetFlowBatches',
             observer_dot_observer__pb2.GetFlowsRequest.SerializeToString,
             batch_dot_batch__pb2.FlowBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFlowLines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ciliumctl.batch.FlowBatches/GetFlowLines',
+            observer_dot_observer__pb2.GetFlowsRequest.SerializeToString,
+            batch_dot_batch__pb2.FlowLines.FromString,
             options,
             channel_credentials,
             insecure,
