@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from stats import pct  # noqa: E402  (benchmarks/stats.py)
 from support.cni_node import CniNode  # noqa: E402  (the tests' sandbox node: netns + CNI server + installed plugin)
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -39,11 +40,6 @@ def timed_exec(argv: list[str], env: dict, conf: dict, node_ns: str) -> tuple[fl
     proc = subprocess.run(argv, input=json.dumps(conf), env=env, capture_output=True, text=True,
                           preexec_fn=_enter(f"/run/netns/{node_ns}"), timeout=60)
     return (time.perf_counter() - t0) * 1000, proc.returncode, proc.stdout + proc.stderr
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def bench(node: CniNode, name: str, argv: list[str], conf: dict, n: int) -> dict:
