@@ -249,3 +249,25 @@ def test_nodeport_from_outside_the_node(sandbox, datapath, outside, events):
     time.sleep(0.1)
     drops = [e for e in events.events() if e.type == ev.EVENT_DROP and e.subtype == 158]
     assert drops and drops[0].saddr == OUTSIDE_IP and drops[0].dport == 30081
+
+
+def test_a_refused_update_leaves_the_old_services_in_force_and_stored(sandbox, datapath):
+    """More backends than the maps hold: `service update` fails with one line, the store and the kernel keep the
+    services that were in force (node.service_ops through the one reconcile)."""
+    from ciliumctl.base.errors import EnvironmentProblem
+    from ciliumctl.node import service_ops
+    from ciliumctl.services import store
+
+    a, b, _ = sandbox.pods
+    _whoami_server(sandbox, b, 8080)
+    service_ops.update_service(Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080),)))
+    assert _ask(a, VIP, 80)[0] == b.ip
+    many = tuple(Backend(f"10.{64 + i // 65536}.{(i >> 8) & 255}.{i & 255}", 80) for i in range(65535))
+    service_ops.update_service(Service(0, Frontend("10.96.1.1", 80), backends=many))
+    service_ops.update_service(Service(0, Frontend("10.96.1.2", 80), backends=many))   # 131071 backends now
+    before = store.load()
+    with pytest.raises(EnvironmentProblem) as err:
+        service_ops.update_service(Service(0, Frontend("10.96.1.3", 80), backends=many[:100]))
+    assert "map is full" in str(err.value) and "\n" not in str(err.value)
+    assert store.load() == before
+    assert _ask(a, VIP, 80)[0] == b.ip
