@@ -38,8 +38,12 @@ def _client_configuration() -> Any:
 
     cfg = client.Configuration()
     # connection errors are retried twice; a request the server took but did not answer is not sent again
-    # (urllib3's default re-sends it three times: four timeouts before the user hears anything)
-    cfg.retries = Retry(total=2, read=0, redirect=0, status=0)
+    # (urllib3's default re-sends it three times: four timeouts before the user hears anything). An overloaded
+    # server's 429 (or 503) with Retry-After refused the request before doing anything: any verb is tried again,
+    # after the time it asks, three times (client-go retries these too, rest/request.go checkWait); then the
+    # server's own answer stands (raise_on_status=False), not urllib3's "too many 429 error responses"
+    cfg.retries = Retry(total=5, connect=2, read=0, other=0, redirect=0, status=3, allowed_methods=None,
+                        raise_on_status=False)
     return cfg
 
 

@@ -53,6 +53,7 @@ class FakeApiServer:
         self._failures: list[tuple[int, int, str | None, str | None]] = []
         self._watch_epoch = 0
         self.watches_open = 0   # watches that drop_watches() would cut now (a request counted may not be one yet)
+        self.retry_after = 1    # seconds, on an injected 429
         self._stopping = False
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -161,6 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, code: int, value) -> None:
         data = json.dumps(value).encode()
         self.send_response(code)
+        if code == 429:   # as the real server's priority and fairness says it (its value is 1)
+            self.send_header("Retry-After", str(self.fake.retry_after))
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -174,8 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             injected = fake._injected_failure(method, url.path)
             if injected:
-                raise ApiError(injected, "InternalError" if injected >= 500 else "BadRequest",
-                               f"injected failure {injected}")
+                reason = {429: "TooManyRequests"}.get(injected, "InternalError" if injected >= 500 else "BadRequest")
+                raise ApiError(injected, reason, f"injected failure {injected}")
             route = _route(url.path)
             store = fake.store
             rt = store.resource_type(route.group, route.version, route.plural)
