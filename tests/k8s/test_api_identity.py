@@ -5,7 +5,6 @@ import threading
 
 import pytest
 
-from ciliumctl.base.errors import EnvironmentProblem
 from ciliumctl.cluster.identity import CiliumIdentityBackend, identity_object, probe_sequence
 from ciliumctl.cluster.kube import KINDS, Kube
 from ciliumctl.identity.allocator import HOST, MAX_CLUSTER, MIN_CLUSTER, MIN_LOCAL
@@ -76,9 +75,3 @@ def test_reserved_and_cidr_identities_stay_off_the_cluster(installed):
     ids = backend.allocate_many([frozenset({"reserved:host"}), cidr, WEB])
     assert ids[0] == HOST and ids[1] >= MIN_LOCAL
     assert set(identities(installed)) == {ids[2]}
-
-
-def test_missing_crd_is_one_clear_error(api):
-    with pytest.raises(EnvironmentProblem, match="no CiliumIdentity resource; run `ciliumctl install"):
-        CiliumIdentityBackend(Kube.connect(str(api.kubeconfig))).allocate(WEB)
-    assert KINDS["CiliumIdentity"].namespaced is False
