@@ -92,6 +92,34 @@ def test_sync_programs_cluster_identities_remote_peers_and_reports_policy_validi
     assert registry.load(1).identity == web.identity and registry.load(1).host_ifname == "lxc1"
 
 
+def test_egress_deny_to_another_nodes_pod_uses_the_identity_that_node_gave_it(installed, kubeconfig, node_env):
+    """A clusterwide egress deny on this node names a pod of another node: its entry carries the identity the
+    other node published (in the CiliumEndpoint), and the ipcache maps that pod's address to it."""
+    from ciliumctl.endpoints import registry
+
+    kube = installed
+    registry.save(Endpoint(id=2, name="other", namespace="default", ipv4="10.1.0.6", host_ifname="lxc2"))
+    add_pod(kube, "other", "node-a", "10.1.0.6", {"app": "other"})
+    remote = remote_client(kube, kubeconfig)       # node-b's pod `client`
+    kube.create({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+                 "metadata": {"name": "other-not-to-client"},
+                 "spec": {"endpointSelector": {"matchLabels": {"app": "other"}},
+                          "egressDeny": [{"toEndpoints": [{"matchLabels": {"app": "client"}}]}]}})
+    dp = RecordingDatapath()
+    agent = node_sync.ClusterNode(kube, "node-a", datapath=dp)
+    agent.cache.start()
+    try:
+        assert agent.cache.wait_synced(5)
+        assert wait_until(lambda: len(agent.cache.objects("CiliumEndpoint")) == 1)
+        assert agent.sync().accepted == ["CiliumClusterwideNetworkPolicy/other-not-to-client"]
+    finally:
+        agent.cache.stop()
+    state = dp.states[-1]
+    denied = {(e.identity, e.deny) for e in state.endpoints[2].egress.entries}
+    assert (remote.identity, True) in denied and state.endpoints[2].egress.enforced
+    assert state.ipcache["10.2.0.7/32"] == remote.identity
+
+
 def test_running_agent_follows_changes(installed, kubeconfig, node_env):
     from ciliumctl.endpoints import registry
 
