@@ -8,7 +8,7 @@ STAMP="$VENV/.setup-done"
 APT_PKGS="python3-bpfcc libbpfcc bpfcc-tools python3-venv python3-dev linux-headers-amd64 iproute2 \
 iputils-ping netcat-openbsd curl iptables zsh fish \
 containerd podman runc containernetworking-plugins busybox-static \
-mmdebstrap umoci skopeo etcd-server openssl"
+mmdebstrap umoci skopeo etcd-server openssl graphviz"
 
 # Quick when done: skip everything while this script, pyproject.toml and the kernel are what they were.
 FINGERPRINT="$(cat "$0" pyproject.toml | sha256sum | cut -c1-16) $(uname -r)"

@@ -68,6 +68,19 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("Stop enforcing a policy of the default namespace", "ciliumctl policy delete rule1"),
         ("When a name is both a CNP and a NetworkPolicy", "ciliumctl policy delete rule1 -n default --kind cnp"),
     ],
+    "policy draw": [
+        ("The policies of a folder as a tree per workload group", "ciliumctl policy draw examples/policies"),
+        ("One self-contained HTML page (Graphviz lays it out)",
+         "ciliumctl policy draw examples/policies -o html > policies.html"),
+        ("Who may reach whom among this node's endpoints", "ciliumctl policy draw --node --matrix"),
+    ],
+    "policy generate": [
+        ("Least-privilege policies from a hubble flow dump",
+         "hubble observe --all -o jsonpb > flows.json && ciliumctl policy generate --input-file flows.json"),
+        ("From the agent's buffer, what audit mode would have dropped in the last hour",
+         "ciliumctl policy generate --from-audit --since 1h"),
+        ("Compared with what this node has applied", "ciliumctl policy generate --input-file flows.json --node"),
+    ],
     "policy trace": [
         ("Would xwing reach the deathstar on 80/TCP under these policies?",
          f"ciliumctl policy trace -f {STARWARS} --src-labels org=alliance --dst-labels org=empire,class=deathstar "

@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "ciliumctl"
 LAYERS = [
     {"cli"},
     {"node"},
+    {"connectivity"},
     {"cluster", "flows"},
     {"datapath"},
     {"policy"},

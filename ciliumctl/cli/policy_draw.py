@@ -1,0 +1,191 @@
+"""`ciliumctl policy draw`: the policies you have, as a tree, dot, SVG, Mermaid, one HTML page or JSON; with
+--matrix the effective connectivity between the workloads that exist. The model is ciliumctl.connectivity."""
+
+import enum
+
+import typer
+
+
+class DrawOutput(enum.StrEnum):
+    tree = "tree"
+    dot = "dot"
+    svg = "svg"
+    mermaid = "mermaid"
+    html = "html"
+    json = "json"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("draw")
+    def draw_cmd(
+        paths: list[str] = typer.Argument(None, metavar="[PATH]...",
+                                          help="Policy files or folders (as for validate; - reads stdin). Pod and "
+                                               "Namespace objects among them are the workloads that exist."),
+        node: bool = typer.Option(False, "--node", help="This node's stored policies and endpoints."),
+        kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE",
+                                                 help="The cluster's policies and pods (all namespaces)."),
+        context: str | None = typer.Option(None, "--context", metavar="NAME", help="Kubeconfig context."),
+        output: DrawOutput = typer.Option(DrawOutput.tree, "--output", "-o", help="Output format."),
+        matrix: bool = typer.Option(False, "--matrix",
+                                    help="Effective connectivity between the workloads that exist (sources x "
+                                         "destinations), computed by the trace engine."),
+        mode: str | None = typer.Option(None, "--mode", metavar="{default,always,never}",
+                                           help="Enforcement mode for --matrix (default: default; with --node: "
+                                                "the node's)."),
+    ) -> None:
+        """Draw policies: who may talk to whom, on which ports, and why.
+
+        The tree shows each workload group (what an endpointSelector selects) with its ingress and egress
+        rules, allow and deny, peers, ports, L7 rules, and whether default deny is on and which policy turned
+        it on. Invalid policies are drawn with their findings. -o svg and -o html need Graphviz (apt-get
+        install graphviz); the HTML page is self-contained.
+
+        Exit 0 when drawn, 1 when some policy is invalid (drawn with its findings), 2 on bad input."""
+        import sys
+
+        from ciliumctl.base.errors import UsageError
+        from ciliumctl.connectivity import graph as G
+        from ciliumctl.connectivity import inputs
+        from ciliumctl.policy.resolved import Enforcement
+
+        try:
+            enforcement = Enforcement((mode or "default").lower())
+        except ValueError:
+            raise UsageError(f"--mode {mode!r}: use default, always or never") from None
+        if not paths and not node and not kubeconfig:
+            raise UsageError("nothing to draw: give policy files or folders, --node, or --kubeconfig FILE")
+        if context and not kubeconfig:
+            raise UsageError("--context selects a kubeconfig context: pass --kubeconfig too")
+        inp = inputs.DrawInput()
+        if paths:
+            got = inputs.from_paths(paths, stdin=sys.stdin)
+            _merge(inp, got)
+        if node:
+            from ciliumctl.node import view
+
+            v = view.live_view()
+            inp.policies += inputs.from_objects([s.data for s in v.stored], "node store")
+            inp.endpoints += v.endpoints
+            if mode is None:
+                enforcement = v.mode
+        if kubeconfig:
+            _merge(inp, inputs.from_cluster(kubeconfig, context))
+        g = G.build(inp)
+        m = None
+        if matrix:
+            m = _matrix(inp, enforcement)
+        if output == DrawOutput.tree:
+            from ciliumctl.cli.common import console
+
+            con = console()
+            render_tree(con, g)
+            if m is not None:
+                render_matrix(con, m)
+        elif output == DrawOutput.json:
+            from ciliumctl.cli.common import print_json
+
+            print_json({**g.to_dict(), **({"matrix": m.to_dict()} if m is not None else {})})
+        else:
+            sys.stdout.write(_text(g, output, m))
+        if any(not p.valid for p in g.policies):
+            raise typer.Exit(1)
+
+
+def _merge(into, got) -> None:
+    ids = {ep.id for ep in into.endpoints}
+    for ep in got.endpoints:
+        if ep.id in ids or not ep.id:
+            ep.id = max(ids | {0}) + 1
+        ids.add(ep.id)
+        into.endpoints.append(ep)
+    into.policies += got.policies
+    into.namespace_labels.update(got.namespace_labels)
+
+
+def _matrix(inp, enforcement):
+    from ciliumctl.base.errors import UsageError
+    from ciliumctl.connectivity import matrix
+
+    if not inp.endpoints:
+        raise UsageError("--matrix needs the workloads that exist: use --node, --kubeconfig, or add Pod objects "
+                         "to the files (kubectl get pods -A -o yaml > pods.yaml)")
+    valid = [p.policy for p in inp.policies if p.valid and p.policy is not None]   # the agent refuses the rest
+    return matrix.compute(inp.endpoints, valid, enforcement, inp.namespace_labels)
+
+
+def _text(g, output: DrawOutput, m) -> str:
+    from ciliumctl.connectivity import dot, mermaid
+
+    if output == DrawOutput.mermaid:
+        return mermaid.render(g)
+    if output == DrawOutput.dot:
+        return dot.render(g)
+    svg = dot.svg(dot.render(g, links=output == DrawOutput.html))
+    if output == DrawOutput.svg:
+        return svg
+    from ciliumctl.connectivity import html
+
+    return html.render(g, svg, m)
+
+
+def render_tree(con, g) -> None:
+    """One rich tree per workload group; then policies that could not be drawn, with their findings."""
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    edges = {e.id: e for e in g.edges}
+    for gid in sorted(g.groups, key=lambda i: (g.nodes[i].namespace, g.nodes[i].label)):
+        grp, n = g.groups[gid], g.nodes[gid]
+        title = f"[bold]{escape(n.label.replace(chr(10), '  ns '))}[/bold]"
+        if n.members:
+            title += f"  [dim]{len(n.members)} endpoint(s): {escape(', '.join(n.members[:8]))}" + \
+                     (" ..." if len(n.members) > 8 else "") + "[/dim]"
+        tree = Tree(title)
+        tree.add("policies: " + escape(", ".join(grp.policies)))
+        for word, state in (("ingress", grp.ingress), ("egress", grp.egress)):
+            if state.default_deny:
+                head = f"{word}: [red]default deny[/red] (set by {escape(', '.join(state.set_by))})"
+            else:
+                head = f"{word}: no default deny from these policies"
+            branch = tree.add(head)
+            for eid in state.edges:
+                e = edges[eid]
+                peer = g.nodes[e.src if word == "ingress" else e.dst].label.replace("\n", " ns ")
+                verb = "[red]DENY[/red] " if e.deny else "[green]ALLOW[/green]"
+                way = "from" if word == "ingress" else "to"
+                ports = ", ".join(e.ports) or "any port"
+                l7 = f"  L7: {escape('; '.join(e.l7))}" if e.l7 else ""
+                bad = " [red](invalid policy)[/red]" if not e.valid else ""
+                branch.add(f"{verb} {way} {escape(peer)}  [cyan]{escape(ports)}[/cyan]{l7}  "
+                           f"[dim]{escape(e.policy)} {escape(e.rule)} ({escape(e.where)})[/dim]{bad}")
+        for f in n.findings:
+            tree.add(f"[red]{escape(f)}[/red]")
+        con.print(tree, soft_wrap=False)
+    for n in g.nodes.values():
+        if n.kind == "invalid":
+            tree = Tree(f"[bold red]{escape(n.label.replace(chr(10), ' '))}[/bold red]")
+            for f in n.findings:
+                tree.add(f"[red]{escape(f)}[/red]")
+            con.print(tree, soft_wrap=False)
+    invalid = sum(1 for p in g.policies if not p.valid)
+    con.print(f"{len(g.policies)} policies, {len(g.groups)} workload groups, {len(g.edges)} rules"
+              + (f"; [red]{invalid} invalid (drawn with their findings)[/red]" if invalid else ""))
+
+
+def render_matrix(con, m) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"Effective connectivity (mode {m.mode.value}): rows are sources, columns destinations",
+              show_lines=False)
+    t.add_column("source \\ destination")
+    for w in m.workloads:
+        t.add_column(escape(w))
+    colours = {"all": "green", "ports": "green", "denied": "red", "default-deny": "red", "self": "dim"}
+    for s in m.workloads:
+        row = [escape(s)]
+        for d in m.workloads:
+            c = m.cells[(s, d)]
+            row.append(f"[{colours[c.state]}]{escape(c.text)}[/{colours[c.state]}]")
+        t.add_row(*row)
+    con.print(t)
