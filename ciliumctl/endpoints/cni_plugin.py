@@ -16,10 +16,14 @@ like podman's cleanup process, still reach the right agent):
   ipam             the IPAM plugin's configuration ({"type": "host-local", ...}); required for ADD
 """
 
-import json
+import _json  # the C half of json: `import json` (re, enum) would cost more than the rest of a run
+import _socket  # without socket.py, which imports enum and selectors
 import os
-import socket
 import sys
+
+MYPY = False
+if MYPY:   # what mypy reads; the plugin never imports typing (8 ms)
+    from typing import Any
 
 SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 DEFAULT_VERSION = "1.0.0"
@@ -34,6 +38,48 @@ E_DECODE = 6
 E_INVALID_CONFIG = 7
 E_TRY_AGAIN_LATER = 11
 E_PLUGIN_NOT_AVAILABLE = 50
+
+
+# --- JSON with the json module's own C scanner and encoder (as json.loads / json.dumps with defaults) ----------
+
+class _Scanner:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
+
+
+# any object with these attributes will do
+_scan = _json.make_scanner(_Scanner())   # type: ignore[arg-type]
+_WS = " \t\n\r"
+
+
+def json_loads(text: str | bytes) -> "Any":
+    """json.loads: a ValueError for anything that is not one JSON value."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    start, end = len(text) - len(text.lstrip(_WS)), len(text.rstrip(_WS))
+    try:
+        value, stop = _scan(text, start)
+        if stop == end:
+            return value
+    except Exception:   # StopIteration, or the scanner's own error
+        pass
+    import json  # not JSON: the json module says what is wrong, with its own ValueError
+
+    return json.loads(text)
+
+
+def _not_json(o: object) -> object:
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+def json_dumps(value: object) -> str:
+    """json.dumps(value) (ASCII, ", " and ": " separators)."""
+    enc = _json.make_encoder({}, _not_json, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    return "".join(enc(value, 0))
 
 
 class CniError(Exception):
@@ -84,32 +130,70 @@ def exec_ipam(name: str, command: str, conf: dict) -> dict | None:
 
 def exec_plugin(name: str, command: str, conf: dict) -> dict | None:
     """Run a delegated plugin; its stderr goes to ours. Returns its parsed stdout (None when empty)."""
-    import subprocess
-
     path = find_plugin(name)
-    env = dict(os.environ, CNI_COMMAND=command)
-    proc = subprocess.run([path], input=json.dumps(conf).encode(), stdout=subprocess.PIPE, env=env, timeout=60)
-    out = proc.stdout.strip()
+    code, out = _run(path, json_dumps(conf).encode(), dict(os.environ, CNI_COMMAND=command), 60.0)
+    if code is None:
+        raise CniError(E_TRY_AGAIN_LATER, f"IPAM plugin {name} {command} did not finish in 60 s")
+    out = out.strip()
     parsed = None
     if out:
         try:
-            parsed = json.loads(out)
+            parsed = json_loads(out)
         except ValueError:
             raise CniError(E_DECODE, f"IPAM plugin {name} {command}: output is not JSON",
                            out[:200].decode(errors="replace")) from None
-    if proc.returncode != 0:
+    if code != 0:
         if isinstance(parsed, dict) and "code" in parsed:
             raise CniError(int(parsed.get("code") or 999), f"IPAM plugin {name}: {parsed.get('msg', '')}",
                            str(parsed.get("details", "")))
-        raise CniError(999, f"IPAM plugin {name} {command} failed with exit code {proc.returncode}")
+        raise CniError(999, f"IPAM plugin {name} {command} failed with exit code {code}")
     return parsed
+
+
+def _run(path: str, data: bytes, env: dict, timeout: float) -> tuple[int | None, bytes]:
+    """(exit code, stdout) of path fed data on stdin; (None, ...) when it ran out of time (killed). posix_spawn and
+    pipes instead of subprocess, whose import costs more than the plugin runs here."""
+    import select  # built into the interpreter, as time is
+    import time
+
+    in_r, in_w = os.pipe()     # non-inheritable: only the dup2'd copies reach the child
+    out_r, out_w = os.pipe()
+    try:
+        pid = os.posix_spawn(path, [path], env, file_actions=[(os.POSIX_SPAWN_DUP2, in_r, 0),
+                                                               (os.POSIX_SPAWN_DUP2, out_w, 1)])
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(in_w, view):]
+    except BrokenPipeError:
+        pass   # it stopped reading: its exit code says why
+    finally:
+        os.close(in_w)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([out_r], [], [], left)[0]:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return None, b""
+            chunk = os.read(out_r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(out_r)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), b"".join(chunks)
 
 
 # --- the agent ---------------------------------------------------------------------------------------------
 
-def connect_agent(conf: dict) -> socket.socket:
+def connect_agent(conf: dict) -> _socket.socket:
     path = conf.get("agentSocket") or default_agent_socket()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(float(conf.get("agentTimeout") or 60))
     try:
         sock.connect(path)
@@ -121,15 +205,16 @@ def connect_agent(conf: dict) -> socket.socket:
     return sock
 
 
-def call_agent(sock: socket.socket, request: dict, netns_fd: int | None) -> dict:
+def call_agent(sock: _socket.socket, request: dict, netns_fd: int | None) -> dict:
     """One request per connection: JSON then EOF; the netns descriptor travels with the first bytes."""
-    data = json.dumps(request).encode()
+    data = json_dumps(request).encode()
     try:
         if netns_fd is not None:
-            sent = socket.send_fds(sock, [data], [netns_fd])
+            rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, netns_fd.to_bytes(4, sys.byteorder))]
+            sent = sock.sendmsg([data], rights)
             data = data[sent:]
         sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
+        sock.shutdown(_socket.SHUT_WR)
         chunks = []
         while True:
             chunk = sock.recv(65536)
@@ -144,10 +229,11 @@ def call_agent(sock: socket.socket, request: dict, netns_fd: int | None) -> dict
     finally:
         sock.close()
     try:
-        reply = json.loads(b"".join(chunks))
+        reply = json_loads(b"".join(chunks))
     except ValueError:
         raise CniError(E_TRY_AGAIN_LATER, "ciliumctl agent closed the connection without an answer") from None
-    if not reply.get("ok"):
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        reply = reply if isinstance(reply, dict) else {}
         raise CniError(int(reply.get("code") or 999), reply.get("msg") or "agent error", reply.get("details") or "")
     return reply.get("result") or {}
 
@@ -197,7 +283,7 @@ def read_conf() -> dict:
     except OSError as err:
         raise CniError(E_IO, f"cannot read the network configuration from stdin: {err.strerror}") from None
     try:
-        conf = json.loads(raw) if raw.strip() else None
+        conf = json_loads(raw) if raw.strip() else None
     except ValueError as err:
         raise CniError(E_DECODE, f"network configuration on stdin is not JSON: {err}") from None
     if not isinstance(conf, dict):
@@ -346,7 +432,7 @@ def cmd_gc(conf: dict) -> None:
 def cmd_version() -> dict:
     try:
         raw = sys.stdin.buffer.read()
-        conf = json.loads(raw) if raw.strip() else {}
+        conf = json_loads(raw) if raw.strip() else {}
     except (OSError, ValueError):
         conf = {}
     version = conf.get("cniVersion") if isinstance(conf, dict) else None
@@ -382,7 +468,7 @@ def main() -> None:
         out = {"cniVersion": _error_version, "code": 999, "msg": f"ciliumctl-cni internal error: {err!r}"}
         code = 1
     if out is not None:
-        sys.stdout.write(json.dumps(out) + "\n")
+        sys.stdout.write(json_dumps(out) + "\n")
         sys.stdout.flush()
     sys.exit(code)
 

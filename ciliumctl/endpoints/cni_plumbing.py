@@ -12,6 +12,8 @@ has proxy_arp and forwarding on, and a /32 route back to the pod."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -36,12 +38,23 @@ def _sysctl_if(ifname: str, key: str, value: str) -> None:
 
 
 def link_index(ipr: IPRoute, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
+    """The index of a link by name: one RTM_GETLINK, not a dump of every link (a node has many)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        return ipr.link("get", ifname=ifname)[0]["index"]
+    except NetlinkError as err:
+        if err.code == errno.ENODEV:
+            return None
+        raise
 
 
-def _mac(ipr: IPRoute, index: int) -> str:
-    return ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+def _random_mac() -> str:
+    """A random unicast, locally administered address, as the kernel gives a veth (eth_random_addr); chosen here
+    so that the ADD result needs no read-back of either end."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
 
 
 def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int = 1500) -> dict:
@@ -57,19 +70,18 @@ def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int
         try:
             if link_index(pod, ifname) is not None:
                 raise FileExistsError(f"interface {ifname} already exists in the container's network namespace")
-            ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu,
-                     peer={"ifname": ifname, "net_ns_fd": netns_fd, "mtu": mtu})
+            host_mac, pod_mac = _random_mac(), _random_mac()
+            ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, address=host_mac,
+                     peer={"ifname": ifname, "net_ns_fd": netns_fd, "mtu": mtu, "address": pod_mac})
             try:
                 host_idx = link_index(ipr, host_ifname)
                 assert host_idx is not None    # the add above returned: the pair exists
-                host_mac = _mac(ipr, host_idx)
                 _sysctl_if(host_ifname, "proxy_arp", "1")
                 _sysctl_if(host_ifname, "forwarding", "1")
                 _sysctl_if(host_ifname, "rp_filter", "0")
                 ipr.link("set", index=host_idx, state="up")
                 pod_idx = link_index(pod, ifname)
                 assert pod_idx is not None
-                pod_mac = _mac(pod, pod_idx)
                 pod.addr("add", index=pod_idx, address=ipv4, prefixlen=32)
                 pod.link("set", index=pod_idx, state="up")
                 pod.neigh("add", dst=GATEWAY, lladdr=host_mac, ifindex=pod_idx, state="permanent")

@@ -61,7 +61,8 @@ def register(*, name: str, namespace: str, annotations: dict, ipv4: str, netns: 
                   labels=pod_labels(namespace, name, annotations), ipv4=ipv4, netns=netns,
                   host_ifname=host_ifname, host_ifindex=host_ifindex, container_id=container_id,
                   node=node_settings.node_name(), state="waiting-for-identity")
-    registry.save(ep)
+    # not saved yet: attach_endpoint saves it (with its identity) before anything reads the registry, and the
+    # node lock keeps its id ours meanwhile; one fsync less on every pod's start
     try:
         with node_reconcile.open_datapath() as dp:   # closed again: a long-running agent must not collect map fds
             endpoint_ops.attach_endpoint(ep, dp)
