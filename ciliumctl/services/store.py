@@ -26,4 +26,4 @@ def load() -> ServiceTable:
 
 
 def save(table: ServiceTable) -> None:
-    statefile.write_json(store_path(), table.to_dict())
+    statefile.write_json(store_path(), table.to_dict(), compact=True)

@@ -163,3 +163,26 @@ def test_policy_trace_follows_the_translation_to_the_backends():
     # not a frontend (another port): traced as given
     res = trace.trace(src, trace.Peer(ip="10.96.0.10"), 6, 81, pols, endpoints=eps, services=table)
     assert res.service is None and res.port == 81
+
+
+@pytest.mark.parametrize("content", ['{"version": 1, "services": [[1, "10.96.0.10", 80, "tcp", "ClusterIP", "", 10,'
+                                     ' [["10.0.0.1", "80", "active", 1]]]]}',
+                                     '{"version": 7, "services": []}', '{"services": [[1, 2]]}', "[1, 2"])
+def test_a_malformed_store_is_one_line(node_env, content):
+    from ciliumctl.base.errors import EnvironmentProblem
+    from ciliumctl.services import store
+
+    store.store_path().write_text(content)
+    with pytest.raises(EnvironmentProblem) as err:
+        store.load()
+    assert str(store.store_path()) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_store_keeps_a_table_as_it_was(node_env):
+    from ciliumctl.services import store
+
+    t = ServiceTable().update(Service(0, Frontend("10.96.0.10", 53, "udp"), backends=(
+        Backend("10.0.0.1", 53, "terminating"),), affinity="ClientIP", affinity_timeout=60), CIDR)
+    store.save(t)
+    assert store.load() == t
+    assert oct(store.store_path().stat().st_mode & 0o777) == "0o600"     # root-only

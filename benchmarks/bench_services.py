@@ -1,0 +1,225 @@
+"""Services without kube-proxy (issue 12): new TCP connections/s to a service address vs directly to a backend,
+at 1 / 1,000 / 10,000 services x 10 backends, against kube-proxy-shaped iptables rules built in the same run;
+the time to program the services (the product's reconcile) vs iptables-nft-restore of the same; one backend
+added when N services exist; backend spread (chi-square) and ClientIP affinity from the datapath's own
+connection table (lb_conns).
+
+One sandbox node (a netns of this run) set up with the real `ciliumctl` (bench_connections.Node): endpoints a
+(client) and b (10 loadgen servers, ports 5002..5011, the measured service's 10 backends), plain endpoints pa/pb
+wired the same way with no programs for the iptables side. The other N-1 services have 10 backends each at
+addresses nobody uses. kube-proxy's layout (pkg/proxy/iptables/proxier.go): PREROUTING -> KUBE-SERVICES, one
+`-d VIP -p tcp --dport P -j KUBE-SVC-*` per service, each KUBE-SVC-* jumps to one KUBE-SEP-* per endpoint with
+`-m statistic --mode random --probability 1/(n-i)`, each KUBE-SEP-* DNATs. The measured service sits in the
+middle of KUBE-SERVICES (the average walk). iptables rules exist only while the iptables side is measured (else
+they would be walked for the ciliumctl side's connections too). ABBA pairs as in bench_connections.
+Run as root:
+    .venv/bin/python benchmarks/bench_services.py [--seconds 2] [--pairs 2] [--services 1,1000,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench_connections import ROOT, Node, sh
+
+from ciliumctl.services.model import Backend
+
+PORT, BACKENDS, CLIENT_THREADS = 5002, 10, 4
+VIP = "10.96.0.10"            # ciliumctl's measured service
+IPT_VIP = "10.112.0.10"       # the iptables side's measured service (no BPF frontend there)
+CHI2_9DOF_P01 = 21.666        # chi-square critical value, 9 degrees of freedom, p = 0.01
+
+
+def crr(node: Node, loadgen: str, client: str, ip: str, secs: float) -> float:
+    p = node.run_in(client, loadgen, "crr", ip, str(PORT), str(secs), str(CLIENT_THREADS))
+    out, err = p.communicate(timeout=secs + 60)
+    if p.returncode != 0:
+        raise RuntimeError(f"loadgen crr {ip}: {err.strip()}")
+    return float(out)
+
+
+def abba(node: Node, loadgen: str, client: str, direct: str, via: str, secs: float, pairs: int) -> dict:
+    """(direct to a backend, through the service) in ABBA order; the ratio is the median of the pairs'."""
+    d, v, ratios = [], [], []
+    for i in range(pairs):
+        got = {}
+        for side in (("d", "v") if i % 2 == 0 else ("v", "d")):
+            got[side] = crr(node, loadgen, client, direct if side == "d" else via, secs)
+        d.append(got["d"])
+        v.append(got["v"])
+        ratios.append(got["v"] / got["d"] if got["d"] else float("nan"))
+    return {"direct": statistics.mean(d), "service": statistics.mean(v), "ratio": statistics.median(ratios)}
+
+
+def fake_ip(i: int, j: int) -> str:
+    n = i * BACKENDS + j
+    return f"10.{128 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
+
+
+def table_of(n: int, b_ip: str, affinity: str = ""):
+    from ciliumctl.services.model import Frontend, Service, ServiceTable
+
+    services = {}
+    for i in range(n):      # built directly (ids given), as a cluster's watch would hand a whole table over
+        if i == 0:
+            fe, addrs = Frontend(VIP, PORT), [(b_ip, PORT + j) for j in range(BACKENDS)]
+        else:
+            fe = Frontend(f"10.{96 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}", 80)
+            addrs = [(fake_ip(i, j), 8080) for j in range(BACKENDS)]
+        backs = tuple(Backend(ip, port, "active", i * BACKENDS + k + 1) for k, (ip, port) in enumerate(addrs))
+        services[i + 1] = Service(i + 1, fe, backends=backs, affinity=affinity)
+    return ServiceTable(services, n * BACKENDS + 1)
+
+
+def program(table) -> tuple[float, float]:
+    """Store the table and run the product's one reconcile (in this process, on the node's pins): (seconds in
+    all, seconds of them in Datapath.apply: the diff against the slot, the writes and the switch)."""
+    from ciliumctl.node import reconcile, settings
+    from ciliumctl.services import store
+
+    t0 = time.perf_counter()
+    with settings.locked():
+        store.save(table)
+        report = reconcile.reconcile()
+    return time.perf_counter() - t0, report.seconds
+
+
+def iptables_rules(n: int, pb_ip: str) -> str:
+    lines = ["*nat", ":PREROUTING ACCEPT [0:0]", ":KUBE-SERVICES - [0:0]"]
+    rules = ["-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"]
+    order = list(range(1, n))
+    order.insert(len(order) // 2, 0)       # the measured service in the middle of the walk
+    for i in order:
+        svc = f"KUBE-SVC-{i:016d}"
+        lines.append(f":{svc} - [0:0]")
+        if i == 0:
+            vip, port, backs = IPT_VIP, PORT, [(pb_ip, PORT + j) for j in range(BACKENDS)]
+        else:
+            vip, port = f"10.{112 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}", 80
+            backs = [(fake_ip(i, j), 8080) for j in range(BACKENDS)]
+        rules.append(f"-A KUBE-SERVICES -d {vip}/32 -p tcp -m tcp --dport {port} -j {svc}")
+        for j, (ip, bport) in enumerate(backs):
+            sep = f"KUBE-SEP-{i:012d}{j:04d}"
+            lines.append(f":{sep} - [0:0]")
+            left = len(backs) - j
+            stat = f"-m statistic --mode random --probability {1 / left:.11f} " if left > 1 else ""
+            rules.append(f"-A {svc} {stat}-j {sep}")
+            rules.append(f"-A {sep} -p tcp -m tcp -j DNAT --to-destination {ip}:{bport}")
+    return "\n".join(lines + rules + ["COMMIT", ""])
+
+
+def ipt_restore(node: Node, text: str) -> float:
+    t0 = time.perf_counter()
+    res = sh("ip", "netns", "exec", node.name, "iptables-nft-restore", input=text, timeout=3600)
+    assert res.returncode == 0
+    return time.perf_counter() - t0
+
+
+def ipt_flush(node: Node) -> None:
+    sh("ip", "netns", "exec", node.name, "iptables-nft-restore", input="*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n")
+
+
+def spread(node: Node) -> tuple[dict, float]:
+    """Backend ids of the connections in lb_conns to the measured frontend, and the chi-square statistic."""
+    import socket
+
+    from ciliumctl.datapath import bpfsys
+
+    m = bpfsys.Map.from_pin(node.bpffs / "lb_conns")
+    try:
+        vip = socket.inet_aton(VIP)
+        counts = collections.Counter(int.from_bytes(v[8:12], "little") for k, v in m.items().items() if k[4:8] == vip)
+    finally:
+        m.close()
+    total = sum(counts.values())
+    expected = total / BACKENDS
+    chi2 = sum((counts.get(i, 0) - expected) ** 2 / expected for i in range(1, BACKENDS + 1)) if total else 0.0
+    return dict(counts), chi2
+
+
+def clear_conns(node: Node) -> None:
+    from ciliumctl.datapath import bpfsys
+
+    m = bpfsys.Map.from_pin(node.bpffs / "lb_conns")
+    try:
+        m.delete_batch(list(m.keys()))
+    finally:
+        m.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--services", default="1,1000,10000")
+    args = ap.parse_args()
+    if os.geteuid() != 0 or not shutil.which("cc") or not shutil.which("iptables-nft-restore"):
+        print("bench_services: needs root, cc and iptables-nft-restore", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="cctl-bench-"))
+    loadgen = str(tmp / "loadgen")
+    sh("cc", "-O2", "-pthread", "-o", loadgen, str(ROOT / "benchmarks" / "loadgen.c"))
+    node = Node(tmp, f"cctl{secrets.token_hex(2)}")
+    out: list[str] = []
+    try:
+        node.build([])
+        os.environ.update({k: v for k, v in node.env.items() if k.startswith("CILIUMCTL_")})
+        b_ip, pb_ip = node.eps["b"][1], node.eps["pb"][1]
+        for srv in ("b", "pb"):
+            for j in range(BACKENDS):
+                p = node.run_in(srv, loadgen, "server", str(PORT + j), "2")
+                assert p.stdout.readline().strip() == "ready"
+        for n in (int(x) for x in args.services.split(",") if x):
+            table = table_of(n, b_ip)
+            prog, prog_dp = program(table)
+            # one backend more for the last service, the rest as they are: the cost of a small change at N
+            last = table.services[n]
+            grown = table.update(replace(last, backends=last.backends + (Backend(fake_ip(n, 99), 8080),)),
+                                 "10.96.0.0/12")
+            time.sleep(0.2)                 # past the 100 ms in which a slot is rewritten only after a grace period
+            one, one_dp = program(grown)
+            program(table)                  # back: with N=1 the grown service is the measured one
+            clear_conns(node)
+            ours = abba(node, loadgen, "a", b_ip, VIP, args.seconds, args.pairs)
+            counts, chi2 = spread(node)
+            ipt_text = iptables_rules(n, pb_ip)
+            ipt_prog = ipt_restore(node, ipt_text)
+            try:
+                ipt = abba(node, loadgen, "pa", pb_ip, IPT_VIP, args.seconds, args.pairs)
+            finally:
+                ipt_flush(node)
+            row = (f"N={n:<6,} conn/s direct {ours['direct']:8.0f} via service {ours['service']:8.0f} "
+                   f"ratio {ours['ratio']:.2f} | iptables direct {ipt['direct']:8.0f} via service "
+                   f"{ipt['service']:8.0f} ratio {ipt['ratio']:.2f} | ours/iptables "
+                   f"{ours['service'] / ipt['service']:.2f}x | program {prog:.3f}s, apply {prog_dp:.3f}s (iptables-nft-"
+                   f"restore {ipt_prog:.3f}s, {ipt_prog / prog:.1f}x) | +1 backend {one * 1000:.1f} ms, apply "
+                   f"{one_dp * 1000:.1f} ms | spread chi2 "
+                   f"{chi2:.1f} over {sum(counts.values())} conns "
+                   f"({'uniform' if chi2 < CHI2_9DOF_P01 else 'NOT uniform'} at p=0.01)")
+            print(row, flush=True)
+            out.append(row)
+        # ClientIP affinity: every connection of the client to the measured service gets one backend
+        program(table_of(1, b_ip, affinity="ClientIP"))
+        clear_conns(node)
+        crr(node, loadgen, "a", VIP, 1.0)
+        counts, _ = spread(node)
+        print(f"affinity ClientIP: {sum(counts.values())} connections, backends used {sorted(counts)} "
+              f"({'held' if len(counts) == 1 else 'NOT held'})", flush=True)
+    finally:
+        node.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
