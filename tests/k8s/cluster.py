@@ -337,7 +337,9 @@ class Node:
         api_port = c.api_port
 
         def to_api(_conn):
-            return socket.create_connection(("127.0.0.1", api_port), timeout=10)
+            up = socket.create_connection(("127.0.0.1", api_port), timeout=10)
+            up.settimeout(None)   # only the connect is bounded: a watch stays quiet for minutes
+            return up
 
         self.forwarder = Forwarder(listener, to_api)
 
