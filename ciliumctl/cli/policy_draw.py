@@ -134,6 +134,8 @@ def render_tree(con, g) -> None:
     from rich.tree import Tree
 
     edges = {e.id: e for e in g.edges}
+    if not con.is_terminal:
+        con.width = 100_000        # a pipe or a file gets whole lines: grep finds a rule
     for gid in sorted(g.groups, key=lambda i: (g.nodes[i].namespace, g.nodes[i].label)):
         grp, n = g.groups[gid], g.nodes[gid]
         title = f"[bold]{escape(n.label.replace(chr(10), '  ns '))}[/bold]"
@@ -175,6 +177,9 @@ def render_tree(con, g) -> None:
 def render_matrix(con, m) -> None:
     from rich.markup import escape
     from rich.table import Table
+
+    if not con.is_terminal:
+        con.width = 100_000        # every column whole, however many workloads
 
     t = Table(title=f"Effective connectivity (mode {m.mode.value}): rows are sources, columns destinations",
               show_lines=False)

@@ -102,7 +102,7 @@ def _diff(policies: list[dict], applied: list) -> str:
     import yaml
 
     have = {(s.kind, s.namespace, s.name): s.data for s in applied}
-    out = []
+    out: list[str] = []
     for p in policies:
         meta = p["metadata"]
         key = (p["kind"], meta["namespace"], meta["name"])
