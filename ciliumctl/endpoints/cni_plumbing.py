@@ -18,6 +18,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from ciliumctl.base.netns import in_netns
+from ciliumctl.endpoints.rtnl import Rtnl
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -58,39 +59,40 @@ def _random_mac() -> str:
 
 
 def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int = 1500) -> dict:
-    """Create and configure the pair. Returns {host_ifindex, host_mac, pod_mac}. Undoes itself on failure."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with IPRoute() as ipr:
-        old = link_index(ipr, host_ifname)
+    """Create and configure the pair. Returns {host_ifindex, host_mac, pod_mac}. Undoes itself on failure.
+    Plain rtnetlink requests (rtnl.py): this runs on every pod's start."""
+    with Rtnl() as node:
+        old = node.link_index(host_ifname)
         if old is not None:          # left over from an ADD that died half-way
-            ipr.link("del", index=old)
-        pod = _ipr_in(netns_fd)
+            node.delete_link(old)
+        with in_netns(netns_fd):
+            pod = Rtnl()             # a netlink socket stays bound to the namespace it was created in
         try:
-            if link_index(pod, ifname) is not None:
+            if pod.link_index(ifname) is not None:
                 raise FileExistsError(f"interface {ifname} already exists in the container's network namespace")
             host_mac, pod_mac = _random_mac(), _random_mac()
-            ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, address=host_mac,
-                     peer={"ifname": ifname, "net_ns_fd": netns_fd, "mtu": mtu, "address": pod_mac})
+            host_idx: int | None = None
+            node.add_veth(host_ifname, host_mac, mtu, ifname, pod_mac, netns_fd)
             try:
-                host_idx = link_index(ipr, host_ifname)
+                host_idx = node.link_index(host_ifname)
                 assert host_idx is not None    # the add above returned: the pair exists
                 _sysctl_if(host_ifname, "proxy_arp", "1")
                 _sysctl_if(host_ifname, "forwarding", "1")
                 _sysctl_if(host_ifname, "rp_filter", "0")
-                ipr.link("set", index=host_idx, state="up")
-                pod_idx = link_index(pod, ifname)
+                node.set_up(host_idx)
+                pod_idx = pod.link_index(ifname)
                 assert pod_idx is not None
-                pod.addr("add", index=pod_idx, address=ipv4, prefixlen=32)
-                pod.link("set", index=pod_idx, state="up")
-                pod.neigh("add", dst=GATEWAY, lladdr=host_mac, ifindex=pod_idx, state="permanent")
-                pod.route("add", dst=f"{GATEWAY}/32", oif=pod_idx, scope="link")
-                pod.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=pod_idx)
-                ipr.route("replace", dst=f"{ipv4}/32", oif=host_idx, scope="link")
+                pod.add_address(pod_idx, ipv4, 32)
+                pod.set_up(pod_idx)
+                pod.add_permanent_neighbour(pod_idx, GATEWAY, host_mac)
+                pod.route(GATEWAY, 32, pod_idx)
+                pod.route("0.0.0.0", 0, pod_idx, gateway=GATEWAY)
+                node.route(ipv4, 32, host_idx, replace=True)
             except BaseException:
-                with contextlib.suppress(NetlinkError):
-                    ipr.link("del", ifname=host_ifname)
+                with contextlib.suppress(OSError):
+                    idx = host_idx if host_idx is not None else node.link_index(host_ifname)
+                    if idx is not None:
+                        node.delete_link(idx)   # the kernel takes the peer and the routes with it
                 raise
         finally:
             pod.close()
