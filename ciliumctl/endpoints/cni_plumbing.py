@@ -102,15 +102,12 @@ def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int
 def teardown_veth(host_ifname: str) -> bool:
     """Remove the host side; the kernel removes the peer and the routes through either end with it.
     True if it was there."""
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    with IPRoute() as ipr:
-        idx = link_index(ipr, host_ifname)
+    with Rtnl() as node:
+        idx = node.link_index(host_ifname)
         if idx is None:
             return False
-        with contextlib.suppress(NetlinkError):
-            ipr.link("del", index=idx)
+        with contextlib.suppress(OSError):   # e.g. gone meanwhile, with the pod's namespace
+            node.delete_link(idx)
         return True
 
 
