@@ -9,10 +9,14 @@ APT_PKGS="python3-bpfcc libbpfcc bpfcc-tools python3-venv python3-dev linux-head
 iputils-ping netcat-openbsd curl iptables zsh fish \
 containerd podman runc containernetworking-plugins busybox-static \
 mmdebstrap umoci skopeo etcd-server openssl graphviz"
+# the UI's browser tests: Debian's Chromium and its WebDriver (tests/support/browser.py)
+APT_PKGS="$APT_PKGS chromium chromium-driver"
 
 # Quick when done: skip everything while this script, pyproject.toml and the kernel are what they were.
-FINGERPRINT="$(cat "$0" pyproject.toml | sha256sum | cut -c1-16) $(uname -r)"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$FINGERPRINT" ] && [ -e "/lib/modules/$(uname -r)/build" ]; then
+FINGERPRINT="$(cat "$0" pyproject.toml webui/package-lock.json | sha256sum | cut -c1-16) $(uname -r)"
+UI_ASSET=ciliumctl/node/ui_static/vendor/cytoscape.min.js
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$FINGERPRINT" ] && [ -e "/lib/modules/$(uname -r)/build" ] \
+   && [ -f "$UI_ASSET" ]; then
   exit 0
 fi
 
@@ -40,6 +44,8 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
+# the UI's front-end libraries from npm, into the package (`ciliumctl ui` fetches nothing at run time)
+./scripts/build_ui.sh
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # Reference tools the tests run against (real hubble CLI, cnp-oracle, Kubernetes servers): shared/ sits beside the

@@ -193,6 +193,10 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("Cilium's getting-started scenario on a sandbox node", "ciliumctl demo"),
         ("Leave the sandbox in place to look around", "ciliumctl demo --keep"),
     ],
+    "ui": [
+        ("The service map of this node's agent, on http://127.0.0.1:12000/", "ciliumctl ui"),
+        ("Of another Hubble server, on any free port", "ciliumctl ui --server 127.0.0.1:4245 --listen 127.0.0.1:0"),
+    ],
     "version": [
         ("The version", "ciliumctl version"),
         ("The same, as a flag of the root command", "ciliumctl --version"),

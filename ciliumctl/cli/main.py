@@ -19,6 +19,7 @@ COMMANDS = {
     "service": ("ciliumctl.cli.service", "Manage the services this node load-balances, without kube-proxy."),
     "observe": ("ciliumctl.cli.observe", "Observe flows: the datapath's verdicts, with pods and policies."),
     "agent": ("ciliumctl.cli.agent", "Run the node agent: flows, Hubble API, metrics, CNI socket."),
+    "ui": ("ciliumctl.cli.ui", "Serve a live service map of the node's flows on a local web page."),
     "demo": ("ciliumctl.cli.demo", "Run Cilium's getting-started demo on a sandbox node."),
     "version": ("ciliumctl.cli.version", "Print the ciliumctl version."),
     "completion": ("ciliumctl.cli.completion", "Print the shell completion script for bash, zsh or fish."),
