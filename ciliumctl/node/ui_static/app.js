@@ -26,7 +26,7 @@
     container: $('map'),
     elements: [],
     minZoom: 0.2,
-    maxZoom: 3,
+    maxZoom: 2,
     style: [
       {selector: 'node', style: {
         'label': 'data(label)', 'font-size': 11, 'text-valign': 'bottom', 'text-margin-y': 3,
