@@ -180,6 +180,8 @@ class Printer:
             else:
                 self.out.flush()   # what went out as text first
                 buf.write(resps)
+                if self.follow:    # a reader at the other end of a pipe sees each batch as it comes
+                    buf.flush()
             self.line += resps.count(b"\n")
             return
         if self.output in ("json", "jsonpb"):
@@ -187,9 +189,11 @@ class Printer:
             enc = jsonpb.encode
             self.out.write("".join([enc(r) + "\n" for r in resps]))
             self.line += len(resps)
-            return
-        for r in resps:
-            self.write(r)
+        else:
+            for r in resps:
+                self.write(r)
+        if self.follow:
+            self.out.flush()
 
     # ---- one response
 

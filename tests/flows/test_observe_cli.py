@@ -3,8 +3,11 @@
 method (a real Hubble), and one-line errors with exit 2."""
 
 import json
+import os
+import select
 import subprocess
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -115,3 +118,22 @@ def test_more_hubble_filter_flags(server):
     assert [json.loads(line)["flow"]["uuid"] for line in r.stdout.splitlines()] == [uuid]
     r = observe(server, "--all", "--to-namespace", "default")
     assert r.returncode == 0 and r.stdout == ""
+
+
+@pytest.mark.parametrize("output", ["json", "compact"])
+def test_follow_into_a_pipe_prints_each_batch_as_it_comes(server, output):
+    """A reader at the other end of a pipe (`observe -f -o json | jq`) gets the flows while observe still runs,
+    not when it exits (stdout into a pipe is block-buffered)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}   # as a user's shell runs it
+    p = subprocess.Popen([*CLI, "--server", server, "-f", "--last", "3", "-o", output], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    got = b""
+    try:
+        deadline = time.monotonic() + 30
+        while got.count(b"\n") < 3 and time.monotonic() < deadline:
+            if select.select([p.stdout], [], [], 1.0)[0]:
+                got += os.read(p.stdout.fileno(), 65536)
+        assert got.count(b"\n") == 3 and p.poll() is None, got
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
