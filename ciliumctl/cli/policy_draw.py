@@ -120,7 +120,7 @@ def _text(g, output: DrawOutput, m) -> str:
         return mermaid.render(g)
     if output == DrawOutput.dot:
         return dot.render(g)
-    svg = dot.svg(dot.render(g, links=output == DrawOutput.html))
+    svg = dot.svg_of(g, links=output == DrawOutput.html)
     if output == DrawOutput.svg:
         return svg
     from ciliumctl.connectivity import html
@@ -128,50 +128,77 @@ def _text(g, output: DrawOutput, m) -> str:
     return html.render(g, svg, m)
 
 
-def render_tree(con, g) -> None:
-    """One rich tree per workload group; then policies that could not be drawn, with their findings."""
-    from rich.markup import escape
-    from rich.tree import Tree
+# one line of the tree: (text, style, children); styles are rich's, used only on a terminal
+Line = tuple[str, str, list]
 
+
+def tree_lines(g) -> list[Line]:
+    """One tree per workload group (its policies, ingress and egress: default deny and who set it, each rule
+    with peer, ports, L7 and file:line), then the policies that could not be drawn, with their findings."""
     edges = {e.id: e for e in g.edges}
-    if not con.is_terminal:
-        con.width = 100_000        # a pipe or a file gets whole lines: grep finds a rule
+    roots: list[Line] = []
     for gid in sorted(g.groups, key=lambda i: (g.nodes[i].namespace, g.nodes[i].label)):
         grp, n = g.groups[gid], g.nodes[gid]
-        title = f"[bold]{escape(n.label.replace(chr(10), '  ns '))}[/bold]"
+        title = n.label.replace("\n", "  ns ")
         if n.members:
-            title += f"  [dim]{len(n.members)} endpoint(s): {escape(', '.join(n.members[:8]))}" + \
-                     (" ..." if len(n.members) > 8 else "") + "[/dim]"
-        tree = Tree(title)
-        tree.add("policies: " + escape(", ".join(grp.policies)))
+            title += f"  ({len(n.members)} endpoint(s): {', '.join(n.members[:8])}" + \
+                     (" ..." if len(n.members) > 8 else "") + ")"
+        children: list[Line] = [("policies: " + ", ".join(grp.policies), "", [])]
         for word, state in (("ingress", grp.ingress), ("egress", grp.egress)):
             if state.default_deny:
-                head = f"{word}: [red]default deny[/red] (set by {escape(', '.join(state.set_by))})"
+                head = f"{word}: default deny (set by {', '.join(state.set_by)})"
             else:
                 head = f"{word}: no default deny from these policies"
-            branch = tree.add(head)
+            rules: list[Line] = []
             for eid in state.edges:
                 e = edges[eid]
                 peer = g.nodes[e.src if word == "ingress" else e.dst].label.replace("\n", " ns ")
-                verb = "[red]DENY[/red] " if e.deny else "[green]ALLOW[/green]"
+                verb = "DENY " if e.deny else "ALLOW"
                 way = "from" if word == "ingress" else "to"
-                ports = ", ".join(e.ports) or "any port"
-                l7 = f"  L7: {escape('; '.join(e.l7))}" if e.l7 else ""
-                bad = " [red](invalid policy)[/red]" if not e.valid else ""
-                branch.add(f"{verb} {way} {escape(peer)}  [cyan]{escape(ports)}[/cyan]{l7}  "
-                           f"[dim]{escape(e.policy)} {escape(e.rule)} ({escape(e.where)})[/dim]{bad}")
-        for f in n.findings:
-            tree.add(f"[red]{escape(f)}[/red]")
-        con.print(tree, soft_wrap=False)
+                l7 = f"  L7: {'; '.join(e.l7)}" if e.l7 else ""
+                bad = " (invalid policy)" if not e.valid else ""
+                rules.append((f"{verb} {way} {peer}  {', '.join(e.ports) or 'any port'}{l7}  "
+                              f"{e.policy} {e.rule} ({e.where}){bad}", "red" if e.deny else "green", []))
+            children.append((head, "red" if state.default_deny else "", rules))
+        children += [(f, "red", []) for f in n.findings]
+        roots.append((title, "bold", children))
     for n in g.nodes.values():
         if n.kind == "invalid":
-            tree = Tree(f"[bold red]{escape(n.label.replace(chr(10), ' '))}[/bold red]")
-            for f in n.findings:
-                tree.add(f"[red]{escape(f)}[/red]")
-            con.print(tree, soft_wrap=False)
+            roots.append((n.label.replace("\n", " "), "bold red", [(f, "red", []) for f in n.findings]))
+    return roots
+
+
+def render_tree(con, g) -> None:
+    roots = tree_lines(g)
     invalid = sum(1 for p in g.policies if not p.valid)
-    con.print(f"{len(g.policies)} policies, {len(g.groups)} workload groups, {len(g.edges)} rules"
-              + (f"; [red]{invalid} invalid (drawn with their findings)[/red]" if invalid else ""))
+    summary = (f"{len(g.policies)} policies, {len(g.groups)} workload groups, {len(g.edges)} rules"
+               + (f"; {invalid} invalid (drawn with their findings)" if invalid else ""))
+    if not con.is_terminal:    # a pipe or a file: plain whole lines (grep finds a rule), no rich layout to pay for
+        out: list[str] = []
+
+        def walk(lines: list[Line], prefix: str) -> None:
+            for i, (text, _, kids) in enumerate(lines):
+                last = i == len(lines) - 1
+                out.append(prefix + ("└── " if last else "├── ") + text)
+                walk(kids, prefix + ("    " if last else "│   "))
+
+        for text, _, kids in roots:
+            out.append(text)
+            walk(kids, "")
+        con.file.write("\n".join(out + [summary]) + "\n")
+        return
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    def add(tree, lines: list[Line]) -> None:
+        for text, style, kids in lines:
+            add(tree.add(f"[{style}]{escape(text)}[/{style}]" if style else escape(text)), kids)
+
+    for text, style, kids in roots:
+        tree = Tree(f"[{style}]{escape(text)}[/{style}]")
+        add(tree, kids)
+        con.print(tree, soft_wrap=False)
+    con.print(f"[red]{escape(summary)}[/red]" if invalid else escape(summary))
 
 
 def render_matrix(con, m) -> None:

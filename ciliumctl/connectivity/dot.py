@@ -15,6 +15,9 @@ _SHAPES = {G.GROUP: "box", G.ENDPOINTS: "box", G.ENTITY: "hexagon", G.CIDR: "not
            G.SERVICE: "cds", G.NODES: "box3d", G.ANY: "doublecircle", G.NOTHING: "plaintext",
            G.INVALID: "octagon"}
 MAX_LABEL_LINES = 4
+# Above this many edges dot's layout gets slow (edge labels become virtual nodes, namespace clusters with many
+# edges between them take minutes and can fail with "lost edge"): a compact graph then, ports in the tooltips.
+COMPACT_EDGES = 400
 
 
 def quote(text: str) -> str:
@@ -35,10 +38,14 @@ def node_ids(g: G.Graph) -> dict[str, str]:
     return {nid: f"n{i}" for i, nid in enumerate(g.nodes)}
 
 
-def render(g: G.Graph, links: bool = False) -> str:
-    """dot text. links: each edge links to #edge-<id> (the html page's table of rules)."""
+def render(g: G.Graph, links: bool = False, compact: bool | None = None) -> str:
+    """dot text. links: each edge links to #edge-<id> (the html page's table of rules). compact (default: more
+    than COMPACT_EDGES edges): no namespace boxes, straight edges, edge labels only in tooltips."""
     ids = node_ids(g)
-    out = ["digraph policies {", '  graph [rankdir=LR, fontname="Helvetica", fontsize=10];',
+    if compact is None:
+        compact = len(g.edges) > COMPACT_EDGES
+    out = ["digraph policies {", '  graph [rankdir=LR, fontname="Helvetica", fontsize=10'
+           + (", splines=line" if compact else "") + "];",
            '  node [fontname="Helvetica", fontsize=10, style=filled, fillcolor="#f4f6f8"];',
            '  edge [fontname="Helvetica", fontsize=9];']
     by_ns: dict[str, list[G.Node]] = {}
@@ -46,7 +53,8 @@ def render(g: G.Graph, links: bool = False) -> str:
         by_ns.setdefault(n.namespace, []).append(n)
     for k, ns in enumerate(sorted(by_ns)):
         indent = "  "
-        if ns:
+        boxed = bool(ns) and not compact
+        if boxed:
             out.append(f"  subgraph cluster_{k} {{")
             out.append(f"    label={quote('namespace ' + ns)}; style=rounded; color=\"#9aa5b1\";")
             indent = "    "
@@ -62,12 +70,16 @@ def render(g: G.Graph, links: bool = False) -> str:
                 attrs.append(f"tooltip={quote(chr(10).join(n.findings[:10]))}")
             attrs.append(f"label={quote(label)}")
             out.append(f"{indent}{ids[n.id]} [{', '.join(attrs)}];")
-        if ns:
+        if boxed:
             out.append("  }")
     for e in g.edges:
         colour = "#c62828" if e.deny else "#2e7d32"
-        attrs = [f"id={quote(e.id)}", f"label={quote(edge_label(e))}", f'color="{colour}"',
-                 f'fontcolor="{colour}"', f"tooltip={quote(f'{e.policy} {e.rule} ({e.where})')}"]
+        tip = f"{e.policy} {e.rule} ({e.where})"
+        attrs = [f"id={quote(e.id)}", f'color="{colour}"', f'fontcolor="{colour}"']
+        if compact:
+            attrs.append(f"tooltip={quote(edge_label(e).replace(chr(10), ', ') + ': ' + tip)}")
+        else:
+            attrs += [f"label={quote(edge_label(e))}", f"tooltip={quote(tip)}"]
         if e.deny:
             attrs.append("arrowhead=tee")
         if not e.valid:
@@ -94,3 +106,15 @@ def svg(dot_text: str, timeout: float = 120) -> str:
         first = (res.stderr.strip().splitlines() or ["no message"])[0]
         raise EnvironmentProblem(f"Graphviz's dot failed: {first}")
     return res.stdout
+
+
+def svg_of(g: G.Graph, links: bool = False) -> str:
+    """The graph's SVG; when dot fails on the namespace boxes (its "lost edge" on some cluster layouts), the
+    compact graph, which has none."""
+    text = render(g, links)
+    try:
+        return svg(text)
+    except EnvironmentProblem:
+        if "subgraph cluster_" not in text:
+            raise
+        return svg(render(g, links, compact=True))

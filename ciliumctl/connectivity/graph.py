@@ -8,13 +8,15 @@ a web page or a test reads.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from ciliumctl.connectivity.inputs import DrawInput, PolicySource
 from ciliumctl.policy import model
-from ciliumctl.policy.labels import POD_NAMESPACE_LABEL, endpoint_labels
+from ciliumctl.policy.labels import POD_NAMESPACE_LABEL, endpoint_labels, parse_label
 from ciliumctl.policy.ports import format_range, icmp_range, port_ranges
 from ciliumctl.policy.selectors import (
+    IN,
     LabelSet,
     compile_selector,
     knp_peer_selector,
@@ -141,6 +143,21 @@ class _Builder:
         self.members: list[tuple[str, LabelSet]] = [
             (f"{ep.namespace}/{ep.name}", LabelSet(endpoint_labels(ep, inp.namespace_labels.get(ep.namespace))))
             for ep in inp.endpoints]
+        # key -> value -> members having it (any source): a selector's first In requirement picks candidates
+        self.by_label: dict[str, dict[str, list[int]]] = {}
+        for i, (_, ls) in enumerate(self.members):
+            for text in ls.labels:
+                lab = parse_label(text)
+                self.by_label.setdefault(lab.key, {}).setdefault(lab.value, []).append(i)
+
+    def selected(self, selector) -> list[str]:
+        first = next((r for r in selector.requirements if r.op == IN), None)
+        if first is None:
+            candidates: Iterable[int] = range(len(self.members))
+        else:
+            values = self.by_label.get(first.key, {})
+            candidates = sorted({i for v in first.values for i in values.get(v, ())})
+        return [self.members[i][0] for i in candidates if selector.matches(self.members[i][1])]
 
     def node(self, node_id: str, kind: str, label: str, namespace: str = "", labels: list[str] | None = None,
              selector=None) -> Node:
@@ -148,7 +165,7 @@ class _Builder:
         if n is None:
             n = self.g.nodes[node_id] = Node(node_id, kind, label, namespace, list(labels or []))
             if selector is not None:
-                n.members = [name for name, ls in self.members if selector.matches(ls)]
+                n.members = self.selected(selector)
         return n
 
     def group(self, node_id: str) -> Group:
