@@ -61,6 +61,11 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"--since {since!r}: {err}") from None
             flows = gen.read_agent(server or client.default_server(), when)
         observed = gen.observe(flows, from_audit)
+        if not observed.flows:
+            from ciliumctl.base.errors import Finding
+
+            raise Finding(f"no flows in the agent's buffer{' since ' + since if since else ''}: run traffic first, "
+                          "or read a capture with --input-file")
         result = gen.generate(observed, use_fqdn=fqdn)
         gen.check_valid(result.policies)
         applied = []

@@ -80,12 +80,6 @@ class Graph:
     groups: dict[str, Group] = field(default_factory=dict)
     policies: list[PolicySource] = field(default_factory=list)
 
-    def edge(self, edge_id: str) -> Edge:
-        return self._by_id()[edge_id]
-
-    def _by_id(self) -> dict[str, Edge]:
-        return {e.id: e for e in self.edges}
-
     def to_dict(self) -> dict:
         return {"nodes": [asdict(n) for n in self.nodes.values()], "edges": [asdict(e) for e in self.edges],
                 "groups": [asdict(g) for g in self.groups.values()],

@@ -111,9 +111,9 @@ def from_objects(objects: Iterable[Mapping], origin: str) -> list[PolicySource]:
 
     docs = [load.from_data(dict(o), file=origin, index=i) for i, o in enumerate(objects)]
     got = from_documents(docs, origin)
-    for p in got.policies:
+    for p in got.policies:      # no file: a line:col would point nowhere
         p.file = ""
-        p.findings = [f.replace(f"{origin}:", f"{p.ref}: ", 1) for f in p.findings]
+        p.findings = [f"{p.ref}: {f.split(': ', 1)[1]}" for f in p.findings]
     return got.policies
 
 

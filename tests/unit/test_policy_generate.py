@@ -161,3 +161,36 @@ def test_other_formats_are_one_line_exit_2(tmp_path, content, what):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and what in lines[0] and "hubble observe -o jsonpb" in lines[0]
     assert not r.stdout
+
+
+@pytest.fixture
+def observer(tmp_path):
+    """The agent's Observer server (in process, unix socket in the test's dir) holding records of tiefighter ->
+    deathstar:80 (every third one dropped), as flows/ converts them."""
+    from ciliumctl.flows.server import FlowSource, ObserverServer
+    from ciliumctl.flows.store import FlowStore
+    from tests.flows.flowdata import SNAP, rec
+
+    store = FlowStore(100)
+    recs = [rec(ts_ns=i * 10**9, sport=1000 + i, **({"type": 1, "subtype": 133, "verdict": 2} if i % 3 == 0
+                                                    else {})) for i in range(30)]
+    store.add_records(b"".join(recs), len(recs), SNAP)
+    srv = ObserverServer(FlowSource(store, node_name="node-a"), tmp_path / "hubble.sock")
+    srv.start()
+    yield f"unix://{tmp_path / 'hubble.sock'}"
+    srv.stop()
+
+
+def test_from_the_agents_buffer(observer):
+    require_cli()
+    r = run_cli("policy", "generate", "--server", observer, "-o", "json", env=cli_env(), check=True)
+    pols = {p["metadata"]["name"]: p for p in json.loads(r.stdout)["items"]}
+    assert set(pols) == {"deathstar-least-privilege", "empire-least-privilege"}     # tiefighter: org=empire only
+    death = pols["deathstar-least-privilege"]
+    assert death["metadata"]["namespace"] == "empire"
+    assert death["spec"]["ingress"] == [{
+        "fromEndpoints": [{"matchLabels": {"org": "empire", "k8s:io.kubernetes.pod.namespace": "default"}}],
+        "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]
+    assert "from 30 flows" in r.stderr and "10 verdict DROPPED" in r.stderr and "all allowed" in r.stderr
+    r = run_cli("policy", "generate", "--server", observer, "--since", "1m", env=cli_env())
+    assert r.returncode == 1 and "no flows in the agent's buffer since 1m" in r.stderr   # the records are from 1970
