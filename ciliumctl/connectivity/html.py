@@ -1,6 +1,7 @@
 """The policy graph as one self-contained HTML page: the SVG inline, a table of every rule (each edge of the SVG
 links to its row: policy, rule, file:line), findings of invalid policies, the matrix when computed, and filters
-by namespace and label in a few lines of inline JavaScript. Nothing is fetched when the page is viewed.
+by namespace and label in a few lines of inline JavaScript (also from the address: #ns=prod&label=app=web).
+Nothing is fetched when the page is viewed.
 
 Every user-controlled string is escaped: html.escape in text and attributes, and the JSON the script reads sits
 in a <script type="application/json"> with <, > and & written as \\u escapes, so no name can close the tag."""
@@ -47,7 +48,13 @@ _SCRIPT = """
       var row = document.getElementById('edge-' + e.id); if (row) row.style.display = ok ? '' : 'none';
     });
   }
-  ns.addEventListener('change', apply); lab.addEventListener('input', apply);
+  // a filtered view can be linked: page.html#ns=prod&label=app=web
+  new URLSearchParams(location.hash.slice(1)).forEach(function(v, k){
+    if (k === 'ns') ns.value = v; else if (k === 'label') lab.value = v; });
+  function sync(){ var h = new URLSearchParams(); if (ns.value) h.set('ns', ns.value);
+    if (lab.value) h.set('label', lab.value); history.replaceState(null, '', '#' + h.toString()); apply(); }
+  ns.addEventListener('change', sync); lab.addEventListener('input', sync);
+  apply();
 })();
 """
 

@@ -231,3 +231,44 @@ def test_html_page_holds_the_matrix(demo_dir, dot_exe):
     page = page_html.render(g, dot.svg(dot.render(g, links=True)), m)
     assert "Effective connectivity" in page and "default-deny" in page and "<svg" in page
     assert "<?xml" not in page
+
+
+TWO_NAMESPACES = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress: [{fromEndpoints: [{matchLabels: {app: client}}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: b, namespace: dev}
+spec:
+  endpointSelector: {matchLabels: {app: db}}
+  ingress: [{fromEndpoints: [{matchLabels: {app: api}}]}]
+"""
+
+
+@pytest.mark.parametrize("fragment,shown", [("ns=prod", {"app=web", "app=client"}),
+                                            ("label=db", {"app=db"}), ("", {"app=web", "app=client", "app=db",
+                                                                             "app=api"})])
+def test_html_filters_in_a_real_browser(tmp_path, dot_exe, fragment, shown):
+    """The page's own script run by headless Chromium (Debian's), the filter given in the address."""
+    import re
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("chromium missing (apt-get install chromium)")
+    (tmp_path / "p.yaml").write_text(TWO_NAMESPACES)
+    g = graph.build(inputs.from_paths([str(tmp_path / "p.yaml")]))
+    page = tmp_path / "page.html"
+    page.write_text(page_html.render(g, dot.svg_of(g, links=True)))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          f"file://{page}#{fragment}"], capture_output=True, text=True, timeout=120).stdout
+    ids = dot.node_ids(g)
+    visible = {g.nodes[nid].labels[0] for nid in g.nodes
+               if re.search(rf'<g id="{ids[nid]}" class="node"(?! style="display: none;")', dom)}
+    assert visible == shown
+    hidden_edges = len(re.findall(r'<g id="e\d+" class="edge" style="display: none;"', dom))
+    assert hidden_edges == 2 - len(shown) // 2
