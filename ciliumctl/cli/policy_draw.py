@@ -145,8 +145,13 @@ def tree_lines(g) -> list[Line]:
                      (" ..." if len(n.members) > 8 else "") + ")"
         children: list[Line] = [("policies: " + ", ".join(grp.policies), "", [])]
         for word, state in (("ingress", grp.ingress), ("egress", grp.egress)):
+            on = f"{state.also_on} of its {len(n.members)} endpoints"
             if state.default_deny:
                 head = f"{word}: default deny (set by {', '.join(state.set_by)})"
+                if state.also_by:
+                    head += f"; on {on} also by {', '.join(state.also_by)}"
+            elif state.also_by:
+                head = f"{word}: default deny on {on} (set by {', '.join(state.also_by)})"
             else:
                 head = f"{word}: no default deny from these policies"
             rules: list[Line] = []
@@ -159,7 +164,7 @@ def tree_lines(g) -> list[Line]:
                 bad = " (invalid policy)" if not e.valid else ""
                 rules.append((f"{verb} {way} {peer}  {', '.join(e.ports) or 'any port'}{l7}  "
                               f"{e.policy} {e.rule} ({e.where}){bad}", "red" if e.deny else "green", []))
-            children.append((head, "red" if state.default_deny else "", rules))
+            children.append((head, "red" if state.default_deny or state.also_by else "", rules))
         children += [(f, "red", []) for f in n.findings]
         roots.append((title, "bold", children))
     for n in g.nodes.values():

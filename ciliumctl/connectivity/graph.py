@@ -60,6 +60,9 @@ class Edge:
 class DirectionState:
     default_deny: bool = False
     set_by: list[str] = field(default_factory=list)   # policies that turn default deny on
+    also_by: list[str] = field(default_factory=list)  # other policies turning it on for its endpoints (by
+                                                      # another selector that selects them too)
+    also_on: int = 0                                  # on how many of its endpoints
     edges: list[str] = field(default_factory=list)    # edge ids (rules) of this direction
 
 
@@ -322,6 +325,22 @@ class _Builder:
         n.findings.extend(src.findings)
 
 
+def _also_by(g: Graph) -> None:
+    """Default deny of a group's endpoints set by groups of other selectors that select them too."""
+    for word in ("ingress", "egress"):
+        by_member: dict[str, set[str]] = {}
+        for gid, grp in g.groups.items():
+            state: DirectionState = getattr(grp, word)
+            if state.default_deny:
+                for m in g.nodes[gid].members:
+                    by_member.setdefault(m, set()).update(state.set_by)
+        for gid, grp in g.groups.items():
+            state = getattr(grp, word)
+            others = {m: by_member.get(m, set()) - set(state.set_by) for m in g.nodes[gid].members}
+            state.also_by = sorted(set().union(*others.values()))
+            state.also_on = sum(1 for refs in others.values() if refs)
+
+
 def build(inp: DrawInput) -> Graph:
     b = _Builder(inp)
     for src in inp.policies:
@@ -331,4 +350,5 @@ def build(inp: DrawInput) -> Graph:
             b.knp(src)
         else:
             b.cilium(src)
+    _also_by(b.g)
     return b.g

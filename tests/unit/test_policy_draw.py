@@ -272,3 +272,15 @@ def test_html_filters_in_a_real_browser(tmp_path, dot_exe, fragment, shown):
     assert visible == shown
     hidden_edges = len(re.findall(r'<g id="e\d+" class="edge" style="display: none;"', dom))
     assert hidden_edges == 2 - len(shown) // 2
+
+
+def test_default_deny_set_by_another_selector_is_named(demo_dir):
+    (demo_dir / "lockdown.yaml").write_text(
+        "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: lockdown}\nspec:\n"
+        "  endpointSelector: {}\n  enableDefaultDeny: {egress: true}\n  egress: [{toEntities: [kube-apiserver]}]\n")
+    g = _demo_graph(demo_dir)
+    death = next(grp for gid, grp in g.groups.items() if g.nodes[gid].members == ["default/deathstar"])
+    assert not death.egress.default_deny
+    assert death.egress.also_by == ["CiliumClusterwideNetworkPolicy lockdown"] and death.egress.also_on == 1
+    everyone = next(grp for gid, grp in g.groups.items() if len(g.nodes[gid].members) == 3)
+    assert everyone.ingress.also_by == ["CiliumNetworkPolicy default/rule1"] and everyone.ingress.also_on == 1
