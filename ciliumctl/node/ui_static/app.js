@@ -9,9 +9,11 @@
   var KIND_COLORS = {workload: '#3f6fb5', reserved: '#7b8794', external: '#8e5ab5'};
   var MAX_EDGE_ROWS = 100;
   var LAYOUT_EVERY_MS = 1500;
+  var LABEL_EVERY_MS = 2000;
 
   var state = {version: 0, nodes: {}, edges: {}, namespaces: {}, selected: null, stats: {}, status: {},
-               lastLayout: 0, layoutTimer: null, tableDirty: false, rate: 0, lastFlows: 0, lastTime: 0};
+               lastLayout: 0, layoutTimer: null, tableDirty: false, rate: 0, lastFlows: 0, lastTime: 0,
+               spent: {apply: 0, edges: 0, flows: 0}};   // ms of script per part (benchmarks/bench_ui.py)
 
   function $(id) { return document.getElementById(id); }
 
@@ -39,9 +41,9 @@
       {selector: 'edge', style: {
         'curve-style': 'bezier', 'target-arrow-shape': 'triangle', 'line-color': 'data(color)',
         'target-arrow-color': 'data(color)', 'width': 'data(width)', 'label': 'data(label)', 'font-size': 9,
-        'text-rotation': 'autorotate', 'text-background-color': '#ffffff', 'text-background-opacity': 0.8,
-        'text-background-padding': 1, 'color': '#323f4b'}},
+        'text-rotation': 'autorotate', 'color': '#323f4b'}},
       {selector: ':selected', style: {'overlay-color': '#f0b429', 'overlay-opacity': 0.35, 'overlay-padding': 4}},
+      {selector: 'edge:selected', style: {'label': 'data(full)', 'font-size': 11, 'font-weight': 'bold'}},
       {selector: '.hidden', style: {'display': 'none'}}
     ],
     layout: {name: 'preset'}
@@ -52,18 +54,37 @@
 
   function total(e) { return e.counts.forwarded + e.counts.dropped + e.counts.audit + e.counts.other; }
 
+  function count(n) { return n < 1000 ? String(n) : n < 1e6 ? (n / 1e3).toFixed(1) + 'k' : (n / 1e6).toFixed(1) + 'M'; }
+
   function edgeLabel(e) {
-    var port = e.port ? e.protocol + '/' + e.port : e.protocol;
-    var parts = [port];
-    if (e.counts.forwarded) { parts.push('\u2713' + e.counts.forwarded); }
-    if (e.counts.dropped) { parts.push('\u2717' + e.counts.dropped); }
-    if (e.counts.audit) { parts.push('audit ' + e.counts.audit); }
+    var parts = [e.port ? e.protocol + '/' + e.port : e.protocol];
+    if (e.counts.forwarded) { parts.push('\u2713' + count(e.counts.forwarded)); }
+    if (e.counts.dropped) { parts.push('\u2717' + count(e.counts.dropped)); }
+    if (e.counts.audit) { parts.push('audit ' + count(e.counts.audit)); }
     return parts.join(' ');
   }
 
+  // width by order of magnitude: it changes rarely, since every change of an edge costs the canvas a redraw
+  function edgeWidth(e) { return Math.min(1.5 + Math.floor(Math.log10(1 + total(e))), 6); }
+
   function edgeData(e) {
-    return {id: e.id, source: e.source, target: e.target, label: edgeLabel(e), verdict: e.verdict,
-            color: COLORS[e.verdict] || COLORS.other, width: Math.min(1.5 + Math.log10(1 + total(e)) * 1.5, 7)};
+    return {id: e.id, source: e.source, target: e.target, label: e.port ? e.protocol + '/' + e.port : e.protocol,
+            full: edgeLabel(e), verdict: e.verdict, color: COLORS[e.verdict] || COLORS.other, width: edgeWidth(e)};
+  }
+
+  // Any change of an edge makes the canvas draw the whole map again, and a changed label costs most (its text
+  // measured again): on the map an edge's label is its port, which never changes; its counts are in the edge
+  // table, and on the map for the selected edge only, refreshed every LABEL_EVERY_MS. A new colour or width
+  // (an order of magnitude more flows) is drawn at once.
+  function updateEdge(el, e) {
+    var color = COLORS[e.verdict] || COLORS.other, width = edgeWidth(e);
+    if (el.data('color') !== color) { el.data({color: color, verdict: e.verdict}); }
+    if (el.data('width') !== width) { el.data('width', width); }
+  }
+
+  function refreshSelectedLabel() {
+    var e = state.selected && state.edges[state.selected], el = e && cy.getElementById(e.id);
+    if (el && el.data('full') !== edgeLabel(e)) { el.data('full', edgeLabel(e)); }
   }
 
   function ensureNamespace(ns) {
@@ -80,7 +101,7 @@
   }
 
   function apply(delta) {
-    var added = false;
+    var t0 = performance.now(), added = false;
     cy.batch(function () {
       delta.nodes.forEach(function (n) {
         state.nodes[n.id] = n;
@@ -99,7 +120,7 @@
           cy.add({group: 'edges', data: edgeData(e)});
           added = true;
         } else {
-          el.data(edgeData(e));
+          updateEdge(el, e);
         }
       });
     });
@@ -111,6 +132,7 @@
       }
     }
     showStatus(delta.stats, delta.status);
+    state.spent.apply += performance.now() - t0;
   }
 
   function scheduleLayout() {
@@ -176,8 +198,11 @@
 
   // ------------------------------------------------------------------ the edge table
 
+  function nodeName(n) { return n.namespace ? n.namespace + '/' + n.label : n.label; }
+
   function renderEdges() {
     if (!state.tableDirty) { return; }
+    var t0 = performance.now();
     state.tableDirty = false;
     var edges = Object.keys(state.edges).map(function (id) { return state.edges[id]; }).filter(edgeVisible);
     edges.sort(function (a, b) { return total(b) - total(a); });
@@ -187,8 +212,8 @@
     edges.slice(0, MAX_EDGE_ROWS).forEach(function (e) {
       var tr = document.createElement('tr'), s = state.nodes[e.source], t = state.nodes[e.target];
       tr.className = 'row-' + e.verdict + (e.id === state.selected ? ' selected' : '');
-      tr.appendChild(td(s.namespace ? s.namespace + '/' + s.label : s.label));
-      tr.appendChild(td(t.namespace ? t.namespace + '/' + t.label : t.label));
+      tr.appendChild(td(nodeName(s)));
+      tr.appendChild(td(nodeName(t)));
       tr.appendChild(td(e.port ? e.protocol + '/' + e.port : e.protocol, 'nowrap'));
       tr.appendChild(td(e.counts.forwarded, 'n'));
       tr.appendChild(td(e.counts.dropped, 'n v-dropped'));
@@ -197,6 +222,7 @@
       body.appendChild(tr);
     });
     $('edges').replaceChild(body, $('edges').tBodies[0]);
+    state.spent.edges += performance.now() - t0;
   }
 
   // ------------------------------------------------------------------ the flow table
@@ -206,11 +232,11 @@
   function select(id) {
     state.selected = id;
     cy.elements().unselect();
-    if (id) { cy.getElementById(id).select(); }
+    if (id) { refreshSelectedLabel(); cy.getElementById(id).select(); }
     var e = id && state.edges[id];
     if (e) {
       var s = state.nodes[e.source], t = state.nodes[e.target];
-      $('flows-title').textContent = 'Flows ' + s.label + ' \u2192 ' + t.label + ' ' +
+      $('flows-title').textContent = 'Flows ' + nodeName(s) + ' \u2192 ' + nodeName(t) + ' ' +
         (e.port ? e.protocol + '/' + e.port : e.protocol);
     } else {
       $('flows-title').textContent = 'Latest flows';
@@ -232,7 +258,7 @@
   }
 
   function renderFlows(flows) {
-    var body = document.createElement('tbody');
+    var t0 = performance.now(), body = document.createElement('tbody');
     flows.forEach(function (f) {
       var tr = document.createElement('tr');
       tr.className = 'row-' + f.verdict_class;
@@ -245,6 +271,7 @@
       body.appendChild(tr);
     });
     $('flows').replaceChild(body, $('flows').tBodies[0]);
+    state.spent.flows += performance.now() - t0;
   }
 
   cy.on('tap', 'edge', function (ev) { select(ev.target.id()); });
@@ -290,6 +317,7 @@
 
   // the tables at most every 500 ms, in an animation frame (the map redraws on its own)
   setInterval(function () { window.requestAnimationFrame(renderEdges); }, 500);
+  setInterval(function () { window.requestAnimationFrame(refreshSelectedLabel); }, LABEL_EVERY_MS);
   setInterval(function () { if (!state.selected) { loadFlows(); } }, 2000);
 
   fetch('/api/map').then(function (r) { return r.json(); }).then(function (snapshot) {
