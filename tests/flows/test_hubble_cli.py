@@ -263,7 +263,9 @@ def test_every_number_prints_as_hubble_names_it(tmp_path, hubble):
 def test_json_output_is_hubbles_byte_for_byte(tmp_path, hubble):
     """`observe -o json` writes the agent's own JSON lines (flows.render, GetFlowLines): every kind of flow, names
     hubble has and has not, and a lost-events notice, exactly as the real hubble prints them from the same server."""
-    records = [rec(ts_ns=i * SEC + i * 1001, **kw) for i, kw in enumerate([*_number_flows(), *(kw for _, kw in FLOWS)])]
+    connections = [dict(kw, sport=1024 + 7919 * i % 64000) for i, (_, kw) in enumerate(FLOWS * 3)]  # other ports
+    kinds = [*_number_flows(), *(kw for _, kw in FLOWS), *connections]
+    records = [rec(ts_ns=i * SEC + i * 1001, **kw) for i, kw in enumerate(kinds)]
     server, store, address = serve(tmp_path, records)
     store.add_lost(1, 5)   # PERF_EVENT_RING_BUFFER
     try:

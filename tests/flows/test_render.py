@@ -32,6 +32,8 @@ def test_every_kind_renders_as_the_flow_built_field_by_field():
     ren = Renderer("node-a", BOOT, T0, {7: "lxc7"})
     for seq, kw in enumerate(kinds() * 2):   # twice: built once, then from the kind's cut pieces
         for ts in (seq * 1_000_000_007, seq * 1_000_000_000, 5_000_000):   # 9, 0 and 3 fraction digits
+            if kw.get("proto", 6) in (6, 17, 132):   # another connection of the kind: other ports, 0 included
+                kw = dict(kw, sport=(kw.get("sport", 40000) + seq * 997) % 65536, dport=ts % 3 and 80 + ts % 200)
             data = rec(ts_ns=ts, **kw)
             want = expected(data, seq, ifnames={7: "lxc7"})
             line, t = ren.json_line(data, 0, SNAP, seq)
@@ -46,6 +48,7 @@ def test_length_and_packet_count_share_a_kind_the_interface_name_and_snapshot_do
     ren = Renderer("", BOOT, T0, names)
     ren.json_line(rec(ifindex=7, length=60, packets=1), 0, SNAP, 1)
     ren.json_line(rec(ifindex=7, length=1500, packets=9), 0, SNAP, 2)
+    ren.json_line(rec(ifindex=7, sport=50123), 0, SNAP, 3)   # another client port: the same kind
     assert len(ren._kinds) == 1
     names[7] = "lxc7b"   # the index now names another interface
     data = rec(ifindex=7)
