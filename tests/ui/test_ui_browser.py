@@ -64,6 +64,9 @@ def test_hostile_names_and_labels_are_shown_as_text(driver, tmp_path):
                                   ".textContent)", lambda v: len(v) == 1)
         assert HOSTILE_NAME in sources[0] or HOSTILE_NS in sources[0]
         driver.save_screenshot(str(tmp_path / "hostile.png"))
+        # everything the page loaded came from the ui server itself (no CDN: it works with no network)
+        loaded = driver.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+        assert loaded and all(u.startswith(url) for u in loaded), loaded
         # nothing of it became markup or ran
         assert driver.execute_script("return window.__pwned") is None
         assert driver.execute_script("return document.querySelectorAll('img, svg, #flows script, "
@@ -101,3 +104,14 @@ def test_demo_workloads_and_a_red_edge_after_a_drop(node, driver, tmp_path):
             "return [...document.querySelectorAll('#edges tbody tr')].filter(r => r.cells[0].textContent === "
             "'default/xwing').map(r => r.cells[4].textContent)")
         assert drop_rows and int(drop_rows[0]) >= 1, drop_rows
+
+
+def test_a_missing_browser_fails_under_ci(monkeypatch):
+    """CI tests the page: there a missing Chromium is a failure, elsewhere a skip."""
+    monkeypatch.setattr(browser, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium"):
+        browser.require()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        browser.require()
