@@ -5,17 +5,22 @@ handlers (stdlib ThreadingHTTPServer) serve the page and its assets from the pac
 by scripts/build_ui.sh; nothing is fetched at run time), a snapshot (/api/map), the changes a few times a second
 as Server-Sent Events (/api/events) and the flow table of an edge with hubble observe's filter flags (/api/flows).
 
-Loopback only: the server has no TLS and no login, so it never listens beyond 127.0.0.1 / ::1, and it answers only
-requests whose Host is its own loopback address (a page elsewhere cannot read the flows by DNS rebinding)."""
+Loopback only: the server has no TLS, so it never listens beyond 127.0.0.1 / ::1, and it answers only requests
+whose Host is its own loopback address (a page elsewhere cannot read the flows by DNS rebinding). The flows are
+root's (the agent's socket is root-only) and loopback is open to every user of the machine, so every request also
+carries a token: the URL printed at start has it, the page turns it into a cookie (as Jupyter does)."""
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
+import secrets
 import shlex
 import socket
 import threading
 import time
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
@@ -136,7 +141,9 @@ class UiServer:
                                      "(--listen 127.0.0.1:0 takes any free one)") from None
         self.port = self.httpd.server_address[1]
         shown = f"[{self.host}]" if family == socket.AF_INET6 else self.host
-        self.url = f"http://{shown}:{self.port}/"
+        self.token = secrets.token_urlsafe(24)
+        self.cookie = f"ciliumctl_ui_{self.port}"   # cookies do not tell ports apart: the name does
+        self.url = f"http://{shown}:{self.port}/?token={self.token}"
         self.allowed_hosts = {f"{shown}:{self.port}", f"localhost:{self.port}"}
         self.closed = threading.Event()
 
@@ -178,13 +185,32 @@ def _handler(ui: UiServer):
         def _json(self, code: int, obj) -> None:
             self._send(code, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
 
+        def _token_ok(self, query) -> bool:
+            given = (query.get("token") or [""])[0]
+            if not given:
+                try:
+                    morsel = SimpleCookie(self.headers.get("Cookie", "")).get(ui.cookie)
+                except CookieError:
+                    morsel = None
+                given = morsel.value if morsel is not None else ""
+            return hmac.compare_digest(given.encode(), ui.token.encode())
+
         def do_GET(self):   # noqa: N802  (http.server's name)
             if self.headers.get("Host", "") not in ui.allowed_hosts:
                 self._json(403, {"error": "this server answers only on its own loopback address"})
                 return
             url = urlsplit(self.path)
             query = parse_qs(url.query)
-            if url.path in ui.assets:
+            if not self._token_ok(query):
+                self._json(403, {"error": "open the address `ciliumctl ui` printed: it carries the page's token"})
+                return
+            if url.path == "/" and "token" in query:   # the page's own requests carry it as a cookie
+                self.send_response(303)
+                self.send_header("Location", "/")
+                self.send_header("Set-Cookie", f"{ui.cookie}={ui.token}; Path=/; HttpOnly; SameSite=Strict")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif url.path in ui.assets:
                 body, ctype = ui.assets[url.path]
                 self._send(200, body, ctype, cache=url.path != "/")
             elif url.path == "/api/map":

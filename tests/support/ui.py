@@ -14,13 +14,13 @@ from .shell import stop
 
 @contextmanager
 def ui_process(env: dict[str, str], *args: str):
-    """Yields (process, url)."""
+    """Yields (process, url): the URL it printed, with its token."""
     err = tempfile.TemporaryFile(mode="w+")   # a file, not a pipe: gRPC's log lines never block the server
     proc = subprocess.Popen([CLI, "ui", "--listen", "127.0.0.1:0", *args], env=env, stdout=subprocess.PIPE,
                             stderr=err, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
-        m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        m = re.search(r"(http://127\.0\.0\.1:\d+/\?token=[\w-]+)", line)
         if not m:
             stop(proc)
             err.seek(0)
@@ -29,3 +29,9 @@ def ui_process(env: dict[str, str], *args: str):
     finally:
         stop(proc)
         err.close()
+
+
+def at(url: str, path: str) -> str:
+    """`path` (e.g. api/map, api/flows?edge=...) on the server of `url`, with its token."""
+    base, _, token = url.partition("?")
+    return f"{base}{path}{'&' if '?' in path else '?'}{token}"

@@ -12,7 +12,7 @@ import pytest
 from support.cli import cli_env, require_cli, run_cli
 from support.fake_hubble import FakeHubble, Peer, flow
 from support.shell import wait_until
-from support.ui import ui_process
+from support.ui import at, ui_process
 
 from ciliumctl.base.errors import UsageError
 from ciliumctl.flows.pb.flow import flow_pb2 as pb
@@ -32,7 +32,7 @@ def get(url: str, host: str | None = None):
 
 
 def api(url: str, path: str):
-    status, _, body = get(url + path)
+    status, _, body = get(at(url, path))
     assert status == 200, body
     return json.loads(body)
 
@@ -73,7 +73,7 @@ def test_map_events_and_flow_table_from_a_hubble_server():
         # the page's stream: a drop arrives as a change of the same edge, now red
         port = urllib.parse.urlsplit(url).port
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-        conn.request("GET", f"/api/events?since={snapshot['version']}")
+        conn.request("GET", at(url, f"api/events?since={snapshot['version']}").split(str(port), 1)[1])
         resp = conn.getresponse()
         assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
         hub.put(flow(XWING, DEATH, verdict=pb.DROPPED, drop_reason=133, event_type=1))
@@ -89,22 +89,39 @@ def test_map_events_and_flow_table_from_a_hubble_server():
         edge = urllib.parse.quote(edges[0]["id"])
         rows = api(url, f"api/flows?edge={edge}&filter=--verdict%20DROPPED")["flows"]
         assert [(r["source"], r["verdict"]) for r in rows] == [("default/xwing:40000", "DROPPED")]
-        status, _, body = get(url + "api/flows?filter=--verdict%20MAYBE")
+        status, _, body = get(at(url, "api/flows?filter=--verdict%20MAYBE"))
         assert status == 400 and "MAYBE" in json.loads(body)["error"]
-        status, _, body = get(url + "api/flows?filter=%22--verdict")
+        status, _, body = get(at(url, "api/flows?filter=%22--verdict"))
         assert status == 400 and "quotation" in json.loads(body)["error"]
 
 
-def test_page_headers_and_requests_for_another_host():
+def test_page_headers_token_and_requests_for_another_host():
     require_cli()
     with FakeHubble() as hub, ui_process(cli_env(), "--server", hub.address) as (_, url):
-        status, headers, body = get(url)
-        assert status == 200 and b"/static/vendor/cytoscape.min.js" in body
-        assert "script-src 'self'" in headers["Content-Security-Policy"]
-        assert get(url + "static/vendor/cytoscape.min.js")[0] == 200
+        base, port = url.partition("?")[0], urllib.parse.urlsplit(url).port
+        # the printed address sets the token as a cookie and goes on to the page, which then needs no token
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", url.split(str(port), 1)[1])
+        resp = conn.getresponse()
+        cookie = resp.getheader("Set-Cookie").split(";")[0]
+        assert resp.status == 303 and resp.getheader("Location") == "/" and "HttpOnly" in resp.getheader("Set-Cookie")
+        resp.read()
+        conn.request("GET", "/", headers={"Cookie": cookie})
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 200 and b"/static/vendor/cytoscape.min.js" in body
+        assert "script-src 'self'" in resp.getheader("Content-Security-Policy")
+        conn.close()
+        assert get(at(url, "static/vendor/cytoscape.min.js"))[0] == 200
+        # another user of the machine, without the token: nothing
+        for path in ("", "api/map", "api/flows", "api/events", "static/app.js"):
+            status, _, body = get(base + path)
+            assert status == 403 and "token" in json.loads(body)["error"], path
+        assert get(base + "api/map?token=guess")[0] == 403
+        assert get(base + "api/map", host=f"127.0.0.1:{port}")[0] == 403
         # DNS rebinding: a name that resolves to 127.0.0.1 in someone's page must not read the flows
-        assert get(url + "api/map", host=f"evil.example:{urllib.parse.urlsplit(url).port}")[0] == 403
-        assert get(url + "static/../../etc/passwd")[0] == 404
+        assert get(at(url, "api/map"), host=f"evil.example:{port}")[0] == 403
+        assert get(at(url, "static/../../etc/passwd"))[0] == 404
 
 
 def test_an_unreachable_hubble_server_is_shown_on_the_page():
