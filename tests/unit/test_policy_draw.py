@@ -293,3 +293,20 @@ def test_default_deny_set_by_another_selector_is_named(demo_dir):
     assert death.egress.also_by == ["CiliumClusterwideNetworkPolicy lockdown"] and death.egress.also_on == 1
     everyone = next(grp for gid, grp in g.groups.items() if len(g.nodes[gid].members) == 3)
     assert everyone.ingress.also_by == ["CiliumNetworkPolicy default/rule1"] and everyone.ingress.also_on == 1
+
+
+def test_hostile_names_stay_text_in_a_real_browser(tmp_path, dot_exe):
+    from selenium.common.exceptions import NoAlertPresentException
+
+    from tests.support import browser
+
+    browser.require()
+    g = graph.build(inputs.from_paths([str(_hostile_dir(tmp_path))]))
+    page = tmp_path / "page.html"
+    page.write_text(page_html.render(g, dot.svg_of(g, links=True)))
+    with browser.chromium() as driver:
+        driver.get(f"file://{page}")
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text        # noqa: B018 (the script in the name never ran)
+        assert '<script>alert("x")</script>' in driver.find_element("tag name", "table").text
+        assert len(driver.find_elements("tag name", "script")) == 2
