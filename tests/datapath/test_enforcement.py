@@ -320,7 +320,7 @@ def test_status_reports_maps_and_counters(sandbox, datapath):
     datapath.apply(sandbox.state(7, {b.ep.id: (True, [entry(a.identity), entry(0, PROTO_TCP, 1, 1000)], True, [])}))
     st = datapath.status()
     assert st["revision"] == 7
-    assert {p["name"] for p in st["programs"]} == {"from_container", "to_container"}
+    assert {p["name"] for p in st["programs"]} == {"from_container", "to_container", "from_netdev", "to_netdev"}
     maps = {m["name"]: m for m in st["maps"]}
     assert maps["policy"]["entries"] == 1 + len(port_prefixes(1, 1000))
     assert maps["epcfg"]["entries"] == 3
