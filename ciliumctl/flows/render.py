@@ -11,6 +11,7 @@ values. On the wire, fields may come in any order: time, uuid, the kind's bytes,
 from __future__ import annotations
 
 import struct
+import threading
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -100,7 +101,7 @@ class Renderer:
         self._node_field = b"\xc2\x3e" + varint(len(node_name.encode())) + node_name.encode()
         self._kinds: dict = {}       # what a flow says (see _kind) -> its _Kind
         self._templates: dict = {}   # record_to_flow's own cache
-        self._ts = Timestamp()
+        self._lock = threading.Lock()
 
     # --- one record ---
 
@@ -149,6 +150,12 @@ class Renderer:
 
     def _pieces(self, kind: _Kind) -> tuple | None:
         """The kind's JSON line cut where the time, the uuid, the ports and the time go."""
+        with self._lock:   # gRPC serves requests on several threads: one of them makes a kind's pieces
+            if kind.pieces is not _UNMADE:
+                return kind.pieces   # type: ignore[return-value]
+            return self._cut(kind)
+
+    def _cut(self, kind: _Kind) -> tuple | None:
         f = kind.flow
         assert f is not None
         f.time.seconds, f.time.nanos, f.uuid = _T_SEC, _T_NANOS, _U_TEXT
@@ -191,9 +198,8 @@ class Renderer:
     def wire(self, data: bytes, off: int, snap: Snapshot, seq: int) -> tuple[bytes, int]:
         """(the serialized response, wall time ns)."""
         t, sport, dport, kind = self._kind(data, off, snap)
-        ts = self._ts
-        ts.seconds, ts.nanos = divmod(t, 1_000_000_000)
-        tb = ts.SerializeToString()
+        sec, nanos = divmod(t, 1_000_000_000)
+        tb = Timestamp(seconds=sec, nanos=nanos).SerializeToString()   # not a shared one: requests run in threads
         fb = b"\x0a" + _v(len(tb)) + tb + _UUID_TAG + b"\x24" + uuid_with(self._uuid_prefix, seq).encode() + kind.wire
         if kind.ported:
             body = _SPORT_KEY + _v(sport) + _DPORT_KEY + _v(dport) + kind.l4_rest
