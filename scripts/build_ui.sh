@@ -10,5 +10,8 @@ if ! command -v npm >/dev/null; then
 fi
 (cd webui && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 mkdir -p "$VENDOR"
-cp webui/node_modules/cytoscape/dist/cytoscape.min.js "$VENDOR/cytoscape.min.js"
-cp webui/node_modules/cytoscape/LICENSE "$VENDOR/cytoscape.LICENSE"
+M=webui/node_modules
+cp $M/cytoscape/dist/cytoscape.min.js "$VENDOR/cytoscape.min.js"
+# fCoSE lays out compound nodes (namespaces) well; its UMD builds find each other as globals, in this order
+cp $M/layout-base/layout-base.js $M/cose-base/cose-base.js $M/cytoscape-fcose/cytoscape-fcose.js "$VENDOR/"
+for p in cytoscape layout-base cose-base cytoscape-fcose; do cp "$M/$p/LICENSE" "$VENDOR/$p.LICENSE"; done

@@ -14,7 +14,7 @@ APT_PKGS="$APT_PKGS chromium chromium-driver"
 
 # Quick when done: skip everything while this script, pyproject.toml and the kernel are what they were.
 FINGERPRINT="$(cat "$0" pyproject.toml webui/package-lock.json | sha256sum | cut -c1-16) $(uname -r)"
-UI_ASSET=ciliumctl/node/ui_static/vendor/cytoscape.min.js
+UI_ASSET=ciliumctl/node/ui_static/vendor/cytoscape-fcose.js   # the last one build_ui.sh copies
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$FINGERPRINT" ] && [ -e "/lib/modules/$(uname -r)/build" ] \
    && [ -f "$UI_ASSET" ]; then
   exit 0

@@ -39,7 +39,8 @@ ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
-    "/static/vendor/cytoscape.min.js": ("vendor/cytoscape.min.js", "text/javascript; charset=utf-8"),
+    **{f"/static/vendor/{name}": (f"vendor/{name}", "text/javascript; charset=utf-8")
+       for name in ("cytoscape.min.js", "layout-base.js", "cose-base.js", "cytoscape-fcose.js")},
 }
 # the page runs only its own scripts: even a name that got through unescaped could not run code. Cytoscape sets
 # a style element of its own, hence 'unsafe-inline' for styles only.

@@ -13,7 +13,7 @@
 
   var state = {version: 0, nodes: {}, edges: {}, namespaces: {}, selected: null, stats: {}, status: {},
                lastLayout: 0, layoutTimer: null, tableDirty: false, rate: 0, lastFlows: 0, lastTime: 0,
-               spent: {apply: 0, edges: 0, flows: 0}};   // ms of script per part (benchmarks/bench_ui.py)
+               spent: {apply: 0, edges: 0, flows: 0}, laidOut: 0};   // laidOut: nodes at the last fresh layout   // ms of script per part (benchmarks/bench_ui.py)
 
   function $(id) { return document.getElementById(id); }
 
@@ -23,6 +23,8 @@
     if (cls) { c.className = cls; }
     return c;
   }
+
+  cytoscape.use(window.cytoscapeFcose);
 
   var cy = cytoscape({
     container: $('map'),
@@ -146,9 +148,13 @@
   }
 
   function layout() {
-    cy.elements(':visible').layout({name: 'cose', animate: false, randomize: false, fit: true, padding: 30,
-                                    nodeDimensionsIncludeLabels: true, nodeRepulsion: 8000,
-                                    idealEdgeLength: 90, numIter: 600}).run();
+    // from scratch while the map grows by a fifth or more (an incremental run cannot pull overlapping namespaces
+    // apart), else from where the nodes are, so that a map one looks at does not jump
+    var n = cy.nodes().length, fresh = n >= state.laidOut * 1.2;
+    cy.elements(':visible').layout({name: 'fcose', animate: false, randomize: fresh, fit: true, padding: 30,
+                                    nodeDimensionsIncludeLabels: true, nodeRepulsion: 6000, idealEdgeLength: 90,
+                                    nodeSeparation: 60, packComponents: true}).run();
+    if (fresh) { state.laidOut = n; }
   }
 
   // ------------------------------------------------------------------ filters (on the page: the map is small)
