@@ -25,6 +25,33 @@ def node_addresses() -> frozenset[str]:
                          if not a.get_attr("IFA_ADDRESS", "").startswith("127."))
 
 
+RTN_UNICAST, RTN_LOCAL = 1, 2     # rtnetlink route types (linux/rtnetlink.h)
+
+
+def check_reachable(svc: Service) -> None:
+    """Every backend has a route from the node (its network namespace): a backend nobody can reach is refused
+    (UsageError) instead of turning into connections that time out. One route dump, longest prefix in Python."""
+    import socket
+
+    from pyroute2 import IPRoute  # noqa: PLC0415
+
+    from ciliumctl.base.errors import UsageError
+    from ciliumctl.base.netns import enter_node_netns
+
+    if not svc.backends:
+        return
+    enter_node_netns()
+    with IPRoute() as ipr:
+        routes = {(int.from_bytes(socket.inet_aton(r.get_attr("RTA_DST") or "0.0.0.0"), "big"), r["dst_len"])
+                  for r in ipr.get_routes(family=socket.AF_INET) if r["type"] in (RTN_UNICAST, RTN_LOCAL)}
+    masks = sorted({plen for _, plen in routes})
+    for ip in sorted({b.ip for b in svc.backends}):
+        addr = int.from_bytes(socket.inet_aton(ip), "big")
+        if not any(((addr >> (32 - p)) << (32 - p) if p else 0, p) in routes for p in masks):
+            raise UsageError(f"backend {ip}: no route to it from this node; add the endpoint first (or a route), "
+                             "then the service")
+
+
 @contextlib.contextmanager
 def _rollback():
     before = store.load()
@@ -44,6 +71,7 @@ def update_service(svc: Service) -> tuple[Service, bool]:
         table = store.load()
         node_ips = node_addresses() if svc.type == "NodePort" else frozenset()
         new = table.update(svc, settings.service_cidr, node_ips)     # refused here: nothing changed
+        check_reachable(svc)
         stored = next(s for s in new.services.values() if s.frontend == svc.frontend)
         created = stored.id not in table.services
         if new == table:

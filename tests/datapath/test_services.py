@@ -258,8 +258,11 @@ def test_a_refused_update_leaves_the_old_services_in_force_and_stored(sandbox, d
     from ciliumctl.node import service_ops
     from ciliumctl.services import store
 
+    from support.shell import sh
+
     a, b, _ = sandbox.pods
     _whoami_server(sandbox, b, 8080)
+    sh("ip", "-n", sandbox.node, "route", "add", "10.64.0.0/10", "dev", "lo")   # the many backends are reachable
     service_ops.update_service(Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080),)))
     assert _ask(a, VIP, 80)[0] == b.ip
     many = tuple(Backend(f"10.{64 + i // 65536}.{(i >> 8) & 255}.{i & 255}", 80) for i in range(65535))

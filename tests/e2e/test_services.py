@@ -56,7 +56,8 @@ def test_service_update_list_get_delete_and_traffic(node):
     for args, needle in ((["--frontend", f"{VIP}:80", "--backends", "10.200.0.2:0"], "use 1-65535"),
                          (["--frontend", f"{VIP}:80", "--id", "2"], "belongs to service 1"),
                          (["--frontend", "10.100.0.11:80/sctp"], "not supported"),
-                         (["--frontend", "10.100.0.11:80", "--type", "NodePort"], "NodePort range")):
+                         (["--frontend", "10.100.0.11:80", "--type", "NodePort"], "NodePort range"),
+                         (["--frontend", f"{VIP}:80", "--backends", "10.250.0.1:80"], "no route to it")):
         res = node.cli("service", "update", *args, check=False)
         assert res.returncode == 2 and needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res
     assert json.loads(node.cli("service", "get", "1", "-o", "json").stdout) == got
