@@ -104,7 +104,8 @@ class Feeder:
             try:
                 client.server_status(self.server)
                 self.state = "connected"
-                for batch in client.stream_batches(self.server, req, reconnect=True, status=None):
+                for batch in client.stream_batches(self.server, req, reconnect=True, status=_State(self)):
+                    self.state = "connected"
                     self.map.add_many(batch)
                     for r in reversed(batch):
                         if r.HasField("flow"):
@@ -121,6 +122,19 @@ class Feeder:
                 req = opb.GetFlowsRequest(follow=True)
                 req.since.FromNanoseconds(last_ns + 1)
             self._stop.wait(2.0)
+
+
+class _State:
+    """What stream_batches says while it reconnects ("connection to X lost; reconnecting"), shown on the page."""
+
+    def __init__(self, feeder: Feeder):
+        self.feeder = feeder
+
+    def write(self, text: str) -> None:
+        self.feeder.state = text.strip()
+
+    def flush(self) -> None:
+        pass
 
 
 class UiServer:

@@ -44,13 +44,14 @@ def flow(src: Peer, dst: Peer, port: int = 80, verdict: int = pb.FORWARDED, drop
 
 
 class FakeHubble:
-    def __init__(self):
+    def __init__(self, port: int = 0):
+        """port: 0 for any free one; an earlier server's port to play that server restarted."""
         self._flows: list[pb.Flow] = []
         self._cond = threading.Condition()
         self._stopped = False
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         observer_pb2_grpc.add_ObserverServicer_to_server(_Servicer(self), self._server)
-        port = self._server.add_insecure_port("127.0.0.1:0")
+        port = self._server.add_insecure_port(f"127.0.0.1:{port}")
         self.address = f"127.0.0.1:{port}"
 
     def __enter__(self) -> FakeHubble:
@@ -95,7 +96,9 @@ class _Servicer(observer_pb2_grpc.ObserverServicer):
                     hub._cond.wait(0.5)
                     if not context.is_active():
                         return
-                if hub._stopped or (i >= len(hub._flows) and not request.follow):
+                if hub._stopped:   # as a server that goes away: the stream breaks, it does not end
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping")
+                if i >= len(hub._flows) and not request.follow:
                     return
                 batch = hub._flows[i:]
             i += len(batch)

@@ -130,3 +130,19 @@ def test_an_unreachable_hubble_server_is_shown_on_the_page():
         assert wait_until(lambda: api(url, "api/map")["status"]["state"].startswith("error"), timeout=20)
         assert "cannot reach the Hubble API at 127.0.0.1:1" in api(url, "api/map")["status"]["state"]
         assert proc.poll() is None   # it keeps trying
+
+
+def test_a_restarted_hubble_server_is_followed_again_without_counting_a_flow_twice():
+    require_cli()
+    with FakeHubble() as hub, ui_process(cli_env(), "--server", hub.address) as (_, url):
+        port = int(hub.address.rsplit(":", 1)[1])
+        hub.put(flow(XWING, DEATH))
+        assert wait_until(lambda: api(url, "api/map")["stats"]["flows"] == 1, timeout=15)
+        hub.__exit__(None, None, None)
+        assert wait_until(lambda: "reconnecting" in api(url, "api/map")["status"]["state"], timeout=15)
+        with FakeHubble(port) as again:
+            again.put(flow(XWING, DEATH, verdict=pb.DROPPED, drop_reason=133, event_type=1))
+            assert wait_until(lambda: api(url, "api/map")["stats"]["flows"] == 2, timeout=15)
+            snapshot = api(url, "api/map")
+            assert snapshot["status"]["state"] == "connected"
+            assert [(e["counts"]["forwarded"], e["counts"]["dropped"]) for e in snapshot["edges"]] == [(1, 1)]
