@@ -13,7 +13,9 @@
 
   var state = {version: 0, nodes: {}, edges: {}, namespaces: {}, selected: null, stats: {}, status: {},
                lastLayout: 0, layoutTimer: null, tableDirty: false, rate: 0, lastFlows: 0, lastTime: 0,
-               spent: {apply: 0, edges: 0, flows: 0}, laidOut: 0};   // laidOut: nodes at the last fresh layout   // ms of script per part (benchmarks/bench_ui.py)
+               spent: {apply: 0, edges: 0, flows: 0},   // ms of script per part (benchmarks/bench_ui.py)
+               laidOut: 0,                              // nodes at the last layout from scratch
+               flowsLoaded: 0};
 
   function $(id) { return document.getElementById(id); }
 
@@ -129,7 +131,8 @@
     if (delta.edges.length || delta.nodes.length) {
       state.tableDirty = true;
       if (added) { applyFilters(); scheduleLayout(); }
-      if (state.selected && delta.edges.some(function (e) { return e.id === state.selected; })) {
+      if (state.selected ? delta.edges.some(function (e) { return e.id === state.selected; })
+                         : Date.now() - state.flowsLoaded >= 1000) {
         loadFlows();
       }
     }
@@ -254,6 +257,7 @@
 
   function loadFlows() {
     var n = ++flowsRequest;
+    state.flowsLoaded = Date.now();
     var url = '/api/flows?filter=' + encodeURIComponent($('flow-filter').value);
     if (state.selected) { url += '&edge=' + encodeURIComponent(state.selected); }
     fetch(url).then(function (r) { return r.json(); }).then(function (data) {
