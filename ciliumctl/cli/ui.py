@@ -20,12 +20,17 @@ def register(app: typer.Typer) -> None:
         import os
         import sys
 
+        from ciliumctl.base.errors import CiliumctlError
         from ciliumctl.flows import client
         from ciliumctl.node.ui_server import UiServer
 
         srv = server or os.environ.get("HUBBLE_SERVER") or client.default_server()
         client.grpc_target(srv)   # a malformed address is one line now, not an error on the page
         ui_server = UiServer(listen, srv)
+        try:   # the agent may come later: the page waits for it, the terminal says why it is empty
+            client.server_status(srv, timeout=2.0)
+        except CiliumctlError as err:
+            sys.stderr.write(f"Warning: {err}; the page fills once it answers\n")
         sys.stdout.write(f"Serving the service map on {ui_server.url} (flows from {srv}); Ctrl-C stops it\n")
         sys.stdout.flush()
         try:

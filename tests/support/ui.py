@@ -7,15 +7,17 @@ import re
 import subprocess
 import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 from .cli import CLI
 from .shell import stop
 
 
 @contextmanager
-def ui_process(env: dict[str, str], *args: str):
-    """Yields (process, url): the URL it printed, with its token."""
-    err = tempfile.TemporaryFile(mode="w+")   # a file, not a pipe: gRPC's log lines never block the server
+def ui_process(env: dict[str, str], *args: str, stderr: Path | None = None):
+    """Yields (process, url): the URL it printed, with its token. Its stderr goes to `stderr` when given."""
+    # a file, not a pipe: gRPC's log lines never block the server
+    err = stderr.open("w+") if stderr else tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([CLI, "ui", "--listen", "127.0.0.1:0", *args], env=env, stdout=subprocess.PIPE,
                             stderr=err, text=True)
     try:

@@ -124,12 +124,25 @@ def test_page_headers_token_and_requests_for_another_host():
         assert get(at(url, "static/../../etc/passwd"))[0] == 404
 
 
-def test_an_unreachable_hubble_server_is_shown_on_the_page():
+def test_an_unreachable_hubble_server_is_shown_on_the_page_and_the_terminal(tmp_path):
     require_cli()
-    with ui_process(cli_env(), "--server", "127.0.0.1:1") as (proc, url):
+    err = tmp_path / "stderr"
+    with ui_process(cli_env(), "--server", "127.0.0.1:1", stderr=err) as (proc, url):
         assert wait_until(lambda: api(url, "api/map")["status"]["state"].startswith("error"), timeout=20)
         assert "cannot reach the Hubble API at 127.0.0.1:1" in api(url, "api/map")["status"]["state"]
         assert proc.poll() is None   # it keeps trying
+    warning = [line for line in err.read_text().splitlines() if line.startswith("Warning:")]
+    assert len(warning) == 1 and "cannot reach the Hubble API at 127.0.0.1:1" in warning[0]
+
+
+def test_assets_missing_from_the_package_are_one_line(monkeypatch, tmp_path):
+    from ciliumctl.base.errors import EnvironmentProblem
+    from ciliumctl.node import ui_server
+
+    (tmp_path / "ui_static").mkdir()
+    monkeypatch.setattr(ui_server.resources, "files", lambda _: tmp_path)
+    with pytest.raises(EnvironmentProblem, match="index.html is missing .* scripts/build_ui.sh"):
+        ui_server.load_assets()
 
 
 def test_a_restarted_hubble_server_is_followed_again_without_counting_a_flow_twice():
