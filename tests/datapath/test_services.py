@@ -131,6 +131,12 @@ def test_session_affinity_client_ip(sandbox, datapath):
     datapath.apply(_state(sandbox, 1, _table(svc)))
     got = {_ask(a, VIP, 80)[0] for _ in range(20)}
     assert len(got) == 1              # one client, one backend while the affinity holds
+    # its backend terminating: the affinity gives way, new connections go to the other one
+    held = got.pop()
+    table = _table(dataclasses.replace(svc, backends=tuple(
+        Backend(p.ip, 8080, "terminating" if p.ip == held else "active") for p in (b, c))))
+    datapath.apply(_state(sandbox, 2, table))
+    assert {_ask(a, VIP, 80)[0] for _ in range(10)} == {b.ip, c.ip} - {held}
 
 
 def test_terminating_backend_keeps_its_connections_and_gets_no_new_ones(sandbox, datapath):
