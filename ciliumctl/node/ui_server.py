@@ -233,18 +233,22 @@ def _handler(ui: UiServer):
             elif url.path == "/api/flows":
                 self._flows(query)
             elif url.path == "/api/events":
-                self._events(int((query.get("since") or ["0"])[0] or 0))
+                since = (query.get("since") or ["0"])[0]
+                self._events(int(since) if since.isdigit() else 0)   # else: everything
             else:
                 self._json(404, {"error": f"no such page: {url.path}"})
 
         def _flows(self, query) -> None:
             edge = (query.get("edge") or [None])[0] or None
             text = (query.get("filter") or [""])[0]
+            limit = (query.get("limit") or ["100"])[0]
+            if not limit.isdigit():
+                self._json(400, {"error": f"limit {limit!r}: a number of flows"})
+                return
             try:
                 args = shlex.split(text)
-                limit = min(int((query.get("limit") or ["100"])[0]), 1000)
-                rows = ui.map.flow_rows(edge, args, limit)
-            except ValueError as err:   # shlex: an open quote; limit: not a number
+                rows = ui.map.flow_rows(edge, args, min(int(limit), 1000))
+            except ValueError as err:   # shlex: an open quote
                 self._json(400, {"error": f"filter {text!r}: {err}"})
                 return
             except UsageError as err:

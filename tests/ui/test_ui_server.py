@@ -93,6 +93,8 @@ def test_map_events_and_flow_table_from_a_hubble_server():
         assert status == 400 and "MAYBE" in json.loads(body)["error"]
         status, _, body = get(at(url, "api/flows?filter=%22--verdict"))
         assert status == 400 and "quotation" in json.loads(body)["error"]
+        status, _, body = get(at(url, "api/flows?limit=many"))
+        assert status == 400 and "many" in json.loads(body)["error"]
 
 
 def test_page_headers_token_and_requests_for_another_host():
