@@ -105,6 +105,26 @@ def test_demo_workloads_and_a_red_edge_after_a_drop(node, driver, tmp_path):
             "'default/xwing').map(r => r.cells[4].textContent)")
         assert drop_rows and int(drop_rows[0]) >= 1, drop_rows
 
+        # the page's filters: without forwarded edges only the red one stays; its flows, only the drops
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+
+        driver.find_element(By.ID, "f-forwarded").click()
+        shown = js_wait(driver, "return window.serviceMap.cy.edges().not('.hidden').map(e => "
+                                "e.source().data('label'))", lambda v: v == ["xwing"])
+        assert shown == ["xwing"]
+        driver.execute_script("document.querySelector('#edges tbody tr').click()")
+        box = driver.find_element(By.ID, "flow-filter")
+        box.send_keys("--verdict DROPPED --type drop" + Keys.ENTER)
+        verdicts = js_wait(driver, "return [...document.querySelectorAll('#flows tbody tr')].map(r => "
+                                   "r.cells[4].textContent + ' ' + r.cells[5].textContent)",
+                           lambda v: v and all(x == "DROPPED POLICY_DENIED" for x in v))
+        assert verdicts and set(verdicts) == {"DROPPED POLICY_DENIED"}, verdicts
+        box.send_keys(" --bogus" + Keys.ENTER)
+        error = js_wait(driver, "return document.getElementById('flow-error').textContent", bool)
+        assert "unknown filter flag '--bogus'" in error
+        driver.save_screenshot(str(tmp_path / "demo-filtered.png"))
+
 
 def test_a_missing_browser_fails_under_ci(monkeypatch):
     """CI tests the page: there a missing Chromium is a failure, elsewhere a skip."""

@@ -263,7 +263,7 @@
     fetch(url).then(function (r) { return r.json(); }).then(function (data) {
       if (n !== flowsRequest) { return; }
       $('flow-error').textContent = data.error || '';
-      if (!data.error) { renderFlows(data.flows); }
+      renderFlows(data.error ? [] : data.flows);   // no rows that the filter in the box did not choose
     }).catch(function (err) { $('flow-error').textContent = String(err); });
   }
 
