@@ -217,10 +217,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u32 ifindex = skb->ifindex, zero = 0, nat_addr = 0, svc_id = 0;
 	__u64 now;
 	__u16 nat_port = 0;
-	__u8 obs, is_reply = 0;
+	__u8 obs, is_reply = 0, hairpin = 0;
 
 	if (dir == CTL_DIR_INGRESS && skb->mark == LB_REJECT_MARK) {
-		skb->mark = 0;      /* our own answer for a service without backends (lib/lb.h lb_reject) */
+		skb->mark = 0;      /* our own answer for a service without backends, or a hairpin packet (lib/lb.h) */
 		return TC_ACT_OK;
 	}
 	int l3 = parse(skb, &p);
@@ -241,7 +241,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 
 	/* services first: policy and conntrack see the backend (lib/lb.h) */
 	if (dir == CTL_DIR_EGRESS && !p.related && endpoints.lookup(&ifindex)) {
-		int lb = lb_translate(skb, &p, ifindex, now, &nat_addr, &nat_port, &svc_id, 0);
+		int lb = lb_translate(skb, &p, ifindex, now, &nat_addr, &nat_port, &svc_id, 0, &hairpin);
 		if (lb == LB_NO_BACKEND) {
 			decide(&d, &p, ifindex, dir);
 			count_drop(CTL_DROP_NO_SERVICE, dir, p.len);
@@ -274,7 +274,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	ct_fill_key(&key, &p, dir, ifindex, 0);
 	ct = conntrack.lookup(&key);
 	if (!ct) {
-		ct_fill_key(&key, &p, dir == CTL_DIR_EGRESS ? CTL_DIR_INGRESS : CTL_DIR_EGRESS, ifindex, 1);
+		/* a hairpin connection's replies leave the endpoint too: its entry is the same direction, reversed */
+		__u8 rdir = dir == CTL_DIR_EGRESS && p.daddr == LB_LOOPBACK ? CTL_DIR_EGRESS :
+			    dir == CTL_DIR_EGRESS ? CTL_DIR_INGRESS : CTL_DIR_EGRESS;
+		ct_fill_key(&key, &p, rdir, ifindex, 1);
 		ct = conntrack.lookup(&key);
 		is_reply = 1;
 	}
@@ -291,8 +294,19 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 					return TC_ACT_SHOT;
 			}
 		}
-		if (is_reply && ct->nat_addr && lb_rev_nat(skb, &p, ct) < 0)
-			return TC_ACT_SHOT;
+		if (is_reply && ct->nat_addr) {
+			if (key.dir == CTL_DIR_EGRESS && dir == CTL_DIR_EGRESS) {
+				/* a hairpin reply: from the frontend to the client itself, straight back in */
+				__u32 l4_off = lb_l4_off(skb);
+				__u32 client = p.saddr;
+				if (!l4_off || lb_rewrite_dst(skb, l4_off, p.proto, p.daddr, client, p.dport, p.dport) < 0)
+					return TC_ACT_SHOT;
+				p.daddr = client;
+				hairpin = 1;
+			}
+			if (lb_rev_nat(skb, &p, ct) < 0)
+				return TC_ACT_SHOT;
+		}
 		__u8 *seen_flags = is_reply ? &ct->rev_flags : &ct->fwd_flags;
 		__u8 *reported = is_reply ? &ct->rev_reported : &ct->fwd_reported;
 		__u64 *last_report = is_reply ? &ct->rev_report : &ct->fwd_report;
@@ -315,7 +329,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			*pkts = 0;
 			*bytes = 0;
 		}
-		return TC_ACT_OK;
+		return hairpin ? lb_hairpin_redirect(skb) : TC_ACT_OK;
 	}
 
 	/* a new connection: decide policy with the active revision */
@@ -361,7 +375,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (traced)
 		emit(skb, &p, CTL_EVENT_TRACE, obs, fresh.verdict, dir, d.ep_id, src_id, dst_id, d.v.cookie,
 		     d.v.match_type, 0, p.tcp_flags, p.len, 1);
-	return TC_ACT_OK;
+	return hairpin ? lb_hairpin_redirect(skb) : TC_ACT_OK;
 }
 
 int from_container(struct __sk_buff *skb)

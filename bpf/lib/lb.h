@@ -14,6 +14,10 @@
 #define LB_L3_OFF 14                 /* Ethernet */
 #define LB_REJECT_MARK 0x0c7e1b00    /* on the ICMP answer we redirect to the client: to_container lets it pass */
 #define LB_REJECT_LEN (14 + 20 + 8 + 28)   /* eth + ip + icmp + the quoted IP header and 8 bytes of L4 */
+/* A client that gets itself as backend (hairpin) would see its own address as source and drop the packet: its
+ * source becomes this link-local address instead, Cilium's service loopback address (IPV4_LOOPBACK,
+ * --ipv4-service-loopback-address 169.254.42.1), and the packet goes straight back into the endpoint. */
+#define LB_LOOPBACK 0x012afea9U    /* 169.254.42.1 in network byte order, read as a little-endian u32 */
 
 /* outcome of lb_translate() */
 #define LB_NONE      0   /* no service at this destination: the packet goes on untouched */
@@ -133,7 +137,8 @@ static __always_inline __u32 lb_l4_off(struct __sk_buff *skb)
  * rewrite the destination; p, the packet as the rest of the program sees it, then names the backend. *svc_id and
  * the frontend are returned for the conntrack entry (replies) and events. */
 static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __u32 ifindex, __u64 now,
-					__u32 *frontend, __u16 *frontend_port, __u32 *svc_id, int nodeport_only)
+					__u32 *frontend, __u16 *frontend_port, __u32 *svc_id, int nodeport_only,
+					__u8 *hairpin)
 {
 	struct lb_svc_val *svc;
 	struct lb_conn_key ck = {};
@@ -209,7 +214,27 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __
 	p->dport = be->port;
 	p->policy_port = be->port;
 	p->ev_dport = be->port;
+	if (be->addr == p->saddr) {
+		if (lb_rewrite_src(skb, l4_off, p->proto, p->saddr, LB_LOOPBACK, p->sport, p->sport) < 0)
+			return LB_ERROR;
+		p->saddr = LB_LOOPBACK;
+		*hairpin = 1;
+	}
 	return LB_XLATED;
+}
+
+/* Send a hairpin packet straight back into the endpoint it came from: Ethernet addresses swapped, marked so that
+ * to_container lets it through (its policy was decided here, on the way out; Cilium skips policy for loopback
+ * service traffic too). */
+static __always_inline int lb_hairpin_redirect(struct __sk_buff *skb)
+{
+	__u8 eth[12];
+
+	if (bpf_skb_load_bytes(skb, 0, eth, 12) < 0 || bpf_skb_store_bytes(skb, 0, eth + 6, 6, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 6, eth, 6, 0) < 0)
+		return TC_ACT_SHOT;
+	skb->mark = LB_REJECT_MARK;
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 /* A reply of a translated connection, on its way to the client: the frontend as its source again. */

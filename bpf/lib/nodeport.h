@@ -19,11 +19,12 @@ int from_netdev(struct __sk_buff *skb)
 	__u16 nat_port = 0;
 	__u64 now;
 	struct dp_state *st;
+	__u8 hairpin = 0;
 
 	if (parse(skb, &p) <= 0 || p.related)
 		return TC_ACT_OK;
 	now = bpf_ktime_get_coarse_ns();
-	int lb = lb_translate(skb, &p, ifindex, now, &nat_addr, &nat_port, &svc_id, 1);
+	int lb = lb_translate(skb, &p, ifindex, now, &nat_addr, &nat_port, &svc_id, 1, &hairpin);
 	if (lb == LB_NONE)
 		return TC_ACT_OK;
 	if (lb == LB_NO_BACKEND) {

@@ -280,3 +280,21 @@ def test_a_refused_update_leaves_the_old_services_in_force_and_stored(sandbox, d
     assert "map is full" in str(err.value) and "\n" not in str(err.value)
     assert store.load() == before
     assert _ask(a, VIP, 80)[0] == b.ip
+
+
+def test_a_client_that_is_its_own_backend(sandbox, datapath, events):
+    """Hairpin: the connection reaches the client's own server (from 169.254.42.1, Cilium's service loopback
+    address, not from its own address, which its stack would drop) and replies come back from the frontend."""
+    a, b, _ = sandbox.pods
+    _whoami_server(sandbox, a, 8080)
+    svc = Service(0, Frontend(VIP, 80), backends=(Backend(a.ip, 8080),))
+    datapath.apply(_state(sandbox, 1, _table(svc)))
+    for _ in range(3):
+        s = a.socket()
+        s.settimeout(2)
+        s.connect((VIP, 80))
+        assert s.recv(16).strip().decode() == a.ip and s.getpeername() == (VIP, 80)
+        s.sendall(b"again")
+        assert s.recv(16) == b"again"
+        s.close()
+    assert _ask(b, VIP, 80)[0] == a.ip          # other clients as before
