@@ -121,7 +121,8 @@ def register(app: typer.Typer) -> None:
         print_raw_filters: bool = typer.Option(False, "--print-raw-filters",
                                                help="Print the allowlist/denylist filters and exit."),
         color: str = typer.Option("auto", "--color", metavar="{auto,always,never}",
-                                  help="Colour compact output: auto (on a terminal, without NO_COLOR)."),
+                                  help="Colour compact and dict output as hubble: auto (on a terminal, "
+                                  "without NO_COLOR)."),
         not_: bool = typer.Option(False, "--not", help="Turn the next filter flag into an exclusion."),
         output: str = typer.Option("compact", "-o", "--output", metavar="{compact,dict,json,jsonpb,table,yaml}",
                                    help="Output format (json is jsonpb; yaml is the same data as YAML)."),
@@ -163,14 +164,14 @@ def register(app: typer.Typer) -> None:
         import sys
 
         from ciliumctl.base.errors import UsageError
-        from ciliumctl.cli.common import console
         from ciliumctl.flows import client, field_masks, filters, printers, raw_filters, timefmt, yaml_output
+        from ciliumctl.flows import color as flow_colour
         from ciliumctl.flows import input_file as input_files
 
         for flag, n in (("--last", last), ("--first", first)):
             if n is not None and n < 0:
                 raise UsageError(f"{flag} {n}: a number of flows, 0 or more")
-        if color not in ("auto", "always", "never"):
+        if color.lower() not in flow_colour.WHEN:   # hubble's colorer lower-cases it
             raise UsageError(f"--color {color!r}: one of auto, always, never")
         # the cluster's agents are a source of their own; --server with --input-file is hubble's (the file wins)
         cluster = [flag for flag, value in (("--kubeconfig", kubeconfig), ("--context", context), ("--node", node))
@@ -205,9 +206,8 @@ def register(app: typer.Typer) -> None:
         elif output == "yaml":
             sink = yaml_output.YamlPrinter()
         else:
-            colour = color == "always" or (color == "auto" and output == "compact" and console().is_terminal
-                                           and "NO_COLOR" not in os.environ)
-            sink = printers.Printer(output, color=colour, node_name=print_node_name,
+            sink = printers.Printer(output, colour=flow_colour.wanted(color.lower(), output, sys.stdout),
+                                    node_name=print_node_name,
                                     print_policy_names=print_policy_names, follow=follow,
                                     time_format=None if time_format == "StampMilli" else time_format,
                                     ip_translation=not numeric and ip_translation.lower() == "true")

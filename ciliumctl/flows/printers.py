@@ -7,7 +7,7 @@ import sys
 import time
 from collections import Counter
 
-from ciliumctl.flows import jsonpb, names
+from ciliumctl.flows import color, jsonpb, names
 from ciliumctl.flows.pb.flow import flow_pb2 as pb
 
 OUTPUTS = ("compact", "dict", "json", "jsonpb", "table")
@@ -15,7 +15,6 @@ AGGREGATE_FIELDS = ("source", "destination", "port", "verdict", "protocol", "typ
                     "policy", "source-identity", "destination-identity")
 DICT_SEPARATOR = "------------"
 
-_GREEN, _RED, _YELLOW, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
 _VERDICT_NAMES = {v.number: v.name for v in pb.Verdict.DESCRIPTOR.values}
 _DIRECTION_NAMES = {v.number: v.name for v in pb.TrafficDirection.DESCRIPTOR.values}
 _LOST_SOURCES = {v.number: v.name for v in pb.LostEventSource.DESCRIPTOR.values}
@@ -37,27 +36,31 @@ def ports(f) -> tuple[str, str]:
     return "", ""
 
 
-def _hostname(ip: str, port: str, ns: str, pod: str, names_: list[str], translate: bool = True) -> str:
+def _hostname(ip: str, port: str, ns: str, pod: str, names_: list[str], translate: bool = True,
+              paint: color.Colorer = color.PLAIN) -> str:
     host = ip
     if translate and pod:   # --numeric / --ip-translation=false: addresses, never names
         host = f"{ns}/{pod}" if ns else pod
     elif translate and names_:
         host = ",".join(names_)
     if port and port != "0":
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return host
+        # printer.go Hostname: net.JoinHostPort(host, colour.port(port)), all of it coloured as the host
+        host = f"[{host}]:{paint.port(port)}" if ":" in host else f"{host}:{paint.port(port)}"
+    return paint.host(host)
 
 
-def hostnames(f, translate: bool = True) -> tuple[str, str]:
+def hostnames(f, translate: bool = True, paint: color.Colorer = color.PLAIN) -> tuple[str, str]:
     if not f.HasField("IP"):
         # no IPv4 addresses (e.g. an IPv6 drop): name what is known of the endpoints
         if not translate:
             return "", ""
-        return endpoint_key(f.source, "") or "-", endpoint_key(f.destination, "") or "-"
+        return (paint.host(endpoint_key(f.source, "") or "-"),
+                paint.host(endpoint_key(f.destination, "") or "-"))
     sp, dp = ports(f)
-    return (_hostname(f.IP.source, sp, f.source.namespace, f.source.pod_name, list(f.source_names), translate),
+    return (_hostname(f.IP.source, sp, f.source.namespace, f.source.pod_name, list(f.source_names), translate,
+                      paint),
             _hostname(f.IP.destination, dp, f.destination.namespace, f.destination.pod_name,
-                      list(f.destination_names), translate))
+                      list(f.destination_names), translate, paint))
 
 
 def flow_type(f) -> str:
@@ -153,7 +156,7 @@ def aggregate_key(f, field: str) -> str:
 
 
 class Printer:
-    def __init__(self, output: str = "compact", out=None, err=None, color: bool = False,
+    def __init__(self, output: str = "compact", out=None, err=None, colour: bool = False,
                  node_name: bool = False, print_policy_names: bool = False, follow: bool = False,
                  time_format: str | None = None, ip_translation: bool = True):
         from ciliumctl.flows import timefmt
@@ -163,7 +166,7 @@ class Printer:
         self.output = output
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.color = color and output == "compact"
+        self.paint = color.Colorer(colour and output in color.OUTPUTS)
         self.node_name = node_name
         self.policies = print_policy_names
         self.follow = follow
@@ -232,13 +235,7 @@ class Printer:
         self.line += 1
 
     def _verdict(self, f) -> str:
-        text = verdict_text(f, self.policies)
-        if self.color:
-            colour = {pb.FORWARDED: _GREEN, pb.REDIRECTED: _GREEN, pb.DROPPED: _RED, pb.ERROR: _RED,
-                      pb.AUDIT: _YELLOW}.get(f.verdict)
-            if colour:
-                return colour + text + _RESET
-        return text
+        return self.paint.verdict(f.verdict, verdict_text(f, self.policies))
 
     def _flow(self, resp) -> None:
         f = resp.flow
@@ -246,8 +243,9 @@ class Printer:
         if out in ("json", "jsonpb"):
             self.out.write(jsonpb.encode(resp) + "\n")
         elif out == "compact":
-            src, dst = hostnames(f, self.translate)
-            sid, did = names.identity_label(f.source.identity), names.identity_label(f.destination.identity)
+            src, dst = hostnames(f, self.translate, self.paint)
+            sid = self.paint.identity(names.identity_label(f.source.identity))
+            did = self.paint.identity(names.identity_label(f.destination.identity))
             arrow = "->"
             if not f.HasField("is_reply"):
                 arrow = "<>"
@@ -258,7 +256,7 @@ class Printer:
             self.out.write(f"{self._ts(f.time)}{node}: {src} {sid} {arrow} {dst} {did} {flow_type(f)} "
                            f"{verdict} ({f.Summary})\n")
         elif out == "dict":
-            src, dst = hostnames(f, self.translate)
+            src, dst = hostnames(f, self.translate, self.paint)
             lines = []
             if self.line:
                 lines.append(DICT_SEPARATOR)

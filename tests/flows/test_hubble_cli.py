@@ -410,3 +410,95 @@ def test_yaml_and_field_mask(node):
                          (["--input-file", "/nonexistent/x"], "Error: --input-file /nonexistent/x: No such file")):
         r = subprocess.run([*CILIUMCTL, "--server", address, *bad], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and r.stderr.startswith(message), r.stderr
+
+
+# --color: flows the synthetic datapath does not make, as a hubble -o jsonpb file has them (IPv6 with ports, DNS
+# names, a port 0, every verdict, reserved identities, a reply, no endpoints at all)
+COLOUR_FLOWS = [
+    {"verdict": "TRACED", "IP": {"source": "fd00::1", "destination": "fd00::2", "ipVersion": "IPv6"},
+     "l4": {"UDP": {"source_port": 1234, "destination_port": 53}}, "source": {"identity": 1},
+     "destination": {"identity": 6}, "event_type": {"type": 4}, "Summary": "UDP", "is_reply": False},
+    {"verdict": "TRANSLATED", "IP": {"source": "10.0.0.1", "destination": "10.0.0.2", "ipVersion": "IPv4"},
+     "l4": {"TCP": {"source_port": 0, "destination_port": 443}}, "source": {"identity": 16777217},
+     "destination": {"identity": 7}, "destination_names": ["a.example.com", "b.example.com"],
+     "event_type": {"type": 4}, "Summary": "TCP"},
+    {"verdict": "REDIRECTED", "IP": {"source": "10.0.0.1", "destination": "10.0.0.3", "ipVersion": "IPv4"},
+     "source": {"identity": 2}, "destination": {"identity": 3}, "event_type": {"type": 5}, "is_reply": True,
+     "Summary": "ICMPv4 EchoRequest"},
+    {"verdict": "ERROR", "IP": {"source": "10.0.0.1", "destination": "10.0.0.3", "ipVersion": "IPv4"},
+     "source": {"identity": 4}, "event_type": {"type": 1, "sub_type": 130}, "Summary": "x"},
+    {"IP": {"source": "10.0.0.1", "destination": "10.0.0.3", "ipVersion": "IPv4"}, "event_type": {"type": 4},
+     "Summary": "x"},
+]
+
+
+@pytest.fixture
+def colour_file(node, hubble, tmp_path):
+    """The node's flows as the real hubble writes them (-o jsonpb), then COLOUR_FLOWS."""
+    _, address = node
+    extra = [json.dumps({"flow": {"time": f"2025-11-26T09:41:0{i}Z", **f}, "node_name": "node-a"})
+             for i, f in enumerate(COLOUR_FLOWS)]
+    dump = tmp_path / "colour.json"
+    dump.write_text(observe_hubble(hubble, address, "--all", "-o", "jsonpb") + "\n".join(extra) + "\n")
+    return dump
+
+
+@pytest.mark.parametrize("opts", [["-o", "compact"], ["-o", "dict"], ["--print-policy-names", "--print-node-name"],
+                                  ["-o", "dict", "--numeric", "--print-node-name"], ["-o", "table"]])
+def test_colour_always_is_hubbles_byte_for_byte(colour_file, hubble, opts):
+    """hubble/pkg/printer/color.go: hosts cyan with the port yellow inside, identities magenta, verdicts
+    green/red/yellow, in compact and dict; table never coloured. NO_COLOR does not stop `always` (hubble's neither)."""
+    args = ["--input-file", str(colour_file), "--color", "always", "--not", "-t", "drop:139", *opts]  # see ipv6-drop
+    theirs = run_hubble(hubble, "unix:///nonexistent", "observe", *args).stdout
+    ours = observe_ciliumctl("unix:///nonexistent", *args)
+    assert ours == theirs
+    if "table" in opts:
+        assert "\x1b" not in ours and "ALLOWED" in ours
+        return
+    assert ("\x1b[31mDENIED" in ours and "\x1b[32mALLOWED" in ours and "\x1b[33mAUDITED\x1b[0m" in ours and
+            "\x1b[33mTRACED\x1b[0m" in ours and "\x1b[36m[fd00::1]:\x1b[33m1234\x1b[0m\x1b[0m" in ours)
+    host = "10.200.0.12" if "--numeric" in opts else "default/tiefighter"
+    assert f"\x1b[36m{host}:\x1b[33m40000\x1b[0m\x1b[0m" in ours
+    assert "dict" in opts or "\x1b[35m(ID:300)\x1b[0m" in ours
+
+
+def test_colour_never_and_case_as_hubble(colour_file, hubble):
+    for when, coloured in (("never", False), ("ALWAYS", True), ("Auto", False)):   # auto: a pipe here
+        args = ["--input-file", str(colour_file), "--color", when, "-o", "dict", "--not", "-t", "drop:139"]
+        ours = observe_ciliumctl("unix:///nonexistent", *args)
+        assert ours == run_hubble(hubble, "unix:///nonexistent", "observe", *args).stdout
+        assert ("\x1b[" in ours) == coloured
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str]) -> bytes:
+    """What argv writes to a terminal (a pty of its own)."""
+    import pty
+
+    parent, child = pty.openpty()
+    with subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, env=env) as proc:
+        os.close(child)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(parent, 65536)
+            except OSError:   # EIO: the program is gone and closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(parent)
+    assert proc.wait(timeout=60) == 0, out
+    return out
+
+
+@pytest.mark.parametrize("env, coloured", [({}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)],
+                         ids=["terminal", "NO_COLOR", "TERM=dumb"])
+@pytest.mark.parametrize("output", ["compact", "dict", "table"])
+def test_colour_auto_on_a_terminal_as_hubble(colour_file, hubble, env, coloured, output):
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent", "TERM": "xterm", **env}
+    args = ["observe", "--input-file", str(colour_file), "--color", "auto", "-o", output, "--last", "3"]
+    theirs = _on_a_terminal([str(hubble), *args], base)
+    ours = _on_a_terminal([sys.executable, "-m", "ciliumctl.cli.main", *args],
+                          {**base, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert ours == theirs
+    assert (b"\x1b[" in ours) == (coloured and output != "table")
