@@ -67,7 +67,7 @@ ENVIRONMENT: list[tuple[str, str, tuple[str, ...]]] = [
     ("COMP_WORDS", "With _CILIUMCTL_COMPLETE=bash_complete (what the completion scripts set): the command line "
      "so far, whose values <TAB> asks ciliumctl for.", ("completion",)),
     ("COMP_CWORD", "With COMP_WORDS: the index of the word being completed.", ("completion",)),
-    ("HUBBLE_SERVER", "The Hubble API address when --server is not given, as for the hubble CLI.", ("observe",)),
+    ("HUBBLE_SERVER", "The Hubble API address when --server is not given, as for the hubble CLI.", ("observe", "ui")),
     ("NO_COLOR", "Set to anything: never colour the output (colour is only used on a terminal anyway).",
      ("status", "policy validate", "observe", "agent", "demo", "install", "uninstall", "endpoint")),
 ]
