@@ -103,6 +103,29 @@ def kind_of(obj: dict) -> Kind:
     return k
 
 
+def _kubeconfig_path(kubeconfig: str | None) -> tuple[str, str]:
+    """The file(s) the client reads and who chose them: the flag, $KUBECONFIG (the CLI passes its value on, or
+    the client reads it itself), or the client's default (kubernetes/config/kube_config.py,
+    KUBE_CONFIG_DEFAULT_LOCATION)."""
+    env = os.environ.get("KUBECONFIG")
+    if kubeconfig and kubeconfig != env:
+        return kubeconfig, "from --kubeconfig"
+    if kubeconfig or env:
+        return kubeconfig or env or "", "from $KUBECONFIG"
+    return os.path.expanduser("~/.kube/config"), "the default: no --kubeconfig, no $KUBECONFIG"
+
+
+def _kubeconfig_named(kubeconfig: str | None) -> str:
+    path, origin = _kubeconfig_path(kubeconfig)
+    return f"kubeconfig {path} ({origin})"
+
+
+def _missing(kubeconfig: str | None) -> str:
+    """"no such file" when none of the files exist (the client says "No configuration found")."""
+    paths = [p for p in _kubeconfig_path(kubeconfig)[0].split(os.pathsep) if p]
+    return "" if any(os.path.exists(os.path.expanduser(p)) for p in paths) else "no such file"
+
+
 class Kube:
     def __init__(self, api_client: Any, namespace: str = "default"):   # a kubernetes.client.ApiClient
         self.api = api_client
@@ -111,6 +134,7 @@ class Kube:
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        import yaml
         from kubernetes import config
         from kubernetes.config.config_exception import ConfigException
 
@@ -121,10 +145,12 @@ class Kube:
             chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
             return cls(api, ((chosen or {}).get("context") or {}).get("namespace") or "default")
         except ConfigException as err:
-            raise UsageError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {str(err).rstrip('.')}; pass "
-                             "--kubeconfig/--context of a reachable cluster") from None
-        except (OSError, ValueError) as err:
-            raise UsageError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {err}") from None
+            raise UsageError(f"{_kubeconfig_named(kubeconfig)}: {_missing(kubeconfig) or str(err).rstrip('.')}; "
+                             "pass --kubeconfig/--context of a reachable cluster") from None
+        except (OSError, ValueError, yaml.YAMLError) as err:   # a file that is not YAML: one line
+            reason = " ".join(str(err).split())
+            raise UsageError(f"{_kubeconfig_named(kubeconfig)}: {reason}; fix it or pass another --kubeconfig") \
+                from None
 
     @property
     def host(self) -> str:

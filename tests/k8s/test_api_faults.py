@@ -47,7 +47,8 @@ def crds(kube) -> set[str]:
 
 def test_a_missing_kubeconfig_and_an_unknown_context_are_one_line(kubeconfig):
     line = one_line(ciliumctl("install", "--kubeconfig", "/nonexistent/kc"))
-    assert line.startswith("Error: kubeconfig /nonexistent/kc: ") and "--kubeconfig/--context" in line, line
+    assert line.startswith("Error: kubeconfig /nonexistent/kc (from --kubeconfig): no such file; ") and \
+        "--kubeconfig/--context" in line, line
     line = one_line(ciliumctl("install", "--kubeconfig", kubeconfig, "--context", "no-such-context"))
     assert f"kubeconfig {kubeconfig}" in line and "no-such-context" in line, line
 
