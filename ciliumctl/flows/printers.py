@@ -36,11 +36,16 @@ def ports(f) -> tuple[str, str]:
     return "", ""
 
 
-def _hostname(ip: str, port: str, ns: str, pod: str, names_: list[str], translate: bool = True,
+def _hostname(ip: str, port: str, ep, svc, names_: list[str], translate: bool = True,
               paint: color.Colorer = color.PLAIN) -> str:
+    """printer.go Hostname: the pod, else the service, else the DNS names, else the address; a service on the
+    flow gives the namespace, also to the pod (GetHostNames)."""
     host = ip
-    if translate and pod:   # --numeric / --ip-translation=false: addresses, never names
-        host = f"{ns}/{pod}" if ns else pod
+    ns = svc.namespace if svc is not None else ep.namespace
+    if translate and ep.pod_name:   # --numeric / --ip-translation=false: addresses, never names
+        host = f"{ns}/{ep.pod_name}" if ns else ep.pod_name
+    elif translate and svc is not None and svc.name:
+        host = f"{ns}/{svc.name}" if ns else svc.name
     elif translate and names_:
         host = ",".join(names_)
     if port and port != "0":
@@ -57,9 +62,10 @@ def hostnames(f, translate: bool = True, paint: color.Colorer = color.PLAIN) -> 
         return (paint.host(endpoint_key(f.source, "") or "-"),
                 paint.host(endpoint_key(f.destination, "") or "-"))
     sp, dp = ports(f)
-    return (_hostname(f.IP.source, sp, f.source.namespace, f.source.pod_name, list(f.source_names), translate,
-                      paint),
-            _hostname(f.IP.destination, dp, f.destination.namespace, f.destination.pod_name,
+    return (_hostname(f.IP.source, sp, f.source, f.source_service if f.HasField("source_service") else None,
+                      list(f.source_names), translate, paint),
+            _hostname(f.IP.destination, dp, f.destination,
+                      f.destination_service if f.HasField("destination_service") else None,
                       list(f.destination_names), translate, paint))
 
 

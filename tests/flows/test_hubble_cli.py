@@ -413,7 +413,7 @@ def test_yaml_and_field_mask(node):
 
 
 # --color: flows the synthetic datapath does not make, as a hubble -o jsonpb file has them (IPv6 with ports, DNS
-# names, a port 0, every verdict, reserved identities, a reply, no endpoints at all)
+# names, a port 0, every verdict, reserved identities, a reply, no endpoints at all, services)
 COLOUR_FLOWS = [
     {"verdict": "TRACED", "IP": {"source": "fd00::1", "destination": "fd00::2", "ipVersion": "IPv6"},
      "l4": {"UDP": {"source_port": 1234, "destination_port": 53}}, "source": {"identity": 1},
@@ -429,6 +429,17 @@ COLOUR_FLOWS = [
      "source": {"identity": 4}, "event_type": {"type": 1, "sub_type": 130}, "Summary": "x"},
     {"IP": {"source": "10.0.0.1", "destination": "10.0.0.3", "ipVersion": "IPv4"}, "event_type": {"type": 4},
      "Summary": "x"},
+    # services name hosts after pods and before DNS names, and give their namespace (even to the pod: hubble's)
+    {"verdict": "FORWARDED", "IP": {"source": "10.0.0.1", "destination": "10.0.0.3", "ipVersion": "IPv4"},
+     "l4": {"UDP": {"source_port": 1234, "destination_port": 53}},
+     "source": {"identity": 300, "namespace": "default", "pod_name": "client"},
+     "source_service": {"name": "front", "namespace": "web"}, "destination": {"identity": 3, "namespace": "x"},
+     "destination_service": {"name": "dns", "namespace": "kube-system"}, "event_type": {"type": 4},
+     "Summary": "UDP", "is_reply": False},
+    {"verdict": "FORWARDED", "IP": {"source": "10.0.0.1", "destination": "10.0.0.3", "ipVersion": "IPv4"},
+     "source": {"identity": 300, "namespace": "default", "pod_name": "client"}, "source_service": {},
+     "destination": {"identity": 3}, "destination_service": {"name": "noname"}, "destination_names": ["x.example"],
+     "event_type": {"type": 4}, "Summary": "x"},
 ]
 
 
@@ -436,7 +447,7 @@ COLOUR_FLOWS = [
 def colour_file(node, hubble, tmp_path):
     """The node's flows as the real hubble writes them (-o jsonpb), then COLOUR_FLOWS."""
     _, address = node
-    extra = [json.dumps({"flow": {"time": f"2025-11-26T09:41:0{i}Z", **f}, "node_name": "node-a"})
+    extra = [json.dumps({"flow": {"time": f"2025-11-26T09:41:{i:02d}Z", **f}, "node_name": "node-a"})
              for i, f in enumerate(COLOUR_FLOWS)]
     dump = tmp_path / "colour.json"
     dump.write_text(observe_hubble(hubble, address, "--all", "-o", "jsonpb") + "\n".join(extra) + "\n")
@@ -460,6 +471,9 @@ def test_colour_always_is_hubbles_byte_for_byte(colour_file, hubble, opts):
     host = "10.200.0.12" if "--numeric" in opts else "default/tiefighter"
     assert f"\x1b[36m{host}:\x1b[33m40000\x1b[0m\x1b[0m" in ours
     assert "dict" in opts or "\x1b[35m(ID:300)\x1b[0m" in ours
+    assert "--numeric" in opts or ("\x1b[36mweb/client:\x1b[33m1234\x1b[0m\x1b[0m" in ours and
+                                   "\x1b[36mkube-system/dns:\x1b[33m53\x1b[0m\x1b[0m" in ours and
+                                   "\x1b[36mclient\x1b[0m" in ours and "\x1b[36mnoname\x1b[0m" in ours)
 
 
 def test_colour_never_and_case_as_hubble(colour_file, hubble):
