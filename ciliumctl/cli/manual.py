@@ -68,8 +68,10 @@ ENVIRONMENT: list[tuple[str, str, tuple[str, ...]]] = [
      "so far, whose values <TAB> asks ciliumctl for.", ("completion",)),
     ("COMP_CWORD", "With COMP_WORDS: the index of the word being completed.", ("completion",)),
     ("HUBBLE_SERVER", "The Hubble API address when --server is not given, as for the hubble CLI.", ("observe", "ui")),
-    ("NO_COLOR", "Set to anything: never colour the output (colour is only used on a terminal anyway).",
+    ("NO_COLOR", "Set to anything: never colour the output (colour is only used on a terminal anyway; observe "
+     "--color always still colours, as hubble).",
      ("status", "policy validate", "observe", "agent", "demo", "install", "uninstall", "endpoint")),
+    ("TERM", "dumb: observe --color auto does not colour, as hubble.", ("observe",)),
 ]
 
 
