@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
         Workloads and peers outside the cluster as nodes grouped by namespace, edges by protocol and port coloured
         by verdict (forwarded, dropped, audit) with their counts, and the flows of a selected edge with hubble
-        observe's filter flags. Flows come from the agent's Hubble API or any Hubble server (--server)."""
+        observe's filter flags. Flows come from the agent's Hubble API or any Hubble server (--server). Open the
+        address it prints: it carries a token, as the flows are root's and loopback is every local user's."""
         import os
         import sys
 
