@@ -112,10 +112,66 @@ def _write_revision(mapset: dict[str, bpfsys.Map], state: ResolvedState) -> Appl
                        written=written, deleted=deleted, seconds=0.0)
 
 
+def _ep_of(name: str, key: bytes) -> int:
+    """The endpoint id an epcfg or policy key belongs to."""
+    return maps.EPCFG_KEY.unpack(key)[1] if name == "epcfg" else maps.POLICY_KEY.unpack(key)[3]
+
+
+def _write_in_place(mapset: dict[str, bpfsys.Map], state: ResolvedState, fresh: frozenset[int]) -> ApplyReport | None:
+    """Write `state` into the active slot itself, without a switch (and so without waiting for running programs),
+    when it differs from the active revision only where no decision already made can change: the epcfg and policy
+    entries of `fresh` endpoints, which have no epcfg entry yet (so their packets are default-denied by their
+    endpoint entry's enforce flags, Datapath.attach), and ipcache entries added. None when it differs in more.
+
+    Order: denies before allows (a fresh endpoint's partial policy is never more permissive than its whole one),
+    ipcache, its epcfg entry last (from then on it decides by its own revision), then the revision number (same
+    slot): connections tracked under the old number are decided again, as after a switch."""
+    active, crc, _, flip_ns = maps.DP_STATE.unpack(mapset["state"].lookup_array(0))
+    active &= 1
+    if "lb_services" in mapset:
+        if compile_backends(state.services) != mapset["lb_backends"].items():
+            return None
+    elif state.services.services:
+        return None
+    want = compile_state(state, active)
+    wanted = {"policy": want.policy, "ipcache": want.ipcache, "epcfg": want.epcfg}
+    if "lb_services" in mapset:
+        wanted["lb_services"] = want.lb_services
+    plan: dict[str, tuple[list[tuple[bytes, bytes]], list[bytes]]] = {}
+    for name, desired in wanted.items():
+        current = {k: v for k, v in mapset[name].items().items() if maps.key_slot(name, k) == active}
+        changed = [(k, v) for k, v in desired.items() if current.get(k) != v]
+        stale = [k for k in current if k not in desired]
+        if name == "ipcache":
+            ok = not stale and all(k not in current for k, _ in changed)
+        elif name == "epcfg":
+            ok = not stale and all(k not in current and _ep_of(name, k) in fresh for k, _ in changed)
+        elif name == "policy":
+            ok = all(_ep_of(name, k) in fresh for k in [k for k, _ in changed] + stale)
+        else:
+            ok = not changed and not stale
+        if not ok:
+            return None
+        plan[name] = (changed, stale)
+    policy_changed, policy_stale = plan["policy"]
+    mapset["policy"].delete_batch(policy_stale)
+    denies = [(k, v) for k, v in policy_changed if maps.POLICY_VAL.unpack(v)[0]]
+    for part in (denies, [(k, v) for k, v in policy_changed if not maps.POLICY_VAL.unpack(v)[0]]):
+        _write_entries(mapset["policy"], "policy", want.policy, {}, state.revision, part)
+    for name in ("ipcache", "epcfg"):
+        _write_entries(mapset[name], name, wanted[name], {}, state.revision, plan[name][0])
+    mapset["state"].update(b"\0" * 4, maps.DP_STATE.pack(active, crc, state.revision, flip_ns))
+    Datapath._write_cookies(want.cookies, state.revision)
+    return ApplyReport(revision=state.revision, slot=active,
+                       entries={name: len(entries) for name, entries in wanted.items()},
+                       written=sum(len(c) for c, _ in plan.values()), deleted=len(policy_stale), seconds=0.0)
+
+
 def _write_entries(m: bpfsys.Map, name: str, desired: dict[bytes, bytes], current: dict[bytes, bytes],
-                   revision: int) -> int:
-    """Write what differs; a full map is one line and leaves the active revision in force."""
-    updates = [(k, v) for k, v in desired.items() if current.get(k) != v]
+                   revision: int, updates: list[tuple[bytes, bytes]] | None = None) -> int:
+    """Write what differs (or `updates`); a full map is one line and leaves the active revision in force."""
+    if updates is None:
+        updates = [(k, v) for k, v in desired.items() if current.get(k) != v]
     try:
         m.update_batch(updates)
     except bpfsys.BpfError as err:
@@ -215,6 +271,10 @@ class Datapath:
         """Both programs on the endpoint's host-side veth (hooks.py: tcx, else clsact) and its endpoint map entry.
         Until a revision names this endpoint id, `enforce` decides whether both directions default-deny: apply
         a revision with the endpoint before attaching and it is never without its policy."""
+        idx = self._attach_entry(ep, enforce)
+        self.attach_mode = hooks.attach(self.pin_dir, idx, self.prog_fds, ep.host_ifname)
+
+    def _attach_entry(self, ep: Endpoint, enforce: bool) -> int:
         from ciliumctl.base.netns import enter_node_netns  # noqa: PLC0415
 
         if not ep.host_ifindex and not ep.host_ifname:
@@ -226,8 +286,34 @@ class Datapath:
         flags = (maps.EP_F_ENFORCE_INGRESS | maps.EP_F_ENFORCE_EGRESS) if enforce else 0
         # map entry first: the programs pass traffic of unknown interfaces
         self.maps["endpoints"].update(idx.to_bytes(4, "little"), maps.EP_INFO.pack(ep.id, flags, ep.identity))
-        self.attach_mode = hooks.attach(self.pin_dir, idx, self.prog_fds, ep.host_ifname)
         ep.host_ifindex = idx
+        return idx
+
+    @contextlib.contextmanager
+    def attaching(self, ep: Endpoint):
+        """attach(ep, enforce=True) beside the caller's block: the endpoint entry (default-deny both ways until a
+        revision names the endpoint) before the block, the programs on the interface in a thread while it runs.
+        Each tcx link waits for an RCU grace period in the kernel; the block (the reconcile that puts the
+        endpoint's policy in force) overlaps them. Joined when the block ends; the thread's error is raised."""
+        import threading  # noqa: PLC0415
+
+        idx = self._attach_entry(ep, True)
+        failed: list[BaseException] = []
+
+        def links() -> None:
+            try:
+                self.attach_mode = hooks.attach(self.pin_dir, idx, self.prog_fds, ep.host_ifname)
+            except BaseException as err:
+                failed.append(err)
+
+        worker = threading.Thread(target=links, name=f"attach-{ep.id}", daemon=True)
+        worker.start()   # threads start in their creator's network namespace: the node's (_attach_entry)
+        try:
+            yield
+        finally:
+            worker.join()
+        if failed:
+            raise failed[0]
 
     def detach(self, ep: Endpoint) -> None:
         """Take the programs off the interface (if it still exists) and forget the endpoint's map entries."""
@@ -302,11 +388,13 @@ class Datapath:
         """The pinned programs were built from another version of bpf/*.c than this ciliumctl carries."""
         return self._read_state()[1] != build.source_crc()
 
-    def apply(self, state: ResolvedState) -> ApplyReport:
-        """Write `state` beside the active revision, then switch to it with one map write."""
+    def apply(self, state: ResolvedState, fresh: frozenset[int] = frozenset()) -> ApplyReport:
+        """Write `state` beside the active revision, then switch to it with one map write. fresh: endpoints just
+        attached with enforce=True and not yet in any revision: when `state` adds only them (and their addresses),
+        it goes into the active slot in place, without the switch's wait (_write_in_place)."""
         t0 = time.perf_counter()
         with _Lock():
-            report = _write_revision(self.maps, state)
+            report = (_write_in_place(self.maps, state, fresh) if fresh else None) or _write_revision(self.maps, state)
         report.seconds = time.perf_counter() - t0
         return report
 

@@ -96,14 +96,15 @@ def add_endpoint(name: str, labels: dict[str, str], namespace: str = "default", 
 def attach_endpoint(ep: Endpoint, datapath=None, settings: Settings | None = None) -> Endpoint:
     """Identity, policy and datapath for a registered, plumbed endpoint (the caller holds the node lock).
 
-    The endpoint's policy is in the maps before its program runs on the veth, so it never passes traffic
-    without enforcement. Used by `endpoint add` and by the CNI server."""
+    Its endpoint entry default-denies both directions until the revision with its policy is in force, so it
+    never passes traffic without enforcement; its programs go on the veth while that revision is written (the
+    kernel's waits for the tcx links overlap the reconcile). Used by `endpoint add` and by the CNI server."""
     dp = datapath or open_datapath()
     ep.identity = allocator().allocate(endpoint_labels(ep))
     ep.state = "waiting-for-policy"
     registry.save(ep)
-    reconcile(dp, settings)
-    dp.attach(ep)
+    with dp.attaching(ep):
+        reconcile(dp, settings, fresh=frozenset({ep.id}))
     ep.state = "ready"
     registry.save(ep)
     return ep

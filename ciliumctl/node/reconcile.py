@@ -90,9 +90,11 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
     return state
 
 
-def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = False):
+def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = False,
+              fresh: frozenset[int] = frozenset()):
     """Program the kernel with the current store and registry (call under locked()). Returns the apply report.
-    upgrade: also replace outdated pinned programs and maps (Datapath.upgrade) in the same switch."""
+    upgrade: also replace outdated pinned programs and maps (Datapath.upgrade) in the same switch.
+    fresh: endpoints attached with enforce=True that no revision names yet (Datapath.apply)."""
     if _cluster is not None:
         return _cluster.reconcile_locked(datapath, settings)
     settings = settings or load_settings()
@@ -102,7 +104,7 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
     alloc = allocator()
     state = resolve_state(endpoints, store.load_all(), settings, alloc, settings.revision)
     _record_identities(endpoints, state)
-    report = dp.upgrade(state) if upgrade else dp.apply(state)
+    report = dp.upgrade(state) if upgrade else dp.apply(state, fresh)
     settings.policy_source = "node"
     dp.set_monitor(settings.monitor)
     save_settings(settings)
