@@ -253,10 +253,11 @@ class Bench:
             to_kubectl.append(time.monotonic() - t0)
             # a dropped SYN shows as a timeout: three in a row, so that one slow accept on a busy machine is not
             # taken for the policy
-            to_enforced.append(until(lambda: not any(connects(netns, web_ip) for _ in range(3)), 30) - t0)
+            to_enforced.append(until("policy enforced (client -> web dropped)",
+                                     lambda: not any(connects(netns, web_ip) for _ in range(3)), 30) - t0)
             t0 = time.monotonic()
             self.kubectl("delete", "-n", self.ns, "ciliumnetworkpolicy/web-from-nobody")
-            to_lifted.append(until(lambda: connects(netns, web_ip), 30) - t0)
+            to_lifted.append(until("policy lifted (client -> web passes)", lambda: connects(netns, web_ip), 30) - t0)
         return to_enforced, to_kubectl, to_lifted
 
     def agent_watch_failures(self) -> int:
@@ -286,7 +287,7 @@ def connects(netns: str, ip: str, timeout: float = PROBE_TIMEOUT) -> bool:
         s.close()
 
 
-def until(predicate, timeout: float) -> float:
+def until(what: str, predicate, timeout: float) -> float:
     """The monotonic time at the start of the first attempt for which predicate() held."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -294,7 +295,7 @@ def until(predicate, timeout: float) -> float:
         if predicate():
             return t
         time.sleep(0.005)
-    raise SystemExit(f"not within {timeout:.0f}s")
+    raise SystemExit(f"{what}: not within {timeout:.0f}s")
 
 
 class PodWatch:
