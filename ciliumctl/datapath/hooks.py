@@ -4,7 +4,9 @@ tcx links (kernel 6.6+) are preferred: no qdisc on the path (a trivial program t
 UDP packet rate here, through tcx nothing measurable). A link lives as long as its pin, so each one is pinned
 under <pins>/links/<ifindex>-<side>; re-attaching swaps the program in place (BPF_LINK_UPDATE). Where tcx is
 missing, a clsact qdisc with cls_bpf filters (pyroute2) does the same job. CILIUMCTL_TC_ATTACH=tcx|clsact
-forces one; the default tries tcx first. Call with the caller already in the node network namespace.
+forces one; the default tries tcx first. Creating a tcx link waits for an RCU grace period (~10-15 ms here, under
+the RTNL lock): the CNI server attaches clsact filters by plain rtnetlink first (attach_clsact_now) and moves them
+onto tcx links after the pod's ADD has its answer (move_to_tcx). Call in the node network namespace.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ENOTSUPP = 524
 # program, side of the host interface, tcx attach type, clsact parent
 HOOKS = (("from_container", "ingress", bpfsys.BPF_TCX_INGRESS, PARENT_INGRESS),
          ("to_container", "egress", bpfsys.BPF_TCX_EGRESS, PARENT_EGRESS))
+HOOK_PROGRAMS = tuple(h[0] for h in HOOKS)
 # the node's own devices (install --devices: NodePort from outside, lib/nodeport.h); link pins <ifindex>-netdev-*
 DEVICE_HOOKS = (("from_netdev", "netdev-ingress", bpfsys.BPF_TCX_INGRESS, PARENT_INGRESS),
                 ("to_netdev", "netdev-egress", bpfsys.BPF_TCX_EGRESS, PARENT_EGRESS))
@@ -58,6 +61,40 @@ def attach(pin_dir: Path, ifindex: int, prog_fds: dict[str, int], ifname: str = 
                                          f"{err.strerror}") from None
     _attach_clsact(ifindex, prog_fds, ifname, hooks)
     return "clsact"
+
+
+def attach_clsact_now(ifindex: int, prog_fds: dict[str, int], ifname: str = "", hooks=HOOKS) -> None:
+    """Both programs as clsact filters through plain rtnetlink: ~1 ms, where a tcx link waits for an RCU grace
+    period in the kernel (under the RTNL lock, one link after the other). For a pod's start-up path; move_to_tcx()
+    then puts the interface on tcx links off that path."""
+    from ciliumctl.endpoints.rtnl import Rtnl  # noqa: PLC0415
+
+    with Rtnl() as r:
+        try:
+            r.add_clsact(ifindex)
+        except OSError as err:
+            if err.errno != errno.EEXIST:
+                raise EnvironmentProblem(f"cannot add clsact qdisc to {ifname or ifindex}: {err.strerror}") from None
+        for prog, _side, _type, parent in hooks:
+            r.bpf_filter(ifindex, parent == PARENT_EGRESS, prog_fds[prog], prog, TC_PRIO, TC_HANDLE)
+
+
+def move_to_tcx(pin_dir: Path, ifindex: int, prog_fds: dict[str, int], hooks=HOOKS) -> bool:
+    """tcx links for an interface attach_clsact_now() attached, then its clsact qdisc goes. No packet goes
+    unprocessed in between: the programs always return a verdict (never TC_ACT_UNSPEC), and once a tcx program
+    gave one the kernel skips the clsact filters behind it (net/core/dev.c, sch_handle_ingress/egress); both run
+    the same programs on the same maps. False where tcx is missing (the filters stay)."""
+    from ciliumctl.endpoints.rtnl import Rtnl  # noqa: PLC0415
+
+    try:
+        _attach_tcx(pin_dir, ifindex, prog_fds, hooks)
+    except bpfsys.BpfError as err:
+        if err.errno in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
+            return False
+        raise
+    with Rtnl() as r:
+        r.del_clsact(ifindex)
+    return True
 
 
 def device_links(pin_dir: Path) -> list[int]:

@@ -59,6 +59,23 @@ def uninstall_pins() -> list[str]:
     return removed
 
 
+def move_to_tcx(ifindex: int) -> bool:
+    """Put an endpoint that attaching(defer_tcx=True) left on clsact filters on tcx links (each waits for an RCU
+    grace period: background work). False when there was nothing to do: the interface or the pins are gone, or
+    tcx is missing. Call in the node network namespace."""
+    pin_dir = paths.bpffs_dir()
+    fds: dict[str, int] = {}
+    try:
+        for name in hooks.HOOK_PROGRAMS:
+            fds[name] = bpfsys.obj_get(pin_dir / name)
+        return hooks.move_to_tcx(pin_dir, ifindex, fds)
+    except OSError:    # uninstalled meanwhile, or the interface went with its pod
+        return False
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def new_connections(ct_created: bpfsys.Map) -> dict[str, int]:
     """The ct_created counters (per CPU, by CTL_DIR_*) of the datapath, summed."""
     out = {}
@@ -290,14 +307,21 @@ class Datapath:
         return idx
 
     @contextlib.contextmanager
-    def attaching(self, ep: Endpoint):
+    def attaching(self, ep: Endpoint, defer_tcx: bool = False):
         """attach(ep, enforce=True) beside the caller's block: the endpoint entry (default-deny both ways until a
         revision names the endpoint) before the block, the programs on the interface in a thread while it runs.
         Each tcx link waits for an RCU grace period in the kernel; the block (the reconcile that puts the
-        endpoint's policy in force) overlaps them. Joined when the block ends; the thread's error is raised."""
+        endpoint's policy in force) overlaps them. Joined when the block ends; the thread's error is raised.
+        defer_tcx (a long-running caller, attach mode auto): clsact filters now instead, and the caller runs
+        move_to_tcx(ifindex) later, off its latency path."""
         import threading  # noqa: PLC0415
 
         idx = self._attach_entry(ep, True)
+        if defer_tcx and hooks.attach_mode() == "auto":
+            hooks.attach_clsact_now(idx, self.prog_fds, ep.host_ifname)
+            self.attach_mode = "clsact"
+            yield
+            return
         failed: list[BaseException] = []
 
         def links() -> None:

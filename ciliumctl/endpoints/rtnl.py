@@ -15,6 +15,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
 RTM_NEWNEIGH = 28
+RTM_NEWQDISC, RTM_DELQDISC, RTM_NEWTFILTER = 36, 37, 44
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 18, 28
@@ -27,6 +28,11 @@ RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 RT_TABLE_MAIN, RTPROT_BOOT, RTN_UNICAST = 254, 3, 1
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 IFF_UP = 0x1
+TCA_KIND, TCA_OPTIONS = 1, 2                                 # linux/rtnetlink.h
+TCA_BPF_CLASSID, TCA_BPF_FD, TCA_BPF_NAME, TCA_BPF_FLAGS = 3, 6, 7, 8   # linux/pkt_cls.h
+TCA_BPF_FLAG_ACT_DIRECT = 1
+TC_H_CLSACT, TC_H_MIN_INGRESS, TC_H_MIN_EGRESS = 0xFFFFFFF1, 0xFFF2, 0xFFF3   # linux/pkt_sched.h
+ETH_P_ALL = 0x0003
 
 _HDR = struct.Struct("=IHHII")          # nlmsghdr
 _IFINFO = struct.Struct("=BxHiII")      # ifinfomsg
@@ -34,6 +40,7 @@ _IFADDR = struct.Struct("=BBBBI")       # ifaddrmsg
 _RT = struct.Struct("=BBBBBBBBI")       # rtmsg
 _ND = struct.Struct("=BxxxiHBB")        # ndmsg
 _ERR = struct.Struct("=i")
+_TC = struct.Struct("=BxxxiIII")        # tcmsg
 
 
 def _attr(kind: int, data: bytes) -> bytes:
@@ -140,3 +147,24 @@ class Rtnl:
             body += _attr(RTA_GATEWAY, socket.inet_aton(gateway))
         flags = NLM_F_ACK | NLM_F_CREATE | (NLM_F_REPLACE if replace else NLM_F_EXCL)
         self.request(RTM_NEWROUTE, flags, body)
+
+    # --- tc: a clsact qdisc and direct-action bpf filters (what `tc filter add ... bpf da` sends) ---
+
+    def add_clsact(self, index: int) -> None:
+        """EEXIST when the interface has one already."""
+        body = _TC.pack(socket.AF_UNSPEC, index, 0xFFFF0000, TC_H_CLSACT, 0) + _attr(TCA_KIND, b"clsact\0")
+        self.request(RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+
+    def del_clsact(self, index: int) -> None:
+        self.request(RTM_DELQDISC, NLM_F_ACK, _TC.pack(socket.AF_UNSPEC, index, 0xFFFF0000, TC_H_CLSACT, 0))
+
+    def bpf_filter(self, index: int, egress: bool, prog_fd: int, name: str, prio: int = 1, handle: int = 1) -> None:
+        """A direct-action bpf filter (created or replaced) on the clsact ingress or egress hook."""
+        parent = 0xFFFF0000 | (TC_H_MIN_EGRESS if egress else TC_H_MIN_INGRESS)
+        info = (prio << 16) | socket.htons(ETH_P_ALL)
+        opts = (_attr(TCA_BPF_FD, struct.pack("=I", prog_fd)) + _attr(TCA_BPF_NAME, _name(name))
+                + _attr(TCA_BPF_FLAGS, struct.pack("=I", TCA_BPF_FLAG_ACT_DIRECT))
+                + _attr(TCA_BPF_CLASSID, struct.pack("=I", 1)))
+        body = _TC.pack(socket.AF_UNSPEC, index, handle, parent, info) + _attr(TCA_KIND, b"bpf\0") + \
+            _attr(TCA_OPTIONS, opts)
+        self.request(RTM_NEWTFILTER, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, body)

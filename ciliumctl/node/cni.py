@@ -65,11 +65,19 @@ def register(*, name: str, namespace: str, annotations: dict, ipv4: str, netns: 
     # node lock keeps its id ours meanwhile; one fsync less on every pod's start
     try:
         with node_reconcile.open_datapath() as dp:   # closed again: a long-running agent must not collect map fds
-            endpoint_ops.attach_endpoint(ep, dp)
+            endpoint_ops.attach_endpoint(ep, dp, defer_tcx=True)
     except BaseException:
         unregister(ep.id, container_id)
         raise
     return registry.load(ep.id) or ep
+
+
+def finish_attach(host_ifindex: int) -> bool:
+    """After register: the endpoint's programs from clsact filters onto tcx links (each link waits for an RCU
+    grace period; the CNI server runs this after the ADD's answer, not under the node lock)."""
+    from ciliumctl.datapath.loader import move_to_tcx
+
+    return move_to_tcx(host_ifindex)
 
 
 def unregister(ep_id: int, container_id: str = "") -> None:

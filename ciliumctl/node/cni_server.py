@@ -5,9 +5,11 @@ descriptor of the pod's network namespace rides along (SCM_RIGHTS) with the firs
 {"ok": true, "result": {...}} or {"ok": false, "code": N, "msg": "...", "details": "..."} (CNI error codes).
 
 ADD returns only when the veth, routes, endpoint registration, identity, datapath attachment and the policy
-reconcile are all done, so in `always` mode a pod never runs unprotected. Attachments are keyed by
-(network name, container id, ifname) as the spec asks, and recorded in `<state>/cni/<key>.json` (atomic writes);
-work that touches shared node state runs under one lock (a thread lock plus the node's file lock).
+reconcile are all done, so in `always` mode a pod never runs unprotected. The programs go on as clsact filters
+(no kernel wait); a thread then moves them onto tcx links (an RCU grace period each) after the answer.
+Attachments are keyed by (network name, container id, ifname) as the spec asks, and recorded in
+`<state>/cni/<key>.json` (atomic writes); work that touches shared node state runs under one lock (a thread lock
+plus the node's file lock).
 
 Run it inside the agent (CniServer(path).start(), after ciliumctl.nodens.enter_node_netns()) or standalone:
 `python -m ciliumctl.endpoints.cni_server --socket PATH`.
@@ -85,6 +87,9 @@ class CniHandler:
 
     def __init__(self):
         self._lock = threading.Lock()
+        # host interface -> the thread moving its programs onto tcx links (cni_node.finish_attach); a teardown
+        # of that interface waits for it first
+        self._moving: dict[str, threading.Thread] = {}
 
     @contextlib.contextmanager
     def _locked(self):
@@ -144,6 +149,10 @@ class CniHandler:
             except BaseException:
                 self._teardown(attachment)
                 raise
+            mover = threading.Thread(target=self._finish_attach, args=(hostif, links["host_ifindex"]),
+                                     name=f"tcx-{hostif}", daemon=True)
+            self._moving[hostif] = mover
+            mover.start()   # in this thread's network namespace, the node's
         dns = ipam_result.get("dns") or conf.get("dns") or {}
         result: dict[str, object] = {
             "cniVersion": "1.0.0",
@@ -173,8 +182,25 @@ class CniHandler:
                 _state_path(key).unlink()
         return {}
 
+    def _finish_attach(self, hostif: str, ifindex: int) -> None:
+        try:
+            cni_node.finish_attach(ifindex)
+        except Exception:   # the clsact filters stay and keep enforcing
+            log.exception("moving %s onto tcx links failed", hostif)
+        finally:
+            if self._moving.get(hostif) is threading.current_thread():
+                self._moving.pop(hostif, None)
+
+    def wait_moves(self) -> None:
+        """Wait for every pending move onto tcx links (before the server stops)."""
+        for mover in list(self._moving.values()):
+            mover.join()
+
     def _teardown(self, attachment: dict) -> None:
         """Endpoint first (detach and drop from policy), then the links. Each step tolerates absence."""
+        mover = self._moving.pop(attachment["hostIfname"], None)
+        if mover is not None:
+            mover.join()
         if attachment.get("endpointID"):
             cni_node.unregister(int(attachment["endpointID"]), attachment.get("containerID", ""))
         cni_plumbing.teardown_veth(attachment["hostIfname"])
@@ -254,6 +280,7 @@ class CniServer:
             threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
 
     def close(self) -> None:
+        self.handler.wait_moves()
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)

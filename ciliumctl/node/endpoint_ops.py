@@ -93,17 +93,19 @@ def add_endpoint(name: str, labels: dict[str, str], namespace: str = "default", 
             raise
 
 
-def attach_endpoint(ep: Endpoint, datapath=None, settings: Settings | None = None) -> Endpoint:
+def attach_endpoint(ep: Endpoint, datapath=None, settings: Settings | None = None,
+                    defer_tcx: bool = False) -> Endpoint:
     """Identity, policy and datapath for a registered, plumbed endpoint (the caller holds the node lock).
 
     Its endpoint entry default-denies both directions until the revision with its policy is in force, so it
     never passes traffic without enforcement; its programs go on the veth while that revision is written (the
-    kernel's waits for the tcx links overlap the reconcile). Used by `endpoint add` and by the CNI server."""
+    kernel's waits for the tcx links overlap the reconcile). Used by `endpoint add` and by the CNI server, which
+    passes defer_tcx (clsact filters now, tcx links later: Datapath.attaching)."""
     dp = datapath or open_datapath()
     ep.identity = allocator().allocate(endpoint_labels(ep))
     ep.state = "waiting-for-policy"
     registry.save(ep)
-    with dp.attaching(ep):
+    with dp.attaching(ep, defer_tcx):
         reconcile(dp, settings, fresh=frozenset({ep.id}))
     ep.state = "ready"
     registry.save(ep)

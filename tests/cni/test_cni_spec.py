@@ -387,12 +387,53 @@ def test_agent_does_not_leak_descriptors(cni_node):
 
 
 @pytest.mark.root
+def wait_for_tcx(node, hostif: str) -> None:
+    """Until the server moved the interface's programs from clsact filters onto tcx links (after the ADD's
+    answer: each link waits for an RCU grace period) and removed the qdisc."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        idx = node.node_exec("cat", f"/sys/class/net/{hostif}/ifindex").stdout.strip()
+        links = node.bpffs / "links"
+        pins = {p.name for p in links.iterdir()} if links.is_dir() else set()
+        qdiscs = node.node_exec("tc", "qdisc", "show", "dev", hostif).stdout
+        if {f"{idx}-ingress", f"{idx}-egress"} <= pins and "clsact" not in qdiscs:
+            return
+        assert time.monotonic() < deadline, (pins, qdiscs)
+        time.sleep(0.05)
+
+
+def test_add_polices_on_clsact_then_tcx_links_take_over(cni_node):
+    """ADD answers with the programs on clsact filters (no grace period on the pod's start-up path); the server
+    then moves them onto tcx links and removes the qdisc; DEL leaves no link pin."""
+    set_mode = ("from ciliumctl.node import settings as node_settings; s = node_settings.load_settings(); "
+                "s.enforcement_mode = 'always'; node_settings.save_settings(s)")
+    subprocess.run([sys.executable, "-c", set_mode], env=cni_node.env(), check=True, cwd=REPO)
+    nss = [cni_node.new_pod_ns(i) for i in (1, 2)]
+    outs = []
+    for i, ns in enumerate(nss):
+        code, out, err = cni_node.plugin("ADD", cni_node.conf(), f"ctr{i}", f"/run/netns/{ns}")
+        assert code == 0, (out, err)
+        outs.append(out)
+    ips = [o["ips"][0]["address"].split("/")[0] for o in outs]
+    assert not ping(nss[0], ips[1])
+    for out in outs:
+        wait_for_tcx(cni_node, out["interfaces"][0]["name"])
+    assert not ping(nss[0], ips[1]), "still enforced on tcx links"
+    for i, ns in enumerate(nss):
+        code, out, err = cni_node.plugin("DEL", cni_node.conf(), f"ctr{i}", f"/run/netns/{ns}")
+        assert code == 0, (out, err)
+    assert list((cni_node.bpffs / "links").iterdir()) == []
+
+
 def test_del_after_the_datapath_was_removed(cni_node):
     import shutil
 
     ns = cni_node.new_pod_ns(1)
     code, out, err = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
     assert code == 0, (out, err)
+    wait_for_tcx(cni_node, out["interfaces"][0]["name"])    # the agent is done with the pins
     pins = cni_node.bpffs
     shutil.rmtree(pins)                                   # what `ciliumctl uninstall` leaves
     code, out, err = cni_node.plugin("DEL", cni_node.conf(), "ctr1", f"/run/netns/{ns}")

@@ -83,3 +83,36 @@ def test_in_place_revision_decides_tracked_connections_again(sandbox4):
         with pytest.raises(TimeoutError):
             conn.recv(1)
         conn.close()
+
+
+def test_deferred_tcx_polices_on_clsact_then_moves_without_a_gap(sandbox4):
+    """attaching(defer_tcx=True), as the CNI server does: clsact filters (raw rtnetlink) enforce from the start;
+    move_to_tcx() puts the programs on tcx links and removes the qdisc, the verdicts unchanged."""
+    from support.netns import in_netns
+    from support.shell import sh
+
+    from ciliumctl.datapath import hooks, loader
+
+    a, b, c, _ = sandbox4.pods
+    sandbox4.tcp_server(c, 8080)
+
+    def qdiscs() -> str:
+        return sh("ip", "netns", "exec", sandbox4.node, "tc", "qdisc", "show", "dev", c.ep.host_ifname).stdout
+
+    with Datapath.open() as dp:
+        for pod in (a, b):
+            dp.attach(pod.ep)
+        dp.apply(_state(sandbox4, [a, b], 1, {}))
+        with dp.attaching(c.ep, defer_tcx=True):
+            dp.apply(_state(sandbox4, [a, b, c], 2, {c.ep.id: (True, [entry(a.identity)], False, [])}),
+                     fresh=frozenset({c.ep.id}))
+        assert dp.attach_mode == "clsact" and "clsact" in qdiscs()
+        with in_netns(sandbox4.node):
+            assert hooks.attached_prog_ids(c.ep.host_ifindex) == {"ingress": [], "egress": []}
+        assert a.tcp_ok(c, 8080) and not b.tcp_ok(c, 8080, timeout=0.5)
+        with in_netns(sandbox4.node):
+            assert loader.move_to_tcx(c.ep.host_ifindex)
+            on_tcx = hooks.attached_prog_ids(c.ep.host_ifindex)
+        assert len(on_tcx["ingress"]) == 1 and len(on_tcx["egress"]) == 1
+        assert "clsact" not in qdiscs()
+        assert a.tcp_ok(c, 8080) and not b.tcp_ok(c, 8080, timeout=0.5)
