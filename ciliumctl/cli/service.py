@@ -1,4 +1,5 @@
-"""`ciliumctl service update|list|get|delete`: the node's services (node mode), as `cilium-dbg service` shows them."""
+"""`ciliumctl service update|list|get|delete`: the node's services (node mode), as `cilium-dbg service` shows them.
+In cluster mode list and get show what the agent programmed from the cluster's Services (read-only)."""
 
 import enum
 
@@ -20,26 +21,35 @@ class Affinity(enum.StrEnum):
     none = "None"
 
 
-def _table(services) -> str:
+def _table(services, names: dict[int, str] | None = None) -> str:
     """cilium-dbg service list's columns: ID, Frontend, Service Type, Backend (one line per backend, numbered,
-    with its state)."""
-    lines = [["ID", "Frontend", "Service Type", "Backend"]]
+    with its state); in cluster mode (names given) the Kubernetes Service last."""
+    lines = [["ID", "Frontend", "Service Type", "Backend"] + (["Service"] if names is not None else [])]
     for svc in services:
         proto = svc.frontend.protocol.upper()
         backs = [f"{i} => {b}/{proto} ({b.state})" for i, b in enumerate(svc.backends, 1)] or [""]
-        lines.append([str(svc.id), str(svc.frontend), svc.type, backs[0]])
-        lines.extend(["", "", "", b] for b in backs[1:])
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+        lines.append([str(svc.id), str(svc.frontend), svc.type, backs[0]]
+                     + ([names.get(svc.id, "")] if names is not None else []))
+        lines.extend(["", "", "", b] + ([""] if names is not None else []) for b in backs[1:])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "".join("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)
 
 
-def _print(services, output: Output) -> None:
+def _print(services, output: Output, view=None) -> None:
+    """view: cluster mode's ClusterServices (names and what was left out), None in node mode."""
     from ciliumctl.cli.common import print_data
 
+    names = view.names if view is not None else None
     if output == Output.table:
-        typer.echo(_table(services), nl=False)
+        if view is not None:
+            typer.echo(f"cluster mode: services from the cluster's Services and EndpointSlices, as the agent last "
+                       f"programmed them (read-only; service CIDR {', '.join(view.service_cidrs) or 'unknown'})")
+        typer.echo(_table(services, names), nl=False)
+        for line in view.skipped if view is not None else []:
+            typer.echo(f"not programmed: {line}")
     else:
-        print_data([s.to_dict() for s in services], output)
+        print_data([{**s.to_dict(), **({"service": names.get(s.id, "")} if names is not None else {})}
+                    for s in services], output)
 
 
 @app.command("update")
@@ -79,10 +89,14 @@ def update(
 def list_(
     output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
 ) -> None:
-    """List the services of this node."""
+    """List the services of this node.
+
+    In cluster mode: what the agent programmed from the cluster's Services and EndpointSlices (read-only)."""
     from ciliumctl.node import service_ops
 
-    _print([s for _, s in sorted(service_ops.services().services.items())], output)
+    view = service_ops.cluster_view()
+    table = view.table if view is not None else service_ops.services()
+    _print([s for _, s in sorted(table.services.items())], output, view)
 
 
 @app.command("get")

@@ -74,6 +74,9 @@ KINDS = {k.kind: k for k in [
     Kind("", "v1", "serviceaccounts", "ServiceAccount", True),
     Kind("", "v1", "resourcequotas", "ResourceQuota", True),
     Kind("", "v1", "events", "Event", True),
+    Kind("", "v1", "services", "Service", True),
+    Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
+    Kind("networking.k8s.io", "v1", "servicecidrs", "ServiceCIDR", False),   # GA in Kubernetes 1.33
     Kind("apps", "v1", "daemonsets", "DaemonSet", True),
     Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True),
     Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),

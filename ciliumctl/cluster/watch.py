@@ -169,10 +169,22 @@ class ClusterCache:
     reflectors: dict[str, Reflector] = field(default_factory=dict)
     generation: int = 0
     listeners: list[OnEvent] = field(default_factory=list)
+    # kinds watched only if the server serves them (and lets us list them): e.g. ServiceCIDR, GA in 1.33
+    optional: tuple[str, ...] = ()
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
+    def _served(self, name: str) -> bool:
+        try:
+            self.kube.list(KINDS[name])
+        except ApiFailure as err:
+            if err.status not in (403, 404):
+                raise
+            log.info("%s: not watched (%s)", KINDS[name].resource, err)
+            return False
+        return True
+
     def start(self) -> ClusterCache:
-        for name in self.kinds:
+        for name in self.kinds + tuple(n for n in self.optional if n not in self.kinds and self._served(n)):
             kind = KINDS[name]
             # pods: only this node's, as the kubelet and Cilium's agent do (less to hold, less to wake up for)
             selector = f"spec.nodeName={self.node_name}" if name == "Pod" and self.node_name else None

@@ -9,6 +9,9 @@ from the cluster's view.
 - CIDR groups: CiliumCIDRGroup objects, the prefixes that cidrGroupRef / cidrGroupSelector stand for
   (cluster.cidr_groups), expanded at every sync, so a changed group is programmed like a changed policy;
 - identities: CiliumIdentity objects (ciliumctl.cluster.identity), so every node gives a label set the same id;
+- services: Services and EndpointSlices (cluster.services) become the node's service table, in the same revision
+  as the policies (ResolvedState.services); the service CIDR from the ServiceCIDR objects when the server has them,
+  else install's setting. The node-mode service store is not used; the table programmed is kept for `service list`;
 - after programming: a CiliumEndpoint per local endpoint, so the other nodes learn this node's pods.
 """
 
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ciliumctl.cluster import cidr_groups, policy_events, sources, status_conditions
 from ciliumctl.cluster import endpoints as ceps
+from ciliumctl.cluster import services as cluster_services
 from ciliumctl.cluster.identity import CiliumIdentityBackend
 from ciliumctl.cluster.kube import Kube
 from ciliumctl.cluster.watch import ClusterCache
@@ -33,7 +37,8 @@ from ciliumctl.policy.resolved import ResolvedState
 log = logging.getLogger("ciliumctl.node.cluster_sync")
 
 WATCHED = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy", "Pod", "Namespace", "Node",
-           "CiliumEndpoint", "CiliumIdentity", "CiliumCIDRGroup")
+           "CiliumEndpoint", "CiliumIdentity", "CiliumCIDRGroup", "Service", "EndpointSlice")
+OPTIONAL = ("ServiceCIDR",)    # networking.k8s.io/v1, GA in 1.33: older servers do not serve it
 REMOTE_ID_BASE = 1 << 20  # resolve-time ids of other nodes' endpoints: never a local endpoint id (1..65535)
 _SPECIAL = {"io.kubernetes.pod.namespace", "io.cilium.k8s.policy.serviceaccount", "io.cilium.k8s.policy.cluster"}
 
@@ -48,6 +53,7 @@ class SyncReport:
     partially_enforced: dict[str, list[str]] = field(default_factory=dict)  # accepted ref -> what is not enforced
     published: dict[str, int] = field(default_factory=dict)
     state: ResolvedState | None = None  # what _program resolved and loaded
+    services: cluster_services.ClusterServices | None = None   # the service table programmed, with its sources
 
 
 def policy_ref(obj: dict) -> str:
@@ -99,7 +105,9 @@ class ClusterNode:
         self._datapath = datapath
         self.mode, self.audit = mode, audit
         self.resync_seconds, self.settle_seconds = resync_seconds, settle_seconds
-        self.cache = ClusterCache(kube, node_name, kinds=WATCHED, timeout_seconds=watch_timeout)
+        self.cache = ClusterCache(kube, node_name, kinds=WATCHED, timeout_seconds=watch_timeout, optional=OPTIONAL)
+        self._services: cluster_services.ClusterServices | None = None   # the last table: ids stay stable
+        self._told: set[str] = set()     # skipped services already logged
         # the node's own table for CIDR identities (explicit path: never the cluster hook of node_reconcile.allocator())
         self.identities = CiliumIdentityBackend(kube, local=node_reconcile.allocator(node_reconcile.identities_path()))
         self.cache.listeners.append(self.identities.on_event)
@@ -240,7 +248,11 @@ class ClusterNode:
                         audit=audit, namespace_labels=ns_labels)
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
+        report.services = self.services(settings.service_cidr)
+        state.services = report.services.table
         applied = dp.apply(state)
+        self._services = report.services
+        save_services(report.services)
         settings.policy_source = "cluster"      # node.verify compares the local store only in node mode
         node_settings.save_settings(settings)
         node_reconcile.save_enforcement(state)
@@ -254,6 +266,19 @@ class ClusterNode:
                     registry.save(stored)
         report.revision, report.local, report.state = settings.revision, local, state
         return applied
+
+    def services(self, fallback_cidr: str) -> cluster_services.ClusterServices:
+        """The service table from the cache's Services and EndpointSlices (ids kept from the last one)."""
+        cidrs = cluster_services.service_cidrs(self.cache.objects("ServiceCIDR"), fallback_cidr)
+        node_ips = cluster_services.node_addresses(self.cache.get("Node", self.node_name))
+        built = cluster_services.build(self.cache.objects("Service"), self.cache.objects("EndpointSlice"),
+                                       self.node_name, node_ips, cidrs,
+                                       self._services.table if self._services else None)
+        for line in built.skipped:
+            if line not in self._told:
+                log.warning("service %s", line)
+        self._told = set(built.skipped)
+        return built
 
     def reconcile_locked(self, datapath=None, settings=None):
         """node_reconcile.reconcile() in cluster mode (the caller holds the node lock: CNI ADD/DEL, endpoint
@@ -284,6 +309,27 @@ class ClusterNode:
         self.last = report
         self.syncs += 1
         return report
+
+
+def services_path():
+    from ciliumctl.base import paths
+
+    return paths.state_dir() / "cluster-services.json"
+
+
+def save_services(services: cluster_services.ClusterServices) -> None:
+    """What the agent last programmed: `service list` in cluster mode reads it (the agent's memory is not
+    reachable from the command)."""
+    from ciliumctl.base import statefile
+
+    statefile.write_json(services_path(), services.to_dict(), compact=True)
+
+
+def programmed_services() -> cluster_services.ClusterServices:
+    from ciliumctl.base import statefile
+
+    data = statefile.read_json(services_path(), default=None)
+    return cluster_services.ClusterServices.from_dict(data) if data else cluster_services.ClusterServices()
 
 
 def cluster_mode(kubeconfig: str | None = None) -> str | None:

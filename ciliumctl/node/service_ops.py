@@ -1,5 +1,7 @@
 """Services on this node (node mode): update and delete (store, then program through the one reconcile; the store
-is rolled back when the datapath refuses, so it never describes services that are not in force), and the views."""
+is rolled back when the datapath refuses, so it never describes services that are not in force), and the views.
+In cluster mode the agent builds the table from the cluster's Services (node.cluster_sync): the store is not used,
+update and delete are refused, and the views show what the agent programmed."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import contextlib
 from ciliumctl.base.errors import NotFound
 from ciliumctl.node.reconcile import reconcile
 from ciliumctl.node.settings import environment_errors, load_settings, locked, require_root
-from ciliumctl.node.verify import heal_if_interrupted
+from ciliumctl.node.verify import heal_if_interrupted, node_mode
 from ciliumctl.services import store
 from ciliumctl.services.model import Service, ServiceTable
 
@@ -52,6 +54,14 @@ def check_reachable(svc: Service) -> None:
                              "then the service")
 
 
+def refuse_in_cluster_mode(command: str) -> None:
+    from ciliumctl.base.errors import UsageError
+
+    if not node_mode():
+        raise UsageError(f"{command}: this node's services come from the cluster (its agent runs in cluster mode "
+                         "and reads Services and EndpointSlices); change the Service with kubectl instead")
+
+
 @contextlib.contextmanager
 def _rollback():
     before = store.load()
@@ -65,6 +75,7 @@ def _rollback():
 def update_service(svc: Service) -> tuple[Service, bool]:
     """Add or replace a service; (the stored service with its id and backend ids, created?)."""
     require_root("service update")
+    refuse_in_cluster_mode("service update")
     with environment_errors("service update"), locked():
         heal_if_interrupted()
         settings = load_settings()
@@ -84,6 +95,7 @@ def update_service(svc: Service) -> tuple[Service, bool]:
 
 def delete_service(ref: str) -> Service:
     require_root("service delete")
+    refuse_in_cluster_mode("service delete")
     with environment_errors("service delete"), locked():
         heal_if_interrupted()
         table, gone = store.load().delete(ref)
@@ -96,4 +108,14 @@ def delete_service(ref: str) -> Service:
 
 
 def services() -> ServiceTable:
-    return store.load()
+    return store.load() if node_mode() else cluster_view().table
+
+
+def cluster_view():
+    """In cluster mode: the table the agent last programmed, with the Service each frontend comes from and what it
+    left out (cluster.services.ClusterServices); None in node mode."""
+    if node_mode():
+        return None
+    from ciliumctl.node.cluster_sync import programmed_services
+
+    return programmed_services()
