@@ -21,7 +21,14 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ciliumctl.base.errors import UsageError
-from ciliumctl.services.model import DEFAULT_AFFINITY_TIMEOUT, Backend, Frontend, Service, ServiceTable
+from ciliumctl.services.model import (
+    DEFAULT_AFFINITY_TIMEOUT,
+    Backend,
+    Frontend,
+    Service,
+    ServiceTable,
+    check_service,
+)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"   # discovery/v1 well_known_labels.go LabelServiceName
 NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
@@ -173,21 +180,19 @@ def build(services: list[dict], slices: list[dict], node_name: str, node_ips: fr
                 for ip in sorted(node_ips):
                     wanted.append((Service(0, Frontend(ip, int(port["nodePort"]), proto), "NodePort", local,
                                            affinity, timeout), cidrs[0], label))
-    table = previous or ServiceTable()
-    keep = {(s.frontend.ip, s.frontend.port, s.frontend.protocol) for s, _, _ in wanted}
-    for svc in list(table.services.values()):
-        if (svc.frontend.ip, svc.frontend.port, svc.frontend.protocol) not in keep:
-            table, _ = table.delete(str(svc.id))
+    checked: dict[tuple[str, int, str], tuple[Service, str]] = {}
     for svc, cidr, label in wanted:
+        fe = (svc.frontend.ip, svc.frontend.port, svc.frontend.protocol)
         try:
-            table = table.update(svc, cidr, node_ips)
+            if fe in checked:
+                raise UsageError(f"frontend {svc.frontend} is {checked[fe][1]}'s already")
+            check_service(svc, cidr, node_ips)
         except UsageError as err:
             out.skipped.append(f"{label}: {err}")
-            table, _ = table.delete(str(svc.frontend))   # a refused frontend must not keep an older version
             continue
-        sid = table.lookup(svc.frontend.ip, svc.frontend.port, svc.frontend.protocol)
-        assert sid is not None
-        out.names[sid.id] = label
-    out.table = table
+        checked[fe] = (svc, label)
+    out.table = (previous or ServiceTable()).rebuilt([svc for svc, _ in checked.values()])
+    out.names = {sid: checked[(s.frontend.ip, s.frontend.port, s.frontend.protocol)][1]
+                 for sid, s in out.table.services.items()}
     out.skipped.sort()
     return out

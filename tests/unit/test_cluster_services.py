@@ -99,3 +99,21 @@ def test_service_cidrs_and_node_addresses():
     node = {"status": {"addresses": [{"type": "InternalIP", "address": "192.168.7.1"},
                                      {"type": "Hostname", "address": "node-a"}]}}
     assert node_addresses(node) == frozenset({"192.168.7.1"}) and node_addresses(None) == frozenset()
+
+
+def test_a_freed_id_goes_to_a_new_frontend_and_backend_ids_are_never_reused():
+    first = build([svc("a", "10.96.0.20"), svc("b", "10.96.0.21")],
+                  [eps("a", [ep("10.1.0.5")]), eps("b", [ep("10.1.0.6")])], "node-a", NODE_IPS, CIDRS)
+    a = first.table.lookup("10.96.0.20", 80, "tcp")
+    second = build([svc("b", "10.96.0.21"), svc("c", "10.96.0.22")],
+                   [eps("b", [ep("10.1.0.6")]), eps("c", [ep("10.1.0.5")])], "node-a", NODE_IPS, CIDRS,
+                   previous=first.table)
+    c = second.table.lookup("10.96.0.22", 80, "tcp")
+    assert c.id == a.id and c.backends[0].id not in {b.id for s in first.table.services.values() for b in s.backends}
+    assert second.names == {c.id: "shop/c", second.table.lookup("10.96.0.21", 80, "tcp").id: "shop/b"}
+
+
+def test_two_services_with_one_frontend_the_second_is_left_out():
+    result = build([svc("a", "10.96.0.20"), svc("b", "10.96.0.20")], [], "node-a", NODE_IPS, CIDRS)
+    assert list(result.names.values()) == ["shop/a"]
+    assert result.skipped == ["shop/b: frontend 10.96.0.20:80/TCP is shop/a's already"]
