@@ -62,7 +62,10 @@ def uninstall_pins() -> list[str]:
 def move_to_tcx(ifindex: int) -> bool:
     """Put an endpoint that attaching(defer_tcx=True) left on clsact filters on tcx links (each waits for an RCU
     grace period: background work). False when there was nothing to do: the interface or the pins are gone, or
-    tcx is missing. Call in the node network namespace."""
+    tcx is missing, or CILIUMCTL_TC_ATTACH chose one mechanism (attaching did not defer then). Call in the node
+    network namespace."""
+    if hooks.attach_mode() != "auto":
+        return False
     pin_dir = paths.bpffs_dir()
     fds: dict[str, int] = {}
     try:
