@@ -321,10 +321,14 @@ class Datapath:
 
         idx = self._attach_entry(ep, True)
         if defer_tcx and hooks.attach_mode() == "auto":
-            hooks.attach_clsact_now(idx, self.prog_fds, ep.host_ifname)
-            self.attach_mode = "clsact"
-            yield
-            return
+            try:
+                hooks.attach_clsact_now(idx, self.prog_fds, ep.host_ifname)
+            except (OSError, EnvironmentProblem):
+                pass    # no clsact or cls_bpf on this kernel: tcx links now, as below
+            else:
+                self.attach_mode = "clsact"
+                yield
+                return
         failed: list[BaseException] = []
 
         def links() -> None:
