@@ -25,6 +25,7 @@ DIR_EGRESS = 2
 # Cilium drop reasons (bpf/lib/common.h DROP_*, pkg/monitor/api/drop.go)
 DROP_POLICY = 133
 DROP_UNKNOWN_L3 = 139   # IPv6 in an enforced direction (the datapath enforces IPv4 only)
+DROP_NO_SERVICE = 158  # a service frontend without a backend for a new connection
 DROP_POLICY_DENY = 181
 
 # Cilium policy match types (bpf/lib/policy.h POLICY_MATCH_*, pkg/monitor/api/types.go PolicyMatch*)
