@@ -18,9 +18,9 @@ _ciliumctl() {
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "agent completion demo endpoint install observe policy status uninstall version --version --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "agent completion demo endpoint install observe policy service status ui uninstall version --version -D --debug --help -h" -- "$cur"));;
         "agent")
-            COMPREPLY=($(compgen -W "run start status stop --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "run start status stop -D --debug --help -h" -- "$cur"));;
         "agent run")
             case "$prev" in
                 --flow-buffer-size) return;;
@@ -31,7 +31,7 @@ _ciliumctl() {
                 --kubeconfig) return;;
                 --context) return;;
             esac
-            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context -D --debug --help -h" -- "$cur"));;
         "agent start")
             case "$prev" in
                 --flow-buffer-size) return;;
@@ -42,21 +42,21 @@ _ciliumctl() {
                 --kubeconfig) return;;
                 --context) return;;
             esac
-            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context -D --debug --help -h" -- "$cur"));;
         "agent status")
             case "$prev" in
                 -o|--output) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
                 --hubble-socket) return;;
             esac
-            COMPREPLY=($(compgen -W "-o --output --hubble-socket --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "-o --output --hubble-socket -D --debug --help -h" -- "$cur"));;
         "agent stop")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "-D --debug --help -h" -- "$cur"));;
         "completion")
-            COMPREPLY=($(compgen -W "bash zsh fish --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "bash zsh fish -D --debug --help -h" -- "$cur"));;
         "demo")
-            COMPREPLY=($(compgen -W "--keep --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--keep -D --debug --help -h" -- "$cur"));;
         "endpoint")
-            COMPREPLY=($(compgen -W "add delete exec get list --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "add delete exec get list -D --debug --help -h" -- "$cur"));;
         "endpoint add")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
@@ -65,26 +65,26 @@ _ciliumctl() {
                 --pool) return;;
                 --ipv4) return;;
             esac
-            COMPREPLY=($(compgen -W "--labels -l --namespace -n --pool --ipv4 --output -o --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--labels -l --namespace -n --pool --ipv4 --output -o -D --debug --help -h" -- "$cur"));;
         "endpoint delete")
             case "$prev" in
                 --namespace|-n) _ciliumctl_from_node; return;;
             esac
             if [[ "$cur" != -* ]]; then _ciliumctl_from_node; return; fi
-            COMPREPLY=($(compgen -W "--namespace -n --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--namespace -n -D --debug --help -h" -- "$cur"));;
         "endpoint exec")
             case "$prev" in
                 --namespace|-n) _ciliumctl_from_node; return;;
             esac
             if [[ "$cur" != -* ]]; then _ciliumctl_from_node; return; fi
-            COMPREPLY=($(compgen -W "--namespace -n --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--namespace -n -D --debug --help -h" -- "$cur"));;
         "endpoint get")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table wide json yaml" -- "$cur")); return;;
                 --namespace|-n) _ciliumctl_from_node; return;;
             esac
             if [[ "$cur" != -* ]]; then _ciliumctl_from_node; return; fi
-            COMPREPLY=($(compgen -W "--namespace -n --output -o --no-headers --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--namespace -n --output -o --no-headers -D --debug --help -h" -- "$cur"));;
         "endpoint list")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table wide json yaml" -- "$cur")); return;;
@@ -92,7 +92,7 @@ _ciliumctl() {
                 --kubeconfig) return;;
                 --context) return;;
             esac
-            COMPREPLY=($(compgen -W "--output -o --no-headers --namespace -n --all-namespaces -A --all-nodes --kubeconfig --context --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--output -o --no-headers --namespace -n --all-namespaces -A --all-nodes --kubeconfig --context -D --debug --help -h" -- "$cur"));;
         "install")
             case "$prev" in
                 --enforcement-mode) COMPREPLY=($(compgen -W "default always never" -- "$cur")); return;;
@@ -102,6 +102,8 @@ _ciliumctl() {
                 --pool) return;;
                 --monitor-aggregation-interval) return;;
                 --monitor-aggregation-flags) return;;
+                --service-cidr) return;;
+                --devices) return;;
                 --cni-conf-dir) return;;
                 --cni-bin-dir) return;;
                 --kubeconfig) return;;
@@ -109,7 +111,7 @@ _ciliumctl() {
                 --image) return;;
                 --wait-duration) return;;
             esac
-            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --monitor-aggregation --monitor-aggregation-interval --monitor-aggregation-flags --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --image-pull-policy --wait --wait-duration -o --output --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --monitor-aggregation --monitor-aggregation-interval --monitor-aggregation-flags --service-cidr --devices --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --image-pull-policy --wait --wait-duration -o --output -D --debug --help -h" -- "$cur"));;
         "observe")
             case "$prev" in
                 --protocol) COMPREPLY=($(compgen -W "icmp tcp udp icmpv4 icmpv6 sctp" -- "$cur")); return;;
@@ -174,9 +176,9 @@ _ciliumctl() {
                 --context) return;;
                 --node) return;;
             esac
-            COMPREPLY=($(compgen -W "--last --first --all -f --follow --since --until --pod --from-pod --to-pod -n --namespace --ip --from-ip --to-ip -l --label --from-label --to-label --port --from-port --to-port --from-namespace --to-namespace --identity --from-identity --to-identity --node-name --uuid --tcp-flags --protocol --verdict --drop-reason-desc --traffic-direction -t --type -A --all-namespaces --from-all-namespaces --to-all-namespaces --service --from-service --to-service --workload --from-workload --to-workload --fqdn --from-fqdn --to-fqdn --http-status --http-method --http-path --http-url --http-header --ip-version -4 --ipv4 -6 --ipv6 --interface --node-label --cel-expression --allowlist --denylist --print-raw-filters --color --not -o --output --time-format --numeric --ip-translation --input-file --field-mask --print-policy-names --print-node-name --aggregate-by --server --kubeconfig --context --node --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--last --first --all -f --follow --since --until --pod --from-pod --to-pod -n --namespace --ip --from-ip --to-ip -l --label --from-label --to-label --port --from-port --to-port --from-namespace --to-namespace --identity --from-identity --to-identity --node-name --uuid --tcp-flags --protocol --verdict --drop-reason-desc --traffic-direction -t --type -A --all-namespaces --from-all-namespaces --to-all-namespaces --service --from-service --to-service --workload --from-workload --to-workload --fqdn --from-fqdn --to-fqdn --http-status --http-method --http-path --http-url --http-header --ip-version -4 --ipv4 -6 --ipv6 --interface --node-label --cel-expression --allowlist --denylist --print-raw-filters --color --not -o --output --time-format --numeric --ip-translation --input-file --field-mask --print-policy-names --print-node-name --aggregate-by --server --kubeconfig --context --node -D --debug --help -h" -- "$cur"));;
         "policy")
-            COMPREPLY=($(compgen -W "apply delete get trace validate --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "apply delete draw generate get trace validate -D --debug --help -h" -- "$cur"));;
         "policy apply")
             case "$prev" in
                 --filename|-f) return;;
@@ -184,7 +186,7 @@ _ciliumctl() {
                 --context) return;;
                 --max-size) return;;
             esac
-            COMPREPLY=($(compgen -W "--filename -f --dry-run --kubeconfig --context --max-size --strict-enforcement --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--filename -f --dry-run --kubeconfig --context --max-size --strict-enforcement -D --debug --help -h" -- "$cur"));;
         "policy delete")
             case "$prev" in
                 --kind) COMPREPLY=($(compgen -W "cnp ccnp netpol" -- "$cur")); return;;
@@ -193,7 +195,23 @@ _ciliumctl() {
                 --context) return;;
             esac
             if [[ "$cur" != -* ]]; then _ciliumctl_from_node; return; fi
-            COMPREPLY=($(compgen -W "--namespace -n --kind --kubeconfig --context --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--namespace -n --kind --kubeconfig --context -D --debug --help -h" -- "$cur"));;
+        "policy draw")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "tree dot svg mermaid html json" -- "$cur")); return;;
+                --mode) COMPREPLY=($(compgen -W "default always never" -- "$cur")); return;;
+                --kubeconfig) return;;
+                --context) return;;
+            esac
+            COMPREPLY=($(compgen -W "--node --kubeconfig --context --output -o --matrix --mode -D --debug --help -h" -- "$cur"));;
+        "policy generate")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "yaml json" -- "$cur")); return;;
+                --input-file) return;;
+                --server) return;;
+                --since) return;;
+            esac
+            COMPREPLY=($(compgen -W "--input-file --server --since --from-audit --fqdn --no-fqdn --node --output -o -D --debug --help -h" -- "$cur"));;
         "policy get")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table wide name json yaml" -- "$cur")); return;;
@@ -202,7 +220,7 @@ _ciliumctl() {
                 --context) return;;
             esac
             if [[ "$cur" != -* ]]; then _ciliumctl_from_node; return; fi
-            COMPREPLY=($(compgen -W "--namespace -n --all-namespaces -A --output -o --no-headers --kubeconfig --context --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--namespace -n --all-namespaces -A --output -o --no-headers --kubeconfig --context -D --debug --help -h" -- "$cur"));;
         "policy trace")
             case "$prev" in
                 --mode) COMPREPLY=($(compgen -W "default always never" -- "$cur")); return;;
@@ -217,28 +235,60 @@ _ciliumctl() {
                 --filename|-f|--file) return;;
                 --node-labels) return;;
             esac
-            COMPREPLY=($(compgen -W "--src-labels -s --src-ip --src-namespace --dst-labels -d --dst-ip --dst-namespace --dport --filename -f --file --mode --node-labels --live --output -o --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--src-labels -s --src-ip --src-namespace --dst-labels -d --dst-ip --dst-namespace --dport --filename -f --file --mode --node-labels --live --output -o -D --debug --help -h" -- "$cur"));;
         "policy validate")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "text json sarif" -- "$cur")); return;;
                 --max-size) return;;
             esac
-            COMPREPLY=($(compgen -W "--output -o --strict --schema --no-schema --enable-node-selector-labels --enable-extended-ip-protocols --disable-l7-proxy --disable-icmp-rules --quiet -q --max-size --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--output -o --strict --schema --no-schema --enable-node-selector-labels --enable-extended-ip-protocols --disable-l7-proxy --disable-icmp-rules --quiet -q --max-size -D --debug --help -h" -- "$cur"));;
+        "service")
+            COMPREPLY=($(compgen -W "delete get list update -D --debug --help -h" -- "$cur"));;
+        "service delete")
+            COMPREPLY=($(compgen -W "-D --debug --help -h" -- "$cur"));;
+        "service get")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+            esac
+            COMPREPLY=($(compgen -W "--output -o -D --debug --help -h" -- "$cur"));;
+        "service list")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+            esac
+            COMPREPLY=($(compgen -W "--output -o -D --debug --help -h" -- "$cur"));;
+        "service update")
+            case "$prev" in
+                --type) COMPREPLY=($(compgen -W "drop debug capture trace l7 agent policy-verdict trace-sock" -- "$cur")); return;;
+                --affinity) COMPREPLY=($(compgen -W "ClientIP None" -- "$cur")); return;;
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+                --frontend) return;;
+                --backends) return;;
+                --states) return;;
+                --id) return;;
+                --affinity-timeout) return;;
+            esac
+            COMPREPLY=($(compgen -W "--frontend --backends --states --id --type --affinity --affinity-timeout --output -o -D --debug --help -h" -- "$cur"));;
         "status")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
                 --kubeconfig) return;;
                 --context) return;;
             esac
-            COMPREPLY=($(compgen -W "--output -o --kubeconfig --context --verify --repair --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--output -o --kubeconfig --context --verify --repair -D --debug --help -h" -- "$cur"));;
+        "ui")
+            case "$prev" in
+                --listen) return;;
+                --server) return;;
+            esac
+            COMPREPLY=($(compgen -W "--listen --server -D --debug --help -h" -- "$cur"));;
         "uninstall")
             case "$prev" in
                 --kubeconfig) return;;
                 --context) return;;
             esac
-            COMPREPLY=($(compgen -W "--dry-run --kubeconfig --context --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--dry-run --kubeconfig --context -D --debug --help -h" -- "$cur"));;
         "version")
-            COMPREPLY=($(compgen -W "--help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "-D --debug --help -h" -- "$cur"));;
     esac
 }
 _ciliumctl_is_command() {
@@ -261,10 +311,18 @@ _ciliumctl_is_command() {
         "/policy") return 0;;
         "policy/apply") return 0;;
         "policy/delete") return 0;;
+        "policy/draw") return 0;;
+        "policy/generate") return 0;;
         "policy/get") return 0;;
         "policy/trace") return 0;;
         "policy/validate") return 0;;
+        "/service") return 0;;
+        "service/delete") return 0;;
+        "service/get") return 0;;
+        "service/list") return 0;;
+        "service/update") return 0;;
         "/status") return 0;;
+        "/ui") return 0;;
         "/uninstall") return 0;;
         "/version") return 0;;
     esac
