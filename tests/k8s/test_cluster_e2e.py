@@ -43,7 +43,7 @@ POLICY = {
                           "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]},
 }
 
-CONNECT = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], 8080), timeout=2).close()\n"
+CONNECT = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()\n"
            " print('connected')\nexcept OSError as e:\n print('failed', e)\n")
 
 
@@ -51,8 +51,8 @@ def kubectl_json(k8s, *args) -> dict:
     return json.loads(k8s.kubectl(*args, "-o", "json").stdout)
 
 
-def connects(k8s, src: str, ip: str) -> bool:
-    out = k8s.kubectl("exec", src, "--", "python3", "-c", CONNECT, ip, timeout=30).stdout
+def connects(k8s, src: str, ip: str, port: int = 8080) -> bool:
+    out = k8s.kubectl("exec", src, "--", "python3", "-c", CONNECT, ip, str(port), timeout=30).stdout
     assert out.startswith(("connected", "failed")), out
     return out.startswith("connected")
 
@@ -180,6 +180,22 @@ def test_agent_restart_lets_no_denied_packet_through(k8s, state):
 def test_deleting_the_policy_lets_traffic_flow(k8s, state):
     k8s.kubectl("delete", "cnp", "web-from-client")
     assert wait_until(lambda: connects(k8s, "other", state["web"]), 30, 0.5)
+
+
+def test_a_cluster_ip_service_reaches_its_backend_on_the_other_node(k8s, state):
+    """No kube-proxy: the client's node translates the ClusterIP to web's address (its EndpointSlice made by the
+    controller-manager) and the connection crosses to the other node; `service list` in the agent shows it."""
+    k8s.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}]}}))
+    vip = kubectl_json(k8s, "get", "service", "web")["spec"]["clusterIP"]
+    assert wait_until(lambda: connects(k8s, "client", vip, 80), 60, 0.5), "the ClusterIP does not reach web"
+    listed = k8s.kubectl("exec", "-n", NS, agent_pod(k8s, k8s.nodes[NODE_OF["client"]].name), "-c", "agent", "--",
+                         "ciliumctl", "service", "list", timeout=60).stdout
+    assert listed.startswith("cluster mode:") and f"{vip}:80/TCP" in listed, listed
+    assert f"{state['web']}:8080/TCP (active)" in listed and "default/web" in listed, listed
+    k8s.kubectl("delete", "service", "web")
+    assert wait_until(lambda: not connects(k8s, "client", vip, 80), 30, 0.5), "the deleted service still answers"
 
 
 def test_deleting_a_pod_releases_everything(k8s, state):
