@@ -35,7 +35,8 @@ def reserved_labels(identity: int) -> frozenset[str]:
 
 
 def is_cidr_labels(labels: Iterable[str]) -> bool:
-    return any(s.startswith("cidr:") for s in labels)
+    """Node-local label sets: CIDR prefixes, also those learned for DNS names (fqdn:), as Cilium's local scope."""
+    return any(s.startswith(("cidr:", "fqdn:")) for s in labels)
 
 
 def reserved_id_of(labels: frozenset[str]) -> int | None:

@@ -12,8 +12,12 @@ Cilium's agent:
   enforced with an allow-all entry (no origins) beside them, so denies still apply. Mode always: every direction
   enforced; mode never: nothing enforced and no entries.
 - Peers: from/toEndpoints (label selectors), entities, CIDR/CIDRSet (CIDR identities for every prefix mentioned,
-  a rule selects those inside it and not inside an except), from/toNodes (the host, by node labels). toFQDNs and
-  toServices select nothing here (no DNS proxy, no service watch); fromRequires is ignored.
+  a rule selects those inside it and not inside an except), from/toNodes (the host, by node labels), toFQDNs
+  (the addresses the DNS proxy learned for names the selector matches, `fqdn_ips`: each a CIDR identity of its
+  /32 carrying the `fqdn:` labels of every selector matching one of its names, as Cilium's ipcache labels a
+  learned prefix). toServices selects nothing here (no service watch); fromRequires is ignored.
+- rules.dns of egress port rules: per endpoint, the DNS servers, ports and names its queries may ask
+  (ResolvedState.dns, for the DNS proxy); their L4 part is an ordinary entry.
 - Ports: numbers, ranges (endPort), ANY with a port = TCP+UDP+SCTP, ICMP types; named ports are skipped (no
   container ports known). L7 rules keep only their L3/L4 part.
 - What the datapath does not enforce as written comes from policy.enforcement_gaps: one note per gap, and the
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.identity import allocator as ids
-from ciliumctl.policy import model
+from ciliumctl.policy import fqdn, model
 from ciliumctl.policy.enforcement_gaps import Gap, find_gaps
 from ciliumctl.policy.labels import (
     CLUSTER_LABEL,
@@ -47,6 +51,7 @@ from ciliumctl.policy.resolved import (
     PROTO_ANY,
     Direction,
     DirectionPolicy,
+    DNSAllow,
     EndpointPolicy,
     Enforcement,
     PolicyEntry,
@@ -106,6 +111,7 @@ class _Peers:
     selectors: list[Selector] = field(default_factory=list)
     cidrs: list[tuple[ipaddress._BaseNetwork, tuple[ipaddress._BaseNetwork, ...]]] = field(default_factory=list)
     nodes: list[Selector] = field(default_factory=list)
+    fqdns: tuple[fqdn.NameMatch, ...] = ()
 
 
 @dataclass
@@ -114,6 +120,7 @@ class _Item:
     deny: bool
     peers: _Peers
     ports: list[PortRange] | None          # None = every port and protocol
+    dns: list[tuple[PortRange, tuple[fqdn.NameMatch, ...]]] = field(default_factory=list)   # rules.dns by port
 
 
 @dataclass
@@ -217,8 +224,20 @@ def _cilium_peers(item: model.PeerRule, namespace: str, matches_init: bool, wher
         p.cidrs.append((n, exc))
     for sel in item.nodes or ():
         p.nodes.append(compile_selector(sel))
-    # toFQDNs, toServices, to/fromGroups select nothing and from/toRequires is ignored: gaps
+    p.fqdns = fqdn.of(item.fqdns)
+    # toServices, to/fromGroups select nothing and from/toRequires is ignored: gaps
     return p
+
+
+def _dns_of(item: model.PeerRule) -> list[tuple[PortRange, tuple[fqdn.NameMatch, ...]]]:
+    out: list[tuple[PortRange, tuple[fqdn.NameMatch, ...]]] = []
+    for pr in item.to_ports or ():
+        if pr.rules is None or pr.rules.dns is None:
+            continue
+        names = fqdn.of(pr.rules.dns)
+        ranges = [r for pp in pr.ports for r in (port_ranges(pp.port, pp.end_port, pp.protocol) or ())]
+        out.extend((r, names) for r in (ranges if pr.ports else [ALL_PORTS]))
+    return out
 
 
 def _default_deny(rule: model.Rule) -> dict[Direction, bool]:
@@ -255,7 +274,8 @@ def _compile_cilium(pol: model.Policy, notes: _Notes) -> list[_Rule]:
                 where = f"{pol.ref} {section}[{origin.index}]"
                 items[direction].append(_Item(origin, deny,
                                               _cilium_peers(item, pol.namespace, matches_init, where, notes),
-                                              _ports_of(item, where, notes)))
+                                              _ports_of(item, where, notes),
+                                              _dns_of(item) if section == model.EGRESS else []))
         out.append(_Rule(pol, subject, node_rule, _default_deny(rule), items, rule.description))
     return out
 
@@ -342,6 +362,12 @@ class _Universe:
             rows.sort()
             keys.extend((lo, hi) for lo, hi, _ in rows)
         self._sel_cache: dict[Selector, frozenset[int]] = {}
+        self._by_fqdn: dict[str, set[int]] = {}
+        for ident, ls in labels.items():
+            if ident in cidr_nets:
+                for lbl in ls.labels:
+                    if lbl.startswith(fqdn.LABEL_SOURCE + ":"):
+                        self._by_fqdn.setdefault(lbl, set()).add(ident)
 
     def _select_labels(self, sel: Selector) -> frozenset[int]:
         hit = self._sel_cache.get(sel)
@@ -385,6 +411,8 @@ class _Universe:
                 out.add(ids.WORLD)
             excluded = {i for e in excepts for i in self._inside(e)}
             out.update(i for i in self._inside(net) if i not in excluded)
+        for nm in peers.fqdns:
+            out.update(self._by_fqdn.get(nm.label, ()))
         for sel in peers.nodes:
             if host_selectable and sel.matches(self.labels[ids.HOST]):
                 out.add(ids.HOST)
@@ -410,28 +438,30 @@ def resolve_detailed(endpoints: list[Endpoint], policies: Iterable, mode: Enforc
                      allocator: ids.IdentityBackend, revision: int = 0, audit: bool = False,
                      node_labels: Mapping[str, str] | None = None, *,
                      namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
-                     host_ips: Iterable[str] = (), allow_localhost: bool = False) -> Resolution:
+                     host_ips: Iterable[str] = (), allow_localhost: bool = False,
+                     fqdn_ips: Mapping[str, Iterable[str]] | None = None) -> Resolution:
     # many small acyclic objects: the cyclic GC only costs time here (~1/3 of a 10k-rule resolve)
     paused = gc.isenabled()
     gc.disable()
     try:
         return _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels,
-                        host_ips, allow_localhost)
+                        host_ips, allow_localhost, fqdn_ips)
     finally:
         if paused:
             gc.enable()
 
 
 def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels, host_ips,
-             allow_localhost) -> Resolution:
+             allow_localhost, fqdn_ips) -> Resolution:
     mode = Enforcement(mode)
     notes = _Notes()
     rules = compile_policies(policies, notes)
 
     # identities: endpoints by their security labels, CIDR prefixes mentioned by any rule
     ep_labels = [endpoint_labels(ep, (namespace_labels or {}).get(ep.namespace)) for ep in endpoints]
-    cidrs = sorted(_all_cidrs(rules), key=lambda n: (n.version, n.network_address, n.prefixlen))
-    cidr_labels = [frozenset({f"cidr:{n.with_prefixlen}", "reserved:world"}) for n in cidrs]
+    learned = _learned(rules, fqdn_ips or {})
+    cidrs = sorted(_all_cidrs(rules) | set(learned), key=lambda n: (n.version, n.network_address, n.prefixlen))
+    cidr_labels = [frozenset({f"cidr:{n.with_prefixlen}", "reserved:world", *learned.get(n, ())}) for n in cidrs]
     allocated = allocator.allocate_many(ep_labels + cidr_labels) if (ep_labels or cidr_labels) else []
     ep_ids, cidr_ids = allocated[:len(ep_labels)], allocated[len(ep_labels):]
 
@@ -457,11 +487,13 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
         subjects.append((HOST_ENDPOINT_ID, ids.HOST, universe.labels[ids.HOST], True))
 
     res = Resolution(ResolvedState(revision=revision, identities=identities, ipcache=ipcache, endpoints={},
-                                   audit=audit), mode=mode)
+                                   audit=audit, fqdn_selectors=_fqdn_selectors(rules)), mode=mode)
     peer_cache: dict[int, set[int] | None] = {}
     # endpoints with one identity get one policy: compute it once per identity
     by_identity: dict[tuple[int, bool], tuple[dict, dict, dict]] = {}
     subject_cache: dict[tuple[Selector, int], bool] = {}
+    selecting_by: dict[int, list[_Rule]] = {}
+    dns_by_identity: dict[int, list[DNSAllow]] = {}
     for ep_id, ident, labels, is_host in subjects:
         done = by_identity.get((ident, is_host))
         if done is None:
@@ -482,6 +514,7 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
                 dirs[d] = _direction(selecting, d, mode, bool(dd_refs[d]), universe, peer_cache,
                                      allow_localhost and d == Direction.INGRESS and not is_host)
             done = by_identity[(ident, is_host)] = (dirs, refs, dd_refs)
+            selecting_by[ident] = selecting
         dirs, refs, dd_refs = done
         for d in (Direction.INGRESS, Direction.EGRESS):
             res.selected_by[(ep_id, d)] = refs[d]
@@ -489,6 +522,12 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
         res.state.endpoints[ep_id] = EndpointPolicy(
             ep_id, ident, *(DirectionPolicy(dirs[d].enforced, list(dirs[d].entries))
                             for d in (Direction.INGRESS, Direction.EGRESS)))
+        if dirs[Direction.EGRESS].enforced and not is_host:
+            allows = dns_by_identity.get(ident)
+            if allows is None:
+                allows = dns_by_identity[ident] = _dns_allows(selecting_by[ident], universe, peer_cache)
+            if allows:
+                res.state.dns[ep_id] = allows
     res.notes = notes.items
     res.notes_by_policy = notes.by_policy
     res.gaps = notes.gaps
@@ -496,6 +535,50 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
         if gap.origin is not None:
             res.gaps_by_origin.setdefault(gap.origin, []).append(gap)
     return res
+
+
+def _fqdn_selectors(rules: list[_Rule]) -> tuple[fqdn.NameMatch, ...]:
+    return tuple(sorted({nm for r in rules for it in r.items[Direction.EGRESS] if not it.deny
+                         for nm in it.peers.fqdns}))
+
+
+def _learned(rules: list[_Rule], fqdn_ips: Mapping[str, Iterable[str]]) -> dict[ipaddress._BaseNetwork, set[str]]:
+    """Learned IPv4 address -> the fqdn: labels of the toFQDNs selectors matching one of its names; addresses no
+    selector wants are left out (Cilium keeps in the ipcache only what a selector selects)."""
+    selectors = _fqdn_selectors(rules)
+    out: dict[ipaddress._BaseNetwork, set[str]] = {}
+    if not selectors:
+        return out
+    for ip, names in fqdn_ips.items():
+        try:
+            net = ipaddress.ip_network(ip)
+        except ValueError:
+            continue
+        if net.version != 4:
+            continue               # the datapath is IPv4-only
+        labels = {nm.label for nm in selectors for name in names if nm.matches(name)}
+        if labels:
+            out[net] = labels
+    return out
+
+
+def _dns_allows(selecting: list[_Rule], universe: _Universe, peer_cache: dict) -> list[DNSAllow]:
+    folded: dict[tuple[int, PortRange], tuple[set, set]] = {}
+    for r in selecting:
+        for it in r.items[Direction.EGRESS]:
+            if not it.dns or it.deny:
+                continue
+            key = id(it)
+            if key not in peer_cache:
+                peer_cache[key] = universe.select(it.peers, host_selectable=True)
+            peers = peer_cache[key]
+            for ident in ([IDENTITY_ANY] if peers is None else sorted(peers)):
+                for pr, names in it.dns:
+                    got = folded.setdefault((ident, pr), (set(), set()))
+                    got[0].update(names)
+                    got[1].add(it.origin)
+    return [DNSAllow(ident, pr, tuple(sorted(names)), tuple(sorted(origins)))
+            for (ident, pr), (names, origins) in sorted(folded.items())]
 
 
 def _direction(selecting: list[_Rule], d: Direction, mode: Enforcement, default_deny: bool, universe: _Universe,
@@ -534,13 +617,14 @@ def _direction(selecting: list[_Rule], d: Direction, mode: Enforcement, default_
 def resolve(endpoints: list[Endpoint], policies: Iterable, mode: Enforcement | str, allocator: ids.IdentityBackend,
             revision: int = 0, audit: bool = False, node_labels: Mapping[str, str] | None = None, *,
             namespace_labels: Mapping[str, Mapping[str, str]] | None = None, host_ips: Iterable[str] = (),
-            allow_localhost: bool = False) -> ResolvedState:
+            allow_localhost: bool = False, fqdn_ips: Mapping[str, Iterable[str]] | None = None) -> ResolvedState:
     """Endpoints + policies (model.Policy, plain policy dicts, or objects with .data) -> ResolvedState.
 
     node_labels: produce the host endpoint (id 0, identity 1) for nodeSelector rules. namespace_labels:
     namespace -> its labels (selectable as k8s:io.cilium.k8s.namespace.labels.<key>). host_ips: addresses of
     the node, put in the ipcache as the host identity. allow_localhost: the host may always reach endpoints
-    (Cilium's allow-localhost=always)."""
+    (Cilium's allow-localhost=always). fqdn_ips: address -> the DNS names it was learned for (the DNS proxy's
+    cache), what toFQDNs selects."""
     return resolve_detailed(endpoints, policies, mode, allocator, revision, audit, node_labels,
                             namespace_labels=namespace_labels, host_ips=host_ips,
-                            allow_localhost=allow_localhost).state
+                            allow_localhost=allow_localhost, fqdn_ips=fqdn_ips).state

@@ -61,6 +61,17 @@ class PolicyEntry:
     origins: tuple[RuleOrigin, ...] = ()
 
 
+@dataclass(frozen=True)
+class DNSAllow:
+    """rules.dns of one egress port rule: queries to `identity` on `ports` for names matching `names` are answered
+    (the DNS proxy's allow list; the L4 part is an ordinary PolicyEntry)."""
+
+    identity: int                     # the DNS server's identity; IDENTITY_ANY for every peer
+    ports: PortRange
+    names: tuple                      # policy.fqdn.NameMatch
+    origins: tuple[RuleOrigin, ...] = ()
+
+
 @dataclass
 class DirectionPolicy:
     enforced: bool
@@ -88,3 +99,5 @@ class ResolvedState:
     endpoints: dict[int, EndpointPolicy]        # endpoint id -> policy
     audit: bool = False                         # would-be drops are reported as AUDIT and forwarded
     services: ServiceTable = field(default_factory=ServiceTable)   # frontends the datapath translates
+    dns: dict[int, list[DNSAllow]] = field(default_factory=dict)   # endpoint id -> its egress rules.dns
+    fqdn_selectors: tuple = ()                  # every toFQDNs selector (policy.fqdn.NameMatch): what is learned

@@ -1,0 +1,103 @@
+"""DNS names in policy, pure: which names a `matchName` / `matchPattern` (toFQDNs, rules.dns) selects, and the
+identity label of a toFQDNs selector.
+
+Semantics are Cilium's (pkg/fqdn/matchpattern/matchpattern.go, pkg/policy/api/fqdn.go): names compare as
+lower-case FQDNs with the trailing dot; `*` in a pattern is zero or more of [-a-zA-Z0-9_] within one label; a
+pattern made only of stars (`*`, `**.`) matches every name; a leading `**.` matches one or more whole labels
+(`**.example.test` selects a.example.test and a.b.example.test, not example.test).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# matchpattern.go: allowedDNSCharsREGroup, dnsWildcardREGroup
+_CHARS = "[-a-zA-Z0-9_]"
+_SUBDOMAINS = "(" + _CHARS + "+" + "([.]" + _CHARS + "+){0,})[.]"
+LABEL_SOURCE = "fqdn"           # pkg/labels: LabelSourceFQDN
+
+
+def to_fqdn(name: str) -> str:
+    """Lower case with the trailing dot, as Cilium compares names (dns.FQDN + ToLower)."""
+    name = name.strip().lower()
+    return name if name.endswith(".") else name + "."
+
+
+def _all_stars(pattern: str) -> bool:
+    # matchpattern.go isDNSWildcard: '*', '**', '**.', but not '.' or ''
+    body = pattern[:-1] if pattern.endswith(".") else pattern
+    return bool(body) and set(body) == {"*"}
+
+
+def pattern_regex(pattern: str) -> str:
+    """matchpattern.ToAnchoredRegexp of a Sanitize'd pattern."""
+    pattern = pattern.strip().lower()
+    if _all_stars(pattern):
+        return "(^(" + _CHARS + "+[.])+$)|(^[.]$)"
+    pattern = to_fqdn(pattern)
+    out, start = [], 0
+    stars = len(pattern) - len(pattern.lstrip("*"))
+    if stars >= 2 and stars < len(pattern) and pattern[stars] == ".":
+        out.append(_SUBDOMAINS)
+        start = stars + 1
+    i = start
+    while i < len(pattern):
+        c = pattern[i]
+        if c == ".":
+            out.append("[.]")
+        elif c == "*":
+            while i + 1 < len(pattern) and pattern[i + 1] == "*":
+                i += 1
+            out.append(_CHARS + "*")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "^" + "".join(out) + "$"
+
+
+@dataclass(frozen=True, order=True)
+class NameMatch:
+    """One matchName or matchPattern (exactly one is set)."""
+
+    name: str = ""
+    pattern: str = ""
+
+    @property
+    def text(self) -> str:
+        """What Cilium puts in the identity label (FQDNSelector.IdentityLabel): matchName, else matchPattern."""
+        return self.name or self.pattern
+
+    @property
+    def label(self) -> str:
+        return f"{LABEL_SOURCE}:{self.text}"
+
+    def matches(self, qname: str) -> bool:
+        return _compiled(self.name, self.pattern).match(to_fqdn(qname)) is not None
+
+    def __str__(self) -> str:
+        return f"matchName: {self.name}" if self.name else f"matchPattern: {self.pattern}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(name: str, pattern: str) -> re.Pattern:
+    if name:
+        return re.compile("^" + re.escape(to_fqdn(name)) + "$")
+    return re.compile(pattern_regex(pattern))
+
+
+def of(items: Iterable | None) -> tuple[NameMatch, ...]:
+    """model.FQDNSelector / model.DNSRule items -> NameMatch, the empty ones left out."""
+    out = []
+    for x in items or ():
+        if x.match_name:
+            out.append(NameMatch(name=x.match_name))
+        elif x.match_pattern:
+            out.append(NameMatch(pattern=x.match_pattern))
+    return tuple(out)
+
+
+def any_matches(matches: Iterable[NameMatch], qname: str) -> bool:
+    return any(m.matches(qname) for m in matches)
