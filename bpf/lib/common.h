@@ -34,6 +34,7 @@ struct pkt {
 	__u16 sport, dport;    /* TCP/UDP ports; ICMP echo: id in both */
 	__u16 policy_port;     /* port for policy lookup: dport, ICMP: type */
 	__u16 ev_sport, ev_dport; /* what events carry: ports, ICMP: type/code */
+	__u16 svc_id;          /* the service whose frontend this packet was sent to (lib/lb.h), else 0 */
 	__u8 proto;
 	__u8 tcp_flags;
 	__u32 len;

@@ -61,7 +61,7 @@ struct ctl_event {
 	__u32 rule_cookie;    /* policy entry that decided; 0 = none (default deny / no policy) */
 	__u8  match_type;     /* CTL_MATCH_* */
 	__u8  is_reply;       /* 1 when the packet is a reply of a tracked connection */
-	__u16 pad;
+	__u16 svc_id;         /* a packet to a service frontend: the service (lb_services id), else 0 */
 	__u32 packets;        /* traces: packets since the last trace */
 };
 

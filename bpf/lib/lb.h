@@ -158,6 +158,7 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __
 	*frontend = p->daddr;
 	*frontend_port = p->dport;
 	*svc_id = svc->svc_id;
+	p->svc_id = svc->svc_id;    /* events name the service: the packet names the backend from here on */
 
 	ck.saddr = p->saddr;
 	ck.vip = p->daddr;

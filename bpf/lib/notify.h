@@ -67,7 +67,7 @@ static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p, __u
 	e->rule_cookie = cookie;
 	e->match_type = match_type;
 	e->is_reply = is_reply;
-	e->pad = 0;
+	e->svc_id = p->svc_id;
 	e->packets = packets;
 	events.ringbuf_submit(e, 0);
 }

@@ -140,6 +140,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
          "--states terminating,active"),
         ("A NodePort on one of this node's addresses",
          "ciliumctl service update --type NodePort --frontend 192.168.1.10:30080 --backends 10.200.0.2:80"),
+        ("Named, so that its flows say which service (observe --to-service web)",
+         "ciliumctl service update --frontend 10.96.0.10:80 --backends 10.200.0.2:80 --name default/web"),
     ],
     "service list": [
         ("Services and backends, as cilium-dbg service list", "ciliumctl service list"),
@@ -161,6 +163,8 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("Policy verdicts of the last five minutes as JSON",
          "ciliumctl observe -t policy-verdict --since 5m -o json"),
         ("Everything but forwarded traffic", "ciliumctl observe --not --verdict FORWARDED"),
+        ("Flows to a service (its name, or an unnamed one's frontend IP:PORT)",
+         "ciliumctl observe --to-service default/web"),
         ("Count flows per source, destination, port and verdict",
          "ciliumctl observe --aggregate-by source,destination,port,verdict --all"),
         ("The flows of every node of a cluster", "ciliumctl observe --kubeconfig ~/.kube/config -f"),

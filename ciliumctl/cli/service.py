@@ -35,11 +35,17 @@ def _table(services, names: dict[int, str] | None = None) -> str:
     return "".join("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)
 
 
+def _named(services) -> dict[int, str] | None:
+    """Node mode: the names given with --name (None when no service has one: no column)."""
+    names = {s.id: "/".join(s.flow_name) for s in services if s.name}
+    return names or None
+
+
 def _print(services, output: Output, view=None) -> None:
     """view: cluster mode's ClusterServices (names and what was left out), None in node mode."""
     from ciliumctl.cli.common import print_data
 
-    names = view.names if view is not None else None
+    names = view.names if view is not None else _named(services)
     if output == Output.table:
         if view is not None:
             typer.echo(f"cluster mode: services from the cluster's Services and EndpointSlices, as the agent last "
@@ -48,7 +54,7 @@ def _print(services, output: Output, view=None) -> None:
         for line in view.skipped if view is not None else []:
             typer.echo(f"not programmed: {line}")
     else:
-        print_data([{**s.to_dict(), **({"service": names.get(s.id, "")} if names is not None else {})}
+        print_data([{**s.to_dict(), **({"service": view.names.get(s.id, "")} if view is not None else {})}
                     for s in services], output)
 
 
@@ -65,6 +71,9 @@ def update(
     affinity: Affinity = typer.Option(Affinity.none, "--affinity", help="Session affinity."),
     affinity_timeout: int = typer.Option(10800, "--affinity-timeout", metavar="SECONDS",
                                          help="How long a client keeps its backend (ClientIP affinity)."),
+    name: str = typer.Option("", "--name", metavar="[NAMESPACE/]NAME",
+                             help="What flows call the service (Hubble's destination_service; observe "
+                                  "--to-service). Default: kept, or the frontend IP:PORT in namespace default."),
     output: Output | None = typer.Option(None, "--output", "-o", help="Print the service as json or yaml."),
 ) -> None:
     """Create or update a service.
@@ -73,10 +82,11 @@ def update(
     frontends are this node's addresses with a port in 30000-32767."""
     from ciliumctl.cli.common import print_data
     from ciliumctl.node import service_ops
-    from ciliumctl.services.model import Service, parse_backends, parse_frontend
+    from ciliumctl.services.model import Service, parse_backends, parse_frontend, parse_name
 
+    svc_name, namespace = parse_name(name) if name else ("", "")
     svc = Service(service_id, parse_frontend(frontend), service_type.value, tuple(parse_backends(backends, states)),
-                  "" if affinity == Affinity.none else affinity.value, affinity_timeout)
+                  "" if affinity == Affinity.none else affinity.value, affinity_timeout, svc_name, namespace)
     stored, created = service_ops.update_service(svc)
     if output in (Output.json, Output.yaml):
         print_data(stored.to_dict(), output)
@@ -113,7 +123,8 @@ def get(
     if svc is None:
         raise NotFound(f"service {ref!r} not found; see `ciliumctl service list`")
     if output == Output.table:
-        typer.echo(_table([svc]), nl=False)
+        view = service_ops.cluster_view()
+        typer.echo(_table([svc], view.names if view is not None else _named([svc])), nl=False)
     else:
         print_data(svc.to_dict(), output)
 

@@ -11,6 +11,7 @@ def _lines(st: dict) -> list[tuple[str, str]]:
            ("Policy revision", str(st["policy_revision"])),
            ("Policies", _policies(st)),
            ("Endpoints", f"{st['endpoints']['ready']}/{st['endpoints']['total']} ready"),
+           ("Services", _services(st.get("services") or {})),
            ("Address pool", st["address_pool"]),
            ("Pins", st["bpffs"])]
     dp = st.get("datapath") or {}
@@ -94,6 +95,13 @@ def unhealthy(st: dict) -> list[str]:
         why.append("datapath outdated")
     why += [f"problem: {p}" for p in st.get("problems", [])]
     return why
+
+
+def _services(s: dict) -> str:
+    if "error" in s:
+        return s["error"]
+    return (f"{s.get('services', 0)} ({s.get('backends', 0)} backends: {s.get('active', 0)} active, "
+            f"{s.get('terminating', 0)} terminating)")
 
 
 def _budget(b: dict) -> str:

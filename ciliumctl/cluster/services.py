@@ -156,7 +156,8 @@ def build(services: list[dict], slices: list[dict], node_name: str, node_ips: fr
                 out.skipped.append(f"{ref}: no IPv4 cluster IP ({cluster_ip}): IPv6 services are not supported")
             continue
         meta = obj.get("metadata") or {}
-        mine = by_service.get((meta.get("namespace", ""), meta.get("name", "")), [])
+        who = (meta.get("name", ""), meta.get("namespace", ""))   # what flows name (flow.proto Service)
+        mine = by_service.get((who[1], who[0]), [])
         affinity = "ClientIP" if spec.get("sessionAffinity") == "ClientIP" else ""
         timeout = (((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
                    or DEFAULT_AFFINITY_TIMEOUT)
@@ -174,12 +175,12 @@ def build(services: list[dict], slices: list[dict], node_name: str, node_ips: fr
             backs = _backends(mine, name, protocol, node_name if internal_local else None, out.skipped, ref)
             for ip in ips:
                 wanted.append((Service(0, Frontend(ip, int(port["port"]), proto), "ClusterIP", backs, affinity,
-                                       timeout), _cidr_for(ip, cidrs), label))
+                                       timeout, *who), _cidr_for(ip, cidrs), label))
             if typ in NODE_PORT_TYPES and port.get("nodePort"):
                 local = _backends(mine, name, protocol, node_name, [], ref) if external_local else backs
                 for ip in sorted(node_ips):
                     wanted.append((Service(0, Frontend(ip, int(port["nodePort"]), proto), "NodePort", local,
-                                           affinity, timeout), cidrs[0], label))
+                                           affinity, timeout, *who), cidrs[0], label))
     checked: dict[tuple[str, int, str], tuple[Service, str]] = {}
     for svc, cidr, label in wanted:
         fe = (svc.frontend.ip, svc.frontend.port, svc.frontend.protocol)

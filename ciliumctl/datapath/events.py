@@ -58,12 +58,13 @@ class Event:
     match_type: int
     is_reply: bool
     packets: int
+    svc_id: int = 0       # the service whose frontend the packet was sent to (lb_translate), else 0
 
 
 def decode(buf, offset: int = 0) -> Event:
     """One event from raw bytes (a ring buffer record)."""
     (ts, typ, sub, verdict, direction, ep_id, proto, flags, ifindex, sid, did, saddr, daddr,
-     sport, dport, length, cookie, match, reply, _pad, packets) = EVENT_FORMAT.unpack_from(buf, offset)
+     sport, dport, length, cookie, match, reply, svc_id, packets) = EVENT_FORMAT.unpack_from(buf, offset)
     return Event(ts, typ, sub, verdict, direction, ep_id, proto, flags, ifindex, sid, did,
                  socket.inet_ntoa(saddr), socket.inet_ntoa(daddr), sport, dport, length, cookie,
-                 match, bool(reply), packets)
+                 match, bool(reply), packets, svc_id)

@@ -22,7 +22,7 @@ from ciliumctl.datapath import bpfsys, build, hooks, maps
 from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
 from ciliumctl.datapath.mapstate import compile_state, cookies_json
 from ciliumctl.datapath.monitor import MonitorConfig
-from ciliumctl.datapath.servicemap import compile_backends
+from ciliumctl.datapath.servicemap import compile_backends, names_json
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.policy.resolved import ResolvedState
 
@@ -127,6 +127,7 @@ def _write_revision(mapset: dict[str, bpfsys.Map], state: ResolvedState) -> Appl
         mapset["lb_backends"].delete_batch(stale_backends)
         deleted += len(stale_backends)
     Datapath._write_cookies(want.cookies, state.revision)
+    Datapath._write_state_file("services.json", names_json(state.services))
     return ApplyReport(revision=state.revision, slot=slot,
                        entries={name: len(entries) for name, entries in wanted.items()},
                        written=written, deleted=deleted, seconds=0.0)
@@ -474,11 +475,16 @@ class Datapath:
 
     @staticmethod
     def _write_cookies(cookies, revision: int) -> None:
+        Datapath._write_state_file("cookies.json", cookies_json(cookies, revision))
+
+    @staticmethod
+    def _write_state_file(name: str, text: str) -> None:
+        """What the agent reads to name flows (cookies.json: policies, services.json: services)."""
         d = paths.state_dir() / "datapath"
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f"cookies.json.{os.getpid()}.tmp"
-        tmp.write_text(cookies_json(cookies, revision))
-        os.replace(tmp, d / "cookies.json")
+        tmp = d / f"{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, d / name)
 
     # -------------------------------------------------------------------------------- status
 

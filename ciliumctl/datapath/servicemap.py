@@ -7,6 +7,7 @@ them keep them."""
 
 from __future__ import annotations
 
+import json
 import socket
 
 from ciliumctl.datapath import maps
@@ -36,3 +37,11 @@ def compile_backends(table: ServiceTable) -> dict[bytes, bytes]:
             state = maps.LB_BACKEND_ACTIVE if b.state == "active" else maps.LB_BACKEND_TERMINATING
             out[b.id.to_bytes(4, "little")] = maps.LB_BACKEND.pack(socket.inet_aton(b.ip), b.port, proto, state)
     return out
+
+
+def names_json(table: ServiceTable) -> str:
+    """What the agent names flows by (flows.meta reads it): [id, namespace, name, frontend IP, port, protocol]
+    per service translated."""
+    rows = [[sid, *svc.flow_name, svc.frontend.ip, svc.frontend.port, svc.frontend.protocol]
+            for sid, svc in sorted(table.services.items())]
+    return json.dumps({"services": rows}, separators=(",", ":"))

@@ -25,6 +25,7 @@ from ciliumctl.flows.records import (
     R_SID,
     R_SPORT,
     R_SUBTYPE,
+    R_SVC,
     R_TS,
     R_TYPE,
     R_VERDICT,
@@ -130,6 +131,29 @@ def _policy_side(rec: tuple) -> int:
     return 0
 
 
+_PORTED = (6, 17, 132)   # protocols whose ports Cilium's parser decodes (TCP, UDP, SCTP)
+Services = tuple[tuple[str, str] | None, tuple[str, str] | None]
+
+
+def services_of(saddr: bytes, sport: int, daddr: bytes, dport: int, proto: int, svc_id: int,
+                snap: Snapshot) -> Services:
+    """(source service, destination service) as (namespace, name), or None. As Hubble: a flow's address and port
+    that are a service frontend name it (pkg/hubble/parser/threefour/parser.go: GetServiceByAddr(srcIP, srcPort),
+    GetServiceByAddr(dstIP, dstPort)); replies after the reverse translation carry the frontend as source. Our
+    events are sent after the translation, when the packet names the backend, so the datapath adds the service's
+    id to a translated packet's event (lib/lb.h svc_id): that is the destination service then."""
+    svcs = snap.services
+    src = dst = None
+    if svcs.ips and proto in _PORTED:
+        if saddr in svcs.ips:
+            src = svcs.by_addr.get((saddr, sport))
+        if daddr in svcs.ips:
+            dst = svcs.by_addr.get((daddr, dport))
+    if svc_id and dst is None:
+        dst = svcs.by_id.get(svc_id)
+    return src, dst
+
+
 class IfNames(Protocol):
     """ifindex -> interface name: a dict, or the agent's cache that asks the kernel."""
 
@@ -137,9 +161,11 @@ class IfNames(Protocol):
 
 
 def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: str, boot_id: int, seq: int,
-                   ifnames: IfNames | None = None, cache: dict | None = None) -> pb.Flow:
+                   ifnames: IfNames | None = None, cache: dict | None = None,
+                   services: Services | None = None) -> pb.Flow:
     """One RECORD tuple -> flow.Flow. wall_offset_ns turns the kernel's CLOCK_MONOTONIC stamp into wall time.
-    With a cache dict, the per-peer part of the flow is built once and merged in (a C-level copy)."""
+    With a cache dict, the per-peer part of the flow is built once and merged in (a C-level copy). services:
+    services_of() of the record when already known."""
     side = _policy_side(rec)
     key = (snap, rec[R_SADDR], rec[R_DADDR], rec[R_SID], rec[R_DID], rec[R_COOKIE], side, rec[R_DIR], rec[R_EP])
     tmpl = cache.get(key) if cache is not None else None
@@ -160,6 +186,12 @@ def record_to_flow(rec: tuple, snap: Snapshot, wall_offset_ns: int, node_name: s
     f.traffic_direction = direction if direction in (1, 2) else 0
 
     proto, sport, dport = rec[R_PROTO], rec[R_SPORT], rec[R_DPORT]
+    src_svc, dst_svc = services if services is not None else \
+        services_of(rec[R_SADDR], sport, rec[R_DADDR], dport, proto, rec[R_SVC], snap)
+    if src_svc is not None:
+        f.source_service.namespace, f.source_service.name = src_svc
+    if dst_svc is not None:
+        f.destination_service.namespace, f.destination_service.name = dst_svc
     if proto == 6:
         tcp = f.l4.TCP
         tcp.source_port = sport

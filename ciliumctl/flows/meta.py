@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,35 @@ class PolicyRef:
     revision: int
 
 
+@dataclass(frozen=True)
+class ServiceNames:
+    """The services the datapath translates, as flows name them (flow.proto Service: namespace, name)."""
+
+    by_id: dict[int, tuple[str, str]] = field(default_factory=dict)         # lb_services id -> (namespace, name)
+    by_addr: dict[tuple[bytes, int], tuple[str, str]] = field(default_factory=dict)   # (frontend IP, port)
+    ips: frozenset[bytes] = frozenset()                                      # frontend IPs (4 bytes)
+
+
+def _parse_services(data) -> ServiceNames:
+    """datapath/services.json (datapath.servicemap.names_json). By address as Cilium's Hubble looks a frontend up
+    (pkg/hubble/.../service getter GetServiceByAddr: IP and port, TCP first, then UDP)."""
+    if not isinstance(data, dict) or not isinstance(data.get("services"), list):
+        return ServiceNames()
+    by_id: dict[int, tuple[str, str]] = {}
+    by_addr: dict[tuple[bytes, int], tuple[str, str]] = {}
+    rows = []
+    for row in data["services"]:
+        try:
+            sid, ns, name, ip, port, proto = row
+            rows.append((int(sid), str(ns), str(name), socket.inet_aton(ip), int(port), str(proto)))
+        except (ValueError, TypeError, OSError):
+            continue
+    for sid, ns, name, addr, port, _proto in sorted(rows, key=lambda r: r[5] != "tcp"):
+        by_id[sid] = (ns, name)
+        by_addr.setdefault((addr, port), (ns, name))
+    return ServiceNames(by_id, by_addr, frozenset(a for a, _ in by_addr))
+
+
 @dataclass(frozen=True, eq=False)   # compared and hashed by identity: one object per reload
 class Snapshot:
     by_ip: dict[str, EndpointInfo] = field(default_factory=dict)
@@ -41,6 +71,7 @@ class Snapshot:
     identity_labels: dict[int, tuple[str, ...]] = field(default_factory=dict)
     cookies: dict[int, tuple[PolicyRef, ...]] = field(default_factory=dict)
     namespaces: frozenset[str] = frozenset()
+    services: ServiceNames = field(default_factory=ServiceNames)
 
     def labels_of(self, identity: int) -> tuple[str, ...]:
         labels = self.identity_labels.get(identity)
@@ -152,7 +183,8 @@ def load_snapshot(state_dir: Path | None = None) -> Snapshot:
     for info in by_id.values():
         identities.setdefault(info.identity, info.labels)
     cookies = _parse_cookies(_read_json(state / "datapath" / "cookies.json"))
-    return Snapshot(by_ip, by_id, identities, cookies, frozenset(namespaces))
+    services = _parse_services(_read_json(state / "datapath" / "services.json"))
+    return Snapshot(by_ip, by_id, identities, cookies, frozenset(namespaces), services)
 
 
 class MetaWatcher:
@@ -170,7 +202,7 @@ class MetaWatcher:
     def _fingerprint(self) -> tuple:
         stamp: list[tuple | None] = []
         for p in (self.state_dir / "endpoints", self.state_dir / "identities.json",
-                  self.state_dir / "datapath" / "cookies.json"):
+                  self.state_dir / "datapath" / "cookies.json", self.state_dir / "datapath" / "services.json"):
             try:
                 st = os.stat(p)
                 stamp.append((st.st_mtime_ns, st.st_ino, st.st_size))

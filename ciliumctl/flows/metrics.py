@@ -1,7 +1,9 @@
 """Prometheus metrics of the agent, in the text exposition format, named like Hubble's:
 hubble_flows_processed_total{type,subtype,verdict}, hubble_drop_total{reason,protocol},
-hubble_policy_verdicts_total{direction,match,action}, hubble_lost_events_total{source}.
-Counted at ingestion from the store's per-key counter (one C-level Counter.update per batch)."""
+hubble_policy_verdicts_total{direction,match,action}, hubble_lost_events_total{source}; per service (Hubble has
+no such metric: ours) ciliumctl_service_flows_total{namespace,service,verdict}, the flows of packets sent to a
+service frontend (translated, or dropped: no backend, policy). Counted at ingestion from the store's per-key
+counter (one C-level Counter.update per batch); a service is named by its id when the metrics are read."""
 
 from __future__ import annotations
 
@@ -35,7 +37,9 @@ def _type_labels(typ: int, sub: int) -> tuple[str, str]:
     return "Unknown", str(typ)
 
 
-def render(store: FlowStore, extra: Callable[[], list[str]] | None = None) -> str:
+def render(store: FlowStore, extra: Callable[[], list[str]] | None = None,
+           services: Callable[[], dict[int, tuple[str, str]]] | None = None) -> str:
+    """services: service id -> (namespace, name), as the flows name them (flows.meta ServiceNames.by_id)."""
     with store.cond:
         keys = Counter(store.metric_keys)
         kernel_lost = store.lost_in_kernel
@@ -44,7 +48,8 @@ def render(store: FlowStore, extra: Callable[[], list[str]] | None = None) -> st
     processed: Counter = Counter()
     drops: Counter = Counter()
     verdicts: Counter = Counter()
-    for (_len, typ, sub, verdict, direction, proto, match), n in keys.items():
+    per_service: Counter = Counter()
+    for (_len, typ, sub, verdict, direction, proto, match, svc), n in keys.items():
         tname, subname = _type_labels(typ, sub)
         if typ == names.MSG_DROP:
             verdict = pb.DROPPED
@@ -52,6 +57,8 @@ def render(store: FlowStore, extra: Callable[[], list[str]] | None = None) -> st
             verdict = pb.FORWARDED   # as the flows say (convert.py)
         vname = _VERDICTS.get(verdict, str(verdict))
         processed[(tname, subname, vname)] += n
+        if svc:
+            per_service[(svc, vname)] += n
         if typ == names.MSG_DROP:
             rname = pb.DropReason.Name(sub) if sub in pb.DropReason.values() else str(sub)
             drops[(rname, names.PROTO_NAMES.get(proto, str(proto)))] += n
@@ -77,6 +84,15 @@ def render(store: FlowStore, extra: Callable[[], list[str]] | None = None) -> st
             "# HELP hubble_flows_in_buffer Flows held in the agent's flow ring",
             "# TYPE hubble_flows_in_buffer gauge",
             f"hubble_flows_in_buffer {held}"]
+    names_by_id = services() if services is not None and per_service else {}
+    named: Counter = Counter()
+    for (svc, vname), n in per_service.items():
+        ns, name = names_by_id.get(svc, ("", f"id-{svc}"))   # deleted since: its id
+        named[(ns, name, vname)] += n
+    out += ["# HELP ciliumctl_service_flows_total Flows of packets sent to a service frontend, by service and "
+            "verdict", "# TYPE ciliumctl_service_flows_total counter"]
+    out += [f"ciliumctl_service_flows_total{_labels(namespace=ns, service=name, verdict=v)} {n}"
+            for (ns, name, v), n in sorted(named.items())]
     if extra is not None:
         out += extra()
     return "\n".join(out) + "\n"
@@ -85,8 +101,9 @@ def render(store: FlowStore, extra: Callable[[], list[str]] | None = None) -> st
 class MetricsServer:
     """Plain HTTP on host:port serving /metrics, in a daemon thread."""
 
-    def __init__(self, listen: str, store: FlowStore, extra: Callable[[], list[str]] | None = None):
-        """extra: more lines in the text format (the agent's CPU budget)."""
+    def __init__(self, listen: str, store: FlowStore, extra: Callable[[], list[str]] | None = None,
+                 services: Callable[[], dict[int, tuple[str, str]]] | None = None):
+        """extra: more lines in the text format (the agent's CPU budget); services: see render()."""
         host, _, port = listen.rpartition(":")
         host = host.strip("[]") or "0.0.0.0"
         store_ref = store
@@ -96,7 +113,7 @@ class MetricsServer:
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404)
                     return
-                body = render(store_ref, extra).encode()
+                body = render(store_ref, extra, services).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))

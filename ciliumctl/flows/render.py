@@ -16,20 +16,21 @@ import threading
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ciliumctl.flows import jsonpb
-from ciliumctl.flows.convert import IfNames, record_to_flow, uuid_prefix, uuid_with
+from ciliumctl.flows.convert import IfNames, Services, record_to_flow, services_of, uuid_prefix, uuid_with
 from ciliumctl.flows.meta import Snapshot
 from ciliumctl.flows.pb.flow import flow_pb2
 from ciliumctl.flows.pb.observer import observer_pb2 as opb
 from ciliumctl.flows.records import R_DPORT, R_PROTO, R_SPORT, RECORD, RECORD_SIZE, pack_record
 
-# One record as (ts, type..flags, ifindex, identities and addresses, sport, dport, cookie/match/reply): the hdr,
-# the length and the packet counter (bytes 0-8, 48-52, 58-64) say nothing about the flow's content.
-_VIEW = struct.Struct("<8xQ8sI16sHH4x6s6x")
+# One record as (ts, type..flags, ifindex, identities and addresses, sport, dport, cookie/match/reply, service id):
+# the hdr, the length and the packet counter (bytes 0-8, 48-52, 60-64) say nothing about the flow's content.
+_VIEW = struct.Struct("<8xQ8sI16sHH4x6sH4x")
 _TS = struct.Struct("<8xQ")
 assert _VIEW.size == RECORD_SIZE
 _probe = _VIEW.unpack(pack_record(ts_ns=1, proto=6, ifindex=2, sport=3, dport=4, length=5, packets=6,
-                                  rule_cookie=7))
-assert _probe[:3] == (1, _probe[1], 2) and _probe[1][6] == 6 and _probe[4:6] == (3, 4) and _probe[6][0] == 7
+                                  rule_cookie=7, svc_id=8))
+assert _probe[:3] == (1, _probe[1], 2) and _probe[1][6] == 6 and _probe[4:6] == (3, 4) and _probe[6][0] == 7 \
+    and _probe[7] == 8
 
 # Stand-ins while a kind's JSON is made, cut out again afterwards: values no real flow has there.
 _T_SEC, _T_NANOS = 1, 1
@@ -40,6 +41,7 @@ _SPORT, _DPORT = 4_000_000_001, 4_000_000_002    # ports are 16 bits; the proto 
 _S_JSON, _D_JSON = f'"source_port":{_SPORT}', f'"destination_port":{_DPORT}'
 _PORTED = {6: "TCP", 17: "UDP", 132: "SCTP"}     # record proto -> flow.Layer4 field whose ports vary in a kind
 _CACHE_MAX = 20_000
+_NO_SERVICES: Services = (None, None)
 _UNMADE = object()   # a kind's JSON pieces before its first JSON line
 
 
@@ -114,25 +116,28 @@ class Renderer:
 
     def _kind(self, data: bytes, off: int, snap: Snapshot) -> tuple[int, int, int, _Kind]:
         """(wall time ns, sport, dport, the record's kind)."""
-        ts, head, ifindex, peers, sport, dport, rule = _VIEW.unpack_from(data, off)
+        ts, head, ifindex, peers, sport, dport, rule, svc_id = _VIEW.unpack_from(data, off)
         ifname = self.ifnames.get(ifindex) if ifindex and self.ifnames is not None else None
-        # ports out of the key where they are plain numbers in l4 (a zero port is left out of the JSON: keyed)
+        # ports out of the key where they are plain numbers in l4 (a zero port is left out of the JSON: keyed);
+        # the services they name are in it
         ported = head[6] in _PORTED and sport and dport
-        key = (snap, head, ifindex, peers, rule, ifname) if ported else \
-            (snap, head, ifindex, peers, rule, ifname, sport, dport)
+        svcs = services_of(peers[8:12], sport, peers[12:16], dport, head[6], svc_id, snap) \
+            if svc_id or snap.services.ips else _NO_SERVICES
+        key = (snap, head, ifindex, peers, rule, ifname, svcs) if ported else \
+            (snap, head, ifindex, peers, rule, ifname, svcs, sport, dport)
         kind = self._kinds.get(key)
         if kind is None:
             kind = self._new_kind(RECORD.unpack_from(data, off), snap, {ifindex: ifname} if ifname else {},
-                                  bool(ported))
+                                  bool(ported), svcs)
             if len(self._kinds) >= _CACHE_MAX:
                 self._kinds.clear()
             self._kinds[key] = kind
         return ts + self.wall_offset_ns, sport, dport, kind
 
-    def _new_kind(self, rec: tuple, snap: Snapshot, ifnames: dict, ported: bool) -> _Kind:
+    def _new_kind(self, rec: tuple, snap: Snapshot, ifnames: dict, ported: bool, svcs: Services) -> _Kind:
         if ported:
             rec = rec[:R_SPORT] + (_SPORT, _DPORT) + rec[R_DPORT + 1:]
-        f = record_to_flow(rec, snap, 0, self.node_name, self.boot_id, 0, ifnames, self._templates)
+        f = record_to_flow(rec, snap, 0, self.node_name, self.boot_id, 0, ifnames, self._templates, svcs)
         f.ClearField("time")
         f.ClearField("uuid")
         tag = rest = b""

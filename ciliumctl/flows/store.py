@@ -48,7 +48,7 @@ class FlowStore:
         self.next_seq = 0
         self.seen_flows = 0
         self.lost_in_kernel = 0
-        self.metric_keys: Counter = Counter()   # (len, type, subtype, verdict, direction, proto, match) -> n
+        self.metric_keys: Counter = Counter()   # (len, type, subtype, verdict, direction, proto, match, svc) -> n
         self.cond = threading.Condition()
         self.started = time.time()
         self._rate_marks: deque[tuple[float, int]] = deque(maxlen=90)   # (monotonic s, seen_flows), ~1/s

@@ -163,7 +163,8 @@ class Agent:
                     from ciliumctl.node.agent_budget import metric_lines
 
                     self.metrics = MetricsServer(self.opts.metrics_listen, self.store,
-                                                 extra=lambda: metric_lines(self.budget.current))
+                                                 extra=lambda: metric_lines(self.budget.current),
+                                                 services=lambda: self.meta.refresh().services.by_id)
                 except OSError as err:
                     raise EnvironmentProblem(f"--metrics-listen {self.opts.metrics_listen}: {err.strerror}; "
                                              "pick a free address or '' to turn metrics off") from None

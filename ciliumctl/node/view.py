@@ -57,6 +57,16 @@ def policy_enforcement(p: store.StoredPolicy) -> enforcement_gaps.PolicyEnforcem
     return enforcement_gaps.PolicyEnforcement(ref, enforcement_gaps.gaps_of_data(p.data))
 
 
+def _service_counts() -> dict:
+    """The services in force (the node's store, or in cluster mode what the agent programmed)."""
+    from ciliumctl.node import service_ops
+
+    try:
+        return service_ops.services().counts()
+    except EnvironmentProblem as err:     # an unreadable store: said in the row, not a failed status
+        return {"error": str(err)}
+
+
 def status() -> dict:
     """Node status: datapath programs and maps, endpoints, revision, mode, lost events."""
     from ciliumctl.node import endpoint_check
@@ -80,6 +90,7 @@ def status() -> dict:
         "endpoints": {"total": len(eps) + len(corrupt), "ready": sum(1 for e in eps if e.state == "ready")},
         "problems": endpoint_check.problems(node_settings.pool()),
         "address_pool": ipam.effective_pool(configured=settings.pool or None),
+        "services": _service_counts(),
         "bpffs": str(paths.bpffs_dir()),
         "datapath": None,
     }

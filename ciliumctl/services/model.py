@@ -6,6 +6,7 @@ ports), id allocation, and the lookup `policy trace` uses to show a translation.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -21,6 +22,7 @@ MAX_AFFINITY_TIMEOUT = 86400            # core/v1 MaxClientIPServiceAffinitySeco
 MAX_SERVICE_ID = 65535                  # Cilium's rev-NAT index is 16 bits (lb4_service.rev_nat_index)
 MAX_BACKENDS = 65535                    # backend slots per service (lb_svc_val.count is 16 bits)
 STATES = ("active", "terminating")      # pkg/loadbalancer BackendState names (active, terminating)
+DEFAULT_NAMESPACE = "default"           # a name without namespace (Kubernetes; Hubble's filters, k8s.go)
 
 
 @dataclass(frozen=True, order=True)
@@ -57,15 +59,26 @@ class Service:
     backends: tuple[Backend, ...] = ()
     affinity: str = ""                  # "" (None) or "ClientIP"
     affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
+    name: str = ""                      # the Kubernetes Service (cluster mode) or `service update --name`
+    namespace: str = ""
 
     @property
     def active(self) -> tuple[Backend, ...]:
         """The backends that take new connections."""
         return tuple(b for b in self.backends if b.state == "active")
 
+    @property
+    def flow_name(self) -> tuple[str, str]:
+        """(namespace, name) as flows carry it (flow.proto Service): a service without a name is named by its
+        frontend IP:PORT, in "default" (where Hubble's filters look for a name given without namespace)."""
+        return (self.namespace or DEFAULT_NAMESPACE,
+                self.name or f"{self.frontend.ip}:{self.frontend.port}")
+
     def to_dict(self) -> dict:
         out: dict = {"id": self.id, "frontend": str(self.frontend), "type": self.type,
                      "backends": [{"address": str(b), "state": b.state, "id": b.id} for b in self.backends]}
+        if self.name:
+            out["name"], out["namespace"] = self.name, self.namespace or DEFAULT_NAMESPACE
         if self.affinity:
             out["sessionAffinity"] = {"type": self.affinity, "timeoutSeconds": self.affinity_timeout}
         return out
@@ -73,20 +86,24 @@ class Service:
     def to_record(self) -> list:
         """The compact form the node's store keeps (100,000 backends load in well under a second)."""
         f = self.frontend
-        return [self.id, f.ip, f.port, f.protocol, self.type, self.affinity, self.affinity_timeout,
-                [[b.ip, b.port, b.state, b.id] for b in self.backends]]
+        out = [self.id, f.ip, f.port, f.protocol, self.type, self.affinity, self.affinity_timeout,
+               [[b.ip, b.port, b.state, b.id] for b in self.backends]]
+        return out + [self.name, self.namespace] if self.name else out
 
     @classmethod
     def from_record(cls, r: list) -> Service:
-        """What to_record() wrote (checked when it was stored; a malformed record raises)."""
-        sid, ip, port, proto, typ, aff, timeout, backs = r
+        """What to_record() wrote (checked when it was stored; a malformed record raises). Records from before
+        names have 8 fields."""
+        sid, ip, port, proto, typ, aff, timeout, backs, *named = r
+        name, namespace = (str(named[0]), str(named[1])) if len(named) == 2 else ("", "")
         if proto not in PROTOCOLS or typ not in TYPES:
             raise ValueError(f"service {sid}: protocol {proto!r} or type {typ!r}")
         backends = tuple([Backend(bi, bp, bs, bid) for bi, bp, bs, bid in backs])
         if not all(type(b.ip) is str and type(b.port) is int and b.state in STATES and type(b.id) is int
                    for b in backends):
             raise ValueError(f"service {sid}: a malformed backend")
-        return cls(int(sid), Frontend(str(ip), int(port), proto), typ, backends, str(aff), int(timeout))
+        return cls(int(sid), Frontend(str(ip), int(port), proto), typ, backends, str(aff), int(timeout), name,
+                   namespace)
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -144,6 +161,23 @@ def parse_backends(text: str, states: str = "") -> list[Backend]:
     return out
 
 
+# apimachinery validation: a Service name is a DNS-1035 label, a namespace a DNS-1123 label (63 characters at most)
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def parse_name(text: str) -> tuple[str, str]:
+    """[NAMESPACE/]NAME -> (name, namespace), namespace "default" when not given."""
+    ns, sep, name = text.strip().rpartition("/")
+    if not _DNS1035.match(name):
+        raise UsageError(f"service name {name!r}: use a DNS-1035 label (lower-case letters, digits and '-', "
+                         "starting with a letter, at most 63 characters), e.g. web")
+    if sep and not _DNS1123.match(ns):
+        raise UsageError(f"namespace {ns!r} of service name {text!r}: use a DNS-1123 label (lower-case letters, "
+                         "digits and '-', at most 63 characters), e.g. default")
+    return name, ns or DEFAULT_NAMESPACE
+
+
 def parse_cidr(text: str) -> str:
     try:
         net = ipaddress.ip_network(text.strip(), strict=True)
@@ -195,6 +229,8 @@ class ServiceTable:
             if not bid:
                 bid, nxt = nxt, nxt + 1
             backends.append(b._replace(id=bid))
+        if not svc.name and old is not None:     # an update without --name keeps the name
+            svc = replace(svc, name=old.name, namespace=old.namespace)
         services = dict(self.services)
         services[sid] = replace(svc, id=sid, backends=tuple(backends))
         return ServiceTable(services, nxt)
@@ -228,6 +264,12 @@ class ServiceTable:
             return self, None
         services = {k: v for k, v in self.services.items() if k != svc.id}
         return ServiceTable(services, self.next_backend_id), svc
+
+    def counts(self) -> dict:
+        """`status`: services and backends (a backend of two services counts twice, as it has two ids)."""
+        backs = [b.state for s in self.services.values() for b in s.backends]
+        return {"services": len(self.services), "backends": len(backs),
+                "active": backs.count("active"), "terminating": backs.count("terminating")}
 
     def _free_id(self) -> int:
         for i in range(1, MAX_SERVICE_ID + 1):

@@ -181,7 +181,7 @@ def test_service_without_backends_fails_at_once_with_drop_158(sandbox, datapath,
     time.sleep(0.1)
     drops = [e for e in events.events() if e.type == ev.EVENT_DROP]
     assert drops and drops[0].subtype == 158 and drops[0].daddr == VIP and drops[0].dport == 80
-    assert drops[0].ep_id == a.ep.id
+    assert drops[0].ep_id == a.ep.id and drops[0].svc_id == 1     # the service, for the flow (Hubble's names)
     assert {d["reason"] for d in datapath.drop_counts()} == {158}
 
 
@@ -200,12 +200,22 @@ def test_policy_is_decided_on_the_backend(sandbox, datapath, events):
     evts = events.events()
     ok = [e for e in evts if e.type == ev.EVENT_POLICY_VERDICT and e.saddr == a.ip]
     assert ok and ok[0].daddr == b.ip and ok[0].dport == 8080 and ok[0].verdict == ev.VERDICT_FORWARDED
+    assert ok[0].svc_id == 0     # at the backend: a packet like any other (as Cilium's flows there)
     denied = [e for e in evts if e.type == ev.EVENT_DROP and e.saddr == c.ip]
     assert denied and denied[0].daddr == b.ip and denied[0].dport == 8080 and denied[0].subtype == ev.DROP_POLICY
+    # replies reach the client from the frontend (flows name the service by that address): no id
+    replies = [e for e in evts if e.type == ev.EVENT_TRACE and e.is_reply and e.daddr == a.ip]
+    assert replies and all(e.saddr == VIP and e.sport == 80 and e.svc_id == 0 for e in replies)
     # egress policy of the client sees the backend's identity and port too
     policies[a.ep.id] = (False, [], True, [entry(b.identity, PROTO_TCP, 8080, section="egress")])
     datapath.apply(_state(sandbox, 2, _table(svc), policies))
+    events.drain()
     assert _ask(a, VIP, 80)[0] == b.ip
+    # the client's verdict is on the translated packet: its event names the service (flows' destination_service)
+    assert _ask(a, b.ip, 8080)[0] == b.ip       # direct: none
+    time.sleep(0.1)
+    mine = [e for e in events.events() if e.type == ev.EVENT_POLICY_VERDICT and e.saddr == a.ip and e.direction == 2]
+    assert [(e.daddr, e.dport, e.svc_id) for e in mine] == [(b.ip, 8080, 1), (b.ip, 8080, 0)]
 
 
 NODE_IP, OUTSIDE_IP = "192.168.77.1", "192.168.77.2"

@@ -118,9 +118,17 @@ def test_nodeport_from_outside_through_install_devices(node):
     res = node.cli("service", "update", "--type", "NodePort", "--frontend", "192.168.78.9:30080",
                    "--backends", "10.200.0.1:8080", check=False)
     assert res.returncode == 2 and "not an address of this node" in res.stderr
+    bad = node.cli("service", "update", "--type", "NodePort", "--frontend", "192.168.78.1:30080",
+                   "--backends", "10.200.0.1:8080", "--name", "Shop/Web", check=False)
+    assert bad.returncode == 2 and "DNS-1035" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     node.cli("service", "update", "--type", "NodePort", "--frontend", "192.168.78.1:30080",
-             "--backends", "10.200.0.1:8080")
-    assert "NodePort" in node.cli("service", "list").stdout
+             "--backends", "10.200.0.1:8080", "--name", "shop/web")
+    listed = node.cli("service", "list").stdout
+    assert "NodePort" in listed and listed.splitlines()[0].split()[-1] == "Service" and "shop/web" in listed
+    assert json.loads(node.cli("service", "get", "1", "-o", "json").stdout)["name"] == "web"
+    st = json.loads(node.cli("status", "-o", "json").stdout)
+    assert st["services"] == {"services": 1, "backends": 1, "active": 1, "terminating": 0}
+    assert "Services" in node.cli("status").stdout
     code = ("import socket\ns = socket.create_connection(('192.168.78.1', 30080), timeout=2)\n"
             "print(s.getpeername()[0], s.getpeername()[1])")
     got = sh("ip", "netns", "exec", outside, sys.executable, "-c", code, check=False)

@@ -51,9 +51,9 @@ FLOWS = [
 NAMES = [n for n, _ in FLOWS]
 
 
-def serve(tmp_path, records, capacity=1000):
+def serve(tmp_path, records, capacity=1000, snap=SNAP):
     store = FlowStore(capacity)
-    store.add_records(b"".join(records), len(records), SNAP)
+    store.add_records(b"".join(records), len(records), snap)
     sock = tmp_path / "hubble.sock"
     server = ObserverServer(FlowSource(store, node_name="node-a", wall_offset_ns=T0, boot_id=7), sock)
     server.start()

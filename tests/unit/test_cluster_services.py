@@ -50,6 +50,8 @@ def test_cluster_ip_each_port_and_protocol_with_ready_and_terminating_backends()
         "10.96.0.10:80/TCP": ("ClusterIP", [("10.1.0.5:8080", "active"), ("10.1.0.6:8080", "terminating")]),
         "10.96.0.10:53/UDP": ("ClusterIP", [("10.1.0.5:5353", "active"), ("10.1.0.6:5353", "terminating")])}
     assert sorted(result.names.values()) == ["shop/web (dns)", "shop/web (http)"]
+    # flows name the Kubernetes Service (flow.proto Service {name, namespace})
+    assert {s.flow_name for s in result.table.services.values()} == {("shop", "web")}
 
 
 def test_node_port_traffic_policies_and_affinity():

@@ -20,6 +20,7 @@ from ciliumctl.services.model import (
     parse_backends,
     parse_cidr,
     parse_frontend,
+    parse_name,
     translate,
 )
 
@@ -186,3 +187,21 @@ def test_the_store_keeps_a_table_as_it_was(node_env):
     store.save(t)
     assert store.load() == t
     assert oct(store.store_path().stat().st_mode & 0o777) == "0o600"     # root-only
+
+
+def test_names_what_flows_call_a_service():
+    assert parse_name("web") == ("web", "default")
+    assert parse_name("shop/web") == ("web", "shop")
+    for bad in ("Web", "1web", "shop/", "sh_op/web", "a" * 64):
+        with pytest.raises(UsageError, match="service name|namespace"):
+            parse_name(bad)
+    unnamed = Service(0, Frontend("10.96.0.10", 80, "udp"))
+    assert unnamed.flow_name == ("default", "10.96.0.10:80")       # by its frontend, where hubble looks
+    t = ServiceTable().update(dataclasses.replace(unnamed, name="dns", namespace="kube-system"), CIDR)
+    # an update without a name keeps it; the store keeps it; records from before names still load
+    t = t.update(dataclasses.replace(unnamed, backends=(Backend("10.0.0.1", 53),)), CIDR)
+    assert t.services[1].flow_name == ("kube-system", "dns") and len(t.services[1].backends) == 1
+    assert ServiceTable.from_dict(t.to_dict()) == t
+    old = t.services[1].to_record()[:8]
+    assert Service.from_record(old).flow_name == ("default", "10.96.0.10:80")
+    assert t.counts() == {"services": 1, "backends": 1, "active": 1, "terminating": 0}
