@@ -9,6 +9,7 @@
 
 #include "lb.h"
 #include "notify.h"
+#include "parse.h"
 
 int from_netdev(struct __sk_buff *skb)
 {

@@ -34,8 +34,13 @@ def _expand_includes(path: Path, seen: set[Path]) -> str:
     return "\n".join(out)
 
 
+# one file per attach point (Cilium's layout): the endpoints' veths, then the node's devices; one unit, one set of maps
+SOURCES = ("bpf_lxc.c", "bpf_host.c")
+
+
 def datapath_source() -> str:
-    return _expand_includes(paths.bpf_src_dir() / "bpf_lxc.c", set())
+    seen: set[Path] = set()
+    return "\n".join(_expand_includes(paths.bpf_src_dir() / name, seen) for name in SOURCES)
 
 
 def source_crc(src: str | None = None) -> int:
@@ -43,7 +48,7 @@ def source_crc(src: str | None = None) -> int:
 
 
 def compile_programs():
-    """(BCC module, {program name: loaded function}) of bpf/bpf_lxc.c, with the source's crc in `state`.
+    """(BCC module, {program name: loaded function}) of bpf/bpf_lxc.c + bpf_host.c, with the source's crc in `state`.
     The caller pins what it keeps and calls .cleanup() on the module."""
     global compile_count
     check_headers()
@@ -53,7 +58,7 @@ def compile_programs():
         bpf = BPF(text=src.encode(), cflags=["-w"])
         fns = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS) for name in maps.PROGRAMS}
     except Exception as err:   # BCC raises bare Exception with the compiler/verifier output on stderr
-        raise EnvironmentProblem(f"compiling or loading {paths.bpf_src_dir() / 'bpf_lxc.c'} failed: {err}; "
+        raise EnvironmentProblem(f"compiling or loading {paths.bpf_src_dir()}/{'+'.join(SOURCES)} failed: {err}; "
                                  "see the compiler/verifier output above") from None
     compile_count += 1
     # what the programs were built from, so a later open() can tell the pins are outdated
