@@ -9,6 +9,8 @@ APT_PKGS="python3-bpfcc libbpfcc bpfcc-tools python3-venv python3-dev linux-head
 iputils-ping netcat-openbsd curl iptables zsh fish \
 containerd podman runc containernetworking-plugins busybox-static \
 mmdebstrap umoci skopeo etcd-server openssl graphviz"
+# the DNS proxy's wire format (dnspython, also on PyPI) and the DNS tests' server (dnsmasq without its service)
+APT_PKGS="$APT_PKGS python3-dnspython dnsmasq-base"
 # the UI's browser tests: Debian's Chromium and its WebDriver (tests/support/browser.py)
 APT_PKGS="$APT_PKGS chromium chromium-driver"
 
