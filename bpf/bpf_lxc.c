@@ -8,10 +8,10 @@
 
 int from_container(struct __sk_buff *skb)
 {
-	return handle(skb, CTL_DIR_EGRESS);
+	return handle(skb, CTL_DIR_EGRESS, CTL_OBS_FROM_ENDPOINT, 0);
 }
 
 int to_container(struct __sk_buff *skb)
 {
-	return handle(skb, CTL_DIR_INGRESS);
+	return handle(skb, CTL_DIR_INGRESS, CTL_OBS_TO_ENDPOINT, 0);
 }

@@ -12,6 +12,15 @@
 #include "lb.h"
 #include "parse.h"
 
+/* The host endpoint (bpf_host.c): the node's own stack, Cilium's reserved:host (identity 1,
+ * pkg/identity/numericidentity.go ReservedIdentityHost). Its policy lives under endpoint id 0 (policy/resolve.py
+ * HOST_ENDPOINT_ID); the node's devices carry it in `endpoints` while the host firewall is on. */
+#define CTL_HOST_EP_ID 0
+#define CTL_IDENTITY_HOST 1
+/* bpf/lib/trace.h enum trace_point: TRACE_FROM_NETWORK 10, TRACE_TO_NETWORK 11 (bpf_host.c on a native device) */
+#define CTL_OBS_FROM_NETWORK 10
+#define CTL_OBS_TO_NETWORK 11
+
 /* The policy decision for one packet of the endpoint on `ifindex`, with the active revision. */
 struct decision {
 	struct verdict v;
@@ -23,6 +32,38 @@ struct decision {
 	__u8 enforce;
 	__u8 audit;
 };
+
+/* Monitor aggregation hides every receive point alike (bpf/lib/trace.h: TRACE_FROM_NETWORK as TRACE_FROM_LXC) */
+static __always_inline __u8 rx_obs(__u8 obs)
+{
+	return obs == CTL_OBS_FROM_NETWORK ? CTL_OBS_FROM_ENDPOINT : obs;
+}
+
+/* A pod's packet to or from the node's own stack never crosses a device: the host's policy applies to it here
+ * too, in the other direction (the pod's egress is the host's ingress), as Cilium's bpf_lxc.c hands packets to
+ * the host to the host endpoint's policy program (HOST_EP_ID in POLICY_CALL_MAP). Only while the host firewall
+ * is on (the host endpoint has a config in this revision) and the pod's own policy lets the packet pass. */
+static __always_inline void decide_host_too(struct decision *d, const struct pkt *p, __u8 dir)
+{
+	struct epcfg_key ck = {};
+	struct epcfg_val *cfg;
+	struct verdict hv;
+	__u8 hdir = dir == CTL_DIR_EGRESS ? CTL_DIR_INGRESS : CTL_DIR_EGRESS;
+
+	if (d->enforce && !d->v.allowed)
+		return;
+	ck.slot = d->slot;
+	ck.ep_id = CTL_HOST_EP_ID;
+	cfg = epcfg.lookup(&ck);
+	if (!cfg || !(cfg->flags & (hdir == CTL_DIR_INGRESS ? EP_F_ENFORCE_INGRESS : EP_F_ENFORCE_EGRESS)))
+		return;
+	policy_lookup(&hv, d->slot, hdir, CTL_HOST_EP_ID, d->own_id, p->proto, p->policy_port);
+	if (hv.allowed)
+		return;
+	d->v = hv;
+	d->enforce = 1;
+	d->audit = !!(cfg->flags & EP_F_AUDIT);
+}
 
 /* 0 when the interface is no endpoint's (the packet passes untouched) */
 static __always_inline int decide(struct decision *d, const struct pkt *p, __u32 ifindex, __u8 dir)
@@ -54,6 +95,8 @@ static __always_inline int decide(struct decision *d, const struct pkt *p, __u32
 	d->v.cookie = 0;
 	if (d->enforce)
 		policy_lookup(&d->v, d->slot, dir, d->ep_id, d->peer_id, p->proto, p->policy_port);
+	if (d->peer_id == CTL_IDENTITY_HOST && d->ep_id != CTL_HOST_EP_ID)
+		decide_host_too(d, p, dir);
 	return 1;
 }
 
@@ -97,8 +140,10 @@ static __always_inline int revalidate(struct __sk_buff *skb, const struct pkt *p
 	return TC_ACT_OK;
 }
 
-/* dir: CTL_DIR_EGRESS for packets leaving the endpoint, CTL_DIR_INGRESS for packets entering it */
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+/* dir: CTL_DIR_EGRESS for packets leaving the endpoint, CTL_DIR_INGRESS for packets entering it; obs: the
+ * observation point of its traces; host: the host endpoint on a device (only packets to or from the node's own
+ * addresses are its; no service translation) */
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u8 host)
 {
 	struct pkt p = {};
 	struct ct_key key = {};
@@ -109,9 +154,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	__u32 ifindex = skb->ifindex, zero = 0, nat_addr = 0, svc_id = 0;
 	__u64 now;
 	__u16 nat_port = 0;
-	__u8 obs, is_reply = 0, hairpin = 0;
+	__u8 is_reply = 0, hairpin = 0;
 
-	if (dir == CTL_DIR_INGRESS && skb->mark == LB_REJECT_MARK) {
+	if (!host && dir == CTL_DIR_INGRESS && skb->mark == LB_REJECT_MARK) {
 		skb->mark = 0;      /* our own answer for a service without backends, or a hairpin packet (lib/lb.h) */
 		return TC_ACT_OK;
 	}
@@ -128,11 +173,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		     CTL_MATCH_NONE, 0, 0, p.len, 1);
 		return TC_ACT_SHOT;
 	}
-	obs = dir == CTL_DIR_EGRESS ? CTL_OBS_FROM_ENDPOINT : CTL_OBS_TO_ENDPOINT;
+	if (host) {
+		/* forwarded packets (to and from pods, routed through) are the pods' business, not the host's */
+		st = state.lookup(&zero);
+		if (ipcache_identity(st ? st->active_slot & 1 : 0, dir == CTL_DIR_INGRESS ? p.daddr : p.saddr) !=
+		    CTL_IDENTITY_HOST)
+			return TC_ACT_OK;
+	}
 	now = bpf_ktime_get_coarse_ns();   /* lifetimes only: the coarse clock is enough and cheaper */
 
 	/* services first: policy and conntrack see the backend (lib/lb.h) */
-	if (dir == CTL_DIR_EGRESS && !p.related && endpoints.lookup(&ifindex)) {
+	if (!host && dir == CTL_DIR_EGRESS && !p.related && endpoints.lookup(&ifindex)) {
 		int lb = lb_translate(skb, &p, ifindex, now, &nat_addr, &nat_port, &svc_id, 0, &hairpin);
 		if (lb == LB_NO_BACKEND) {
 			decide(&d, &p, ifindex, dir);
@@ -211,7 +262,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		*seen_flags |= p.tcp_flags;
 		*pkts += 1;
 		*bytes += p.len;
-		if (trace_wanted(cfg, obs, monitor)) {
+		if (trace_wanted(cfg, rx_obs(obs), monitor)) {
 			/* identities in packet order: the packet leaves the endpoint iff dir is egress; packets and bytes
 			 * since this side's last trace */
 			__u32 src = dir == CTL_DIR_EGRESS ? ct->own_identity : ct->peer_identity;
@@ -253,7 +304,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	/* CT_NEW: always worth a trace (Cilium's __ct_lookup sets `monitor` for a new connection) */
 	struct monitor_config *cfg = monitor_config.lookup(&zero);
 	ct_monitor(&fresh.fwd_report, &fresh.fwd_reported, p.tcp_flags, cfg, now);
-	int traced = trace_wanted(cfg, obs, 1);
+	int traced = trace_wanted(cfg, rx_obs(obs), 1);
 	if (!traced) {   /* counted towards this side's next trace */
 		fresh.fwd_pkts = 1;
 		fresh.fwd_bytes = p.len;

@@ -1,9 +1,10 @@
 /* NodePort for traffic from outside the node, like Cilium's bpf_host.c on its native devices (nodeport.h):
- * from_netdev (tc ingress of a device named by install --devices) translates a packet to a NodePort frontend
- * (the node's address + port) to a backend before the node routes it; to_netdev (tc egress of that device) gives
- * the replies the frontend back. The connection lives in conntrack keyed on the device (dir ingress, as the
- * client sent it, destination the backend), its frontend in nat_addr/nat_port. Policy is the backend's ingress
- * policy in to_container, with the client's identity (world, or its CIDR identity). */
+ * nodeport_from_netdev (in bpf_host.c's from_netdev: tc ingress of a device named by install --devices) translates
+ * a packet to a NodePort frontend (the node's address + port) to a backend before the node routes it;
+ * nodeport_to_netdev (in to_netdev: tc egress of that device) gives the replies the frontend back. The connection
+ * lives in conntrack keyed on the device (dir ingress, as the client sent it, destination the backend), its
+ * frontend in nat_addr/nat_port. Policy is the backend's ingress policy in to_container, with the client's identity
+ * (world, or its CIDR identity). */
 #ifndef CTL_NODEPORT_H
 #define CTL_NODEPORT_H
 
@@ -11,7 +12,7 @@
 #include "notify.h"
 #include "parse.h"
 
-int from_netdev(struct __sk_buff *skb)
+static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 	struct ct_key key = {};
@@ -56,7 +57,7 @@ int from_netdev(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-int to_netdev(struct __sk_buff *skb)
+static __always_inline int nodeport_to_netdev(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 	struct ct_key key = {};
