@@ -1,8 +1,9 @@
 """Services without kube-proxy (issue 12): new TCP connections/s to a service address vs directly to a backend,
 at 1 / 1,000 / 10,000 services x 10 backends, against kube-proxy-shaped iptables rules built in the same run;
 the time to program the services (the product's reconcile) vs iptables-nft-restore of the same; one backend
-added when N services exist; backend spread (chi-square) and ClientIP affinity from the datapath's own
-connection table (lb_conns).
+added when N services exist, by a command (reconcile: the maps read back) and by a long-lived agent (the service
+maps written as the difference to what it wrote last, datapath/lbwrite.py); backend spread (chi-square) and
+ClientIP affinity from the datapath's own connection table (lb_conns).
 
 One sandbox node (a netns of this run) set up with the real `ciliumctl` (bench_connections.Node): endpoints a
 (client) and b (10 loadgen servers, ports 5002..5011, the measured service's 10 backends), plain endpoints pa/pb
@@ -92,6 +93,35 @@ def program(table) -> tuple[float, float]:
         store.save(table)
         report = reconcile.reconcile()
     return time.perf_counter() - t0, report.seconds
+
+
+def agent_applies(table, grown) -> tuple[float, float, float]:
+    """As a long-lived agent programs (one Datapath kept open, ResolvedState built once, as node.cluster_sync):
+    (first apply: the maps read back; the next: the other slot brought up to date, plus the change; then one
+    backend added in the steady state), seconds of Datapath.apply each. The +1 backend is the median of 5."""
+    from ciliumctl.endpoints import registry
+    from ciliumctl.node import reconcile, settings
+    from ciliumctl.policy import store as policy_store
+
+    dp = reconcile.open_datapath()
+    try:
+        with settings.locked():
+            base = reconcile.resolve_state(registry.load_all(), policy_store.load_all(), settings.load_settings())
+
+            def apply(t) -> float:
+                time.sleep(0.15)        # past the 100 ms in which a slot is rewritten only after a grace period
+                return dp.apply(replace(base, services=t, revision=dp.revision + 1)).seconds
+
+            first, catch_up = apply(table), apply(grown)
+            steady = []
+            for _ in range(5):
+                apply(table)
+                steady.append(apply(grown))
+            apply(table)
+            assert dp.service_maps.current(dp.status()["active_slot"], dp.revision)
+    finally:
+        dp.close()
+    return first, catch_up, statistics.median(steady)
 
 
 def iptables_rules(n: int, pb_ip: str) -> str:
@@ -189,6 +219,7 @@ def main() -> int:
             time.sleep(0.2)                 # past the 100 ms in which a slot is rewritten only after a grace period
             one, one_dp = program(grown)
             program(table)                  # back: with N=1 the grown service is the measured one
+            agent_first, agent_catch_up, agent_one = agent_applies(table, grown)
             clear_conns(node)
             ours = abba(node, loadgen, "a", b_ip, VIP, args.seconds, args.pairs)
             counts, chi2 = spread(node)
@@ -203,7 +234,8 @@ def main() -> int:
                    f"{ipt['service']:8.0f} ratio {ipt['ratio']:.2f} | ours/iptables "
                    f"{ours['service'] / ipt['service']:.2f}x | program {prog:.3f}s, apply {prog_dp:.3f}s (iptables-nft-"
                    f"restore {ipt_prog:.3f}s, {ipt_prog / prog:.1f}x) | +1 backend {one * 1000:.1f} ms, apply "
-                   f"{one_dp * 1000:.1f} ms | spread chi2 "
+                   f"{one_dp * 1000:.1f} ms | long-lived agent: apply {agent_first:.3f}s, next {agent_catch_up:.3f}s, "
+                   f"+1 backend {agent_one * 1000:.2f} ms | spread chi2 "
                    f"{chi2:.1f} over {sum(counts.values())} conns "
                    f"({'uniform' if chi2 < CHI2_9DOF_P01 else 'NOT uniform'} at p=0.01)")
             print(row, flush=True)

@@ -13,18 +13,20 @@ import errno
 import fcntl
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ciliumctl.base import paths
 from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.datapath import bpfsys, build, hooks, maps
 from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
+from ciliumctl.datapath.lbwrite import ServiceMaps
 from ciliumctl.datapath.mapstate import compile_state, cookies_json
 from ciliumctl.datapath.monitor import MonitorConfig
 from ciliumctl.datapath.servicemap import compile_backends, names_json
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.policy.resolved import ResolvedState
+from ciliumctl.services.model import ServiceTable
 
 RECENT_SWITCH_NS = 100_000_000   # a tc program never runs this long
 
@@ -90,47 +92,63 @@ def new_connections(ct_created: bpfsys.Map) -> dict[str, int]:
 
 # ---------------------------------------------------------------------------------------------- the datapath
 
-def _write_revision(mapset: dict[str, bpfsys.Map], state: ResolvedState) -> ApplyReport:
-    """Write `state` into the inactive slot of `mapset` (a diff against what it holds), then switch to it."""
-    active, crc, _, flip_ns = maps.DP_STATE.unpack(mapset["state"].lookup_array(0))
+def _write_revision(mapset: dict[str, bpfsys.Map], state: ResolvedState,
+                    services: ServiceMaps | None = None) -> ApplyReport:
+    """Write `state` into the inactive slot of `mapset` (a diff against what it holds), then switch to it.
+    services: what this Datapath wrote to the service maps before (lbwrite), else they are read back."""
+    active, crc, revision, flip_ns = maps.DP_STATE.unpack(mapset["state"].lookup_array(0))
     active &= 1
     slot = 1 - active
     # A program reads the active slot once per packet. The slot written now was active until the last
     # switch: programs that read it before then must be done (a grace period; any longer ago, they are).
     if time.monotonic_ns() - flip_ns < RECENT_SWITCH_NS:
         bpfsys.wait_for_running_programs()
-    want = compile_state(state, slot)
+    want = compile_state(replace(state, services=ServiceTable()), slot)   # services: lbwrite
     wanted = {"ipcache": want.ipcache, "epcfg": want.epcfg, "policy": want.policy}
-    stale_backends: list[bytes] = []
+    services = services if services is not None else ServiceMaps()
+    plan = None
     if "lb_services" in mapset:
-        wanted["lb_services"] = want.lb_services
-        # backends first (not per slot): the new slot may name them; stale ones go once nothing can (below)
-        backends = compile_backends(state.services)
-        current_b = mapset["lb_backends"].items()
-        _write_entries(mapset["lb_backends"], "lb_backends", backends, current_b, state.revision)
-        stale_backends = [k for k in current_b if k not in backends]
+        plan = services.plan(state.services, slot, active, revision, mapset["lb_services"].items,
+                             mapset["lb_backends"].items)
     elif state.services.services:
         raise EnvironmentProblem("the pinned datapath predates services: run `ciliumctl install` again to upgrade "
                                  "it; nothing was switched")
     written = deleted = 0
-    for name, desired in wanted.items():
-        m = mapset[name]
-        current = {k: v for k, v in m.items().items() if maps.key_slot(name, k) == slot}
-        written += _write_entries(m, name, desired, current, state.revision)
-        stale = [k for k in current if k not in desired]
-        m.delete_batch(stale)
-        deleted += len(stale)
-    # the switch: one array write; programs read only active_slot & 1, which one byte decides
-    mapset["state"].update(b"\0" * 4, maps.DP_STATE.pack(slot, crc, state.revision, time.monotonic_ns()))
-    if stale_backends:
-        bpfsys.wait_for_running_programs()    # a packet that read the old slot may still look its backend up
-        mapset["lb_backends"].delete_batch(stale_backends)
-        deleted += len(stale_backends)
+    try:
+        if plan is not None:
+            # backends first (not per slot): the new slot may name them; stale ones go once nothing can (below)
+            _write_entries(mapset["lb_backends"], "lb_backends", {}, {}, state.revision, plan.backend_updates,
+                           needed=plan.backend_count)
+            written += _write_entries(mapset["lb_services"], "lb_services", {}, {}, state.revision,
+                                      plan.svc_updates, needed=plan.entries)
+            mapset["lb_services"].delete_batch(plan.svc_deletes)
+            deleted += len(plan.svc_deletes)
+        for name, desired in wanted.items():
+            m = mapset[name]
+            current = {k: v for k, v in m.items().items() if maps.key_slot(name, k) == slot}
+            written += _write_entries(m, name, desired, current, state.revision)
+            stale = [k for k in current if k not in desired]
+            m.delete_batch(stale)
+            deleted += len(stale)
+        # the switch: one array write; programs read only active_slot & 1, which one byte decides
+        mapset["state"].update(b"\0" * 4, maps.DP_STATE.pack(slot, crc, state.revision, time.monotonic_ns()))
+        if plan is not None and plan.backend_stale:
+            bpfsys.wait_for_running_programs()    # a packet that read the old slot may still look its backend up
+            mapset["lb_backends"].delete_batch(plan.backend_stale)
+            deleted += len(plan.backend_stale)
+    except BaseException:
+        services.reset()     # the inactive slot may hold part of this revision: read back next time
+        raise
+    if plan is not None:
+        services.commit(plan, slot, state.revision)
     Datapath._write_cookies(want.cookies, state.revision)
-    Datapath._write_state_file("services.json", names_json(state.services))
-    return ApplyReport(revision=state.revision, slot=slot,
-                       entries={name: len(entries) for name, entries in wanted.items()},
-                       written=written, deleted=deleted, seconds=0.0)
+    if plan is None or plan.names_changed:
+        Datapath._write_state_file("services.json", names_json(state.services))
+    entries = {name: len(e) for name, e in wanted.items()}
+    if plan is not None:
+        entries["lb_services"] = plan.entries
+    return ApplyReport(revision=state.revision, slot=slot, entries=entries, written=written, deleted=deleted,
+                       seconds=0.0)
 
 
 def _ep_of(name: str, key: bytes) -> int:
@@ -138,7 +156,8 @@ def _ep_of(name: str, key: bytes) -> int:
     return maps.EPCFG_KEY.unpack(key)[1] if name == "epcfg" else maps.POLICY_KEY.unpack(key)[3]
 
 
-def _write_in_place(mapset: dict[str, bpfsys.Map], state: ResolvedState, fresh: frozenset[int]) -> ApplyReport | None:
+def _write_in_place(mapset: dict[str, bpfsys.Map], state: ResolvedState, fresh: frozenset[int],
+                    services: ServiceMaps | None = None) -> ApplyReport | None:
     """Write `state` into the active slot itself, without a switch (and so without waiting for running programs),
     when it differs from the active revision only where no decision already made can change: the epcfg and policy
     entries of `fresh` endpoints, which have no epcfg entry yet (so their packets are default-denied by their
@@ -147,16 +166,18 @@ def _write_in_place(mapset: dict[str, bpfsys.Map], state: ResolvedState, fresh: 
     Order: denies before allows (a fresh endpoint's partial policy is never more permissive than its whole one),
     ipcache, its epcfg entry last (from then on it decides by its own revision), then the revision number (same
     slot): connections tracked under the old number are decided again, as after a switch."""
-    active, crc, _, flip_ns = maps.DP_STATE.unpack(mapset["state"].lookup_array(0))
+    active, crc, revision, flip_ns = maps.DP_STATE.unpack(mapset["state"].lookup_array(0))
     active &= 1
-    if "lb_services" in mapset:
-        if compile_backends(state.services) != mapset["lb_backends"].items():
+    # the service maps as this Datapath wrote them, unchanged: nothing to compare there
+    known = services is not None and "lb_services" in mapset and services.unchanged(state.services, active, revision)
+    if "lb_services" not in mapset:
+        if state.services.services:
             return None
-    elif state.services.services:
+    elif not known and compile_backends(state.services) != mapset["lb_backends"].items():
         return None
-    want = compile_state(state, active)
+    want = compile_state(replace(state, services=ServiceTable()) if known else state, active)
     wanted = {"policy": want.policy, "ipcache": want.ipcache, "epcfg": want.epcfg}
-    if "lb_services" in mapset:
+    if "lb_services" in mapset and not known:
         wanted["lb_services"] = want.lb_services
     plan: dict[str, tuple[list[tuple[bytes, bytes]], list[bytes]]] = {}
     for name, desired in wanted.items():
@@ -182,6 +203,8 @@ def _write_in_place(mapset: dict[str, bpfsys.Map], state: ResolvedState, fresh: 
     for name in ("ipcache", "epcfg"):
         _write_entries(mapset[name], name, wanted[name], {}, state.revision, plan[name][0])
     mapset["state"].update(b"\0" * 4, maps.DP_STATE.pack(active, crc, state.revision, flip_ns))
+    if services is not None:
+        services.moved(active, state.revision)
     Datapath._write_cookies(want.cookies, state.revision)
     return ApplyReport(revision=state.revision, slot=active,
                        entries={name: len(entries) for name, entries in wanted.items()},
@@ -189,8 +212,9 @@ def _write_in_place(mapset: dict[str, bpfsys.Map], state: ResolvedState, fresh: 
 
 
 def _write_entries(m: bpfsys.Map, name: str, desired: dict[bytes, bytes], current: dict[bytes, bytes],
-                   revision: int, updates: list[tuple[bytes, bytes]] | None = None) -> int:
-    """Write what differs (or `updates`); a full map is one line and leaves the active revision in force."""
+                   revision: int, updates: list[tuple[bytes, bytes]] | None = None, needed: int | None = None) -> int:
+    """Write what differs (or `updates`); a full map is one line and leaves the active revision in force.
+    needed: the entries the revision needs there (default: len(desired))."""
     if updates is None:
         updates = [(k, v) for k, v in desired.items() if current.get(k) != v]
     try:
@@ -198,7 +222,8 @@ def _write_entries(m: bpfsys.Map, name: str, desired: dict[bytes, bytes], curren
     except bpfsys.BpfError as err:
         if err.errno in (errno.E2BIG, errno.ENOMEM, errno.ENOSPC):
             raise EnvironmentProblem(f"the {name} map is full ({m.max_entries} entries): revision "
-                                     f"{revision} needs {len(desired)}; nothing was switched") from None
+                                     f"{revision} needs {len(desired) if needed is None else needed}; nothing was "
+                                     "switched") from None
         raise
     return len(updates)
 
@@ -231,6 +256,7 @@ class Datapath:
         self.pin_dir = pin_dir
         self.compiled = compiled     # True when this open() compiled and pinned
         self.attach_mode: str | None = None   # tcx or clsact, once attach() ran
+        self.service_maps = ServiceMaps()     # what apply() wrote to the service maps (lbwrite)
         self.maps: dict[str, bpfsys.Map] = {}
         self.prog_fds: dict[str, int] = {}
         try:
@@ -426,7 +452,8 @@ class Datapath:
         it goes into the active slot in place, without the switch's wait (_write_in_place)."""
         t0 = time.perf_counter()
         with _Lock():
-            report = (_write_in_place(self.maps, state, fresh) if fresh else None) or _write_revision(self.maps, state)
+            report = ((_write_in_place(self.maps, state, fresh, self.service_maps) if fresh else None)
+                      or _write_revision(self.maps, state, self.service_maps))
         report.seconds = time.perf_counter() - t0
         return report
 

@@ -11,31 +11,43 @@ import json
 import socket
 
 from ciliumctl.datapath import maps
-from ciliumctl.services.model import PROTOCOLS, ServiceTable
+from ciliumctl.services.model import PROTOCOLS, Service, ServiceTable
 
 
 def compile_services(table: ServiceTable, slot: int) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
+    for svc in table.services.values():
+        compile_service(svc, slot, out)
+    return out
+
+
+def compile_service(svc: Service, slot: int, out: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """One service's lb_services entries of `slot`, added to `out`."""
     key, val = maps.LB_SVC_KEY.pack, maps.LB_SVC_VAL.pack
-    for sid, svc in table.services.items():
-        fe = svc.frontend
-        vip, proto = socket.inet_aton(fe.ip), PROTOCOLS[fe.protocol]
-        flags = ((maps.LB_F_NODEPORT if svc.type == "NodePort" else 0)
-                 | (maps.LB_F_AFFINITY if svc.affinity == "ClientIP" else 0))
-        active = svc.active
-        out[key(slot, proto, 0, vip, fe.port)] = val(0, sid, len(active), flags, svc.affinity_timeout)
-        for i, b in enumerate(active, 1):
-            out[key(slot, proto, i, vip, fe.port)] = val(b.id, sid, 0, flags, svc.affinity_timeout)
+    fe, sid = svc.frontend, svc.id
+    vip, proto = socket.inet_aton(fe.ip), PROTOCOLS[fe.protocol]
+    flags = ((maps.LB_F_NODEPORT if svc.type == "NodePort" else 0)
+             | (maps.LB_F_AFFINITY if svc.affinity == "ClientIP" else 0))
+    active = svc.active
+    out[key(slot, proto, 0, vip, fe.port)] = val(0, sid, len(active), flags, svc.affinity_timeout)
+    for i, b in enumerate(active, 1):
+        out[key(slot, proto, i, vip, fe.port)] = val(b.id, sid, 0, flags, svc.affinity_timeout)
     return out
 
 
 def compile_backends(table: ServiceTable) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
     for svc in table.services.values():
-        proto = PROTOCOLS[svc.frontend.protocol]
-        for b in svc.backends:
-            state = maps.LB_BACKEND_ACTIVE if b.state == "active" else maps.LB_BACKEND_TERMINATING
-            out[b.id.to_bytes(4, "little")] = maps.LB_BACKEND.pack(socket.inet_aton(b.ip), b.port, proto, state)
+        compile_service_backends(svc, out)
+    return out
+
+
+def compile_service_backends(svc: Service, out: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """One service's lb_backends entries, added to `out`."""
+    proto = PROTOCOLS[svc.frontend.protocol]
+    for b in svc.backends:
+        state = maps.LB_BACKEND_ACTIVE if b.state == "active" else maps.LB_BACKEND_TERMINATING
+        out[b.id.to_bytes(4, "little")] = maps.LB_BACKEND.pack(socket.inet_aton(b.ip), b.port, proto, state)
     return out
 
 

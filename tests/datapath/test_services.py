@@ -308,3 +308,49 @@ def test_a_client_that_is_its_own_backend(sandbox, datapath, events):
         assert s.recv(16) == b"again"
         s.close()
     assert _ask(b, VIP, 80)[0] == a.ip          # other clients as before
+
+
+def test_a_long_lived_datapath_writes_services_by_difference(sandbox, datapath):
+    """What a long-lived Datapath (the agent's) writes by difference is exactly what a full write would have
+    written, revision after revision, also when another process applied in between (then it reads back)."""
+    from ciliumctl.datapath import maps
+    from ciliumctl.datapath.loader import Datapath
+    from ciliumctl.datapath.servicemap import compile_backends, compile_services
+
+    a, b, c = sandbox.pods
+
+    def check(table):
+        active = datapath.status()["active_slot"]
+        held = {k: v for k, v in datapath.maps["lb_services"].items().items() if maps.key_slot("lb_services", k)
+                == active}
+        assert held == compile_services(table, active)
+        assert datapath.maps["lb_backends"].items() == compile_backends(table)
+
+    t = ServiceTable()
+    for i in range(1, 21):
+        t = t.update(Service(0, Frontend(f"10.96.1.{i}", 80), backends=(Backend(b.ip, 8080),)), CIDR)
+    rev = 1
+    for step in range(6):
+        if step == 3:      # another process applies: this Datapath's record no longer describes the maps
+            other = Datapath.open()
+            try:
+                t = t.update(Service(0, Frontend("10.96.1.9", 80), backends=(Backend(c.ip, 8080),)), CIDR)
+                other.apply(_state(sandbox, rev, t))
+            finally:
+                other.close()
+            rev += 1
+            check(t)
+        t = t.update(Service(0, Frontend("10.96.1.5", 80), backends=tuple(
+            Backend(p.ip, 8000 + j) for j in range(step + 1) for p in (b, c))), CIDR)
+        if step == 4:
+            t, _ = t.delete("10.96.1.7:80")
+        datapath.apply(_state(sandbox, rev, t))
+        rev += 1
+        check(t)
+        assert datapath.service_maps.current(datapath.status()["active_slot"], datapath.revision)
+    # translation works on what was written that way
+    _whoami_server(sandbox, b, 8000)
+    _whoami_server(sandbox, c, 8000)
+    t = t.update(Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8000), Backend(c.ip, 8000))), CIDR)
+    datapath.apply(_state(sandbox, rev, t))
+    assert {_ask(a, VIP, 80)[0] for _ in range(30)} == {b.ip, c.ip}
