@@ -23,6 +23,19 @@ _NO_CNI = typer.Option(False, "--no-cni", help="Do not serve the CNI plugin's so
 _KUBECONFIG = typer.Option(None, "--kubeconfig", metavar="FILE",
                            help="Cluster mode: the cluster to watch (or $KUBECONFIG).")
 _CONTEXT = typer.Option(None, "--context", metavar="NAME", help="Cluster mode: kubeconfig context.")
+# Cilium's flag names (pkg/option/config.go: ToFQDNsProxyPort, ToFQDNsMinTTL, ToFQDNsIdleConnectionGracePeriod)
+_DNS_PORT = typer.Option(0, "--tofqdns-proxy-port", metavar="PORT", min=0, max=65535,
+                         help="Port of the DNS proxy, UDP and TCP (0 = any free port).")
+_MIN_TTL = typer.Option(0, "--tofqdns-min-ttl", metavar="SECONDS", min=0,
+                        help="Keep a learned address at least this long, whatever its DNS TTL (0 = the TTL).")
+_GRACE = typer.Option(0.0, "--tofqdns-idle-connection-grace-period", metavar="SECONDS", min=0,
+                      help="Keep an expired learned address this much longer before it leaves the ipcache.")
+
+
+def _dns(port: int, min_ttl: int, grace: float):
+    from ciliumctl.node.fqdn_agent import DNSOptions
+
+    return DNSOptions(proxy_port=port, min_ttl=min_ttl, grace=grace)
 
 
 def _refuse_context_in_node_mode(kubeconfig: str | None, context: str | None) -> None:
@@ -38,8 +51,14 @@ def _refuse_context_in_node_mode(kubeconfig: str | None, context: str | None) ->
 
 
 def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni, kubeconfig=None,
-          context=None) -> list[str]:
+          context=None, dns_port=0, min_ttl=0, grace=0.0) -> list[str]:
     args = ["--flow-buffer-size", str(flow_buffer_size), "--metrics-listen", metrics_listen]
+    if dns_port:
+        args += ["--tofqdns-proxy-port", str(dns_port)]
+    if min_ttl:
+        args += ["--tofqdns-min-ttl", str(min_ttl)]
+    if grace:
+        args += ["--tofqdns-idle-connection-grace-period", str(grace)]
     if hubble_socket:
         args += ["--hubble-socket", str(hubble_socket)]
     if hubble_listen:
@@ -58,7 +77,8 @@ def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_n
 @app.command("run")
 def run(flow_buffer_size: int = _BUF, hubble_socket: Path | None = _SOCK, hubble_listen: str | None = _LISTEN,
         metrics_listen: str = _METRICS, node_name: str | None = _NODE, no_cni: bool = _NO_CNI,
-        kubeconfig: str | None = _KUBECONFIG, context: str | None = _CONTEXT) -> None:
+        kubeconfig: str | None = _KUBECONFIG, context: str | None = _CONTEXT, dns_port: int = _DNS_PORT,
+        min_ttl: int = _MIN_TTL, grace: float = _GRACE) -> None:
     """Run the agent in the foreground until SIGTERM or SIGINT.
 
     This is what a DaemonSet or a supervisor runs."""
@@ -70,14 +90,15 @@ def run(flow_buffer_size: int = _BUF, hubble_socket: Path | None = _SOCK, hubble
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     Agent(AgentOptions(flow_buffer_size=flow_buffer_size, hubble_socket=hubble_socket, hubble_listen=hubble_listen,
                        metrics_listen=metrics_listen or None, node_name=node_name, serve_cni=not no_cni,
-                       kubeconfig=kubeconfig, context=context)).run()
+                       kubeconfig=kubeconfig, context=context, dns=_dns(dns_port, min_ttl, grace))).run()
 
 
 @app.command("start")
 def start(flow_buffer_size: int = _BUF, hubble_socket: Path | None = _SOCK,
           hubble_listen: str | None = _LISTEN, metrics_listen: str = _METRICS,
           node_name: str | None = _NODE, no_cni: bool = _NO_CNI, kubeconfig: str | None = _KUBECONFIG,
-          context: str | None = _CONTEXT) -> None:
+          context: str | None = _CONTEXT, dns_port: int = _DNS_PORT, min_ttl: int = _MIN_TTL,
+          grace: float = _GRACE) -> None:
     """Start the agent in the background.
 
     Its pid file and log are under the run directory."""
@@ -87,7 +108,7 @@ def start(flow_buffer_size: int = _BUF, hubble_socket: Path | None = _SOCK,
     AgentOptions(flow_buffer_size=flow_buffer_size, hubble_listen=hubble_listen,
                  metrics_listen=metrics_listen).validate()
     pid = start_background(_args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni,
-                                 kubeconfig, context))
+                                 kubeconfig, context, dns_port, min_ttl, grace))
     console().print(f"agent running (pid {pid}), log {log_file()}")
 
 

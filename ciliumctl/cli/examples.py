@@ -185,6 +185,24 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("Start in the background", "ciliumctl agent start"),
         ("A larger flow buffer and no metrics endpoint",
          "ciliumctl agent start --flow-buffer-size 16383 --metrics-listen ''"),
+        ("Learned DNS addresses kept at least a minute, the DNS proxy on a fixed port",
+         "ciliumctl agent start --tofqdns-min-ttl 60 --tofqdns-proxy-port 10053"),
+    ],
+    "fqdn": [
+        ("Names and addresses learned for toFQDNs", "ciliumctl fqdn cache list"),
+        ("Forget them (the addresses leave the ipcache)", "ciliumctl fqdn cache clean"),
+    ],
+    "fqdn cache": [
+        ("What the DNS proxy learned", "ciliumctl fqdn cache list"),
+        ("Forget the names of one domain", "ciliumctl fqdn cache clean -p '*.example.test'"),
+    ],
+    "fqdn cache list": [
+        ("Every learned name", "ciliumctl fqdn cache list"),
+        ("One endpoint's names under a domain, as JSON", "ciliumctl fqdn cache list -e 3 -p '*.example.test' -o json"),
+    ],
+    "fqdn cache clean": [
+        ("Forget everything learned", "ciliumctl fqdn cache clean"),
+        ("Only one endpoint's names", "ciliumctl fqdn cache clean -e 3"),
     ],
     "agent stop": [
         ("Stop the background agent", "ciliumctl agent stop"),

@@ -17,6 +17,7 @@ COMMANDS = {
     "policy": ("ciliumctl.cli.policy", "Validate, apply, trace and inspect network policies."),
     "endpoint": ("ciliumctl.cli.endpoint", "Manage and inspect endpoints on this node."),
     "service": ("ciliumctl.cli.service", "Manage the services this node load-balances, without kube-proxy."),
+    "fqdn": ("ciliumctl.cli.fqdn", "Inspect the DNS names learned for toFQDNs policies."),
     "observe": ("ciliumctl.cli.observe", "Observe flows: the datapath's verdicts, with pods and policies."),
     "agent": ("ciliumctl.cli.agent", "Run the node agent: flows, Hubble API, metrics, CNI socket."),
     "ui": ("ciliumctl.cli.ui", "Serve a live service map of the node's flows on a local web page."),

@@ -31,6 +31,7 @@ if TYPE_CHECKING:   # the parts are imported when started: `agent status` stays 
     from ciliumctl.flows.server import ObserverServer
     from ciliumctl.node.cluster_sync import ClusterNode
     from ciliumctl.node.cni_server import CniServer
+    from ciliumctl.node.fqdn_agent import DNSOptions, DNSService
 
 log = logging.getLogger("ciliumctl.node.agent")
 
@@ -50,6 +51,7 @@ class AgentOptions:
     serve_cni: bool = True
     kubeconfig: str | None = None               # cluster mode (also $KUBECONFIG or CILIUMCTL_CLUSTER=in-cluster)
     context: str | None = None
+    dns: DNSOptions | None = None               # the DNS proxy (node.fqdn_agent); None = defaults
 
     def validate(self) -> None:
         if self.flow_buffer_size < 1:
@@ -113,6 +115,7 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self.cni: CniServer | None = None
         self.cluster: ClusterNode | None = None
+        self.dns: DNSService | None = None
         self._lock_fd: int | None = None
         self._reader_thread: threading.Thread | None = None
         self.datapath_attached = False
@@ -172,6 +175,7 @@ class Agent:
             if self.opts.serve_cni:
                 self._start_cni()
             self._start_cluster()
+            self._start_dns()
             self._reader_thread = threading.Thread(target=self._read_loop, name="events", daemon=True)
             self._reader_thread.start()
         except BaseException:
@@ -215,6 +219,16 @@ class Agent:
 
         self.cluster = node_sync.start_for_agent(self.opts.kubeconfig, self.opts.context, self.node_name)
 
+    def _start_dns(self) -> None:
+        from ciliumctl.node.fqdn_agent import DNSOptions, DNSService
+
+        opts = self.opts.dns or DNSOptions()
+        try:
+            self.dns = DNSService(opts, on_flow=None).start()
+        except OSError as err:
+            raise EnvironmentProblem(f"--tofqdns-proxy-port {opts.proxy_port}: {err.strerror}; pick a free port "
+                                     "or 0 for any") from None
+
     def run(self) -> None:
         """Foreground: start, then serve until SIGTERM/SIGINT."""
         def _stop(signum, frame):
@@ -233,6 +247,9 @@ class Agent:
         self.stop_event.set()
         if self._reader_thread is not None:
             self._reader_thread.join(timeout=3)
+        if self.dns is not None:
+            with contextlib.suppress(Exception):
+                self.dns.stop()
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.stop()

@@ -232,6 +232,7 @@ class ClusterNode:
     def _program(self, report: SyncReport, policies: list[dict], datapath=None, settings=None):
         """Resolve and load the datapath; the caller holds the node lock. Returns the datapath's report."""
         from ciliumctl.endpoints import registry
+        from ciliumctl.node.fqdn_cache import learned_ips
         from ciliumctl.policy.resolve import resolve
 
         rows = ceps.remote_endpoints(self.cache.objects("CiliumEndpoint"), self.node_name)
@@ -245,7 +246,7 @@ class ClusterNode:
         dp = datapath or self.datapath()
         settings.revision = node_reconcile.next_revision(settings, dp)
         state = resolve(local + report.remote, policies, mode, self.identities, revision=settings.revision,
-                        audit=audit, namespace_labels=ns_labels)
+                        audit=audit, namespace_labels=ns_labels, fqdn_ips=learned_ips())
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
         report.services = self.services(settings.service_cidr)
@@ -256,6 +257,7 @@ class ClusterNode:
         settings.policy_source = "cluster"      # node.verify compares the local store only in node mode
         node_settings.save_settings(settings)
         node_reconcile.save_enforcement(state)
+        node_reconcile.save_dns_policy(state, local)
         for ep in local:
             pol = state.endpoints.get(ep.id)
             if pol is not None and pol.identity != ep.identity:

@@ -222,9 +222,8 @@ class DNSProxy:
     # ---- one query
 
     def _server_of(self, dst: tuple[str, int]) -> tuple[str, int] | None:
-        if dst == (self.host, self.port) or dst[1] == self.port and dst[0] in ("0.0.0.0", self.host):
-            return self.upstream
-        return dst
+        # sent to the proxy's own port: a query to the proxy itself, not a redirected one
+        return self.upstream if dst[1] == self.port else dst
 
     async def _handle(self, wire: bytes, client: tuple[str, int], dst: tuple[str, int], proto: str) -> bytes | None:
         try:
@@ -310,7 +309,7 @@ class DNSProxy:
 
     def _reply_udp(self, out: bytes, client: tuple[str, int], dst: tuple[str, int]) -> None:
         assert self._udp is not None
-        if dst == (self.host, self.port) or not self.transparent:
+        if dst[1] == self.port or not self.transparent:
             self._udp.sendto(out, client)
             return
         # from the address the client asked: a transparent socket bound to it (Cilium's proxy does the same)

@@ -81,11 +81,13 @@ def parsed_policies(stored: list[store.StoredPolicy] | None = None) -> list:
 
 def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], settings: Settings,
                   alloc=None, revision: int | None = None) -> ResolvedState:
+    from ciliumctl.node.fqdn_cache import learned_ips
     from ciliumctl.policy.resolve import resolve
     from ciliumctl.services import store as service_store
 
     state = resolve(endpoints, parsed_policies(stored), settings.mode, alloc if alloc is not None else allocator(),
-                    revision=settings.revision if revision is None else revision, audit=settings.audit)
+                    revision=settings.revision if revision is None else revision, audit=settings.audit,
+                    fqdn_ips=learned_ips())
     state.services = service_store.load()
     return state
 
@@ -109,7 +111,15 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
     dp.set_monitor(settings.monitor)
     save_settings(settings)
     save_enforcement(state)
+    save_dns_policy(state, endpoints)
     return report
+
+
+def save_dns_policy(state: ResolvedState, endpoints: list[Endpoint]) -> None:
+    """The DNS proxy's view of the revision just programmed (node.dns_policy)."""
+    from ciliumctl.node import dns_policy
+
+    dns_policy.save(state, {ep.id: ep.ipv4 for ep in endpoints if ep.ipv4})
 
 
 def next_revision(settings: Settings, dp) -> int:

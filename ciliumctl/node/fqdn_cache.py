@@ -1,0 +1,139 @@
+"""The node's DNS cache: the addresses the DNS proxy saw in allowed answers, per endpoint and name, with their
+expiry; what toFQDNs selects (reconcile hands `learned_ips()` to resolve).
+
+As Cilium's pkg/fqdn/cache.go: an address expires at lookup time + max(record TTL, --tofqdns-min-ttl); a later
+answer with the same address moves its expiry on. An expired address stays for --tofqdns-idle-connection-grace-
+period more (Cilium keeps it while connections to it live, plus the grace; this node does not look at
+connections: the grace alone). Persisted in `<state>/fqdn-cache.json` (atomic writes under a file lock), so a
+restarted agent restores what was learned and allowed connections keep working.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ciliumctl.base import paths, statefile
+from ciliumctl.base.errors import EnvironmentProblem
+
+FILE_VERSION = 1
+# Cilium 1.19's defaults (pkg/defaults: ToFQDNsMinTTL 0 = the record's TTL; ToFQDNsIdleConnectionGracePeriod 0)
+DEFAULT_MIN_TTL = 0
+DEFAULT_GRACE = 0.0
+
+
+def cache_path() -> Path:
+    return paths.state_dir() / "fqdn-cache.json"
+
+
+@dataclass
+class Entry:
+    endpoint: int
+    name: str            # FQDN form: lower case, trailing dot
+    ip: str
+    ttl: int             # as the answer gave it
+    lookup: float        # wall clock (epoch seconds) of the answer
+    expires: float       # lookup + max(ttl, min_ttl)
+    until: float         # expires + the grace period: when it leaves the ipcache
+    source: str = "lookup"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FQDNCache:
+    """The entries in memory; load()/save() with the file. Edit under `locked()`."""
+
+    def __init__(self, path: Path | None = None, min_ttl: int = DEFAULT_MIN_TTL, grace: float = DEFAULT_GRACE):
+        self.path = path or cache_path()
+        self.min_ttl = min_ttl
+        self.grace = grace
+        self.entries: dict[tuple[int, str, str], Entry] = {}
+
+    def locked(self):
+        return statefile.locked(self.path.with_name(self.path.name + ".lock"))
+
+    def load(self) -> FQDNCache:
+        data = statefile.read_json(self.path, default=None)
+        self.entries = {}
+        if data is None:
+            return self
+        try:
+            for row in data["entries"]:
+                e = Entry(int(row["endpoint"]), str(row["name"]), str(row["ip"]), int(row["ttl"]),
+                          float(row["lookup"]), float(row["expires"]), float(row["until"]),
+                          str(row.get("source", "lookup")))
+                self.entries[(e.endpoint, e.name, e.ip)] = e
+        except (KeyError, TypeError, ValueError):
+            raise EnvironmentProblem(f"{self.path}: not a DNS cache; remove it (learned names are learned "
+                                     "again at the next lookups)") from None
+        return self
+
+    def save(self) -> None:
+        statefile.write_json(self.path, {"version": FILE_VERSION, "entries": [
+            e.to_dict() for e in sorted(self.entries.values(), key=lambda e: (e.name, e.endpoint, e.ip))]})
+
+    # ---- changes
+
+    def add(self, endpoint: int, names: list[str], ips: list[tuple[str, int]], now: float | None = None) -> bool:
+        """An allowed answer: every address (with its TTL) under every name of it (the question and its CNAMEs).
+        True when an address is new for a name (what toFQDNs selects changed), False when only expiries moved."""
+        now = time.time() if now is None else now
+        new = False
+        before = self.live_ips(now)
+        for name in names:
+            for ip, ttl in ips:
+                expires = now + max(int(ttl), self.min_ttl)
+                key = (endpoint, name, ip)
+                old = self.entries.get(key)
+                if old is None or old.expires < expires:
+                    self.entries[key] = Entry(endpoint, name, ip, int(ttl), now, expires, expires + self.grace)
+                if name not in before.get(ip, ()):
+                    new = True
+        return new
+
+    def expire(self, now: float | None = None) -> list[Entry]:
+        """Remove what is past its expiry and the grace period; the removed entries."""
+        now = time.time() if now is None else now
+        gone = [e for e in self.entries.values() if e.until <= now]
+        for e in gone:
+            del self.entries[(e.endpoint, e.name, e.ip)]
+        return gone
+
+    def clean(self, name_glob: str | None = None, endpoint: int | None = None) -> list[Entry]:
+        """Remove entries (all, or those whose name matches a matchPattern-style glob / of one endpoint)."""
+        from ciliumctl.policy.fqdn import NameMatch
+
+        match = NameMatch(pattern=name_glob) if name_glob else None
+        gone = [e for e in self.entries.values()
+                if (match is None or match.matches(e.name)) and (endpoint is None or e.endpoint == endpoint)]
+        for e in gone:
+            del self.entries[(e.endpoint, e.name, e.ip)]
+        return gone
+
+    # ---- views
+
+    def live(self, now: float | None = None) -> list[Entry]:
+        now = time.time() if now is None else now
+        return [e for e in self.entries.values() if e.until > now]
+
+    def live_ips(self, now: float | None = None) -> dict[str, set[str]]:
+        """address -> the names it was learned for (what resolve's fqdn_ips takes)."""
+        out: dict[str, set[str]] = {}
+        for e in self.live(now):
+            out.setdefault(e.ip, set()).add(e.name)
+        return out
+
+    def next_expiry(self) -> float | None:
+        return min((e.until for e in self.entries.values()), default=None)
+
+
+def learned_ips() -> dict[str, set[str]]:
+    """What the node's DNS cache holds now (reconcile's input for toFQDNs)."""
+    cache = FQDNCache()
+    if not cache.path.exists():
+        return {}          # nothing learned yet: no lock file on every reconcile
+    with cache.locked():
+        cache.load()
+    return cache.live_ips()
