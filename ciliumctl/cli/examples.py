@@ -23,6 +23,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
          "ciliumctl install --enforcement-mode always --audit"),
         ("Install the CNI plugin where containerd or podman look for it",
          "ciliumctl install --cni-conf-dir /etc/cni/net.d --cni-bin-dir /opt/cni/bin"),
+        ("The host firewall on eth0 and from endpoints, reporting only (AUDIT)",
+         "ciliumctl install --devices eth0 --host-firewall --host-firewall-audit "
+         "--node-labels node-role.kubernetes.io/worker= --remote-nodes 192.168.1.0/24"),
         ("Print the cluster manifests (CRDs, RBAC, DaemonSet) without applying them",
          "ciliumctl install --kubeconfig ~/.kube/config --dry-run -o yaml"),
         ("Deploy the agent DaemonSet with a locally imported image and wait for it",

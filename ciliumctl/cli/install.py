@@ -100,6 +100,19 @@ def register(app: typer.Typer) -> None:
         devices: str | None = typer.Option(
             None, "--devices", metavar="DEV[,DEV]",
             help="The node's interfaces that take NodePort traffic from outside (kept when omitted; \"\": none)."),
+        host_firewall: bool | None = typer.Option(
+            None, "--host-firewall/--no-host-firewall", show_default=False,
+            help="Enforce nodeSelector policies on the node's own traffic, on --devices and from endpoints "
+                 "(Cilium's --enable-host-firewall; off unless asked, kept when omitted)."),
+        host_firewall_audit: bool | None = typer.Option(
+            None, "--host-firewall-audit/--no-host-firewall-audit", show_default=False,
+            help="The host firewall reports would-be drops as AUDIT and forwards them."),
+        node_labels: str | None = typer.Option(
+            None, "--node-labels", metavar="K=V[,K=V]",
+            help="This node's labels, which nodeSelector policies match (kept when omitted)."),
+        remote_nodes: str | None = typer.Option(
+            None, "--remote-nodes", metavar="IP[,CIDR]",
+            help="The other nodes' addresses: identity remote-node (6) instead of world (kept when omitted)."),
         agent: bool = typer.Option(True, "--agent/--no-agent", show_default=False,
                                    help="Start the node agent (flows, Hubble API, metrics, CNI requests); "
                                         "on by default."),
@@ -137,7 +150,9 @@ def register(app: typer.Typer) -> None:
         if kc:
             refuse_unused("in cluster mode (the agent's DaemonSet sets up each node)", {
                 "--pool": pool is not None, "--service-cidr": service_cidr is not None,
-                "--devices": devices is not None,
+                "--devices": devices is not None, "--host-firewall": host_firewall is not None,
+                "--host-firewall-audit": host_firewall_audit is not None, "--node-labels": node_labels is not None,
+                "--remote-nodes": remote_nodes is not None,
                 "--cni-conf-dir": cni_conf_dir is not None, "--cni-bin-dir": cni_bin_dir is not None,
                 "--no-agent": not agent})
             refuse_unused("without --wait", {"--wait-duration": wait_duration is not None and not wait})
@@ -161,7 +176,9 @@ def register(app: typer.Typer) -> None:
                                     only=only, monitor_aggregation=monitor_aggregation,
                                     monitor_aggregation_interval=monitor_aggregation_interval,
                                     monitor_aggregation_flags=monitor_aggregation_flags,
-                                    service_cidr=service_cidr, devices=devices)
+                                    service_cidr=service_cidr, devices=devices, host_firewall=host_firewall,
+                                    host_firewall_audit=host_firewall_audit, node_labels=node_labels,
+                                    remote_nodes=remote_nodes)
         with _Progress() as show:
             outcomes = install_node.install(opts, plan_only=dry_run, progress=show, starting=show.starting)
         if dry_run:

@@ -225,14 +225,14 @@ def compile_epcfg(state: ResolvedState, slot: int) -> dict[bytes, bytes]:
     for ep_id, ep in state.endpoints.items():
         flags = ((maps.EP_F_ENFORCE_INGRESS if ep.ingress.enforced else 0)
                  | (maps.EP_F_ENFORCE_EGRESS if ep.egress.enforced else 0)
-                 | (maps.EP_F_AUDIT if state.audit else 0))
+                 | (maps.EP_F_AUDIT if state.audit or ep.audit else 0))
         out[maps.EPCFG_KEY.pack(slot, ep_id)] = maps.EPCFG_VAL.pack(ep.identity, flags)
     return out
 
 
 def compile_state(state: ResolvedState, slot: int) -> MapState:
     for ep_id in state.endpoints:
-        if not 1 <= ep_id <= 65535:
+        if not 0 <= ep_id <= 65535:     # 0: the host endpoint (policy.resolve HOST_ENDPOINT_ID, bpf_host.c)
             raise UsageError(f"endpoint id {ep_id} is outside 1-65535")
     from ciliumctl.datapath.servicemap import compile_services
 

@@ -161,9 +161,11 @@ def _wanted_settings(s, o: Options):
              else s.monitor_aggregation_flags)
     cidr = _service_cidr(o.service_cidr) if o.service_cidr else s.service_cidr
     devices = s.devices if o.devices is None else ",".join(d.strip() for d in o.devices.split(",") if d.strip())
+    from ciliumctl.node import hostfw
+
     return replace(s, enforcement_mode=mode, audit=audit, pool=pool, installed=True, monitor_aggregation=level,
                    monitor_aggregation_interval=interval, monitor_aggregation_flags=flags, service_cidr=cidr,
-                   devices=devices)
+                   devices=devices, **hostfw.wanted(s, o))
 
 
 def _service_cidr(text: str) -> str:
@@ -239,13 +241,16 @@ def _device_plan(o: Options) -> tuple[list[str], list[int], list[int]]:
 
 
 def _check_devices(o: Options) -> str | None:
+    from ciliumctl.node import hostfw
+
     names, wanted, have = _device_plan(o)
-    if sorted(wanted) == have:
+    if sorted(wanted) == have and hostfw.devices_follow(wanted):
         return None
-    return f"NodePort programs on {', '.join(names) or 'no device'}"
+    return f"NodePort programs on {', '.join(names) or 'no device'}{hostfw.device_plan_text()}"
 
 
 def _run_devices(o: Options) -> str:
+    from ciliumctl.node import hostfw
     from ciliumctl.node import reconcile as node_reconcile
 
     names, wanted, have = _device_plan(o)
@@ -255,9 +260,10 @@ def _run_devices(o: Options) -> str:
             dp.attach_device(name.strip())
         for idx in set(have) - set(wanted):
             dp.detach_device(idx)
+        host = hostfw.program_devices(dp, wanted, set(have) - set(wanted))
     finally:
         dp.close()
-    return f"NodePort on {', '.join(names)}" if names else "no NodePort device"
+    return (f"NodePort on {', '.join(names)}" if names else "no NodePort device") + host
 
 
 def _undo_endpoints() -> str | None:

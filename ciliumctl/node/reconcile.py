@@ -81,13 +81,15 @@ def parsed_policies(stored: list[store.StoredPolicy] | None = None) -> list:
 
 def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], settings: Settings,
                   alloc=None, revision: int | None = None) -> ResolvedState:
+    from ciliumctl.node import hostfw
     from ciliumctl.node.fqdn_cache import learned_ips
     from ciliumctl.policy.resolve import resolve
     from ciliumctl.services import store as service_store
 
     state = resolve(endpoints, parsed_policies(stored), settings.mode, alloc if alloc is not None else allocator(),
                     revision=settings.revision if revision is None else revision, audit=settings.audit,
-                    fqdn_ips=learned_ips())
+                    fqdn_ips=learned_ips(), **hostfw.resolve_kwargs(settings))
+    hostfw.finish_state(state, settings)
     state.services = service_store.load()
     return state
 

@@ -32,6 +32,12 @@ class Settings:
     service_cidr: str = "10.96.0.0/12"
     # the node's own interfaces that take NodePort traffic from outside (install --devices; Cilium's --devices)
     devices: str = ""
+    # the host firewall (issue 13): nodeSelector policies on the node's own traffic (install --host-firewall,
+    # Cilium's --enable-host-firewall); audit: would-be drops of the host reported as AUDIT, forwarded
+    host_firewall: bool = False
+    host_firewall_audit: bool = False
+    node_labels: str = ""       # k=v,... the node's labels that nodeSelector rules match (install --node-labels)
+    remote_nodes: str = ""      # addresses of the other nodes (remote-node, 6), comma-separated IPs or CIDRs
 
     @property
     def monitor(self):

@@ -16,6 +16,10 @@ class Options:
     monitor_aggregation_flags: str | None = None      # syn,fin,rst; None: keep
     service_cidr: str | None = None                   # where ClusterIP frontends come from; None: keep
     devices: str | None = None                        # NodePort devices, comma-separated; None: keep, "": none
+    host_firewall: bool | None = None                 # the host firewall on/off; None: keep
+    host_firewall_audit: bool | None = None
+    node_labels: str | None = None                    # k=v,...; None: keep
+    remote_nodes: str | None = None                   # IP/CIDR,...; None: keep
     extra: dict = field(default_factory=dict)   # options of appended steps (agent, CNI)
     only: tuple[str, ...] | None = None          # run only these steps (e.g. CORE_STEPS for a sandbox node)
 

@@ -115,7 +115,7 @@ def _label_text(labels) -> str:
 
 
 def _check_endpoints(dp, endpoints: list[Endpoint], report: Report) -> None:
-    from ciliumctl.datapath import readback
+    from ciliumctl.datapath import hooks, readback
 
     on_map = readback.endpoint_entries(dp.maps)
     progs = readback.program_ids(dp.prog_fds)
@@ -152,6 +152,7 @@ def _check_endpoints(dp, endpoints: list[Endpoint], report: Report) -> None:
                                                  f"{'; '.join(wrong)}"))
             report.reattach.append((ep, idx))
     _check_remains(endpoints, report)
+    owned.update(hooks.device_links(dp.pin_dir))   # the node's devices (install --devices, the host firewall)
     links = readback.link_pin_ifindexes(dp.pin_dir)
     for idx in sorted((set(on_map) | links) - owned):
         name = _ifname(idx)

@@ -84,6 +84,7 @@ class EndpointPolicy:
     identity: int
     ingress: DirectionPolicy
     egress: DirectionPolicy
+    audit: bool = field(default=False, kw_only=True)   # would-be drops AUDIT (the host: --host-firewall-audit)
 
     def direction(self, d: Direction) -> DirectionPolicy:
         return self.ingress if d == Direction.INGRESS else self.egress

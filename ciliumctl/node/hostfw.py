@@ -1,0 +1,155 @@
+"""The host firewall (issue 13): the node's own stack as an endpoint, Cilium's reserved:host.
+
+Off unless `install --host-firewall` (Cilium's --enable-host-firewall). When on, reconcile resolves the host
+endpoint (policy.resolve: id HOST_ENDPOINT_ID, identity 1) from the nodeSelector policies that match the node's
+labels (`install --node-labels`), puts the node's addresses in the ipcache as host (1) and `--remote-nodes` as
+remote-node (6); the device step marks the node's devices (`install --devices`) as the host endpoint's in the
+`endpoints` map, so bpf_host.c enforces its policy there. A pod's packets to and from the host meet it in
+bpf_lxc.c whether or not a device is named (lib/enforce.h decide_host_too).
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import ipaddress
+import socket
+import struct
+
+from ciliumctl.base import paths
+from ciliumctl.base.errors import UsageError
+from ciliumctl.identity import allocator as ids
+
+SIOCGIFCONF = 0x8912
+_IFREQ = 40      # struct ifreq on 64-bit Linux: 16 bytes of name, 24 of union
+
+
+def parse_node_labels(text: str, flag: str = "--node-labels") -> dict[str, str]:
+    """k=v,k=v -> {k: v}; one clear line on a malformed item."""
+    out: dict[str, str] = {}
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"{flag} {item!r}: give labels as key=value[,key=value] (e.g. "
+                             "kubernetes.io/hostname=node1,role=worker)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_remote_nodes(text: str, flag: str = "--remote-nodes") -> list[str]:
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        try:
+            net = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise UsageError(f"{flag} {item!r} is not an IPv4 address or prefix; give the other nodes' addresses "
+                             "as IP[,IP/len]") from None
+        if net.version != 4:
+            raise UsageError(f"{flag} {item!r}: the datapath is IPv4 only; give IPv4 addresses")
+        out.append(net.with_prefixlen)
+    return out
+
+
+def wanted(s, o) -> dict:
+    """The host firewall's settings after install options `o` (steps.Options) over the current `s`."""
+    fw = s.host_firewall if o.host_firewall is None else o.host_firewall
+    audit = s.host_firewall_audit if o.host_firewall_audit is None else o.host_firewall_audit
+    labels = s.node_labels if o.node_labels is None else o.node_labels
+    remote = s.remote_nodes if o.remote_nodes is None else o.remote_nodes
+    labels = ",".join(f"{k}={v}" for k, v in parse_node_labels(labels).items())
+    remote = ",".join(parse_remote_nodes(remote))
+    if audit and not fw and o.host_firewall_audit:
+        raise UsageError("--host-firewall-audit needs the host firewall: add --host-firewall")
+    return {"host_firewall": fw, "host_firewall_audit": audit and fw, "node_labels": labels,
+            "remote_nodes": remote}
+
+
+def node_addresses() -> list[str]:
+    """The IPv4 addresses of the current network namespace's interfaces (the node's, in its namespace), loopback
+    aside: Cilium's ipcache gives them the host identity."""
+    size = _IFREQ * 256
+    buf = array.array("B", b"\0" * size)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        n = struct.unpack("iL", fcntl.ioctl(s.fileno(), SIOCGIFCONF,
+                                            struct.pack("iL", size, buf.buffer_info()[0])))[0]
+    raw = buf.tobytes()[:n]
+    out = []
+    for off in range(0, n, _IFREQ):
+        ip = socket.inet_ntoa(raw[off + 20:off + 24])    # sockaddr_in.sin_addr inside the union
+        if not ip.startswith("127."):
+            out.append(ip)
+    return sorted(set(out))
+
+
+def resolve_kwargs(settings) -> dict:
+    """What resolve() takes for the host endpoint: nothing while the host firewall is off."""
+    if not settings.host_firewall:
+        return {}
+    return {"node_labels": parse_node_labels(settings.node_labels), "host_ips": node_addresses()}
+
+
+def finish_state(state, settings) -> None:
+    """The host's audit mode and the other nodes' addresses (remote-node, 6) into a resolved state."""
+    if not settings.host_firewall:
+        return
+    from ciliumctl.policy.resolve import HOST_ENDPOINT_ID
+
+    host = state.endpoints.get(HOST_ENDPOINT_ID)
+    if host is not None:
+        host.audit = settings.host_firewall_audit
+    for net in parse_remote_nodes(settings.remote_nodes):
+        state.ipcache.setdefault(net, ids.REMOTE_NODE)
+
+
+# ------------------------------------------------------------------------------------------------- devices
+
+def _device_entries() -> dict[int, int]:
+    """ifindex -> endpoint id of the endpoints-map entries (read from the pins; {} before install)."""
+    from ciliumctl.datapath import bpfsys, maps
+
+    path = paths.bpffs_dir() / "endpoints"
+    if not path.exists():
+        return {}
+    m = bpfsys.Map.from_pin(path)
+    try:
+        return {int.from_bytes(k, "little"): maps.EP_INFO.unpack(v)[0] for k, v in m.items().items()}
+    finally:
+        m.close()
+
+
+def devices_follow(ifindexes: list[int]) -> bool:
+    """Whether the devices carry the host endpoint exactly when the host firewall is on."""
+    from ciliumctl.node.settings import load_settings
+
+    on = load_settings().host_firewall
+    entries = _device_entries()
+    return all((entries.get(i) == 0) == on for i in ifindexes)
+
+
+def device_plan_text() -> str:
+    from ciliumctl.node.settings import load_settings
+
+    return ", with the host firewall" if load_settings().host_firewall else ""
+
+
+def program_devices(dp, ifindexes: list[int], removed: set[int]) -> str:
+    """The host endpoint on the devices (endpoints map: ifindex -> endpoint 0, identity host) while the host
+    firewall is on, off them otherwise and on devices no longer named."""
+    from ciliumctl.datapath import maps
+    from ciliumctl.node.settings import load_settings
+
+    on = load_settings().host_firewall
+    m = dp.maps["endpoints"]
+    for idx in ifindexes:
+        key = idx.to_bytes(4, "little")
+        if on:
+            m.update(key, maps.EP_INFO.pack(0, 0, ids.HOST))
+        else:
+            m.delete(key)
+    for idx in removed:
+        m.delete(idx.to_bytes(4, "little"))
+    return "; host firewall on them" if on and ifindexes else ""
