@@ -3,8 +3,10 @@
 apply() writes a revision into the inactive slot as the difference to what that slot holds. For lb_services and
 lb_backends finding it by reading both back and compiling the whole table took ~2 s at 10,000 services x 10
 backends. A ServiceMaps object, which a long-lived Datapath keeps (the agent's), remembers what it wrote: per slot
-the entries of each service, lb_backends, the table of the last revision and which services each slot has not got
-yet (changed while the other slot was written). The next revision then compiles and writes only the services that
+the Service each service id's entries were compiled from (a reference into the table: ~1 MB at 10,000 services
+where the entries themselves took ~45 MB; raw entries only for what was read back and differs), the table of the
+last revision (lb_backends is compiled from it) and which services each slot has not got yet (changed while the
+other slot was written). The next revision then compiles and writes only the services that
 differ from the last table or that the slot missed. Trusted only while nobody else wrote: the state map must still
 show the slot and revision this object switched to; otherwise (another process applied, an upgrade) the maps are
 read back once, as before. Planning is pure; the caller writes the plan (loader) and commits it once written.
@@ -18,6 +20,7 @@ from ciliumctl.datapath.servicemap import compile_service, compile_service_backe
 from ciliumctl.services.model import Service, ServiceTable
 
 Entries = dict[bytes, bytes]
+Held = Service | Entries      # what a slot holds for a service id: compiled from that Service, or these entries
 
 
 def _sid(val: bytes) -> int:
@@ -29,6 +32,10 @@ def _entries(svc: Service | None, slot: int) -> Entries:
     if svc is None:
         return {}
     return {k[1:]: v for k, v in compile_service(svc, slot, {}).items()}
+
+
+def _held(h: Held | None, slot: int) -> Entries:
+    return _entries(h, slot) if h is None or isinstance(h, Service) else h
 
 
 def _named(a: Service | None, b: Service | None) -> bool:
@@ -49,12 +56,11 @@ class Plan:
     names_changed: bool
     incremental: bool
     # bookkeeping to take over once written (commit)
-    slot_sids: dict[int, Entries] = field(default_factory=dict)    # the services rewritten in the slot
+    slot_sids: dict[int, Service | None] = field(default_factory=dict)   # the services rewritten in the slot
     slot_full: bool = False                        # slot_sids is the whole slot
-    other: dict[int, Entries] | None = None        # the other slot as read back (full plans)
+    other: dict[int, Held] | None = None           # the other slot as read back (full plans)
     other_missing: set[int] = field(default_factory=set)
-    backends: Entries | None = None                # lb_backends as a whole (full plans), else the changes:
-    backends_new: Entries = field(default_factory=dict)
+    other_count: int = 0
 
 
 class ServiceMaps:
@@ -65,9 +71,9 @@ class ServiceMaps:
 
     def reset(self) -> None:
         self._stamp: tuple[int, int] | None = None             # (active slot, revision) after our last switch
-        self._slots: dict[int, dict[int, Entries]] = {0: {}, 1: {}}
+        self._slots: dict[int, dict[int, Held]] = {0: {}, 1: {}}
         self._missing: dict[int, set[int]] = {0: set(), 1: set()}   # services a slot holds an older form of
-        self._backends: Entries = {}
+        self._backends = 0                                       # lb_backends entries: compile_backends(_last)
         self._last = ServiceTable()
         self._count: dict[int, int] = {0: 0, 1: 0}
 
@@ -103,11 +109,14 @@ class ServiceMaps:
         held = self._slots[slot]
         old_flat: Entries = {}
         new_flat: Entries = {}
-        new_sids: dict[int, Entries] = {}
+        new_sids: dict[int, Service | None] = {}
+        old_count = 0
         for sid in todo:
-            old_flat.update(held.get(sid, {}))
-            new_sids[sid] = e = _entries(table.services.get(sid), slot)
-            new_flat.update(e)
+            old = _held(held.get(sid), slot)
+            old_flat.update(old)
+            old_count += len(old)
+            new_sids[sid] = svc = table.services.get(sid)
+            new_flat.update(_entries(svc, slot))
         prefix = bytes([slot])
         svc_updates = [(prefix + k, v) for k, v in new_flat.items() if old_flat.get(k) != v]
         svc_deletes = [prefix + k for k in old_flat if k not in new_flat]
@@ -121,21 +130,23 @@ class ServiceMaps:
             if svc is not None:
                 compile_service_backends(svc, new_b)
             names = names or _named(prev, svc)
-        backend_updates = [(k, v) for k, v in new_b.items() if self._backends.get(k) != v]
+        # lb_backends is compile_backends(self._last): the changed services' part of it is old_b (a backend id
+        # belongs to one service: ServiceTable allocates it per service and never reuses it)
+        backend_updates = [(k, v) for k, v in new_b.items() if old_b.get(k) != v]
         backend_stale = [k for k in old_b if k not in new_b]
-        count = self._count[slot] + len(new_flat) - sum(len(held.get(sid, {})) for sid in todo)
-        nb = len(self._backends) + sum(1 for k in new_b if k not in self._backends) - len(backend_stale)
+        count = self._count[slot] + len(new_flat) - old_count
+        nb = self._backends + sum(1 for k in new_b if k not in old_b) - len(backend_stale)
         return Plan(slot, table, svc_updates, svc_deletes, backend_updates, backend_stale, count, nb, names, True,
-                    slot_sids=new_sids, other_missing=changed, backends_new=new_b)
+                    slot_sids=new_sids, other_missing=changed)
 
     def _full(self, table: ServiceTable, slot: int, items: Entries, current_b: Entries) -> Plan:
         """Against the maps as read back (first apply of this object, or someone else wrote)."""
         held: dict[int, dict[int, Entries]] = {0: {}, 1: {}}
         for k, v in items.items():
             held.setdefault(k[0], {}).setdefault(_sid(v), {})[k[1:]] = v
-        new_sids = {sid: _entries(svc, slot) for sid, svc in table.services.items()}
+        compiled = {sid: _entries(svc, slot) for sid, svc in table.services.items()}
         new_flat: Entries = {}
-        for e in new_sids.values():
+        for e in compiled.values():
             new_flat.update(e)
         old_flat: Entries = {}
         for e in held[slot].values():
@@ -144,41 +155,38 @@ class ServiceMaps:
         backends: Entries = {}
         for svc in table.services.values():
             compile_service_backends(svc, backends)
-        other = held[1 - slot]
-        other_missing = {sid for sid in set(other) | set(new_sids) if other.get(sid) != new_sids.get(sid)}
+        read = held[1 - slot]
+        other_missing = {sid for sid in set(read) | set(compiled) if read.get(sid) != compiled.get(sid)}
+        # what the other slot holds: the table's Service where it matches, the entries read back where not
+        other: dict[int, Held] = {sid: (read[sid] if sid in other_missing else table.services[sid]) for sid in read}
         return Plan(slot, table,
                     [(prefix + k, v) for k, v in new_flat.items() if old_flat.get(k) != v],
                     [prefix + k for k in old_flat if k not in new_flat],
                     [(k, v) for k, v in backends.items() if current_b.get(k) != v],
                     [k for k in current_b if k not in backends],
                     len(new_flat), len(backends), True, False,
-                    slot_sids=new_sids, slot_full=True, other=other, other_missing=other_missing,
-                    backends=backends)
+                    slot_sids=dict(table.services), slot_full=True, other=other, other_missing=other_missing,
+                    other_count=sum(len(e) for e in read.values()))
 
     def commit(self, plan: Plan, active: int, revision: int) -> None:
         """The plan is written and (active, revision) is what the state map says now."""
         slot, other = plan.slot, 1 - plan.slot
         if plan.slot_full:
-            self._slots[slot] = {sid: e for sid, e in plan.slot_sids.items() if e}
+            self._slots[slot] = {sid: s for sid, s in plan.slot_sids.items() if s is not None}
             assert plan.other is not None
             self._slots[other] = plan.other
-            self._count[other] = sum(len(e) for e in plan.other.values())
+            self._count[other] = plan.other_count
             self._missing[other] = set(plan.other_missing)
         else:
             held = self._slots[slot]
-            for sid, e in plan.slot_sids.items():
-                if e:
-                    held[sid] = e
+            for sid, s in plan.slot_sids.items():
+                if s is not None:
+                    held[sid] = s
                 else:
                     held.pop(sid, None)
             self._missing[other] |= plan.other_missing
         self._missing[slot] = set()
         self._count[slot] = plan.entries
-        if plan.backends is not None:
-            self._backends = plan.backends
-        else:
-            self._backends.update(plan.backends_new)
-            for k in plan.backend_stale:
-                self._backends.pop(k, None)
+        self._backends = plan.backend_count
         self._last = plan.table
         self._stamp = (active, revision)
