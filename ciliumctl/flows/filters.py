@@ -149,9 +149,10 @@ _PROTO_OF = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "ICMPv4": "icmpv4", "IC
 def _protocol_matches(patterns, flow) -> bool:
     which = flow.l4.WhichOneof("protocol")
     proto = _PROTO_OF.get(which or "", "")
+    l7 = flow.l7.WhichOneof("record") or ""      # hubble's filters/protocol.go: "http", "dns", "kafka" are L7
     for p in patterns:
         p = p.lower()
-        if p == proto or (p == "icmp" and proto.startswith("icmp")):
+        if p == proto or (p == "icmp" and proto.startswith("icmp")) or (l7 and p == l7):
             return True
     return False
 

@@ -71,7 +71,15 @@ def hostnames(f, translate: bool = True, paint: color.Colorer = color.PLAIN) -> 
 
 def flow_type(f) -> str:
     """hubble's TYPE column (hubble/pkg/printer GetFlowType): the trace point, the drop reason, or
-    policy-verdict:<match> <DIRECTION>."""
+    policy-verdict:<match> <DIRECTION>; an L7 flow: <protocol>-<request|response>, DNS with its observation
+    source ("dns-request proxy")."""
+    if f.HasField("l7"):
+        l7 = f.l7
+        kind = pb.L7FlowType.Name(l7.type).lower()
+        record = l7.WhichOneof("record")
+        if record == "dns":
+            kind += " " + l7.dns.observation_source
+        return f"{record or 'l7'}-{kind}"
     et = f.event_type
     if et.type == names.MSG_TRACE:
         return names.trace_point(et.sub_type)

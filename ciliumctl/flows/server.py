@@ -28,7 +28,7 @@ from ciliumctl.flows.pb.observer import observer_pb2_grpc
 from ciliumctl.flows.pb.relay import relay_pb2
 from ciliumctl.flows.records import R_DADDR, R_SADDR, RECORD_SIZE
 from ciliumctl.flows.render import Renderer, varint
-from ciliumctl.flows.store import KIND_LOST, Chunk, FlowStore
+from ciliumctl.flows.store import KIND_FLOW, KIND_LOST, Chunk, FlowStore
 
 VERSION = f"ciliumctl {__version__}"
 BATCH_MAX = 256
@@ -61,6 +61,13 @@ class FlowSource:
             source, num, t = c.lost
             r = ren.lost(source, num, t)
             return (jsonpb.encode(r) + "\n" if as_json else r.SerializeToString()), t
+        if c.kind == KIND_FLOW:
+            f, t = c.flow, c.flow.time.ToNanoseconds()   # type: ignore[attr-defined]
+            if matcher is not None and not matcher(f):
+                return None, t
+            r = opb.GetFlowsResponse(flow=f, node_name=self.node_name)
+            r.time.CopyFrom(f.time)   # type: ignore[attr-defined]
+            return (jsonpb.encode(r) + "\n" if as_json else r.SerializeToString()), t
         off = (seq - c.start) * RECORD_SIZE
         if matcher is not None and not matcher(ren.flow(c.data, off, c.snap, seq)):   # type: ignore[arg-type]
             return None, ren.wall_ns(c.data, off)
@@ -69,6 +76,8 @@ class FlowSource:
     def wall_ns(self, c: Chunk, seq: int) -> int:
         if c.kind == KIND_LOST:
             return c.lost[2]
+        if c.kind == KIND_FLOW:
+            return c.flow.time.ToNanoseconds()   # type: ignore[attr-defined]
         return self.renderer.wall_ns(c.data, (seq - c.start) * RECORD_SIZE)
 
 
@@ -197,6 +206,10 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
         import socket as _s
         for e in self.src.store.entries(0, self.src.store.next_seq):
             if e.kind == KIND_LOST:
+                continue
+            if e.kind == KIND_FLOW:
+                namespaces.update(ep.namespace for ep in (e.record[0].source, e.record[0].destination)
+                                  if ep.namespace)
                 continue
             for addr in (e.record[R_SADDR], e.record[R_DADDR]):
                 info = e.snap.by_ip.get(_s.inet_ntoa(addr)) if e.snap else None

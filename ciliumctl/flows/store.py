@@ -17,6 +17,7 @@ from ciliumctl.flows.records import METRIC_VIEW, RECORD, RECORD_SIZE
 
 KIND_RECORDS = 0
 KIND_LOST = 1
+KIND_FLOW = 2       # one flow made outside the datapath (L7: the proxies), kept as a flow_pb2.Flow
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Chunk:
     data: bytes = b""   # KIND_RECORDS: count * RECORD_SIZE bytes
     snap: Snapshot | None = None
     lost: tuple = ()    # KIND_LOST: (source, num_events_lost, arrival wall time ns)
+    flow: object = None  # KIND_FLOW: the flow (its time set)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,14 @@ class FlowStore:
             if source == 1:
                 self.lost_in_kernel += num
             self._append(Chunk(self.next_seq, 1, KIND_LOST, lost=(source, num, time.time_ns())))
+            self.cond.notify_all()
+
+    def add_flow(self, flow) -> None:
+        """A flow made outside the datapath (an L7 flow of a proxy), its time and fields set."""
+        with self.cond:
+            self._append(Chunk(self.next_seq, 1, KIND_FLOW, flow=flow))
+            self._mark_rate()
+            self.seen_flows += 1
             self.cond.notify_all()
 
     def _mark_rate(self) -> None:
@@ -124,6 +134,9 @@ class FlowStore:
         for c, lo, hi in self.runs(start, stop, reverse):
             if c.kind == KIND_LOST:
                 yield Entry(c.start, KIND_LOST, lost=c.lost)
+                continue
+            if c.kind == KIND_FLOW:
+                yield Entry(c.start, KIND_FLOW, record=(c.flow,))
                 continue
             data, snap, base = c.data, c.snap, c.start
             rng = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)

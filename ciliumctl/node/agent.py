@@ -224,10 +224,16 @@ class Agent:
 
         opts = self.opts.dns or DNSOptions()
         try:
-            self.dns = DNSService(opts, on_flow=None).start()
+            self.dns = DNSService(opts, on_flow=self._dns_flow).start()
         except OSError as err:
             raise EnvironmentProblem(f"--tofqdns-proxy-port {opts.proxy_port}: {err.strerror}; pick a free port "
                                      "or 0 for any") from None
+
+    def _dns_flow(self, event) -> None:
+        """A DNS request or response of the proxy: an L7 flow in the ring (flows.dns)."""
+        from ciliumctl.flows.dns import dns_flow
+
+        self.store.add_flow(dns_flow(event, self.meta.refresh(), self.node_name))
 
     def run(self) -> None:
         """Foreground: start, then serve until SIGTERM/SIGINT."""

@@ -108,7 +108,7 @@ class NodeDNSPolicy:
         self.path = path or policy_path()
         self._view = _View()
         self._mutex = threading.Lock()
-        self.on_flow: Callable | None = None           # (query, answer | None, endpoint id | None) for flows
+        self.on_flow: Callable | None = None           # (flows.dns.DNSEvent) for flows
         self.last_program_ms: float | None = None      # answer -> datapath, the last time learning programmed
 
     def view(self) -> _View:
@@ -157,9 +157,24 @@ class NodeDNSPolicy:
                 self.last_program_ms = (time.monotonic() - t0) * 1000
 
     def observe(self, q, a) -> None:
-        if self.on_flow is not None:
-            ep = self.endpoint_of(q.client[0])
-            self.on_flow(q, a, ep["id"] if ep else None)
+        """A query (a None) or what came of it, as a DNS flow: the request when it arrives (DROPPED when it is
+        refused, so once its answer is known), the response when the answer is released."""
+        if self.on_flow is None or (a is None and not q.qname):
+            return
+        from ciliumctl.flows.dns import RCODES, DNSEvent
+
+        if a is None:
+            return               # the request is reported with its decision (below)
+        view = self.view()
+        base = dict(client=q.client, server=q.server, proto=PROTO_UDP if q.proto == "udp" else PROTO_TCP,
+                    query=q.qname, qtypes=(q.qtype,) if q.qtype else (),
+                    client_identity=view.identity_of(q.client[0]), server_identity=view.identity_of(q.server[0]))
+        self.on_flow(DNSEvent(response=False, allowed=a.allowed, time_ns=q.wall_ns, **base))
+        if a.allowed:
+            self.on_flow(DNSEvent(response=True, rcode=RCODES.get(a.rcode, 0), ips=tuple(ip for ip, _ in a.ips),
+                                  ttl=min((t for _, t in a.ips), default=0), cnames=tuple(a.cnames),
+                                  rrtypes=tuple(a.rrtypes), latency_ns=int((time.monotonic() - q.started) * 1e9),
+                                  **base))
 
     def expire(self, now: float | None = None) -> int:
         """Drop what expired; reprogram when something went. The number of entries removed."""

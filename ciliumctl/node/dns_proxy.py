@@ -45,6 +45,7 @@ class Query:
     qtype: str                 # "A", "AAAA", ...
     wire: bytes
     started: float = field(default_factory=time.monotonic)
+    wall_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Answer:
     cnames: list[str]
     wire: bytes
     allowed: bool                          # False: the proxy refused the query
+    rrtypes: list[str] = field(default_factory=list)   # types of the answer section's records
 
 
 class Policy(Protocol):
@@ -107,12 +109,14 @@ def answer_of(wire: bytes, allowed: bool = True) -> Answer:
     msg = dns.message.from_wire(wire)
     ips: list[tuple[str, int]] = []
     cnames: list[str] = []
+    rrtypes: list[str] = []
     for rrset in msg.answer:
+        rrtypes.extend(dns.rdatatype.to_text(rrset.rdtype) for _ in rrset)
         if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             ips.extend((rd.address, rrset.ttl) for rd in rrset)
         elif rrset.rdtype == dns.rdatatype.CNAME:
             cnames.extend(rd.target.to_text().lower() for rd in rrset)
-    return Answer(dns.rcode.to_text(msg.rcode()), ips, cnames, wire, allowed)
+    return Answer(dns.rcode.to_text(msg.rcode()), ips, cnames, wire, allowed, rrtypes)
 
 
 def _orig_dst(ancdata, fallback: tuple[str, int]) -> tuple[str, int]:
