@@ -265,6 +265,8 @@ def daemonset(opts: InstallOptions) -> dict:
         host_path("netns", "/var/run/netns", "/var/run/netns", propagation="HostToContainer"),
         host_path("cni-conf", "/etc/cni/net.d", "/etc/cni/net.d"),
         host_path("cni-bin", "/opt/cni/bin", "/opt/cni/bin"),
+        # the agent runs the IPAM plugin for ciliumctl-cni (endpoints/cni_ipam.py): host-local's leases are the node's
+        host_path("cni-ipam", "/var/lib/cni/networks", "/var/lib/cni/networks"),
         # BCC compiles the datapath on the node: it needs the node's kernel headers
         host_path("lib-modules", "/lib/modules", "/lib/modules", read_only=True, type_="Directory"),
         host_path("usr-src", "/usr/src", "/usr/src", read_only=True, type_="Directory"),

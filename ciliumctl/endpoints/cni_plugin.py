@@ -2,11 +2,11 @@
 
 Container runtimes exec this once per ADD/DEL/CHECK with the network configuration on stdin and the attachment
 in CNI_* variables. It stays light (standard library only, no ciliumctl imports beyond this file) because its
-start-up is part of every pod's start: it runs the IPAM plugin named in the configuration itself (it has the
-runtime's CNI_PATH and mount namespace), then hands the attachment to the node agent over a unix socket
-together with an open descriptor of the pod's network namespace (the runtime's netns bind mount may live in a
-mount namespace the agent cannot see), and prints the agent's result. The agent does the netlink and BPF work
-(ciliumctl/endpoints/cni_server.py).
+start-up is part of every pod's start: it checks the request, hands it to the node agent over a unix socket
+(the configuration and its environment, with an open descriptor of the pod's network namespace: the runtime's
+netns bind mount may live in a mount namespace the agent cannot see), and prints the agent's result and the IPAM
+plugin's stderr. The agent runs the IPAM plugin as the plugin's delegate and does the netlink and BPF work
+(ciliumctl/node/cni_server.py, ciliumctl/endpoints/cni_ipam.py).
 
 Plugin configuration keys (all optional, in the conflist so that runtimes that drop environment variables,
 like podman's cleanup process, still reach the right agent):
@@ -99,96 +99,6 @@ def _version_tuple(v: str) -> tuple:
         return (0,)
 
 
-# --- the IPAM plugin (delegated plugin protocol: same environment, whole config on stdin) -------------------
-
-def find_plugin(name: str) -> str:
-    if not name or "/" in name:
-        raise CniError(E_INVALID_CONFIG, f"invalid IPAM plugin type {name!r}")
-    for d in os.environ.get("CNI_PATH", "").split(":"):
-        if d and os.access(os.path.join(d, name), os.X_OK):
-            return os.path.join(d, name)
-    raise CniError(E_INVALID_CONFIG, f"IPAM plugin {name!r} not found in CNI_PATH={os.environ.get('CNI_PATH', '')!r}")
-
-
-_ipam_versions: dict[str, list] = {}
-
-
-def ipam_conf(name: str, conf: dict) -> dict:
-    """The configuration for the IPAM plugin: a 1.1.0 request goes to a 1.0.0-only plugin (Debian's
-    host-local) as 1.0.0, whose ADD result has the same shape."""
-    if conf.get("cniVersion") != "1.1.0":
-        return conf
-    if name not in _ipam_versions:
-        info = exec_plugin(name, "VERSION", {"cniVersion": "1.0.0"}) or {}
-        _ipam_versions[name] = list(info.get("supportedVersions") or [])
-    return conf if "1.1.0" in _ipam_versions[name] else dict(conf, cniVersion="1.0.0")
-
-
-def exec_ipam(name: str, command: str, conf: dict) -> dict | None:
-    return exec_plugin(name, command, ipam_conf(name, conf))
-
-
-def exec_plugin(name: str, command: str, conf: dict) -> dict | None:
-    """Run a delegated plugin; its stderr goes to ours. Returns its parsed stdout (None when empty)."""
-    path = find_plugin(name)
-    code, out = _run(path, json_dumps(conf).encode(), dict(os.environ, CNI_COMMAND=command), 60.0)
-    if code is None:
-        raise CniError(E_TRY_AGAIN_LATER, f"IPAM plugin {name} {command} did not finish in 60 s")
-    out = out.strip()
-    parsed = None
-    if out:
-        try:
-            parsed = json_loads(out)
-        except ValueError:
-            raise CniError(E_DECODE, f"IPAM plugin {name} {command}: output is not JSON",
-                           out[:200].decode(errors="replace")) from None
-    if code != 0:
-        if isinstance(parsed, dict) and "code" in parsed:
-            raise CniError(int(parsed.get("code") or 999), f"IPAM plugin {name}: {parsed.get('msg', '')}",
-                           str(parsed.get("details", "")))
-        raise CniError(999, f"IPAM plugin {name} {command} failed with exit code {code}")
-    return parsed
-
-
-def _run(path: str, data: bytes, env: dict, timeout: float) -> tuple[int | None, bytes]:
-    """(exit code, stdout) of path fed data on stdin; (None, ...) when it ran out of time (killed). posix_spawn and
-    pipes instead of subprocess, whose import costs more than the plugin runs here."""
-    import select  # built into the interpreter, as time is
-    import time
-
-    in_r, in_w = os.pipe()     # non-inheritable: only the dup2'd copies reach the child
-    out_r, out_w = os.pipe()
-    try:
-        pid = os.posix_spawn(path, [path], env, file_actions=[(os.POSIX_SPAWN_DUP2, in_r, 0),
-                                                               (os.POSIX_SPAWN_DUP2, out_w, 1)])
-    finally:
-        os.close(in_r)
-        os.close(out_w)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(in_w, view):]
-    except BrokenPipeError:
-        pass   # it stopped reading: its exit code says why
-    finally:
-        os.close(in_w)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([out_r], [], [], left)[0]:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                return None, b""
-            chunk = os.read(out_r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(out_r)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), b"".join(chunks)
-
-
 # --- the agent ---------------------------------------------------------------------------------------------
 
 def connect_agent(conf: dict) -> _socket.socket:
@@ -234,8 +144,17 @@ def call_agent(sock: _socket.socket, request: dict, netns_fd: int | None) -> dic
         raise CniError(E_TRY_AGAIN_LATER, "ciliumctl agent closed the connection without an answer") from None
     if not isinstance(reply, dict) or not reply.get("ok"):
         reply = reply if isinstance(reply, dict) else {}
+        _stderr(reply)
         raise CniError(int(reply.get("code") or 999), reply.get("msg") or "agent error", reply.get("details") or "")
+    _stderr(reply)
     return reply.get("result") or {}
+
+
+def _stderr(reply: dict) -> None:
+    """The delegated IPAM plugin's stderr goes to ours (CNI SPEC.md, "Delegated plugin execution procedure")."""
+    if reply.get("stderr"):
+        sys.stderr.write(str(reply["stderr"]))
+        sys.stderr.flush()
 
 
 # --- result formatting -------------------------------------------------------------------------------------
@@ -320,53 +239,29 @@ def base_request(command: str, conf: dict) -> dict:
         "ifname": os.environ.get("CNI_IFNAME", ""),
         "args": parse_args(os.environ.get("CNI_ARGS", "")),
         "config": conf,
+        "env": dict(os.environ),   # the IPAM plugin, run by the agent, gets the environment we got
     }
 
 
-def ipam_type(conf: dict, required: bool) -> str | None:
+def require_ipam(conf: dict) -> None:
     ipam = conf.get("ipam")
     if not isinstance(ipam, dict) or not ipam.get("type"):
-        if required:
-            raise CniError(E_INVALID_CONFIG, "network configuration has no \"ipam\" section with a \"type\"",
-                           'add e.g. "ipam": {"type": "host-local", "subnet": "10.200.0.0/24"}')
-        return None
-    return ipam["type"]
+        raise CniError(E_INVALID_CONFIG, "network configuration has no \"ipam\" section with a \"type\"",
+                       'add e.g. "ipam": {"type": "host-local", "subnet": "10.200.0.0/24"}')
 
 
 def cmd_add(conf: dict) -> dict:
     require_env("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
     version = check_version(conf)
-    ipam = ipam_type(conf, required=True)
-    assert ipam is not None                # required: ipam_type raised a CniError instead
+    require_ipam(conf)
     request = base_request("ADD", conf)   # parses CNI_ARGS before anything is allocated
     fd = open_netns(os.environ["CNI_NETNS"])
     try:
-        sock = connect_agent(conf)        # before IPAM: nothing to roll back when the agent is down
-        try:
-            ipam_result = exec_ipam(ipam, "ADD", conf) or {}
-        except BaseException:
-            sock.close()
-            raise
-        if not ipam_result.get("ips"):
-            sock.close()
-            _release_ipam(ipam, conf)
-            raise CniError(E_INVALID_CONFIG, f"IPAM plugin {ipam} returned no addresses")
-        request["ipamResult"] = ipam_result
-        try:
-            result = call_agent(sock, request, fd)
-        except BaseException:
-            _release_ipam(ipam, conf)
-            raise
+        # the agent allocates the address (IPAM plugin) while it makes the veth, and releases it on failure
+        result = call_agent(connect_agent(conf), request, fd)
     finally:
         os.close(fd)
     return format_result(result, version)
-
-
-def _release_ipam(ipam: str, conf: dict) -> None:
-    try:
-        exec_ipam(ipam, "DEL", conf)
-    except Exception as err:  # the original error is what the runtime needs to see
-        sys.stderr.write(f"ciliumctl-cni: releasing the address after a failed ADD: {err}\n")
 
 
 def cmd_del(conf: dict) -> None:
@@ -380,15 +275,12 @@ def cmd_del(conf: dict) -> None:
         except OSError:
             fd = None   # the namespace is already gone: clean up what is left on the host
     try:
-        # When the agent cannot clean up, the address stays leased: handing it to a new pod while the old
-        # endpoint still holds it (veth, ipcache identity) would mix the two. The runtime retries the DEL.
+        # The agent releases the address (IPAM DEL) only after the endpoint is gone: handing it to a new pod while
+        # the old endpoint still holds it (veth, ipcache identity) would mix the two. The runtime retries the DEL.
         call_agent(connect_agent(conf), base_request("DEL", conf), fd)
     finally:
         if fd is not None:
             os.close(fd)
-    ipam = ipam_type(conf, required=False)
-    if ipam:
-        exec_ipam(ipam, "DEL", conf)
 
 
 def cmd_check(conf: dict) -> None:
@@ -403,9 +295,6 @@ def cmd_check(conf: dict) -> None:
         call_agent(connect_agent(conf), base_request("CHECK", conf), fd)
     finally:
         os.close(fd)
-    ipam = ipam_type(conf, required=False)
-    if ipam:
-        exec_ipam(ipam, "CHECK", conf)
 
 
 def cmd_status(conf: dict) -> None:
@@ -418,15 +307,8 @@ def cmd_status(conf: dict) -> None:
 
 def cmd_gc(conf: dict) -> None:
     check_version(conf)
-    removed = call_agent(connect_agent(conf), {"command": "GC", "config": conf}, None).get("removed", [])
-    ipam = ipam_type(conf, required=False)
-    if ipam:
-        if ipam_conf(ipam, conf)["cniVersion"] == "1.1.0":
-            exec_plugin(ipam, "GC", conf)
-        else:   # an IPAM plugin older than 1.1 (Debian's host-local): release the stale attachments one by one
-            for att in removed:
-                os.environ.update(CNI_CONTAINERID=att["containerID"], CNI_IFNAME=att["ifname"], CNI_NETNS="")
-                exec_ipam(ipam, "DEL", conf)
+    request = {"command": "GC", "config": conf, "env": dict(os.environ)}
+    call_agent(connect_agent(conf), request, None)
 
 
 def cmd_version() -> dict:

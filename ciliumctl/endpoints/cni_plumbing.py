@@ -58,8 +58,9 @@ def _random_mac() -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
-def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int = 1500) -> dict:
-    """Create and configure the pair. Returns {host_ifindex, host_mac, pod_mac}. Undoes itself on failure.
+def create_veth(host_ifname: str, netns_fd: int, ifname: str, mtu: int = 1500) -> dict:
+    """Create the pair and bring the host side up; no address is needed yet, so the CNI server does this while the
+    IPAM plugin runs. Returns {host_ifindex, pod_ifindex, host_mac, pod_mac}. Undoes itself on failure.
     Plain rtnetlink requests (rtnl.py): this runs on every pod's start."""
     with Rtnl() as node:
         old = node.link_index(host_ifname)
@@ -82,21 +83,41 @@ def setup_veth(host_ifname: str, netns_fd: int, ifname: str, ipv4: str, mtu: int
                 node.set_up(host_idx)
                 pod_idx = pod.link_index(ifname)
                 assert pod_idx is not None
-                pod.add_address(pod_idx, ipv4, 32)
-                pod.set_up(pod_idx)
-                pod.add_permanent_neighbour(pod_idx, GATEWAY, host_mac)
-                pod.route(GATEWAY, 32, pod_idx)
-                pod.route("0.0.0.0", 0, pod_idx, gateway=GATEWAY)
-                node.route(ipv4, 32, host_idx, replace=True)
             except BaseException:
-                with contextlib.suppress(OSError):
-                    idx = host_idx if host_idx is not None else node.link_index(host_ifname)
-                    if idx is not None:
-                        node.delete_link(idx)   # the kernel takes the peer and the routes with it
+                _delete_quietly(node, host_ifname, host_idx)
                 raise
         finally:
             pod.close()
-    return {"host_ifindex": host_idx, "host_mac": host_mac, "pod_mac": pod_mac}
+    return {"host_ifindex": host_idx, "pod_ifindex": pod_idx, "host_mac": host_mac, "pod_mac": pod_mac}
+
+
+def address_veth(host_ifname: str, netns_fd: int, links: dict, ipv4: str) -> None:
+    """The pod's /32, the gateway neighbour and routes, the host's route back (links: create_veth's answer).
+    On failure the pair goes."""
+    with Rtnl() as node:
+        try:
+            with in_netns(netns_fd):
+                pod = Rtnl()
+            try:
+                pod_idx = links["pod_ifindex"]
+                pod.add_address(pod_idx, ipv4, 32)
+                pod.set_up(pod_idx)
+                pod.add_permanent_neighbour(pod_idx, GATEWAY, links["host_mac"])
+                pod.route(GATEWAY, 32, pod_idx)
+                pod.route("0.0.0.0", 0, pod_idx, gateway=GATEWAY)
+            finally:
+                pod.close()
+            node.route(ipv4, 32, links["host_ifindex"], replace=True)
+        except BaseException:
+            _delete_quietly(node, host_ifname, links["host_ifindex"])
+            raise
+
+
+def _delete_quietly(node: Rtnl, host_ifname: str, idx: int | None) -> None:
+    with contextlib.suppress(OSError):
+        idx = idx if idx is not None else node.link_index(host_ifname)
+        if idx is not None:
+            node.delete_link(idx)   # the kernel takes the peer and the routes with it
 
 
 def teardown_veth(host_ifname: str) -> bool:

@@ -1,11 +1,15 @@
 """The agent side of the CNI plugin: a unix-socket server that networks a runtime's pod and puts it under policy.
 
-Protocol (one request per connection): the plugin sends one JSON object and shuts down its write side; an open
-descriptor of the pod's network namespace rides along (SCM_RIGHTS) with the first bytes. The server answers
-{"ok": true, "result": {...}} or {"ok": false, "code": N, "msg": "...", "details": "..."} (CNI error codes).
+Protocol (one request per connection): the plugin sends one JSON object (the CNI command, its configuration and
+its environment) and shuts down its write side; an open descriptor of the pod's network namespace rides along
+(SCM_RIGHTS) with the first bytes. The server answers {"ok": true, "result": {...}, "stderr": "..."} or
+{"ok": false, "code": N, "msg": "...", "details": "...", "stderr": "..."} (CNI error codes; stderr: the IPAM
+plugin's, for the plugin's stderr).
 
-ADD returns only when the veth, routes, endpoint registration, identity, datapath attachment and the policy
-reconcile are all done, so in `always` mode a pod never runs unprotected. The programs go on as clsact filters
+The server runs the IPAM plugin (endpoints/cni_ipam.py): an ADD starts it as the request arrives and creates the
+veth meanwhile (no address needed), then addresses it. ADD returns only when the veth, routes, endpoint
+registration, identity, datapath attachment and the policy reconcile are all done, so in `always` mode a pod never
+runs unprotected. The programs go on as clsact filters
 (no kernel wait); a thread then moves them onto tcx links (an RCU grace period each) after the answer.
 Attachments are keyed by (network name, container id, ifname) as the spec asks, and recorded in
 `<state>/cni/<key>.json` (atomic writes); work that touches shared node state runs under one lock (a thread lock
@@ -30,6 +34,7 @@ from pathlib import Path
 
 from ciliumctl.base import paths, statefile
 from ciliumctl.endpoints import cni_plumbing
+from ciliumctl.endpoints.cni_ipam import CniFailure, Ipam
 from ciliumctl.node import cni as cni_node
 
 log = logging.getLogger("ciliumctl.cni")
@@ -40,11 +45,7 @@ E_TRY_AGAIN_LATER = 11
 E_INTERNAL = 999
 MAX_REQUEST = 4 << 20
 
-
-class CniFailure(Exception):
-    def __init__(self, code: int, msg: str, details: str = ""):
-        super().__init__(msg)
-        self.code, self.msg, self.details = code, msg, details
+__all__ = ["CniFailure", "CniHandler", "CniServer"]
 
 
 def attachment_key(network: str, container_id: str, ifname: str) -> str:
@@ -96,16 +97,18 @@ class CniHandler:
         with self._lock, statefile.locked(cni_node.lock_path()):
             yield
 
-    def handle(self, request: dict, netns_fd: int | None) -> dict:
+    def handle(self, request: dict, netns_fd: int | None, ipam: Ipam | None = None) -> dict:
+        """ipam: the request's IPAM plugin (its stderr is the caller's to send back)."""
         command = request.get("command")
         if command == "STATUS":
             return cni_node.status()
         conf = request.get("config") or {}
+        ipam = ipam or Ipam(conf, request.get("env"))
         network = str(conf.get("name") or "")
         if not network:
             raise CniFailure(E_INVALID_CONFIG, "network configuration has no \"name\"")
         if command == "GC":
-            return self.gc(conf)
+            return self.gc(conf, ipam)
         cid, ifname = request.get("containerID") or "", request.get("ifname") or ""
         if not cid or not ifname:
             raise CniFailure(4, "CNI_CONTAINERID and CNI_IFNAME are required")
@@ -113,46 +116,78 @@ class CniHandler:
         if command == "ADD":
             if netns_fd is None:
                 raise CniFailure(4, "ADD needs the pod's network namespace (CNI_NETNS)")
-            return self.add(request, conf, key, netns_fd)
+            if not ipam.type:
+                raise CniFailure(E_INVALID_CONFIG, "network configuration has no \"ipam\" section with a \"type\"")
+            return self.add(request, conf, key, netns_fd, ipam)
         if command == "DEL":
-            return self.delete(conf, key, cid)
+            self.delete(conf, key, cid)
+            if ipam.type:   # after the endpoint is gone: an address is never handed out while still in use
+                ipam.run("DEL")
+            return {}
         if command == "CHECK":
-            return self.check(request, conf, key, netns_fd)
+            self.check(request, conf, key, netns_fd)
+            if ipam.type:
+                ipam.run("CHECK")
+            return {}
         raise CniFailure(4, f"unknown command {command!r}")
 
     # --- ADD -----------------------------------------------------------------------------------------------
-    def add(self, request: dict, conf: dict, key: str, netns_fd: int) -> dict:
-        ipam_result = request.get("ipamResult") or {}
-        ipv4 = _first_ipv4(ipam_result)
+    def add(self, request: dict, conf: dict, key: str, netns_fd: int, ipam: Ipam) -> dict:
         ifname = request["ifname"]
         hostif = host_ifname(str(conf.get("hostVethPrefix") or "lxc"), key)
+        # the IPAM plugin runs from now on, also while this request waits for the lock: under a burst of ADDs
+        # its address is there when the lock comes; alone, it runs while the veth is made
+        running = ipam.spawn("ADD")
+        try:
+            with self._locked():
+                old = statefile.read_json(_state_path(key))
+                if old:   # a repeated ADD without DEL (runtime retry): start from a clean slate
+                    self._teardown(old)
+                links = cni_plumbing.create_veth(hostif, netns_fd, ifname, int(conf.get("mtu") or 1500))
+                try:
+                    ipam_result = running.result() or {}
+                    if not ipam_result.get("ips"):
+                        raise CniFailure(E_INVALID_CONFIG, f"IPAM plugin {ipam.type} returned no addresses")
+                    ipv4 = _first_ipv4(ipam_result)
+                    cni_plumbing.address_veth(hostif, netns_fd, links, ipv4)
+                except BaseException:
+                    cni_plumbing.teardown_veth(hostif)
+                    raise
+                return self._register(request, conf, key, ipam_result, links, hostif)
+        except BaseException:
+            # a failed ADD runs the IPAM plugin again with DEL (CNI SPEC.md, "Delegated plugin execution
+            # procedure"), once its ADD has finished
+            with contextlib.suppress(CniFailure):
+                running.result()
+            ipam.release()
+            raise
+
+    def _register(self, request: dict, conf: dict, key: str, ipam_result: dict, links: dict, hostif: str) -> dict:
+        """The endpoint and its record for an addressed veth, and the ADD's result (node lock held)."""
+        ifname = request["ifname"]
         args = request.get("args") or {}
         runtime_conf = conf.get("runtimeConfig") or {}
-        with self._locked():
-            old = statefile.read_json(_state_path(key))
-            if old:   # a repeated ADD without DEL (runtime retry): start from a clean slate
-                self._teardown(old)
-            links = cni_plumbing.setup_veth(hostif, netns_fd, ifname, ipv4, int(conf.get("mtu") or 1500))
-            attachment = {
-                "network": conf["name"], "containerID": request["containerID"], "ifname": ifname,
-                "netns": request.get("netns", ""), "hostIfname": hostif, "ipv4": ipv4, "endpointID": 0,
-            }
-            try:
-                ep = cni_node.register(
-                    name=args.get("K8S_POD_NAME") or request["containerID"][:12],
-                    namespace=args.get("K8S_POD_NAMESPACE") or "default",
-                    annotations=runtime_conf.get("io.kubernetes.cri.pod-annotations") or {},
-                    ipv4=ipv4, netns=request.get("netns", ""), host_ifname=hostif,
-                    host_ifindex=links["host_ifindex"], container_id=request["containerID"])
-                attachment["endpointID"] = ep.id
-                statefile.write_json(_state_path(key), attachment)
-            except BaseException:
-                self._teardown(attachment)
-                raise
-            mover = threading.Thread(target=self._finish_attach, args=(hostif, links["host_ifindex"]),
-                                     name=f"tcx-{hostif}", daemon=True)
-            self._moving[hostif] = mover
-            mover.start()   # in this thread's network namespace, the node's
+        ipv4 = _first_ipv4(ipam_result)
+        attachment = {
+            "network": conf["name"], "containerID": request["containerID"], "ifname": ifname,
+            "netns": request.get("netns", ""), "hostIfname": hostif, "ipv4": ipv4, "endpointID": 0,
+        }
+        try:
+            ep = cni_node.register(
+                name=args.get("K8S_POD_NAME") or request["containerID"][:12],
+                namespace=args.get("K8S_POD_NAMESPACE") or "default",
+                annotations=runtime_conf.get("io.kubernetes.cri.pod-annotations") or {},
+                ipv4=ipv4, netns=request.get("netns", ""), host_ifname=hostif,
+                host_ifindex=links["host_ifindex"], container_id=request["containerID"])
+            attachment["endpointID"] = ep.id
+            statefile.write_json(_state_path(key), attachment)
+        except BaseException:
+            self._teardown(attachment)
+            raise
+        mover = threading.Thread(target=self._finish_attach, args=(hostif, links["host_ifindex"]),
+                                 name=f"tcx-{hostif}", daemon=True)
+        self._moving[hostif] = mover
+        mover.start()   # in this thread's network namespace, the node's
         dns = ipam_result.get("dns") or conf.get("dns") or {}
         result: dict[str, object] = {
             "cniVersion": "1.0.0",
@@ -225,7 +260,7 @@ class CniHandler:
         return {}
 
     # --- GC (spec 1.1) -------------------------------------------------------------------------------------
-    def gc(self, conf: dict) -> dict:
+    def gc(self, conf: dict, ipam: Ipam) -> dict:
         valid = {(a.get("containerID"), a.get("ifname")) for a in conf.get("cni.dev/valid-attachments") or []}
         removed = []
         with self._locked():
@@ -239,6 +274,12 @@ class CniHandler:
                 with contextlib.suppress(FileNotFoundError):
                     _state_path(key).unlink()
                 removed.append({"containerID": attachment["containerID"], "ifname": attachment["ifname"]})
+        if ipam.type:
+            if conf.get("cniVersion") == "1.1.0" and ipam.supports("1.1.0"):
+                ipam.run("GC")
+            else:   # an IPAM plugin older than 1.1 (Debian's host-local): release the stale attachments one by one
+                for att in removed:
+                    ipam.run("DEL", CNI_CONTAINERID=att["containerID"], CNI_IFNAME=att["ifname"], CNI_NETNS="")
         return {"removed": removed}
 
 
@@ -294,9 +335,12 @@ class CniServer:
             data, fds = _recv_request(conn)
             if not data.strip():
                 return   # a plugin that connected, then failed before asking (e.g. its IPAM plugin failed)
+            ipam: Ipam | None = None
             try:
                 request = json.loads(data)
-                reply = {"ok": True, "result": self.handler.handle(request, fds[0] if fds else None)}
+                ipam = Ipam(request.get("config") or {}, request.get("env"))
+                result = self.handler.handle(request, fds[0] if fds else None, ipam)
+                reply: dict[str, object] = {"ok": True, "result": result}
             except CniFailure as err:
                 reply = {"ok": False, "code": err.code, "msg": err.msg, "details": err.details}
             except ValueError as err:
@@ -305,6 +349,8 @@ class CniServer:
                 log.exception("CNI request failed")
                 msg = getattr(err, "strerror", None) or str(err) or type(err).__name__
                 reply = {"ok": False, "code": E_INTERNAL, "msg": f"ciliumctl agent: {msg}"}
+            if ipam is not None and ipam.stderr:
+                reply["stderr"] = "".join(ipam.stderr)
             conn.sendall(json.dumps(reply).encode())
         except OSError:
             log.exception("CNI connection failed")

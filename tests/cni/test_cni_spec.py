@@ -223,6 +223,44 @@ def test_existing_interface_name_is_an_error_and_releases_the_address(cni_node):
 
 
 @pytest.mark.root
+def test_agent_runs_the_ipam_plugin_as_the_plugins_delegate(cni_node):
+    """CNI SPEC.md, "Delegated plugin execution procedure": the runtime's environment, the whole configuration,
+    its stderr on ours; a failed ADD runs it again with DEL; one not in CNI_PATH is error 7 saying where."""
+    calls = cni_node.tmp / "ipam-calls"
+    (cni_node.bin_dir / "noisy-ipam").write_text(
+        "#!/bin/sh\n"
+        f'echo "$CNI_COMMAND $CNI_CONTAINERID $CNI_IFNAME $CNI_NETNS $CNI_ARGS" >> {calls}\n'
+        'echo "noisy-ipam was here" >&2\n'
+        'if [ "$CNI_CONTAINERID" = fail ] && [ "$CNI_COMMAND" = ADD ]; then\n'
+        '  echo \'{"cniVersion": "1.0.0", "code": 11, "msg": "pool exhausted"}\'; exit 1\nfi\n'
+        f"exec {cni_node.bin_dir}/host-local\n")
+    (cni_node.bin_dir / "noisy-ipam").chmod(0o755)
+    conf = cni_node.conf()
+    conf["ipam"] = dict(conf["ipam"], type="noisy-ipam")
+    ns = cni_node.new_pod_ns(1)
+    code, out, err = cni_node.plugin("ADD", conf, "ctr1", f"/run/netns/{ns}", args="IgnoreUnknown=1;K8S_POD_NAME=p")
+    assert code == 0, (out, err)
+    assert "noisy-ipam was here" in err
+    assert calls.read_text().splitlines() == [f"ADD ctr1 eth0 /run/netns/{ns} IgnoreUnknown=1;K8S_POD_NAME=p"]
+    assert cni_node.leases() == [out["ips"][0]["address"].split("/")[0]]
+    code, out, err = cni_node.plugin("DEL", conf, "ctr1", f"/run/netns/{ns}")
+    assert code == 0 and "noisy-ipam was here" in err, (out, err)
+    assert cni_node.leases() == [] and cni_node.host_links() == []
+
+    calls.unlink()
+    ns2 = cni_node.new_pod_ns(2)
+    code, out, err = cni_node.plugin("ADD", conf, "fail", f"/run/netns/{ns2}")
+    assert code == 1 and out["code"] == 11 and "pool exhausted" in out["msg"], (out, err)
+    assert [c.split()[0] for c in calls.read_text().splitlines()] == ["ADD", "DEL"]
+    assert cni_node.host_links() == [] and cni_node.endpoints() == []
+
+    conf["ipam"]["type"] = "no-such-ipam"
+    code, out, _ = cni_node.plugin("ADD", conf, "ctr3", f"/run/netns/{ns2}")
+    assert code == 1 and out["code"] == 7 and "no-such-ipam" in out["msg"] and "CNI_PATH" in out["msg"]
+    assert cni_node.host_links() == [] and cni_node.endpoints() == []
+
+
+@pytest.mark.root
 def test_missing_netns_is_an_error_before_allocating(cni_node):
     code, out, _ = cni_node.plugin("ADD", cni_node.conf(), "ctr1", "/run/netns/does-not-exist-cctl")
     assert code != 0 and out["code"] == 4 and "does-not-exist" in out["msg"]

@@ -56,7 +56,7 @@ def test_dry_run_prints_every_manifest_sane():
     assert container["securityContext"]["privileged"] is True
     volumes = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    for path in ("/sys/fs/bpf", "/var/run/ciliumctl", "/etc/cni/net.d", "/opt/cni/bin"):
+    for path in ("/sys/fs/bpf", "/var/run/ciliumctl", "/etc/cni/net.d", "/opt/cni/bin", "/var/lib/cni/networks"):
         assert volumes[mounts[path]] == path
     assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
     quota = next(o for o in objs if o["kind"] == "ResourceQuota")
