@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ciliumctl.datapath.servicemap import compile_service, compile_service_backends
+from ciliumctl.datapath.servicemap import (
+    compile_backends,
+    compile_service,
+    compile_service_backends,
+    compile_services,
+)
 from ciliumctl.services.model import Service, ServiceTable
 
 Entries = dict[bytes, bytes]
@@ -141,32 +146,41 @@ class ServiceMaps:
 
     def _full(self, table: ServiceTable, slot: int, items: Entries, current_b: Entries) -> Plan:
         """Against the maps as read back (first apply of this object, or someone else wrote)."""
-        held: dict[int, dict[int, Entries]] = {0: {}, 1: {}}
-        for k, v in items.items():
-            held.setdefault(k[0], {}).setdefault(_sid(v), {})[k[1:]] = v
-        compiled = {sid: _entries(svc, slot) for sid, svc in table.services.items()}
-        new_flat: Entries = {}
-        for e in compiled.values():
-            new_flat.update(e)
-        old_flat: Entries = {}
-        for e in held[slot].values():
-            old_flat.update(e)
+        new = compile_services(table, slot)
+        backends = compile_backends(table)
+        cur: Entries = {}
+        read: Entries = {}          # the other slot, keyed as this one (its slot byte swapped)
         prefix = bytes([slot])
-        backends: Entries = {}
-        for svc in table.services.values():
-            compile_service_backends(svc, backends)
-        read = held[1 - slot]
-        other_missing = {sid for sid in set(read) | set(compiled) if read.get(sid) != compiled.get(sid)}
-        # what the other slot holds: the table's Service where it matches, the entries read back where not
-        other: dict[int, Held] = {sid: (read[sid] if sid in other_missing else table.services[sid]) for sid in read}
+        for k, v in items.items():
+            if k[0] == slot:
+                cur[k] = v
+            else:
+                read[prefix + k[1:]] = v
+        # the other slot against the table, per service id: where it differs, the entries read back are kept
+        missing: set[int] = set()
+        for k, v in read.items():
+            nv = new.get(k)
+            if nv != v:
+                missing.add(_sid(v))
+                if nv is not None:
+                    missing.add(_sid(nv))
+        missing.update(_sid(v) for k, v in new.items() if k not in read)
+        other: dict[int, Held] = {sid: svc for sid, svc in table.services.items() if sid not in missing}
+        if missing:
+            for k, v in read.items():
+                sid = _sid(v)
+                if sid in missing:
+                    e = other.setdefault(sid, {})
+                    assert isinstance(e, dict)
+                    e[k[1:]] = v
         return Plan(slot, table,
-                    [(prefix + k, v) for k, v in new_flat.items() if old_flat.get(k) != v],
-                    [prefix + k for k in old_flat if k not in new_flat],
+                    [(k, v) for k, v in new.items() if cur.get(k) != v],
+                    [k for k in cur if k not in new],
                     [(k, v) for k, v in backends.items() if current_b.get(k) != v],
                     [k for k in current_b if k not in backends],
-                    len(new_flat), len(backends), True, False,
-                    slot_sids=dict(table.services), slot_full=True, other=other, other_missing=other_missing,
-                    other_count=sum(len(e) for e in read.values()))
+                    len(new), len(backends), True, False,
+                    slot_sids=dict(table.services), slot_full=True, other=other, other_missing=missing,
+                    other_count=len(read))
 
     def commit(self, plan: Plan, active: int, revision: int) -> None:
         """The plan is written and (active, revision) is what the state map says now."""
