@@ -26,6 +26,16 @@ def _row(ep) -> dict:
     return d
 
 
+def _host_row() -> list[dict]:
+    """The host endpoint while the host firewall is on (node.hostfw), else nothing."""
+    from ciliumctl.node import hostfw
+    from ciliumctl.node import reconcile as node_reconcile
+    from ciliumctl.node import settings as node_settings
+
+    row = hostfw.host_row(node_settings.load_settings(), node_reconcile.enforcement_of(0))
+    return [row] if row else []
+
+
 def _rows(endpoints: list, report: bool = True) -> list[dict]:
     """Rows of `endpoints`; every disagreement of the node's endpoint state goes to stderr, and an endpoint whose
     add or delete was killed shows as `interrupted`, not as the state its dead command left."""
@@ -70,6 +80,8 @@ def _table(rows: list[dict], no_headers: bool) -> str:
 
 def _name(row: dict) -> str:
     """NAMESPACE/NAME as get, exec and delete take it; the id for an endpoint without a name."""
+    if row.get("host"):
+        return "reserved:host"
     return f"{row['namespace']}/{row['name']}" if row.get("name") else "-"
 
 
@@ -221,6 +233,8 @@ def list_(
                   {"--kubeconfig": kubeconfig is not None, "--context": context is not None})
 
     rows = _rows([ep for ep in registry.scan()[0] if namespace is None or ep.namespace == namespace])
+    if namespace is None:
+        rows = _host_row() + rows
     if output == ListOutput.table:
         typer.echo(_table(rows, no_headers), nl=False)
     elif output == ListOutput.wide:

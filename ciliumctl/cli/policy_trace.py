@@ -15,6 +15,11 @@ def register(app: typer.Typer) -> None:
         src_ip: str | None = typer.Option(None, "--src-ip", metavar="IP", help="Source IP address."),
         src_namespace: str | None = typer.Option(None, "--src-namespace", metavar="NAMESPACE",
                                                     help="Source namespace (default: default)."),
+        src_entity: str | None = typer.Option(None, "--src-entity", metavar="ENTITY",
+                                              help="Source entity: host, remote-node, world (or another "
+                                                   "reserved identity)."),
+        dst_entity: str | None = typer.Option(None, "--dst-entity", metavar="ENTITY",
+                                              help="Destination entity: host, remote-node, world, ..."),
         dst_labels: list[str] = typer.Option([], "--dst-labels", "-d", metavar="LABELS",
                                              help="Destination labels k=v[,k=v]."),
         dst_ip: str | None = typer.Option(None, "--dst-ip", metavar="IP", help="Destination IP address."),
@@ -53,16 +58,21 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise UsageError(f"--mode {mode!r}: use default, always or never") from None
         nodes = ({lab.key: lab.value for lab in parse_label_list(node_labels)} if node_labels else None)
-        src = tr.Peer(parse_label_list(src_labels), src_namespace, src_ip)
-        dst = tr.Peer(parse_label_list(dst_labels), dst_namespace, dst_ip)
+        src = tr.Peer(parse_label_list(src_labels + _entity("--src-entity", src_entity, src_labels)), src_namespace,
+                      src_ip)
+        dst = tr.Peer(parse_label_list(dst_labels + _entity("--dst-entity", dst_entity, dst_labels)), dst_namespace,
+                      dst_ip)
 
-        policies, endpoints, allocator, audit = [], None, None, False
+        policies, endpoints, allocator, audit, host = [], None, None, False, None
         if live:
             from ciliumctl.node import view as node_view
 
             inputs = node_view.trace_inputs()
             policies, endpoints, allocator, audit = (inputs.policies, inputs.endpoints, inputs.allocator,
                                                      inputs.audit)
+            host = inputs.host          # the node's host firewall: its labels make the host an endpoint
+            if nodes is None and inputs.node_labels is not None:
+                nodes = inputs.node_labels
             if mode is None and inputs.mode is not None:
                 enforcement = inputs.mode
         if files:
@@ -70,13 +80,28 @@ def register(app: typer.Typer) -> None:
         if not files and not live:
             raise UsageError("no policies given: use -f FILE|DIR (repeatable) or --live for this node's policies")
         result = tr.trace(src, dst, proto, port, policies, enforcement, endpoints=endpoints, allocator=allocator,
-                          node_labels=nodes, audit=audit, services=_services(live))
+                          node_labels=nodes, audit=audit, services=_services(live), host=host)
         if output != Output.table:
             print_data(result.to_dict(), output)
         else:
             _render(console(), result)
         if not result.allowed:
             raise typer.Exit(1)
+
+
+def _entity(flag: str, entity: str | None, labels: list[str]) -> list[str]:
+    """--src-entity/--dst-entity NAME as the reserved label it stands for (Cilium's entities, reserved ids of
+    pkg/identity/numericidentity.go)."""
+    from ciliumctl.base.errors import UsageError
+    from ciliumctl.identity.allocator import RESERVED
+
+    if entity is None:
+        return []
+    if labels:
+        raise UsageError(f"{flag} {entity} and labels name the same side twice; give one of them")
+    if entity not in RESERVED:
+        raise UsageError(f"{flag} {entity!r} is not an entity; use one of {', '.join(sorted(RESERVED))}")
+    return [f"reserved:{entity}"]
 
 
 def _services(live: bool):

@@ -19,6 +19,7 @@ import struct
 from ciliumctl.base import paths
 from ciliumctl.base.errors import UsageError
 from ciliumctl.identity import allocator as ids
+from ciliumctl.policy.enforcement_gaps import HostFirewall
 
 SIOCGIFCONF = 0x8912
 _IFREQ = 40      # struct ifreq on 64-bit Linux: 16 bytes of name, 24 of union
@@ -85,11 +86,17 @@ def node_addresses() -> list[str]:
     return sorted(set(out))
 
 
+def gap_context(settings) -> HostFirewall | None:
+    """What the node's host firewall enforces, for policy.enforcement_gaps (None: it is off)."""
+    return HostFirewall(remote_nodes=bool(settings.remote_nodes)) if settings.host_firewall else None
+
+
 def resolve_kwargs(settings) -> dict:
     """What resolve() takes for the host endpoint: nothing while the host firewall is off."""
     if not settings.host_firewall:
         return {}
-    return {"node_labels": parse_node_labels(settings.node_labels), "host_ips": node_addresses()}
+    return {"node_labels": parse_node_labels(settings.node_labels), "host_ips": node_addresses(),
+            "host": gap_context(settings)}
 
 
 def finish_state(state, settings) -> None:
@@ -153,3 +160,24 @@ def program_devices(dp, ifindexes: list[int], removed: set[int]) -> str:
     for idx in removed:
         m.delete(idx.to_bytes(4, "little"))
     return "; host firewall on them" if on and ifindexes else ""
+
+
+# ------------------------------------------------------------------------------------------------- the view
+
+def host_row(settings, enforcement: dict) -> dict | None:
+    """The host endpoint as a row of `endpoint list` (Cilium lists its reserved:host endpoint too): identity 1,
+    the node's labels, enforcement as last programmed (`enforcement`: node.reconcile.enforcement_of(0)). None while
+    the host firewall is off."""
+    from ciliumctl.policy.labels import node_identity_labels
+    from ciliumctl.policy.resolve import HOST_ENDPOINT_ID
+
+    if not settings.host_firewall:
+        return None
+    labels = parse_node_labels(settings.node_labels)
+    audit = settings.audit or settings.host_firewall_audit
+    return {"id": HOST_ENDPOINT_ID, "name": "", "namespace": "", "labels": labels, "ipv4": ", ".join(
+        node_addresses()), "identity": ids.HOST, "state": "ready", "host": True,
+        "labels_full": sorted(node_identity_labels(labels)),
+        "policy_enforcement": {k: ("unknown" if k not in enforcement else "disabled (audit)"
+                                   if enforcement[k] and audit else "enabled" if enforcement[k] else "disabled")
+                               for k in ("ingress", "egress")}}

@@ -48,7 +48,10 @@ def _doc_source(doc) -> str:
 
 def unenforced_parts(docs) -> list:
     """What the datapath does not enforce of these documents (load.Document, or plain objects: no positions)."""
-    return enforcement_gaps.locate_all(d if hasattr(d, "pos") else load.from_data(d) for d in docs)
+    from ciliumctl.node import hostfw
+
+    return enforcement_gaps.locate_all((d if hasattr(d, "pos") else load.from_data(d) for d in docs),
+                                       hostfw.gap_context(load_settings()))
 
 
 def apply_policies(docs, dry_run: bool = False, strict: bool = False) -> ApplyResult:

@@ -48,13 +48,21 @@ def trace_inputs():
     view = live_view()
     alloc = view.allocator
     snapshot = alloc.snapshot() if hasattr(alloc, "snapshot") else MemoryAllocator(alloc.known())
-    return LiveInputs(view.endpoints, list(view.policies), view.mode, snapshot, bool(view.audit))
+    from ciliumctl.node import hostfw
+
+    settings = load_settings()
+    host = hostfw.gap_context(settings)
+    return LiveInputs(view.endpoints, list(view.policies), view.mode, snapshot, bool(view.audit),
+                      hostfw.parse_node_labels(settings.node_labels) if host else None, host)
 
 
 def policy_enforcement(p: store.StoredPolicy) -> enforcement_gaps.PolicyEnforcement:
     """How much of a stored policy the datapath enforces (`policy get`'s ENFORCED, `status`)."""
+    from ciliumctl.node import hostfw
+
     ref = f"{p.kind} {p.namespace}/{p.name}" if p.namespace else f"{p.kind} {p.name}"
-    return enforcement_gaps.PolicyEnforcement(ref, enforcement_gaps.gaps_of_data(p.data))
+    return enforcement_gaps.PolicyEnforcement(ref, enforcement_gaps.gaps_of_data(
+        p.data, hostfw.gap_context(load_settings())))
 
 
 def _service_counts() -> dict:

@@ -8,7 +8,9 @@ What the datapath (bpf/bpf_lxc.c over datapath/mapstate.py) does: IPv4 only (rou
 a direction is enforced); L3 by identity from an ipcache that holds endpoints, CIDR prefixes of rules and
 0.0.0.0/0 = world, nothing else (no host or node addresses, no kube-apiserver, health or ingress identities);
 L4 by protocol and port or ICMP type. No proxy (L7, DNS, TLS, listeners), no DNS learning (toFQDNs), no
-service, cloud-group or CIDR-group watch, no mutual authentication, no host endpoint (nodeSelector rules).
+service, cloud-group or CIDR-group watch, no mutual authentication. The host endpoint (nodeSelector rules) only
+where the node runs the host firewall (`install --host-firewall`, bpf_host.c): callers say so with `HostFirewall`;
+then the node's addresses are host (1) in the ipcache, and the other nodes' remote-node (6) when it knows them.
 """
 
 from __future__ import annotations
@@ -53,8 +55,19 @@ TRACE_TEXT = {
     "listener": "listener redirect not enforced: allowed at L4",
     "authentication": "authentication not enforced: allowed without it",
     "requires": "fromRequires/toRequires not enforced: allowed without the requirement",
-    "host-policy": "host policy not enforced: the datapath does not filter the host's traffic",
+    "host-policy": "host policy not enforced: the host firewall is off (install --host-firewall)",
 }
+
+
+@dataclass(frozen=True)
+class HostFirewall:
+    """What the node's host firewall makes enforceable: nodeSelector rules, the entity host, and remote-node when
+    the node knows the other nodes' addresses (install --remote-nodes)."""
+
+    remote_nodes: bool = False
+
+    def seen(self) -> frozenset[str]:
+        return frozenset({"host", "remote-node"} if self.remote_nodes else {"host"})
 
 
 @dataclass(frozen=True)
@@ -159,8 +172,10 @@ _IPV6_INSTEAD = "the datapath is IPv4-only: routable IPv6 is dropped wherever po
 
 
 class _Finder:
-    def __init__(self, pol: model.Policy):
+    def __init__(self, pol: model.Policy, host: HostFirewall | None = None):
         self.pol = pol
+        self.host = host
+        self.unseen = {k: v for k, v in UNSEEN_ENTITIES.items() if not host or k not in host.seen()}
         self.gaps: list[Gap] = []
 
     def add(self, kind: str, what: str, instead: str, path: tuple, origin: RuleOrigin | None = None,
@@ -179,11 +194,11 @@ class _Finder:
         for rule in self.pol.rules:
             if rule.endpoint_selector is None and rule.node_selector is None:
                 continue                   # selects nothing, and resolve does not number its items either
-            host = rule.endpoint_selector is None
+            host = rule.endpoint_selector is None and self.host is None
             if host:
                 self.add("host-policy", "the host policy (nodeSelector)",
-                         "the node's own traffic is not filtered by this rule (no host endpoint is programmed)",
-                         rule.path + ("nodeSelector",))
+                         "the node's own traffic is not filtered by this rule (the host firewall is off: "
+                         "install --host-firewall)", rule.path + ("nodeSelector",))
             for section in model.SECTIONS:
                 deny = section in (model.INGRESS_DENY, model.EGRESS_DENY)
                 prefix = "to" if section in (model.EGRESS, model.EGRESS_DENY) else "from"
@@ -215,8 +230,8 @@ class _Finder:
             where = path + (f"{prefix}Entities", n)
             if ent == "world-ipv6":
                 self.add("ipv6", "the entity world-ipv6", _IPV6_INSTEAD, where, origin, weaker=False, key=False)
-            elif ent in UNSEEN_ENTITIES:
-                self.nothing("entity", f"the entity {ent}", UNSEEN_ENTITIES[ent], where, origin, deny, key=False)
+            elif ent in self.unseen:
+                self.nothing("entity", f"the entity {ent}", self.unseen[ent], where, origin, deny, key=False)
             elif ent == "cluster":
                 effect = "is not denied" if deny else "is not allowed"
                 self.add("entity", "the entity cluster", f"only the cluster's endpoints match; traffic of "
@@ -225,8 +240,8 @@ class _Finder:
         for n, sel in enumerate(item.endpoints or ()):
             for k, _ in sel.match_labels:
                 name = k.partition(":")[2] if k.startswith("reserved:") else ""
-                if name in UNSEEN_ENTITIES:
-                    self.nothing("entity", f"the selector on reserved:{name}", UNSEEN_ENTITIES[name],
+                if name in self.unseen:
+                    self.nothing("entity", f"the selector on reserved:{name}", self.unseen[name],
                                  path + (f"{prefix}Endpoints", n, "matchLabels", k), origin, deny)
         for n, c in enumerate(item.cidrs or ()):
             if _is_ipv6(c):
@@ -304,33 +319,34 @@ class _Finder:
         return self.gaps
 
 
-def find_gaps(pol: model.Policy) -> list[Gap]:
-    """Every part of one policy the datapath does not enforce as written, in document order."""
-    finder = _Finder(pol)
+def find_gaps(pol: model.Policy, host: HostFirewall | None = None) -> list[Gap]:
+    """Every part of one policy the datapath does not enforce as written, in document order. host: the node's
+    host firewall when it runs one."""
+    finder = _Finder(pol, host)
     return finder.network_policy() if pol.kind == model.KNP else finder.cilium()
 
 
-def gaps_of_data(data: Mapping) -> list[Gap]:
+def gaps_of_data(data: Mapping, host: HostFirewall | None = None) -> list[Gap]:
     """find_gaps of a plain policy object (a stored policy, an API object); [] for what is not a policy."""
     try:
-        return find_gaps(model.parse_policy(data))
+        return find_gaps(model.parse_policy(data), host)
     except (ValueError, TypeError, AttributeError):
         return []
 
 
-def locate(doc) -> list[LocatedGap]:
+def locate(doc, host: HostFirewall | None = None) -> list[LocatedGap]:
     """The gaps of one loaded document (policy.load.Document) with the file:line:col of each part."""
     if not isinstance(doc.data, Mapping) or doc.data.get("kind") not in model.KINDS:
         return []
     out = []
-    for g in gaps_of_data(doc.data):
+    for g in gaps_of_data(doc.data, host):
         line, column = doc.pos(g.path, key=g.key)
         out.append(LocatedGap(g, doc.file, line, column, format_path(g.path, doc.path_prefix)))
     return out
 
 
-def locate_all(docs: Iterable) -> list[LocatedGap]:
-    return [lg for doc in docs for lg in locate(doc)]
+def locate_all(docs: Iterable, host: HostFirewall | None = None) -> list[LocatedGap]:
+    return [lg for doc in docs for lg in locate(doc, host)]
 
 
 # ------------------------------------------------------------------------------------------------ summaries

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.identity import allocator as ids
 from ciliumctl.policy import fqdn, model
-from ciliumctl.policy.enforcement_gaps import Gap, find_gaps
+from ciliumctl.policy.enforcement_gaps import Gap, HostFirewall, find_gaps
 from ciliumctl.policy.labels import (
     CLUSTER_LABEL,
     DEFAULT_CLUSTER,
@@ -330,12 +330,12 @@ def _as_policy(p) -> model.Policy:
     raise TypeError(f"not a policy: {type(p).__name__}")
 
 
-def compile_policies(policies: Iterable, notes: _Notes) -> list[_Rule]:
+def compile_policies(policies: Iterable, notes: _Notes, host: HostFirewall | None = None) -> list[_Rule]:
     rules: list[_Rule] = []
     for p in policies:
         pol = _as_policy(p)
         notes.current = pol.ref
-        for gap in find_gaps(pol):
+        for gap in find_gaps(pol, host):
             notes.gaps.append(gap)
             notes.add(gap.note())
         rules.extend(_compile_knp(pol, notes) if pol.kind == model.KNP else _compile_cilium(pol, notes))
@@ -439,23 +439,24 @@ def resolve_detailed(endpoints: list[Endpoint], policies: Iterable, mode: Enforc
                      node_labels: Mapping[str, str] | None = None, *,
                      namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
                      host_ips: Iterable[str] = (), allow_localhost: bool = False,
-                     fqdn_ips: Mapping[str, Iterable[str]] | None = None) -> Resolution:
+                     fqdn_ips: Mapping[str, Iterable[str]] | None = None,
+                     host: HostFirewall | None = None) -> Resolution:
     # many small acyclic objects: the cyclic GC only costs time here (~1/3 of a 10k-rule resolve)
     paused = gc.isenabled()
     gc.disable()
     try:
         return _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels,
-                        host_ips, allow_localhost, fqdn_ips)
+                        host_ips, allow_localhost, fqdn_ips, host)
     finally:
         if paused:
             gc.enable()
 
 
 def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels, host_ips,
-             allow_localhost, fqdn_ips) -> Resolution:
+             allow_localhost, fqdn_ips, host=None) -> Resolution:
     mode = Enforcement(mode)
     notes = _Notes()
-    rules = compile_policies(policies, notes)
+    rules = compile_policies(policies, notes, host)
 
     # identities: endpoints by their security labels, CIDR prefixes mentioned by any rule
     ep_labels = [endpoint_labels(ep, (namespace_labels or {}).get(ep.namespace)) for ep in endpoints]
@@ -617,14 +618,15 @@ def _direction(selecting: list[_Rule], d: Direction, mode: Enforcement, default_
 def resolve(endpoints: list[Endpoint], policies: Iterable, mode: Enforcement | str, allocator: ids.IdentityBackend,
             revision: int = 0, audit: bool = False, node_labels: Mapping[str, str] | None = None, *,
             namespace_labels: Mapping[str, Mapping[str, str]] | None = None, host_ips: Iterable[str] = (),
-            allow_localhost: bool = False, fqdn_ips: Mapping[str, Iterable[str]] | None = None) -> ResolvedState:
+            allow_localhost: bool = False, fqdn_ips: Mapping[str, Iterable[str]] | None = None,
+            host: HostFirewall | None = None) -> ResolvedState:
     """Endpoints + policies (model.Policy, plain policy dicts, or objects with .data) -> ResolvedState.
 
     node_labels: produce the host endpoint (id 0, identity 1) for nodeSelector rules. namespace_labels:
     namespace -> its labels (selectable as k8s:io.cilium.k8s.namespace.labels.<key>). host_ips: addresses of
     the node, put in the ipcache as the host identity. allow_localhost: the host may always reach endpoints
     (Cilium's allow-localhost=always). fqdn_ips: address -> the DNS names it was learned for (the DNS proxy's
-    cache), what toFQDNs selects."""
+    cache), what toFQDNs selects. host: the node runs the host firewall (what it enforces, for the notes)."""
     return resolve_detailed(endpoints, policies, mode, allocator, revision, audit, node_labels,
                             namespace_labels=namespace_labels, host_ips=host_ips,
-                            allow_localhost=allow_localhost, fqdn_ips=fqdn_ips).state
+                            allow_localhost=allow_localhost, fqdn_ips=fqdn_ips, host=host).state

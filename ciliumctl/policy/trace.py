@@ -17,7 +17,7 @@ from ciliumctl.base.errors import UsageError
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.identity import allocator as ids
 from ciliumctl.policy import model
-from ciliumctl.policy.enforcement_gaps import TRACE_TEXT
+from ciliumctl.policy.enforcement_gaps import TRACE_TEXT, HostFirewall
 from ciliumctl.policy.labels import POD_NAMESPACE_LABEL, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED, Label
 from ciliumctl.policy.ports import PROTOCOL_NAMES, covers
 from ciliumctl.policy.resolve import HOST_ENDPOINT_ID, Resolution, resolve_detailed
@@ -125,7 +125,7 @@ def judge(dp: DirectionPolicy, peer: int, proto: int, port: int) -> tuple[str, l
 def _unenforced(res: Resolution, ep_id: int, d: Direction, side: Side, proto: int, port: int) -> list[str]:
     """The gaps (policy.enforcement_gaps) this side's verdict rests on: where the datapath decides otherwise."""
     out: list[str] = []
-    if ep_id == HOST_ENDPOINT_ID:
+    if ep_id == HOST_ENDPOINT_ID and any(g.kind == "host-policy" for g in res.gaps):
         out.append(TRACE_TEXT["host-policy"])
     word = "egress" if d == Direction.EGRESS else "ingress"
     selected = set(res.selected_by.get((ep_id, d), []))
@@ -223,14 +223,14 @@ def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode:
           *, endpoints: list[Endpoint] | None = None, allocator: ids.IdentityBackend | None = None,
           node_labels: Mapping[str, str] | None = None,
           namespace_labels: Mapping[str, Mapping[str, str]] | None = None, audit: bool = False,
-          services: ServiceTable | None = None) -> TraceResult:
+          services: ServiceTable | None = None, host: HostFirewall | None = None) -> TraceResult:
     """Trace one connection src -> dst (proto, port; ICMP: port = type).
 
     `endpoints` are existing endpoints (the node's own, for --live): a side given only by an IP that belongs to
     one of them is that endpoint. Other sides given by labels become hypothetical endpoints. A destination that is
     a frontend of `services` is translated first, as the datapath does, and policy is traced to its backends."""
     kw: dict = {"endpoints": endpoints, "allocator": allocator, "node_labels": node_labels,
-                "namespace_labels": namespace_labels, "audit": audit}
+                "namespace_labels": namespace_labels, "audit": audit, "host": host}
     names = {6: "tcp", 17: "udp"}
     xlat = translate(services, dst.ip, port, names[proto]) if services and dst.ip and proto in names else None
     if xlat is None:
@@ -260,7 +260,8 @@ def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode:
 def _trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode: Enforcement | str = "default",
            *, endpoints: list[Endpoint] | None = None, allocator: ids.IdentityBackend | None = None,
            node_labels: Mapping[str, str] | None = None,
-           namespace_labels: Mapping[str, Mapping[str, str]] | None = None, audit: bool = False) -> TraceResult:
+           namespace_labels: Mapping[str, Mapping[str, str]] | None = None, audit: bool = False,
+           host: HostFirewall | None = None) -> TraceResult:
     mode = Enforcement(mode)
     if not src.given:
         raise UsageError("the source is missing: give --src-labels and/or --src-ip")
@@ -288,7 +289,7 @@ def _trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode
             chosen.append(None)
     host_is_endpoint = node_labels is not None
     res = resolve_detailed(all_eps, policies, mode, allocator or ids.MemoryAllocator(), node_labels=node_labels,
-                           namespace_labels=namespace_labels, audit=audit)
+                           namespace_labels=namespace_labels, audit=audit, host=host)
     state = res.state
 
     def subject(peer: Peer, pick) -> Subject:
@@ -349,3 +350,5 @@ class LiveInputs:
     mode: Enforcement | None
     allocator: ids.IdentityBackend
     audit: bool = False
+    node_labels: dict[str, str] | None = None    # the host endpoint's labels while the host firewall is on
+    host: HostFirewall | None = None              # the node's host firewall (enforcement_gaps), None: off

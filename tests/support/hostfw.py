@@ -1,0 +1,86 @@
+"""The host firewall's test world (issue 13): the seed's policy and a node namespace with two uplinks, one to a
+namespace that plays the world, one to a namespace that plays another node. Everything lives in namespaces named
+after the sandbox node (`<node>-w`, `<node>-r`), which its teardown deletes with their veths."""
+
+import sys
+import textwrap
+
+WORLD_NET, REMOTE_NET = "192.168.81", "192.168.82"
+NODE_IP = f"{WORLD_NET}.1"
+
+SEED = textwrap.dedent("""\
+    apiVersion: cilium.io/v2
+    kind: CiliumClusterwideNetworkPolicy
+    metadata:
+      name: kubelet-from-metrics-server
+    spec:
+      nodeSelector:
+        matchLabels:
+          node-role.kubernetes.io/worker: ""
+      ingress:
+      - fromEndpoints:
+        - matchLabels:
+            k8s-app: metrics-server
+            k8s:io.kubernetes.pod.namespace: kube-system
+        toPorts:
+        - ports:
+          - port: "10250"
+            protocol: TCP
+      - fromEntities: [remote-node]
+        toPorts:
+        - ports:
+          - port: "22"
+            protocol: TCP
+    """)
+
+
+def uplinks(node) -> tuple[str, str, list[str]]:
+    """Two veths from the node namespace: to `<node>-w` (the world) and `<node>-r` (another node). Both are
+    removed with the node (its teardown deletes every `<node>-*` namespace, and their veths with them)."""
+    from support.shell import sh
+
+    world, remote = f"{node.name}-w", f"{node.name}-r"
+    devs = []
+    for ns, net, dev in ((world, WORLD_NET, f"{node.name}w"), (remote, REMOTE_NET, f"{node.name}r")):
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", node.name, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "-n", node.name, "addr", "add", f"{net}.1/24", "dev", dev)
+        sh("ip", "-n", node.name, "link", "set", dev, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{net}.2/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        devs.append(dev)
+    return world, remote, devs
+
+
+def listen(node, port: int):
+    """A TCP listener on every address of the node namespace (the kubelet, sshd)."""
+    import subprocess
+
+    code = ("import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('0.0.0.0', {port})); s.listen(64)\nwhile True: s.accept()[0].close()")
+    p = subprocess.Popen(["ip", "netns", "exec", node.name, sys.executable, "-c", code],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node.servers.append(p)
+    return p
+
+
+def connects_from_ns(ns: str, ip: str, port: int) -> bool:
+    from support.shell import sh
+
+    code = (f"import socket, sys\ntry: socket.create_connection(('{ip}', {port}), timeout=1).close()\n"
+            "except OSError: sys.exit(1)")
+    return sh("ip", "netns", "exec", ns, sys.executable, "-c", code, check=False).returncode == 0
+
+
+def ready(node, port: int) -> None:
+    import time
+
+    from support.shell import sh
+
+    code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).close()"
+    for _ in range(50):
+        if sh("ip", "netns", "exec", node.name, sys.executable, "-c", code, check=False).returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the listener on {port} in the node namespace did not start")

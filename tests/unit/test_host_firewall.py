@@ -1,0 +1,87 @@
+"""The host firewall's pure parts (issue 13): the gaps a nodeSelector policy has with and without it, the host
+endpoint resolved from the seed's policy, its map entries, the settings' parsing, and `policy trace` with
+--src-entity/--dst-entity."""
+
+import pytest
+from support.cli import cli_env, run_cli
+from support.hostfw import SEED
+
+from ciliumctl.base.errors import UsageError
+from ciliumctl.datapath import maps
+from ciliumctl.datapath.mapstate import compile_state
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.identity.allocator import HOST, REMOTE_NODE, MemoryAllocator
+from ciliumctl.node import hostfw
+from ciliumctl.node.settings import Settings
+from ciliumctl.policy import model
+from ciliumctl.policy.enforcement_gaps import HostFirewall, find_gaps
+from ciliumctl.policy.resolve import HOST_ENDPOINT_ID, resolve
+from ciliumctl.policy.resolved import PROTO_TCP, PortRange
+
+
+def _seed() -> model.Policy:
+    import yaml
+
+    return model.parse_policy(yaml.safe_load(SEED))
+
+
+def test_a_node_selector_is_a_gap_only_without_the_host_firewall():
+    off = {g.kind for g in find_gaps(_seed())}
+    assert "host-policy" in off
+    on = find_gaps(_seed(), HostFirewall(remote_nodes=True))
+    assert not on                                   # metrics-server on 10250, remote-node on 22: all enforced
+    without_remote = find_gaps(_seed(), HostFirewall(remote_nodes=False))
+    assert [(g.kind, g.what) for g in without_remote] == [("entity", "the entity remote-node")]
+
+
+def test_the_seed_resolves_into_the_host_endpoint():
+    metrics = Endpoint(1, "metrics", "kube-system", {"k8s-app": "metrics-server"}, ipv4="10.200.0.1")
+    state = resolve([metrics], [_seed()], "default", MemoryAllocator(),
+                    node_labels={"node-role.kubernetes.io/worker": ""}, host_ips=["192.168.81.1"],
+                    host=HostFirewall(remote_nodes=True))
+    host = state.endpoints[HOST_ENDPOINT_ID]
+    assert host.identity == HOST and host.ingress.enforced and not host.egress.enforced
+    by_port = {(e.identity, e.ports) for e in host.ingress.entries}
+    assert (REMOTE_NODE, PortRange(PROTO_TCP, 22, 22)) in by_port
+    assert (state.endpoints[1].identity, PortRange(PROTO_TCP, 10250, 10250)) in by_port
+    assert state.ipcache["192.168.81.1/32"] == HOST
+    # a node whose labels the selector does not match has a host endpoint without policy
+    other = resolve([], [_seed()], "default", MemoryAllocator(), node_labels={"role": "db"})
+    assert not other.endpoints[HOST_ENDPOINT_ID].ingress.enforced
+
+
+def test_host_audit_and_remote_nodes_reach_the_maps():
+    s = Settings(host_firewall=True, host_firewall_audit=True, node_labels="node-role.kubernetes.io/worker=",
+                 remote_nodes="192.168.82.0/24")
+    state = resolve([], [_seed()], "default", MemoryAllocator(),
+                    node_labels=hostfw.parse_node_labels(s.node_labels), host=hostfw.gap_context(s))
+    hostfw.finish_state(state, s)
+    assert state.ipcache["192.168.82.0/24"] == REMOTE_NODE
+    epcfg = compile_state(state, 0).epcfg
+    ident, flags = maps.EPCFG_VAL.unpack(epcfg[maps.EPCFG_KEY.pack(0, HOST_ENDPOINT_ID)])
+    assert ident == HOST and flags == maps.EP_F_ENFORCE_INGRESS | maps.EP_F_AUDIT
+    hostfw.finish_state(state, Settings())            # off: nothing added
+    assert hostfw.resolve_kwargs(Settings()) == {}
+
+
+@pytest.mark.parametrize("flag,value", [("--node-labels", "role"), ("--node-labels", "=x"),
+                                        ("--remote-nodes", "not-an-ip"), ("--remote-nodes", "fd00::1")])
+def test_bad_settings_are_one_line(flag, value):
+    parse = hostfw.parse_node_labels if flag == "--node-labels" else hostfw.parse_remote_nodes
+    with pytest.raises(UsageError) as err:
+        parse(value)
+    assert flag in str(err.value) and "\n" not in str(err.value)
+
+
+def test_policy_trace_entities(tmp_path):
+    f = tmp_path / "seed.yaml"
+    f.write_text(SEED)
+    env = cli_env(CILIUMCTL_STATE_DIR=str(tmp_path / "state"))
+    common = ("policy", "trace", "-f", str(f), "--node-labels", "node-role.kubernetes.io/worker=", "--dst-entity",
+              "host", "--dport")
+    res = run_cli(*common, "22/tcp", "--src-entity", "remote-node", env=env)
+    assert res.returncode == 0 and "reserved:remote-node, identity 6" in res.stdout
+    assert run_cli(*common, "10250/tcp", "--src-entity", "remote-node", env=env).returncode == 1
+    assert run_cli(*common, "22/tcp", "--src-entity", "world", env=env).returncode == 1
+    bad = run_cli(*common, "22/tcp", "--src-entity", "moon", env=env)
+    assert bad.returncode == 2 and "moon" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
