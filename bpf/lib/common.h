@@ -98,7 +98,8 @@ struct policy_key {
 struct policy_val {
 	__u8 deny;
 	__u8 match_type;   /* CTL_MATCH_* of this entry */
-	__u16 pad;
+	__u16 proxy_port;  /* network byte order; != 0: L7 rules, redirect to this proxy (Cilium's policy_entry
+			    * proxy_port, bpf/lib/policy.h; pkg/maps/policymap PolicyEntry.ProxyPortNetwork) */
 	__u32 cookie;
 };
 
@@ -165,7 +166,9 @@ struct ct_entry {
 	 * their source (Cilium's rev_nat_index, here the frontend itself); 0 = not translated */
 	__u32 nat_addr;               /* network byte order */
 	__u16 nat_port;               /* host byte order */
-	__u16 nat_pad;
+	__u16 proxy_port;             /* host byte order; != 0: forward packets go to this proxy (lib/proxy.h) */
+	__u8 proxy_upstream;          /* the proxy's own upstream connection: replies go to its socket */
+	__u8 proxy_pad[3];
 };
 
 /* Services (lib/lb.h), after Cilium's lb4_key / lb4_service / lb4_backend (bpf/lib/lb.h) and its affinity map.

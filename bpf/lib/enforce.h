@@ -11,6 +11,7 @@
 #include "conntrack.h"
 #include "lb.h"
 #include "parse.h"
+#include "proxy.h"
 
 /* The host endpoint (bpf_host.c): the node's own stack, Cilium's reserved:host (identity 1,
  * pkg/identity/numericidentity.go ReservedIdentityHost). Its policy lives under endpoint id 0 (policy/resolve.py
@@ -93,6 +94,7 @@ static __always_inline int decide(struct decision *d, const struct pkt *p, __u32
 	d->v.deny_rule = 0;
 	d->v.match_type = CTL_MATCH_NONE;
 	d->v.cookie = 0;
+	d->v.proxy_port = 0;
 	if (d->enforce)
 		policy_lookup(&d->v, d->slot, dir, d->ep_id, d->peer_id, p->proto, p->policy_port);
 	if (d->peer_id == CTL_IDENTITY_HOST && d->ep_id != CTL_HOST_EP_ID)
@@ -113,6 +115,60 @@ static __always_inline int drop_denied(struct __sk_buff *skb, const struct pkt *
 	     d->v.cookie, d->v.match_type, 0, p->tcp_flags, p->len, 1);
 	emit(skb, p, CTL_EVENT_DROP, reason, CTL_VERDICT_DROPPED, dir, d->ep_id, src_id, dst_id, d->v.cookie,
 	     d->v.match_type, 0, p->tcp_flags, p->len, 1);
+	return TC_ACT_SHOT;
+}
+
+/* The proxy a new connection goes to: its allowing entry's port (L7 rules), for TCP and UDP of pods only */
+static __always_inline __u16 proxy_port_of(const struct decision *d, const struct pkt *p)
+{
+	if (!d->enforce || !d->v.allowed || d->ep_id == CTL_HOST_EP_ID)
+		return 0;
+	return p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP ? d->v.proxy_port : 0;
+}
+
+/* A packet that the proxy sends to an endpoint from its own upstream socket: locally made (it has a socket, which
+ * forwarded packets do not) with a pod's address as source, which only a transparent socket can have. Its
+ * connection is not redirected again and its replies go back to that socket. At tc egress (to_container). */
+static __always_inline int from_proxy_upstream(struct __sk_buff *skb, const struct decision *d)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 0;
+	return d->peer_id != CTL_IDENTITY_WORLD && d->peer_id != CTL_IDENTITY_HOST;
+}
+
+/* A connection that the destination's ingress policy sends to the proxy (decided at tc egress, to_container):
+ * when its source is a pod of this node, its later packets go to the proxy from the source's tc ingress, where the
+ * connection is first seen. They must: at the first routing decision the node's early demux finds the proxy's
+ * socket of this tuple and attaches it, and a forwarded packet that carries a socket is dropped (ip_forward). */
+static __always_inline void proxy_from_source_too(const struct __sk_buff *skb, const struct pkt *p, __u16 port)
+{
+	struct ct_key k = {};
+	struct ct_entry *src;
+
+	ct_fill_key(&k, p, CTL_DIR_EGRESS, skb->ingress_ifindex, 0);
+	src = conntrack.lookup(&k);
+	if (src)
+		src->proxy_port = port;
+}
+
+/* Hand a packet to the proxy (lib/proxy.h); fail closed: without a proxy socket it is dropped, a TCP SYN that
+ * its pod sent is refused at once (ICMP port unreachable, as for a service without backends). dir: the policy
+ * direction; bounced: a packet of the ingress direction bounced to tc ingress (lib/proxy.h). */
+static __always_inline int to_proxy(struct __sk_buff *skb, const struct pkt *p, __u16 port, __u8 dir, __u16 ep_id,
+				    __u8 bounced)
+{
+	int ret = proxy_redirect(skb, p, port, dir == CTL_DIR_EGRESS || bounced);
+
+	if (ret != CTL_PROXY_NO_SOCK)
+		return ret;
+	count_drop(CTL_DROP_SOCKET_LOOKUP, dir, p->len);
+	emit(skb, p, CTL_EVENT_DROP, CTL_DROP_SOCKET_LOOKUP, CTL_VERDICT_DROPPED, dir, ep_id, 0, 0, 0, CTL_MATCH_NONE,
+	     0, p->tcp_flags, p->len, 1);
+	if (dir == CTL_DIR_EGRESS && !bounced && p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
+	    lb_reject(skb) == TC_ACT_REDIRECT)
+		return TC_ACT_REDIRECT;
 	return TC_ACT_SHOT;
 }
 
@@ -173,6 +229,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 		     CTL_MATCH_NONE, 0, 0, p.len, 1);
 		return TC_ACT_SHOT;
 	}
+	__u16 bounced_port;
+	if (!host && dir == CTL_DIR_EGRESS && proxy_bounced(skb, &bounced_port))
+		return to_proxy(skb, &p, bounced_port, CTL_DIR_INGRESS, 0, 1);   /* decided in to_container (lib/proxy.h) */
 	if (host) {
 		/* forwarded packets (to and from pods, routed through) are the pods' business, not the host's */
 		st = state.lookup(&zero);
@@ -272,6 +331,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 			*pkts = 0;
 			*bytes = 0;
 		}
+		if (!host && !is_reply && ct->proxy_port)
+			return to_proxy(skb, &p, ct->proxy_port, dir, ct->ep_id, 0);
+		if (!host && is_reply && ct->proxy_upstream && dir == CTL_DIR_EGRESS)
+			return to_proxy(skb, &p, 0, dir, ct->ep_id, 0);
 		return hairpin ? lb_hairpin_redirect(skb) : TC_ACT_OK;
 	}
 
@@ -301,6 +364,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 	fresh.fwd_flags = p.tcp_flags;
 	fresh.nat_addr = nat_addr;
 	fresh.nat_port = nat_port;
+	if (!host) {
+		if (dir == CTL_DIR_INGRESS && from_proxy_upstream(skb, &d))
+			fresh.proxy_upstream = 1;
+		else
+			fresh.proxy_port = proxy_port_of(&d, &p);
+		if (fresh.proxy_port && dir == CTL_DIR_INGRESS)
+			proxy_from_source_too(skb, &p, fresh.proxy_port);
+	}
 	/* CT_NEW: always worth a trace (Cilium's __ct_lookup sets `monitor` for a new connection) */
 	struct monitor_config *cfg = monitor_config.lookup(&zero);
 	ct_monitor(&fresh.fwd_report, &fresh.fwd_reported, p.tcp_flags, cfg, now);
@@ -318,6 +389,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 	if (traced)
 		emit(skb, &p, CTL_EVENT_TRACE, obs, fresh.verdict, dir, d.ep_id, src_id, dst_id, d.v.cookie,
 		     d.v.match_type, 0, p.tcp_flags, p.len, 1);
+	if (fresh.proxy_port)
+		return to_proxy(skb, &p, fresh.proxy_port, dir, d.ep_id, 0);
 	return hairpin ? lb_hairpin_redirect(skb) : TC_ACT_OK;
 }
 

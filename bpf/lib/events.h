@@ -25,6 +25,7 @@
 #define CTL_DROP_POLICY       133  /* DROP_POLICY: "Policy denied" */
 #define CTL_DROP_UNKNOWN_L3   139  /* DROP_UNKNOWN_L3: "Unsupported L3 protocol" (IPv6 in an enforced direction) */
 #define CTL_DROP_NO_SERVICE   158  /* DROP_NO_SERVICE: "Service backend not found" (flow.proto SERVICE_BACKEND_NOT_FOUND) */
+#define CTL_DROP_SOCKET_LOOKUP 178  /* DROP_SK_LOOKUP: "Socket lookup failed" (flow.proto SOCKET_LOOKUP_FAILED): no proxy */
 #define CTL_DROP_POLICY_DENY  181  /* DROP_POLICY_DENY: "Policy denied by denylist" */
 
 /* Cilium policy match types: POLICY_MATCH_* in bpf/lib/policy.h, PolicyMatch* in pkg/monitor/api/types.go */

@@ -11,6 +11,7 @@ struct verdict {
 	__u8 deny_rule;    /* denied by an explicit deny entry (181) rather than by default (133) */
 	__u8 match_type;
 	__u32 cookie;
+	__u16 proxy_port;  /* host byte order, 0: no L7 redirect */
 };
 
 static __always_inline void policy_lookup(struct verdict *v, __u8 slot, __u8 dir, __u16 ep_id,
@@ -34,6 +35,7 @@ static __always_inline void policy_lookup(struct verdict *v, __u8 slot, __u8 dir
 	v->deny_rule = 0;
 	v->match_type = CTL_MATCH_NONE;
 	v->cookie = 0;
+	v->proxy_port = 0;
 	if (spec && spec->deny) {
 		v->deny_rule = 1;
 		v->match_type = spec->match_type;
@@ -51,10 +53,12 @@ static __always_inline void policy_lookup(struct verdict *v, __u8 slot, __u8 dir
 		v->allowed = 1;
 		v->match_type = spec->match_type;
 		v->cookie = spec->cookie;
+		v->proxy_port = ctl_ntohs(spec->proxy_port);
 	} else if (any) {
 		v->allowed = 1;
 		v->match_type = any->match_type;
 		v->cookie = any->cookie;
+		v->proxy_port = ctl_ntohs(any->proxy_port);
 	}
 }
 

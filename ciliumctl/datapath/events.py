@@ -26,6 +26,7 @@ DIR_EGRESS = 2
 DROP_POLICY = 133
 DROP_UNKNOWN_L3 = 139   # IPv6 in an enforced direction (the datapath enforces IPv4 only)
 DROP_NO_SERVICE = 158  # a service frontend without a backend for a new connection
+DROP_SOCKET_LOOKUP = 178  # a connection for the proxy while no proxy socket listens (bpf/lib/proxy.h)
 DROP_POLICY_DENY = 181
 
 # Cilium policy match types (bpf/lib/policy.h POLICY_MATCH_*, pkg/monitor/api/types.go PolicyMatch*)

@@ -90,7 +90,7 @@ class CtEntry(ctypes.Structure):
                 ("fwd_flags", ctypes.c_uint8), ("rev_flags", ctypes.c_uint8),
                 ("fwd_reported", ctypes.c_uint8), ("rev_reported", ctypes.c_uint8),
                 ("policy_rev", ctypes.c_uint32), ("nat_addr", ctypes.c_uint8 * 4), ("nat_port", ctypes.c_uint16),
-                ("nat_pad", ctypes.c_uint16)]
+                ("proxy_port", ctypes.c_uint16), ("proxy_upstream", ctypes.c_uint8), ("proxy_pad", ctypes.c_uint8 * 3)]
 
 
 # services (bpf/lib/common.h, lib/lb.h)
@@ -124,7 +124,12 @@ EPCFG_VAL = struct.Struct("<II")
 IPCACHE_KEY = struct.Struct("<IB3x4s")
 IPCACHE_VAL = struct.Struct("<I")
 POLICY_KEY = struct.Struct("<IBBHIBx2s")
-POLICY_VAL = struct.Struct("<BBHI")
+POLICY_VAL = struct.Struct("<BBHI")   # deny, match type, proxy port (network byte order: see proxy_port_field), cookie
+
+
+def proxy_port_field(port: int) -> int:
+    """policy_val.proxy_port as POLICY_VAL packs it: the port in network byte order (Cilium's ProxyPortNetwork)."""
+    return ((port & 0xff) << 8) | (port >> 8)
 LB_SVC_KEY = struct.Struct("<BBH4sHxx")
 LB_SVC_VAL = struct.Struct("<IIHBxI")
 LB_BACKEND = struct.Struct("<4sHBB")

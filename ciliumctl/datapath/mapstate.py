@@ -158,7 +158,7 @@ def compile_policy(state: ResolvedState, slot: int) -> tuple[dict[bytes, bytes],
     merged: list[tuple] = []                # keeps merged origin tuples alive while ids are cached
     for ep_id, ep in sorted(state.endpoints.items()):
         for direction in (Direction.INGRESS, Direction.EGRESS):
-            # peer identity -> (proto, port, plen) -> [deny?, origins]
+            # peer identity -> (proto, port, plen) -> [deny?, origins, proxy port]
             groups: dict[int, dict[tuple[int, int, int], list]] = {}
             has_deny: set[int] = set()
             for entry in ep.direction(direction).entries:
@@ -170,22 +170,27 @@ def compile_policy(state: ResolvedState, slot: int) -> tuple[dict[bytes, bytes],
                 group = groups.get(entry.identity)
                 if group is None:
                     group = groups[entry.identity] = {}
-                deny, origins = entry.deny, entry.origins
+                deny, origins, proxy = entry.deny, entry.origins, entry.proxy_port
                 if deny:
                     has_deny.add(entry.identity)
                 for k in keys:
                     cur = group.get(k)
                     if cur is None or (deny and not cur[0]):
-                        group[k] = [deny, origins]
-                    elif cur[0] == deny and cur[1] is not origins and not set(origins) <= set(cur[1]):
+                        group[k] = [deny, origins, proxy]
+                        continue
+                    if proxy and not cur[0] and not cur[2]:
+                        cur[2] = proxy          # an allow with L7 rules and one without: the proxy decides
+                    if cur[0] == deny and cur[1] is not origins and not set(origins) <= set(cur[1]):
                         cur[1] = tuple(sorted(set(cur[1]) | set(origins)))
                         merged.append(cur[1])
             d = int(direction)
             for identity, entries in groups.items():
                 check = identity in has_deny
-                for k, (deny, origins) in entries.items():
+                for k, (deny, origins, proxy) in entries.items():
                     mtype = _match_type(identity, k)
-                    if check and not deny:
+                    if deny:
+                        proxy = 0
+                    elif check:
                         # stored as the most specific deny that covers it, if any
                         for anc in _ancestors(k):
                             cover = entries.get(anc)
@@ -202,7 +207,8 @@ def compile_policy(state: ResolvedState, slot: int) -> tuple[dict[bytes, bytes],
                         cookie_by_id[id(origins)] = cookie
                     proto, port, plen = k
                     out[pack_key(plen, slot, d, ep_id, identity, proto, port.to_bytes(2, "big"))] = \
-                        pack_val(1 if deny else 0, mtype, 0, cookie)
+                        pack_val(1 if deny else 0, mtype, maps.proxy_port_field(proxy) if proxy and not deny else 0,
+                                 cookie)
     return out, taken
 
 

@@ -59,6 +59,7 @@ class PolicyEntry:
     ports: PortRange
     deny: bool
     origins: tuple[RuleOrigin, ...] = ()
+    proxy_port: int = 0               # != 0: the port has L7 rules, connections go to the proxy on this port
 
 
 @dataclass(frozen=True)

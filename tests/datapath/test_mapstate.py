@@ -251,7 +251,7 @@ def test_ctypes_mirrors_match_the_packers():
     assert ctypes.sizeof(maps.DpState) == maps.DP_STATE.size
     assert ctypes.sizeof(maps.EpcfgKey) == maps.EPCFG_KEY.size
     assert ctypes.sizeof(maps.CtKey) == 20 and maps.CtKey.ifindex.offset == 16
-    assert ctypes.sizeof(maps.CtEntry) == 72 and maps.CtEntry.nat_addr.offset == 64
+    assert ctypes.sizeof(maps.CtEntry) == 80 and maps.CtEntry.nat_addr.offset == 64
     assert ctypes.sizeof(maps.LbSvcKey) == maps.LB_SVC_KEY.size == 12
     assert ctypes.sizeof(maps.LbSvcVal) == maps.LB_SVC_VAL.size == 16
     assert ctypes.sizeof(maps.LbBackend) == maps.LB_BACKEND.size == 8
