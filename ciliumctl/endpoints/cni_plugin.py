@@ -18,8 +18,11 @@ like podman's cleanup process, still reach the right agent):
 
 import _json  # the C half of json: `import json` (re, enum) would cost more than the rest of a run
 import _socket  # without socket.py, which imports enum and selectors
-import os
+import posix  # os without os.py, which imports stat, posixpath and _collections_abc (~0.6 ms of every run)
 import sys
+
+# the environment as ENV decodes it (posix.environ holds bytes)
+ENV = {k.decode(errors="surrogateescape"): v.decode(errors="surrogateescape") for k, v in posix.environ.items()}
 
 MYPY = False
 if MYPY:   # what mypy reads; the plugin never imports typing (8 ms)
@@ -89,7 +92,7 @@ class CniError(Exception):
 
 
 def default_agent_socket() -> str:
-    return os.path.join(os.environ.get("CILIUMCTL_RUN_DIR", "/var/run/ciliumctl"), "agent.sock")
+    return ENV.get("CILIUMCTL_RUN_DIR", "/var/run/ciliumctl").rstrip("/") + "/agent.sock"
 
 
 def _version_tuple(v: str) -> tuple:
@@ -183,10 +186,10 @@ def parse_args(raw: str) -> dict:
 
 
 def require_env(*names: str) -> None:
-    missing = [n for n in names if not os.environ.get(n)]
+    missing = [n for n in names if not ENV.get(n)]
     if missing:
         raise CniError(E_INVALID_ENV, "required environment variables missing: " + ", ".join(missing))
-    cid, ifname = os.environ.get("CNI_CONTAINERID", ""), os.environ.get("CNI_IFNAME", "")
+    cid, ifname = ENV.get("CNI_CONTAINERID", ""), ENV.get("CNI_IFNAME", "")
     if cid and not (cid[0].isascii() and cid[0].isalnum()
                     and all(c.isascii() and (c.isalnum() or c in "_.-") for c in cid)):
         raise CniError(E_INVALID_ENV, f"CNI_CONTAINERID {cid!r}: must start with a letter or digit and hold only "
@@ -226,7 +229,7 @@ def check_version(conf: dict) -> str:
 
 def open_netns(path: str) -> int:
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError as err:
         raise CniError(E_INVALID_ENV, f"CNI_NETNS={path}: {err.strerror}") from None
 
@@ -234,12 +237,12 @@ def open_netns(path: str) -> int:
 def base_request(command: str, conf: dict) -> dict:
     return {
         "command": command,
-        "containerID": os.environ.get("CNI_CONTAINERID", ""),
-        "netns": os.environ.get("CNI_NETNS", ""),
-        "ifname": os.environ.get("CNI_IFNAME", ""),
-        "args": parse_args(os.environ.get("CNI_ARGS", "")),
+        "containerID": ENV.get("CNI_CONTAINERID", ""),
+        "netns": ENV.get("CNI_NETNS", ""),
+        "ifname": ENV.get("CNI_IFNAME", ""),
+        "args": parse_args(ENV.get("CNI_ARGS", "")),
         "config": conf,
-        "env": dict(os.environ),   # the IPAM plugin, run by the agent, gets the environment we got
+        "env": dict(ENV),   # the IPAM plugin, run by the agent, gets the environment we got
     }
 
 
@@ -255,23 +258,23 @@ def cmd_add(conf: dict) -> dict:
     version = check_version(conf)
     require_ipam(conf)
     request = base_request("ADD", conf)   # parses CNI_ARGS before anything is allocated
-    fd = open_netns(os.environ["CNI_NETNS"])
+    fd = open_netns(ENV["CNI_NETNS"])
     try:
         # the agent allocates the address (IPAM plugin) while it makes the veth, and releases it on failure
         result = call_agent(connect_agent(conf), request, fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
     return format_result(result, version)
 
 
 def cmd_del(conf: dict) -> None:
     require_env("CNI_CONTAINERID", "CNI_IFNAME")
     check_version(conf)
-    netns = os.environ.get("CNI_NETNS", "")
+    netns = ENV.get("CNI_NETNS", "")
     fd = None
     if netns:
         try:
-            fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+            fd = posix.open(netns, posix.O_RDONLY | posix.O_CLOEXEC)
         except OSError:
             fd = None   # the namespace is already gone: clean up what is left on the host
     try:
@@ -280,7 +283,7 @@ def cmd_del(conf: dict) -> None:
         call_agent(connect_agent(conf), base_request("DEL", conf), fd)
     finally:
         if fd is not None:
-            os.close(fd)
+            posix.close(fd)
 
 
 def cmd_check(conf: dict) -> None:
@@ -290,11 +293,11 @@ def cmd_check(conf: dict) -> None:
         raise CniError(E_INCOMPATIBLE_VERSION, f"CHECK needs cniVersion 0.4.0 or later, got {version}")
     if not isinstance(conf.get("prevResult"), dict):
         raise CniError(E_INVALID_CONFIG, "CHECK needs prevResult in the network configuration")
-    fd = open_netns(os.environ["CNI_NETNS"])
+    fd = open_netns(ENV["CNI_NETNS"])
     try:
         call_agent(connect_agent(conf), base_request("CHECK", conf), fd)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def cmd_status(conf: dict) -> None:
@@ -307,7 +310,7 @@ def cmd_status(conf: dict) -> None:
 
 def cmd_gc(conf: dict) -> None:
     check_version(conf)
-    request = {"command": "GC", "config": conf, "env": dict(os.environ)}
+    request = {"command": "GC", "config": conf, "env": dict(ENV)}
     call_agent(connect_agent(conf), request, None)
 
 
@@ -323,7 +326,7 @@ def cmd_version() -> dict:
 
 
 def run() -> tuple[int, dict | None]:
-    command = os.environ.get("CNI_COMMAND", "")
+    command = ENV.get("CNI_COMMAND", "")
     if command == "VERSION":
         return 0, cmd_version()
     if command not in ("ADD", "DEL", "CHECK", "STATUS", "GC"):

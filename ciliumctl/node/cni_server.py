@@ -72,7 +72,20 @@ def load_attachments() -> list[dict]:
     d = state_dir()
     if not d.is_dir():
         return []
-    return [a for a in (statefile.read_json(p) for p in sorted(d.glob("*.json"))) if a]
+    return [a for a in (_read_record(p) for p in sorted(d.glob("*.json"))) if a]
+
+
+def _read_record(path: Path) -> dict | None:
+    """An attachment record; None when missing or torn. Records are written without fsync (one wait less on every
+    pod's ADD) and that is still crash-safe: a process crash keeps them (page cache); an OS crash may tear one, but
+    it also takes everything the record describes (veth, netns, programs), and a DEL without a record still finds
+    the endpoint through the registry (fsynced) and the veth by its derived name."""
+    try:
+        found = statefile.read_json(path)
+    except statefile.CorruptStateFile:
+        log.warning("CNI attachment record %s is torn (an OS crash after its write?): treated as lost", path)
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _first_ipv4(ipam_result: dict) -> str:
@@ -140,7 +153,7 @@ class CniHandler:
         running = ipam.spawn("ADD")
         try:
             with self._locked():
-                old = statefile.read_json(_state_path(key))
+                old = _read_record(_state_path(key))
                 if old:   # a repeated ADD without DEL (runtime retry): start from a clean slate
                     self._teardown(old)
                 links = cni_plumbing.create_veth(hostif, netns_fd, ifname, int(conf.get("mtu") or 1500))
@@ -180,7 +193,7 @@ class CniHandler:
                 ipv4=ipv4, netns=request.get("netns", ""), host_ifname=hostif,
                 host_ifindex=links["host_ifindex"], container_id=request["containerID"])
             attachment["endpointID"] = ep.id
-            statefile.write_json(_state_path(key), attachment)
+            statefile.write_json(_state_path(key), attachment, durable=False)   # _read_record says why
         except BaseException:
             self._teardown(attachment)
             raise
@@ -205,7 +218,7 @@ class CniHandler:
     # --- DEL -----------------------------------------------------------------------------------------------
     def delete(self, conf: dict, key: str, container_id: str) -> dict:
         with self._locked():
-            attachment = statefile.read_json(_state_path(key))
+            attachment = _read_record(_state_path(key))
             if attachment is None:   # unknown or already deleted: still remove what a crash may have left
                 hostif = host_ifname(str(conf.get("hostVethPrefix") or "lxc"), key)
                 attachment = {"hostIfname": hostif, "ipv4": None, "endpointID": 0, "network": conf.get("name"),
@@ -242,7 +255,7 @@ class CniHandler:
 
     # --- CHECK ---------------------------------------------------------------------------------------------
     def check(self, request: dict, conf: dict, key: str, netns_fd: int | None) -> dict:
-        attachment = statefile.read_json(_state_path(key))
+        attachment = _read_record(_state_path(key))
         if attachment is None:
             raise CniFailure(E_UNKNOWN_CONTAINER, f"no attachment of container {request['containerID']} "
                                                   f"({request['ifname']}) on network {conf['name']}")

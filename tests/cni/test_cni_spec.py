@@ -361,12 +361,16 @@ def test_install_step_leaves_the_machine_alone_on_a_sandbox_node(tmp_path, monke
 
 
 @pytest.mark.root
-def test_del_cleans_up_after_a_lost_state_record(cni_node):
+@pytest.mark.parametrize("loss", ["missing", "torn"])
+def test_del_cleans_up_after_a_lost_state_record(cni_node, loss):
     ns = cni_node.new_pod_ns(1)
     code, out, err = cni_node.plugin("ADD", cni_node.conf(), "ctr1", f"/run/netns/{ns}")
     assert code == 0, (out, err)
-    for record in (cni_node.state / "cni").glob("*.json"):   # as if the agent died before writing it
-        record.unlink()
+    for record in (cni_node.state / "cni").glob("*.json"):
+        if loss == "missing":   # as if the agent died before writing it
+            record.unlink()
+        else:                   # written without fsync: what an OS crash may leave
+            record.write_bytes(b"")
     code, out, err = cni_node.plugin("DEL", cni_node.conf(), "ctr1", "")
     assert code == 0, (out, err)
     assert cni_node.host_links() == [] and cni_node.host_routes() == [] and cni_node.leases() == []
