@@ -91,7 +91,32 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
                     fqdn_ips=learned_ips(), **hostfw.resolve_kwargs(settings))
     hostfw.finish_state(state, settings)
     state.services = service_store.load()
+    redirect_dns(state)
     return state
+
+
+def redirect_dns(state: ResolvedState) -> None:
+    """Endpoints with rules.dns: their DNS goes to the agent's DNS proxy (node.dns_policy.redirect), on the port
+    the last agent bound (node.fqdn_agent.proxy_port): with no proxy there, the datapath drops it."""
+    if state.dns:
+        from ciliumctl.node import dns_policy, fqdn_agent
+
+        dns_policy.redirect(state, fqdn_agent.proxy_port())
+
+
+_proxy_route = False
+
+
+def ensure_proxy_route(state: ResolvedState) -> None:
+    """The node namespace's local route for packets handed to a proxy (datapath.proxyroute), once per process,
+    when the revision redirects anything."""
+    global _proxy_route
+    if _proxy_route or not state.dns:
+        return
+    from ciliumctl.datapath import proxyroute
+
+    proxyroute.ensure()
+    _proxy_route = True
 
 
 def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = False,
@@ -108,6 +133,7 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
     alloc = allocator()
     state = resolve_state(endpoints, store.load_all(), settings, alloc, settings.revision)
     _record_identities(endpoints, state)
+    ensure_proxy_route(state)
     report = dp.upgrade(state) if upgrade else dp.apply(state, fresh)
     settings.policy_source = "node"
     dp.set_monitor(settings.monitor)
@@ -132,10 +158,12 @@ def next_revision(settings: Settings, dp) -> int:
 
 
 def save_enforcement(state: ResolvedState) -> None:
-    """Which endpoints enforce which direction, as just programmed (enforcement_of reads it)."""
+    """Which endpoints enforce which direction, as just programmed (enforcement_of reads it). Without fsync (one
+    wait less on every reconcile, so on every pod's ADD): it describes what the kernel holds, and an OS crash that
+    could tear it takes that away too, so a torn file reads as "never programmed", which is then the truth."""
     statefile.write_json(enforcement_path(), {
         str(ep_id): {"ingress": pol.ingress.enforced, "egress": pol.egress.enforced, "identity": pol.identity}
-        for ep_id, pol in state.endpoints.items()})
+        for ep_id, pol in state.endpoints.items()}, durable=False)
 
 
 def enforcement_path() -> Path:
@@ -144,7 +172,10 @@ def enforcement_path() -> Path:
 
 def enforcement_of(ep_id: int) -> dict:
     """{"ingress": bool, "egress": bool} as last programmed ({} when never programmed)."""
-    data = statefile.read_json(enforcement_path(), default={}) or {}
+    try:
+        data = statefile.read_json(enforcement_path(), default={}) or {}
+    except statefile.CorruptStateFile:   # torn by an OS crash (save_enforcement): nothing is programmed
+        data = {}
     return data.get(str(ep_id), {})
 
 

@@ -64,6 +64,14 @@ def test_diff_states():
     assert node_reconcile.diff_states(new, new) == []
 
 
+def test_enforcement_record_torn_by_a_crash_reads_as_never_programmed(state):
+    new = _state([PolicyEntry(257, PortRange(6, 80, 80), False)])
+    node_reconcile.save_enforcement(new)
+    assert node_reconcile.enforcement_of(1) == {"ingress": True, "egress": False, "identity": 256}
+    node_reconcile.enforcement_path().write_bytes(b"")   # written without fsync: what an OS crash may leave
+    assert node_reconcile.enforcement_of(1) == {}
+
+
 def test_store_rolls_back_when_programming_fails(state, monkeypatch):
     from ciliumctl.base.errors import EnvironmentProblem
     from ciliumctl.policy import store
