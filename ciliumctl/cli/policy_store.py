@@ -113,6 +113,9 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict-enforcement",
                                     help="Refuse policies with parts the datapath does not enforce yet (L7 rules, "
                                          "toFQDNs, host policies, ...): exit 1, nothing applied."),
+        force: bool = typer.Option(False, "--force",
+                                   help="With the host firewall on: apply a host policy even when it would cut "
+                                        "live connections of this node (refused otherwise, naming them)."),
     ) -> None:
         """Validate, store and enforce policies on this node.
 
@@ -125,6 +128,9 @@ def register(app: typer.Typer) -> None:
         kc = _kubeconfig(kubeconfig)
         _no_context_without_cluster(context, kc)
         if kc:
+            from ciliumctl.cli.common import refuse_unused
+
+            refuse_unused("in cluster mode (the host firewall's guard is node mode's)", {"--force": force})
             warned: list = []
             gaps: list = []
             try:
@@ -152,7 +158,7 @@ def register(app: typer.Typer) -> None:
         if warned:
             _print_findings(warned)
         try:
-            result = policy_ops.apply_policies(docs, dry_run=dry_run, strict=strict)
+            result = policy_ops.apply_policies(docs, dry_run=dry_run, strict=strict, force=force)
         except enforcement_gaps.UnenforcedPolicies as err:
             _print_gaps(err.gaps, refused=True)
             raise

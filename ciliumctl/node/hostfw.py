@@ -72,6 +72,9 @@ def wanted(s, o) -> dict:
 def node_addresses() -> list[str]:
     """The IPv4 addresses of the current network namespace's interfaces (the node's, in its namespace), loopback
     aside: Cilium's ipcache gives them the host identity."""
+    from ciliumctl.base import netns as nodens
+
+    nodens.enter_node_netns()
     size = _IFREQ * 256
     buf = array.array("B", b"\0" * size)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

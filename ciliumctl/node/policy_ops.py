@@ -54,10 +54,11 @@ def unenforced_parts(docs) -> list:
                                        hostfw.gap_context(load_settings()))
 
 
-def apply_policies(docs, dry_run: bool = False, strict: bool = False) -> ApplyResult:
+def apply_policies(docs, dry_run: bool = False, strict: bool = False, force: bool = False) -> ApplyResult:
     """Store validated policy objects and program the maps; with dry_run only report what would change.
     The result names every part the datapath does not enforce; strict refuses such a set before anything is
-    stored (enforcement_gaps.UnenforcedPolicies, exit 1)."""
+    stored (enforcement_gaps.UnenforcedPolicies, exit 1). With the host firewall on, a set whose host policy
+    would cut a live connection of the node is refused unless force (node.lockout, exit 1)."""
     gaps = unenforced_parts(docs)
     if strict and gaps:
         raise enforcement_gaps.UnenforcedPolicies(gaps)
@@ -82,6 +83,8 @@ def apply_policies(docs, dry_run: bool = False, strict: bool = False) -> ApplyRe
         notes = heal_if_interrupted()       # a command killed half way: the kernel follows the store again
         if all(c.verb == "unchanged" for c in changes):
             return ApplyResult(changes, load_settings().revision, gaps=gaps, notes=notes)
+        if settings.host_firewall and not force:
+            _lockout_check(_merged(store.load_all(), objects), settings)
         with _store_rollback([(o.kind, o.namespace, o.name) for o in objects]):
             for o in objects:
                 store.put(o)
@@ -131,6 +134,13 @@ def _merged(before: list[store.StoredPolicy], new: list[store.StoredPolicy]) -> 
     for p in new:
         keyed[(p.kind, p.namespace, p.name)] = p
     return list(keyed.values())
+
+
+def _lockout_check(after: list[store.StoredPolicy], settings: Settings) -> None:
+    """The host policy of `after` against the node's live connections (node.lockout), without allocating."""
+    from ciliumctl.node import lockout
+
+    lockout.check(resolve_state(registry.load_all(), after, settings, allocator().snapshot()))
 
 
 def _dry_run_diff(before, after, settings: Settings) -> list[str]:

@@ -9,7 +9,17 @@ import json
 import time
 
 import pytest
-from support.hostfw import NODE_IP, REMOTE_NET, SEED, connects_from_ns, listen, ready, uplinks
+from support.hostfw import (
+    NODE_IP,
+    REMOTE_NET,
+    SEED,
+    WORLD_NET,
+    HeldConnection,
+    connects_from_ns,
+    listen,
+    ready,
+    uplinks,
+)
 
 pytestmark = pytest.mark.root
 
@@ -31,7 +41,18 @@ def test_host_firewall_seed_policy_end_to_end(node, tmp_path):
 
     policy = tmp_path / "seed.yaml"
     policy.write_text(SEED)
-    node.cli("policy", "apply", "-f", str(policy))
+
+    # the lock-out guard: a live connection from the world to 22, which the seed would cut, is named and refused
+    held = HeldConnection(node, world, NODE_IP, 22)
+    assert held.alive()
+    res = node.cli("policy", "apply", "-f", str(policy), check=False)
+    assert res.returncode == 1, res
+    assert f"{WORLD_NET}.2:{held.port} -> {NODE_IP}:22/tcp (from world)" in res.stderr
+    assert "--force" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "kubelet" not in node.cli("policy", "get").stdout and held.alive()     # nothing applied
+    # --force applies it: the connection's next packet is decided again and dropped
+    node.cli("policy", "apply", "-f", str(policy), "--force")
+    assert not held.alive()
 
     assert node.connect("metrics", NODE_IP, 10250)             # metrics-server -> kubelet
     assert not node.connect("metrics", NODE_IP, 22)            # only 10250

@@ -57,8 +57,11 @@ def listen(node, port: int):
     """A TCP listener on every address of the node namespace (the kubelet, sshd)."""
     import subprocess
 
-    code = ("import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-            f"s.bind(('0.0.0.0', {port})); s.listen(64)\nwhile True: s.accept()[0].close()")
+    # an echo server: a connection stays open as long as its client keeps it (the lock-out guard's test holds one)
+    code = ("import socket, threading\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('0.0.0.0', {port})); s.listen(64)\n"
+            "def echo(c):\n while (d := c.recv(64)): c.sendall(d)\n c.close()\n"
+            "while True: threading.Thread(target=echo, args=(s.accept()[0],), daemon=True).start()")
     p = subprocess.Popen(["ip", "netns", "exec", node.name, sys.executable, "-c", code],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     node.servers.append(p)
@@ -84,3 +87,29 @@ def ready(node, port: int) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"the listener on {port} in the node namespace did not start")
+
+
+class HeldConnection:
+    """A TCP connection from namespace `ns` held open; alive() sends a byte and waits a second for its echo."""
+
+    CODE = ("import socket, sys\ns = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)\n"
+            "print('up', s.getsockname()[1], flush=True)\n"
+            "for _ in sys.stdin:\n"
+            " try: s.sendall(b'x'); ok = s.recv(1) == b'x'\n"
+            " except OSError: ok = False\n"
+            " print('ok' if ok else 'cut', flush=True)")
+
+    def __init__(self, node, ns: str, ip: str, port: int):
+        import subprocess
+
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", self.CODE, ip, str(port)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        node.servers.append(self.proc)          # killed with the node
+        first = self.proc.stdout.readline().split()
+        assert first[:1] == ["up"], "the held connection did not come up"
+        self.port = int(first[1])
+
+    def alive(self) -> bool:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip() == "ok"

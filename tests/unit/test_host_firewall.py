@@ -85,3 +85,33 @@ def test_policy_trace_entities(tmp_path):
     assert run_cli(*common, "22/tcp", "--src-entity", "world", env=env).returncode == 1
     bad = run_cli(*common, "22/tcp", "--src-entity", "moon", env=env)
     assert bad.returncode == 2 and "moon" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# /proc/net/tcp as the kernel writes it: 192.168.81.1:22 listening, one connection in on 22 from 192.168.81.2, one
+# out from the node to 192.168.82.2:6443, one on loopback
+PROC_NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0151A8C0:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 101 1
+   1: 0151A8C0:0016 0251A8C0:9C40 01 00000000:00000000 00:00000000 00000000     0        0 102 1
+   2: 0151A8C0:A000 0252A8C0:192B 01 00000000:00000000 00:00000000 00000000     0        0 103 1
+   3: 0100007F:1F90 0100007F:A001 01 00000000:00000000 00:00000000 00000000     0        0 104 1
+"""
+
+
+def test_the_lockout_guard_judges_live_connections_by_the_new_host_policy():
+    from ciliumctl.node import lockout
+
+    conns = lockout.live_connections(PROC_NET_TCP)
+    assert [(c.remote, c.rport, c.lport, c.inbound) for c in conns] == [
+        ("192.168.81.2", 40000, 22, True), ("192.168.82.2", 6443, 40960, False), ("127.0.0.1", 40961, 8080, False)]
+    s = Settings(host_firewall=True, node_labels="node-role.kubernetes.io/worker=", remote_nodes="192.168.82.0/24")
+    state = resolve([], [_seed()], "default", MemoryAllocator(), node_labels=hostfw.parse_node_labels(s.node_labels),
+                    host_ips=["192.168.81.1"], host=hostfw.gap_context(s))
+    hostfw.finish_state(state, s)
+    # the world's connection to 22 is cut (only remote-node may); egress is not enforced by the seed
+    assert lockout.would_cut(state, conns) == ["192.168.81.2:40000 -> 192.168.81.1:22/tcp (from world)"]
+    state.endpoints[HOST_ENDPOINT_ID].audit = True              # audit: nothing is cut
+    assert lockout.would_cut(state, conns) == []
+    held_by_agent = lockout.Connection("192.168.81.1", 40962, "192.168.81.2", 22, True, agent=True)
+    state.endpoints[HOST_ENDPOINT_ID].audit = False
+    assert lockout.would_cut(state, [*conns, held_by_agent])[0].startswith("the agent's own connection")

@@ -1,0 +1,127 @@
+"""The host firewall's lock-out guard (issue 13): before a host policy is enforced for real, the node's live TCP
+connections are judged by the new policy, as the datapath would judge their next packet (a forward packet is
+decided again under a new revision, lib/enforce.h revalidate). A policy that would cut one, the agent's own
+API-server connection included, is refused, naming them; `policy apply --force` applies it anyway.
+
+Cilium has no such guard. Connections come from the node namespace's socket table (/proc/net/tcp: what conntrack
+also holds, and the kernel's own view of which side listens): a connection whose local port has a listening
+socket is inbound (the host's ingress policy, on that port), any other outbound (egress, on the peer's port).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+from ciliumctl.base.errors import Finding
+from ciliumctl.identity import allocator as ids
+from ciliumctl.policy.resolve import HOST_ENDPOINT_ID
+from ciliumctl.policy.resolved import PROTO_TCP, Direction, ResolvedState
+from ciliumctl.policy.trace import judge, lpm_identity
+
+TCP_ESTABLISHED, TCP_LISTEN = 0x01, 0x0A     # include/net/tcp_states.h
+SHOWN = 5                                    # connections named in the refusal; the rest counted
+
+
+@dataclass(frozen=True)
+class Connection:
+    local: str
+    lport: int
+    remote: str
+    rport: int
+    inbound: bool
+    inode: int = 0
+    agent: bool = False          # held by the node's agent (its API-server connection in cluster mode)
+
+    def text(self, peer: int) -> str:
+        who = ids.RESERVED_NAMES.get(peer, f"identity {peer}")
+        arrow = f"{self.remote}:{self.rport} -> {self.local}:{self.lport}" if self.inbound else \
+            f"{self.local}:{self.lport} -> {self.remote}:{self.rport}"
+        whose = "the agent's own connection " if self.agent else ""
+        return f"{whose}{arrow}/tcp ({'from' if self.inbound else 'to'} {who})"
+
+
+class LockoutRefused(Finding):
+    """A host policy that would cut live connections of the node (exit 1); nothing was applied."""
+
+
+def _addr(hexaddr: str) -> tuple[str, int]:
+    ip, port = hexaddr.split(":")
+    return socket.inet_ntoa(struct.pack("<I", int(ip, 16))), int(port, 16)
+
+
+def _agent_inodes() -> set[int]:
+    """Socket inodes of the node's agent process (its pid file), for naming its connections."""
+    from ciliumctl.node.agent import pid_file
+
+    try:
+        pid = int(pid_file().read_text().strip())
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except (OSError, ValueError):
+        return set()
+    out = set()
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(int(link[8:-1]))
+    return out
+
+
+def live_connections(table: str | None = None) -> list[Connection]:
+    """Established IPv4 TCP connections of the current network namespace (call in the node's), with their
+    direction. table: the text of /proc/net/tcp (tests), else read."""
+    if table is None:
+        from ciliumctl.base import netns as nodens
+
+        nodens.enter_node_netns()
+        with open("/proc/self/net/tcp") as f:   # the calling thread's network namespace
+            table = f.read()
+    rows = []
+    for line in table.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 10:
+            continue
+        local, remote, st, inode = _addr(parts[1]), _addr(parts[2]), int(parts[3], 16), int(parts[9])
+        rows.append((local, remote, st, inode))
+    listening = {lp for (la, lp), _r, st, _i in rows if st == TCP_LISTEN}
+    agent = _agent_inodes()
+    return [Connection(la, lp, ra, rp, lp in listening, inode, inode in agent)
+            for (la, lp), (ra, rp), st, inode in rows if st == TCP_ESTABLISHED]
+
+
+def would_cut(state: ResolvedState, conns: list[Connection]) -> list[str]:
+    """The connections the host endpoint's policy in `state` would drop, as text. Nothing when the state has no
+    host endpoint or reports only (audit); loopback and addresses that are not the node's never meet the host's
+    programs."""
+    host = state.endpoints.get(HOST_ENDPOINT_ID)
+    if host is None or host.audit or state.audit:
+        return []
+    mine = {p.split("/")[0] for p, i in state.ipcache.items() if i == ids.HOST and p.endswith("/32")}
+    out = []
+    for c in conns:
+        if c.local not in mine or c.remote.startswith("127.") or c.remote in mine:
+            continue
+        d = host.direction(Direction.INGRESS if c.inbound else Direction.EGRESS)
+        if not d.enforced:
+            continue
+        peer = lpm_identity(state.ipcache, c.remote)
+        verdict, _ = judge(d, peer, PROTO_TCP, c.lport if c.inbound else c.rport)
+        if verdict != "allow":
+            out.append((not c.agent, c.text(peer)))
+    return [t for _, t in sorted(out)]          # the agent's own first
+
+
+def check(state: ResolvedState) -> None:
+    """Refuse `state` when its host policy would cut a live connection of the node (LockoutRefused)."""
+    cut = would_cut(state, live_connections())
+    if not cut:
+        return
+    more = f" and {len(cut) - SHOWN} more" if len(cut) > SHOWN else ""
+    raise LockoutRefused(f"refused: the host policy would cut {len(cut)} live connection(s) of this node: "
+                         f"{'; '.join(cut[:SHOWN])}{more}; allow them first, or apply with --force "
+                         "(or try it with install --host-firewall-audit)")
