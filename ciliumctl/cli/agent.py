@@ -24,7 +24,7 @@ _KUBECONFIG = typer.Option(None, "--kubeconfig", metavar="FILE",
                            help="Cluster mode: the cluster to watch (or $KUBECONFIG).")
 _CONTEXT = typer.Option(None, "--context", metavar="NAME", help="Cluster mode: kubeconfig context.")
 # Cilium's flag names (pkg/option/config.go: ToFQDNsProxyPort, ToFQDNsMinTTL, ToFQDNsIdleConnectionGracePeriod)
-_DNS_PORT = typer.Option(0, "--tofqdns-proxy-port", metavar="PORT", min=0, max=65535,
+_DNS_PORT = typer.Option(10053, "--tofqdns-proxy-port", metavar="PORT", min=0, max=65535,   # fqdn_agent's default
                          help="Port of the DNS proxy, UDP and TCP (0 = any free port).")
 _MIN_TTL = typer.Option(0, "--tofqdns-min-ttl", metavar="SECONDS", min=0,
                         help="Keep a learned address at least this long, whatever its DNS TTL (0 = the TTL).")
@@ -51,9 +51,9 @@ def _refuse_context_in_node_mode(kubeconfig: str | None, context: str | None) ->
 
 
 def _args(flow_buffer_size, hubble_socket, hubble_listen, metrics_listen, node_name, no_cni, kubeconfig=None,
-          context=None, dns_port=0, min_ttl=0, grace=0.0) -> list[str]:
+          context=None, dns_port=10053, min_ttl=0, grace=0.0) -> list[str]:
     args = ["--flow-buffer-size", str(flow_buffer_size), "--metrics-listen", metrics_listen]
-    if dns_port:
+    if dns_port != 10053:
         args += ["--tofqdns-proxy-port", str(dns_port)]
     if min_ttl:
         args += ["--tofqdns-min-ttl", str(min_ttl)]

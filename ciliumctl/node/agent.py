@@ -226,8 +226,9 @@ class Agent:
         try:
             self.dns = DNSService(opts, on_flow=self._dns_flow).start()
         except OSError as err:
-            raise EnvironmentProblem(f"--tofqdns-proxy-port {opts.proxy_port}: {err.strerror}; pick a free port "
-                                     "or 0 for any") from None
+            # the agent serves the rest; DNS redirected to this port is dropped meanwhile (fail closed)
+            log.error("DNS proxy not started: port %d: %s; DNS of endpoints with DNS rules is dropped until an "
+                      "agent binds it (--tofqdns-proxy-port)", opts.proxy_port, err.strerror)
 
     def _dns_flow(self, event) -> None:
         """A DNS request or response of the proxy: an L7 flow in the ring (flows.dns)."""

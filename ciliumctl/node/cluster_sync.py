@@ -249,6 +249,9 @@ class ClusterNode:
                         audit=audit, namespace_labels=ns_labels, fqdn_ips=learned_ips())
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
+            state.dns.pop(ep.id, None)
+        node_reconcile.redirect_dns(state)
+        node_reconcile.ensure_proxy_route(state)
         report.services = self.services(settings.service_cidr)
         state.services = report.services.table
         applied = dp.apply(state)

@@ -12,6 +12,7 @@ name a toFQDNs selector matches, reconcile programs it (under the node lock) bef
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -27,6 +28,17 @@ from ciliumctl.policy.resolved import IDENTITY_ANY, PROTO_ANY, PROTO_TCP, PROTO_
 
 log = logging.getLogger("ciliumctl.node.dns_policy")
 WORLD = 2
+DEFAULT_PROXY_PORT = 10053      # the agent's --tofqdns-proxy-port default (node.fqdn_agent)
+
+
+def proxy_info_path() -> Path:
+    return paths.state_dir() / "dns-proxy.json"
+
+
+def proxy_port() -> int:
+    """Where the datapath sends DNS of endpoints with DNS rules: the port the last agent bound, else the default."""
+    data = statefile.read_json(proxy_info_path(), default=None)
+    return int(data["port"]) if isinstance(data, dict) and data.get("port") else DEFAULT_PROXY_PORT
 
 
 def policy_path() -> Path:
@@ -54,6 +66,20 @@ def save(state: ResolvedState, endpoint_ips: dict[int, str]) -> None:
     data = {"revision": state.revision, "endpoints": eps, "selectors": _names(state.fqdn_selectors),
             "ipcache": state.ipcache if eps else {}}
     statefile.write_json(policy_path(), data)
+
+
+def redirect(state: ResolvedState, port: int) -> None:
+    """Send the DNS of endpoints with rules.dns to the proxy: their egress entries that carry rules.dns get the
+    proxy's port (Cilium: the policy entry's proxy port is the DNS proxy's, pkg/policy/l4.go redirect ports).
+    An entry that also allows without DNS rules (the same peer and port in another rule) is redirected all the
+    same: the proxy decides, as in Cilium."""
+    for ep_id, allows in state.dns.items():
+        pol = state.endpoints.get(ep_id)
+        if pol is None:
+            continue
+        keys = {(a.identity, a.ports) for a in allows}
+        pol.egress.entries = [dataclasses.replace(e, proxy_port=port)
+                              if not e.deny and (e.identity, e.ports) in keys else e for e in pol.egress.entries]
 
 
 class _View:

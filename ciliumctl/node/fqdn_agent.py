@@ -2,19 +2,21 @@
 expiry of learned addresses, and where the datapath finds the proxy (`<run>/dns-proxy.json`: its port).
 
 The proxy listens on every address of the node namespace (transparent: redirected queries keep their original
-destination), UDP and TCP on one port (--tofqdns-proxy-port, Cilium's flag; 0 = a free port).
+destination), UDP and TCP on one port (--tofqdns-proxy-port, Cilium's flag). Its default is a fixed port, not
+Cilium's 0 (any free one): the datapath redirects DNS to the port the last agent bound (node.dns_policy.proxy_port),
+or to this default before any agent ran, so that DNS of endpoints with DNS rules never bypasses the proxy (fail
+closed: nothing listening there, the datapath drops it).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ciliumctl.base import paths, statefile
+from ciliumctl.node.dns_policy import DEFAULT_PROXY_PORT, proxy_info_path, proxy_port
 
 log = logging.getLogger("ciliumctl.node.fqdn_agent")
 EXPIRY_POLL = 1.0        # seconds between looks at the cache's next expiry
@@ -22,20 +24,10 @@ EXPIRY_POLL = 1.0        # seconds between looks at the cache's next expiry
 
 @dataclass
 class DNSOptions:
-    proxy_port: int = 0                 # --tofqdns-proxy-port
+    proxy_port: int = DEFAULT_PROXY_PORT   # --tofqdns-proxy-port (0: any free port)
     min_ttl: int = 0                    # --tofqdns-min-ttl (seconds)
     grace: float = 0.0                  # --tofqdns-idle-connection-grace-period (seconds)
     host: str = "0.0.0.0"
-
-
-def proxy_info_path() -> Path:
-    return paths.run_dir() / "dns-proxy.json"
-
-
-def proxy_port() -> int | None:
-    """The running proxy's port (None when no agent serves one)."""
-    data = statefile.read_json(proxy_info_path(), default=None)
-    return int(data["port"]) if isinstance(data, dict) and data.get("port") else None
 
 
 class DNSService:
@@ -53,7 +45,14 @@ class DNSService:
 
     def start(self) -> DNSService:
         host, port = self.proxy.start()
-        statefile.write_json(proxy_info_path(), {"port": port})
+        if port != proxy_port():
+            # the datapath must redirect to this port from now on (kept for later restarts)
+            from ciliumctl.node import reconcile, settings
+
+            statefile.write_json(proxy_info_path(), {"port": port})
+            if (paths.bpffs_dir() / "state").exists():     # installed: else install programs it later
+                with settings.locked():
+                    reconcile.reconcile()
         self._thread = threading.Thread(target=self._expire_loop, name="fqdn-expiry", daemon=True)
         self._thread.start()
         log.info("DNS proxy on %s:%d (UDP, TCP)", host, port)
@@ -72,6 +71,4 @@ class DNSService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(3)
-        self.proxy.stop()
-        with contextlib.suppress(FileNotFoundError):
-            proxy_info_path().unlink()
+        self.proxy.stop()      # the port stays in the datapath: DNS is dropped while no proxy listens

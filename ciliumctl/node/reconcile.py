@@ -97,11 +97,11 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
 
 def redirect_dns(state: ResolvedState) -> None:
     """Endpoints with rules.dns: their DNS goes to the agent's DNS proxy (node.dns_policy.redirect), on the port
-    the last agent bound (node.fqdn_agent.proxy_port): with no proxy there, the datapath drops it."""
+    the last agent bound (node.dns_policy.proxy_port): with no proxy there, the datapath drops it."""
     if state.dns:
-        from ciliumctl.node import dns_policy, fqdn_agent
+        from ciliumctl.node import dns_policy
 
-        dns_policy.redirect(state, fqdn_agent.proxy_port())
+        dns_policy.redirect(state, dns_policy.proxy_port())
 
 
 _proxy_route = False

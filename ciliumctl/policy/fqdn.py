@@ -10,6 +10,7 @@ pattern made only of stars (`*`, `**.`) matches every name; a leading `**.` matc
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -101,3 +102,42 @@ def of(items: Iterable | None) -> tuple[NameMatch, ...]:
 
 def any_matches(matches: Iterable[NameMatch], qname: str) -> bool:
     return any(m.matches(qname) for m in matches)
+
+
+class RulePrefixes:
+    """The IPv4 prefixes policies name (toCIDR, CIDRSet and their excepts), indexed for "which contain this
+    address": a learned address carries their cidr: labels, so CIDR rules select it as they select any address
+    inside them."""
+
+    def __init__(self, prefixes: Iterable[str]):
+        self.by_len: dict[int, set[int]] = {}
+        for p in prefixes:
+            net = ipaddress.ip_network(p, strict=False)
+            if net.version == 4:
+                self.by_len.setdefault(net.prefixlen, set()).add(int(net.network_address))
+        self._lens = sorted(self.by_len)
+
+    @property
+    def texts(self) -> list[str]:
+        return sorted(f"{ipaddress.IPv4Address(a)}/{n}" for n, s in self.by_len.items() for a in s)
+
+    def containing(self, ip: str) -> list[str]:
+        addr = int(ipaddress.IPv4Address(ip))
+        out = []
+        for n in self._lens:
+            net = addr & ((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF)
+            if net in self.by_len[n]:
+                out.append(f"{ipaddress.IPv4Address(net)}/{n}")
+        return out
+
+
+def learned_labels(ip: str, names: Iterable[str], selectors: Iterable[NameMatch],
+                   prefixes: RulePrefixes) -> frozenset[str] | None:
+    """The identity labels of a learned IPv4 address: the fqdn: label of every toFQDNs selector matching one of its
+    names (Cilium 1.16+ gives addresses selected by the same selectors one identity, pkg/fqdn/namemanager), the
+    cidr: labels of the rule prefixes containing it, reserved:world. None: no selector wants it."""
+    names = list(names)
+    labels = {nm.label for nm in selectors if any(nm.matches(n) for n in names)}
+    if not labels:
+        return None
+    return frozenset({*labels, *(f"cidr:{p}" for p in prefixes.containing(ip)), "reserved:world"})

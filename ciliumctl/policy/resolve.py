@@ -13,9 +13,11 @@ Cilium's agent:
   enforced; mode never: nothing enforced and no entries.
 - Peers: from/toEndpoints (label selectors), entities, CIDR/CIDRSet (CIDR identities for every prefix mentioned,
   a rule selects those inside it and not inside an except), from/toNodes (the host, by node labels), toFQDNs
-  (the addresses the DNS proxy learned for names the selector matches, `fqdn_ips`: each a CIDR identity of its
-  /32 carrying the `fqdn:` labels of every selector matching one of its names, as Cilium's ipcache labels a
-  learned prefix). toServices selects nothing here (no service watch); fromRequires is ignored.
+  (the addresses the DNS proxy learned for names the selector matches, `fqdn_ips`: each address's /32 gets the
+  node-local identity of its label set, the `fqdn:` labels of every selector matching one of its names plus the
+  `cidr:` labels of the rule prefixes containing it (policy.fqdn.learned_labels): addresses selected alike share
+  one identity, as in Cilium 1.16+, and CIDR rules still select the addresses inside them). toServices selects
+  nothing here (no service watch); fromRequires is ignored.
 - rules.dns of egress port rules: per endpoint, the DNS servers, ports and names its queries may ask
   (ResolvedState.dns, for the DNS proxy); their L4 part is an ordinary entry.
 - Ports: numbers, ranges (endPort), ANY with a port = TCP+UDP+SCTP, ICMP types; named ports are skipped (no
@@ -362,12 +364,20 @@ class _Universe:
             rows.sort()
             keys.extend((lo, hi) for lo, hi, _ in rows)
         self._sel_cache: dict[Selector, frozenset[int]] = {}
+        # learned addresses' identities (fqdn: labels): selected by their fqdn: labels, and by CIDR rules through
+        # the cidr: labels of the rule prefixes containing them
         self._by_fqdn: dict[str, set[int]] = {}
+        self._learned_cidr: dict[str, set[int]] = {}
+        self._learned: set[int] = set()
         for ident, ls in labels.items():
-            if ident in cidr_nets:
-                for lbl in ls.labels:
-                    if lbl.startswith(fqdn.LABEL_SOURCE + ":"):
-                        self._by_fqdn.setdefault(lbl, set()).add(ident)
+            if ident in cidr_nets or not any(lbl.startswith(fqdn.LABEL_SOURCE + ":") for lbl in ls.labels):
+                continue
+            self._learned.add(ident)
+            for lbl in ls.labels:
+                if lbl.startswith(fqdn.LABEL_SOURCE + ":"):
+                    self._by_fqdn.setdefault(lbl, set()).add(ident)
+                elif lbl.startswith("cidr:"):
+                    self._learned_cidr.setdefault(lbl, set()).add(ident)
 
     def _select_labels(self, sel: Selector) -> frozenset[int]:
         hit = self._sel_cache.get(sel)
@@ -410,7 +420,10 @@ class _Universe:
             if net.prefixlen == 0:
                 out.add(ids.WORLD)
             excluded = {i for e in excepts for i in self._inside(e)}
+            excluded.update(i for e in excepts for i in self._learned_cidr.get(f"cidr:{e.with_prefixlen}", ()))
             out.update(i for i in self._inside(net) if i not in excluded)
+            inside = self._learned if net.prefixlen == 0 else self._learned_cidr.get(f"cidr:{net.with_prefixlen}", ())
+            out.update(i for i in inside if i not in excluded)
         for nm in peers.fqdns:
             out.update(self._by_fqdn.get(nm.label, ()))
         for sel in peers.nodes:
@@ -460,22 +473,30 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
 
     # identities: endpoints by their security labels, CIDR prefixes mentioned by any rule
     ep_labels = [endpoint_labels(ep, (namespace_labels or {}).get(ep.namespace)) for ep in endpoints]
-    learned = _learned(rules, fqdn_ips or {})
-    cidrs = sorted(_all_cidrs(rules) | set(learned), key=lambda n: (n.version, n.network_address, n.prefixlen))
-    cidr_labels = [frozenset({f"cidr:{n.with_prefixlen}", "reserved:world", *learned.get(n, ())}) for n in cidrs]
-    allocated = allocator.allocate_many(ep_labels + cidr_labels) if (ep_labels or cidr_labels) else []
-    ep_ids, cidr_ids = allocated[:len(ep_labels)], allocated[len(ep_labels):]
+    rule_cidrs = _all_cidrs(rules)
+    cidrs = sorted(rule_cidrs, key=lambda n: (n.version, n.network_address, n.prefixlen))
+    cidr_labels = [frozenset({f"cidr:{n.with_prefixlen}", "reserved:world"}) for n in cidrs]
+    prefixes = fqdn.RulePrefixes(n.with_prefixlen for n in cidrs)
+    learned = _learned(rules, fqdn_ips or {}, prefixes)
+    learned_sets = sorted(set(learned.values()), key=sorted)
+    wanted = ep_labels + cidr_labels + learned_sets
+    allocated = allocator.allocate_many(wanted) if wanted else []
+    ep_ids, cidr_ids = allocated[:len(ep_labels)], allocated[len(ep_labels):len(ep_labels) + len(cidr_labels)]
+    learned_ids = dict(zip(learned_sets, allocated[len(ep_labels) + len(cidr_labels):]))
 
     identities: dict[int, frozenset[str]] = {i: ids.reserved_labels(i) for i in UNIVERSE_RESERVED}
     host_labels = node_identity_labels(node_labels)
     identities[ids.HOST] = host_labels
     identities.update(zip(ep_ids, ep_labels))
     identities.update(zip(cidr_ids, cidr_labels))
+    identities.update((i, ls) for ls, i in learned_ids.items())
     universe = _Universe({i: LabelSet(ls) for i, ls in identities.items()}, dict(zip(cidr_ids, cidrs)))
 
     ipcache: dict[str, int] = {"0.0.0.0/0": ids.WORLD}
     for n, i in zip(cidrs, cidr_ids):
         ipcache[n.with_prefixlen] = i
+    for ip, ls in learned.items():
+        ipcache[f"{ip}/32"] = learned_ids[ls]
     for ip in host_ips:
         ipcache[f"{ip}/32"] = ids.HOST
     for ep, i in zip(endpoints, ep_ids):
@@ -488,7 +509,8 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
         subjects.append((HOST_ENDPOINT_ID, ids.HOST, universe.labels[ids.HOST], True))
 
     res = Resolution(ResolvedState(revision=revision, identities=identities, ipcache=ipcache, endpoints={},
-                                   audit=audit, fqdn_selectors=_fqdn_selectors(rules)), mode=mode)
+                                   audit=audit, fqdn_selectors=_fqdn_selectors(rules),
+                                   fqdn_prefixes=tuple(prefixes.texts)), mode=mode)
     peer_cache: dict[int, set[int] | None] = {}
     # endpoints with one identity get one policy: compute it once per identity
     by_identity: dict[tuple[int, bool], tuple[dict, dict, dict]] = {}
@@ -543,23 +565,23 @@ def _fqdn_selectors(rules: list[_Rule]) -> tuple[fqdn.NameMatch, ...]:
                          for nm in it.peers.fqdns}))
 
 
-def _learned(rules: list[_Rule], fqdn_ips: Mapping[str, Iterable[str]]) -> dict[ipaddress._BaseNetwork, set[str]]:
-    """Learned IPv4 address -> the fqdn: labels of the toFQDNs selectors matching one of its names; addresses no
-    selector wants are left out (Cilium keeps in the ipcache only what a selector selects)."""
+def _learned(rules: list[_Rule], fqdn_ips: Mapping[str, Iterable[str]],
+             prefixes: fqdn.RulePrefixes) -> dict[str, frozenset[str]]:
+    """Learned IPv4 address -> its identity labels (fqdn.learned_labels); addresses no selector wants are left
+    out (Cilium keeps in the ipcache only what a selector selects)."""
     selectors = _fqdn_selectors(rules)
-    out: dict[ipaddress._BaseNetwork, set[str]] = {}
+    out: dict[str, frozenset[str]] = {}
     if not selectors:
         return out
     for ip, names in fqdn_ips.items():
         try:
-            net = ipaddress.ip_network(ip)
+            if ipaddress.ip_address(ip).version != 4:
+                continue           # the datapath is IPv4-only
         except ValueError:
             continue
-        if net.version != 4:
-            continue               # the datapath is IPv4-only
-        labels = {nm.label for nm in selectors for name in names if nm.matches(name)}
-        if labels:
-            out[net] = labels
+        labels = fqdn.learned_labels(ip, names, selectors, prefixes)
+        if labels is not None:
+            out[ip] = labels
     return out
 
 

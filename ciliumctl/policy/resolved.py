@@ -103,3 +103,4 @@ class ResolvedState:
     services: ServiceTable = field(default_factory=ServiceTable)   # frontends the datapath translates
     dns: dict[int, list[DNSAllow]] = field(default_factory=dict)   # endpoint id -> its egress rules.dns
     fqdn_selectors: tuple = ()                  # every toFQDNs selector (policy.fqdn.NameMatch): what is learned
+    fqdn_prefixes: tuple[str, ...] = ()         # the rule prefixes a learned address's labels are taken from

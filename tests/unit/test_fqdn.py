@@ -121,5 +121,23 @@ egress:
 """)
     state = resolve([CLIENT], [pol], "default", MemoryAllocator(), fqdn_ips={"10.99.0.5": ["api.example.test"]})
     ident = state.ipcache["10.99.0.5/32"]
-    assert {"fqdn:*.example.test", "cidr:10.99.0.5/32"} <= state.identities[ident]
+    assert state.identities[ident] == {"fqdn:*.example.test", "cidr:10.99.0.0/16", "reserved:world"}
     assert sum(1 for e in state.endpoints[1].egress.entries if e.identity == ident) == 1   # folded: one entry
+
+
+def test_addresses_selected_alike_share_one_identity_and_excepts_hold():
+    pol = policy("""
+endpointSelector: {matchLabels: {app: client}}
+egress:
+- toFQDNs: [{matchPattern: "*.example.test"}]
+  toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+- toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.66.0.0/16]}]
+  toPorts: [{ports: [{port: "22", protocol: TCP}]}]
+""")
+    learned = {"10.99.0.5": ["a.example.test"], "10.99.0.6": ["b.example.test"], "10.66.0.7": ["c.example.test"]}
+    state = resolve([CLIENT], [pol], "default", MemoryAllocator(), fqdn_ips=learned)
+    assert state.ipcache["10.99.0.5/32"] == state.ipcache["10.99.0.6/32"] != state.ipcache["10.66.0.7/32"]
+    ssh = {e.identity for e in state.endpoints[1].egress.entries if e.ports == PortRange(PROTO_TCP, 22, 22)}
+    assert state.ipcache["10.99.0.5/32"] in ssh and state.ipcache["10.66.0.7/32"] not in ssh     # the except
+    https = {e.identity for e in state.endpoints[1].egress.entries if e.ports == PortRange(PROTO_TCP, 443, 443)}
+    assert https == {state.ipcache["10.99.0.5/32"], state.ipcache["10.66.0.7/32"]}
