@@ -56,6 +56,7 @@ from ciliumctl.policy.resolved import (
     DNSAllow,
     EndpointPolicy,
     Enforcement,
+    HTTPAllow,
     PolicyEntry,
     PortRange,
     ResolvedState,
@@ -123,6 +124,7 @@ class _Item:
     peers: _Peers
     ports: list[PortRange] | None          # None = every port and protocol
     dns: list[tuple[PortRange, tuple[fqdn.NameMatch, ...]]] = field(default_factory=list)   # rules.dns by port
+    http: list[tuple[PortRange, tuple | None]] = field(default_factory=list)   # rules.http by port, None: none
 
 
 @dataclass
@@ -242,6 +244,19 @@ def _dns_of(item: model.PeerRule) -> list[tuple[PortRange, tuple[fqdn.NameMatch,
     return out
 
 
+def _http_of(item: model.PeerRule) -> list[tuple[PortRange, tuple | None]]:
+    """Every port of the item with its rules.http (None: the port rule has none): only when one has some."""
+    prs = item.to_ports or ()
+    if not any(pr.rules is not None and pr.rules.http for pr in prs):
+        return []
+    out: list[tuple[PortRange, tuple | None]] = []
+    for pr in prs:
+        http = pr.rules.http if pr.rules is not None and pr.rules.http else None
+        ranges = [r for pp in pr.ports for r in (port_ranges(pp.port, pp.end_port, pp.protocol) or ())]
+        out.extend((r, http) for r in (ranges if pr.ports else [ALL_PORTS]))
+    return out
+
+
 def _default_deny(rule: model.Rule) -> dict[Direction, bool]:
     dd = rule.enable_default_deny
     ing = dd.ingress if dd.ingress is not None else bool(rule.ingress) or bool(rule.ingress_deny)
@@ -277,7 +292,8 @@ def _compile_cilium(pol: model.Policy, notes: _Notes) -> list[_Rule]:
                 items[direction].append(_Item(origin, deny,
                                               _cilium_peers(item, pol.namespace, matches_init, where, notes),
                                               _ports_of(item, where, notes),
-                                              _dns_of(item) if section == model.EGRESS else []))
+                                              _dns_of(item) if section == model.EGRESS else [],
+                                              _http_of(item) if not deny else []))
         out.append(_Rule(pol, subject, node_rule, _default_deny(rule), items, rule.description))
     return out
 
@@ -551,6 +567,11 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
                 allows = dns_by_identity[ident] = _dns_allows(selecting_by[ident], universe, peer_cache)
             if allows:
                 res.state.dns[ep_id] = allows
+        for d in (Direction.INGRESS, Direction.EGRESS):
+            if dirs[d].enforced and not is_host:
+                http = _http_allows(selecting_by[ident], d, universe, peer_cache)
+                if http:
+                    res.state.http[(ep_id, int(d))] = http
     res.notes = notes.items
     res.notes_by_policy = notes.by_policy
     res.gaps = notes.gaps
@@ -602,6 +623,35 @@ def _dns_allows(selecting: list[_Rule], universe: _Universe, peer_cache: dict) -
                     got[1].add(it.origin)
     return [DNSAllow(ident, pr, tuple(sorted(names)), tuple(sorted(origins)))
             for (ident, pr), (names, origins) in sorted(folded.items())]
+
+
+def _http_allows(selecting: list[_Rule], d: Direction, universe: _Universe, peer_cache: dict) -> list[HTTPAllow]:
+    """rules.http of a direction per (peer, port); a port that some item allows without HTTP rules: every request."""
+    folded: dict[tuple[int, PortRange], tuple[set, set]] = {}
+    plain: set[tuple[int, PortRange]] = set()
+    has_http = any(it.http for r in selecting for it in r.items[d])
+    if not has_http:
+        return []
+    for r in selecting:
+        for it in r.items[d]:
+            if it.deny:
+                continue
+            key = id(it)
+            if key not in peer_cache:
+                peer_cache[key] = universe.select(it.peers, host_selectable=True)
+            peers = peer_cache[key]
+            ports = it.http or [(pr, None) for pr in (it.ports if it.ports is not None else [ALL_PORTS])]
+            for ident in ([IDENTITY_ANY] if peers is None else sorted(peers)):
+                for pr, rules in ports:
+                    if rules is None:
+                        plain.add((ident, pr))
+                        continue
+                    got = folded.setdefault((ident, pr), (set(), set()))
+                    got[0].update(rules)
+                    got[1].add(it.origin)
+    return [HTTPAllow(ident, pr, () if (ident, pr) in plain else tuple(sorted(rules, key=repr)),
+                      tuple(sorted(origins)))
+            for (ident, pr), (rules, origins) in sorted(folded.items())]
 
 
 def _direction(selecting: list[_Rule], d: Direction, mode: Enforcement, default_deny: bool, universe: _Universe,

@@ -63,6 +63,18 @@ class PolicyEntry:
 
 
 @dataclass(frozen=True)
+class HTTPAllow:
+    """rules.http of one port rule, folded per peer and port: requests from/to `identity` on `ports` matching one of
+    `rules` (policy.model.HTTPRule) pass the proxy; `rules` empty: every request (an L4 allow of the same peer and
+    port without HTTP rules widens them, as Cilium's L7 wildcarding). The L4 part is an ordinary PolicyEntry."""
+
+    identity: int                     # the peer's identity; IDENTITY_ANY for every peer
+    ports: PortRange
+    rules: tuple                      # policy.model.HTTPRule
+    origins: tuple[RuleOrigin, ...] = ()
+
+
+@dataclass(frozen=True)
 class DNSAllow:
     """rules.dns of one egress port rule: queries to `identity` on `ports` for names matching `names` are answered
     (the DNS proxy's allow list; the L4 part is an ordinary PolicyEntry)."""
@@ -102,5 +114,6 @@ class ResolvedState:
     audit: bool = False                         # would-be drops are reported as AUDIT and forwarded
     services: ServiceTable = field(default_factory=ServiceTable)   # frontends the datapath translates
     dns: dict[int, list[DNSAllow]] = field(default_factory=dict)   # endpoint id -> its egress rules.dns
+    http: dict[tuple[int, int], list[HTTPAllow]] = field(default_factory=dict)   # (endpoint, direction) -> rules.http
     fqdn_selectors: tuple = ()                  # every toFQDNs selector (policy.fqdn.NameMatch): what is learned
     fqdn_prefixes: tuple[str, ...] = ()         # the rule prefixes a learned address's labels are taken from

@@ -1,0 +1,100 @@
+"""rules.http in resolve (ResolvedState.http: per endpoint and direction, the proxy's rules by peer and port) and
+the HAProxy configuration made from them (node/haproxy_config.py): what the proxy gets, and what it refuses."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.identity.allocator import MemoryAllocator
+from ciliumctl.node import haproxy_config as cfg
+from ciliumctl.policy import model
+from ciliumctl.policy.resolve import resolve
+from ciliumctl.policy.resolved import PROTO_TCP, Direction, PortRange
+
+TIEFIGHTER = Endpoint(1, "tiefighter", "default", {"org": "empire", "class": "tiefighter"}, ipv4="10.200.0.1")
+DEATHSTAR = Endpoint(2, "deathstar", "default", {"org": "empire", "class": "deathstar"}, ipv4="10.200.0.2")
+XWING = Endpoint(3, "xwing", "default", {"org": "alliance", "class": "xwing"}, ipv4="10.200.0.3")
+
+# Cilium's Star Wars demo, sw_l3_l4_l7_policy.yaml
+RULE1 = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+         "metadata": {"name": "rule1", "namespace": "default"}, "spec": yaml.safe_load("""
+endpointSelector: {matchLabels: {org: empire, class: deathstar}}
+ingress:
+- fromEndpoints: [{matchLabels: {org: empire}}]
+  toPorts:
+  - ports: [{port: "80", protocol: TCP}]
+    rules:
+      http: [{method: POST, path: /v1/request-landing}]
+""")}
+
+
+def _state(*policies):
+    return resolve([TIEFIGHTER, DEATHSTAR, XWING], list(policies), "default", MemoryAllocator())
+
+
+def test_http_rules_become_the_proxys_rules_by_peer_and_port():
+    state = _state(RULE1)
+    allows = state.http[(2, int(Direction.INGRESS))]
+    empire = {state.endpoints[1].identity, state.endpoints[2].identity}
+    assert {a.identity for a in allows} == empire
+    assert {a.ports for a in allows} == {PortRange(PROTO_TCP, 80, 80)}
+    assert allows[0].rules == (model.HTTPRule(method="POST", path="/v1/request-landing"),)
+    assert allows[0].origins[0].name == "rule1"
+    assert (1, int(Direction.EGRESS)) not in state.http and (2, int(Direction.EGRESS)) not in state.http
+
+
+def test_redirect_marks_only_the_entries_with_http_rules():
+    state = _state(RULE1)
+    cfg.redirect(state, 15080)
+    entries = state.endpoints[2].ingress.entries
+    assert entries and all(e.proxy_port == 15080 for e in entries)
+    assert all(e.proxy_port == 0 for e in state.endpoints[1].egress.entries + state.endpoints[1].ingress.entries)
+
+
+def test_an_l4_allow_of_the_same_peer_and_port_widens_to_every_request():
+    plain = {**RULE1, "metadata": {"name": "plain", "namespace": "default"},
+             "spec": yaml.safe_load("""
+endpointSelector: {matchLabels: {class: deathstar}}
+ingress:
+- fromEndpoints: [{matchLabels: {class: tiefighter}}]
+  toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+""")}
+    state = _state(RULE1, plain)
+    by_peer = {a.identity: a.rules for a in state.http[(2, int(Direction.INGRESS))]}
+    assert by_peer[state.endpoints[1].identity] == ()          # tiefighter: every request (Cilium's wildcard)
+    assert by_peer[state.endpoints[2].identity] != ()          # deathstar itself: still the rule
+
+
+def test_render_names_identities_ports_and_anchored_regexes(tmp_path):
+    state = _state(RULE1)
+    text = cfg.render(state, 15080, cfg.Paths(str(tmp_path)))
+    ds = state.endpoints[2].identity
+    assert "bind 0.0.0.0:15080 transparent" in text
+    assert f"{{ var(txn.dst_id) -m int {ds} }}" in text and "{ dst_port 80 }" in text
+    assert "{ method -m reg '^(?:POST)$' }" in text and "{ pathq -m reg '^(?:/v1/request-landing)$' }" in text
+    assert 'string "Access denied\\r\\n"' in text
+    assert cfg.map_entries(state.ipcache)["10.200.0.1"] == str(state.endpoints[1].identity)
+
+
+def test_haproxy_accepts_the_rendered_configuration(tmp_path):
+    state = _state(RULE1)
+    paths = cfg.Paths(str(tmp_path))
+    (tmp_path / "ipcache.map").write_text(cfg.map_text(cfg.map_entries(state.ipcache)))
+    (tmp_path / "haproxy.cfg").write_text(cfg.render(state, 15080, paths))
+    proc = subprocess.run(["haproxy", "-c", "-f", paths.config], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("rule,match", [
+    (model.HTTPRule(path="/it's"), "quote"),
+    (model.HTTPRule(header_matches=(model.HTTPHeaderMatch("X-Token", secret={"name": "s"}),)), "secret"),
+    (model.HTTPRule(headers=("bad name: x",)), "header name"),
+])
+def test_rules_haproxy_cannot_carry_are_one_clear_line(rule, match):
+    with pytest.raises(cfg.Unexpressible, match=match) as err:
+        cfg.rule_condition(rule, "default/rule1 ingress[0]")
+    assert "\n" not in str(err.value) and err.value.exit_code == 2
