@@ -32,6 +32,7 @@ if TYPE_CHECKING:   # the parts are imported when started: `agent status` stays 
     from ciliumctl.node.cluster_sync import ClusterNode
     from ciliumctl.node.cni_server import CniServer
     from ciliumctl.node.fqdn_agent import DNSOptions, DNSService
+    from ciliumctl.node.http_agent import HTTPService
 
 log = logging.getLogger("ciliumctl.node.agent")
 
@@ -116,6 +117,7 @@ class Agent:
         self.cni: CniServer | None = None
         self.cluster: ClusterNode | None = None
         self.dns: DNSService | None = None
+        self.http: HTTPService | None = None
         self._lock_fd: int | None = None
         self._reader_thread: threading.Thread | None = None
         self.datapath_attached = False
@@ -176,6 +178,7 @@ class Agent:
                 self._start_cni()
             self._start_cluster()
             self._start_dns()
+            self._start_http()
             self._reader_thread = threading.Thread(target=self._read_loop, name="events", daemon=True)
             self._reader_thread.start()
         except BaseException:
@@ -230,6 +233,11 @@ class Agent:
             log.error("DNS proxy not started: port %d: %s; DNS of endpoints with DNS rules is dropped until an "
                       "agent binds it (--tofqdns-proxy-port)", opts.proxy_port, err.strerror)
 
+    def _start_http(self) -> None:
+        from ciliumctl.node.http_agent import HTTPService
+
+        self.http = HTTPService().start()
+
     def _dns_flow(self, event) -> None:
         """A DNS request or response of the proxy: an L7 flow in the ring (flows.dns)."""
         from ciliumctl.flows.dns import dns_flow
@@ -254,6 +262,8 @@ class Agent:
         self.stop_event.set()
         if self._reader_thread is not None:
             self._reader_thread.join(timeout=3)
+        if self.http is not None:
+            self.http.stop()
         if self.dns is not None:
             with contextlib.suppress(Exception):
                 self.dns.stop()

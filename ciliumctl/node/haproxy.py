@@ -61,7 +61,9 @@ class HAProxy:
     def apply(self, state: ResolvedState) -> None:
         """Configuration and identity map of a revision: start, reload or only update the map."""
         text = cfg.render(state, self.port, self.paths)          # Unexpressible: nothing changed yet
-        entries = cfg.map_entries(state.ipcache)
+        self.apply_rendered(text, cfg.map_entries(state.ipcache))
+
+    def apply_rendered(self, text: str, entries: dict[str, str]) -> None:
         with self._lock:
             Path(self.paths.run_dir).mkdir(parents=True, exist_ok=True)
             if text != self.config or not self._running():

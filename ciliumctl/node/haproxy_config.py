@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ciliumctl.base.errors import UsageError
 from ciliumctl.policy import model
+from ciliumctl.policy.resolve import HOST_ENDPOINT_ID
 from ciliumctl.policy.resolved import IDENTITY_ANY, PROTO_ANY, PROTO_TCP, Direction, HTTPAllow, ResolvedState
 
 WORLD = 2
@@ -178,11 +179,20 @@ def render(state: ResolvedState, port: int, paths: Paths) -> str:
         f"    http-request deny deny_status 403 content-type text/plain string \"{DENY_BODY}\" "
         "if { var(txn.verdict) -m str DROPPED }",
         "    http-request set-var(txn.verdict) str(FORWARDED)",
+    ]
+    local = sorted({ep.identity for ep in state.endpoints.values() if ep.endpoint_id != HOST_ENDPOINT_ID})
+    if local:
+        lines.append(f"    use_backend to_endpoint if {{ var(txn.dst_id) -m int {' '.join(map(str, local))} }}")
+    lines += [
         "    default_backend original_destination",
-        "backend original_destination",
-        # to the address and port the client asked for, from the client's own address: the destination's policy
-        # sees the client's identity (bpf/lib/enforce.h from_proxy_upstream)
+        # to the address and port the client asked for. To an endpoint of this node: from the client's own
+        # address, so that the destination's policy sees the client's identity (bpf/lib/enforce.h
+        # from_proxy_upstream steers the replies back); elsewhere from the node's address, whose replies are
+        # the node's own (a reply to a pod's address arriving from outside would be forwarded, not proxied)
+        "backend to_endpoint",
         "    source 0.0.0.0 usesrc clientip",
+        "    server original 0.0.0.0",
+        "backend original_destination",
         "    server original 0.0.0.0",
         "",
     ]

@@ -92,6 +92,10 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
     hostfw.finish_state(state, settings)
     state.services = service_store.load()
     redirect_dns(state)
+    if state.http:
+        from ciliumctl.node import http_agent
+
+        http_agent.prepare(state)      # rules.http -> HAProxy's port; a rule it cannot carry: nothing applied
     return state
 
 
@@ -111,7 +115,7 @@ def ensure_proxy_route(state: ResolvedState) -> None:
     """The node namespace's local route for packets handed to a proxy (datapath.proxyroute), once per process,
     when the revision redirects anything."""
     global _proxy_route
-    if _proxy_route or not state.dns:
+    if _proxy_route or not (state.dns or state.http):
         return
     from ciliumctl.datapath import proxyroute
 
@@ -140,6 +144,9 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
     save_settings(settings)
     save_enforcement(state)
     save_dns_policy(state, endpoints)
+    from ciliumctl.node import http_agent
+
+    http_agent.save(state)
     return report
 
 
