@@ -250,7 +250,10 @@ class ClusterNode:
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
             state.dns.pop(ep.id, None)
+            for d in (1, 2):
+                state.http.pop((ep.id, d), None)
         node_reconcile.redirect_dns(state)
+        node_reconcile.redirect_http(state)
         node_reconcile.ensure_proxy_route(state)
         report.services = self.services(settings.service_cidr)
         state.services = report.services.table
@@ -261,6 +264,7 @@ class ClusterNode:
         node_settings.save_settings(settings)
         node_reconcile.save_enforcement(state)
         node_reconcile.save_dns_policy(state, local)
+        node_reconcile.save_http_proxy(state)
         for ep in local:
             pol = state.endpoints.get(ep.id)
             if pol is not None and pol.identity != ep.identity:

@@ -92,10 +92,7 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
     hostfw.finish_state(state, settings)
     state.services = service_store.load()
     redirect_dns(state)
-    if state.http:
-        from ciliumctl.node import http_agent
-
-        http_agent.prepare(state)      # rules.http -> HAProxy's port; a rule it cannot carry: nothing applied
+    redirect_http(state)
     return state
 
 
@@ -106,6 +103,22 @@ def redirect_dns(state: ResolvedState) -> None:
         from ciliumctl.node import dns_policy
 
         dns_policy.redirect(state, dns_policy.proxy_port())
+
+
+def redirect_http(state: ResolvedState) -> None:
+    """Ports with rules.http go to the agent's HAProxy (node.http_agent.prepare); a rule it cannot carry or no
+    haproxy binary: one line, before anything is applied."""
+    if state.http:
+        from ciliumctl.node import http_agent
+
+        http_agent.prepare(state)
+
+
+def save_http_proxy(state: ResolvedState) -> None:
+    """What the agent's HAProxy runs from now on (node.http_agent.save)."""
+    from ciliumctl.node import http_agent
+
+    http_agent.save(state)
 
 
 _proxy_route = False
@@ -144,9 +157,7 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
     save_settings(settings)
     save_enforcement(state)
     save_dns_policy(state, endpoints)
-    from ciliumctl.node import http_agent
-
-    http_agent.save(state)
+    save_http_proxy(state)
     return report
 
 

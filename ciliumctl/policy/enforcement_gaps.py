@@ -7,7 +7,9 @@ Pure: a model.Policy in, Gap values out; `locate` adds file:line:col from a load
 What the datapath (bpf/bpf_lxc.c over datapath/mapstate.py) does: IPv4 only (routable IPv6 is dropped wherever
 a direction is enforced); L3 by identity from an ipcache that holds endpoints, CIDR prefixes of rules and
 0.0.0.0/0 = world, nothing else (no host or node addresses, no kube-apiserver, health or ingress identities);
-L4 by protocol and port or ICMP type. No proxy (L7, DNS, TLS, listeners), no DNS learning (toFQDNs), no
+L4 by protocol and port or ICMP type. HTTP: rules.http through the agent's HAProxy
+(node/haproxy_config.py; without a running agent the ports refuse). No other proxy (L7 Kafka and generic, DNS, TLS,
+listeners), no DNS learning (toFQDNs), no
 service, cloud-group or CIDR-group watch, no mutual authentication. The host endpoint (nodeSelector rules) only
 where the node runs the host firewall (`install --host-firewall`, bpf_host.c): callers say so with `HostFirewall`;
 then the node's addresses are host (1) in the ipcache, and the other nodes' remote-node (6) when it knows them.
@@ -274,6 +276,16 @@ class _Finder:
                      "it is ignored: the rule's peers match without the required labels",
                      path + (f"{prefix}Requires",), origin, weaker=not deny)
 
+    def http_rules(self, rules: tuple, path: tuple, origin: RuleOrigin, ranges: tuple) -> None:
+        """What HAProxy does not do of rules.http: a headerMatches mismatch action lets the request pass as in
+        Cilium, but the header is not added, replaced or removed, nor the mismatch logged."""
+        for i, rule in enumerate(rules):
+            for j, m in enumerate(rule.header_matches):
+                if m.mismatch:
+                    self.add("l7-http-mismatch", f"the headerMatches mismatch action ({m.mismatch})",
+                             "the request passes, its header is not edited and the mismatch not logged",
+                             path + (i, "headerMatches", j, "mismatch"), origin, ranges, weaker=False)
+
     def port_rule(self, pr: model.PortRule, path: tuple, origin: RuleOrigin, deny: bool) -> None:
         ports, ranges = _ports_text(pr), _ranges(pr)
 
@@ -283,6 +295,9 @@ class _Finder:
         rules = pr.rules
         if rules is not None:
             for name, (kind, what) in L7_KINDS.items():
+                if name == "http":
+                    self.http_rules(rules.http or (), path + ("rules", "http"), origin, ranges)
+                    continue           # the agent's HAProxy enforces it (node/haproxy_config.py)
                 if getattr(rules, name):
                     self.add(kind, f"the {what}", at_l4("no L7 proxy"), path + ("rules", name), origin, ranges)
         if pr.server_names:

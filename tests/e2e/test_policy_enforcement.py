@@ -12,9 +12,9 @@ import pytest
 pytestmark = pytest.mark.root
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
-L7 = str(EXAMPLES / "starwars-l7-http.yaml")
+L7 = str(EXAMPLES / "starwars-l7-kafka.yaml")
 L4 = str(EXAMPLES / "starwars-l3-l4.yaml")
-WARNING = (f"{L7}:22:9: warning: the L7 HTTP rule (rules.http) is not enforced: all traffic on 80/TCP with the "
+WARNING = (f"{L7}:22:9: warning: the L7 Kafka rule (rules.kafka) is not enforced: all traffic on 80/TCP with the "
            "rule's peers is allowed at L4 (no L7 proxy) (--strict-enforcement refuses it)")
 
 
@@ -60,11 +60,11 @@ def test_l7_policy_is_applied_with_a_warning_and_strict_refuses_it(node):
     obj = json.loads(node.cli("policy", "get", "rule1-l7", "-o", "json").stdout)
     cond = obj["status"]["conditions"][0]
     assert (cond["type"], cond["status"], cond["reason"]) == ("Enforced", "False", "PartiallyEnforced")
-    assert cond["message"].startswith("spec.ingress[0].toPorts[0].rules.http: the L7 HTTP rule")
+    assert cond["message"].startswith("spec.ingress[0].toPorts[0].rules.kafka: the L7 Kafka rule")
 
     st = json.loads(node.cli("status", "-o", "json").stdout)
     assert st["policies"] == 2 and [p["policy"] for p in st["partially_enforced"]] == [
         "CiliumNetworkPolicy default/rule1-l7"]
-    assert st["partially_enforced"][0]["unenforced"][0]["kind"] == "l7-http"
+    assert st["partially_enforced"][0]["unenforced"][0]["kind"] == "l7-kafka"
     line = next(x for x in node.cli("status").stdout.splitlines() if x.startswith("Policies:"))
     assert "2 (1 partially enforced: CiliumNetworkPolicy default/rule1-l7;" in line

@@ -17,7 +17,7 @@ from ciliumctl.policy import enforcement_gaps
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 pytestmark = [pytest.mark.root]
-L7 = EXAMPLES / "starwars-l7-http.yaml"
+L7 = EXAMPLES / "starwars-l7-kafka.yaml"
 L4 = EXAMPLES / "starwars-l3-l4.yaml"
 CNP = KINDS["CiliumNetworkPolicy"]
 
@@ -35,13 +35,13 @@ def sync_once(kube):
 def test_apply_names_the_gaps_and_strict_refuses_before_any_write(installed):
     with pytest.raises(enforcement_gaps.UnenforcedPolicies) as refused:
         pa.apply_policies([str(L4), str(L7)], kube=installed, strict=True)
-    assert refused.value.exit_code == 1 and [g.gap.kind for g in refused.value.gaps] == ["l7-http"]
+    assert refused.value.exit_code == 1 and [g.gap.kind for g in refused.value.gaps] == ["l7-kafka"]
     assert installed.list(CNP)[0] == []                      # nothing applied, not even the fully enforced one
 
     gaps: list = []
     results = pa.apply_policies([str(L4), str(L7)], kube=installed, gaps=gaps)
     assert [r.action for r in results] == ["created", "created"]
-    assert [(g.file, g.line, g.column, g.gap.kind) for g in gaps] == [(str(L7), 22, 9, "l7-http")]
+    assert [(g.file, g.line, g.column, g.gap.kind) for g in gaps] == [(str(L7), 22, 9, "l7-kafka")]
 
 
 def test_agent_sets_enforced_beside_valid(installed, kubeconfig, node_env, caplog, tmp_path):
@@ -54,7 +54,7 @@ def test_agent_sets_enforced_beside_valid(installed, kubeconfig, node_env, caplo
     assert "policy CiliumNetworkPolicy/default/rule1-l7 is enforced partially: spec.ingress[0]" in caplog.text
 
     assert report.partially_enforced == {"CiliumNetworkPolicy/default/rule1-l7": [
-        "spec.ingress[0].toPorts[0].rules.http: the L7 HTTP rule (rules.http) is not enforced: all traffic on "
+        "spec.ingress[0].toPorts[0].rules.kafka: the L7 Kafka rule (rules.kafka) is not enforced: all traffic on "
         "80/TCP with the rule's peers is allowed at L4 (no L7 proxy)"]}
     l7 = installed.get(CNP, "rule1-l7", "default")
     cond = sc.enforced_condition(l7)
@@ -68,7 +68,7 @@ def test_agent_sets_enforced_beside_valid(installed, kubeconfig, node_env, caplo
     rows = {r["name"]: r for r in pa.policy_rows(pa.get_policies(kube=installed))}
     assert (rows["rule1"]["enforced"], rows["rule1-l7"]["enforced"], rows["broken"]["enforced"]) == (
         "full", "partial", "none")
-    assert "rules.http" in rows["rule1-l7"]["message"]
+    assert "rules.kafka" in rows["rule1-l7"]["message"]
     from ciliumctl.cluster import install
 
     assert install.status(kube=installed).partially_enforced == ["CiliumNetworkPolicy/default/rule1-l7"]
@@ -98,11 +98,11 @@ def test_cli_warns_and_strict_exits_1(installed, kubeconfig, tmp_path):
 
     strict = run("policy", "apply", "-f", str(L7), "--strict-enforcement")
     assert strict.returncode == 1 and strict.stdout == ""
-    assert f"{L7}:22:9: error: the L7 HTTP rule (rules.http) is not enforced" in strict.stderr
+    assert f"{L7}:22:9: error: the L7 Kafka rule (rules.kafka) is not enforced" in strict.stderr
     assert "nothing applied" in strict.stderr and installed.list(CNP)[0] == []
 
     res = run("policy", "apply", "-f", str(L7))
     assert res.returncode == 0 and res.stdout.strip() == "ciliumnetworkpolicy.cilium.io/rule1-l7 created"
-    assert f"{L7}:22:9: warning: the L7 HTTP rule (rules.http) is not enforced" in res.stderr
+    assert f"{L7}:22:9: warning: the L7 Kafka rule (rules.kafka) is not enforced" in res.stderr
     table = run("policy", "get").stdout
     assert "ENFORCED" in table.splitlines()[0] and "Unknown" in table      # no agent has looked at it yet

@@ -168,7 +168,7 @@ def test_rejected_and_partial_policies_say_why(k8s, cluster):
                "spec": {"endpointSelector": {"matchLabels": {"app": "rep-web"}},
                         "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "rep-client"}}],
                                      "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}],
-                                                  "rules": {"http": [{"method": "GET", "path": "/"}]}}]}]}}
+                                                  "rules": {"kafka": [{"role": "produce", "topic": "t"}]}}]}]}}
     apply(k8s, rejected, partial)
 
     def events(name: str) -> dict[str, dict]:
@@ -185,7 +185,7 @@ def test_rejected_and_partial_policies_say_why(k8s, cluster):
 
     assert wait_until(lambda: set(events("rep-l7")) == {"node1", "node2"}, 30, 0.5), events("rep-l7")
     for event in events("rep-l7").values():
-        assert event["reason"] == "PolicyPartiallyEnforced" and "rules.http" in event["message"], event
+        assert event["reason"] == "PolicyPartiallyEnforced" and "rules.kafka" in event["message"], event
     conditions = {c["type"]: c for c in kubectl_json(k8s, "get", "cnp", "rep-l7")["status"]["conditions"]}
     assert conditions["Valid"]["status"] == "True" and conditions["Enforced"]["status"] == "False"
-    assert "L7 HTTP rule" in conditions["Enforced"]["message"], conditions["Enforced"]
+    assert "L7 Kafka rule" in conditions["Enforced"]["message"], conditions["Enforced"]

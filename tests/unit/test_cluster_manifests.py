@@ -13,7 +13,7 @@ from ciliumctl.base.errors import UsageError
 from ciliumctl.cluster import install as inst
 from ciliumctl.cluster import status_conditions as sc
 
-L7 = Path(__file__).resolve().parents[2] / "examples" / "policies" / "starwars-l7-http.yaml"
+L7 = Path(__file__).resolve().parents[2] / "examples" / "policies" / "starwars-l7-kafka.yaml"
 
 
 def dry_run(**kwargs) -> list[dict]:

@@ -24,13 +24,13 @@ def where(gaps) -> list[tuple[str, int, int]]:
     return [(g.gap.kind, g.line, g.column) for g in gaps]
 
 
-def test_star_wars_l7_http_points_at_the_http_key_and_says_l4():
-    gaps = eg.locate_all(load.load_paths(["examples/policies/starwars-l7-http.yaml"]))
-    assert where(gaps) == [("l7-http", 22, 9)]            # `http:` under rules
+def test_star_wars_l7_kafka_points_at_the_kafka_key_and_says_l4():
+    gaps = eg.locate_all(load.load_paths(["examples/policies/starwars-l7-kafka.yaml"]))
+    assert where(gaps) == [("l7-kafka", 22, 9)]            # `kafka:` under rules
     g = gaps[0]
-    assert g.path == "spec.ingress[0].toPorts[0].rules.http"
+    assert g.path == "spec.ingress[0].toPorts[0].rules.kafka"
     assert g.warning() == (
-        "examples/policies/starwars-l7-http.yaml:22:9: warning: the L7 HTTP rule (rules.http) is not enforced: "
+        "examples/policies/starwars-l7-kafka.yaml:22:9: warning: the L7 Kafka rule (rules.kafka) is not enforced: "
         "all traffic on 80/TCP with the rule's peers is allowed at L4 (no L7 proxy) "
         "(--strict-enforcement refuses it)")
     assert g.gap.weaker and g.gap.ports == (PortRange(PROTO_TCP, 80, 80),)
@@ -171,11 +171,11 @@ def test_fully_enforced_policies_have_no_gap():
 
 
 def test_condition_and_summary():
-    data = next(iter(load.load_paths(["examples/policies/starwars-l7-http.yaml"]))).data
+    data = next(iter(load.load_paths(["examples/policies/starwars-l7-kafka.yaml"]))).data
     gaps = eg.gaps_of_data(data)
     cond = eg.condition(gaps)
     assert cond["type"] == "Enforced" and cond["status"] == "False" and cond["reason"] == "PartiallyEnforced"
-    assert cond["message"].startswith("spec.ingress[0].toPorts[0].rules.http: the L7 HTTP rule")
+    assert cond["message"].startswith("spec.ingress[0].toPorts[0].rules.kafka: the L7 Kafka rule")
     assert eg.condition([])["status"] == "True"
     assert eg.PolicyEnforcement("x", gaps).to_dict()["enforced"] == "partial"
     assert len(eg.condition(gaps * 50, max_message=200)["message"]) == 200
@@ -210,12 +210,12 @@ def test_trace_says_l7_is_not_enforced_where_the_verdict_rests_on_it():
     from ciliumctl.policy.labels import parse_label_list
     from ciliumctl.policy.trace import Peer, trace
 
-    pols = _policies("examples/policies/starwars-l7-http.yaml")
+    pols = _policies("examples/policies/starwars-l7-kafka.yaml")
     tie = Peer(parse_label_list(["org=empire,class=tiefighter"]))
     deathstar = Peer(parse_label_list(["org=empire,class=deathstar"]))
     r = trace(tie, deathstar, PROTO_TCP, 80, pols)
     assert r.allowed and r.ingress.unenforced == [
-        "L7 not enforced: allowed at L4 (spec.ingress[0].toPorts[0].rules.http)"]
+        "L7 not enforced: allowed at L4 (spec.ingress[0].toPorts[0].rules.kafka)"]
     assert r.to_dict()["ingress"]["unenforced"] == r.ingress.unenforced and r.egress.unenforced == []
     denied = trace(tie, deathstar, PROTO_TCP, 81, pols)    # not the L7 rule's port: nothing to add
     assert not denied.allowed and denied.ingress.unenforced == []
@@ -256,11 +256,11 @@ def test_trace_cli_prints_the_remark(tmp_path):
     import sys
 
     args = [sys.executable, "-m", "ciliumctl.cli.main", "policy", "trace", "-f",
-            "examples/policies/starwars-l7-http.yaml", "-s", "org=empire,class=tiefighter",
+            "examples/policies/starwars-l7-kafka.yaml", "-s", "org=empire,class=tiefighter",
             "-d", "org=empire,class=deathstar", "--dport", "80/tcp"]
     env = {**os.environ, "NO_COLOR": "1"}
     out = subprocess.run(args, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
-    assert "L7 not enforced: allowed at L4 (spec.ingress[0].toPorts[0].rules.http)" in out.stdout
+    assert "L7 not enforced: allowed at L4 (spec.ingress[0].toPorts[0].rules.kafka)" in out.stdout
     data = json.loads(subprocess.run(args + ["-o", "json"], capture_output=True, text=True, env=env).stdout)
-    assert data["ingress"]["unenforced"] == ["L7 not enforced: allowed at L4 (spec.ingress[0].toPorts[0].rules.http)"]
+    assert data["ingress"]["unenforced"] == ["L7 not enforced: allowed at L4 (spec.ingress[0].toPorts[0].rules.kafka)"]
