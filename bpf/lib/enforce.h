@@ -339,6 +339,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 	}
 
 	/* a new connection: decide policy with the active revision */
+	if (!host && dir == CTL_DIR_INGRESS)
+		lb_xlated_svc(&p, now);   /* the backend's end of a translated connection names its service (lib/lb.h) */
 	if (!decide(&d, &p, ifindex, dir))
 		return TC_ACT_OK;
 	__u32 src_id = dir == CTL_DIR_EGRESS ? d.own_id : d.peer_id;

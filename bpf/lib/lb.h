@@ -74,6 +74,50 @@ static __always_inline __u32 lb_pick(const struct lb_svc_val *svc, __u8 slot, co
 	return id;
 }
 
+/* The backend's end of a translated connection sees a packet to the backend like any other. So that its events
+ * name the service too (flows' destination_service), the client's side leaves a marker in lb_conns: the tuple as
+ * translated, under ifindex 0, which no interface has, written when the backend is picked and on every SYN of
+ * the connection (a retransmission). The backend's side reads it for the first packet of a connection, trusting
+ * it for LB_XLATED_WINDOW only: an LRU entry outlives its connection, and a later direct connection on the same
+ * ports must not be named after the service. */
+#define LB_XLATED_WINDOW (5ULL * NSEC)
+
+static __always_inline void lb_xlated_key(struct lb_conn_key *k, const struct pkt *p)
+{
+	k->saddr = p->saddr;
+	k->vip = p->daddr;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->ifindex = 0;
+}
+
+static __always_inline void lb_mark_xlated(const struct pkt *p, __u32 svc_id, __u32 backend_id, __u64 now)
+{
+	struct lb_conn_key k = {};
+	struct lb_conn v = {};
+
+	lb_xlated_key(&k, p);
+	v.last_seen = now;
+	v.backend_id = backend_id;
+	v.svc_id = svc_id;
+	lb_conns.update(&k, &v);
+}
+
+/* p: the first packet of a connection at the backend's end; its service, if the client's side translated it */
+static __always_inline void lb_xlated_svc(struct pkt *p, __u64 now)
+{
+	struct lb_conn_key k = {};
+	struct lb_conn *c;
+
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return;
+	lb_xlated_key(&k, p);
+	c = lb_conns.lookup(&k);
+	if (c && now - c->last_seen <= LB_XLATED_WINDOW)
+		p->svc_id = c->svc_id;
+}
+
 /* Rewrite destination address and port (TCP/UDP), checksums included. */
 static __always_inline int lb_rewrite_dst(struct __sk_buff *skb, __u32 l4_off, __u8 proto, __u32 old_addr,
 					  __u32 new_addr, __u16 old_port, __u16 new_port)
@@ -146,7 +190,7 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __
 	struct lb_backend *be = 0;
 	struct dp_state *st;
 	__u32 zero = 0, backend_id = 0, l4_off;
-	__u8 slot;
+	__u8 slot, picked = 0;
 
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return LB_NONE;
@@ -207,6 +251,7 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __
 		nc.backend_id = backend_id;
 		nc.svc_id = svc->svc_id;
 		lb_conns.update(&ck, &nc);
+		picked = 1;
 	}
 	l4_off = lb_l4_off(skb);
 	if (!l4_off || lb_rewrite_dst(skb, l4_off, p->proto, p->daddr, be->addr, p->dport, be->port) < 0)
@@ -215,6 +260,8 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __
 	p->dport = be->port;
 	p->policy_port = be->port;
 	p->ev_dport = be->port;
+	if (picked || (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN))
+		lb_mark_xlated(p, svc->svc_id, backend_id, now);
 	if (be->addr == p->saddr) {
 		if (lb_rewrite_src(skb, l4_off, p->proto, p->saddr, LB_LOOPBACK, p->sport, p->sport) < 0)
 			return LB_ERROR;

@@ -200,9 +200,11 @@ def test_policy_is_decided_on_the_backend(sandbox, datapath, events):
     evts = events.events()
     ok = [e for e in evts if e.type == ev.EVENT_POLICY_VERDICT and e.saddr == a.ip]
     assert ok and ok[0].daddr == b.ip and ok[0].dport == 8080 and ok[0].verdict == ev.VERDICT_FORWARDED
-    assert ok[0].svc_id == 0     # at the backend: a packet like any other (as Cilium's flows there)
+    # the backend's end sees a packet to the backend; the client's side marked it: its events name the service
+    assert ok[0].svc_id == 1
     denied = [e for e in evts if e.type == ev.EVENT_DROP and e.saddr == c.ip]
     assert denied and denied[0].daddr == b.ip and denied[0].dport == 8080 and denied[0].subtype == ev.DROP_POLICY
+    assert {e.svc_id for e in denied} == {1}       # the retransmitted SYNs too (the marker is renewed by each)
     # replies reach the client from the frontend (flows name the service by that address): no id
     replies = [e for e in evts if e.type == ev.EVENT_TRACE and e.is_reply and e.daddr == a.ip]
     assert replies and all(e.saddr == VIP and e.sport == 80 and e.svc_id == 0 for e in replies)
@@ -214,8 +216,11 @@ def test_policy_is_decided_on_the_backend(sandbox, datapath, events):
     # the client's verdict is on the translated packet: its event names the service (flows' destination_service)
     assert _ask(a, b.ip, 8080)[0] == b.ip       # direct: none
     time.sleep(0.1)
-    mine = [e for e in events.events() if e.type == ev.EVENT_POLICY_VERDICT and e.saddr == a.ip and e.direction == 2]
+    evts = events.events()
+    mine = [e for e in evts if e.type == ev.EVENT_POLICY_VERDICT and e.saddr == a.ip and e.direction == 2]
     assert [(e.daddr, e.dport, e.svc_id) for e in mine] == [(b.ip, 8080, 1), (b.ip, 8080, 0)]
+    at_b = [e for e in evts if e.type == ev.EVENT_POLICY_VERDICT and e.saddr == a.ip and e.direction == 1]
+    assert [e.svc_id for e in at_b] == [1, 0]      # at the backend: the service's connection, then the direct one
 
 
 NODE_IP, OUTSIDE_IP = "192.168.77.1", "192.168.77.2"
