@@ -236,7 +236,14 @@ class Agent:
     def _start_http(self) -> None:
         from ciliumctl.node.http_agent import HTTPService
 
-        self.http = HTTPService().start()
+        self.http = HTTPService(on_flow=self._http_flow).start()
+
+    def _http_flow(self, event) -> None:
+        """A request and its response through the HTTP proxy: L7 flows in the ring (flows.http)."""
+        from ciliumctl.flows.http import http_flows
+
+        for flow in http_flows(event, self.meta.refresh(), self.node_name):
+            self.store.add_flow(flow)
 
     def _dns_flow(self, event) -> None:
         """A DNS request or response of the proxy: an L7 flow in the ring (flows.dns)."""

@@ -31,9 +31,10 @@ from ciliumctl.policy.resolved import IDENTITY_ANY, PROTO_ANY, PROTO_TCP, Direct
 
 WORLD = 2
 DENY_BODY = "Access denied\\r\\n"        # HAProxy string escapes: Envoy's body, CRLF included
-# the log line node/l7flows.py parses: one field per |, the request line last (it may hold |)
-LOG_FORMAT = ("%Ts%ms|%ci|%cp|%fi|%fp|%[var(txn.src_id)]|%[var(txn.dst_id)]|%[var(txn.dir)]|%ST|%Tq|%Tr|%Ta"
-              "|%HM|%HP|%HV|%[capture.req.hdr(0)]|%[var(txn.verdict)]|%{+Q}r")
+# the log line node/http_agent.py parses: one field per |, the URI last (it may hold |)
+LOG_FORMAT = ("%Ts%ms|%ci|%cp|%fi|%fp|%[var(txn.src_id)]|%[var(txn.dst_id)]|%[var(txn.dir)]|%ST|%Tr|%Ta"
+              "|%HM|%HV|%[capture.req.hdr(0)]|%[var(txn.verdict)]|%HU")
+LOG_FIELDS = 16
 
 
 class Unexpressible(UsageError):

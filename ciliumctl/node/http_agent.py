@@ -13,14 +13,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ciliumctl.base import paths, statefile
 from ciliumctl.node import haproxy_config as cfg
 from ciliumctl.node.haproxy import DEFAULT_PORT, HAProxy, binary
 from ciliumctl.policy.resolved import ResolvedState
+
+if TYPE_CHECKING:
+    from ciliumctl.flows.http import HTTPEvent
 
 log = logging.getLogger("ciliumctl.node.http_agent")
 POLL = 0.2
@@ -55,18 +60,69 @@ def save(state: ResolvedState, port: int = DEFAULT_PORT) -> None:
         "map": cfg.map_entries(state.ipcache)})
 
 
+def parse_log(line: str) -> HTTPEvent | None:
+    """One of HAProxy's log lines (haproxy_config.LOG_FORMAT) as an HTTPEvent; None for anything else."""
+    from ciliumctl.flows.http import HTTPEvent  # protobuf: only where flows are made
+
+    parts = line.rstrip("\n").split("|", cfg.LOG_FIELDS - 1)
+    if len(parts) != cfg.LOG_FIELDS:
+        return None
+    ts, ci, cp, fi, fp, src_id, dst_id, direction, status, tr, _ta, method, version, host, verdict, uri = parts
+    try:
+        latency_ms = int(tr)
+        return HTTPEvent(time_ns=int(ts) * 1_000_000, client=(ci, int(cp)), server=(fi, int(fp)), method=method,
+                         path=uri, protocol=version, host=host.strip("{}"), code=int(status),
+                         latency_ns=max(latency_ms, 0) * 1_000_000, allowed=verdict == "FORWARDED",
+                         ingress=direction == "ingress", client_identity=int(src_id or 0),
+                         server_identity=int(dst_id or 0))
+    except ValueError:
+        return None
+
+
 class HTTPService:
-    def __init__(self, on_log: Callable[[str], None] | None = None):
-        self.on_log = on_log
+    def __init__(self, on_flow: Callable[[HTTPEvent], None] | None = None):
+        self.on_flow = on_flow
         self.proxy: HAProxy | None = None
         self._key: tuple | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._log_thread: threading.Thread | None = None
+        self._log: socket.socket | None = None
 
     def start(self) -> HTTPService:
+        self._open_log()
         self._thread = threading.Thread(target=self._loop, name="http-proxy", daemon=True)
         self._thread.start()
         return self
+
+    def _open_log(self) -> None:
+        """HAProxy's log socket (a unix datagram socket: a lost line costs a flow, never blocks the proxy)."""
+        path = cfg.Paths(str(proxy_dir())).log
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self._log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._log.bind(path)
+        os.chmod(path, 0o600)
+        self._log.settimeout(0.5)
+        self._log_thread = threading.Thread(target=self._read_log, name="http-proxy-log", daemon=True)
+        self._log_thread.start()
+
+    def _read_log(self) -> None:
+        assert self._log is not None
+        while not self._stop.is_set():
+            try:
+                data = self._log.recv(16384)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            event = parse_log(data.decode(errors="replace"))
+            if event is not None and self.on_flow is not None:
+                try:
+                    self.on_flow(event)
+                except Exception as err:  # noqa: BLE001 - a flow lost, the proxy's log keeps being read
+                    log.warning("HTTP flow: %s", err)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -104,5 +160,9 @@ class HTTPService:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(3)
+        if self._log_thread is not None:
+            self._log_thread.join(3)
+        if self._log is not None:
+            self._log.close()
         if self.proxy is not None:
             self.proxy.stop()      # the ports stay redirected: refused while no proxy listens

@@ -5,6 +5,7 @@ the L4 allow never gets a connection; with the agent down, the L7 port refuses c
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -70,6 +71,19 @@ def test_star_wars_l7_rule_end_to_end(node, tmp_path):
     assert request(node, "tiefighter", ds, "GET", "/etc").startswith("403")
     # no L4 allow for the xwing: the datapath drops it before any proxy
     assert request(node, "xwing", ds, "GET", "/").startswith("ERROR")
+
+    # every request through the proxy is an L7 flow, as hubble shows them
+    def l7(*flags: str) -> list[dict]:
+        out = node.cli("observe", "--last", "100", "-t", "l7", "-o", "json", *flags, check=False).stdout
+        return [json.loads(x)["flow"] for x in out.splitlines() if x.strip()]
+
+    assert wait_until(lambda: l7("--http-method", "PUT"), 5), node.cli("observe", "--last", "20").stdout
+    put = l7("--http-method", "PUT")
+    assert put and put[0]["verdict"] == "DROPPED" and put[0]["l7"]["type"] == "REQUEST"
+    assert put[0]["l7"]["http"]["url"].endswith("/v1/exhaust-port") and put[0]["source"]["pod_name"] == "tiefighter"
+    landing = l7("--http-path", "/v1/request-landing", "--http-status", "501")
+    assert landing and landing[0]["l7"]["type"] == "RESPONSE" and landing[0]["verdict"] == "FORWARDED"
+    assert landing[0]["traffic_direction"] == "INGRESS" and landing[0]["source"]["pod_name"] == "deathstar"
 
     # the agent (and its proxy) down: the redirected port refuses, never passes unfiltered
     node.cli("agent", "stop")
