@@ -7,12 +7,14 @@ Pure: a model.Policy in, Gap values out; `locate` adds file:line:col from a load
 What the datapath (bpf/bpf_lxc.c over datapath/mapstate.py) does: IPv4 only (routable IPv6 is dropped wherever
 a direction is enforced); L3 by identity from an ipcache that holds endpoints, CIDR prefixes of rules and
 0.0.0.0/0 = world, nothing else (no host or node addresses, no kube-apiserver, health or ingress identities);
-L4 by protocol and port or ICMP type. HTTP: rules.http through the agent's HAProxy
-(node/haproxy_config.py; without a running agent the ports refuse). No other proxy (L7 Kafka and generic, DNS, TLS,
-listeners), no DNS learning (toFQDNs), no
-service, cloud-group or CIDR-group watch, no mutual authentication. The host endpoint (nodeSelector rules) only
-where the node runs the host firewall (`install --host-firewall`, bpf_host.c): callers say so with `HostFirewall`;
-then the node's addresses are host (1) in the ipcache, and the other nodes' remote-node (6) when it knows them.
+L4 by protocol and port or ICMP type. DNS: egress rules.dns through the agent's DNS proxy (the datapath
+redirects the endpoint's DNS to it, node/dns_proxy.py) and toFQDNs by the addresses it learns from allowed answers
+(as in Cilium, a name no rules.dns lets an endpoint look up is never learned). HTTP: rules.http through the
+agent's HAProxy (node/haproxy_config.py; without a running agent the ports refuse). No other proxy (Kafka,
+generic L7, TLS, listeners), no service, cloud-group or CIDR-group watch, no mutual authentication. The host
+endpoint (nodeSelector rules) only where the node runs the host firewall (`install --host-firewall`, bpf_host.c):
+callers say so with `HostFirewall`; then the node's addresses are host (1) in the ipcache, and the other nodes'
+remote-node (6) when it knows them.
 """
 
 from __future__ import annotations
@@ -262,9 +264,6 @@ class _Finder:
             self.nothing("nodes", f"the node peer ({prefix}Nodes)",
                          "node addresses are not in the ipcache (node traffic arrives as world)",
                          path + (f"{prefix}Nodes",), origin, deny)
-        if item.fqdns:
-            self.nothing("fqdn", "the DNS name peer (toFQDNs)", "no DNS proxy learns the names' addresses",
-                         path + ("toFQDNs",), origin, deny)
         if item.services:
             self.nothing("services", "the service peer (toServices)", "services are not watched",
                          path + ("toServices",), origin, deny)
@@ -295,6 +294,8 @@ class _Finder:
         rules = pr.rules
         if rules is not None:
             for name, (kind, what) in L7_KINDS.items():
+                if name == "dns" and origin.section == model.EGRESS:
+                    continue           # the DNS proxy enforces it
                 if name == "http":
                     self.http_rules(rules.http or (), path + ("rules", "http"), origin, ranges)
                     continue           # the agent's HAProxy enforces it (node/haproxy_config.py)

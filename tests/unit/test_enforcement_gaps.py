@@ -71,7 +71,6 @@ def test_peers_that_match_nothing_here():
     gaps = located(cnp("""\
     endpointSelector: {matchLabels: {app: crawler}}
     egress:
-    - toFQDNs: [{matchName: example.com}]
     - toServices: [{k8sService: {serviceName: s, namespace: default}}]
     - toGroups: [{aws: {securityGroupsIds: [sg-1]}}]
     - toNodes: [{}]
@@ -80,12 +79,12 @@ def test_peers_that_match_nothing_here():
     - toEndpoints: [{matchLabels: {"reserved:host": ""}}]
     - toRequires: [{matchLabels: {env: prod}}]
     """))
-    assert where(gaps) == [("fqdn", 9, 5), ("services", 10, 5), ("groups", 11, 5), ("nodes", 12, 5),
-                           ("entity", 13, 18), ("entity", 13, 41), ("entity", 13, 47), ("cidr-group", 14, 18),
-                           ("entity", 15, 34), ("requires", 16, 5)]
+    assert where(gaps) == [("services", 9, 5), ("groups", 10, 5), ("nodes", 11, 5),
+                           ("entity", 12, 18), ("entity", 12, 41), ("entity", 12, 47), ("cidr-group", 13, 18),
+                           ("entity", 14, 34), ("requires", 15, 5)]
     by_kind = {g.gap.kind: g.gap for g in gaps}
-    assert "allows nothing" in by_kind["fqdn"].instead and not by_kind["fqdn"].weaker   # stricter, not weaker
-    assert gaps[4].gap.what == "the entity kube-apiserver" and "arrives as world" in gaps[4].gap.instead
+    assert "allows nothing" in by_kind["services"].instead and not by_kind["services"].weaker   # stricter
+    assert gaps[3].gap.what == "the entity kube-apiserver" and "arrives as world" in gaps[4].gap.instead
     assert "world" not in {g.gap.what.split()[-1] for g in gaps}                         # world is enforced
     assert by_kind["requires"].weaker
 
@@ -140,10 +139,10 @@ def test_specs_items_and_list_items_carry_their_paths():
         ingress: [{fromEntities: [all]}]
       - endpointSelector: {}
         egress:
-        - toFQDNs: [{matchPattern: "*"}]
+        - toServices: [{k8sService: {serviceName: s}}]
     """)
     gaps = eg.locate_all(load.load_text(text, "l.yaml"))
-    assert [(g.path, g.line, g.column) for g in gaps] == [("items[0].specs[1].egress[0].toFQDNs", 12, 7)]
+    assert [(g.path, g.line, g.column) for g in gaps] == [("items[0].specs[1].egress[0].toServices", 12, 7)]
     assert gaps[0].gap.origin.section == "egress" and gaps[0].gap.origin.index == 0
 
 
@@ -183,10 +182,17 @@ def test_condition_and_summary():
 
 
 def test_resolve_notes_come_from_the_gaps():
+    import yaml
+
     from ciliumctl.identity.allocator import MemoryAllocator
     from ciliumctl.policy.resolve import resolve_detailed
 
-    data = next(iter(load.load_paths(["examples/policies/dns-and-fqdn-egress.yaml"]))).data
+    data = yaml.safe_load(cnp("""\
+    endpointSelector: {}
+    egress:
+    - toServices: [{k8sService: {serviceName: s}}]
+    - toGroups: [{aws: {securityGroupsIds: [sg-1]}}]
+    """))
     res = resolve_detailed([], [parse_policy(data)], "default", MemoryAllocator())
     assert res.notes == [g.note() for g in res.gaps] and len(res.gaps) == 2
     assert {o.index for o in res.gaps_by_origin} == {0, 1}
@@ -226,9 +232,9 @@ def test_trace_names_gaps_that_may_decide_a_denial_or_an_allowance():
     from ciliumctl.policy.trace import Peer, trace
 
     crawler = Peer(parse_label_list(["app=crawler"]))
+    # toFQDNs is enforced (the DNS proxy learns the addresses): an address trace never saw resolved is denied
     r = trace(crawler, Peer(ip="140.82.112.6"), PROTO_TCP, 443, _policies("examples/policies/dns-and-fqdn-egress.yaml"))
-    assert not r.allowed and len(r.egress.unenforced) == 1
-    assert r.egress.unenforced[0].startswith("the DNS name peer (toFQDNs) is not enforced: this peer allows nothing")
+    assert not r.allowed and r.egress.unenforced == []
 
     deny = parse_policy({"kind": "CiliumNetworkPolicy", "metadata": {"name": "d", "namespace": "default"},
                          "spec": {"endpointSelector": {"matchLabels": {"app": "crawler"}},

@@ -178,7 +178,8 @@ egress:
     assert eg.enforced
     assert peers(eg) == {(ident(res.state, DB), PortRange(PROTO_TCP, 80, 80))}   # L7 keeps its L4 part
     text = "\n".join(res.notes)
-    assert "named port 'http'" in text and "toFQDNs" in text and "L7" in text
+    # toFQDNs and rules.http are enforced (the DNS proxy, HAProxy): only the named port is noted
+    assert "named port 'http'" in text and "toFQDNs" not in text and "L7" not in text
 
 
 def test_deny_and_allow_both_kept_and_duplicates_fold():
