@@ -93,6 +93,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("The verdict for a script", f"ciliumctl policy trace -f {STARWARS} -s org=empire -d class=deathstar -o json"),
         ("Through a service: the frontend is translated to its backends first",
          "ciliumctl policy trace --live --src-ip 10.200.0.1 --dst-ip 10.96.0.10 --dport 80/tcp"),
+        ("The L7 verdict of one HTTP request (rules.http)",
+         "ciliumctl policy trace -f examples/policies/starwars-l7-http.yaml -s org=empire,class=tiefighter "
+         "-d org=empire,class=deathstar --dport 80/tcp --http-method PUT --http-path /v1/exhaust-port"),
     ],
     "endpoint": [
         ("A sandbox endpoint with labels", "ciliumctl endpoint add deathstar --labels org=empire,class=deathstar"),

@@ -35,6 +35,11 @@ def register(app: typer.Typer) -> None:
         node_labels: list[str] = typer.Option([], "--node-labels", metavar="LABELS",
                                               help="Labels of the node k=v[,k=v]: the host becomes an endpoint "
                                                    "that nodeSelector rules select."),
+        http_method: str | None = typer.Option(None, "--http-method", metavar="METHOD",
+                                               help="L7: the request's HTTP method (with --http-path): the verdict "
+                                                    "of the HTTP proxy where the port has rules.http."),
+        http_path: str | None = typer.Option(None, "--http-path", metavar="PATH",
+                                             help="L7: the request's path (and query), e.g. /v1/request-landing."),
         live: bool = typer.Option(False, "--live", help="Use this node's endpoints, policies and mode."),
         output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
     ) -> None:
@@ -79,8 +84,15 @@ def register(app: typer.Typer) -> None:
             policies = policies + tr.load_policy_files(files)
         if not files and not live:
             raise UsageError("no policies given: use -f FILE|DIR (repeatable) or --live for this node's policies")
+        http = None
+        if http_method is not None or http_path is not None:
+            if proto != 6:
+                raise UsageError("--http-method/--http-path trace an HTTP request: give a TCP --dport (e.g. 80/tcp)")
+            http = tr.HTTPRequest((http_method or "GET").upper(), http_path or "/")
+            if not http.path.startswith("/"):
+                raise UsageError(f"--http-path {http_path!r}: a path starts with / (e.g. /v1/request-landing)")
         result = tr.trace(src, dst, proto, port, policies, enforcement, endpoints=endpoints, allocator=allocator,
-                          node_labels=nodes, audit=audit, services=_services(live), host=host)
+                          node_labels=nodes, audit=audit, services=_services(live), host=host, http=http)
         if output != Output.table:
             print_data(result.to_dict(), output)
         else:
@@ -134,6 +146,8 @@ def _render(con, result) -> None:
     con.print(f"Source:      {escape(result.source.description)}, identity {result.source.identity}")
     con.print(f"Destination: {escape(result.destination.description)}, identity {result.destination.identity}")
     con.print(f"Traffic:     {what}, enforcement mode {result.mode.value}")
+    if result.http is not None:
+        con.print(f"Request:     HTTP {escape(result.http.method)} {escape(result.http.path)}")
     if result.service is not None:
         svc = result.service
         to = f"-> backend {svc['backend']}" if svc.get("backend") else "-> no backend"

@@ -60,6 +60,11 @@ def _unicode_class(name: str) -> None:
         raise ValueError("invalid character class range")
 
 
+def fullmatch(pattern: str, value: str) -> bool:
+    """Whether the RE2 pattern matches the whole value (as Envoy's safe_regex and HAProxy's anchored ACLs)."""
+    return re.fullmatch(_translate(pattern), value) is not None
+
+
 def check(pattern: str) -> str | None:
     """None if Go's regexp.Compile accepts the pattern, else a short reason like Go's."""
     try:

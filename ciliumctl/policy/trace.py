@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from ciliumctl.base.errors import UsageError
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.identity import allocator as ids
-from ciliumctl.policy import model
+from ciliumctl.policy import model, re2
 from ciliumctl.policy.enforcement_gaps import TRACE_TEXT, HostFirewall
 from ciliumctl.policy.labels import POD_NAMESPACE_LABEL, SOURCE_ANY, SOURCE_K8S, SOURCE_RESERVED, Label
 from ciliumctl.policy.ports import PROTOCOL_NAMES, covers
@@ -50,6 +50,14 @@ class Side:
     unenforced: list[str] = field(default_factory=list)   # where the datapath decides otherwise (enforcement_gaps)
 
 
+@dataclass(frozen=True)
+class HTTPRequest:
+    """The request of an L7 trace (--http-method, --http-path)."""
+
+    method: str
+    path: str
+
+
 @dataclass
 class Subject:
     identity: int
@@ -72,6 +80,7 @@ class TraceResult:
     notes: list[str]
     audit: bool = False
     service: dict | None = None    # the destination was a service frontend: its translation (as the datapath does)
+    http: HTTPRequest | None = None
 
     @property
     def allowed(self) -> bool:
@@ -87,7 +96,8 @@ class TraceResult:
                 "mode": self.mode.value, "audit": self.audit,
                 "egress": side(self.egress), "ingress": side(self.ingress),
                 "verdict": "allowed" if self.allowed else "denied", "notes": self.notes,
-                **({"service": self.service} if self.service is not None else {})}
+                **({"service": self.service} if self.service is not None else {}),
+                **({"http": asdict(self.http)} if self.http is not None else {})}
 
 
 def origin_text(o: RuleOrigin) -> str:
@@ -144,11 +154,43 @@ def _unenforced(res: Resolution, ep_id: int, d: Direction, side: Side, proto: in
 
 
 def _side(res: Resolution, ep_id: int | None, d: Direction, peer: int, proto: int, port: int,
-          who: str) -> Side:
+          who: str, http: HTTPRequest | None = None) -> Side:
     side = _judged_side(res, ep_id, d, peer, proto, port, who)
     if ep_id is not None and side.applies:
         side.unenforced = _unenforced(res, ep_id, d, side, proto, port)
+        if http is not None and side.kind == "allowed":
+            _http_side(res, side, ep_id, d, peer, proto, port, http)
     return side
+
+
+def _http_rule_matches(rule: model.HTTPRule, req: HTTPRequest) -> bool:
+    """A rule with a host or header condition needs what the trace is not given: it does not match."""
+    if rule.host or rule.headers or any(not m.mismatch for m in rule.header_matches):
+        return False
+    return (not rule.method or re2.fullmatch(rule.method, req.method)) and \
+        (not rule.path or re2.fullmatch(rule.path, req.path))
+
+
+def _http_side(res: Resolution, side: Side, ep_id: int, d: Direction, peer: int, proto: int, port: int,
+               req: HTTPRequest) -> None:
+    """The L7 verdict of an allowed side, as the HTTP proxy decides (node/haproxy_config.py): where the port has
+    rules.http for the peer, one of them must match the request; else the proxy answers 403."""
+    allows = [a for a in res.state.http.get((ep_id, int(d)), [])
+              if a.identity in (peer, IDENTITY_ANY) and covers(a.ports, proto, port)]
+    if not allows:
+        return                      # no HTTP rules on this port: L4 decides, no proxy
+    what = f"HTTP {req.method} {req.path}"
+    if any(not a.rules for a in allows):
+        side.reason += f"; {what}: every request (an L4 allow of the same peer and port has no HTTP rules)"
+        return
+    hits = sorted({o for a in allows if any(_http_rule_matches(r, req) for r in a.rules) for o in a.origins})
+    if hits:
+        side.reason += f"; {what} allowed by the rules.http of {_origins_text(hits)}"
+        return
+    origins = sorted({o for a in allows for o in a.origins})
+    side.allowed, side.kind = False, "l7-denied"
+    side.reason = (f"{what} matches none of the rules.http of {_origins_text(origins)}: the HTTP proxy answers "
+                   "403 Access denied")
 
 
 def _judged_side(res: Resolution, ep_id: int | None, d: Direction, peer: int, proto: int, port: int,
@@ -223,14 +265,15 @@ def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode:
           *, endpoints: list[Endpoint] | None = None, allocator: ids.IdentityBackend | None = None,
           node_labels: Mapping[str, str] | None = None,
           namespace_labels: Mapping[str, Mapping[str, str]] | None = None, audit: bool = False,
-          services: ServiceTable | None = None, host: HostFirewall | None = None) -> TraceResult:
+          services: ServiceTable | None = None, host: HostFirewall | None = None,
+          http: HTTPRequest | None = None) -> TraceResult:
     """Trace one connection src -> dst (proto, port; ICMP: port = type).
 
     `endpoints` are existing endpoints (the node's own, for --live): a side given only by an IP that belongs to
     one of them is that endpoint. Other sides given by labels become hypothetical endpoints. A destination that is
     a frontend of `services` is translated first, as the datapath does, and policy is traced to its backends."""
     kw: dict = {"endpoints": endpoints, "allocator": allocator, "node_labels": node_labels,
-                "namespace_labels": namespace_labels, "audit": audit, "host": host}
+                "namespace_labels": namespace_labels, "audit": audit, "host": host, "http": http}
     names = {6: "tcp", 17: "udp"}
     xlat = translate(services, dst.ip, port, names[proto]) if services and dst.ip and proto in names else None
     if xlat is None:
@@ -261,7 +304,7 @@ def _trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode
            *, endpoints: list[Endpoint] | None = None, allocator: ids.IdentityBackend | None = None,
            node_labels: Mapping[str, str] | None = None,
            namespace_labels: Mapping[str, Mapping[str, str]] | None = None, audit: bool = False,
-           host: HostFirewall | None = None) -> TraceResult:
+           host: HostFirewall | None = None, http: HTTPRequest | None = None) -> TraceResult:
     mode = Enforcement(mode)
     if not src.given:
         raise UsageError("the source is missing: give --src-labels and/or --src-ip")
@@ -311,8 +354,8 @@ def _trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode
         return Subject(ident, sorted(state.identities.get(ident, ())), "", ip, None, f"{ip} ({what})")
 
     s, d = subject(src, chosen[0]), subject(dst, chosen[1])
-    egress = _side(res, s.endpoint_id, Direction.EGRESS, d.identity, proto, port, "source")
-    ingress = _side(res, d.endpoint_id, Direction.INGRESS, s.identity, proto, port, "destination")
+    egress = _side(res, s.endpoint_id, Direction.EGRESS, d.identity, proto, port, "source", http)
+    ingress = _side(res, d.endpoint_id, Direction.INGRESS, s.identity, proto, port, "destination", http)
     # notes of the policies that take part in this connection only
     involved = set(res.selected_by.get((s.endpoint_id, Direction.EGRESS), []) if s.endpoint_id is not None else [])
     if d.endpoint_id is not None:
@@ -320,7 +363,7 @@ def _trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode
     notes = [n for ref in sorted(involved) for n in res.notes_by_policy.get(ref, [])]
     if audit:
         notes.append("audit mode: the datapath reports a denied connection as AUDIT and forwards it")
-    return TraceResult(s, d, proto, port, mode, egress, ingress, notes, audit)
+    return TraceResult(s, d, proto, port, mode, egress, ingress, notes, audit, http=http)
 
 
 def load_policy_files(paths: list[str]) -> list[model.Policy]:

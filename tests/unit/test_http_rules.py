@@ -98,3 +98,40 @@ def test_rules_haproxy_cannot_carry_are_one_clear_line(rule, match):
     with pytest.raises(cfg.Unexpressible, match=match) as err:
         cfg.rule_condition(rule, "default/rule1 ingress[0]")
     assert "\n" not in str(err.value) and err.value.exit_code == 2
+
+
+def test_trace_gives_the_l7_verdict():
+    from ciliumctl.policy.labels import parse_label_list
+    from ciliumctl.policy.trace import HTTPRequest, Peer, trace
+
+    pols = [model.parse_policy(RULE1)]
+    tie = Peer(parse_label_list(["org=empire,class=tiefighter"]))
+    ds = Peer(parse_label_list(["org=empire,class=deathstar"]))
+    land = trace(tie, ds, PROTO_TCP, 80, pols, http=HTTPRequest("POST", "/v1/request-landing"))
+    assert land.allowed and "allowed by the rules.http of" in land.ingress.reason
+    port = trace(tie, ds, PROTO_TCP, 80, pols, http=HTTPRequest("PUT", "/v1/exhaust-port"))
+    assert not port.allowed and port.ingress.kind == "l7-denied" and "403 Access denied" in port.ingress.reason
+    assert port.to_dict()["http"] == {"method": "PUT", "path": "/v1/exhaust-port"}
+    # the anchored path: a longer one is another path
+    assert not trace(tie, ds, PROTO_TCP, 80, pols, http=HTTPRequest("POST", "/v1/request-landing/x")).allowed
+    # without a request: the L4 verdict, and no gap left to report for rules.http
+    l4 = trace(tie, ds, PROTO_TCP, 80, pols)
+    assert l4.allowed and l4.ingress.unenforced == []
+
+
+def test_trace_cli_http_flags(tmp_path):
+    import subprocess
+    import sys
+
+    f = tmp_path / "rule1.yaml"
+    f.write_text(yaml.safe_dump(RULE1))
+    base = [sys.executable, "-m", "ciliumctl.cli.main", "policy", "trace", "-f", str(f), "-s",
+            "org=empire,class=tiefighter", "-d", "org=empire,class=deathstar", "--dport", "80/tcp"]
+    ok = subprocess.run(base + ["--http-method", "POST", "--http-path", "/v1/request-landing"], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and "Request:     HTTP POST /v1/request-landing" in ok.stdout
+    no = subprocess.run(base + ["--http-method", "PUT", "--http-path", "/v1/exhaust-port"], capture_output=True,
+                        text=True)
+    assert no.returncode == 1 and "403 Access denied" in no.stdout
+    bad = subprocess.run(base[:-1] + ["53/udp", "--http-method", "GET"], capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "TCP" in bad.stderr
