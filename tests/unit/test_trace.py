@@ -289,10 +289,10 @@ def test_notes_only_from_policies_involved():
     l7 = parse_policy({"kind": "CiliumNetworkPolicy", "metadata": {"name": "l7", "namespace": "default"},
                        "spec": {"endpointSelector": {"matchLabels": {"class": "deathstar"}},
                                 "ingress": [{"toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}],
-                                                          "rules": {"http": [{"method": "GET"}]}}]}]}})
-    other = parse_policy({"kind": "CiliumNetworkPolicy", "metadata": {"name": "fqdn", "namespace": "default"},
+                                                          "rules": {"kafka": [{"topic": "t"}]}}]}]}})
+    other = parse_policy({"kind": "CiliumNetworkPolicy", "metadata": {"name": "svc", "namespace": "default"},
                           "spec": {"endpointSelector": {"matchLabels": {"class": "crawler"}},
-                                   "egress": [{"toFQDNs": [{"matchName": "example.com"}]}]}})
+                                   "egress": [{"toServices": [{"k8sService": {"serviceName": "s"}}]}]}})
     r = trace(TIE, DEATHSTAR, PROTO_TCP, 80, [l7, other])
     assert r.allowed and len(r.notes) == 1 and "L7" in r.notes[0]
     assert trace(TIE, XWING, PROTO_TCP, 80, [l7, other]).notes == []
