@@ -3,7 +3,9 @@
 A node network namespace of its own (`cctl-demo-<rand>`), with state, run files and pins beside it, so the demo
 never touches the machine's routes or an installed ciliumctl. Endpoints deathstar (org=empire, class=deathstar)
 serving HTTP on port 80, tiefighter (org=empire) and xwing (org=alliance). Without policy both ships land; with
-an L3/L4 policy that lets only org=empire reach deathstar on 80/TCP, tiefighter lands and xwing is dropped.
+an L3/L4 policy that lets only org=empire reach deathstar on 80/TCP, tiefighter lands and xwing is dropped; with
+the L7 version of that rule (rules.http, enforced by HAProxy as the agent runs it) tiefighter's landing POST passes
+and its PUT to the exhaust port gets 403 "Access denied", each request shown as an L7 flow.
 Verdict events are read from the pinned ring buffer after each request and handed to the caller's UI.
 """
 
@@ -52,18 +54,31 @@ spec:
         protocol: TCP
 """
 
+# Cilium's getting-started L7 rule (sw_l3_l4_l7_policy.yaml): the same rule1, its port now with rules.http
+DEMO_L7_POLICY = DEMO_POLICY.replace("L3-L4 policy to restrict deathstar access to empire ships only",
+                                     "L7 policy to restrict access to specific HTTP call") + """\
+      rules:
+        http:
+        - method: "POST"
+          path: "/v1/request-landing"
+"""
+
 REQUEST_TIMEOUT = 2.0   # seconds; a dropped SYN shows as a timeout
+# argv: address, timeout[, method, path]; prints the body; exit 3 on an HTTP error status
 CLIENT = r"""
 import socket, sys
+method, path = (sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else ("GET", "/v1/request-landing")
 s = socket.create_connection((sys.argv[1], 80), timeout=float(sys.argv[2]))
-s.sendall(b"GET /v1/request-landing HTTP/1.0\r\nHost: deathstar\r\n\r\n")
+s.sendall(f"{method} {path} HTTP/1.0\r\nHost: deathstar\r\nContent-Length: 0\r\n\r\n".encode())
 data = b""
 while True:
     chunk = s.recv(4096)
     if not chunk:
         break
     data += chunk
-sys.stdout.write(data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace"))
+head, _, body = data.partition(b"\r\n\r\n")
+sys.stdout.write(body.decode(errors="replace"))
+sys.exit(3 if int(head.split()[1]) >= 400 else 0)
 """
 
 
@@ -72,7 +87,20 @@ sys.stdout.write(data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace"))
 SERVER = r"""
 import functools, http.server, socketserver, sys
 socketserver.TCPServer.allow_reuse_address = True
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[3])
+ANSWERS = {("POST", "/v1/request-landing"): b"Ship landed\n",
+           ("PUT", "/v1/exhaust-port"): b"Panic: deathstar exploded\n"}
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def _answer(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = ANSWERS.get((self.command, self.path))
+        if body is None:
+            return self.send_error(404)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_POST = do_PUT = _answer
+handler = functools.partial(Handler, directory=sys.argv[3])
 with socketserver.ThreadingTCPServer((sys.argv[1], int(sys.argv[2])), handler) as srv:
     srv.serve_forever()
 """
@@ -226,13 +254,13 @@ def format_event(ev, names: dict[str, str]) -> str:
             f"match {match})")
 
 
-def _request(netns: str, target: str) -> tuple[bool, str]:
+def _request(netns: str, target: str, method: str = "GET", path: str = "/v1/request-landing") -> tuple[bool, str]:
     from ciliumctl.endpoints import plumbing
 
-    proc = plumbing.run_in(netns, [sys.executable, "-c", CLIENT, target, str(REQUEST_TIMEOUT)],
+    proc = plumbing.run_in(netns, [sys.executable, "-c", CLIENT, target, str(REQUEST_TIMEOUT), method, path],
                            capture_output=True, text=True, timeout=REQUEST_TIMEOUT + 5)
-    if proc.returncode == 0:
-        return True, proc.stdout.strip() or "(empty reply)"
+    if proc.returncode in (0, 3):
+        return proc.returncode == 0, proc.stdout.strip() or "(empty reply)"
     last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
     return False, "timed out (dropped)" if "timed out" in last else last.split(": ", 1)[-1]
 
@@ -266,6 +294,7 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
     os.environ.update(sb.env)
     server = None
     events = None
+    http = None
     created_netns = False
     failures: list[str] = []
     try:
@@ -320,7 +349,10 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
         ui.endpoints(registry.load_all())
         land("tiefighter", True)
         land("xwing", False)
+        http = _l7_step(ui, sb, eps, names, failures)
     finally:
+        if http is not None:
+            http.stop()
         if events is not None:
             events.close()
         if not keep:
@@ -333,6 +365,43 @@ def run(ui: DemoUI, keep: bool = False) -> Sandbox:
     if failures:
         raise Finding("demo: " + "; ".join(failures))
     return sb
+
+
+def format_http(e, names: dict[str, str]) -> str:
+    """One request through the HTTP proxy as the demo shows it (the L7 flow's request and response)."""
+    src, dst = names.get(e.client[0], e.client[0]), names.get(e.server[0], e.server[0])
+    verdict = "FORWARDED" if e.allowed else "DROPPED"
+    return f"http-request   {src} -> {dst}  {e.method} {e.path}  {verdict}, response {e.code}"
+
+
+def _l7_step(ui: DemoUI, sb: Sandbox, eps: dict, names: dict[str, str], failures: list[str]):
+    """The L7 step: rule1 with rules.http, enforced by HAProxy (run here as the agent runs it, node/http_agent.py):
+    tiefighter's landing POST passes, its PUT to the exhaust port gets 403. Returns the HTTP service to stop."""
+    from ciliumctl.node import policy_ops
+    from ciliumctl.node.http_agent import HTTPService
+
+    pfile = sb.workdir / "demo-l7-policy.yaml"
+    pfile.write_text(DEMO_L7_POLICY)
+    ui.step("Applying the L7 policy: org=empire may only POST /v1/request-landing on deathstar's port 80 "
+            "(HAProxy enforces it)")
+    for line in DEMO_L7_POLICY.rstrip().splitlines():
+        ui.detail(f"  {line}")
+    http = HTTPService(on_flow=lambda e: ui.event(format_http(e, names))).start()
+    result = policy_ops.apply_policies(policy_ops.load_and_validate([str(pfile)]))
+    for c in result.changes:
+        ui.detail(f"{c.resource} {c.verb} (policy revision {result.revision})")
+    deadline = time.monotonic() + 15
+    while not http.ready() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    death = eps["deathstar"]
+    for method, path, expect in (("POST", "/v1/request-landing", True), ("PUT", "/v1/exhaust-port", False)):
+        ok, text = _request(eps["tiefighter"].netns, death.ipv4, method, path)
+        time.sleep(0.2)             # the proxy's log line reaches the service
+        ui.outcome("tiefighter", ok, f"tiefighter {method} {path}: {text}", expect)
+        if ok != expect:
+            failures.append(f"tiefighter's {method} {path} was {'allowed' if ok else 'refused'} but should "
+                            f"{'' if expect else 'not '}have been")
+    return http
 
 
 def cleanup(sb: Sandbox, created_netns: bool = True, ui: DemoUI | None = None) -> None:

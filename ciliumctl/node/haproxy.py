@@ -124,12 +124,12 @@ class HAProxy:
                     raise EnvironmentProblem(f"HTTP proxy: port {self.port} is already taken in the node's network "
                                              "namespace; free it or choose another proxy port")
                 raise EnvironmentProblem(f"HTTP proxy: haproxy exited at start: {err.strip().splitlines()[-1:]}")
-            if self._admin_ready():
+            if self.admin_ready():
                 return
             time.sleep(0.02)
         raise EnvironmentProblem("HTTP proxy: haproxy did not open its admin socket within 10 s")
 
-    def _admin_ready(self) -> bool:
+    def admin_ready(self) -> bool:
         try:
             return "Pid:" in self.command("show info")
         except OSError:

@@ -156,6 +156,11 @@ class HTTPService:
         self.proxy.apply_rendered(data["config"], dict(data["map"]))
         log.info("HTTP proxy: revision %s on port %d", data.get("revision"), data["port"])
 
+    def ready(self) -> bool:
+        """HAProxy runs and answers on its admin socket (its listener is bound by then)."""
+        proxy = self.proxy
+        return proxy is not None and proxy.proc is not None and proxy.admin_ready()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -156,7 +156,7 @@ def test_identity_map_updates_without_reload_and_crash_restart(sandbox, l7):
     while proxy.restarts == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proxy.restarts == 1
-    while not proxy._admin_ready() and time.monotonic() < deadline:
+    while not proxy.admin_ready() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _req(_conn(a, b.ip), "POST", "/v1/request-landing", b"")[0] == 200
     assert _req(_conn(a, b.ip), "PUT", "/v1/exhaust-port", b"")[0] == 403
