@@ -95,6 +95,9 @@ class ServiceMaps:
             self._stamp = (active, revision)
 
     def _changed(self, table: ServiceTable) -> set[int]:
+        known = table.changed_since(self._last)
+        if known is not None:
+            return known
         old, new = self._last.services, table.services
         if old is new:
             return set()

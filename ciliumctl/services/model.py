@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -196,6 +197,23 @@ class ServiceTable:
 
     services: dict[int, Service] = field(default_factory=dict)
     next_backend_id: int = 1            # backend ids are never reused while the table lives (lb_conns holds them)
+    # made by update()/delete() of a table: (a weak reference to it, the service ids that differ), so that a
+    # long-lived writer finds what changed without comparing 10,000 services (datapath/lbwrite.py)
+    derived: tuple[weakref.ref, frozenset[int]] | None = field(default=None, compare=False, repr=False)
+
+    def changed_since(self, base: ServiceTable, steps: int = 8) -> set[int] | None:
+        """The ids that may differ from `base` when this table was derived from it in at most `steps` updates
+        or deletes (a superset: an id changed and changed back is in it), else None."""
+        out: set[int] = set()
+        t: ServiceTable | None = self
+        for _ in range(steps):
+            if t is base:
+                return out
+            if t is None or t.derived is None:
+                return None
+            out |= t.derived[1]
+            t = t.derived[0]()
+        return out if t is base else None
 
     def lookup(self, ip: str, port: int, protocol: str) -> Service | None:
         for svc in self.services.values():
@@ -233,7 +251,7 @@ class ServiceTable:
             svc = replace(svc, name=old.name, namespace=old.namespace)
         services = dict(self.services)
         services[sid] = replace(svc, id=sid, backends=tuple(backends))
-        return ServiceTable(services, nxt)
+        return ServiceTable(services, nxt, (weakref.ref(self), frozenset({sid})))
 
     def rebuilt(self, services: list[Service]) -> ServiceTable:
         """The table of exactly `services` (already checked, frontends distinct), in one pass: each keeps the id
@@ -263,7 +281,7 @@ class ServiceTable:
         if svc is None:
             return self, None
         services = {k: v for k, v in self.services.items() if k != svc.id}
-        return ServiceTable(services, self.next_backend_id), svc
+        return ServiceTable(services, self.next_backend_id, (weakref.ref(self), frozenset({svc.id}))), svc
 
     def counts(self) -> dict:
         """`status`: services and backends (a backend of two services counts twice, as it has two ids)."""

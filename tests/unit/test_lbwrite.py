@@ -93,3 +93,22 @@ def test_unchanged_is_known_without_reading_the_maps():
     agent.moved(maps.active, maps.revision + 1)                 # an in-place revision
     assert agent.unchanged(t, maps.active, maps.revision + 1)
     assert not agent.unchanged(t, maps.active, maps.revision)
+
+
+def test_what_changed_is_found_by_the_tables_lineage_or_by_comparing():
+    t = ServiceTable()
+    for i in range(1, 6):
+        t = t.update(_svc(i), CIDR)
+    maps, agent = Maps(), ServiceMaps()
+    maps.apply(agent, t)
+    maps.apply(agent, t)
+    grown = t.update(_svc(2, 4), CIDR)
+    gone, _ = grown.delete("4")
+    assert gone.changed_since(t) == {2, 4} and t.changed_since(gone) is None
+    plan = maps.apply(agent, gone)
+    assert plan.incremental and len(plan.backend_updates) == 1 and len(plan.backend_stale) == 3
+    # the same table read from the store: no lineage, equal services found by comparing them
+    same = ServiceTable.from_dict(gone.to_dict())
+    assert same.derived is None and same == gone
+    plan = maps.apply(agent, same)
+    assert plan.incremental and not plan.backend_updates and not plan.backend_stale
