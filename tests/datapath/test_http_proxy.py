@@ -189,3 +189,27 @@ def test_unexpressible_rule_changes_nothing(sandbox, l7):
         apply(revision=2, ingress=[model.HTTPRule(path="/it's")])
     assert proxy.config == before
     assert _req(_conn(a, b.ip), "POST", "/v1/request-landing", b"")[0] == 200
+
+
+def test_proxy_port_taken_is_one_clear_line(sandbox, tmp_path):
+    import socket
+
+    from support.netns import in_netns
+
+    from ciliumctl.base.errors import EnvironmentProblem
+
+    a, b, _ = sandbox.pods
+    with in_netns(sandbox.node):
+        taken = socket.socket()
+    taken.bind(("0.0.0.0", PORT))
+    taken.listen(1)
+    state = sandbox.state(1, {b.ep.id: (True, [entry(a.identity, PROTO_TCP, 80)], False, [])})
+    state.http[(b.ep.id, int(Direction.INGRESS))] = [HTTPAllow(a.identity, PortRange(PROTO_TCP, 80, 80), (LANDING,))]
+    proxy = HAProxy(tmp_path / "haproxy", PORT)
+    try:
+        with pytest.raises(EnvironmentProblem, match=f"port {PORT} is already taken") as err:
+            proxy.apply(state)
+        assert "\n" not in str(err.value)
+    finally:
+        proxy.stop()
+        taken.close()

@@ -135,3 +135,15 @@ def test_trace_cli_http_flags(tmp_path):
     assert no.returncode == 1 and "403 Access denied" in no.stdout
     bad = subprocess.run(base[:-1] + ["53/udp", "--http-method", "GET"], capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "TCP" in bad.stderr
+
+
+def test_no_haproxy_binary_is_one_clear_line_before_anything_is_applied(monkeypatch, tmp_path):
+    from ciliumctl.base.errors import EnvironmentProblem
+    from ciliumctl.node import http_agent
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    state = _state(RULE1)
+    with pytest.raises(EnvironmentProblem, match="haproxy binary is missing") as err:
+        http_agent.prepare(state)
+    assert "\n" not in str(err.value)
+    assert all(e.proxy_port == 0 for e in state.endpoints[2].ingress.entries)     # nothing redirected
