@@ -21,7 +21,7 @@ from ciliumctl.base.errors import EnvironmentProblem, UsageError
 from ciliumctl.datapath import bpfsys, build, hooks, maps
 from ciliumctl.datapath.environment import check_bpf_syscall, check_root, ensure_bpffs
 from ciliumctl.datapath.lbwrite import ServiceMaps
-from ciliumctl.datapath.mapstate import compile_state, cookies_json
+from ciliumctl.datapath.mapstate import compile_ipcache, compile_state, cookies_json
 from ciliumctl.datapath.monitor import MonitorConfig
 from ciliumctl.datapath.servicemap import compile_backends, names_json
 from ciliumctl.endpoints.model import Endpoint
@@ -456,6 +456,21 @@ class Datapath:
                       or _write_revision(self.maps, state, self.service_maps))
         report.seconds = time.perf_counter() - t0
         return report
+
+    def add_ipcache(self, entries: dict[str, int], revision: int) -> bool:
+        """Add ipcache entries (prefix -> identity) to the active revision in place, when it is still `revision`
+        (the caller knows from that revision that the prefixes are not there: an LPM lookup cannot tell): what a
+        learned DNS answer needs once its identity's policy is programmed (node.dns_policy). An added prefix
+        changes no decision made (a connection denied before is decided again: conntrack revisits denials).
+        False: nothing written, the caller reconciles."""
+        with _Lock():
+            active, _crc, current, _ns = maps.DP_STATE.unpack(self.maps["state"].lookup_array(0))
+            if current != revision:
+                return False
+            active &= 1
+            want = compile_ipcache(ResolvedState(revision, {}, dict(entries), {}), active)
+            _write_entries(self.maps["ipcache"], "ipcache", want, {}, revision)
+        return True
 
     def upgrade(self, state: ResolvedState) -> ApplyReport:
         """Replace outdated pinned programs and maps by ones built from this ciliumctl's sources, without a gap:

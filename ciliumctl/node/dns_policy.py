@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ciliumctl.base import paths, statefile
 from ciliumctl.node.fqdn_cache import DEFAULT_GRACE, DEFAULT_MIN_TTL, FQDNCache
-from ciliumctl.policy.fqdn import NameMatch
+from ciliumctl.policy.fqdn import NameMatch, RulePrefixes, learned_labels
 from ciliumctl.policy.resolved import IDENTITY_ANY, PROTO_ANY, PROTO_TCP, PROTO_UDP, ResolvedState
 
 log = logging.getLogger("ciliumctl.node.dns_policy")
@@ -63,7 +63,11 @@ def save(state: ResolvedState, endpoint_ips: dict[int, str]) -> None:
         with contextlib.suppress(FileNotFoundError):
             policy_path().unlink()
         return
+    # the learned addresses' identities of this revision (their policy is programmed): a new address of the same
+    # label set needs only its ipcache entry (NodeDNSPolicy.learn)
+    learned = [[sorted(ls), i] for i, ls in state.identities.items() if any(x.startswith("fqdn:") for x in ls)]
     data = {"revision": state.revision, "endpoints": eps, "selectors": _names(state.fqdn_selectors),
+            "prefixes": list(state.fqdn_prefixes), "learned_identities": learned,
             "ipcache": state.ipcache if eps else {}}
     statefile.write_json(policy_path(), data)
 
@@ -90,6 +94,9 @@ class _View:
         self.endpoints: dict[str, dict] = {}
         self.selectors: tuple[NameMatch, ...] = ()
         self.ipcache: dict[int, dict[int, int]] = {}      # prefix length -> network int -> identity
+        self.revision = 0
+        self.prefixes = RulePrefixes(())
+        self.learned: dict[frozenset[str], int] = {}      # label set -> identity, programmed in `revision`
 
     def refresh(self, path: Path) -> _View:
         try:
@@ -104,6 +111,9 @@ class _View:
                                                 for a in ep["allows"]]}
                           for ip, ep in (data.get("endpoints") or {}).items()}
         self.selectors = tuple(NameMatch(*n) for n in data.get("selectors") or ())
+        self.revision = int(data.get("revision") or 0)
+        self.prefixes = RulePrefixes(data.get("prefixes") or ())
+        self.learned = {frozenset(ls): int(i) for ls, i in data.get("learned_identities") or ()}
         self.ipcache = {}
         for prefix, ident in (data.get("ipcache") or {}).items():
             net = ipaddress.ip_network(prefix, strict=False)
@@ -111,6 +121,10 @@ class _View:
                 self.ipcache.setdefault(net.prefixlen, {})[int(net.network_address)] = int(ident)
         self.key = key
         return self
+
+    def exact(self, ip: str) -> int | None:
+        """The identity of the ip's own /32 entry, if the revision has one."""
+        return self.ipcache.get(32, {}).get(int(ipaddress.IPv4Address(ip)))
 
     def identity_of(self, ip: str) -> int:
         """Longest prefix match, as the ipcache map; no match = world."""
@@ -121,6 +135,14 @@ class _View:
             if hit is not None:
                 return hit
         return WORLD
+
+
+def _stat_key(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class NodeDNSPolicy:
@@ -135,6 +157,11 @@ class NodeDNSPolicy:
         self._view = _View()
         self._mutex = threading.Lock()
         self.on_flow: Callable | None = None           # (flows.dns.DNSEvent) for flows
+        self.datapath: Callable | None = None          # -> an open datapath.loader.Datapath (the agent's)
+        self._cache_obj = FQDNCache(min_ttl=min_ttl, grace=grace)
+        self._cache_key: tuple | None = ()
+        self._dirty = False
+        self._learn_mutex = threading.Lock()
         self.last_program_ms: float | None = None      # answer -> datapath, the last time learning programmed
 
     def view(self) -> _View:
@@ -161,6 +188,30 @@ class NodeDNSPolicy:
                 return True
         return False
 
+    # ---- the cache: kept in memory, saved before a reconcile (which reads the file) and otherwise by expire()
+    # (the agent's expiry loop, every second), so a lookup costs no file write; reread when someone else changed
+    # the file (`fqdn cache clean`)
+
+    def _cache(self) -> FQDNCache:
+        key = _stat_key(self._cache_obj.path)
+        if key != self._cache_key:
+            with self._cache_obj.locked():
+                self._cache_obj.load()
+            self._cache_key = key
+        return self._cache_obj
+
+    def _save(self) -> None:
+        with self._cache_obj.locked():
+            self._cache_obj.save()
+        self._cache_key = _stat_key(self._cache_obj.path)
+        self._dirty = False
+
+    def flush(self) -> None:
+        """Save what changed since the last save (the agent stops)."""
+        with self._learn_mutex:
+            if self._dirty:
+                self._save()
+
     def learn(self, q, a) -> None:
         if a.rcode != "NOERROR" or not a.ips:
             return
@@ -172,15 +223,41 @@ class NodeDNSPolicy:
         ips = [(ip, ttl) for ip, ttl in a.ips if ":" not in ip]     # the datapath is IPv4-only
         wanted = any(s.matches(n) for s in view.selectors for n in names)
         t0 = time.monotonic()
-        with self.lock():
-            cache = FQDNCache(min_ttl=self.min_ttl, grace=self.grace)
-            with cache.locked():
-                cache.load()
-                changed = cache.add(int(ep["id"]), names, ips)
-                cache.save()
-            if changed and wanted:
-                self.reconcile()
-                self.last_program_ms = (time.monotonic() - t0) * 1000
+        with self._learn_mutex:
+            cache = self._cache()
+            if not cache.add(int(ep["id"]), names, ips):
+                self._dirty = True       # expiries moved on: saved within a second
+                return
+            self._dirty = True
+            if not wanted:
+                return
+            # in place, without the node lock (the datapath's own lock and the revision check keep it consistent):
+            # the file follows within a second; a reconcile by another process meanwhile (or a crash) drops the
+            # address until the name is looked up again, stricter, never weaker. Else a reconcile, which reads the
+            # file: saved first
+            if not self._in_place(view, cache, [ip for ip, _ in ips]):
+                with self.lock():
+                    self._save()
+                    self.reconcile()
+            self.last_program_ms = (time.monotonic() - t0) * 1000
+
+    def _in_place(self, view: _View, cache: FQDNCache, ips: list[str]) -> bool:
+        """The new addresses into the active revision's ipcache, when each one's label set already has an
+        identity programmed there (Datapath.add_ipcache); False: a reconcile is needed."""
+        entries = {}
+        for ip in ips:
+            labels = learned_labels(ip, cache.names_of(ip), view.selectors, view.prefixes)
+            ident = view.learned.get(labels) if labels is not None else None
+            if ident is None or view.exact(ip) is not None:
+                return False
+            entries[f"{ip}/32"] = ident
+        if self.datapath is None:
+            return False
+        try:
+            return self.datapath().add_ipcache(entries, view.revision)
+        except Exception as err:  # noqa: BLE001 - the reconcile that follows programs it all the same
+            log.info("in-place ipcache update failed (%s): reconciling", err)
+            return False
 
     def observe(self, q, a) -> None:
         """A query (a None) or what came of it, as a DNS flow: the request when it arrives (DROPPED when it is
@@ -203,18 +280,17 @@ class NodeDNSPolicy:
                                   **base))
 
     def expire(self, now: float | None = None) -> int:
-        """Drop what expired; reprogram when something went. The number of entries removed."""
-        cache = FQDNCache()
-        with cache.locked():
-            cache.load()
+        """Drop what expired (saving what moved on); reprogram when something went. The number removed."""
+        with self._learn_mutex:
+            cache = self._cache()
             nxt = cache.next_expiry()
-        if nxt is None or nxt > (time.time() if now is None else now):
-            return 0
-        with self.lock():
-            with cache.locked():
-                cache.load()
+            if nxt is None or nxt > (time.time() if now is None else now):
+                if self._dirty:
+                    self._save()
+                return 0
+            with self.lock():
                 gone = cache.expire(now)
-                cache.save()
-            if gone:
-                self.reconcile()
+                self._save()
+                if gone:
+                    self.reconcile()
         return len(gone)

@@ -39,6 +39,8 @@ class DNSService:
         self.opts = opts
         self.policy = NodeDNSPolicy(reconcile.reconcile, settings.locked, opts.min_ttl, opts.grace)
         self.policy.on_flow = on_flow
+        self.policy.datapath = self._datapath
+        self._dp = None
         self.proxy = DNSProxy(self.policy, opts.host, opts.proxy_port, upstream=None, transparent=True)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,6 +60,16 @@ class DNSService:
         log.info("DNS proxy on %s:%d (UDP, TCP)", host, port)
         return self
 
+    def _datapath(self):
+        """The pinned datapath, kept open for in-place ipcache updates (opened again after a failure)."""
+        from ciliumctl.node import reconcile
+
+        if self._dp is None:
+            if not (paths.bpffs_dir() / "state").exists():
+                raise RuntimeError("the datapath is not installed")
+            self._dp = reconcile.open_datapath()
+        return self._dp
+
     def _expire_loop(self) -> None:
         while not self._stop.wait(EXPIRY_POLL):
             try:
@@ -66,9 +78,14 @@ class DNSService:
                     log.info("DNS cache: %d expired address(es) removed", n)
             except Exception as err:  # noqa: BLE001 - the next round tries again; the agent keeps serving
                 log.warning("DNS cache expiry: %s", err)
+                self._dp = None
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(3)
         self.proxy.stop()      # the port stays in the datapath: DNS is dropped while no proxy listens
+        try:
+            self.policy.flush()
+        except Exception as err:  # noqa: BLE001 - stopping: what was learned is learned again at the next lookups
+            log.warning("DNS cache not saved: %s", err)

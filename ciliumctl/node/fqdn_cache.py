@@ -50,13 +50,30 @@ class FQDNCache:
         self.min_ttl = min_ttl
         self.grace = grace
         self.entries: dict[tuple[int, str, str], Entry] = {}
+        self._names: dict[str, dict[str, int]] = {}     # ip -> name -> entries (endpoints) holding it
+
+    def _put(self, e: Entry) -> None:
+        key = (e.endpoint, e.name, e.ip)
+        if key not in self.entries:
+            names = self._names.setdefault(e.ip, {})
+            names[e.name] = names.get(e.name, 0) + 1
+        self.entries[key] = e
+
+    def _drop(self, e: Entry) -> None:
+        del self.entries[(e.endpoint, e.name, e.ip)]
+        names = self._names[e.ip]
+        names[e.name] -= 1
+        if not names[e.name]:
+            del names[e.name]
+            if not names:
+                del self._names[e.ip]
 
     def locked(self):
         return statefile.locked(self.path.with_name(self.path.name + ".lock"))
 
     def load(self) -> FQDNCache:
         data = statefile.read_json(self.path, default=None)
-        self.entries = {}
+        self.entries, self._names = {}, {}
         if data is None:
             return self
         try:
@@ -64,7 +81,7 @@ class FQDNCache:
                 e = Entry(int(row["endpoint"]), str(row["name"]), str(row["ip"]), int(row["ttl"]),
                           float(row["lookup"]), float(row["expires"]), float(row["until"]),
                           str(row.get("source", "lookup")))
-                self.entries[(e.endpoint, e.name, e.ip)] = e
+                self._put(e)
         except (KeyError, TypeError, ValueError):
             raise EnvironmentProblem(f"{self.path}: not a DNS cache; remove it (learned names are learned "
                                      "again at the next lookups)") from None
@@ -81,16 +98,14 @@ class FQDNCache:
         True when an address is new for a name (what toFQDNs selects changed), False when only expiries moved."""
         now = time.time() if now is None else now
         new = False
-        before = self.live_ips(now)
         for name in names:
             for ip, ttl in ips:
-                expires = now + max(int(ttl), self.min_ttl)
-                key = (endpoint, name, ip)
-                old = self.entries.get(key)
-                if old is None or old.expires < expires:
-                    self.entries[key] = Entry(endpoint, name, ip, int(ttl), now, expires, expires + self.grace)
-                if name not in before.get(ip, ()):
+                if name not in self._names.get(ip, ()):
                     new = True
+                expires = now + max(int(ttl), self.min_ttl)
+                old = self.entries.get((endpoint, name, ip))
+                if old is None or old.expires < expires:
+                    self._put(Entry(endpoint, name, ip, int(ttl), now, expires, expires + self.grace))
         return new
 
     def expire(self, now: float | None = None) -> list[Entry]:
@@ -98,7 +113,7 @@ class FQDNCache:
         now = time.time() if now is None else now
         gone = [e for e in self.entries.values() if e.until <= now]
         for e in gone:
-            del self.entries[(e.endpoint, e.name, e.ip)]
+            self._drop(e)
         return gone
 
     def clean(self, name_glob: str | None = None, endpoint: int | None = None) -> list[Entry]:
@@ -109,7 +124,7 @@ class FQDNCache:
         gone = [e for e in self.entries.values()
                 if (match is None or match.matches(e.name)) and (endpoint is None or e.endpoint == endpoint)]
         for e in gone:
-            del self.entries[(e.endpoint, e.name, e.ip)]
+            self._drop(e)
         return gone
 
     # ---- views
@@ -124,6 +139,10 @@ class FQDNCache:
         for e in self.live(now):
             out.setdefault(e.ip, set()).add(e.name)
         return out
+
+    def names_of(self, ip: str) -> set[str]:
+        """The names the cache holds the address under (expired ones too until expire() removes them)."""
+        return set(self._names.get(ip, ()))
 
     def next_expiry(self) -> float | None:
         return min((e.until for e in self.entries.values()), default=None)

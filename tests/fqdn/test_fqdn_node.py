@@ -18,9 +18,10 @@ from support.shell import sh, wait_until, write
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 NET = "10.97.0"
-DNS, API, OTHER = f"{NET}.53", f"{NET}.5", f"{NET}.6"   # OTHER: same server namespace, never in an answer
+DNS, API, OTHER = f"{NET}.53", f"{NET}.5", f"{NET}.6"   # OTHER: same server namespace, never learned
+API2 = f"{NET}.7"
 NODE_ADDR = f"{NET}.1"
-TTL = 2
+TTL = 5
 
 POLICY = f"""apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -35,8 +36,8 @@ spec:
     toPorts:
     - ports: [{{port: "53", protocol: ANY}}]
       rules:
-        dns: [{{matchName: api.example.test}}, {{matchPattern: "web*.example.test"}}]
-  - toFQDNs: [{{matchName: api.example.test}}]
+        dns: [{{matchPattern: "api*.example.test"}}, {{matchPattern: "web*.example.test"}}]
+  - toFQDNs: [{{matchPattern: "api*.example.test"}}]
     toPorts:
     - ports: [{{port: "80", protocol: TCP}}]
 """
@@ -60,7 +61,7 @@ def external(node, name: str) -> str:
     sh("ip", "-n", node.name, "link", "add", f"{node.name}x", "type", "veth", "peer", "name", "eth0", "netns", ns)
     sh("ip", "-n", ns, "link", "set", "lo", "up")
     sh("ip", "-n", ns, "link", "set", "eth0", "up")
-    for ip in (DNS, API, OTHER):
+    for ip in (DNS, API, OTHER, API2):
         sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
     sh("ip", "-n", ns, "route", "add", "10.200.0.0/16", "via", NODE_ADDR)
     sh("ip", "-n", node.name, "addr", "add", f"{NODE_ADDR}/24", "dev", f"{node.name}x")
@@ -97,8 +98,8 @@ def test_dns_aware_policy_end_to_end(node, tmp_path):
     node.cli("policy", "apply", "-f", str(write(tmp_path / "fqdn.yaml", POLICY)))
     node.cli("agent", "start", "--metrics-listen", "", "--no-cni")
     http_server(node, ns)
-    with Dnsmasq(ns, DNS, {"api.example.test": API, "web.example.test": OTHER, "denied.example.test": OTHER},
-                 ttl=TTL):
+    with Dnsmasq(ns, DNS, {"api.example.test": API, "web.example.test": OTHER, "denied.example.test": OTHER,
+                           "api2.example.test": API2}, ttl=TTL):
         # nothing learned yet: the name's address is not reachable
         assert not node.connect("client", API, 80, timeout=0.5)
 
@@ -108,6 +109,10 @@ def test_dns_aware_policy_end_to_end(node, tmp_path):
         assert node.connect("client", API, 80)
         assert not node.connect("client", OTHER, 80, timeout=0.5)
         assert lookup(node, "client", "api.example.test", tcp=True) == ("NOERROR", [API])
+        # a second name of the selectors: its address goes into the ipcache in place (the identity is programmed)
+        assert not node.connect("client", API2, 80, timeout=0.5)
+        assert lookup(node, "client", "api2.example.test") == ("NOERROR", [API2])
+        assert node.connect("client", API2, 80)
 
         # a name the rules do not allow is REFUSED by the proxy (the server would answer it); web.example.test is
         # allowed by rules.dns but no toFQDNs selects it: answered, and its address stays unreachable
@@ -117,7 +122,7 @@ def test_dns_aware_policy_end_to_end(node, tmp_path):
 
         # the cache, as cilium-dbg fqdn cache list
         rows = json.loads(node.cli("fqdn", "cache", "list", "-o", "json").stdout)
-        assert {(r["fqdn"], r["ip"]) for r in rows} >= {("api.example.test.", API)}
+        assert {(r["fqdn"], r["ip"]) for r in rows} >= {("api.example.test.", API), ("api2.example.test.", API2)}
 
         # DNS flows: hubble's L7 DNS fields, observation source proxy
         dns = wait_until(lambda: [f for f in flows(node, "-t", "l7")
@@ -138,7 +143,7 @@ def test_dns_aware_policy_end_to_end(node, tmp_path):
         assert node.connect("client", API, 80)
 
         # TTL expiry removes the entry: the address is unreachable again
-        assert wait_until(lambda: not node.cli("fqdn", "cache", "list", "-o", "json").stdout.strip("[]\n "), 15)
+        assert wait_until(lambda: not node.cli("fqdn", "cache", "list", "-o", "json").stdout.strip("[]\n "), 30)
         assert wait_until(lambda: not node.connect("client", API, 80, timeout=0.5), 10)
 
         # fail closed: with the agent (and its proxy) down, redirected DNS gets no answer from anywhere else
