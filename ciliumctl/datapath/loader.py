@@ -494,8 +494,11 @@ class Datapath:
                     if (old_ct.key_size, old_ct.value_size) == (new_ct.key_size, new_ct.value_size):
                         new_ct.update_batch(list(old_ct.items().items()))
                     new_fds = {n: f.fd for n, f in fns.items()}
+                    devices = set(hooks.device_links(self.pin_dir))   # the host endpoint's (host firewall): below
                     for key in attached:
                         idx = int.from_bytes(key, "little")
+                        if idx in devices:
+                            continue
                         try:
                             hooks.attach(self.pin_dir, idx, new_fds)    # tcx: the link swaps in place
                         except Exception:
@@ -580,4 +583,5 @@ class Datapath:
                 "new_connections": self.new_connections(),
                 "tcx_links": len(os.listdir(hooks.links_dir(self.pin_dir))) if hooks.links_dir(self.pin_dir).is_dir()
                 else 0,
-                "attached_endpoints": len(self.maps["endpoints"].items())}
+                # the host endpoint (host firewall) once, whatever the number of its devices
+                "attached_endpoints": len({v[:2] for v in self.maps["endpoints"].items().values()})}

@@ -6,6 +6,7 @@ The seed's policy: a CiliumClusterwideNetworkPolicy with a nodeSelector lets onl
 (a listener in the node namespace on 10250); the other node may reach 22. Another endpoint and the world may not."""
 
 import json
+import os
 import time
 
 import pytest
@@ -69,6 +70,12 @@ def test_host_firewall_seed_policy_end_to_end(node, tmp_path):
     drops = [e for e in events if e.type == 1 and e.dst_identity == 1]
     assert drops and all(e.src_identity == 2 and e.subtype == 133 for e in drops)
 
+    # policy trace --live: the node's labels and host firewall, so the host's verdict is enforced, not a what-if
+    live = ("policy", "trace", "--live", "--dst-entity", "host", "--dport")
+    world_trace = node.cli(*live, "10250/tcp", "--src-entity", "world", check=False)
+    assert world_trace.returncode == 1 and "not enforced" not in world_trace.stdout, world_trace.stdout
+    assert node.cli(*live, "22/tcp", "--src-entity", "remote-node", check=False).returncode == 0
+
     # the host in `endpoint list`, like Cilium's reserved:host endpoint, with its enforcement
     rows = {r["id"]: r for r in json.loads(node.cli("endpoint", "list", "-o", "json").stdout)}
     assert rows[0]["identity"] == 1 and "reserved:host" in rows[0]["labels_full"]
@@ -95,6 +102,22 @@ def test_host_firewall_seed_policy_end_to_end(node, tmp_path):
         node.cli("agent", "stop")
 
     # the kernel follows the stored state: the devices' host entries are the host firewall's, not strays
+    assert node.cli("status", "--verify", check=False).returncode == 0
+
+    # an upgrade (the pinned programs from other sources) keeps the devices on the device programs only
+    from ciliumctl.datapath import bpfsys, maps
+
+    state = bpfsys.Map.from_pin(node.bpffs / "state")
+    key = (0).to_bytes(4, "little")
+    fields = list(maps.DP_STATE.unpack(state.lookup(key)))
+    fields[1] ^= 0xFFFF
+    state.update(key, maps.DP_STATE.pack(*fields))
+    state.close()
+    assert "datapath: done upgraded" in node.cli("install", "--no-agent").stdout
+    links = os.listdir(node.bpffs / "links")
+    on_devices = {int(n.split("-")[0]) for n in links if "netdev" in n}
+    assert len(on_devices) == 2 and not [n for n in links if int(n.split("-")[0]) in on_devices and "netdev" not in n]
+    assert not connects_from_ns(world, NODE_IP, 10250) and node.connect("metrics", NODE_IP, 10250)
     assert node.cli("status", "--verify", check=False).returncode == 0
 
     # audit: the same denials forwarded and reported as AUDIT
