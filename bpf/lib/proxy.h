@@ -39,10 +39,12 @@ static __always_inline int proxy_to_socket(struct __sk_buff *skb, const struct p
 	t.ipv4.dport = ctl_htons(p->dport);
 	if (p->proto == IPPROTO_TCP) {
 		/* the proxy's socket of this connection (established, or a request socket during the handshake);
-		 * a listener on the destination port in the node namespace is not ours */
+		 * a listener on the destination port in the node namespace is not ours. A socket the proxy closed
+		 * (TIME_WAIT) cannot be assigned: the packet goes to the proxy's listener, which answers a stray
+		 * segment with a reset (the client learns at once, as without a proxy) and a SYN with a connection */
 		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
 		if (sk) {
-			if (sk->state != BPF_TCP_LISTEN) {
+			if (sk->state != BPF_TCP_LISTEN && sk->state != BPF_TCP_TIME_WAIT) {
 				ret = bpf_sk_assign(skb, sk, 0);
 				bpf_sk_release(sk);
 				return ret == 0 ? CTL_PROXY_OK : CTL_PROXY_NO_SOCK;

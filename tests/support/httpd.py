@@ -13,6 +13,7 @@ from .netns import in_netns
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True      # headers and body are two writes: no delayed-ACK wait between them
 
     def log_message(self, *args):
         pass
