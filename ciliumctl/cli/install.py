@@ -113,6 +113,9 @@ def register(app: typer.Typer) -> None:
         remote_nodes: str | None = typer.Option(
             None, "--remote-nodes", metavar="IP[,CIDR]",
             help="The other nodes' addresses: identity remote-node (6) instead of world (kept when omitted)."),
+        force: bool = typer.Option(False, "--force",
+                                   help="Turn the host firewall on even when its policies would cut live "
+                                        "connections of this node (refused otherwise, naming them)."),
         agent: bool = typer.Option(True, "--agent/--no-agent", show_default=False,
                                    help="Start the node agent (flows, Hubble API, metrics, CNI requests); "
                                         "on by default."),
@@ -152,7 +155,7 @@ def register(app: typer.Typer) -> None:
                 "--pool": pool is not None, "--service-cidr": service_cidr is not None,
                 "--devices": devices is not None, "--host-firewall": host_firewall is not None,
                 "--host-firewall-audit": host_firewall_audit is not None, "--node-labels": node_labels is not None,
-                "--remote-nodes": remote_nodes is not None,
+                "--remote-nodes": remote_nodes is not None, "--force": force,
                 "--cni-conf-dir": cni_conf_dir is not None, "--cni-bin-dir": cni_bin_dir is not None,
                 "--no-agent": not agent})
             refuse_unused("without --wait", {"--wait-duration": wait_duration is not None and not wait})
@@ -178,7 +181,7 @@ def register(app: typer.Typer) -> None:
                                     monitor_aggregation_flags=monitor_aggregation_flags,
                                     service_cidr=service_cidr, devices=devices, host_firewall=host_firewall,
                                     host_firewall_audit=host_firewall_audit, node_labels=node_labels,
-                                    remote_nodes=remote_nodes)
+                                    remote_nodes=remote_nodes, force=force)
         with _Progress() as show:
             outcomes = install_node.install(opts, plan_only=dry_run, progress=show, starting=show.starting)
         if dry_run:

@@ -89,6 +89,11 @@ def node_addresses() -> list[str]:
     return sorted(set(out))
 
 
+def enforces(settings) -> bool:
+    """Whether the host firewall drops (on, and neither it nor the node in audit mode)."""
+    return settings.host_firewall and not settings.host_firewall_audit and not settings.audit
+
+
 def gap_context(settings) -> HostFirewall | None:
     """What the node's host firewall enforces, for policy.enforcement_gaps (None: it is off)."""
     return HostFirewall(remote_nodes=bool(settings.remote_nodes)) if settings.host_firewall else None

@@ -184,12 +184,27 @@ def _service_cidr(text: str) -> str:
     return cidr
 
 
+def _lockout_check(s) -> None:
+    from ciliumctl.endpoints import registry
+    from ciliumctl.node import lockout
+    from ciliumctl.node import reconcile as node_reconcile
+    from ciliumctl.policy import store
+
+    state = node_reconcile.resolve_state(registry.load_all(), store.load_all(), s,
+                                         node_reconcile.allocator().snapshot())
+    lockout.check(state, "install --host-firewall")
+
+
 def _run_settings(o: Options) -> str:
+    from ciliumctl.node import hostfw
     from ciliumctl.node import reconcile as node_reconcile
     from ciliumctl.node import settings as node_settings
 
     with node_settings.locked():
-        s = _wanted_settings(node_settings.load_settings(), o)
+        before = node_settings.load_settings()
+        s = _wanted_settings(before, o)
+        if hostfw.enforces(s) and not hostfw.enforces(before) and not o.force:
+            _lockout_check(s)      # turning the host firewall on for real: the guard of policy apply
         node_reconcile.reconcile(settings=s)      # saves the settings once the datapath has taken them
         s = node_settings.load_settings()
     return (f"enforcement {s.enforcement_mode}, audit {'on' if s.audit else 'off'}, monitor aggregation "

@@ -116,12 +116,12 @@ def would_cut(state: ResolvedState, conns: list[Connection]) -> list[str]:
     return [t for _, t in sorted(out)]          # the agent's own first
 
 
-def check(state: ResolvedState) -> None:
+def check(state: ResolvedState, what: str = "policy apply") -> None:
     """Refuse `state` when its host policy would cut a live connection of the node (LockoutRefused)."""
     cut = would_cut(state, live_connections())
     if not cut:
         return
     more = f" and {len(cut) - SHOWN} more" if len(cut) > SHOWN else ""
-    raise LockoutRefused(f"refused: the host policy would cut {len(cut)} live connection(s) of this node: "
-                         f"{'; '.join(cut[:SHOWN])}{more}; allow them first, or apply with --force "
+    raise LockoutRefused(f"{what} refused: the host policy would cut {len(cut)} live connection(s) of this node: "
+                         f"{'; '.join(cut[:SHOWN])}{more}; allow them first, or run it with --force "
                          "(or try it with install --host-firewall-audit)")

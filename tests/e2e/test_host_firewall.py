@@ -132,6 +132,14 @@ def test_host_firewall_seed_policy_end_to_end(node, tmp_path):
     assert verdicts and all(e.verdict == 4 for e in verdicts)          # AUDIT
     assert not [e for e in events if e.type == 1]
 
+    # leaving audit for real is guarded too: a live connection the policy would cut is named, --force goes on
+    held = HeldConnection(node, world, NODE_IP, 22)
+    res = node.cli("install", "--no-agent", "--no-host-firewall-audit", check=False)
+    assert res.returncode == 1 and f"{WORLD_NET}.2:{held.port} -> {NODE_IP}:22/tcp (from world)" in res.stderr
+    assert held.alive() and connects_from_ns(world, NODE_IP, 10250)     # still audit only
+    node.cli("install", "--no-agent", "--no-host-firewall-audit", "--force")
+    assert not held.alive() and not connects_from_ns(world, NODE_IP, 10250)
+
     # off: nothing of the host is enforced any more, the devices carry only NodePort
     node.cli("install", "--no-agent", "--no-host-firewall")
     assert connects_from_ns(world, NODE_IP, 10250)
