@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support import pods  # noqa: E402
-from support.httpd import HttpServer  # noqa: E402
+from support.httpd import HttpServer, PodHTTPConnection  # noqa: E402
 
 from ciliumctl.datapath import proxyroute  # noqa: E402
 from ciliumctl.node import haproxy_config  # noqa: E402
@@ -58,11 +58,8 @@ def state(sb, revision: int, rules: tuple | None):
 
 
 def conn(pod, ip: str) -> http.client.HTTPConnection:
-    c = http.client.HTTPConnection(ip, 80, timeout=10)
-    s = pod.socket()
-    s.settimeout(10)
-    s.connect((ip, 80))
-    c.sock = s
+    c = PodHTTPConnection(pod, ip, 80, timeout=10)
+    c.connect()
     return c
 
 

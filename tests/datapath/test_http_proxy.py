@@ -14,7 +14,7 @@ import signal
 import time
 
 import pytest
-from support.httpd import HttpServer
+from support.httpd import HttpServer, PodHTTPConnection
 
 from ciliumctl.datapath import proxyroute
 from ciliumctl.node import haproxy_config
@@ -63,11 +63,8 @@ def l7(sandbox, datapath, tmp_path):
 
 
 def _conn(pod, ip, port=80) -> http.client.HTTPConnection:
-    c = http.client.HTTPConnection(ip, port, timeout=5)
-    s = pod.socket()
-    s.settimeout(5)
-    s.connect((ip, port))
-    c.sock = s
+    c = PodHTTPConnection(pod, ip, port, timeout=5)
+    c.connect()
     return c
 
 
@@ -140,13 +137,13 @@ def test_identity_map_updates_without_reload_and_crash_restart(sandbox, l7):
     apply, proxy = l7
     a, b, _ = sandbox.pods
     apply(ingress=[LANDING])
-    worker = proxy._worker_pid()
+    worker = proxy.worker_pid()
     assert _req(_conn(a, b.ip), "POST", "/v1/request-landing", b"")[0] == 200
     # a's address now carries another identity (the datapath still allows it at L4 by the new entry below):
     # only the map changes, through the runtime API, and the rules for a's old identity no longer apply
     ipc = {**sandbox.ipcache(), f"{a.ip}/32": 4242}
     state = apply(revision=2, ingress=[LANDING], ipcache=ipc)
-    assert proxy._worker_pid() == worker                      # no reload
+    assert proxy.worker_pid() == worker                      # no reload
     assert f"{a.ip} 4242" in proxy.command(f"show map {proxy.paths.ipcache_map}")
     assert state.ipcache[f"{a.ip}/32"] == 4242
     # the proxy dies: the supervisor brings it back with the same rules

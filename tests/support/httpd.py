@@ -4,6 +4,7 @@ answer says what arrived (method, path, body length and sha256, the client's add
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,3 +56,18 @@ class HttpServer:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class PodHTTPConnection(http.client.HTTPConnection):
+    """An HTTP client connection from inside a pod: every (re)connect opens its socket in the pod's namespace (the
+    stock one would reconnect from the caller's namespace after the server closed a kept-alive connection)."""
+
+    def __init__(self, pod, host: str, port: int = 80, timeout: float = 10):
+        super().__init__(host, port, timeout=timeout)
+        self.pod = pod
+
+    def connect(self):
+        s = self.pod.socket()
+        s.settimeout(self.timeout)
+        s.connect((self.host, self.port))
+        self.sock = s
