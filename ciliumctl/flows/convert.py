@@ -106,6 +106,9 @@ def _template(rec: tuple, snap: Snapshot, node_name: str, side: int) -> pb.Flow:
         by_ip = snap.by_ip
         _fill_endpoint(f.source, by_ip.get(saddr), rec[R_SID], snap)
         _fill_endpoint(f.destination, by_ip.get(daddr), rec[R_DID], snap)
+        if snap.names:         # addresses learned from DNS answers (Hubble: source_names / destination_names)
+            f.source_names.extend(snap.names.get(saddr, ()))
+            f.destination_names.extend(snap.names.get(daddr, ()))
     if side and cookie:
         refs = snap.cookies.get(cookie)
         if refs:

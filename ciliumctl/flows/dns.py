@@ -79,6 +79,8 @@ def dns_flow(e: DNSEvent, snap: Snapshot, node_name: str) -> pb.Flow:
     f.IP.source, f.IP.destination, f.IP.ipVersion = src, dst, pb.IPv4
     _fill_endpoint(f.source, snap.by_ip.get(src), sid, snap)
     _fill_endpoint(f.destination, snap.by_ip.get(dst), did, snap)
+    f.source_names.extend(snap.names.get(src, ()))
+    f.destination_names.extend(snap.names.get(dst, ()))
     l4 = f.l4.UDP if e.proto == 17 else f.l4.TCP
     l4.source_port, l4.destination_port = sport, dport
     l7 = f.l7

@@ -72,6 +72,7 @@ class Snapshot:
     cookies: dict[int, tuple[PolicyRef, ...]] = field(default_factory=dict)
     namespaces: frozenset[str] = frozenset()
     services: ServiceNames = field(default_factory=ServiceNames)
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)   # ip -> DNS names the DNS proxy learned
 
     def labels_of(self, identity: int) -> tuple[str, ...]:
         labels = self.identity_labels.get(identity)
@@ -184,7 +185,18 @@ def load_snapshot(state_dir: Path | None = None) -> Snapshot:
         identities.setdefault(info.identity, info.labels)
     cookies = _parse_cookies(_read_json(state / "datapath" / "cookies.json"))
     services = _parse_services(_read_json(state / "datapath" / "services.json"))
-    return Snapshot(by_ip, by_id, identities, cookies, frozenset(namespaces), services)
+    return Snapshot(by_ip, by_id, identities, cookies, frozenset(namespaces), services,
+                    _parse_dns_names(_read_json(state / "fqdn-cache.json")))
+
+
+def _parse_dns_names(data) -> dict[str, tuple[str, ...]]:
+    """The DNS cache (node/fqdn_cache.py) as address -> names, without the trailing dot as Hubble shows them
+    (Cilium's getNamesOf trims it); one cache for the node, where Cilium asks the flow's endpoint's own."""
+    out: dict[str, set[str]] = {}
+    for row in (data or {}).get("entries") or () if isinstance(data, dict) else ():
+        if isinstance(row, dict) and row.get("ip") and row.get("name"):
+            out.setdefault(str(row["ip"]), set()).add(str(row["name"]).rstrip("."))
+    return {ip: tuple(sorted(names)) for ip, names in out.items()}
 
 
 class MetaWatcher:
@@ -202,7 +214,8 @@ class MetaWatcher:
     def _fingerprint(self) -> tuple:
         stamp: list[tuple | None] = []
         for p in (self.state_dir / "endpoints", self.state_dir / "identities.json",
-                  self.state_dir / "datapath" / "cookies.json", self.state_dir / "datapath" / "services.json"):
+                  self.state_dir / "datapath" / "cookies.json", self.state_dir / "datapath" / "services.json",
+                  self.state_dir / "fqdn-cache.json"):
             try:
                 st = os.stat(p)
                 stamp.append((st.st_mtime_ns, st.st_ino, st.st_size))

@@ -108,6 +108,13 @@ def test_dns_aware_policy_end_to_end(node, tmp_path):
         assert lookup(node, "client", "api.example.test") == ("NOERROR", [API])
         assert node.connect("client", API, 80)
         assert not node.connect("client", OTHER, 80, timeout=0.5)
+        # flows to a learned address carry its name (destination_names), so --fqdn finds them, as in hubble (the
+        # agent names flows from a snapshot of the node's files taken at most every 0.5 s: connect until one is)
+        assert wait_until(lambda: node.connect("client", API, 80) and any(
+            f["IP"]["destination"] == API for f in flows(node, "--fqdn", "api.example.test")), 10)
+        named = flows(node, "--fqdn", "api.example.test")
+        assert named and all(f.get("destination_names") == ["api.example.test"] or
+                             f.get("source_names") == ["api.example.test"] for f in named)
         assert lookup(node, "client", "api.example.test", tcp=True) == ("NOERROR", [API])
         # a second name of the selectors: its address goes into the ipcache in place (the identity is programmed)
         assert not node.connect("client", API2, 80, timeout=0.5)
