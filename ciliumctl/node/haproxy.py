@@ -109,7 +109,26 @@ class HAProxy:
     def _running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def _stop_stale(self) -> None:
+        """A HAProxy of an agent that died without stopping it still holds the port: end it (only if its command
+        line names our configuration)."""
+        try:
+            pid = int(Path(self.paths.pidfile).read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return
+        if self.paths.config.encode() not in cmdline:
+            return
+        log.warning("stopping the HAProxy (pid %d) an earlier agent left running", pid)
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def _start(self) -> None:
+        if self.proc is None:
+            self._stop_stale()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.paths.admin)
         self.proc = subprocess.Popen([binary(), "-W", "-db", "-f", self.paths.config], stdout=subprocess.DEVNULL,
@@ -137,17 +156,17 @@ class HAProxy:
 
     def _reload(self) -> None:
         assert self.proc is not None
-        before = self._worker_pid()
+        before = self.worker_pid()
         os.kill(self.proc.pid, signal.SIGUSR2)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:      # the new worker answers on the admin socket
-            pid = self._worker_pid()
+            pid = self.worker_pid()
             if pid and pid != before:
                 return
             time.sleep(0.02)
         log.warning("haproxy reload: no new worker within 10 s")
 
-    def _worker_pid(self) -> int:
+    def worker_pid(self) -> int:
         try:
             for line in self.command("show info").splitlines():
                 if line.startswith("Pid:"):

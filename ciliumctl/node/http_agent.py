@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ciliumctl.node.http_agent")
 POLL = 0.2
+RETRY = 5.0
 
 
 def desired_path() -> Path:
@@ -84,6 +86,7 @@ class HTTPService:
         self.on_flow = on_flow
         self.proxy: HAProxy | None = None
         self._key: tuple | None = None
+        self._retry_at = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log_thread: threading.Thread | None = None
@@ -139,8 +142,10 @@ class HTTPService:
             key: tuple | None = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             key = None
-        if key == self._key and (key is None or (self.proxy is not None and self.proxy.proc is not None)):
+        if key == self._key and (key is None or (self.proxy is not None and self.proxy.proc is not None)
+                                 or time.monotonic() < self._retry_at):
             return
+        self._retry_at = time.monotonic() + RETRY     # a failed start is tried again after this, not every poll
         self._key = key
         if key is None:
             if self.proxy is not None:

@@ -210,3 +210,21 @@ def test_proxy_port_taken_is_one_clear_line(sandbox, tmp_path):
     finally:
         proxy.stop()
         taken.close()
+
+
+def test_a_haproxy_left_by_a_dead_agent_is_replaced(sandbox, l7, tmp_path):
+    apply, old = l7
+    a, b, _ = sandbox.pods
+    state = apply(ingress=[LANDING])
+    left = old.proc
+    old._stop.set()                                  # the agent died: nobody supervises its HAProxy any more
+    old._watch.join(2)
+    new = HAProxy(tmp_path / "haproxy", PORT)      # the next agent: same run dir, the old HAProxy still runs
+    try:
+        new.apply(state)
+        assert left.wait(5) is not None              # ended, its port taken over
+        assert _req(_conn(a, b.ip), "POST", "/v1/request-landing", b"")[0] == 200
+        assert _req(_conn(a, b.ip), "PUT", "/v1/exhaust-port", b"")[0] == 403
+    finally:
+        new.stop()
+        old.proc = None
