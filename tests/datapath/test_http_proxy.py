@@ -228,3 +228,26 @@ def test_a_haproxy_left_by_a_dead_agent_is_replaced(sandbox, l7, tmp_path):
     finally:
         new.stop()
         old.proc = None
+
+
+def test_egress_rules_to_the_world_connect_from_the_nodes_address(sandbox, datapath, l7):
+    """c stands for a server outside the cluster (not in the ipcache: world). HAProxy connects to it from the node's
+    own address (a reply to a pod's address from outside would be forwarded to the pod, not to the proxy)."""
+    from support.shell import sh
+
+    _, proxy = l7
+    a, _, c = sandbox.pods
+    sh("ip", "-n", sandbox.node, "addr", "add", "10.11.255.1/32", "dev", "lo")    # the node's address
+    srv = HttpServer(c.ns, 80)
+    sandbox.closers.append(srv.close)
+    ipcache = {k: v for k, v in sandbox.ipcache().items() if k != f"{c.ip}/32"}
+    state = sandbox.state(5, {a.ep.id: (False, [], True, [entry(2, PROTO_TCP, 80, section="egress")])},
+                          ipcache=ipcache)
+    state.http[(a.ep.id, int(Direction.EGRESS))] = [
+        HTTPAllow(2, PortRange(PROTO_TCP, 80, 80), (model.HTTPRule(method="GET", path="/public"),), ORIGIN)]
+    haproxy_config.redirect(state, PORT)
+    proxy.apply(state)
+    datapath.apply(state)
+    status, body = _req(_conn(a, c.ip), "GET", "/public")
+    assert status == 200 and json.loads(body)["client"][0] == "10.11.255.1"
+    assert _req(_conn(a, c.ip), "GET", "/private") == (403, b"Access denied\r\n")
