@@ -253,7 +253,7 @@ class ClusterNode:
             for d in (1, 2):
                 state.http.pop((ep.id, d), None)
         node_reconcile.redirect_dns(state)
-        node_reconcile.redirect_http(state)
+        node_reconcile.redirect_http(state, strict=False)
         node_reconcile.ensure_proxy_route(state)
         report.services = self.services(settings.service_cidr)
         state.services = report.services.table
@@ -264,7 +264,7 @@ class ClusterNode:
         node_settings.save_settings(settings)
         node_reconcile.save_enforcement(state)
         node_reconcile.save_dns_policy(state, local)
-        node_reconcile.save_http_proxy(state)
+        node_reconcile.save_http_proxy(state, strict=False)
         for ep in local:
             pol = state.endpoints.get(ep.id)
             if pol is not None and pol.identity != ep.identity:

@@ -50,6 +50,14 @@ def prepare(state: ResolvedState, port: int = DEFAULT_PORT) -> None:
     cfg.redirect(state, port)
 
 
+def redirect_only(state: ResolvedState, port: int = DEFAULT_PORT) -> None:
+    """The ports with rules.http to the proxy's port without a configuration for it (cluster mode, when prepare
+    failed): they refuse connections (fail closed), never pass them unfiltered."""
+    cfg.redirect(state, port)
+    with contextlib.suppress(FileNotFoundError):
+        desired_path().unlink()
+
+
 def save(state: ResolvedState, port: int = DEFAULT_PORT) -> None:
     """After the switch: what the agent's HAProxy must run (removed when no rules.http are left)."""
     if not state.http:

@@ -8,15 +8,18 @@ In cluster mode the agent hands reconciles and identity allocation to its cluste
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ciliumctl.base import paths, statefile
-from ciliumctl.base.errors import EnvironmentProblem
+from ciliumctl.base.errors import CiliumctlError, EnvironmentProblem
 from ciliumctl.endpoints import registry
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.node.settings import Settings, load_settings, save_settings
 from ciliumctl.policy import store
 from ciliumctl.policy.resolved import ResolvedState
+
+log = logging.getLogger("ciliumctl.node.reconcile")
 
 
 def identities_path() -> Path:
@@ -105,20 +108,32 @@ def redirect_dns(state: ResolvedState) -> None:
         dns_policy.redirect(state, dns_policy.proxy_port())
 
 
-def redirect_http(state: ResolvedState) -> None:
+def redirect_http(state: ResolvedState, strict: bool = True) -> None:
     """Ports with rules.http go to the agent's HAProxy (node.http_agent.prepare); a rule it cannot carry or no
-    haproxy binary: one line, before anything is applied."""
+    haproxy binary: one line, before anything is applied. Not strict (cluster mode: the objects are applied
+    already): logged, and the ports are redirected all the same, so that they refuse (fail closed)."""
     if state.http:
         from ciliumctl.node import http_agent
 
-        http_agent.prepare(state)
+        try:
+            http_agent.prepare(state)
+        except CiliumctlError as err:
+            if strict:
+                raise
+            log.error("HTTP proxy: %s; the ports with HTTP rules refuse connections until this is fixed", err)
+            http_agent.redirect_only(state)
 
 
-def save_http_proxy(state: ResolvedState) -> None:
+def save_http_proxy(state: ResolvedState, strict: bool = True) -> None:
     """What the agent's HAProxy runs from now on (node.http_agent.save)."""
     from ciliumctl.node import http_agent
 
-    http_agent.save(state)
+    try:
+        http_agent.save(state)
+    except CiliumctlError as err:
+        if strict:
+            raise
+        log.error("HTTP proxy: %s", err)
 
 
 _proxy_route = False

@@ -147,3 +147,15 @@ def test_no_haproxy_binary_is_one_clear_line_before_anything_is_applied(monkeypa
         http_agent.prepare(state)
     assert "\n" not in str(err.value)
     assert all(e.proxy_port == 0 for e in state.endpoints[2].ingress.entries)     # nothing redirected
+
+
+def test_cluster_mode_without_haproxy_fails_closed(monkeypatch, tmp_path, caplog):
+    """Cluster mode cannot refuse objects already applied: it logs and redirects anyway (the ports refuse)."""
+    from ciliumctl.node import reconcile
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path / "state"))
+    state = _state(RULE1)
+    reconcile.redirect_http(state, strict=False)
+    assert all(e.proxy_port == 15080 for e in state.endpoints[2].ingress.entries)
+    assert "haproxy binary is missing" in caplog.text
