@@ -212,6 +212,29 @@ class NodeDNSPolicy:
             if self._dirty:
                 self._save()
 
+    def learn_nowait(self, q, a) -> bool:
+        """learn() when it is quick and never blocks: nothing to learn, or only expiries that move on (the cache
+        free at once). False: call learn() (in a thread)."""
+        if a.rcode != "NOERROR" or not a.ips:
+            return True
+        view = self.view()
+        ep = view.endpoints.get(q.client[0])
+        if ep is None:
+            return True
+        if not self._learn_mutex.acquire(blocking=False):
+            return False
+        try:
+            cache = self._cache()
+            names = [q.qname, *a.cnames]
+            ips = [(ip, ttl) for ip, ttl in a.ips if ":" not in ip]
+            if any(cache.is_new(n, ip) for n in names for ip, _ in ips):
+                return False
+            cache.add(int(ep["id"]), names, ips)
+            self._dirty = True
+            return True
+        finally:
+            self._learn_mutex.release()
+
     def learn(self, q, a) -> None:
         if a.rcode != "NOERROR" or not a.ips:
             return

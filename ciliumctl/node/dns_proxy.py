@@ -256,8 +256,11 @@ class DNSProxy:
             out = servfail(msg)
             self.policy.observe(q, Answer("SERVFAIL", [], [], out, True))
             return out
-        # learned (and programmed) before the client sees the answer: its next connection must be allowed
-        await loop.run_in_executor(self._learn_pool, self.policy.learn, q, a)
+        # learned (and programmed) before the client sees the answer: its next connection must be allowed. An
+        # answer with nothing new is taken in the loop; one that may program the datapath in a thread
+        fast = getattr(self.policy, "learn_nowait", None)
+        if fast is None or not fast(q, a):
+            await loop.run_in_executor(self._learn_pool, self.policy.learn, q, a)
         self.policy.observe(q, a)
         return resp
 

@@ -100,7 +100,7 @@ class FQDNCache:
         new = False
         for name in names:
             for ip, ttl in ips:
-                if name not in self._names.get(ip, ()):
+                if self.is_new(name, ip):
                     new = True
                 expires = now + max(int(ttl), self.min_ttl)
                 old = self.entries.get((endpoint, name, ip))
@@ -139,6 +139,10 @@ class FQDNCache:
         for e in self.live(now):
             out.setdefault(e.ip, set()).add(e.name)
         return out
+
+    def is_new(self, name: str, ip: str) -> bool:
+        """The address is not (yet) held under this name: add() would return True."""
+        return name not in self._names.get(ip, ())
 
     def names_of(self, ip: str) -> set[str]:
         """The names the cache holds the address under (expired ones too until expire() removes them)."""
