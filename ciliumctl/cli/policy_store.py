@@ -244,6 +244,9 @@ def register(app: typer.Typer) -> None:
                                         help="The kind, when the name is ambiguous."),
         kubeconfig: str | None = typer.Option(None, "--kubeconfig", metavar="FILE", help=_KUBECONFIG_HELP),
         context: str | None = typer.Option(None, "--context", metavar="NAME", help=_CONTEXT_HELP),
+        force: bool = typer.Option(False, "--force",
+                                   help="With the host firewall on: delete even when the host policy left would "
+                                        "cut live connections of this node (refused otherwise, naming them)."),
     ) -> None:
         """Delete a stored policy and stop enforcing it.
 
@@ -256,6 +259,9 @@ def register(app: typer.Typer) -> None:
         kc = _kubeconfig(kubeconfig)
         _no_context_without_cluster(context, kc)
         if kc:
+            from ciliumctl.cli.common import refuse_unused
+
+            refuse_unused("in cluster mode (the host firewall's guard is node mode's)", {"--force": force})
             results = _cluster().delete_policies(names=[name], kind=kind, namespace=namespace, kubeconfig=kc,
                                                  context=context)
             for r in results:
@@ -265,7 +271,7 @@ def register(app: typer.Typer) -> None:
             return
         notes: list[str] = []
         changes = policy_ops.delete_policy(name, namespace or "default", store.kind_of(kind) if kind else None,
-                                           notes=notes)
+                                           notes=notes, force=force)
         _print_repairs(notes)
         for c in changes:
             typer.echo(f"{c.resource} {c.verb}")

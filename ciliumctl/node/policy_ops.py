@@ -109,9 +109,10 @@ def _store_rollback(keys: list[tuple[str, str, str]]):
 
 
 def delete_policy(name: str, namespace: str | None = None, kind: str | None = None,
-                  notes: list[str] | None = None) -> list[PolicyChange]:
+                  notes: list[str] | None = None, force: bool = False) -> list[PolicyChange]:
     """Delete a stored policy and reprogram without it; what a repair after an interrupted command did is appended
-    to `notes`."""
+    to `notes`. With the host firewall on, refused when the policies left would cut a live connection of the node
+    (an allow of a host policy removed), unless force."""
     require_root("policy delete")
     with environment_errors(f"policy delete {name}"), locked():
         (notes if notes is not None else []).extend(heal_if_interrupted())
@@ -123,6 +124,10 @@ def delete_policy(name: str, namespace: str | None = None, kind: str | None = No
             kinds = ", ".join(p.resource.split("/")[0] for p in found)
             raise UsageError(f"policy name {name!r} matches several kinds ({kinds}); pick one with --kind")
         p = found[0]
+        settings = load_settings()
+        if settings.host_firewall and not force:
+            left = [q for q in store.load_all() if (q.kind, q.namespace, q.name) != (p.kind, p.namespace, p.name)]
+            _lockout_check(left, settings, "policy delete")
         with _store_rollback([(p.kind, p.namespace, p.name)]):
             store.delete(p.kind, p.namespace, p.name)
             reconcile()
@@ -136,11 +141,11 @@ def _merged(before: list[store.StoredPolicy], new: list[store.StoredPolicy]) -> 
     return list(keyed.values())
 
 
-def _lockout_check(after: list[store.StoredPolicy], settings: Settings) -> None:
+def _lockout_check(after: list[store.StoredPolicy], settings: Settings, what: str = "policy apply") -> None:
     """The host policy of `after` against the node's live connections (node.lockout), without allocating."""
     from ciliumctl.node import lockout
 
-    lockout.check(resolve_state(registry.load_all(), after, settings, allocator().snapshot()))
+    lockout.check(resolve_state(registry.load_all(), after, settings, allocator().snapshot()), what)
 
 
 def _dry_run_diff(before, after, settings: Settings) -> list[str]:

@@ -54,6 +54,18 @@ def test_host_firewall_seed_policy_end_to_end(node, tmp_path):
     # --force applies it: the connection's next packet is decided again and dropped
     node.cli("policy", "apply", "-f", str(policy), "--force")
     assert not held.alive()
+    # deleting the policy that allows a live connection is guarded the same way
+    extra = tmp_path / "world-ssh.yaml"
+    extra.write_text("apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: world-ssh}\n"
+                     "spec:\n  nodeSelector: {}\n  ingress:\n  - fromEntities: [world]\n"
+                     "    toPorts: [{ports: [{port: '22', protocol: TCP}]}]\n")
+    node.cli("policy", "apply", "-f", str(extra))
+    held = HeldConnection(node, world, NODE_IP, 22)
+    res = node.cli("policy", "delete", "world-ssh", check=False)
+    assert res.returncode == 1 and "policy delete refused" in res.stderr and f":{held.port} -> " in res.stderr
+    assert held.alive()
+    node.cli("policy", "delete", "world-ssh", "--force")
+    assert not held.alive()
 
     assert node.connect("metrics", NODE_IP, 10250)             # metrics-server -> kubelet
     assert not node.connect("metrics", NODE_IP, 22)            # only 10250
