@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from ciliumctl.base.errors import UsageError
@@ -432,7 +433,6 @@ FILTER_FLAGS = {
 # flags without a value (hubble's boolean filter flags) -> the value they stand for
 NO_VALUE_FLAGS = {"-A": "", "--all-namespaces": "", "--from-all-namespaces": "", "--to-all-namespaces": "",
                   "-4": "v4", "--ipv4": "v4", "-6": "v6", "--ipv6": "v6"}
-_ALL_NAMESPACES = ("-A", "--all-namespaces", "--from-all-namespaces", "--to-all-namespaces")
 _IP_VERSIONS = {"v4": pb.IPv4, "v6": pb.IPv6, "none": pb.IP_NOT_USED}
 _TRACE_SUBTYPES = {v: k for k, v in names.TRACE_POINTS.items()}
 
@@ -497,8 +497,6 @@ def _apply(ff: pb.FlowFilter, field: str, side: str, value: str) -> None:
     """side is "source" or "destination" for sided fields, ignored for the others."""
     if field == "pod":
         getattr(ff, f"{side}_pod").append(value)
-    elif field == "namespace":
-        getattr(ff, f"{side}_pod").append(value.rstrip("/") + "/")
     elif field == "ip":
         getattr(ff, f"{side}_ip").append(value)
     elif field == "label":
@@ -555,20 +553,50 @@ def _apply(ff: pb.FlowFilter, field: str, side: str, value: str) -> None:
         ff.reply.append(value.lower() in ("true", "1", "yes"))
 
 
+# The flag groups whose members the hubble CLI refuses together (hubble/cmd/observe/flows_filter.go,
+# newFlowFilter's conflicts), in its order: the first pair found names the error, as hubble's checkConflict.
+_CONFLICTS = (
+    ("from-fqdn", "from-ip", "ip", "fqdn", "from-namespace", "namespace", "from-all-namespaces", "all-namespaces"),
+    ("from-fqdn", "from-ip", "ip", "fqdn", "from-pod", "pod"),
+    ("to-fqdn", "to-ip", "ip", "fqdn", "to-namespace", "namespace", "to-all-namespaces", "all-namespaces"),
+    ("to-fqdn", "to-ip", "ip", "fqdn", "to-pod", "pod"),
+    ("to-pod", "namespace", "all-namespaces"),
+    ("from-pod", "namespace", "all-namespaces"),
+    ("to-service", "namespace", "all-namespaces"),
+    ("from-service", "namespace", "all-namespaces"),
+    ("label", "from-label"), ("label", "to-label"),
+    ("service", "from-service"), ("service", "to-service"),
+    ("port", "to-port"), ("port", "from-port"),
+    ("identity", "to-identity"), ("identity", "from-identity"),
+    ("workload", "to-workload"), ("workload", "from-workload"),
+)
+_SHORT_FLAGS = {"-n": "namespace", "-A": "all-namespaces", "-l": "label", "-t": "type", "-4": "ipv4", "-6": "ipv6"}
+
+
+def _check_conflicts(changed: list[str]) -> None:
+    for group in _CONFLICTS:
+        for flag in group:
+            if flag in changed:
+                for other in group:
+                    if other != flag and other in changed:
+                        raise UsageError(f"filters --{flag} and --{other} cannot be combined")
+
+
 class _Builder:
+    """hubble's filterTracker (hubble/cmd/observe/flows_filter.go): a left filter (sources of the either-side
+    flags) and a right one (their destinations); namespaces are kept apart and folded into the pod and service
+    names at the end, so `-n ns --pod a` means ns/a and `-n ns` alone any pod of ns."""
+
     def __init__(self):
         self.left: pb.FlowFilter | None = None
         self.right: pb.FlowFilter | None = None
-        self.seen: set[str] = set()
+        self.namespaces: dict[str, list[str]] = {"both": [], "from": [], "to": []}
 
     def add(self, flag: str, value: str) -> None:
         side, field = FILTER_FLAGS[flag]
-        if side == "both":
-            if f"from:{field}" in self.seen or f"to:{field}" in self.seen:
-                raise UsageError(f"{flag} cannot be combined with --from-{field} or --to-{field}")
-        elif side in ("from", "to") and f"both:{field}" in self.seen:
-            raise UsageError(f"--{side}-{field} cannot be combined with --{field}")
-        self.seen.add(f"{side}:{field}")
+        if field == "namespace":
+            self.namespaces[side].append(value)
+            return
         if self.left is None:
             self.left = pb.FlowFilter()
         if side == "both":
@@ -584,18 +612,50 @@ class _Builder:
             _apply(ff, field, "destination" if side == "to" else "source", value)
 
     def build(self) -> list[pb.FlowFilter]:
-        if self.left is None:
+        if self.left is None and not any(self.namespaces.values()):
             return []
-        if self.right is None or self.right == self.left:
-            return [self.left]
-        return [self.left, self.right]
+        left = self.left or pb.FlowFilter()
+        right = pb.FlowFilter()
+        right.CopyFrom(self.right or left)
+        for ff in (left, right):
+            _with_namespaces(ff, "destination", self.namespaces["to"])
+            _with_namespaces(ff, "source", self.namespaces["from"])
+        _with_namespaces(left, "source", self.namespaces["both"])
+        _with_namespaces(right, "destination", self.namespaces["both"])
+        return [left] if left == right else [left, right]
+
+
+def _with_namespaces(ff: pb.FlowFilter, side: str, namespaces: list[str]) -> None:
+    """hubble's namespaceModifier: names without a namespace get each one; no name at all is any pod there."""
+    if not namespaces:
+        return
+    pods, services = getattr(ff, f"{side}_pod"), getattr(ff, f"{side}_service")
+    if not pods and not services:
+        pods.append("")
+    for names_ in (pods, services):
+        named: list[str] = []
+        for name in names_:
+            named += [name] if "/" in name else [f"{ns}/{name}" for ns in namespaces]
+        del names_[:]
+        names_.extend(named)
 
 
 def filters_from_args(args: list[str]) -> tuple[list[pb.FlowFilter], list[pb.FlowFilter]]:
     """(whitelist, blacklist) from the command line in its original order (--not applies to the next filter)."""
+    changed: dict[bool, list[str]] = {False: [], True: []}
+    for negate, flag, _ in _filter_tokens(args):
+        name = _SHORT_FLAGS.get(flag, flag.lstrip("-"))
+        if name not in changed[negate]:
+            changed[negate].append(name)
+            _check_conflicts(changed[negate])
     white, black = _Builder(), _Builder()
-    _check_all_namespaces(args)
-    args = _namespace_as_pod_default(args)
+    for negate, flag, value in _filter_tokens(args):
+        (black if negate else white).add(flag, value)
+    return white.build(), black.build()
+
+
+def _filter_tokens(args: list[str]) -> Iterator[tuple[bool, str, str]]:
+    """(negated, flag, value) of each filter flag; other arguments are skipped."""
     negate = False
     i = 0
     while i < len(args):
@@ -620,66 +680,11 @@ def filters_from_args(args: list[str]) -> tuple[list[pb.FlowFilter], list[pb.Flo
                 raise UsageError(f"{flag} needs a value")
             value = args[i + 1]
             i += 1
-        (black if negate else white).add(flag, value)
+        yield negate, flag, value
         negate = False
         i += 1
     if negate:
         raise UsageError("--not must be followed by a filter flag, e.g. --not --verdict DROPPED")
-    return white.build(), black.build()
-
-
-def _sides(flag: str) -> set[str]:
-    return {"from"} if flag.startswith("--from-") else {"to"} if flag.startswith("--to-") else {"from", "to"}
-
-
-def _check_all_namespaces(args: list[str]) -> None:
-    """The conflicts the hubble CLI refuses (hubble/cmd/observe/flows_filter.go): any-namespace pods on a side
-    cannot go with addresses or domain names on that side, nor with a namespace at all."""
-    flags = [a.partition("=")[0] for a in args]
-    for ns_flag in (f for f in flags if f in _ALL_NAMESPACES):
-        ns_name = "--all-namespaces" if ns_flag == "-A" else ns_flag
-        for flag in flags:
-            if flag in ("-n", "--namespace", "--from-namespace", "--to-namespace"):
-                raise UsageError(f"filters --namespace and {ns_name} cannot be combined")
-            if FILTER_FLAGS.get(flag, ("", ""))[1] in ("ip", "fqdn") and _sides(flag) & _sides(ns_flag):
-                raise UsageError(f"filters {flag} and {ns_name} cannot be combined")
-
-
-def _namespace_as_pod_default(args: list[str]) -> list[str]:
-    """With pod or service flags, -n NS (or -A) is the namespace of names given without one (as the hubble CLI
-    does); without them it selects the namespace on either side."""
-    pod_flags = ("--pod", "--from-pod", "--to-pod", "--service", "--from-service", "--to-service")
-    ns_flags = ("-n", "--namespace")
-    has_pod = any(a.partition("=")[0] in pod_flags for a in args)
-    if not has_pod:
-        return args
-    out, namespace, i = [], None, 0
-    while i < len(args):
-        flag, eq, value = args[i].partition("=")
-        if flag in ("-A", "--all-namespaces"):   # with pod or service names: -n "" (any namespace), as hubble
-            namespace = ""
-        elif flag in ns_flags:
-            if not eq:
-                value = args[i + 1] if i + 1 < len(args) else ""
-                i += 1
-            namespace = value
-        else:
-            out.append(args[i])
-        i += 1
-    if namespace is None:
-        return args
-    fixed, i = [], 0
-    while i < len(out):
-        flag, eq, value = out[i].partition("=")
-        if flag in pod_flags:
-            if not eq:
-                value = out[i + 1] if i + 1 < len(out) else ""
-                i += 1
-            fixed += [flag, value if "/" in value else f"{namespace}/{value}"]
-        else:
-            fixed.append(out[i])
-        i += 1
-    return fixed
 
 
 # ---------------------------------------------------------------- --since / --until

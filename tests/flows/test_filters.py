@@ -116,8 +116,11 @@ def test_not_sends_next_filter_to_blacklist():
 
 
 def test_namespace_is_default_for_pods_and_a_filter_alone():
-    white, _ = filters_from_args(["-n", "empire", "--to-pod", "deathstar"])
+    white, _ = filters_from_args(["--to-namespace", "empire", "--to-pod", "deathstar"])
     assert white == [pb.FlowFilter(destination_pod=["empire/deathstar"])]
+    white, _ = filters_from_args(["-n", "empire", "--pod", "deathstar", "--pod", "x/y"])
+    assert white == [pb.FlowFilter(source_pod=["empire/deathstar", "x/y"]),
+                     pb.FlowFilter(destination_pod=["empire/deathstar", "x/y"])]
     white, _ = filters_from_args(["--namespace=empire"])
     assert white == [pb.FlowFilter(source_pod=["empire/"]), pb.FlowFilter(destination_pod=["empire/"])]
 

@@ -320,6 +320,30 @@ def test_print_raw_filters_equal_hubbles(hubble, args):
 
 
 @pytest.mark.parametrize("args", [
+    ["-n", "x", "--to-pod", "a"], ["--from-service", "s", "-n", "x"], ["--to-pod", "a", "-A"],
+    ["-n", "x", "--to-ip", "1.1.1.1"], ["--fqdn", "a", "--ip", "1.1.1.1"], ["--pod", "a", "--from-pod", "b"],
+    ["-A", "-n", "x"], ["-l", "a", "--to-label", "b"], ["--port", "1", "--from-port", "2"],
+    ["--not", "--to-pod", "a", "--not", "-n", "x"],
+])
+def test_filter_conflicts_are_refused_as_hubble_refuses_them(hubble, args):
+    r = run_hubble(hubble, "unix:///nonexistent", "observe", "--print-raw-filters", *args, check=False)
+    theirs = re.search(r"filters --\S+ and --\S+ cannot be combined", r.stderr)
+    ours = subprocess.run([*CILIUMCTL, "--print-raw-filters", *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and theirs, r.stderr
+    assert ours.returncode == 2 and ours.stderr == f"Error: {theirs[0]}\n"
+
+
+@pytest.mark.parametrize("args", [
+    ["-n", "x", "--pod", "a"], ["--from-all-namespaces", "--from-pod", "a"], ["--not", "--to-pod", "a", "-n", "x"],
+    ["--to-all-namespaces", "--from-ip", "1.1.1.1"], ["--to-namespace", "a", "--to-pod", "b", "--from-service", "c"],
+    ["-n", "a", "-n", "b", "--service", "s", "--label", "x"],
+])
+def test_combinations_hubble_takes_are_taken(hubble, args):
+    assert observe_ciliumctl("unix:///nonexistent", "--print-raw-filters", *args) == \
+        run_hubble(hubble, "unix:///nonexistent", "observe", "--print-raw-filters", *args).stdout
+
+
+@pytest.mark.parametrize("args", [
     ["--http-url", "x"], ["--http-method", "GET"], ["--not", "--http-method", "GET"], ["--service", "kube-dns"],
     ["-A"], ["--from-all-namespaces", "--verdict", "DROPPED"], ["-4"], ["-6"], ["--interface", "lxc0"],
     ["--node-label", "zone=a"], ["--workload", "tiefighter"],
