@@ -64,9 +64,9 @@ def test_star_wars_l7_rule_end_to_end(node, tmp_path):
     assert "rules.http" not in out.stdout + out.stderr          # enforced: no "not enforced" warning
     node.cli("agent", "start", "--metrics-listen", "", "--no-cni")
 
-    # the landing POST passes the proxy (the deathstar's server answers it: 501, it serves files only)
+    # the landing POST passes the proxy and the deathstar's server (node.demo.SERVER) answers it
     assert wait_until(lambda: request(node, "tiefighter", ds, "GET", "/").startswith("200"), 10)
-    assert request(node, "tiefighter", ds, "POST", "/v1/request-landing").startswith("501")
+    assert request(node, "tiefighter", ds, "POST", "/v1/request-landing") == "200 b'Ship landed\\n'"
     assert request(node, "tiefighter", ds, "PUT", "/v1/exhaust-port") == "403 b'Access denied\\r\\n'"
     assert request(node, "tiefighter", ds, "GET", "/etc").startswith("403")
     # no L4 allow for the xwing: the datapath drops it before any proxy
@@ -81,7 +81,7 @@ def test_star_wars_l7_rule_end_to_end(node, tmp_path):
     put = l7("--http-method", "PUT")
     assert put and put[0]["verdict"] == "DROPPED" and put[0]["l7"]["type"] == "REQUEST"
     assert put[0]["l7"]["http"]["url"].endswith("/v1/exhaust-port") and put[0]["source"]["pod_name"] == "tiefighter"
-    landing = l7("--http-path", "/v1/request-landing", "--http-status", "501")
+    landing = l7("--http-path", "/v1/request-landing", "--http-status", "200")
     assert landing and landing[0]["l7"]["type"] == "RESPONSE" and landing[0]["verdict"] == "FORWARDED"
     assert landing[0]["traffic_direction"] == "INGRESS" and landing[0]["source"]["pod_name"] == "deathstar"
 
