@@ -161,6 +161,23 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("By id", "ciliumctl service delete 1"),
         ("By frontend", "ciliumctl service delete 10.96.0.10:80"),
     ],
+    "service redirect": [
+        ("DNS for kube-dns to the node-local cache pod of this node",
+         "ciliumctl service redirect apply -f examples/local-redirect/node-local-dns.yaml"),
+        ("Redirects and their local backends", "ciliumctl service redirect list"),
+    ],
+    "service redirect apply": [
+        ("By service (node-local DNS)",
+         "ciliumctl service redirect apply -f examples/local-redirect/node-local-dns.yaml"),
+        ("By address", "ciliumctl service redirect apply -f examples/local-redirect/metadata-address.yaml"),
+    ],
+    "service redirect list": [
+        ("Redirects and the local backends each has now", "ciliumctl service redirect list"),
+        ("For scripts", "ciliumctl service redirect list -o json"),
+    ],
+    "service redirect delete": [
+        ("The service gets its own backends back", "ciliumctl service redirect delete nodelocaldns -n kube-system"),
+    ],
     "observe": [
         ("The last 20 flows", "ciliumctl observe"),
         ("Follow the flows the datapath drops", "ciliumctl observe -f --verdict DROPPED"),

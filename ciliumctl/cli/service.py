@@ -101,11 +101,12 @@ def list_(
 ) -> None:
     """List the services of this node.
 
-    In cluster mode: what the agent programmed from the cluster's Services and EndpointSlices (read-only)."""
-    from ciliumctl.node import service_ops
+    Frontends a local redirect policy sends to endpoints of this node have type LocalRedirect. In cluster mode:
+    what the agent programmed from the cluster's Services and EndpointSlices (read-only)."""
+    from ciliumctl.node import local_redirect_ops, service_ops
 
     view = service_ops.cluster_view()
-    table = view.table if view is not None else service_ops.services()
+    table = view.table if view is not None else local_redirect_ops.services_in_force()
     _print([s for _, s in sorted(table.services.items())], output, view)
 
 
@@ -117,9 +118,10 @@ def get(
     """Show one service."""
     from ciliumctl.base.errors import NotFound
     from ciliumctl.cli.common import print_data
-    from ciliumctl.node import service_ops
+    from ciliumctl.node import local_redirect_ops, service_ops
 
-    svc = service_ops.services().find(ref)
+    svc = (local_redirect_ops.services_in_force() if service_ops.cluster_view() is None
+           else service_ops.services()).find(ref)
     if svc is None:
         raise NotFound(f"service {ref!r} not found; see `ciliumctl service list`")
     if output == Output.table:
@@ -138,3 +140,56 @@ def delete(
 
     svc = service_ops.delete_service(ref)
     typer.echo(f"service {svc.id} ({svc.frontend}) deleted")
+
+
+redirect = App(help="Local redirect policies: traffic for a frontend goes to endpoints of this node only.")
+app.add_typer(redirect, name="redirect")
+
+
+@redirect.command("apply")
+def redirect_apply(
+    files: list[str] = typer.Option(..., "--filename", "-f", metavar="FILE",
+                                    help="YAML file(s) of CiliumLocalRedirectPolicy objects (- for stdin)."),
+) -> None:
+    """Apply CiliumLocalRedirectPolicy objects (cilium.io/v2) on this node.
+
+    redirectFrontend by addressMatcher (ip, toPorts) or serviceMatcher (serviceName, namespace, toPorts);
+    redirectBackend by localEndpointSelector (endpoints of the policy's namespace) and toPorts. Without a local
+    endpoint nothing is redirected: a service keeps its own backends, an address is not translated. One invalid
+    document: nothing changes. In cluster mode the agent reads them from the cluster (kubectl apply)."""
+    from ciliumctl.node import local_redirect_ops
+
+    for ref, verb in local_redirect_ops.apply(local_redirect_ops.read_files(files)):
+        typer.echo(f"ciliumlocalredirectpolicy/{ref} {verb}")
+
+
+@redirect.command("list")
+def redirect_list(
+    output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
+) -> None:
+    """List the local redirect policies of this node and the local backends each has now."""
+    from ciliumctl.cli.common import print_data
+    from ciliumctl.node import local_redirect_ops
+
+    rows = local_redirect_ops.rows()
+    if output != Output.table:
+        print_data([{"name": r.ref, "frontend": r.frontend, "backends": r.backends, "services": r.service_ids}
+                    for r in rows], output)
+        return
+    lines = [["Name", "Frontend", "Local backends"]]
+    lines += [[r.ref, r.frontend, ", ".join(r.backends) or "none (not redirected)"] for r in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(3)]
+    typer.echo("".join("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines),
+               nl=False)
+
+
+@redirect.command("delete")
+def redirect_delete(
+    name: str = typer.Argument(..., metavar="NAME", help="The policy's metadata.name."),
+    namespace: str = typer.Option("default", "--namespace", "-n", help="The policy's namespace."),
+) -> None:
+    """Delete a local redirect policy: its frontends go back to their service (or are not translated)."""
+    from ciliumctl.node import local_redirect_ops
+
+    gone = local_redirect_ops.delete(name, namespace)
+    typer.echo(f"ciliumlocalredirectpolicy/{gone.ref} deleted")

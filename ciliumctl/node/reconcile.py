@@ -84,7 +84,7 @@ def parsed_policies(stored: list[store.StoredPolicy] | None = None) -> list:
 
 def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], settings: Settings,
                   alloc=None, revision: int | None = None) -> ResolvedState:
-    from ciliumctl.node import hostfw
+    from ciliumctl.node import hostfw, local_redirect
     from ciliumctl.node.fqdn_cache import learned_ips
     from ciliumctl.policy.resolve import resolve
     from ciliumctl.services import store as service_store
@@ -93,7 +93,7 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
                     revision=settings.revision if revision is None else revision, audit=settings.audit,
                     fqdn_ips=learned_ips(), **hostfw.resolve_kwargs(settings))
     hostfw.finish_state(state, settings)
-    state.services = service_store.load()
+    state.services = local_redirect.in_force(service_store.load(), endpoints).table
     redirect_dns(state)
     redirect_http(state)
     return state

@@ -55,7 +55,9 @@ def from_object(data: dict, source: str = "") -> StoredPolicy:
     kind = data.get("kind", "")
     if kind not in KINDS:
         raise UsageError(f"{source or 'policy'}: a {kind or 'document without kind'} is not a network policy; "
-                         f"policy apply takes {', '.join(KINDS)}")
+                         f"policy apply takes {', '.join(KINDS)}"
+                         + (" (apply it with `ciliumctl service redirect apply`)"
+                            if kind == "CiliumLocalRedirectPolicy" else ""))
     meta = data.get("metadata") or {}
     name = str(meta.get("name") or "")
     if not name:

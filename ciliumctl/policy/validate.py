@@ -31,6 +31,7 @@ CCNP = "CiliumClusterwideNetworkPolicy"
 NP = "NetworkPolicy"
 API_VERSIONS = {CNP: "cilium.io/v2", CCNP: "cilium.io/v2", NP: "networking.k8s.io/v1"}
 POLICY_KINDS = tuple(API_VERSIONS)
+LRP = "CiliumLocalRedirectPolicy"   # not a network policy: checked here, applied by `service redirect apply`
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def validate_document(doc, options: Options | None = None) -> Report:
         col.error((), "kind is missing: set kind: CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or "
                       "NetworkPolicy", rule="decode/object")
         return report
+    if kind == LRP:
+        return _validate_local_redirect(col, report, data)
     if kind not in POLICY_KINDS:
         close = difflib.get_close_matches(kind, POLICY_KINDS, n=1, cutoff=0.85)
         if close:
@@ -113,6 +116,20 @@ def validate_document(doc, options: Options | None = None) -> Report:
         RuleChecker(col, options.agent, kind).check_policy(obj)
     _drop_shadowed_schema_warnings(col.findings)
     col.findings.sort(key=lambda f: (f.line, f.column, f.severity != ERROR))
+    return report
+
+
+def _validate_local_redirect(col: Collector, report: Report, data: dict) -> Report:
+    """A CiliumLocalRedirectPolicy: the checks `service redirect apply` makes (services.local_redirect.parse)."""
+    from ciliumctl.base.errors import UsageError
+    from ciliumctl.services.local_redirect import parse
+
+    try:
+        parse(data)
+    except UsageError as err:
+        col.error((), str(err), rule="cilium/local-redirect")
+        return report
+    report.object = data
     return report
 
 

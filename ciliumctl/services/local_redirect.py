@@ -170,9 +170,13 @@ def parse(obj: dict, where: str = "") -> LocalRedirect:
 
 def _backend_port(lrp: LocalRedirect, protocol: str, name: str) -> PortInfo | None:
     """Which backend port a frontend port goes to: the only one, else the one of the same name (Cilium pairs
-    several ports by name); the protocol must be the same."""
-    cands = lrp.backend_ports if len(lrp.backend_ports) == 1 else [p for p in lrp.backend_ports if p.name == name]
-    return next((p for p in cands if p.protocol == protocol), None)
+    several ports by name), else the only one of the frontend's protocol (a service's frontends carry no port name
+    here: node-local DNS's dns/UDP and dns-tcp/TCP pair by protocol); the protocol must be the same."""
+    same = [p for p in lrp.backend_ports if p.protocol == protocol]
+    if len(lrp.backend_ports) == 1:
+        return same[0] if same else None
+    named = [p for p in same if name and p.name == name]
+    return named[0] if named else same[0] if len(same) == 1 and not name else None
 
 
 def _backend_id(fe: Frontend, ip: str, port: int, taken: set[int]) -> int:

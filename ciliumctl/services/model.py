@@ -14,7 +14,7 @@ from typing import NamedTuple
 from ciliumctl.base.errors import UsageError
 
 PROTOCOLS = {"tcp": 6, "udp": 17}       # what the datapath translates (SCTP needs a CRC32c rewrite: not yet)
-TYPES = ("ClusterIP", "NodePort")
+TYPES = ("ClusterIP", "NodePort", "LocalRedirect")   # LocalRedirect: made by services.local_redirect only
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"   # kube-apiserver's --service-cluster-ip-range default
 NODEPORT_RANGE = (30000, 32767)         # kube-apiserver's --service-node-port-range default
 # Kubernetes' default sessionAffinityConfig.clientIP.timeoutSeconds (core/v1 DefaultClientIPServiceAffinitySeconds)
@@ -313,8 +313,8 @@ class ServiceTable:
 def check_service(svc: Service, service_cidr: str, node_ips: frozenset[str] = frozenset()) -> None:
     """What makes a service unusable, as one line (UsageError)."""
     fe = svc.frontend
-    if svc.type not in TYPES:
-        raise UsageError(f"service type {svc.type!r}: use {' or '.join(TYPES)}")
+    if svc.type not in TYPES[:2]:
+        raise UsageError(f"service type {svc.type!r}: use {' or '.join(TYPES[:2])}")
     if not 0 <= svc.id <= MAX_SERVICE_ID:
         raise UsageError(f"service id {svc.id}: use 1-{MAX_SERVICE_ID}")
     if svc.type == "ClusterIP":
