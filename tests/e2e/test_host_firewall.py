@@ -52,7 +52,8 @@ def test_host_firewall_seed_policy_end_to_end(node, tmp_path):
     assert "--force" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert "kubelet" not in node.cli("policy", "get").stdout and held.alive()     # nothing applied
     # --force applies it: the connection's next packet is decided again and dropped
-    node.cli("policy", "apply", "-f", str(policy), "--force")
+    applied = node.cli("policy", "apply", "-f", str(policy), "--force", "--strict-enforcement")
+    assert "not enforced" not in applied.stderr       # the host firewall enforces all of it: no gap, strict passes
     assert not held.alive()
     # deleting the policy that allows a live connection is guarded the same way
     extra = tmp_path / "world-ssh.yaml"
