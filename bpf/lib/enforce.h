@@ -157,15 +157,15 @@ static __always_inline void proxy_from_source_too(const struct __sk_buff *skb, c
  * its pod sent is refused at once (ICMP port unreachable, as for a service without backends). dir: the policy
  * direction; bounced: a packet of the ingress direction bounced to tc ingress (lib/proxy.h). */
 static __always_inline int to_proxy(struct __sk_buff *skb, const struct pkt *p, __u16 port, __u8 dir, __u16 ep_id,
-				    __u8 bounced)
+				    __u8 bounced, __u32 src_id, __u32 dst_id)
 {
 	int ret = proxy_redirect(skb, p, port, dir == CTL_DIR_EGRESS || bounced);
 
 	if (ret != CTL_PROXY_NO_SOCK)
 		return ret;
 	count_drop(CTL_DROP_SOCKET_LOOKUP, dir, p->len);
-	emit(skb, p, CTL_EVENT_DROP, CTL_DROP_SOCKET_LOOKUP, CTL_VERDICT_DROPPED, dir, ep_id, 0, 0, 0, CTL_MATCH_NONE,
-	     0, p->tcp_flags, p->len, 1);
+	emit(skb, p, CTL_EVENT_DROP, CTL_DROP_SOCKET_LOOKUP, CTL_VERDICT_DROPPED, dir, ep_id, src_id, dst_id, 0,
+	     CTL_MATCH_NONE, 0, p->tcp_flags, p->len, 1);
 	if (dir == CTL_DIR_EGRESS && !bounced && p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN &&
 	    lb_reject(skb) == TC_ACT_REDIRECT)
 		return TC_ACT_REDIRECT;
@@ -231,7 +231,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 	}
 	__u16 bounced_port;
 	if (!host && dir == CTL_DIR_EGRESS && proxy_bounced(skb, &bounced_port))
-		return to_proxy(skb, &p, bounced_port, CTL_DIR_INGRESS, 0, 1);   /* decided in to_container (lib/proxy.h) */
+		return to_proxy(skb, &p, bounced_port, CTL_DIR_INGRESS, 0, 1, 0, 0);   /* decided in to_container (lib/proxy.h) */
 	if (host) {
 		/* forwarded packets (to and from pods, routed through) are the pods' business, not the host's */
 		st = state.lookup(&zero);
@@ -332,9 +332,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 			*bytes = 0;
 		}
 		if (!host && !is_reply && ct->proxy_port)
-			return to_proxy(skb, &p, ct->proxy_port, dir, ct->ep_id, 0);
+			return to_proxy(skb, &p, ct->proxy_port, dir, ct->ep_id, 0,
+					dir == CTL_DIR_EGRESS ? ct->own_identity : ct->peer_identity,
+					dir == CTL_DIR_EGRESS ? ct->peer_identity : ct->own_identity);
 		if (!host && is_reply && ct->proxy_upstream && dir == CTL_DIR_EGRESS)
-			return to_proxy(skb, &p, 0, dir, ct->ep_id, 0);
+			return to_proxy(skb, &p, 0, dir, ct->ep_id, 0, ct->own_identity, ct->peer_identity);
 		return hairpin ? lb_hairpin_redirect(skb) : TC_ACT_OK;
 	}
 
@@ -392,7 +394,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 		emit(skb, &p, CTL_EVENT_TRACE, obs, fresh.verdict, dir, d.ep_id, src_id, dst_id, d.v.cookie,
 		     d.v.match_type, 0, p.tcp_flags, p.len, 1);
 	if (fresh.proxy_port)
-		return to_proxy(skb, &p, fresh.proxy_port, dir, d.ep_id, 0);
+		return to_proxy(skb, &p, fresh.proxy_port, dir, d.ep_id, 0, src_id, dst_id);
 	return hairpin ? lb_hairpin_redirect(skb) : TC_ACT_OK;
 }
 

@@ -106,6 +106,7 @@ def test_proxy_down_refuses_redirected_connections(sandbox, datapath, proxy_rout
     assert err.value.errno == errno.ECONNREFUSED     # refused at once, never passed to b unfiltered
     drops = [e for e in events.events() if e.type == ev.EVENT_DROP and e.subtype == ev.DROP_SOCKET_LOOKUP]
     assert drops and drops[0].saddr == a.ip and drops[0].daddr == b.ip
+    assert (drops[0].src_identity, drops[0].dst_identity) == (a.identity, b.identity)
     # the proxy comes up: the same policy now reaches it
     proxy = TransparentProxy(sandbox.node, PROXY)
     sandbox.closers.append(proxy.close)
