@@ -238,8 +238,9 @@ class _Finder:
                 self.nothing("entity", f"the entity {ent}", self.unseen[ent], where, origin, deny, key=False)
             elif ent == "cluster":
                 effect = "is not denied" if deny else "is not allowed"
+                unseen = [e for e in CLUSTER_UNSEEN if e in self.unseen]   # the host firewall sees host, ...
                 self.add("entity", "the entity cluster", f"only the cluster's endpoints match; traffic of "
-                         f"{', '.join(CLUSTER_UNSEEN)} arrives as world and {effect} by it", where, origin,
+                         f"{', '.join(unseen)} arrives as world and {effect} by it", where, origin,
                          weaker=deny, key=False)
         for n, sel in enumerate(item.endpoints or ()):
             for k, _ in sel.match_labels:

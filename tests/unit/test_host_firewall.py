@@ -32,6 +32,11 @@ def test_a_node_selector_is_a_gap_only_without_the_host_firewall():
     assert not on                                   # metrics-server on 10250, remote-node on 22: all enforced
     without_remote = find_gaps(_seed(), HostFirewall(remote_nodes=False))
     assert [(g.kind, g.what) for g in without_remote] == [("entity", "the entity remote-node")]
+    cluster = model.parse_policy({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+                                  "metadata": {"name": "c"}, "spec": {"nodeSelector": {},
+                                                                      "ingress": [{"fromEntities": ["cluster"]}]}})
+    [gap] = find_gaps(cluster, HostFirewall(remote_nodes=True))
+    assert "kube-apiserver" in gap.instead and "host" not in gap.instead.split("of ")[1].split(" arrives")[0]
 
 
 def test_the_seed_resolves_into_the_host_endpoint():
