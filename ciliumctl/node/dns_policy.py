@@ -162,6 +162,7 @@ class NodeDNSPolicy:
         self._cache_key: tuple | None = ()
         self._dirty = False
         self._learn_mutex = threading.Lock()
+        self._inplace: dict[str, int] = {}               # address -> the revision it was written into in place
         self.last_program_ms: float | None = None      # answer -> datapath, the last time learning programmed
 
     def view(self) -> _View:
@@ -227,7 +228,8 @@ class NodeDNSPolicy:
             cache = self._cache()
             names = [q.qname, *a.cnames]
             ips = [(ip, ttl) for ip, ttl in a.ips if ":" not in ip]
-            if any(cache.is_new(n, ip) for n in names for ip, _ in ips):
+            if any(cache.is_new(n, ip) for n in names for ip, _ in ips) or \
+                    any(self._missing(view, cache, ip) for ip, _ in ips):
                 return False
             cache.add(int(ep["id"]), names, ips)
             self._dirty = True
@@ -248,21 +250,33 @@ class NodeDNSPolicy:
         t0 = time.monotonic()
         with self._learn_mutex:
             cache = self._cache()
-            if not cache.add(int(ep["id"]), names, ips):
-                self._dirty = True       # expiries moved on: saved within a second
-                return
-            self._dirty = True
+            cache.add(int(ep["id"]), names, ips)
+            self._dirty = True           # saved within a second (or before a reconcile)
             if not wanted:
                 return
-            # in place, without the node lock (the datapath's own lock and the revision check keep it consistent):
-            # the file follows within a second; a reconcile by another process meanwhile (or a crash) drops the
-            # address until the name is looked up again, stricter, never weaker. Else a reconcile, which reads the
-            # file: saved first
-            if not self._in_place(view, cache, [ip for ip, _ in ips]):
+            # what the programmed revision lacks: new addresses, and known ones a reconcile by another process
+            # dropped before our file had them (they come back with this lookup)
+            missing = [ip for ip, _ in ips if self._missing(view, cache, ip)]
+            if not missing:
+                return
+            # in place, without the node lock (the datapath's own lock and the revision check keep it consistent);
+            # else a reconcile, which reads the file: saved first
+            if not self._in_place(view, cache, missing):
                 with self.lock():
                     self._save()
                     self.reconcile()
             self.last_program_ms = (time.monotonic() - t0) * 1000
+
+    def _missing(self, view: _View, cache: FQDNCache, ip: str) -> bool:
+        """The address is wanted by a selector but the programmed revision does not have it with its identity
+        (not written in place since that revision either)."""
+        labels = learned_labels(ip, cache.names_of(ip), view.selectors, view.prefixes)
+        if labels is None:
+            return False
+        have = view.exact(ip)
+        if have is not None:
+            return have != view.learned.get(labels)
+        return self._inplace.get(ip) != view.revision
 
     def _in_place(self, view: _View, cache: FQDNCache, ips: list[str]) -> bool:
         """The new addresses into the active revision's ipcache, when each one's label set already has an
@@ -277,7 +291,10 @@ class NodeDNSPolicy:
         if self.datapath is None:
             return False
         try:
-            return self.datapath().add_ipcache(entries, view.revision)
+            if not self.datapath().add_ipcache(entries, view.revision):
+                return False
+            self._inplace.update((ip, view.revision) for ip in ips)
+            return True
         except Exception as err:  # noqa: BLE001 - the reconcile that follows programs it all the same
             log.info("in-place ipcache update failed (%s): reconciling", err)
             return False
@@ -313,6 +330,9 @@ class NodeDNSPolicy:
                 return 0
             with self.lock():
                 gone = cache.expire(now)
+                for e in gone:
+                    if not cache.names_of(e.ip):
+                        self._inplace.pop(e.ip, None)
                 self._save()
                 if gone:
                     self.reconcile()
