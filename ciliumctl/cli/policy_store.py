@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
         As kubectl: the default namespace unless -n or -A (cluster-wide policies always). -o json|yaml prints
         the whole objects, several as a List that `policy apply -f -` reads back. A missing NAME is exit 1."""
         from ciliumctl.base.errors import NotFound, UsageError
-        from ciliumctl.node.view import policy_enforcement
+        from ciliumctl.node.view import policy_enforcements
         from ciliumctl.policy import enforcement_gaps, store
 
         namespace = _namespace(namespace)
@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
         if name and not found:
             where = "" if all_namespaces else f" in namespace {ns}"
             raise NotFound(f"policy {name!r} not found{where}; see `ciliumctl policy get -A`")
-        enforced = [policy_enforcement(p) for p in found]
+        enforced = policy_enforcements(found)
         if output not in (GetOutput.table, GetOutput.wide):
             # the Enforced condition as the agent puts it on the policy's status in cluster mode
             objs = [{**p.data, "status": {"conditions": [enforcement_gaps.condition(e.gaps)]}}

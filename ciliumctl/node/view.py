@@ -56,13 +56,15 @@ def trace_inputs():
                       hostfw.parse_node_labels(settings.node_labels) if host else None, host)
 
 
-def policy_enforcement(p: store.StoredPolicy) -> enforcement_gaps.PolicyEnforcement:
-    """How much of a stored policy the datapath enforces (`policy get`'s ENFORCED, `status`)."""
+def policy_enforcements(stored: list[store.StoredPolicy]) -> list[enforcement_gaps.PolicyEnforcement]:
+    """How much of each stored policy the datapath enforces (`policy get`'s ENFORCED, `status`), with this node's
+    host firewall."""
     from ciliumctl.node import hostfw
 
-    ref = f"{p.kind} {p.namespace}/{p.name}" if p.namespace else f"{p.kind} {p.name}"
-    return enforcement_gaps.PolicyEnforcement(ref, enforcement_gaps.gaps_of_data(
-        p.data, hostfw.gap_context(load_settings())))
+    host = hostfw.gap_context(load_settings())
+    return [enforcement_gaps.PolicyEnforcement(
+        f"{p.kind} {p.namespace}/{p.name}" if p.namespace else f"{p.kind} {p.name}",
+        enforcement_gaps.gaps_of_data(p.data, host)) for p in stored]
 
 
 def _service_counts() -> dict:
@@ -94,7 +96,7 @@ def status() -> dict:
         "policy_revision": settings.revision,
         "policies": len(stored),
         # policies with parts the datapath does not enforce (policy.enforcement_gaps)
-        "partially_enforced": [e.to_dict() for e in map(policy_enforcement, stored) if e.gaps],
+        "partially_enforced": [e.to_dict() for e in policy_enforcements(stored) if e.gaps],
         "endpoints": {"total": len(eps) + len(corrupt), "ready": sum(1 for e in eps if e.state == "ready")},
         "problems": endpoint_check.problems(node_settings.pool()),
         "address_pool": ipam.effective_pool(configured=settings.pool or None),
