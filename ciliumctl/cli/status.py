@@ -12,6 +12,7 @@ def _lines(st: dict) -> list[tuple[str, str]]:
            ("Policies", _policies(st)),
            ("Endpoints", f"{st['endpoints']['ready']}/{st['endpoints']['total']} ready"),
            ("Services", _services(st.get("services") or {})),
+           ("Host firewall", _host_firewall(st.get("host_firewall") or {})),
            ("Address pool", st["address_pool"]),
            ("Pins", st["bpffs"])]
     dp = st.get("datapath") or {}
@@ -95,6 +96,13 @@ def unhealthy(st: dict) -> list[str]:
         why.append("datapath outdated")
     why += [f"problem: {p}" for p in st.get("problems", [])]
     return why
+
+
+def _host_firewall(h: dict) -> str:
+    if not h.get("enabled"):
+        return "off"
+    on = ", ".join(h.get("devices") or []) or "no device (the endpoints' packets to the host only)"
+    return f"on{' (audit)' if h.get('audit') else ''}, {on}; node labels {h.get('node_labels') or 'none'}"
 
 
 def _services(s: dict) -> str:

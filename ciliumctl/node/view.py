@@ -101,6 +101,10 @@ def status() -> dict:
         "problems": endpoint_check.problems(node_settings.pool()),
         "address_pool": ipam.effective_pool(configured=settings.pool or None),
         "services": _service_counts(),
+        # the host firewall (node.hostfw): off unless install --host-firewall
+        "host_firewall": {"enabled": settings.host_firewall, "audit": settings.host_firewall_audit,
+                          "devices": [d for d in settings.devices.split(",") if d],
+                          "node_labels": settings.node_labels, "remote_nodes": settings.remote_nodes},
         "bpffs": str(paths.bpffs_dir()),
         "datapath": None,
     }

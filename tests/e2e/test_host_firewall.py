@@ -116,6 +116,9 @@ def test_host_firewall_seed_policy_end_to_end(node, tmp_path):
 
     # the kernel follows the stored state: the devices' host entries are the host firewall's, not strays
     assert node.cli("status", "--verify", check=False).returncode == 0
+    st = json.loads(node.cli("status", "-o", "json").stdout)
+    assert st["host_firewall"]["enabled"] and st["host_firewall"]["devices"] == devs and not st["partially_enforced"]
+    assert "Host firewall" in node.cli("status").stdout
 
     # an upgrade (the pinned programs from other sources) keeps the devices on the device programs only
     from ciliumctl.datapath import bpfsys, maps
