@@ -197,9 +197,9 @@ def learn_part(big: int) -> None:
             pol.learn(q, a)
             return (time.perf_counter() - t) * 1000
 
-        first = one(1)                    # a new label set: its identity's policy is programmed (reconcile)
+        first = one(1)                    # a lone selector's label set: its identity is programmed ahead
         small = [one(k) for k in range(2, 42)]
-        print(f"answer -> map: the first address of a selector (a reconcile) {first:.1f} ms; the next ones (in "
+        print(f"answer -> map: the first address of a selector {first:.1f} ms; the next ones (in "
               f"place) p50 {statistics.median(small):.2f} ms, p90 {pct(small, .9):.2f} (target < 5 ms)")
         cache = FQDNCache()
         with cache.locked():

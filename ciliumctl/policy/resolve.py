@@ -494,7 +494,10 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
     cidr_labels = [frozenset({f"cidr:{n.with_prefixlen}", "reserved:world"}) for n in cidrs]
     prefixes = fqdn.RulePrefixes(n.with_prefixlen for n in cidrs)
     learned = _learned(rules, fqdn_ips or {}, prefixes)
-    learned_sets = sorted(set(learned.values()), key=sorted)
+    # every selector's own label set has its identity (and so its policy entries) before any address is learned:
+    # the first address a lone selector selects then needs only its ipcache entry (node.dns_policy, in place)
+    alone = {frozenset({nm.label, "reserved:world"}) for nm in _fqdn_selectors(rules)}
+    learned_sets = sorted(set(learned.values()) | alone, key=sorted)
     wanted = ep_labels + cidr_labels + learned_sets
     allocated = allocator.allocate_many(wanted) if wanted else []
     ep_ids, cidr_ids = allocated[:len(ep_labels)], allocated[len(ep_labels):len(ep_labels) + len(cidr_labels)]

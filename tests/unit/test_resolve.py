@@ -176,7 +176,9 @@ egress:
 """)], "default", MemoryAllocator())
     eg = res.state.endpoints[WEB.id].egress
     assert eg.enforced
-    assert peers(eg) == {(ident(res.state, DB), PortRange(PROTO_TCP, 80, 80))}   # L7 keeps its L4 part
+    fqdn_ids = {i for i, ls in res.state.identities.items() if "fqdn:example.com" in ls}   # no address yet
+    assert {p for p in peers(eg) if p[0] not in fqdn_ids} == {(ident(res.state, DB), PortRange(PROTO_TCP, 80, 80))}
+    assert fqdn_ids and not set(res.state.ipcache.values()) & fqdn_ids
     text = "\n".join(res.notes)
     # toFQDNs and rules.http are enforced (the DNS proxy, HAProxy): only the named port is noted
     assert "named port 'http'" in text and "toFQDNs" not in text and "L7" not in text
