@@ -142,7 +142,7 @@ def delete(
     typer.echo(f"service {svc.id} ({svc.frontend}) deleted")
 
 
-redirect = App(help="Local redirect policies: traffic for a frontend goes to endpoints of this node only.")
+redirect = App(help="Local redirect policies: a frontend to this node's endpoints.")
 app.add_typer(redirect, name="redirect")
 
 
@@ -167,7 +167,10 @@ def redirect_apply(
 def redirect_list(
     output: Output = typer.Option(Output.table, "--output", "-o", help="Output format."),
 ) -> None:
-    """List the local redirect policies of this node and the local backends each has now."""
+    """List local redirect policies and their local backends.
+
+    Node mode: the stored policies, each with the endpoints it redirects to now. Cluster mode: the redirects the
+    agent last programmed."""
     from ciliumctl.cli.common import print_data
     from ciliumctl.node import local_redirect_ops
 
@@ -188,7 +191,9 @@ def redirect_delete(
     name: str = typer.Argument(..., metavar="NAME", help="The policy's metadata.name."),
     namespace: str = typer.Option("default", "--namespace", "-n", help="The policy's namespace."),
 ) -> None:
-    """Delete a local redirect policy: its frontends go back to their service (or are not translated)."""
+    """Delete a local redirect policy.
+
+    Its frontends go back to their service's own backends (an address is no longer translated)."""
     from ciliumctl.node import local_redirect_ops
 
     gone = local_redirect_ops.delete(name, namespace)

@@ -87,6 +87,7 @@ KINDS = {k.kind: k for k in [
     Kind(CILIUM_GROUP, "v2", "ciliumidentities", "CiliumIdentity", False),
     Kind(CILIUM_GROUP, "v2", "ciliumendpoints", "CiliumEndpoint", True),
     Kind(CILIUM_GROUP, "v2", "ciliumcidrgroups", "CiliumCIDRGroup", False),
+    Kind(CILIUM_GROUP, "v2", "ciliumlocalredirectpolicies", "CiliumLocalRedirectPolicy", True),
 ]}
 
 

@@ -201,8 +201,34 @@ def crds() -> list[dict]:
               {"name": "Endpoint State", "type": "string", "jsonPath": ".status.state"},
               {"name": "IPv4", "type": "string", "jsonPath": ".status.networking.addressing[0].ipv4"},
               {"name": "Node", "type": "string", "jsonPath": ".status.networking.node"}]),
+        local_redirect_crd(),
         cidr_group_crd(),
     ]
+
+
+def local_redirect_crd() -> dict:
+    """CiliumLocalRedirectPolicy (services.local_redirect): namespaced, short name clrp, categories cilium and
+    ciliumpolicy, spec.redirectFrontend and spec.redirectBackend required, as Cilium 1.19 serves it
+    (pkg/k8s/apis/cilium.io/v2/clrp_types.go; its generated ciliumlocalredirectpolicies.yaml). The fields' finer
+    rules are checked by the agent (one line in its log, the policy left out), as `policy validate` checks them."""
+    port = {"type": "object", "required": ["port", "protocol"],
+            "properties": {"port": _str(), "protocol": {"type": "string", "enum": ["TCP", "UDP"]}, "name": _str()}}
+    selector = _open_object({"matchLabels": {"type": "object", "additionalProperties": _str()},
+                             "matchExpressions": _list(_open_object())})
+    spec = {"type": "object", "required": ["redirectFrontend", "redirectBackend"], "properties": {
+        "redirectFrontend": {"type": "object", "properties": {
+            "addressMatcher": {"type": "object", "required": ["ip", "toPorts"],
+                               "properties": {"ip": _str(), "toPorts": _list(port)}},
+            "serviceMatcher": {"type": "object", "required": ["serviceName", "namespace"],
+                               "properties": {"serviceName": _str(), "namespace": _str(), "toPorts": _list(port)}}}},
+        "redirectBackend": {"type": "object", "required": ["localEndpointSelector", "toPorts"],
+                            "properties": {"localEndpointSelector": selector, "toPorts": _list(port)}},
+        "description": _str(), "skipRedirectFromBackend": {"type": "boolean"}}}
+    schema = {"type": "object", "required": ["metadata"],
+              "properties": {"apiVersion": _str(), "kind": _str(), "metadata": {"type": "object"}, "spec": spec,
+                             "status": _open_object()}}
+    return _crd("ciliumlocalredirectpolicies", "CiliumLocalRedirectPolicy", ["clrp"], "Namespaced", schema, False,
+                [_AGE], ["cilium", "ciliumpolicy"])
 
 
 def cidr_group_crd() -> dict:
@@ -237,6 +263,8 @@ def cluster_role() -> dict:
          "verbs": ["update"]},
         {"apiGroups": ["cilium.io"], "resources": ["ciliumidentities"], "verbs": ["create", "get", "list", "watch"]},
         {"apiGroups": ["cilium.io"], "resources": ["ciliumcidrgroups"], "verbs": ["get", "list", "watch"]},
+        # local redirect policies (services.local_redirect): which frontends go to this node's pods
+        {"apiGroups": ["cilium.io"], "resources": ["ciliumlocalredirectpolicies"], "verbs": ["get", "list", "watch"]},
         # why a policy is rejected or enforced in part, on the policy (cluster.policy_events)
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         # get + list: the agent finds its node's stale endpoints after a restart and updates in place

@@ -38,7 +38,8 @@ log = logging.getLogger("ciliumctl.node.cluster_sync")
 
 WATCHED = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "NetworkPolicy", "Pod", "Namespace", "Node",
            "CiliumEndpoint", "CiliumIdentity", "CiliumCIDRGroup", "Service", "EndpointSlice")
-OPTIONAL = ("ServiceCIDR",)    # networking.k8s.io/v1, GA in 1.33: older servers do not serve it
+OPTIONAL = ("ServiceCIDR",     # networking.k8s.io/v1, GA in 1.33: older servers do not serve it
+            "CiliumLocalRedirectPolicy")   # a cluster installed before ciliumctl had its CRD
 REMOTE_ID_BASE = 1 << 20  # resolve-time ids of other nodes' endpoints: never a local endpoint id (1..65535)
 _SPECIAL = {"io.kubernetes.pod.namespace", "io.cilium.k8s.policy.serviceaccount", "io.cilium.k8s.policy.cluster"}
 
@@ -283,11 +284,34 @@ class ClusterNode:
         built = cluster_services.build(self.cache.objects("Service"), self.cache.objects("EndpointSlice"),
                                        self.node_name, node_ips, cidrs,
                                        self._services.table if self._services else None)
+        self._redirect(built)
         for line in built.skipped:
             if line not in self._told:
                 log.warning("service %s", line)
         self._told = set(built.skipped)
         return built
+
+    def _redirect(self, built: cluster_services.ClusterServices) -> None:
+        """The cluster's CiliumLocalRedirectPolicies over the table (node.local_redirect), to the Pods of this node;
+        an invalid one is left out, with its one line among the skipped."""
+        from ciliumctl.base.errors import UsageError
+        from ciliumctl.node import local_redirect
+        from ciliumctl.services.local_redirect import API_VERSION, KIND, parse
+
+        lrps = []
+        for obj in self.cache.objects(KIND):
+            try:
+                lrps.append(parse({**obj, "kind": KIND, "apiVersion": API_VERSION}))
+            except UsageError as err:
+                built.skipped.append(f"{err}: left out")
+        if not lrps:
+            return
+        red = local_redirect.apply(built.table, lrps, local_redirect.from_pods(self.cache.objects("Pod"),
+                                                                                self.node_name))
+        built.table = red.table
+        for sid, ref in red.by.items():
+            built.names[sid] = f"{built.names.get(sid) or ref} (local redirect {ref})"
+        built.skipped.extend(f"local redirect {line}" for line in red.skipped)
 
     def reconcile_locked(self, datapath=None, settings=None):
         """node_reconcile.reconcile() in cluster mode (the caller holds the node lock: CNI ADD/DEL, endpoint

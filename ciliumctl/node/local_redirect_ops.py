@@ -105,12 +105,15 @@ class Row:
 
 
 def rows() -> list[Row]:
-    """Node mode: each stored LRP with the frontends and local backends in force now."""
+    """Each stored LRP with the frontends and local backends in force now; in cluster mode the redirects the agent
+    last programmed (the cluster's policies without a local backend are not known here)."""
     from ciliumctl.endpoints import registry
     from ciliumctl.node.local_redirect import in_force
     from ciliumctl.services import store
 
-    lrps = redirect_store.load() if node_mode() else []
+    if not node_mode():
+        return _cluster_rows()
+    lrps = redirect_store.load()
     red = in_force(store.load(), registry.load_all()) if lrps else None
     out = []
     for lrp in lrps:
@@ -129,3 +132,21 @@ def services_in_force():
 
     table = store.load()
     return in_force(table, registry.load_all()).table if redirect_store.load() else table
+
+
+def _cluster_rows() -> list[Row]:
+    import re
+
+    from ciliumctl.node.service_ops import cluster_view
+
+    view = cluster_view()
+    found: dict[str, Row] = {}
+    for sid, label in sorted(view.names.items()) if view is not None else ():
+        m = re.search(r"\(local redirect ([^)]+)\)$", label)
+        svc = view.table.services.get(sid) if m else None
+        if m and svc is not None:
+            row = found.setdefault(m.group(1), Row(m.group(1), "", [], []))
+            row.frontend = ", ".join(filter(None, [row.frontend, str(svc.frontend)]))
+            row.backends = sorted(set(row.backends) | {f"{b}/{svc.frontend.protocol.upper()}" for b in svc.backends})
+            row.service_ids.append(sid)
+    return [found[k] for k in sorted(found)]

@@ -158,6 +158,9 @@ def parse(obj: dict, where: str = "") -> LocalRedirect:
     selector = be.get("localEndpointSelector")
     if not isinstance(selector, dict):
         raise _fail(at, "spec.redirectBackend.localEndpointSelector is required (matchLabels / matchExpressions)")
+    if spec.get("skipRedirectFromBackend"):    # Cilium 1.16+: not done here, so refused rather than ignored
+        raise _fail(at, "spec.skipRedirectFromBackend is not supported yet (the backends' own traffic to the "
+                        "frontend would be redirected too); remove it")
     bports = _ports(be.get("toPorts"), f"{at}: spec.redirectBackend", True)
     if len(bports) > 1:
         names = {p.name for p in bports}

@@ -23,7 +23,7 @@ from k8s.objects import kubeconfig_variant, remove_crds
 pytestmark = [pytest.mark.root]
 
 CILIUM_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "CiliumIdentity", "CiliumEndpoint",
-                "CiliumCIDRGroup")
+                "CiliumLocalRedirectPolicy", "CiliumCIDRGroup")
 
 
 def ciliumctl(*args: str, **env: str):
@@ -98,8 +98,8 @@ def test_a_server_that_never_answers_is_one_line_after_the_request_timeout(kubec
 
 
 def test_a_server_that_stops_answering_half_way_leaves_nothing(kube, kubeconfig, new_namespace, monkeypatch):
-    """The real server turns slow at the ConfigMap, the 11th object: a validating webhook that never answers
-    holds its create (for 3 s, then refuses it). The client gives up after 1 s and removes the 9 objects it
+    """The real server turns slow at the ConfigMap, the 12th object: a validating webhook that never answers
+    holds its create (for 3 s, then refuses it). The client gives up after 1 s and removes the 10 objects it
     had made (the Namespace was there before)."""
     from ciliumctl.base.errors import EnvironmentProblem
     from ciliumctl.cluster import install as inst
@@ -142,7 +142,7 @@ def test_a_server_that_stops_answering_half_way_leaves_nothing(kube, kubeconfig,
     assert "\n" not in line and err.value.exit_code == 2
     assert line.startswith(f"the Kubernetes API server at {slow.host} did not answer PATCH "
                            f"/api/v1/namespaces/{ns}/configmaps/"), line
-    assert line.endswith("; the 9 objects it had created were removed again, nothing is installed"), line
+    assert line.endswith("; the 10 objects it had created were removed again, nothing is installed"), line
     assert wait_until(lambda: not crds(kube), 30, 0.1), crds(kube)
     assert kube.get(KINDS["ClusterRole"], manifests.AGENT) is None
     assert kube.get(KINDS["ClusterRoleBinding"], manifests.AGENT) is None
@@ -223,7 +223,7 @@ def test_a_user_who_may_create_some_kinds_leaves_nothing_behind(kube, user):
         crd_rule("get", "create", "patch", "delete")])))
     assert f"install: applying Namespace {manifests.NAMESPACE} failed" in line, line
     assert 'cannot get resource "namespaces"' in line, line
-    assert line.endswith("the 5 objects it had created were removed again, nothing is installed"), line
+    assert line.endswith("the 6 objects it had created were removed again, nothing is installed"), line
     assert wait_until(lambda: not crds(kube), 30, 0.1), crds(kube)
 
 
@@ -232,7 +232,7 @@ def test_a_user_who_may_not_delete_hears_what_is_left(kube, user):
     line = one_line(ciliumctl("install", "--kubeconfig", user("cctl-no-delete", [
         crd_rule("get", "create", "patch")])))
     assert f"install: applying Namespace {manifests.NAMESPACE} failed" in line, line
-    assert "could not remove the 5 objects it had created again (403 Forbidden: CustomResourceDefinition " \
+    assert "could not remove the 6 objects it had created again (403 Forbidden: CustomResourceDefinition " \
            "ciliumcidrgroups.cilium.io, " in line, line
     assert line.endswith("run `ciliumctl uninstall` when fixed"), line
-    assert len(crds(kube)) == 5        # what it says is left is what is left
+    assert len(crds(kube)) == 6        # what it says is left is what is left

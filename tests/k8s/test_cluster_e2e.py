@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 NS = "ciliumctl-system"
 CRDS = ["ciliumnetworkpolicies.cilium.io", "ciliumclusterwidenetworkpolicies.cilium.io",
-        "ciliumidentities.cilium.io", "ciliumendpoints.cilium.io", "ciliumcidrgroups.cilium.io"]
+        "ciliumidentities.cilium.io", "ciliumendpoints.cilium.io", "ciliumlocalredirectpolicies.cilium.io",
+        "ciliumcidrgroups.cilium.io"]
 
 
 def pod(name: str, app: str, node: str, command: list[str]) -> dict:

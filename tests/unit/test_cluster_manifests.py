@@ -24,7 +24,7 @@ def dry_run(**kwargs) -> list[dict]:
 
 def test_dry_run_prints_every_manifest_sane():
     objs = dry_run(image="registry.local/ciliumctl:test", enforcement="always", audit=True, flow_buffer_size=8191)
-    assert [o["kind"] for o in objs] == ["CustomResourceDefinition"] * 5 + [
+    assert [o["kind"] for o in objs] == ["CustomResourceDefinition"] * 6 + [
         "Namespace", "ServiceAccount", "ResourceQuota", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
         "DaemonSet"]
     for obj in objs:
@@ -35,7 +35,9 @@ def test_dry_run_prints_every_manifest_sane():
 
     crds = {o["spec"]["names"]["kind"]: o for o in objs if o["kind"] == "CustomResourceDefinition"}
     assert set(crds) == {"CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "CiliumIdentity",
-                         "CiliumEndpoint", "CiliumCIDRGroup"}
+                         "CiliumEndpoint", "CiliumCIDRGroup", "CiliumLocalRedirectPolicy"}
+    assert crds["CiliumLocalRedirectPolicy"]["spec"]["scope"] == "Namespaced"
+    assert crds["CiliumLocalRedirectPolicy"]["spec"]["names"]["shortNames"] == ["clrp"]
     assert crds["CiliumNetworkPolicy"]["spec"]["names"]["shortNames"][0] == "cnp"
     assert crds["CiliumClusterwideNetworkPolicy"]["spec"]["names"]["shortNames"] == ["ccnp"]
     for kind in ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"):
@@ -84,7 +86,7 @@ def test_dry_run_json_and_bad_options():
     out = io.StringIO()
     inst.install(dry_run=True, output="json", out=out)
     data = json.loads(out.getvalue())
-    assert data["kind"] == "List" and len(data["items"]) == 12
+    assert data["kind"] == "List" and len(data["items"]) == 13
     with pytest.raises(UsageError, match="enforcement"):
         inst.install(dry_run=True, enforcement="sometimes", out=io.StringIO())
     with pytest.raises(UsageError, match="one less than a power of two"):
