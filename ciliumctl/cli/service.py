@@ -103,10 +103,10 @@ def list_(
 
     Frontends a local redirect policy sends to endpoints of this node have type LocalRedirect. In cluster mode:
     what the agent programmed from the cluster's Services and EndpointSlices (read-only)."""
-    from ciliumctl.node import local_redirect_ops, service_ops
+    from ciliumctl.node import service_ops
 
     view = service_ops.cluster_view()
-    table = view.table if view is not None else local_redirect_ops.services_in_force()
+    table = view.table if view is not None else service_ops.services()
     _print([s for _, s in sorted(table.services.items())], output, view)
 
 
@@ -118,10 +118,9 @@ def get(
     """Show one service."""
     from ciliumctl.base.errors import NotFound
     from ciliumctl.cli.common import print_data
-    from ciliumctl.node import local_redirect_ops, service_ops
+    from ciliumctl.node import service_ops
 
-    svc = (local_redirect_ops.services_in_force() if service_ops.cluster_view() is None
-           else service_ops.services()).find(ref)
+    svc = service_ops.services().find(ref)
     if svc is None:
         raise NotFound(f"service {ref!r} not found; see `ciliumctl service list`")
     if output == Output.table:

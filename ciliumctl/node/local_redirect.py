@@ -62,9 +62,16 @@ def apply(table: ServiceTable, lrps: list[LocalRedirect], candidates: list[Candi
     return redirect(table, lrps, local_ips)
 
 
-def in_force(table: ServiceTable, endpoints) -> Redirected:
-    """Node mode: the stored services with the stored redirects to the registry's `endpoints`."""
+def in_force(table: ServiceTable, endpoints=None) -> Redirected:
+    """Node mode: the stored services with the stored redirects to the registry's `endpoints` (read from the
+    registry when not given, only when there is a redirect)."""
     from ciliumctl.services import redirect_store
 
     lrps = redirect_store.load()
-    return apply(table, lrps, from_endpoints(endpoints)) if lrps else Redirected(table, {}, [])
+    if not lrps:
+        return Redirected(table, {}, [])
+    if endpoints is None:
+        from ciliumctl.endpoints import registry
+
+        endpoints = registry.load_all()
+    return apply(table, lrps, from_endpoints(endpoints))

@@ -124,14 +124,6 @@ def rows() -> list[Row]:
     return out
 
 
-def services_in_force():
-    """Node mode: the service table as programmed (the store's services with the redirects in force)."""
-    from ciliumctl.endpoints import registry
-    from ciliumctl.node.local_redirect import in_force
-    from ciliumctl.services import store
-
-    table = store.load()
-    return in_force(table, registry.load_all()).table if redirect_store.load() else table
 
 
 def _cluster_rows() -> list[Row]:

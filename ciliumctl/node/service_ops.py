@@ -108,7 +108,10 @@ def delete_service(ref: str) -> Service:
 
 
 def services() -> ServiceTable:
-    return store.load() if node_mode() else cluster_view().table
+    """The table in force: node mode's store with its local redirects (node.local_redirect), or the cluster's."""
+    from ciliumctl.node.local_redirect import in_force
+
+    return in_force(store.load()).table if node_mode() else cluster_view().table
 
 
 def cluster_view():

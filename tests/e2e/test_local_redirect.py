@@ -93,6 +93,9 @@ def test_local_redirect_by_service_and_address(node, tmp_path):
     assert [(r["name"], r["backends"]) for r in rows] == [("default/meta", ["10.200.0.3:9090/TCP"]),
                                                          ("default/web-local", ["10.200.0.3:9090/TCP"])]
     assert node.cli("status", "--verify", check=False).returncode == 0
+    trace = json.loads(node.cli("policy", "trace", "--live", "--src-ip", "10.200.0.1", "--dst-ip", VIP,
+                                "--dport", "80/tcp", "-o", "json").stdout)
+    assert trace["service"]["backend"] == "10.200.0.3:9090" and trace["port"] == 9090
 
     # the local backend goes: the service's own backend again, the address untranslated (nothing answers there)
     node.cli("endpoint", "delete", "cache")
