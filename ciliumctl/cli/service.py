@@ -160,6 +160,8 @@ def redirect_apply(
 
     for ref, verb in local_redirect_ops.apply(local_redirect_ops.read_files(files)):
         typer.echo(f"ciliumlocalredirectpolicy/{ref} {verb}")
+    for line in local_redirect_ops.skipped():
+        typer.echo(f"warning: not redirected: {line}", err=True)
 
 
 @redirect.command("list")

@@ -62,7 +62,8 @@ def _rollback():
 
 
 def apply(lrps: list[LocalRedirect]) -> list[tuple[str, str]]:
-    """Store and program; (namespace/name, created|configured|unchanged) per object."""
+    """Store and program; (namespace/name, created|configured|unchanged) per object. What is left out (a frontend
+    that is a service's, two policies on one frontend): skipped()."""
     require_root("service redirect apply")
     refuse_in_cluster_mode("service redirect apply")
     with environment_errors("service redirect apply"), locked():
@@ -142,3 +143,11 @@ def _cluster_rows() -> list[Row]:
             row.backends = sorted(set(row.backends) | {f"{b}/{svc.frontend.protocol.upper()}" for b in svc.backends})
             row.service_ids.append(sid)
     return [found[k] for k in sorted(found)]
+
+
+def skipped() -> list[str]:
+    """Node mode: the parts of the stored redirects that are not in force, and why."""
+    from ciliumctl.node.local_redirect import in_force
+    from ciliumctl.services import store
+
+    return in_force(store.load()).skipped if node_mode() else []

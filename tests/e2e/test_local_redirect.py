@@ -93,6 +93,11 @@ def test_local_redirect_by_service_and_address(node, tmp_path):
     assert [(r["name"], r["backends"]) for r in rows] == [("default/meta", ["10.200.0.3:9090/TCP"]),
                                                          ("default/web-local", ["10.200.0.3:9090/TCP"])]
     assert node.cli("status", "--verify", check=False).returncode == 0
+    clash = tmp_path / "clash.yaml"      # an address that is a service's frontend: left to a serviceMatcher, said so
+    clash.write_text(_lrp("clash", {"addressMatcher": {"ip": VIP, "toPorts": [{"port": "80", "protocol": "TCP"}]}}))
+    res = node.cli("service", "redirect", "apply", "-f", str(clash))
+    assert "not redirected: default/clash: 10.100.0.10:80/TCP is service 1's frontend" in res.stderr, res
+    node.cli("service", "redirect", "delete", "clash")
     trace = json.loads(node.cli("policy", "trace", "--live", "--src-ip", "10.200.0.1", "--dst-ip", VIP,
                                 "--dport", "80/tcp", "-o", "json").stdout)
     assert trace["service"]["backend"] == "10.200.0.3:9090" and trace["port"] == 9090
