@@ -18,7 +18,7 @@ _ciliumctl() {
     done
     case "$path" in
         "")
-            COMPREPLY=($(compgen -W "agent completion demo endpoint install observe policy service status ui uninstall version --version -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "agent completion demo endpoint fqdn install observe policy service status ui uninstall version --version -D --debug --help -h" -- "$cur"));;
         "agent")
             COMPREPLY=($(compgen -W "run start status stop -D --debug --help -h" -- "$cur"));;
         "agent run")
@@ -30,8 +30,11 @@ _ciliumctl() {
                 --node-name) return;;
                 --kubeconfig) return;;
                 --context) return;;
+                --tofqdns-proxy-port) return;;
+                --tofqdns-min-ttl) return;;
+                --tofqdns-idle-connection-grace-period) return;;
             esac
-            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context --tofqdns-proxy-port --tofqdns-min-ttl --tofqdns-idle-connection-grace-period -D --debug --help -h" -- "$cur"));;
         "agent start")
             case "$prev" in
                 --flow-buffer-size) return;;
@@ -41,8 +44,11 @@ _ciliumctl() {
                 --node-name) return;;
                 --kubeconfig) return;;
                 --context) return;;
+                --tofqdns-proxy-port) return;;
+                --tofqdns-min-ttl) return;;
+                --tofqdns-idle-connection-grace-period) return;;
             esac
-            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--flow-buffer-size --hubble-socket --hubble-listen --metrics-listen --node-name --no-cni --kubeconfig --context --tofqdns-proxy-port --tofqdns-min-ttl --tofqdns-idle-connection-grace-period -D --debug --help -h" -- "$cur"));;
         "agent status")
             case "$prev" in
                 -o|--output) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
@@ -93,6 +99,23 @@ _ciliumctl() {
                 --context) return;;
             esac
             COMPREPLY=($(compgen -W "--output -o --no-headers --namespace -n --all-namespaces -A --all-nodes --kubeconfig --context -D --debug --help -h" -- "$cur"));;
+        "fqdn")
+            COMPREPLY=($(compgen -W "cache -D --debug --help -h" -- "$cur"));;
+        "fqdn cache")
+            COMPREPLY=($(compgen -W "clean list -D --debug --help -h" -- "$cur"));;
+        "fqdn cache clean")
+            case "$prev" in
+                --endpoint|-e) return;;
+                --matchpattern|-p) return;;
+            esac
+            COMPREPLY=($(compgen -W "--endpoint -e --matchpattern -p -D --debug --help -h" -- "$cur"));;
+        "fqdn cache list")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+                --endpoint|-e) return;;
+                --matchpattern|-p) return;;
+            esac
+            COMPREPLY=($(compgen -W "--endpoint -e --matchpattern -p --output -o -D --debug --help -h" -- "$cur"));;
         "install")
             case "$prev" in
                 --enforcement-mode) COMPREPLY=($(compgen -W "default always never" -- "$cur")); return;;
@@ -104,6 +127,8 @@ _ciliumctl() {
                 --monitor-aggregation-flags) return;;
                 --service-cidr) return;;
                 --devices) return;;
+                --node-labels) return;;
+                --remote-nodes) return;;
                 --cni-conf-dir) return;;
                 --cni-bin-dir) return;;
                 --kubeconfig) return;;
@@ -111,7 +136,7 @@ _ciliumctl() {
                 --image) return;;
                 --wait-duration) return;;
             esac
-            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --monitor-aggregation --monitor-aggregation-interval --monitor-aggregation-flags --service-cidr --devices --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --image-pull-policy --wait --wait-duration -o --output -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --monitor-aggregation --monitor-aggregation-interval --monitor-aggregation-flags --service-cidr --devices --host-firewall --no-host-firewall --host-firewall-audit --no-host-firewall-audit --node-labels --remote-nodes --force --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --image-pull-policy --wait --wait-duration -o --output -D --debug --help -h" -- "$cur"));;
         "observe")
             case "$prev" in
                 --protocol) COMPREPLY=($(compgen -W "icmp tcp udp icmpv4 icmpv6 sctp" -- "$cur")); return;;
@@ -186,7 +211,7 @@ _ciliumctl() {
                 --context) return;;
                 --max-size) return;;
             esac
-            COMPREPLY=($(compgen -W "--filename -f --dry-run --kubeconfig --context --max-size --strict-enforcement -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--filename -f --dry-run --kubeconfig --context --max-size --strict-enforcement --force -D --debug --help -h" -- "$cur"));;
         "policy delete")
             case "$prev" in
                 --kind) COMPREPLY=($(compgen -W "cnp ccnp netpol" -- "$cur")); return;;
@@ -195,7 +220,7 @@ _ciliumctl() {
                 --context) return;;
             esac
             if [[ "$cur" != -* ]]; then _ciliumctl_from_node; return; fi
-            COMPREPLY=($(compgen -W "--namespace -n --kind --kubeconfig --context -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--namespace -n --kind --kubeconfig --context --force -D --debug --help -h" -- "$cur"));;
         "policy draw")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "tree dot svg mermaid html json" -- "$cur")); return;;
@@ -229,13 +254,17 @@ _ciliumctl() {
                 --dst-namespace) _ciliumctl_from_node; return;;
                 --src-labels|-s) return;;
                 --src-ip) return;;
+                --src-entity) return;;
+                --dst-entity) return;;
                 --dst-labels|-d) return;;
                 --dst-ip) return;;
                 --dport) return;;
                 --filename|-f|--file) return;;
                 --node-labels) return;;
+                --http-method) return;;
+                --http-path) return;;
             esac
-            COMPREPLY=($(compgen -W "--src-labels -s --src-ip --src-namespace --dst-labels -d --dst-ip --dst-namespace --dport --filename -f --file --mode --node-labels --live --output -o -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--src-labels -s --src-ip --src-namespace --src-entity --dst-entity --dst-labels -d --dst-ip --dst-namespace --dport --filename -f --file --mode --node-labels --http-method --http-path --live --output -o -D --debug --help -h" -- "$cur"));;
         "policy validate")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "text json sarif" -- "$cur")); return;;
@@ -243,7 +272,7 @@ _ciliumctl() {
             esac
             COMPREPLY=($(compgen -W "--output -o --strict --schema --no-schema --enable-node-selector-labels --enable-extended-ip-protocols --disable-l7-proxy --disable-icmp-rules --quiet -q --max-size -D --debug --help -h" -- "$cur"));;
         "service")
-            COMPREPLY=($(compgen -W "delete get list update -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "delete get list redirect update -D --debug --help -h" -- "$cur"));;
         "service delete")
             COMPREPLY=($(compgen -W "-D --debug --help -h" -- "$cur"));;
         "service get")
@@ -252,6 +281,23 @@ _ciliumctl() {
             esac
             COMPREPLY=($(compgen -W "--output -o -D --debug --help -h" -- "$cur"));;
         "service list")
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
+            esac
+            COMPREPLY=($(compgen -W "--output -o -D --debug --help -h" -- "$cur"));;
+        "service redirect")
+            COMPREPLY=($(compgen -W "apply delete list -D --debug --help -h" -- "$cur"));;
+        "service redirect apply")
+            case "$prev" in
+                --filename|-f) return;;
+            esac
+            COMPREPLY=($(compgen -W "--filename -f -D --debug --help -h" -- "$cur"));;
+        "service redirect delete")
+            case "$prev" in
+                --namespace|-n) _ciliumctl_from_node; return;;
+            esac
+            COMPREPLY=($(compgen -W "--namespace -n -D --debug --help -h" -- "$cur"));;
+        "service redirect list")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
             esac
@@ -266,8 +312,9 @@ _ciliumctl() {
                 --states) return;;
                 --id) return;;
                 --affinity-timeout) return;;
+                --name) return;;
             esac
-            COMPREPLY=($(compgen -W "--frontend --backends --states --id --type --affinity --affinity-timeout --output -o -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--frontend --backends --states --id --type --affinity --affinity-timeout --name --output -o -D --debug --help -h" -- "$cur"));;
         "status")
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -W "table json yaml" -- "$cur")); return;;
@@ -306,6 +353,10 @@ _ciliumctl_is_command() {
         "endpoint/exec") return 0;;
         "endpoint/get") return 0;;
         "endpoint/list") return 0;;
+        "/fqdn") return 0;;
+        "fqdn/cache") return 0;;
+        "fqdn cache/clean") return 0;;
+        "fqdn cache/list") return 0;;
         "/install") return 0;;
         "/observe") return 0;;
         "/policy") return 0;;
@@ -320,6 +371,10 @@ _ciliumctl_is_command() {
         "service/delete") return 0;;
         "service/get") return 0;;
         "service/list") return 0;;
+        "service/redirect") return 0;;
+        "service redirect/apply") return 0;;
+        "service redirect/delete") return 0;;
+        "service redirect/list") return 0;;
         "service/update") return 0;;
         "/status") return 0;;
         "/ui") return 0;;
