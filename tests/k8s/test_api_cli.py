@@ -16,7 +16,7 @@ from support.shell import wait_until
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 POLICY = allow_ingress("allow-web", {"app": "web"}, {"app": "client"})
-OBJECTS = 12   # what an install applies (ciliumctl/cluster/manifests.py build())
+OBJECTS = 13   # what an install applies (ciliumctl/cluster/manifests.py build())
 
 
 def run(*args, kubeconfig=None, state=None, timeout=60):

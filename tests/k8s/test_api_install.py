@@ -24,7 +24,7 @@ from k8s.objects import add_pod
 pytestmark = [pytest.mark.root]
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "policies"
-OBJECTS = 12   # what an install applies (manifests.build())
+OBJECTS = 13   # what an install applies (manifests.build())
 
 
 def own_namespace() -> str:
