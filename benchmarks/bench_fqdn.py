@@ -1,7 +1,7 @@
 """DNS-aware policy (issue 15): the DNS proxy's cost and learning's.
 
 1. Lookup latency through the proxy vs straight to the server, in one run: Debian's dnsmasq in a test namespace,
-   the agent's DNSProxy (node/dns_proxy.py) beside it with the node's rule check (a rules.dns match per query);
+   the agent's DNSProxy (node/dns_proxy/server.py) beside it with the node's rule check (a rules.dns match per query);
    sequential A queries alternating direct / proxied (ABBA), p50 and p90 of each and the added p50.
 2. Lookups per second the proxy sustains with 64 queries in flight (direct in the same run for the ratio).
 3. Answer -> map: on a sandbox node (its own namespace and pins), the time NodeDNSPolicy.learn() takes for an
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support import netns  # noqa: E402
 from support.dnsmasq import Dnsmasq  # noqa: E402
 
-from ciliumctl.node.dns_proxy import Answer, DNSProxy  # noqa: E402
+from ciliumctl.node.dns_proxy.server import Answer, DNSProxy  # noqa: E402
 from ciliumctl.policy.fqdn import NameMatch  # noqa: E402
 
 SERVER = "10.96.99.53"
@@ -182,12 +182,12 @@ def learn_part(big: int) -> None:
         subprocess.run([CLI, "policy", "apply", "-f", str(tmp / "p.yaml")], env=full, check=True, capture_output=True)
 
         from ciliumctl.node import reconcile, settings
-        from ciliumctl.node.dns_policy import NodeDNSPolicy
-        from ciliumctl.node.fqdn_cache import FQDNCache
+        from ciliumctl.node.dns_proxy.cache import FQDNCache
+        from ciliumctl.node.dns_proxy.policy import NodeDNSPolicy
 
         pol = NodeDNSPolicy(reconcile.reconcile, settings.locked)
         dp = reconcile.open_datapath()
-        pol.datapath = lambda: dp          # as the agent keeps it open (node/fqdn_agent.py)
+        pol.datapath = lambda: dp          # as the agent keeps it open (node/dns_proxy/service.py)
 
         def one(k: int) -> float:
             q = SimpleNamespace(client=(client_ip, 40000), server=("10.96.99.53", 53), proto="udp",
@@ -230,7 +230,7 @@ def memory_part(n: int) -> None:
 
     from ciliumctl.endpoints.model import Endpoint
     from ciliumctl.identity.allocator import MemoryAllocator
-    from ciliumctl.node.fqdn_cache import FQDNCache
+    from ciliumctl.node.dns_proxy.cache import FQDNCache
     from ciliumctl.policy.resolve import resolve
 
     tracemalloc.start()

@@ -36,7 +36,7 @@ from support.httpd import HttpServer, PodHTTPConnection  # noqa: E402
 
 from ciliumctl.datapath import proxyroute  # noqa: E402
 from ciliumctl.node import haproxy_config  # noqa: E402
-from ciliumctl.node.haproxy import HAProxy  # noqa: E402
+from ciliumctl.node.http_proxy.haproxy import HAProxy  # noqa: E402
 from ciliumctl.policy import model  # noqa: E402
 from ciliumctl.policy.resolved import PROTO_TCP, Direction, HTTPAllow, PortRange  # noqa: E402
 

@@ -6,7 +6,7 @@ measures the neighbours (it is printed too). The one-command app is measured twi
 default (rich boxes) and with plain help, as ciliumctl renders it, so that the like-for-like ratio shows what our
 command tree costs and not what the help style saves.
 
-The CNI plugin is exec'd once per pod ADD/DEL, with `python -S` (ciliumctl/node/cni_install.py): its floor is
+The CNI plugin is exec'd once per pod ADD/DEL, with `python -S` (ciliumctl/node/cni/install.py): its floor is
 an interpreter that imports what any plugin speaking JSON over a unix socket needs (json, os, socket, sys).
 
 Targets: ciliumctl --help <= 1.2x both one-command apps; ciliumctl-cni VERSION <= 1.2x that floor.

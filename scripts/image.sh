@@ -19,7 +19,7 @@ SOURCES=${CILIUMCTL_APT_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 VENV_PY=/opt/ciliumctl/venv/bin/python
 # BCC and its Python bindings; iproute2 to look around a node; host-local and loopback (the IPAM and lo plugins
 # the init step puts beside ciliumctl-cni on the host; the other reference plugins are left out)
-# haproxy: the L7 HTTP proxy the agent runs (node/haproxy.py)
+# haproxy: the L7 HTTP proxy the agent runs (node/http_proxy/haproxy.py)
 AGENT_PKGS="python3-bpfcc,python3-venv,iproute2,containernetworking-plugins,haproxy"
 TEST_PKGS="python3,busybox-static"
 # docs, manuals and translations are not needed in an image

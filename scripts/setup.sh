@@ -13,7 +13,7 @@ mmdebstrap umoci skopeo etcd-server openssl graphviz"
 APT_PKGS="$APT_PKGS python3-dnspython dnsmasq-base"
 # the UI's browser tests: Debian's Chromium and its WebDriver (tests/support/browser.py)
 APT_PKGS="$APT_PKGS chromium chromium-driver"
-# the L7 HTTP proxy the agent runs and configures (node/haproxy.py): Debian's HAProxy, not its service
+# the L7 HTTP proxy the agent runs and configures (node/http_proxy/haproxy.py): Debian's HAProxy, not its service
 APT_PKGS="$APT_PKGS haproxy"
 
 # Quick when done: skip everything while this script, pyproject.toml and the kernel are what they were.

@@ -33,7 +33,7 @@ _GRACE = typer.Option(0.0, "--tofqdns-idle-connection-grace-period", metavar="SE
 
 
 def _dns(port: int, min_ttl: int, grace: float):
-    from ciliumctl.node.fqdn_agent import DNSOptions
+    from ciliumctl.node.dns_proxy.service import DNSOptions
 
     return DNSOptions(proxy_port=port, min_ttl=min_ttl, grace=grace)
 

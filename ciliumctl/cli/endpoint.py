@@ -27,10 +27,10 @@ def _row(ep) -> dict:
 
 
 def _host_row() -> list[dict]:
-    """The host endpoint while the host firewall is on (node.hostfw), else nothing."""
-    from ciliumctl.node import hostfw
+    """The host endpoint while the host firewall is on (node.hostfw.host), else nothing."""
     from ciliumctl.node import reconcile as node_reconcile
     from ciliumctl.node import settings as node_settings
+    from ciliumctl.node.hostfw import host as hostfw
 
     row = hostfw.host_row(node_settings.load_settings(), node_reconcile.enforcement_of(0))
     return [row] if row else []

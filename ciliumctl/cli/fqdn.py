@@ -30,7 +30,7 @@ def list_(endpoint: int | None = _EP, pattern: str | None = _PATTERN,
 
     The columns of `cilium-dbg fqdn cache list`: endpoint, source, name, TTL, expiration time, addresses. An
     address leaves the ipcache at its expiration time (plus --tofqdns-idle-connection-grace-period)."""
-    from ciliumctl.node import fqdn_ops
+    from ciliumctl.node.dns_proxy import cache_ops as fqdn_ops
 
     rows = _rows(fqdn_ops.entries(endpoint, pattern))
     if output != Output.table:
@@ -53,7 +53,7 @@ def clean(endpoint: int | None = _EP, pattern: str | None = _PATTERN) -> None:
 
     Connections to them are then decided again (and dropped when nothing else allows them) until the next
     lookup learns them again."""
-    from ciliumctl.node import fqdn_ops
+    from ciliumctl.node.dns_proxy import cache_ops as fqdn_ops
 
     n = fqdn_ops.clean(endpoint, pattern)
     typer.echo(f"{n} DNS cache entr{'y' if n == 1 else 'ies'} removed")

@@ -120,7 +120,7 @@ def _services(live: bool):
     """The node's services, so that a --dst-ip that is a frontend is traced to its backends as the datapath
     translates it: with --live always (an unreadable store is an error then), else when the store is readable."""
     from ciliumctl.base.errors import EnvironmentProblem
-    from ciliumctl.node.local_redirect import in_force  # local redirects change the table in force
+    from ciliumctl.node.services.local_redirect import in_force  # local redirects change the table in force
     from ciliumctl.services import store
 
     if live:

@@ -81,7 +81,7 @@ def update(
     ClusterIP frontends come from the service CIDR (install --service-cidr, default 10.96.0.0/12); NodePort
     frontends are this node's addresses with a port in 30000-32767."""
     from ciliumctl.cli.common import print_data
-    from ciliumctl.node import service_ops
+    from ciliumctl.node.services import ops as service_ops
     from ciliumctl.services.model import Service, parse_backends, parse_frontend, parse_name
 
     svc_name, namespace = parse_name(name) if name else ("", "")
@@ -103,7 +103,7 @@ def list_(
 
     Frontends a local redirect policy sends to endpoints of this node have type LocalRedirect. In cluster mode:
     what the agent programmed from the cluster's Services and EndpointSlices (read-only)."""
-    from ciliumctl.node import service_ops
+    from ciliumctl.node.services import ops as service_ops
 
     view = service_ops.cluster_view()
     table = view.table if view is not None else service_ops.services()
@@ -118,7 +118,7 @@ def get(
     """Show one service."""
     from ciliumctl.base.errors import NotFound
     from ciliumctl.cli.common import print_data
-    from ciliumctl.node import service_ops
+    from ciliumctl.node.services import ops as service_ops
 
     svc = service_ops.services().find(ref)
     if svc is None:
@@ -135,7 +135,7 @@ def delete(
     ref: str = typer.Argument(..., metavar="ID|FRONTEND", help="Service id or frontend IP:PORT[/PROTO]."),
 ) -> None:
     """Delete a service: its frontend is no longer translated."""
-    from ciliumctl.node import service_ops
+    from ciliumctl.node.services import ops as service_ops
 
     svc = service_ops.delete_service(ref)
     typer.echo(f"service {svc.id} ({svc.frontend}) deleted")
@@ -156,7 +156,7 @@ def redirect_apply(
     redirectBackend by localEndpointSelector (endpoints of the policy's namespace) and toPorts. Without a local
     endpoint nothing is redirected: a service keeps its own backends, an address is not translated. One invalid
     document: nothing changes. In cluster mode the agent reads them from the cluster (kubectl apply)."""
-    from ciliumctl.node import local_redirect_ops
+    from ciliumctl.node.services import redirect_ops as local_redirect_ops
 
     for ref, verb in local_redirect_ops.apply(local_redirect_ops.read_files(files)):
         typer.echo(f"ciliumlocalredirectpolicy/{ref} {verb}")
@@ -173,7 +173,7 @@ def redirect_list(
     Node mode: the stored policies, each with the endpoints it redirects to now. Cluster mode: the redirects the
     agent last programmed."""
     from ciliumctl.cli.common import print_data
-    from ciliumctl.node import local_redirect_ops
+    from ciliumctl.node.services import redirect_ops as local_redirect_ops
 
     rows = local_redirect_ops.rows()
     if output != Output.table:
@@ -195,7 +195,7 @@ def redirect_delete(
     """Delete a local redirect policy.
 
     Its frontends go back to their service's own backends (an address is no longer translated)."""
-    from ciliumctl.node import local_redirect_ops
+    from ciliumctl.node.services import redirect_ops as local_redirect_ops
 
     gone = local_redirect_ops.delete(name, namespace)
     typer.echo(f"ciliumlocalredirectpolicy/{gone.ref} deleted")

@@ -308,7 +308,7 @@ def daemonset(opts: InstallOptions) -> dict:
         "name": "install-cni",
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy,
-        "command": ["python", "-m", "ciliumctl.node.cni_init"],
+        "command": ["python", "-m", "ciliumctl.node.cni.host_init"],
         "env": [{"name": "CILIUMCTL_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
                 {"name": "CILIUMCTL_CLUSTER", "value": "in-cluster"}],
         "securityContext": {"privileged": True},

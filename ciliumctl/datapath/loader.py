@@ -460,7 +460,7 @@ class Datapath:
     def add_ipcache(self, entries: dict[str, int], revision: int) -> bool:
         """Add ipcache entries (prefix -> identity) to the active revision in place, when it is still `revision`
         (the caller knows from that revision that the prefixes are not there: an LPM lookup cannot tell): what a
-        learned DNS answer needs once its identity's policy is programmed (node.dns_policy). An added prefix
+        learned DNS answer needs once its identity's policy is programmed (node.dns_proxy.policy). An added prefix
         changes no decision made (a connection denied before is decided again: conntrack revisits denials).
         False: nothing written, the caller reconciles."""
         with _Lock():

@@ -6,7 +6,7 @@ start-up is part of every pod's start: it checks the request, hands it to the no
 (the configuration and its environment, with an open descriptor of the pod's network namespace: the runtime's
 netns bind mount may live in a mount namespace the agent cannot see), and prints the agent's result and the IPAM
 plugin's stderr. The agent runs the IPAM plugin as the plugin's delegate and does the netlink and BPF work
-(ciliumctl/node/cni_server.py, ciliumctl/endpoints/cni_ipam.py).
+(ciliumctl/node/cni/server.py, ciliumctl/endpoints/cni_ipam.py).
 
 Plugin configuration keys (all optional, in the conflist so that runtimes that drop environment variables,
 like podman's cleanup process, still reach the right agent):

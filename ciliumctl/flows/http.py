@@ -1,8 +1,8 @@
-"""HTTP flows: what the HTTP proxy (HAProxy, node/haproxy.py) logged, as Hubble's L7 HTTP flows, built the way
-Hubble's seven parser builds them from Cilium's HTTP access log (pkg/hubble/parser/seven/parser.go, http.go):
-type L7, event type 129 (access log), l7.type REQUEST then RESPONSE (with the code and the latency), l7.http
-method, url (scheme, Host header, path), protocol; a request names the client as source, a response the server
-(is_reply). A denied request is one DROPPED request flow (the 403 comes from the proxy, not the server)."""
+"""HTTP flows: what the HTTP proxy (HAProxy, node/http_proxy/haproxy.py) logged, as Hubble's L7 HTTP flows, built
+the way Hubble's seven parser builds them from Cilium's HTTP access log (pkg/hubble/parser/seven/parser.go,
+http.go): type L7, event type 129 (access log), l7.type REQUEST then RESPONSE (with the code and the latency),
+l7.http method, url (scheme, Host header, path), protocol; a request names the client as source, a response the
+server (is_reply). A denied request is one DROPPED request flow (the 403 comes from the proxy, not the server)."""
 
 from __future__ import annotations
 

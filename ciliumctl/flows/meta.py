@@ -190,7 +190,7 @@ def load_snapshot(state_dir: Path | None = None) -> Snapshot:
 
 
 def _parse_dns_names(data) -> dict[str, tuple[str, ...]]:
-    """The DNS cache (node/fqdn_cache.py) as address -> names, without the trailing dot as Hubble shows them
+    """The DNS cache (node/dns_proxy/cache.py) as address -> names, without the trailing dot as Hubble shows them
     (Cilium's getNamesOf trims it); one cache for the node, where Cilium asks the flow's endpoint's own."""
     out: dict[str, set[str]] = {}
     for row in (data or {}).get("entries") or () if isinstance(data, dict) else ():

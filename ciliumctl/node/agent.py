@@ -30,9 +30,9 @@ if TYPE_CHECKING:   # the parts are imported when started: `agent status` stays 
     from ciliumctl.flows.metrics import MetricsServer
     from ciliumctl.flows.server import ObserverServer
     from ciliumctl.node.cluster_sync import ClusterNode
-    from ciliumctl.node.cni_server import CniServer
-    from ciliumctl.node.fqdn_agent import DNSOptions, DNSService
-    from ciliumctl.node.http_agent import HTTPService
+    from ciliumctl.node.cni.server import CniServer
+    from ciliumctl.node.dns_proxy.service import DNSOptions, DNSService
+    from ciliumctl.node.http_proxy.service import HTTPService
 
 log = logging.getLogger("ciliumctl.node.agent")
 
@@ -52,7 +52,7 @@ class AgentOptions:
     serve_cni: bool = True
     kubeconfig: str | None = None               # cluster mode (also $KUBECONFIG or CILIUMCTL_CLUSTER=in-cluster)
     context: str | None = None
-    dns: DNSOptions | None = None               # the DNS proxy (node.fqdn_agent); None = defaults
+    dns: DNSOptions | None = None               # the DNS proxy (node.dns_proxy.service); None = defaults
 
     def validate(self) -> None:
         if self.flow_buffer_size < 1:
@@ -207,7 +207,7 @@ class Agent:
     def _start_cni(self) -> None:
         """Mount the CNI plugin's endpoint when that module is present (ciliumctl/endpoints/cni_server.py)."""
         try:
-            from ciliumctl.node.cni_server import CniServer
+            from ciliumctl.node.cni.server import CniServer
         except ImportError:
             return
         self.cni = CniServer(self.opts.cni_socket or paths.agent_socket()).start()
@@ -223,7 +223,7 @@ class Agent:
         self.cluster = node_sync.start_for_agent(self.opts.kubeconfig, self.opts.context, self.node_name)
 
     def _start_dns(self) -> None:
-        from ciliumctl.node.fqdn_agent import DNSOptions, DNSService
+        from ciliumctl.node.dns_proxy.service import DNSOptions, DNSService
 
         opts = self.opts.dns or DNSOptions()
         try:
@@ -234,7 +234,7 @@ class Agent:
                       "agent binds it (--tofqdns-proxy-port)", opts.proxy_port, err.strerror)
 
     def _start_http(self) -> None:
-        from ciliumctl.node.http_agent import HTTPService
+        from ciliumctl.node.http_proxy.service import HTTPService
 
         self.http = HTTPService(on_flow=self._http_flow).start()
 

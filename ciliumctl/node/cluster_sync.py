@@ -29,9 +29,9 @@ from ciliumctl.cluster.identity import CiliumIdentityBackend
 from ciliumctl.cluster.kube import Kube
 from ciliumctl.cluster.watch import ClusterCache
 from ciliumctl.endpoints.model import Endpoint
-from ciliumctl.node import cni as cni_node
 from ciliumctl.node import reconcile as node_reconcile
 from ciliumctl.node import settings as node_settings
+from ciliumctl.node.cni import attach as cni_node
 from ciliumctl.policy.resolved import ResolvedState
 
 log = logging.getLogger("ciliumctl.node.cluster_sync")
@@ -233,7 +233,7 @@ class ClusterNode:
     def _program(self, report: SyncReport, policies: list[dict], datapath=None, settings=None):
         """Resolve and load the datapath; the caller holds the node lock. Returns the datapath's report."""
         from ciliumctl.endpoints import registry
-        from ciliumctl.node.fqdn_cache import learned_ips
+        from ciliumctl.node.dns_proxy.cache import learned_ips
         from ciliumctl.policy.resolve import resolve
 
         rows = ceps.remote_endpoints(self.cache.objects("CiliumEndpoint"), self.node_name)
@@ -292,10 +292,10 @@ class ClusterNode:
         return built
 
     def _redirect(self, built: cluster_services.ClusterServices) -> None:
-        """The cluster's CiliumLocalRedirectPolicies over the table (node.local_redirect), to the Pods of this node;
-        an invalid one is left out, with its one line among the skipped."""
+        """The cluster's CiliumLocalRedirectPolicies over the table (node.services.local_redirect),
+        to the Pods of this node; an invalid one is left out, with its one line among the skipped."""
         from ciliumctl.base.errors import UsageError
-        from ciliumctl.node import local_redirect
+        from ciliumctl.node.services import local_redirect
         from ciliumctl.services.local_redirect import API_VERSION, KIND, parse
 
         lrps = []

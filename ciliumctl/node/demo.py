@@ -375,10 +375,11 @@ def format_http(e, names: dict[str, str]) -> str:
 
 
 def _l7_step(ui: DemoUI, sb: Sandbox, eps: dict, names: dict[str, str], failures: list[str]):
-    """The L7 step: rule1 with rules.http, enforced by HAProxy (run here as the agent runs it, node/http_agent.py):
-    tiefighter's landing POST passes, its PUT to the exhaust port gets 403. Returns the HTTP service to stop."""
+    """The L7 step: rule1 with rules.http, enforced by HAProxy (run here as the agent runs it,
+    node/http_proxy/service.py): tiefighter's landing POST passes, its PUT to the exhaust port gets 403. Returns the
+    HTTP service to stop."""
     from ciliumctl.node import policy_ops
-    from ciliumctl.node.http_agent import HTTPService
+    from ciliumctl.node.http_proxy.service import HTTPService
 
     pfile = sb.workdir / "demo-l7-policy.yaml"
     pfile.write_text(DEMO_L7_POLICY)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from ciliumctl.base import paths
 from ciliumctl.base.errors import EnvironmentProblem
 from ciliumctl.datapath import environment
-from ciliumctl.node import agent, cni_install
+from ciliumctl.node import agent
+from ciliumctl.node.cni import install as cni_install
 from ciliumctl.node.steps import Options, Outcome, Step
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -161,7 +162,7 @@ def _wanted_settings(s, o: Options):
              else s.monitor_aggregation_flags)
     cidr = _service_cidr(o.service_cidr) if o.service_cidr else s.service_cidr
     devices = s.devices if o.devices is None else ",".join(d.strip() for d in o.devices.split(",") if d.strip())
-    from ciliumctl.node import hostfw
+    from ciliumctl.node.hostfw import host as hostfw
 
     return replace(s, enforcement_mode=mode, audit=audit, pool=pool, installed=True, monitor_aggregation=level,
                    monitor_aggregation_interval=interval, monitor_aggregation_flags=flags, service_cidr=cidr,
@@ -186,8 +187,8 @@ def _service_cidr(text: str) -> str:
 
 def _lockout_check(s) -> None:
     from ciliumctl.endpoints import registry
-    from ciliumctl.node import lockout
     from ciliumctl.node import reconcile as node_reconcile
+    from ciliumctl.node.hostfw import lockout
     from ciliumctl.policy import store
 
     state = node_reconcile.resolve_state(registry.load_all(), store.load_all(), s,
@@ -196,9 +197,9 @@ def _lockout_check(s) -> None:
 
 
 def _run_settings(o: Options) -> str:
-    from ciliumctl.node import hostfw
     from ciliumctl.node import reconcile as node_reconcile
     from ciliumctl.node import settings as node_settings
+    from ciliumctl.node.hostfw import host as hostfw
 
     with node_settings.locked():
         before = node_settings.load_settings()
@@ -256,7 +257,7 @@ def _device_plan(o: Options) -> tuple[list[str], list[int], list[int]]:
 
 
 def _check_devices(o: Options) -> str | None:
-    from ciliumctl.node import hostfw
+    from ciliumctl.node.hostfw import host as hostfw
 
     names, wanted, have = _device_plan(o)
     if sorted(wanted) == have and hostfw.devices_follow(wanted):
@@ -265,8 +266,8 @@ def _check_devices(o: Options) -> str | None:
 
 
 def _run_devices(o: Options) -> str:
-    from ciliumctl.node import hostfw
     from ciliumctl.node import reconcile as node_reconcile
+    from ciliumctl.node.hostfw import host as hostfw
 
     names, wanted, have = _device_plan(o)
     dp = node_reconcile.open_datapath()

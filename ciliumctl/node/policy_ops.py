@@ -48,7 +48,7 @@ def _doc_source(doc) -> str:
 
 def unenforced_parts(docs) -> list:
     """What the datapath does not enforce of these documents (load.Document, or plain objects: no positions)."""
-    from ciliumctl.node import hostfw
+    from ciliumctl.node.hostfw import host as hostfw
 
     return enforcement_gaps.locate_all((d if hasattr(d, "pos") else load.from_data(d) for d in docs),
                                        hostfw.gap_context(load_settings()))
@@ -58,7 +58,7 @@ def apply_policies(docs, dry_run: bool = False, strict: bool = False, force: boo
     """Store validated policy objects and program the maps; with dry_run only report what would change.
     The result names every part the datapath does not enforce; strict refuses such a set before anything is
     stored (enforcement_gaps.UnenforcedPolicies, exit 1). With the host firewall on, a set whose host policy
-    would cut a live connection of the node is refused unless force (node.lockout, exit 1)."""
+    would cut a live connection of the node is refused unless force (node.hostfw.lockout, exit 1)."""
     gaps = unenforced_parts(docs)
     if strict and gaps:
         raise enforcement_gaps.UnenforcedPolicies(gaps)
@@ -142,8 +142,8 @@ def _merged(before: list[store.StoredPolicy], new: list[store.StoredPolicy]) -> 
 
 
 def _lockout_check(after: list[store.StoredPolicy], settings: Settings, what: str = "policy apply") -> None:
-    """The host policy of `after` against the node's live connections (node.lockout), without allocating."""
-    from ciliumctl.node import lockout
+    """The host policy of `after` against the node's live connections (node.hostfw.lockout), without allocating."""
+    from ciliumctl.node.hostfw import lockout
 
     lockout.check(resolve_state(registry.load_all(), after, settings, allocator().snapshot()), what)
 

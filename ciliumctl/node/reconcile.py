@@ -84,8 +84,9 @@ def parsed_policies(stored: list[store.StoredPolicy] | None = None) -> list:
 
 def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], settings: Settings,
                   alloc=None, revision: int | None = None) -> ResolvedState:
-    from ciliumctl.node import hostfw, local_redirect
-    from ciliumctl.node.fqdn_cache import learned_ips
+    from ciliumctl.node.dns_proxy.cache import learned_ips
+    from ciliumctl.node.hostfw import host as hostfw
+    from ciliumctl.node.services import local_redirect
     from ciliumctl.policy.resolve import resolve
     from ciliumctl.services import store as service_store
 
@@ -100,20 +101,20 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
 
 
 def redirect_dns(state: ResolvedState) -> None:
-    """Endpoints with rules.dns: their DNS goes to the agent's DNS proxy (node.dns_policy.redirect), on the port
-    the last agent bound (node.dns_policy.proxy_port): with no proxy there, the datapath drops it."""
+    """Endpoints with rules.dns: their DNS goes to the agent's DNS proxy (node.dns_proxy.policy.redirect), on the port
+    the last agent bound (node.dns_proxy.policy.proxy_port): with no proxy there, the datapath drops it."""
     if state.dns:
-        from ciliumctl.node import dns_policy
+        from ciliumctl.node.dns_proxy import policy as dns_policy
 
         dns_policy.redirect(state, dns_policy.proxy_port())
 
 
 def redirect_http(state: ResolvedState, strict: bool = True) -> None:
-    """Ports with rules.http go to the agent's HAProxy (node.http_agent.prepare); a rule it cannot carry or no
+    """Ports with rules.http go to the agent's HAProxy (node.http_proxy.service.prepare); a rule it cannot carry or no
     haproxy binary: one line, before anything is applied. Not strict (cluster mode: the objects are applied
     already): logged, and the ports are redirected all the same, so that they refuse (fail closed)."""
     if state.http:
-        from ciliumctl.node import http_agent
+        from ciliumctl.node.http_proxy import service as http_agent
 
         try:
             http_agent.prepare(state)
@@ -125,8 +126,8 @@ def redirect_http(state: ResolvedState, strict: bool = True) -> None:
 
 
 def save_http_proxy(state: ResolvedState, strict: bool = True) -> None:
-    """What the agent's HAProxy runs from now on (node.http_agent.save)."""
-    from ciliumctl.node import http_agent
+    """What the agent's HAProxy runs from now on (node.http_proxy.service.save)."""
+    from ciliumctl.node.http_proxy import service as http_agent
 
     try:
         http_agent.save(state)
@@ -177,8 +178,8 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
 
 
 def save_dns_policy(state: ResolvedState, endpoints: list[Endpoint]) -> None:
-    """The DNS proxy's view of the revision just programmed (node.dns_policy)."""
-    from ciliumctl.node import dns_policy
+    """The DNS proxy's view of the revision just programmed (node.dns_proxy.policy)."""
+    from ciliumctl.node.dns_proxy import policy as dns_policy
 
     dns_policy.save(state, {ep.id: ep.ipv4 for ep in endpoints if ep.ipv4})
 

@@ -48,7 +48,7 @@ def trace_inputs():
     view = live_view()
     alloc = view.allocator
     snapshot = alloc.snapshot() if hasattr(alloc, "snapshot") else MemoryAllocator(alloc.known())
-    from ciliumctl.node import hostfw
+    from ciliumctl.node.hostfw import host as hostfw
 
     settings = load_settings()
     host = hostfw.gap_context(settings)
@@ -59,7 +59,7 @@ def trace_inputs():
 def policy_enforcements(stored: list[store.StoredPolicy]) -> list[enforcement_gaps.PolicyEnforcement]:
     """How much of each stored policy the datapath enforces (`policy get`'s ENFORCED, `status`), with this node's
     host firewall."""
-    from ciliumctl.node import hostfw
+    from ciliumctl.node.hostfw import host as hostfw
 
     host = hostfw.gap_context(load_settings())
     return [enforcement_gaps.PolicyEnforcement(
@@ -69,7 +69,7 @@ def policy_enforcements(stored: list[store.StoredPolicy]) -> list[enforcement_ga
 
 def _service_counts() -> dict:
     """The services in force (the node's store, or in cluster mode what the agent programmed)."""
-    from ciliumctl.node import service_ops
+    from ciliumctl.node.services import ops as service_ops
 
     try:
         return service_ops.services().counts()
@@ -101,7 +101,7 @@ def status() -> dict:
         "problems": endpoint_check.problems(node_settings.pool()),
         "address_pool": ipam.effective_pool(configured=settings.pool or None),
         "services": _service_counts(),
-        # the host firewall (node.hostfw): off unless install --host-firewall
+        # the host firewall (node.hostfw.host): off unless install --host-firewall
         "host_firewall": {"enabled": settings.host_firewall, "audit": settings.host_firewall_audit,
                           "devices": [d for d in settings.devices.split(",") if d],
                           "node_labels": settings.node_labels, "remote_nodes": settings.remote_nodes},

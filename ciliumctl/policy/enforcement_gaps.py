@@ -8,9 +8,10 @@ What the datapath (bpf/bpf_lxc.c over datapath/mapstate.py) does: IPv4 only (rou
 a direction is enforced); L3 by identity from an ipcache that holds endpoints, CIDR prefixes of rules and
 0.0.0.0/0 = world, nothing else (no host or node addresses, no kube-apiserver, health or ingress identities);
 L4 by protocol and port or ICMP type. DNS: egress rules.dns through the agent's DNS proxy (the datapath
-redirects the endpoint's DNS to it, node/dns_proxy.py) and toFQDNs by the addresses it learns from allowed answers
+redirects the endpoint's DNS to it, node/dns_proxy/server.py)
+and toFQDNs by the addresses it learns from allowed answers
 (as in Cilium, a name no rules.dns lets an endpoint look up is never learned). HTTP: rules.http through the
-agent's HAProxy (node/haproxy_config.py; without a running agent the ports refuse). No other proxy (Kafka,
+agent's HAProxy (node/http_proxy/config.py; without a running agent the ports refuse). No other proxy (Kafka,
 generic L7, TLS, listeners), no service, cloud-group or CIDR-group watch, no mutual authentication. The host
 endpoint (nodeSelector rules) only where the node runs the host firewall (`install --host-firewall`, bpf_host.c):
 callers say so with `HostFirewall`; then the node's addresses are host (1) in the ipcache, and the other nodes'
@@ -299,7 +300,7 @@ class _Finder:
                     continue           # the DNS proxy enforces it
                 if name == "http":
                     self.http_rules(rules.http or (), path + ("rules", "http"), origin, ranges)
-                    continue           # the agent's HAProxy enforces it (node/haproxy_config.py)
+                    continue           # the agent's HAProxy enforces it (node/http_proxy/config.py)
                 if getattr(rules, name):
                     self.add(kind, f"the {what}", at_l4("no L7 proxy"), path + ("rules", name), origin, ranges)
         if pr.server_names:

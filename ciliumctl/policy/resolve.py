@@ -495,7 +495,7 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
     prefixes = fqdn.RulePrefixes(n.with_prefixlen for n in cidrs)
     learned = _learned(rules, fqdn_ips or {}, prefixes)
     # every selector's own label set has its identity (and so its policy entries) before any address is learned:
-    # the first address a lone selector selects then needs only its ipcache entry (node.dns_policy, in place)
+    # the first address a lone selector selects then needs only its ipcache entry (node.dns_proxy.policy, in place)
     alone = {frozenset({nm.label, "reserved:world"}) for nm in _fqdn_selectors(rules)}
     learned_sets = sorted(set(learned.values()) | alone, key=sorted)
     wanted = ep_labels + cidr_labels + learned_sets

@@ -173,7 +173,7 @@ def _http_rule_matches(rule: model.HTTPRule, req: HTTPRequest) -> bool:
 
 def _http_side(res: Resolution, side: Side, ep_id: int, d: Direction, peer: int, proto: int, port: int,
                req: HTTPRequest) -> None:
-    """The L7 verdict of an allowed side, as the HTTP proxy decides (node/haproxy_config.py): where the port has
+    """The L7 verdict of an allowed side, as the HTTP proxy decides (node/http_proxy/config.py): where the port has
     rules.http for the peer, one of them must match the request; else the proxy answers 403."""
     allows = [a for a in res.state.http.get((ep_id, int(d)), [])
               if a.identity in (peer, IDENTITY_ANY) and covers(a.ports, proto, port)]

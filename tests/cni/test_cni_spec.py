@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ciliumctl.node import cni_install
+from ciliumctl.node.cni import install as cni_install
 
 REPO = Path(__file__).resolve().parents[2]
 

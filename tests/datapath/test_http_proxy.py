@@ -1,4 +1,4 @@
-"""L7 HTTP policy through Debian's HAProxy (node/haproxy.py), with real packets: the datapath redirects the
+"""L7 HTTP policy through Debian's HAProxy (node/http_proxy/haproxy.py), with real packets: the datapath redirects the
 connections of a port with rules.http to HAProxy in the sandbox node's namespace (bpf/lib/proxy.h), HAProxy
 decides each request from the configuration made from the policy and the identity map. Allowed requests reach
 the server unchanged (keep-alive, chunked, large bodies), denied ones get 403 "Access denied"."""
@@ -17,8 +17,8 @@ import pytest
 from support.httpd import HttpServer, PodHTTPConnection
 
 from ciliumctl.datapath import proxyroute
-from ciliumctl.node import haproxy_config
-from ciliumctl.node.haproxy import HAProxy
+from ciliumctl.node.http_proxy import config as haproxy_config
+from ciliumctl.node.http_proxy.haproxy import HAProxy
 from ciliumctl.policy import model
 from ciliumctl.policy.resolved import PROTO_TCP, Direction, HTTPAllow, PortRange, RuleOrigin
 

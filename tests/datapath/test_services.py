@@ -274,11 +274,11 @@ def test_nodeport_from_outside_the_node(sandbox, datapath, outside, events):
 
 def test_a_refused_update_leaves_the_old_services_in_force_and_stored(sandbox, datapath):
     """More backends than the maps hold: `service update` fails with one line, the store and the kernel keep the
-    services that were in force (node.service_ops through the one reconcile)."""
+    services that were in force (node.services.ops through the one reconcile)."""
     from support.shell import sh
 
     from ciliumctl.base.errors import EnvironmentProblem
-    from ciliumctl.node import service_ops
+    from ciliumctl.node.services import ops as service_ops
     from ciliumctl.services import store
 
     a, b, _ = sandbox.pods

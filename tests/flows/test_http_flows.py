@@ -1,4 +1,4 @@
-"""HTTP flows (flows/http.py): HAProxy's log lines (node/http_agent.parse_log) as Hubble L7 HTTP flows in the
+"""HTTP flows (flows/http.py): HAProxy's log lines (node/http_proxy/service.parse_log) as Hubble L7 HTTP flows in the
 agent's ring, served to the real hubble CLI (which prints them as `http-request` / `http-response`) and to
 `ciliumctl observe -t l7 --http-method/--http-path/--http-status`, which prints the same."""
 
@@ -11,7 +11,7 @@ import sys
 from ciliumctl.flows.http import http_flows, summary
 from ciliumctl.flows.server import FlowSource, ObserverServer
 from ciliumctl.flows.store import FlowStore
-from ciliumctl.node.http_agent import parse_log
+from ciliumctl.node.http_proxy.service import parse_log
 
 from .flowdata import SNAP, rec
 

@@ -1,4 +1,4 @@
-"""The agent's DNS proxy (node/dns_proxy.py) on its own: queries sent to it directly, over UDP and TCP, inside a
+"""The agent's DNS proxy (node/dns_proxy/server.py) on its own: queries sent to it directly, over UDP and TCP, inside a
 test network namespace where Debian's dnsmasq serves the test's zone. Allowed names are forwarded and answered
 (after learning), others REFUSED without reaching the server, a dead server SERVFAIL."""
 
@@ -12,7 +12,7 @@ from support import netns
 from support.dnsmasq import Dnsmasq, require_dnsmasq
 from support.shell import sh
 
-from ciliumctl.node.dns_proxy import DNSProxy
+from ciliumctl.node.dns_proxy.server import DNSProxy
 from ciliumctl.policy.fqdn import NameMatch
 
 pytestmark = pytest.mark.root

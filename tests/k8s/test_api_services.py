@@ -89,7 +89,7 @@ def test_services_and_endpoint_slices_become_the_table_the_node_programs(install
         assert report.services.names[cluster.id] == f"{ns}/web"
 
         # cluster mode: the node's store is not used; list shows what the agent programmed, update is refused
-        from ciliumctl.node import service_ops
+        from ciliumctl.node.services import ops as service_ops
         from ciliumctl.services.model import Frontend, Service
 
         with pytest.raises(UsageError, match="come from the cluster"):

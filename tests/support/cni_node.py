@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ciliumctl.node import cni_install
+from ciliumctl.node.cni import install as cni_install
 
 from . import netns
 from .cli import CLI, cli_env, run_cli
@@ -96,7 +96,7 @@ class CniNode:
         if self.agent:
             argv = [CLI, "agent", "run", "--metrics-listen", "", "--node-name", self.node_ns]
         else:
-            argv = [sys.executable, "-m", "ciliumctl.node.cni_server", "--socket", str(self.socket)]
+            argv = [sys.executable, "-m", "ciliumctl.node.cni.server", "--socket", str(self.socket)]
         self.server = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=log)
         deadline = time.monotonic() + 20
         while not self.socket.exists() or (self.agent and not (self.rundir / "hubble.sock").exists()):

@@ -71,7 +71,7 @@ def test_bash_offers_enum_choices_after_an_option():
 
 
 def test_cni_plugin_imports_only_the_standard_library():
-    # the installed launcher runs `python -S` (no site-packages) once per pod ADD/DEL: ciliumctl/node/cni_install.py
+    # the installed launcher runs `python -S` (no site-packages) once per pod ADD/DEL: ciliumctl/node/cni/install.py
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
             "import ciliumctl.endpoints.cni_plugin\n"
             "ours = {'__main__', 'ciliumctl', 'ciliumctl.endpoints', 'ciliumctl.endpoints.cni_plugin'}\n"

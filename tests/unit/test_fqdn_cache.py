@@ -1,5 +1,5 @@
 """The node's DNS cache (TTL, min TTL, grace, persistence) and the DNS proxy's view of a revision
-(node/dns_policy.py: which queries an endpoint may ask, by the server's identity as the ipcache gives it)."""
+(node/dns_proxy/policy.py: which queries an endpoint may ask, by the server's identity as the ipcache gives it)."""
 
 from types import SimpleNamespace
 
@@ -7,8 +7,8 @@ import yaml
 
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.identity.allocator import MemoryAllocator
-from ciliumctl.node import dns_policy
-from ciliumctl.node.fqdn_cache import FQDNCache
+from ciliumctl.node.dns_proxy import policy as dns_policy
+from ciliumctl.node.dns_proxy.cache import FQDNCache
 from ciliumctl.policy.resolve import resolve
 
 

@@ -11,7 +11,7 @@ from ciliumctl.datapath import maps
 from ciliumctl.datapath.mapstate import compile_state
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.identity.allocator import HOST, REMOTE_NODE, MemoryAllocator
-from ciliumctl.node import hostfw
+from ciliumctl.node.hostfw import host as hostfw
 from ciliumctl.node.settings import Settings
 from ciliumctl.policy import model
 from ciliumctl.policy.enforcement_gaps import HostFirewall, find_gaps
@@ -104,7 +104,7 @@ PROC_NET_TCP = """\
 
 
 def test_the_lockout_guard_judges_live_connections_by_the_new_host_policy():
-    from ciliumctl.node import lockout
+    from ciliumctl.node.hostfw import lockout
 
     conns = lockout.live_connections(PROC_NET_TCP)
     assert [(c.remote, c.rport, c.lport, c.inbound) for c in conns] == [

@@ -1,5 +1,5 @@
 """rules.http in resolve (ResolvedState.http: per endpoint and direction, the proxy's rules by peer and port) and
-the HAProxy configuration made from them (node/haproxy_config.py): what the proxy gets, and what it refuses."""
+the HAProxy configuration made from them (node/http_proxy/config.py): what the proxy gets, and what it refuses."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 
 from ciliumctl.endpoints.model import Endpoint
 from ciliumctl.identity.allocator import MemoryAllocator
-from ciliumctl.node import haproxy_config as cfg
+from ciliumctl.node.http_proxy import config as cfg
 from ciliumctl.policy import model
 from ciliumctl.policy.resolve import resolve
 from ciliumctl.policy.resolved import PROTO_TCP, Direction, PortRange
@@ -139,7 +139,7 @@ def test_trace_cli_http_flags(tmp_path):
 
 def test_no_haproxy_binary_is_one_clear_line_before_anything_is_applied(monkeypatch, tmp_path):
     from ciliumctl.base.errors import EnvironmentProblem
-    from ciliumctl.node import http_agent
+    from ciliumctl.node.http_proxy import service as http_agent
 
     monkeypatch.setenv("PATH", str(tmp_path))
     state = _state(RULE1)

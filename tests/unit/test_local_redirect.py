@@ -1,12 +1,12 @@
 """CiliumLocalRedirectPolicy, pure: the object's checks (one line each) and what it does to a service table
-(services.local_redirect, node.local_redirect's selection). Packets: tests/e2e/test_local_redirect.py."""
+(services.local_redirect, node.services.local_redirect's selection). Packets: tests/e2e/test_local_redirect.py."""
 
 import copy
 
 import pytest
 
 from ciliumctl.base.errors import UsageError
-from ciliumctl.node.local_redirect import Candidate, apply, from_pods
+from ciliumctl.node.services.local_redirect import Candidate, apply, from_pods
 from ciliumctl.services.local_redirect import parse
 from ciliumctl.services.model import Backend, Frontend, Service, ServiceTable
 

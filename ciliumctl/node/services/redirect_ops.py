@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ciliumctl.base.errors import NotFound, UsageError
 from ciliumctl.node.reconcile import reconcile
-from ciliumctl.node.service_ops import refuse_in_cluster_mode
+from ciliumctl.node.services.ops import refuse_in_cluster_mode
 from ciliumctl.node.settings import environment_errors, load_settings, locked, require_root
 from ciliumctl.node.verify import heal_if_interrupted, node_mode
 from ciliumctl.services import redirect_store
@@ -109,7 +109,7 @@ def rows() -> list[Row]:
     """Each stored LRP with the frontends and local backends in force now; in cluster mode the redirects the agent
     last programmed (the cluster's policies without a local backend are not known here)."""
     from ciliumctl.endpoints import registry
-    from ciliumctl.node.local_redirect import in_force
+    from ciliumctl.node.services.local_redirect import in_force
     from ciliumctl.services import store
 
     if not node_mode():
@@ -130,7 +130,7 @@ def rows() -> list[Row]:
 def _cluster_rows() -> list[Row]:
     import re
 
-    from ciliumctl.node.service_ops import cluster_view
+    from ciliumctl.node.services.ops import cluster_view
 
     view = cluster_view()
     found: dict[str, Row] = {}
@@ -147,7 +147,7 @@ def _cluster_rows() -> list[Row]:
 
 def skipped() -> list[str]:
     """Node mode: the parts of the stored redirects that are not in force, and why."""
-    from ciliumctl.node.local_redirect import in_force
+    from ciliumctl.node.services.local_redirect import in_force
     from ciliumctl.services import store
 
     return in_force(store.load()).skipped if node_mode() else []

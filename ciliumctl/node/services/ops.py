@@ -108,8 +108,9 @@ def delete_service(ref: str) -> Service:
 
 
 def services() -> ServiceTable:
-    """The table in force: node mode's store with its local redirects (node.local_redirect), or the cluster's."""
-    from ciliumctl.node.local_redirect import in_force
+    """The table in force: node mode's store with its local redirects (node.services.local_redirect), or the
+    cluster's."""
+    from ciliumctl.node.services.local_redirect import in_force
 
     return in_force(store.load()).table if node_mode() else cluster_view().table
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from ciliumctl.base import paths, statefile
 from ciliumctl.endpoints import cni_plumbing
 from ciliumctl.endpoints.cni_ipam import CniFailure, Ipam
-from ciliumctl.node import cni as cni_node
+from ciliumctl.node.cni import attach as cni_node
 
 log = logging.getLogger("ciliumctl.cni")
 

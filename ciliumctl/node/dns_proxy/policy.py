@@ -1,11 +1,11 @@
-"""What the DNS proxy enforces and learns on this node (the proxy's `Policy`, node/dns_proxy.py).
+"""What the DNS proxy enforces and learns on this node (the proxy's `Policy`, node/dns_proxy/server.py).
 
 reconcile writes, with every revision, `<state>/dns-policy.json`: per endpoint address its rules.dns (server
 identity, port, names; ResolvedState.dns), the toFQDNs selectors and the revision's ipcache, so the proxy (in the
 agent) decides a query as the datapath would: the server's identity by longest prefix, as the ipcache map. A
 client the file does not name gets REFUSED (fail closed).
 
-learn(): an allowed NOERROR answer goes into the DNS cache (node/fqdn_cache.py); when an address is new for a
+learn(): an allowed NOERROR answer goes into the DNS cache (node/dns_proxy/cache.py); when an address is new for a
 name a toFQDNs selector matches, reconcile programs it (under the node lock) before the proxy releases the answer.
 """
 
@@ -22,13 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ciliumctl.base import paths, statefile
-from ciliumctl.node.fqdn_cache import DEFAULT_GRACE, DEFAULT_MIN_TTL, FQDNCache
+from ciliumctl.node.dns_proxy.cache import DEFAULT_GRACE, DEFAULT_MIN_TTL, FQDNCache
 from ciliumctl.policy.fqdn import NameMatch, RulePrefixes, learned_labels
 from ciliumctl.policy.resolved import IDENTITY_ANY, PROTO_ANY, PROTO_TCP, PROTO_UDP, ResolvedState
 
-log = logging.getLogger("ciliumctl.node.dns_policy")
+log = logging.getLogger("ciliumctl.node.dns_proxy.policy")
 WORLD = 2
-DEFAULT_PROXY_PORT = 10053      # the agent's --tofqdns-proxy-port default (node.fqdn_agent)
+DEFAULT_PROXY_PORT = 10053      # the agent's --tofqdns-proxy-port default (node.dns_proxy.service)
 
 
 def proxy_info_path() -> Path:

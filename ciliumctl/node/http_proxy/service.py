@@ -1,4 +1,4 @@
-"""The agent's HTTP part: HAProxy (node/haproxy.py) kept in line with the revision reconcile last programmed.
+"""The agent's HTTP part: HAProxy (node/http_proxy/haproxy.py) kept in line with the revision reconcile last programmed.
 
 reconcile (whatever process runs it: `policy apply`, the agent) calls prepare() before the datapath is touched:
 the entries with rules.http get the proxy port, the configuration is rendered (a rule HAProxy cannot carry, or no
@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ciliumctl.base import paths, statefile
-from ciliumctl.node import haproxy_config as cfg
-from ciliumctl.node.haproxy import DEFAULT_PORT, HAProxy, binary
+from ciliumctl.node.http_proxy import config as cfg
+from ciliumctl.node.http_proxy.haproxy import DEFAULT_PORT, HAProxy, binary
 from ciliumctl.policy.resolved import ResolvedState
 
 if TYPE_CHECKING:
     from ciliumctl.flows.http import HTTPEvent
 
-log = logging.getLogger("ciliumctl.node.http_agent")
+log = logging.getLogger("ciliumctl.node.http_proxy.service")
 POLL = 0.2
 RETRY = 5.0
 

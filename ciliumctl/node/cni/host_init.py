@@ -1,4 +1,4 @@
-"""The DaemonSet's init step on a node (`python -m ciliumctl.node.cni_init`): put the CNI plugin, the IPAM and
+"""The DaemonSet's init step on a node (`python -m ciliumctl.node.cni.host_init`): put the CNI plugin, the IPAM and
 loopback plugins and the network configuration on the host, with the node's pod CIDR as its address pool.
 
 The plugin runs on the host, outside the agent's image, so it cannot be the venv launcher of cni_install: it is
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ciliumctl.base.errors import CiliumctlError
 from ciliumctl.endpoints import cni_plugin, ipam
-from ciliumctl.node import cni_install, settings
+from ciliumctl.node import settings
+from ciliumctl.node.cni import install as cni_install
 
 HOST_PLUGINS = ("host-local", "loopback")
 
@@ -77,7 +78,7 @@ def install(conf_dir: str, bin_dir: str, python: str, plugins_from: str, node_na
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m ciliumctl.node.cni_init", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ciliumctl.node.cni.host_init", description=__doc__.split("\n")[0])
     p.add_argument("--cni-conf-dir", default=cni_install.DEFAULT_CONF_DIR)
     p.add_argument("--cni-bin-dir", default=cni_install.DEFAULT_BIN_DIR)
     p.add_argument("--host-python", default="/usr/bin/python3", help="the node's Python 3 for the plugin")

@@ -1,9 +1,9 @@
-"""`ciliumctl fqdn cache list|clean`: the node's DNS cache (node/fqdn_cache.py) read, and emptied with the
+"""`ciliumctl fqdn cache list|clean`: the node's DNS cache (node/dns_proxy/cache.py) read, and emptied with the
 datapath following (the addresses leave the ipcache at once, as `cilium-dbg fqdn cache clean`)."""
 
 from __future__ import annotations
 
-from ciliumctl.node.fqdn_cache import Entry, FQDNCache
+from ciliumctl.node.dns_proxy.cache import Entry, FQDNCache
 from ciliumctl.policy.fqdn import NameMatch
 
 

@@ -1,6 +1,6 @@
 """The node's HTTP proxy: Debian's HAProxy, run and supervised by the agent in the node's network namespace.
 
-apply(state) writes the configuration of the revision (node/haproxy_config.py), checks it with `haproxy -c`
+apply(state) writes the configuration of the revision (node/http_proxy/config.py), checks it with `haproxy -c`
 before anything changes (a bad one: one line, the running proxy keeps the old), starts HAProxy or reloads it
 when the text changed (master-worker, SIGUSR2: the new worker takes over the listening socket, the old one
 finishes its connections), and brings the identity map in line through the runtime API (`add map` / `set map` /
@@ -23,10 +23,10 @@ from pathlib import Path
 
 from ciliumctl.base import netns
 from ciliumctl.base.errors import EnvironmentProblem
-from ciliumctl.node import haproxy_config as cfg
+from ciliumctl.node.http_proxy import config as cfg
 from ciliumctl.policy.resolved import ResolvedState
 
-log = logging.getLogger("ciliumctl.node.haproxy")
+log = logging.getLogger("ciliumctl.node.http_proxy.haproxy")
 BINARY = "haproxy"
 DEFAULT_PORT = 15080     # HAProxy's listener for redirected HTTP (Cilium picks its proxy ports from 10000 up)
 

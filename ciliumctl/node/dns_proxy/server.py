@@ -27,7 +27,7 @@ from typing import Protocol
 
 from ciliumctl.base import netns
 
-log = logging.getLogger("ciliumctl.node.dns_proxy")
+log = logging.getLogger("ciliumctl.node.dns_proxy.server")
 
 IP_TRANSPARENT = 19            # linux/in.h
 IP_RECVORIGDSTADDR = 20        # linux/in.h (IP_ORIGDSTADDR in the control message)

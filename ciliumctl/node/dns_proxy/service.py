@@ -1,11 +1,11 @@
-"""The agent's DNS part: the DNS proxy (node/dns_proxy.py) with the node's policy (node/dns_policy.py), the
+"""The agent's DNS part: the DNS proxy (node/dns_proxy/server.py) with the node's policy (node/dns_proxy/policy.py), the
 expiry of learned addresses, and where the datapath finds the proxy (`<run>/dns-proxy.json`: its port).
 
 The proxy listens on every address of the node namespace (transparent: redirected queries keep their original
 destination), UDP and TCP on one port (--tofqdns-proxy-port, Cilium's flag). Its default is a fixed port, not
-Cilium's 0 (any free one): the datapath redirects DNS to the port the last agent bound (node.dns_policy.proxy_port),
-or to this default before any agent ran, so that DNS of endpoints with DNS rules never bypasses the proxy (fail
-closed: nothing listening there, the datapath drops it).
+Cilium's 0 (any free one): the datapath redirects DNS to the port the last agent bound
+(node.dns_proxy.policy.proxy_port), or to this default before any agent ran, so that DNS of endpoints with DNS rules
+never bypasses the proxy (fail closed: nothing listening there, the datapath drops it).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ciliumctl.base import paths, statefile
-from ciliumctl.node.dns_policy import DEFAULT_PROXY_PORT, proxy_info_path, proxy_port
+from ciliumctl.node.dns_proxy.policy import DEFAULT_PROXY_PORT, proxy_info_path, proxy_port
 
-log = logging.getLogger("ciliumctl.node.fqdn_agent")
+log = logging.getLogger("ciliumctl.node.dns_proxy.service")
 EXPIRY_POLL = 1.0        # seconds between looks at the cache's next expiry
 
 
@@ -33,8 +33,8 @@ class DNSOptions:
 class DNSService:
     def __init__(self, opts: DNSOptions, on_flow: Callable | None = None):
         from ciliumctl.node import reconcile, settings
-        from ciliumctl.node.dns_policy import NodeDNSPolicy
-        from ciliumctl.node.dns_proxy import DNSProxy
+        from ciliumctl.node.dns_proxy.policy import NodeDNSPolicy
+        from ciliumctl.node.dns_proxy.server import DNSProxy
 
         self.opts = opts
         self.policy = NodeDNSPolicy(reconcile.reconcile, settings.locked, opts.min_ttl, opts.grace)
