@@ -239,14 +239,7 @@ class ServiceTable:
             raise UsageError(f"frontend {svc.frontend} belongs to service {same.id} already: update that id or "
                              "delete it first")
         old = self.services.get(sid)
-        ids = {(b.ip, b.port): b.id for b in old.backends} if old else {}
-        nxt = self.next_backend_id
-        backends = []
-        for b in svc.backends:
-            bid = ids.get((b.ip, b.port))
-            if not bid:
-                bid, nxt = nxt, nxt + 1
-            backends.append(b._replace(id=bid))
+        backends, nxt = _backend_ids(svc.backends, old, self.next_backend_id)
         if not svc.name and old is not None:     # an update without --name keeps the name
             svc = replace(svc, name=old.name, namespace=old.namespace)
         services = dict(self.services)
@@ -266,13 +259,7 @@ class ServiceTable:
             sid = prev.id if prev is not None else next(free, 0)
             if not sid:
                 raise UsageError(f"all {MAX_SERVICE_ID} service ids are taken: delete a service first")
-            ids = {(b.ip, b.port): b.id for b in prev.backends} if prev is not None else {}
-            backends = []
-            for b in svc.backends:
-                bid = ids.get((b.ip, b.port))
-                if not bid:
-                    bid, nxt = nxt, nxt + 1
-                backends.append(b._replace(id=bid))
+            backends, nxt = _backend_ids(svc.backends, prev, nxt)
             out[sid] = replace(svc, id=sid, backends=tuple(backends))
         return ServiceTable(out, nxt)
 
@@ -308,6 +295,19 @@ class ServiceTable:
             svc = Service.from_record(item)
             services[svc.id] = svc
         return cls(services, int(d.get("nextBackendID", 1)))
+
+
+def _backend_ids(backends: tuple[Backend, ...], prev: Service | None, nxt: int) -> tuple[list[Backend], int]:
+    """`backends` with their datapath ids: a backend `prev` (the same service before) had keeps its id, a new one
+    gets the next; returns them and the next free id."""
+    ids = {(b.ip, b.port): b.id for b in prev.backends} if prev is not None else {}
+    out = []
+    for b in backends:
+        bid = ids.get((b.ip, b.port))
+        if not bid:
+            bid, nxt = nxt, nxt + 1
+        out.append(b._replace(id=bid))
+    return out, nxt
 
 
 def check_service(svc: Service, service_cidr: str, node_ips: frozenset[str] = frozenset()) -> None:
