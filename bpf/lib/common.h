@@ -192,6 +192,12 @@ struct lb_svc_val {
 };
 #define LB_F_NODEPORT 1
 #define LB_F_AFFINITY 2
+#define LB_F_SKIP_FROM_BACKEND 4   /* a local redirect with skipRedirectFromBackend (lb_skip_from_backend) */
+/* Kinds of lb_services entries beside a service's own, in the high bits of the key's proto (a frontend's protocol
+ * is TCP or UDP): LB_KIND_ORIGINAL, the service a local redirect replaced, laid out as a service; LB_KIND_SKIP,
+ * one backend of the redirect whose own traffic skips it, its address in backend_slot (low half) and pad. */
+#define LB_KIND_ORIGINAL 0x80
+#define LB_KIND_SKIP 0x40
 
 /* lb_backends: backend id -> address; not per slot (ids are never reused for another address while referenced) */
 struct lb_backend {

@@ -25,12 +25,13 @@
 #define LB_NO_BACKEND 2  /* a service without a backend for a new connection: drop (158) */
 #define LB_ERROR     3   /* the packet could not be rewritten: drop */
 
+/* slot: the revision slot, with an LB_KIND_* bit for the entries of that kind */
 static __always_inline struct lb_svc_val *lb_lookup(__u8 slot, __u32 vip, __u16 port, __u8 proto, __u16 bslot)
 {
 	struct lb_svc_key k = {};
 
-	k.slot = slot;
-	k.proto = proto;
+	k.slot = slot & 1;
+	k.proto = proto | (slot & (LB_KIND_ORIGINAL | LB_KIND_SKIP));
 	k.backend_slot = bslot;
 	k.vip = vip;
 	k.dport = port;
@@ -72,6 +73,30 @@ static __always_inline __u32 lb_pick(const struct lb_svc_val *svc, __u8 slot, co
 		lb_affinity.update(&ak, &nv);
 	}
 	return id;
+}
+
+/* skipRedirectFromBackend of a CiliumLocalRedirectPolicy: a packet from one of the redirect's own backends to its
+ * frontend is not sent back to that backend but goes where the frontend went before the redirect: the service it
+ * replaced (*slot gets LB_KIND_ORIGINAL, so lb_pick picks among that service's backends), or, for an address that
+ * was no service, nowhere: NULL, the packet goes on untranslated. Cilium: lb4_skip_xlate_from_ctx_to_svc
+ * (bpf/lib/lb.h) over its skip_lb4 map, keyed by the backend pod's netns cookie; here the pod's address. */
+static __always_inline struct lb_svc_val *lb_skip_from_backend(struct lb_svc_val *svc, __u8 *slot,
+							       const struct pkt *p)
+{
+	struct lb_svc_key k = {};
+
+	if (!(svc->flags & LB_F_SKIP_FROM_BACKEND))
+		return svc;
+	k.slot = *slot & 1;
+	k.proto = p->proto | LB_KIND_SKIP;
+	k.backend_slot = (__u16)p->saddr;
+	k.pad = (__u16)(p->saddr >> 16);
+	k.vip = p->daddr;
+	k.dport = p->dport;
+	if (!lb_services.lookup(&k))
+		return svc;
+	*slot |= LB_KIND_ORIGINAL;
+	return lb_lookup(*slot, p->daddr, p->dport, p->proto, 0);
 }
 
 /* The backend's end of a translated connection sees a packet to the backend like any other. So that its events
@@ -197,6 +222,8 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __
 	st = state.lookup(&zero);
 	slot = st ? st->active_slot & 1 : 0;
 	svc = lb_lookup(slot, p->daddr, p->dport, p->proto, 0);
+	if (svc)
+		svc = lb_skip_from_backend(svc, &slot, p);
 	if (!svc || (nodeport_only && !(svc->flags & LB_F_NODEPORT)))
 		return LB_NONE;     /* from outside the node only NodePort frontends exist (ClusterIPs are internal) */
 	*frontend = p->daddr;

@@ -96,6 +96,9 @@ class CtEntry(ctypes.Structure):
 # services (bpf/lib/common.h, lib/lb.h)
 LB_F_NODEPORT = 1
 LB_F_AFFINITY = 2
+LB_F_SKIP_FROM_BACKEND = 4
+LB_KIND_ORIGINAL = 0x80     # in lb_svc_key.proto: entries of the service a local redirect replaced
+LB_KIND_SKIP = 0x40         # in lb_svc_key.proto: a redirect backend whose own traffic skips it
 LB_BACKEND_ACTIVE = 0
 LB_BACKEND_TERMINATING = 1
 
@@ -131,6 +134,7 @@ def proxy_port_field(port: int) -> int:
     """policy_val.proxy_port as POLICY_VAL packs it: the port in network byte order (Cilium's ProxyPortNetwork)."""
     return ((port & 0xff) << 8) | (port >> 8)
 LB_SVC_KEY = struct.Struct("<BBH4sHxx")
+LB_SKIP_KEY = struct.Struct("<BB2s4sH2s")    # the backend's address in backend_slot and pad (bpf/lib/common.h)
 LB_SVC_VAL = struct.Struct("<IIHBxI")
 LB_BACKEND = struct.Struct("<4sHBB")
 

@@ -64,8 +64,12 @@ def describe_key(name: str, key: bytes, names: dict[int, str] | None = None) -> 
         return f"endpoint {maps.EPCFG_KEY.unpack(key)[1]}"
     if name == "lb_services":
         _slot, proto, bslot, vip, port = maps.LB_SVC_KEY.unpack(key)
+        kind, proto = proto & (maps.LB_KIND_ORIGINAL | maps.LB_KIND_SKIP), proto & 0x3f
+        frontend = f"{'.'.join(map(str, vip))}:{port}/{_PROTO.get(proto, str(proto)).upper()}"
+        if kind == maps.LB_KIND_SKIP:
+            return f"redirect skipped from {'.'.join(map(str, key[2:4] + key[10:12]))} to {frontend}"
         where = "service" if bslot == 0 else f"backend slot {bslot} of"
-        return f"{where} {'.'.join(map(str, vip))}:{port}/{_PROTO.get(proto, proto).upper()}"
+        return f"{where} {'the service redirected at ' if kind else ''}{frontend}"
     return key.hex()
 
 

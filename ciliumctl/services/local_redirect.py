@@ -61,6 +61,7 @@ class LocalRedirect:
     selector: dict                                # localEndpointSelector, as written
     backend_ports: tuple[PortInfo, ...]
     obj: dict                                     # the object as applied (what `list -o yaml` gives back)
+    skip_from_backend: bool = False               # spec.skipRedirectFromBackend
 
     @property
     def ref(self) -> str:
@@ -158,9 +159,9 @@ def parse(obj: dict, where: str = "") -> LocalRedirect:
     selector = be.get("localEndpointSelector")
     if not isinstance(selector, dict):
         raise _fail(at, "spec.redirectBackend.localEndpointSelector is required (matchLabels / matchExpressions)")
-    if spec.get("skipRedirectFromBackend"):    # Cilium 1.16+: not done here, so refused rather than ignored
-        raise _fail(at, "spec.skipRedirectFromBackend is not supported yet (the backends' own traffic to the "
-                        "frontend would be redirected too); remove it")
+    skip = spec.get("skipRedirectFromBackend", False)
+    if not isinstance(skip, bool):
+        raise _fail(at, f"spec.skipRedirectFromBackend {skip!r}: use true or false")
     bports = _ports(be.get("toPorts"), f"{at}: spec.redirectBackend", True)
     if len(bports) > 1:
         names = {p.name for p in bports}
@@ -168,7 +169,7 @@ def parse(obj: dict, where: str = "") -> LocalRedirect:
         if missing:
             raise _fail(at, f"frontend port {missing[0]!r} has no backend port of that name in "
                             "spec.redirectBackend.toPorts")
-    return LocalRedirect(name, namespace, address, service, fports, selector, bports, obj)
+    return LocalRedirect(name, namespace, address, service, fports, selector, bports, obj, skip)
 
 
 def _backend_port(lrp: LocalRedirect, protocol: str, name: str) -> PortInfo | None:
@@ -247,14 +248,17 @@ def redirect(table: ServiceTable, lrps: list[LocalRedirect],
                 continue
             owner[fe] = lrp.ref
             backends = tuple(Backend(ip, bp.port, "active", _backend_id(fe, ip, bp.port, taken_ids)) for ip in ips)
+            # skipRedirectFromBackend: the backends' own traffic goes where the frontend went before (Cilium's
+            # clrp_types.go: "forwarded to the original destination"): the service, or the address untranslated
+            skip = (tuple(ips), orig) if lrp.skip_from_backend else ((), None)
             if orig is not None:    # flows keep naming the Kubernetes Service
-                new = replace(orig, type=TYPE, backends=backends, affinity="")
+                new = replace(orig, type=TYPE, backends=backends, affinity="", skip_from=skip[0], original=skip[1])
             else:
                 sid = next((i for i in range(MAX_SERVICE_ID, 0, -1) if i not in services), 0)
                 if not sid:
                     skipped.append(f"{lrp.ref}: all {MAX_SERVICE_ID} service ids are taken")
                     continue
-                new = Service(sid, fe, TYPE, backends, name=lrp.name, namespace=lrp.namespace)
+                new = Service(sid, fe, TYPE, backends, name=lrp.name, namespace=lrp.namespace, skip_from=skip[0])
             services[new.id] = new
             by[new.id] = lrp.ref
     if not by:

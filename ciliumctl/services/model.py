@@ -62,6 +62,11 @@ class Service:
     affinity_timeout: int = DEFAULT_AFFINITY_TIMEOUT
     name: str = ""                      # the Kubernetes Service (cluster mode) or `service update --name`
     namespace: str = ""
+    # a LocalRedirect with skipRedirectFromBackend (services.local_redirect): the backends' addresses, whose own
+    # traffic to the frontend skips the redirect and goes to `original`, the service it replaced (None: an
+    # address that was no service, left untranslated)
+    skip_from: tuple[str, ...] = ()
+    original: Service | None = None
 
     @property
     def active(self) -> tuple[Backend, ...]:
@@ -82,6 +87,9 @@ class Service:
             out["name"], out["namespace"] = self.name, self.namespace or DEFAULT_NAMESPACE
         if self.affinity:
             out["sessionAffinity"] = {"type": self.affinity, "timeoutSeconds": self.affinity_timeout}
+        if self.skip_from:
+            out["skipRedirectFromBackend"] = {"from": list(self.skip_from),
+                                              "to": self.original.id if self.original else None}
         return out
 
     def to_record(self) -> list:

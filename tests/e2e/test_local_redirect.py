@@ -119,3 +119,50 @@ def test_local_redirect_by_service_and_address(node, tmp_path):
     assert _who(node, "client", VIP, 80) == "10.200.0.2"
     res = node.cli("service", "redirect", "delete", "web-local", check=False)
     assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_skip_redirect_from_backend(node, tmp_path):
+    """skipRedirectFromBackend: the redirect's own backend reaching its frontend is not sent back to itself (as it
+    is without the flag: hairpin) but goes where the frontend went before, the service's own backend; an address
+    that was no service stays untranslated for it (nothing answers here). Everyone else is redirected."""
+    node.cli("install", "--no-agent", "--service-cidr", "10.100.0.0/16")
+    node.cli("endpoint", "add", "client", "-l", "app=client")          # 10.200.0.1
+    node.cli("endpoint", "add", "web", "-l", "app=web")                # 10.200.0.2
+    node.cli("endpoint", "add", "cache", "-l", "app=cache")            # 10.200.0.3
+    _whoami(node, "web", "10.200.0.2", 8080)
+    _whoami(node, "cache", "10.200.0.3", 9090)
+    node.cli("service", "update", "--frontend", f"{VIP}:80", "--backends", "10.200.0.2:8080", "--name", "web")
+
+    def lrps(skip: bool) -> list[str]:
+        files = []
+        for name, fe in (("web-local", {"serviceMatcher": {"serviceName": "web", "namespace": "default"}}),
+                         ("meta", {"addressMatcher": {"ip": ADDR, "toPorts": [{"port": "80", "protocol": "TCP"}]}})):
+            obj = json.loads(_lrp(name, fe))
+            obj["spec"]["skipRedirectFromBackend"] = skip
+            path = tmp_path / f"{name}-{skip}.yaml"
+            path.write_text(json.dumps(obj))
+            files += ["-f", str(path)]
+        return files
+
+    node.cli("service", "redirect", "apply", *lrps(False))
+    assert _who(node, "cache", VIP, 80) == "10.200.0.3"            # without the flag: back to itself
+    assert _who(node, "cache", ADDR, 80) == "10.200.0.3"
+    res = node.cli("service", "redirect", "apply", *lrps(True), check=False)    # immutable, as Cilium's CRD
+    assert res.returncode == 2 and "cannot change" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    node.cli("service", "redirect", "delete", "web-local")
+    node.cli("service", "redirect", "delete", "meta")
+
+    node.cli("service", "redirect", "apply", *lrps(True))
+    assert _who(node, "client", VIP, 80) == "10.200.0.3"           # everyone else: the local backend
+    assert _who(node, "client", ADDR, 80) == "10.200.0.3"
+    assert _who(node, "cache", VIP, 80) == "10.200.0.2"            # the backend itself: the service's own backend
+    assert _who(node, "cache", ADDR, 80).startswith("ERR")          # ... and the address as it is: no one there
+    listed = {s["frontend"]: s for s in json.loads(node.cli("service", "list", "-o", "json").stdout)}
+    assert listed[f"{VIP}:80/TCP"]["skipRedirectFromBackend"] == {"from": ["10.200.0.3"], "to": 1}
+    assert node.cli("status", "--verify", check=False).returncode == 0
+
+    # the service's backends change under the redirect: the backend's own traffic follows them
+    _whoami(node, "client", "10.200.0.1", 8080)
+    node.cli("service", "update", "--frontend", f"{VIP}:80", "--backends", "10.200.0.1:8080", "--name", "web")
+    assert _who(node, "cache", VIP, 80) == "10.200.0.1"
+    assert _who(node, "web", VIP, 80) == "10.200.0.3"

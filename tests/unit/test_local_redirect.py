@@ -62,6 +62,7 @@ def _bad(path: list, value):
     (_bad(["spec", "redirectBackend", "toPorts"], [{"port": "53", "protocol": "UDP"},
                                                    {"port": "54", "protocol": "UDP"}]), "needs a name"),
     (_bad(["spec", "redirectBackend", "localEndpointSelector"], None), "localEndpointSelector is required"),
+    (_bad(["spec", "skipRedirectFromBackend"], "yes"), "use true or false"),
     ({**DNS, "spec": {**DNS["spec"], "redirectFrontend": {"serviceMatcher": {"serviceName": "kube-dns",
                                                                              "namespace": "default"}}}},
      "must be the policy's namespace"),
@@ -105,6 +106,46 @@ def test_an_address_that_is_a_service_frontend_is_left_to_a_service_matcher():
     obj["spec"]["redirectFrontend"]["addressMatcher"]["toPorts"] = [{"port": "53", "protocol": "TCP"}]
     red = apply(_table(), [parse(obj)], LOCAL)
     assert red.by == {} and "use a serviceMatcher" in red.skipped[0]
+
+
+def _skipping(obj: dict) -> dict:
+    return {**obj, "spec": {**obj["spec"], "skipRedirectFromBackend": True}}
+
+
+def test_skip_redirect_from_backend_keeps_the_replaced_service_for_the_backends_own_traffic():
+    table = _table()
+    red = apply(table, [parse(_skipping(DNS))], LOCAL)
+    for sid, orig in table.services.items():
+        svc = red.table.services[sid]
+        assert svc.type == "LocalRedirect" and svc.skip_from == ("10.200.0.5",) and svc.original == orig
+    plain = apply(table, [parse(DNS)], LOCAL).table.services[1]
+    assert plain.skip_from == () and plain.original is None
+
+
+def test_skip_redirect_from_backend_of_an_address_leaves_it_untranslated_for_the_backend():
+    red = apply(_table(), [parse(_skipping(ADDR))], LOCAL)
+    (sid,) = red.by
+    svc = red.table.services[sid]
+    assert svc.skip_from == ("10.200.0.6",) and svc.original is None
+
+
+def test_skip_redirect_from_backend_in_the_maps():
+    """lb_services gets, beside the redirect's entries, one per backend that skips it and the replaced service's
+    own (kinds in the key's protocol byte, lib/lb.h lb_skip_from_backend); lb_backends both services' backends."""
+    from ciliumctl.datapath import maps
+    from ciliumctl.datapath.servicemap import compile_service, compile_service_backends
+
+    table = _table()
+    svc = apply(table, [parse(_skipping(DNS))], LOCAL).table.services[1]
+    entries = compile_service(svc, 1, {})
+    protos = sorted(k[1] for k in entries)
+    assert protos == sorted([17, 17, 17 | maps.LB_KIND_SKIP, 17 | maps.LB_KIND_ORIGINAL, 17 | maps.LB_KIND_ORIGINAL])
+    (skip,) = [k for k in entries if k[1] & maps.LB_KIND_SKIP]
+    assert skip[0] == 1 and skip[2:4] + skip[10:12] == bytes([10, 200, 0, 5])
+    head = maps.LB_SVC_VAL.unpack(entries[maps.LB_SVC_KEY.pack(1, 17, 0, bytes([10, 96, 0, 10]), 53)])
+    assert head[3] & maps.LB_F_SKIP_FROM_BACKEND
+    backends = compile_service_backends(svc, {})
+    assert {int.from_bytes(k, "little") for k in backends} == {b.id for b in svc.backends + table.services[1].backends}
 
 
 def test_pods_of_this_node_that_are_running_and_ready():

@@ -72,6 +72,10 @@ def apply(lrps: list[LocalRedirect]) -> list[tuple[str, str]]:
         verbs = []
         for lrp in lrps:
             old = stored.get(lrp.ref)
+            if old is not None and old.skip_from_backend != lrp.skip_from_backend:
+                # Cilium's CRD: spec.skipRedirectFromBackend's x-kubernetes-validations rule self == oldSelf
+                raise UsageError(f"{KIND} {lrp.ref}: spec.skipRedirectFromBackend cannot change on an existing "
+                                 f"policy; delete it first (service redirect delete {lrp.name} -n {lrp.namespace})")
             verbs.append((lrp.ref, "created" if old is None else "unchanged" if old.obj == lrp.obj else "configured"))
             stored[lrp.ref] = lrp
         if all(v == "unchanged" for _, v in verbs):
