@@ -275,7 +275,8 @@ def trace(src: Peer, dst: Peer, proto: int, port: int, policies: Iterable, mode:
     kw: dict = {"endpoints": endpoints, "allocator": allocator, "node_labels": node_labels,
                 "namespace_labels": namespace_labels, "audit": audit, "host": host, "http": http}
     names = {6: "tcp", 17: "udp"}
-    xlat = translate(services, dst.ip, port, names[proto]) if services and dst.ip and proto in names else None
+    xlat = (translate(services, dst.ip, port, names[proto], src.ip or "")
+            if services and dst.ip and proto in names else None)
     if xlat is None:
         return _trace(src, dst, proto, port, policies, mode, **kw)
     info = xlat.to_dict()

@@ -368,6 +368,10 @@ class Translation:
                 "backends": [str(b) for b in self.backends]}
 
 
-def translate(table: ServiceTable, ip: str, port: int, protocol: str) -> Translation | None:
+def translate(table: ServiceTable, ip: str, port: int, protocol: str, src_ip: str = "") -> Translation | None:
+    """A connection from `src_ip` to ip:port: a local redirect's backend that skips it (skipRedirectFromBackend)
+    gets the service the redirect replaced, or no translation."""
     svc = table.lookup(ip, port, protocol)
+    if svc is not None and src_ip and src_ip in svc.skip_from:
+        svc = svc.original
     return Translation(svc, svc.active) if svc is not None else None

@@ -160,6 +160,9 @@ def test_skip_redirect_from_backend(node, tmp_path):
     listed = {s["frontend"]: s for s in json.loads(node.cli("service", "list", "-o", "json").stdout)}
     assert listed[f"{VIP}:80/TCP"]["skipRedirectFromBackend"] == {"from": ["10.200.0.3"], "to": 1}
     assert node.cli("status", "--verify", check=False).returncode == 0
+    trace = json.loads(node.cli("policy", "trace", "--live", "--src-ip", "10.200.0.3", "--dst-ip", VIP,
+                                "--dport", "80/tcp", "-o", "json").stdout)
+    assert trace["service"]["backend"] == "10.200.0.2:8080"      # policy trace shows what the backend gets
 
     # the service's backends change under the redirect: the backend's own traffic follows them
     _whoami(node, "client", "10.200.0.1", 8080)

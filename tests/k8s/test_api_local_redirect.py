@@ -1,8 +1,9 @@
 """CiliumLocalRedirectPolicy in cluster mode, on the real API server (the shared one of tests/k8s/conftest.py, its
 CRD installed by `install`): the agent's watch turns a policy into LocalRedirect entries of the table the node
 programs (a recorder here), with this node's Ready pods of the policy's namespace as backends; a pod on another node
-is never one; when the local pod goes, the Service's own backends are back; an invalid policy is left out with its
-one line. As test_api_services.py, objects made by hand (no controllers run there)."""
+is never one; skipRedirectFromBackend keeps the Service for the local pod's own traffic; when the local pod goes,
+the Service's own backends are back; an invalid policy is left out with its one line. As test_api_services.py,
+objects made by hand (no controllers run there)."""
 
 import os
 
@@ -46,7 +47,9 @@ def test_local_redirect_policies_become_local_redirect_entries(installed, new_na
         made.append(("Pod", "cache", ns))
         add_pod(kube, "cache-elsewhere", "other-node", "10.1.0.21", {"app": "cache"}, ns, status=READY)
         made.append(("Pod", "cache-elsewhere", ns))
-        create(lrp("web-local", ns, {"serviceMatcher": {"serviceName": "web", "namespace": ns}}))
+        skipping = lrp("web-local", ns, {"serviceMatcher": {"serviceName": "web", "namespace": ns}})
+        skipping["spec"]["skipRedirectFromBackend"] = True
+        create(skipping)
         create(lrp("meta", ns, {"addressMatcher": {"ip": "169.254.169.254",
                                                    "toPorts": [{"port": "80", "protocol": "TCP"}]}}))
         # valid for the CRD's schema, refused by the agent's checks: left out, named
@@ -70,6 +73,11 @@ def test_local_redirect_policies_become_local_redirect_entries(installed, new_na
             assert set(mine) == {f"{cluster_ip}:80/TCP", "169.254.169.254:80/TCP"}
             for svc in mine.values():
                 assert svc.type == "LocalRedirect" and [str(b) for b in svc.backends] == ["10.1.0.20:9090"]
+            # skipRedirectFromBackend: the local pod's own traffic keeps the Service's backends
+            skip = mine[f"{cluster_ip}:80/TCP"]
+            assert skip.skip_from == ("10.1.0.20",) and skip.original is not None
+            assert [str(b) for b in skip.original.backends] == ["10.1.0.5:8080"]
+            assert mine["169.254.169.254:80/TCP"].skip_from == ()
             assert report.services is not None
             named = report.services.names[mine[f"{cluster_ip}:80/TCP"].id]
             assert named == f"{ns}/web (local redirect {ns}/web-local)"
