@@ -151,23 +151,21 @@ class ServiceMaps:
         """Against the maps as read back (first apply of this object, or someone else wrote)."""
         new = compile_services(table, slot)
         backends = compile_backends(table)
-        cur: Entries = {}
-        read: Entries = {}          # the other slot, keyed as this one (its slot byte swapped)
         prefix = bytes([slot])
-        for k, v in items.items():
-            if k[0] == slot:
-                cur[k] = v
-            else:
-                read[prefix + k[1:]] = v
+        cur: Entries = {k: v for k, v in items.items() if k[0] == slot}
+        # the other slot, keyed as this one (its slot byte swapped)
+        read: Entries = {prefix + k[1:]: v for k, v in items.items() if k[0] != slot}
         # the other slot against the table, per service id: where it differs, the entries read back are kept
+        # (the same table in both slots, a command's usual case, is one comparison in C)
         missing: set[int] = set()
-        for k, v in read.items():
-            nv = new.get(k)
-            if nv != v:
-                missing.add(_sid(v))
-                if nv is not None:
-                    missing.add(_sid(nv))
-        missing.update(_sid(v) for k, v in new.items() if k not in read)
+        if read != new:
+            for k, v in read.items():
+                nv = new.get(k)
+                if nv != v:
+                    missing.add(_sid(v))
+                    if nv is not None:
+                        missing.add(_sid(nv))
+            missing.update(_sid(v) for k, v in new.items() if k not in read)
         other: dict[int, Held] = {sid: svc for sid, svc in table.services.items() if sid not in missing}
         if missing:
             for k, v in read.items():
@@ -177,7 +175,7 @@ class ServiceMaps:
                     assert isinstance(e, dict)
                     e[k[1:]] = v
         return Plan(slot, table,
-                    [(k, v) for k, v in new.items() if cur.get(k) != v],
+                    [] if cur == new else [(k, v) for k, v in new.items() if cur.get(k) != v],
                     [k for k in cur if k not in new],
                     [(k, v) for k, v in backends.items() if current_b.get(k) != v],
                     [k for k in current_b if k not in backends],

@@ -450,8 +450,10 @@ class Datapath:
         """Write `state` beside the active revision, then switch to it with one map write. fresh: endpoints just
         attached with enforce=True and not yet in any revision: when `state` adds only them (and their addresses),
         it goes into the active slot in place, without the switch's wait (_write_in_place)."""
+        from ciliumctl.base.gcpause import paused
+
         t0 = time.perf_counter()
-        with _Lock():
+        with _Lock(), paused():     # the whole table's entries compiled at once (base.gcpause)
             report = ((_write_in_place(self.maps, state, fresh, self.service_maps) if fresh else None)
                       or _write_revision(self.maps, state, self.service_maps))
         report.seconds = time.perf_counter() - t0

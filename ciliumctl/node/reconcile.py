@@ -159,7 +159,13 @@ def reconcile(datapath=None, settings: Settings | None = None, upgrade: bool = F
     fresh: endpoints attached with enforce=True that no revision names yet (Datapath.apply)."""
     if _cluster is not None:
         return _cluster.reconcile_locked(datapath, settings)
-    settings = settings or load_settings()
+    from ciliumctl.base.gcpause import paused
+
+    with paused():      # tens of thousands of service and policy entries built at once (base.gcpause)
+        return _reconcile(datapath, settings or load_settings(), upgrade, fresh)
+
+
+def _reconcile(datapath, settings: Settings, upgrade: bool, fresh: frozenset[int]):
     endpoints = registry.load_all()
     dp = datapath or open_datapath()
     settings.revision = next_revision(settings, dp)

@@ -189,6 +189,24 @@ def test_the_store_keeps_a_table_as_it_was(node_env):
     assert oct(store.store_path().stat().st_mode & 0o777) == "0o600"     # root-only
 
 
+def test_the_store_is_parsed_again_only_when_the_file_changed(node_env):
+    """A process gets back the table it saved or loaded (reconcile after `service update` parsed 10,000 services
+    again), until another writer replaces the file."""
+    import json
+    import os
+
+    from ciliumctl.services import store
+
+    t = ServiceTable().update(Service(0, Frontend("10.96.0.10", 80), backends=(Backend("10.0.0.1", 80),)), CIDR)
+    store.save(t)
+    assert store.load() is t and store.load() is t
+    other = t.update(Service(0, Frontend("10.96.0.11", 80)), CIDR)
+    tmp = store.store_path().with_suffix(".other")           # another process's atomic write
+    tmp.write_text(json.dumps(other.to_dict()))
+    os.replace(tmp, store.store_path())
+    assert store.load() == other
+
+
 def test_names_what_flows_call_a_service():
     assert parse_name("web") == ("web", "default")
     assert parse_name("shop/web") == ("web", "shop")
