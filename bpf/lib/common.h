@@ -223,6 +223,29 @@ struct lb_conn {
 	__u32 svc_id;
 };
 
+/* lb_snat: NodePort connections to a backend on another node, SNATed to the node's address (lib/nodeport.h; Cilium's
+ * SNAT map, cilium_snat_v4_external in bpf/lib/nat.h). Two entries per connection, ports in host byte order:
+ * dir 0, the client's tuple as translated (client -> backend) -> the node's address and port it leaves with;
+ * dir 1, the backend's reply tuple (backend -> node address:port) -> the client, its frontend and service, and the
+ * device the client came in on (the connection's conntrack entry is keyed on it). */
+struct lb_snat_key {
+	__u32 saddr, daddr;
+	__u16 sport, dport;
+	__u8 proto;
+	__u8 dir;
+	__u16 pad;
+};
+struct lb_snat_val {
+	__u32 addr;        /* network byte order */
+	__u16 port;
+	__u16 svc_id;
+	__u32 frontend;    /* dir 1: the NodePort frontend the client asked for */
+	__u16 frontend_port;
+	__u16 pad;
+	__u32 ifindex;     /* dir 1: the device the client's packets arrive on */
+	__u32 pad2;
+};
+
 /* lb_affinity: (client, service) -> the backend of its last connection (Cilium's lb_affinity_match map) */
 struct lb_affinity_key {
 	__u32 client;

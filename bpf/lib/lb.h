@@ -252,7 +252,8 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __
 					k.sport = p->sport;
 					k.dport = be->port;
 					k.proto = p->proto;
-					k.dir = CTL_DIR_EGRESS;
+					/* NodePort connections are tracked on the device, as they arrived */
+					k.dir = nodeport_only ? CTL_DIR_INGRESS : CTL_DIR_EGRESS;
 					k.ifindex = ifindex;
 					ct = conntrack.lookup(&k);
 					if (!ct || ((ct->fwd_flags | ct->rev_flags) & (TCP_FIN | TCP_RST)))

@@ -23,6 +23,7 @@ BPF_HASH(lb_services, struct lb_svc_key, struct lb_svc_val, CTL_LB_SERVICES_SIZE
 BPF_HASH(lb_backends, __u32, struct lb_backend, CTL_LB_BACKENDS_SIZE);
 BPF_TABLE("lru_hash", struct lb_conn_key, struct lb_conn, lb_conns, CTL_CT_SIZE);
 BPF_TABLE("lru_hash", struct lb_affinity_key, struct lb_affinity_val, lb_affinity, 65536);
+BPF_TABLE("lru_hash", struct lb_snat_key, struct lb_snat_val, lb_snat, CTL_CT_SIZE);   /* lib/nodeport.h */
 BPF_RINGBUF_OUTPUT(events, 1024);        /* 4 MiB */
 BPF_PERCPU_ARRAY(events_lost, __u64, 1);
 /* connections tracked, by CTL_DIR_* of the endpoint that saw them first (the agent's CPU budget is per new one) */

@@ -14,11 +14,11 @@ PROGRAMS = ("from_container", "to_container", "from_netdev", "to_netdev")
 ADDED_PROGRAMS = ("from_netdev", "to_netdev")     # newer than installed datapaths: upgrade() adds them
 REQUIRED_PROGRAMS = tuple(p for p in PROGRAMS if p not in ADDED_PROGRAMS)
 MAPS = ("endpoints", "state", "monitor_config", "epcfg", "ipcache", "policy", "conntrack", "fragments", "events",
-        "events_lost", "ct_created", "drop_stats", "lb_services", "lb_backends", "lb_conns", "lb_affinity")
+        "events_lost", "ct_created", "drop_stats", "lb_services", "lb_backends", "lb_conns", "lb_affinity", "lb_snat")
 # Maps newer than datapaths already installed: pins without them are an outdated datapath (upgrade() adds them),
 # not a broken one.
-ADDED_MAPS = ("monitor_config", "ct_created", "lb_services", "lb_backends", "lb_conns", "lb_affinity")
-SERVICE_MAPS = ("lb_services", "lb_backends", "lb_conns", "lb_affinity")
+ADDED_MAPS = ("monitor_config", "ct_created", "lb_services", "lb_backends", "lb_conns", "lb_affinity", "lb_snat")
+SERVICE_MAPS = ("lb_services", "lb_backends", "lb_conns", "lb_affinity", "lb_snat")
 REQUIRED_MAPS = tuple(m for m in MAPS if m not in ADDED_MAPS)
 
 EP_F_ENFORCE_INGRESS = 1
