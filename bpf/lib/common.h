@@ -168,7 +168,8 @@ struct ct_entry {
 	__u16 nat_port;               /* host byte order */
 	__u16 proxy_port;             /* host byte order; != 0: forward packets go to this proxy (lib/proxy.h) */
 	__u8 proxy_upstream;          /* the proxy's own upstream connection: replies go to its socket */
-	__u8 proxy_pad[3];
+	__u8 nodeport_snat;           /* a NodePort connection to a backend on another node, SNATed (lib/nodeport.h) */
+	__u8 proxy_pad[2];
 };
 
 /* Services (lib/lb.h), after Cilium's lb4_key / lb4_service / lb4_backend (bpf/lib/lb.h) and its affinity map.

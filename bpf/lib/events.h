@@ -25,6 +25,8 @@
 #define CTL_DROP_POLICY       133  /* DROP_POLICY: "Policy denied" */
 #define CTL_DROP_UNKNOWN_L3   139  /* DROP_UNKNOWN_L3: "Unsupported L3 protocol" (IPv6 in an enforced direction) */
 #define CTL_DROP_NO_SERVICE   158  /* DROP_NO_SERVICE: "Service backend not found" (flow.proto SERVICE_BACKEND_NOT_FOUND) */
+#define CTL_DROP_NAT_NO_MAPPING 167 /* DROP_NAT_NO_MAPPING: "No mapping for NAT masquerade": no NodePort SNAT port free */
+#define CTL_DROP_NO_FIB       169  /* DROP_NO_FIB: "FIB lookup failed": no route on to a remote backend or the client */
 #define CTL_DROP_SOCKET_LOOKUP 178  /* DROP_SK_LOOKUP: "Socket lookup failed" (flow.proto SOCKET_LOOKUP_FAILED): no proxy */
 #define CTL_DROP_POLICY_DENY  181  /* DROP_POLICY_DENY: "Policy denied by denylist" */
 

@@ -99,6 +99,25 @@ static __always_inline void np_trace(struct __sk_buff *skb, const struct pkt *p,
 	*bytes = 0;
 }
 
+/* Keeps the compiler from reusing an address inside the context (&skb->ifindex) across calls: the verifier refuses
+ * a load through a context pointer that was moved. */
+#define NP_CTX_BARRIER(skb) asm volatile("" : "+r"(skb))
+
+/* Drop a packet of a NodePort connection to another node: counted, with a drop event (client -> backend) */
+static __always_inline int np_drop(struct __sk_buff *skb, const struct pkt *p, __u8 reason)
+{
+	__u32 zero = 0;
+
+	NP_CTX_BARRIER(skb);
+	struct dp_state *st = state.lookup(&zero);
+	__u8 slot = st ? st->active_slot & 1 : 0;
+
+	count_drop(reason, CTL_DIR_INGRESS, p->len);
+	emit(skb, p, CTL_EVENT_DROP, reason, CTL_VERDICT_DROPPED, CTL_DIR_INGRESS, 0, ipcache_identity(slot, p->saddr),
+	     ipcache_identity(slot, p->daddr), 0, CTL_MATCH_NONE, 0, p->tcp_flags, p->len, 1);
+	return TC_ACT_SHOT;
+}
+
 /* A new connection to a backend on another node: a NAT port for it (the client's own when it is in the range and
  * free, as Cilium's __snat_try_keep_port, else random ones) and both lb_snat entries. 0: no port free. */
 static __always_inline __u16 np_snat_new(const struct pkt *p, __u32 node_addr, __u32 frontend, __u16 frontend_port,
@@ -149,7 +168,7 @@ static __always_inline int np_snat_fwd(struct __sk_buff *skb, struct pkt *p, con
 		return TC_ACT_SHOT;
 	ret = np_fib(skb, &fib, p->daddr, 0);
 	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return TC_ACT_SHOT;
+		return np_drop(skb, p, CTL_DROP_NO_FIB);
 	return np_redirect(skb, &fib, ret);
 }
 
@@ -195,7 +214,7 @@ static __always_inline int np_snat_rev(struct __sk_buff *skb, struct pkt *p)
 		return TC_ACT_SHOT;
 	ret = np_fib(skb, &fib, p->daddr, 0);
 	if (ret != BPF_FIB_LKUP_RET_SUCCESS && ret != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return TC_ACT_SHOT;
+		return np_drop(skb, p, CTL_DROP_NO_FIB);
 	return np_redirect(skb, &fib, ret);
 }
 
@@ -216,6 +235,30 @@ static __always_inline int np_backend_remote(struct __sk_buff *skb, __u32 backen
 		return 0;
 	*node_addr = fib.ipv4_src;
 	return fib.ipv4_src != 0;
+}
+
+/* A packet of a connection to a backend on another node: SNATed with its lb_snat mapping, made when missing (a new
+ * connection, or one the LRU map forgot), and sent towards the backend. */
+static __always_inline int np_to_remote(struct __sk_buff *skb, struct pkt *p, struct ct_entry *ct, __u32 frontend,
+					__u16 frontend_port, __u32 ifindex, int fresh)
+{
+	struct lb_snat_key k = {};
+	struct lb_snat_val *nat;
+	__u32 node_addr = 0;
+
+	np_snat_key(&k, p->saddr, p->daddr, p->sport, p->dport, p->proto, NP_SNAT_FWD);
+	nat = lb_snat.lookup(&k);
+	if (!nat || fresh) {
+		/* a new connection makes both entries anew: one left by an earlier connection of the tuple may be gone */
+		if (!np_backend_remote(skb, p->daddr, &node_addr))
+			return np_drop(skb, p, CTL_DROP_NO_FIB);
+		if (!np_snat_new(p, node_addr, frontend, frontend_port, ifindex))
+			return np_drop(skb, p, CTL_DROP_NAT_NO_MAPPING);
+		nat = lb_snat.lookup(&k);
+		if (!nat)
+			return np_drop(skb, p, CTL_DROP_NAT_NO_MAPPING);
+	}
+	return np_snat_fwd(skb, p, nat, ct);
 }
 
 static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
@@ -249,15 +292,11 @@ static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
 	ct_fill_key(&key, &p, CTL_DIR_INGRESS, ifindex, 0);
 	ct = conntrack.lookup(&key);
 	if (ct && !ct_expired(ct, p.proto, now) && !ct_reopened(ct, &p)) {
-		struct lb_snat_key sk = {};
-		struct lb_snat_val *nat;
 		ct->last_seen = now;
 		ct->fwd_flags |= p.tcp_flags;
-		np_snat_key(&sk, p.saddr, p.daddr, p.sport, p.dport, p.proto, NP_SNAT_FWD);
-		nat = lb_snat.lookup(&sk);
-		if (!nat)
+		if (!ct->nodeport_snat)
 			return TC_ACT_OK;   /* a backend on this node: routed to it, the client's address kept */
-		return np_snat_fwd(skb, &p, nat, ct);
+		return np_to_remote(skb, &p, ct, nat_addr, nat_port, ifindex, 0);
 	}
 	struct ct_entry fresh = {};
 	__u32 node_addr = 0;
@@ -266,19 +305,14 @@ static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
 	fresh.fwd_flags = p.tcp_flags;
 	fresh.nat_addr = nat_addr;
 	fresh.nat_port = nat_port;
+	fresh.nodeport_snat = np_backend_remote(skb, p.daddr, &node_addr);
 	conntrack.update(&key, &fresh);
-	if (!np_backend_remote(skb, p.daddr, &node_addr))
+	if (!fresh.nodeport_snat)
 		return TC_ACT_OK;
 	ct = conntrack.lookup(&key);
-	struct lb_snat_key sk = {};
-	struct lb_snat_val *nat;
-	if (!ct || !np_snat_new(&p, node_addr, nat_addr, nat_port, ifindex))
+	if (!ct)
 		return TC_ACT_SHOT;
-	np_snat_key(&sk, p.saddr, p.daddr, p.sport, p.dport, p.proto, NP_SNAT_FWD);
-	nat = lb_snat.lookup(&sk);
-	if (!nat)
-		return TC_ACT_SHOT;
-	return np_snat_fwd(skb, &p, nat, ct);
+	return np_to_remote(skb, &p, ct, nat_addr, nat_port, ifindex, 1);
 }
 
 static __always_inline int nodeport_to_netdev(struct __sk_buff *skb)

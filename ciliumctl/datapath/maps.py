@@ -90,7 +90,8 @@ class CtEntry(ctypes.Structure):
                 ("fwd_flags", ctypes.c_uint8), ("rev_flags", ctypes.c_uint8),
                 ("fwd_reported", ctypes.c_uint8), ("rev_reported", ctypes.c_uint8),
                 ("policy_rev", ctypes.c_uint32), ("nat_addr", ctypes.c_uint8 * 4), ("nat_port", ctypes.c_uint16),
-                ("proxy_port", ctypes.c_uint16), ("proxy_upstream", ctypes.c_uint8), ("proxy_pad", ctypes.c_uint8 * 3)]
+                ("proxy_port", ctypes.c_uint16), ("proxy_upstream", ctypes.c_uint8),
+                ("nodeport_snat", ctypes.c_uint8), ("proxy_pad", ctypes.c_uint8 * 2)]
 
 
 # services (bpf/lib/common.h, lib/lb.h)
