@@ -223,7 +223,10 @@ def local_redirect_crd() -> dict:
                                "properties": {"serviceName": _str(), "namespace": _str(), "toPorts": _list(port)}}}},
         "redirectBackend": {"type": "object", "required": ["localEndpointSelector", "toPorts"],
                             "properties": {"localEndpointSelector": selector, "toPorts": _list(port)}},
-        "description": _str(), "skipRedirectFromBackend": {"type": "boolean"}}}
+        "description": _str(),
+        # fixed once created, as Cilium 1.19's CRD has it (default false; x-kubernetes-validations self == oldSelf)
+        "skipRedirectFromBackend": {"type": "boolean", "default": False,
+                                    "x-kubernetes-validations": [{"rule": "self == oldSelf"}]}}}
     schema = {"type": "object", "required": ["metadata"],
               "properties": {"apiVersion": _str(), "kind": _str(), "metadata": {"type": "object"}, "spec": spec,
                              "status": _open_object()}}

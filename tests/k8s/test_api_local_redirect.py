@@ -11,7 +11,7 @@ import pytest
 from support.recording import RecordingDatapath
 from support.shell import wait_until
 
-from ciliumctl.cluster.kube import KINDS
+from ciliumctl.cluster.kube import KINDS, ApiFailure
 from ciliumctl.node import cluster_sync as node_sync
 from k8s.objects import add_pod
 from k8s.test_api_services import backend, endpoint_slice, service
@@ -49,7 +49,12 @@ def test_local_redirect_policies_become_local_redirect_entries(installed, new_na
         made.append(("Pod", "cache-elsewhere", ns))
         skipping = lrp("web-local", ns, {"serviceMatcher": {"serviceName": "web", "namespace": ns}})
         skipping["spec"]["skipRedirectFromBackend"] = True
-        create(skipping)
+        stored = create(skipping)
+        # fixed once created, as Cilium's CRD (x-kubernetes-validations self == oldSelf): the API server refuses
+        stored["spec"]["skipRedirectFromBackend"] = False
+        with pytest.raises(ApiFailure) as refused:
+            kube.replace(stored)
+        assert refused.value.status == 422 and "self == oldSelf" in refused.value.api_message
         create(lrp("meta", ns, {"addressMatcher": {"ip": "169.254.169.254",
                                                    "toPorts": [{"port": "80", "protocol": "TCP"}]}}))
         # valid for the CRD's schema, refused by the agent's checks: left out, named

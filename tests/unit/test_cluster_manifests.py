@@ -38,6 +38,9 @@ def test_dry_run_prints_every_manifest_sane():
                          "CiliumEndpoint", "CiliumCIDRGroup", "CiliumLocalRedirectPolicy"}
     assert crds["CiliumLocalRedirectPolicy"]["spec"]["scope"] == "Namespaced"
     assert crds["CiliumLocalRedirectPolicy"]["spec"]["names"]["shortNames"] == ["clrp"]
+    skip = crds["CiliumLocalRedirectPolicy"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "spec"]["properties"]["skipRedirectFromBackend"]
+    assert skip["x-kubernetes-validations"] == [{"rule": "self == oldSelf"}] and skip["default"] is False
     assert crds["CiliumNetworkPolicy"]["spec"]["names"]["shortNames"][0] == "cnp"
     assert crds["CiliumClusterwideNetworkPolicy"]["spec"]["names"]["shortNames"] == ["ccnp"]
     for kind in ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"):
