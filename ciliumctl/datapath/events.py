@@ -26,6 +26,8 @@ DIR_EGRESS = 2
 DROP_POLICY = 133
 DROP_UNKNOWN_L3 = 139   # IPv6 in an enforced direction (the datapath enforces IPv4 only)
 DROP_NO_SERVICE = 158  # a service frontend without a backend for a new connection
+DROP_NAT_NO_MAPPING = 167   # no NodePort SNAT port free (bpf/lib/nodeport.h)
+DROP_NO_FIB = 169   # no route on for a NodePort connection to another node or its reply
 DROP_SOCKET_LOOKUP = 178  # a connection for the proxy while no proxy socket listens (bpf/lib/proxy.h)
 DROP_POLICY_DENY = 181
 

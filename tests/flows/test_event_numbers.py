@@ -26,6 +26,8 @@ def test_the_datapath_speaks_ciliums_monitor_numbers():
     assert names.TRACE_POINTS[ev.OBS_FROM_ENDPOINT] == "from-endpoint"
     assert [names.DROP_REASONS[c] for c in (ev.DROP_POLICY, ev.DROP_UNKNOWN_L3, ev.DROP_POLICY_DENY)] == \
         ["Policy denied", "Unsupported L3 protocol", "Policy denied by denylist"]
+    assert [names.DROP_REASONS[c] for c in (ev.DROP_NAT_NO_MAPPING, ev.DROP_NO_FIB)] == \
+        ["No mapping for NAT masquerade", "FIB lookup failed"]
     assert [names.MATCH_TYPES[m] for m in (ev.MATCH_NONE, ev.MATCH_L3_ONLY, ev.MATCH_L3_L4, ev.MATCH_L4_ONLY,
                                            ev.MATCH_ALL, ev.MATCH_L3_PROTO, ev.MATCH_PROTO_ONLY)] == \
         ["none", "L3-Only", "L3-L4", "L4-Only", "all", "L3-Proto", "Proto-Only"]
