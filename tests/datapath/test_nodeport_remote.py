@@ -3,20 +3,16 @@ replacement does it by default (SNAT mode): a client outside reaches node A's No
 node A's address (the connection is SNATed there) and answers node A, which gives the reply back to the client
 from the frontend. externalTrafficPolicy Local uses this node's backends only and keeps the client's address.
 
-Namespaces play everything, all under the sandbox's prefix (removed with it): node A is the sandbox node with its
-pods (10.11.0.0/24); the client `<prefix>x` (192.168.77.2) sits behind node A's device `<prefix>d` (192.168.77.1);
-node B `<prefix>m` (192.168.78.2) behind node A's device `<prefix>e` (192.168.78.1), with a pod `<prefix>r`
-(10.12.0.1) in its pod CIDR 10.12.0.0/24, which node A routes via node B as a cluster routes other nodes' pod
-CIDRs. Both devices carry the NodePort programs (install --devices)."""
+The nodes, their pods and the client are namespaces (tests/support/two_nodes.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import socket
-import threading
 import time
 
 import pytest
+from support.two_nodes import CLIENT_IP, NODE_IP, NODE_IP_TO_B, REMOTE_POD, ask, build_two_nodes, peer_server
 
 from ciliumctl.datapath import events as ev
 from ciliumctl.services.model import Backend, Frontend, Service, ServiceTable
@@ -24,103 +20,12 @@ from ciliumctl.services.model import Backend, Frontend, Service, ServiceTable
 pytestmark = pytest.mark.root
 
 CIDR = "10.96.0.0/12"
-NODE_IP, CLIENT_IP = "192.168.77.1", "192.168.77.2"
-NODE_IP_TO_B, NODE_B_IP = "192.168.78.1", "192.168.78.2"
-REMOTE_POD = "10.12.0.1"
 OBS_TO_NETWORK = 11      # Cilium's TRACE_TO_NETWORK (bpf/lib/trace.h)
-
-
-@dataclasses.dataclass
-class TwoNodes:
-    client: object
-    remote: object       # the pod on node B
 
 
 @pytest.fixture
 def two_nodes(sandbox, datapath):
-    from support.pods import Pod
-    from support.shell import sh
-
-    from ciliumctl.endpoints.model import Endpoint
-
-    p = sandbox.prefix
-    client, node_b, remote = f"{p}x", f"{p}m", f"{p}r"
-    for ns in (client, node_b, remote):
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-    # the client behind node A's first device
-    sh("ip", "-n", sandbox.node, "link", "add", f"{p}d", "type", "veth", "peer", "name", "eth0", "netns", client)
-    sh("ip", "-n", sandbox.node, "addr", "add", f"{NODE_IP}/24", "dev", f"{p}d")
-    sh("ip", "-n", sandbox.node, "link", "set", f"{p}d", "up")
-    sh("ip", "-n", client, "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
-    sh("ip", "-n", client, "link", "set", "eth0", "up")
-    # node B behind the second one; its pod CIDR routed through it
-    sh("ip", "-n", sandbox.node, "link", "add", f"{p}e", "type", "veth", "peer", "name", "eth0", "netns", node_b)
-    sh("ip", "-n", sandbox.node, "addr", "add", f"{NODE_IP_TO_B}/24", "dev", f"{p}e")
-    sh("ip", "-n", sandbox.node, "link", "set", f"{p}e", "up")
-    sh("ip", "-n", node_b, "addr", "add", f"{NODE_B_IP}/24", "dev", "eth0")
-    sh("ip", "-n", node_b, "link", "set", "eth0", "up")
-    sh("ip", "-n", sandbox.node, "route", "add", "10.12.0.0/24", "via", NODE_B_IP)
-    # node B's pod: a /32 on node B's side of its veth, the pod's default route out of it
-    sh("ip", "netns", "exec", node_b, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    sh("ip", "-n", node_b, "link", "add", "pod0", "type", "veth", "peer", "name", "eth0", "netns", remote)
-    sh("ip", "-n", node_b, "link", "set", "pod0", "up")
-    sh("ip", "netns", "exec", node_b, "sysctl", "-qw", "net.ipv4.conf.pod0.proxy_arp=1")   # the pod's way out
-    sh("ip", "-n", node_b, "route", "add", f"{REMOTE_POD}/32", "dev", "pod0")
-    sh("ip", "-n", remote, "addr", "add", f"{REMOTE_POD}/32", "dev", "eth0")
-    sh("ip", "-n", remote, "link", "set", "eth0", "up")
-    sh("ip", "-n", remote, "route", "add", "default", "dev", "eth0")
-    datapath.attach_device(f"{p}d")
-    datapath.attach_device(f"{p}e")
-    return TwoNodes(Pod(Endpoint(id=0, name="client", ipv4=CLIENT_IP), client),
-                    Pod(Endpoint(id=0, name="remote", ipv4=REMOTE_POD), remote))
-
-
-def _peer_server(sandbox, pod, port):
-    """A TCP server answering each connection with "<its own address> <the peer it sees>", then echoing."""
-    srv = pod.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", port))
-    srv.listen(64)
-    srv.settimeout(0.2)
-    stop = []
-
-    def run():
-        while not stop:
-            try:
-                conn, peer = srv.accept()
-            except OSError:
-                continue
-            with conn:
-                try:
-                    conn.sendall(f"{pod.ip} {peer[0]}".encode().ljust(32))
-                    conn.settimeout(5)
-                    while data := conn.recv(4096):
-                        conn.sendall(data)
-                except OSError:
-                    pass
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-
-    def close():
-        stop.append(1)
-        t.join(2)
-        srv.close()
-
-    sandbox.closers.append(close)
-
-
-def _ask(client, ip, port, timeout=2.0):
-    """(backend, the address the backend saw as its peer, the peer the client saw)"""
-    s = client.socket()
-    s.settimeout(timeout)
-    try:
-        s.connect((ip, port))
-        backend, seen = s.recv(32).decode().split()
-        return backend, seen, s.getpeername()
-    finally:
-        s.close()
+    return build_two_nodes(sandbox, datapath)
 
 
 def _apply(sandbox, datapath, table, revision=1):
@@ -134,12 +39,12 @@ def _nodeport(*backends, port=30080, proto="tcp"):
 
 def test_nodeport_reaches_a_backend_on_another_node_snated_to_the_nodes_address(sandbox, datapath, two_nodes,
                                                                                  events):
-    _peer_server(sandbox, two_nodes.remote, 8080)
+    peer_server(sandbox, two_nodes.remote, 8080)
     _apply(sandbox, datapath, _nodeport(Backend(REMOTE_POD, 8080)))
     events.drain()
     for _ in range(3):
         # the backend answers node A's address towards it; the client sees only the frontend
-        assert _ask(two_nodes.client, NODE_IP, 30080) == (REMOTE_POD, NODE_IP_TO_B, (NODE_IP, 30080))
+        assert ask(two_nodes.client, NODE_IP, 30080) == (REMOTE_POD, NODE_IP_TO_B, (NODE_IP, 30080))
     # every packet of one connection goes the same way, both directions
     s = two_nodes.client.socket()
     s.settimeout(2)
@@ -151,7 +56,7 @@ def test_nodeport_reaches_a_backend_on_another_node_snated_to_the_nodes_address(
     s.close()
     # the pod on node B is not reachable from outside by itself: only the NodePort leads there
     with pytest.raises(OSError):
-        _ask(two_nodes.client, REMOTE_POD, 8080, timeout=0.5)
+        ask(two_nodes.client, REMOTE_POD, 8080, timeout=0.5)
     time.sleep(0.1)
     traces = [e for e in events.events() if e.type == ev.EVENT_TRACE and e.subtype == OBS_TO_NETWORK]
     # flows show the translation: client -> backend with the service named, and the reply backend -> client
@@ -174,10 +79,10 @@ def test_udp_nodeport_to_another_node(sandbox, datapath, two_nodes):
 
 def test_local_backends_keep_the_clients_address_remote_ones_see_the_node(sandbox, datapath, two_nodes):
     a, b, _ = sandbox.pods
-    _peer_server(sandbox, b, 8080)
-    _peer_server(sandbox, two_nodes.remote, 8080)
+    peer_server(sandbox, b, 8080)
+    peer_server(sandbox, two_nodes.remote, 8080)
     _apply(sandbox, datapath, _nodeport(Backend(b.ip, 8080), Backend(REMOTE_POD, 8080)))
-    seen = {_ask(two_nodes.client, NODE_IP, 30080)[:2] for _ in range(30)}
+    seen = {ask(two_nodes.client, NODE_IP, 30080)[:2] for _ in range(30)}
     assert seen == {(b.ip, CLIENT_IP), (REMOTE_POD, NODE_IP_TO_B)}
 
 
@@ -200,21 +105,21 @@ def _cluster_table(policy: str, endpoints: list[tuple[str, str]]) -> ServiceTabl
 
 def test_cluster_mode_external_traffic_policies(sandbox, datapath, two_nodes, events):
     a, b, _ = sandbox.pods
-    _peer_server(sandbox, b, 8080)
-    _peer_server(sandbox, two_nodes.remote, 8080)
+    peer_server(sandbox, b, 8080)
+    peer_server(sandbox, two_nodes.remote, 8080)
     both = [(b.ip, "node-a"), (REMOTE_POD, "node-b")]
     # Cluster: a Service's EndpointSlice with a pod on the other node reaches it, SNATed
     _apply(sandbox, datapath, _cluster_table("Cluster", both))
-    seen = {_ask(two_nodes.client, NODE_IP, 30080)[:2] for _ in range(30)}
+    seen = {ask(two_nodes.client, NODE_IP, 30080)[:2] for _ in range(30)}
     assert seen == {(b.ip, CLIENT_IP), (REMOTE_POD, NODE_IP_TO_B)}
     # Local: this node's backends only, the client's own address kept (never SNATed)
     _apply(sandbox, datapath, _cluster_table("Local", both), 2)
-    assert {_ask(two_nodes.client, NODE_IP, 30080)[:2] for _ in range(20)} == {(b.ip, CLIENT_IP)}
+    assert {ask(two_nodes.client, NODE_IP, 30080)[:2] for _ in range(20)} == {(b.ip, CLIENT_IP)}
     # Local on a node without a backend of its own: refused at once, Cilium's 158 (no service backend)
     _apply(sandbox, datapath, _cluster_table("Local", [(REMOTE_POD, "node-b")]), 3)
     events.drain()
     with pytest.raises(ConnectionRefusedError):
-        _ask(two_nodes.client, NODE_IP, 30080, timeout=5)
+        ask(two_nodes.client, NODE_IP, 30080, timeout=5)
     time.sleep(0.1)
     drops = [e for e in events.events() if e.type == ev.EVENT_DROP]
     assert drops and {(e.subtype, e.saddr, e.dport) for e in drops} == {(158, CLIENT_IP, 30080)}
@@ -225,6 +130,6 @@ def test_node_mode_service_update_with_a_backend_on_another_node(sandbox, datapa
     pod CIDR) and reached through node A."""
     from ciliumctl.node.services import ops as service_ops
 
-    _peer_server(sandbox, two_nodes.remote, 8080)
+    peer_server(sandbox, two_nodes.remote, 8080)
     service_ops.update_service(Service(0, Frontend(NODE_IP, 30080), "NodePort", (Backend(REMOTE_POD, 8080),)))
-    assert _ask(two_nodes.client, NODE_IP, 30080) == (REMOTE_POD, NODE_IP_TO_B, (NODE_IP, 30080))
+    assert ask(two_nodes.client, NODE_IP, 30080) == (REMOTE_POD, NODE_IP_TO_B, (NODE_IP, 30080))
