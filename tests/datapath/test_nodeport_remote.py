@@ -133,3 +133,27 @@ def test_node_mode_service_update_with_a_backend_on_another_node(sandbox, datapa
     peer_server(sandbox, two_nodes.remote, 8080)
     service_ops.update_service(Service(0, Frontend(NODE_IP, 30080), "NodePort", (Backend(REMOTE_POD, 8080),)))
     assert ask(two_nodes.client, NODE_IP, 30080) == (REMOTE_POD, NODE_IP_TO_B, (NODE_IP, 30080))
+
+
+def test_the_host_firewall_leaves_nodeport_to_another_node_alone(sandbox, datapath, two_nodes):
+    """With the host firewall on (the devices are the host endpoint's, its ingress and egress enforced with nothing
+    allowed), the node's own ports are closed to the client, yet NodePort connections to the other node and their
+    replies pass: they are translated and decided by the NodePort path, not the host's."""
+    from support.pods import Pod
+
+    from ciliumctl.datapath import maps
+    from ciliumctl.endpoints.model import Endpoint
+    from ciliumctl.policy.resolved import DirectionPolicy, EndpointPolicy
+
+    peer_server(sandbox, two_nodes.remote, 8080)
+    peer_server(sandbox, Pod(Endpoint(id=0, name="node", ipv4=NODE_IP), sandbox.node), 9090)   # the node's own
+    assert ask(two_nodes.client, NODE_IP, 9090)[0] == NODE_IP
+    for dev in (f"{sandbox.prefix}d", f"{sandbox.prefix}e"):
+        idx = socket.if_nametoindex(dev)    # this thread is in the node namespace (the datapath entered it)
+        datapath.maps["endpoints"].update(idx.to_bytes(4, "little"), maps.EP_INFO.pack(0, 0, 1))
+    state = sandbox.state(1, {}, ipcache={**sandbox.ipcache(), f"{NODE_IP}/32": 1, f"{NODE_IP_TO_B}/32": 1})
+    state.endpoints[0] = EndpointPolicy(0, 1, DirectionPolicy(True, []), DirectionPolicy(True, []))
+    datapath.apply(dataclasses.replace(state, services=_nodeport(Backend(REMOTE_POD, 8080))))
+    with pytest.raises(OSError):
+        ask(two_nodes.client, NODE_IP, 9090, timeout=0.5)
+    assert ask(two_nodes.client, NODE_IP, 30080) == (REMOTE_POD, NODE_IP_TO_B, (NODE_IP, 30080))
