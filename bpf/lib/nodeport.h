@@ -276,8 +276,15 @@ static __always_inline int nodeport_from_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	now = bpf_ktime_get_coarse_ns();
 	int lb = lb_translate(skb, &p, ifindex, now, &nat_addr, &nat_port, &svc_id, 1, &hairpin);
-	if (lb == LB_NONE)
+	if (lb == LB_NONE) {
+		if (p.proto == IPPROTO_TCP && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+			/* a new connection sent straight to an address: an entry of its tuple left by an earlier
+			 * NodePort connection must not give its replies the frontend (nodeport_to_netdev) */
+			ct_fill_key(&key, &p, CTL_DIR_INGRESS, ifindex, 0);
+			conntrack.delete(&key);
+		}
 		return np_snat_rev(skb, &p);
+	}
 	if (lb == LB_NO_BACKEND) {
 		st = state.lookup(&zero);
 		count_drop(CTL_DROP_NO_SERVICE, CTL_DIR_INGRESS, p.len);
@@ -329,8 +336,8 @@ static __always_inline int nodeport_to_netdev(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	ct_fill_key(&key, &p, CTL_DIR_INGRESS, skb->ifindex, 1);
 	ct = conntrack.lookup(&key);
-	if (!ct || !ct->nat_addr)
-		return TC_ACT_OK;
+	if (!ct || !ct->nat_addr || ct->nodeport_snat)
+		return TC_ACT_OK;   /* replies of SNATed connections never come this way (np_snat_rev) */
 	ct->last_seen = bpf_ktime_get_coarse_ns();
 	ct->rev_flags |= p.tcp_flags;
 	if (lb_rev_nat(skb, &p, ct) < 0)

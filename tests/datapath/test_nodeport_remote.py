@@ -157,3 +157,21 @@ def test_the_host_firewall_leaves_nodeport_to_another_node_alone(sandbox, datapa
     with pytest.raises(OSError):
         ask(two_nodes.client, NODE_IP, 9090, timeout=0.5)
     assert ask(two_nodes.client, NODE_IP, 30080) == (REMOTE_POD, NODE_IP_TO_B, (NODE_IP, 30080))
+
+
+def test_a_direct_connection_on_the_tuple_of_an_earlier_nodeport_one(sandbox, datapath, two_nodes):
+    """The client's next connection from the same port goes straight to the backend's address: its replies come
+    from the backend, not from the frontend the earlier NodePort connection left in conntrack."""
+    from support.shell import sh
+
+    _, b, _ = sandbox.pods
+    peer_server(sandbox, b, 8080)
+    peer_server(sandbox, two_nodes.remote, 8080)
+    p = sandbox.prefix
+    for net in ("10.11.0.0/16", "10.12.0.0/24"):     # the client routes the pod CIDRs through node A
+        sh("ip", "-n", f"{p}x", "route", "add", net, "via", NODE_IP)
+    sh("ip", "-n", f"{p}m", "route", "add", "192.168.77.0/24", "via", NODE_IP_TO_B)
+    for revision, (backend, seen) in enumerate(((b.ip, CLIENT_IP), (REMOTE_POD, NODE_IP_TO_B)), 1):
+        _apply(sandbox, datapath, _nodeport(Backend(backend, 8080)), revision)
+        assert ask(two_nodes.client, NODE_IP, 30080, sport=40000 + revision) == (backend, seen, (NODE_IP, 30080))
+        assert ask(two_nodes.client, backend, 8080, sport=40000 + revision) == (backend, CLIENT_IP, (backend, 8080))

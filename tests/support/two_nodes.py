@@ -96,11 +96,14 @@ def peer_server(sandbox, pod, port):
     sandbox.closers.append(close)
 
 
-def ask(client, ip, port, timeout=2.0):
-    """(backend, the address the backend saw as its peer, the peer the client saw)"""
+def ask(client, ip, port, timeout=2.0, sport=0):
+    """(backend, the address the backend saw as its peer, the peer the client saw); sport: the client's port"""
     s = client.socket()
     s.settimeout(timeout)
     try:
+        if sport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", sport))
         s.connect((ip, port))
         backend, seen = s.recv(32).decode().split()
         return backend, seen, s.getpeername()
