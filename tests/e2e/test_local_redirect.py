@@ -44,7 +44,9 @@ def _lrp(name: str, frontend: dict, port: str = "9090") -> str:
                                                     "toPorts": [{"port": port, "protocol": "TCP"}]}}})
 
 
-def test_local_redirect_by_service_and_address(node, tmp_path):
+def _web_and_cache(node) -> None:
+    """A node with endpoints client (10.200.0.1), web (10.200.0.2, answering on 8080) and cache (10.200.0.3, on
+    9090), and the service web at VIP:80 with web as its backend."""
     node.cli("install", "--no-agent", "--service-cidr", "10.100.0.0/16")
     node.cli("endpoint", "add", "client", "-l", "app=client")          # 10.200.0.1
     node.cli("endpoint", "add", "web", "-l", "app=web")                # 10.200.0.2
@@ -52,6 +54,10 @@ def test_local_redirect_by_service_and_address(node, tmp_path):
     _whoami(node, "web", "10.200.0.2", 8080)
     _whoami(node, "cache", "10.200.0.3", 9090)
     node.cli("service", "update", "--frontend", f"{VIP}:80", "--backends", "10.200.0.2:8080", "--name", "web")
+
+
+def test_local_redirect_by_service_and_address(node, tmp_path):
+    _web_and_cache(node)
     assert _who(node, "client", VIP, 80) == "10.200.0.2"
 
     by_service = tmp_path / "svc.yaml"
@@ -125,13 +131,7 @@ def test_skip_redirect_from_backend(node, tmp_path):
     """skipRedirectFromBackend: the redirect's own backend reaching its frontend is not sent back to itself (as it
     is without the flag: hairpin) but goes where the frontend went before, the service's own backend; an address
     that was no service stays untranslated for it (nothing answers here). Everyone else is redirected."""
-    node.cli("install", "--no-agent", "--service-cidr", "10.100.0.0/16")
-    node.cli("endpoint", "add", "client", "-l", "app=client")          # 10.200.0.1
-    node.cli("endpoint", "add", "web", "-l", "app=web")                # 10.200.0.2
-    node.cli("endpoint", "add", "cache", "-l", "app=cache")            # 10.200.0.3
-    _whoami(node, "web", "10.200.0.2", 8080)
-    _whoami(node, "cache", "10.200.0.3", 9090)
-    node.cli("service", "update", "--frontend", f"{VIP}:80", "--backends", "10.200.0.2:8080", "--name", "web")
+    _web_and_cache(node)
 
     def lrps(skip: bool) -> list[str]:
         files = []
