@@ -80,6 +80,15 @@ def test_port_prefixes_read_back_as_ranges():
     assert readback.describe_key("policy", key) == "endpoint 2 ingress any identity udp/53"
 
 
+def test_local_redirect_skip_entries_read_back_by_their_kind():
+    vip = bytes([10, 96, 0, 10])
+    key = maps.LB_SKIP_KEY.pack(0, 17 | maps.LB_KIND_SKIP, bytes([10, 200]), vip, 53, bytes([0, 5]))
+    assert readback.describe_key("lb_services", key) == "redirect skipped from 10.200.0.5 to 10.96.0.10:53/UDP"
+    key = maps.LB_SVC_KEY.pack(0, 6 | maps.LB_KIND_ORIGINAL, 2, vip, 53)
+    assert readback.describe_key("lb_services", key) == "backend slot 2 of the service redirected at 10.96.0.10:53/TCP"
+    assert readback.describe_key("lb_services", maps.LB_SVC_KEY.pack(0, 6, 0, vip, 53)) == "service 10.96.0.10:53/TCP"
+
+
 # ------------------------------------------------------------------------------------------ the lock's marker
 
 def test_the_marker_stays_when_a_command_dies_and_goes_when_it_is_repaired(node_env):
