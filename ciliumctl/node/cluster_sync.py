@@ -12,6 +12,9 @@ from the cluster's view.
 - services: Services and EndpointSlices (cluster.services) become the node's service table, in the same revision
   as the policies (ResolvedState.services); the service CIDR from the ServiceCIDR objects when the server has them,
   else install's setting. The node-mode service store is not used; the table programmed is kept for `service list`;
+- the host firewall (install --host-firewall): this node's Node object's labels select the nodeSelector
+  policies of the host endpoint (a label change re-resolves), the other Node objects' addresses are remote-node
+  (node.hostfw.host.cluster_nodes);
 - after programming: a CiliumEndpoint per local endpoint, so the other nodes learn this node's pods.
 """
 
@@ -112,8 +115,8 @@ class ClusterNode:
         # the node's own table for CIDR identities (explicit path: never the cluster hook of node_reconcile.allocator())
         self.identities = CiliumIdentityBackend(kube, local=node_reconcile.allocator(node_reconcile.identities_path()))
         self.cache.listeners.append(self.identities.on_event)
-        # (ref, spec) -> (valid, message, enforcement gaps)
-        self._verdicts: dict[tuple[str, str], tuple[bool, str, list]] = {}
+        # (ref, spec, host firewall) -> (valid, message, enforcement gaps)
+        self._verdicts: dict[tuple, tuple[bool, str, list]] = {}
         self._evented: set[tuple[str, str]] = set()   # verdicts told in an Event (cluster.policy_events)
         self._stop = threading.Event()
         self._kick = threading.Event()  # a local change (reconcile_locked) wants a full sync
@@ -174,8 +177,9 @@ class ClusterNode:
             self._datapath = node_reconcile.open_datapath()
         return self._datapath
 
-    def _verdict(self, obj: dict) -> tuple[bool, str, list]:
-        key = (policy_ref(obj), repr((obj.get("spec"), obj.get("specs"))))
+    def _verdict(self, obj: dict, host=None) -> tuple[bool, str, list]:
+        """host: the node's host firewall (enforcement_gaps.HostFirewall) when it runs one."""
+        key = (policy_ref(obj), repr((obj.get("spec"), obj.get("specs"))), host)
         if key not in self._verdicts:
             from ciliumctl.policy import enforcement_gaps, model
 
@@ -183,7 +187,7 @@ class ClusterNode:
             gaps: list = []
             if valid:  # what resolve will parse must parse: one odd policy must not stall the node
                 try:
-                    gaps = enforcement_gaps.find_gaps(model.parse_policy(policy_input(obj)))
+                    gaps = enforcement_gaps.find_gaps(model.parse_policy(policy_input(obj)), host)
                     # CIDR groups are read in cluster mode (cluster.cidr_groups): no gap here
                     gaps = [g for g in gaps if g.kind != "cidr-group"]
                 except Exception as err:
@@ -196,9 +200,12 @@ class ClusterNode:
 
     def _policies(self, report: SyncReport, publish_status: bool) -> list[dict]:
         """The valid policy objects; each rejected one is named in the report (and on its status)."""
+        from ciliumctl.node.hostfw import host as hostfw
+
         policies = []
+        host = hostfw.gap_context(node_settings.load_settings(), self.nodes())
         for obj in sources.policy_objects(self.cache):
-            valid, message, gaps = self._verdict(obj)
+            valid, message, gaps = self._verdict(obj, host)
             if publish_status:
                 try:
                     status_conditions.set_valid(self.kube, obj, valid, message, gaps=gaps)
@@ -216,7 +223,7 @@ class ClusterNode:
                     log.warning("policy %s rejected: %s", policy_ref(obj), message)
         current = {policy_ref(o) for o in sources.policy_objects(self.cache)}
         self._verdicts = {k: v for k, v in self._verdicts.items() if k[0] in current}
-        self._evented &= set(self._verdicts)
+        self._evented &= {k[:2] for k in self._verdicts}
         return policies
 
     def _event(self, obj: dict, valid: bool, message: str, gaps: list) -> None:
@@ -230,10 +237,18 @@ class ClusterNode:
         except Exception as err:  # a report too: the next sync tries again
             log.warning("cannot record an event on %s: %s", policy_ref(obj), err)
 
+    def nodes(self):
+        """This node's labels and the other nodes' addresses from the Node objects (node.hostfw.host): a label
+        change is a cache change, so the next sync re-resolves the host endpoint."""
+        from ciliumctl.node.hostfw import host as hostfw
+
+        return hostfw.cluster_nodes(self.cache.objects("Node"), self.node_name)
+
     def _program(self, report: SyncReport, policies: list[dict], datapath=None, settings=None):
         """Resolve and load the datapath; the caller holds the node lock. Returns the datapath's report."""
         from ciliumctl.endpoints import registry
         from ciliumctl.node.dns_proxy.cache import learned_ips
+        from ciliumctl.node.hostfw import host as hostfw
         from ciliumctl.policy.resolve import resolve
 
         rows = ceps.remote_endpoints(self.cache.objects("CiliumEndpoint"), self.node_name)
@@ -246,8 +261,11 @@ class ClusterNode:
         local = sources.enrich(registry.load_all(), self.cache, self.node_name)
         dp = datapath or self.datapath()
         settings.revision = node_reconcile.next_revision(settings, dp)
+        nodes = self.nodes()
         state = resolve(local + report.remote, policies, mode, self.identities, revision=settings.revision,
-                        audit=audit, namespace_labels=ns_labels, fqdn_ips=learned_ips())
+                        audit=audit, namespace_labels=ns_labels, fqdn_ips=learned_ips(),
+                        **hostfw.resolve_kwargs(settings, nodes))
+        hostfw.finish_state(state, settings, nodes)
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
             state.dns.pop(ep.id, None)

@@ -15,6 +15,7 @@ import fcntl
 import ipaddress
 import socket
 import struct
+from dataclasses import dataclass
 
 from ciliumctl.base import paths
 from ciliumctl.base.errors import UsageError
@@ -94,21 +95,58 @@ def enforces(settings) -> bool:
     return settings.host_firewall and not settings.host_firewall_audit and not settings.audit
 
 
-def gap_context(settings) -> HostFirewall | None:
-    """What the node's host firewall enforces, for policy.enforcement_gaps (None: it is off)."""
-    return HostFirewall(remote_nodes=bool(settings.remote_nodes)) if settings.host_firewall else None
+@dataclass(frozen=True)
+class ClusterNodes:
+    """The host firewall's view of the cluster's Node objects (cluster mode): this node's labels, which
+    nodeSelector rules match, and the other nodes' addresses (remote-node)."""
+
+    labels: dict[str, str]
+    remote: tuple[str, ...]      # IPv4 /32 prefixes
 
 
-def resolve_kwargs(settings) -> dict:
-    """What resolve() takes for the host endpoint: nothing while the host firewall is off."""
+def cluster_nodes(nodes: list[dict], me: str) -> ClusterNodes:
+    """From the Node objects: this node's metadata.labels, and every other node's InternalIP and ExternalIP as
+    remote-node. Cilium does the same: the k8s Node's addresses are its IPAddresses (pkg/k8s/node.go ParseNode),
+    each upserted to the ipcache with the node's identity, remote-node for any other node
+    (pkg/node/manager/manager.go NodeUpdated)."""
+    labels: dict[str, str] = {}
+    remote = set()
+    for node in nodes:
+        meta = node.get("metadata") or {}
+        if meta.get("name") == me:
+            labels = dict(meta.get("labels") or {})
+            continue
+        for a in (node.get("status") or {}).get("addresses") or []:
+            if a.get("type") in ("InternalIP", "ExternalIP"):
+                try:
+                    ip = ipaddress.ip_address(a.get("address", ""))
+                except ValueError:
+                    continue
+                if ip.version == 4:
+                    remote.add(f"{ip}/32")
+    return ClusterNodes(labels, tuple(sorted(remote)))
+
+
+def gap_context(settings, cluster: ClusterNodes | None = None) -> HostFirewall | None:
+    """What the node's host firewall enforces, for policy.enforcement_gaps (None: it is off). In cluster mode the
+    Node objects name every other node: remote-node is known."""
+    if not settings.host_firewall:
+        return None
+    return HostFirewall(remote_nodes=bool(settings.remote_nodes) or cluster is not None)
+
+
+def resolve_kwargs(settings, cluster: ClusterNodes | None = None) -> dict:
+    """What resolve() takes for the host endpoint: nothing while the host firewall is off. cluster: the node's
+    labels come from its Node object instead of install --node-labels."""
     if not settings.host_firewall:
         return {}
-    return {"node_labels": parse_node_labels(settings.node_labels), "host_ips": node_addresses(),
-            "host": gap_context(settings)}
+    labels = cluster.labels if cluster is not None else parse_node_labels(settings.node_labels)
+    return {"node_labels": labels, "host_ips": node_addresses(), "host": gap_context(settings, cluster)}
 
 
-def finish_state(state, settings) -> None:
-    """The host's audit mode and the other nodes' addresses (remote-node, 6) into a resolved state."""
+def finish_state(state, settings, cluster: ClusterNodes | None = None) -> None:
+    """The host's audit mode and the other nodes' addresses (remote-node, 6) into a resolved state: install
+    --remote-nodes, and in cluster mode the other Node objects' addresses too."""
     if not settings.host_firewall:
         return
     from ciliumctl.policy.resolve import HOST_ENDPOINT_ID
@@ -116,7 +154,7 @@ def finish_state(state, settings) -> None:
     host = state.endpoints.get(HOST_ENDPOINT_ID)
     if host is not None:
         host.audit = settings.host_firewall_audit
-    for net in parse_remote_nodes(settings.remote_nodes):
+    for net in parse_remote_nodes(settings.remote_nodes) + list(cluster.remote if cluster else ()):
         state.ipcache.setdefault(net, ids.REMOTE_NODE)
 
 

@@ -1,0 +1,116 @@
+"""The host firewall in cluster mode (issue 13): this node's Node object gives the labels nodeSelector rules match
+(a label change re-resolves the host endpoint), the other Node objects' addresses are remote-node (6), and with
+the host firewall on a nodeSelector policy has no "not enforced" condition. On the real API server (the shared
+one of tests/k8s/conftest.py); the state goes to a recording datapath (the kernel side has its own tests)."""
+
+import os
+
+import pytest
+from support.recording import RecordingDatapath
+from support.shell import wait_until
+
+from ciliumctl.cluster import status_conditions
+from ciliumctl.cluster.kube import KINDS
+from ciliumctl.identity import allocator as ids
+from ciliumctl.node import cluster_sync as node_sync
+from ciliumctl.policy.resolve import HOST_ENDPOINT_ID
+
+pytestmark = [pytest.mark.root]
+
+CCNP = KINDS["CiliumClusterwideNetworkPolicy"]
+KUBELET_FROM_NODES = {
+    "apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+    "metadata": {"name": "kubelet-from-nodes"},
+    "spec": {"nodeSelector": {"matchLabels": {"hostfw-test/role": "worker"}},
+             "ingress": [{"fromEntities": ["remote-node"],
+                          "toPorts": [{"ports": [{"port": "10250", "protocol": "TCP"}]}]}]}}
+
+
+@pytest.fixture
+def nodes(installed):
+    """node(name, labels, internal_ip) makes a Node object with that address in its status; all are deleted after."""
+    made = []
+
+    def make(prefix: str, labels: dict, ip: str) -> str:
+        name = f"{prefix}-{os.urandom(3).hex()}"
+        obj = installed.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
+        made.append(name)
+        obj["status"] = {"addresses": [{"type": "InternalIP", "address": ip},
+                                       {"type": "Hostname", "address": name}]}
+        installed.replace(obj, sub="status")
+        return name
+    yield make
+    for name in made:
+        installed.delete(KINDS["Node"], name)
+
+
+def host_firewall_on(on: bool = True) -> None:
+    from ciliumctl.node import settings as node_settings
+
+    s = node_settings.load_settings()
+    s.host_firewall = on
+    node_settings.save_settings(s)
+
+
+def remote_node_ports(state) -> set[int]:
+    host = state.endpoints.get(HOST_ENDPOINT_ID)
+    if host is None or not host.ingress.enforced:
+        return set()
+    return {e.ports.lo for e in host.ingress.entries if e.identity == ids.REMOTE_NODE and not e.deny}
+
+
+def test_node_labels_select_host_policies_and_other_nodes_are_remote_node(installed, nodes, node_env):
+    kube = installed
+    host_firewall_on()
+    me = nodes("hostfw-me", {"hostfw-test/role": "worker"}, "192.0.2.10")
+    other = nodes("hostfw-other", {"hostfw-test/role": "worker"}, "192.0.2.11")
+    kube.create(KUBELET_FROM_NODES)
+    dp = RecordingDatapath()
+    agent = node_sync.ClusterNode(kube, me, datapath=dp, settle_seconds=0.01).start(wait_synced=5)
+    try:
+        assert wait_until(lambda: dp.states and remote_node_ports(dp.states[-1]) == {10250})
+        state = dp.states[-1]
+        assert state.ipcache["192.0.2.11/32"] == ids.REMOTE_NODE       # the other node
+        assert "192.0.2.10/32" not in state.ipcache or state.ipcache["192.0.2.10/32"] != ids.REMOTE_NODE
+        assert wait_until(lambda: agent.last is not None)
+        assert agent.last is not None and "CiliumClusterwideNetworkPolicy/kubelet-from-nodes" in agent.last.accepted
+        assert "CiliumClusterwideNetworkPolicy/kubelet-from-nodes" not in agent.last.partially_enforced
+        cond = status_conditions.enforced_condition(kube.get(CCNP, "kubelet-from-nodes"))
+        assert cond is not None and cond["status"] == "True"
+
+        # the node's label changes: the policy no longer selects it, the host endpoint enforces nothing
+        obj = kube.get(KINDS["Node"], me)
+        obj["metadata"]["labels"] = {"hostfw-test/role": "gateway"}
+        kube.replace(obj)
+        assert wait_until(lambda: remote_node_ports(dp.states[-1]) == set())
+        # ... and back
+        obj = kube.get(KINDS["Node"], me)
+        obj["metadata"]["labels"] = {"hostfw-test/role": "worker"}
+        kube.replace(obj)
+        assert wait_until(lambda: remote_node_ports(dp.states[-1]) == {10250})
+
+        # a node that goes away is no longer remote-node
+        kube.delete(KINDS["Node"], other)
+        assert wait_until(lambda: "192.0.2.11/32" not in dp.states[-1].ipcache)
+    finally:
+        agent.stop()
+
+
+def test_with_the_host_firewall_off_the_host_policy_is_reported_not_enforced(installed, nodes, node_env):
+    kube = installed
+    host_firewall_on(False)
+    me = nodes("hostfw-off", {"hostfw-test/role": "worker"}, "192.0.2.20")
+    kube.create(KUBELET_FROM_NODES)
+    dp = RecordingDatapath()
+    agent = node_sync.ClusterNode(kube, me, datapath=dp)
+    agent.cache.start()
+    try:
+        assert agent.cache.wait_synced(5)
+        report = agent.sync()
+    finally:
+        agent.cache.stop()
+    assert HOST_ENDPOINT_ID not in dp.states[-1].endpoints
+    assert "host firewall is off" in " ".join(report.partially_enforced["CiliumClusterwideNetworkPolicy/"
+                                                                        "kubelet-from-nodes"])
+    cond = status_conditions.enforced_condition(kube.get(CCNP, "kubelet-from-nodes"))
+    assert cond is not None and cond["status"] == "False"
