@@ -114,7 +114,7 @@ complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l monitor-aggreg
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l monitor-aggregation-interval -r -d 'Report an active connection again after this long (default 5s).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l monitor-aggregation-flags -r -d 'TCP flags whose first sight is reported (default syn,fin,rst).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l service-cidr -r -d 'Where ClusterIP service addresses come from (default 10.96.0.0/12, Kubernetes\' default; kept when omitted).'
-complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l devices -r -d 'The node\'s interfaces that take NodePort traffic from outside (kept when omitted; "": none).'
+complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l devices -r -d 'The node\'s interfaces that take NodePort traffic from outside (kept when omitted; "": none; detected as Cilium does when --host-firewall turns on without any).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l host-firewall -l no-host-firewall -d 'Enforce nodeSelector policies on the node\'s own traffic, on --devices and from endpoints (Cilium\'s --enable-host-firewall; off unless asked, kept when omitted).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l host-firewall-audit -l no-host-firewall-audit -d 'The host firewall reports would-be drops as AUDIT and forwards them.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l node-labels -r -d 'This node\'s labels, which nodeSelector policies match (kept when omitted).'

@@ -99,7 +99,8 @@ def register(app: typer.Typer) -> None:
                  "when omitted)."),
         devices: str | None = typer.Option(
             None, "--devices", metavar="DEV[,DEV]",
-            help="The node's interfaces that take NodePort traffic from outside (kept when omitted; \"\": none)."),
+            help="The node's interfaces that take NodePort traffic from outside (kept when omitted; \"\": none; "
+                 "detected as Cilium does when --host-firewall turns on without any)."),
         host_firewall: bool | None = typer.Option(
             None, "--host-firewall/--no-host-firewall", show_default=False,
             help="Enforce nodeSelector policies on the node's own traffic, on --devices and from endpoints "

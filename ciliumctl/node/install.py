@@ -161,8 +161,10 @@ def _wanted_settings(s, o: Options):
     flags = (monitor.parse_flags(o.monitor_aggregation_flags) if o.monitor_aggregation_flags
              else s.monitor_aggregation_flags)
     cidr = _service_cidr(o.service_cidr) if o.service_cidr else s.service_cidr
-    devices = s.devices if o.devices is None else ",".join(d.strip() for d in o.devices.split(",") if d.strip())
+    from ciliumctl.node.hostfw import devices as native_devices
     from ciliumctl.node.hostfw import host as hostfw
+
+    devices = native_devices.wanted(s, o)
 
     return replace(s, enforcement_mode=mode, audit=audit, pool=pool, installed=True, monitor_aggregation=level,
                    monitor_aggregation_interval=interval, monitor_aggregation_flags=flags, service_cidr=cidr,
@@ -242,9 +244,10 @@ def _device_plan(o: Options) -> tuple[list[str], list[int], list[int]]:
     from ciliumctl.base.errors import UsageError
     from ciliumctl.datapath import hooks
     from ciliumctl.node import settings as node_settings
+    from ciliumctl.node.hostfw import devices as native_devices
 
     s = node_settings.load_settings()
-    names = [d for d in (s.devices if o.devices is None else o.devices).split(",") if d.strip()]
+    names = [d for d in native_devices.wanted(s, o).split(",") if d.strip()]
     nodens.enter_node_netns()
     wanted = []
     for name in names:

@@ -160,3 +160,36 @@ def test_host_firewall_seed_policy_end_to_end(node, tmp_path):
     node.cli("install", "--no-agent", "--no-host-firewall")
     assert connects_from_ns(world, NODE_IP, 10250)
     assert node.connect("other", NODE_IP, 22)
+
+
+def test_host_firewall_without_devices_picks_the_native_devices_as_cilium(node):
+    """install --host-firewall with no --devices detects the node's native devices (node.hostfw.devices, Cilium's
+    isSelectedDevice): the uplink with the default route; not the other veth (no default route), not a bridge, not
+    an endpoint's lxc veth. All inside the node namespace the test made."""
+    from support.shell import sh
+
+    world, _remote, (world_dev, remote_dev) = uplinks(node)
+    sh("ip", "-n", node.name, "route", "add", "default", "via", f"{WORLD_NET}.2", "dev", world_dev)
+    sh("ip", "-n", node.name, "link", "add", f"{node.name}b", "type", "bridge")
+    sh("ip", "-n", node.name, "addr", "add", "192.168.83.1/24", "dev", f"{node.name}b")
+    sh("ip", "-n", node.name, "link", "set", f"{node.name}b", "up")
+    node.cli("install", "--no-agent")
+    node.cli("endpoint", "add", "web", "-l", "app=web")
+    out = node.cli("install", "--no-agent", "--host-firewall").stdout
+    assert f"NodePort on {world_dev}; host firewall on them" in out, out
+    st = json.loads(node.cli("status", "-o", "json").stdout)
+    assert st["host_firewall"]["devices"] == [world_dev]
+    listen(node, 10250)
+    ready(node, 10250)
+    assert connects_from_ns(world, NODE_IP, 10250)
+    policy = "\n".join(["apiVersion: cilium.io/v2", "kind: CiliumClusterwideNetworkPolicy",
+                        "metadata: {name: nothing-from-world}", "spec:", "  nodeSelector: {}",
+                        "  ingress: [{fromEntities: [remote-node]}]", ""])
+    node.cli("policy", "apply", "-f", "-", "--force", input=policy)
+    assert not connects_from_ns(world, NODE_IP, 10250)      # the detected device carries the host's policy
+    # kept: a later install without --devices does not detect again; --devices "" names none
+    node.cli("install", "--no-agent")
+    assert json.loads(node.cli("status", "-o", "json").stdout)["host_firewall"]["devices"] == [world_dev]
+    node.cli("install", "--no-agent", "--devices", "")
+    assert json.loads(node.cli("status", "-o", "json").stdout)["host_firewall"]["devices"] == []
+    assert remote_dev not in out
