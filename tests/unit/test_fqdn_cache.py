@@ -55,3 +55,108 @@ egress:
     assert not p.allowed(_query("10.200.0.1", "10.200.0.3", "api.example.test."))        # another server
     assert not p.allowed(_query("10.200.0.1", "10.200.0.2", "api.example.test.", "tcp"))  # UDP only
     assert not p.allowed(_query("10.200.0.3", "10.200.0.2", "api.example.test."))        # no DNS rules: refused
+
+
+# ---- `fqdn cache clean` in another process than the agent, which keeps the cache in memory and saves it within a
+# second: the clean must hold whatever the agent learned before it, saved or not
+
+FQDN_POLICY = """
+endpointSelector: {matchLabels: {app: client}}
+egress:
+- toCIDR: [10.96.0.53/32]
+  toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "*.example.test"}]}}]
+- toFQDNs: [{matchPattern: "*.example.test"}]
+  toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+"""
+
+
+class _InPlace:
+    """The datapath's in-place ipcache write (Datapath.add_ipcache), recorded."""
+
+    def __init__(self):
+        self.written: dict[str, int] = {}
+
+    def add_ipcache(self, entries, revision):
+        self.written.update(entries)
+        return True
+
+
+def _agent(tmp_path, monkeypatch):
+    """The agent's NodeDNSPolicy over a revision whose toFQDNs selector is programmed (learning goes in place)."""
+    from ciliumctl.node.dns_proxy.server import Answer
+
+    monkeypatch.setenv("CILIUMCTL_STATE_DIR", str(tmp_path))
+    client = Endpoint(1, "client", "default", {"app": "client"}, ipv4="10.200.0.1")
+    pol = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+           "metadata": {"name": "p", "namespace": "default"}, "spec": yaml.safe_load(FQDN_POLICY)}
+    state = resolve([client], [pol], "default", MemoryAllocator(), revision=7)
+    dns_policy.save(state, {1: "10.200.0.1"})
+    reconciles = []
+    agent = dns_policy.NodeDNSPolicy(lambda: reconciles.append(1), _nolock)
+    dp = _InPlace()
+    agent.datapath = lambda: dp
+
+    def learn(name, ip):
+        agent.learn(_query("10.200.0.1", "10.96.0.53", name), Answer("NOERROR", [(ip, 300)], [], b"", True))
+    return agent, learn, dp, reconciles
+
+
+def _nolock():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _on_disk(tmp_path) -> dict[str, set[str]]:
+    return FQDNCache(tmp_path / "fqdn-cache.json").load().live_ips()
+
+
+def test_a_clean_is_not_undone_by_the_agents_next_save(tmp_path, monkeypatch):
+    agent, learn, dp, reconciles = _agent(tmp_path, monkeypatch)
+    learn("api.example.test.", "10.96.1.5")
+    agent.flush()                                      # saved
+    learn("api2.example.test.", "10.96.1.7")           # written in place, not saved yet
+    assert set(dp.written) == {"10.96.1.5/32", "10.96.1.7/32"}
+    assert not reconciles
+    # `fqdn cache clean` (cache_ops.clean's part on the file) in another process, within that second
+    other = FQDNCache(tmp_path / "fqdn-cache.json")
+    with other.locked():
+        other.load()
+        other.clean("api*.example.test")
+        other.save()
+    agent.flush()                                      # the agent's next save
+    assert _on_disk(tmp_path) == {}                    # neither the saved address nor the unsaved one came back
+    assert agent.expire() == 0 and _on_disk(tmp_path) == {}
+
+
+def test_what_the_agent_learned_besides_a_clean_stays(tmp_path, monkeypatch):
+    agent, learn, dp, _ = _agent(tmp_path, monkeypatch)
+    learn("api.example.test.", "10.96.1.5")
+    learn("web.example.test.", "10.96.1.6")            # neither saved
+    other = FQDNCache(tmp_path / "fqdn-cache.json")
+    with other.locked():
+        other.load()
+        other.clean("api.example.test")
+        other.save()
+    learn("api3.example.test.", "10.96.1.8")           # after the clean: it holds
+    assert agent.expire() == 0                         # the agent's expiry round: merges, then saves
+    assert _on_disk(tmp_path) == {"10.96.1.6": {"web.example.test."}, "10.96.1.8": {"api3.example.test."}}
+    # looked up again after the clean: learned again
+    learn("api.example.test.", "10.96.1.5")
+    agent.flush()
+    assert "10.96.1.5" in _on_disk(tmp_path)
+
+
+def test_clean_records_age_out_and_what_they_could_cover_is_dropped(tmp_path):
+    c = FQDNCache(tmp_path / "c.json")
+    c.clean(now=1000.0)
+    c.save(now=1000.0 + 10)
+    assert [x.time for x in FQDNCache(tmp_path / "c.json").load().cleaned] == [1000.0]
+    c.save(now=1000.0 + 601)
+    back = FQDNCache(tmp_path / "c.json").load()
+    assert back.cleaned == [] and back.pruned_before == 1000.0
+    # an entry held unsaved from before the oldest record kept: dropped at the merge (learned again at a lookup)
+    mine = FQDNCache(tmp_path / "c.json")
+    mine.add(1, ["old.example.test."], [("10.0.0.1", 3600)], now=999.0)
+    mine.add(1, ["new.example.test."], [("10.0.0.2", 3600)], now=1001.0)
+    assert set(mine.merge_file().live_ips(1002.0)) == {"10.0.0.2"}

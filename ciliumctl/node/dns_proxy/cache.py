@@ -6,6 +6,11 @@ answer with the same address moves its expiry on. An expired address stays for -
 period more (Cilium keeps it while connections to it live, plus the grace; this node does not look at
 connections: the grace alone). Persisted in `<state>/fqdn-cache.json` (atomic writes under a file lock), so a
 restarted agent restores what was learned and allowed connections keep working.
+
+Two writers: the agent, which keeps the cache in memory and saves it within a second of a lookup, and `fqdn cache
+clean` in another process. A clean is recorded in the file (`cleaned`: when, which names, which endpoint), so the
+agent, finding the file changed under it, merges (`merge_file`) instead of overwriting: what it learned and did
+not save yet stays, unless a later clean covers it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ FILE_VERSION = 1
 # Cilium 1.19's defaults (pkg/defaults: ToFQDNsMinTTL 0 = the record's TTL; ToFQDNsIdleConnectionGracePeriod 0)
 DEFAULT_MIN_TTL = 0
 DEFAULT_GRACE = 0.0
+# how long a clean's record stays in the file: the agent merges within a second or two; an entry it holds unsaved
+# from before the oldest record kept is dropped at its merge (fail closed: learned again at the next lookup)
+CLEAN_KEEP = 600.0
 
 
 def cache_path() -> Path:
@@ -42,6 +50,25 @@ class Entry:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Clean:
+    """One `fqdn cache clean`: entries looked up before `time` that match went."""
+
+    time: float
+    pattern: str | None = None
+    endpoint: int | None = None
+
+    def matches(self, e: Entry) -> bool:
+        from ciliumctl.policy.fqdn import NameMatch
+
+        return ((self.endpoint is None or e.endpoint == self.endpoint)
+                and (self.pattern is None or NameMatch(pattern=self.pattern).matches(e.name)))
+
+    def covers(self, e: Entry) -> bool:
+        """The entry was looked up before the clean and matches it: the clean removed it."""
+        return e.lookup <= self.time and self.matches(e)
+
+
 class FQDNCache:
     """The entries in memory; load()/save() with the file. Edit under `locked()`."""
 
@@ -51,6 +78,8 @@ class FQDNCache:
         self.grace = grace
         self.entries: dict[tuple[int, str, str], Entry] = {}
         self._names: dict[str, dict[str, int]] = {}     # ip -> name -> entries (endpoints) holding it
+        self.cleaned: list[Clean] = []                  # the cleans of the last CLEAN_KEEP seconds
+        self.pruned_before = 0.0                        # the records of cleans up to then are gone
 
     def _put(self, e: Entry) -> None:
         key = (e.endpoint, e.name, e.ip)
@@ -73,7 +102,7 @@ class FQDNCache:
 
     def load(self) -> FQDNCache:
         data = statefile.read_json(self.path, default=None)
-        self.entries, self._names = {}, {}
+        self.entries, self._names, self.cleaned, self.pruned_before = {}, {}, [], 0.0
         if data is None:
             return self
         try:
@@ -82,14 +111,38 @@ class FQDNCache:
                           float(row["lookup"]), float(row["expires"]), float(row["until"]),
                           str(row.get("source", "lookup")))
                 self._put(e)
-        except (KeyError, TypeError, ValueError):
+            self.cleaned = [Clean(float(c["time"]), c.get("pattern"), c.get("endpoint"))
+                            for c in data.get("cleaned", ())]
+            self.pruned_before = float(data.get("pruned_before", 0.0))
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise EnvironmentProblem(f"{self.path}: not a DNS cache; remove it (learned names are learned "
                                      "again at the next lookups)") from None
         return self
 
-    def save(self) -> None:
-        statefile.write_json(self.path, {"version": FILE_VERSION, "entries": [
-            e.to_dict() for e in sorted(self.entries.values(), key=lambda e: (e.name, e.endpoint, e.ip))]})
+    def save(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        kept = [c for c in self.cleaned if c.time > now - CLEAN_KEEP]
+        self.pruned_before = max([self.pruned_before, *(c.time for c in self.cleaned if c not in kept)])
+        self.cleaned = kept
+        statefile.write_json(self.path, {
+            "version": FILE_VERSION,
+            "entries": [e.to_dict() for e in sorted(self.entries.values(), key=lambda e: (e.name, e.endpoint, e.ip))],
+            "cleaned": [asdict(c) for c in self.cleaned], "pruned_before": self.pruned_before})
+
+    def merge_file(self) -> FQDNCache:
+        """Read the file another process changed and keep what only this cache holds (learned, not saved yet)
+        unless a clean recorded there covers it; of an entry in both, the later expiry. Under locked()."""
+        mine = list(self.entries.values())
+        self.load()
+        for e in mine:
+            disk = self.entries.get((e.endpoint, e.name, e.ip))
+            if disk is None:
+                if e.lookup <= self.pruned_before or any(c.covers(e) for c in self.cleaned):
+                    continue
+                self._put(e)
+            elif disk.expires < e.expires:
+                self._put(e)
+        return self
 
     # ---- changes
 
@@ -116,15 +169,15 @@ class FQDNCache:
             self._drop(e)
         return gone
 
-    def clean(self, name_glob: str | None = None, endpoint: int | None = None) -> list[Entry]:
-        """Remove entries (all, or those whose name matches a matchPattern-style glob / of one endpoint)."""
-        from ciliumctl.policy.fqdn import NameMatch
-
-        match = NameMatch(pattern=name_glob) if name_glob else None
-        gone = [e for e in self.entries.values()
-                if (match is None or match.matches(e.name)) and (endpoint is None or e.endpoint == endpoint)]
+    def clean(self, name_glob: str | None = None, endpoint: int | None = None,
+              now: float | None = None) -> list[Entry]:
+        """Remove entries (all, or those whose name matches a matchPattern-style glob / of one endpoint), and
+        record the clean (saved with the file), so an agent holding such entries unsaved drops them too."""
+        record = Clean(time.time() if now is None else now, name_glob or None, endpoint)
+        gone = [e for e in self.entries.values() if record.matches(e)]
         for e in gone:
             self._drop(e)
+        self.cleaned.append(record)
         return gone
 
     # ---- views

@@ -19,7 +19,10 @@ def entries(endpoint: int | None = None, pattern: str | None = None) -> list[Ent
 
 
 def clean(endpoint: int | None = None, pattern: str | None = None) -> int:
-    """Remove entries and reprogram; the number removed."""
+    """Remove entries and reprogram; the number removed from the file. The clean is recorded there, so a running
+    agent drops what it learned and had not saved yet too (FQDNCache.merge_file); such an address may be in the
+    active revision's ipcache already (written in place), so an installed datapath is always reprogrammed."""
+    from ciliumctl.base import paths
     from ciliumctl.node import reconcile
     from ciliumctl.node.settings import environment_errors, locked, require_root
 
@@ -30,6 +33,6 @@ def clean(endpoint: int | None = None, pattern: str | None = None) -> int:
             cache.load()
             gone = cache.clean(pattern, endpoint)
             cache.save()
-        if gone:
+        if gone or (paths.bpffs_dir() / "state").exists():
             reconcile.reconcile()
     return len(gone)

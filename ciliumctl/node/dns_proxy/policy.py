@@ -190,21 +190,28 @@ class NodeDNSPolicy:
         return False
 
     # ---- the cache: kept in memory, saved before a reconcile (which reads the file) and otherwise by expire()
-    # (the agent's expiry loop, every second), so a lookup costs no file write; reread when someone else changed
-    # the file (`fqdn cache clean`)
+    # (the agent's expiry loop, every second), so a lookup costs no file write. When someone else changed the file
+    # (`fqdn cache clean`), it is merged before it is used or saved (FQDNCache.merge_file): what we learned and did
+    # not save yet stays unless that clean covers it, so a clean is never undone by our save. The file's key is
+    # taken under its lock, so a change made right after our save is not mistaken for ours.
 
     def _cache(self) -> FQDNCache:
+        if _stat_key(self._cache_obj.path) != self._cache_key:
+            with self._cache_obj.locked():
+                self._merge_locked()
+        return self._cache_obj
+
+    def _merge_locked(self) -> None:
         key = _stat_key(self._cache_obj.path)
         if key != self._cache_key:
-            with self._cache_obj.locked():
-                self._cache_obj.load()
+            self._cache_obj.merge_file()
             self._cache_key = key
-        return self._cache_obj
 
     def _save(self) -> None:
         with self._cache_obj.locked():
+            self._merge_locked()
             self._cache_obj.save()
-        self._cache_key = _stat_key(self._cache_obj.path)
+            self._cache_key = _stat_key(self._cache_obj.path)
         self._dirty = False
 
     def flush(self) -> None:
