@@ -242,7 +242,7 @@ class ClusterNode:
         change is a cache change, so the next sync re-resolves the host endpoint."""
         from ciliumctl.node.hostfw import host as hostfw
 
-        return hostfw.cluster_nodes(self.cache.objects("Node"), self.node_name)
+        return hostfw.cluster_nodes(self.cache.objects("Node"), self.node_name, self.cache.objects("EndpointSlice"))
 
     def _program(self, report: SyncReport, policies: list[dict], datapath=None, settings=None):
         """Resolve and load the datapath; the caller holds the node lock. Returns the datapath's report."""
@@ -265,7 +265,7 @@ class ClusterNode:
         state = resolve(local + report.remote, policies, mode, self.identities, revision=settings.revision,
                         audit=audit, namespace_labels=ns_labels, fqdn_ips=learned_ips(),
                         **hostfw.resolve_kwargs(settings, nodes))
-        hostfw.finish_state(state, settings, nodes)
+        hostfw.finish_state(state, settings)
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
             state.dns.pop(ep.id, None)

@@ -66,13 +66,16 @@ TRACE_TEXT = {
 
 @dataclass(frozen=True)
 class HostFirewall:
-    """What the node's host firewall makes enforceable: nodeSelector rules, the entity host, and remote-node when
-    the node knows the other nodes' addresses (install --remote-nodes)."""
+    """What the node's host firewall makes enforceable: nodeSelector rules, the entity host, remote-node when
+    the node knows the other nodes' addresses (install --remote-nodes, or cluster mode's Node objects), and
+    kube-apiserver when it knows the API server's (cluster mode: the `kubernetes` Service's endpoints)."""
 
     remote_nodes: bool = False
+    kube_apiserver: bool = False
 
     def seen(self) -> frozenset[str]:
-        return frozenset({"host", "remote-node"} if self.remote_nodes else {"host"})
+        return frozenset({"host"} | ({"remote-node"} if self.remote_nodes else set())
+                         | ({"kube-apiserver"} if self.kube_apiserver else set()))
 
 
 @dataclass(frozen=True)

@@ -469,20 +469,21 @@ def resolve_detailed(endpoints: list[Endpoint], policies: Iterable, mode: Enforc
                      namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
                      host_ips: Iterable[str] = (), allow_localhost: bool = False,
                      fqdn_ips: Mapping[str, Iterable[str]] | None = None,
-                     host: HostFirewall | None = None) -> Resolution:
+                     host: HostFirewall | None = None, remote_nodes: Iterable[str] = (),
+                     kube_apiserver: Iterable[str] = ()) -> Resolution:
     # many small acyclic objects: the cyclic GC only costs time here (~1/3 of a 10k-rule resolve)
     paused = gc.isenabled()
     gc.disable()
     try:
         return _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels,
-                        host_ips, allow_localhost, fqdn_ips, host)
+                        host_ips, allow_localhost, fqdn_ips, host, remote_nodes, kube_apiserver)
     finally:
         if paused:
             gc.enable()
 
 
 def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels, host_ips,
-             allow_localhost, fqdn_ips, host=None) -> Resolution:
+             allow_localhost, fqdn_ips, host=None, remote_nodes=(), kube_apiserver=()) -> Resolution:
     mode = Enforcement(mode)
     notes = _Notes()
     rules = compile_policies(policies, notes, host)
@@ -505,6 +506,16 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
 
     identities: dict[int, frozenset[str]] = {i: ids.reserved_labels(i) for i in UNIVERSE_RESERVED}
     host_labels = node_identity_labels(node_labels)
+    # the API server's addresses: one of the node's stays host, whose labels gain reserved:kube-apiserver; one of
+    # another node's is kube-apiserver (7) and still remote-node to selectors; any other kube-apiserver (Cilium's
+    # pkg/identity/cache LookupReservedIdentityByLabels)
+    remote_nets = [ipaddress.ip_network(n, strict=False) for n in remote_nodes]
+    host_set = set(host_ips)
+    api_ips = sorted(set(kube_apiserver) - host_set)
+    if set(kube_apiserver) & host_set:
+        host_labels = host_labels | {"reserved:kube-apiserver"}
+    if any(ipaddress.ip_address(ip) in n for ip in api_ips for n in remote_nets):
+        identities[ids.KUBE_APISERVER] = identities[ids.KUBE_APISERVER] | {"reserved:remote-node"}
     identities[ids.HOST] = host_labels
     identities.update(zip(ep_ids, ep_labels))
     identities.update(zip(cidr_ids, cidr_labels))
@@ -521,6 +532,10 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
     for ep, i in zip(endpoints, ep_ids):
         if ep.ipv4:
             ipcache[f"{ep.ipv4.split('/')[0]}/32"] = i
+    for ip in api_ips:
+        ipcache.setdefault(f"{ip}/32", ids.KUBE_APISERVER)
+    for net in remote_nets:
+        ipcache.setdefault(net.with_prefixlen, ids.REMOTE_NODE)
 
     subjects: list[tuple[int, int, LabelSet, bool]] = [
         (ep.id, i, universe.labels[i], False) for ep, i in zip(endpoints, ep_ids)]
@@ -694,14 +709,18 @@ def resolve(endpoints: list[Endpoint], policies: Iterable, mode: Enforcement | s
             revision: int = 0, audit: bool = False, node_labels: Mapping[str, str] | None = None, *,
             namespace_labels: Mapping[str, Mapping[str, str]] | None = None, host_ips: Iterable[str] = (),
             allow_localhost: bool = False, fqdn_ips: Mapping[str, Iterable[str]] | None = None,
-            host: HostFirewall | None = None) -> ResolvedState:
+            host: HostFirewall | None = None, remote_nodes: Iterable[str] = (),
+            kube_apiserver: Iterable[str] = ()) -> ResolvedState:
     """Endpoints + policies (model.Policy, plain policy dicts, or objects with .data) -> ResolvedState.
 
     node_labels: produce the host endpoint (id 0, identity 1) for nodeSelector rules. namespace_labels:
     namespace -> its labels (selectable as k8s:io.cilium.k8s.namespace.labels.<key>). host_ips: addresses of
     the node, put in the ipcache as the host identity. allow_localhost: the host may always reach endpoints
     (Cilium's allow-localhost=always). fqdn_ips: address -> the DNS names it was learned for (the DNS proxy's
-    cache), what toFQDNs selects. host: the node runs the host firewall (what it enforces, for the notes)."""
+    cache), what toFQDNs selects. host: the node runs the host firewall (what it enforces, for the notes).
+    remote_nodes: the other nodes' prefixes (remote-node, 6). kube_apiserver: the API server's addresses
+    (kube-apiserver, 7; host when one is the node's)."""
     return resolve_detailed(endpoints, policies, mode, allocator, revision, audit, node_labels,
                             namespace_labels=namespace_labels, host_ips=host_ips,
-                            allow_localhost=allow_localhost, fqdn_ips=fqdn_ips, host=host).state
+                            allow_localhost=allow_localhost, fqdn_ips=fqdn_ips, host=host,
+                            remote_nodes=remote_nodes, kube_apiserver=kube_apiserver).state

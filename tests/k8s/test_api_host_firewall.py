@@ -24,6 +24,11 @@ KUBELET_FROM_NODES = {
     "spec": {"nodeSelector": {"matchLabels": {"hostfw-test/role": "worker"}},
              "ingress": [{"fromEntities": ["remote-node"],
                           "toPorts": [{"ports": [{"port": "10250", "protocol": "TCP"}]}]}]}}
+TO_APISERVER = {
+    "apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+    "metadata": {"name": "host-to-apiserver"},
+    "spec": {"nodeSelector": {"matchLabels": {"hostfw-test/role": "worker"}},
+             "egress": [{"toEntities": ["kube-apiserver"]}]}}
 
 
 @pytest.fixture
@@ -65,6 +70,14 @@ def test_node_labels_select_host_policies_and_other_nodes_are_remote_node(instal
     me = nodes("hostfw-me", {"hostfw-test/role": "worker"}, "192.0.2.10")
     other = nodes("hostfw-other", {"hostfw-test/role": "worker"}, "192.0.2.11")
     kube.create(KUBELET_FROM_NODES)
+    kube.create(TO_APISERVER)
+    # the `kubernetes` Service's slice, as the controller-manager's mirroring makes it (this API server runs without
+    # one): where the agent finds the API server's addresses
+    api_slice = kube.create({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                             "metadata": {"name": f"kubernetes-{me}", "namespace": "default",
+                                          "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                             "endpoints": [{"addresses": ["192.0.2.50"]}],
+                             "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}]})
     dp = RecordingDatapath()
     agent = node_sync.ClusterNode(kube, me, datapath=dp, settle_seconds=0.01).start(wait_synced=5)
     try:
@@ -77,6 +90,12 @@ def test_node_labels_select_host_policies_and_other_nodes_are_remote_node(instal
         assert "CiliumClusterwideNetworkPolicy/kubelet-from-nodes" not in agent.last.partially_enforced
         cond = status_conditions.enforced_condition(kube.get(CCNP, "kubelet-from-nodes"))
         assert cond is not None and cond["status"] == "True"
+
+        # the API server: the `kubernetes` Service's endpoint is kube-apiserver (7)
+        assert state.ipcache["192.0.2.50/32"] == ids.KUBE_APISERVER
+        host = state.endpoints[HOST_ENDPOINT_ID]
+        assert host.egress.enforced and {e.identity for e in host.egress.entries} == {ids.KUBE_APISERVER}
+        assert "CiliumClusterwideNetworkPolicy/host-to-apiserver" not in agent.last.partially_enforced
 
         # the node's label changes: the policy no longer selects it, the host endpoint enforces nothing
         obj = kube.get(KINDS["Node"], me)
@@ -94,6 +113,7 @@ def test_node_labels_select_host_policies_and_other_nodes_are_remote_node(instal
         assert wait_until(lambda: "192.0.2.11/32" not in dp.states[-1].ipcache)
     finally:
         agent.stop()
+        kube.delete(KINDS["EndpointSlice"], api_slice["metadata"]["name"], "default")
 
 
 def test_with_the_host_firewall_off_the_host_policy_is_reported_not_enforced(installed, nodes, node_env):

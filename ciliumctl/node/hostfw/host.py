@@ -15,6 +15,7 @@ import fcntl
 import ipaddress
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ciliumctl.base import paths
@@ -102,9 +103,29 @@ class ClusterNodes:
 
     labels: dict[str, str]
     remote: tuple[str, ...]      # IPv4 /32 prefixes
+    kube_apiserver: tuple[str, ...] = ()     # the API server's IPv4 addresses
 
 
-def cluster_nodes(nodes: list[dict], me: str) -> ClusterNodes:
+def kube_apiserver_ips(slices: list[dict]) -> tuple[str, ...]:
+    """The API server's addresses: the endpoints of the `kubernetes` Service in default (its EndpointSlices),
+    where Cilium's agent finds them too (pkg/k8s/watchers: the kube-apiserver entity, identity 7)."""
+    out = set()
+    for sl in slices:
+        meta = sl.get("metadata") or {}
+        if meta.get("namespace") != "default" or \
+                (meta.get("labels") or {}).get("kubernetes.io/service-name") != "kubernetes":
+            continue
+        for ep in sl.get("endpoints") or []:
+            for addr in ep.get("addresses") or []:
+                try:
+                    if ipaddress.ip_address(addr).version == 4:
+                        out.add(addr)
+                except ValueError:
+                    continue
+    return tuple(sorted(out))
+
+
+def cluster_nodes(nodes: list[dict], me: str, slices: Iterable[dict] = ()) -> ClusterNodes:
     """From the Node objects: this node's metadata.labels, and every other node's InternalIP and ExternalIP as
     remote-node. Cilium does the same: the k8s Node's addresses are its IPAddresses (pkg/k8s/node.go ParseNode),
     each upserted to the ipcache with the node's identity, remote-node for any other node
@@ -124,7 +145,7 @@ def cluster_nodes(nodes: list[dict], me: str) -> ClusterNodes:
                     continue
                 if ip.version == 4:
                     remote.add(f"{ip}/32")
-    return ClusterNodes(labels, tuple(sorted(remote)))
+    return ClusterNodes(labels, tuple(sorted(remote)), kube_apiserver_ips(list(slices)))
 
 
 def gap_context(settings, cluster: ClusterNodes | None = None) -> HostFirewall | None:
@@ -132,7 +153,8 @@ def gap_context(settings, cluster: ClusterNodes | None = None) -> HostFirewall |
     Node objects name every other node: remote-node is known."""
     if not settings.host_firewall:
         return None
-    return HostFirewall(remote_nodes=bool(settings.remote_nodes) or cluster is not None)
+    return HostFirewall(remote_nodes=bool(settings.remote_nodes) or cluster is not None,
+                        kube_apiserver=cluster is not None)
 
 
 def resolve_kwargs(settings, cluster: ClusterNodes | None = None) -> dict:
@@ -141,12 +163,13 @@ def resolve_kwargs(settings, cluster: ClusterNodes | None = None) -> dict:
     if not settings.host_firewall:
         return {}
     labels = cluster.labels if cluster is not None else parse_node_labels(settings.node_labels)
-    return {"node_labels": labels, "host_ips": node_addresses(), "host": gap_context(settings, cluster)}
+    remote = parse_remote_nodes(settings.remote_nodes) + list(cluster.remote if cluster else ())
+    return {"node_labels": labels, "host_ips": node_addresses(), "host": gap_context(settings, cluster),
+            "remote_nodes": remote, "kube_apiserver": cluster.kube_apiserver if cluster else ()}
 
 
-def finish_state(state, settings, cluster: ClusterNodes | None = None) -> None:
-    """The host's audit mode and the other nodes' addresses (remote-node, 6) into a resolved state: install
-    --remote-nodes, and in cluster mode the other Node objects' addresses too."""
+def finish_state(state, settings) -> None:
+    """The host's audit mode into a resolved state."""
     if not settings.host_firewall:
         return
     from ciliumctl.policy.resolve import HOST_ENDPOINT_ID
@@ -154,8 +177,6 @@ def finish_state(state, settings, cluster: ClusterNodes | None = None) -> None:
     host = state.endpoints.get(HOST_ENDPOINT_ID)
     if host is not None:
         host.audit = settings.host_firewall_audit
-    for net in parse_remote_nodes(settings.remote_nodes) + list(cluster.remote if cluster else ()):
-        state.ipcache.setdefault(net, ids.REMOTE_NODE)
 
 
 # ------------------------------------------------------------------------------------------------- devices
