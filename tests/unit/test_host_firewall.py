@@ -59,7 +59,8 @@ def test_host_audit_and_remote_nodes_reach_the_maps():
     s = Settings(host_firewall=True, host_firewall_audit=True, node_labels="node-role.kubernetes.io/worker=",
                  remote_nodes="192.168.82.0/24")
     state = resolve([], [_seed()], "default", MemoryAllocator(),
-                    node_labels=hostfw.parse_node_labels(s.node_labels), host=hostfw.gap_context(s))
+                    node_labels=hostfw.parse_node_labels(s.node_labels), host=hostfw.gap_context(s),
+                    remote_nodes=hostfw.parse_remote_nodes(s.remote_nodes))
     hostfw.finish_state(state, s)
     assert state.ipcache["192.168.82.0/24"] == REMOTE_NODE
     epcfg = compile_state(state, 0).epcfg
@@ -120,3 +121,69 @@ def test_the_lockout_guard_judges_live_connections_by_the_new_host_policy():
     held_by_agent = lockout.Connection("192.168.81.1", 40962, "192.168.81.2", 22, True, agent=True)
     state.endpoints[HOST_ENDPOINT_ID].audit = False
     assert lockout.would_cut(state, [*conns, held_by_agent])[0].startswith("the agent's own connection")
+
+
+def test_the_api_server_is_kube_apiserver_or_stays_the_nodes_identity():
+    """Cilium's LookupReservedIdentityByLabels: an API server on this node keeps host (1), whose labels gain
+    reserved:kube-apiserver; on another node it is kube-apiserver (7) and still selected as remote-node."""
+    from ciliumctl.identity.allocator import KUBE_APISERVER
+
+    def to(entity: str, api: list[str]) -> tuple[set[int], dict]:
+        pol = model.parse_policy({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+                                  "metadata": {"name": "e"}, "spec": {"nodeSelector": {},
+                                                                      "egress": [{"toEntities": [entity]}]}})
+        state = resolve([], [pol], "default", MemoryAllocator(), node_labels={}, host_ips=["192.168.81.1"],
+                        remote_nodes=["192.168.82.2/32"], kube_apiserver=api)
+        return {e.identity for e in state.endpoints[HOST_ENDPOINT_ID].egress.entries}, state.ipcache
+
+    peers, ipcache = to("kube-apiserver", ["10.0.0.9"])
+    assert peers == {KUBE_APISERVER} and ipcache["10.0.0.9/32"] == KUBE_APISERVER
+    peers, ipcache = to("kube-apiserver", ["192.168.81.1"])
+    assert HOST in peers and ipcache["192.168.81.1/32"] == HOST      # 7 is selected too, wherever it is
+    peers, ipcache = to("remote-node", ["192.168.82.2"])
+    assert peers == {REMOTE_NODE, KUBE_APISERVER} and ipcache["192.168.82.2/32"] == KUBE_APISERVER
+    assert to("remote-node", ["10.0.0.9"])[0] == {REMOTE_NODE}
+
+
+# /proc/net/udp: a DNS server's unconnected socket on 53 and its connected per-peer socket for 192.168.81.2:5000
+# (inbound), a client's socket connected to 192.168.82.2:123 (outbound), an unconnected client socket (no peer)
+PROC_NET_UDP = """\
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  1: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 201 2 0 0
+  2: 0151A8C0:0035 0251A8C0:1388 01 00000000:00000000 00:00000000 00000000     0        0 202 2 0 0
+  3: 0151A8C0:9C41 0252A8C0:007B 01 00000000:00000000 00:00000000 00000000     0        0 203 2 0 0
+  4: 00000000:A002 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 204 2 0 0
+"""
+
+
+def test_the_lockout_guard_judges_connected_udp_sockets_too():
+    from ciliumctl.node.hostfw import lockout
+
+    conns = lockout.live_connections("", PROC_NET_UDP)
+    assert [(c.remote, c.rport, c.lport, c.inbound, c.proto) for c in conns] == [
+        ("192.168.81.2", 5000, 53, True, 17), ("192.168.82.2", 123, 40001, False, 17)]
+    egress_tcp_only = model.parse_policy({
+        "apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy", "metadata": {"name": "e"},
+        "spec": {"nodeSelector": {}, "egress": [{"toEntities": ["remote-node"],
+                                                "toPorts": [{"ports": [{"port": "123", "protocol": "TCP"}]}]}]}})
+    state = resolve([], [_seed(), egress_tcp_only], "default", MemoryAllocator(),
+                    node_labels={"node-role.kubernetes.io/worker": ""},
+                    host_ips=["192.168.81.1"], remote_nodes=["192.168.82.0/24"])
+    # the seed's ingress lets the world reach nothing: the resolver's peer is cut; NTP over UDP is not allowed out
+    assert lockout.would_cut(state, conns) == ["192.168.81.1:40001 -> 192.168.82.2:123/udp (to remote-node)",
+                                               "192.168.81.2:5000 -> 192.168.81.1:53/udp (from world)"]
+
+
+def test_connected_udp_sockets_are_read_from_the_kernels_table():
+    """A real connected UDP socket (loopback, this test's own) is listed with its peer."""
+    import socket
+
+    from ciliumctl.node.hostfw import lockout
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        server.bind(("127.0.0.1", 0))
+        client.connect(server.getsockname())
+        port = server.getsockname()[1]
+        mine = [c for c in lockout.live_connections() if c.proto == 17 and c.lport == client.getsockname()[1]]
+    assert [(c.remote, c.rport, c.inbound) for c in mine] == [("127.0.0.1", port, False)]

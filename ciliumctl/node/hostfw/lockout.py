@@ -1,11 +1,17 @@
 """The host firewall's lock-out guard (issue 13): before a host policy is enforced for real, the node's live TCP
-connections are judged by the new policy, as the datapath would judge their next packet (a forward packet is
-decided again under a new revision, lib/enforce.h revalidate). A policy that would cut one, the agent's own
-API-server connection included, is refused, naming them; `policy apply --force` applies it anyway.
+connections and connected UDP sockets are judged by the new policy, as the datapath would judge their next packet
+(a forward packet is decided again under a new revision, lib/enforce.h revalidate). A policy that would cut one,
+the agent's own API-server connection included, is refused, naming them; `policy apply --force` applies it
+anyway.
 
-Cilium has no such guard. Connections come from the node namespace's socket table (/proc/net/tcp: what conntrack
-also holds, and the kernel's own view of which side listens): a connection whose local port has a listening
-socket is inbound (the host's ingress policy, on that port), any other outbound (egress, on the peer's port).
+Cilium has no such guard. Connections come from the node namespace's socket tables (/proc/net/tcp and udp, the
+text form of what `ss` reads over sock_diag: what conntrack also holds, and the kernel's own view of which side
+listens): a connection whose local port has a listening socket is inbound (the host's ingress policy, on that
+port), any other outbound (egress, on the peer's port). UDP: a socket connect()ed to a peer is a flow with a known
+peer (state ESTABLISHED in the table: DNS resolvers, NTP, QUIC/WireGuard clients); it is inbound when an unconnected
+socket is bound to the same local port (a server's per-peer socket), else outbound. Unconnected UDP sockets (a
+server answering with sendto, a client using sendto) name no peer in any socket table, so they cannot be judged
+here; their flows live only in conntrack, which this guard does not read.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from ciliumctl.base.errors import Finding
 from ciliumctl.identity import allocator as ids
 from ciliumctl.policy.resolve import HOST_ENDPOINT_ID
-from ciliumctl.policy.resolved import PROTO_TCP, Direction, ResolvedState
+from ciliumctl.policy.resolved import PROTO_TCP, PROTO_UDP, Direction, ResolvedState
 from ciliumctl.policy.trace import judge, lpm_identity
 
 TCP_ESTABLISHED, TCP_LISTEN = 0x01, 0x0A     # include/net/tcp_states.h
@@ -34,13 +40,15 @@ class Connection:
     inbound: bool
     inode: int = 0
     agent: bool = False          # held by the node's agent (its API-server connection in cluster mode)
+    proto: int = PROTO_TCP
 
     def text(self, peer: int) -> str:
         who = ids.RESERVED_NAMES.get(peer, f"identity {peer}")
         arrow = f"{self.remote}:{self.rport} -> {self.local}:{self.lport}" if self.inbound else \
             f"{self.local}:{self.lport} -> {self.remote}:{self.rport}"
         whose = "the agent's own connection " if self.agent else ""
-        return f"{whose}{arrow}/tcp ({'from' if self.inbound else 'to'} {who})"
+        name = "udp" if self.proto == PROTO_UDP else "tcp"
+        return f"{whose}{arrow}/{name} ({'from' if self.inbound else 'to'} {who})"
 
 
 class LockoutRefused(Finding):
@@ -72,15 +80,23 @@ def _agent_inodes() -> set[int]:
     return out
 
 
-def live_connections(table: str | None = None) -> list[Connection]:
-    """Established IPv4 TCP connections of the current network namespace (call in the node's), with their
-    direction. table: the text of /proc/net/tcp (tests), else read."""
-    if table is None:
-        from ciliumctl.base import netns as nodens
+def _read(name: str) -> str:
+    from ciliumctl.base import netns as nodens
 
-        nodens.enter_node_netns()
-        with open("/proc/self/net/tcp") as f:   # the calling thread's network namespace
-            table = f.read()
+    nodens.enter_node_netns()
+    with open(f"/proc/self/net/{name}") as f:   # the calling thread's network namespace
+        return f.read()
+
+
+def live_connections(table: str | None = None, udp_table: str | None = None) -> list[Connection]:
+    """Established IPv4 TCP connections and connected UDP sockets of the current network namespace (call in the
+    node's), with their direction. table / udp_table: the text of /proc/net/tcp and udp (tests), else read."""
+    if table is None and udp_table is None:
+        table, udp_table = _read("tcp"), _read("udp")
+    return _connections(table or "", PROTO_TCP) + _connections(udp_table or "", PROTO_UDP)
+
+
+def _connections(table: str, proto: int) -> list[Connection]:
     rows = []
     for line in table.splitlines()[1:]:
         parts = line.split()
@@ -88,10 +104,13 @@ def live_connections(table: str | None = None) -> list[Connection]:
             continue
         local, remote, st, inode = _addr(parts[1]), _addr(parts[2]), int(parts[3], 16), int(parts[9])
         rows.append((local, remote, st, inode))
-    listening = {lp for (la, lp), _r, st, _i in rows if st == TCP_LISTEN}
+    if proto == PROTO_TCP:
+        listening = {lp for (la, lp), _r, st, _i in rows if st == TCP_LISTEN}
+    else:   # an unconnected UDP socket (state 07, TCP_CLOSE in the table) on the port serves it
+        listening = {lp for (la, lp), (ra, rp), st, _i in rows if st != TCP_ESTABLISHED and rp == 0}
     agent = _agent_inodes()
-    return [Connection(la, lp, ra, rp, lp in listening, inode, inode in agent)
-            for (la, lp), (ra, rp), st, inode in rows if st == TCP_ESTABLISHED]
+    return [Connection(la, lp, ra, rp, lp in listening, inode, inode in agent, proto)
+            for (la, lp), (ra, rp), st, inode in rows if st == TCP_ESTABLISHED and rp != 0]
 
 
 def would_cut(state: ResolvedState, conns: list[Connection]) -> list[str]:
@@ -110,7 +129,7 @@ def would_cut(state: ResolvedState, conns: list[Connection]) -> list[str]:
         if not d.enforced:
             continue
         peer = lpm_identity(state.ipcache, c.remote)
-        verdict, _ = judge(d, peer, PROTO_TCP, c.lport if c.inbound else c.rport)
+        verdict, _ = judge(d, peer, c.proto, c.lport if c.inbound else c.rport)
         if verdict != "allow":
             out.append((not c.agent, c.text(peer)))
     return [t for _, t in sorted(out)]          # the agent's own first
