@@ -3,7 +3,8 @@
  *
  *   loadgen server PORT THREADS          echo server: each thread accepts and answers until the peer closes
  *   loadgen crr IP PORT SECONDS THREADS  new connection per transaction: connect, 1-byte request, 1-byte
- *                                        response, close; prints transactions/s
+ *                                        response, close; prints transactions/s. PORT may be a range LO-HI:
+ *                                        the connections go round robin over its ports
  *   loadgen rr IP PORT SECONDS THREADS   one kept-alive connection per thread, 1-byte request/response;
  *                                        prints transactions/s
  * The server prints "ready" once it listens. */
@@ -21,6 +22,8 @@
 #include <unistd.h>
 
 static struct sockaddr_in peer;
+static int port_lo, port_n = 1;   /* crr: PORT or LO-HI, connections spread round robin over the range */
+static int next_thread;
 static double deadline;
 static int listen_fd;
 
@@ -55,14 +58,17 @@ static void *crr(void *arg)
 {
 	long done = 0;
 	char b = 'x';
+	struct sockaddr_in to = peer;
+	int k = __sync_fetch_and_add(&next_thread, 1);
 
 	while (now() < deadline) {
 		int s = socket(AF_INET, SOCK_STREAM, 0);
 		int one = 1;
 		if (s < 0)
 			continue;
+		to.sin_port = htons(port_lo + k++ % port_n);
 		setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (connect(s, (struct sockaddr *)&peer, sizeof(peer)) == 0 && send(s, &b, 1, MSG_NOSIGNAL) == 1 &&
+		if (connect(s, (struct sockaddr *)&to, sizeof(to)) == 0 && send(s, &b, 1, MSG_NOSIGNAL) == 1 &&
 		    recv(s, &b, 1, 0) == 1)
 			done++;
 		close(s);
@@ -121,7 +127,13 @@ int main(int argc, char **argv)
 		if (threads < 1 || threads > 256)
 			return 2;
 		peer.sin_family = AF_INET;
-		peer.sin_port = htons(atoi(argv[3]));
+		char *dash = strchr(argv[3], '-');
+		port_lo = atoi(argv[3]);
+		if (dash)
+			port_n = atoi(dash + 1) - port_lo + 1;
+		if (port_lo < 1 || port_n < 1 || port_lo + port_n > 65536)
+			return 2;
+		peer.sin_port = htons(port_lo);
 		inet_pton(AF_INET, argv[2], &peer.sin_addr);
 		t0 = now();
 		deadline = t0 + secs;
