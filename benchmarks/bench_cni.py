@@ -1,11 +1,12 @@
-"""CNI ADD/DEL latency end to end: the runtime's exec of the installed `ciliumctl-cni` (launcher, agent round trip:
-the IPAM plugin beside the veth, registry, identity, datapath attach and policy reconcile) until it exits, against
-Debian's own `ptp` plugin (veth + host-local + routes, no policy) measured in the same run on the same node.
+"""CNI ADD/DEL latency end to end: the runtime's exec of the installed `ciliumctl-cni` with the conflist `install`
+writes (launcher, agent round trip: the address from the agent's own pool, veth, registry, identity, datapath
+attach and policy reconcile) until it exits, against Debian's own `ptp` plugin (veth + host-local + routes, no
+policy) measured in the same run on the same node.
 
 The two plugins alternate pod by pod; the output also splits our ADD into the plugin's start-up and the agent's
-part (which runs host-local, timed alone for reference). The agent answers with the pod's programs on clsact
-filters and moves them onto tcx links afterwards: the next exec waits for that move (timed on its own), so the
-baseline never queues behind it for the RTNL lock.
+part (host-local, which ptp execs and the agent no longer does, is timed alone for reference). The agent answers
+with the pod's programs on clsact filters and moves them onto tcx links afterwards: the next exec waits for that
+move (timed on its own), so the baseline never queues behind it for the RTNL lock.
 Target: ciliumctl-cni ADD p50 <= 2x ptp's (issue 18).
 Run as root: .venv/bin/python benchmarks/bench_cni.py [-n 30]
 Everything happens in network namespaces this script creates and removes (the node is one of them)."""
@@ -138,12 +139,12 @@ def main() -> None:
     print(f"{'plugin':<34}{'ADD p50':>10}{'ADD p90':>10}{'DEL p50':>10}")
     print(f"{'Debian ptp + host-local (baseline)':<34}{base['add_p50']:>8.1f}ms{base['add_p90']:>8.1f}ms"
           f"{base['del_p50']:>8.1f}ms")
-    print(f"{'ciliumctl-cni + host-local':<34}{ours['add_p50']:>8.1f}ms{ours['add_p90']:>8.1f}ms"
+    print(f"{'ciliumctl-cni (agent IPAM)':<34}{ours['add_p50']:>8.1f}ms{ours['add_p90']:>8.1f}ms"
           f"{ours['del_p50']:>8.1f}ms")
     agent = ours["add_p50"] - split["start"]
     print(f"where ciliumctl-cni's ADD p50 goes: plugin start-up {split['start']:.1f} ms (ptp's {split['ptp start']:.1f}"
-          f" ms), the rest (agent: host-local beside the veth, endpoint, identity, datapath attach, reconcile) "
-          f"~{agent:.1f} ms; host-local alone {split['ipam']:.1f} ms")
+          f" ms), the rest (agent: address, veth, endpoint, identity, datapath attach, reconcile) "
+          f"~{agent:.1f} ms; host-local alone (ptp's IPAM) {split['ipam']:.1f} ms")
     print(f"after ADD's answer, the agent's move onto tcx links (off the pod's path): p50 {ours['tcx_p50']:.1f} ms")
     ratio = ours["add_p50"] / base["add_p50"]
     print(f"ratio ciliumctl/ptp ADD p50: {ratio:.2f}x; first ADD on a fresh node (compiles the datapath): "

@@ -5,15 +5,17 @@ in CNI_* variables. It stays light (standard library only, no ciliumctl imports 
 start-up is part of every pod's start: it checks the request, hands it to the node agent over a unix socket
 (the configuration and its environment, with an open descriptor of the pod's network namespace: the runtime's
 netns bind mount may live in a mount namespace the agent cannot see), and prints the agent's result and the IPAM
-plugin's stderr. The agent runs the IPAM plugin as the plugin's delegate and does the netlink and BPF work
-(ciliumctl/node/cni/server.py, ciliumctl/endpoints/cni_ipam.py).
+plugin's stderr. The agent allocates the address (from its own pool, or through the IPAM plugin the configuration
+names, which it runs as the plugin's delegate) and does the netlink and BPF work (ciliumctl/node/cni/server.py,
+ciliumctl/node/cni/pool.py, ciliumctl/endpoints/cni_ipam.py).
 
 Plugin configuration keys (all optional, in the conflist so that runtimes that drop environment variables,
 like podman's cleanup process, still reach the right agent):
   agentSocket      unix socket of the agent (default $CILIUMCTL_RUN_DIR/agent.sock or /var/run/ciliumctl/agent.sock)
   hostVethPrefix   prefix of host-side veth names (default "lxc")
   agentTimeout     seconds to wait for the agent (default 60)
-  ipam             the IPAM plugin's configuration ({"type": "host-local", ...}); required for ADD
+  ipam             an IPAM plugin's configuration ({"type": "host-local", ...}) to delegate to; without it the
+                   agent allocates from the node's pool, as Cilium's agent does for its plugin
 """
 
 import _json  # the C half of json: `import json` (re, enum) would cost more than the rest of a run
@@ -247,10 +249,12 @@ def base_request(command: str, conf: dict) -> dict:
 
 
 def require_ipam(conf: dict) -> None:
+    """No "ipam" section: the agent's own IPAM. One that is there names its plugin."""
     ipam = conf.get("ipam")
-    if not isinstance(ipam, dict) or not ipam.get("type"):
-        raise CniError(E_INVALID_CONFIG, "network configuration has no \"ipam\" section with a \"type\"",
-                       'add e.g. "ipam": {"type": "host-local", "subnet": "10.200.0.0/24"}')
+    if "ipam" in conf and (not isinstance(ipam, dict) or not ipam.get("type")):
+        raise CniError(E_INVALID_CONFIG, "the \"ipam\" section of the network configuration has no \"type\"",
+                       'name an IPAM plugin, e.g. "ipam": {"type": "host-local", "subnet": "10.200.0.0/24"}, or '
+                       'leave "ipam" out for the agent\'s own')
 
 
 def cmd_add(conf: dict) -> dict:
@@ -260,7 +264,7 @@ def cmd_add(conf: dict) -> dict:
     request = base_request("ADD", conf)   # parses CNI_ARGS before anything is allocated
     fd = open_netns(ENV["CNI_NETNS"])
     try:
-        # the agent allocates the address (IPAM plugin) while it makes the veth, and releases it on failure
+        # the agent allocates the address (its pool, or the IPAM plugin beside the veth), and releases it on failure
         result = call_agent(connect_agent(conf), request, fd)
     finally:
         posix.close(fd)

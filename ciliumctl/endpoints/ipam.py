@@ -4,8 +4,9 @@ Leases live in one JSON file (`<state>/ipam.json`), rewritten atomically under a
 `endpoint add` runs (or a CNI plugin) never hand out the same address. The pool comes from, in order: an
 explicit argument, $CILIUMCTL_POOL, the node settings, the default 10.200.0.0/16.
 
-The upper half of a pool of /29 or more is left to the CNI plugin's host-local IPAM (endpoints/cni_install.py
-hands it that range), so sandbox endpoints and pods of a container runtime never get the same address.
+The upper half of a pool of /29 or more is left to pods of a container runtime (the agent's own IPAM,
+node/cni/pool.py, or host-local over that range: node/cni/install.py), so they and sandbox endpoints never get the
+same address.
 
 The lease file is not the only witness of an address in use: allocate() also skips the addresses its caller
 knows to be taken (the node passes the endpoint registry's and the kernel's, node.endpoint_check), so a lost or

@@ -1,5 +1,6 @@
 """The plugin against the CNI spec, driven like cnitool drives it: exec with CNI_* variables and the network
-configuration on stdin, against namespaces the test creates, with Debian's host-local as the IPAM plugin."""
+configuration on stdin, against namespaces the test creates. Addresses come from the agent's own pool (the
+installed conflist has no "ipam" section), or from Debian's host-local where a configuration delegates to it."""
 
 import concurrent.futures
 import json
@@ -70,11 +71,14 @@ def test_unsupported_version_is_error_1():
     assert_error(code, out, 1)
 
 
-def test_missing_ipam_is_error_7():
-    conf = json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "ciliumctl-cni"})
-    code, out = exec_plugin({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/proc/self/ns/net",
-                             "CNI_IFNAME": "eth0"}, conf)
+def test_an_ipam_section_without_type_is_error_7(tmp_path):
+    conf = {"cniVersion": "1.0.0", "name": "n", "type": "ciliumctl-cni", "agentSocket": str(tmp_path / "nobody.sock")}
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0"}
+    code, out = exec_plugin(env, json.dumps(dict(conf, ipam={"subnet": "10.1.0.0/24"})))
     assert_error(code, out, 7)
+    # no "ipam" section at all: the agent's own IPAM, so the request goes to the agent (down here)
+    code, out = exec_plugin(env, json.dumps(conf))
+    assert_error(code, out, 11)
 
 
 def test_bad_cni_args_is_error_4():
@@ -97,12 +101,14 @@ def test_agent_not_running_is_try_again_later(tmp_path):
     assert_error(code, out, 50)
 
 
-def test_conflist_carries_agent_socket_and_cni_range():
+def test_conflist_carries_agent_socket_and_leaves_ipam_to_the_agent():
     cl = cni_install.conflist("10.200.0.0/16", agent_socket="/x/agent.sock")
     plugin = cl["plugins"][0]
     assert cl["cniVersion"] == "1.0.0" and plugin["type"] == "ciliumctl-cni"
     assert plugin["agentSocket"] == "/x/agent.sock"
-    r = plugin["ipam"]["ranges"][0][0]
+    assert "ipam" not in plugin              # as Cilium's conflist: the agent allocates
+    # the cluster DaemonSet's: host-local over the pool's upper half
+    r = cni_install.conflist("10.200.0.0/16", host_local=True)["plugins"][0]["ipam"]["ranges"][0][0]
     assert (r["subnet"], r["rangeStart"], r["rangeEnd"]) == ("10.200.0.0/16", "10.200.128.0", "10.200.255.254")
 
 
@@ -114,7 +120,7 @@ def test_install_and_uninstall(tmp_path):
     cni_install.install_cni(str(conf_dir), str(bin_dir), pool="10.9.0.0/24")   # idempotent
     launcher = bin_dir / "ciliumctl-cni"
     assert os.access(launcher, os.X_OK)
-    assert json.loads((conf_dir / "05-ciliumctl.conflist").read_text())["plugins"][0]["ipam"]["ranges"]
+    assert json.loads((conf_dir / "05-ciliumctl.conflist").read_text())["plugins"][0]["agentSocket"]
     proc = subprocess.run([str(launcher)], env={"CNI_COMMAND": "VERSION"}, input="", capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0 and "1.0.0" in json.loads(proc.stdout)["supportedVersions"]
@@ -235,8 +241,7 @@ def test_agent_runs_the_ipam_plugin_as_the_plugins_delegate(cni_node):
         '  echo \'{"cniVersion": "1.0.0", "code": 11, "msg": "pool exhausted"}\'; exit 1\nfi\n'
         f"exec {cni_node.bin_dir}/host-local\n")
     (cni_node.bin_dir / "noisy-ipam").chmod(0o755)
-    conf = cni_node.conf()
-    conf["ipam"] = dict(conf["ipam"], type="noisy-ipam")
+    conf = cni_node.conf(ipam=cni_node.host_local(type="noisy-ipam"))
     ns = cni_node.new_pod_ns(1)
     code, out, err = cni_node.plugin("ADD", conf, "ctr1", f"/run/netns/{ns}", args="IgnoreUnknown=1;K8S_POD_NAME=p")
     assert code == 0, (out, err)
@@ -312,6 +317,60 @@ def test_agent_down_then_up(cni_node):
     assert cni_node.leases() == [] and cni_node.endpoints() == [] and cni_node.host_links() == []
 
 
+@pytest.fixture
+def small_node():
+    """A node whose pool is a /29: its pods' half holds three addresses (.4, .5, .6; .7 is the broadcast)."""
+    from support.cni_node import CniNode, require_stack
+
+    require_stack()
+    with CniNode(pool="10.231.7.0/29") as n:
+        yield n
+
+
+@pytest.mark.root
+def test_the_agents_own_ipam_hands_out_frees_and_remembers_addresses(small_node):
+    node = small_node
+    nss = [node.new_pod_ns(i) for i in range(5)]
+    got = []
+    for i in range(3):
+        code, out, err = node.plugin("ADD", node.conf(), f"ctr{i}", f"/run/netns/{nss[i]}")
+        assert code == 0, (out, err)
+        got.append(out["ips"][0]["address"])
+    assert sorted(got) == ["10.231.7.4/32", "10.231.7.5/32", "10.231.7.6/32"]
+    code, out, _ = node.plugin("ADD", node.conf(), "ctr3", f"/run/netns/{nss[3]}")
+    assert code == 1 and out["code"] == 11 and "no free address" in out["msg"] and "10.231.7.0/29" in out["msg"]
+    assert len(node.host_links()) == 3 and len(node.endpoints()) == 3
+    # a restarted agent finds the addresses in use again (attachment records, endpoint registry)
+    node.stop_server()
+    node.start_server()
+    code, out, _ = node.plugin("ADD", node.conf(), "ctr3", f"/run/netns/{nss[3]}")
+    assert code == 1 and out["code"] == 11, out
+    # DEL frees the address for the next pod
+    code, out, err = node.plugin("DEL", node.conf(), "ctr1", f"/run/netns/{nss[1]}")
+    assert code == 0, (out, err)
+    code, out, err = node.plugin("ADD", node.conf(), "ctr3", f"/run/netns/{nss[3]}")
+    assert code == 0 and out["ips"][0]["address"] == got[1], (out, err)
+    code, out, err = node.plugin("CHECK", dict(node.conf(), prevResult=out), "ctr3", f"/run/netns/{nss[3]}")
+    assert code == 0, (out, err)
+    for i in (0, 2, 3):
+        assert node.plugin("DEL", node.conf(), f"ctr{i}", "")[0] == 0
+    assert node.leases() == [] and node.endpoints() == [] and node.host_links() == []
+
+
+@pytest.mark.root
+def test_del_releases_where_the_address_came_from_after_the_conflist_changed(cni_node):
+    """An attachment made through host-local is released there by a DEL whose configuration no longer names it
+    (the node's conflist switched to the agent's own IPAM meanwhile)."""
+    ns = cni_node.new_pod_ns(1)
+    code, out, err = cni_node.plugin("ADD", cni_node.conf(ipam=cni_node.host_local()), "old", f"/run/netns/{ns}")
+    assert code == 0, (out, err)
+    lease = out["ips"][0]["address"].split("/")[0]
+    assert (cni_node.ipam_dir / "ciliumctl" / lease).exists()
+    code, out, err = cni_node.plugin("DEL", cni_node.conf(), "old", f"/run/netns/{ns}")
+    assert code == 0, (out, err)
+    assert not (cni_node.ipam_dir / "ciliumctl" / lease).exists() and cni_node.leases() == []
+
+
 @pytest.mark.root
 def test_status_and_gc(cni_node):
     conf = dict(cni_node.conf(), cniVersion="1.1.0")
@@ -342,7 +401,7 @@ def test_install_step_writes_records_and_undoes(tmp_path, monkeypatch):
     step.run(opts)
     assert step.check(opts) is None                      # idempotent: nothing left to do
     plugin = json.loads((tmp_path / "net.d" / "05-ciliumctl.conflist").read_text())["plugins"][0]
-    assert plugin["ipam"]["ranges"][0][0]["rangeStart"] == "10.77.128.0"
+    assert plugin["type"] == "ciliumctl-cni" and "ipam" not in plugin   # the agent allocates from the node pool
     assert "removed" in step.undo()
     assert not (tmp_path / "bin" / "ciliumctl-cni").exists()
     assert step.undo() is None

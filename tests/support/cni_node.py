@@ -79,7 +79,8 @@ class CniNode:
 
     def env(self) -> dict:
         return cli_env(CILIUMCTL_STATE_DIR=str(self.state), CILIUMCTL_RUN_DIR=str(self.rundir),
-                       CILIUMCTL_NODE_NETNS=self.node_ns, CILIUMCTL_BPFFS_DIR=str(self.bpffs))
+                       CILIUMCTL_NODE_NETNS=self.node_ns, CILIUMCTL_BPFFS_DIR=str(self.bpffs),
+                       CILIUMCTL_POOL=self.pool)   # the agent's own IPAM hands out its upper half
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """`ciliumctl ARGS` against this node (the exit code is the caller's to check)."""
@@ -132,6 +133,12 @@ class CniNode:
         plugin.update(plugin_overrides)
         return plugin
 
+    def host_local(self, **overrides) -> dict:
+        """An "ipam" section delegating to Debian's host-local over the same range, its leases in ipam_dir."""
+        start, end = cni_install.cni_range(self.pool)
+        return dict({"type": "host-local", "dataDir": str(self.ipam_dir),
+                     "ranges": [[{"subnet": self.pool, "rangeStart": start, "rangeEnd": end}]]}, **overrides)
+
     def plugin(self, command: str, conf: dict | str | None, container_id: str = "", netns: str = "",
                ifname: str = "eth0", args: str = "IgnoreUnknown=1", extra_env: dict | None = None):
         """Exec the installed plugin like a runtime; returns (exit code, parsed stdout or None, stderr)."""
@@ -156,10 +163,11 @@ class CniNode:
         return [r for r in self.node_exec("ip", "-4", "route", "show").stdout.splitlines() if self.prefix in r]
 
     def leases(self) -> list[str]:
+        """Addresses held: host-local's lease files, and the agent's own (its attachment records say "agent")."""
         d = self.ipam_dir / "ciliumctl"
-        if not d.is_dir():
-            return []
-        return sorted(p.name for p in d.iterdir() if p.name[0].isdigit())
+        files = [p.name for p in d.iterdir() if p.name[0].isdigit()] if d.is_dir() else []
+        records = [json.loads(p.read_text()) for p in sorted((self.state / "cni").glob("*.json"))]
+        return sorted(files + [r["ipv4"] for r in records if r.get("ipam") == "agent"])
 
     def endpoints(self) -> list[dict]:
         d = self.state / "endpoints"

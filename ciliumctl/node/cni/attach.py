@@ -135,6 +135,24 @@ def find(container_id: str, host_ifname: str) -> list[int]:
             if ep.container_id == container_id and ep.host_ifname == host_ifname]
 
 
+def address_of(ep_id: int) -> str | None:
+    ep = registry.load(ep_id)
+    return ep.ipv4.split("/")[0] if ep is not None and ep.ipv4 else None
+
+
+def node_pool() -> str:
+    """The node's address pool (settings, $CILIUMCTL_POOL or the default), whose upper half is the pods'."""
+    from ciliumctl.endpoints import ipam
+
+    return ipam.effective_pool(configured=node_settings.load_settings().pool or None)
+
+
+def registered_addresses() -> list[str]:
+    """The addresses of every readable endpoint record (a witness of addresses in use, node.cni.pool)."""
+    good, _corrupt = registry.scan()
+    return [ep.ipv4.split("/")[0] for ep in good if ep.ipv4]
+
+
 def check(ep_id: int) -> list[str]:
     ep = registry.load(ep_id)
     if ep is None:

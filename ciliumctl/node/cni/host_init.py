@@ -68,7 +68,9 @@ def install(conf_dir: str, bin_dir: str, python: str, plugins_from: str, node_na
             os.chmod(tmp, 0o755)
             os.replace(tmp, dst)
             done.append(f"copied {name} to {bin_dir}")
-    done += cni_install.install_cni(conf_dir, bin_dir, pool=pool)
+    # host-local keeps cluster pods' addresses on the host (/var/lib/cni/networks) across agent restarts; the agent's
+    # own pool (node mode) is not wired for the DaemonSet yet
+    done += cni_install.install_cni(conf_dir, bin_dir, pool=pool, host_local=True)
     plugin = Path(bin_dir) / cni_install.PLUGIN_NAME
     tmp = plugin.with_name(f".{plugin.name}.tmp{os.getpid()}")
     tmp.write_text(host_plugin_text(python))

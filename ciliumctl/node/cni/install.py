@@ -6,8 +6,10 @@ packages: the plugin needs only the standard library) and imports the plugin fro
 ADD pays ~20 ms of interpreter start-up instead of ~80-440 ms. It is written as a file (not a symlink) so that it
 also works when the bin directory is a host path mounted into the agent's container.
 
-Addresses: host-local hands out the upper half of the node pool; `ciliumctl endpoint add` (H4's Pool) must stay
-in the lower half (cni_range() says where the line is)."""
+Addresses: pods get the upper half of the node pool; `ciliumctl endpoint add` (H4's Pool) must stay in the lower
+half (cni_range() says where the line is). The conflist has no "ipam" section, so the agent allocates them itself
+(node/cni/pool.py, as Cilium's conflist leaves IPAM to its agent); host_local=True writes a host-local section over
+the same range instead (the cluster DaemonSet's, whose node keeps host-local's leases on a host path)."""
 
 from __future__ import annotations
 
@@ -43,20 +45,21 @@ def cni_range(pool: str) -> tuple[str, str]:
 
 
 def conflist(pool: str, agent_socket: str | None = None, ipam_data_dir: str | None = None,
-             host_veth_prefix: str = "lxc", name: str = NETWORK_NAME) -> dict:
-    start, end = cni_range(pool)
-    net = ipaddress.ip_network(pool, strict=False)
-    ipam = {"type": "host-local", "ranges": [[{"subnet": str(net), "rangeStart": start, "rangeEnd": end}]]}
-    if ipam_data_dir:
-        ipam["dataDir"] = str(ipam_data_dir)
-    plugin = {
+             host_veth_prefix: str = "lxc", name: str = NETWORK_NAME, host_local: bool = False) -> dict:
+    start, end = cni_range(pool)   # also checks the pool
+    plugin: dict[str, object] = {
         "type": PLUGIN_NAME,
         # podman's cleanup process drops custom environment variables: the socket path travels in the file
         "agentSocket": str(agent_socket or paths.agent_socket()),
         "hostVethPrefix": host_veth_prefix,
         "capabilities": {"io.kubernetes.cri.pod-annotations": True},
-        "ipam": ipam,
     }
+    if host_local:
+        net = ipaddress.ip_network(pool, strict=False)
+        ipam = {"type": "host-local", "ranges": [[{"subnet": str(net), "rangeStart": start, "rangeEnd": end}]]}
+        if ipam_data_dir:
+            ipam["dataDir"] = str(ipam_data_dir)
+        plugin["ipam"] = ipam
     return {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
 
 
@@ -83,7 +86,7 @@ def _write_atomic(path: Path, text: str, mode: int) -> None:
 
 def install_cni(conf_dir: str = DEFAULT_CONF_DIR, bin_dir: str = DEFAULT_BIN_DIR, *, pool: str | None = None,
                 agent_socket: str | None = None, ipam_data_dir: str | None = None,
-                host_veth_prefix: str = "lxc", dry_run: bool = False) -> list[str]:
+                host_veth_prefix: str = "lxc", host_local: bool = False, dry_run: bool = False) -> list[str]:
     """Write the conflist and the plugin launcher (idempotent). Returns what was (or would be) done."""
     if pool is None:
         from ciliumctl.endpoints import ipam
@@ -91,7 +94,8 @@ def install_cni(conf_dir: str = DEFAULT_CONF_DIR, bin_dir: str = DEFAULT_BIN_DIR
         pool = ipam.effective_pool()
     conf_path = Path(conf_dir) / CONFLIST_NAME
     bin_path = Path(bin_dir) / PLUGIN_NAME
-    text = json.dumps(conflist(pool, agent_socket, ipam_data_dir, host_veth_prefix), indent=2) + "\n"
+    text = json.dumps(conflist(pool, agent_socket, ipam_data_dir, host_veth_prefix, host_local=host_local),
+                      indent=2) + "\n"
     actions = [f"write CNI network configuration {conf_path}", f"write CNI plugin {bin_path}"]
     if dry_run:
         return actions

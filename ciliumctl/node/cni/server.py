@@ -6,10 +6,14 @@ its environment) and shuts down its write side; an open descriptor of the pod's 
 {"ok": false, "code": N, "msg": "...", "details": "...", "stderr": "..."} (CNI error codes; stderr: the IPAM
 plugin's, for the plugin's stderr).
 
-The server runs the IPAM plugin (endpoints/cni_ipam.py): an ADD starts it as the request arrives and creates the
-veth meanwhile (no address needed), then addresses it. ADD returns only when the veth, routes, endpoint
-registration, identity, datapath attachment and the policy reconcile are all done, so in `always` mode a pod never
-runs unprotected. The programs go on as clsact filters
+Addresses: a configuration without an "ipam" section (the conflist `install` writes) gets one from the agent's own
+pool, in this process (node/cni/pool.py, as Cilium's agent allocates for its plugin). One with an "ipam" section
+delegates to that IPAM plugin (endpoints/cni_ipam.py): an ADD starts it as the request arrives and creates the
+veth meanwhile (no address needed), then addresses it. The attachment record says which ("ipam": "agent" or the
+delegated section), so that DEL releases the address where it came from even after the conflist changed.
+
+ADD returns only when the veth, routes, endpoint registration, identity, datapath attachment and the policy
+reconcile are all done, so in `always` mode a pod never runs unprotected. The programs go on as clsact filters
 (no kernel wait); a thread then moves them onto tcx links (an RCU grace period each) after the answer.
 Attachments are keyed by (network name, container id, ifname) as the spec asks, and recorded in
 `<state>/cni/<key>.json` (atomic writes); work that touches shared node state runs under one lock (a thread lock
@@ -36,6 +40,7 @@ from ciliumctl.base import paths, statefile
 from ciliumctl.endpoints import cni_plumbing
 from ciliumctl.endpoints.cni_ipam import CniFailure, Ipam
 from ciliumctl.node.cni import attach as cni_node
+from ciliumctl.node.cni.pool import AgentPool, PoolExhausted
 
 log = logging.getLogger("ciliumctl.cni")
 
@@ -104,6 +109,17 @@ class CniHandler:
         # host interface -> the thread moving its programs onto tcx links (cni_node.finish_attach); a teardown
         # of that interface waits for it first
         self._moving: dict[str, threading.Thread] = {}
+        self._pool: AgentPool | None = None   # the agent's own IPAM, built at its first use (lock held)
+
+    def agent_pool(self) -> AgentPool:
+        """The node pool's pod range with the addresses in use, restored from the attachment records and the endpoint
+        registry at first use (call with the lock held)."""
+        if self._pool is None:
+            pool = AgentPool(cni_node.node_pool())
+            pool.restore(a.get("ipv4") for a in load_attachments())
+            pool.restore(cni_node.registered_addresses())
+            self._pool = pool
+        return self._pool
 
     @contextlib.contextmanager
     def _locked(self):
@@ -129,17 +145,25 @@ class CniHandler:
         if command == "ADD":
             if netns_fd is None:
                 raise CniFailure(4, "ADD needs the pod's network namespace (CNI_NETNS)")
+            if "ipam" in conf and not ipam.type:
+                raise CniFailure(E_INVALID_CONFIG, "the \"ipam\" section of the network configuration has no "
+                                                   "\"type\"", "name an IPAM plugin, or leave \"ipam\" out for "
+                                                   "the agent's own")
             if not ipam.type:
-                raise CniFailure(E_INVALID_CONFIG, "network configuration has no \"ipam\" section with a \"type\"")
+                return self.add_agent_ipam(request, conf, key, netns_fd)
             return self.add(request, conf, key, netns_fd, ipam)
         if command == "DEL":
-            self.delete(conf, key, cid)
+            delegated = self.delete(conf, key, cid)
+            if not ipam.type and delegated:   # added through an IPAM plugin the configuration no longer names
+                then = Ipam(dict(conf, ipam=delegated), request.get("env"))
+                then.stderr = ipam.stderr   # the caller sends this list back as the plugin's stderr
+                ipam = then
             if ipam.type:   # after the endpoint is gone: an address is never handed out while still in use
                 ipam.run("DEL")
             return {}
         if command == "CHECK":
-            self.check(request, conf, key, netns_fd)
-            if ipam.type:
+            agent_ipam = self.check(request, conf, key, netns_fd)
+            if ipam.type and not agent_ipam:
                 ipam.run("CHECK")
             return {}
         raise CniFailure(4, f"unknown command {command!r}")
@@ -166,7 +190,7 @@ class CniHandler:
                 except BaseException:
                     cni_plumbing.teardown_veth(hostif)
                     raise
-                return self._register(request, conf, key, ipam_result, links, hostif)
+                return self._register(request, conf, key, ipam_result, links, hostif, conf.get("ipam"))
         except BaseException:
             # a failed ADD runs the IPAM plugin again with DEL (CNI SPEC.md, "Delegated plugin execution
             # procedure"), once its ADD has finished
@@ -175,8 +199,37 @@ class CniHandler:
             ipam.release()
             raise
 
-    def _register(self, request: dict, conf: dict, key: str, ipam_result: dict, links: dict, hostif: str) -> dict:
-        """The endpoint and its record for an addressed veth, and the ADD's result (node lock held)."""
+    def add_agent_ipam(self, request: dict, conf: dict, key: str, netns_fd: int) -> dict:
+        """ADD with the agent's own IPAM: the address is taken from memory under the lock (no plugin to wait for)."""
+        ifname = request["ifname"]
+        hostif = host_ifname(str(conf.get("hostVethPrefix") or "lxc"), key)
+        with self._locked():
+            old = _read_record(_state_path(key))
+            if old:   # a repeated ADD without DEL (runtime retry): start from a clean slate
+                self._teardown(old)
+            pool = self.agent_pool()
+            try:
+                ipv4 = pool.allocate()
+            except PoolExhausted as err:
+                raise CniFailure(E_TRY_AGAIN_LATER, str(err), "delete pods, or install with a larger --pool") from None
+            try:
+                links = cni_plumbing.create_veth(hostif, netns_fd, ifname, int(conf.get("mtu") or 1500))
+                try:
+                    cni_plumbing.address_veth(hostif, netns_fd, links, ipv4)
+                except BaseException:
+                    cni_plumbing.teardown_veth(hostif)
+                    raise
+                # _register tears down what it made on failure; the address is released here
+                return self._register(request, conf, key, {"ips": [{"address": f"{ipv4}/32"}]}, links, hostif,
+                                      "agent")
+            except BaseException:
+                pool.release(ipv4)
+                raise
+
+    def _register(self, request: dict, conf: dict, key: str, ipam_result: dict, links: dict, hostif: str,
+                  ipam_source: object) -> dict:
+        """The endpoint and its record for an addressed veth, and the ADD's result (node lock held). ipam_source:
+        "agent" (node/cni/pool.py) or the delegated "ipam" section the address came from, for DEL."""
         ifname = request["ifname"]
         args = request.get("args") or {}
         runtime_conf = conf.get("runtimeConfig") or {}
@@ -184,6 +237,7 @@ class CniHandler:
         attachment = {
             "network": conf["name"], "containerID": request["containerID"], "ifname": ifname,
             "netns": request.get("netns", ""), "hostIfname": hostif, "ipv4": ipv4, "endpointID": 0,
+            "ipam": ipam_source,
         }
         try:
             ep = cni_node.register(
@@ -195,7 +249,7 @@ class CniHandler:
             attachment["endpointID"] = ep.id
             statefile.write_json(_state_path(key), attachment, durable=False)   # _read_record says why
         except BaseException:
-            self._teardown(attachment)
+            self._teardown(dict(attachment, ipam=None))   # the caller releases the address
             raise
         mover = threading.Thread(target=self._finish_attach, args=(hostif, links["host_ifindex"]),
                                  name=f"tcx-{hostif}", daemon=True)
@@ -216,7 +270,9 @@ class CniHandler:
         return result
 
     # --- DEL -----------------------------------------------------------------------------------------------
-    def delete(self, conf: dict, key: str, container_id: str) -> dict:
+    def delete(self, conf: dict, key: str, container_id: str) -> dict | None:
+        """Tear the attachment down (idempotent). Returns the delegated "ipam" section its address came from when
+        the record names one, for the caller to release there after the endpoint is gone."""
         with self._locked():
             attachment = _read_record(_state_path(key))
             if attachment is None:   # unknown or already deleted: still remove what a crash may have left
@@ -224,11 +280,15 @@ class CniHandler:
                 attachment = {"hostIfname": hostif, "ipv4": None, "endpointID": 0, "network": conf.get("name"),
                               "containerID": container_id}
                 for ep_id in cni_node.find(container_id, hostif):
+                    ep_addr = cni_node.address_of(ep_id)
                     cni_node.unregister(ep_id, container_id)
+                    if not conf.get("ipam") and ep_addr:   # the agent's address, if it was: free again
+                        self.agent_pool().release(ep_addr)
             self._teardown(attachment)
             with contextlib.suppress(FileNotFoundError):
                 _state_path(key).unlink()
-        return {}
+        delegated = attachment.get("ipam")
+        return delegated if isinstance(delegated, dict) else None
 
     def _finish_attach(self, hostif: str, ifindex: int) -> None:
         try:
@@ -252,9 +312,12 @@ class CniHandler:
         if attachment.get("endpointID"):
             cni_node.unregister(int(attachment["endpointID"]), attachment.get("containerID", ""))
         cni_plumbing.teardown_veth(attachment["hostIfname"])
+        if attachment.get("ipam") == "agent":   # last: the address is free only once nothing has it
+            self.agent_pool().release(attachment.get("ipv4"))
 
     # --- CHECK ---------------------------------------------------------------------------------------------
-    def check(self, request: dict, conf: dict, key: str, netns_fd: int | None) -> dict:
+    def check(self, request: dict, conf: dict, key: str, netns_fd: int | None) -> bool:
+        """Raises what is broken; True when the address is the agent's (no IPAM plugin to ask)."""
         attachment = _read_record(_state_path(key))
         if attachment is None:
             raise CniFailure(E_UNKNOWN_CONTAINER, f"no attachment of container {request['containerID']} "
@@ -268,14 +331,19 @@ class CniHandler:
         problems += cni_plumbing.check_veth(attachment["hostIfname"], netns_fd, attachment["ifname"],
                                             attachment["ipv4"])
         problems += cni_node.check(int(attachment["endpointID"]))
+        agent_ipam = attachment.get("ipam") == "agent"
+        if agent_ipam:
+            with self._locked():
+                if not self.agent_pool().holds(attachment["ipv4"]):
+                    problems.append(f"the agent's pool does not hold {attachment['ipv4']} as in use")
         if problems:
             raise CniFailure(E_INTERNAL, "attachment is broken: " + "; ".join(problems))
-        return {}
+        return agent_ipam
 
     # --- GC (spec 1.1) -------------------------------------------------------------------------------------
     def gc(self, conf: dict, ipam: Ipam) -> dict:
         valid = {(a.get("containerID"), a.get("ifname")) for a in conf.get("cni.dev/valid-attachments") or []}
-        removed = []
+        removed, delegated = [], []
         with self._locked():
             for attachment in load_attachments():
                 if attachment.get("network") != conf["name"]:
@@ -286,12 +354,14 @@ class CniHandler:
                 key = attachment_key(attachment["network"], attachment["containerID"], attachment["ifname"])
                 with contextlib.suppress(FileNotFoundError):
                     _state_path(key).unlink()
+                if attachment.get("ipam") != "agent":   # released by _teardown
+                    delegated.append({"containerID": attachment["containerID"], "ifname": attachment["ifname"]})
                 removed.append({"containerID": attachment["containerID"], "ifname": attachment["ifname"]})
         if ipam.type:
             if conf.get("cniVersion") == "1.1.0" and ipam.supports("1.1.0"):
                 ipam.run("GC")
             else:   # an IPAM plugin older than 1.1 (Debian's host-local): release the stale attachments one by one
-                for att in removed:
+                for att in delegated:
                     ipam.run("DEL", CNI_CONTAINERID=att["containerID"], CNI_IFNAME=att["ifname"], CNI_NETNS="")
         return {"removed": removed}
 
