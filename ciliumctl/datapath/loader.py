@@ -474,6 +474,30 @@ class Datapath:
             _write_entries(self.maps["ipcache"], "ipcache", want, {}, revision)
         return True
 
+    def add_identities(self, state: ResolvedState, identities: set[int], ipcache: dict[str, int]) -> bool:
+        """Identities new to the active revision, in place (Cilium's incremental policy update): their policy
+        entries as `state` (the active revision resolved again with them) has them, denies first, then `ipcache`
+        (the prefixes that map to them), without a switch. Only while the active revision is `state.revision` and
+        `state` enforces every endpoint as it does: entries of an identity no address maps to yet change no
+        decision made. False: nothing written, the caller reconciles (node.dns_proxy.policy)."""
+        from ciliumctl.datapath.mapstate import compile_epcfg, compile_policy  # noqa: PLC0415
+
+        with _Lock():
+            active, _crc, current, _ns = maps.DP_STATE.unpack(self.maps["state"].lookup_array(0))
+            active &= 1
+            if current != state.revision or compile_epcfg(state, active) != {
+                    k: v for k, v in self.maps["epcfg"].items().items() if maps.key_slot("epcfg", k) == active}:
+                return False
+            policy, cookies = compile_policy(state, active)
+            new = [(k, v) for k, v in policy.items() if maps.POLICY_KEY.unpack(k)[4] in identities]
+            for deny in (1, 0):
+                _write_entries(self.maps["policy"], "policy", policy, {}, state.revision,
+                               [(k, v) for k, v in new if maps.POLICY_VAL.unpack(v)[0] == deny])
+            want = compile_ipcache(ResolvedState(state.revision, {}, dict(ipcache), {}), active)
+            _write_entries(self.maps["ipcache"], "ipcache", want, {}, state.revision)
+            Datapath._write_cookies(cookies, state.revision)
+        return True
+
     def upgrade(self, state: ResolvedState) -> ApplyReport:
         """Replace outdated pinned programs and maps by ones built from this ciliumctl's sources, without a gap:
         the new maps get `state`, the attached endpoints and the connections tracked so far (when their layout

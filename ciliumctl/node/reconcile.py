@@ -41,6 +41,11 @@ def allocator(path: Path | None = None):
 _cluster = None
 
 
+def cluster_mode() -> bool:
+    """An agent's cluster view decides reconciles (set_cluster)."""
+    return _cluster is not None
+
+
 def set_cluster(cluster) -> None:
     """`cluster` has .identities (an IdentityBackend) and .reconcile_locked(datapath, settings); None resets."""
     global _cluster

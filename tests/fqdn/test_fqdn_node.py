@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from support.dnsmasq import Dnsmasq, require_dnsmasq
@@ -40,6 +41,9 @@ spec:
   - toFQDNs: [{{matchPattern: "api*.example.test"}}]
     toPorts:
     - ports: [{{port: "80", protocol: TCP}}]
+  - toFQDNs: [{{matchName: "api2.example.test"}}]
+    toPorts:
+    - ports: [{{port: "8080", protocol: TCP}}]
 """
 
 LOOKUP = """
@@ -133,7 +137,8 @@ def test_dns_aware_policy_end_to_end(node, tmp_path):
         refused = [f for f in got if f["l7"]["dns"]["query"] == "denied.example.test."]
         assert refused[0]["verdict"] == "DROPPED"
 
-        # a second name of the selectors: its address goes into the ipcache in place (the identity is programmed)
+        # a second name, matched by two selectors: its label set is new, its identity and address go into the
+        # active revision in place (node.dns_proxy.service.program_new_identities)
         assert not node.connect("client", API2, 80, timeout=0.5)
         assert lookup(node, "client", "api2.example.test") == ("NOERROR", [API2])
         assert node.connect("client", API2, 80)
@@ -166,3 +171,103 @@ def test_dns_aware_policy_end_to_end(node, tmp_path):
         # fail closed: with the agent (and its proxy) down, redirected DNS gets no answer from anywhere else
         node.cli("agent", "stop")
         assert lookup(node, "client", "api.example.test", timeout=1.0)[0] == "ERROR"
+
+
+NEW_SET_POLICY = f"""apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: fqdn
+spec:
+  endpointSelector:
+    matchLabels:
+      app: client
+  egress:
+  - toCIDR: [{DNS}/32]
+    toPorts:
+    - ports: [{{port: "53", protocol: ANY}}]
+      rules:
+        dns: [{{matchPattern: "*"}}]
+  - toFQDNs: [{{matchPattern: "*.example.test"}}]
+    toPorts:
+    - ports: [{{port: "80", protocol: TCP}}]
+  - toFQDNs: [{{matchName: "multi.example.test"}}]
+    toPorts:
+    - ports: [{{port: "443", protocol: TCP}}]
+  - toCIDR: [10.97.64.0/18]
+    toPorts:
+    - ports: [{{port: "22", protocol: TCP}}]
+"""
+
+
+def _slot_free(name: str, key: bytes) -> bytes:
+    """A map key with its slot bit cleared, so two slots' entries compare."""
+    from ciliumctl.datapath import maps
+
+    fmt = {"ipcache": (maps.IPCACHE_KEY, 1), "policy": (maps.POLICY_KEY, 1), "epcfg": (maps.EPCFG_KEY, 0)}
+    if name not in fmt:
+        return key
+    st, i = fmt[name]
+    fields = list(st.unpack(key))
+    fields[i] = 0
+    return st.pack(*fields)
+
+
+def _active_maps(dp) -> dict:
+    from ciliumctl.datapath import readback
+
+    active = readback.state_of(dp.maps)[0]
+    return {name: {_slot_free(name, k): v for k, v in entries.items()}
+            for name, entries in readback.slot_entries(dp.maps, active).items() if name != "lb_services"}
+
+
+def test_a_new_label_set_goes_in_place_and_a_reconcile_writes_the_same_maps(node, tmp_path, monkeypatch):
+    """An address whose label set the revision lacks (two selectors match its name, a rule CIDR contains it) is
+    programmed without a reconcile: its identity's policy entries and its ipcache entry into the active revision
+    (Cilium's incremental policy update); a full reconcile afterwards writes exactly those maps."""
+    from support.netns import in_netns
+
+    from ciliumctl.base import netns as node_netns
+    from ciliumctl.node import reconcile, settings
+    from ciliumctl.node.dns_proxy.policy import NodeDNSPolicy
+    from ciliumctl.node.dns_proxy.server import Answer
+    from ciliumctl.node.dns_proxy.service import program_new_identities
+
+    node.cli("install", "--no-agent")
+    client = node.add_pod("client", "client")
+    node.cli("policy", "apply", "-f", str(write(tmp_path / "p.yaml", NEW_SET_POLICY)))
+    for k, v in node.env.items():
+        if k.startswith("CILIUMCTL_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setattr(node_netns, "_entered", None)     # this thread enters the node's namespace (below) only
+    monkeypatch.setattr(reconcile, "_proxy_route", False)
+    reconciles = []
+    with in_netns(node.name):
+        pol = NodeDNSPolicy(lambda: reconciles.append(reconcile.reconcile()), settings.locked)
+        dp = reconcile.open_datapath()
+        pol.datapath, pol.new_identities = (lambda: dp), program_new_identities
+        try:
+            q = SimpleNamespace(client=(client, 40000), server=(DNS, 53), proto="udp", qname="multi.example.test.")
+            pol.learn(q, Answer("NOERROR", [("10.97.64.9", 300)], [], b"", True))
+            assert reconciles == []                       # in place
+            ident = {i: ls for i, ls in reconcile.allocator().known().items()
+                     if ls == {"fqdn:*.example.test", "fqdn:multi.example.test", "cidr:10.97.64.0/18",
+                               "reserved:world"}}
+            assert len(ident) == 1
+            new_id = next(iter(ident))
+            maps = _active_maps(dp)
+            cookies = json.loads((node.state / "datapath" / "cookies.json").read_text())["cookies"]
+            # its ipcache entry, and its policy entries: egress TCP 80 (*.example.test), 443 (multi...), 22 (CIDR)
+            from ciliumctl.datapath import maps as bpfmaps
+
+            key = bpfmaps.IPCACHE_KEY.pack(bpfmaps.IPCACHE_BASE_BITS + 32, 0, bytes([10, 97, 64, 9]))
+            assert bpfmaps.IPCACHE_VAL.unpack(maps["ipcache"][key])[0] == new_id
+            ports = sorted(int.from_bytes(k[-2:], "big") for k in maps["policy"]
+                           if bpfmaps.POLICY_KEY.unpack(k)[4] == new_id)
+            assert ports == [22, 80, 443]
+            # the same maps from a full reconcile (the other slot)
+            with settings.locked():
+                reconcile.reconcile()
+            assert _active_maps(dp) == maps
+            assert json.loads((node.state / "datapath" / "cookies.json").read_text())["cookies"] == cookies
+        finally:
+            dp.close()

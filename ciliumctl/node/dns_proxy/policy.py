@@ -97,6 +97,7 @@ class _View:
         self.revision = 0
         self.prefixes = RulePrefixes(())
         self.learned: dict[frozenset[str], int] = {}      # label set -> identity, programmed in `revision`
+        self._texts: dict[str, int] = {}
 
     def refresh(self, path: Path) -> _View:
         try:
@@ -115,12 +116,17 @@ class _View:
         self.prefixes = RulePrefixes(data.get("prefixes") or ())
         self.learned = {frozenset(ls): int(i) for ls, i in data.get("learned_identities") or ()}
         self.ipcache = {}
+        self._texts = {p: int(i) for p, i in (data.get("ipcache") or {}).items()}
         for prefix, ident in (data.get("ipcache") or {}).items():
             net = ipaddress.ip_network(prefix, strict=False)
             if net.version == 4:
                 self.ipcache.setdefault(net.prefixlen, {})[int(net.network_address)] = int(ident)
         self.key = key
         return self
+
+    def ipcache_texts(self) -> dict[str, int]:
+        """The revision's ipcache as saved (prefix -> identity)."""
+        return dict(self._texts)
 
     def exact(self, ip: str) -> int | None:
         """The identity of the ip's own /32 entry, if the revision has one."""
@@ -164,6 +170,9 @@ class NodeDNSPolicy:
         self._learn_mutex = threading.Lock()
         self._inplace: dict[str, int] = {}               # address -> the revision it was written into in place
         self.last_program_ms: float | None = None      # answer -> datapath, the last time learning programmed
+        # (datapath, programmed label sets, programmed ipcache) -> bool: a new label set in place (node mode:
+        # node.dns_proxy.service.program_new_identities); None: a reconcile
+        self.new_identities: Callable | None = None
 
     def view(self) -> _View:
         with self._mutex:
@@ -267,11 +276,13 @@ class NodeDNSPolicy:
             if not missing:
                 return
             # in place, without the node lock (the datapath's own lock and the revision check keep it consistent);
-            # else a reconcile, which reads the file: saved first
+            # else, under the node lock, a new label set's identity in place, else a reconcile (both read the file:
+            # saved first)
             if not self._in_place(view, cache, missing):
                 with self.lock():
                     self._save()
-                    self.reconcile()
+                    if not self._new_identities(view):
+                        self.reconcile()
             self.last_program_ms = (time.monotonic() - t0) * 1000
 
     def _missing(self, view: _View, cache: FQDNCache, ip: str) -> bool:
@@ -304,6 +315,16 @@ class NodeDNSPolicy:
             return True
         except Exception as err:  # noqa: BLE001 - the reconcile that follows programs it all the same
             log.info("in-place ipcache update failed (%s): reconciling", err)
+            return False
+
+    def _new_identities(self, view: _View) -> bool:
+        """Under the node lock: the new_identities hook with the agent's datapath; False: reconcile."""
+        if self.datapath is None or self.new_identities is None:
+            return False
+        try:
+            return self.new_identities(self.datapath(), view.learned, view.ipcache_texts())
+        except Exception as err:  # noqa: BLE001 - the reconcile that follows programs it all the same
+            log.info("in-place identity update failed (%s): reconciling", err)
             return False
 
     def observe(self, q, a) -> None:

@@ -30,6 +30,42 @@ class DNSOptions:
     host: str = "0.0.0.0"
 
 
+def program_new_identities(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int]) -> bool:
+    """Learned addresses whose label sets the active revision lacks, without a reconcile (node mode, under the node
+    lock, the cache saved): the revision is resolved again as reconcile would (same number, same inputs), and when
+    it differs from the programmed one only by new learned identities and the ipcache entries of learned
+    addresses, those identities' policy entries and then the addresses go into the active revision in place
+    (Datapath.add_identities), as Cilium's incremental policy updates; a later reconcile writes the same maps.
+    False (nothing written): reconcile. `learned`, `ipcache`: what dns-policy.json says the revision has."""
+    from ciliumctl.endpoints import registry
+    from ciliumctl.node import reconcile
+    from ciliumctl.node.settings import load_settings
+    from ciliumctl.policy import store
+
+    if reconcile.cluster_mode() or not ipcache:
+        return False
+    settings = load_settings()
+    if settings.revision != dp.revision:
+        return False
+    endpoints = registry.load_all()
+    state = reconcile.resolve_state(endpoints, store.load_all(), settings, reconcile.allocator(), settings.revision)
+    fqdn_ids = {i: ls for i, ls in state.identities.items() if any(x.startswith("fqdn:") for x in ls)}
+    new = {i for i, ls in fqdn_ids.items() if ls not in learned}
+    if not new or any(fqdn_ids.get(i) != ls for ls, i in learned.items()):
+        return False
+    if any(a.identity in new for allows in state.http.values() for a in allows):
+        return False          # HAProxy's identity map would need them too
+    if any(state.ipcache.get(p) != i for p, i in ipcache.items()):
+        return False          # not only additions (an address expired, a policy changed): a switch
+    added = {p: i for p, i in state.ipcache.items() if p not in ipcache}
+    if any(i not in fqdn_ids or not p.endswith("/32") for p, i in added.items()):
+        return False
+    if not dp.add_identities(state, new, added):
+        return False
+    reconcile.save_dns_policy(state, endpoints)
+    return True
+
+
 class DNSService:
     def __init__(self, opts: DNSOptions, on_flow: Callable | None = None):
         from ciliumctl.node import reconcile, settings
@@ -40,6 +76,7 @@ class DNSService:
         self.policy = NodeDNSPolicy(reconcile.reconcile, settings.locked, opts.min_ttl, opts.grace)
         self.policy.on_flow = on_flow
         self.policy.datapath = self._datapath
+        self.policy.new_identities = program_new_identities
         self._dp = None
         self.proxy = DNSProxy(self.policy, opts.host, opts.proxy_port, upstream=None, transparent=True)
         self._stop = threading.Event()
