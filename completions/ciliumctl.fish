@@ -119,6 +119,7 @@ complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l host-firewall 
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l host-firewall-audit -l no-host-firewall-audit -d 'The host firewall reports would-be drops as AUDIT and forwards them.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l node-labels -r -d 'This node\'s labels, which nodeSelector policies match (kept when omitted).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l remote-nodes -r -d 'The other nodes\' addresses: identity remote-node (6) instead of world (kept when omitted).'
+complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l enable-node-selector-labels -l disable-node-selector-labels -d 'Cluster mode: other nodes get identities of their Node labels, which fromNodes/toNodes select (Cilium\'s flag; off unless asked, kept when omitted).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l force -d 'Turn the host firewall on even when its policies would cut live connections of this node (refused otherwise, naming them).'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l agent -l no-agent -d 'Start the node agent (flows, Hubble API, metrics, CNI requests); on by default.'
 complete -c ciliumctl -n '__fish_seen_subcommand_from install' -l cni-conf-dir -r -d 'Write the CNI conflist here (default /etc/cni/net.d).'

@@ -50,9 +50,10 @@ def wanted_conditions(obj: dict, valid: bool, message: str, gaps: list | None = 
     return out
 
 
-def validate_object(obj: dict) -> tuple[bool, str]:
+def validate_object(obj: dict, node_selector_labels: bool = False) -> tuple[bool, str]:
     """The same verdict as `policy validate` (H1's validator) for an object from the API server.
-    Returns (valid, message): the message lists the errors as `path: what is wrong`."""
+    Returns (valid, message): the message lists the errors as `path: what is wrong`. node_selector_labels: the
+    agent runs with --enable-node-selector-labels (fromNodes/toNodes are valid then, as in Cilium)."""
     import yaml
 
     from ciliumctl.policy import load, validate
@@ -67,7 +68,7 @@ def validate_object(obj: dict) -> tuple[bool, str]:
     for name in ("ValidateOptions", "Options", "ValidationOptions"):
         cls = getattr(validate, name, None)
         if cls is not None:
-            options = cls()
+            options = cls(enable_node_selector_labels=True) if node_selector_labels else cls()
             break
     reports = validate.validate_documents(docs, options)
     errors = [f for r in reports for f in r.findings if getattr(f, "severity", "error") == "error"]

@@ -178,12 +178,14 @@ class ClusterNode:
         return self._datapath
 
     def _verdict(self, obj: dict, host=None) -> tuple[bool, str, list]:
-        """host: the node's host firewall (enforcement_gaps.HostFirewall) when it runs one."""
+        """host: the node's host firewall (enforcement_gaps.HostFirewall) when it runs one; fromNodes/toNodes are
+        valid when it gives other nodes identities of their labels (--enable-node-selector-labels)."""
         key = (policy_ref(obj), repr((obj.get("spec"), obj.get("specs"))), host)
         if key not in self._verdicts:
             from ciliumctl.policy import enforcement_gaps, model
 
-            valid, message = status_conditions.validate_object(obj)
+            by_labels = bool(host and host.node_identities)
+            valid, message = status_conditions.validate_object(obj, node_selector_labels=by_labels)
             gaps: list = []
             if valid:  # what resolve will parse must parse: one odd policy must not stall the node
                 try:

@@ -38,6 +38,9 @@ class Settings:
     host_firewall_audit: bool = False
     node_labels: str = ""       # k=v,... the node's labels that nodeSelector rules match (install --node-labels)
     remote_nodes: str = ""      # addresses of the other nodes (remote-node, 6), comma-separated IPs or CIDRs
+    # cluster mode: each other node's addresses get an identity of its Node's labels, which fromNodes/toNodes
+    # select (install --enable-node-selector-labels, Cilium's flag of that name)
+    node_selector_labels: bool = False
 
     @property
     def monitor(self):

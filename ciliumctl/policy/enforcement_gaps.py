@@ -68,10 +68,12 @@ TRACE_TEXT = {
 class HostFirewall:
     """What the node's host firewall makes enforceable: nodeSelector rules, the entity host, remote-node when
     the node knows the other nodes' addresses (install --remote-nodes, or cluster mode's Node objects), and
-    kube-apiserver when it knows the API server's (cluster mode: the `kubernetes` Service's endpoints)."""
+    kube-apiserver when it knows the API server's (cluster mode: the `kubernetes` Service's endpoints), and
+    fromNodes/toNodes when every node has an identity of its labels (cluster mode, --enable-node-selector-labels)."""
 
     remote_nodes: bool = False
     kube_apiserver: bool = False
+    node_identities: bool = False      # other nodes have identities of their labels: fromNodes/toNodes select
 
     def seen(self) -> frozenset[str]:
         return frozenset({"host"} | ({"remote-node"} if self.remote_nodes else set())
@@ -265,7 +267,7 @@ class _Finder:
                 field_ = "cidrGroupRef" if cs.cidr_group_ref else "cidrGroupSelector"
                 self.nothing("cidr-group", f"the CIDR group ({field_})",
                              "CiliumCIDRGroup objects are not read", where + (field_,), origin, deny)
-        if item.nodes is not None:
+        if item.nodes is not None and not (self.host and self.host.node_identities):
             self.nothing("nodes", f"the node peer ({prefix}Nodes)",
                          "node addresses are not in the ipcache (node traffic arrives as world)",
                          path + (f"{prefix}Nodes",), origin, deny)

@@ -78,6 +78,9 @@ from ciliumctl.policy.selectors import (
 
 HOST_ENDPOINT_ID = 0
 ALL_PORTS = PortRange(PROTO_ANY, 0, 0)
+# remote nodes' own identities with --enable-node-selector-labels: Cilium's node-local scope for them
+# (pkg/identity/numericidentity.go IdentityScopeRemoteNode = 2 << 24), numbered here per revision
+REMOTE_NODE_SCOPE = 2 << 24
 UNIVERSE_RESERVED = (ids.HOST, ids.WORLD, ids.UNMANAGED, ids.HEALTH, ids.INIT, ids.REMOTE_NODE,
                      ids.KUBE_APISERVER, ids.INGRESS)
 
@@ -380,6 +383,7 @@ class _Universe:
             rows.sort()
             keys.extend((lo, hi) for lo, hi, _ in rows)
         self._sel_cache: dict[Selector, frozenset[int]] = {}
+        self._remote_nodes = [i for i in labels if REMOTE_NODE_SCOPE <= i < REMOTE_NODE_SCOPE + (1 << 24)]
         # learned addresses' identities (fqdn: labels): selected by their fqdn: labels, and by CIDR rules through
         # the cidr: labels of the rule prefixes containing them
         self._by_fqdn: dict[str, set[int]] = {}
@@ -447,6 +451,8 @@ class _Universe:
                 out.add(ids.HOST)
             if sel.is_wildcard:
                 out.add(ids.REMOTE_NODE)
+            # other nodes' own identities (--enable-node-selector-labels): by their node: labels
+            out.update(i for i in self._remote_nodes if sel.matches(self.labels[i]))
         return out
 
 
@@ -470,20 +476,23 @@ def resolve_detailed(endpoints: list[Endpoint], policies: Iterable, mode: Enforc
                      host_ips: Iterable[str] = (), allow_localhost: bool = False,
                      fqdn_ips: Mapping[str, Iterable[str]] | None = None,
                      host: HostFirewall | None = None, remote_nodes: Iterable[str] = (),
-                     kube_apiserver: Iterable[str] = ()) -> Resolution:
+                     kube_apiserver: Iterable[str] = (),
+                     remote_node_labels: Mapping[str, Mapping[str, str]] | None = None) -> Resolution:
     # many small acyclic objects: the cyclic GC only costs time here (~1/3 of a 10k-rule resolve)
     paused = gc.isenabled()
     gc.disable()
     try:
         return _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels,
-                        host_ips, allow_localhost, fqdn_ips, host, remote_nodes, kube_apiserver)
+                        host_ips, allow_localhost, fqdn_ips, host, remote_nodes, kube_apiserver,
+                        remote_node_labels)
     finally:
         if paused:
             gc.enable()
 
 
 def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels, namespace_labels, host_ips,
-             allow_localhost, fqdn_ips, host=None, remote_nodes=(), kube_apiserver=()) -> Resolution:
+             allow_localhost, fqdn_ips, host=None, remote_nodes=(), kube_apiserver=(),
+             remote_node_labels=None) -> Resolution:
     mode = Enforcement(mode)
     notes = _Notes()
     rules = compile_policies(policies, notes, host)
@@ -514,9 +523,23 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
     api_ips = sorted(set(kube_apiserver) - host_set)
     if set(kube_apiserver) & host_set:
         host_labels = host_labels | {"reserved:kube-apiserver"}
+    # --enable-node-selector-labels: each other node's address has an identity of its labels (Cilium's
+    # nodeIdentityLabels: reserved:remote-node, node:<label>, the cluster label; with the API server's label when
+    # it runs there), which fromNodes/toNodes select; nodes with the same labels share one
+    node_sets: dict[str, frozenset[str]] = {}
+    for prefix, labels in (remote_node_labels or {}).items():
+        node_set = {"reserved:remote-node", f"k8s:{CLUSTER_LABEL}={DEFAULT_CLUSTER}"}
+        node_set.update(f"node:{k}={v}" for k, v in labels.items())
+        net = ipaddress.ip_network(prefix, strict=False)
+        if any(ipaddress.ip_address(ip) in net for ip in api_ips):
+            node_set.add("reserved:kube-apiserver")
+            api_ips = [ip for ip in api_ips if ipaddress.ip_address(ip) not in net]
+        node_sets[net.with_prefixlen] = frozenset(node_set)
+    node_ids = {ls: REMOTE_NODE_SCOPE + n for n, ls in enumerate(sorted(set(node_sets.values()), key=sorted), 1)}
     if any(ipaddress.ip_address(ip) in n for ip in api_ips for n in remote_nets):
         identities[ids.KUBE_APISERVER] = identities[ids.KUBE_APISERVER] | {"reserved:remote-node"}
     identities[ids.HOST] = host_labels
+    identities.update((i, nls) for nls, i in node_ids.items())
     identities.update(zip(ep_ids, ep_labels))
     identities.update(zip(cidr_ids, cidr_labels))
     identities.update((i, ls) for ls, i in learned_ids.items())
@@ -534,6 +557,8 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
             ipcache[f"{ep.ipv4.split('/')[0]}/32"] = i
     for ip in api_ips:
         ipcache.setdefault(f"{ip}/32", ids.KUBE_APISERVER)
+    for prefix, node_labels_set in node_sets.items():
+        ipcache.setdefault(prefix, node_ids[node_labels_set])
     for net in remote_nets:
         ipcache.setdefault(net.with_prefixlen, ids.REMOTE_NODE)
 
@@ -710,7 +735,8 @@ def resolve(endpoints: list[Endpoint], policies: Iterable, mode: Enforcement | s
             namespace_labels: Mapping[str, Mapping[str, str]] | None = None, host_ips: Iterable[str] = (),
             allow_localhost: bool = False, fqdn_ips: Mapping[str, Iterable[str]] | None = None,
             host: HostFirewall | None = None, remote_nodes: Iterable[str] = (),
-            kube_apiserver: Iterable[str] = ()) -> ResolvedState:
+            kube_apiserver: Iterable[str] = (),
+            remote_node_labels: Mapping[str, Mapping[str, str]] | None = None) -> ResolvedState:
     """Endpoints + policies (model.Policy, plain policy dicts, or objects with .data) -> ResolvedState.
 
     node_labels: produce the host endpoint (id 0, identity 1) for nodeSelector rules. namespace_labels:
@@ -719,8 +745,10 @@ def resolve(endpoints: list[Endpoint], policies: Iterable, mode: Enforcement | s
     (Cilium's allow-localhost=always). fqdn_ips: address -> the DNS names it was learned for (the DNS proxy's
     cache), what toFQDNs selects. host: the node runs the host firewall (what it enforces, for the notes).
     remote_nodes: the other nodes' prefixes (remote-node, 6). kube_apiserver: the API server's addresses
-    (kube-apiserver, 7; host when one is the node's)."""
+    (kube-apiserver, 7; host when one is the node's). remote_node_labels: other node's prefix -> its labels
+    (--enable-node-selector-labels: each gets an identity of its labels instead of remote-node, 6)."""
     return resolve_detailed(endpoints, policies, mode, allocator, revision, audit, node_labels,
                             namespace_labels=namespace_labels, host_ips=host_ips,
                             allow_localhost=allow_localhost, fqdn_ips=fqdn_ips, host=host,
-                            remote_nodes=remote_nodes, kube_apiserver=kube_apiserver).state
+                            remote_nodes=remote_nodes, kube_apiserver=kube_apiserver,
+                            remote_node_labels=remote_node_labels).state

@@ -134,3 +134,41 @@ def test_with_the_host_firewall_off_the_host_policy_is_reported_not_enforced(ins
                                                                         "kubelet-from-nodes"])
     cond = status_conditions.enforced_condition(kube.get(CCNP, "kubelet-from-nodes"))
     assert cond is not None and cond["status"] == "False"
+
+
+def test_with_node_selector_labels_from_nodes_selects_other_nodes_by_their_labels(installed, nodes, node_env):
+    """--enable-node-selector-labels: every other node's address has an identity of its Node's labels (Cilium's
+    per-node identities), so fromNodes picks the control-plane node and not the edge node; no gap is left."""
+    from ciliumctl.node import settings as node_settings
+    from ciliumctl.policy.resolve import REMOTE_NODE_SCOPE
+
+    kube = installed
+    s = node_settings.load_settings()
+    s.host_firewall, s.node_selector_labels = True, True
+    node_settings.save_settings(s)
+    me = nodes("hostfw-sel", {"hostfw-test/role": "worker"}, "192.0.2.30")
+    nodes("hostfw-cp", {"hostfw-test/tier": "control"}, "192.0.2.31")
+    nodes("hostfw-edge", {"hostfw-test/tier": "edge"}, "192.0.2.32")
+    kube.create({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+                 "metadata": {"name": "ssh-from-control-plane"},
+                 "spec": {"nodeSelector": {"matchLabels": {"hostfw-test/role": "worker"}},
+                          "ingress": [{"fromNodes": [{"matchLabels": {"hostfw-test/tier": "control"}}],
+                                       "toPorts": [{"ports": [{"port": "22", "protocol": "TCP"}]}]}]}})
+    dp = RecordingDatapath()
+    agent = node_sync.ClusterNode(kube, me, datapath=dp)
+    agent.cache.start()
+    try:
+        assert agent.cache.wait_synced(5)
+        assert wait_until(lambda: len([n for n in agent.cache.objects("Node")
+                                       if n["metadata"]["name"].startswith("hostfw-")]) >= 3)
+        report = agent.sync()
+    finally:
+        agent.cache.stop()
+    state = dp.states[-1]
+    control, edge = state.ipcache["192.0.2.31/32"], state.ipcache["192.0.2.32/32"]
+    assert control != edge and all(REMOTE_NODE_SCOPE < i < 2 * REMOTE_NODE_SCOPE for i in (control, edge))
+    assert {"reserved:remote-node", "node:hostfw-test/tier=control"} <= state.identities[control]
+    allowed = {(e.identity, e.ports.lo) for e in state.endpoints[HOST_ENDPOINT_ID].ingress.entries if not e.deny}
+    assert allowed == {(control, 22)}
+    assert report.accepted == ["CiliumClusterwideNetworkPolicy/ssh-from-control-plane"]
+    assert "CiliumClusterwideNetworkPolicy/ssh-from-control-plane" not in report.partially_enforced

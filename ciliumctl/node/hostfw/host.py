@@ -67,8 +67,9 @@ def wanted(s, o) -> dict:
     remote = ",".join(parse_remote_nodes(remote))
     if audit and not fw and o.host_firewall_audit:
         raise UsageError("--host-firewall-audit needs the host firewall: add --host-firewall")
+    by_labels = s.node_selector_labels if o.node_selector_labels is None else o.node_selector_labels
     return {"host_firewall": fw, "host_firewall_audit": audit and fw, "node_labels": labels,
-            "remote_nodes": remote}
+            "remote_nodes": remote, "node_selector_labels": by_labels}
 
 
 def node_addresses() -> list[str]:
@@ -104,6 +105,7 @@ class ClusterNodes:
     labels: dict[str, str]
     remote: tuple[str, ...]      # IPv4 /32 prefixes
     kube_apiserver: tuple[str, ...] = ()     # the API server's IPv4 addresses
+    remote_labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()   # (prefix, that node's labels)
 
 
 def kube_apiserver_ips(slices: list[dict]) -> tuple[str, ...]:
@@ -132,6 +134,7 @@ def cluster_nodes(nodes: list[dict], me: str, slices: Iterable[dict] = ()) -> Cl
     (pkg/node/manager/manager.go NodeUpdated)."""
     labels: dict[str, str] = {}
     remote = set()
+    remote_labels = []
     for node in nodes:
         meta = node.get("metadata") or {}
         if meta.get("name") == me:
@@ -145,7 +148,8 @@ def cluster_nodes(nodes: list[dict], me: str, slices: Iterable[dict] = ()) -> Cl
                     continue
                 if ip.version == 4:
                     remote.add(f"{ip}/32")
-    return ClusterNodes(labels, tuple(sorted(remote)), kube_apiserver_ips(list(slices)))
+                    remote_labels.append((f"{ip}/32", tuple(sorted((meta.get("labels") or {}).items()))))
+    return ClusterNodes(labels, tuple(sorted(remote)), kube_apiserver_ips(list(slices)), tuple(sorted(remote_labels)))
 
 
 def gap_context(settings, cluster: ClusterNodes | None = None) -> HostFirewall | None:
@@ -154,7 +158,8 @@ def gap_context(settings, cluster: ClusterNodes | None = None) -> HostFirewall |
     if not settings.host_firewall:
         return None
     return HostFirewall(remote_nodes=bool(settings.remote_nodes) or cluster is not None,
-                        kube_apiserver=cluster is not None)
+                        kube_apiserver=cluster is not None,
+                        node_identities=cluster is not None and settings.node_selector_labels)
 
 
 def resolve_kwargs(settings, cluster: ClusterNodes | None = None) -> dict:
@@ -165,7 +170,9 @@ def resolve_kwargs(settings, cluster: ClusterNodes | None = None) -> dict:
     labels = cluster.labels if cluster is not None else parse_node_labels(settings.node_labels)
     remote = parse_remote_nodes(settings.remote_nodes) + list(cluster.remote if cluster else ())
     return {"node_labels": labels, "host_ips": node_addresses(), "host": gap_context(settings, cluster),
-            "remote_nodes": remote, "kube_apiserver": cluster.kube_apiserver if cluster else ()}
+            "remote_nodes": remote, "kube_apiserver": cluster.kube_apiserver if cluster else (),
+            "remote_node_labels": ({p: dict(lbls) for p, lbls in cluster.remote_labels}
+                                   if cluster and settings.node_selector_labels else None)}
 
 
 def finish_state(state, settings) -> None:
