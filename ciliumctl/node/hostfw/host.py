@@ -3,9 +3,12 @@
 Off unless `install --host-firewall` (Cilium's --enable-host-firewall). When on, reconcile resolves the host
 endpoint (policy.resolve: id HOST_ENDPOINT_ID, identity 1) from the nodeSelector policies that match the node's
 labels (`install --node-labels`), puts the node's addresses in the ipcache as host (1) and `--remote-nodes` as
-remote-node (6); the device step marks the node's devices (`install --devices`) as the host endpoint's in the
-`endpoints` map, so bpf_host.c enforces its policy there. A pod's packets to and from the host meet it in
-bpf_lxc.c whether or not a device is named (lib/enforce.h decide_host_too).
+remote-node (6); the device step marks the node's devices (`install --devices`, else the native devices detected
+when the host firewall turns on: node.hostfw.devices) as the host endpoint's in the `endpoints` map, so
+bpf_host.c enforces its policy there. A pod's packets to and from the host meet it in bpf_lxc.c whether or not a
+device is named (lib/enforce.h decide_host_too). In cluster mode (node.cluster_sync) the labels are the Node
+object's, the other Nodes' addresses are remote-node (or, with --enable-node-selector-labels, identities of their
+labels) and the `kubernetes` Service's endpoints are kube-apiserver (7).
 """
 
 from __future__ import annotations
