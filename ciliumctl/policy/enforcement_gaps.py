@@ -15,7 +15,9 @@ agent's HAProxy (node/http_proxy/config.py; without a running agent the ports re
 generic L7, TLS, listeners), no service, cloud-group or CIDR-group watch, no mutual authentication. The host
 endpoint (nodeSelector rules) only where the node runs the host firewall (`install --host-firewall`, bpf_host.c):
 callers say so with `HostFirewall`; then the node's addresses are host (1) in the ipcache, and the other nodes'
-remote-node (6) when it knows them.
+remote-node (6) when it knows them; in cluster mode also the API server's kube-apiserver (7), and with
+--enable-node-selector-labels the other nodes' identities of their labels (fromNodes/toNodes). Health endpoints do
+not exist here: the entity health selects nothing.
 """
 
 from __future__ import annotations
