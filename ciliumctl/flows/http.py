@@ -51,26 +51,47 @@ def http_flows(e: HTTPEvent, snap: Snapshot, node_name: str) -> list[pb.Flow]:
     return [_flow(e, snap, node_name, False)] + ([_flow(e, snap, node_name, True)] if e.allowed else [])
 
 
-def _flow(e: HTTPEvent, snap: Snapshot, node_name: str, response: bool) -> pb.Flow:
+_TEMPLATES: dict[tuple, pb.Flow] = {}
+_TEMPLATES_MAX = 4096
+
+
+def _template(e: HTTPEvent, snap: Snapshot, node_name: str, response: bool) -> pb.Flow:
+    """What flows between the same peers in the same way share (endpoints, addresses, verdict): made once per
+    snapshot, copied per request, as flows.convert does for the datapath's flows (a request costs a copy, not
+    the endpoints' labels again)."""
+    key = (id(snap), node_name, e.client, e.client_identity, e.server[0], e.server_identity, e.allowed, e.ingress,
+           response)
+    f = _TEMPLATES.get(key)
+    if f is not None and f.node_name == node_name:
+        return f
+    if len(_TEMPLATES) >= _TEMPLATES_MAX:
+        _TEMPLATES.clear()
     f = pb.Flow()
-    f.time.FromNanoseconds(e.time_ns + (e.latency_ns if response else 0))
-    f.uuid = str(uuid.uuid4())
     f.node_name = node_name
     f.Type = pb.L7
     f.verdict = pb.FORWARDED if e.allowed else pb.DROPPED
     f.event_type.type = MSG_ACCESS_LOG
     f.traffic_direction = pb.INGRESS if e.ingress else pb.EGRESS
     f.is_reply.value = response
-    (src, sport, sid), (dst, dport, did) = ((e.client[0], e.client[1], e.client_identity),
-                                            (e.server[0], e.server[1], e.server_identity))
+    (src, sid), (dst, did) = (e.client[0], e.client_identity), (e.server[0], e.server_identity)
     if response:
-        (src, sport, sid), (dst, dport, did) = (dst, dport, did), (src, sport, sid)
+        (src, sid), (dst, did) = (dst, did), (src, sid)
     f.IP.source, f.IP.destination, f.IP.ipVersion = src, dst, pb.IPv4
     _fill_endpoint(f.source, snap.by_ip.get(src), sid, snap)
     _fill_endpoint(f.destination, snap.by_ip.get(dst), did, snap)
-    f.l4.TCP.source_port, f.l4.TCP.destination_port = sport, dport
+    f.l7.type = pb.RESPONSE if response else pb.REQUEST
+    _TEMPLATES[key] = f
+    return f
+
+
+def _flow(e: HTTPEvent, snap: Snapshot, node_name: str, response: bool) -> pb.Flow:
+    f = pb.Flow()
+    f.CopyFrom(_template(e, snap, node_name, response))
+    f.time.FromNanoseconds(e.time_ns + (e.latency_ns if response else 0))
+    f.uuid = str(uuid.uuid4())
+    sport, dport = e.client[1], e.server[1]
+    f.l4.TCP.source_port, f.l4.TCP.destination_port = (dport, sport) if response else (sport, dport)
     l7 = f.l7
-    l7.type = pb.RESPONSE if response else pb.REQUEST
     h = l7.http
     h.method, h.url, h.protocol = e.method, e.url, e.protocol
     if response:          # http.go: the code and latency belong to the response

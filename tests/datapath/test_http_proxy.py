@@ -159,6 +159,28 @@ def test_identity_map_updates_without_reload_and_crash_restart(sandbox, l7):
     assert _req(_conn(a, b.ip), "PUT", "/v1/exhaust-port", b"")[0] == 403
 
 
+def test_a_new_peer_identity_for_the_same_rules_changes_no_configuration(sandbox, datapath, l7):
+    """The rules are the configuration, whom they concern is data: c's identity joins the rule through the runtime
+    API (add acl), the worker that serves a's kept-alive connection stays."""
+    apply, proxy = l7
+    a, b, c = sandbox.pods
+    apply(ingress=[LANDING])
+    worker, config = proxy.worker_pid(), proxy.config
+    kept = _conn(a, b.ip)
+    assert _req(kept, "POST", "/v1/request-landing", b"")[0] == 200
+    state = sandbox.state(2, {b.ep.id: (True, [entry(a.identity, PROTO_TCP, 80), entry(c.identity, PROTO_TCP, 80)],
+                                        False, [])})
+    state.http[(b.ep.id, int(Direction.INGRESS))] = [
+        HTTPAllow(p.identity, PortRange(PROTO_TCP, 80, 80), (LANDING,), ORIGIN) for p in (a, c)]
+    haproxy_config.redirect(state, PORT)
+    proxy.apply(state)
+    datapath.apply(state)
+    assert proxy.config == config and proxy.worker_pid() == worker          # no reload
+    assert _req(_conn(c, b.ip), "POST", "/v1/request-landing", b"")[0] == 200
+    assert _req(_conn(c, b.ip), "PUT", "/v1/exhaust-port", b"") == (403, b"Access denied\r\n")
+    assert _req(kept, "POST", "/v1/request-landing", b"")[0] == 200          # the same connection goes on
+
+
 def test_proxy_down_refuses_redirected_connections(sandbox, l7):
     apply, proxy = l7
     a, b, _ = sandbox.pods

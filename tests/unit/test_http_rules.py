@@ -4,6 +4,7 @@ the HAProxy configuration made from them (node/http_proxy/config.py): what the p
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -69,12 +70,17 @@ ingress:
     assert by_peer[state.endpoints[2].identity] != ()          # deathstar itself: still the rule
 
 
-def test_render_names_identities_ports_and_anchored_regexes(tmp_path):
+def test_render_names_ports_and_anchored_regexes_and_the_identities_go_to_acl_files():
     state = _state(RULE1)
-    text = cfg.render(state, 15080, cfg.Paths(str(tmp_path)))
-    ds = state.endpoints[2].identity
+    paths = cfg.Paths("/run/l7")
+    text = cfg.render(state, 15080, paths)
+    ds, tie = state.endpoints[2].identity, state.endpoints[1].identity
     assert "bind 0.0.0.0:15080 transparent" in text
-    assert f"{{ var(txn.dst_id) -m int {ds} }}" in text and "{ dst_port 80 }" in text
+    assert f"{{ var(txn.in_pair) -m str -f {paths.acl('group0')} }} {{ dst_port 80 }}" in text
+    # whom the rules concern is data the runtime API changes (no reload): not in the configuration's text
+    assert not [ln for ln in text.splitlines() if "var(" in ln and (str(ds) in ln or str(tie) in ln)]
+    acls = cfg.acl_entries(state)
+    assert f"{ds}:{tie}" in acls["group0"] and str(ds) in acls["local"]
     assert "{ method -m reg '^(?:POST)$' }" in text and "{ pathq -m reg '^(?:/v1/request-landing)$' }" in text
     assert 'string "Access denied\\r\\n"' in text
     assert cfg.map_entries(state.ipcache)["10.200.0.1"] == str(state.endpoints[1].identity)
@@ -84,6 +90,8 @@ def test_haproxy_accepts_the_rendered_configuration(tmp_path):
     state = _state(RULE1)
     paths = cfg.Paths(str(tmp_path))
     (tmp_path / "ipcache.map").write_text(cfg.map_text(cfg.map_entries(state.ipcache)))
+    for name, lines in cfg.acl_entries(state).items():
+        Path(paths.acl(name)).write_text("".join(f"{x}\n" for x in lines))
     (tmp_path / "haproxy.cfg").write_text(cfg.render(state, 15080, paths))
     proc = subprocess.run(["haproxy", "-c", "-f", paths.config], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

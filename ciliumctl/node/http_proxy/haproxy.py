@@ -52,6 +52,7 @@ class HAProxy:
         self.proc: subprocess.Popen | None = None
         self.config = ""
         self.map: dict[str, str] = {}
+        self.acls: dict[str, set[str]] = {}
         self.restarts = 0
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -61,24 +62,31 @@ class HAProxy:
     def apply(self, state: ResolvedState) -> None:
         """Configuration and identity map of a revision: start, reload or only update the map."""
         text = cfg.render(state, self.port, self.paths)          # Unexpressible: nothing changed yet
-        self.apply_rendered(text, cfg.map_entries(state.ipcache))
+        self.apply_rendered(text, cfg.map_entries(state.ipcache), cfg.acl_entries(state))
 
-    def apply_rendered(self, text: str, entries: dict[str, str]) -> None:
+    def apply_rendered(self, text: str, entries: dict[str, str], acls: dict[str, set[str]]) -> None:
+        """Only a change of the rules reloads; identities (the map, the ACL files) change through the runtime API."""
         with self._lock:
             Path(self.paths.run_dir).mkdir(parents=True, exist_ok=True)
             if text != self.config or not self._running():
-                self._check(text)
+                self._check(text, acls)
                 self._write(self.paths.ipcache_map, cfg.map_text(entries))
+                for name, lines in acls.items():
+                    self._write(self.paths.acl(name), "".join(f"{x}\n" for x in sorted(lines)))
                 self._write(self.paths.config, text)
                 if self._running():
                     self._reload()
                 else:
                     self._start()
-                self.config, self.map = text, entries
-            elif entries != self.map:
-                self._update_map(entries)
-                self._write(self.paths.ipcache_map, cfg.map_text(entries))
-                self.map = entries
+                self.config, self.map, self.acls = text, entries, acls
+            else:
+                if entries != self.map:
+                    self._update_map(entries)
+                    self._write(self.paths.ipcache_map, cfg.map_text(entries))
+                    self.map = entries
+                if acls != self.acls:
+                    self._update_acls(acls)
+                    self.acls = acls
         if self._watch is None:
             self._watch = threading.Thread(target=self._supervise, name="haproxy-supervisor", daemon=True)
             self._watch.start()
@@ -89,11 +97,13 @@ class HAProxy:
             f.write(text)
         os.replace(tmp, path)
 
-    def _check(self, text: str) -> None:
+    def _check(self, text: str, acls: dict[str, set[str]]) -> None:
         tmp = f"{self.paths.config}.check"
         self._write(tmp, text)
-        if not os.path.exists(self.paths.ipcache_map):
-            self._write(self.paths.ipcache_map, "")
+        # the files it names must exist; the running proxy reads them only at its next start or reload
+        for path in [self.paths.ipcache_map] + [self.paths.acl(name) for name in acls]:
+            if not os.path.exists(path):
+                self._write(path, "")
         try:
             proc = subprocess.run([binary(), "-c", "-q", "-f", tmp], capture_output=True, text=True)
         finally:
@@ -212,6 +222,19 @@ class HAProxy:
             while chunk := s.recv(65536):
                 out.append(chunk)
         return b"".join(out).decode(errors="replace")
+
+    def _update_acls(self, acls: dict[str, set[str]]) -> None:
+        """The running proxy's ACL files (same names: the configuration did not change) to `acls`, no reload."""
+        for name, lines in acls.items():
+            path, old = self.paths.acl(name), self.acls.get(name, set())
+            cmds = [f"del acl {path} {x}" for x in sorted(old - lines)]
+            cmds += [f"add acl {path} {x}" for x in sorted(lines - old)]
+            for i in range(0, len(cmds), 200):
+                out = self.command(";".join(cmds[i:i + 200]))
+                if "not found" in out.lower() or "unknown" in out.lower():
+                    raise EnvironmentProblem(f"HTTP proxy: updating the identities of {name} failed: "
+                                             f"{out.strip()[:200]}")
+            self._write(path, "".join(f"{x}\n" for x in sorted(lines)))
 
     def _update_map(self, entries: dict[str, str]) -> None:
         """The running proxy's identity map to `entries`, entry by entry (no reload)."""

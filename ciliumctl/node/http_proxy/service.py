@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import socket
 import threading
 import time
@@ -67,7 +68,8 @@ def save(state: ResolvedState, port: int = DEFAULT_PORT) -> None:
     statefile.write_json(desired_path(), {
         "revision": state.revision, "port": port,
         "config": cfg.render(state, port, cfg.Paths(str(proxy_dir()))),
-        "map": cfg.map_entries(state.ipcache)})
+        "map": cfg.map_entries(state.ipcache),
+        "acls": {name: sorted(lines) for name, lines in cfg.acl_entries(state).items()}})
 
 
 def parse_log(line: str) -> HTTPEvent | None:
@@ -101,39 +103,67 @@ class HTTPService:
         self._log: socket.socket | None = None
 
     def start(self) -> HTTPService:
-        self._open_log()
+        self.listen_log()
         self._thread = threading.Thread(target=self._loop, name="http-proxy", daemon=True)
         self._thread.start()
         return self
 
-    def _open_log(self) -> None:
-        """HAProxy's log socket (a unix datagram socket: a lost line costs a flow, never blocks the proxy)."""
+    def listen_log(self) -> None:
+        """Where HAProxy's log ring delivers (config.py: a unix stream socket; the old and the new worker of a reload
+        each connect), read in a thread of its own."""
         path = cfg.Paths(str(proxy_dir())).log
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        self._log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._log = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._log.bind(path)
         os.chmod(path, 0o600)
-        self._log.settimeout(0.5)
+        self._log.listen(8)
         self._log_thread = threading.Thread(target=self._read_log, name="http-proxy-log", daemon=True)
         self._log_thread.start()
 
     def _read_log(self) -> None:
+        """Lines as they come, many per read: one recv and one split for a batch, not a wake-up per request."""
         assert self._log is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self._log, selectors.EVENT_READ)
+        partial: dict[socket.socket, bytes] = {}
         while not self._stop.is_set():
-            try:
-                data = self._log.recv(16384)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            event = parse_log(data.decode(errors="replace"))
-            if event is not None and self.on_flow is not None:
+            for key, _ in sel.select(0.5):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if sock is self._log:
+                    with contextlib.suppress(OSError):
+                        conn, _ = sock.accept()
+                        sel.register(conn, selectors.EVENT_READ)
+                        partial[conn] = b""
+                    continue
                 try:
-                    self.on_flow(event)
-                except Exception as err:  # noqa: BLE001 - a flow lost, the proxy's log keeps being read
-                    log.warning("HTTP flow: %s", err)
+                    data = sock.recv(1 << 18)
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(sock)
+                    sock.close()
+                    partial.pop(sock, None)
+                    continue
+                *lines, partial[sock] = (partial[sock] + data).split(b"\n")
+                self._take(lines)
+        for sock in partial:
+            sock.close()
+        sel.close()
+
+    def _take(self, lines: list[bytes]) -> None:
+        if self.on_flow is None:
+            return
+        for line in lines:
+            event = parse_log(line.decode(errors="replace"))
+            if event is None:
+                continue
+            try:
+                self.on_flow(event)
+            except Exception as err:  # noqa: BLE001 - a flow lost, the proxy's log keeps being read
+                log.warning("HTTP flow: %s", err)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -166,7 +196,8 @@ class HTTPService:
             if self.proxy is not None:
                 self.proxy.stop()
             self.proxy = HAProxy(proxy_dir(), data["port"])
-        self.proxy.apply_rendered(data["config"], dict(data["map"]))
+        self.proxy.apply_rendered(data["config"], dict(data["map"]),
+                                  {name: set(lines) for name, lines in data.get("acls", {}).items()})
         log.info("HTTP proxy: revision %s on port %d", data.get("revision"), data["port"])
 
     def ready(self) -> bool:
