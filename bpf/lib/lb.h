@@ -265,7 +265,10 @@ static __always_inline int lb_translate(struct __sk_buff *skb, struct pkt *p, __
 		}
 		if (be) {
 			backend_id = conn->backend_id;
-			conn->last_seen = now;
+			/* read for datagram flows only (above): a TCP connection's packets leave the entry unwritten,
+			 * no cache line dirtied per packet (its SYN decides, from conntrack) */
+			if (p->proto != IPPROTO_TCP)
+				conn->last_seen = now;
 		}
 	}
 	if (!be) {
