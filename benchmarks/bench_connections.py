@@ -6,17 +6,23 @@ One sandbox node (a netns of this run), set up through the real `ciliumctl` exec
 `a` -> `b`; beside them two plain endpoints wired the same way (veth, /32 routes, proxy ARP) with no programs.
 Each configuration (rules on b's ingress; the agent off, or on at a monitor aggregation level) is measured in
 ABBA pairs (plain, ciliumctl, ciliumctl, plain), so drifts of a busy machine fall on both sides; the ratio is
-the median of the pairs' ciliumctl / plain ratios. Agent CPU: utime + stime of the agent process over the
-ciliumctl runs, as cores per 10,000 new connections/s, beside the agent's own figure (`status`). Events lost: the
-datapath's counter (`status`) over the configuration.
+the median of the pairs' ciliumctl / plain ratios, printed with their spread (the middle half of the pairs, p25-p75,
+and min-max) and the machine's load average over the configuration: many short pairs beat a few long ones on a
+shared machine, where one burst of someone else's work spoils a pair, not the median. Agent CPU: utime + stime
+of the agent process over the ciliumctl runs, as cores per 10,000 new connections/s, beside the agent's own
+figure (`status`). Events lost: the datapath's counter (`status`) over the configuration.
+The datapath alone, apart from the machine's load: b's `to_container` run with BPF_PROG_TEST_RUN on crafted packets
+(a new connection's SYN, each from a source port of its own, and a packet of a tracked connection, repeated), ns
+per run at each rule count (test_run_ns; no kernel-wide BPF stats switch is touched).
 Run as root:
-    .venv/bin/python benchmarks/bench_connections.py [--seconds 2] [--pairs 4] [--levels none,low,medium,maximum]
+    .venv/bin/python benchmarks/bench_connections.py [--seconds 1] [--pairs 10] [--levels none,low,medium,maximum]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -30,6 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from stats import pct  # noqa: E402  (benchmarks/stats.py)
+
 CLI = str(Path(sys.executable).parent / "ciliumctl")
 PORT = 5002
 CLIENT_THREADS = 4
@@ -56,6 +66,7 @@ class Node:
                         CILIUMCTL_NODE_NAME=self.name)
         self.procs: list[subprocess.Popen] = []
         self.eps: dict[str, tuple[str, str]] = {}    # name -> (netns, ip)
+        self.host_ifnames: dict[str, str] = {}
 
     def cli(self, *args: str, timeout: float = 300) -> str:
         res = subprocess.run([CLI, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
@@ -69,6 +80,7 @@ class Node:
         for name in ("a", "b"):
             ep = json.loads(self.cli("endpoint", "add", name, "-l", f"app={name}", "-o", "json"))
             self.eps[name] = (Path(ep["netns"]).name, ep["ipv4"].split("/")[0])
+            self.host_ifnames[name] = ep["host_ifname"]
         for i, name in ((1, "pa"), (2, "pb")):
             self.eps[name] = (self._plain(i, name), f"10.12.0.{i}")
         for ns, _ip in self.eps.values():   # thousands of short connections: reuse TIME_WAIT ports, use them all
@@ -179,6 +191,7 @@ def abba(node: Node, loadgen: str, mode: str, secs: float, pairs: int) -> dict:
     plain, cctl, ratios = [], [], []
     cpu = cctl_secs = 0.0
     lost0 = node.events_lost()
+    load = [os.getloadavg()[0]]
     for i in range(pairs):
         got = {}
         for side in (("plain", "cctl") if i % 2 == 0 else ("cctl", "plain")):
@@ -191,12 +204,88 @@ def abba(node: Node, loadgen: str, mode: str, secs: float, pairs: int) -> dict:
         plain.append(got["plain"])
         cctl.append(got["cctl"])
         ratios.append(got["cctl"] / got["plain"] if got["plain"] else float("nan"))
+        load.append(os.getloadavg()[0])
     lost = node.events_lost() - lost0
     own = node.agent_budget() if node.agent_pid() else float("nan")
     rate = statistics.mean(cctl)
     per_10k = (cpu / cctl_secs) / (rate / 10000) if rate else float("nan")
     return {"plain": statistics.mean(plain), "cctl": rate, "ratio": statistics.median(ratios),
-            "agent_cpu_per_10k": per_10k, "lost": lost, "agent_says": own}
+            "spread": (pct(ratios, 0.25), pct(ratios, 0.75), min(ratios), max(ratios)),
+            "agent_cpu_per_10k": per_10k, "lost": lost, "agent_says": own, "load": (min(load), max(load))}
+
+
+class _TestRunAttr(ctypes.Structure):   # union bpf_attr, BPF_PROG_TEST_RUN (include/uapi/linux/bpf.h)
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32), ("data_size_in", ctypes.c_uint32),
+                ("data_size_out", ctypes.c_uint32), ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32), ("ctx_size_in", ctypes.c_uint32),
+                ("ctx_size_out", ctypes.c_uint32), ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
+
+
+SKB_CTX_SIZE = 192       # sizeof(struct __sk_buff); the kernel takes ifindex (offset 40) from it
+SKB_IFINDEX_OFF = 40
+
+
+def _tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int) -> bytes:
+    import socket
+    import struct
+
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, socket.inet_aton(src),
+                     socket.inet_aton(dst))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp
+
+
+def test_run_ns(node: Node, src: str, dst: str, sport_base: int, new: int = 3000, repeat: int = 20000) -> tuple:
+    """(ns per new connection's SYN, ns per packet of a tracked connection) of b's to_container, by
+    BPF_PROG_TEST_RUN in a child that enters the node's namespace (skb->ifindex must name b's host veth there).
+    Source ports above the endpoints' ip_local_port_range (the generator's connections never meet these conntrack
+    entries), destination ports 10000.. (allowed from a at every rule count: policy_yaml)."""
+    from ciliumctl.datapath import bpfsys
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ifindex = int(sh("ip", "-n", node.name, "-o", "link", "show", "dev", node.host_ifnames["b"]).stdout.split(":")[0])
+    prog = bpfsys.obj_get(node.bpffs / "to_container")
+    ns_fd = os.open(f"/run/netns/{node.name}", os.O_RDONLY)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: setns, run, write "new established", exit
+        try:
+            if libc.setns(ns_fd, 0x40000000) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+            ctx = ctypes.create_string_buffer(SKB_CTX_SIZE)
+            ctypes.c_uint32.from_buffer(ctx, SKB_IFINDEX_OFF).value = ifindex
+            out = ctypes.create_string_buffer(256)
+
+            def run(frame: bytes, times: int) -> float:
+                data = ctypes.create_string_buffer(frame, len(frame))
+                attr = _TestRunAttr(prog_fd=prog, data_size_in=len(frame), data_in=ctypes.addressof(data),
+                                    data_size_out=len(out), data_out=ctypes.addressof(out), repeat=times,
+                                    ctx_size_in=SKB_CTX_SIZE, ctx_in=ctypes.addressof(ctx))
+                if libc.syscall(321, 10, ctypes.byref(attr), ctypes.sizeof(attr)) < 0:
+                    raise OSError(ctypes.get_errno(), "BPF_PROG_TEST_RUN")
+                if attr.retval != 0:   # TC_ACT_OK: the packet passed the policy, as a's do
+                    raise RuntimeError(f"to_container returned {attr.retval}")
+                return float(attr.duration)
+
+            syn = [run(_tcp_frame(src, dst, sport_base + i // 999, 10000 + i % 999, 0x02), 1) for i in range(new)]
+            est = run(_tcp_frame(src, dst, sport_base, 10000, 0x10), repeat)
+            os.write(wfd, f"{statistics.median(syn)} {statistics.mean(syn)} {est}".encode())
+            os._exit(0)
+        except BaseException as err:
+            os.write(wfd, f"error {err}".encode())
+            os._exit(1)
+    os.close(wfd)
+    got = os.read(rfd, 4096).decode()
+    os.waitpid(pid, 0)
+    for fd in (rfd, ns_fd, prog):
+        os.close(fd)
+    if got.startswith("error"):
+        raise RuntimeError(f"BPF_PROG_TEST_RUN of to_container: {got}")
+    median_new, mean_new, est = (float(x) for x in got.split())
+    return median_new, mean_new, est
 
 
 def profile(node: Node, loadgen: str, secs: float, out: Path) -> None:
@@ -232,6 +321,17 @@ def profile(node: Node, loadgen: str, secs: float, out: Path) -> None:
             print(f"    {n / total:6.1%}  {f}")
 
 
+def spread(r: dict) -> str:
+    """The pairs' ratios: middle half and extremes, e.g. 0.88-0.97 [0.71-1.05]."""
+    p25, p75, lo, hi = r["spread"]
+    return f"{p25:.2f}-{p75:.2f} [{lo:.2f}-{hi:.2f}]"
+
+
+def loads(r: dict) -> str:
+    """The 1-minute load average seen over the configuration (min-max; 2 cores here)."""
+    return f"{r['load'][0]:.1f}-{r['load'][1]:.1f}"
+
+
 def set_agent(node: Node, level: str | None) -> None:
     """level None: no agent; else the agent running with the datapath at that aggregation level."""
     node.cli("agent", "stop")
@@ -244,8 +344,8 @@ def set_agent(node: Node, level: str | None) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=2.0, help="per run (each pair is 4 runs)")
-    ap.add_argument("--pairs", type=int, default=4, help="ABBA pairs per configuration")
+    ap.add_argument("--seconds", type=float, default=1.0, help="per run (each pair is 2 runs)")
+    ap.add_argument("--pairs", type=int, default=10, help="ABBA pairs per configuration")
     ap.add_argument("--rules", default="0,1000,10000", help="rule counts on b's ingress")
     ap.add_argument("--levels", default="none,low,medium,maximum",
                     help="monitor aggregation levels to run the agent at ('default': as installed)")
@@ -264,6 +364,7 @@ def main() -> int:
     sh(cc, "-O2", "-pthread", "-o", loadgen, str(ROOT / "benchmarks" / "loadgen.c"))
     node = Node(tmp, f"cctl{secrets.token_hex(2)}")
     rows: list[tuple[str, dict]] = []
+    runs: dict[int, tuple] = {}     # rules -> BPF_PROG_TEST_RUN ns (new connection median, mean; tracked packet)
     levels: list[str | None] = [None] + [lv for lv in args.levels.split(",") if lv]
     try:
         node.build([])
@@ -283,14 +384,16 @@ def main() -> int:
             elif (tmp / "applied").exists():
                 node.cli("policy", "delete", "bench")
             (tmp / "applied").touch()
+            set_agent(node, None)
+            runs[n] = test_run_ns(node, node.eps["a"][1], node.eps["b"][1], 65100 + 10 * len(runs))
             for level in levels:
                 set_agent(node, level)
                 time.sleep(0.5)
                 r = abba(node, loadgen, "crr", args.seconds, args.pairs)
                 rows.append((f"N={n:<6,} agent {level or 'off':8}", r))
-                print(f"  {rows[-1][0]} {r['plain']:8.0f} {r['cctl']:8.0f} {r['ratio']:6.2f} "
-                      f"{r['agent_cpu_per_10k']:6.3f} {r['agent_says']:6.3f} {r['lost']:6d}", file=sys.stderr,
-                      flush=True)
+                print(f"  {rows[-1][0]} {r['plain']:8.0f} {r['cctl']:8.0f} {r['ratio']:6.2f} {spread(r)} "
+                      f"{r['agent_cpu_per_10k']:6.3f} {r['agent_says']:6.3f} {r['lost']:6d} load {loads(r)}",
+                      file=sys.stderr, flush=True)
         # kept-alive request/response: events are per connection, so this must cost the agent nothing
         for level in levels:
             set_agent(node, level)
@@ -304,17 +407,22 @@ def main() -> int:
 
     print(f"ABBA: {args.pairs} pairs x {args.seconds:.1f} s per side; C load generator, {CLIENT_THREADS} client "
           f"threads; ratio = median over pairs of ciliumctl / plain veth (same node, same run)")
-    print(f"{'configuration':28} {'plain/s':>9} {'cctl/s':>9} {'ratio':>6} {'agent cores/10k':>16} "
-          f"{'(status says)':>13} {'lost':>9}")
+    print(f"{'configuration':28} {'plain/s':>9} {'cctl/s':>9} {'ratio':>6} {'p25-p75 [min-max]':>23} "
+          f"{'agent cores/10k':>16} {'(status says)':>13} {'lost':>6} {'load avg':>10}")
 
     def num(v: float) -> str:
         return "-" if v != v else f"{v:.3f}"
 
     for name, r in rows:
         off = "off" in name    # no agent: nobody reads the ring, every event is lost by design
-        print(f"{name:28} {r['plain']:9.0f} {r['cctl']:9.0f} {r['ratio']:6.2f} "
+        print(f"{name:28} {r['plain']:9.0f} {r['cctl']:9.0f} {r['ratio']:6.2f} {spread(r):>23} "
               f"{'-' if off else num(r['agent_cpu_per_10k']):>16} {'-' if off else num(r['agent_says']):>13} "
-              f"{'-' if off else r['lost']:>9}")
+              f"{'-' if off else r['lost']:>6} {loads(r):>10}")
+    print("the datapath alone (BPF_PROG_TEST_RUN of b's to_container, ns per run; agent off, load does not matter "
+          "much):")
+    for n, (median_new, mean_new, est) in runs.items():
+        print(f"  N={n:<6,} new connection (SYN) median {median_new:6.0f} ns (mean {mean_new:6.0f}); packet of a "
+              f"tracked connection {est:5.0f} ns")
     print("new connections/s (crr: connect, 1-byte request, 1-byte response, close); RR: one kept-alive connection "
           "per client thread. Targets: agent < 0.2 core per 10k new conn/s at medium, ratio >= 0.9 (crr, agent at "
           "medium), >= 0.95 (RR), no event lost at medium.")
