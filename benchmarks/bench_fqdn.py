@@ -5,8 +5,9 @@
    sequential A queries alternating direct / proxied (ABBA), p50 and p90 of each and the added p50.
 2. Lookups per second the proxy sustains with 64 queries in flight (direct in the same run for the ratio).
 3. Answer -> map: on a sandbox node (its own namespace and pins), the time NodeDNSPolicy.learn() takes for an
-   answer with a new address of a selected name: cache write + the reconcile that programs it, until the
-   datapath has it; at 0 and at 10,000 learned names.
+   answer with a new address of a selected name, until the datapath has it: a known label set (ipcache entry in
+   place), a new label set (its identity in place, program_new_identities, against the full reconcile it
+   replaces, alternating in the same run); at few and at 10,000 learned names.
 4. Memory at 10,000 learned names: the cache (tracemalloc) and what resolve builds for them.
 
 Run as root: .venv/bin/python benchmarks/bench_fqdn.py [-n 2000]"""
@@ -160,7 +161,10 @@ spec:
     toPorts: [{ports: [{port: "53", protocol: ANY}], rules: {dns: [{matchPattern: "*"}]}}]
   - toFQDNs: [{matchPattern: "*.example.test"}]
     toPorts: [{ports: [{port: "443", protocol: TCP}]}]
-"""
+  - toFQDNs: [M_NAMES]
+    toPorts: [{ports: [{port: "8443", protocol: TCP}]}]
+""".replace("M_NAMES", ", ".join(f'{{matchName: "m{k}.example.test"}}' for k in range(80)))
+# m<k>.example.test is matched by two selectors: each one's address has a label set of its own
 
 
 def learn_part(big: int) -> None:
@@ -184,15 +188,18 @@ def learn_part(big: int) -> None:
         from ciliumctl.node import reconcile, settings
         from ciliumctl.node.dns_proxy.cache import FQDNCache
         from ciliumctl.node.dns_proxy.policy import NodeDNSPolicy
+        from ciliumctl.node.dns_proxy.service import program_new_identities
 
         pol = NodeDNSPolicy(reconcile.reconcile, settings.locked)
         dp = reconcile.open_datapath()
         pol.datapath = lambda: dp          # as the agent keeps it open (node/dns_proxy/service.py)
+        pol.new_identities = program_new_identities
 
-        def one(k: int) -> float:
+        def one(k: int, name: str = "n") -> float:
             q = SimpleNamespace(client=(client_ip, 40000), server=("10.96.99.53", 53), proto="udp",
-                                qname=f"n{k}.example.test.", qtype="A")
-            a = Answer("NOERROR", [(f"10.{90 + k // 65536}.{k // 256 % 256}.{k % 256}", 300)], [], b"", True)
+                                qname=f"{name}{k}.example.test.", qtype="A")
+            net = 90 if name == "n" else 80          # m<k> names: addresses of their own
+            a = Answer("NOERROR", [(f"10.{net + k // 65536}.{k // 256 % 256}.{k % 256}", 300)], [], b"", True)
             t = time.perf_counter()
             pol.learn(q, a)
             return (time.perf_counter() - t) * 1000
@@ -201,6 +208,16 @@ def learn_part(big: int) -> None:
         small = [one(k) for k in range(2, 42)]
         print(f"answer -> map: the first address of a selector {first:.1f} ms; the next ones (in "
               f"place) p50 {statistics.median(small):.2f} ms, p90 {pct(small, .9):.2f} (target < 5 ms)")
+        # a new label set each: in place (program_new_identities) vs the full reconcile it replaces, alternating
+        inplace, by_reconcile = [], []
+        for k in range(0, 40):
+            pol.new_identities = program_new_identities if k % 2 == 0 else None
+            (inplace if k % 2 == 0 else by_reconcile).append(one(k, "m"))
+        pol.new_identities = program_new_identities
+        print(f"answer -> map, a new label set: in place p50 {statistics.median(inplace):.2f} ms, p90 "
+              f"{pct(inplace, .9):.2f}; by a reconcile p50 {statistics.median(by_reconcile):.2f} ms, p90 "
+              f"{pct(by_reconcile, .9):.2f} ({statistics.median(by_reconcile) / statistics.median(inplace):.1f}x; "
+              "target < 5 ms)")
         cache = FQDNCache()
         with cache.locked():
             cache.load()
@@ -217,6 +234,9 @@ def learn_part(big: int) -> None:
         many = [one(k) for k in range(100, 140)]
         print(f"a reconcile with {big:,} learned names: {bulk:.2f} s; answer -> map at {big:,} names (in place): "
               f"p50 {statistics.median(many):.2f} ms, p90 {pct(many, .9):.2f}")
+        new_sets = [one(k, "m") for k in range(40, 60)]
+        print(f"answer -> map at {big:,} names, a new label set (in place): p50 {statistics.median(new_sets):.2f} ms, "
+              f"p90 {pct(new_sets, .9):.2f}")
         dp.close()
     finally:
         subprocess.run([CLI, "uninstall"], env=full, capture_output=True)

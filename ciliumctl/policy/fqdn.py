@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -122,7 +123,12 @@ class RulePrefixes:
         return sorted(f"{ipaddress.IPv4Address(a)}/{n}" for n, s in self.by_len.items() for a in s)
 
     def containing(self, ip: str) -> list[str]:
-        addr = int(ipaddress.IPv4Address(ip))
+        if not self._lens:
+            return []
+        try:
+            addr = int.from_bytes(socket.inet_aton(ip), "big") if ip.count(".") == 3 else int(ipaddress.IPv4Address(ip))
+        except OSError:                  # inet_aton refused it: the strict parser says why
+            addr = int(ipaddress.IPv4Address(ip))
         out = []
         for n in self._lens:
             net = addr & ((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF)
@@ -136,8 +142,31 @@ def learned_labels(ip: str, names: Iterable[str], selectors: Iterable[NameMatch]
     """The identity labels of a learned IPv4 address: the fqdn: label of every toFQDNs selector matching one of its
     names (Cilium 1.16+ gives addresses selected by the same selectors one identity, pkg/fqdn/namemanager), the
     cidr: labels of the rule prefixes containing it, reserved:world. None: no selector wants it."""
-    names = list(names)
-    labels = {nm.label for nm in selectors if any(nm.matches(n) for n in names)}
+    labels: set[str] = set()
+    for n in names:
+        labels |= _labels_of_name(n, selectors)
     if not labels:
         return None
     return frozenset({*labels, *(f"cidr:{p}" for p in prefixes.containing(ip)), "reserved:world"})
+
+
+# The fqdn: labels of a name, per selector set: every resolve asks for every learned address, with the same
+# selectors as the one before (a new tuple each time, equal), and most addresses share their names' answers.
+_last_selectors: list = [None, (), {}]        # [the object asked with, its items, name -> labels]
+_NAME_CACHE_MAX = 200_000
+
+
+def _labels_of_name(name: str, selectors: Iterable[NameMatch]) -> frozenset[str]:
+    obj, items, by_name = _last_selectors
+    if selectors is not obj:
+        asked = tuple(selectors)
+        if asked != items:
+            by_name = {}
+        _last_selectors[:] = [selectors, asked, by_name]
+        items = asked
+    hit = by_name.get(name)
+    if hit is None:
+        if len(by_name) >= _NAME_CACHE_MAX:
+            by_name.clear()
+        hit = by_name[name] = frozenset(nm.label for nm in items if nm.matches(name))
+    return hit

@@ -69,7 +69,8 @@ def save(state: ResolvedState, endpoint_ips: dict[int, str]) -> None:
     data = {"revision": state.revision, "endpoints": eps, "selectors": _names(state.fqdn_selectors),
             "prefixes": list(state.fqdn_prefixes), "learned_identities": learned,
             "ipcache": state.ipcache if eps else {}}
-    statefile.write_json(policy_path(), data)
+    # compact: the C encoder (it grows with the learned addresses; written on the way from an answer to the map)
+    statefile.write_json(policy_path(), data, compact=True)
 
 
 def redirect(state: ResolvedState, port: int) -> None:

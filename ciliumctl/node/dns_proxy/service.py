@@ -37,33 +37,46 @@ def program_new_identities(dp, learned: dict[frozenset[str], int], ipcache: dict
     addresses, those identities' policy entries and then the addresses go into the active revision in place
     (Datapath.add_identities), as Cilium's incremental policy updates; a later reconcile writes the same maps.
     False (nothing written): reconcile. `learned`, `ipcache`: what dns-policy.json says the revision has."""
+    why = _not_in_place(dp, learned, ipcache)
+    if why:
+        log.info("a new label set of a learned address: reconciling (%s)", why)
+        return False
+    return True
+
+
+def _not_in_place(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int]) -> str:
+    """program_new_identities' work: "" when done, else why not (nothing written)."""
     from ciliumctl.endpoints import registry
     from ciliumctl.node import reconcile
     from ciliumctl.node.settings import load_settings
     from ciliumctl.policy import store
 
-    if reconcile.cluster_mode() or not ipcache:
-        return False
+    if reconcile.cluster_mode():
+        return "cluster mode"
+    if not ipcache:
+        return "no revision saved for the proxy"
     settings = load_settings()
     if settings.revision != dp.revision:
-        return False
+        return f"the datapath's revision {dp.revision} is not the stored {settings.revision}"
     endpoints = registry.load_all()
     state = reconcile.resolve_state(endpoints, store.load_all(), settings, reconcile.allocator(), settings.revision)
     fqdn_ids = {i: ls for i, ls in state.identities.items() if any(x.startswith("fqdn:") for x in ls)}
     new = {i for i, ls in fqdn_ids.items() if ls not in learned}
-    if not new or any(fqdn_ids.get(i) != ls for ls, i in learned.items()):
-        return False
+    if not new:
+        return "no new identity"
+    if any(fqdn_ids.get(i) != ls for ls, i in learned.items()):
+        return "a programmed learned identity changed"
     if any(a.identity in new for allows in state.http.values() for a in allows):
-        return False          # HAProxy's identity map would need them too
+        return "HTTP rules toward it (HAProxy's identity map)"
     if any(state.ipcache.get(p) != i for p, i in ipcache.items()):
-        return False          # not only additions (an address expired, a policy changed): a switch
+        return "the ipcache changed otherwise (an expiry, a policy)"
     added = {p: i for p, i in state.ipcache.items() if p not in ipcache}
     if any(i not in fqdn_ids or not p.endswith("/32") for p, i in added.items()):
-        return False
+        return "other ipcache entries added"
     if not dp.add_identities(state, new, added):
-        return False
+        return "the datapath changed meanwhile"
     reconcile.save_dns_policy(state, endpoints)
-    return True
+    return ""
 
 
 class DNSService:
