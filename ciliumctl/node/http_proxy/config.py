@@ -43,7 +43,7 @@ DENY_BODY = "Access denied\\r\\n"        # HAProxy string escapes: Envoy's body,
 LOG_FORMAT = ("%Ts%ms|%ci|%cp|%fi|%fp|%[var(txn.src_id)]|%[var(txn.dst_id)]|%[var(txn.dir)]|%ST|%Tr|%Ta"
               "|%HM|%HV|%[capture.req.hdr(0)]|%[var(txn.verdict)]|%HU")
 LOG_FIELDS = 16
-HARD_STOP_AFTER = "30s"
+HARD_STOP_AFTER = "2m"    # connections idle this long across a reload are closed then
 LOG_RING_BYTES = 4 << 20      # ~20,000 requests' lines while the agent is busy or restarting
 
 
@@ -186,7 +186,7 @@ def render(state: ResolvedState, port: int, paths: Paths) -> str:
         # blocks), an agent restarting finds them waiting (a datagram socket queues 10 lines: net.unix.max_dgram_qlen)
         "    log ring@agent len 8192 format raw local0",
         "    nbthread 2",
-        # a reload's old worker ends within this even if a client keeps its connection busy
+        # a reload's old worker ends within this even if a client keeps its connection open
         f"    hard-stop-after {HARD_STOP_AFTER}",
         "ring agent",
         "    description \"L7 flows to the ciliumctl agent\"",
@@ -205,6 +205,11 @@ def render(state: ResolvedState, port: int, paths: Paths) -> str:
         "    timeout server 5m",
         "    timeout http-request 30s",
         "    timeout http-keep-alive 5m",
+        # a reload (only when the rules change): the old worker does not close a kept-alive connection while idle,
+        # where a request the client sends at that moment would be lost (HTTP/1.1 clients need not retry it); it
+        # answers the next request with `Connection: close` (backported to Debian's 2.6; HAProxy 2.4+ otherwise
+        # closes idle connections at once on soft-stop: the connections the issue's benchmark saw broken)
+        "    option idle-close-on-response",
         "frontend l7",
         f"    bind 0.0.0.0:{port} transparent",
         "    capture request header Host len 256",
