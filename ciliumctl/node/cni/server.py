@@ -26,11 +26,13 @@ Run it inside the agent (CniServer(path).start(), after ciliumctl.nodens.enter_n
 from __future__ import annotations
 
 import array
+import concurrent.futures
 import contextlib
 import hashlib
 import json
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
@@ -106,9 +108,11 @@ class CniHandler:
 
     def __init__(self):
         self._lock = threading.Lock()
-        # host interface -> the thread moving its programs onto tcx links (cni_node.finish_attach); a teardown
-        # of that interface waits for it first
-        self._moving: dict[str, threading.Thread] = {}
+        # host interface -> set once its programs are moved onto tcx links (cni_node.finish_attach); a teardown
+        # of that interface waits for it first. One long-lived thread moves them, in order: a thread started per
+        # ADD made the ADD wait for its first run (Thread.start), several ms on a loaded 2-core node.
+        self._moving: dict[str, threading.Event] = {}
+        self._moves: queue.SimpleQueue | None = None
         self._pool: AgentPool | None = None   # the agent's own IPAM, built at its first use (lock held)
 
     def agent_pool(self) -> AgentPool:
@@ -251,10 +255,7 @@ class CniHandler:
         except BaseException:
             self._teardown(dict(attachment, ipam=None))   # the caller releases the address
             raise
-        mover = threading.Thread(target=self._finish_attach, args=(hostif, links["host_ifindex"]),
-                                 name=f"tcx-{hostif}", daemon=True)
-        self._moving[hostif] = mover
-        mover.start()   # in this thread's network namespace, the node's
+        self._queue_move(hostif, links["host_ifindex"])
         dns = ipam_result.get("dns") or conf.get("dns") or {}
         result: dict[str, object] = {
             "cniVersion": "1.0.0",
@@ -290,25 +291,38 @@ class CniHandler:
         delegated = attachment.get("ipam")
         return delegated if isinstance(delegated, dict) else None
 
-    def _finish_attach(self, hostif: str, ifindex: int) -> None:
-        try:
-            cni_node.finish_attach(ifindex)
-        except Exception:   # the clsact filters stay and keep enforcing
-            log.exception("moving %s onto tcx links failed", hostif)
-        finally:
-            if self._moving.get(hostif) is threading.current_thread():
-                self._moving.pop(hostif, None)
+    def _queue_move(self, hostif: str, ifindex: int) -> None:
+        """Hand the move onto tcx links to the mover thread (lock held)."""
+        done = threading.Event()
+        self._moving[hostif] = done
+        if self._moves is None:
+            self._moves = queue.SimpleQueue()
+            # started from this thread, in the node's network namespace, which threads inherit
+            threading.Thread(target=self._mover, args=(self._moves,), name="cni-tcx-mover", daemon=True).start()
+        self._moves.put((hostif, ifindex, done))
+
+    def _mover(self, moves: queue.SimpleQueue) -> None:
+        while True:
+            hostif, ifindex, done = moves.get()
+            try:
+                cni_node.finish_attach(ifindex)
+            except Exception:   # the clsact filters stay and keep enforcing
+                log.exception("moving %s onto tcx links failed", hostif)
+            finally:
+                if self._moving.get(hostif) is done:
+                    self._moving.pop(hostif, None)
+                done.set()
 
     def wait_moves(self) -> None:
         """Wait for every pending move onto tcx links (before the server stops)."""
-        for mover in list(self._moving.values()):
-            mover.join()
+        for done in list(self._moving.values()):
+            done.wait()
 
     def _teardown(self, attachment: dict) -> None:
         """Endpoint first (detach and drop from policy), then the links. Each step tolerates absence."""
-        mover = self._moving.pop(attachment["hostIfname"], None)
-        if mover is not None:
-            mover.join()
+        moving = self._moving.pop(attachment["hostIfname"], None)
+        if moving is not None:
+            moving.wait()
         if attachment.get("endpointID"):
             cni_node.unregister(int(attachment["endpointID"]), attachment.get("containerID", ""))
         cni_plumbing.teardown_veth(attachment["hostIfname"])
@@ -396,12 +410,16 @@ class CniServer:
 
     def serve_forever(self) -> None:
         sock = self._sock if self._sock is not None else self.bind()
+        # threads kept between requests (created here, in the node's namespace): Thread.start() per request waited
+        # for the new thread's first run, several ms of every ADD on a loaded node
+        workers = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="cni-request")
         while True:
             try:
                 conn, _ = sock.accept()
             except OSError:
+                workers.shutdown(wait=False)
                 return   # closed
-            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+            workers.submit(self._serve_one, conn)
 
     def close(self) -> None:
         self.handler.wait_moves()
