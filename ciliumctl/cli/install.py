@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
         devices: str | None = typer.Option(
             None, "--devices", metavar="DEV[,DEV]",
             help="The node's interfaces that take NodePort traffic from outside (kept when omitted; \"\": none; "
-                 "detected as Cilium does when --host-firewall turns on without any)."),
+                 "detected as Cilium does when --host-firewall turns on without any). Cluster mode: every "
+                 "node's; omitted, each agent detects its node's."),
         host_firewall: bool | None = typer.Option(
             None, "--host-firewall/--no-host-firewall", show_default=False,
             help="Enforce nodeSelector policies on the node's own traffic, on --devices and from endpoints "
@@ -158,7 +159,7 @@ def register(app: typer.Typer) -> None:
         if kc:
             refuse_unused("in cluster mode (the agent's DaemonSet sets up each node)", {
                 "--pool": pool is not None, "--service-cidr": service_cidr is not None,
-                "--devices": devices is not None, "--host-firewall": host_firewall is not None,
+                "--host-firewall": host_firewall is not None,
                 "--host-firewall-audit": host_firewall_audit is not None, "--node-labels": node_labels is not None,
                 "--remote-nodes": remote_nodes is not None, "--force": force,
                 "--enable-node-selector-labels": node_selector_labels is not None,
@@ -171,7 +172,7 @@ def register(app: typer.Typer) -> None:
                      monitor_aggregation=monitor_aggregation, monitor_aggregation_interval=monitor_aggregation_interval,
                      monitor_aggregation_flags=monitor_aggregation_flags,
                      context=context, image=image, image_pull_policy=image_pull_policy, wait=wait, output=output,
-                     timeout=timeout)
+                     timeout=timeout, devices=devices)
             return
         refuse_unused("in node mode (cluster mode takes it: pass --kubeconfig or set KUBECONFIG)", {
             "--wait": wait, "--wait-duration": wait_duration is not None, "-o/--output": output is not None,

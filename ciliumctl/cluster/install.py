@@ -75,14 +75,19 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
             enforcement: str | None = None, audit: bool | None = None, flow_buffer_size: int = 4095,
             namespace: str = manifests.NAMESPACE, timeout: float = 300.0, out: TextIO | None = None,
             progress: Callable[[str], None] | None = None, kube: Kube | None = None,
-            enforcement_mode: str | None = None, image_pull_policy: str = "IfNotPresent") -> list:
+            enforcement_mode: str | None = None, image_pull_policy: str = "IfNotPresent",
+            devices: str | None = None) -> list:
     """Deploy ciliumctl into the cluster. dry_run: print the manifests (output yaml|json) without touching a
     cluster and return them. Otherwise apply each object, print one kubectl-like line per object, and with
-    wait block until the DaemonSet is ready (progress lines on stderr). Returns the manifests or [Applied]."""
+    wait block until the DaemonSet is ready (progress lines on stderr). Returns the manifests or [Applied].
+    devices: the nodes' NodePort devices (None: each agent detects its node's, as Cilium's)."""
     out = out or sys.stdout
+    if devices is not None:
+        devices = ",".join(d.strip() for d in devices.split(",") if d.strip())
     opts = manifests.InstallOptions(image=image, namespace=namespace,
                                     enforcement=enforcement or enforcement_mode or "default", audit=bool(audit),
-                                    flow_buffer_size=flow_buffer_size, image_pull_policy=image_pull_policy)
+                                    flow_buffer_size=flow_buffer_size, image_pull_policy=image_pull_policy,
+                                    devices=devices)
     objs = manifests.build(opts)
     if dry_run:
         out.write(render(objs, output or "yaml"))
@@ -151,10 +156,12 @@ def _roll_back(kube: Kube, created: list[dict], maybe: list[dict] | None = None)
 
 def uninstall(kubeconfig: str | None = None, context: str | None = None, namespace: str = manifests.NAMESPACE,
               out: TextIO | None = None, kube: Kube | None = None, keep_crds: bool = False,
-              dry_run: bool = False) -> list[Applied]:
+              dry_run: bool = False, agents_timeout: float = 90.0) -> list[Applied]:
     """Delete every installed object, DaemonSet first, CRDs last (which also removes policies, identities and
     endpoints stored in them, as `kubectl delete crd` does). dry_run: the API server checks each deletion
-    (dryRun=All) and nothing is removed."""
+    (dryRun=All) and nothing is removed. After the DaemonSet, its agent pods are given `agents_timeout` to stop
+    before their RBAC goes: an agent that finds its DaemonSet gone takes its programs off the node's devices
+    (node.services.devices), for which it still reads the API."""
     out = out or sys.stdout
     kube = _connect(kube, kubeconfig, context)
     objs = list(reversed(manifests.build(manifests.InstallOptions(namespace=namespace))))
@@ -168,7 +175,26 @@ def uninstall(kubeconfig: str | None = None, context: str | None = None, namespa
         result = Applied(kind.kind, meta["name"], meta.get("namespace", ""), action)
         results.append(result)
         out.write(result.line() + "\n")
+        if kind.kind == "DaemonSet" and gone and not dry_run:
+            _wait_agents_gone(kube, namespace, agents_timeout)
     return results
+
+
+def _wait_agents_gone(kube: Kube, namespace: str, timeout: float) -> None:
+    """Until no agent pod is left (the garbage collector deletes them after their DaemonSet); past the timeout a
+    line on stderr names them and uninstall goes on."""
+    selector = ",".join(f"{k}={v}" for k, v in manifests.AGENT_LABELS.items())
+    deadline = time.monotonic() + timeout
+    while True:
+        pods, _ = kube.list(KINDS["Pod"], namespace=namespace, label_selector=selector)
+        if not pods:
+            return
+        if time.monotonic() > deadline:
+            names = ", ".join(f"{p['metadata']['name']} on {p['spec'].get('nodeName') or '?'}" for p in pods)
+            print(f"uninstall: agent pods still stopping after {timeout:.0f}s ({names}); their nodes' devices may "
+                  "keep the NodePort programs (pinned under /sys/fs/bpf/ciliumctl there)", file=sys.stderr)
+            return
+        time.sleep(0.5)
 
 
 # ---------------------------------------------------------------- status

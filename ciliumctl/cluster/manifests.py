@@ -30,6 +30,9 @@ class InstallOptions:
     audit: bool = False
     flow_buffer_size: int = 4095  # Hubble's event buffer capacity: one less than a power of two
     image_pull_policy: str = "IfNotPresent"   # Never: the image was imported on every node (no registry)
+    # NodePort devices, comma-separated (Cilium's `devices` option, daemon/cmd/daemon_main.go); None: each agent
+    # detects its node's native devices, as Cilium does without the option (node.hostfw.devices); "": none
+    devices: str | None = None
 
     def check(self) -> None:
         if self.enforcement not in ENFORCEMENT_MODES:
@@ -42,6 +45,12 @@ class InstallOptions:
             raise UsageError(f"--image-pull-policy {self.image_pull_policy!r}: use one of {', '.join(PULL_POLICIES)}")
         if not self.image.strip():
             raise UsageError("--image is empty: give an image reference such as " + DEFAULT_IMAGE)
+        for name in (self.devices or "").split(","):
+            name = name.strip()
+            # the kernel's dev_valid_name: 1..15 bytes, not . or .., no /, : or white space
+            if name in (".", "..") or len(name.encode()) > 15 or any(c in name for c in "/: \t\n"):
+                raise UsageError(f"--devices {self.devices!r}: {name!r} is no interface name (at most 15 "
+                                 "characters, no '/', ':' or spaces); name the nodes' interfaces, comma-separated")
 
 
 # ---------------------------------------------------------------- schema pieces
@@ -270,6 +279,9 @@ def cluster_role() -> dict:
         {"apiGroups": ["cilium.io"], "resources": ["ciliumlocalredirectpolicies"], "verbs": ["get", "list", "watch"]},
         # why a policy is rejected or enforced in part, on the policy (cluster.policy_events)
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        # its own DaemonSet only: an agent stopped while it is gone was uninstalled and takes its NodePort
+        # programs off the devices (node.services.devices)
+        {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [AGENT], "verbs": ["get"]},
         # get + list: the agent finds its node's stale endpoints after a restart and updates in place
         {"apiGroups": ["cilium.io"], "resources": ["ciliumendpoints"],
          "verbs": ["get", "list", "watch", "create", "update", "delete"]},
@@ -327,9 +339,13 @@ def daemonset(opts: InstallOptions) -> dict:
         "env": [
             {"name": "CILIUMCTL_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": "CILIUMCTL_CLUSTER", "value": "in-cluster"},
+            {"name": "CILIUMCTL_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             from_config("CILIUMCTL_ENFORCEMENT", "enforcement-mode"),
             from_config("CILIUMCTL_AUDIT", "audit-mode"),
             from_config("CILIUMCTL_FLOW_BUFFER_SIZE", "flow-buffer-size"),
+            # unset (no key): the agent detects the node's devices
+            {"name": "CILIUMCTL_DEVICES", "valueFrom": {"configMapKeyRef": {"name": CONFIG, "key": "devices",
+                                                                            "optional": True}}},
         ],
         "securityContext": {"privileged": True},
         # ready once the agent serves its CNI socket (paths.agent_socket()) and the datapath is loaded (its pins)
@@ -389,6 +405,7 @@ def build(opts: InstallOptions | None = None) -> list[dict]:
          "subjects": [{"kind": "ServiceAccount", "name": AGENT, "namespace": opts.namespace}]},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(CONFIG),
          "data": {"enforcement-mode": opts.enforcement, "audit-mode": "true" if opts.audit else "false",
-                  "flow-buffer-size": str(opts.flow_buffer_size)}},
+                  "flow-buffer-size": str(opts.flow_buffer_size),
+                  **({} if opts.devices is None else {"devices": opts.devices})}},
         daemonset(opts),
     ]

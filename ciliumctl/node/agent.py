@@ -116,6 +116,7 @@ class Agent:
         self.metrics: MetricsServer | None = None
         self.cni: CniServer | None = None
         self.cluster: ClusterNode | None = None
+        self.devices: list[str] | None = None      # NodePort devices the agent attached (DaemonSet only)
         self.dns: DNSService | None = None
         self.http: HTTPService | None = None
         self._lock_fd: int | None = None
@@ -221,6 +222,11 @@ class Agent:
         from ciliumctl.node import cluster_sync as node_sync
 
         self.cluster = node_sync.start_for_agent(self.opts.kubeconfig, self.opts.context, self.node_name)
+        if self.cluster is not None and node_sync.cluster_mode(self.opts.kubeconfig) == "in-cluster":
+            # the DaemonSet's agent: no install runs on its node, so it puts NodePort on the node's devices
+            from ciliumctl.node.services import devices
+
+            self.devices = devices.start()
 
     def _start_dns(self) -> None:
         from ciliumctl.node.dns_proxy.service import DNSOptions, DNSService
@@ -277,6 +283,13 @@ class Agent:
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.stop()
+            if self.devices is not None:
+                from ciliumctl.node.services import devices
+
+                try:
+                    devices.stop(self.cluster.kube, os.environ.get("CILIUMCTL_NAMESPACE"))
+                except Exception as err:  # noqa: BLE001 - stopping must go on; the programs stay pinned
+                    log.warning("could not take NodePort off the devices: %s", err)
         if self.cni is not None:
             with contextlib.suppress(Exception):
                 self.cni.close()

@@ -229,19 +229,28 @@ def test_cluster_mode_starts_and_stops_the_cluster_sync(node_dirs, monkeypatch):
     tests/k8s/test_api_node_sync.py); here: that the agent starts it with its node name only in cluster mode, and
     stops it."""
     from ciliumctl.node import cluster_sync as node_sync
+    from ciliumctl.node.services import devices
 
-    calls, stopped = [], []
+    calls, stopped, device_calls = [], [], []
 
     class Running:
+        kube = "the cluster's client"
+
         def stop(self):
             stopped.append(True)
 
     monkeypatch.setattr(node_sync, "start_for_agent", lambda *a: calls.append(a) or Running())
+    # the DaemonSet's agent puts NodePort on its node's devices (tested on a real cluster in
+    # tests/k8s/test_cluster_e2e.py); here only that it does so in-cluster, and asks about an uninstall at stop
+    monkeypatch.setattr(devices, "start", lambda: device_calls.append("start") or ["eth0"])
+    monkeypatch.setattr(devices, "stop", lambda kube, ns: device_calls.append(("stop", kube, ns)))
+    monkeypatch.setenv("CILIUMCTL_NAMESPACE", "ciliumctl-system")
     a = start_agent()
     a.shutdown()
-    assert calls == []                                    # node mode
+    assert calls == [] and device_calls == []             # node mode
     monkeypatch.setenv("CILIUMCTL_CLUSTER", "in-cluster")
     a = start_agent(context="kind")
-    assert calls == [(None, "kind", "node-a")] and a.cluster is not None
+    assert calls == [(None, "kind", "node-a")] and a.cluster is not None and a.devices == ["eth0"]
     a.shutdown()
     assert stopped == [True]
+    assert device_calls == ["start", ("stop", "the cluster's client", "ciliumctl-system")]

@@ -85,6 +85,27 @@ def test_rbac_is_least_privilege():
     assert {v for g, r, v in grants if r == "ciliumendpoints"} >= {"create", "update", "delete"}
 
 
+def test_nodeport_devices_are_the_configmaps_or_each_agents_detected_ones():
+    """Cilium's `devices` option: named, every agent reads them from the ConfigMap; not named, the key is absent
+    and each agent detects its node's (node.services.devices). The agent may read its own DaemonSet only, to
+    tell an uninstall from a restart."""
+    objs = inst.install(dry_run=True, devices=" eth0, eth1 ", out=io.StringIO())
+    config = next(o for o in objs if o["kind"] == "ConfigMap")
+    assert config["data"]["devices"] == "eth0,eth1"
+    assert "devices" not in next(o for o in dry_run() if o["kind"] == "ConfigMap")["data"]
+    ds = next(o for o in objs if o["kind"] == "DaemonSet")
+    env = {e["name"]: e for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CILIUMCTL_DEVICES"]["valueFrom"]["configMapKeyRef"] == {"name": "ciliumctl-config", "key": "devices",
+                                                                        "optional": True}
+    assert env["CILIUMCTL_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    role = next(o for o in objs if o["kind"] == "ClusterRole")
+    assert [r for r in role["rules"] if r["apiGroups"] == ["apps"]] == [
+        {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": ["ciliumctl-agent"], "verbs": ["get"]}]
+    for bad in ("eth0,a/b", "averyveryverylongname", "eth0:1", "lo 1"):
+        with pytest.raises(UsageError, match="is no interface name"):
+            inst.install(dry_run=True, devices=bad, out=io.StringIO())
+
+
 def test_dry_run_json_and_bad_options():
     out = io.StringIO()
     inst.install(dry_run=True, output="json", out=out)
