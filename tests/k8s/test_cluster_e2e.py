@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import socket
 import time
 
 import pytest
 from support.cli import run_cli
 from support.shell import sh, wait_until
+
+from k8s.cluster import NODE_NET
 
 # the first test also builds the images (minutes on a fresh machine) and starts the cluster
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -46,6 +50,49 @@ POLICY = {
 
 CONNECT = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()\n"
            " print('connected')\nexcept OSError as e:\n print('failed', e)\n")
+
+
+# a client outside the nodes, on their wire (the cluster's bridge), in a namespace of this test
+OUTSIDE_IP = str(NODE_NET.network_address + 250)
+GET = ("import socket,sys\ntry:\n s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n"
+       " s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print(s.makefile('rb').readline().decode().strip())\n"
+       "except OSError as e:\n print('failed', e)\n")
+
+
+@pytest.fixture
+def outside(k8s):
+    """The namespace of a machine outside the cluster, plugged into the nodes' wire; removed afterwards."""
+    name, veth = f"{k8s.prefix}-outside", f"{k8s.prefix}o"
+    try:
+        sh("ip", "netns", "add", name)
+        sh("ip", "link", "add", veth, "netns", name, "type", "veth", "peer", "name", f"{veth}p", "netns", k8s.net_ns)
+        sh("ip", "-n", k8s.net_ns, "link", "set", f"{veth}p", "master", "br0", "up")
+        sh("ip", "-n", name, "link", "set", veth, "name", "eth0")
+        sh("ip", "-n", name, "addr", "add", f"{OUTSIDE_IP}/{NODE_NET.prefixlen}", "dev", "eth0")
+        sh("ip", "-n", name, "link", "set", "eth0", "up")
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        sh("ip", "netns", "delete", name, check=False)
+
+
+def http_from(netns: str, ip: str, port: int) -> str:
+    """The status line of GET / from the namespace, or "failed ..." (refused, unreachable or no answer in 2 s)."""
+    return sh("ip", "netns", "exec", netns, "python3", "-c", GET, ip, str(port), timeout=30).stdout.strip()
+
+
+def device_programs(node) -> list[int]:
+    """The tcx programs on the node's eth0, ingress and egress (read in its namespace)."""
+    from ciliumctl.base.netns import in_netns
+    from ciliumctl.datapath import bpfsys
+
+    fd = os.open(node.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with in_netns(fd):
+            idx = socket.if_nametoindex("eth0")
+            return [p for t in (bpfsys.BPF_TCX_INGRESS, bpfsys.BPF_TCX_EGRESS) for p in bpfsys.tcx_prog_ids(idx, t)]
+    finally:
+        os.close(fd)
 
 
 def kubectl_json(k8s, *args) -> dict:
@@ -91,6 +138,10 @@ def test_install_waits_for_the_agent_daemonset(k8s, cli_env_k8s):
     assert len(set(k8s.pod_cidrs.values())) == 2
     status = run_cli("status", "--kubeconfig", str(k8s.kubeconfig), "-o", "json", env=cli_env_k8s, timeout=60)
     assert json.loads(status.stdout)["healthy"] is True, status.stdout
+    # no --devices: each agent detected its node's native device, eth0 (its lo is left out), and put bpf_host.c's
+    # NodePort programs on it, ingress and egress
+    for node in k8s.nodes:
+        assert len(device_programs(node)) == 2, node.name
 
 
 def test_pods_get_addresses_endpoints_and_identities(k8s, state):
@@ -199,6 +250,44 @@ def test_a_cluster_ip_service_reaches_its_backend_on_the_other_node(k8s, state):
     assert wait_until(lambda: not connects(k8s, "client", vip, 80), 30, 0.5), "the deleted service still answers"
 
 
+def test_a_node_port_reaches_its_pod_on_the_other_node_from_outside(k8s, state, outside):
+    """No kube-proxy (the cluster runs none): a client outside the cluster asks node A (client's node) for a
+    NodePort Service whose only pod (web) is on node B. externalTrafficPolicy Cluster: node A's device
+    translates it to web, SNATed out to node B; Local: node A has no pod of it and refuses, node B answers
+    with the client's own address kept."""
+    node_a, node_b = k8s.nodes[NODE_OF["client"]], k8s.nodes[NODE_OF["web"]]
+    rules = sh("ip", "netns", "exec", node_a.netns, "iptables-save", check=False).stdout
+    assert "KUBE-SERVICES" not in rules and "KUBE-NODEPORTS" not in rules    # kube-proxy's chains (the kubelet's
+    # own KUBE-IPTABLES-HINT and KUBE-KUBELET-CANARY are there)
+    k8s.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-np"},
+        "spec": {"type": "NodePort", "selector": {"app": "web"},
+                 "ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}]}}))
+    try:
+        port = kubectl_json(k8s, "get", "service", "web-np")["spec"]["ports"][0]["nodePort"]
+        assert wait_until(lambda: http_from(outside, node_a.ip, port).startswith("HTTP/1.0 200"), 60, 0.5), \
+            http_from(outside, node_a.ip, port)
+        listed = k8s.kubectl("exec", "-n", NS, agent_pod(k8s, node_a.name), "-c", "agent", "--", "ciliumctl",
+                             "service", "list", timeout=60).stdout
+        assert f"{node_a.ip}:{port}/TCP" in listed and "NodePort" in listed, listed
+        # node B saw node A's address (SNAT), not the client's
+        assert f"{node_a.ip} - -" in k8s.kubectl("logs", "web").stdout
+
+        k8s.kubectl("patch", "service", "web-np", "-p", json.dumps({"spec": {"externalTrafficPolicy": "Local"}}))
+        assert wait_until(lambda: http_from(outside, node_a.ip, port).startswith("failed"), 30, 0.5), \
+            "node A still answers for a Local service without a pod of it"
+        # refused by node A's device program, as Cilium: drop 158, no service backend
+        flows = k8s.kubectl("exec", "-n", NS, agent_pod(k8s, node_a.name), "-c", "agent", "--", "ciliumctl",
+                            "observe", "--last", "500", "--verdict", "DROPPED", "--from-ip", OUTSIDE_IP, "-o",
+                            "jsonpb", timeout=60).stdout
+        reasons = {json.loads(line)["flow"].get("drop_reason_desc") for line in flows.splitlines() if line.strip()}
+        assert "SERVICE_BACKEND_NOT_FOUND" in reasons, flows[-2000:]
+        assert http_from(outside, node_b.ip, port).startswith("HTTP/1.0 200")
+        assert f"{OUTSIDE_IP} - -" in k8s.kubectl("logs", "web").stdout
+    finally:
+        k8s.kubectl("delete", "service", "web-np", check=False)
+
+
 def test_deleting_a_pod_releases_everything(k8s, state):
     node = k8s.nodes[NODE_OF["other"]]
     lease = node.dir / "host/var/lib/cni/networks/ciliumctl" / state["other"]
@@ -216,8 +305,11 @@ def test_deleting_a_pod_releases_everything(k8s, state):
 
 def test_uninstall_leaves_nothing(k8s, cli_env_k8s):
     k8s.kubectl("delete", "pod", "web", "client", "--wait=true", "--timeout", "60s")
-    res = run_cli("uninstall", "--kubeconfig", str(k8s.kubeconfig), env=cli_env_k8s, timeout=120)
+    res = run_cli("uninstall", "--kubeconfig", str(k8s.kubeconfig), env=cli_env_k8s, timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr
+    # the agents saw their DaemonSet gone and took NodePort off the devices before uninstall went on
+    for node in k8s.nodes:
+        assert device_programs(node) == [], node.name
     assert wait_until(lambda: k8s.kubectl("get", "namespace", NS, check=False).returncode != 0, 90, 0.5)
     for crd in CRDS:
         assert k8s.kubectl("get", "crd", crd, check=False).returncode != 0
