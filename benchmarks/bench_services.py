@@ -12,9 +12,16 @@ addresses nobody uses. kube-proxy's layout (pkg/proxy/iptables/proxier.go): PRER
 `-d VIP -p tcp --dport P -j KUBE-SVC-*` per service, each KUBE-SVC-* jumps to one KUBE-SEP-* per endpoint with
 `-m statistic --mode random --probability 1/(n-i)`, each KUBE-SEP-* DNATs. The measured service sits in the
 middle of KUBE-SERVICES (the average walk). iptables rules exist only while the iptables side is measured (else
-they would be walked for the ciliumctl side's connections too). ABBA pairs as in bench_connections.
+they would be walked for the ciliumctl side's connections too).
+
+The baseline is the same connections made directly to the backends: loadgen round robin over the 10 backends'
+ports. Direct to one backend (one server process instead of ten) is printed beside it: connections through a
+service land on ten processes, which costs wake-ups of their own (kube-proxy's DNAT pays the same), so against
+one backend the ratio measures the spread as much as the service path. Rounds in A B C / C B A order, the ratio of
+each round, their median and range, the load average over the rounds; the endpoint programs' BPF run time per
+connection (BPF_ENABLE_STATS through an fd held by the benchmark, no sysctl).
 Run as root:
-    .venv/bin/python benchmarks/bench_services.py [--seconds 2] [--pairs 2] [--services 1,1000,10000]
+    .venv/bin/python benchmarks/bench_services.py [--seconds 2] [--pairs 3] [--services 1,1000,10000]
 """
 
 from __future__ import annotations
@@ -41,25 +48,60 @@ IPT_VIP = "10.112.0.10"       # the iptables side's measured service (no BPF fro
 CHI2_9DOF_P01 = 21.666        # chi-square critical value, 9 degrees of freedom, p = 0.01
 
 
-def crr(node: Node, loadgen: str, client: str, ip: str, secs: float) -> float:
-    p = node.run_in(client, loadgen, "crr", ip, str(PORT), str(secs), str(CLIENT_THREADS))
+def crr(node: Node, loadgen: str, client: str, ip: str, ports: str, secs: float) -> float:
+    """New connections/s from the client to ip at ports (one port, or LO-HI: round robin over them)."""
+    p = node.run_in(client, loadgen, "crr", ip, ports, str(secs), str(CLIENT_THREADS))
     out, err = p.communicate(timeout=secs + 60)
     if p.returncode != 0:
-        raise RuntimeError(f"loadgen crr {ip}: {err.strip()}")
+        raise RuntimeError(f"loadgen crr {ip}:{ports}: {err.strip()}")
     return float(out)
 
 
-def abba(node: Node, loadgen: str, client: str, direct: str, via: str, secs: float, pairs: int) -> dict:
-    """(direct to a backend, through the service) in ABBA order; the ratio is the median of the pairs'."""
-    d, v, ratios = [], [], []
+class BpfTime:
+    """Run time of the endpoint programs per connection, counted through a BPF_ENABLE_STATS fd this benchmark
+    holds (no sysctl touched); None for a side without programs."""
+
+    def __init__(self, node: Node):
+        from ciliumctl.datapath import bpfsys
+
+        self.bpfsys = bpfsys
+        self.fds = [bpfsys.obj_get(node.bpffs / name) for name in ("from_container", "to_container")]
+        self.stats_fd = bpfsys.enable_run_time_stats()
+
+    def ns(self) -> int:
+        return sum(self.bpfsys.prog_info(fd).run_time_ns for fd in self.fds)
+
+    def close(self) -> None:
+        for fd in (self.stats_fd, *self.fds):
+            os.close(fd)
+
+
+def abba(node: Node, loadgen: str, client: str, backend: str, via: str, secs: float, pairs: int,
+         bpf: BpfTime | None = None) -> dict:
+    """Rounds of (direct: the same connections round robin over the service's backends; via the service; direct
+    to one backend), in A B C / C B A order so that drift hits all alike. Ratios per round, their median and
+    spread; BPF run time per connection per side when bpf is given."""
+    sides = {"direct": (backend, f"{PORT}-{PORT + BACKENDS - 1}"), "service": (via, str(PORT)),
+             "one": (backend, str(PORT))}
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    bpf_ns: dict[str, list[float]] = {k: [] for k in sides}
+    ratios, ratios_one = [], []
+    load = [os.getloadavg()[0]]
     for i in range(pairs):
         got = {}
-        for side in (("d", "v") if i % 2 == 0 else ("v", "d")):
-            got[side] = crr(node, loadgen, client, direct if side == "d" else via, secs)
-        d.append(got["d"])
-        v.append(got["v"])
-        ratios.append(got["v"] / got["d"] if got["d"] else float("nan"))
-    return {"direct": statistics.mean(d), "service": statistics.mean(v), "ratio": statistics.median(ratios)}
+        for side in (list(sides) if i % 2 == 0 else list(sides)[::-1]):
+            before = bpf.ns() if bpf else 0
+            got[side] = crr(node, loadgen, client, *sides[side], secs)
+            if bpf and got[side]:
+                bpf_ns[side].append((bpf.ns() - before) / (got[side] * secs))
+        for k, v in got.items():
+            rates[k].append(v)
+        ratios.append(got["service"] / got["direct"] if got["direct"] else float("nan"))
+        ratios_one.append(got["service"] / got["one"] if got["one"] else float("nan"))
+        load.append(os.getloadavg()[0])
+    return {**{k: statistics.median(v) for k, v in rates.items()}, "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios), "ratio_max": max(ratios), "ratio_one": statistics.median(ratios_one),
+            "bpf_ns": {k: statistics.median(v) for k, v in bpf_ns.items() if v}, "load": (min(load), max(load))}
 
 
 def fake_ip(i: int, j: int) -> str:
@@ -190,7 +232,7 @@ def clear_conns(node: Node) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--services", default="1,1000,10000")
     args = ap.parse_args()
     if os.geteuid() != 0 or not shutil.which("cc") or not shutil.which("iptables-nft-restore"):
@@ -221,7 +263,11 @@ def main() -> int:
             program(table)                  # back: with N=1 the grown service is the measured one
             agent_first, agent_catch_up, agent_one = agent_applies(table, grown)
             clear_conns(node)
-            ours = abba(node, loadgen, "a", b_ip, VIP, args.seconds, args.pairs)
+            bpf = BpfTime(node)
+            try:
+                ours = abba(node, loadgen, "a", b_ip, VIP, args.seconds, args.pairs, bpf)
+            finally:
+                bpf.close()
             counts, chi2 = spread(node)
             ipt_text = iptables_rules(n, pb_ip)
             ipt_prog = ipt_restore(node, ipt_text)
@@ -229,13 +275,18 @@ def main() -> int:
                 ipt = abba(node, loadgen, "pa", pb_ip, IPT_VIP, args.seconds, args.pairs)
             finally:
                 ipt_flush(node)
-            row = (f"N={n:<6,} conn/s direct {ours['direct']:8.0f} via service {ours['service']:8.0f} "
-                   f"ratio {ours['ratio']:.2f} | iptables direct {ipt['direct']:8.0f} via service "
-                   f"{ipt['service']:8.0f} ratio {ipt['ratio']:.2f} | ours/iptables "
-                   f"{ours['service'] / ipt['service']:.2f}x | program {prog:.3f}s, apply {prog_dp:.3f}s (iptables-nft-"
-                   f"restore {ipt_prog:.3f}s, {ipt_prog / prog:.1f}x) | +1 backend {one * 1000:.1f} ms, apply "
-                   f"{one_dp * 1000:.1f} ms | long-lived agent: apply {agent_first:.3f}s, next {agent_catch_up:.3f}s, "
-                   f"+1 backend {agent_one * 1000:.2f} ms | spread chi2 "
+            bns = ours["bpf_ns"]
+            row = (f"N={n:<6,} conn/s direct (10 backends) {ours['direct']:6.0f} via service {ours['service']:6.0f} "
+                   f"ratio {ours['ratio']:.2f} [{ours['ratio_min']:.2f}-{ours['ratio_max']:.2f}] (direct to one "
+                   f"backend {ours['one']:6.0f}: {ours['ratio_one']:.2f}) BPF/conn direct "
+                   f"{bns.get('direct', 0):.0f} ns, via {bns.get('service', 0):.0f} ns; load "
+                   f"{ours['load'][0]:.1f}-{ours['load'][1]:.1f} | iptables "
+                   f"direct {ipt['direct']:6.0f} via service {ipt['service']:6.0f} ratio {ipt['ratio']:.2f} "
+                   f"[{ipt['ratio_min']:.2f}-{ipt['ratio_max']:.2f}] (one backend: {ipt['ratio_one']:.2f}) | "
+                   f"ours/iptables {ours['service'] / ipt['service']:.2f}x | program {prog:.3f}s, apply "
+                   f"{prog_dp:.3f}s (iptables-nft-restore {ipt_prog:.3f}s, {ipt_prog / prog:.1f}x) | +1 backend "
+                   f"{one * 1000:.1f} ms, apply {one_dp * 1000:.1f} ms | long-lived agent: apply {agent_first:.3f}s, "
+                   f"next {agent_catch_up:.3f}s, +1 backend {agent_one * 1000:.2f} ms | spread chi2 "
                    f"{chi2:.1f} over {sum(counts.values())} conns "
                    f"({'uniform' if chi2 < CHI2_9DOF_P01 else 'NOT uniform'} at p=0.01)")
             print(row, flush=True)
@@ -243,7 +294,7 @@ def main() -> int:
         # ClientIP affinity: every connection of the client to the measured service gets one backend
         program(table_of(1, b_ip, affinity="ClientIP"))
         clear_conns(node)
-        crr(node, loadgen, "a", VIP, 1.0)
+        crr(node, loadgen, "a", VIP, str(PORT), 1.0)
         counts, _ = spread(node)
         print(f"affinity ClientIP: {sum(counts.values())} connections, backends used {sorted(counts)} "
               f"({'held' if len(counts) == 1 else 'NOT held'})", flush=True)
