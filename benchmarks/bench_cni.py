@@ -118,6 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_cni needs root (network namespaces, veth, BPF)")
+    load = [os.getloadavg()[0]]
     with CniNode(pool="10.234.0.0/22") as node:
         plugin = [str(node.bin_dir / "ciliumctl-cni")]
         conf = node.conf()
@@ -134,6 +135,7 @@ def main() -> None:
                     "ipam": {"type": "host-local", "subnet": "10.235.0.0/22", "dataDir": str(node.tmp / "ptp-ipam")}}
         got = bench(node, [("cctl", plugin, conf), ("ptp", ["/usr/lib/cni/ptp"], ptp_conf)], args.n)
         split = parts(node, plugin, args.n)
+    load.append(os.getloadavg()[0])
     ours, base = got["cctl"], got["ptp"]
     print(f"CNI ADD/DEL latency, {args.n} pods each, end to end (exec until exit), same node netns, alternating")
     print(f"{'plugin':<34}{'ADD p50':>10}{'ADD p90':>10}{'DEL p50':>10}")
@@ -149,6 +151,8 @@ def main() -> None:
     ratio = ours["add_p50"] / base["add_p50"]
     print(f"ratio ciliumctl/ptp ADD p50: {ratio:.2f}x; first ADD on a fresh node (compiles the datapath): "
           f"{cold:.0f} ms")
+    print(f"load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f} (2 cores; on a loaded machine our "
+          "ADD, Python and fsyncs, slows more than ptp's)")
     print(f"target ADD p50 <= {TARGET:g}x ptp: {'meets' if ratio <= TARGET else 'MISSES'} ({ratio:.2f}x)")
 
 
