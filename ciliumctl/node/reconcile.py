@@ -88,7 +88,8 @@ def parsed_policies(stored: list[store.StoredPolicy] | None = None) -> list:
 
 
 def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], settings: Settings,
-                  alloc=None, revision: int | None = None) -> ResolvedState:
+                  alloc=None, revision: int | None = None, fqdn_ips: dict | None = None) -> ResolvedState:
+    """fqdn_ips: the learned addresses to resolve with (default: the DNS cache's)."""
     from ciliumctl.node.dns_proxy.cache import learned_ips
     from ciliumctl.node.hostfw import host as hostfw
     from ciliumctl.node.services import local_redirect
@@ -97,7 +98,7 @@ def resolve_state(endpoints: list[Endpoint], stored: list[store.StoredPolicy], s
 
     state = resolve(endpoints, parsed_policies(stored), settings.mode, alloc if alloc is not None else allocator(),
                     revision=settings.revision if revision is None else revision, audit=settings.audit,
-                    fqdn_ips=learned_ips(), **hostfw.resolve_kwargs(settings))
+                    fqdn_ips=learned_ips() if fqdn_ips is None else fqdn_ips, **hostfw.resolve_kwargs(settings))
     hostfw.finish_state(state, settings)
     state.services = local_redirect.in_force(service_store.load(), endpoints).table
     redirect_dns(state)

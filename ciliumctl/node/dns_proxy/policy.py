@@ -282,7 +282,7 @@ class NodeDNSPolicy:
             if not self._in_place(view, cache, missing):
                 with self.lock():
                     self._save()
-                    if not self._new_identities(view):
+                    if not self._new_identities(view, cache, missing):
                         self.reconcile()
             self.last_program_ms = (time.monotonic() - t0) * 1000
 
@@ -318,12 +318,21 @@ class NodeDNSPolicy:
             log.info("in-place ipcache update failed (%s): reconciling", err)
             return False
 
-    def _new_identities(self, view: _View) -> bool:
-        """Under the node lock: the new_identities hook with the agent's datapath; False: reconcile."""
+    def _new_identities(self, view: _View, cache: FQDNCache, ips: list[str]) -> bool:
+        """Under the node lock: the new_identities hook with the agent's datapath; False: reconcile. It resolves
+        with the new addresses and one address of each label set the revision has (what decides the identities
+        and their policy entries; the other addresses' ipcache entries are programmed already)."""
         if self.datapath is None or self.new_identities is None:
             return False
+        ipcache = view.ipcache_texts()
+        by_identity = {}
+        wanted = set(view.learned.values())
+        for prefix, ident in ipcache.items():
+            if ident in wanted and ident not in by_identity and prefix.endswith("/32"):
+                by_identity[ident] = prefix[:-3]
+        fqdn_ips = {ip: cache.names_of(ip) for ip in [*by_identity.values(), *ips]}
         try:
-            return self.new_identities(self.datapath(), view.learned, view.ipcache_texts())
+            return self.new_identities(self.datapath(), view.learned, ipcache, fqdn_ips)
         except Exception as err:  # noqa: BLE001 - the reconcile that follows programs it all the same
             log.info("in-place identity update failed (%s): reconciling", err)
             return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ciliumctl.base import paths, statefile
 from ciliumctl.node.dns_proxy.policy import DEFAULT_PROXY_PORT, proxy_info_path, proxy_port
@@ -30,21 +30,25 @@ class DNSOptions:
     host: str = "0.0.0.0"
 
 
-def program_new_identities(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int]) -> bool:
+def program_new_identities(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int],
+                           fqdn_ips: dict[str, set[str]]) -> bool:
     """Learned addresses whose label sets the active revision lacks, without a reconcile (node mode, under the node
     lock, the cache saved): the revision is resolved again as reconcile would (same number, same inputs), and when
     it differs from the programmed one only by new learned identities and the ipcache entries of learned
     addresses, those identities' policy entries and then the addresses go into the active revision in place
     (Datapath.add_identities), as Cilium's incremental policy updates; a later reconcile writes the same maps.
-    False (nothing written): reconcile. `learned`, `ipcache`: what dns-policy.json says the revision has."""
-    why = _not_in_place(dp, learned, ipcache)
+    False (nothing written): reconcile. `learned`, `ipcache`: what dns-policy.json says the revision has;
+    `fqdn_ips`: the learned addresses to resolve with: the new ones and one of each label set in `learned` (what
+    decides the identities and their entries; the revision's other learned addresses are left out)."""
+    why = _not_in_place(dp, learned, ipcache, fqdn_ips)
     if why:
         log.info("a new label set of a learned address: reconciling (%s)", why)
         return False
     return True
 
 
-def _not_in_place(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int]) -> str:
+def _not_in_place(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int],
+                  fqdn_ips: dict[str, set[str]]) -> str:
     """program_new_identities' work: "" when done, else why not (nothing written)."""
     from ciliumctl.endpoints import registry
     from ciliumctl.node import reconcile
@@ -59,7 +63,8 @@ def _not_in_place(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int
     if settings.revision != dp.revision:
         return f"the datapath's revision {dp.revision} is not the stored {settings.revision}"
     endpoints = registry.load_all()
-    state = reconcile.resolve_state(endpoints, store.load_all(), settings, reconcile.allocator(), settings.revision)
+    state = reconcile.resolve_state(endpoints, store.load_all(), settings, reconcile.allocator(), settings.revision,
+                                    fqdn_ips)
     fqdn_ids = {i: ls for i, ls in state.identities.items() if any(x.startswith("fqdn:") for x in ls)}
     new = {i for i, ls in fqdn_ids.items() if ls not in learned}
     if not new:
@@ -68,14 +73,16 @@ def _not_in_place(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int
         return "a programmed learned identity changed"
     if any(a.identity in new for allows in state.http.values() for a in allows):
         return "HTTP rules toward it (HAProxy's identity map)"
-    if any(state.ipcache.get(p) != i for p, i in ipcache.items()):
+    programmed = set(learned.values())
+    if any(state.ipcache.get(p) != i for p, i in ipcache.items() if not (i in programmed and p not in state.ipcache)):
         return "the ipcache changed otherwise (an expiry, a policy)"
     added = {p: i for p, i in state.ipcache.items() if p not in ipcache}
     if any(i not in fqdn_ids or not p.endswith("/32") for p, i in added.items()):
         return "other ipcache entries added"
     if not dp.add_identities(state, new, added):
         return "the datapath changed meanwhile"
-    reconcile.save_dns_policy(state, endpoints)
+    # the proxy's view: the revision's ipcache (the learned addresses left out of this resolve too) and the added
+    reconcile.save_dns_policy(replace(state, ipcache={**ipcache, **added}), endpoints)
     return ""
 
 
