@@ -193,3 +193,25 @@ def test_host_firewall_without_devices_picks_the_native_devices_as_cilium(node):
     node.cli("install", "--no-agent", "--devices", "")
     assert json.loads(node.cli("status", "-o", "json").stdout)["host_firewall"]["devices"] == []
     assert remote_dev not in out
+
+
+def test_lockout_guard_names_a_connected_udp_socket(node, tmp_path):
+    """A UDP flow the node holds with a connected socket (a resolver, NTP) is named like a TCP connection; --force
+    applies the policy and the flow's next packet is dropped."""
+    from support.hostfw import HeldUdp, udp_echo
+
+    world, _remote, devs = uplinks(node)
+    node.cli("install", "--no-agent", "--devices", ",".join(devs), "--host-firewall")
+    udp_echo(node, world, 5353)
+    held = HeldUdp(node, node.name, f"{WORLD_NET}.2", 5353)
+    assert held.alive()
+    policy = tmp_path / "tcp-only.yaml"
+    policy.write_text("apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: tcp-only}\n"
+                      "spec:\n  nodeSelector: {}\n  egress:\n  - toEntities: [world]\n"
+                      "    toPorts: [{ports: [{port: '5353', protocol: TCP}]}]\n")
+    res = node.cli("policy", "apply", "-f", str(policy), check=False)
+    assert res.returncode == 1, res
+    assert f"{NODE_IP}:{held.port} -> {WORLD_NET}.2:5353/udp (to world)" in res.stderr
+    assert held.alive()                                         # nothing applied
+    node.cli("policy", "apply", "-f", str(policy), "--force")
+    assert not held.alive()

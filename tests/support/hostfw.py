@@ -113,3 +113,30 @@ class HeldConnection:
         self.proc.stdin.write("\n")
         self.proc.stdin.flush()
         return self.proc.stdout.readline().strip() == "ok"
+
+
+def udp_echo(node, ns: str, port: int) -> None:
+    """A UDP echo server in namespace `ns` (killed with the node)."""
+    import subprocess
+
+    code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"s.bind(('0.0.0.0', {port}))\n"
+            "while True:\n d, a = s.recvfrom(64); s.sendto(d, a)")
+    node.servers.append(subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
+class HeldUdp(HeldConnection):
+    """A UDP socket in namespace `ns` connect()ed to ip:port; alive() sends a byte and waits a second for its echo
+    (a few tries while the echo server starts)."""
+
+    CODE = ("import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\n"
+            "s.connect((sys.argv[1], int(sys.argv[2])))\n"
+            "print('up', s.getsockname()[1], flush=True)\n"
+            "for _ in sys.stdin:\n"
+            " ok = False\n"
+            " for _ in range(3):\n"
+            "  try: s.send(b'x'); ok = s.recv(1) == b'x'\n"
+            "  except OSError: ok = False\n"
+            "  if ok: break\n"
+            " print('ok' if ok else 'cut', flush=True)")
