@@ -236,8 +236,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 		/* forwarded packets (to and from pods, routed through) are the pods' business, not the host's */
 		st = state.lookup(&zero);
 		if (ipcache_identity(st ? st->active_slot & 1 : 0, dir == CTL_DIR_INGRESS ? p.daddr : p.saddr) !=
-		    CTL_IDENTITY_HOST)
+		    CTL_IDENTITY_HOST) {
+			if (dir == CTL_DIR_INGRESS)
+				proxy_take_forwarded(skb, &p);   /* an L7-policed connection from another node */
 			return TC_ACT_OK;
+		}
 	}
 	now = bpf_ktime_get_coarse_ns();   /* lifetimes only: the coarse clock is enough and cheaper */
 

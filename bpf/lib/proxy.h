@@ -92,6 +92,21 @@ static __always_inline int proxy_redirect(struct __sk_buff *skb, const struct pk
 	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 }
 
+/* At a device's tc ingress (from_netdev), a packet routed through the node: when the proxy holds the socket of its
+ * tuple (a client on another node whose connection to a local endpoint the endpoint's ingress rules sent to the
+ * proxy: its SYN was bounced at to_container and assigned there), hand it to that socket too. Otherwise the node's
+ * early demux attaches that socket and ip_forward drops a forwarded packet carrying one: the handshake never
+ * completes. Cilium does the same from bpf_host (ctx_redirect_to_proxy_hook). Returns 1 when handed over. */
+static __always_inline int proxy_take_forwarded(struct __sk_buff *skb, const struct pkt *p)
+{
+	if (p->proto != IPPROTO_TCP || (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		return 0;
+	if (proxy_to_socket(skb, p, 0) != CTL_PROXY_OK)
+		return 0;
+	skb->mark = CTL_MARK_TO_PROXY;
+	return 1;
+}
+
 /* At tc ingress: a packet bounced by proxy_redirect at tc egress. Returns 1 and sets *port when it is one. */
 static __always_inline int proxy_bounced(const struct __sk_buff *skb, __u16 *port)
 {

@@ -273,3 +273,30 @@ def test_egress_rules_to_the_world_connect_from_the_nodes_address(sandbox, datap
     status, body = _req(_conn(a, c.ip), "GET", "/public")
     assert status == 200 and json.loads(body)["client"][0] == "10.11.255.1"
     assert _req(_conn(a, c.ip), "GET", "/private") == (403, b"Access denied\r\n")
+
+
+def test_ingress_rules_apply_to_requests_from_a_pod_on_another_node(sandbox, datapath, l7):
+    """A pod on node B (its identity from the ipcache, as the cluster's other endpoints are) asks b on this node,
+    whose ingress has rules.http for that identity: its connection crosses node A's device, is redirected to
+    HAProxy at b's veth like a local client's, and HAProxy sees its identity and its own address."""
+    from support.shell import sh
+    from support.two_nodes import NODE_IP_TO_B, REMOTE_POD, build_two_nodes
+
+    _, proxy = l7
+    a, b, _ = sandbox.pods
+    two = build_two_nodes(sandbox, datapath)
+    sh("ip", "-n", f"{sandbox.prefix}m", "route", "add", "10.11.0.0/24", "via", NODE_IP_TO_B)   # node B -> A's pods
+    remote_id = 5001
+    ipcache = {**sandbox.ipcache(), f"{REMOTE_POD}/32": remote_id}
+    state = sandbox.state(1, {b.ep.id: (True, [entry(remote_id, PROTO_TCP, 80)], False, [])}, ipcache=ipcache)
+    state.http[(b.ep.id, int(Direction.INGRESS))] = [
+        HTTPAllow(remote_id, PortRange(PROTO_TCP, 80, 80), (LANDING,), ORIGIN)]
+    haproxy_config.redirect(state, PORT)
+    proxy.apply(state)
+    datapath.apply(state)
+    status, body = _req(_conn(two.remote, b.ip), "POST", "/v1/request-landing", b"land")
+    assert status == 200 and json.loads(body)["client"][0] == REMOTE_POD
+    assert _req(_conn(two.remote, b.ip), "PUT", "/v1/exhaust-port", b"") == (403, b"Access denied\r\n")
+    # a is local and has no allow: still dropped before any proxy
+    with pytest.raises(OSError):
+        _conn(a, b.ip).sock.recv(1)
