@@ -38,6 +38,8 @@ ENVIRONMENT: list[tuple[str, str, tuple[str, ...]]] = [
      "default 10.200.0.0/16).", ("install", "endpoint add", "agent")),
     ("CILIUMCTL_NODE_NAME", "Node name in flows and cluster objects when --node-name is not given (default: the "
      "hostname).", ("install", "observe", "agent")),
+    ("CILIUMCTL_NAMESPACE", "The agent pod's namespace (the DaemonSet sets it from metadata.namespace): an agent "
+     "whose DaemonSet is gone or being deleted detaches the node's NodePort programs.", ("agent",)),
     ("CILIUMCTL_NODE_NETNS", "A network namespace (name or path) that plays the node, so that nothing touches "
      "the machine's own interfaces (the tests and the demo use it).",
      ("install", "uninstall", "status", "policy", "endpoint", "agent")),
