@@ -93,6 +93,7 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
         out.write(render(objs, output or "yaml"))
         return objs
     kube = _connect(kube, kubeconfig, context)
+    _wait_namespace_deleted(kube, namespace, timeout, progress or (lambda line: print(line, file=sys.stderr)))
     results: list[Applied] = []
     created: list[dict] = []
     for obj in objs:
@@ -127,6 +128,23 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
     if wait:
         wait_ready(kube, namespace, timeout, progress or (lambda line: print(line, file=sys.stderr)))
     return results
+
+
+def _wait_namespace_deleted(kube: Kube, namespace: str, timeout: float, progress: Callable[[str], None]) -> None:
+    """An install right after an uninstall finds the namespace Terminating, where the API server refuses new
+    objects (403): wait for the namespace controller to finish, as an admin would, before creating anything."""
+    ns = kube.get(KINDS["Namespace"], namespace)
+    if ns is None or not ns["metadata"].get("deletionTimestamp"):
+        return
+    progress(f"namespace {namespace} is being deleted (since {ns['metadata']['deletionTimestamp']}): waiting")
+    deadline = time.monotonic() + timeout
+    while kube.get(KINDS["Namespace"], namespace) is not None:
+        if time.monotonic() > deadline:
+            raise EnvironmentProblem(
+                f"install: namespace {namespace} is still being deleted after {timeout:.0f}s, and a namespace "
+                f"being deleted takes no new objects; see `kubectl get namespace {namespace} -o yaml` (status."
+                f"conditions say what holds it) and install again once it is gone; nothing was installed")
+        time.sleep(0.5)
 
 
 def _roll_back(kube: Kube, created: list[dict], maybe: list[dict] | None = None) -> str:

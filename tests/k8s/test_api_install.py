@@ -15,7 +15,7 @@ import pytest
 import yaml
 from support.shell import wait_until
 
-from ciliumctl.base.errors import Finding
+from ciliumctl.base.errors import EnvironmentProblem, Finding
 from ciliumctl.cluster import install as inst
 from ciliumctl.cluster import manifests
 from ciliumctl.cluster.kube import KINDS, ApiFailure, kind_of
@@ -142,6 +142,47 @@ def test_uninstall_removes_everything_and_a_second_one_finds_nothing(kube):
     assert namespace is None or namespace["metadata"].get("deletionTimestamp")
     again = inst.uninstall(kube=kube, namespace=ns, out=io.StringIO())
     assert {r.action for r in again if r.kind != "Namespace"} == {"not found"}
+
+
+def _terminating_namespace(kube) -> str:
+    """A namespace left Terminating (this server has no namespace controller to empty it), as one is for a while
+    after `ciliumctl uninstall`."""
+    ns = own_namespace()
+    kube.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    kube.delete(KINDS["Namespace"], ns)
+    assert kube.get(KINDS["Namespace"], ns)["metadata"]["deletionTimestamp"]
+    return ns
+
+
+def _finalize(kube, ns: str) -> None:
+    """The namespace controller's last step: clear spec.finalizers, and the server removes the namespace."""
+    body = kube.get(KINDS["Namespace"], ns)
+    body["spec"]["finalizers"] = []
+    kube.request("PUT", f"/api/v1/namespaces/{ns}/finalize", body=body)
+
+
+def test_install_into_a_namespace_still_being_deleted_waits_for_it_to_go(kube):
+    ns = _terminating_namespace(kube)
+    lines = []
+    finisher = threading.Timer(1.0, _finalize, args=(kube, ns))
+    finisher.start()
+    try:
+        results = inst.install(kube=kube, namespace=ns, out=io.StringIO(), progress=lines.append, timeout=30)
+    finally:
+        finisher.join()
+    assert lines[0].startswith(f"namespace {ns} is being deleted (since ") and lines[0].endswith("): waiting")
+    assert {r.action for r in results if r.namespace or r.kind == "Namespace"} == {"created"}
+    assert not kube.get(KINDS["Namespace"], ns)["metadata"].get("deletionTimestamp")
+
+
+def test_install_gives_up_on_a_namespace_that_stays_terminating_and_creates_nothing(kube):
+    ns = _terminating_namespace(kube)
+    with pytest.raises(EnvironmentProblem) as err:
+        inst.install(kube=kube, namespace=ns, out=io.StringIO(), progress=lambda _: None, timeout=1)
+    assert str(err.value).startswith(f"install: namespace {ns} is still being deleted after 1s")
+    assert str(err.value).endswith("nothing was installed")
+    assert kube.get(KINDS["ServiceAccount"], manifests.AGENT, ns) is None
+    _finalize(kube, ns)
 
 
 def _corpus_docs(strict_valid: bool):
