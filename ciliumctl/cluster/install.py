@@ -133,7 +133,10 @@ def install(kubeconfig: str | None = None, context: str | None = None, dry_run: 
 def _wait_namespace_deleted(kube: Kube, namespace: str, timeout: float, progress: Callable[[str], None]) -> None:
     """An install right after an uninstall finds the namespace Terminating, where the API server refuses new
     objects (403): wait for the namespace controller to finish, as an admin would, before creating anything."""
-    ns = kube.get(KINDS["Namespace"], namespace)
+    try:
+        ns = kube.get(KINDS["Namespace"], namespace)
+    except ApiFailure:
+        return      # may not read it (RBAC): applying it says so, with what to do
     if ns is None or not ns["metadata"].get("deletionTimestamp"):
         return
     progress(f"namespace {namespace} is being deleted (since {ns['metadata']['deletionTimestamp']}): waiting")

@@ -116,19 +116,21 @@ class HeldConnection:
 
 
 def udp_echo(node, ns: str, port: int) -> None:
-    """A UDP echo server in namespace `ns` (killed with the node)."""
+    """A UDP echo server in namespace `ns` (killed with the node), bound when this returns."""
     import subprocess
 
     code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            f"s.bind(('0.0.0.0', {port}))\n"
+            f"s.bind(('0.0.0.0', {port})); print('up', flush=True)\n"
             "while True:\n d, a = s.recvfrom(64); s.sendto(d, a)")
-    node.servers.append(subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    node.servers.append(proc)
+    assert proc.stdout.readline().strip() == "up", "the UDP echo server did not start"
 
 
 class HeldUdp(HeldConnection):
     """A UDP socket in namespace `ns` connect()ed to ip:port; alive() sends a byte and waits a second for its echo
-    (a few tries while the echo server starts)."""
+    (three tries: a datagram may be lost)."""
 
     CODE = ("import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\n"
             "s.connect((sys.argv[1], int(sys.argv[2])))\n"
