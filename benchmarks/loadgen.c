@@ -7,6 +7,8 @@
  *                                        the connections go round robin over its ports
  *   loadgen rr IP PORT SECONDS THREADS   one kept-alive connection per thread, 1-byte request/response;
  *                                        prints transactions/s
+ * crr also writes to stderr how many connections failed and how many needed a retransmission (TCP_INFO's
+ * tcpi_total_retrans: a lost SYN or SYN-ACK shows there, without timing anything).
  * The server prints "ready" once it listens. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -26,6 +28,7 @@ static int port_lo, port_n = 1;   /* crr: PORT or LO-HI, connections spread roun
 static int next_thread;
 static double deadline;
 static int listen_fd;
+static long failed, retransmitted;
 
 static double now(void)
 {
@@ -69,8 +72,16 @@ static void *crr(void *arg)
 		to.sin_port = htons(port_lo + k++ % port_n);
 		setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (connect(s, (struct sockaddr *)&to, sizeof(to)) == 0 && send(s, &b, 1, MSG_NOSIGNAL) == 1 &&
-		    recv(s, &b, 1, 0) == 1)
+		    recv(s, &b, 1, 0) == 1) {
+			struct tcp_info ti;
+			socklen_t len = sizeof(ti);
+
 			done++;
+			if (!getsockopt(s, IPPROTO_TCP, TCP_INFO, &ti, &len) && ti.tcpi_total_retrans)
+				__sync_fetch_and_add(&retransmitted, 1);
+		} else {
+			__sync_fetch_and_add(&failed, 1);
+		}
 		close(s);
 	}
 	*(long *)arg = done;
@@ -144,6 +155,9 @@ int main(int argc, char **argv)
 			total += done[i];
 		}
 		printf("%.1f\n", total / (now() - t0));
+		if (argv[1][0] == 'c')
+			fprintf(stderr, "connections %ld failed %ld retransmitted %ld\n", total + failed, failed,
+				retransmitted);
 		return 0;
 	}
 	fprintf(stderr, "usage: loadgen server PORT THREADS | crr|rr IP PORT SECONDS THREADS\n");
