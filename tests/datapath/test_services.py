@@ -10,6 +10,7 @@ import socket
 import time
 
 import pytest
+from support.two_nodes import peer_server
 
 from ciliumctl.datapath import events as ev
 from ciliumctl.policy.resolved import PROTO_TCP
@@ -34,50 +35,13 @@ def _state(sandbox, revision, table, policies=None):
     return dataclasses.replace(sandbox.state(revision, policies or {}), services=table)
 
 
-def _whoami_server(sandbox, pod, port):
-    """A TCP server that answers every connection with its pod's address (and then echoes)."""
-    import threading
-
-    srv = pod.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", port))
-    srv.listen(64)
-    srv.settimeout(0.2)
-    stop = []
-
-    def run():
-        while not stop:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            with conn:
-                try:
-                    conn.sendall(pod.ip.encode().ljust(16))
-                    conn.settimeout(5)
-                    while data := conn.recv(4096):
-                        conn.sendall(data)
-                except OSError:
-                    pass
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-
-    def close():
-        stop.append(1)
-        t.join(2)
-        srv.close()
-
-    sandbox.closers.append(close)
-
-
 def _ask(client, ip, port, timeout=2.0):
     """Connect, read who answered; the socket's peer address as the client sees it (the frontend)."""
     s = client.socket()
     s.settimeout(timeout)
     try:
         s.connect((ip, port))
-        who = s.recv(16).strip().decode()
+        who = s.recv(32).decode().split()[0]
         return who, s.getpeername()
     finally:
         s.close()
@@ -85,8 +49,8 @@ def _ask(client, ip, port, timeout=2.0):
 
 def test_clusterip_reaches_backends_and_replies_come_from_the_frontend(sandbox, datapath, events):
     a, b, c = sandbox.pods
-    _whoami_server(sandbox, b, 8080)
-    _whoami_server(sandbox, c, 8080)
+    peer_server(sandbox, b, 8080)
+    peer_server(sandbox, c, 8080)
     svc = Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080), Backend(c.ip, 8080)))
     rep = datapath.apply(_state(sandbox, 1, _table(svc)))
     assert rep.entries["lb_services"] == 3
@@ -100,12 +64,12 @@ def test_clusterip_reaches_backends_and_replies_come_from_the_frontend(sandbox, 
     s = a.socket()
     s.settimeout(2)
     s.connect((VIP, 80))
-    first = s.recv(16)
+    first = s.recv(32)
     for i in range(20):
         s.sendall(b"x%02d" % i)
         assert s.recv(16) == b"x%02d" % i
     s.close()
-    assert first.strip().decode() in (b.ip, c.ip)
+    assert first.decode().split()[0] in (b.ip, c.ip)
     # direct traffic to a backend is not translated
     assert _ask(a, b.ip, 8080)[0] == b.ip
 
@@ -125,8 +89,8 @@ def test_udp_service(sandbox, datapath):
 
 def test_session_affinity_client_ip(sandbox, datapath):
     a, b, c = sandbox.pods
-    _whoami_server(sandbox, b, 8080)
-    _whoami_server(sandbox, c, 8080)
+    peer_server(sandbox, b, 8080)
+    peer_server(sandbox, c, 8080)
     svc = Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080), Backend(c.ip, 8080)), affinity="ClientIP")
     datapath.apply(_state(sandbox, 1, _table(svc)))
     got = {_ask(a, VIP, 80)[0] for _ in range(20)}
@@ -141,8 +105,8 @@ def test_session_affinity_client_ip(sandbox, datapath):
 
 def test_terminating_backend_keeps_its_connections_and_gets_no_new_ones(sandbox, datapath):
     a, b, c = sandbox.pods
-    _whoami_server(sandbox, b, 8080)
-    _whoami_server(sandbox, c, 8080)
+    peer_server(sandbox, b, 8080)
+    peer_server(sandbox, c, 8080)
     table = _table(Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080), Backend(c.ip, 8080))))
     datapath.apply(_state(sandbox, 1, table))
     # open connections until one lands on b
@@ -151,7 +115,7 @@ def test_terminating_backend_keeps_its_connections_and_gets_no_new_ones(sandbox,
         s = a.socket()
         s.settimeout(2)
         s.connect((VIP, 80))
-        if s.recv(16).strip().decode() == b.ip:
+        if s.recv(32).decode().split()[0] == b.ip:
             break
         s.close()
     else:
@@ -187,7 +151,7 @@ def test_service_without_backends_fails_at_once_with_drop_158(sandbox, datapath,
 
 def test_policy_is_decided_on_the_backend(sandbox, datapath, events):
     a, b, c = sandbox.pods
-    _whoami_server(sandbox, b, 8080)
+    peer_server(sandbox, b, 8080)
     svc = Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080),))
     # b lets a in on 8080 only; c is not allowed: through the service as directly
     policies = {b.ep.id: (True, [entry(a.identity, PROTO_TCP, 8080)], False, [])}
@@ -250,7 +214,7 @@ def outside(sandbox, datapath):
 
 def test_nodeport_from_outside_the_node(sandbox, datapath, outside, events):
     a, b, c = sandbox.pods
-    _whoami_server(sandbox, b, 8080)
+    peer_server(sandbox, b, 8080)
     table = ServiceTable().update(Service(0, Frontend(NODE_IP, 30080), "NodePort", (Backend(b.ip, 8080),)), CIDR,
                                   frozenset({NODE_IP}))
     table = table.update(Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080),)), CIDR)
@@ -282,7 +246,7 @@ def test_a_refused_update_leaves_the_old_services_in_force_and_stored(sandbox, d
     from ciliumctl.services import store
 
     a, b, _ = sandbox.pods
-    _whoami_server(sandbox, b, 8080)
+    peer_server(sandbox, b, 8080)
     sh("ip", "-n", sandbox.node, "route", "add", "10.64.0.0/10", "dev", "lo")   # the many backends are reachable
     service_ops.update_service(Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8080),)))
     assert _ask(a, VIP, 80)[0] == b.ip
@@ -301,14 +265,14 @@ def test_a_client_that_is_its_own_backend(sandbox, datapath, events):
     """Hairpin: the connection reaches the client's own server (from 169.254.42.1, Cilium's service loopback
     address, not from its own address, which its stack would drop) and replies come back from the frontend."""
     a, b, _ = sandbox.pods
-    _whoami_server(sandbox, a, 8080)
+    peer_server(sandbox, a, 8080)
     svc = Service(0, Frontend(VIP, 80), backends=(Backend(a.ip, 8080),))
     datapath.apply(_state(sandbox, 1, _table(svc)))
     for _ in range(3):
         s = a.socket()
         s.settimeout(2)
         s.connect((VIP, 80))
-        assert s.recv(16).strip().decode() == a.ip and s.getpeername() == (VIP, 80)
+        assert s.recv(32).decode().split()[0] == a.ip and s.getpeername() == (VIP, 80)
         s.sendall(b"again")
         assert s.recv(16) == b"again"
         s.close()
@@ -354,8 +318,8 @@ def test_a_long_lived_datapath_writes_services_by_difference(sandbox, datapath):
         check(t)
         assert datapath.service_maps.current(datapath.status()["active_slot"], datapath.revision)
     # translation works on what was written that way
-    _whoami_server(sandbox, b, 8000)
-    _whoami_server(sandbox, c, 8000)
+    peer_server(sandbox, b, 8000)
+    peer_server(sandbox, c, 8000)
     t = t.update(Service(0, Frontend(VIP, 80), backends=(Backend(b.ip, 8000), Backend(c.ip, 8000))), CIDR)
     datapath.apply(_state(sandbox, rev, t))
     assert {_ask(a, VIP, 80)[0] for _ in range(30)} == {b.ip, c.ip}
