@@ -138,6 +138,19 @@ static __always_inline int from_proxy_upstream(struct __sk_buff *skb, const stru
 	return d->peer_id != CTL_IDENTITY_WORLD && d->peer_id != CTL_IDENTITY_HOST;
 }
 
+/* At an endpoint's tc egress (to_container) the proxy's upstream connection and a client's connection redirected to
+ * the proxy can carry one tuple: HAProxy connects from the client's address (usesrc clientip) with a port the
+ * node's connect() picks, and nothing keeps that from being the port of a client's connection to the proxy (the
+ * node's socket of that one is b:80 <- a:P, not a:P -> b:80), and often is (bench_l7: 8 of 10 stalled upstream
+ * SYNs had the port of a client's connection). Whose entry a forward packet met: the proxy's packets are the node's own
+ * (they carry a socket), a client's are forwarded (they do not). Returns 1 when the entry is the other side's:
+ * the proxy's own for a client's packet (that connection is decided as new and goes to the proxy; the entry
+ * stays), or, for the proxy's packet, a redirected client's entry that an older datapath stored here (replaced). */
+static __always_inline int ct_other_side(const struct __sk_buff *skb, const struct ct_entry *ct)
+{
+	return ct->proxy_upstream ? !skb->sk : ct->proxy_port && skb->sk;
+}
+
 /* A connection that the destination's ingress policy sends to the proxy (decided at tc egress, to_container):
  * when its source is a pod of this node, its later packets go to the proxy from the source's tc ingress, where the
  * connection is first seen. They must: at the first routing decision the node's early demux finds the proxy's
@@ -210,7 +223,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 	__u32 ifindex = skb->ifindex, zero = 0, nat_addr = 0, svc_id = 0;
 	__u64 now;
 	__u16 nat_port = 0;
-	__u8 is_reply = 0, hairpin = 0;
+	__u8 is_reply = 0, hairpin = 0, keep = 0;
 
 	if (!host && dir == CTL_DIR_INGRESS && skb->mark == LB_REJECT_MARK) {
 		skb->mark = 0;      /* our own answer for a service without backends, or a hairpin packet (lib/lb.h) */
@@ -285,6 +298,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 		ct_fill_key(&key, &p, rdir, ifindex, 1);
 		ct = conntrack.lookup(&key);
 		is_reply = 1;
+	}
+	if (ct && !is_reply && !host && dir == CTL_DIR_INGRESS && ct_other_side(skb, ct)) {
+		keep = ct->proxy_upstream;    /* a live upstream connection's entry: not overwritten */
+		ct = 0;
 	}
 	if (ct && (ct_expired(ct, p.proto, now) || (!is_reply && ct_reopened(ct, &p)))) {
 		conntrack.delete(&key);
@@ -387,8 +404,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, __u8 obs, __u
 		fresh.fwd_pkts = 1;
 		fresh.fwd_bytes = p.len;
 	}
+	/* A connection redirected here (ingress rules.http) keeps no entry at the destination's veth: its later packets
+	 * go to the proxy where they enter the node (proxy_from_source_too, proxy_take_forwarded) and never come here,
+	 * while an entry would claim the tuple for the proxy's upstream connection from the same address and port
+	 * (ct_other_side): its SYN sent back to the proxy, a 1 s retransmission each. A retransmitted SYN that comes
+	 * here is decided again, as the first one was. */
 	ct_fill_key(&key, &p, dir, ifindex, 0);
-	conntrack.update(&key, &fresh);
+	if (!keep && !(fresh.proxy_port && dir == CTL_DIR_INGRESS))
+		conntrack.update(&key, &fresh);
 	__u32 cdir = dir;
 	__u64 *created = ct_created.lookup(&cdir);
 	if (created)

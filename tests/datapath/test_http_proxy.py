@@ -300,3 +300,105 @@ def test_ingress_rules_apply_to_requests_from_a_pod_on_another_node(sandbox, dat
     # a is local and has no allow: still dropped before any proxy
     with pytest.raises(OSError):
         _conn(a, b.ip).sock.recv(1)
+
+
+def _tcp_counters(ns: str) -> dict[str, int]:
+    """The namespace's TCP counters (/proc/net/snmp and netstat, as nstat shows them): retransmitted SYNs, resets."""
+    from support.shell import sh
+
+    out = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        lines = sh("ip", "netns", "exec", ns, "cat", path).stdout.splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=True):
+            kind = names.split(":")[0]
+            out.update({kind + n: int(v) for n, v in zip(names.split()[1:], values.split()[1:], strict=True)})
+    return out
+
+
+def _only_port(ns: str, port: int) -> None:
+    """The namespace's connect() takes its source port from `port` alone (HAProxy's upstream connections, which bind
+    the client's address without a port and let connect() pick one, as any client does)."""
+    from support.shell import sh
+
+    sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.ip_local_port_range={port} {port}")
+
+
+def _bound_conn(pod, ip: str, port: int) -> http.client.HTTPConnection:
+    c = PodHTTPConnection(pod, ip, 80, timeout=8)
+    s = pod.socket()
+    s.settimeout(8)
+    s.bind((pod.ip, port))
+    s.connect((ip, 80))
+    c.sock = s
+    return c
+
+
+def _upstream_connects(proxy) -> int:
+    """HAProxy's count of connections opened to endpoints (`show stat`, the to_endpoint backend's `connect`)."""
+    lines = proxy.command("show stat").splitlines()
+    names = lines[0].lstrip("# ").split(",")
+    for line in lines[1:]:
+        row = dict(zip(names, line.split(","), strict=False))
+        if row.get("pxname") == "to_endpoint" and row.get("svname") == "BACKEND":
+            return int(row["connect"])
+    raise AssertionError("no to_endpoint backend in show stat")
+
+
+def test_an_upstream_connection_on_the_clients_own_port_reaches_the_server(sandbox, l7):
+    """HAProxy connects to b from a's address (usesrc clientip) with a port of the node's choosing; nothing keeps it
+    from being the port of a's own connection to the proxy (the two sockets differ: one is the node's b:80 <- a:P,
+    the other a:P -> b:80). Its SYN then carries the tuple the datapath saw a's SYN with at b's veth: it must reach
+    b, not be handed back to the proxy as a's packet (each such SYN stalled the request by a 1 s retransmission)."""
+    apply, _ = l7
+    a, b, _ = sandbox.pods
+    apply(ingress=[model.HTTPRule(method="GET", path="/v1/.*")])
+    _only_port(sandbox.node, 40000)                  # the upstream connection can only take port 40000
+    before = _tcp_counters(sandbox.node)
+    conn = _bound_conn(a, b.ip, 40000)               # and a's own connection has it too
+    for _ in range(3):
+        status, body = _req(conn, "GET", "/v1/status")
+        assert status == 200 and json.loads(body)["client"] == [a.ip, 40000]
+    after = _tcp_counters(sandbox.node)
+    assert after["TcpExtTCPSynRetrans"] - before["TcpExtTCPSynRetrans"] == 0
+    assert after["TcpActiveOpens"] - before["TcpActiveOpens"] == 1      # one upstream connection, kept
+
+
+def test_a_client_on_the_port_of_a_live_upstream_connection_still_goes_through_the_proxy(sandbox, l7):
+    """The other way round: the proxy's upstream connection holds a:40000 -> b:80 when a opens a connection of its own
+    from port 40000. Its SYN has the upstream connection's tuple at b's veth: it must go to the proxy like any new
+    connection of a (here: a denied request), not pass to b as the proxy's packet; the upstream connection of a's
+    first connection is not disturbed."""
+    apply, proxy = l7
+    a, b, _ = sandbox.pods
+    apply(ingress=[model.HTTPRule(method="GET", path="/v1/.*")])
+    _only_port(sandbox.node, 40000)
+    first = _bound_conn(a, b.ip, 41000)
+    status, body = _req(first, "GET", "/v1/status")
+    assert status == 200 and json.loads(body)["client"] == [a.ip, 40000]   # the upstream connection took 40000
+    before = _tcp_counters(a.ns)
+    second = _bound_conn(a, b.ip, 40000)
+    assert _req(second, "PUT", "/v1/exhaust-port", b"") == (403, b"Access denied\r\n")
+    status, body = _req(first, "GET", "/v1/status")
+    assert status == 200 and json.loads(body)["client"] == [a.ip, 40000]
+    assert _tcp_counters(a.ns)["TcpExtTCPSynRetrans"] - before["TcpExtTCPSynRetrans"] == 0
+    assert _upstream_connects(proxy) == 1
+
+
+def test_each_kept_alive_client_connection_keeps_one_upstream_connection(sandbox, l7):
+    """Requests of several kept-alive connections in turn: each client connection's requests reach b over one
+    connection of its own, opened once. (HAProxy's default `http-reuse safe` pools the upstream connections of one
+    client address across its connections and closes, with a reset, what exceeds its estimate of the need: under
+    load most requests paid a new connection.)"""
+    apply, proxy = l7
+    a, b, _ = sandbox.pods
+    apply(ingress=[model.HTTPRule(method="GET", path="/v1/.*")])
+    conns = [_conn(a, b.ip) for _ in range(4)]
+    seen: dict[int, set] = {i: set() for i in range(len(conns))}
+    for _ in range(10):
+        for i, c in enumerate(conns):
+            status, body = _req(c, "GET", "/v1/status")
+            assert status == 200
+            seen[i].add(json.loads(body)["client"][1])
+    assert all(len(ports) == 1 for ports in seen.values()), seen
+    assert len(set().union(*seen.values())) == len(conns)
+    assert _upstream_connects(proxy) == len(conns)

@@ -210,6 +210,11 @@ def render(state: ResolvedState, port: int, paths: Paths) -> str:
         # answers the next request with `Connection: close` (backported to Debian's 2.6; HAProxy 2.4+ otherwise
         # closes idle connections at once on soft-stop: the connections the benchmark saw broken)
         "    option idle-close-on-response",
+        # an upstream connection belongs to its client connection, as the client's own connection would (HAProxy's
+        # default, safe, pools them per source address across the client's connections and closes with a reset
+        # what exceeds its estimate of the need, srv_add_to_idle_list in src/server.c: under load most requests
+        # paid a new upstream connection); never also keeps one pod's requests off another one's connection
+        "    http-reuse never",
         "frontend l7",
         f"    bind 0.0.0.0:{port} transparent",
         "    capture request header Host len 256",
