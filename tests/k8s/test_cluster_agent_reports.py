@@ -14,35 +14,13 @@ import pytest
 from support.cli import run_cli
 from support.shell import wait_until
 
+from k8s.workloads import apply, connects, kubectl_json, pod
+
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
 NS = "ciliumctl-system"
-CONNECT = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()\n"
-           " print('connected')\nexcept OSError as e:\n print('failed', e)\n")
-
-
-def pod(name: str, node: str, command: list[str]) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
-            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
-                "name": "main", "image": "ciliumctl-test:local", "imagePullPolicy": "Never", "command": command}]}}
-
-
 PODS = [pod("rep-web", "node2", ["python3", "-m", "http.server", "8080"]),
         pod("rep-client", "node1", ["sleep", "infinity"]), pod("rep-other", "node1", ["sleep", "infinity"])]
-
-
-def kubectl_json(k8s, *args) -> dict:
-    return json.loads(k8s.kubectl(*args, "-o", "json").stdout)
-
-
-def apply(k8s, *objs: dict) -> None:
-    k8s.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objs)}))
-
-
-def connects(k8s, src: str, ip: str, port: int) -> bool:
-    out = k8s.kubectl("exec", src, "--", "python3", "-c", CONNECT, ip, str(port), timeout=30).stdout
-    assert out.startswith(("connected", "failed")), out
-    return out.startswith("connected")
 
 
 @pytest.fixture(scope="module")

@@ -19,26 +19,22 @@ from support.cli import run_cli
 from support.shell import sh, wait_until
 
 from k8s.cluster import NODE_NET
+from k8s.workloads import NS, agent_pod, connects, kubectl_json, pod
 
 # the first test also builds the images (minutes on a fresh machine) and starts the cluster
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
 
-NS = "ciliumctl-system"
 CRDS = ["ciliumnetworkpolicies.cilium.io", "ciliumclusterwidenetworkpolicies.cilium.io",
         "ciliumidentities.cilium.io", "ciliumendpoints.cilium.io", "ciliumlocalredirectpolicies.cilium.io",
         "ciliumcidrgroups.cilium.io"]
 
 
-def pod(name: str, app: str, node: str, command: list[str]) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
-            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
-                "name": "main", "image": "ciliumctl-test:local", "imagePullPolicy": "Never", "command": command}]}}
 
 
 # web on one node, its clients on the other: every connection crosses the wire between the nodes
-WEB = pod("web", "web", "node2", ["python3", "-m", "http.server", "8080"])
-CLIENT = pod("client", "client", "node1", ["sleep", "infinity"])
-OTHER = pod("other", "other", "node1", ["sleep", "infinity"])
+WEB = pod("web", "node2", ["python3", "-m", "http.server", "8080"])
+CLIENT = pod("client", "node1", ["sleep", "infinity"])
+OTHER = pod("other", "node1", ["sleep", "infinity"])
 NODE_OF = {"web": 1, "client": 0, "other": 0}     # index in k8s.nodes
 
 POLICY = {
@@ -48,8 +44,7 @@ POLICY = {
                           "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]},
 }
 
-CONNECT = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()\n"
-           " print('connected')\nexcept OSError as e:\n print('failed', e)\n")
+
 
 
 # a client outside the nodes, on their wire (the cluster's bridge), in a namespace of this test
@@ -93,24 +88,6 @@ def device_programs(node) -> list[int]:
             return [p for t in (bpfsys.BPF_TCX_INGRESS, bpfsys.BPF_TCX_EGRESS) for p in bpfsys.tcx_prog_ids(idx, t)]
     finally:
         os.close(fd)
-
-
-def kubectl_json(k8s, *args) -> dict:
-    return json.loads(k8s.kubectl(*args, "-o", "json").stdout)
-
-
-def connects(k8s, src: str, ip: str, port: int = 8080) -> bool:
-    out = k8s.kubectl("exec", src, "--", "python3", "-c", CONNECT, ip, str(port), timeout=30).stdout
-    assert out.startswith(("connected", "failed")), out
-    return out.startswith("connected")
-
-
-def agent_pod(k8s, node: str = "node2") -> str:
-    pods = kubectl_json(k8s, "get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=ciliumctl-agent")["items"]
-    running = [p["metadata"]["name"] for p in pods
-               if not p["metadata"].get("deletionTimestamp") and p["spec"].get("nodeName") == node]
-    assert len(running) == 1, pods
-    return running[0]
 
 
 @pytest.fixture(scope="module")
@@ -197,13 +174,13 @@ def test_flows_in_observe_and_in_the_real_hubble(k8s, state, hubble):
     assert drops, real.stdout[-2000:]
     assert drops[0]["destination"].get("pod_name") == "web", drops[0]
     assert drops[0].get("drop_reason_desc") == "POLICY_DENIED", drops[0]
-    ours = k8s.kubectl("exec", "-n", NS, agent_pod(k8s), "-c", "agent", "--", "ciliumctl", "observe", "--last",
+    ours = k8s.kubectl("exec", "-n", NS, agent_pod(k8s, "node2"), "-c", "agent", "--", "ciliumctl", "observe", "--last",
                        "500", "-o", "jsonpb", timeout=60)
     assert dropped(ours.stdout), ours.stdout[-2000:]
 
 
 def test_agent_restart_lets_no_denied_packet_through(k8s, state):
-    old = agent_pod(k8s)      # web's node: where its ingress policy is enforced
+    old = agent_pod(k8s, "node2")      # web's node: where its ingress policy is enforced
     k8s.kubectl("delete", "pod", "-n", NS, old, "--wait=false")
     # while the agent is away and coming back, the pinned datapath keeps enforcing
     deadline = time.monotonic() + 120

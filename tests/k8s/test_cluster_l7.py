@@ -14,19 +14,14 @@ import pytest
 from support.cli import run_cli
 from support.shell import wait_until
 
+from k8s.workloads import NS, agent_pod, kubectl_json, pod
+
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
 
-NS = "ciliumctl-system"
 
 
-def pod(name: str, app: str, node: str, command: list[str]) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": app}},
-            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
-                "name": "main", "image": "ciliumctl-test:local", "imagePullPolicy": "Never", "command": command}]}}
-
-
-DEATHSTAR = pod("deathstar", "deathstar", "node2", ["python3", "-m", "http.server", "8080"])
-TIEFIGHTER = pod("tiefighter", "tiefighter", "node1", ["sleep", "infinity"])
+DEATHSTAR = pod("deathstar", "node2", ["python3", "-m", "http.server", "8080"])
+TIEFIGHTER = pod("tiefighter", "node1", ["sleep", "infinity"])
 
 # Cilium's Star Wars rule, on the port the server listens on: GET / only (the path is a full-match regex)
 POLICY = {
@@ -45,18 +40,6 @@ REQUEST = ("import http.client,sys\ntry:\n c=http.client.HTTPConnection(sys.argv
 def request(k8s, ip: str, method: str, path: str) -> str:
     return k8s.kubectl("exec", "tiefighter", "--", "python3", "-c", REQUEST, ip, method, path,
                        timeout=30).stdout.strip()
-
-
-def kubectl_json(k8s, *args) -> dict:
-    return json.loads(k8s.kubectl(*args, "-o", "json").stdout)
-
-
-def agent_pod(k8s, node: str) -> str:
-    pods = kubectl_json(k8s, "get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=ciliumctl-agent")["items"]
-    running = [p["metadata"]["name"] for p in pods
-               if not p["metadata"].get("deletionTimestamp") and p["spec"].get("nodeName") == node]
-    assert len(running) == 1, pods
-    return running[0]
 
 
 @pytest.fixture(scope="module")
