@@ -128,6 +128,27 @@ def httpload(load: str, pod, ip: str, conns: int, secs: float, pids: list[int]) 
             "n": n, "cpu": {k: v / n * 1e6 for k, v in cpu.items()}}
 
 
+def upstream_connects(proxy) -> int:
+    """HAProxy's count of connections opened to endpoints (`show stat`: the to_endpoint backend's `connect`)."""
+    lines = proxy.command("show stat").splitlines()
+    names = lines[0].lstrip("# ").split(",")
+    for line in lines[1:]:
+        row = dict(zip(names, line.split(","), strict=False))
+        if row.get("pxname") == "to_endpoint" and row.get("svname") == "BACKEND":
+            return int(row["connect"] or 0)
+    return 0
+
+
+def syn_retrans(ns: str) -> int:
+    """The namespace's retransmitted SYNs (TcpExtTCPSynRetrans): each one a request stalled by a second or more."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/netstat"], capture_output=True,
+                         text=True).stdout.splitlines()
+    for names, values in zip(out[::2], out[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["TCPSynRetrans"])
+    return 0
+
+
 def merge(rounds: list[dict]) -> dict:
     """Two rounds of one side: mean rate, mean of the percentiles, CPU per request weighted by requests."""
     n = sum(r["n"] for r in rounds)
@@ -259,13 +280,20 @@ def main() -> None:
                             proxy.apply(st)
                         dp.apply(st)
                         httpload(load, a, b.ip, conns, 0.3, [])                 # warm-up
+                        opened, retrans = upstream_connects(proxy) if phase == "l7" else 0, syn_retrans(sb.node)
                         res[phase].append(httpload(load, a, b.ip, conns, args.seconds,
                                                    [server.pid] + ([proxy.worker_pid()] if phase == "l7" else [])))
+                        if phase == "l7":
+                            res[phase][-1]["opened"] = upstream_connects(proxy) - opened
+                            res[phase][-1]["syn_retrans"] = syn_retrans(sb.node) - retrans
                     for phase, name in (("l4", "L4 allow only"), ("l7", "rules.http, HAProxy")):
                         r = merge(res[phase])
                         cpu = " ".join(f"{r['cpu'].get(k, 0):5.1f}" for k in ("haproxy", "client", "server", "agent"))
                         print(f"   {kind:13} {conns:2d} conn {name:19} {r['rps']:8.0f} {r['p50']:7.3f} "
                               f"{r['p99']:7.3f}   {cpu}{'  ERRORS ' + str(r['errors']) if r['errors'] else ''}")
+                    print(f"   {kind:13} {conns:2d} conn upstream connections opened "
+                          f"{sum(r['opened'] for r in res['l7'])} for {sum(r['n'] for r in res['l7']):.0f} requests, "
+                          f"SYNs retransmitted {sum(r['syn_retrans'] for r in res['l7'])} (stalls)")
                     l4, l7 = merge(res["l4"]), merge(res["l7"])
                     print(f"   {kind:13} {conns:2d} conn ratio {l7['rps'] / l4['rps']:.2f}x throughput (target >= "
                           f"0.5x), added p50 {l7['p50'] - l4['p50']:.3f} ms (target < 0.5 ms)")

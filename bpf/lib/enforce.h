@@ -141,11 +141,12 @@ static __always_inline int from_proxy_upstream(struct __sk_buff *skb, const stru
 /* At an endpoint's tc egress (to_container) the proxy's upstream connection and a client's connection redirected to
  * the proxy can carry one tuple: HAProxy connects from the client's address (usesrc clientip) with a port the
  * node's connect() picks, and nothing keeps that from being the port of a client's connection to the proxy (the
- * node's socket of that one is b:80 <- a:P, not a:P -> b:80), and often is (bench_l7: 8 of 10 stalled upstream
- * SYNs had the port of a client's connection). Whose entry a forward packet met: the proxy's packets are the node's own
- * (they carry a socket), a client's are forwarded (they do not). Returns 1 when the entry is the other side's:
- * the proxy's own for a client's packet (that connection is decided as new and goes to the proxy; the entry
- * stays), or, for the proxy's packet, a redirected client's entry that an older datapath stored here (replaced). */
+ * node's socket of that one is b:80 <- a:P, not a:P -> b:80), and often is (bench_l7 at 8 connections: every
+ * upstream SYN sampled stalled had a client connection's port). Whose entry a forward packet met: the proxy's
+ * packets are the node's own (they carry a socket), a client's are forwarded (they do not). Returns 1 when the
+ * entry is the other side's: the proxy's own for a client's packet (that connection is decided as new and goes to
+ * the proxy; the entry stays), or, for the proxy's packet, a redirected client's entry that an older datapath
+ * stored here (replaced). */
 static __always_inline int ct_other_side(const struct __sk_buff *skb, const struct ct_entry *ct)
 {
 	return ct->proxy_upstream ? !skb->sk : ct->proxy_port && skb->sk;
