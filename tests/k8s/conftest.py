@@ -154,3 +154,31 @@ def new_namespace(kube):
                      "metadata": {"name": name, "labels": {**(labels or {}), TEST_NAMESPACE_LABEL: "true"}}})
         return name
     return make
+
+
+class Made:
+    """Objects a test makes on the shared server, deleted newest first after it (no namespace controller there
+    empties a namespace): create(obj) makes and records one; track(kind, name, namespace) records one made
+    otherwise."""
+
+    def __init__(self, kube):
+        self.kube = kube
+        self.objects: list[tuple[str, str, str]] = []
+
+    def create(self, obj: dict) -> dict:
+        out = self.kube.create(obj)
+        self.track(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace", ""))
+        return out
+
+    def track(self, kind: str, name: str, namespace: str = "") -> None:
+        self.objects.append((kind, name, namespace))
+
+
+@pytest.fixture
+def made(kube):
+    from ciliumctl.cluster.kube import KINDS
+
+    tracker = Made(kube)
+    yield tracker
+    for kind, name, namespace in reversed(tracker.objects):
+        kube.delete(KINDS[kind], name, namespace or None)

@@ -29,79 +29,69 @@ def lrp(name, namespace, frontend):
                                          "toPorts": [{"port": "9090", "protocol": "TCP"}]}}}
 
 
-def test_local_redirect_policies_become_local_redirect_entries(installed, new_namespace, node_env):
+def test_local_redirect_policies_become_local_redirect_entries(installed, new_namespace, node_env, made):
     kube = installed
     ns = new_namespace("lrp")
     node = f"lrp-node-{os.urandom(3).hex()}"
-    made: list[tuple[str, str, str]] = []
+    create = made.create
+    web = create(service("web", ns, ports=[{"port": 80, "protocol": "TCP", "targetPort": 8080}]))
+    create(endpoint_slice("web", ns, [backend("10.1.0.5", "other-node")]))
+    add_pod(kube, "cache", node, "10.1.0.20", {"app": "cache"}, ns, status=READY)
+    made.track("Pod", "cache", ns)
+    add_pod(kube, "cache-elsewhere", "other-node", "10.1.0.21", {"app": "cache"}, ns, status=READY)
+    made.track("Pod", "cache-elsewhere", ns)
+    skipping = lrp("web-local", ns, {"serviceMatcher": {"serviceName": "web", "namespace": ns}})
+    skipping["spec"]["skipRedirectFromBackend"] = True
+    stored = create(skipping)
+    # fixed once created, as Cilium's CRD (x-kubernetes-validations self == oldSelf): the API server refuses
+    stored["spec"]["skipRedirectFromBackend"] = False
+    with pytest.raises(ApiFailure) as refused:
+        kube.replace(stored)
+    assert refused.value.status == 422 and "self == oldSelf" in refused.value.api_message
+    create(lrp("meta", ns, {"addressMatcher": {"ip": "169.254.169.254",
+                                               "toPorts": [{"port": "80", "protocol": "TCP"}]}}))
+    # valid for the CRD's schema, refused by the agent's checks: left out, named
+    create(lrp("bad", ns, {"serviceMatcher": {"serviceName": "web", "namespace": "elsewhere"}}))
+    cluster_ip = web["spec"]["clusterIP"]
 
-    def create(obj):
-        out = kube.create(obj)
-        made.append((obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace", "")))
-        return out
-
+    dp = RecordingDatapath()
+    agent = node_sync.ClusterNode(kube, node, datapath=dp)
+    agent.cache.start()
     try:
-        web = create(service("web", ns, ports=[{"port": 80, "protocol": "TCP", "targetPort": 8080}]))
-        create(endpoint_slice("web", ns, [backend("10.1.0.5", "other-node")]))
-        add_pod(kube, "cache", node, "10.1.0.20", {"app": "cache"}, ns, status=READY)
-        made.append(("Pod", "cache", ns))
-        add_pod(kube, "cache-elsewhere", "other-node", "10.1.0.21", {"app": "cache"}, ns, status=READY)
-        made.append(("Pod", "cache-elsewhere", ns))
-        skipping = lrp("web-local", ns, {"serviceMatcher": {"serviceName": "web", "namespace": ns}})
-        skipping["spec"]["skipRedirectFromBackend"] = True
-        stored = create(skipping)
-        # fixed once created, as Cilium's CRD (x-kubernetes-validations self == oldSelf): the API server refuses
-        stored["spec"]["skipRedirectFromBackend"] = False
-        with pytest.raises(ApiFailure) as refused:
-            kube.replace(stored)
-        assert refused.value.status == 422 and "self == oldSelf" in refused.value.api_message
-        create(lrp("meta", ns, {"addressMatcher": {"ip": "169.254.169.254",
-                                                   "toPorts": [{"port": "80", "protocol": "TCP"}]}}))
-        # valid for the CRD's schema, refused by the agent's checks: left out, named
-        create(lrp("bad", ns, {"serviceMatcher": {"serviceName": "web", "namespace": "elsewhere"}}))
-        cluster_ip = web["spec"]["clusterIP"]
+        assert agent.cache.wait_synced(5)
+        assert "CiliumLocalRedirectPolicy" in agent.cache.reflectors
+        assert wait_until(lambda: len([o for o in agent.cache.objects("CiliumLocalRedirectPolicy")
+                                       if o["metadata"]["namespace"] == ns]) == 3)
+        assert wait_until(lambda: agent.cache.get("Pod", "cache", ns) is not None)
+        report = agent.sync()
 
-        dp = RecordingDatapath()
-        agent = node_sync.ClusterNode(kube, node, datapath=dp)
-        agent.cache.start()
-        try:
-            assert agent.cache.wait_synced(5)
-            assert "CiliumLocalRedirectPolicy" in agent.cache.reflectors
-            assert wait_until(lambda: len([o for o in agent.cache.objects("CiliumLocalRedirectPolicy")
-                                           if o["metadata"]["namespace"] == ns]) == 3)
-            assert wait_until(lambda: agent.cache.get("Pod", "cache", ns) is not None)
-            report = agent.sync()
+        table = dp.states[-1].services
+        mine = {str(s.frontend): s for s in table.services.values()
+                if s.frontend.ip in (cluster_ip, "169.254.169.254")}
+        assert set(mine) == {f"{cluster_ip}:80/TCP", "169.254.169.254:80/TCP"}
+        for svc in mine.values():
+            assert svc.type == "LocalRedirect" and [str(b) for b in svc.backends] == ["10.1.0.20:9090"]
+        # skipRedirectFromBackend: the local pod's own traffic keeps the Service's backends
+        skip = mine[f"{cluster_ip}:80/TCP"]
+        assert skip.skip_from == ("10.1.0.20",) and skip.original is not None
+        assert [str(b) for b in skip.original.backends] == ["10.1.0.5:8080"]
+        assert mine["169.254.169.254:80/TCP"].skip_from == ()
+        assert report.services is not None
+        named = report.services.names[mine[f"{cluster_ip}:80/TCP"].id]
+        assert named == f"{ns}/web (local redirect {ns}/web-local)"
+        assert any(f"{ns}/bad" in line and "must be the policy's namespace" in line
+                   for line in report.services.skipped), report.services.skipped
 
-            table = dp.states[-1].services
-            mine = {str(s.frontend): s for s in table.services.values()
-                    if s.frontend.ip in (cluster_ip, "169.254.169.254")}
-            assert set(mine) == {f"{cluster_ip}:80/TCP", "169.254.169.254:80/TCP"}
-            for svc in mine.values():
-                assert svc.type == "LocalRedirect" and [str(b) for b in svc.backends] == ["10.1.0.20:9090"]
-            # skipRedirectFromBackend: the local pod's own traffic keeps the Service's backends
-            skip = mine[f"{cluster_ip}:80/TCP"]
-            assert skip.skip_from == ("10.1.0.20",) and skip.original is not None
-            assert [str(b) for b in skip.original.backends] == ["10.1.0.5:8080"]
-            assert mine["169.254.169.254:80/TCP"].skip_from == ()
-            assert report.services is not None
-            named = report.services.names[mine[f"{cluster_ip}:80/TCP"].id]
-            assert named == f"{ns}/web (local redirect {ns}/web-local)"
-            assert any(f"{ns}/bad" in line and "must be the policy's namespace" in line
-                       for line in report.services.skipped), report.services.skipped
-
-            # the local pod goes: the Service's own backend again, the address no longer translated
-            kube.delete(KINDS["Pod"], "cache", ns)     # no kubelet: it stays, terminating (deletionTimestamp)
-            assert wait_until(lambda: (agent.cache.get("Pod", "cache", ns) or {"metadata": {"deletionTimestamp": 1}})
-                              ["metadata"].get("deletionTimestamp"))
-            agent.sync()
-            table = dp.states[-1].services
-            again = {str(s.frontend): s for s in table.services.values()
-                     if s.frontend.ip in (cluster_ip, "169.254.169.254")}
-            assert set(again) == {f"{cluster_ip}:80/TCP"}
-            assert again[f"{cluster_ip}:80/TCP"].type == "ClusterIP"
-            assert [str(b) for b in again[f"{cluster_ip}:80/TCP"].backends] == ["10.1.0.5:8080"]
-        finally:
-            agent.cache.stop()
+        # the local pod goes: the Service's own backend again, the address no longer translated
+        kube.delete(KINDS["Pod"], "cache", ns)     # no kubelet: it stays, terminating (deletionTimestamp)
+        assert wait_until(lambda: (agent.cache.get("Pod", "cache", ns) or {"metadata": {"deletionTimestamp": 1}})
+                          ["metadata"].get("deletionTimestamp"))
+        agent.sync()
+        table = dp.states[-1].services
+        again = {str(s.frontend): s for s in table.services.values()
+                 if s.frontend.ip in (cluster_ip, "169.254.169.254")}
+        assert set(again) == {f"{cluster_ip}:80/TCP"}
+        assert again[f"{cluster_ip}:80/TCP"].type == "ClusterIP"
+        assert [str(b) for b in again[f"{cluster_ip}:80/TCP"].backends] == ["10.1.0.5:8080"]
     finally:
-        for kind, name, namespace in reversed(made):   # no namespace controller here: delete them ourselves
-            kube.delete(KINDS[kind], name, namespace or None)
+        agent.cache.stop()
