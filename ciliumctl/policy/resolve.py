@@ -514,15 +514,13 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
     learned_ids = dict(zip(learned_sets, allocated[len(ep_labels) + len(cidr_labels):]))
 
     identities: dict[int, frozenset[str]] = {i: ids.reserved_labels(i) for i in UNIVERSE_RESERVED}
-    host_labels = node_identity_labels(node_labels)
     # the API server's addresses: one of the node's stays host, whose labels gain reserved:kube-apiserver; one of
     # another node's is kube-apiserver (7) and still remote-node to selectors; any other kube-apiserver (Cilium's
     # pkg/identity/cache LookupReservedIdentityByLabels)
     remote_nets = [ipaddress.ip_network(n, strict=False) for n in remote_nodes]
     host_set = set(host_ips)
     api_ips = sorted(set(kube_apiserver) - host_set)
-    if set(kube_apiserver) & host_set:
-        host_labels = host_labels | {"reserved:kube-apiserver"}
+    host_labels = _host_labels(node_labels, host_set, kube_apiserver)
     # --enable-node-selector-labels: each other node's address has an identity of its labels (Cilium's
     # nodeIdentityLabels: reserved:remote-node, node:<label>, the cluster label; with the API server's label when
     # it runs there), which fromNodes/toNodes select; nodes with the same labels share one
@@ -622,6 +620,95 @@ def _resolve(endpoints, policies, mode, allocator, revision, audit, node_labels,
         if gap.origin is not None:
             res.gaps_by_origin.setdefault(gap.origin, []).append(gap)
     return res
+
+
+def _host_labels(node_labels: Mapping[str, str] | None, host_ips: set[str],
+                 kube_apiserver: Iterable[str]) -> frozenset[str]:
+    """The host's identity labels: its node labels, and reserved:kube-apiserver when the API server is one of its
+    addresses."""
+    labels = node_identity_labels(node_labels)
+    if set(kube_apiserver) & host_ips:
+        labels = labels | {"reserved:kube-apiserver"}
+    return labels
+
+
+# ----------------------------------------------------------------------------------- learned addresses alone
+
+@dataclass
+class LearnedPolicy:
+    """What resolve() gives the identities of some learned addresses (resolve_learned), and nothing else."""
+
+    identities: dict[int, frozenset[str]] = field(default_factory=dict)   # the addresses' identities: labels
+    ipcache: dict[str, int] = field(default_factory=dict)                 # the addresses' /32s
+    endpoint_identities: dict[int, int] = field(default_factory=dict)     # every endpoint's (the host's: id 0)
+    # the policy entries naming those identities, per (endpoint id, direction), where there are some
+    entries: dict[tuple[int, Direction], list[PolicyEntry]] = field(default_factory=dict)
+    # rules.dns and rules.http naming them (resolve() lists these only for enforced directions; here: all)
+    dns: dict[int, list[DNSAllow]] = field(default_factory=dict)
+    http: dict[tuple[int, int], list[HTTPAllow]] = field(default_factory=dict)
+
+
+def resolve_learned(endpoints: list[Endpoint], policies: Iterable, mode: Enforcement | str,
+                    allocator: ids.IdentityBackend, fqdn_ips: Mapping[str, Iterable[str]],
+                    node_labels: Mapping[str, str] | None = None, *,
+                    namespace_labels: Mapping[str, Mapping[str, str]] | None = None, host_ips: Iterable[str] = (),
+                    allow_localhost: bool = False, host: HostFirewall | None = None,
+                    kube_apiserver: Iterable[str] = (), remote_nodes: Iterable[str] = (),
+                    remote_node_labels: Mapping[str, Mapping[str, str]] | None = None) -> LearnedPolicy:
+    """resolve() for learned addresses alone: the identities of `fqdn_ips` (address -> names) and the policy
+    entries they take part in as peers of the endpoints' rules, as resolve() with the same inputs gives them
+    (tests/unit/test_resolve_learned.py), without the rest of the node's policy: a new label set's cost between a
+    DNS answer and the map (node.dns_proxy). The inputs are resolve()'s; the other nodes' (remote_nodes,
+    remote_node_labels) decide nothing about a learned address. Identities are allocated as resolve() allocates
+    them, so an address gets the number a later resolve() gives it."""
+    del remote_nodes, remote_node_labels
+    mode = Enforcement(mode)
+    rules = compile_policies(policies, _Notes(), host)
+    ep_labels = [endpoint_labels(ep, (namespace_labels or {}).get(ep.namespace)) for ep in endpoints]
+    cidrs = sorted(_all_cidrs(rules), key=lambda n: (n.version, n.network_address, n.prefixlen))
+    cidr_labels = [frozenset({f"cidr:{n.with_prefixlen}", "reserved:world"}) for n in cidrs]
+    learned = _learned(rules, fqdn_ips, fqdn.RulePrefixes(n.with_prefixlen for n in cidrs))
+    alone = {frozenset({nm.label, "reserved:world"}) for nm in _fqdn_selectors(rules)}
+    learned_sets = sorted(set(learned.values()) | alone, key=sorted)
+    allocated = allocator.allocate_many(ep_labels + cidr_labels + learned_sets)
+    set_ids = dict(zip(learned_sets, allocated[len(ep_labels) + len(cidr_labels):]))
+    out = LearnedPolicy(identities={set_ids[ls]: ls for ls in set(learned.values())})
+    wanted = set(out.identities)
+    # an endpoint's or the host's own address keeps its identity in resolve()'s ipcache
+    host_set = set(host_ips)
+    own = host_set | {ep.ipv4.split("/")[0] for ep in endpoints if ep.ipv4}
+    out.ipcache = {f"{ip}/32": set_ids[ls] for ip, ls in learned.items() if ip not in own}
+
+    host_labels = _host_labels(node_labels, host_set, kube_apiserver)
+    # the learned identities are all a rule item's peers are matched against (and the host, for from/toNodes)
+    universe = _Universe({**{i: LabelSet(ls) for i, ls in out.identities.items()}, ids.HOST: LabelSet(host_labels)},
+                         {})
+    subjects = [(ep.id, i, LabelSet(ls), False) for ep, i, ls in zip(endpoints, allocated, ep_labels)]
+    if node_labels is not None:
+        subjects.append((HOST_ENDPOINT_ID, ids.HOST, universe.labels[ids.HOST], True))
+    peer_cache: dict[int, set[int] | None] = {}
+    by_identity: dict[tuple[int, bool], tuple] = {}
+    for ep_id, ident, labels, is_host in subjects:
+        out.endpoint_identities[ep_id] = ident
+        done = by_identity.get((ident, is_host))
+        if done is None:
+            selecting = [r for r in rules if r.node_rule == is_host and r.subject.matches(labels)]
+            entries: dict[Direction, list[PolicyEntry]] = {}
+            http: dict[Direction, list[HTTPAllow]] = {}
+            for d in (Direction.INGRESS, Direction.EGRESS):
+                pol = _direction(selecting, d, mode, any(r.default_deny[d] for r in selecting), universe,
+                                 peer_cache, allow_localhost and d == Direction.INGRESS and not is_host)
+                entries[d] = [e for e in pol.entries if e.identity in wanted]
+                http[d] = [] if is_host else [a for a in _http_allows(selecting, d, universe, peer_cache)
+                                              if a.identity in wanted]
+            dns = [] if is_host else [a for a in _dns_allows(selecting, universe, peer_cache) if a.identity in wanted]
+            done = by_identity[(ident, is_host)] = (entries, dns, http)
+        entries, dns, http = done
+        out.entries.update(((ep_id, d), e) for d, e in entries.items() if e)
+        if dns:
+            out.dns[ep_id] = dns
+        out.http.update(((ep_id, int(d)), a) for d, a in http.items() if a)
+    return out
 
 
 def _fqdn_selectors(rules: list[_Rule]) -> tuple[fqdn.NameMatch, ...]:
