@@ -6,8 +6,9 @@
 2. Lookups per second the proxy sustains with 64 queries in flight (direct in the same run for the ratio).
 3. Answer -> map: on a sandbox node (its own namespace and pins), the time NodeDNSPolicy.learn() takes for an
    answer with a new address of a selected name, until the datapath has it: a known label set (ipcache entry in
-   place), a new label set (its identity in place, program_new_identities, against the full reconcile it
-   replaces, alternating in the same run); at few and at 10,000 learned names.
+   place), a new label set (its identity's entries in place, resolved alone: program_new_identities and
+   policy.resolve.resolve_learned, against the full reconcile it replaces, alternating in the same run); at few and
+   at 10,000 learned names.
 4. Memory at 10,000 learned names: the cache (tracemalloc) and what resolve builds for them.
 
 Run as root: .venv/bin/python benchmarks/bench_fqdn.py [-n 2000]"""

@@ -199,6 +199,9 @@ spec:
 """
 
 
+MULTI = "10.97.64.9"       # multi.example.test: both selectors match it, the rule CIDR contains it
+
+
 def _slot_free(name: str, key: bytes) -> bytes:
     """A map key with its slot bit cleared, so two slots' entries compare."""
     from ciliumctl.datapath import maps
@@ -223,7 +226,8 @@ def _active_maps(dp) -> dict:
 def test_a_new_label_set_goes_in_place_and_a_reconcile_writes_the_same_maps(node, tmp_path, monkeypatch):
     """An address whose label set the revision lacks (two selectors match its name, a rule CIDR contains it) is
     programmed without a reconcile: its identity's policy entries and its ipcache entry into the active revision
-    (Cilium's incremental policy update); a full reconcile afterwards writes exactly those maps."""
+    (Cilium's incremental policy update), so the connection right after the answer is allowed; a full reconcile
+    afterwards writes exactly those maps."""
     from support.netns import in_netns
 
     from ciliumctl.base import netns as node_netns
@@ -232,9 +236,15 @@ def test_a_new_label_set_goes_in_place_and_a_reconcile_writes_the_same_maps(node
     from ciliumctl.node.dns_proxy.server import Answer
     from ciliumctl.node.dns_proxy.service import program_new_identities
 
+    ns = external(node, "ext")
+    sh("ip", "-n", ns, "addr", "add", f"{MULTI}/32", "dev", "eth0")
+    sh("ip", "-n", node.name, "route", "add", f"{MULTI}/32", "via", DNS)
+    http_server(node, ns)
     node.cli("install", "--no-agent")
     client = node.add_pod("client", "client")
     node.cli("policy", "apply", "-f", str(write(tmp_path / "p.yaml", NEW_SET_POLICY)))
+    # the rule CIDR allows port 22 only: port 80 needs the name
+    assert not node.connect("client", MULTI, 80, timeout=0.5)
     for k, v in node.env.items():
         if k.startswith("CILIUMCTL_"):
             monkeypatch.setenv(k, v)
@@ -247,8 +257,9 @@ def test_a_new_label_set_goes_in_place_and_a_reconcile_writes_the_same_maps(node
         pol.datapath, pol.new_identities = (lambda: dp), program_new_identities
         try:
             q = SimpleNamespace(client=(client, 40000), server=(DNS, 53), proto="udp", qname="multi.example.test.")
-            pol.learn(q, Answer("NOERROR", [("10.97.64.9", 300)], [], b"", True))
+            pol.learn(q, Answer("NOERROR", [(MULTI, 300)], [], b"", True))
             assert reconciles == []                       # in place
+            assert node.connect("client", MULTI, 80)
             ident = {i: ls for i, ls in reconcile.allocator().known().items()
                      if ls == {"fqdn:*.example.test", "fqdn:multi.example.test", "cidr:10.97.64.0/18",
                                "reserved:world"}}

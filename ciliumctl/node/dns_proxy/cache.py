@@ -119,7 +119,8 @@ class FQDNCache:
                                      "again at the next lookups)") from None
         return self
 
-    def save(self, now: float | None = None) -> None:
+    def save(self, now: float | None = None, durable: bool = True) -> None:
+        """durable=False: without fsync (what another process's reconcile reads; a later save makes it durable)."""
         now = time.time() if now is None else now
         kept = [c for c in self.cleaned if c.time > now - CLEAN_KEEP]
         self.pruned_before = max([self.pruned_before, *(c.time for c in self.cleaned if c not in kept)])
@@ -127,7 +128,7 @@ class FQDNCache:
         statefile.write_json(self.path, {
             "version": FILE_VERSION,
             "entries": [e.to_dict() for e in sorted(self.entries.values(), key=lambda e: (e.name, e.endpoint, e.ip))],
-            "cleaned": [asdict(c) for c in self.cleaned], "pruned_before": self.pruned_before})
+            "cleaned": [asdict(c) for c in self.cleaned], "pruned_before": self.pruned_before}, durable=durable)
 
     def merge_file(self) -> FQDNCache:
         """Read the file another process changed and keep what only this cache holds (learned, not saved yet)

@@ -5,8 +5,10 @@ identity, port, names; ResolvedState.dns), the toFQDNs selectors and the revisio
 agent) decides a query as the datapath would: the server's identity by longest prefix, as the ipcache map. A
 client the file does not name gets REFUSED (fail closed).
 
-learn(): an allowed NOERROR answer goes into the DNS cache (node/dns_proxy/cache.py); when an address is new for a
-name a toFQDNs selector matches, reconcile programs it (under the node lock) before the proxy releases the answer.
+learn(): an allowed NOERROR answer goes into the DNS cache (node/dns_proxy/cache.py); an address new for a name a
+toFQDNs selector matches is programmed before the proxy releases the answer: its ipcache entry alone when its label
+set's identity is programmed, else that identity's policy entries first (node.dns_proxy.service, under the node
+lock), else by a reconcile.
 """
 
 from __future__ import annotations
@@ -98,7 +100,6 @@ class _View:
         self.revision = 0
         self.prefixes = RulePrefixes(())
         self.learned: dict[frozenset[str], int] = {}      # label set -> identity, programmed in `revision`
-        self._texts: dict[str, int] = {}
 
     def refresh(self, path: Path) -> _View:
         try:
@@ -117,17 +118,12 @@ class _View:
         self.prefixes = RulePrefixes(data.get("prefixes") or ())
         self.learned = {frozenset(ls): int(i) for ls, i in data.get("learned_identities") or ()}
         self.ipcache = {}
-        self._texts = {p: int(i) for p, i in (data.get("ipcache") or {}).items()}
         for prefix, ident in (data.get("ipcache") or {}).items():
             net = ipaddress.ip_network(prefix, strict=False)
             if net.version == 4:
                 self.ipcache.setdefault(net.prefixlen, {})[int(net.network_address)] = int(ident)
         self.key = key
         return self
-
-    def ipcache_texts(self) -> dict[str, int]:
-        """The revision's ipcache as saved (prefix -> identity)."""
-        return dict(self._texts)
 
     def exact(self, ip: str) -> int | None:
         """The identity of the ip's own /32 entry, if the revision has one."""
@@ -170,9 +166,11 @@ class NodeDNSPolicy:
         self._dirty = False
         self._learn_mutex = threading.Lock()
         self._inplace: dict[str, int] = {}               # address -> the revision it was written into in place
+        self._inplace_sets: dict[frozenset[str], tuple[int, int]] = {}   # label set -> (identity, revision), ditto
         self.last_program_ms: float | None = None      # answer -> datapath, the last time learning programmed
-        # (datapath, programmed label sets, programmed ipcache) -> bool: a new label set in place (node mode:
-        # node.dns_proxy.service.program_new_identities); None: a reconcile
+        # (datapath, revision, its learned label sets -> identity, new addresses -> names) -> every address's label
+        # set -> identity, or None: new label sets in place (node mode: node.dns_proxy.service.program_new_identities);
+        # None: a reconcile
         self.new_identities: Callable | None = None
 
     def view(self) -> _View:
@@ -217,12 +215,12 @@ class NodeDNSPolicy:
             self._cache_obj.merge_file()
             self._cache_key = key
 
-    def _save(self) -> None:
+    def _save(self, durable: bool = True) -> None:
         with self._cache_obj.locked():
             self._merge_locked()
-            self._cache_obj.save()
+            self._cache_obj.save(durable=durable)
             self._cache_key = _stat_key(self._cache_obj.path)
-        self._dirty = False
+        self._dirty = not durable       # the next expire() makes it durable
 
     def flush(self) -> None:
         """Save what changed since the last save (the agent stops)."""
@@ -277,11 +275,12 @@ class NodeDNSPolicy:
             if not missing:
                 return
             # in place, without the node lock (the datapath's own lock and the revision check keep it consistent);
-            # else, under the node lock, a new label set's identity in place, else a reconcile (both read the file:
-            # saved first)
+            # else, under the node lock, new label sets in place (their identities' entries alone), else a reconcile
+            # (both saved first, as any later reconcile reads the cache file; durable by the next expire(): the maps
+            # do not outlive the machine either)
             if not self._in_place(view, cache, missing):
                 with self.lock():
-                    self._save()
+                    self._save(durable=False)
                     if not self._new_identities(view, cache, missing):
                         self.reconcile()
             self.last_program_ms = (time.monotonic() - t0) * 1000
@@ -294,16 +293,23 @@ class NodeDNSPolicy:
             return False
         have = view.exact(ip)
         if have is not None:
-            return have != view.learned.get(labels)
+            return have != self._programmed(view).get(labels)
         return self._inplace.get(ip) != view.revision
+
+    def _programmed(self, view: _View) -> dict[frozenset[str], int]:
+        """The learned label sets the active revision has an identity (and its policy entries) for: the view's, and
+        those added in place since."""
+        added = {ls: i for ls, (i, rev) in self._inplace_sets.items() if rev == view.revision}
+        return {**view.learned, **added} if added else view.learned
 
     def _in_place(self, view: _View, cache: FQDNCache, ips: list[str]) -> bool:
         """The new addresses into the active revision's ipcache, when each one's label set already has an
         identity programmed there (Datapath.add_ipcache); False: a reconcile is needed."""
         entries = {}
+        programmed = self._programmed(view)
         for ip in ips:
             labels = learned_labels(ip, cache.names_of(ip), view.selectors, view.prefixes)
-            ident = view.learned.get(labels) if labels is not None else None
+            ident = programmed.get(labels) if labels is not None else None
             if ident is None or view.exact(ip) is not None:
                 return False
             entries[f"{ip}/32"] = ident
@@ -319,23 +325,22 @@ class NodeDNSPolicy:
             return False
 
     def _new_identities(self, view: _View, cache: FQDNCache, ips: list[str]) -> bool:
-        """Under the node lock: the new_identities hook with the agent's datapath; False: reconcile. It resolves
-        with the new addresses and one address of each label set the revision has (what decides the identities
-        and their policy entries; the other addresses' ipcache entries are programmed already)."""
-        if self.datapath is None or self.new_identities is None:
+        """Under the node lock: the new_identities hook with the agent's datapath, for addresses the revision has
+        no /32 of (one that would change identity changes decisions made: a reconcile); False: reconcile."""
+        if self.datapath is None or self.new_identities is None or any(view.exact(ip) is not None for ip in ips):
             return False
-        ipcache = view.ipcache_texts()
-        by_identity = {}
-        wanted = set(view.learned.values())
-        for prefix, ident in ipcache.items():
-            if ident in wanted and ident not in by_identity and prefix.endswith("/32"):
-                by_identity[ident] = prefix[:-3]
-        fqdn_ips = {ip: cache.names_of(ip) for ip in [*by_identity.values(), *ips]}
         try:
-            return self.new_identities(self.datapath(), view.learned, ipcache, fqdn_ips)
+            added = self.new_identities(self.datapath(), view.revision, self._programmed(view),
+                                        {ip: cache.names_of(ip) for ip in ips})
         except Exception as err:  # noqa: BLE001 - the reconcile that follows programs it all the same
             log.info("in-place identity update failed (%s): reconciling", err)
             return False
+        if added is None:
+            return False
+        # remembered as the in-place ipcache entries are (the view is the reconcile's; the next one has them)
+        self._inplace_sets.update((ls, (i, view.revision)) for ls, i in added.items())
+        self._inplace.update((ip, view.revision) for ip in ips)
+        return True
 
     def observe(self, q, a) -> None:
         """A query (a None) or what came of it, as a DNS flow: the request when it arrives (DROPPED when it is

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ciliumctl.base import paths, statefile
 from ciliumctl.node.dns_proxy.policy import DEFAULT_PROXY_PORT, proxy_info_path, proxy_port
@@ -30,60 +30,95 @@ class DNSOptions:
     host: str = "0.0.0.0"
 
 
-def program_new_identities(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int],
-                           fqdn_ips: dict[str, set[str]]) -> bool:
+def program_new_identities(dp, revision: int, programmed: dict[frozenset[str], int],
+                           fqdn_ips: dict[str, set[str]]) -> dict[frozenset[str], int] | None:
     """Learned addresses whose label sets the active revision lacks, without a reconcile (node mode, under the node
-    lock, the cache saved): the revision is resolved again as reconcile would (same number, same inputs), and when
-    it differs from the programmed one only by new learned identities and the ipcache entries of learned
-    addresses, those identities' policy entries and then the addresses go into the active revision in place
+    lock): their identities and the policy entries they take part in (policy.resolve.resolve_learned: those alone,
+    not the node's whole policy), then their addresses, go into the active revision in place
     (Datapath.add_identities), as Cilium's incremental policy updates; a later reconcile writes the same maps.
-    False (nothing written): reconcile. `learned`, `ipcache`: what dns-policy.json says the revision has;
-    `fqdn_ips`: the learned addresses to resolve with: the new ones and one of each label set in `learned` (what
-    decides the identities and their entries; the revision's other learned addresses are left out)."""
-    why = _not_in_place(dp, learned, ipcache, fqdn_ips)
-    if why:
+    `revision`, `programmed`: the revision the proxy's view describes and the learned label sets it has
+    programmed (with their identities); `fqdn_ips`: the new addresses (none has a /32 in the revision yet) with
+    their names. Returns every address's label set with its identity; None (nothing written): reconcile."""
+    try:
+        return _add_in_place(dp, revision, programmed, fqdn_ips)
+    except _Reconcile as why:
         log.info("a new label set of a learned address: reconciling (%s)", why)
-        return False
-    return True
+        return None
 
 
-def _not_in_place(dp, learned: dict[frozenset[str], int], ipcache: dict[str, int],
-                  fqdn_ips: dict[str, set[str]]) -> str:
-    """program_new_identities' work: "" when done, else why not (nothing written)."""
+class _Reconcile(Exception):
+    """Why new label sets are not added in place."""
+
+
+def _add_in_place(dp, revision: int, programmed: dict[frozenset[str], int],
+                  fqdn_ips: dict[str, set[str]]) -> dict[frozenset[str], int]:
     from ciliumctl.endpoints import registry
     from ciliumctl.node import reconcile
+    from ciliumctl.node.hostfw import host as hostfw
     from ciliumctl.node.settings import load_settings
-    from ciliumctl.policy import store
+    from ciliumctl.policy.resolve import resolve_learned
+    from ciliumctl.policy.resolved import Direction, DirectionPolicy, EndpointPolicy, ResolvedState
 
     if reconcile.cluster_mode():
-        return "cluster mode"
-    if not ipcache:
-        return "no revision saved for the proxy"
+        raise _Reconcile("cluster mode")
     settings = load_settings()
-    if settings.revision != dp.revision:
-        return f"the datapath's revision {dp.revision} is not the stored {settings.revision}"
-    endpoints = registry.load_all()
-    state = reconcile.resolve_state(endpoints, store.load_all(), settings, reconcile.allocator(), settings.revision,
-                                    fqdn_ips)
-    fqdn_ids = {i: ls for i, ls in state.identities.items() if any(x.startswith("fqdn:") for x in ls)}
-    new = {i for i, ls in fqdn_ids.items() if ls not in learned}
+    if not settings.revision == dp.revision == revision:
+        raise _Reconcile(f"the proxy's revision {revision}, the stored {settings.revision} and the datapath's "
+                         f"{dp.revision} differ")
+    # the inputs of the programmed revision: the node lock keeps them so (a change is followed by its reconcile)
+    learned = resolve_learned(registry.load_all(), reconcile.parsed_policies(), settings.mode, reconcile.allocator(),
+                              fqdn_ips, **hostfw.resolve_kwargs(settings))
+    if any(programmed.get(ls, i) != i for i, ls in learned.identities.items()):
+        raise _Reconcile("a programmed learned identity changed")
+    new = {i for i, ls in learned.identities.items() if ls not in programmed}
     if not new:
-        return "no new identity"
-    if any(fqdn_ids.get(i) != ls for ls, i in learned.items()):
-        return "a programmed learned identity changed"
-    if any(a.identity in new for allows in state.http.values() for a in allows):
-        return "HTTP rules toward it (HAProxy's identity map)"
-    programmed = set(learned.values())
-    if any(state.ipcache.get(p) != i for p, i in ipcache.items() if not (i in programmed and p not in state.ipcache)):
-        return "the ipcache changed otherwise (an expiry, a policy)"
-    added = {p: i for p, i in state.ipcache.items() if p not in ipcache}
-    if any(i not in fqdn_ids or not p.endswith("/32") for p, i in added.items()):
-        return "other ipcache entries added"
-    if not dp.add_identities(state, new, added):
-        return "the datapath changed meanwhile"
-    # the proxy's view: the revision's ipcache (the learned addresses left out of this resolve too) and the added
-    reconcile.save_dns_policy(replace(state, ipcache={**ipcache, **added}), endpoints)
-    return ""
+        raise _Reconcile("no new identity")
+    if any(a.identity in new for allows in learned.http.values() for a in allows):
+        raise _Reconcile("HTTP rules toward it (HAProxy's identity map)")
+    if any(a.identity in new for allows in learned.dns.values() for a in allows):
+        raise _Reconcile("DNS rules toward it (the proxy's allow list)")
+    # each endpoint as the revision enforces it (Datapath.add_identities checks the maps agree), with the entries
+    # naming the new identities
+    try:
+        enforced = {int(k): v for k, v in (statefile.read_json(reconcile.enforcement_path()) or {}).items()}
+    except statefile.CorruptStateFile:
+        raise _Reconcile("the revision's enforcement record is torn") from None
+    if set(enforced) != set(learned.endpoint_identities):
+        raise _Reconcile("the endpoints differ from the revision's")
+    endpoints = {}
+    for ep_id, ident in learned.endpoint_identities.items():
+        dirs = []
+        for d in (Direction.INGRESS, Direction.EGRESS):
+            on = bool(enforced[ep_id].get(d.name.lower()))
+            entries = [e for e in learned.entries.get((ep_id, d), ()) if e.identity in new]
+            # a direction not default-deny is enforced once it has a deny entry (policy.resolve): the first one
+            # changes more than the new identity's entries
+            if not on and any(e.deny for e in entries):
+                raise _Reconcile("a deny toward it enforces a direction the revision does not")
+            dirs.append(DirectionPolicy(on, entries))
+        endpoints[ep_id] = EndpointPolicy(ep_id, ident, *dirs)
+    state = ResolvedState(revision, dict(learned.identities), dict(learned.ipcache), endpoints, audit=settings.audit)
+    hostfw.finish_state(state, settings)
+    cookies = statefile.read_json(_cookie_table(), default=None)
+    if not dp.add_identities(state, new, learned.ipcache):
+        raise _Reconcile("the datapath changed meanwhile")
+    _keep_cookies(cookies, revision)
+    return {ls: i for i, ls in learned.identities.items()}
+
+
+def _cookie_table():
+    from ciliumctl.datapath.readback import cookie_table_path
+
+    return cookie_table_path()
+
+
+def _keep_cookies(before: dict | None, revision: int) -> None:
+    """Datapath.add_identities writes the cookie table of the state it is given, here the new entries' alone: the
+    revision's others go back in (flows name their rules by them; `status --verify` compares the table)."""
+    after = statefile.read_json(_cookie_table(), default=None) or {}
+    old = (before or {}).get("cookies") or {}
+    statefile.write_json(_cookie_table(), {"revision": revision, "cookies": {**old, **(after.get("cookies") or {})}},
+                         compact=True, durable=False)
 
 
 class DNSService:
