@@ -158,16 +158,19 @@ def merge(rounds: list[dict]) -> dict:
 
 
 def agent_flow(counter: list[int]):
-    """What the agent does with each logged request (node/agent.py _http_flow): L7 flows into a flow store."""
+    """What the agent does with each logged request (node/agent.py _http_flow): the event into a flow store, its
+    L7 flows built when a client reads them (none does here)."""
     from ciliumctl.flows.http import http_flows
     from ciliumctl.flows.meta import MetaWatcher
     from ciliumctl.flows.store import FlowStore
 
     store, meta = FlowStore(4096), MetaWatcher()
 
+    def build(event, snap):
+        return http_flows(event, snap, "bench")
+
     def on_flow(event) -> None:
-        for flow in http_flows(event, meta.refresh(), "bench"):
-            store.add_flow(flow)
+        store.add_l7(event, event.flow_count, meta.refresh(), build)
         counter[0] += 1
     return on_flow
 

@@ -2,7 +2,8 @@
 seven parser builds them from Cilium's DNS access log (pkg/hubble/parser/seven/parser.go, dns.go): type L7,
 event type 129 (access log), l7.type REQUEST or RESPONSE, observation source "proxy"; a request names the client
 as source, a response the server (is_reply); both egress of the client. Denied queries are a DROPPED request
-(Cilium logs no response for them: the client gets REFUSED from the proxy).
+(Cilium logs no response for them: the client gets REFUSED from the proxy). The agent keeps the event and builds
+its flow only when a client reads it (flows.store, KIND_L7).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class DNSEvent:
     server_identity: int = 0
     time_ns: int = field(default_factory=time.time_ns)
 
+    flow_count = 1   # dns_flows makes one flow of it
+
 
 def summary(e: DNSEvent) -> str:
     """seven/dns.go dnsSummary."""
@@ -60,6 +63,11 @@ def summary(e: DNSEvent) -> str:
             parts.append('CNAMEs: "' + ",".join(e.cnames) + '"')
         answer = " ".join(parts)
     return f"DNS Answer {answer} TTL: {e.ttl} (Proxy {e.query} {qtypes})"
+
+
+def dns_flows(e: DNSEvent, snap: Snapshot, node_name: str) -> list[pb.Flow]:
+    """The event's flows, as the flow store builds them (flows.store.Chunk.flows)."""
+    return [dns_flow(e, snap, node_name)]
 
 
 def dns_flow(e: DNSEvent, snap: Snapshot, node_name: str) -> pb.Flow:

@@ -2,7 +2,8 @@
 the way Hubble's seven parser builds them from Cilium's HTTP access log (pkg/hubble/parser/seven/parser.go,
 http.go): type L7, event type 129 (access log), l7.type REQUEST then RESPONSE (with the code and the latency),
 l7.http method, url (scheme, Host header, path), protocol; a request names the client as source, a response the
-server (is_reply). A denied request is one DROPPED request flow (the 403 comes from the proxy, not the server)."""
+server (is_reply). A denied request is one DROPPED request flow (the 403 comes from the proxy, not the server).
+The agent keeps the event and builds its flows only when a client reads them (flows.store, KIND_L7)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ciliumctl.flows.names import MSG_ACCESS_LOG
 from ciliumctl.flows.pb.flow import flow_pb2 as pb
 
 
-@dataclass
+@dataclass(slots=True)
 class HTTPEvent:
     """One request and its answer as the proxy logged them (node/ parses HAProxy's log line into it)."""
 
@@ -36,6 +37,11 @@ class HTTPEvent:
     @property
     def url(self) -> str:
         return f"http://{self.host or self.server[0]}{self.path}"
+
+    @property
+    def flow_count(self) -> int:
+        """How many flows http_flows makes of it: the request, and the response when the server answered."""
+        return 2 if self.allowed else 1
 
 
 def summary(e: HTTPEvent, response: bool) -> str:
@@ -58,8 +64,9 @@ _TEMPLATES_MAX = 4096
 def _template(e: HTTPEvent, snap: Snapshot, node_name: str, response: bool) -> pb.Flow:
     """What flows between the same peers in the same way share (endpoints, addresses, verdict): made once per
     snapshot, copied per request, as flows.convert does for the datapath's flows (a request costs a copy, not
-    the endpoints' labels again)."""
-    key = (id(snap), node_name, e.client, e.client_identity, e.server[0], e.server_identity, e.allowed, e.ingress,
+    the endpoints' labels again). Keyed by the snapshot itself (compared by identity), not its id(): flows are
+    built later than their events arrive, and a freed snapshot's id can be a newer one's."""
+    key = (snap, node_name, e.client, e.client_identity, e.server[0], e.server_identity, e.allowed, e.ingress,
            response)
     f = _TEMPLATES.get(key)
     if f is not None and f.node_name == node_name:

@@ -3,7 +3,8 @@ variants of GetFlows (ciliumctl.batch.FlowBatches: many responses per message, o
 `hubble observe -o json` prints them) that `ciliumctl observe` prefers for speed.
 
 Flows are made from raw records here, per request (flows.render): decoded, enriched with the metadata snapshot of
-the record's batch, filtered (whitelist - blacklist), serialized or rendered as JSON."""
+the record's batch, filtered (whitelist - blacklist), serialized or rendered as JSON. The proxies' L7 flows are
+built from their events when a request first walks them, and kept (store.Chunk.flows)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from ciliumctl.flows.pb.observer import observer_pb2_grpc
 from ciliumctl.flows.pb.relay import relay_pb2
 from ciliumctl.flows.records import R_DADDR, R_SADDR, RECORD_SIZE
 from ciliumctl.flows.render import Renderer, varint
-from ciliumctl.flows.store import KIND_FLOW, KIND_LOST, Chunk, FlowStore
+from ciliumctl.flows.store import KIND_L7, KIND_LOST, Chunk, FlowStore
 
 VERSION = f"ciliumctl {__version__}"
 BATCH_MAX = 256
@@ -61,12 +62,16 @@ class FlowSource:
             source, num, t = c.lost
             r = ren.lost(source, num, t)
             return (jsonpb.encode(r) + "\n" if as_json else r.SerializeToString()), t
-        if c.kind == KIND_FLOW:
-            f, t = c.flow, c.flow.time.ToNanoseconds()   # type: ignore[attr-defined]
+        if c.kind == KIND_L7:
+            flows = c.flows()
+            if not flows:       # could not be made (store.Chunk.flows): skipped like a flow filtered out
+                return None, self.wall_ns(c, seq)
+            f = flows[seq - c.start]
+            t = f.time.ToNanoseconds()
             if matcher is not None and not matcher(f):
                 return None, t
             r = opb.GetFlowsResponse(flow=f, node_name=self.node_name)
-            r.time.CopyFrom(f.time)   # type: ignore[attr-defined]
+            r.time.CopyFrom(f.time)
             return (jsonpb.encode(r) + "\n" if as_json else r.SerializeToString()), t
         off = (seq - c.start) * RECORD_SIZE
         if matcher is not None and not matcher(ren.flow(c.data, off, c.snap, seq)):   # type: ignore[arg-type]
@@ -76,8 +81,11 @@ class FlowSource:
     def wall_ns(self, c: Chunk, seq: int) -> int:
         if c.kind == KIND_LOST:
             return c.lost[2]
-        if c.kind == KIND_FLOW:
-            return c.flow.time.ToNanoseconds()   # type: ignore[attr-defined]
+        if c.kind == KIND_L7:
+            flows = c.flows()
+            if not flows:       # none could be made: the event's own time
+                return getattr(c.event, "time_ns", 0)
+            return flows[seq - c.start].time.ToNanoseconds()
         return self.renderer.wall_ns(c.data, (seq - c.start) * RECORD_SIZE)
 
 
@@ -207,7 +215,7 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
         for e in self.src.store.entries(0, self.src.store.next_seq):
             if e.kind == KIND_LOST:
                 continue
-            if e.kind == KIND_FLOW:
+            if e.kind == KIND_L7:
                 namespaces.update(ep.namespace for ep in (e.record[0].source, e.record[0].destination)
                                   if ep.namespace)
                 continue

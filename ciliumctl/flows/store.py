@@ -3,13 +3,17 @@ client asks (so that taking events in costs a memcpy per batch, not a Python obj
 
 Every entry has a sequence number; the ring holds entries [next_seq - capacity, next_seq). Entries are stored in
 chunks: a run of raw records that arrived together (with the metadata snapshot current at arrival, so a flow is
-enriched as the node looked when it happened) or one lost-events marker."""
+enriched as the node looked when it happened), one lost-events marker, or one event of a proxy (L7: an HTTP
+request and its answer, a DNS query or answer) with that snapshot and the number of flows it makes, which are
+built the first time a reader walks the chunk and kept on it."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ciliumctl.flows.meta import Snapshot
@@ -17,10 +21,15 @@ from ciliumctl.flows.records import METRIC_VIEW, RECORD, RECORD_SIZE
 
 KIND_RECORDS = 0
 KIND_LOST = 1
-KIND_FLOW = 2       # one flow made outside the datapath (L7: the proxies), kept as a flow_pb2.Flow
+KIND_L7 = 2         # one event of a proxy, its flows made outside the datapath (flows.http, flows.dns)
+
+log = logging.getLogger("ciliumctl.flows.store")
+
+# Builds L7 flows: one at a time, so that readers who meet a chunk together get the same flows (same uuids)
+_BUILDING = threading.Lock()
 
 
-@dataclass
+@dataclass(slots=True)
 class Chunk:
     start: int          # sequence number of the first entry
     count: int
@@ -28,7 +37,32 @@ class Chunk:
     data: bytes = b""   # KIND_RECORDS: count * RECORD_SIZE bytes
     snap: Snapshot | None = None
     lost: tuple = ()    # KIND_LOST: (source, num_events_lost, arrival wall time ns)
-    flow: object = None  # KIND_FLOW: the flow (its time set)
+    event: object = None   # KIND_L7: the proxy's event, as parsed
+    build: Callable | None = None   # KIND_L7: (event, snap) -> its `count` flows (flow_pb2.Flow, times set)
+    built: list | None = None       # KIND_L7: those flows, once a reader asked
+
+    def flows(self) -> list:
+        """KIND_L7: the chunk's flows, built on the first call; none when they cannot be built (logged once: the
+        event's flows are lost, its sequence numbers skipped, and readers go on with the rest of the ring)."""
+        built = self.built
+        if built is None:
+            with _BUILDING:
+                if self.built is None:
+                    self.built = self._build()
+                built = self.built
+        return built
+
+    def _build(self) -> list:
+        assert self.build is not None
+        try:
+            flows = self.build(self.event, self.snap)
+        except Exception as err:  # noqa: BLE001 - one event's flows lost, not every reader's stream
+            log.warning("L7 flows of %r not made: %s", self.event, err)
+            return []
+        if len(flows) != self.count:    # the entries after this chunk are numbered on its count
+            log.warning("L7 event %r made %d flows, stored as %d: none kept", self.event, len(flows), self.count)
+            return []
+        return flows
 
 
 @dataclass(frozen=True)
@@ -77,12 +111,13 @@ class FlowStore:
             self._append(Chunk(self.next_seq, 1, KIND_LOST, lost=(source, num, time.time_ns())))
             self.cond.notify_all()
 
-    def add_flow(self, flow) -> None:
-        """A flow made outside the datapath (an L7 flow of a proxy), its time and fields set."""
+    def add_l7(self, event, count: int, snap: Snapshot, build: Callable) -> None:
+        """An event of a proxy that makes `count` flows: kept as it is, with the snapshot current now; build(event,
+        snap) makes its flows when a reader first walks them (never, when nobody does before the ring moves on)."""
         with self.cond:
-            self._append(Chunk(self.next_seq, 1, KIND_FLOW, flow=flow))
+            self._append(Chunk(self.next_seq, count, KIND_L7, snap=snap, event=event, build=build))
             self._mark_rate()
-            self.seen_flows += 1
+            self.seen_flows += count
             self.cond.notify_all()
 
     def _mark_rate(self) -> None:
@@ -135,11 +170,13 @@ class FlowStore:
             if c.kind == KIND_LOST:
                 yield Entry(c.start, KIND_LOST, lost=c.lost)
                 continue
-            if c.kind == KIND_FLOW:
-                yield Entry(c.start, KIND_FLOW, record=(c.flow,))
+            rng = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
+            if c.kind == KIND_L7:
+                flows = c.flows()
+                for seq in rng if flows else ():
+                    yield Entry(seq, KIND_L7, record=(flows[seq - c.start],), snap=c.snap)
                 continue
             data, snap, base = c.data, c.snap, c.start
-            rng = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
             unpack = RECORD.unpack_from
             for seq in rng:
                 yield Entry(seq, KIND_RECORDS, unpack(data, (seq - base) * RECORD_SIZE), snap)

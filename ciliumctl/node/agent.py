@@ -244,18 +244,27 @@ class Agent:
 
         self.http = HTTPService(on_flow=self._http_flow).start()
 
+    # The proxies' events go into the ring as they are, with the node's metadata of now; their L7 flows are built
+    # when a client first reads them (flows.store KIND_L7), as the datapath's records are: the proxy's log reader
+    # stays cheap per request, and nobody pays for flows no client reads.
+
     def _http_flow(self, event) -> None:
-        """A request and its response through the HTTP proxy: L7 flows in the ring (flows.http)."""
+        """A request and its response through the HTTP proxy: one or two L7 flows in the ring (flows.http)."""
+        self.store.add_l7(event, event.flow_count, self.meta.refresh(), self._http_flows)
+
+    def _http_flows(self, event, snap) -> list:
         from ciliumctl.flows.http import http_flows
 
-        for flow in http_flows(event, self.meta.refresh(), self.node_name):
-            self.store.add_flow(flow)
+        return http_flows(event, snap, self.node_name)
 
     def _dns_flow(self, event) -> None:
         """A DNS request or response of the proxy: an L7 flow in the ring (flows.dns)."""
-        from ciliumctl.flows.dns import dns_flow
+        self.store.add_l7(event, event.flow_count, self.meta.refresh(), self._dns_flows)
 
-        self.store.add_flow(dns_flow(event, self.meta.refresh(), self.node_name))
+    def _dns_flows(self, event, snap) -> list:
+        from ciliumctl.flows.dns import dns_flows
+
+        return dns_flows(event, snap, self.node_name)
 
     def run(self) -> None:
         """Foreground: start, then serve until SIGTERM/SIGINT."""

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 
-from ciliumctl.flows.dns import DNSEvent, dns_flow, summary
+from ciliumctl.flows.dns import DNSEvent, dns_flow, dns_flows, summary
 from ciliumctl.flows.server import FlowSource, ObserverServer
 from ciliumctl.flows.store import FlowStore
 
@@ -45,8 +46,8 @@ def test_the_flow_fields():
 def _serve(tmp_path):
     store = FlowStore(100)
     store.add_records(rec(), 1, SNAP)                               # an L3/L4 flow beside them
-    for e in EVENTS:
-        store.add_flow(dns_flow(e, SNAP, "node-a"))
+    for e in EVENTS:                                                # as the agent keeps them: built when read
+        store.add_l7(e, e.flow_count, SNAP, partial(dns_flows, node_name="node-a"))
     sock = tmp_path / "hubble.sock"
     server = ObserverServer(FlowSource(store, node_name="node-a", wall_offset_ns=T, boot_id=7), sock)
     server.start()

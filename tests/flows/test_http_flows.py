@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 
 from ciliumctl.flows.http import http_flows, summary
 from ciliumctl.flows.server import FlowSource, ObserverServer
@@ -49,9 +50,9 @@ def test_the_flow_fields():
 def _serve(tmp_path):
     store = FlowStore(100)
     store.add_records(rec(), 1, SNAP)                       # an L3/L4 flow beside them
-    for line in LINES:
-        for f in http_flows(parse_log(line), SNAP, "node-a"):
-            store.add_flow(f)
+    for line in LINES:                                      # as the agent keeps them: built when read
+        event = parse_log(line)
+        store.add_l7(event, event.flow_count, SNAP, partial(http_flows, node_name="node-a"))
     sock = tmp_path / "hubble.sock"
     server = ObserverServer(FlowSource(store, node_name="node-a", wall_offset_ns=T, boot_id=7), sock)
     server.start()
