@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -38,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bpf_test_run  # noqa: E402  (benchmarks/bpf_test_run.py)
+from bpf_test_run import TC_ACT_OK, TCP_ACK, TCP_SYN, tcp_frame  # noqa: E402
 from stats import pct  # noqa: E402  (benchmarks/stats.py)
 
 CLI = str(Path(sys.executable).parent / "ciliumctl")
@@ -214,78 +215,16 @@ def abba(node: Node, loadgen: str, mode: str, secs: float, pairs: int) -> dict:
             "agent_cpu_per_10k": per_10k, "lost": lost, "agent_says": own, "load": (min(load), max(load))}
 
 
-class _TestRunAttr(ctypes.Structure):   # union bpf_attr, BPF_PROG_TEST_RUN (include/uapi/linux/bpf.h)
-    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32), ("data_size_in", ctypes.c_uint32),
-                ("data_size_out", ctypes.c_uint32), ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
-                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32), ("ctx_size_in", ctypes.c_uint32),
-                ("ctx_size_out", ctypes.c_uint32), ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
-                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32)]
-
-
-SKB_CTX_SIZE = 192       # sizeof(struct __sk_buff); the kernel takes ifindex (offset 40) from it
-SKB_IFINDEX_OFF = 40
-
-
-def _tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int) -> bytes:
-    import socket
-    import struct
-
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, socket.inet_aton(src),
-                     socket.inet_aton(dst))
-    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp
-
-
 def test_run_ns(node: Node, src: str, dst: str, sport_base: int, new: int = 3000, repeat: int = 20000) -> tuple:
-    """(ns per new connection's SYN, ns per packet of a tracked connection) of b's to_container, by
-    BPF_PROG_TEST_RUN in a child that enters the node's namespace (skb->ifindex must name b's host veth there).
-    Source ports above the endpoints' ip_local_port_range (the generator's connections never meet these conntrack
-    entries), destination ports 10000.. (allowed from a at every rule count: policy_yaml)."""
-    from ciliumctl.datapath import bpfsys
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    ifindex = int(sh("ip", "-n", node.name, "-o", "link", "show", "dev", node.host_ifnames["b"]).stdout.split(":")[0])
-    prog = bpfsys.obj_get(node.bpffs / "to_container")
-    ns_fd = os.open(f"/run/netns/{node.name}", os.O_RDONLY)
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:   # the child: setns, run, write "new established", exit
-        try:
-            if libc.setns(ns_fd, 0x40000000) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            ctx = ctypes.create_string_buffer(SKB_CTX_SIZE)
-            ctypes.c_uint32.from_buffer(ctx, SKB_IFINDEX_OFF).value = ifindex
-            out = ctypes.create_string_buffer(256)
-
-            def run(frame: bytes, times: int) -> float:
-                data = ctypes.create_string_buffer(frame, len(frame))
-                attr = _TestRunAttr(prog_fd=prog, data_size_in=len(frame), data_in=ctypes.addressof(data),
-                                    data_size_out=len(out), data_out=ctypes.addressof(out), repeat=times,
-                                    ctx_size_in=SKB_CTX_SIZE, ctx_in=ctypes.addressof(ctx))
-                if libc.syscall(321, 10, ctypes.byref(attr), ctypes.sizeof(attr)) < 0:
-                    raise OSError(ctypes.get_errno(), "BPF_PROG_TEST_RUN")
-                if attr.retval != 0:   # TC_ACT_OK: the packet passed the policy, as a's do
-                    raise RuntimeError(f"to_container returned {attr.retval}")
-                return float(attr.duration)
-
-            syn = [run(_tcp_frame(src, dst, sport_base + i // 999, 10000 + i % 999, 0x02), 1) for i in range(new)]
-            est = run(_tcp_frame(src, dst, sport_base, 10000, 0x10), repeat)
-            os.write(wfd, f"{statistics.median(syn)} {statistics.mean(syn)} {est}".encode())
-            os._exit(0)
-        except BaseException as err:
-            os.write(wfd, f"error {err}".encode())
-            os._exit(1)
-    os.close(wfd)
-    got = os.read(rfd, 4096).decode()
-    os.waitpid(pid, 0)
-    for fd in (rfd, ns_fd, prog):
-        os.close(fd)
-    if got.startswith("error"):
-        raise RuntimeError(f"BPF_PROG_TEST_RUN of to_container: {got}")
-    median_new, mean_new, est = (float(x) for x in got.split())
-    return median_new, mean_new, est
+    """(median and mean ns of a new connection's SYN, ns per packet of a tracked connection) of b's to_container,
+    by BPF_PROG_TEST_RUN (bpf_test_run.py). Source ports above the endpoints' ip_local_port_range (the generator's
+    connections never meet these conntrack entries), destination ports 10000.. (allowed from a at every rule count:
+    policy_yaml)."""
+    syns = [(tcp_frame(src, dst, sport_base + i // 999, 10000 + i % 999, TCP_SYN), 1) for i in range(new)]
+    tracked = [(tcp_frame(src, dst, sport_base, 10000, TCP_ACK), repeat)]
+    got = bpf_test_run.run(node.name, node.bpffs / "to_container", node.host_ifnames["b"], syns + tracked)
+    times = bpf_test_run.expect(got, (TC_ACT_OK,), "to_container")   # passed the policy, as a's packets do
+    return statistics.median(times[:new]), statistics.mean(times[:new]), times[new]
 
 
 def profile(node: Node, loadgen: str, secs: float, out: Path) -> None:

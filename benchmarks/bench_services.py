@@ -18,8 +18,9 @@ The baseline is the same connections made directly to the backends: loadgen roun
 ports. Direct to one backend (one server process instead of ten) is printed beside it: connections through a
 service land on ten processes, which costs wake-ups of their own (kube-proxy's DNAT pays the same), so against
 one backend the ratio measures the spread as much as the service path. Rounds in A B C / C B A order, the ratio of
-each round, their median and range, the load average over the rounds; the endpoint programs' BPF run time per
-connection (BPF_ENABLE_STATS through an fd held by the benchmark, no sysctl).
+each round, their median and range, the load average over the rounds; what a new connection's SYN costs in a's
+from_container straight to a backend and through the service (BPF_PROG_TEST_RUN, benchmarks/bpf_test_run.py; the
+kernel's BPF run-time statistics are never switched on).
 Run as root:
     .venv/bin/python benchmarks/bench_services.py [--seconds 2] [--pairs 3] [--services 1,1000,10000]
 """
@@ -38,7 +39,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import bpf_test_run
 from bench_connections import ROOT, Node, sh
+from bpf_test_run import TC_ACT_OK, TC_ACT_REDIRECT, TCP_SYN, tcp_frame
 
 from ciliumctl.services.model import Backend
 
@@ -57,43 +60,41 @@ def crr(node: Node, loadgen: str, client: str, ip: str, ports: str, secs: float)
     return float(out)
 
 
-class BpfTime:
-    """Run time of the endpoint programs per connection, counted through a BPF_ENABLE_STATS fd this benchmark
-    holds (no sysctl touched); None for a side without programs."""
+class SynTime:
+    """What the service path costs a new connection in the datapath itself, by BPF_PROG_TEST_RUN
+    (benchmarks/bpf_test_run.py; the kernel's BPF run-time statistics are never switched on): a's from_container
+    on SYNs of new connections straight to b (the measured service's first backend) and to the service's address,
+    where it picks a backend and translates. Source ports above the endpoints' ip_local_port_range, new per call;
+    run after the spread is read (each SYN to the service leaves an lb_conns entry)."""
 
-    def __init__(self, node: Node):
-        from ciliumctl.datapath import bpfsys
+    def __init__(self, node: Node, syns: int = 200):
+        self.node, self.syns, self.used = node, syns, 0
 
-        self.bpfsys = bpfsys
-        self.fds = [bpfsys.obj_get(node.bpffs / name) for name in ("from_container", "to_container")]
-        self.stats_fd = bpfsys.enable_run_time_stats()
+    def measure(self, a_ip: str, b_ip: str) -> tuple[float, float]:
+        """(median ns of a SYN straight to the backend, of a SYN to the service) in a's from_container."""
+        out = []
+        for dst in (b_ip, VIP):
+            ports = [61000 + (self.used + i) % 4500 for i in range(self.syns)]
+            self.used += self.syns
+            got = bpf_test_run.run(self.node.name, self.node.bpffs / "from_container", self.node.host_ifnames["a"],
+                                   [(tcp_frame(a_ip, dst, p, PORT, TCP_SYN), 1) for p in ports])
+            out.append(statistics.median(bpf_test_run.expect(got, (TC_ACT_OK, TC_ACT_REDIRECT), "from_container")))
+        return out[0], out[1]
 
-    def ns(self) -> int:
-        return sum(self.bpfsys.prog_info(fd).run_time_ns for fd in self.fds)
 
-    def close(self) -> None:
-        for fd in (self.stats_fd, *self.fds):
-            os.close(fd)
-
-
-def abba(node: Node, loadgen: str, client: str, backend: str, via: str, secs: float, pairs: int,
-         bpf: BpfTime | None = None) -> dict:
+def abba(node: Node, loadgen: str, client: str, backend: str, via: str, secs: float, pairs: int) -> dict:
     """Rounds of (direct: the same connections round robin over the service's backends; via the service; direct
     to one backend), in A B C / C B A order so that drift hits all alike. Ratios per round, their median and
-    spread; BPF run time per connection per side when bpf is given."""
+    spread."""
     sides = {"direct": (backend, f"{PORT}-{PORT + BACKENDS - 1}"), "service": (via, str(PORT)),
              "one": (backend, str(PORT))}
     rates: dict[str, list[float]] = {k: [] for k in sides}
-    bpf_ns: dict[str, list[float]] = {k: [] for k in sides}
     ratios, ratios_one = [], []
     load = [os.getloadavg()[0]]
     for i in range(pairs):
         got = {}
         for side in (list(sides) if i % 2 == 0 else list(sides)[::-1]):
-            before = bpf.ns() if bpf else 0
             got[side] = crr(node, loadgen, client, *sides[side], secs)
-            if bpf and got[side]:
-                bpf_ns[side].append((bpf.ns() - before) / (got[side] * secs))
         for k, v in got.items():
             rates[k].append(v)
         ratios.append(got["service"] / got["direct"] if got["direct"] else float("nan"))
@@ -101,7 +102,7 @@ def abba(node: Node, loadgen: str, client: str, backend: str, via: str, secs: fl
         load.append(os.getloadavg()[0])
     return {**{k: statistics.median(v) for k, v in rates.items()}, "ratio": statistics.median(ratios),
             "ratio_min": min(ratios), "ratio_max": max(ratios), "ratio_one": statistics.median(ratios_one),
-            "bpf_ns": {k: statistics.median(v) for k, v in bpf_ns.items() if v}, "load": (min(load), max(load))}
+            "load": (min(load), max(load))}
 
 
 def fake_ip(i: int, j: int) -> str:
@@ -243,6 +244,7 @@ def main() -> int:
     sh("cc", "-O2", "-pthread", "-o", loadgen, str(ROOT / "benchmarks" / "loadgen.c"))
     node = Node(tmp, f"cctl{secrets.token_hex(2)}")
     out: list[str] = []
+    syns = SynTime(node)
     try:
         node.build([])
         os.environ.update({k: v for k, v in node.env.items() if k.startswith("CILIUMCTL_")})
@@ -263,23 +265,19 @@ def main() -> int:
             program(table)                  # back: with N=1 the grown service is the measured one
             agent_first, agent_catch_up, agent_one = agent_applies(table, grown)
             clear_conns(node)
-            bpf = BpfTime(node)
-            try:
-                ours = abba(node, loadgen, "a", b_ip, VIP, args.seconds, args.pairs, bpf)
-            finally:
-                bpf.close()
+            ours = abba(node, loadgen, "a", b_ip, VIP, args.seconds, args.pairs)
             counts, chi2 = spread(node)
+            syn_direct, syn_service = syns.measure(node.eps["a"][1], b_ip)
             ipt_text = iptables_rules(n, pb_ip)
             ipt_prog = ipt_restore(node, ipt_text)
             try:
                 ipt = abba(node, loadgen, "pa", pb_ip, IPT_VIP, args.seconds, args.pairs)
             finally:
                 ipt_flush(node)
-            bns = ours["bpf_ns"]
             row = (f"N={n:<6,} conn/s direct (10 backends) {ours['direct']:6.0f} via service {ours['service']:6.0f} "
                    f"ratio {ours['ratio']:.2f} [{ours['ratio_min']:.2f}-{ours['ratio_max']:.2f}] (direct to one "
-                   f"backend {ours['one']:6.0f}: {ours['ratio_one']:.2f}) BPF/conn direct "
-                   f"{bns.get('direct', 0):.0f} ns, via {bns.get('service', 0):.0f} ns; load "
+                   f"backend {ours['one']:6.0f}: {ours['ratio_one']:.2f}) SYN in from_container "
+                   f"direct {syn_direct:.0f} ns, via {syn_service:.0f} ns; load "
                    f"{ours['load'][0]:.1f}-{ours['load'][1]:.1f} | iptables "
                    f"direct {ipt['direct']:6.0f} via service {ipt['service']:6.0f} ratio {ipt['ratio']:.2f} "
                    f"[{ipt['ratio_min']:.2f}-{ipt['ratio_max']:.2f}] (one backend: {ipt['ratio_one']:.2f}) | "

@@ -215,3 +215,39 @@ def test_lockout_guard_names_a_connected_udp_socket(node, tmp_path):
     assert held.alive()                                         # nothing applied
     node.cli("policy", "apply", "-f", str(policy), "--force")
     assert not held.alive()
+
+
+def test_benchmarks_time_the_device_programs_by_test_runs_with_bpf_statistics_off(node):
+    """The benchmarks' timing (benchmarks/bpf_test_run.py, BPF_PROG_TEST_RUN) drives the real device programs: an
+    allowed SYN passes, a denied one is dropped, each run takes time; and the kernel's run-time statistics stay off
+    throughout (the program's run count, kept only while they are on, does not move)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bpf_test_run
+
+    from ciliumctl.datapath import bpfsys
+
+    world, _remote, devs = uplinks(node)
+    node.cli("install", "--no-agent", "--devices", devs[0], "--host-firewall")
+    node.cli("policy", "apply", "-f", "-", "--force", input=(
+        "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: world-22}\n"
+        "spec:\n  nodeSelector: {}\n  ingress:\n  - fromEntities: [world]\n"
+        "    toPorts: [{ports: [{port: '22', protocol: TCP}]}]\n"))
+    pin = node.bpffs / "from_netdev"
+    fd = bpfsys.obj_get(pin)
+    try:
+        runs_before = bpfsys.prog_info(fd).run_cnt
+        got = bpf_test_run.run(node.name, pin, devs[0], [
+            (bpf_test_run.tcp_frame(f"{WORLD_NET}.2", NODE_IP, 40000, 22, bpf_test_run.TCP_SYN), 1),
+            (bpf_test_run.tcp_frame(f"{WORLD_NET}.2", NODE_IP, 40001, 10250, bpf_test_run.TCP_SYN), 1),
+            (bpf_test_run.tcp_frame(f"{WORLD_NET}.2", NODE_IP, 40000, 22, bpf_test_run.TCP_ACK), 1000)])
+        runs_after = bpfsys.prog_info(fd).run_cnt
+    finally:
+        os.close(fd)
+    assert [r for r, _ in got] == [bpf_test_run.TC_ACT_OK, bpf_test_run.TC_ACT_SHOT, bpf_test_run.TC_ACT_OK]
+    assert all(ns > 0 for _, ns in got)
+    assert runs_after == runs_before          # 1,002 runs, none counted: the statistics were off
+    with pytest.raises(RuntimeError, match=r"returned \[2\]"):
+        bpf_test_run.expect(got, (bpf_test_run.TC_ACT_OK,), "from_netdev")
