@@ -129,6 +129,7 @@ _ciliumctl() {
                 --devices) return;;
                 --node-labels) return;;
                 --remote-nodes) return;;
+                --remote-node-labels) return;;
                 --cni-conf-dir) return;;
                 --cni-bin-dir) return;;
                 --kubeconfig) return;;
@@ -136,7 +137,7 @@ _ciliumctl() {
                 --image) return;;
                 --wait-duration) return;;
             esac
-            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --monitor-aggregation --monitor-aggregation-interval --monitor-aggregation-flags --service-cidr --devices --host-firewall --no-host-firewall --host-firewall-audit --no-host-firewall-audit --node-labels --remote-nodes --enable-node-selector-labels --disable-node-selector-labels --force --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --image-pull-policy --wait --wait-duration -o --output -D --debug --help -h" -- "$cur"));;
+            COMPREPLY=($(compgen -W "--dry-run --enforcement-mode --audit --no-audit --pool --monitor-aggregation --monitor-aggregation-interval --monitor-aggregation-flags --service-cidr --devices --host-firewall --no-host-firewall --host-firewall-audit --no-host-firewall-audit --node-labels --remote-nodes --remote-node-labels --enable-node-selector-labels --disable-node-selector-labels --force --agent --no-agent --cni-conf-dir --cni-bin-dir --kubeconfig --context --image --image-pull-policy --wait --wait-duration -o --output -D --debug --help -h" -- "$cur"));;
         "observe")
             case "$prev" in
                 --protocol) COMPREPLY=($(compgen -W "icmp tcp udp icmpv4 icmpv6 sctp" -- "$cur")); return;;

@@ -115,10 +115,15 @@ def register(app: typer.Typer) -> None:
         remote_nodes: str | None = typer.Option(
             None, "--remote-nodes", metavar="IP[,CIDR]",
             help="The other nodes' addresses: identity remote-node (6) instead of world (kept when omitted)."),
+        remote_node_labels: list[str] | None = typer.Option(
+            None, "--remote-node-labels", metavar="ADDR:K=V[,K=V]",
+            help="Another node's labels, one option per node (an address or prefix of --remote-nodes); "
+                 "fromNodes/toNodes select by them (kept when omitted; \"\": none)."),
         node_selector_labels: bool | None = typer.Option(
             None, "--enable-node-selector-labels/--disable-node-selector-labels", show_default=False,
-            help="Cluster mode: other nodes get identities of their Node labels, which fromNodes/toNodes "
-                 "select (Cilium's flag; off unless asked, kept when omitted)."),
+            help="Other nodes get identities of their labels (cluster mode: their Node's; node mode: "
+                 "--remote-node-labels), which fromNodes/toNodes select (Cilium's flag; off unless asked, "
+                 "kept when omitted)."),
         force: bool = typer.Option(False, "--force",
                                    help="Turn the host firewall on even when its policies would cut live "
                                         "connections of this node (refused otherwise, naming them)."),
@@ -162,6 +167,7 @@ def register(app: typer.Typer) -> None:
                 "--host-firewall": host_firewall is not None,
                 "--host-firewall-audit": host_firewall_audit is not None, "--node-labels": node_labels is not None,
                 "--remote-nodes": remote_nodes is not None, "--force": force,
+                "--remote-node-labels": remote_node_labels is not None,
                 "--enable-node-selector-labels": node_selector_labels is not None,
                 "--cni-conf-dir": cni_conf_dir is not None, "--cni-bin-dir": cni_bin_dir is not None,
                 "--no-agent": not agent})
@@ -188,7 +194,8 @@ def register(app: typer.Typer) -> None:
                                     monitor_aggregation_flags=monitor_aggregation_flags,
                                     service_cidr=service_cidr, devices=devices, host_firewall=host_firewall,
                                     host_firewall_audit=host_firewall_audit, node_labels=node_labels,
-                                    remote_nodes=remote_nodes, node_selector_labels=node_selector_labels,
+                                    remote_nodes=remote_nodes, remote_node_labels=remote_node_labels,
+                                    node_selector_labels=node_selector_labels,
                                     force=force)
         with _Progress() as show:
             outcomes = install_node.install(opts, plan_only=dry_run, progress=show, starting=show.starting)

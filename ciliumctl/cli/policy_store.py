@@ -149,8 +149,11 @@ def register(app: typer.Typer) -> None:
             for r in results:
                 typer.echo(r.line())
             return
+        from ciliumctl.node.hostfw import host as hostfw
+
         try:
-            docs, reports = checked.validate_paths(files, max_size=limit)
+            docs, reports = checked.validate_paths(files, max_size=limit,
+                                                   node_selector_labels=hostfw.selector_labels_on())
         except checked.InvalidPolicies as err:
             _print_findings(err.reports)
             raise

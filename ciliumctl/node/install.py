@@ -195,7 +195,7 @@ def _lockout_check(s) -> None:
 
     state = node_reconcile.resolve_state(registry.load_all(), store.load_all(), s,
                                          node_reconcile.allocator().snapshot())
-    lockout.check(state, "install --host-firewall")
+    lockout.check(state, "install", agent.running_pid())
 
 
 def _run_settings(o: Options) -> str:
@@ -206,8 +206,9 @@ def _run_settings(o: Options) -> str:
     with node_settings.locked():
         before = node_settings.load_settings()
         s = _wanted_settings(before, o)
-        if hostfw.enforces(s) and not hostfw.enforces(before) and not o.force:
-            _lockout_check(s)      # turning the host firewall on for real: the guard of policy apply
+        # turning the host firewall on for real, or changing what its policies select: the guard of policy apply
+        if hostfw.enforces(s) and (not hostfw.enforces(before) or hostfw.view_changed(before, s)) and not o.force:
+            _lockout_check(s)
         node_reconcile.reconcile(settings=s)      # saves the settings once the datapath has taken them
         s = node_settings.load_settings()
     return (f"enforcement {s.enforcement_mode}, audit {'on' if s.audit else 'off'}, monitor aggregation "

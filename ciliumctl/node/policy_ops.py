@@ -143,9 +143,11 @@ def _merged(before: list[store.StoredPolicy], new: list[store.StoredPolicy]) -> 
 
 def _lockout_check(after: list[store.StoredPolicy], settings: Settings, what: str = "policy apply") -> None:
     """The host policy of `after` against the node's live connections (node.hostfw.lockout), without allocating."""
+    from ciliumctl.node import agent
     from ciliumctl.node.hostfw import lockout
 
-    lockout.check(resolve_state(registry.load_all(), after, settings, allocator().snapshot()), what)
+    lockout.check(resolve_state(registry.load_all(), after, settings, allocator().snapshot()), what,
+                  agent.running_pid())
 
 
 def _dry_run_diff(before, after, settings: Settings) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ciliumctl.base import paths, statefile
@@ -38,8 +38,12 @@ class Settings:
     host_firewall_audit: bool = False
     node_labels: str = ""       # k=v,... the node's labels that nodeSelector rules match (install --node-labels)
     remote_nodes: str = ""      # addresses of the other nodes (remote-node, 6), comma-separated IPs or CIDRs
-    # cluster mode: each other node's addresses get an identity of its Node's labels, which fromNodes/toNodes
-    # select (install --enable-node-selector-labels, Cilium's flag of that name)
+    # node mode: labels of other nodes (a --remote-nodes address or prefix, or one inside one -> "k=v,..."), their
+    # identities' with --enable-node-selector-labels (install --remote-node-labels)
+    remote_node_labels: dict[str, str] = field(default_factory=dict)
+    # each other node's addresses get an identity of its labels (cluster mode: its Node's; node mode:
+    # --remote-nodes with --remote-node-labels), which fromNodes/toNodes select (install
+    # --enable-node-selector-labels, Cilium's flag of that name)
     node_selector_labels: bool = False
 
     @property

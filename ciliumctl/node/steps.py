@@ -20,6 +20,7 @@ class Options:
     host_firewall_audit: bool | None = None
     node_labels: str | None = None                    # k=v,...; None: keep
     remote_nodes: str | None = None                   # IP/CIDR,...; None: keep
+    remote_node_labels: list[str] | None = None       # ADDR:k=v,... per node; None: keep
     node_selector_labels: bool | None = None          # identities of other nodes' labels; None: keep
     force: bool = False                               # enforce the host firewall even if it cuts live connections
     extra: dict = field(default_factory=dict)   # options of appended steps (agent, CNI)

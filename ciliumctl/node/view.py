@@ -104,7 +104,9 @@ def status() -> dict:
         # the host firewall (node.hostfw.host): off unless install --host-firewall
         "host_firewall": {"enabled": settings.host_firewall, "audit": settings.host_firewall_audit,
                           "devices": [d for d in settings.devices.split(",") if d],
-                          "node_labels": settings.node_labels, "remote_nodes": settings.remote_nodes},
+                          "node_labels": settings.node_labels, "remote_nodes": settings.remote_nodes,
+                          "remote_node_labels": settings.remote_node_labels,
+                          "node_selector_labels": settings.node_selector_labels},
         "bpffs": str(paths.bpffs_dir()),
         "datapath": None,
     }

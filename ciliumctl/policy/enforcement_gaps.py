@@ -16,7 +16,8 @@ generic L7, TLS, listeners), no service, cloud-group or CIDR-group watch, no mut
 endpoint (nodeSelector rules) only where the node runs the host firewall (`install --host-firewall`, bpf_host.c):
 callers say so with `HostFirewall`; then the node's addresses are host (1) in the ipcache, and the other nodes'
 remote-node (6) when it knows them; in cluster mode also the API server's kube-apiserver (7), and with
---enable-node-selector-labels the other nodes' identities of their labels (fromNodes/toNodes). Health endpoints do
+--enable-node-selector-labels the other nodes' identities of their labels (fromNodes/toNodes; cluster mode: their
+Node objects', node mode: --remote-nodes with --remote-node-labels). Health endpoints do
 not exist here: the entity health selects nothing.
 """
 
@@ -71,7 +72,8 @@ class HostFirewall:
     """What the node's host firewall makes enforceable: nodeSelector rules, the entity host, remote-node when
     the node knows the other nodes' addresses (install --remote-nodes, or cluster mode's Node objects), and
     kube-apiserver when it knows the API server's (cluster mode: the `kubernetes` Service's endpoints), and
-    fromNodes/toNodes when every node has an identity of its labels (cluster mode, --enable-node-selector-labels)."""
+    fromNodes/toNodes when every other node has an identity of its labels (--enable-node-selector-labels, with
+    the other nodes known: cluster mode's Node objects, or node mode's --remote-nodes and --remote-node-labels)."""
 
     remote_nodes: bool = False
     kube_apiserver: bool = False
@@ -271,7 +273,9 @@ class _Finder:
                              "CiliumCIDRGroup objects are not read", where + (field_,), origin, deny)
         if item.nodes is not None and not (self.host and self.host.node_identities):
             self.nothing("nodes", f"the node peer ({prefix}Nodes)",
-                         "node addresses are not in the ipcache (node traffic arrives as world)",
+                         "other nodes have no identities of their labels: their traffic arrives as world or "
+                         "remote-node (install --enable-node-selector-labels, with --remote-nodes and "
+                         "--remote-node-labels in node mode)",
                          path + (f"{prefix}Nodes",), origin, deny)
         if item.services:
             self.nothing("services", "the service peer (toServices)", "services are not watched",

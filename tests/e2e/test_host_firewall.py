@@ -11,6 +11,7 @@ import time
 
 import pytest
 from support.hostfw import (
+    FROM_DB_NODES,
     NODE_IP,
     REMOTE_NET,
     SEED,
@@ -251,3 +252,39 @@ def test_benchmarks_time_the_device_programs_by_test_runs_with_bpf_statistics_of
     assert runs_after == runs_before          # 1,002 runs, none counted: the statistics were off
     with pytest.raises(RuntimeError, match=r"returned \[2\]"):
         bpf_test_run.expect(got, (bpf_test_run.TC_ACT_OK,), "from_netdev")
+
+
+def test_node_mode_from_nodes_selects_the_other_node_by_the_labels_install_gave_it(node, tmp_path):
+    """Node mode knows the other nodes from --remote-nodes; --remote-node-labels gives one its labels and, with
+    --enable-node-selector-labels, an identity of them: a fromNodes rule on those labels lets that node in (real
+    TCP from the namespace playing it), and is enforced in full (--strict-enforcement passes). Relabelled, the
+    same rule no longer selects it (a live connection it would cut is named first, as for a policy)."""
+    world, remote, devs = uplinks(node)
+    node.cli("install", "--no-agent", "--devices", ",".join(devs), "--host-firewall",
+             "--remote-nodes", f"{REMOTE_NET}.2", "--enable-node-selector-labels",
+             "--remote-node-labels", f"{REMOTE_NET}.2:role=db,kubernetes.io/hostname=n2")
+    listen(node, 22)
+    ready(node, 22)
+    policy = tmp_path / "from-db-nodes.yaml"
+    policy.write_text(json.dumps(FROM_DB_NODES))
+    res = node.cli("policy", "apply", "-f", str(policy), "--strict-enforcement")
+    assert "not enforced" not in res.stderr
+    assert connects_from_ns(remote, f"{REMOTE_NET}.1", 22)            # the db node
+    assert not connects_from_ns(world, NODE_IP, 22)                    # the world is no node
+    st = json.loads(node.cli("status", "-o", "json").stdout)["host_firewall"]
+    assert st["remote_node_labels"] == {f"{REMOTE_NET}.2/32": "role=db,kubernetes.io/hostname=n2"}
+
+    # relabelled, the rule no longer selects it: install names the live connection that would be cut, as policy
+    # apply does, and --force goes on
+    held = HeldConnection(node, remote, f"{REMOTE_NET}.1", 22)
+    res = node.cli("install", "--no-agent", "--remote-node-labels", f"{REMOTE_NET}.2:role=web", check=False)
+    assert res.returncode == 1, res
+    assert f"{REMOTE_NET}.2:{held.port} -> {REMOTE_NET}.1:22/tcp (from remote-node)" in res.stderr
+    assert held.alive()
+    node.cli("install", "--no-agent", "--remote-node-labels", f"{REMOTE_NET}.2:role=web", "--force")
+    assert not held.alive() and not connects_from_ns(remote, f"{REMOTE_NET}.1", 22)
+    # without the flag fromNodes is Cilium's invalid rule again: nothing applied, one finding
+    node.cli("policy", "delete", "n")
+    node.cli("install", "--no-agent", "--disable-node-selector-labels")
+    bad = node.cli("policy", "apply", "-f", str(policy), check=False)
+    assert bad.returncode == 1 and "--enable-node-selector-labels" in bad.stdout + bad.stderr

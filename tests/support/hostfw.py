@@ -33,6 +33,12 @@ SEED = textwrap.dedent("""\
             protocol: TCP
     """)
 
+# the host lets in other nodes labelled role=db on 22 (fromNodes: needs --enable-node-selector-labels)
+FROM_DB_NODES = {"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy", "metadata": {"name": "n"},
+                 "spec": {"nodeSelector": {}, "ingress": [{"fromNodes": [{"matchLabels": {"role": "db"}}],
+                                                           "toPorts": [{"ports": [{"port": "22",
+                                                                                   "protocol": "TCP"}]}]}]}}
+
 
 def uplinks(node) -> tuple[str, str, list[str]]:
     """Two veths from the node namespace: to `<node>-w` (the world) and `<node>-r` (another node). Both are
@@ -142,3 +148,4 @@ class HeldUdp(HeldConnection):
             "  except OSError: ok = False\n"
             "  if ok: break\n"
             " print('ok' if ok else 'cut', flush=True)")
+

@@ -4,7 +4,7 @@ endpoint resolved from the seed's policy, its map entries, the settings' parsing
 
 import pytest
 from support.cli import cli_env, run_cli
-from support.hostfw import SEED
+from support.hostfw import FROM_DB_NODES, SEED
 
 from ciliumctl.base.errors import UsageError
 from ciliumctl.datapath import maps
@@ -187,3 +187,50 @@ def test_connected_udp_sockets_are_read_from_the_kernels_table():
         port = server.getsockname()[1]
         mine = [c for c in lockout.live_connections() if c.proto == 17 and c.lport == client.getsockname()[1]]
     assert [(c.remote, c.rport, c.inbound) for c in mine] == [("127.0.0.1", port, False)]
+
+
+
+def test_node_mode_gives_remote_nodes_the_labels_install_names():
+    """install --remote-node-labels ADDR:k=v (an address or prefix of --remote-nodes) is each other node's labels:
+    with --enable-node-selector-labels every --remote-nodes prefix has an identity of its labels (none given:
+    none), so fromNodes selects by them and is no gap; without the flag, or without --remote-nodes, it stays one."""
+    from ciliumctl.node.steps import Options
+
+    got = hostfw.wanted(Settings(), Options(host_firewall=True, remote_nodes="192.168.82.0/24,10.9.0.7",
+                                            remote_node_labels=["192.168.82.2:role=db,zone=a", "10.9.0.7:role=web"],
+                                            node_selector_labels=True))
+    assert got["remote_node_labels"] == {"192.168.82.2/32": "role=db,zone=a", "10.9.0.7/32": "role=web"}
+    s = Settings(**{**Settings().__dict__, **got})
+    assert hostfw.remote_node_labels(s) == {"192.168.82.0/24": {}, "192.168.82.2/32": {"role": "db", "zone": "a"},
+                                            "10.9.0.7/32": {"role": "web"}}
+    pol = model.parse_policy(FROM_DB_NODES)
+    assert not find_gaps(pol, hostfw.gap_context(s))
+    for off in (Settings(host_firewall=True, remote_nodes="192.168.82.0/24"),            # no flag
+                Settings(host_firewall=True, node_selector_labels=True)):                # no other node known
+        assert [g.kind for g in find_gaps(pol, hostfw.gap_context(off))] == ["nodes"]
+        assert "--remote-node-labels" in find_gaps(pol, hostfw.gap_context(off))[0].instead
+
+    state = resolve([], [pol], "default", MemoryAllocator(), node_labels={}, host_ips=["192.168.81.1"],
+                    remote_nodes=hostfw.parse_remote_nodes(s.remote_nodes),
+                    remote_node_labels=hostfw.remote_node_labels(s), host=hostfw.gap_context(s))
+    peers = {e.identity for e in state.endpoints[HOST_ENDPOINT_ID].ingress.entries}
+    db, web, rest = (state.ipcache[p] for p in ("192.168.82.2/32", "10.9.0.7/32", "192.168.82.0/24"))
+    assert peers == {db} and len({db, web, rest, REMOTE_NODE}) == 4
+    assert "node:role=db" in state.identities[db] and "reserved:remote-node" in state.identities[rest]
+
+    # kept labels: a later install keeps them; "" clears them; a --remote-nodes change that leaves one outside is
+    # refused, naming it
+    assert hostfw.wanted(s, Options())["remote_node_labels"] == got["remote_node_labels"]
+    assert hostfw.wanted(s, Options(remote_node_labels=[""]))["remote_node_labels"] == {}
+    with pytest.raises(UsageError, match="10.9.0.7/32 is not one of the other nodes' addresses"):
+        hostfw.wanted(s, Options(remote_nodes="192.168.82.0/24"))
+
+
+@pytest.mark.parametrize("value,says", [("192.168.82.2", "ADDR:key=value"), ("192.168.82.2:role", "key=value"),
+                                        (":role=db", "ADDR:key=value"), ("10.1.1.1:role=db", "--remote-nodes first"),
+                                        ("fd00::1:role=db", "IPv4")])
+def test_bad_remote_node_labels_are_one_line(value, says):
+    with pytest.raises(UsageError) as err:
+        hostfw.parse_remote_node_labels([value], ["192.168.82.0/24"])
+    assert "--remote-node-labels" in str(err.value) and says in str(err.value) and "\n" not in str(err.value)
+

@@ -5,10 +5,12 @@ endpoint (policy.resolve: id HOST_ENDPOINT_ID, identity 1) from the nodeSelector
 labels (`install --node-labels`), puts the node's addresses in the ipcache as host (1) and `--remote-nodes` as
 remote-node (6); the device step marks the node's devices (`install --devices`, else the native devices detected
 when the host firewall turns on: node.hostfw.devices) as the host endpoint's in the `endpoints` map, so
-bpf_host.c enforces its policy there. A pod's packets to and from the host meet it in bpf_lxc.c whether or not a
-device is named (lib/enforce.h decide_host_too). In cluster mode (node.cluster_sync) the labels are the Node
-object's, the other Nodes' addresses are remote-node (or, with --enable-node-selector-labels, identities of their
-labels) and the `kubernetes` Service's endpoints are kube-apiserver (7).
+bpf_host.c enforces its policy there. With --enable-node-selector-labels each --remote-nodes prefix has an
+identity of its labels (`install --remote-node-labels ADDR:k=v`), which fromNodes/toNodes select. A pod's packets
+to and from the host meet it in bpf_lxc.c whether or not a device is named (lib/enforce.h decide_host_too). In
+cluster mode (node.cluster_sync) the labels are the Node object's, the other Nodes' addresses are remote-node (or,
+with --enable-node-selector-labels, identities of their labels) and the `kubernetes` Service's endpoints are
+kube-apiserver (7).
 """
 
 from __future__ import annotations
@@ -60,19 +62,66 @@ def parse_remote_nodes(text: str, flag: str = "--remote-nodes") -> list[str]:
     return out
 
 
+def parse_remote_node_labels(items: Iterable[str], remote: list[str],
+                             flag: str = "--remote-node-labels") -> dict[str, dict[str, str]]:
+    """ADDR[/LEN]:K=V[,K=V] items (one per other node, or per prefix of nodes with the same labels) -> {prefix:
+    labels}. Each address lies in `remote` (the --remote-nodes prefixes): node mode knows other nodes only from
+    there. "" items are skipped (`--remote-node-labels ""` clears them all)."""
+    nets = [ipaddress.ip_network(r) for r in remote]
+    out: dict[str, dict[str, str]] = {}
+    for item in (x.strip() for x in items):
+        if not item:
+            continue
+        addr, colon, text = item.partition(":")
+        prefixes = parse_remote_nodes(addr, flag)
+        if not colon or len(prefixes) != 1:
+            raise UsageError(f"{flag} {item!r}: give a node's address and its labels as ADDR:key=value[,key=value] "
+                             "(e.g. 192.168.1.2:kubernetes.io/hostname=node2,role=db)")
+        prefix = prefixes[0]
+        net = ipaddress.ip_network(prefix)
+        if not any(net.subnet_of(n) for n in nets):       # type: ignore[arg-type]
+            raise UsageError(f"{flag} {item!r}: {prefix} is not one of the other nodes' addresses; add it to "
+                             "--remote-nodes first")
+        out[prefix] = parse_node_labels(text, flag)
+    return out
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
 def wanted(s, o) -> dict:
     """The host firewall's settings after install options `o` (steps.Options) over the current `s`."""
     fw = s.host_firewall if o.host_firewall is None else o.host_firewall
     audit = s.host_firewall_audit if o.host_firewall_audit is None else o.host_firewall_audit
     labels = s.node_labels if o.node_labels is None else o.node_labels
     remote = s.remote_nodes if o.remote_nodes is None else o.remote_nodes
-    labels = ",".join(f"{k}={v}" for k, v in parse_node_labels(labels).items())
-    remote = ",".join(parse_remote_nodes(remote))
+    labels = labels_text(parse_node_labels(labels))
+    remote_list = parse_remote_nodes(remote)
+    # kept labels are checked again: a --remote-nodes change must not leave a labelled address outside it
+    items = [f"{p}:{t}" for p, t in s.remote_node_labels.items()] if o.remote_node_labels is None \
+        else o.remote_node_labels
+    node_labels = {p: labels_text(lbls) for p, lbls in parse_remote_node_labels(items, remote_list).items()}
     if audit and not fw and o.host_firewall_audit:
         raise UsageError("--host-firewall-audit needs the host firewall: add --host-firewall")
     by_labels = s.node_selector_labels if o.node_selector_labels is None else o.node_selector_labels
     return {"host_firewall": fw, "host_firewall_audit": audit and fw, "node_labels": labels,
-            "remote_nodes": remote, "node_selector_labels": by_labels}
+            "remote_nodes": ",".join(remote_list), "remote_node_labels": node_labels, "node_selector_labels": by_labels}
+
+
+def view_changed(before, after) -> bool:
+    """Whether the settings that decide what the host's policy selects changed (its labels, the other nodes and
+    their labels): enforced anew, they may cut live connections like a new policy."""
+    keys = ("node_labels", "remote_nodes", "remote_node_labels", "node_selector_labels")
+    return any(getattr(before, k) != getattr(after, k) for k in keys)
+
+
+def selector_labels_on() -> bool:
+    """Whether the node's policies are validated with Cilium's --enable-node-selector-labels (fromNodes/toNodes
+    valid): as install set it."""
+    from ciliumctl.node.settings import load_settings
+
+    return load_settings().node_selector_labels
 
 
 def node_addresses() -> list[str]:
@@ -157,12 +206,27 @@ def cluster_nodes(nodes: list[dict], me: str, slices: Iterable[dict] = ()) -> Cl
 
 def gap_context(settings, cluster: ClusterNodes | None = None) -> HostFirewall | None:
     """What the node's host firewall enforces, for policy.enforcement_gaps (None: it is off). In cluster mode the
-    Node objects name every other node: remote-node is known."""
+    Node objects name every other node: remote-node is known. In node mode the other nodes are --remote-nodes:
+    with --enable-node-selector-labels each has an identity of its --remote-node-labels (none given: no labels)."""
     if not settings.host_firewall:
         return None
-    return HostFirewall(remote_nodes=bool(settings.remote_nodes) or cluster is not None,
-                        kube_apiserver=cluster is not None,
-                        node_identities=cluster is not None and settings.node_selector_labels)
+    known = bool(settings.remote_nodes) or cluster is not None
+    return HostFirewall(remote_nodes=known, kube_apiserver=cluster is not None,
+                        node_identities=known and settings.node_selector_labels)
+
+
+def remote_node_labels(settings, cluster: ClusterNodes | None = None) -> dict[str, dict[str, str]] | None:
+    """Other nodes' prefix -> labels, whose identities fromNodes/toNodes select; None without
+    --enable-node-selector-labels. Cluster mode: every other Node's addresses with its labels. Node mode: every
+    --remote-nodes prefix, with its --remote-node-labels or none (a node whose labels were not given has none:
+    a selector with labels does not pick it)."""
+    if not settings.node_selector_labels:
+        return None
+    if cluster is not None:
+        return {p: dict(lbls) for p, lbls in cluster.remote_labels}
+    out: dict[str, dict[str, str]] = {p: {} for p in parse_remote_nodes(settings.remote_nodes)}
+    out.update((p, parse_node_labels(t)) for p, t in settings.remote_node_labels.items())
+    return out
 
 
 def resolve_kwargs(settings, cluster: ClusterNodes | None = None) -> dict:
@@ -174,8 +238,7 @@ def resolve_kwargs(settings, cluster: ClusterNodes | None = None) -> dict:
     remote = parse_remote_nodes(settings.remote_nodes) + list(cluster.remote if cluster else ())
     return {"node_labels": labels, "host_ips": node_addresses(), "host": gap_context(settings, cluster),
             "remote_nodes": remote, "kube_apiserver": cluster.kube_apiserver if cluster else (),
-            "remote_node_labels": ({p: dict(lbls) for p, lbls in cluster.remote_labels}
-                                   if cluster and settings.node_selector_labels else None)}
+            "remote_node_labels": remote_node_labels(settings, cluster)}
 
 
 def finish_state(state, settings) -> None:

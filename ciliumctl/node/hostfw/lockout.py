@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ciliumctl.base.errors import Finding
 from ciliumctl.identity import allocator as ids
-from ciliumctl.policy.resolve import HOST_ENDPOINT_ID
+from ciliumctl.policy.resolve import HOST_ENDPOINT_ID, REMOTE_NODE_SCOPE
 from ciliumctl.policy.resolved import PROTO_TCP, PROTO_UDP, Direction, ResolvedState
 from ciliumctl.policy.trace import judge, lpm_identity
 
@@ -43,7 +43,9 @@ class Connection:
     proto: int = PROTO_TCP
 
     def text(self, peer: int) -> str:
-        who = ids.RESERVED_NAMES.get(peer, f"identity {peer}")
+        # a node's own identity (--enable-node-selector-labels) is a remote node's all the same
+        who = ids.RESERVED_NAMES.get(peer) or ("remote-node" if REMOTE_NODE_SCOPE <= peer < 2 * REMOTE_NODE_SCOPE
+                                               else f"identity {peer}")
         arrow = f"{self.remote}:{self.rport} -> {self.local}:{self.lport}" if self.inbound else \
             f"{self.local}:{self.lport} -> {self.remote}:{self.rport}"
         whose = "the agent's own connection " if self.agent else ""
@@ -60,14 +62,13 @@ def _addr(hexaddr: str) -> tuple[str, int]:
     return socket.inet_ntoa(struct.pack("<I", int(ip, 16))), int(port, 16)
 
 
-def _agent_inodes() -> set[int]:
-    """Socket inodes of the node's agent process (its pid file), for naming its connections."""
-    from ciliumctl.node.agent import pid_file
-
+def _agent_inodes(pid: int | None) -> set[int]:
+    """Socket inodes of the node's agent process, for naming its connections."""
+    if pid is None:
+        return set()
     try:
-        pid = int(pid_file().read_text().strip())
         fds = os.listdir(f"/proc/{pid}/fd")
-    except (OSError, ValueError):
+    except OSError:
         return set()
     out = set()
     for fd in fds:
@@ -88,15 +89,19 @@ def _read(name: str) -> str:
         return f.read()
 
 
-def live_connections(table: str | None = None, udp_table: str | None = None) -> list[Connection]:
+def live_connections(table: str | None = None, udp_table: str | None = None,
+                     agent_pid: int | None = None) -> list[Connection]:
     """Established IPv4 TCP connections and connected UDP sockets of the current network namespace (call in the
-    node's), with their direction. table / udp_table: the text of /proc/net/tcp and udp (tests), else read."""
+    node's), with their direction. table / udp_table: the text of /proc/net/tcp and udp (tests), else read.
+    agent_pid: the node's agent process, whose connections are named as its own (node.agent.running_pid; in
+    cluster mode the agent calls this itself)."""
     if table is None and udp_table is None:
         table, udp_table = _read("tcp"), _read("udp")
-    return _connections(table or "", PROTO_TCP) + _connections(udp_table or "", PROTO_UDP)
+    agent = _agent_inodes(agent_pid)
+    return _connections(table or "", PROTO_TCP, agent) + _connections(udp_table or "", PROTO_UDP, agent)
 
 
-def _connections(table: str, proto: int) -> list[Connection]:
+def _connections(table: str, proto: int, agent: set[int]) -> list[Connection]:
     rows = []
     for line in table.splitlines()[1:]:
         parts = line.split()
@@ -108,7 +113,6 @@ def _connections(table: str, proto: int) -> list[Connection]:
         listening = {lp for (la, lp), _r, st, _i in rows if st == TCP_LISTEN}
     else:   # an unconnected UDP socket (state 07, TCP_CLOSE in the table) on the port serves it
         listening = {lp for (la, lp), (ra, rp), st, _i in rows if st != TCP_ESTABLISHED and rp == 0}
-    agent = _agent_inodes()
     return [Connection(la, lp, ra, rp, lp in listening, inode, inode in agent, proto)
             for (la, lp), (ra, rp), st, inode in rows if st == TCP_ESTABLISHED and rp != 0]
 
@@ -135,12 +139,14 @@ def would_cut(state: ResolvedState, conns: list[Connection]) -> list[str]:
     return [t for _, t in sorted(out)]          # the agent's own first
 
 
-def check(state: ResolvedState, what: str = "policy apply") -> None:
-    """Refuse `state` when its host policy would cut a live connection of the node (LockoutRefused)."""
-    cut = would_cut(state, live_connections())
+def check(state: ResolvedState, what: str = "policy apply", agent_pid: int | None = None) -> None:
+    """Refuse `state` when its host policy would cut a live connection of the node (LockoutRefused). agent_pid:
+    the node's agent, whose connections are named first."""
+    cut = would_cut(state, live_connections(agent_pid=agent_pid))
     if not cut:
         return
     more = f" and {len(cut) - SHOWN} more" if len(cut) > SHOWN else ""
     raise LockoutRefused(f"{what} refused: the host policy would cut {len(cut)} live connection(s) of this node: "
                          f"{'; '.join(cut[:SHOWN])}{more}; allow them first, or run it with --force "
                          "(or try it with install --host-firewall-audit)")
+
