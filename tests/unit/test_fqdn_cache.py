@@ -160,3 +160,40 @@ def test_clean_records_age_out_and_what_they_could_cover_is_dropped(tmp_path):
     mine.add(1, ["old.example.test."], [("10.0.0.1", 3600)], now=999.0)
     mine.add(1, ["new.example.test."], [("10.0.0.2", 3600)], now=1001.0)
     assert set(mine.merge_file().live_ips(1002.0)) == {"10.0.0.2"}
+
+
+# ---- the journal: what the agent programs before its next save, for a reconcile in the meantime (any process)
+
+def test_an_address_written_in_place_is_what_a_reconcile_reads_before_the_agent_saves(tmp_path, monkeypatch):
+    from ciliumctl.node.dns_proxy.cache import learned_ips
+
+    agent, learn, dp, _ = _agent(tmp_path, monkeypatch)
+    learn("api.example.test.", "10.96.1.5")            # in place, not saved
+    assert set(dp.written) == {"10.96.1.5/32"}
+    assert not (tmp_path / "fqdn-cache.json").exists()
+    assert learned_ips() == {"10.96.1.5": {"api.example.test."}}    # reconcile's input, in another process too
+    agent.flush()                                      # the save folds the journal in
+    assert not (tmp_path / "fqdn-cache.json.journal").exists()
+    assert learned_ips() == {"10.96.1.5": {"api.example.test."}}
+
+
+def test_a_journal_line_a_clean_covers_stays_gone(tmp_path, monkeypatch):
+    agent, learn, _, _ = _agent(tmp_path, monkeypatch)
+    learn("api.example.test.", "10.96.1.5")
+    other = FQDNCache(tmp_path / "fqdn-cache.json")
+    with other.locked():
+        other.load()
+        assert set(other.live_ips()) == {"10.96.1.5"}
+        other.clean("api.example.test")
+        other.save()
+    assert _on_disk(tmp_path) == {} and not (tmp_path / "fqdn-cache.json.journal").exists()
+    # a journal left by a crash between the save and its removal: the recorded clean still covers its old lines;
+    # a line after the clean holds, a torn one is skipped
+    journal = FQDNCache(tmp_path / "fqdn-cache.json")
+    journal.add(1, ["api.example.test."], [("10.96.1.5", 300)], now=1.0)
+    journal.add(1, ["api3.example.test."], [("10.96.1.8", 300)])
+    with journal.locked():
+        journal.append(list(journal.entries.values()))
+    with (tmp_path / "fqdn-cache.json.journal").open("a") as fh:
+        fh.write('{"endpoint": 1, "name": "torn')
+    assert _on_disk(tmp_path) == {"10.96.1.8": {"api3.example.test."}}

@@ -10,11 +10,15 @@ restarted agent restores what was learned and allowed connections keep working.
 Two writers: the agent, which keeps the cache in memory and saves it within a second of a lookup, and `fqdn cache
 clean` in another process. A clean is recorded in the file (`cleaned`: when, which names, which endpoint), so the
 agent, finding the file changed under it, merges (`merge_file`) instead of overwriting: what it learned and did
-not save yet stays, unless a later clean covers it.
+not save yet stays, unless a later clean covers it. An address the agent programs before its next save is
+appended to `<state>/fqdn-cache.json.journal` first (`append`: a line, no rewrite of the whole file), which every
+load reads too, so a reconcile in the meantime (any process) keeps it; a save folds the journal in and removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,27 +104,56 @@ class FQDNCache:
     def locked(self):
         return statefile.locked(self.path.with_name(self.path.name + ".lock"))
 
+    @property
+    def journal_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".journal")
+
     def load(self) -> FQDNCache:
         data = statefile.read_json(self.path, default=None)
         self.entries, self._names, self.cleaned, self.pruned_before = {}, {}, [], 0.0
-        if data is None:
-            return self
-        try:
-            for row in data["entries"]:
-                e = Entry(int(row["endpoint"]), str(row["name"]), str(row["ip"]), int(row["ttl"]),
-                          float(row["lookup"]), float(row["expires"]), float(row["until"]),
-                          str(row.get("source", "lookup")))
-                self._put(e)
-            self.cleaned = [Clean(float(c["time"]), c.get("pattern"), c.get("endpoint"))
-                            for c in data.get("cleaned", ())]
-            self.pruned_before = float(data.get("pruned_before", 0.0))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise EnvironmentProblem(f"{self.path}: not a DNS cache; remove it (learned names are learned "
-                                     "again at the next lookups)") from None
+        if data is not None:
+            try:
+                for row in data["entries"]:
+                    self._put(_entry(row))
+                self.cleaned = [Clean(float(c["time"]), c.get("pattern"), c.get("endpoint"))
+                                for c in data.get("cleaned", ())]
+                self.pruned_before = float(data.get("pruned_before", 0.0))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise EnvironmentProblem(f"{self.path}: not a DNS cache; remove it (learned names are learned "
+                                         "again at the next lookups)") from None
+        self._read_journal()
         return self
 
-    def save(self, now: float | None = None, durable: bool = True) -> None:
-        """durable=False: without fsync (what another process's reconcile reads; a later save makes it durable)."""
+    def _read_journal(self) -> None:
+        """The entries appended since the last save, as merge_file takes them (a clean recorded since covers
+        them; of an entry in both, the later expiry); a line torn by a crash is skipped."""
+        try:
+            lines = self.journal_path.read_text().splitlines()
+        except FileNotFoundError:
+            return
+        for line in lines:
+            try:
+                e = _entry(json.loads(line))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            self._merge_entry(e)
+
+    def _merge_entry(self, e: Entry) -> None:
+        disk = self.entries.get((e.endpoint, e.name, e.ip))
+        if disk is None:
+            if e.lookup > self.pruned_before and not any(c.covers(e) for c in self.cleaned):
+                self._put(e)
+        elif disk.expires < e.expires:
+            self._put(e)
+
+    def append(self, entries: list[Entry]) -> None:
+        """Entries into the journal, for loads before the next save (under locked()). No fsync: the maps they
+        are programmed into do not outlive the machine either."""
+        if entries:
+            with self.journal_path.open("a") as fh:
+                fh.write("".join(json.dumps(e.to_dict(), separators=(",", ":")) + "\n" for e in entries))
+
+    def save(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         kept = [c for c in self.cleaned if c.time > now - CLEAN_KEEP]
         self.pruned_before = max([self.pruned_before, *(c.time for c in self.cleaned if c not in kept)])
@@ -128,7 +161,9 @@ class FQDNCache:
         statefile.write_json(self.path, {
             "version": FILE_VERSION,
             "entries": [e.to_dict() for e in sorted(self.entries.values(), key=lambda e: (e.name, e.endpoint, e.ip))],
-            "cleaned": [asdict(c) for c in self.cleaned], "pruned_before": self.pruned_before}, durable=durable)
+            "cleaned": [asdict(c) for c in self.cleaned], "pruned_before": self.pruned_before})
+        with contextlib.suppress(FileNotFoundError):
+            self.journal_path.unlink()          # folded in (a crash before this: its lines load the same again)
 
     def merge_file(self) -> FQDNCache:
         """Read the file another process changed and keep what only this cache holds (learned, not saved yet)
@@ -136,13 +171,7 @@ class FQDNCache:
         mine = list(self.entries.values())
         self.load()
         for e in mine:
-            disk = self.entries.get((e.endpoint, e.name, e.ip))
-            if disk is None:
-                if e.lookup <= self.pruned_before or any(c.covers(e) for c in self.cleaned):
-                    continue
-                self._put(e)
-            elif disk.expires < e.expires:
-                self._put(e)
+            self._merge_entry(e)
         return self
 
     # ---- changes
@@ -206,10 +235,15 @@ class FQDNCache:
         return min((e.until for e in self.entries.values()), default=None)
 
 
+def _entry(row: dict) -> Entry:
+    return Entry(int(row["endpoint"]), str(row["name"]), str(row["ip"]), int(row["ttl"]), float(row["lookup"]),
+                 float(row["expires"]), float(row["until"]), str(row.get("source", "lookup")))
+
+
 def learned_ips() -> dict[str, set[str]]:
     """What the node's DNS cache holds now (reconcile's input for toFQDNs)."""
     cache = FQDNCache()
-    if not cache.path.exists():
+    if not cache.path.exists() and not cache.journal_path.exists():
         return {}          # nothing learned yet: no lock file on every reconcile
     with cache.locked():
         cache.load()

@@ -215,12 +215,12 @@ class NodeDNSPolicy:
             self._cache_obj.merge_file()
             self._cache_key = key
 
-    def _save(self, durable: bool = True) -> None:
+    def _save(self) -> None:
         with self._cache_obj.locked():
             self._merge_locked()
-            self._cache_obj.save(durable=durable)
+            self._cache_obj.save()
             self._cache_key = _stat_key(self._cache_obj.path)
-        self._dirty = not durable       # the next expire() makes it durable
+        self._dirty = False
 
     def flush(self) -> None:
         """Save what changed since the last save (the agent stops)."""
@@ -263,9 +263,10 @@ class NodeDNSPolicy:
         ips = [(ip, ttl) for ip, ttl in a.ips if ":" not in ip]     # the datapath is IPv4-only
         wanted = any(s.matches(n) for s in view.selectors for n in names)
         t0 = time.monotonic()
+        ep_id = int(ep["id"])
         with self._learn_mutex:
             cache = self._cache()
-            cache.add(int(ep["id"]), names, ips)
+            cache.add(ep_id, names, ips)
             self._dirty = True           # saved within a second (or before a reconcile)
             if not wanted:
                 return
@@ -274,14 +275,16 @@ class NodeDNSPolicy:
             missing = [ip for ip, _ in ips if self._missing(view, cache, ip)]
             if not missing:
                 return
-            # in place, without the node lock (the datapath's own lock and the revision check keep it consistent);
-            # else, under the node lock, new label sets in place (their identities' entries alone), else a reconcile
-            # (both saved first, as any later reconcile reads the cache file; durable by the next expire(): the maps
-            # do not outlive the machine either)
+            # in the cache's journal first, so that a reconcile before our next save keeps them (FQDNCache.append);
+            # then in place, without the node lock (the datapath's own lock and the revision check keep it
+            # consistent); else, under the node lock, new label sets in place (their identities' entries alone);
+            # else a reconcile (it reads the cache file: saved first)
+            with cache.locked():
+                cache.append([e for n in names for ip in missing if (e := cache.entries.get((ep_id, n, ip)))])
             if not self._in_place(view, cache, missing):
                 with self.lock():
-                    self._save(durable=False)
                     if not self._new_identities(view, cache, missing):
+                        self._save()
                         self.reconcile()
             self.last_program_ms = (time.monotonic() - t0) * 1000
 
