@@ -134,3 +134,47 @@ def report(kube: Kube, obj: dict) -> tuple[bool, str]:
     valid, message = validate_object(obj)
     set_valid(kube, obj, valid, message)
     return valid, message
+
+
+# One node's own condition on a policy, beside the cluster-wide Valid and Enforced: what only that node's agent
+# knows (the host firewall's lock-out guard holds a host policy back there). Its type names the node, so that agents
+# never overwrite each other's; the agent removes it once it no longer applies.
+HELD_BACK = "HostPolicyHeldBack"
+REASON_HELD_BACK = "WouldCutLiveConnections"
+
+
+def node_condition_type(kind: str, node: str) -> str:
+    return f"{kind}/{node}"
+
+
+def set_node_condition(kube: Kube, obj: dict, ctype: str, wanted: dict | None, attempts: int = 5) -> bool:
+    """Write this node's condition `ctype` ({status, reason, message}), or remove it (None); retry on conflicts.
+    True when a write happened."""
+    if obj.get("kind") not in WITH_STATUS:
+        return False
+    kind, meta = KINDS[obj["kind"]], obj["metadata"]
+    for _ in range(attempts):
+        if wanted is None:
+            if condition(obj, ctype) is None:
+                return False
+            conditions: list[dict] | None = [c for c in (obj.get("status") or {}).get("conditions") or []
+                                             if c.get("type") != ctype]
+        else:
+            conditions = desired_conditions(obj, [{"type": ctype, **wanted}])
+        if conditions is None:
+            return False
+        body = dict(obj)
+        body["status"] = {**(obj.get("status") or {}), "conditions": conditions}
+        try:
+            kube.replace(body, sub="status", field_manager="ciliumctl-agent")
+            return True
+        except ApiFailure as err:
+            if err.status == 404:
+                return False
+            if err.status != 409:
+                raise
+        fresh = kube.get(kind, meta["name"], meta.get("namespace"))
+        if fresh is None:
+            return False
+        obj = fresh
+    return False

@@ -21,6 +21,7 @@ from the cluster's view.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class SyncReport:
     published: dict[str, int] = field(default_factory=dict)
     state: ResolvedState | None = None  # what _program resolved and loaded
     services: cluster_services.ClusterServices | None = None   # the service table programmed, with its sources
+    forced: set[str] = field(default_factory=set)     # accepted host policies the lock-out guard lets through
+    held_back: dict[str, list[str]] = field(default_factory=dict)   # ref -> live connections it would cut
 
 
 def policy_ref(obj: dict) -> str:
@@ -104,8 +107,11 @@ class ClusterNode:
 
     def __init__(self, kube: Kube, node_name: str, datapath=None, mode: str | None = None,
                  audit: bool | None = None, resync_seconds: float = 30.0, watch_timeout: int = 300,
-                 settle_seconds: float = 0.05):
+                 settle_seconds: float = 0.05, connections=None):
+        """connections: the node's live connections for the host firewall's lock-out guard (default:
+        node.hostfw.lockout.live_connections, the agent's network namespace)."""
         self.kube, self.node_name = kube, node_name
+        self.connections = connections
         self._datapath = datapath
         self.mode, self.audit = mode, audit
         self.resync_seconds, self.settle_seconds = resync_seconds, settle_seconds
@@ -118,6 +124,8 @@ class ClusterNode:
         # (ref, spec, host firewall) -> (valid, message, enforcement gaps)
         self._verdicts: dict[tuple, tuple[bool, str, list]] = {}
         self._evented: set[tuple[str, str]] = set()   # verdicts told in an Event (cluster.policy_events)
+        self._host_in_force: set[str] = set()   # host policies enforced by the last program: kept first by the guard
+        self._held_told: dict[str, str] = {}    # ref -> message of the held-back condition this node wrote
         self._stop = threading.Event()
         self._kick = threading.Event()  # a local change (reconcile_locked) wants a full sync
         self._thread: threading.Thread | None = None
@@ -203,6 +211,7 @@ class ClusterNode:
     def _policies(self, report: SyncReport, publish_status: bool) -> list[dict]:
         """The valid policy objects; each rejected one is named in the report (and on its status)."""
         from ciliumctl.node.hostfw import host as hostfw
+        from ciliumctl.node.hostfw import lockout
 
         policies = []
         host = hostfw.gap_context(node_settings.load_settings(), self.nodes())
@@ -217,6 +226,8 @@ class ClusterNode:
             if valid:
                 policies.append(cidr_groups.expand_policy(policy_input(obj), self.cache.objects("CiliumCIDRGroup")))
                 report.accepted.append(policy_ref(obj))
+                if lockout.forced(obj):
+                    report.forced.add(policy_ref(obj))
                 if gaps:
                     report.partially_enforced[policy_ref(obj)] = [f"{g.path_text}: {g.sentence()}" for g in gaps]
             else:
@@ -263,11 +274,20 @@ class ClusterNode:
         local = sources.enrich(registry.load_all(), self.cache, self.node_name)
         dp = datapath or self.datapath()
         settings.revision = node_reconcile.next_revision(settings, dp)
-        nodes = self.nodes()
-        state = resolve(local + report.remote, policies, mode, self.identities, revision=settings.revision,
-                        audit=audit, namespace_labels=ns_labels, fqdn_ips=learned_ips(),
-                        **hostfw.resolve_kwargs(settings, nodes))
-        hostfw.finish_state(state, settings)
+        host_kwargs, fqdn_ips = hostfw.resolve_kwargs(settings, self.nodes()), learned_ips()
+
+        def resolve_with(pols: list[dict], identities) -> ResolvedState:
+            st = resolve(local + report.remote, pols, mode, identities, revision=settings.revision, audit=audit,
+                         namespace_labels=ns_labels, fqdn_ips=fqdn_ips, **host_kwargs)
+            hostfw.finish_state(st, settings)
+            return st
+
+        state = resolve_with(policies, self.identities)
+        report.held_back = self._lockout_guard(report, policies, state, resolve_with, settings)
+        if report.held_back:      # enforce the rest: what the node enforced of the held ones goes with them
+            kept = [(ref, p) for ref, p in zip(report.accepted, policies) if ref not in report.held_back]
+            report.accepted, policies = [ref for ref, _ in kept], [p for _, p in kept]
+            state = resolve_with(policies, self.identities)
         for ep in report.remote:
             state.endpoints.pop(ep.id, None)
             state.dns.pop(ep.id, None)
@@ -295,7 +315,60 @@ class ClusterNode:
                     stored.identity = pol.identity
                     registry.save(stored)
         report.revision, report.local, report.state = settings.revision, local, state
+        from ciliumctl.node.hostfw import lockout
+
+        self._host_in_force = {ref for ref, p in zip(report.accepted, policies) if lockout.is_host_policy(p)}
         return applied
+
+    def _lockout_guard(self, report: SyncReport, policies: list[dict], state: ResolvedState, resolve_with,
+                       settings) -> dict[str, list[str]]:
+        """The host policies to hold back: those whose enforcement would cut a live connection of this node (the
+        agent's own API-server connection included) that the other policies leave alone, unless forced (the
+        annotation lockout.FORCE_ANNOTATION). As `policy apply` refuses in node mode; nothing to judge while the
+        host firewall only audits or is off. Trial states are resolved with a scratch copy of the identities."""
+        from ciliumctl.identity.allocator import MemoryAllocator
+        from ciliumctl.node.hostfw import host as hostfw
+        from ciliumctl.node.hostfw import lockout
+
+        if not hostfw.enforces(settings) or not any(lockout.is_host_policy(p) for p in policies):
+            return {}
+        # the agent is this process: its API-server connection is named as the agent's own
+        conns = self.connections() if self.connections else lockout.live_connections(agent_pid=os.getpid())
+        if not lockout.would_cut(state, conns):
+            return {}
+        scratch = MemoryAllocator(self.identities.known())
+        return lockout.hold_back(list(zip(report.accepted, policies)), report.forced, self._host_in_force,
+                                 lambda pols: lockout.would_cut(resolve_with(pols, scratch), conns))
+
+    def _tell_held_back(self, report: SyncReport) -> None:
+        """This node's HostPolicyHeldBack condition on each held-back policy (removed once it is enforced again),
+        an Event and a log line that say which connections it would cut and how to force it."""
+        from ciliumctl.node.hostfw import lockout
+
+        ctype = status_conditions.node_condition_type(status_conditions.HELD_BACK, self.node_name)
+        objs = {policy_ref(o): o for o in sources.policy_objects(self.cache)}
+        wanted = {ref: lockout.held_message(cut) for ref, cut in report.held_back.items()}
+        # also what an earlier run of this agent left on a policy it enforces now
+        shown = {ref for ref, o in objs.items() if status_conditions.condition(o, ctype) is not None}
+        for ref in sorted(set(wanted) | set(self._held_told) | shown):
+            obj, message = objs.get(ref), wanted.get(ref)
+            told = self._held_told.get(ref)
+            if obj is None or (message is None and ref not in shown) or (message == told and ref in shown):
+                if message is None:
+                    self._held_told.pop(ref, None)
+                continue
+            try:
+                status_conditions.set_node_condition(self.kube, obj, ctype, None if message is None else {
+                    "status": "True", "reason": status_conditions.REASON_HELD_BACK, "message": message})
+                if message is None:
+                    self._held_told.pop(ref, None)
+                    continue
+                if message != told:
+                    log.warning("host policy %s held back: %s", ref, message)
+                    policy_events.record(self.kube, obj, self.node_name, status_conditions.HELD_BACK, message)
+                self._held_told[ref] = message
+            except Exception as err:   # a report: never block enforcement on it; the next sync tries again
+                log.warning("cannot report the held-back host policy %s: %s", ref, err)
 
     def services(self, fallback_cidr: str) -> cluster_services.ClusterServices:
         """The service table from the cache's Services and EndpointSlices (ids kept from the last one)."""
@@ -355,6 +428,7 @@ class ClusterNode:
         policies = self._policies(report, publish_status=True)
         with node_settings.locked():
             self._program(report, policies)
+        self._tell_held_back(report)
         state = report.state
         assert state is not None   # _program sets it or raises
         published = [(ep, state.identities.get(ep.identity, frozenset())) for ep in report.local if ep.ipv4]

@@ -172,3 +172,60 @@ def test_with_node_selector_labels_from_nodes_selects_other_nodes_by_their_label
     assert allowed == {(control, 22)}
     assert report.accepted == ["CiliumClusterwideNetworkPolicy/ssh-from-control-plane"]
     assert "CiliumClusterwideNetworkPolicy/ssh-from-control-plane" not in report.partially_enforced
+
+
+def test_the_agent_holds_back_a_host_policy_that_would_cut_a_live_connection(installed, nodes, node_env):
+    """Cluster mode's lock-out guard: a kubectl-applied host policy that would cut a live connection of the node (a
+    real TCP connection from the namespace playing the world to one playing the node, judged from that namespace's
+    socket table) is not enforced by the agent; it says so on the policy (its own HostPolicyHeldBack/<node>
+    condition, naming the connection and the annotation that forces it) and in an Event. Annotated, it is enforced
+    and the condition goes."""
+    import yaml
+    from support.hostfw import NODE_IP, SEED, WORLD_NET, HeldConnection, NodeNamespace, listen, ready, uplinks
+
+    from ciliumctl.node.hostfw import lockout
+
+    kube = installed
+    host_firewall_on()
+    with NodeNamespace() as node:
+        world, _remote, _devs = uplinks(node)
+        listener = listen(node, 22)
+        ready(node, 22)
+        held = HeldConnection(node, world, NODE_IP, 22)
+        me = nodes("hostfw-guard", {"node-role.kubernetes.io/worker": ""}, NODE_IP)   # its address: host
+        seed = yaml.safe_load(SEED)           # lets only metrics-server (10250) and remote-node (22) in
+        kube.create(seed)
+        dp = RecordingDatapath()
+        agent = node_sync.ClusterNode(kube, me, datapath=dp, connections=node.table_reader(listener.pid))
+        agent.cache.start()
+        try:
+            assert agent.cache.wait_synced(5)
+            report = agent.sync()
+            ref = "CiliumClusterwideNetworkPolicy/kubelet-from-metrics-server"
+            cut = f"{WORLD_NET}.2:{held.port} -> {NODE_IP}:22/tcp (from world)"
+            assert report.held_back == {ref: [cut]} and ref not in report.accepted
+            assert not dp.states[-1].endpoints[HOST_ENDPOINT_ID].ingress.enforced      # nothing of it enforced
+            obj = kube.get(CCNP, "kubelet-from-metrics-server")
+            cond = status_conditions.condition(obj, f"HostPolicyHeldBack/{me}")
+            assert cond is not None and cond["status"] == "True" and cond["reason"] == "WouldCutLiveConnections"
+            assert cut in cond["message"] and f"{lockout.FORCE_ANNOTATION}=true" in cond["message"]
+            assert status_conditions.enforced_condition(obj)["status"] == "True"   # the cluster-wide verdict stays
+            events = [e for e in kube.list(KINDS["Event"], "default")[0]
+                      if e["involvedObject"]["name"] == "kubelet-from-metrics-server"]
+            assert [e["reason"] for e in events] == ["HostPolicyHeldBack"] and cut in events[0]["message"]
+            assert held.alive()
+
+            # forced: the annotation lets it through, the node's condition is removed
+            obj["metadata"].setdefault("annotations", {})[lockout.FORCE_ANNOTATION] = "true"
+            kube.replace(obj)
+            assert wait_until(lambda: lockout.forced(agent.cache.get(CCNP.kind, "kubelet-from-metrics-server") or {}))
+            report = agent.sync()
+            assert report.held_back == {} and ref in report.accepted
+            assert dp.states[-1].endpoints[HOST_ENDPOINT_ID].ingress.enforced
+            obj = kube.get(CCNP, "kubelet-from-metrics-server")
+            assert status_conditions.condition(obj, f"HostPolicyHeldBack/{me}") is None
+        finally:
+            agent.cache.stop()
+            for e in kube.list(KINDS["Event"], "default")[0]:
+                if e["involvedObject"]["name"] == "kubelet-from-metrics-server":
+                    kube.delete(KINDS["Event"], e["metadata"]["name"], "default")

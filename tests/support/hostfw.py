@@ -149,3 +149,38 @@ class HeldUdp(HeldConnection):
             "  if ok: break\n"
             " print('ok' if ok else 'cut', flush=True)")
 
+
+class NodeNamespace:
+    """A namespace that plays the node without ciliumctl on it, with the uplinks of uplinks(): for cluster-mode
+    tests whose agent runs in the test's process over a recording datapath, where the lock-out guard reads this
+    namespace's socket tables (table_reader). Removed with its processes on leaving, also on failure."""
+
+    def __init__(self):
+        from support import netns
+
+        self.name = netns.unique_prefix()
+        self.servers: list = []
+
+    def __enter__(self):
+        from support.shell import sh
+
+        sh("ip", "netns", "add", self.name)
+        sh("ip", "-n", self.name, "link", "set", "lo", "up")
+        return self
+
+    def __exit__(self, *exc):
+        from support import netns
+
+        for p in self.servers:
+            p.kill()
+            p.wait(timeout=5)
+        netns.delete(*netns.named(f"{self.name}-"), self.name)
+
+    def table_reader(self, pid: int):
+        """live_connections() of this namespace: the kernel's tables read through a process that lives in it."""
+        from ciliumctl.node.hostfw import lockout
+
+        def read() -> list:
+            with open(f"/proc/{pid}/net/tcp") as tcp, open(f"/proc/{pid}/net/udp") as udp:
+                return lockout.live_connections(tcp.read(), udp.read())
+        return read

@@ -234,3 +234,53 @@ def test_bad_remote_node_labels_are_one_line(value, says):
         hostfw.parse_remote_node_labels([value], ["192.168.82.0/24"])
     assert "--remote-node-labels" in str(err.value) and says in str(err.value) and "\n" not in str(err.value)
 
+
+def _ccnp(name: str, spec: dict, annotations: dict | None = None) -> dict:
+    meta = {"name": name, **({"annotations": annotations} if annotations else {})}
+    return {"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy", "metadata": meta, "spec": spec}
+
+
+def test_cluster_mode_holds_back_the_host_policy_that_would_cut_a_live_connection():
+    """The agent's guard (lockout.hold_back, over real resolves of PROC_NET_TCP's connections): a host policy that
+    would cut the world's connection to 22 is held back, naming it; an allow for it applied in the same change lets
+    both in, in any order; the annotation forces it; a policy in force stays and the new one is held."""
+    import yaml
+
+    from ciliumctl.node.hostfw import lockout
+
+    conns = lockout.live_connections(PROC_NET_TCP)
+    seed = yaml.safe_load(SEED)
+    world_ssh = _ccnp("world-ssh", {"nodeSelector": {}, "ingress": [{"fromEntities": ["world"], "toPorts": [
+        {"ports": [{"port": "22", "protocol": "TCP"}]}]}]})
+    deny_world = _ccnp("deny-world", {"nodeSelector": {}, "ingressDeny": [{"fromEntities": ["world"]}]})
+    pod_policy = _ccnp("pods", {"endpointSelector": {}, "ingress": [{}]})
+
+    def cuts(pols: list[dict]) -> list[str]:
+        state = resolve([], pols, "default", MemoryAllocator(), node_labels={"node-role.kubernetes.io/worker": ""},
+                        host_ips=["192.168.81.1"], remote_nodes=["192.168.82.0/24"])
+        return lockout.would_cut(state, conns)
+
+    def held(pols: list[dict], forced=(), in_force=()) -> dict[str, list[str]]:
+        return lockout.hold_back([(p["metadata"]["name"], p) for p in pols], set(forced), set(in_force), cuts)
+
+    cut = ["192.168.81.2:40000 -> 192.168.81.1:22/tcp (from world)"]
+    assert held([seed, pod_policy]) == {"kubelet-from-metrics-server": cut}
+    assert held([world_ssh, seed]) == {} and held([seed, world_ssh]) == {}
+    assert held([seed], forced={"kubelet-from-metrics-server"}) == {}
+    assert held([world_ssh, deny_world], in_force={"world-ssh"}) == {"deny-world": cut}
+    assert not lockout.is_host_policy(pod_policy) and lockout.is_host_policy(seed)
+    assert lockout.forced(_ccnp("f", {}, {lockout.FORCE_ANNOTATION: "true"})) and not lockout.forced(seed)
+    message = lockout.held_message(cut)
+    assert cut[0] in message and f"{lockout.FORCE_ANNOTATION}=true" in message
+
+
+def test_the_nodes_own_node_addresses_are_host():
+    """Cluster mode: this node's Node addresses are the host's (Cilium's nodeIdentityLabels gives the local node
+    reserved:host), the others' remote-node."""
+    nodes = [{"metadata": {"name": "me", "labels": {"a": "b"}},
+              "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.10"},
+                                       {"type": "Hostname", "address": "me"}]}},
+             {"metadata": {"name": "other"},
+              "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.11"}]}}]
+    got = hostfw.cluster_nodes(nodes, "me")
+    assert got.addresses == ("192.0.2.10",) and got.remote == ("192.0.2.11/32",) and got.labels == {"a": "b"}

@@ -158,6 +158,7 @@ class ClusterNodes:
     remote: tuple[str, ...]      # IPv4 /32 prefixes
     kube_apiserver: tuple[str, ...] = ()     # the API server's IPv4 addresses
     remote_labels: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()   # (prefix, that node's labels)
+    addresses: tuple[str, ...] = ()          # this node's own Node addresses (IPv4): host, beside its interfaces'
 
 
 def kube_apiserver_ips(slices: list[dict]) -> tuple[str, ...]:
@@ -187,21 +188,27 @@ def cluster_nodes(nodes: list[dict], me: str, slices: Iterable[dict] = ()) -> Cl
     labels: dict[str, str] = {}
     remote = set()
     remote_labels = []
+    own = set()
     for node in nodes:
         meta = node.get("metadata") or {}
-        if meta.get("name") == me:
+        mine = meta.get("name") == me
+        if mine:
             labels = dict(meta.get("labels") or {})
-            continue
         for a in (node.get("status") or {}).get("addresses") or []:
             if a.get("type") in ("InternalIP", "ExternalIP"):
                 try:
                     ip = ipaddress.ip_address(a.get("address", ""))
                 except ValueError:
                     continue
-                if ip.version == 4:
-                    remote.add(f"{ip}/32")
-                    remote_labels.append((f"{ip}/32", tuple(sorted((meta.get("labels") or {}).items()))))
-    return ClusterNodes(labels, tuple(sorted(remote)), kube_apiserver_ips(list(slices)), tuple(sorted(remote_labels)))
+                if ip.version != 4:
+                    continue
+                if mine:      # the local node's addresses are host (pkg/node/manager/manager.go nodeIdentityLabels)
+                    own.add(str(ip))
+                    continue
+                remote.add(f"{ip}/32")
+                remote_labels.append((f"{ip}/32", tuple(sorted((meta.get("labels") or {}).items()))))
+    return ClusterNodes(labels, tuple(sorted(remote)), kube_apiserver_ips(list(slices)), tuple(sorted(remote_labels)),
+                        tuple(sorted(own)))
 
 
 def gap_context(settings, cluster: ClusterNodes | None = None) -> HostFirewall | None:
@@ -236,7 +243,8 @@ def resolve_kwargs(settings, cluster: ClusterNodes | None = None) -> dict:
         return {}
     labels = cluster.labels if cluster is not None else parse_node_labels(settings.node_labels)
     remote = parse_remote_nodes(settings.remote_nodes) + list(cluster.remote if cluster else ())
-    return {"node_labels": labels, "host_ips": node_addresses(), "host": gap_context(settings, cluster),
+    host_ips = sorted(set(node_addresses()) | set(cluster.addresses if cluster else ()))
+    return {"node_labels": labels, "host_ips": host_ips, "host": gap_context(settings, cluster),
             "remote_nodes": remote, "kube_apiserver": cluster.kube_apiserver if cluster else (),
             "remote_node_labels": remote_node_labels(settings, cluster)}
 

@@ -2,7 +2,8 @@
 connections and connected UDP sockets are judged by the new policy, as the datapath would judge their next packet
 (a forward packet is decided again under a new revision, lib/enforce.h revalidate). A policy that would cut one,
 the agent's own API-server connection included, is refused, naming them; `policy apply --force` applies it
-anyway.
+anyway. In cluster mode the agent applies policies, not a command: it holds back such a host policy and says why
+on the policy (hold_back; node.cluster_sync), unless the policy carries FORCE_ANNOTATION.
 
 Cilium has no such guard. Connections come from the node namespace's socket tables (/proc/net/tcp and udp, the
 text form of what `ss` reads over sock_diag: what conntrack also holds, and the kernel's own view of which side
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ciliumctl.base.errors import Finding
@@ -150,3 +152,62 @@ def check(state: ResolvedState, what: str = "policy apply", agent_pid: int | Non
                          f"{'; '.join(cut[:SHOWN])}{more}; allow them first, or run it with --force "
                          "(or try it with install --host-firewall-audit)")
 
+
+# ------------------------------------------------------------------------------------------------- cluster mode
+
+# In cluster mode the agent applies what `kubectl apply` stored: there is no command to refuse, so the agent holds
+# back (does not enforce) a host policy that would cut a live connection of its node and says so on the policy
+# (node.cluster_sync: a condition of this node's, an Event, a log line), unless the policy carries this annotation,
+# the cluster's `--force`.
+FORCE_ANNOTATION = "ciliumctl.io/host-firewall-force"
+
+
+def is_host_policy(data: dict) -> bool:
+    """Whether a policy object has a nodeSelector rule (the host endpoint's)."""
+    specs = [data.get("spec"), *(data.get("specs") or [])]
+    return any(isinstance(s, dict) and s.get("nodeSelector") is not None for s in specs)
+
+
+def forced(obj: dict) -> bool:
+    return str(((obj.get("metadata") or {}).get("annotations") or {}).get(FORCE_ANNOTATION, "")).lower() == "true"
+
+
+def hold_back(policies: list[tuple[str, dict]], forced_refs: set[str], in_force: set[str],
+              cuts: Callable[[list[dict]], list[str]]) -> dict[str, list[str]]:
+    """The host policies to leave out, each with the live connections it would cut: enforcing the rest cuts no
+    connection the forced ones do not. `policies`: (ref, object) of every policy to enforce; `cuts(objects)`: the
+    connections the state of those policies would cut (would_cut). Host policies join one at a time, those in force
+    before first (a held policy is the new one, not the one the node already enforces), then by name; one that
+    would cut a connection more waits, and joins once others make it harmless (an allow for its connections
+    applied in the same change, in any order)."""
+    everything = [p for _, p in policies]
+    if not cuts(everything):
+        return {}
+    waiting = sorted(((ref, p) for ref, p in policies if is_host_policy(p) and ref not in forced_refs),
+                     key=lambda rp: (rp[0] not in in_force, rp[0]))
+    taken = [p for ref, p in policies if not is_host_policy(p) or ref in forced_refs]
+    accepted_cut = set(cuts(taken))          # what the non-host and forced policies cut: asked for
+    held: dict[str, list[str]] = {}
+    joined = True
+    while waiting and joined:
+        joined, still = False, []
+        for ref, p in waiting:
+            now = set(cuts(taken + [p]))
+            more = now - accepted_cut
+            if more:
+                held[ref] = sorted(more)
+                still.append((ref, p))
+            else:
+                taken.append(p)
+                accepted_cut, joined = now, True
+                held.pop(ref, None)
+        waiting = still
+    return held
+
+
+def held_message(cut: list[str]) -> str:
+    """Why a host policy is held back, and what to do: the text of its condition and Event."""
+    more = f" and {len(cut) - SHOWN} more" if len(cut) > SHOWN else ""
+    return (f"not enforced on this node: the host policy would cut {len(cut)} live connection(s): "
+            f"{'; '.join(cut[:SHOWN])}{more}; allow them first, or annotate the policy "
+            f"{FORCE_ANNOTATION}=true to enforce it anyway")
