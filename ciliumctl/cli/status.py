@@ -239,6 +239,9 @@ def _cluster_status(kubeconfig: str, context, output: Output) -> None:
         if st.partially_enforced:
             typer.echo(f"Partially enforced: {', '.join(st.partially_enforced)} (`ciliumctl policy get` shows "
                        "what is not enforced)")
+        if st.held_back:
+            typer.echo(f"Held back by the host firewall's lock-out guard: {', '.join(st.held_back)} (their "
+                       "HostPolicyHeldBack condition names the connections)")
         rows = [[a.node, a.pod, a.phase, "yes" if a.ready else "no", str(a.restarts), str(a.endpoints), a.message]
                 for a in st.agents]
         typer.echo(render_table(["NODE", "AGENT POD", "PHASE", "READY", "RESTARTS", "ENDPOINTS", "MESSAGE"], rows),

@@ -243,6 +243,8 @@ class ClusterStatus:
     missing_crds: list[str]
     # kind/namespace/name of policies the agents report Enforced=False on (parts not enforced; not a health issue)
     partially_enforced: list[str] = field(default_factory=list)
+    # "kind/name on node" of host policies an agent's lock-out guard holds back (HostPolicyHeldBack/<node>)
+    held_back: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -274,6 +276,27 @@ def partially_enforced_policies(kube: Kube) -> list[str]:
     return sorted(out)
 
 
+def held_back_policies(kube: Kube) -> list[str]:
+    """Host policies an agent does not enforce because they would cut live connections of its node: their
+    HostPolicyHeldBack/<node> conditions (node.cluster_sync), as "kind/name on node"."""
+    from ciliumctl.cluster.status_conditions import HELD_BACK, WITH_STATUS
+
+    out = []
+    for kind in WITH_STATUS:
+        try:
+            objs, _ = kube.list(KINDS[kind])
+        except ApiFailure:
+            continue
+        for obj in objs:
+            meta = obj["metadata"]
+            for cond in (obj.get("status") or {}).get("conditions") or []:
+                held, _, node = str(cond.get("type", "")).partition("/")
+                if held == HELD_BACK and cond.get("status") == "True":
+                    out.append(f"{kind}/{meta['namespace'] + '/' if meta.get('namespace') else ''}{meta['name']} "
+                               f"on {node}")
+    return sorted(out)
+
+
 def status(kubeconfig: str | None = None, context: str | None = None, namespace: str = manifests.NAMESPACE,
            kube: Kube | None = None, policies: bool = True) -> ClusterStatus:
     """DaemonSet readiness and one row per agent pod (its node, phase, Ready condition, restarts); with policies,
@@ -284,8 +307,9 @@ def status(kubeconfig: str | None = None, context: str | None = None, namespace:
                if kube.get(crd_kind, c["metadata"]["name"]) is None]
     ds = kube.get(KINDS["DaemonSet"], manifests.AGENT, namespace)
     partial = partially_enforced_policies(kube) if policies else []
+    held = held_back_policies(kube) if policies else []
     if ds is None:
-        return ClusterStatus(False, 0, 0, 0, 0, "", [], missing, partial)
+        return ClusterStatus(False, 0, 0, 0, 0, "", [], missing, partial, held)
     st = ds.get("status") or {}
     image = ds["spec"]["template"]["spec"]["containers"][0].get("image", "")
     selector = ",".join(f"{k}={v}" for k, v in manifests.AGENT_LABELS.items())
@@ -323,7 +347,7 @@ def status(kubeconfig: str | None = None, context: str | None = None, namespace:
     agents.sort(key=lambda a: a.node)
     return ClusterStatus(True, int(st.get("desiredNumberScheduled", 0)), int(st.get("numberReady", 0)),
                          int(st.get("updatedNumberScheduled", 0)), int(st.get("numberAvailable", 0)), image,
-                         agents, missing, partial)
+                         agents, missing, partial, held)
 
 
 # waiting reasons no amount of waiting cures: the image cannot be had (kubelet's images.Err* and the CRI's)

@@ -183,6 +183,7 @@ def test_the_agent_holds_back_a_host_policy_that_would_cut_a_live_connection(ins
     import yaml
     from support.hostfw import NODE_IP, SEED, WORLD_NET, HeldConnection, NodeNamespace, listen, ready, uplinks
 
+    from ciliumctl.cluster import install
     from ciliumctl.node.hostfw import lockout
 
     kube = installed
@@ -213,6 +214,7 @@ def test_the_agent_holds_back_a_host_policy_that_would_cut_a_live_connection(ins
             events = [e for e in kube.list(KINDS["Event"], "default")[0]
                       if e["involvedObject"]["name"] == "kubelet-from-metrics-server"]
             assert [e["reason"] for e in events] == ["HostPolicyHeldBack"] and cut in events[0]["message"]
+            assert install.status(kube=kube).held_back == [f"{ref} on {me}"]     # `ciliumctl status` names it
             assert held.alive()
 
             # forced: the annotation lets it through, the node's condition is removed
@@ -224,6 +226,7 @@ def test_the_agent_holds_back_a_host_policy_that_would_cut_a_live_connection(ins
             assert dp.states[-1].endpoints[HOST_ENDPOINT_ID].ingress.enforced
             obj = kube.get(CCNP, "kubelet-from-metrics-server")
             assert status_conditions.condition(obj, f"HostPolicyHeldBack/{me}") is None
+            assert install.status(kube=kube).held_back == []
         finally:
             agent.cache.stop()
             for e in kube.list(KINDS["Event"], "default")[0]:
