@@ -231,7 +231,7 @@ def test_a_new_label_set_goes_in_place_and_a_reconcile_writes_the_same_maps(node
     from support.netns import in_netns
 
     from ciliumctl.base import netns as node_netns
-    from ciliumctl.node import reconcile, settings
+    from ciliumctl.node import reconcile, settings, verify
     from ciliumctl.node.dns_proxy.policy import NodeDNSPolicy
     from ciliumctl.node.dns_proxy.server import Answer
     from ciliumctl.node.dns_proxy.service import program_new_identities
@@ -275,6 +275,11 @@ def test_a_new_label_set_goes_in_place_and_a_reconcile_writes_the_same_maps(node
             ports = sorted(int.from_bytes(k[-2:], "big") for k in maps["policy"]
                            if bpfmaps.POLICY_KEY.unpack(k)[4] == new_id)
             assert ports == [22, 80, 443]
+            # the node's own check finds the kernel as the stored state says, cookie table included; the cache is
+            # not saved yet: its journal has the address (what `status --verify` and a reconcile read)
+            assert not (node.state / "fqdn-cache.json").exists()
+            with settings.locked():
+                assert verify.check(dp).differences == []
             # the same maps from a full reconcile (the other slot)
             with settings.locked():
                 reconcile.reconcile()
