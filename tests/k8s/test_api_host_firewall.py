@@ -178,8 +178,8 @@ def test_the_agent_holds_back_a_host_policy_that_would_cut_a_live_connection(ins
     """Cluster mode's lock-out guard: a kubectl-applied host policy that would cut a live connection of the node (a
     real TCP connection from the namespace playing the world to one playing the node, judged from that namespace's
     socket table) is not enforced by the agent; it says so on the policy (its own HostPolicyHeldBack/<node>
-    condition, naming the connection and the annotation that forces it) and in an Event. Annotated, it is enforced
-    and the condition goes."""
+    condition, naming the connection and the annotation that forces it) and in an Event. Once the connection has
+    ended the agent enforces it and the condition goes; annotated, it is enforced despite a live connection."""
     import yaml
     from support.hostfw import NODE_IP, SEED, WORLD_NET, HeldConnection, NodeNamespace, listen, ready, uplinks
 
@@ -216,6 +216,25 @@ def test_the_agent_holds_back_a_host_policy_that_would_cut_a_live_connection(ins
             assert [e["reason"] for e in events] == ["HostPolicyHeldBack"] and cut in events[0]["message"]
             assert install.status(kube=kube).held_back == [f"{ref} on {me}"]     # `ciliumctl status` names it
             assert held.alive()
+
+            def connected_to_22() -> bool:
+                return any(c.lport == 22 for c in node.table_reader(listener.pid)())
+
+            # the connection ends: judged again at the next sync, the policy is enforced and the condition goes
+            held.proc.kill()
+            held.proc.wait()
+            assert wait_until(lambda: not connected_to_22())
+            report = agent.sync()
+            assert report.held_back == {} and ref in report.accepted
+            assert dp.states[-1].endpoints[HOST_ENDPOINT_ID].ingress.enforced
+            assert status_conditions.condition(kube.get(CCNP, "kubelet-from-metrics-server"),
+                                               f"HostPolicyHeldBack/{me}") is None
+
+            # a new connection it would cut: held back again, though in force (its next packet would be dropped)
+            held = HeldConnection(node, world, NODE_IP, 22)
+            assert agent.sync().held_back == {ref: [f"{WORLD_NET}.2:{held.port} -> {NODE_IP}:22/tcp (from world)"]}
+            obj = kube.get(CCNP, "kubelet-from-metrics-server")
+            assert status_conditions.condition(obj, f"HostPolicyHeldBack/{me}") is not None
 
             # forced: the annotation lets it through, the node's condition is removed
             obj["metadata"].setdefault("annotations", {})[lockout.FORCE_ANNOTATION] = "true"
