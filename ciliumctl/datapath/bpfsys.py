@@ -334,15 +334,6 @@ def map_exists(map_id: int) -> bool:
     return True
 
 
-BPF_ENABLE_STATS = 32
-
-
-def enable_run_time_stats() -> int:
-    """Count run time and runs of every BPF program while the returned fd stays open (no sysctl touched)."""
-    attr = (ctypes.c_uint32 * 2)(0, 0)   # BPF_STATS_RUN_TIME
-    return _call(BPF_ENABLE_STATS, attr)
-
-
 BPF_MAP_CREATE = 0
 BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_ARRAY_OF_MAPS = 12

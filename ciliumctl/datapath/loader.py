@@ -589,7 +589,7 @@ class Datapath:
             progs.append({"name": name, "id": info.id, "type": bpfsys.PROG_TYPES.get(info.type, str(info.type)),
                           "tag": bytes(info.tag).hex(), "xlated_bytes": info.xlated_prog_len,
                           "pinned": str(self.pin_dir / name),
-                          # counted only while BPF stats are enabled (bpfsys.enable_run_time_stats)
+                          # counted only while the kernel's BPF run-time statistics are on (never by us)
                           "run_count": info.run_cnt, "run_time_ns": info.run_time_ns})
         map_rows = []
         for name, m in self.maps.items():

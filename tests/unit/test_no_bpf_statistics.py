@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SWITCHES = {"enable_run_time_stats", "BPF_ENABLE_STATS"}     # ciliumctl.datapath.bpfsys
+SWITCHES = {"enable_run_time_stats", "BPF_ENABLE_STATS"}     # what ciliumctl.datapath.bpfsys once had
 SYSCTL = "bpf_stats_enabled"
 
 
@@ -21,16 +21,14 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 
 def switches_in(path: Path, root: Path = ROOT) -> list[str]:
-    """Lines of `path` that use the statistics switch (a name or attribute read; bpfsys's own definition aside) or
-    name the sysctl in a string that is not a docstring."""
+    """Lines of `path` that use the statistics switch (a name or attribute read) or name the sysctl in a string
+    that is not a docstring."""
     tree = ast.parse(path.read_text(), str(path))
     docs = _docstrings(tree)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id in SWITCHES and isinstance(node.ctx, ast.Load) or \
                 isinstance(node, ast.Attribute) and node.attr in SWITCHES:
-            if path.name == "bpfsys.py" and isinstance(node, ast.Name):
-                continue      # the definition's own body
             found.append(f"{path.relative_to(root)}:{node.lineno}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and SYSCTL in node.value \
                 and id(node) not in docs:
