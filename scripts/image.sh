@@ -3,7 +3,8 @@
 # registry (none is reachable; kubelets are told imagePullPolicy: Never).
 #   ciliumctl:local        the agent: a minimal Debian 12 root (mmdebstrap) with python3-bpfcc, the project in a
 #                          venv; two layers, so a change to the project rebuilds only the top one
-#   ciliumctl-test:local   test pods: Debian 12 essential with python3 and busybox (sh, nc, wget, ping, httpd)
+#   ciliumctl-test:local   test pods: Debian 12 essential with python3, busybox (sh, nc, wget, ping, httpd) and
+#                          dnsmasq (dnsmasq-base: the binary alone, a DNS server of the test's own names)
 #   ciliumctl-pause:local  the kubelet's sandbox image: busybox-static only
 # Packed with umoci, exported with skopeo as docker-archive tars (they load with `ctr images import` and
 # `podman load`). Each tar is kept in $CILIUMCTL_IMAGE_DIR under a hash of its inputs and rebuilt only when
@@ -21,7 +22,8 @@ VENV_PY=/opt/ciliumctl/venv/bin/python
 # the init step puts beside ciliumctl-cni on the host; the other reference plugins are left out)
 # haproxy: the L7 HTTP proxy the agent runs (node/http_proxy/haproxy.py)
 AGENT_PKGS="python3-bpfcc,python3-venv,iproute2,containernetworking-plugins,haproxy"
-TEST_PKGS="python3,busybox-static"
+# dnsmasq-base: the DNS server pod of the DNS-aware policy test (tests/k8s/test_cluster_fqdn.py)
+TEST_PKGS="python3,busybox-static,dnsmasq-base"
 # docs, manuals and translations are not needed in an image
 SLIM=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
       --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*'
