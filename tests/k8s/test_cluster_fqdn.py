@@ -5,8 +5,8 @@ a client pod on node1 whose CiliumNetworkPolicy, applied with kubectl, allows DN
 namespace of this test on the nodes' wire, as an external API is: toFQDNs selects CIDR identities, "world").
 node1's agent runs the DNS proxy: the allowed name resolves and the connection to its address succeeds, another
 name is REFUSED by the proxy (the server never sees it), a not-learned address of the same server is dropped, and
-the lookups are L7 DNS flows in `ciliumctl observe` in the agent pod and in the real hubble; the learned name
-survives the agent pod's restart.
+the lookups are L7 DNS flows in `ciliumctl observe` in the agent pod and in the real hubble; a short TTL expires;
+the learned name survives the agent pod's restart.
 
 The steps share one cluster and run in order."""
 
@@ -27,8 +27,10 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
 # the external server's addresses: on the nodes' wire, outside the pod CIDRs (world to the agents)
 API = str(NODE_NET.network_address + 240)       # api.fqdn.test
 OTHER = str(NODE_NET.network_address + 241)     # denied.fqdn.test: same server, never learned
+BRIEF = str(NODE_NET.network_address + 242)     # api-brief.fqdn.test, with a short TTL
 TTL = 600     # outlives the agent restart below: what it checks is the persisted name, not its expiry
-ZONE = {"api.fqdn.test": API, "denied.fqdn.test": OTHER}
+BRIEF_TTL = 5
+ZONE = {"api.fqdn.test": API, "denied.fqdn.test": OTHER, "api-brief.fqdn.test": f"{BRIEF},{BRIEF_TTL}"}
 
 # dnsmasq authoritative for fqdn.test only (no upstream, no /etc/hosts, no resolv.conf), logging each query it gets
 DNS_SERVER = pod("fqdn-dns", "node2", [
@@ -43,11 +45,12 @@ POLICY = {
              "egress": [{"toEndpoints": [{"matchLabels": {"app": "fqdn-dns"}}],
                          "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}],
                                       "rules": {"dns": [{"matchPattern": "api*.fqdn.test"}]}}]},
-                        {"toFQDNs": [{"matchName": "api.fqdn.test"}],
+                        {"toFQDNs": [{"matchName": "api.fqdn.test"}, {"matchName": "api-brief.fqdn.test"}],
                          "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]},
 }
 
-# an A query over UDP or TCP with the standard library only (the test image has no DNS client): "RCODE ip..."
+# an A query over UDP or TCP with the standard library only (the test image has no DNS client): "RCODE ip...";
+# with a port, then a TCP connection to the first address at once (a second line: connected or failed)
 LOOKUP = r"""
 import random, socket, struct, sys
 name, server, proto = sys.argv[1:4]
@@ -82,6 +85,12 @@ for _ in range(struct.unpack('!H', r[6:8])[0]):
         ips.append(socket.inet_ntoa(r[i + 10:i + 14]))
     i += 10 + size
 print({0: 'NOERROR', 2: 'SERVFAIL', 3: 'NXDOMAIN', 5: 'REFUSED'}.get(r[3] & 15, r[3] & 15), *ips)
+if len(sys.argv) > 4 and ips:
+    try:
+        socket.create_connection((ips[0], int(sys.argv[4])), timeout=2).close()
+        print('connected')
+    except OSError as e:
+        print('failed', e)
 """
 
 
@@ -90,6 +99,14 @@ def lookup(k8s, server: str, name: str, proto: str = "udp") -> tuple[str, list[s
     out = k8s.kubectl("exec", "fqdn-client", "--", "python3", "-c", LOOKUP, name, server, proto,
                       timeout=30).stdout.split()
     return out[0], out[1:]
+
+
+def lookup_and_connect(k8s, server: str, name: str, port: int = 8080) -> tuple[str, list[str], bool]:
+    """lookup(), then a connection to the first address on `port` right after the answer (within a short TTL)."""
+    lines = k8s.kubectl("exec", "fqdn-client", "--", "python3", "-c", LOOKUP, name, server, "udp", str(port),
+                        timeout=30).stdout.splitlines()
+    answer = lines[0].split()
+    return answer[0], answer[1:], len(lines) > 1 and lines[1] == "connected"
 
 
 def queries_seen(k8s, name: str) -> int:
@@ -113,7 +130,7 @@ def installed(k8s, cli_env_k8s):
 
 @pytest.fixture(scope="module")
 def external(k8s):
-    """A server outside the cluster: a namespace of this test on the nodes' wire holding API and OTHER, an HTTP
+    """A server outside the cluster: a namespace of this test on the nodes' wire holding its addresses, an HTTP
     server on port 8080 of both, routes back to the pod CIDRs through their nodes; removed afterwards."""
     name, veth = f"{k8s.prefix}-fqdnext", f"{k8s.prefix}f"
     server = None
@@ -122,7 +139,7 @@ def external(k8s):
         sh("ip", "link", "add", veth, "netns", name, "type", "veth", "peer", "name", f"{veth}p", "netns", k8s.net_ns)
         sh("ip", "-n", k8s.net_ns, "link", "set", f"{veth}p", "master", "br0", "up")
         sh("ip", "-n", name, "link", "set", veth, "name", "eth0")
-        for ip in (API, OTHER):
+        for ip in (API, OTHER, BRIEF):
             sh("ip", "-n", name, "addr", "add", f"{ip}/{NODE_NET.prefixlen}", "dev", "eth0")
         sh("ip", "-n", name, "link", "set", "eth0", "up")
         sh("ip", "-n", name, "link", "set", "lo", "up")
@@ -153,11 +170,13 @@ def test_without_a_policy_the_server_answers_every_name_and_both_addresses_conne
 
 def test_dns_policy_applied_with_kubectl_allows_the_name_and_only_its_learned_address(k8s, dns_ip):
     k8s.kubectl("apply", "-f", "-", input=json.dumps(POLICY))
-    # in force once the proxy answers: denied.fqdn.test is REFUSED by it, and the server never saw the query
-    seen = queries_seen(k8s, "denied.fqdn.test")
+    # in force once the proxy answers: denied.fqdn.test is REFUSED by it (the server answers it), and from then
+    # on the server never sees the query
     assert wait_until(lambda: lookup(k8s, dns_ip, "denied.fqdn.test")[0] == "REFUSED", 60, 0.5), \
         lookup(k8s, dns_ip, "denied.fqdn.test")
-    assert queries_seen(k8s, "denied.fqdn.test") == seen
+    seen = queries_seen(k8s, "denied.fqdn.test")
+    assert lookup(k8s, dns_ip, "denied.fqdn.test")[0] == "REFUSED"
+    assert queries_seen(k8s, "api.fqdn.test") and queries_seen(k8s, "denied.fqdn.test") == seen
     # nothing learned yet: the name's address is not reachable
     assert not connects(k8s, "fqdn-client", API)
     # the allowed name resolves through the proxy (UDP and TCP), and then its address connects, only it
@@ -206,6 +225,23 @@ def test_the_lookups_are_dns_flows_in_observe_and_in_the_real_hubble(k8s, dns_ip
     assert f'dns-response proxy FORWARDED (DNS Answer "{API}" TTL: {TTL} (Proxy api.fqdn.test. A))' in real, \
         real[-3000:]
     assert "dns-request proxy DROPPED (DNS Query denied.fqdn.test. A)" in real, real[-3000:]
+
+
+def test_a_short_ttl_expires_and_takes_the_address_away(k8s, dns_ip):
+    """The agent's expiry reconciles the learned address away once its TTL ran out (no --tofqdns-min-ttl, no
+    grace: the DaemonSet's defaults); the long-lived name stays."""
+    assert not connects(k8s, "fqdn-client", BRIEF)
+    assert lookup_and_connect(k8s, dns_ip, "api-brief.fqdn.test") == ("NOERROR", [BRIEF], True)
+    agent = agent_pod(k8s, "node1")
+
+    def cached() -> set[str]:
+        out = k8s.kubectl("exec", "-n", NS, agent, "-c", "agent", "--", "ciliumctl", "fqdn", "cache", "list", "-o",
+                          "json", timeout=60).stdout
+        return {r["ip"] for r in json.loads(out)}
+
+    assert wait_until(lambda: BRIEF not in cached(), 60, 1), cached()
+    assert wait_until(lambda: not connects(k8s, "fqdn-client", BRIEF), 30, 0.5), "the expired address still connects"
+    assert API in cached() and connects(k8s, "fqdn-client", API)
 
 
 def test_the_learned_name_survives_an_agent_restart(k8s, dns_ip):
