@@ -30,13 +30,17 @@ OTHER = str(NODE_NET.network_address + 241)     # denied.fqdn.test: same server,
 BRIEF = str(NODE_NET.network_address + 242)     # api-brief.fqdn.test, with a short TTL
 TTL = 600     # outlives the agent restart below: what it checks is the persisted name, not its expiry
 BRIEF_TTL = 5
+# name -> dnsmasq's host record: address[,TTL]
 ZONE = {"api.fqdn.test": API, "denied.fqdn.test": OTHER, "api-brief.fqdn.test": f"{BRIEF},{BRIEF_TTL}"}
+# the scope of a node's own identities, CIDR ones included: Cilium's IdentityScopeLocal
+# (pkg/identity/numericidentity.go)
+LOCAL_IDENTITY_FLAG = 1 << 24
 
 # dnsmasq authoritative for fqdn.test only (no upstream, no /etc/hosts, no resolv.conf), logging each query it gets
 DNS_SERVER = pod("fqdn-dns", "node2", [
     "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
     "--pid-file=", "--user=root", "--group=root", "--port=53", f"--local-ttl={TTL}", "--local=/fqdn.test/",
-    "--log-facility=-", "--log-queries", *(f"--host-record={name},{ip}" for name, ip in ZONE.items())])
+    "--log-facility=-", "--log-queries", *(f"--host-record={name},{record}" for name, record in ZONE.items())])
 CLIENT = pod("fqdn-client", "node1", ["sleep", "infinity"])
 
 POLICY = {
@@ -217,6 +221,19 @@ def test_the_lookups_are_dns_flows_in_observe_and_in_the_real_hubble(k8s, dns_ip
         "identity"]["id"]
     assert {f["verdict"] for f in of(flows, "denied.fqdn.test.", "REQUEST")} == {"DROPPED"}
     assert not of(flows, "denied.fqdn.test.", "RESPONSE")
+
+    # the connection to the learned address: its flow carries the name (observe --fqdn finds it), and the
+    # address's identity is a CIDR identity of the node (local scope), as toFQDNs selects in Cilium
+    def to_api() -> list[dict]:
+        out = k8s.kubectl("exec", "-n", NS, agent, "-c", "agent", "--", "ciliumctl", "observe", "--last", "500",
+                          "--fqdn", "api.fqdn.test", "-o", "json", timeout=60, check=False).stdout
+        return [f for f in (json.loads(x)["flow"] for x in out.splitlines() if x.strip())
+                if f.get("IP", {}).get("destination") == API and f["verdict"] == "FORWARDED"]
+
+    assert wait_until(lambda: connects(k8s, "fqdn-client", API) and to_api(), 30, 0.5), to_api()
+    flow = to_api()[0]
+    assert flow["destination_names"] == ["api.fqdn.test"], flow
+    assert flow["destination"]["identity"] & LOCAL_IDENTITY_FLAG, flow
 
     sock = k8s.nodes[0].dir / "host/run/ciliumctl/hubble.sock"
     real = sh(str(hubble), "observe", "--server", f"unix://{sock}", "--last", "500", "-t", "l7",
