@@ -28,10 +28,12 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
 API = str(NODE_NET.network_address + 240)       # api.fqdn.test
 OTHER = str(NODE_NET.network_address + 241)     # denied.fqdn.test: same server, never learned
 BRIEF = str(NODE_NET.network_address + 242)     # api-brief.fqdn.test, with a short TTL
+MULTI = str(NODE_NET.network_address + 243)     # api-multi.fqdn.test: two toFQDNs selectors match it
 TTL = 600     # outlives the agent restart below: what it checks is the persisted name, not its expiry
 BRIEF_TTL = 5
 # name -> dnsmasq's host record: address[,TTL]
-ZONE = {"api.fqdn.test": API, "denied.fqdn.test": OTHER, "api-brief.fqdn.test": f"{BRIEF},{BRIEF_TTL}"}
+ZONE = {"api.fqdn.test": API, "denied.fqdn.test": OTHER, "api-brief.fqdn.test": f"{BRIEF},{BRIEF_TTL}",
+        "api-multi.fqdn.test": MULTI}
 # the scope of a node's own identities, CIDR ones included: Cilium's IdentityScopeLocal
 # (pkg/identity/numericidentity.go)
 LOCAL_IDENTITY_FLAG = 1 << 24
@@ -49,7 +51,10 @@ POLICY = {
              "egress": [{"toEndpoints": [{"matchLabels": {"app": "fqdn-dns"}}],
                          "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}],
                                       "rules": {"dns": [{"matchPattern": "api*.fqdn.test"}]}}]},
-                        {"toFQDNs": [{"matchName": "api.fqdn.test"}, {"matchName": "api-brief.fqdn.test"}],
+                        {"toFQDNs": [{"matchName": "api.fqdn.test"}, {"matchName": "api-brief.fqdn.test"},
+                                     {"matchName": "api-multi.fqdn.test"}],
+                         "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]},
+                        {"toFQDNs": [{"matchPattern": "api-m*.fqdn.test"}],
                          "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]},
 }
 
@@ -143,7 +148,7 @@ def external(k8s):
         sh("ip", "link", "add", veth, "netns", name, "type", "veth", "peer", "name", f"{veth}p", "netns", k8s.net_ns)
         sh("ip", "-n", k8s.net_ns, "link", "set", f"{veth}p", "master", "br0", "up")
         sh("ip", "-n", name, "link", "set", veth, "name", "eth0")
-        for ip in (API, OTHER, BRIEF):
+        for ip in (API, OTHER, BRIEF, MULTI):
             sh("ip", "-n", name, "addr", "add", f"{ip}/{NODE_NET.prefixlen}", "dev", "eth0")
         sh("ip", "-n", name, "link", "set", "eth0", "up")
         sh("ip", "-n", name, "link", "set", "lo", "up")
@@ -259,6 +264,14 @@ def test_a_short_ttl_expires_and_takes_the_address_away(k8s, dns_ip):
     assert wait_until(lambda: BRIEF not in cached(), 60, 1), cached()
     assert wait_until(lambda: not connects(k8s, "fqdn-client", BRIEF), 30, 0.5), "the expired address still connects"
     assert API in cached() and connects(k8s, "fqdn-client", API)
+
+
+def test_a_name_two_selectors_match_gets_a_new_identity_before_its_answer(k8s, dns_ip):
+    """Its label set (both selectors) has no identity programmed ahead, as a lone selector's has: in cluster mode
+    the cluster sync's reconcile gives it one, with its policy entries, before the proxy releases the answer."""
+    assert not connects(k8s, "fqdn-client", MULTI)
+    assert lookup_and_connect(k8s, dns_ip, "api-multi.fqdn.test") == ("NOERROR", [MULTI], True)
+    assert not connects(k8s, "fqdn-client", OTHER)
 
 
 def test_the_learned_name_survives_an_agent_restart(k8s, dns_ip):
