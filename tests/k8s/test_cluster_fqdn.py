@@ -5,8 +5,9 @@ a client pod on node1 whose CiliumNetworkPolicy, applied with kubectl, allows DN
 namespace of this test on the nodes' wire, as an external API is: toFQDNs selects CIDR identities, "world").
 node1's agent runs the DNS proxy: the allowed name resolves and the connection to its address succeeds, another
 name is REFUSED by the proxy (the server never sees it), a not-learned address of the same server is dropped, and
-the lookups are L7 DNS flows in `ciliumctl observe` in the agent pod and in the real hubble; a short TTL expires;
-the learned name survives the agent pod's restart.
+the lookups are L7 DNS flows in `ciliumctl observe` in the agent pod and in the real hubble; a short TTL expires; a
+name two selectors match is learned through the cluster sync; with no agent on the node DNS gets no answer (fail
+closed), and the next agent restores the learned name.
 
 The steps share one cluster and run in order."""
 
@@ -274,15 +275,41 @@ def test_a_name_two_selectors_match_gets_a_new_identity_before_its_answer(k8s, d
     assert not connects(k8s, "fqdn-client", OTHER)
 
 
-def test_the_learned_name_survives_an_agent_restart(k8s, dns_ip):
-    """The DNS cache is node state (hostPath): the next agent pod programs the learned address again in its first
-    sync, so the connection keeps working without a new lookup; the address never learned stays dropped."""
+def agents_on(k8s, node: str) -> list[str]:
+    """The agent pods on `node`, terminating ones included (their proxy may still answer)."""
+    pods = kubectl_json(k8s, "get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=ciliumctl-agent")["items"]
+    return [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == node]
+
+
+def keep_agent_off(k8s, node: str | None) -> None:
+    """The DaemonSet's pods kept off `node` (an affinity to the other nodes only); None: everywhere again."""
+    others = [n.name for n in k8s.nodes if n.name != node]
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": others}]}]}}} if node else None
+    k8s.kubectl("patch", "daemonset", "-n", NS, "ciliumctl-agent", "-p",
+                json.dumps({"spec": {"template": {"spec": {"affinity": affinity}}}}))
+
+
+def test_with_no_agent_dns_gets_no_answer_and_the_next_agent_restores_the_learned_name(k8s, dns_ip):
+    """Fail closed: while node1 runs no agent, its client's DNS, still redirected to the proxy's port, gets no
+    answer from anywhere (the server never sees it); the pinned datapath keeps enforcing, the learned address
+    included. The DNS cache is node state (hostPath): the next agent pod programs the learned address again in
+    its first sync, so the connection keeps working without a new lookup."""
     settings = k8s.nodes[0].dir / "host/var/lib/ciliumctl/node.json"
-    old = agent_pod(k8s, "node1")
-    k8s.kubectl("delete", "pod", "-n", NS, old, "--wait=true", "--timeout", "120s", timeout=150)
-    revision = json.loads(settings.read_text())["revision"]
+    keep_agent_off(k8s, "node1")
+    try:
+        assert wait_until(lambda: not agents_on(k8s, "node1"), 120, 0.5), agents_on(k8s, "node1")
+        seen = queries_seen(k8s, "api.fqdn.test")
+        assert lookup(k8s, dns_ip, "api.fqdn.test") == ("ERROR", ["TimeoutError"])
+        assert lookup(k8s, dns_ip, "api.fqdn.test", "tcp")[0] == "ERROR"
+        assert queries_seen(k8s, "api.fqdn.test") == seen
+        assert connects(k8s, "fqdn-client", API)
+        assert not connects(k8s, "fqdn-client", OTHER)
+        revision = json.loads(settings.read_text())["revision"]
+    finally:
+        keep_agent_off(k8s, None)
     # the new agent's first sync programs a new revision from the cluster and the cache it finds
-    assert wait_until(lambda: json.loads(settings.read_text())["revision"] > revision, 120, 0.5), \
+    assert wait_until(lambda: json.loads(settings.read_text())["revision"] > revision, 180, 0.5), \
         "the new agent did not reconcile"
     assert connects(k8s, "fqdn-client", API)
     assert not connects(k8s, "fqdn-client", OTHER)
