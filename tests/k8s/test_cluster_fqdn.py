@@ -141,7 +141,7 @@ def installed(k8s, cli_env_k8s):
 @pytest.fixture(scope="module")
 def external(k8s):
     """A server outside the cluster: a namespace of this test on the nodes' wire holding its addresses, an HTTP
-    server on port 8080 of both, routes back to the pod CIDRs through their nodes; removed afterwards."""
+    server on port 8080 of each, routes back to the pod CIDRs through their nodes; removed afterwards."""
     name, veth = f"{k8s.prefix}-fqdnext", f"{k8s.prefix}f"
     server = None
     try:
