@@ -1,6 +1,8 @@
 """What the agent knows about the node when it turns events into flows: endpoints (by IP and by id), identity
 labels and the policy rules behind each policy-map cookie. Read from the node's state files and re-read when
-they change; each reload makes a new immutable Snapshot, so a flow is always enriched with one consistent view."""
+they change; each reload makes a new immutable Snapshot, so a flow is always enriched with one consistent view.
+In cluster mode also the other nodes' pods and the cluster's identities, from the file the cluster sync writes
+(its format lives here: peers_document, save_peers)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ciliumctl.base import paths
+from ciliumctl.base import paths, statefile
 from ciliumctl.flows.names import RESERVED_IDENTITIES
 
 
@@ -163,6 +165,53 @@ def _read_json(path: Path):
         return None  # missing or being replaced: keep going with what we have
 
 
+PEERS_FILE = "cluster-peers.json"
+PEERS_VERSION = 1
+
+
+def peers_path(state_dir: Path | None = None) -> Path:
+    return (state_dir or paths.state_dir()) / PEERS_FILE
+
+
+def peers_document(endpoints: list[dict], identities: dict[int, list[str]]) -> dict:
+    """What flows need of the cluster beyond this node: the other nodes' pods (rows with name, namespace, labels,
+    identity, ipv4, node; extra keys are left out) and the labels of every cluster identity (CiliumIdentity), so
+    that a peer is named as Cilium's Hubble names a remote endpoint: pod name, namespace and its identity's
+    labels, endpoint ID 0 (pkg/hubble/parser/common/endpoint.go, ResolveEndpoint: ipcache metadata and the
+    identity cache). Ordered, so that equal content makes an equal document."""
+    rows = [{"name": str(e["name"]), "namespace": str(e["namespace"]), "labels": sorted(e["labels"]),
+             "identity": int(e["identity"]), "ipv4": str(e["ipv4"]), "node": str(e["node"])} for e in endpoints]
+    return {"version": PEERS_VERSION, "endpoints": sorted(rows, key=lambda r: (r["ipv4"], r["namespace"], r["name"])),
+            "identities": {str(i): sorted(labels) for i, labels in sorted(identities.items())}}
+
+
+def save_peers(document: dict, state_dir: Path | None = None) -> None:
+    """Root-only (mkstemp's 0600), not fsynced: the cluster sync writes it again from the API server after any
+    loss."""
+    statefile.write_json(peers_path(state_dir), document, compact=True, durable=False)
+
+
+def _parse_peers(data) -> tuple[dict[str, EndpointInfo], dict[int, tuple[str, ...]]]:
+    """The peers file as remote endpoints by address and identity labels; what is malformed is left out."""
+    by_ip: dict[str, EndpointInfo] = {}
+    identities: dict[int, tuple[str, ...]] = {}
+    if not isinstance(data, dict) or data.get("version") != PEERS_VERSION:
+        return by_ip, identities
+    for key, labels in (data.get("identities") or {}).items() if isinstance(data.get("identities"), dict) else ():
+        if str(key).isdigit() and isinstance(labels, list):
+            identities[int(key)] = tuple(sorted(str(x) for x in labels))
+    for row in data.get("endpoints") or () if isinstance(data.get("endpoints"), list) else ():
+        try:
+            ip = str(row["ipv4"]).split("/")[0]
+            info = EndpointInfo(0, str(row["name"]), str(row["namespace"]),
+                                tuple(sorted(str(x) for x in row["labels"])), int(row["identity"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if ip:
+            by_ip.setdefault(ip, info)
+    return by_ip, identities
+
+
 def load_snapshot(state_dir: Path | None = None) -> Snapshot:
     state = state_dir or paths.state_dir()
     by_ip: dict[str, EndpointInfo] = {}
@@ -181,7 +230,13 @@ def load_snapshot(state_dir: Path | None = None) -> Snapshot:
                 by_ip[ep["ipv4"].split("/")[0]] = info
             namespaces.add(info.namespace)
     identities = _parse_identities(_read_json(state / "identities.json"))
+    remote, cluster_identities = _parse_peers(_read_json(peers_path(state)))
+    for ident, labels in cluster_identities.items():   # the CiliumIdentity's labels, as Hubble shows them
+        identities.setdefault(ident, labels)
     for info in by_id.values():
+        identities.setdefault(info.identity, info.labels)
+    for ip, info in remote.items():      # a local endpoint wins on the same address (Hubble asks it first)
+        by_ip.setdefault(ip, info)
         identities.setdefault(info.identity, info.labels)
     cookies = _parse_cookies(_read_json(state / "datapath" / "cookies.json"))
     services = _parse_services(_read_json(state / "datapath" / "services.json"))
@@ -215,7 +270,7 @@ class MetaWatcher:
         stamp: list[tuple | None] = []
         for p in (self.state_dir / "endpoints", self.state_dir / "identities.json",
                   self.state_dir / "datapath" / "cookies.json", self.state_dir / "datapath" / "services.json",
-                  self.state_dir / "fqdn-cache.json"):
+                  self.state_dir / "fqdn-cache.json", peers_path(self.state_dir)):
             try:
                 st = os.stat(p)
                 stamp.append((st.st_mtime_ns, st.st_ino, st.st_size))

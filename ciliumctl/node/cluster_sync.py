@@ -15,7 +15,8 @@ from the cluster's view.
 - the host firewall (install --host-firewall): this node's Node object's labels select the nodeSelector
   policies of the host endpoint (a label change re-resolves), the other Node objects' addresses are remote-node
   (node.hostfw.host.cluster_nodes);
-- after programming: a CiliumEndpoint per local endpoint, so the other nodes learn this node's pods.
+- after programming: a CiliumEndpoint per local endpoint, so the other nodes learn this node's pods; and the
+  other nodes' pods and the cluster's identities for this node's flows (flows.meta's peers file).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from dataclasses import dataclass, field
 from ciliumctl.cluster import cidr_groups, policy_events, sources, status_conditions
 from ciliumctl.cluster import endpoints as ceps
 from ciliumctl.cluster import services as cluster_services
-from ciliumctl.cluster.identity import CiliumIdentityBackend
+from ciliumctl.cluster.identity import CiliumIdentityBackend, from_security_labels
 from ciliumctl.cluster.kube import Kube
 from ciliumctl.cluster.watch import ClusterCache
 from ciliumctl.endpoints.model import Endpoint
+from ciliumctl.flows import meta as flow_meta
 from ciliumctl.node import reconcile as node_reconcile
 from ciliumctl.node import settings as node_settings
 from ciliumctl.node.cni import attach as cni_node
@@ -126,6 +128,7 @@ class ClusterNode:
         self._evented: set[tuple[str, str]] = set()   # verdicts told in an Event (cluster.policy_events)
         self._host_in_force: set[str] = set()   # host policies enforced by the last program: kept first by the guard
         self._held_told: dict[str, str] = {}    # ref -> message of the held-back condition this node wrote
+        self._peers_saved: dict | None = None   # the last document of flows.meta.save_peers
         self._stop = threading.Event()
         self._kick = threading.Event()  # a local change (reconcile_locked) wants a full sync
         self._thread: threading.Thread | None = None
@@ -301,6 +304,7 @@ class ClusterNode:
         applied = dp.apply(state)
         self._services = report.services
         save_services(report.services)
+        self._save_peers(rows)
         settings.policy_source = "cluster"      # node.verify compares the local store only in node mode
         node_settings.save_settings(settings)
         node_reconcile.save_enforcement(state)
@@ -319,6 +323,19 @@ class ClusterNode:
 
         self._host_in_force = {ref for ref, p in zip(report.accepted, policies) if lockout.is_host_policy(p)}
         return applied
+
+    def _save_peers(self, rows: list[dict]) -> None:
+        """The other nodes' pods and the cluster's identities for the flows of this node (flows.meta reads the
+        file), written only when they changed."""
+        identities = {}
+        for obj in self.cache.objects("CiliumIdentity"):
+            name = (obj.get("metadata") or {}).get("name", "")
+            if name.isdigit():
+                identities[int(name)] = sorted(from_security_labels(obj.get("security-labels") or {}))
+        document = flow_meta.peers_document(rows, identities)
+        if document != self._peers_saved:
+            flow_meta.save_peers(document)
+            self._peers_saved = document
 
     def _lockout_guard(self, report: SyncReport, policies: list[dict], state: ResolvedState, resolve_with,
                        settings) -> dict[str, list[str]]:
