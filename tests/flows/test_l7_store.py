@@ -8,7 +8,7 @@ from __future__ import annotations
 from ciliumctl.flows.http import http_flows
 from ciliumctl.flows.meta import Snapshot
 from ciliumctl.flows.pb.observer import observer_pb2 as opb
-from ciliumctl.flows.server import FLUSH, FlowSource, iter_responses
+from ciliumctl.flows.server import FLUSH, FlowSource, ObserverService, iter_responses
 from ciliumctl.flows.store import KIND_L7, FlowStore
 from ciliumctl.node.http_proxy.service import parse_log
 
@@ -176,3 +176,10 @@ def test_an_event_whose_flows_cannot_be_made_is_skipped_and_the_stream_goes_on(c
     assert [e.seq for e in store.entries(0, store.next_seq)] == [0, 4, 5, 6]
     warnings = [r.getMessage() for r in caplog.records if r.name == "ciliumctl.flows.store"]
     assert len(warnings) == 2 and "port out of range" in warnings[0] and "made 2 flows, stored as 1" in warnings[1]
+
+
+def test_namespaces_name_those_of_l7_flows():
+    store = FlowStore(10)
+    add_http(store, logged(40001), Builds())
+    got = ObserverService(FlowSource(store, node_name="node-a")).GetNamespaces(opb.GetNamespacesRequest(), None)
+    assert [n.namespace for n in got.namespaces] == ["default", "empire"]
