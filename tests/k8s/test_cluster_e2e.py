@@ -159,24 +159,40 @@ def test_policy_applied_with_kubectl_is_enforced(k8s, state):
 
 
 def test_flows_in_observe_and_in_the_real_hubble(k8s, state, hubble):
+    """Each node's flows name the pod of the other node as Cilium's Hubble names a remote endpoint: pod name,
+    namespace, its identity's labels, no endpoint ID (pkg/hubble/parser/common/endpoint.go, ResolveEndpoint)."""
     assert not connects(k8s, "other", state["web"])
-    sock = k8s.nodes[NODE_OF["web"]].dir / "host/run/ciliumctl/hubble.sock"   # web's ingress drops there
+    assert connects(k8s, "client", state["web"])
 
-    def dropped(lines: str) -> list[dict]:
-        flows = [json.loads(line) for line in lines.splitlines() if line.strip()]
-        flows = [f.get("flow", f) for f in flows]
-        return [f for f in flows if f.get("verdict") == "DROPPED"
-                and f.get("IP", {}).get("source") == state["other"]
-                and f.get("IP", {}).get("destination") == state["web"]]
+    def flows(node: str, source: str, destination: str, verdict: str) -> list[dict]:
+        """The last flow source -> destination with the verdict at the node, in the real hubble and in
+        `ciliumctl observe` in the node's agent pod: both must have one."""
+        sock = next(n for n in k8s.nodes if n.name == node).dir / "host/run/ciliumctl/hubble.sock"
+        real = sh(str(hubble), "observe", "--server", f"unix://{sock}", "--last", "500", "-o", "jsonpb", timeout=30)
+        ours = k8s.kubectl("exec", "-n", NS, agent_pod(k8s, node), "-c", "agent", "--", "ciliumctl", "observe",
+                           "--last", "500", "-o", "jsonpb", timeout=60)
+        found = []
+        for out in (real.stdout, ours.stdout):
+            parsed = [json.loads(line) for line in out.splitlines() if line.strip()]
+            matching = [f for f in (p.get("flow", p) for p in parsed) if f.get("verdict") == verdict
+                        and f.get("IP", {}).get("source") == state[source]
+                        and f.get("IP", {}).get("destination") == state[destination]]
+            assert matching, out[-2000:]
+            found.append(matching[-1])
+        return found
 
-    real = sh(str(hubble), "observe", "--server", f"unix://{sock}", "--last", "500", "-o", "jsonpb", timeout=30)
-    drops = dropped(real.stdout)
-    assert drops, real.stdout[-2000:]
-    assert drops[0]["destination"].get("pod_name") == "web", drops[0]
-    assert drops[0].get("drop_reason_desc") == "POLICY_DENIED", drops[0]
-    ours = k8s.kubectl("exec", "-n", NS, agent_pod(k8s, "node2"), "-c", "agent", "--", "ciliumctl", "observe", "--last",
-                       "500", "-o", "jsonpb", timeout=60)
-    assert dropped(ours.stdout), ours.stdout[-2000:]
+    def named(ep: dict, pod: str, local: bool) -> None:
+        assert (ep.get("pod_name"), ep.get("namespace")) == (pod, "default"), ep
+        assert ep.get("identity") == state[f"{pod}-identity"] and ("ID" in ep) == local, ep
+        assert f"k8s:app={pod}" in ep.get("labels", []), ep
+
+    for drop in flows("node2", "other", "web", "DROPPED"):      # web's ingress policy: real hubble, then ours
+        assert drop.get("drop_reason_desc") == "POLICY_DENIED", drop
+        named(drop["destination"], "web", local=True)
+        named(drop["source"], "other", local=False)
+    for reply in flows("node1", "web", "client", "FORWARDED"):  # web's answers delivered to client
+        named(reply["source"], "web", local=False)
+        named(reply["destination"], "client", local=True)
 
 
 def test_agent_restart_lets_no_denied_packet_through(k8s, state):
