@@ -24,6 +24,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,9 +58,18 @@ class ClusterError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range: a port bind(0) hands out is free only until a daemon starts
+    on it, and any outgoing connection may take it meanwhile (kube-apiserver once found its port taken)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+        ephemeral_low = int(fh.read().split()[0])
+    for port in random.sample(range(10000, max(ephemeral_low, 10200)), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ClusterError(f"no free port on 127.0.0.1 in 10000..{ephemeral_low - 1}")
 
 
 def run(*args, check=True, timeout=120, **kw) -> subprocess.CompletedProcess:
