@@ -206,6 +206,7 @@ class HAProxy:
                 except subprocess.TimeoutExpired:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                     self.proc.wait()
+                _wait_group_gone(self.proc.pid)
             self.proc = None
             self.config = ""
         if self._watch is not None:
@@ -245,3 +246,14 @@ class HAProxy:
             out = self.command(";".join(cmds[i:i + 200]))
             if "not found" in out.lower() or "unknown" in out.lower():
                 raise EnvironmentProblem(f"HTTP proxy: updating the identity map failed: {out.strip()[:200]}")
+
+
+def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
+    """The master's exit is not the end: its workers (same process group) may still hold the listeners for a
+    moment, and a connection accepted then is reset. Stopped means nothing of the group is left."""
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(ProcessLookupError):
+        while time.monotonic() < deadline:     # bounded: a worker left as a zombie still counts as there
+            os.killpg(pgid, 0)
+            time.sleep(0.01)
+        os.killpg(pgid, signal.SIGKILL)
