@@ -9,6 +9,7 @@ the status subresource, only when one of them changes."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 
 from ciliumctl.cluster.kube import KINDS, ApiFailure, Kube
 from ciliumctl.policy import enforcement_gaps
@@ -104,29 +105,8 @@ def desired_conditions(obj: dict, wanted: list[dict]) -> list[dict] | None:
 def set_valid(kube: Kube, obj: dict, valid: bool, message: str, attempts: int = 5, gaps: list | None = None) -> bool:
     """Write the Valid and Enforced conditions if they differ; retry on resourceVersion conflicts (several agents
     write them). True when a write happened. NetworkPolicy has no such status: nothing to do."""
-    if obj.get("kind") not in WITH_STATUS:
-        return False
-    kind, meta = KINDS[obj["kind"]], obj["metadata"]
-    wanted = wanted_conditions(obj, valid, message, gaps)
-    for _ in range(attempts):
-        conditions = desired_conditions(obj, wanted)
-        if conditions is None:
-            return False
-        body = dict(obj)
-        body["status"] = {**(obj.get("status") or {}), "conditions": conditions}
-        try:
-            kube.replace(body, sub="status", field_manager="ciliumctl-agent")
-            return True
-        except ApiFailure as err:
-            if err.status == 404:
-                return False  # deleted meanwhile
-            if err.status != 409:
-                raise
-        fresh = kube.get(kind, meta["name"], meta.get("namespace"))
-        if fresh is None:
-            return False
-        obj = fresh
-    return False
+    wanted = wanted_conditions(obj, valid, message, gaps) if obj.get("kind") in WITH_STATUS else []
+    return _write_conditions(kube, obj, lambda current: desired_conditions(current, wanted), attempts)
 
 
 def report(kube: Kube, obj: dict) -> tuple[bool, str]:
@@ -150,17 +130,24 @@ def node_condition_type(kind: str, node: str) -> str:
 def set_node_condition(kube: Kube, obj: dict, ctype: str, wanted: dict | None, attempts: int = 5) -> bool:
     """Write this node's condition `ctype` ({status, reason, message}), or remove it (None); retry on conflicts.
     True when a write happened."""
+    def conditions(current: dict) -> list[dict] | None:
+        if wanted is not None:
+            return desired_conditions(current, [{"type": ctype, **wanted}])
+        if condition(current, ctype) is None:
+            return None
+        return [c for c in (current.get("status") or {}).get("conditions") or [] if c.get("type") != ctype]
+    return _write_conditions(kube, obj, conditions, attempts)
+
+
+def _write_conditions(kube: Kube, obj: dict, conditions_of: Callable[[dict], list[dict] | None],
+                      attempts: int) -> bool:
+    """Replace the policy's status conditions with conditions_of(the object) unless that is None (nothing to
+    change); on a resourceVersion conflict read the object again and retry. True when a write happened."""
     if obj.get("kind") not in WITH_STATUS:
         return False
     kind, meta = KINDS[obj["kind"]], obj["metadata"]
     for _ in range(attempts):
-        if wanted is None:
-            if condition(obj, ctype) is None:
-                return False
-            conditions: list[dict] | None = [c for c in (obj.get("status") or {}).get("conditions") or []
-                                             if c.get("type") != ctype]
-        else:
-            conditions = desired_conditions(obj, [{"type": ctype, **wanted}])
+        conditions = conditions_of(obj)
         if conditions is None:
             return False
         body = dict(obj)
@@ -170,7 +157,7 @@ def set_node_condition(kube: Kube, obj: dict, ctype: str, wanted: dict | None, a
             return True
         except ApiFailure as err:
             if err.status == 404:
-                return False
+                return False  # deleted meanwhile
             if err.status != 409:
                 raise
         fresh = kube.get(kind, meta["name"], meta.get("namespace"))

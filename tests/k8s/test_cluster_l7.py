@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.cli import run_cli
 from support.shell import wait_until
 
-from k8s.workloads import NS, agent_pod, kubectl_json, pod
+from k8s.workloads import NS, agent_installed, agent_pod, kubectl_json, pod
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -44,16 +43,13 @@ def request(k8s, ip: str, method: str, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def installed(k8s, cli_env_k8s):
-    res = run_cli("install", "--kubeconfig", str(k8s.kubeconfig), "--image", "ciliumctl:local",
-                  "--image-pull-policy", "Never", "--wait", env=cli_env_k8s, timeout=300)
-    assert res.returncode == 0, res.stdout + res.stderr
-    try:
-        yield
-    finally:
-        k8s.kubectl("delete", "cnp", "deathstar-l7", "--ignore-not-found", check=False)
-        k8s.kubectl("delete", "pod", "deathstar", "tiefighter", "--ignore-not-found", "--wait=true", check=False,
-                    timeout=120)
-        run_cli("uninstall", "--kubeconfig", str(k8s.kubeconfig), env=cli_env_k8s, timeout=300)
+    with agent_installed(k8s, cli_env_k8s):
+        try:
+            yield
+        finally:
+            k8s.kubectl("delete", "cnp", "deathstar-l7", "--ignore-not-found", check=False)
+            k8s.kubectl("delete", "pod", "deathstar", "tiefighter", "--ignore-not-found", "--wait=true",
+                        check=False, timeout=120)
 
 
 @pytest.fixture(scope="module")

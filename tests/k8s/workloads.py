@@ -3,11 +3,26 @@ node, kubectl apply of objects, a connection attempt from inside a pod, the agen
 
 from __future__ import annotations
 
+import contextlib
 import json
+
+from support.cli import run_cli
 
 NS = "ciliumctl-system"     # where `ciliumctl install --kubeconfig` puts the agent
 CONNECT = ("import socket,sys\ntry:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()\n"
            " print('connected')\nexcept OSError as e:\n print('failed', e)\n")
+
+
+@contextlib.contextmanager
+def agent_installed(k8s, env):
+    """The agent DaemonSet as an admin installs it (`ciliumctl install --kubeconfig --wait`), uninstalled on leaving."""
+    res = run_cli("install", "--kubeconfig", str(k8s.kubeconfig), "--image", "ciliumctl:local",
+                  "--image-pull-policy", "Never", "--wait", env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        yield
+    finally:
+        run_cli("uninstall", "--kubeconfig", str(k8s.kubeconfig), env=env, timeout=300)
 
 
 def pod(name: str, node: str, command: list[str], app: str | None = None) -> dict:
